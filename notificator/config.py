@@ -1,0 +1,478 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Configuration: C{DIR/default.json}, then C{DIR/<env>.json}, then
+C{DIR/local.json}, deep-merged (objects merge key by key, everything else
+replaces), with C{//} and C{/* */} comments allowed so the old node server's
+C{config/*.json} files load unchanged.
+
+The merged document is validated once, at start-up, into frozen attrs
+classes.  A bad value raises L{ConfigError}, whose text is one line naming
+the file and the dotted key; an unknown key becomes a warning in
+L{Config.warnings}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+import attrs
+from hyperlink import URL, DecodedURL
+from twisted.internet.endpoints import quoteStringArgument
+from twisted.python.filepath import FilePath
+
+PROTOCOLS = ("http", "https", "http2")
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+_LOG_LEVEL_ALIASES = {"warning": "warn", "fatal": "critical", "trace": "debug"}
+
+# Hop-by-hop headers are forbidden over HTTP/2 and meaningless to set by
+# hand over HTTP/1.1; the old server's config carried "Connection".
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+)
+# Set by the SSE resource itself; a configured value would break the stream.
+_OWNED_HEADERS = frozenset({"content-type", "content-length"})
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ACAO = "access-control-allow-origin"
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used.  C{str()} is one line: file, key and
+    reason, e.g. C{conf/production.json: server.port: expected an integer,
+    got "3443a"}.
+    """
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        super().__init__(source, key, reason)
+        self.source = source
+        self.key = key
+        self.reason = reason
+
+    def __str__(self) -> str:
+        where = f"{self.key}: " if self.key else ""
+        return f"{self.source}: {where}{self.reason}"
+
+
+def strip_comments(text: str) -> str:
+    """
+    Remove C{//} line comments and C{/* */} block comments from JSON text,
+    leaving string literals (such as C{"https://example.com"}) untouched.
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i : j + 1])
+            i = j + 1
+        elif text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            if j < 0:
+                raise ValueError("unterminated /* comment")
+            # Keep line breaks so json's line numbers stay right.
+            out.append("\n" * text.count("\n", i, j))
+            i = j + 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def read_json(path: FilePath[str]) -> dict[str, Any]:
+    """
+    Read one commented JSON object file.
+
+    @raise ConfigError: unreadable, not UTF-8, not JSON, or not an object.
+    """
+    source = path.path
+    try:
+        text = path.getContent().decode("utf-8-sig")
+    except OSError as e:
+        raise ConfigError(source, "", f"cannot read: {e.strerror or e}")
+    except UnicodeDecodeError:
+        raise ConfigError(source, "", "not UTF-8 text")
+    try:
+        value = json.loads(strip_comments(text))
+    except ValueError as e:
+        raise ConfigError(source, "", f"not valid JSON: {e}")
+    if not isinstance(value, dict):
+        raise ConfigError(source, "", "expected a JSON object at the top level")
+    return value
+
+
+def merge(
+    base: dict[str, Any],
+    base_origin: dict[str, str],
+    over: Mapping[str, Any],
+    source: str,
+    prefix: str = "",
+) -> None:
+    """
+    Deep-merge C{over} into C{base} in place, recording in C{base_origin}
+    which file set each dotted key (so errors can name it).
+    """
+    for key, value in over.items():
+        dotted = prefix + key
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], base_origin, value, source, dotted + ".")
+        else:
+            base[key] = value
+            for old in [k for k in base_origin if k.startswith(dotted + ".")]:
+                del base_origin[old]
+            base_origin[dotted] = source
+            if isinstance(value, dict):
+                _mark(value, base_origin, source, dotted + ".")
+
+
+def _mark(value: dict[str, Any], origin: dict[str, str], source: str, prefix: str) -> None:
+    for key, sub in value.items():
+        origin[prefix + key] = source
+        if isinstance(sub, dict):
+            _mark(sub, origin, source, prefix + key + ".")
+
+
+# --- validators: (value) -> converted value, or raise _Bad(reason) -----------
+
+
+class _Bad(Exception):
+    pass
+
+
+def _show(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _int(value: object, low: int, high: int) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"expected an integer, got {_show(value)}")
+    if not low <= value <= high:
+        raise _Bad(f"expected an integer from {low} to {high}, got {value}")
+    return value
+
+
+def _seconds(value: object, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"expected a number of seconds, got {_show(value)}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise _Bad(f"expected a positive number of seconds, got {value}")
+    return float(value)
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Bad(f"expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None or value == "" else _str(value)
+
+
+def _str_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _Bad(f"expected a list of strings, got {_show(value)}")
+    return tuple(value)
+
+
+def _choice(*choices: str, aliases: Mapping[str, str] = {}) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        if isinstance(value, str):
+            v = aliases.get(value.lower(), value.lower())
+            if v in choices:
+                return v
+        raise _Bad(f"expected one of {', '.join(choices)}, got {_show(value)}")
+
+    return check
+
+
+def _cookie_name(value: object) -> str:
+    name = _str(value)
+    if not _TOKEN.match(name):
+        raise _Bad(f"not a valid cookie name: {_show(value)}")
+    return name
+
+
+@attrs.frozen
+class Origin:
+    """
+    A web origin, compared as scheme, host and port (default ports filled
+    in), never as raw text: C{https://GW.example.com} and
+    C{https://gw.example.com:443} are the same origin.
+    """
+
+    scheme: str
+    host: str
+    port: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> "Origin":
+        try:
+            url = DecodedURL(URL.from_text(text.strip()))
+        except Exception as e:  # hyperlink raises several types
+            raise ValueError(f"not an origin: {text!r} ({e})")
+        if not url.scheme or not url.host:
+            raise ValueError(f"not an origin: {text!r}")
+        return cls(url.scheme.lower(), url.host.lower(), url.port)
+
+
+@attrs.frozen
+class CORSPolicy:
+    """
+    Which browser origins may read the streams with credentials.
+
+    @ivar any_origin: C{"*"} was configured: every origin is echoed back.
+    @ivar origins: the allowed origins otherwise.
+    """
+
+    any_origin: bool = False
+    origins: frozenset[Origin] = frozenset()
+
+    def allows(self, origin: str) -> bool:
+        if self.any_origin:
+            return True
+        try:
+            return Origin.parse(origin) in self.origins
+        except ValueError:
+            return False
+
+
+def _headers(value: object) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[str]]:
+    if not isinstance(value, dict):
+        raise _Bad(f"expected an object of header names to values, got {_show(value)}")
+    headers: list[tuple[str, str]] = []
+    policy = CORSPolicy()
+    notes: list[str] = []
+    for name, v in value.items():
+        lname = name.lower()
+        if not _TOKEN.match(name):
+            raise _Bad(f"not a valid header name: {_show(name)}")
+        if lname == _ACAO:
+            origins = [v] if isinstance(v, str) else v
+            if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+                raise _Bad(f"{name}: expected a string or a list of strings, got {_show(v)}")
+            if "*" in origins:
+                policy = CORSPolicy(any_origin=True)
+            else:
+                try:
+                    policy = CORSPolicy(origins=frozenset(Origin.parse(o) for o in origins))
+                except ValueError as e:
+                    raise _Bad(f"{name}: {e}")
+            continue
+        if lname in _HOP_BY_HOP or lname in _OWNED_HEADERS:
+            notes.append(f"header {name} is set by the server itself; the configured value is ignored")
+            continue
+        if lname == "access-control-allow-credentials":
+            continue  # always sent with an allowed origin
+        if not isinstance(v, (str, int)) or isinstance(v, bool):
+            raise _Bad(f"{name}: expected a string, got {_show(v)}")
+        text = str(v)
+        if any(c in text for c in "\r\n\0"):
+            raise _Bad(f"{name}: value must not contain line breaks")
+        headers.append((name, text))
+    return tuple(headers), policy, notes
+
+
+@attrs.frozen
+class Certificates:
+    """TLS files, already resolved against the project root."""
+
+    ca: str | None = None
+    key: str | None = None
+    cert: str | None = None
+
+
+@attrs.frozen
+class ServerConfig:
+    protocol: str = "http"
+    port: int = 3000
+    host: str | None = None
+    endpoints: tuple[str, ...] = ()
+    certificates: Certificates = Certificates()
+    log_level: str = "info"
+    log_dir: str = "log"
+
+
+@attrs.frozen
+class SSEConfig:
+    headers: tuple[tuple[str, str], ...] = ()
+    cors: CORSPolicy = CORSPolicy()
+    heartbeat: bool = True
+    heartbeat_interval: float = 55.0
+    keepalive: float = 20.0
+    retry: int = 3000
+    cookie: str = "userID"
+
+
+@attrs.frozen
+class Config:
+    """
+    The validated configuration.
+
+    @ivar root: the directory relative paths are resolved against (the
+        parent of the config directory: the project root in a checkout).
+    @ivar sources: the files that were read, in merge order.
+    @ivar warnings: unknown keys and ignored values, to be logged.
+    """
+
+    server: ServerConfig = ServerConfig()
+    sse: SSEConfig = SSEConfig()
+    root: str = "."
+    sources: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def endpoints(self) -> list[str]:
+        """
+        The strports descriptions to listen on: C{server.endpoints} when
+        given, else one built from protocol, port, host and certificates.
+        """
+        if self.server.endpoints:
+            return list(self.server.endpoints)
+        s = self.server
+        iface = f":interface={quoteStringArgument(s.host)}" if s.host else ""
+        if s.protocol == "http":
+            return [f"tcp:port={s.port}{iface}"]
+        certs = s.certificates
+        tls = (
+            f":privateKey={quoteStringArgument(certs.key or '')}"
+            f":certKey={quoteStringArgument(certs.cert or '')}"
+        )
+        if certs.ca:
+            tls += f":extraCertChain={quoteStringArgument(certs.ca)}"
+        return [f"ssl:port={s.port}{iface}{tls}"]
+
+
+# dotted key -> validator.  Objects below these keys are leaves.
+_SCHEMA: dict[str, Callable[[Any], Any]] = {
+    "server.protocol": _choice(*PROTOCOLS),
+    "server.port": lambda v: _int(v, 0, 65535),
+    "server.host": _opt_str,
+    "server.endpoints": _str_list,
+    "server.certificates.ca": _opt_str,
+    "server.certificates.key": _opt_str,
+    "server.certificates.cert": _opt_str,
+    "server.log.level": _choice(*LOG_LEVELS, aliases=_LOG_LEVEL_ALIASES),
+    "server.log.dir": _str,
+    "sse.header": _headers,
+    "sse.heartbeat": _bool,
+    "sse.heartbeatInterval": lambda v: _seconds(v, allow_zero=False),
+    "sse.keepalive": lambda v: _seconds(v, allow_zero=True),
+    "sse.retry": lambda v: _int(v, 0, 24 * 3600 * 1000),
+    "sse.cookie": _cookie_name,
+}
+
+
+def _leaves(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in doc.items():
+        dotted = prefix + key
+        if dotted in _SCHEMA or not isinstance(value, dict):
+            yield dotted, value
+        else:
+            yield from _leaves(value, dotted + ".")
+
+
+def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Config:
+    """
+    Turn a merged document into a L{Config}.
+
+    @param origin: dotted key -> file that set it, for error messages.
+    @raise ConfigError: a value of the wrong type or out of range.
+    """
+    values: dict[str, Any] = {}
+    warnings: list[str] = []
+    for dotted, raw in _leaves(doc):
+        source = origin.get(dotted, "config")
+        check = _SCHEMA.get(dotted)
+        if check is None:
+            warnings.append(f"{source}: {dotted}: unknown key, ignored")
+            continue
+        try:
+            values[dotted] = check(raw)
+        except _Bad as e:
+            raise ConfigError(source, dotted, str(e))
+
+    headers, cors, notes = values.pop("sse.header", ((), CORSPolicy(), []))
+    warnings.extend(f"{origin.get('sse.header', 'config')}: sse.header: {n}" for n in notes)
+
+    def resolve(p: str | None) -> str | None:
+        if p is None:
+            return None
+        return os.path.normpath(os.path.join(root, os.path.expanduser(p)))
+
+    server = ServerConfig(
+        protocol=values.get("server.protocol", "http"),
+        port=values.get("server.port", 3000),
+        host=values.get("server.host"),
+        endpoints=values.get("server.endpoints", ()),
+        certificates=Certificates(
+            ca=resolve(values.get("server.certificates.ca")),
+            key=resolve(values.get("server.certificates.key")),
+            cert=resolve(values.get("server.certificates.cert")),
+        ),
+        log_level=values.get("server.log.level", "info"),
+        log_dir=resolve(values.get("server.log.dir", "log")) or "log",
+    )
+    if server.protocol != "http" and not server.endpoints:
+        for name in ("key", "cert"):
+            if getattr(server.certificates, name) is None:
+                key = f"server.certificates.{name}"
+                raise ConfigError(
+                    origin.get("server.protocol", "config"),
+                    key,
+                    f"required when server.protocol is {server.protocol}",
+                )
+    sse = SSEConfig(
+        headers=headers,
+        cors=cors,
+        heartbeat=values.get("sse.heartbeat", True),
+        heartbeat_interval=values.get("sse.heartbeatInterval", 55.0),
+        keepalive=values.get("sse.keepalive", 20.0),
+        retry=values.get("sse.retry", 3000),
+        cookie=values.get("sse.cookie", "userID"),
+    )
+    return Config(server=server, sse=sse, root=root, warnings=tuple(warnings))
+
+
+def load(directory: FilePath[str], env: str) -> Config:
+    """
+    Read C{default.json}, C{<env>.json} and C{local.json} from
+    C{directory} (each optional except that at least one must exist),
+    merge and validate them.
+
+    @raise ConfigError: on any problem, naming the file and key.
+    """
+    if not re.match(r"^[A-Za-z0-9_.-]+$", env) or env.startswith("."):
+        raise ConfigError(directory.path, "", f"bad environment name {env!r}")
+    if not directory.isdir():
+        raise ConfigError(directory.path, "", "config directory not found")
+    doc: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    sources: list[str] = []
+    for name in ("default", env, "local"):
+        path = directory.child(name + ".json")
+        if not path.exists():
+            continue
+        merge(doc, origin, read_json(path), path.path)
+        sources.append(path.path)
+    if not sources:
+        raise ConfigError(directory.path, "", f"no default.json, {env}.json or local.json found")
+    root = directory.parent().path
+    return attrs.evolve(validate(doc, origin, root), sources=tuple(sources))

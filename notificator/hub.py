@@ -1,0 +1,140 @@
+# -*- test-case-name: tests.test_hub -*-
+"""
+The Hub: who is connected (user id -> open streams), and fan-out.
+
+It knows users and streams, not HTTP: a stream is anything with a
+C{user_id}, C{send(frame) -> bool} and C{close()}.  Each notification is
+encoded once and the same bytes go to every stream of the user.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator, Protocol
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from notificator.events import KEEPALIVE_FRAME, EventIds, Message, encode_frame
+
+
+class Stream(Protocol):
+    """One open event stream, as the Hub sees it."""
+
+    user_id: str
+
+    def send(self, frame: bytes) -> bool:
+        """Write one encoded frame; C{False} if the stream is already gone."""
+
+    def close(self) -> None:
+        """End the stream cleanly (server shutdown)."""
+
+
+@attrs.frozen
+class Published:
+    """The outcome of a publish: the event id given and the streams written."""
+
+    event_id: str
+    delivered: int
+
+
+class Hub:
+    """
+    The registry of open streams and the fan-out of notifications.
+
+    @param clock: the time source for event ids and heartbeat data.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._ids = EventIds(clock)
+        self._users: dict[str, set[Stream]] = {}
+        self._count = 0
+
+    # -- registry -----------------------------------------------------------
+
+    def attach(self, stream: Stream) -> None:
+        streams = self._users.setdefault(stream.user_id, set())
+        if stream not in streams:
+            streams.add(stream)
+            self._count += 1
+
+    def detach(self, stream: Stream) -> None:
+        streams = self._users.get(stream.user_id)
+        if streams is None or stream not in streams:
+            return
+        streams.discard(stream)
+        self._count -= 1
+        if not streams:
+            del self._users[stream.user_id]
+
+    @property
+    def stream_count(self) -> int:
+        return self._count
+
+    @property
+    def user_count(self) -> int:
+        return len(self._users)
+
+    def streams_of(self, user_id: str) -> frozenset[Stream]:
+        return frozenset(self._users.get(user_id, ()))
+
+    def users(self) -> Iterator[tuple[str, frozenset[Stream]]]:
+        """Each connected user id with its open streams."""
+        for user_id, streams in list(self._users.items()):
+            yield user_id, frozenset(streams)
+
+    def _all(self) -> list[Stream]:
+        return [s for streams in self._users.values() for s in streams]
+
+    # -- fan-out ------------------------------------------------------------
+
+    def publish(self, message: Message) -> Published:
+        """
+        Give the message an event id, encode it once and write it to every
+        open stream of its user.
+        """
+        event_id = self._ids.next()
+        frame = encode_frame(message.event, message.data, event_id)
+        delivered = 0
+        streams = self._users.get(message.user_id)
+        if streams:
+            # A write can detach a stream (a failed send); iterate a copy.
+            for stream in tuple(streams):
+                if stream.send(frame):
+                    delivered += 1
+        return Published(event_id=event_id, delivered=delivered)
+
+    def broadcast(self, frame: bytes) -> int:
+        """Write the same frame to every open stream; return how many."""
+        return sum(1 for stream in self._all() if stream.send(frame))
+
+    def heartbeat(self) -> int:
+        """
+        Send C{event: heartbeat} with JSON data C{{"time": <ms>}} to every
+        stream.  Runs from a LoopingCall, which would stop for good on an
+        exception, so errors are logged here instead of raised.
+        """
+        try:
+            data = json.dumps({"time": int(self._clock.seconds() * 1000)})
+            return self.broadcast(encode_frame("heartbeat", data))
+        except Exception:
+            self.log.failure("heartbeat failed")
+            return 0
+
+    def keepalive(self) -> int:
+        """Send an SSE comment to every stream, so idle reads never time out."""
+        try:
+            return self.broadcast(KEEPALIVE_FRAME)
+        except Exception:
+            self.log.failure("keepalive failed")
+            return 0
+
+    def close_all(self) -> None:
+        """End every stream cleanly (server shutdown); browsers reconnect."""
+        for stream in self._all():
+            stream.close()
+            self.detach(stream)

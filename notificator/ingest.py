@@ -1,0 +1,243 @@
+# -*- test-case-name: tests.test_ingest -*-
+"""
+Parse a C{POST /webNotification} body into a L{Message}.
+
+The senders in the field use three forms:
+
+ 1. C{application/x-www-form-urlencoded}: C{id=appr_001003200&data={...}}
+ 2. C{application/x-www-form-urlencoded}, the whole JSON as the single form
+    key with an empty value: C{{"id":"notify_001000210","data":{...}}=}
+ 3. C{application/json}: C{{"id": "...", "data": ...}}
+
+We parse the raw body rather than C{request.args}: twisted.web's form parser
+also splits on C{;} and drops items without C{=}, which cuts form 2 apart
+whenever the JSON holds a C{;} (and form 1's data likewise).  Here the body
+is split on C{&} only, and form 2 is read from the whole body.
+
+C{id} is C{<event>_<userId>}, split at the first underscore.  The event
+name becomes the SSE C{event:} field, so it is restricted to letters,
+digits, C{-} and C{.}.
+
+Pure: no Twisted, no I/O.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from notificator.events import Message
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+MAX_EVENT_LENGTH = 64
+MAX_USER_ID_LENGTH = 256
+_EVENT_NAME = re.compile(r"^[A-Za-z0-9.-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BadNotification(Exception):
+    """
+    The body cannot be turned into a notification.
+
+    @ivar reason: a short text for the JSON C{error} field and the log.
+    @ivar code: the HTTP status to answer with.
+    """
+
+    code = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnsupportedMediaType(BadNotification):
+    """The body is in a content type or charset we do not read."""
+
+    code = 415
+
+
+def parse_content_type(value: bytes | None) -> tuple[str, dict[str, str]]:
+    """
+    Split a Content-Type header into its lower-cased media type and its
+    parameters (names lower-cased, quotes removed).
+    """
+    if not value:
+        return "", {}
+    text = value.decode("latin-1")
+    media, *params = text.split(";")
+    parsed = {}
+    for p in params:
+        name, sep, v = p.partition("=")
+        if sep:
+            parsed[name.strip().lower()] = v.strip().strip('"')
+    return media.strip().lower(), parsed
+
+
+def _codec(params: dict[str, str]) -> str:
+    charset = params.get("charset", "utf-8") or "utf-8"
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        raise UnsupportedMediaType(f"unsupported charset {charset!r}")
+
+
+def _decode(raw: bytes, codec: str) -> str:
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError:
+        raise BadNotification(f"body is not valid {codec}")
+
+
+def _unquote_plus(raw: bytes) -> bytes:
+    return unquote_to_bytes(raw.replace(b"+", b" "))
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: no NaN or Infinity, which browsers' JSON.parse rejects."""
+
+    def reject(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def data_text(value: Any) -> str:
+    """
+    The JSON text to send for a notification's C{data}: a string that is
+    valid JSON is kept as sent, any other string is JSON-encoded, and other
+    values are serialised (missing data is C{null}).  The browser side
+    C{JSON.parse}s it.
+    """
+    if isinstance(value, str):
+        try:
+            _loads(value)
+        except ValueError:
+            return json.dumps(value, ensure_ascii=False)
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def split_id(ident: object) -> tuple[str, str]:
+    """
+    Split C{<event>_<userId>} at the first underscore and check both parts.
+
+    @raise BadNotification: missing, malformed, or unsafe parts.
+    """
+    if not isinstance(ident, str) or not ident:
+        raise BadNotification("missing id (expected <event>_<userId>)")
+    event, sep, user_id = ident.partition("_")
+    if not sep or not event or not user_id:
+        raise BadNotification("id must be <event>_<userId>")
+    if len(event) > MAX_EVENT_LENGTH or not _EVENT_NAME.match(event):
+        raise BadNotification(
+            f"event name must be 1-{MAX_EVENT_LENGTH} letters, digits, '-' or '.'"
+        )
+    check_user_id(user_id)
+    return event, user_id
+
+
+def check_user_id(user_id: str) -> str:
+    """
+    @raise BadNotification: empty, too long, or holding control characters.
+    """
+    if not user_id:
+        raise BadNotification("empty user id")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise BadNotification(f"user id longer than {MAX_USER_ID_LENGTH} characters")
+    if _CONTROL.search(user_id):
+        raise BadNotification("user id must not contain control characters")
+    return user_id
+
+
+def _message(obj: Any) -> Message:
+    if not isinstance(obj, dict):
+        raise BadNotification("expected a JSON object with id and data")
+    event, user_id = split_id(obj.get("id"))
+    return Message(event=event, user_id=user_id, data=data_text(obj.get("data")))
+
+
+def _parse_form(body: bytes, codec: str) -> Message:
+    fields: dict[bytes, bytes] = {}
+    for item in body.split(b"&"):
+        name, _, value = item.partition(b"=")
+        name = _unquote_plus(name).strip()
+        if name and name not in fields:
+            fields[name] = value
+    if b"id" in fields:
+        ident = _decode(_unquote_plus(fields[b"id"]), codec)
+        if b"data" not in fields:
+            data = None
+        else:
+            data = _decode(_unquote_plus(fields[b"data"]), codec)
+            data = _raw_tail_json(body, codec) or data
+        event, user_id = split_id(ident.strip())
+        return Message(event=event, user_id=user_id, data=data_text(data))
+    # Form 2: the whole body is the JSON, as a key with an empty value.
+    raw = body.strip()
+    if raw.endswith(b"="):
+        raw = raw[:-1]
+    text = _decode(_unquote_plus(raw), codec).strip()
+    if not text.startswith("{"):
+        raise BadNotification("missing id (expected id=<event>_<userId>&data=<json>)")
+    try:
+        obj = _loads(text)
+    except ValueError as e:
+        raise BadNotification(f"form body is not valid JSON: {e}")
+    return _message(obj)
+
+
+def _raw_tail_json(body: bytes, codec: str) -> str | None:
+    """
+    For senders that put unencoded JSON holding C{&} in C{data}: when
+    C{data} is the last field and its value, cut at C{&}, is not valid JSON,
+    take everything after C{data=} as the value if that is valid JSON.
+    """
+    start = body.rfind(b"&data=")
+    start = start + 6 if start >= 0 else (5 if body.startswith(b"data=") else -1)
+    tail = body[start:] if start >= 0 else b""
+    if b"&" not in tail:
+        return None
+    cut = _decode(_unquote_plus(tail.split(b"&", 1)[0]), codec)
+    try:
+        _loads(cut)
+        return None
+    except ValueError:
+        pass
+    whole = _decode(_unquote_plus(tail), codec)
+    try:
+        _loads(whole)
+    except ValueError:
+        return None
+    return whole
+
+
+def parse_publish(content_type: bytes | None, body: bytes) -> Message:
+    """
+    Parse a publish request body.
+
+    @param content_type: the raw Content-Type header, or L{None}.
+    @param body: the raw request body.
+    @raise UnsupportedMediaType: not a form or JSON body, or unknown charset.
+    @raise BadNotification: anything else wrong with it.
+    """
+    media, params = parse_content_type(content_type)
+    if media not in (FORM, JSON) and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"content type must be {FORM} or {JSON}, got {media or 'none'!r}"
+        )
+    codec = _codec(params)
+    if not body.strip():
+        raise BadNotification("empty body")
+    if media == FORM:
+        return _parse_form(body, codec)
+    text = _decode(body, codec).lstrip("\ufeff")
+    try:
+        obj = _loads(text)
+    except ValueError as e:
+        raise BadNotification(f"body is not valid JSON: {e}")
+    return _message(obj)

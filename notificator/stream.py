@@ -1,0 +1,68 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+One open SSE response.
+
+A L{RequestStream} wraps a twisted.web request kept open with
+C{NOT_DONE_YET}.  It learns that the client went away from
+C{request.notifyFinish()} and from then on drops writes and never calls
+C{finish()} (which would raise after a disconnect).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+
+class RequestStream:
+    """
+    An event stream on an open request.
+
+    @ivar user_id: whose notifications this stream receives.
+    @ivar connection_id: unique within the process, for logs and the monitor.
+    @ivar connected_at: POSIX time the stream opened.
+    @ivar peer: the client's address, for logs and the monitor.
+    """
+
+    def __init__(
+        self,
+        request: IRequest,
+        user_id: str,
+        connection_id: int,
+        connected_at: float,
+        on_gone: Callable[["RequestStream", Failure | None], None],
+    ) -> None:
+        self._request = request
+        self.user_id = user_id
+        self.connection_id = connection_id
+        self.connected_at = connected_at
+        self.peer = peer(request)
+        self.gone = False
+        self._on_gone = on_gone
+        request.notifyFinish().addBoth(self._finished)
+
+    def send(self, frame: bytes) -> bool:
+        if self.gone:
+            return False
+        self._request.write(frame)
+        return True
+
+    def close(self) -> None:
+        """Finish the response (server side), unless the client already left."""
+        if not self.gone:
+            self._request.finish()
+
+    def _finished(self, result: None | Failure) -> None:
+        # Fires on finish() (result None) or on disconnect (a Failure).
+        self.gone = True
+        self._on_gone(self, result if isinstance(result, Failure) else None)
+        return None
+
+
+def peer(request: IRequest) -> str:
+    """The client's address as text (the host, for IP connections)."""
+    addr = request.getClientAddress()
+    host = getattr(addr, "host", None)
+    return str(host) if host is not None else str(addr)

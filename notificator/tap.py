@@ -1,0 +1,110 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd notificator}: command-line options and the service tree.
+
+Everything long-lived is a child of one L{MultiService}, so twistd's start
+and stop order, and SIGTERM, cover it: the listeners (strports), the
+heartbeat and keepalive timers, and the hub's clean shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+from twisted.web.server import Site
+
+from notificator import config, web
+from notificator.hub import Hub
+
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run the Notificator SSE server. Configuration is read from "
+        "DIR/default.json, DIR/<env>.json and DIR/local.json, merged in that order."
+    )
+    optParameters = [
+        ["config", "c", "conf", "Directory holding default.json, <env>.json, local.json."],
+        ["env", "e", None, "Config environment (default: $NOTIFICATOR_ENV, else development)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on this strports description, e.g. tcp:3000 (repeatable);
+        overrides the configured endpoints.
+        """
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        env = self["env"] or os.environ.get("NOTIFICATOR_ENV") or "development"
+        self["env"] = env
+        try:
+            self["loaded"] = config.load(FilePath(self["config"]), env)
+        except config.ConfigError as e:
+            # One clear line and a non-zero exit; a UsageError would make
+            # twistd print the whole help text and exit 0.
+            raise SystemExit(f"notificator: configuration error: {e}")
+
+
+class HubService(Service):
+    """Closes every open stream cleanly when the server stops."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.hub.close_all()
+
+
+def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
+    """Build the whole server from parsed L{Options}."""
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    cfg: config.Config = options["loaded"]
+    for warning in cfg.warnings:
+        log.warn("config: {warning}", warning=warning)
+    log.info(
+        "notificator configured from {sources}",
+        sources=", ".join(cfg.sources),
+    )
+
+    root = MultiService()
+    hub = Hub(clock=reactor)
+    HubService(hub).setServiceParent(root)
+
+    sse = cfg.sse
+    if sse.heartbeat:
+        _timer(sse.heartbeat_interval, hub.heartbeat, reactor).setServiceParent(root)
+    # The comment keepalive only matters when heartbeats are rarer than it.
+    if sse.keepalive and not (sse.heartbeat and sse.heartbeat_interval <= sse.keepalive):
+        _timer(sse.keepalive, hub.keepalive, reactor).setServiceParent(root)
+
+    site = Site(web.build_resource(hub, cfg, reactor), reactor=reactor)
+    site.displayTracebacks = False
+    for description in options["listen"] or cfg.endpoints():
+        strports.service(description, site, reactor=reactor).setServiceParent(root)
+    return root
+
+
+def _timer(interval: float, call: Any, clock: IReactorTime) -> TimerService:
+    timer = TimerService(interval, call)
+    timer.clock = clock
+    return timer

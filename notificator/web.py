@@ -1,0 +1,271 @@
+# -*- test-case-name: tests.test_web_sse,tests.test_web_publish -*-
+"""
+The twisted.web resource tree.
+
+ - C{GET /sse}, C{GET /sse/<userId>}: open an event stream
+   (L{SSEResource}).
+ - C{POST /webNotification}: publish to a user's streams
+   (L{PublishResource}).
+
+This module knows HTTP, not who is connected: that is the L{Hub}'s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import pages
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET
+
+from notificator import ingest
+from notificator.config import Config, CORSPolicy, SSEConfig
+from notificator.events import encode_frame, retry_frame
+from notificator.hub import Hub
+from notificator.stream import RequestStream
+from notificator.stream import peer as _peer
+
+log = Logger()
+
+#: Larger publish bodies are refused with 413.
+MAX_PUBLISH_BYTES = 256 * 1024
+
+# Headers a browser (or the IE EventSource polyfills) may send cross-origin.
+_ALLOW_HEADERS = b"Accept, Cache-Control, Content-Type, Last-Event-ID, X-Requested-With"
+
+
+def safe(text: object, limit: int = 200) -> str:
+    """Text from a request, made safe for one log line: no CR/LF, bounded."""
+    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    s = s.encode("unicode_escape").decode("ascii")
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def apply_cors(request: IRequest, policy: CORSPolicy, methods: bytes) -> None:
+    """
+    Allow a credentialed cross-origin read when the request's Origin is
+    allowed: echo the origin (never C{*}, which browsers refuse with
+    credentials), allow credentials, and answer preflights.
+    """
+    request.setHeader(b"vary", b"Origin")
+    origin = request.getHeader(b"origin")
+    if origin is None or not policy.allows(origin.decode("latin-1")):
+        return
+    request.setHeader(b"access-control-allow-origin", origin)
+    request.setHeader(b"access-control-allow-credentials", b"true")
+    if request.method == b"OPTIONS":
+        request.setHeader(b"access-control-allow-methods", methods)
+        request.setHeader(b"access-control-allow-headers", _ALLOW_HEADERS)
+        request.setHeader(b"access-control-max-age", b"86400")
+
+
+def _text(request: IRequest, code: int, message: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return message.encode("utf-8") + b"\n"
+
+
+def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+class SSEResource(Resource):
+    """
+    C{/sse} and C{/sse/<userId>}: keeps the request open and attaches it to
+    the hub as a L{RequestStream}.  The user id comes from the path segment
+    (percent-decoded), else from the cookie named by C{sse.cookie}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, hub: Hub, sse: SSEConfig, clock: IReactorTime) -> None:
+        super().__init__()
+        self._hub = hub
+        self._sse = sse
+        self._clock = clock
+        self._connection_ids = itertools.count(1)
+        self._cookie = sse.cookie.encode("ascii")
+        self._retry = retry_frame(sse.retry)
+        self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in sse.headers]
+
+    def _user_id(self, request: IRequest) -> str:
+        segments = request.postpath
+        if len(segments) > 1:
+            raise _Refused(404, "not found: use /sse or /sse/<userId>")
+        raw = segments[0] if segments else b""
+        source = "path"
+        if not raw:
+            cookie = request.getCookie(self._cookie)
+            if not cookie:
+                raise _Refused(
+                    401, f"no user id: use /sse/<userId> or send the {self._sse.cookie} cookie"
+                )
+            raw = unquote_to_bytes(cookie)
+            source = "cookie"
+        try:
+            user_id = raw.decode("utf-8")
+            return ingest.check_user_id(user_id)
+        except UnicodeDecodeError:
+            raise _Refused(400, f"user id in the {source} is not UTF-8")
+        except ingest.BadNotification as e:
+            raise _Refused(400, e.reason)
+
+    def render_GET(self, request: IRequest) -> bytes | int:
+        apply_cors(request, self._sse.cors, b"GET, OPTIONS")
+        try:
+            user_id = self._user_id(request)
+        except _Refused as e:
+            log.info(
+                "refused stream from {peer} for {path}: {code} {reason}",
+                peer=_peer(request),
+                path=safe(request.uri),
+                code=e.code,
+                reason=e.message,
+            )
+            return _text(request, e.code, e.message)
+        for name, value in self._headers:
+            request.setHeader(name, value)
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        transport = getattr(request.channel, "transport", None)
+        if hasattr(transport, "setTcpNoDelay"):
+            # Frames are small and must leave now, not after a delayed ACK.
+            transport.setTcpNoDelay(True)
+
+        now = self._clock.seconds()
+        stream = RequestStream(
+            request, user_id, next(self._connection_ids), now, on_gone=self._gone
+        )
+        connect = json.dumps(
+            {"userId": user_id, "connectionId": stream.connection_id, "time": int(now * 1000)},
+            ensure_ascii=False,
+        )
+        stream.send(self._retry + encode_frame("connect", connect))
+        self._hub.attach(stream)
+        log.info(
+            "stream {connection_id} opened for {user_id} from {peer} ({streams} open)",
+            connection_id=stream.connection_id,
+            user_id=safe(user_id),
+            peer=stream.peer,
+            streams=self._hub.stream_count,
+        )
+        return NOT_DONE_YET
+
+    def render_HEAD(self, request: IRequest) -> bytes:
+        apply_cors(request, self._sse.cors, b"GET, OPTIONS")
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        return b""
+
+    def render_OPTIONS(self, request: IRequest) -> bytes:
+        apply_cors(request, self._sse.cors, b"GET, OPTIONS")
+        request.setResponseCode(204)
+        return b""
+
+    def _gone(self, stream: RequestStream, reason: Failure | None) -> None:
+        self._hub.detach(stream)
+        log.info(
+            "stream {connection_id} of {user_id} closed after {seconds:.0f} s ({streams} open)",
+            connection_id=stream.connection_id,
+            user_id=safe(stream.user_id),
+            seconds=self._clock.seconds() - stream.connected_at,
+            streams=self._hub.stream_count,
+        )
+
+
+class PublishResource(Resource):
+    """
+    C{POST /webNotification}: parse the body (see L{notificator.ingest}),
+    publish, and answer with JSON C{{"id", "event", "userId", "eventId",
+    "delivered"}}.  Bad bodies get 400/413/415 with JSON C{{"error"}} and a
+    log line.
+    """
+
+    isLeaf = True
+
+    def __init__(self, hub: Hub, cors: CORSPolicy) -> None:
+        super().__init__()
+        self._hub = hub
+        self._cors = cors
+
+    def render_POST(self, request: IRequest) -> bytes:
+        apply_cors(request, self._cors, b"POST, OPTIONS")
+        content = request.content
+        body = content.read(MAX_PUBLISH_BYTES + 1) if content is not None else b""
+        try:
+            if len(body) > MAX_PUBLISH_BYTES:
+                raise _TooLarge(f"body larger than {MAX_PUBLISH_BYTES} bytes")
+            message = ingest.parse_publish(request.getHeader(b"content-type"), body)
+        except ingest.BadNotification as e:
+            log.warn(
+                "rejected publish from {peer}: {code} {reason}",
+                peer=_peer(request),
+                code=e.code,
+                reason=safe(e.reason),
+            )
+            return json_response(request, e.code, {"error": e.reason})
+        published = self._hub.publish(message)
+        log.debug(
+            "published {event} {event_id} to {user_id}: {delivered} streams",
+            event=message.event,
+            event_id=published.event_id,
+            user_id=safe(message.user_id),
+            delivered=published.delivered,
+        )
+        return json_response(
+            request,
+            200,
+            {
+                "id": f"{message.event}_{message.user_id}",
+                "event": message.event,
+                "userId": message.user_id,
+                "eventId": published.event_id,
+                "delivered": published.delivered,
+            },
+        )
+
+    def render_OPTIONS(self, request: IRequest) -> bytes:
+        apply_cors(request, self._cors, b"POST, OPTIONS")
+        request.setResponseCode(204)
+        return b""
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"allow", b"POST, OPTIONS")
+        return json_response(request, 405, {"error": "use POST"})
+
+
+class _TooLarge(ingest.BadNotification):
+    code = 413
+
+
+class Root(Resource):
+    """The site root: known children, and a plain 404 for everything else."""
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        return pages.notFound()
+
+
+def build_resource(hub: Hub, config: Config, clock: IReactorTime) -> Resource:
+    """Assemble the resource tree around one hub."""
+    root = Root()
+    root.putChild(b"sse", SSEResource(hub, config.sse, clock))
+    root.putChild(b"webNotification", PublishResource(hub, config.sse.cors))
+    return root
