@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.events import KEEPALIVE_FRAME, Message
