@@ -100,6 +100,11 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(len(cfg.warnings), 1)
         self.assertIn("default.json: sse.hearbeat: unknown key", cfg.warnings[0])
 
+    def test_milliseconds_interval_warns(self) -> None:
+        """A heartbeat interval that looks like milliseconds is warned about."""
+        cfg = load(self.conf(default={"sse": {"heartbeatInterval": 55000}}), "x")
+        self.assertIn("in seconds, not milliseconds", cfg.warnings[0])
+
     def test_relative_paths_resolve_against_project_root(self) -> None:
         """Certificate and log paths are relative to the config dir's parent."""
         conf = self.conf(default={"server": {"certificates": {"key": "cert/k.pem"}}})
