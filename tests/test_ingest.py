@@ -88,6 +88,12 @@ class FormTwoTests(SynchronousTestCase):
         body = '{"id":"notify_u1","data":{"q":"a=1&b=2;c"}}='.encode()
         self.assertEqual(json.loads(parse_publish(FORM, body).data), {"q": "a=1&b=2;c"})
 
+    def test_raw_json_key_holding_an_id_field(self) -> None:
+        """A raw JSON key whose data holds '&id=' is still read as one JSON."""
+        body = b'{"id":"notify_u1","data":{"q":"x&id=5"}}='
+        message = parse_publish(FORM, body)
+        self.assertEqual((message.user_id, json.loads(message.data)), ("u1", {"q": "x&id=5"}))
+
     def test_plus_in_key(self) -> None:
         """Form encoding applies to the key too: '+' is a space."""
         body = quote('{"id":"notify_u1","data":{"t":"a b"}}').replace("%20", "+").encode() + b"="
