@@ -15,6 +15,8 @@ from typing import Callable
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
+from notificator.logs import log_unfinished
+
 
 class RequestStream:
     """
@@ -57,6 +59,9 @@ class RequestStream:
     def _finished(self, result: None | Failure) -> None:
         # Fires on finish() (result None) or on disconnect (a Failure).
         self.gone = True
+        if isinstance(result, Failure):
+            # finish() never ran, so twisted.web wrote no access-log line.
+            log_unfinished(self._request)
         self._on_gone(self, result if isinstance(result, Failure) else None)
         return None
 

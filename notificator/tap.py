@@ -19,9 +19,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
-from twisted.web.server import Site
 
-from notificator import config, web
+from notificator import config, logs, web
 from notificator.hub import Hub
 
 log = Logger()
@@ -86,8 +85,12 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     )
 
     root = MultiService()
+    # Children start in this order and stop in reverse: sse.log first in
+    # and last out, so it sees everything, including the hub's shutdown.
+    server = cfg.server
+    logs.AppLogService(server.log_dir, server.log_level).setServiceParent(root)
+    logs.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(root)
     hub = Hub(clock=reactor)
-    HubService(hub).setServiceParent(root)
 
     sse = cfg.sse
     if sse.heartbeat:
@@ -96,10 +99,13 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     if sse.keepalive and not (sse.heartbeat and sse.heartbeat_interval <= sse.keepalive):
         _timer(sse.keepalive, hub.keepalive, reactor).setServiceParent(root)
 
-    site = Site(web.build_resource(hub, cfg, reactor), reactor=reactor)
+    site = logs.AccessLogSite(web.build_resource(hub, cfg, reactor), server.log_dir, reactor)
     site.displayTracebacks = False
     for description in options["listen"] or cfg.endpoints():
         strports.service(description, site, reactor=reactor).setServiceParent(root)
+    # Last in, first out: open streams are finished (and so written to the
+    # access log) before the listeners stop and the access log closes.
+    HubService(hub).setServiceParent(root)
     return root
 
 

@@ -133,12 +133,12 @@ class SSEResource(Resource):
         try:
             user_id = self._user_id(request)
         except _Refused as e:
-            log.info(
+            log.warn(
                 "refused stream from {peer} for {path}: {code} {reason}",
                 peer=_peer(request),
                 path=safe(request.uri),
                 code=e.code,
-                reason=e.message,
+                reason=safe(e.message),
             )
             return _text(request, e.code, e.message)
         for name, value in self._headers:
@@ -201,10 +201,14 @@ class PublishResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, hub: Hub, cors: CORSPolicy) -> None:
+    def __init__(self, hub: Hub, cors: CORSPolicy, log_publishes: bool = False) -> None:
         super().__init__()
         self._hub = hub
         self._cors = cors
+        # One debug event per publish costs more than the publish itself
+        # (twistd's own --logfile observer takes every level), so it is
+        # only emitted when server.log.level is debug.
+        self._log_publishes = log_publishes
 
     def render_POST(self, request: IRequest) -> bytes:
         apply_cors(request, self._cors, b"POST, OPTIONS")
@@ -223,13 +227,15 @@ class PublishResource(Resource):
             )
             return json_response(request, e.code, {"error": e.reason})
         published = self._hub.publish(message)
-        log.debug(
-            "published {event} {event_id} to {user_id}: {delivered} streams",
-            event=message.event,
-            event_id=published.event_id,
-            user_id=safe(message.user_id),
-            delivered=published.delivered,
-        )
+        if self._log_publishes:
+            log.debug(
+                "published {event} {event_id} to {user_id} from {peer}: {delivered} streams",
+                event=message.event,
+                event_id=published.event_id,
+                user_id=safe(message.user_id),
+                peer=_peer(request),
+                delivered=published.delivered,
+            )
         return json_response(
             request,
             200,
@@ -267,5 +273,8 @@ def build_resource(hub: Hub, config: Config, clock: IReactorTime) -> Resource:
     """Assemble the resource tree around one hub."""
     root = Root()
     root.putChild(b"sse", SSEResource(hub, config.sse, clock))
-    root.putChild(b"webNotification", PublishResource(hub, config.sse.cors))
+    root.putChild(
+        b"webNotification",
+        PublishResource(hub, config.sse.cors, log_publishes=config.server.log_level == "debug"),
+    )
     return root

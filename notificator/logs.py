@@ -1,0 +1,209 @@
+# -*- test-case-name: tests.test_logs -*-
+"""
+The server's own log files, both in C{server.log.dir} and rotated daily:
+
+ - C{access.log}: one line per HTTP request in the combined log format,
+   written by twisted.web's own formatter (L{AccessLogSite}).  Lines are
+   buffered in memory and flushed once a second (and on rotation and
+   stop), so a busy server does not pay one C{write(2)} per request.
+ - C{sse.log}: the application's events (streams opened and closed,
+   publishes, rejections) from twisted.logger, filtered by
+   C{server.log.level} (L{AppLogService}).
+
+Also the process title (L{ProcessTitleService}), so that
+C{ps -ef | grep notificator} finds the daemon.
+
+twistd owns C{globalLogBeginner} (its C{--logfile}); we only add and
+remove observers on the publisher, in C{startService}/C{stopService}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any, Callable
+
+import setproctitle
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    Logger,
+    LogPublisher,
+    globalLogPublisher,
+    textFileLogObserver,
+)
+from twisted.python.logfile import DailyLogFile
+from twisted.web.iweb import IRequest
+from twisted.web.server import Site
+
+from notificator import __version__
+
+ACCESS_LOG = "access.log"
+APP_LOG = "sse.log"
+
+#: Bytes of access-log lines kept in memory between flushes.
+ACCESS_LOG_BUFFER = 256 * 1024
+
+
+class BufferedDailyLogFile(DailyLogFile):
+    """
+    A L{DailyLogFile} whose writes go to an in-memory buffer.
+
+    L{DailyLogFile} writes unbuffered and looks at the date twice per
+    line; here C{write} only appends to the buffer, and the owner calls
+    L{tick} on a timer to flush and, when the local date has changed,
+    rotate (to C{<name>.<Y>_<M>_<D>}, as L{DailyLogFile} does).  Lines
+    written in the second after midnight may land in the previous day's
+    file.
+
+    Not thread-safe: use it from the reactor thread only.
+    """
+
+    _file: IO[bytes]
+
+    def _openFile(self) -> None:
+        self.closed = False
+        self._file = open(self.path, "ab", ACCESS_LOG_BUFFER)
+        if self.defaultMode is not None:
+            os.chmod(self.path, self.defaultMode)
+        self.lastDate = self.toDate(os.stat(self.path).st_mtime)
+
+    def write(self, data: str | bytes) -> None:
+        self._file.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+    def tick(self) -> None:
+        """Rotate if the date has changed since the last tick, then flush."""
+        if self.shouldRotate():
+            self.rotate()  # closing the old file flushes it
+        self.lastDate = max(self.lastDate, self.toDate())
+        self.flush()
+
+
+class AccessLogSite(Site):
+    """
+    A L{Site} that writes its access log to C{<log_dir>/access.log} in the
+    combined log format (twisted.web's default formatter), through a
+    L{BufferedDailyLogFile} that is flushed every C{flush_interval}
+    seconds on the site's reactor.
+
+    It also logs requests that never reach C{Request.finish()}: an event
+    stream that ends because the client went away (see L{log_unfinished}).
+    """
+
+    flush_interval = 1.0
+
+    def __init__(self, resource: Any, log_dir: str, reactor: IReactorTime, **kwargs: Any) -> None:
+        super().__init__(
+            resource, logPath=os.path.join(log_dir, ACCESS_LOG), reactor=reactor, **kwargs
+        )
+        self.access_log: BufferedDailyLogFile | None = None
+        self._ticker: LoopingCall | None = None
+
+    def _openLogFile(self, path: str | bytes) -> BufferedDailyLogFile:
+        path = os.fsdecode(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.access_log = BufferedDailyLogFile.fromFullPath(path)
+        self._ticker = LoopingCall(self.access_log.tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.flush_interval, now=False)
+        return self.access_log
+
+    def stopFactory(self) -> None:
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._ticker = None
+        super().stopFactory()  # closes (and so flushes) the file
+        self.access_log = None
+
+
+def log_unfinished(request: IRequest) -> None:
+    """
+    Write the access-log line of a request that ended without
+    C{finish()} (the client disconnected from an event stream): status
+    and bytes are those sent until then.  Requests not served by a
+    L{Site} (test doubles) are ignored.
+    """
+    site = getattr(request, "site", None)
+    if isinstance(site, Site):
+        site.log(request)
+
+
+def level_filter(level: str) -> LogLevelFilterPredicate:
+    """A predicate passing events at C{level} (a L{LogLevel} name) and above."""
+    return LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+
+
+class AppLogService(Service):
+    """
+    Writes the application's log events at C{level} and above to
+    C{<log_dir>/sse.log} (a L{DailyLogFile}) while running.
+
+    @param publisher: the publisher to observe; the global one in the
+        server, a private one in tests.
+    """
+
+    name = "sse.log"
+
+    def __init__(
+        self,
+        log_dir: str,
+        level: str,
+        publisher: LogPublisher = globalLogPublisher,
+        open_file: Callable[[str], Any] = DailyLogFile.fromFullPath,
+    ) -> None:
+        self.path = os.path.join(log_dir, APP_LOG)
+        self.level = level
+        self._publisher = publisher
+        self._open_file = open_file
+        self.log_file: Any = None
+        self._observer: ILogObserver | None = None
+
+    def startService(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self.log_file = self._open_file(self.path)
+        self._observer = FilteringLogObserver(
+            textFileLogObserver(self.log_file), [level_filter(self.level)]
+        )
+        self._publisher.addObserver(self._observer)
+        super().startService()
+        Logger(observer=self._publisher).info(
+            "notificator {version} (pid {pid}) logging at level {threshold}",
+            version=__version__,
+            pid=os.getpid(),
+            threshold=self.level,
+        )
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._observer is not None:
+            self._publisher.removeObserver(self._observer)
+            self._observer = None
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+
+class ProcessTitleService(Service):
+    """
+    Shows C{title} as the process title (C{ps}, C{top}) while running, and
+    puts the previous title back when stopped (so tests leave no trace).
+    """
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self._previous: str | None = None
+
+    def startService(self) -> None:
+        self._previous = setproctitle.getproctitle()
+        setproctitle.setproctitle(self.title)
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            setproctitle.setproctitle(self._previous)
+            self._previous = None

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Stop the Notificator SSE server started by ./startup.sh.
+#
+#   ./shutdown.sh
+#
+# Sends SIGTERM (open streams are closed cleanly, logs flushed), waits up to
+# $NOTIFICATOR_STOP_TIMEOUT seconds (default 15) for the process to exit,
+# then SIGKILL as a last resort, and removes the pid file.  Environment:
+#   NOTIFICATOR_PIDFILE       pid file (default: ./notificator.pid)
+#   NOTIFICATOR_STOP_TIMEOUT  seconds to wait after SIGTERM (default: 15)
+# Works from any directory: relative paths are relative to this script's.
+set -u
+
+cd "$(dirname "$(readlink -f "$0")")" || exit 1
+
+pidfile=${NOTIFICATOR_PIDFILE:-notificator.pid}
+timeout=${NOTIFICATOR_STOP_TIMEOUT:-15}
+
+if [ ! -f "$pidfile" ]; then
+    echo "Notificator SSE Server is not running (no pid file $pidfile)"
+    exit 0
+fi
+pid=$(tr -cd '0-9' < "$pidfile")
+
+# Only signal a process that is ours: after a crash the pid may belong to
+# something else by now.
+ours() {
+    ps -p "$pid" -o args= 2>/dev/null | grep -Eq '^notificator|twistd.* notificator'
+}
+
+if [ -z "$pid" ] || ! ours; then
+    rm -f "$pidfile"
+    echo "Notificator SSE Server is not running; removed stale pid file $pidfile (pid ${pid:-none})"
+    exit 0
+fi
+
+kill -TERM "$pid" 2>/dev/null
+echo "Sent SIGTERM to Notificator SSE Server pid=$pid; waiting up to ${timeout}s"
+# Poll ten times a second, bounded by the timeout.
+ticks=$(awk -v t="$timeout" 'BEGIN { n = int(t * 10); print (n < 1 ? 1 : n) }')
+for _ in $(seq 1 "$ticks"); do
+    if ! ours; then
+        rm -f "$pidfile"
+        echo "Notificator SSE Server stopped pid=$pid"
+        exit 0
+    fi
+    sleep 0.1
+done
+
+echo "Notificator SSE Server pid=$pid still running after ${timeout}s; sending SIGKILL" >&2
+kill -KILL "$pid" 2>/dev/null
+for _ in $(seq 1 50); do
+    if ! ours; then
+        rm -f "$pidfile"
+        echo "Notificator SSE Server killed pid=$pid (SIGKILL); removed pid file $pidfile"
+        exit 0
+    fi
+    sleep 0.1
+done
+echo "Notificator SSE Server pid=$pid did not exit even after SIGKILL" >&2
+exit 1

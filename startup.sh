@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Start the Notificator SSE server as a daemon (twistd).
+#
+#   ./startup.sh [ENV] [notificator options...]
+#
+# ENV is the config environment (conf/<ENV>.json): the first argument if it
+# does not start with "-", else $NOTIFICATOR_ENV, else "production".
+# Further arguments go to "twistd notificator", e.g. --listen tcp:3001 or
+# --config /etc/notificator.  Environment (all optional):
+#   NOTIFICATOR_PIDFILE      pid file              (default: ./notificator.pid)
+#   NOTIFICATOR_TWISTD_LOG   twistd's own log      (default: ./log/twistd.log)
+#   NOTIFICATOR_TWISTD       twistd to run         (default: ./venv/bin/twistd,
+#                            ./.venv/bin/twistd, else twistd on the PATH)
+#   NOTIFICATOR_TWISTD_ARGS  extra twistd options, e.g. "--uid=sse --gid=sse"
+# Works from any directory: relative paths are relative to this script's.
+set -u
+
+cd "$(dirname "$(readlink -f "$0")")" || exit 1
+
+env_name=${NOTIFICATOR_ENV:-production}
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+    env_name=$1
+    shift
+fi
+pidfile=${NOTIFICATOR_PIDFILE:-notificator.pid}
+twistd_log=${NOTIFICATOR_TWISTD_LOG:-log/twistd.log}
+
+twistd=${NOTIFICATOR_TWISTD:-}
+if [ -z "$twistd" ]; then
+    for candidate in venv/bin/twistd .venv/bin/twistd; do
+        if [ -x "$candidate" ]; then
+            twistd=$candidate
+            break
+        fi
+    done
+fi
+if [ -z "$twistd" ]; then
+    twistd=$(command -v twistd) || {
+        echo "startup.sh: twistd not found: install Notificator (pip install .) or set NOTIFICATOR_TWISTD" >&2
+        exit 1
+    }
+fi
+
+# Is the pid in the pid file a running Notificator?  (A pid can be reused by
+# an unrelated process after a crash; that one is not ours.)
+running_pid() {
+    local pid
+    [ -f "$pidfile" ] || return 1
+    pid=$(tr -cd '0-9' < "$pidfile")
+    [ -n "$pid" ] || return 1
+    ps -p "$pid" -o args= 2>/dev/null | grep -Eq '^notificator|twistd.* notificator' || return 1
+    echo "$pid"
+}
+
+if pid=$(running_pid); then
+    echo "Notificator SSE Server is already running pid=$pid (pid file $pidfile)" >&2
+    exit 1
+fi
+if [ -e "$pidfile" ]; then
+    echo "Removing stale pid file $pidfile (pid $(tr -cd '0-9' < "$pidfile") is not a running Notificator)"
+    rm -f "$pidfile"
+fi
+
+mkdir -p "$(dirname "$pidfile")" "$(dirname "$twistd_log")" || exit 1
+
+# twistd forks; the parent exits once the service has started (listening)
+# or failed, with twistd's own message on failure.
+# shellcheck disable=SC2086
+"$twistd" --pidfile "$pidfile" --logfile "$twistd_log" ${NOTIFICATOR_TWISTD_ARGS:-} \
+    notificator --env "$env_name" "$@"
+status=$?
+if [ $status -ne 0 ]; then
+    echo "Notificator SSE Server failed to start (twistd exit $status); see $twistd_log" >&2
+    exit $status
+fi
+
+# The daemon writes its pid file before the parent returns; allow a moment.
+for _ in $(seq 1 50); do
+    if pid=$(running_pid); then
+        echo "Notificator SSE Server is running pid=$pid (env $env_name, log $twistd_log)"
+        exit 0
+    fi
+    sleep 0.1
+done
+echo "Notificator SSE Server did not stay up; see $twistd_log" >&2
+exit 1

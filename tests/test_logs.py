@@ -1,0 +1,367 @@
+"""
+Tests for L{notificator.logs}: the buffered, daily-rotated access log, the
+access-log line of streams that end by disconnect, sse.log filtering and
+rotation, CR/LF safety of both files, and the process title.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import setproctitle
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogPublisher
+from twisted.python.failure import Failure
+from twisted.python.logfile import DailyLogFile
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import HTTPChannel
+
+from notificator import config, logs, web
+from notificator.hub import Hub
+from notificator.events import Message
+
+
+class FakeDate:
+    """
+    A settable "today" for a L{DailyLogFile}: C{toDate()} answers the set
+    date, C{toDate(t)} (the file's mtime, read on open) too.
+    """
+
+    def __init__(self, today: tuple[int, int, int]) -> None:
+        self.today = today
+
+    def __call__(self, *args: float) -> tuple[int, int, int]:
+        return self.today
+
+
+def lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.read().splitlines(keepends=True)
+
+
+def assert_one_line_each(testcase: SynchronousTestCase, text_lines: list[str]) -> None:
+    """Every line ends in a single \\n and holds no other CR or LF."""
+    for line in text_lines:
+        testcase.assertTrue(line.endswith("\n"), repr(line))
+        testcase.assertNotIn("\r", line)
+        testcase.assertNotIn("\n", line[:-1])
+
+
+class BufferedDailyLogFileTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.path = os.path.join(self.dir, "access.log")
+        self.log = logs.BufferedDailyLogFile("access.log", self.dir)
+        self.addCleanup(lambda: self.log.closed or self.log.close())
+        self.date = FakeDate((2026, 11, 23))
+        self.log.toDate = self.date  # type: ignore[method-assign]
+        self.log.lastDate = self.date.today
+
+    def test_writes_are_buffered_until_tick(self) -> None:
+        """A written line reaches the file on the next tick, not before."""
+        self.log.write("one\n")
+        self.assertEqual(lines(self.path), [])
+        self.log.tick()
+        self.assertEqual(lines(self.path), ["one\n"])
+
+    def test_tick_rotates_when_the_date_changes(self) -> None:
+        """After midnight the next tick moves the day's lines to access.log.Y_M_D."""
+        self.log.write("monday\n")
+        self.log.tick()
+        self.log.write("late monday\n")
+        self.date.today = (2026, 11, 24)
+        self.log.tick()
+        self.log.write("tuesday\n")
+        self.log.tick()
+        self.assertEqual(lines(self.path + ".2026_11_23"), ["monday\n", "late monday\n"])
+        self.assertEqual(lines(self.path), ["tuesday\n"])
+
+    def test_no_rotation_within_a_day(self) -> None:
+        """Ticks on the same day never rotate."""
+        for i in range(3):
+            self.log.write(f"{i}\n")
+            self.log.tick()
+        self.assertEqual(sorted(os.listdir(self.dir)), ["access.log"])
+
+    def test_close_flushes(self) -> None:
+        """Closing the file writes what is still buffered."""
+        self.log.write("last\n")
+        self.log.close()
+        self.assertEqual(lines(self.path), ["last\n"])
+
+    def test_appends_to_an_existing_file(self) -> None:
+        """A restart keeps the day's earlier lines."""
+        self.log.write("before restart\n")
+        self.log.close()
+        again = logs.BufferedDailyLogFile("access.log", self.dir)
+        again.write("after restart\n")
+        again.close()
+        self.assertEqual(lines(self.path), ["before restart\n", "after restart\n"])
+
+
+class AccessLogSiteTests(SynchronousTestCase):
+    """The site as twistd runs it, over in-memory HTTP connections."""
+
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        self.reactor = MemoryReactorClock()
+        self.hub = Hub(clock=self.reactor)
+        resource = web.build_resource(self.hub, config.Config(), self.reactor)
+        self.site = logs.AccessLogSite(resource, os.path.join(self.dir, "log"), self.reactor)
+        self.site.doStart()
+        self.addCleanup(self.site.doStop)
+        self.path = os.path.join(self.dir, "log", "access.log")
+
+    def connect(self) -> tuple[HTTPChannel, StringTransport]:
+        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def disconnect(self, channel: HTTPChannel) -> None:
+        channel.connectionLost(Failure(ConnectionDone()))
+
+    def access_lines(self) -> list[str]:
+        self.reactor.advance(self.site.flush_interval)
+        return lines(self.path)
+
+    def test_creates_the_log_dir(self) -> None:
+        """Starting the site creates log/access.log."""
+        self.assertTrue(os.path.isfile(self.path))
+
+    def test_finished_request_in_combined_format(self) -> None:
+        """A finished request is one combined-format line, flushed by the timer."""
+        channel, _ = self.connect()
+        channel.dataReceived(
+            b"GET /nowhere HTTP/1.1\r\nHost: x\r\nReferer: http://gw/\r\n"
+            b"User-Agent: Mozilla/5.0\r\n\r\n"
+        )
+        self.disconnect(channel)
+        self.assertEqual(lines(self.path), [], "flushed before the timer")
+        (line,) = self.access_lines()
+        self.assertRegex(
+            line,
+            r'^"127\.0\.0\.1" - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+            r'"GET /nowhere HTTP/1\.1" 404 \d+ "http://gw/" "Mozilla/5\.0"\n$',
+        )
+
+    def test_disconnected_stream_is_logged(self) -> None:
+        """An event stream that ends by client disconnect gets its access-log line."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\n\r\n")
+        self.assertEqual(self.hub.stream_count, 1)
+        self.hub.publish(Message(event="notify", user_id="u1", data='{"a":1}'))
+        self.assertEqual(self.access_lines(), [])
+        sent = len(transport.value())
+        self.disconnect(channel)
+        self.assertEqual(self.hub.stream_count, 0)
+        (line,) = self.access_lines()
+        self.assertIn('"GET /sse/u1 HTTP/1.1" 200 ', line)
+        # The bytes sent so far (body only), as with a finished request.
+        length = int(re.search(r'" 200 (\d+) ', line).group(1))  # type: ignore[union-attr]
+        self.assertTrue(0 < length < sent, (length, sent))
+
+    def test_stream_closed_by_server_is_logged_once(self) -> None:
+        """A stream the server finishes (shutdown) is logged once, by finish()."""
+        channel, _ = self.connect()
+        channel.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.hub.close_all()
+        self.disconnect(channel)
+        self.assertEqual(len(self.access_lines()), 1)
+
+    def test_cr_lf_in_request_data_is_escaped(self) -> None:
+        """CR or LF sent by a client never starts a new access-log line."""
+        requests = [
+            # Percent-encoded CR/LF, and Unicode line breaks (U+2028, NEL) as
+            # raw bytes in a header: logged, escaped.
+            b"GET /sse/a%0D%0Ab HTTP/1.1\r\nHost: x\r\n"
+            b'User-Agent: e\xe2\x80\xa8v\x85il\t"q\r\n\r\n',
+            # A raw CR in the request line or a header: twisted.web refuses
+            # the request (400) before it reaches a resource or the log.
+            b"GET /sse/a\rinjected HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /sse/u1 HTTP/1.1\r\nHost: x\r\nUser-Agent: a\rinjected\r\n\r\n",
+            # An event stream that ends by disconnect.
+            b"GET /sse/u1 HTTP/1.1\r\nHost: x\r\nUser-Agent: ok\r\n\r\n",
+        ]
+        for raw in requests:
+            channel, _ = self.connect()
+            channel.dataReceived(raw)
+            self.disconnect(channel)
+        found = self.access_lines()
+        self.assertEqual(len(found), 2, found)
+        assert_one_line_each(self, found)
+        self.assertIn('"GET /sse/a%0D%0Ab HTTP/1.1" 400 ', found[0])
+        self.assertIn('"e\\xe2\\x80\\xa8v\\x85il\\t\\"q"', found[0])
+        self.assertNotIn("injected", "".join(found))
+
+    def test_stop_flushes_and_closes(self) -> None:
+        """Stopping the site writes buffered lines and stops the flush timer."""
+        channel, _ = self.connect()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.disconnect(channel)
+        self.site.doStop()
+        self.assertEqual(len(lines(self.path)), 1)
+        self.assertIsNone(self.site.access_log)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.site.doStart()  # for the cleanup's doStop
+
+    def test_rotates_daily_on_the_timer(self) -> None:
+        """The flush timer rotates access.log when the date changes."""
+        access_log = self.site.access_log
+        assert access_log is not None
+        date = FakeDate((2026, 11, 23))
+        access_log.toDate = date  # type: ignore[method-assign]
+        access_log.lastDate = date.today
+        channel, _ = self.connect()
+        channel.dataReceived(b"GET /day1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(self.site.flush_interval)
+        date.today = (2026, 11, 24)
+        channel.dataReceived(b"GET /day2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(self.site.flush_interval)
+        old = lines(self.path + ".2026_11_23")
+        self.assertEqual(len(old), 2, old)
+        self.assertEqual(lines(self.path), [])
+        channel.dataReceived(b"GET /day2-again HTTP/1.1\r\nHost: x\r\n\r\n")
+        new = self.access_lines()
+        self.assertEqual(len(new), 1)
+        self.assertIn("/day2-again", new[0])
+
+
+class LogUnfinishedTests(SynchronousTestCase):
+    def test_ignores_requests_without_a_site(self) -> None:
+        """A request double with no Site is ignored, not an error."""
+
+        class NoSite:
+            pass
+
+        logs.log_unfinished(NoSite())  # type: ignore[arg-type]
+
+
+class AppLogServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        self.publisher = LogPublisher()
+        self.log = Logger(namespace="notificator.test", observer=self.publisher)
+        self.path = os.path.join(self.dir, "sse.log")
+
+    def start(self, level: str, open_file: object = DailyLogFile.fromFullPath) -> logs.AppLogService:
+        service = logs.AppLogService(self.dir, level, self.publisher, open_file)  # type: ignore[arg-type]
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        return service
+
+    def test_filters_by_level(self) -> None:
+        """Events below server.log.level are left out of sse.log."""
+        service = self.start("info")
+        self.log.debug("hidden {n}", n=1)
+        self.log.info("shown {n}", n=2)
+        self.log.warn("also shown {n}", n=3)
+        service.stopService()
+        text = "".join(lines(self.path))
+        self.assertNotIn("hidden", text)
+        self.assertIn("[notificator.test#info] shown 2", text)
+        self.assertIn("[notificator.test#warn] also shown 3", text)
+        self.assertIn("logging at level info", text)
+
+    def test_debug_level_keeps_debug_events(self) -> None:
+        """At level debug, debug events are written."""
+        service = self.start("debug")
+        self.log.debug("detail {n}", n=1)
+        service.stopService()
+        self.assertIn("#debug] detail 1", "".join(lines(self.path)))
+
+    def test_stop_removes_the_observer(self) -> None:
+        """After stopService nothing more is written and the file is closed."""
+        service = self.start("info")
+        service.stopService()
+        before = lines(self.path)
+        self.log.info("after stop")
+        self.assertEqual(lines(self.path), before)
+        self.assertIsNone(service.log_file)
+
+    def test_rotates_daily(self) -> None:
+        """sse.log moves to sse.log.Y_M_D when the date changes."""
+        date = FakeDate((2026, 11, 23))
+
+        def open_file(path: str) -> DailyLogFile:
+            f = DailyLogFile.fromFullPath(path)
+            f.toDate = date  # type: ignore[method-assign]
+            f.lastDate = date.today
+            return f
+
+        service = self.start("info", open_file)
+        self.log.info("monday")
+        date.today = (2026, 11, 24)
+        self.log.info("tuesday")
+        service.stopService()
+        old = "".join(lines(self.path + ".2026_11_23"))
+        new = "".join(lines(self.path))
+        self.assertIn("monday", old)
+        self.assertNotIn("tuesday", old)
+        self.assertIn("tuesday", new)
+        self.assertNotIn("monday", new)
+
+    def test_request_data_never_breaks_lines(self) -> None:
+        """User ids and paths with CR/LF from requests stay on one sse.log line."""
+        from twisted.logger import globalLogPublisher
+
+        service = logs.AppLogService(self.dir, "debug", globalLogPublisher)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        reactor = MemoryReactorClock()
+        hub = Hub(clock=reactor)
+        site = logs.AccessLogSite(
+            web.build_resource(hub, config.Config(), reactor), self.dir, reactor
+        )
+        site.doStart()
+        self.addCleanup(site.doStop)
+        requests = [
+            # refused: control characters in the path's user id, and a lone CR
+            b"GET /sse/a%0D%0Ainjected HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /sse/a\rinjected HTTP/1.1\r\nHost: x\r\n\r\n",
+            # refused: in the cookie
+            b"GET /sse HTTP/1.1\r\nHost: x\r\nCookie: userID=a%0Ainjected\r\n\r\n",
+            # accepted: a user id with a Unicode line separator
+            b"GET /sse/a%E2%80%A8injected HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        for raw in requests:
+            channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+            channel.makeConnection(StringTransport())
+            channel.dataReceived(raw)
+            channel.connectionLost(Failure(ConnectionDone()))
+        body = "id=notify_a%0D%0Ainjected&data=%7B%7D"
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(
+            b"POST /webNotification HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        service.stopService()
+        found = lines(self.path)
+        app_lines = [line for line in found if "notificator.web" in line]
+        # 2 refused streams, opened + closed, 1 rejected publish; the raw CR
+        # never gets past twisted.web's parser.
+        self.assertEqual(len(app_lines), 5, found)
+        for line in found:
+            self.assertNotIn("\r", line)
+            self.assertNotIn("\u2028", line)
+            self.assertFalse(line.startswith("injected"), line)
+        reactor.advance(site.flush_interval)
+        assert_one_line_each(self, lines(os.path.join(self.dir, "access.log")))
+
+
+class ProcessTitleServiceTests(SynchronousTestCase):
+    def test_sets_and_restores_the_title(self) -> None:
+        """The title is shown while running and the old one is back after stop."""
+        before = setproctitle.getproctitle()
+        service = logs.ProcessTitleService("notificator [test] /srv/notificator")
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        self.assertEqual(setproctitle.getproctitle(), "notificator [test] /srv/notificator")
+        service.stopService()
+        self.assertEqual(setproctitle.getproctitle(), before)
