@@ -13,7 +13,7 @@ set -u
 
 cd "$(dirname "$(readlink -f "$0")")" || exit 1
 
-pidfile=${NOTIFICATOR_PIDFILE:-notificator.pid}
+pidfile=$(realpath -m "${NOTIFICATOR_PIDFILE:-notificator.pid}")
 timeout=${NOTIFICATOR_STOP_TIMEOUT:-15}
 
 if [ ! -f "$pidfile" ]; then

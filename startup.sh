@@ -22,8 +22,8 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
     env_name=$1
     shift
 fi
-pidfile=${NOTIFICATOR_PIDFILE:-notificator.pid}
-twistd_log=${NOTIFICATOR_TWISTD_LOG:-log/twistd.log}
+pidfile=$(realpath -m "${NOTIFICATOR_PIDFILE:-notificator.pid}")
+twistd_log=$(realpath -m "${NOTIFICATOR_TWISTD_LOG:-log/twistd.log}")
 
 twistd=${NOTIFICATOR_TWISTD:-}
 if [ -z "$twistd" ]; then

@@ -1,0 +1,297 @@
+"""
+End-to-end tests for C{startup.sh} and C{shutdown.sh}: real daemons
+(twistd of the Python running the tests) on a loopback port, in a copy of
+the project layout in a temporary directory, run from another directory.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import PROJECT, SSEClient, write_config
+
+LISTEN = "tcp:0:interface=127.0.0.1"
+
+
+def alive(pid: int) -> bool:
+    """Is C{pid} a live process (not a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def process_title(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout} s")
+
+
+class Project:
+    """
+    A throwaway install: the two scripts and a conf/ directory, as in a
+    checkout.  Relative paths (pid file, log/) land in it.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, production: dict[str, Any] | None = None):
+        self.testcase = testcase
+        base = os.path.abspath(testcase.mktemp())
+        self.root = os.path.join(base, "notificator-install")
+        self.elsewhere = os.path.join(base, "elsewhere")
+        os.makedirs(self.root)
+        os.makedirs(self.elsewhere)
+        for script in ("startup.sh", "shutdown.sh"):
+            shutil.copy2(os.path.join(PROJECT, script), self.root)
+        with open(os.path.join(PROJECT, "conf", "default.json"), encoding="utf-8") as f:
+            default = f.read()
+        write_config(
+            os.path.join(self.root, "conf"),
+            {
+                "default": default,
+                # The shipped production.json wants certificates; the tests
+                # listen on plain loopback TCP (--listen) anyway.
+                "production": production or {"server": {"protocol": "http"}},
+            },
+        )
+        self.pidfile = os.path.join(self.root, "notificator.pid")
+        self.log_dir = os.path.join(self.root, "log")
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith("NOTIFICATOR_")
+        }
+        self.env["NOTIFICATOR_TWISTD"] = os.path.join(os.path.dirname(sys.executable), "twistd")
+        self.pids: list[int] = []
+        testcase.addCleanup(self.kill_all)
+
+    def run(
+        self, script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [os.path.join(self.root, script), *args],
+            cwd=self.elsewhere,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+        for m in re.finditer(r"running pid=(\d+)", result.stdout):
+            self.pids.append(int(m.group(1)))
+        return result
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> int:
+        result = self.run("startup.sh", *args, "--listen", LISTEN, env=env)
+        self.testcase.assertEqual(result.returncode, 0, result.stdout + self.twistd_log())
+        m = re.search(r"^Notificator SSE Server is running pid=(\d+)", result.stdout, re.M)
+        self.testcase.assertTrue(m, result.stdout)
+        assert m is not None
+        return int(m.group(1))
+
+    def read_pidfile(self) -> int:
+        with open(self.pidfile, encoding="ascii") as f:
+            return int(f.read().strip())
+
+    def read(self, name: str) -> str:
+        try:
+            with open(os.path.join(self.log_dir, name), encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def twistd_log(self) -> str:
+        return self.read("twistd.log")
+
+    def port(self) -> int:
+        m = wait_until(
+            lambda: re.search(r"starting on (\d+)", self.twistd_log()), what="listening"
+        )
+        return int(m.group(1))
+
+    def kill_all(self) -> None:
+        """Cleanup: whatever a failed test left running is killed."""
+        for pid in self.pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                wait_until(lambda: not alive(pid), what=f"pid {pid} gone")
+
+
+class StartupShutdownTests(SynchronousTestCase):
+    def test_start_serve_log_and_stop(self) -> None:
+        """
+        startup.sh starts a daemon in the production env that serves, logs
+        and is named notificator; shutdown.sh stops it and removes the pid file.
+        """
+        project = Project(self)
+        link = os.path.join(project.elsewhere, "start-notificator")
+        os.symlink(os.path.join(project.root, "startup.sh"), link)
+        result = subprocess.run(
+            [link, "--listen", LISTEN], cwd=project.elsewhere, env=project.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout)
+        pid = int(re.search(r"running pid=(\d+)", result.stdout).group(1))  # type: ignore[union-attr]
+        project.pids.append(pid)
+        self.assertEqual(project.read_pidfile(), pid)
+        self.assertTrue(alive(pid))
+        self.assertTrue(
+            process_title(pid).startswith(f"notificator [production] {project.root}"),
+            process_title(pid),
+        )
+
+        port = project.port()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        client = SSEClient(conn, "/sse/u1", {"User-Agent": "ops-test"})
+        self.addCleanup(client.close)
+        self.assertEqual(client.next_event()["event"], "connect")
+        post = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        post.request(
+            "POST", "/webNotification", "id=notify_u1&data=%7B%22n%22%3A1%7D",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        self.assertEqual(json.loads(post.getresponse().read())["delivered"], 1)
+        post.close()
+        self.assertEqual(client.next_event()["data"], '{"n":1}')
+        client.close()
+
+        access = wait_until(
+            lambda: "GET /sse/u1" in (t := project.read("access.log")) and t,
+            what="the disconnected stream in access.log",
+        )
+        self.assertIn('"POST /webNotification HTTP/1.1" 200 ', access)
+        self.assertRegex(access, r'"GET /sse/u1 HTTP/1\.1" 200 \d+ "-" "ops-test"\n')
+        sse = wait_until(
+            lambda: "closed after" in (t := project.read("sse.log")) and t,
+            what="stream closed in sse.log",
+        )
+        self.assertIn("stream 1 opened for u1 from 127.0.0.1 (1 open)", sse)
+        self.assertIn("logging at level info", sse)
+
+        again = project.run("startup.sh", "--listen", LISTEN)
+        self.assertEqual(again.returncode, 1, again.stdout)
+        self.assertIn(f"already running pid={pid}", again.stdout)
+        self.assertEqual(project.read_pidfile(), pid)
+
+        stop = project.run("shutdown.sh")
+        self.assertEqual(stop.returncode, 0, stop.stdout)
+        self.assertIn(f"Sent SIGTERM to Notificator SSE Server pid={pid}", stop.stdout)
+        self.assertIn(f"Notificator SSE Server stopped pid={pid}", stop.stdout)
+        self.assertFalse(alive(pid))
+        self.assertFalse(os.path.exists(project.pidfile))
+        self.assertIn("Server Shut Down", project.twistd_log())
+
+    def test_environment_choice(self) -> None:
+        """NOTIFICATOR_ENV overrides the production default; an argument overrides both."""
+        project = Project(self)
+        pid = project.start(env={"NOTIFICATOR_ENV": "development"})
+        self.assertTrue(process_title(pid).startswith("notificator [development] "))
+        self.assertEqual(project.run("shutdown.sh").returncode, 0)
+        pid = project.start("staging", env={"NOTIFICATOR_ENV": "development"})
+        self.assertTrue(process_title(pid).startswith("notificator [staging] "))
+        self.assertEqual(project.run("shutdown.sh").returncode, 0)
+        self.assertFalse(alive(pid))
+
+    def test_stale_pidfile_is_cleaned(self) -> None:
+        """A pid file naming a dead process, or a process that is not ours, is removed at start."""
+        project = Project(self)
+        other = subprocess.Popen(["sleep", "30"])
+        self.addCleanup(other.wait)
+        self.addCleanup(other.kill)
+        for stale in (dead_pid(), other.pid):
+            with open(project.pidfile, "w") as f:
+                f.write(f"{stale}\n")
+            result = project.run("startup.sh", "--listen", LISTEN)
+            self.assertEqual(result.returncode, 0, result.stdout)
+            self.assertIn(f"Removing stale pid file {project.pidfile} (pid {stale}", result.stdout)
+            pid = project.read_pidfile()
+            self.assertNotEqual(pid, stale)
+            self.assertTrue(alive(pid))
+            self.assertEqual(project.run("shutdown.sh").returncode, 0)
+        self.assertIsNone(other.poll(), "the unrelated process was left alone")
+
+    def test_shutdown_when_not_running(self) -> None:
+        """shutdown.sh without a server says so; with a stale pid file it removes it."""
+        project = Project(self)
+        result = project.run("shutdown.sh")
+        self.assertEqual(result.returncode, 0)
+        self.assertIn("is not running (no pid file", result.stdout)
+        stale = dead_pid()
+        with open(project.pidfile, "w") as f:
+            f.write(f"{stale}\n")
+        result = project.run("shutdown.sh")
+        self.assertEqual(result.returncode, 0)
+        self.assertIn(f"removed stale pid file {project.pidfile} (pid {stale})", result.stdout)
+        self.assertFalse(os.path.exists(project.pidfile))
+
+    def test_shutdown_kills_a_server_ignoring_sigterm(self) -> None:
+        """A process that ignores SIGTERM is killed with SIGKILL after the timeout."""
+        project = Project(self)
+        stubborn = subprocess.Popen(
+            ["bash", "-c", 'trap "" TERM; exec -a notificator-stuck sleep 30']
+        )
+        self.addCleanup(lambda: stubborn.poll() is None and stubborn.kill())
+        self.addCleanup(stubborn.wait)
+        wait_until(
+            lambda: process_title(stubborn.pid).startswith("notificator-stuck"),
+            what="exec -a",
+        )
+        with open(project.pidfile, "w") as f:
+            f.write(f"{stubborn.pid}\n")
+        started = time.monotonic()
+        result = project.run("shutdown.sh", env={"NOTIFICATOR_STOP_TIMEOUT": "0.5"})
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn("still running after 0.5s; sending SIGKILL", result.stdout)
+        self.assertIn(f"killed pid={stubborn.pid} (SIGKILL)", result.stdout)
+        self.assertEqual(stubborn.wait(10), -signal.SIGKILL)
+        self.assertFalse(os.path.exists(project.pidfile))
+        self.assertLess(time.monotonic() - started, 30)
+
+    def test_failed_start_reports_and_leaves_no_pidfile(self) -> None:
+        """A server that cannot listen makes startup.sh fail with twistd's reason."""
+        project = Project(self)
+        import socket
+
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = project.run("startup.sh", "--listen", f"tcp:{port}:interface=127.0.0.1")
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        self.assertIn("failed to start", result.stdout)
+        self.assertIn("Address already in use", result.stdout + project.twistd_log())
+        self.assertFalse(os.path.exists(project.pidfile))
+
+    def test_config_error_is_one_line(self) -> None:
+        """A bad config stops startup.sh with the config error and a non-zero exit."""
+        project = Project(self, production={"server": {"port": "3443a"}})
+        result = project.run("startup.sh")
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        self.assertIn("production.json: server.port: expected an integer", result.stdout)
+        self.assertFalse(os.path.exists(project.pidfile))
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
