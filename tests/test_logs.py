@@ -365,3 +365,56 @@ class ProcessTitleServiceTests(SynchronousTestCase):
         self.assertEqual(setproctitle.getproctitle(), "notificator [test] /srv/notificator")
         service.stopService()
         self.assertEqual(setproctitle.getproctitle(), before)
+
+
+class SafeTests(SynchronousTestCase):
+    def test_line_breaks_and_controls_escaped(self) -> None:
+        """Line breaks of every kind, tabs, controls and backslashes are escaped."""
+        cases = [
+            ("a\r\nb", "a\\r\\nb"),
+            ("a\u2028b\u2029c\x85d", "a\\u2028b\\u2029c\\x85d"),
+            ("a\tb\x00c\x1bd", "a\\tb\\x00c\\x1bd"),
+            ("a\\nb", "a\\\\nb"),
+            (b"a\r\xffb", "a\\r\ufffdb"),
+        ]
+        for raw, expected in cases:
+            self.assertEqual(web.safe(raw), expected, raw)
+
+    def test_printable_text_stays_readable(self) -> None:
+        """Korean and other printable text is logged as is."""
+        self.assertEqual(web.safe("홍길동 001000210"), "홍길동 001000210")
+        self.assertEqual(web.safe("홍길동".encode()), "홍길동")
+
+    def test_bounded(self) -> None:
+        """Long values are cut with an ellipsis."""
+        self.assertEqual(web.safe("x" * 300, limit=10), "x" * 10 + "...")
+
+
+class WiringTests(SynchronousTestCase):
+    def test_make_service_wires_the_logs(self) -> None:
+        """makeService puts sse.log first, the access-logging site on the listeners, the hub last."""
+        from notificator import tap
+        from tests.support import write_config
+
+        log_dir = os.path.abspath(self.mktemp())
+        conf = write_config(
+            os.path.join(os.path.abspath(self.mktemp()), "conf"),
+            {"default": {"server": {"log": {"dir": log_dir, "level": "warn"}}}},
+        )
+        opts = tap.Options()
+        opts.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])
+        reactor = MemoryReactorClock()
+        root = tap.makeService(opts, reactor=reactor)
+        children = list(root)
+        first = children[0]
+        assert isinstance(first, logs.AppLogService)
+        self.assertEqual((first.path, first.level), (os.path.join(log_dir, "sse.log"), "warn"))
+        self.assertIsInstance(children[-1], tap.HubService)
+        titles = [c for c in children if isinstance(c, logs.ProcessTitleService)]
+        self.assertEqual([t.title for t in titles], [f"notificator [x] {os.path.dirname(conf)}"])
+        root.startService()
+        self.addCleanup(root.stopService)
+        site = reactor.tcpServers[0][1]
+        self.assertIsInstance(site, logs.AccessLogSite)
+        self.assertEqual(site.logPath, os.path.join(log_dir, "access.log"))
+        self.assertTrue(os.path.isfile(os.path.join(log_dir, "sse.log")))
