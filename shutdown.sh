@@ -22,10 +22,21 @@ if [ ! -f "$pidfile" ]; then
 fi
 pid=$(tr -cd '0-9' < "$pidfile")
 
-# Only signal a process that is ours: after a crash the pid may belong to
-# something else by now.
+# The command line of process $1 (empty when there is none, or a zombie).
+# /proc first: it needs no procps; ps elsewhere.
+cmdline() {
+    if [ -d /proc/self ]; then
+        tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null
+    else
+        ps -p "$1" -o args= 2>/dev/null
+    fi
+}
+
+# Only signal a process that is ours (its title starts with "notificator",
+# or it is still "twistd ... notificator"): after a crash the pid may belong
+# to something else by now.
 ours() {
-    ps -p "$pid" -o args= 2>/dev/null | grep -Eq '^notificator|twistd.* notificator'
+    cmdline "$pid" | grep -Eq '^notificator|twistd.* notificator'
 }
 
 if [ -z "$pid" ] || ! ours; then

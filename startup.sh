@@ -41,6 +41,16 @@ if [ -z "$twistd" ]; then
     }
 fi
 
+# The command line of process $1 (empty when there is none, or a zombie).
+# /proc first: it needs no procps; ps elsewhere.
+cmdline() {
+    if [ -d /proc/self ]; then
+        tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null
+    else
+        ps -p "$1" -o args= 2>/dev/null
+    fi
+}
+
 # Is the pid in the pid file a running Notificator?  (A pid can be reused by
 # an unrelated process after a crash; that one is not ours.)
 running_pid() {
@@ -48,7 +58,7 @@ running_pid() {
     [ -f "$pidfile" ] || return 1
     pid=$(tr -cd '0-9' < "$pidfile")
     [ -n "$pid" ] || return 1
-    ps -p "$pid" -o args= 2>/dev/null | grep -Eq '^notificator|twistd.* notificator' || return 1
+    cmdline "$pid" | grep -Eq '^notificator|twistd.* notificator' || return 1
     echo "$pid"
 }
 
