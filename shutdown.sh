@@ -39,6 +39,19 @@ ours() {
     cmdline "$pid" | grep -Eq '^notificator|twistd.* notificator'
 }
 
+# Is the process still there?  (Not gone, and not a zombie waiting for its
+# parent to reap it.)  Identity is checked once, before the first signal:
+# while the server shuts down its title changes back.
+alive() {
+    local state
+    if [ -d /proc/self ]; then
+        state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -c1)
+    else
+        state=$(ps -p "$pid" -o stat= 2>/dev/null | cut -c1)
+    fi
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
 if [ -z "$pid" ] || ! ours; then
     rm -f "$pidfile"
     echo "Notificator SSE Server is not running; removed stale pid file $pidfile (pid ${pid:-none})"
@@ -50,7 +63,7 @@ echo "Sent SIGTERM to Notificator SSE Server pid=$pid; waiting up to ${timeout}s
 # Poll ten times a second, bounded by the timeout.
 ticks=$(awk -v t="$timeout" 'BEGIN { n = int(t * 10); print (n < 1 ? 1 : n) }')
 for _ in $(seq 1 "$ticks"); do
-    if ! ours; then
+    if ! alive; then
         rm -f "$pidfile"
         echo "Notificator SSE Server stopped pid=$pid"
         exit 0
@@ -61,7 +74,7 @@ done
 echo "Notificator SSE Server pid=$pid still running after ${timeout}s; sending SIGKILL" >&2
 kill -KILL "$pid" 2>/dev/null
 for _ in $(seq 1 50); do
-    if ! ours; then
+    if ! alive; then
         rm -f "$pidfile"
         echo "Notificator SSE Server killed pid=$pid (SIGKILL); removed pid file $pidfile"
         exit 0

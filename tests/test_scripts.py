@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,7 +114,7 @@ class Project:
 
     def read(self, name: str) -> str:
         try:
-            with open(os.path.join(self.log_dir, name), encoding="utf-8") as f:
+            with open(os.path.join(self.log_dir, name), encoding="utf-8", newline="") as f:
                 return f.read()
         except FileNotFoundError:
             return ""
@@ -173,9 +174,19 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertEqual(client.next_event()["data"], '{"n":1}')
         client.close()
 
+        # CR/LF from requests: percent-encoded in a user id (refused, 400),
+        # and a raw CR in the request line (refused by twisted.web).
+        for raw in (
+            b"GET /sse/a%0D%0Ainjected HTTP/1.1\r\nHost: x\r\nUser-Agent: u\xe2\x80\xa8v\r\n\r\n",
+            b"GET /sse/a\rinjected HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(raw)
+                self.assertTrue(sock.recv(100).startswith(b"HTTP/1.1 400 "))
+
         access = wait_until(
-            lambda: "GET /sse/u1" in (t := project.read("access.log")) and t,
-            what="the disconnected stream in access.log",
+            lambda: "GET /sse/u1" in (t := project.read("access.log")) and "injected" in t and t,
+            what="the disconnected stream and the refused request in access.log",
         )
         self.assertIn('"POST /webNotification HTTP/1.1" 200 ', access)
         self.assertRegex(access, r'"GET /sse/u1 HTTP/1\.1" 200 \d+ "-" "ops-test"\n')
@@ -185,6 +196,12 @@ class StartupShutdownTests(SynchronousTestCase):
         )
         self.assertIn("stream 1 opened for u1 from 127.0.0.1 (1 open)", sse)
         self.assertIn("logging at level info", sse)
+        self.assertIn("refused stream from 127.0.0.1 for /sse/a%0D%0Ainjected: 400", sse)
+        self.assertIn('"GET /sse/a%0D%0Ainjected HTTP/1.1" 400 ', access)
+        self.assertIn('"u\\xe2\\x80\\xa8v"', access)
+        for text in (access, sse):
+            self.assertNotIn("\r", text)
+            self.assertFalse(any(line.startswith("injected") for line in text.split("\n")))
 
         again = project.run("startup.sh", "--listen", LISTEN)
         self.assertEqual(again.returncode, 1, again.stdout)
@@ -268,8 +285,6 @@ class StartupShutdownTests(SynchronousTestCase):
     def test_failed_start_reports_and_leaves_no_pidfile(self) -> None:
         """A server that cannot listen makes startup.sh fail with twistd's reason."""
         project = Project(self)
-        import socket
-
         taken = socket.socket()
         self.addCleanup(taken.close)
         taken.bind(("127.0.0.1", 0))
@@ -278,7 +293,8 @@ class StartupShutdownTests(SynchronousTestCase):
         result = project.run("startup.sh", "--listen", f"tcp:{port}:interface=127.0.0.1")
         self.assertNotEqual(result.returncode, 0, result.stdout)
         self.assertIn("failed to start", result.stdout)
-        self.assertIn("Address already in use", result.stdout + project.twistd_log())
+        # twistd's parent reports the child's error (cut at 100 characters).
+        self.assertIn(f"CannotListenError: Couldn't listen on 127.0.0.1:{port}", result.stdout)
         self.assertFalse(os.path.exists(project.pidfile))
 
     def test_config_error_is_one_line(self) -> None:
