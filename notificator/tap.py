@@ -22,7 +22,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.web.server import Site
 
-from notificator import config, web
+from notificator import config, metrics, web
 from notificator.hub import Hub
 
 log = Logger()
@@ -97,7 +97,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     if sse.keepalive and not (sse.heartbeat and sse.heartbeat_interval <= sse.keepalive):
         _timer(sse.keepalive, hub.keepalive, reactor).setServiceParent(root)
 
-    site = Site(web.build_resource(hub, cfg, reactor), reactor=reactor)
+    registry = metrics.build_registry(hub, reactor)
+    site = Site(web.build_resource(hub, cfg, reactor, registry), reactor=reactor)
     site.displayTracebacks = False
     for description in options["listen"] or cfg.endpoints():
         strports.service(description, site, reactor=reactor).setServiceParent(root)
