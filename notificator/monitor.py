@@ -250,8 +250,6 @@ class UsersResource(_Readable):
 class HealthResource(_Readable):
     """C{GET /health}: always 200 while the server runs; uptime and counts."""
 
-    isLeaf = True
-
     def __init__(self, hub: Hub, clock: IReactorTime) -> None:
         super().__init__()
         self._hub = hub
