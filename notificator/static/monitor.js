@@ -125,8 +125,13 @@
     tr.className = "fresh";
     tr.dataset.event = type;
     cell(tr, new Date().toLocaleTimeString(lang));
-    cell(tr, type, "event");
-    cell(tr, id || "");
+    var name = cell(tr, type, "event");
+    if (id) {
+      var small = document.createElement("span");
+      small.className = "id";
+      small.textContent = id;
+      name.appendChild(small);
+    }
     cell(tr, data, "data");
     body.insertBefore(tr, body.firstChild);
     while (body.rows.length > MAX_EVENTS) body.deleteRow(-1);
