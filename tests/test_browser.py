@@ -200,7 +200,9 @@ class MonitorPageBrowserTests(SynchronousTestCase):
         self.assertEqual(cells[0], "watch-u1")
         self.assertEqual(cells[1], "2")
         self.assertEqual(cells[3], "127.0.0.1")
-        wait_for(driver, lambda d: d.find_element("id", "sum-streams").text == "2", "the stream count")
+        wait_for(
+            driver, lambda d: d.find_element("id", "sum-streams").text == "2", "the stream count"
+        )
         self.assertFalse(driver.find_element("id", "no-users").is_displayed())
         screenshot(self, driver, "monitor-en")
 
@@ -213,7 +215,7 @@ class MonitorPageBrowserTests(SynchronousTestCase):
         )
 
     def test_korean_monitor_connection_test(self) -> None:
-        """In Korean, the page's connection test connects as a user and shows the test notification."""
+        """In Korean, the connection test connects as a user and shows the notification it sends."""
         server = Server(self).start()
         driver = open_browser(self, "ko-KR")
         driver.get(f"http://127.0.0.1:{server.port}/")
@@ -254,7 +256,7 @@ class MonitorPageBrowserTests(SynchronousTestCase):
 
 class ClientScriptBrowserTests(SynchronousTestCase):
     def test_other_origin_receives_notify_by_path(self) -> None:
-        """A page on another origin gets a posted notify through webNotifyProcess (path form, CORS)."""
+        """A page on another origin gets a posted notify in webNotifyProcess (path form, CORS)."""
         user_id = "gw 사용자/1"
         groupware = StaticPages(self, "127.0.0.2")
         server = Server(
@@ -265,7 +267,8 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         driver = open_browser(self)
         driver.get(groupware.origin + "/header.html")
         self._wait_connected(server, user_id)
-        body = "id=" + quote("notify_" + user_id) + "&data=" + quote('{"title":"결재 요청","n":1}')
+        data = '{"title":"결재 요청","n":1}'
+        body = "id=" + quote("notify_" + user_id) + "&data=" + quote(data)
         status, doc = server.post(body, FORM)
         self.assertEqual((status, doc["delivered"]), (200, 1))
         received = wait_for(driver, lambda d: d.execute_script("return window.received"),
@@ -273,10 +276,11 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         self.assertEqual([json.loads(r) for r in received], [{"title": "결재 요청", "n": 1}])
         self.assertEqual(driver.execute_script("return window.approvals"), [])
         url = driver.execute_script("return NotificatorClient.url()")
-        self.assertEqual(url, f"http://127.0.0.1:{server.port}/sse/gw%20%EC%82%AC%EC%9A%A9%EC%9E%90%2F1")
+        path = "/sse/gw%20%EC%82%AC%EC%9A%A9%EC%9E%90%2F1"
+        self.assertEqual(url, f"http://127.0.0.1:{server.port}{path}")
 
     def test_cookie_form_retries_after_refusal(self) -> None:
-        """Without the cookie /sse refuses; the script backs off, retries, and delivers appr once the cookie is set."""
+        """Refused without the cookie, the script retries with a backoff and gets appr once it is set."""
         groupware = StaticPages(self, "127.0.0.1")
         server = Server(
             self, local={"sse": {"header": {"Access-Control-Allow-Origin": [groupware.origin]}}}

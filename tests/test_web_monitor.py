@@ -21,6 +21,7 @@ from notificator.hub import Hub
 from notificator.web import build_resource
 from tests.support import Server
 
+FORM_TYPE = "application/x-www-form-urlencoded"
 FORM = {b"content-type": [b"application/x-www-form-urlencoded; charset=UTF-8"]}
 
 
@@ -258,7 +259,10 @@ class ScriptTests(SynchronousTestCase):
     def test_page_assets_are_served(self) -> None:
         """The page's own script and style come from this server."""
         site = _Site(self)
-        for path, kind in (("/static/monitor.js", b"text/javascript"), ("/static/monitor.css", b"text/css")):
+        for path, kind in (
+            ("/static/monitor.js", b"text/javascript"),
+            ("/static/monitor.css", b"text/css"),
+        ):
             response = site.get(path)
             self.assertEqual(response.code, 200, path)
             self.assertTrue(response.headers.getRawHeaders(b"content-type")[0].startswith(kind))
@@ -278,10 +282,10 @@ class EndToEndTests(SynchronousTestCase):
 
         client = server.subscribe("/sse/e2e-u1")
         self.assertEqual(client.next_event()["event"], "connect")
-        status, doc = server.post("id=notify_e2e-u1&data=%7B%7D", "application/x-www-form-urlencoded")
+        status, doc = server.post("id=notify_e2e-u1&data=%7B%7D", FORM_TYPE)
         self.assertEqual((status, doc["delivered"]), (200, 1))
         self.assertEqual(client.next_event()["event"], "notify")
-        server.post("id=", "application/x-www-form-urlencoded")
+        server.post("id=", FORM_TYPE)
 
         status, _, body = server.request("GET", "/users")
         users = json.loads(body)
