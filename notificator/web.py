@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_sse,tests.test_web_publish,tests.test_web_monitor -*-
+# -*- test-case-name: tests.test_web,tests.test_web_monitor -*-
 """
 The twisted.web resource tree.
 
@@ -149,7 +149,7 @@ class SSEResource(Resource):
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        transport = getattr(request.channel, "transport", None)
+        transport = getattr(getattr(request, "channel", None), "transport", None)
         if hasattr(transport, "setTcpNoDelay"):
             # Frames are small and must leave now, not after a delayed ACK.
             transport.setTcpNoDelay(True)
