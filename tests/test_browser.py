@@ -179,8 +179,8 @@ def connected(server: Server, user_id: str) -> bool:
 class MonitorPageBrowserTests(SynchronousTestCase):
     def test_monitor_shows_a_user_who_connects(self) -> None:
         """The English monitor page lists a user within a poll of their stream opening."""
-        server = Server(self).start()
         driver = open_browser(self, "en-US")
+        server = Server(self).start()
         driver.get(f"http://127.0.0.1:{server.port}/")
         self.assertEqual(driver.find_element("css selector", "h1").text, "Notificator monitor")
         wait_for(driver, lambda d: d.find_element("id", "poll-status").text.startswith("Updated"),
@@ -216,8 +216,8 @@ class MonitorPageBrowserTests(SynchronousTestCase):
 
     def test_korean_monitor_connection_test(self) -> None:
         """In Korean, the connection test connects as a user and shows the notification it sends."""
-        server = Server(self).start()
         driver = open_browser(self, "ko-KR")
+        server = Server(self).start()
         driver.get(f"http://127.0.0.1:{server.port}/")
         self.assertEqual(driver.find_element("css selector", "h1").text, "Notificator 모니터")
         user = driver.find_element("id", "test-user")
@@ -258,13 +258,13 @@ class ClientScriptBrowserTests(SynchronousTestCase):
     def test_other_origin_receives_notify_by_path(self) -> None:
         """A page on another origin gets a posted notify in webNotifyProcess (path form, CORS)."""
         user_id = "gw 사용자/1"
+        driver = open_browser(self)
         groupware = StaticPages(self, "127.0.0.2")
         server = Server(
             self, local={"sse": {"header": {"Access-Control-Allow-Origin": [groupware.origin]}}}
         ).start()
         groupware.pages["/header.html"] = groupware_page(server.port, user_id)
 
-        driver = open_browser(self)
         driver.get(groupware.origin + "/header.html")
         self._wait_connected(server, user_id)
         data = '{"title":"결재 요청","n":1}'
@@ -281,13 +281,13 @@ class ClientScriptBrowserTests(SynchronousTestCase):
 
     def test_cookie_form_retries_after_refusal(self) -> None:
         """Refused without the cookie, the script retries with a backoff and gets appr once it is set."""
+        driver = open_browser(self)
         groupware = StaticPages(self, "127.0.0.1")
         server = Server(
             self, local={"sse": {"header": {"Access-Control-Allow-Origin": [groupware.origin]}}}
         ).start()
         groupware.pages["/header.html"] = groupware_page(server.port, None)
 
-        driver = open_browser(self)
         driver.get(groupware.origin + "/header.html")
         server.wait_for_log(r"refused stream .* 401", timeout=WAIT)
         # Same site (127.0.0.1, another port): the cookie goes along only
