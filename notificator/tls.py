@@ -45,10 +45,12 @@ from typing import Any, Sequence
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL, crypto
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
+    IReactorCore,
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
 )
@@ -104,14 +106,13 @@ def _certificates(path: str, role: str, data: bytes) -> list[x509.Certificate]:
     return certs
 
 
-def _private_key(path: str, data: bytes) -> crypto.PKey:
+def _private_key(path: str, data: bytes) -> PrivateKeyTypes:
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise TLSFileError(path, "privateKey", "the private key is encrypted; give an unencrypted one")
     except ValueError:
         raise TLSFileError(path, "privateKey", "holds no PEM private key")
-    return crypto.PKey.from_cryptography_key(key)  # type: ignore[arg-type]
 
 
 def _spki(key: Any) -> bytes:
@@ -168,7 +169,7 @@ def certificate_options(
     cert_path = cert or private_key
     key = _private_key(private_key, _read(private_key, "privateKey"))
     leaf, *extra = _certificates(cert_path, "certKey", _read(cert_path, "certKey"))
-    if _spki(leaf.public_key()) != _spki(key.to_cryptography_key().public_key()):
+    if _spki(leaf.public_key()) != _spki(key.public_key()):
         raise TLSFileError(
             private_key,
             "privateKey",
@@ -194,7 +195,7 @@ def certificate_options(
         )
 
     options = CertificateOptions(
-        privateKey=key,
+        privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
         certificate=crypto.X509.from_cryptography(leaf),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in extra],
         raiseMinimumTo=TLSVersion.TLSv1_2,
@@ -269,9 +270,14 @@ class HTTPSServerParser:
 
     prefix = "https"
 
-    def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> IStreamServerEndpoint:
+    def parseStreamServer(
+        self, reactor: IReactorCore, *args: object, **kwargs: object
+    ) -> IStreamServerEndpoint:
         try:
-            return https_endpoint(reactor, *args, **kwargs)
+            # strports hands over strings; str() only satisfies the types.
+            return https_endpoint(
+                reactor, *map(str, args), **{k: str(v) for k, v in kwargs.items()}
+            )
         except TypeError as e:
             # An unknown or repeated parameter: serverFromString promises
             # ValueError for a bad description.
