@@ -194,8 +194,12 @@ def certificate_options(
             end=leaf.not_valid_after_utc.isoformat(),
         )
 
+    try:
+        pkey = crypto.PKey.from_cryptography_key(key)  # type: ignore[arg-type]
+    except TypeError:
+        raise TLSFileError(private_key, "privateKey", "this kind of private key is not supported")
     options = CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
+        privateKey=pkey,
         certificate=crypto.X509.from_cryptography(leaf),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in extra],
         raiseMinimumTo=TLSVersion.TLSv1_2,
@@ -204,7 +208,7 @@ def certificate_options(
     # stops start-up instead of failing the first handshake.
     try:
         options.getContext()
-    except crypto.Error as e:  # pragma: no cover - caught by the checks above
+    except (SSL.Error, crypto.Error) as e:  # pragma: no cover - the checks above come first
         raise TLSFileError(cert_path, "certKey", f"OpenSSL refused it: {e}")
     return options
 
