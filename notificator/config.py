@@ -416,6 +416,12 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         except _Bad as e:
             raise ConfigError(source, dotted, str(e))
 
+    interval = values.get("sse.heartbeatInterval", 0)
+    if interval >= 1000:
+        warnings.append(
+            f"{origin.get('sse.heartbeatInterval')}: sse.heartbeatInterval: {interval:g} seconds;"
+            " the value is in seconds, not milliseconds"
+        )
     headers, cors, notes = values.pop("sse.header", ((), CORSPolicy(), []))
     warnings.extend(f"{origin.get('sse.header', 'config')}: sse.header: {n}" for n in notes)
 

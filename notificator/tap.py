@@ -10,14 +10,13 @@ heartbeat and keepalive timers, and the hub's clean shutdown.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath

@@ -146,7 +146,7 @@ class SSEResource(Resource):
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        transport = getattr(request.channel, "transport", None)
+        transport = getattr(getattr(request, "channel", None), "transport", None)
         if hasattr(transport, "setTcpNoDelay"):
             # Frames are small and must leave now, not after a delayed ACK.
             # Over TLS the TLS wrapper passes this on to TCP.  Over HTTP/2
