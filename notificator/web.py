@@ -152,6 +152,9 @@ class SSEResource(Resource):
         transport = getattr(getattr(request, "channel", None), "transport", None)
         if hasattr(transport, "setTcpNoDelay"):
             # Frames are small and must leave now, not after a delayed ACK.
+            # Over TLS the TLS wrapper passes this on to TCP.  Over HTTP/2
+            # the channel is an H2Stream whose transport is None (so this is
+            # skipped); H2Connection sets TCP_NODELAY on the connection itself.
             transport.setTcpNoDelay(True)
 
         now = self._clock.seconds()
