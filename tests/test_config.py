@@ -118,15 +118,16 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(cfg.sse.headers, (("X-Served-By", "gw1"),))
 
     def test_https_endpoint(self) -> None:
-        """https becomes an ssl: strports string with the key, cert and CA chain."""
+        """https becomes an https: strports string (notificator.tls) with the key, cert, CA chain and ALPN http/1.1."""
         cfg = load(
             self.conf(default={"server": {"protocol": "https", "port": 3443, "host": "::1",
                                           "certificates": {"key": "k", "cert": "c", "ca": "a"}}}),
             "x",
         )
         (endpoint,) = cfg.endpoints()
-        self.assertTrue(endpoint.startswith("ssl:port=3443:interface=\\:\\:1:privateKey="))
+        self.assertTrue(endpoint.startswith("https:port=3443:interface=\\:\\:1:privateKey="))
         self.assertIn(":extraCertChain=", endpoint)
+        self.assertTrue(endpoint.endswith(":alpn=http/1.1"))
 
     def test_endpoints_replace_protocol(self) -> None:
         """server.endpoints, when set, are used as they are."""

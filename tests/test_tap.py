@@ -23,13 +23,17 @@ class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         """--config defaults to conf and --env to $NOTIFICATOR_ENV, else development."""
         self.patch(os, "environ", {})
+        here = os.path.abspath(self.mktemp())
+        write_config(os.path.join(here, "conf"), {"default": {}, "production": {"sse": {"retry": 1}}})
         cwd = os.getcwd()
-        os.chdir(PROJECT)
+        os.chdir(here)
         self.addCleanup(os.chdir, cwd)
         opts = self.options()
         self.assertEqual((opts["config"], opts["env"], opts["listen"]), ("conf", "development", []))
+        self.assertEqual(opts["loaded"].sse.retry, 3000)
         self.patch(os, "environ", {"NOTIFICATOR_ENV": "production"})
-        self.assertEqual(self.options()["env"], "production")
+        opts = self.options()
+        self.assertEqual((opts["env"], opts["loaded"].sse.retry), ("production", 1))
 
     def test_listen_repeatable(self) -> None:
         """--listen may be given several times."""
