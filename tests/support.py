@@ -137,21 +137,29 @@ class Server:
             )
         return result.returncode, self.log()
 
-    def log(self) -> str:
+    def log(self, name: str | None = None) -> str:
+        """
+        twistd's output, or with C{name} (C{"access.log"}, C{"sse.log"}) that
+        file of the default log dir.
+        """
+        path = self.log_path if name is None else os.path.join(self.dir, "log", name)
         try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            with open(path, encoding="utf-8", errors="replace") as f:
                 return f.read()
         except FileNotFoundError:
             return ""
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+    def wait_for_log(
+        self, pattern: str, timeout: float = 10.0, name: str | None = None
+    ) -> re.Match[str]:
+        """Wait for C{pattern} in L{log}(C{name}); access.log is written once a second."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = re.search(pattern, self.log())
+            m = re.search(pattern, self.log(name))
             if m:
                 return m
             time.sleep(0.05)
-        raise AssertionError(f"{pattern!r} not in the log within {timeout} s:\n{self.log()}")
+        raise AssertionError(f"{pattern!r} not in the log within {timeout} s:\n{self.log(name)}")
 
     def stop(self) -> None:
         p = self.process

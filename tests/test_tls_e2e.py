@@ -223,7 +223,7 @@ class HTTP2Tests(SynchronousTestCase):
             [notify] = c.named(stream, "notify")
             self.assertEqual(json.loads(notify["data"]), {"title": "hi"})
             self.assertNotIn(stream, c.ended)
-        self.assertIn('"POST /webNotification HTTP/2" 200', self.server.log())
+        self.server.wait_for_log(r'"POST /webNotification HTTP/2" 200', name="access.log")
 
     def test_heartbeats_on_every_stream(self) -> None:
         """The heartbeat timer reaches every HTTP/2 stream."""
