@@ -83,12 +83,63 @@ class BufferedDailyLogFile(DailyLogFile):
         self.flush()
 
 
+class AccessLog:
+    """
+    C{access.log} as twisted.web's L{Site} uses it (C{write}, C{close}),
+    opened at first use rather than when the port starts listening: by
+    then twistd has dropped privileges (C{--uid}), so the file and its
+    rotations belong to the server's user, like C{sse.log}.
+
+    If the file cannot be opened, the error is logged once, lines are
+    dropped and the opening is retried on each L{tick}; requests are
+    served all the same.
+    """
+
+    log = Logger()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file: BufferedDailyLogFile | None = None
+        self._failed = False
+
+    def _open(self) -> BufferedDailyLogFile | None:
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.file = BufferedDailyLogFile.fromFullPath(self.path)
+        except OSError as e:
+            if not self._failed:
+                self.log.error("cannot open {path}: {error}", path=self.path, error=e)
+            self._failed = True
+        return self.file
+
+    def write(self, line: str) -> None:
+        f = self.file
+        if f is None:
+            if self._failed:
+                return  # retried by tick, not on every request
+            f = self._open()
+            if f is None:
+                return
+        f.write(line)
+
+    def tick(self) -> None:
+        """Open if not yet open, then rotate if due and flush."""
+        f = self.file or self._open()
+        if f is not None:
+            f.tick()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 class AccessLogSite(Site):
     """
     A L{Site} that writes its access log to C{<log_dir>/access.log} in the
     combined log format (twisted.web's default formatter), through a
-    L{BufferedDailyLogFile} that is flushed every C{flush_interval}
-    seconds on the site's reactor.
+    L{BufferedDailyLogFile} (see L{AccessLog}) that is flushed every
+    C{flush_interval} seconds on the site's reactor.
 
     It also logs requests that never reach C{Request.finish()}: an event
     stream that ends because the client went away (see L{log_unfinished}).
@@ -100,13 +151,11 @@ class AccessLogSite(Site):
         super().__init__(
             resource, logPath=os.path.join(log_dir, ACCESS_LOG), reactor=reactor, **kwargs
         )
-        self.access_log: BufferedDailyLogFile | None = None
+        self.access_log: AccessLog | None = None
         self._ticker: LoopingCall | None = None
 
-    def _openLogFile(self, path: str | bytes) -> BufferedDailyLogFile:
-        path = os.fsdecode(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.access_log = BufferedDailyLogFile.fromFullPath(path)
+    def _openLogFile(self, path: str | bytes) -> AccessLog:
+        self.access_log = AccessLog(os.fsdecode(path))
         self._ticker = LoopingCall(self.access_log.tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.flush_interval, now=False)

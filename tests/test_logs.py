@@ -129,9 +129,38 @@ class AccessLogSiteTests(SynchronousTestCase):
         self.reactor.advance(self.site.flush_interval)
         return lines(self.path)
 
-    def test_creates_the_log_dir(self) -> None:
-        """Starting the site creates log/access.log."""
+    def test_opens_at_first_use(self) -> None:
+        """log/access.log is created at the first tick after start, not when listening."""
+        self.assertFalse(os.path.exists(self.path))
+        self.reactor.advance(self.site.flush_interval)
         self.assertTrue(os.path.isfile(self.path))
+
+    def test_unwritable_log_dir(self) -> None:
+        """A log dir that cannot be made is logged once; requests are still served."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        os.makedirs(self.dir, exist_ok=True)
+        blocker = os.path.join(self.dir, "a-file")
+        with open(blocker, "w"):
+            pass
+        self.site.doStop()
+        self.site = logs.AccessLogSite(self.site.resource, os.path.join(blocker, "log"), self.reactor)
+        self.site.doStart()
+        self.addCleanup(self.site.doStop)
+        for _ in range(2):
+            channel, transport = self.connect()
+            channel.dataReceived(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertIn(b" 404 ", transport.value())
+            self.disconnect(channel)
+            self.reactor.advance(self.site.flush_interval)
+        errors = [e for e in events if e.get("log_namespace") == "notificator.logs.AccessLog"]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("a-file/log/access.log", str(errors[0]["path"]))
+        assert self.site.access_log is not None
+        self.assertIsNone(self.site.access_log.file)
 
     def test_finished_request_in_combined_format(self) -> None:
         """A finished request is one combined-format line, flushed by the timer."""
@@ -211,7 +240,9 @@ class AccessLogSiteTests(SynchronousTestCase):
 
     def test_rotates_daily_on_the_timer(self) -> None:
         """The flush timer rotates access.log when the date changes."""
-        access_log = self.site.access_log
+        self.reactor.advance(self.site.flush_interval)
+        assert self.site.access_log is not None
+        access_log = self.site.access_log.file
         assert access_log is not None
         date = FakeDate((2026, 11, 23))
         access_log.toDate = date  # type: ignore[method-assign]
