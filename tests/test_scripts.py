@@ -203,6 +203,13 @@ class StartupShutdownTests(SynchronousTestCase):
             self.assertNotIn("\r", text)
             self.assertFalse(any(line.startswith("injected") for line in text.split("\n")))
 
+        # A stream still open at shutdown is finished, and logged, by the server.
+        open_at_stop = SSEClient(
+            http.client.HTTPConnection("127.0.0.1", port, timeout=10), "/sse/u2", {}
+        )
+        self.addCleanup(open_at_stop.close)
+        self.assertEqual(open_at_stop.next_event()["event"], "connect")
+
         again = project.run("startup.sh", "--listen", LISTEN)
         self.assertEqual(again.returncode, 1, again.stdout)
         self.assertIn(f"already running pid={pid}", again.stdout)
@@ -215,6 +222,8 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertFalse(alive(pid))
         self.assertFalse(os.path.exists(project.pidfile))
         self.assertIn("Server Shut Down", project.twistd_log())
+        self.assertRegex(project.read("access.log"), r'"GET /sse/u2 HTTP/1\.1" 200 \d+ ')
+        self.assertIn("stream 2 of u2 closed", project.read("sse.log"))
 
     def test_environment_choice(self) -> None:
         """NOTIFICATOR_ENV overrides the production default; an argument overrides both."""
