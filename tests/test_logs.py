@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any, Callable
 
 import setproctitle
 from twisted.internet.address import IPv4Address
@@ -147,7 +148,8 @@ class AccessLogSiteTests(SynchronousTestCase):
         with open(blocker, "w"):
             pass
         self.site.doStop()
-        self.site = logs.AccessLogSite(self.site.resource, os.path.join(blocker, "log"), self.reactor)
+        resource = self.site.resource
+        self.site = logs.AccessLogSite(resource, os.path.join(blocker, "log"), self.reactor)
         self.site.doStart()
         self.addCleanup(self.site.doStop)
         for _ in range(2):
@@ -279,8 +281,10 @@ class AppLogServiceTests(SynchronousTestCase):
         self.log = Logger(namespace="notificator.test", observer=self.publisher)
         self.path = os.path.join(self.dir, "sse.log")
 
-    def start(self, level: str, open_file: object = DailyLogFile.fromFullPath) -> logs.AppLogService:
-        service = logs.AppLogService(self.dir, level, self.publisher, open_file)  # type: ignore[arg-type]
+    def start(
+        self, level: str, open_file: Callable[[str], Any] = DailyLogFile.fromFullPath
+    ) -> logs.AppLogService:
+        service = logs.AppLogService(self.dir, level, self.publisher, open_file)
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         return service
@@ -423,7 +427,7 @@ class SafeTests(SynchronousTestCase):
 
 class WiringTests(SynchronousTestCase):
     def test_make_service_wires_the_logs(self) -> None:
-        """makeService puts sse.log first, the access-logging site on the listeners, the hub last."""
+        """makeService puts sse.log first, the access-log site on the listeners, the hub last."""
         from notificator import tap
         from tests.support import write_config
 

@@ -150,7 +150,9 @@ class StartupShutdownTests(SynchronousTestCase):
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stdout)
-        pid = int(re.search(r"running pid=(\d+)", result.stdout).group(1))  # type: ignore[union-attr]
+        m = re.search(r"running pid=(\d+)", result.stdout)
+        assert m is not None, result.stdout
+        pid = int(m.group(1))
         project.pids.append(pid)
         self.assertEqual(project.read_pidfile(), pid)
         self.assertTrue(alive(pid))
