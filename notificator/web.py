@@ -201,9 +201,11 @@ class SSEResource(Resource):
     def _gone(self, stream: RequestStream, reason: Failure | None) -> None:
         self._hub.detach(stream)
         log.info(
-            "stream {connection_id} of {user_id} closed after {seconds:.0f} s ({streams} open)",
+            "stream {connection_id} of {user_id} closed by the {by}"
+            " after {seconds:.0f} s ({streams} open)",
             connection_id=stream.connection_id,
             user_id=safe(stream.user_id),
+            by="client" if reason is not None else "server",
             seconds=self._clock.seconds() - stream.connected_at,
             streams=self._hub.stream_count,
         )

@@ -193,10 +193,11 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertIn('"POST /webNotification HTTP/1.1" 200 ', access)
         self.assertRegex(access, r'"GET /sse/u1 HTTP/1\.1" 200 \d+ "-" "ops-test"\n')
         sse = wait_until(
-            lambda: "closed after" in (t := project.read("sse.log")) and t,
+            lambda: "closed by the client" in (t := project.read("sse.log")) and t,
             what="stream closed in sse.log",
         )
         self.assertIn("stream 1 opened for u1 from 127.0.0.1 (1 open)", sse)
+        self.assertRegex(sse, r"stream 1 of u1 closed by the client after \d+ s")
         self.assertIn("logging at level info", sse)
         self.assertIn("refused stream from 127.0.0.1 for /sse/a%0D%0Ainjected: 400", sse)
         self.assertIn('"GET /sse/a%0D%0Ainjected HTTP/1.1" 400 ', access)
@@ -225,7 +226,7 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(project.pidfile))
         self.assertIn("Server Shut Down", project.twistd_log())
         self.assertRegex(project.read("access.log"), r'"GET /sse/u2 HTTP/1\.1" 200 \d+ ')
-        self.assertIn("stream 2 of u2 closed", project.read("sse.log"))
+        self.assertIn("stream 2 of u2 closed by the server", project.read("sse.log"))
 
     def test_environment_choice(self) -> None:
         """NOTIFICATOR_ENV overrides the production default; an argument overrides both."""
