@@ -10,6 +10,7 @@ heartbeat and keepalive timers, and the hub's clean shutdown.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -26,6 +27,15 @@ from notificator import config, web
 from notificator.hub import Hub
 
 log = Logger()
+
+#: Listen queue length for the endpoints.  When a restart or a network blip
+#: makes every browser reconnect at once, Twisted's default of 50 overflows
+#: and the kernel drops SYNs, which clients retry only after 1 s.  (Linux
+#: caps it at net.core.somaxconn.)  A description that sets C{backlog=}
+#: keeps its own.
+LISTEN_BACKLOG = 4096
+
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
 
 
 class Options(usage.Options):
@@ -99,9 +109,22 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
 
     site = Site(web.build_resource(hub, cfg, reactor), reactor=reactor)
     site.displayTracebacks = False
+    site.requestFactory = web.Request
     for description in options["listen"] or cfg.endpoints():
+        description = with_backlog(description)
         strports.service(description, site, reactor=reactor).setServiceParent(root)
     return root
+
+
+def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """
+    Add C{backlog=} to a tcp, tcp6, ssl or unix strports description that
+    has none; return other descriptions unchanged.
+    """
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind in _BACKLOG_TYPES and not re.search(r"(^|:)backlog=", description):
+        return f"{description}:backlog={backlog}"
+    return description
 
 
 def _timer(interval: float, call: Any, clock: IReactorTime) -> TimerService:
