@@ -9,6 +9,7 @@ heartbeat and keepalive timers, and the hub's clean shutdown.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -82,6 +83,41 @@ class HubService(Service):
         self.hub.close_all()
 
 
+class GCTuningService(Service):
+    """
+    Keep the cyclic garbage collector from pausing the server.
+
+    An open stream is a few dozen long-lived objects; with 10,000 of them a
+    full collection takes 100-150 ms here, and the default thresholds run
+    one each time the population grows by a quarter (several while streams
+    connect) and then now and again under load: a latency spike each time.
+    On start we freeze what start-up built (modules, the resource tree) out
+    of the collector's sight and make full collections ten times rarer;
+    young collections, which free per-request garbage, are unchanged.  Stop
+    restores the previous state.
+    """
+
+    FULL_COLLECTION_THRESHOLD = 100
+
+    def __init__(self) -> None:
+        self._saved: tuple[int, ...] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._saved = gc.get_threshold()
+        gc.collect()
+        gc.freeze()
+        young, middle, _ = self._saved
+        gc.set_threshold(young, middle, self.FULL_COLLECTION_THRESHOLD)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            gc.unfreeze()
+            self._saved = None
+
+
 def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     """Build the whole server from parsed L{Options}."""
     if reactor is None:
@@ -99,6 +135,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     root = MultiService()
     hub = Hub(clock=reactor)
     HubService(hub).setServiceParent(root)
+    GCTuningService().setServiceParent(root)
 
     sse = cfg.sse
     if sse.heartbeat:

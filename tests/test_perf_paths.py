@@ -199,6 +199,20 @@ class DirectWriteTests(SynchronousTestCase):
         self.assertEqual(self.h.sock.sends, sends + 1)
         self.assertEqual(self.events()[-1]["event"], "heartbeat")
 
+    def test_open_stream_drops_its_head_state(self) -> None:
+        """An open stream keeps no response headers or body buffer, and still finishes and logs cleanly."""
+        stream = next(iter(self.h.hub.streams_of("u1")))
+        request = stream._request
+        self.assertEqual(list(request.responseHeaders.getAllRawHeaders()), [])
+        self.assertIsNone(request.content)
+        logged = []
+        self.h.site.log = logged.append  # type: ignore[method-assign]
+        self.h.hub.close_all()
+        self.h.flush()
+        self.assertTrue(bytes(self.h.sock.sent).endswith(b"\r\n0\r\n\r\n"))
+        self.assertEqual(logged, [request])
+        self.assertEqual(self.h.hub.stream_count, 0)
+
     def test_http10_falls_back_to_request_write(self) -> None:
         """An HTTP/1.0 stream (not chunked) is written unframed through Request.write."""
         h = Harness()
@@ -285,6 +299,30 @@ class BacklogTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
         self.assertIs(reactor.tcpServers[0][1].requestFactory, web.Request)
+
+
+class GCTuningTests(SynchronousTestCase):
+    def test_start_and_stop(self) -> None:
+        """Start freezes start-up objects and makes full collections rarer; stop restores both."""
+        import gc
+
+        before = gc.get_threshold()
+        service = tap.GCTuningService()
+        service.startService()
+        try:
+            self.assertEqual(gc.get_threshold()[2], tap.GCTuningService.FULL_COLLECTION_THRESHOLD)
+            self.assertGreater(gc.get_freeze_count(), 0)
+        finally:
+            service.stopService()
+        self.assertEqual(gc.get_threshold(), before)
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+    def test_part_of_the_service(self) -> None:
+        """makeService includes the GC tuning service."""
+        options = tap.Options()
+        options.parseOptions(["--config", _conf_dir(self)])
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        self.assertTrue(any(isinstance(s, tap.GCTuningService) for s in service))
 
 
 def _conf_dir(testcase: SynchronousTestCase) -> str:
