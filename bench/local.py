@@ -4,7 +4,8 @@ Benchmark a freshly started local Notificator and print a table.
 
 Two server runs, both on 127.0.0.1 and a free port, each a new
 C{twistd -n notificator} from this checkout's config (C{conf/*.json}) plus a
-C{local.json} written for the run (heartbeat, log dir):
+C{local.json} written for the run (heartbeat, log dir, log level C{info}
+as in production; the access log stays on):
 
  1. main (heartbeat off): phases connect, latency, burst, idle;
  2. hb (heartbeat every C{--heartbeat} s): phases connect, idle - the
@@ -85,7 +86,7 @@ class LocalServer:
                 shutil.copy(os.path.join(opt.project, "conf", name), conf)
         local = {
             "sse": {"heartbeat": heartbeat > 0, "heartbeatInterval": heartbeat or 55},
-            "server": {"log": {"dir": logdir}},
+            "server": {"log": {"dir": logdir, "level": opt.log_level}},
         }
         with open(os.path.join(conf, "local.json"), "w", encoding="utf-8") as f:
             json.dump(local, f)
@@ -204,6 +205,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--project", default=PROJECT, help="checkout whose conf/ to use (default: this one)")
     a("--twistd", default="", help="twistd command (default: the one beside this Python)")
     a("--env", default="", help="config environment (--env of twistd notificator)")
+    a("--log-level", default="info", help="server.log.level for the run (a deployment's: info)")
     a("--port", type=int, default=0, help="port (default: a free one)")
     a("--no-pin", action="store_true", help="do not pin server and generator to CPUs 0 and 1")
     a("--no-uvloop", action="store_true")
