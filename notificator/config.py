@@ -342,7 +342,9 @@ class Config:
     def endpoints(self) -> list[str]:
         """
         The strports descriptions to listen on: C{server.endpoints} when
-        given, else one built from protocol, port, host and certificates.
+        given, else one built from protocol, port, host and certificates:
+        C{tcp:} for http, and our C{https:} type (L{notificator.tls}) for
+        https (ALPN C{http/1.1}) and http2 (ALPN C{h2}, then C{http/1.1}).
         """
         if self.server.endpoints:
             return list(self.server.endpoints)
@@ -357,7 +359,12 @@ class Config:
         )
         if certs.ca:
             tls += f":extraCertChain={quoteStringArgument(certs.ca)}"
-        return [f"ssl:port={s.port}{iface}{tls}"]
+        alpn = _ALPN[s.protocol]
+        return [f"https:port={s.port}{iface}{tls}:alpn={alpn}"]
+
+
+#: ALPN offered per server.protocol (see L{notificator.tls}).
+_ALPN = {"https": "http/1.1", "http2": "h2,http/1.1"}
 
 
 # dotted key -> validator.  Objects below these keys are leaves.
@@ -409,6 +416,12 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         except _Bad as e:
             raise ConfigError(source, dotted, str(e))
 
+    interval = values.get("sse.heartbeatInterval", 0)
+    if interval >= 1000:
+        warnings.append(
+            f"{origin.get('sse.heartbeatInterval')}: sse.heartbeatInterval: {interval:g} seconds;"
+            " the value is in seconds, not milliseconds"
+        )
     headers, cors, notes = values.pop("sse.header", ((), CORSPolicy(), []))
     warnings.extend(f"{origin.get('sse.header', 'config')}: sse.header: {n}" for n in notes)
 

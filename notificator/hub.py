@@ -10,7 +10,8 @@ encoded once and the same bytes go to every stream of the user.
 from __future__ import annotations
 
 import json
-from typing import Iterator, Protocol
+import time
+from typing import Callable, Iterator, Protocol
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -43,16 +44,41 @@ class Hub:
     """
     The registry of open streams and the fan-out of notifications.
 
+    It also keeps plain integer counters for the monitor and C{/metrics}
+    (read at scrape time, so the publish path pays one addition each).
+
     @param clock: the time source for event ids and heartbeat data.
+    @param timer: a monotonic clock in seconds, to time heartbeats.
+    @ivar started_at: POSIX time the hub was made (the server's start).
+    @ivar version: changes whenever a stream is attached or detached.
+    @ivar published: notifications published.
+    @ivar delivered: frames of published notifications written to streams.
+    @ivar opened: streams ever attached.
+    @ivar rejected: refused publishes, by HTTP status (see L{reject}).
+    @ivar heartbeats: heartbeat ticks run.
+    @ivar heartbeat_seconds: total time spent in them.
+    @ivar heartbeat_last: the duration of the last one.
     """
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(
+        self, clock: IReactorTime, timer: Callable[[], float] = time.perf_counter
+    ) -> None:
         self._clock = clock
+        self._timer = timer
         self._ids = EventIds(clock)
         self._users: dict[str, set[Stream]] = {}
         self._count = 0
+        self.started_at = clock.seconds()
+        self.version = 0
+        self.published = 0
+        self.delivered = 0
+        self.opened = 0
+        self.rejected: dict[int, int] = {}
+        self.heartbeats = 0
+        self.heartbeat_seconds = 0.0
+        self.heartbeat_last = 0.0
 
     # -- registry -----------------------------------------------------------
 
@@ -61,6 +87,8 @@ class Hub:
         if stream not in streams:
             streams.add(stream)
             self._count += 1
+            self.opened += 1
+            self.version += 1
 
     def detach(self, stream: Stream) -> None:
         streams = self._users.get(stream.user_id)
@@ -68,6 +96,7 @@ class Hub:
             return
         streams.discard(stream)
         self._count -= 1
+        self.version += 1
         if not streams:
             del self._users[stream.user_id]
 
@@ -106,7 +135,13 @@ class Hub:
             for stream in tuple(streams):
                 if stream.send(frame):
                     delivered += 1
+        self.published += 1
+        self.delivered += delivered
         return Published(event_id=event_id, delivered=delivered)
+
+    def reject(self, code: int) -> None:
+        """Count a publish refused with this HTTP status."""
+        self.rejected[code] = self.rejected.get(code, 0) + 1
 
     def broadcast(self, frame: bytes) -> int:
         """Write the same frame to every open stream; return how many."""
@@ -118,12 +153,18 @@ class Hub:
         stream.  Runs from a LoopingCall, which would stop for good on an
         exception, so errors are logged here instead of raised.
         """
+        start = self._timer()
         try:
             data = json.dumps({"time": int(self._clock.seconds() * 1000)})
             return self.broadcast(encode_frame("heartbeat", data))
         except Exception:
             self.log.failure("heartbeat failed")
             return 0
+        finally:
+            elapsed = self._timer() - start
+            self.heartbeats += 1
+            self.heartbeat_seconds += elapsed
+            self.heartbeat_last = elapsed
 
     def keepalive(self) -> int:
         """Send an SSE comment to every stream, so idle reads never time out."""

@@ -167,6 +167,9 @@ def _message(obj: Any) -> Message:
 
 
 def _parse_form(body: bytes, codec: str) -> Message:
+    raw = body.strip()
+    if raw[:1] == b"{" or raw[:3].upper() == b"%7B":
+        return _parse_json_key(raw, codec)
     fields: dict[bytes, bytes] = {}
     for item in body.split(b"&"):
         name, _, value = item.partition(b"=")
@@ -182,13 +185,18 @@ def _parse_form(body: bytes, codec: str) -> Message:
             data = _raw_tail_json(body, codec) or data
         event, user_id = split_id(ident.strip())
         return Message(event=event, user_id=user_id, data=data_text(data))
-    # Form 2: the whole body is the JSON, as a key with an empty value.
-    raw = body.strip()
+    raise BadNotification("missing id (expected id=<event>_<userId>&data=<json>)")
+
+
+def _parse_json_key(raw: bytes, codec: str) -> Message:
+    """
+    Form 2: the whole body is the JSON, as a form key with an empty value.
+    Read from the whole body, so a raw JSON holding C{&}, C{=} or C{;} is
+    not cut apart.
+    """
     if raw.endswith(b"="):
         raw = raw[:-1]
     text = _decode(_unquote_plus(raw), codec).strip()
-    if not text.startswith("{"):
-        raise BadNotification("missing id (expected id=<event>_<userId>&data=<json>)")
     try:
         obj = _loads(text)
     except ValueError as e:

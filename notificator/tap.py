@@ -12,20 +12,21 @@ from __future__ import annotations
 import gc
 import os
 import re
-import sys
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.web.server import Site
 
-from notificator import config, web
+from notificator import config, metrics, web
 from notificator.hub import Hub
+from notificator.tls import TLSFileError
 
 log = Logger()
 
@@ -36,7 +37,7 @@ log = Logger()
 #: keeps its own.
 LISTEN_BACKLOG = 4096
 
-_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "https", "unix")
 
 
 class Options(usage.Options):
@@ -70,6 +71,45 @@ class Options(usage.Options):
             # One clear line and a non-zero exit; a UsageError would make
             # twistd print the whole help text and exit 0.
             raise SystemExit(f"notificator: configuration error: {e}")
+        loaded: config.Config = self["loaded"]
+        from_config = not self["listen"] and not loaded.server.endpoints
+        for description in self["listen"] or loaded.endpoints():
+            check_listen(description, from_config)
+
+
+#: The config key behind each file argument of an C{https:} description.
+_CERT_KEYS = {
+    "privateKey": "server.certificates.key",
+    "certKey": "server.certificates.cert",
+    "extraCertChain": "server.certificates.ca",
+}
+
+
+def check_listen(description: str, from_config: bool = False, reactor: Any = None) -> None:
+    """
+    Parse a strports description as L{makeService} will (for C{https:},
+    reading and checking the key, certificate and chain), without
+    listening, so a bad one stops start-up with one line instead of a
+    traceback from inside twistd.
+
+    @param from_config: the description was built from C{server.*}, so
+        name the config key of a bad TLS file.
+    @raise SystemExit: with that line.
+    """
+    if reactor is None:
+        # Only handed to the endpoint's constructor; nothing listens here.
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    try:
+        serverFromString(reactor, description)
+    except TLSFileError as e:
+        where = f"{_CERT_KEYS[e.role]}: " if from_config else ""
+        raise SystemExit(f"notificator: TLS error: {where}{e}")
+    except Exception as e:
+        # Whatever the endpoint type raises (Twisted's ssl: raises OSError,
+        # OpenSSL errors or ValueError) becomes the one line.
+        raise SystemExit(f"notificator: cannot listen on {description!r}: {e}")
 
 
 class HubService(Service):
@@ -144,7 +184,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     if sse.keepalive and not (sse.heartbeat and sse.heartbeat_interval <= sse.keepalive):
         _timer(sse.keepalive, hub.keepalive, reactor).setServiceParent(root)
 
-    site = Site(web.build_resource(hub, cfg, reactor), reactor=reactor)
+    registry = metrics.build_registry(hub, reactor)
+    site = Site(web.build_resource(hub, cfg, reactor, registry), reactor=reactor)
     site.displayTracebacks = False
     site.requestFactory = web.Request
     for description in options["listen"] or cfg.endpoints():
@@ -155,8 +196,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
 
 def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
     """
-    Add C{backlog=} to a tcp, tcp6, ssl or unix strports description that
-    has none; return other descriptions unchanged.
+    Add C{backlog=} to a tcp, tcp6, ssl, https (L{notificator.tls}) or
+    unix strports description that has none; return others unchanged.
     """
     kind = description.split(":", 1)[0].strip().lower()
     if kind in _BACKLOG_TYPES and not re.search(r"(^|:)backlog=", description):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_sse,tests.test_web_publish -*-
+# -*- test-case-name: tests.test_web,tests.test_web_monitor -*-
 """
 The twisted.web resource tree.
 
@@ -6,6 +6,8 @@ The twisted.web resource tree.
    (L{SSEResource}).
  - C{POST /webNotification}: publish to a user's streams
    (L{PublishResource}).
+ - C{/}, C{/users}, C{/health}, C{/metrics} and the static scripts: see
+   L{notificator.monitor}.
 
 This module knows HTTP, not who is connected: that is the L{Hub}'s.
 """
@@ -17,6 +19,7 @@ import json
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,7 +30,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as _WebRequest
 
-from notificator import ingest
+from notificator import ingest, metrics, monitor
 from notificator.config import Config, CORSPolicy, SSEConfig
 from notificator.events import encode_frame, retry_frame
 from notificator.hub import Hub
@@ -165,9 +168,12 @@ class SSEResource(Resource):
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        transport = getattr(request.channel, "transport", None)
+        transport = getattr(getattr(request, "channel", None), "transport", None)
         if hasattr(transport, "setTcpNoDelay"):
             # Frames are small and must leave now, not after a delayed ACK.
+            # Over TLS the TLS wrapper passes this on to TCP.  Over HTTP/2
+            # the channel is an H2Stream whose transport is None (so this is
+            # skipped); H2Connection sets TCP_NODELAY on the connection itself.
             transport.setTcpNoDelay(True)
 
         now = self._clock.seconds()
@@ -242,6 +248,7 @@ class PublishResource(Resource):
                 raise _TooLarge(f"body larger than {MAX_PUBLISH_BYTES} bytes")
             message = ingest.parse_publish(request.getHeader(b"content-type"), body)
         except ingest.BadNotification as e:
+            self._hub.reject(e.code)
             log.warn(
                 "rejected publish from {peer}: {code} {reason}",
                 peer=_peer(request),
@@ -291,10 +298,23 @@ class Root(Resource):
         return pages.notFound()
 
 
-def build_resource(hub: Hub, config: Config, clock: IReactorTime) -> Resource:
-    """Assemble the resource tree around one hub."""
+def build_resource(
+    hub: Hub,
+    config: Config,
+    clock: IReactorTime,
+    registry: CollectorRegistry | None = None,
+) -> Resource:
+    """
+    Assemble the resource tree around one hub.
+
+    @param registry: what C{/metrics} serves; C{makeService} builds it
+        (L{metrics.build_registry}), and a fresh one is made when omitted.
+    """
     root = Root()
     root.putChild(b"sse", SSEResource(hub, config.sse, clock))
     debug = config.server.log_level == "debug"
     root.putChild(b"webNotification", PublishResource(hub, config.sse.cors, debug=debug))
+    if registry is None:
+        registry = metrics.build_registry(hub, clock)
+    monitor.add_monitor(root, hub, clock, registry)
     return root

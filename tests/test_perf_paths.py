@@ -282,6 +282,7 @@ class BacklogTests(SynchronousTestCase):
             "ssl:3443:privateKey=k.pem:certKey=c.pem:backlog=10",
         )
         self.assertEqual(tap.with_backlog("tcp6:3000:interface=\\:\\:1", 7), "tcp6:3000:interface=\\:\\:1:backlog=7")
+        self.assertEqual(tap.with_backlog("https:port=3443:alpn=h2", 9), "https:port=3443:alpn=h2:backlog=9")
 
     def test_keeps_given_backlog_and_other_types(self) -> None:
         """A description with its own backlog, or of another type, is unchanged."""

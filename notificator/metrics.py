@@ -1,0 +1,122 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+Prometheus metrics for C{GET /metrics}.
+
+The hub keeps plain integer counters (one addition per publish); the
+L{HubCollector} turns them into metric families only when Prometheus
+scrapes.  That keeps the hot publish path free of C{Counter.inc()} locks.
+
+The registry is built per server in C{makeService} (never the library's
+global C{REGISTRY}) and served by C{prometheus_client}'s own Twisted
+resource, which renders in the reactor's thread pool: the collector
+therefore only reads integers and C{len()}s, which is safe from a thread.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import IResource
+
+from notificator import __version__
+from notificator.hub import Hub
+
+
+class HubCollector(Collector):
+    """
+    Reads the hub's counters at scrape time.
+
+    @param hub: the server's hub.
+    @param clock: for the uptime gauge.
+    """
+
+    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+        self._hub = hub
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self._hub
+        info = GaugeMetricFamily(
+            "notificator_build_info", "Notificator version.", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "notificator_start_time_seconds",
+            "POSIX time the server started.",
+            value=hub.started_at,
+        )
+        yield GaugeMetricFamily(
+            "notificator_uptime_seconds",
+            "Seconds since the server started.",
+            value=max(0.0, self._clock.seconds() - hub.started_at),
+        )
+        yield GaugeMetricFamily(
+            "notificator_streams", "Open event streams.", value=hub.stream_count
+        )
+        yield GaugeMetricFamily(
+            "notificator_users", "Users with at least one open stream.", value=hub.user_count
+        )
+        yield CounterMetricFamily(
+            "notificator_streams_opened", "Event streams opened.", value=hub.opened
+        )
+        yield CounterMetricFamily(
+            "notificator_published", "Notifications published.", value=hub.published
+        )
+        yield CounterMetricFamily(
+            "notificator_delivered",
+            "Notification frames written to streams (one per open stream of the user).",
+            value=hub.delivered,
+        )
+        rejected = CounterMetricFamily(
+            "notificator_rejected",
+            "Publishes refused, by HTTP status.",
+            labels=["code"],
+        )
+        for code, count in sorted(dict(hub.rejected).items()):
+            rejected.add_metric([str(code)], count)
+        yield rejected
+        yield SummaryMetricFamily(
+            "notificator_heartbeat_duration_seconds",
+            "Time to write one heartbeat to every open stream.",
+            count_value=hub.heartbeats,
+            sum_value=hub.heartbeat_seconds,
+        )
+        yield GaugeMetricFamily(
+            "notificator_heartbeat_last_duration_seconds",
+            "Duration of the last heartbeat.",
+            value=hub.heartbeat_last,
+        )
+
+
+def build_registry(hub: Hub, clock: IReactorTime) -> CollectorRegistry:
+    """
+    A registry of our own (not the global one) with the hub's metrics and
+    the process's (CPU, memory, open files).
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(HubCollector(hub, clock))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def metrics_resource(registry: CollectorRegistry) -> IResource:
+    """
+    C{prometheus_client}'s Twisted resource over this registry.  Imported
+    here, not at module level: the library's module imports the global
+    reactor, which must not happen before twistd has chosen one.
+    """
+    from prometheus_client.twisted import MetricsResource
+
+    resource: IResource = MetricsResource(registry)
+    return resource

@@ -1,0 +1,301 @@
+# -*- test-case-name: tests.test_web_monitor -*-
+"""
+The operators' side of the web tree.
+
+ - C{GET /}: the monitor page (connected users, connection test), in
+   Korean or English after the browser's C{Accept-Language} (or C{?lang=}).
+ - C{GET /users}: the connected users as JSON (with an ETag that changes
+   only when a stream opens or closes).
+ - C{GET /health}: 200 JSON with uptime and counts.
+ - C{GET /metrics}: Prometheus text (see L{notificator.metrics}).
+ - C{GET /static/*}, C{GET /javascripts/eventSourceClient.js}: the page's
+   script and style, and the groupware integration script.
+
+The files live in C{notificator/static/} (package data) and are read once,
+when the tree is built; nothing is fetched from elsewhere, so the page
+works on a closed network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from importlib import resources
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import http, pages
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+
+from notificator import __version__
+from notificator.hub import Hub
+from notificator.metrics import metrics_resource
+
+#: Page languages; the first is the default.
+LANGUAGES = ("en", "ko")
+
+_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".json": b"application/json; charset=utf-8",
+}
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_PAGE_POLICY = (
+    b"default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    b"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def static_file(name: str) -> bytes:
+    """The bytes of C{notificator/static/<name>} (package data)."""
+    return (resources.files("notificator") / "static" / name).read_bytes()
+
+
+def negotiate_language(accept_language: bytes | None, choices: Iterable[str] = LANGUAGES) -> str:
+    """
+    The language to answer in: the supported one with the highest
+    C{q} in an C{Accept-Language} header (ties go to the earlier entry),
+    matched on the primary subtag (C{ko-KR} is C{ko}); else the first
+    choice.
+    """
+    options = list(choices)
+    best, best_q = options[0], 0.0
+    if not accept_language:
+        return best
+    for item in accept_language.decode("latin-1").split(","):
+        tag, *params = item.strip().split(";")
+        q = 1.0
+        for p in params:
+            name, _, value = p.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in options and q > best_q:
+            best, best_q = primary, q
+    return best
+
+
+def render_page(template: str, messages: dict[str, dict[str, str]], lang: str) -> bytes:
+    """
+    Fill the page template's C{{{key}}} placeholders with one language's
+    messages (HTML-escaped); C{{{messages}}} becomes that language's table
+    as JSON for the page's script.
+
+    @raise KeyError: the template names a message the language lacks.
+    """
+    table = messages[lang]
+    other = next(code for code in messages if code != lang)
+    values = dict(table)
+    values["lang"] = lang
+    values["other_lang"] = other
+    values["other_lang_name"] = messages[other]["lang_name"]
+
+    def fill(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key == "messages":
+            # Inside <script>: "<" escaped so no "</script>" can end it.
+            return json.dumps(table, ensure_ascii=False).replace("<", "\\u003c")
+        return html.escape(values[key])
+
+    return _PLACEHOLDER.sub(fill, template).encode("utf-8")
+
+
+def _etag(body: bytes) -> bytes:
+    return b'"' + hashlib.sha256(body).hexdigest()[:20].encode("ascii") + b'"'
+
+
+def json_body(request: IRequest, body: dict[str, Any]) -> bytes:
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-cache")
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+class _Readable(Resource):
+    """A leaf that answers C{HEAD} with C{GET}'s headers and no body."""
+
+    isLeaf = True
+
+    def render_GET(self, request: IRequest) -> bytes:
+        raise NotImplementedError
+
+    def render_HEAD(self, request: IRequest) -> bytes:
+        body = self.render_GET(request)
+        request.setHeader(b"content-length", b"%d" % (len(body),))
+        return b""
+
+
+class Asset(_Readable):
+    """
+    One static file held in memory, with an ETag so browsers revalidate
+    cheaply (C{no-cache}: a new version is picked up at once after an
+    upgrade, which matters for the groupware script).
+    """
+
+    def __init__(self, body: bytes, content_type: bytes) -> None:
+        super().__init__()
+        self._body = body
+        self._type = content_type
+        self._etag = _etag(body)
+
+    @classmethod
+    def from_package(cls, name: str) -> "Asset":
+        suffix = name[name.rfind(".") :]
+        return cls(static_file(name), _TYPES.get(suffix, b"application/octet-stream"))
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", self._type)
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if request.setETag(self._etag) == http.CACHED:
+            return b""
+        return self._body
+
+
+class MonitorPage(_Readable):
+    """
+    C{GET /}: the monitor page, one pre-rendered copy per language, picked
+    by C{?lang=} or else C{Accept-Language}.
+    """
+
+    def __init__(self, template: str, messages: dict[str, dict[str, str]]) -> None:
+        super().__init__()
+        self._pages = {lang: render_page(template, messages, lang) for lang in messages}
+        self._etags = {lang: _etag(page) for lang, page in self._pages.items()}
+
+    def render_GET(self, request: IRequest) -> bytes:
+        if request.postpath not in ([], [b""]):
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"not found\n"
+        asked = (request.args or {}).get(b"lang", [b""])[0].decode("ascii", "replace")
+        lang = asked if asked in self._pages else negotiate_language(
+            request.getHeader(b"accept-language"), list(self._pages)
+        )
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-language", lang.encode("ascii"))
+        request.setHeader(b"vary", b"Accept-Language")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"content-security-policy", _PAGE_POLICY)
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"referrer-policy", b"same-origin")
+        if request.setETag(self._etags[lang]) == http.CACHED:
+            return b""
+        return self._pages[lang]
+
+
+def user_list(hub: Hub) -> list[dict[str, Any]]:
+    """
+    Each connected user, sorted by id: the number of open streams, when
+    the oldest opened (ms since the epoch), the distinct remote addresses,
+    and each connection.
+    """
+    users = []
+    for user_id, streams in hub.users():
+        connections = sorted(
+            (
+                {
+                    "id": getattr(s, "connection_id", None),
+                    "connectedAt": int(getattr(s, "connected_at", 0.0) * 1000),
+                    "peer": getattr(s, "peer", ""),
+                }
+                for s in streams
+            ),
+            key=lambda c: (c["connectedAt"], str(c["id"])),
+        )
+        users.append(
+            {
+                "userId": user_id,
+                "streams": len(connections),
+                "connectedSince": connections[0]["connectedAt"] if connections else 0,
+                "remoteAddresses": sorted({c["peer"] for c in connections}),
+                "connections": connections,
+            }
+        )
+    users.sort(key=lambda u: u["userId"])
+    return users
+
+
+class UsersResource(_Readable):
+    """
+    C{GET /users}: L{user_list} as JSON, with counts.  Its ETag is the
+    hub's version, so the monitor's poll gets a bodiless 304 while nobody
+    connects or leaves.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__()
+        self._hub = hub
+
+    def render_GET(self, request: IRequest) -> bytes:
+        hub = self._hub
+        etag = b'"%d-%d"' % (int(hub.started_at * 1000), hub.version)
+        request.setHeader(b"cache-control", b"no-cache")
+        if request.setETag(etag) == http.CACHED:
+            return b""
+        users = user_list(hub)
+        return json_body(
+            request,
+            {"userCount": len(users), "streamCount": hub.stream_count, "users": users},
+        )
+
+
+class HealthResource(_Readable):
+    """C{GET /health}: always 200 while the server runs; uptime and counts."""
+
+    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+        super().__init__()
+        self._hub = hub
+        self._clock = clock
+
+    def render_GET(self, request: IRequest) -> bytes:
+        hub = self._hub
+        return json_body(
+            request,
+            {
+                "status": "ok",
+                "version": __version__,
+                "startedAt": int(hub.started_at * 1000),
+                "uptime": round(self._clock.seconds() - hub.started_at, 3),
+                "users": hub.user_count,
+                "streams": hub.stream_count,
+                "opened": hub.opened,
+                "published": hub.published,
+                "delivered": hub.delivered,
+                "rejected": sum(dict(hub.rejected).values()),
+                "heartbeats": hub.heartbeats,
+            },
+        )
+
+
+class _Folder(Resource):
+    """A path segment holding known files; anything else is a plain 404."""
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        return pages.notFound()
+
+
+def add_monitor(
+    root: Resource, hub: Hub, clock: IReactorTime, registry: CollectorRegistry
+) -> None:
+    """Put the monitor's resources under the site root."""
+    messages = json.loads(static_file("messages.json"))
+    template = static_file("index.html").decode("utf-8")
+    root.putChild(b"", MonitorPage(template, messages))
+    root.putChild(b"users", UsersResource(hub))
+    root.putChild(b"health", HealthResource(hub, clock))
+    root.putChild(b"metrics", metrics_resource(registry))
+    assets = _Folder()
+    for name in ("monitor.js", "monitor.css"):
+        assets.putChild(name.encode("ascii"), Asset.from_package(name))
+    root.putChild(b"static", assets)
+    scripts = _Folder()
+    scripts.putChild(b"eventSourceClient.js", Asset.from_package("eventSourceClient.js"))
+    root.putChild(b"javascripts", scripts)

@@ -1,0 +1,310 @@
+"""
+Real headless browser tests: Debian's C{chromium} driven by Selenium
+through Debian's C{chromedriver} (never Selenium Manager, never a
+downloaded browser), against the real C{twistd -n notificator}.
+
+ - the monitor page shows a user who connects, in English and Korean, and
+   its connection test receives the notification it sends;
+ - a page on another loopback origin loads C{eventSourceClient.js}, which
+   connects with credentials (CORS) and hands C{notify} / C{appr} to the
+   page's C{webNotifyProcess} / C{sancProcess}.
+
+In CI (C{CI} set) a missing browser fails these tests; elsewhere they skip
+with the reason.  Screenshots go to the test's temporary directory, or to
+C{$NOTIFICATOR_SCREENSHOTS} when set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import quote
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.support import Server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FORM = "application/x-www-form-urlencoded"
+WAIT = 20.0
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+]
+
+
+def _missing() -> list[str]:
+    missing = [
+        f"{path} (apt-get install chromium chromium-driver)"
+        for path in (CHROMIUM, CHROMEDRIVER)
+        if not os.access(path, os.X_OK)
+    ]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (pip install selenium)")
+    return missing
+
+
+def open_browser(testcase: SynchronousTestCase, language: str = "en-US") -> Any:
+    """
+    Start headless chromium with C{language} as the browser's language;
+    closed in the test's cleanup.  Fails in CI and skips elsewhere when the
+    browser, driver or selenium is missing.
+    """
+    missing = _missing()
+    if missing:
+        reason = "BROWSER TEST NOT RUN: missing " + ", ".join(missing)
+        if os.environ.get("CI"):
+            testcase.fail(reason)
+        raise SkipTest(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = os.path.abspath(testcase.mktemp())
+    os.makedirs(profile)
+    options.add_argument("--user-data-dir=" + profile)
+    options.add_argument("--lang=" + language)
+    primary = language.split("-")[0]
+    options.add_experimental_option("prefs", {"intl.accept_languages": f"{language},{primary}"})
+    service = Service(executable_path=CHROMEDRIVER, log_output=os.path.join(profile, "driver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    testcase.addCleanup(driver.quit)
+    driver.set_page_load_timeout(WAIT)
+    driver.set_script_timeout(WAIT)
+    return driver
+
+
+def wait_for(driver: Any, condition: Callable[[Any], Any], what: str, timeout: float = WAIT) -> Any:
+    """Wait (bounded) until C{condition(driver)} is truthy; fail naming C{what}."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    except TimeoutException:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def screenshot(testcase: SynchronousTestCase, driver: Any, name: str) -> str:
+    """Save a PNG of the page; return its path."""
+    path = os.path.abspath(testcase.mktemp()) + f"-{name}.png"
+    driver.save_screenshot(path)
+    target = os.environ.get("NOTIFICATOR_SCREENSHOTS")
+    if target:
+        os.makedirs(target, exist_ok=True)
+        shutil.copy(path, os.path.join(target, name + ".png"))
+    return path
+
+
+class StaticPages:
+    """
+    A tiny HTTP server on another loopback origin, serving fixed pages
+    (the "groupware"); stopped in the test's cleanup.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, host: str) -> None:
+        #: path -> HTML; fill it once the server's port is known.
+        self.pages: dict[str, str] = {}
+        pages = self.pages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = pages.get(self.path.split("?")[0])
+                if body is None:
+                    self.send_error(404)
+                    return
+                data = body.encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.origin = f"http://{host}:{self.httpd.server_address[1]}"
+        thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        thread.start()
+        testcase.addCleanup(self.stop, thread)
+
+    def stop(self, thread: threading.Thread) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        thread.join(10)
+
+
+def groupware_page(server_port: int, user_id: str | None) -> str:
+    """A groupware header page that includes the client script as the README says."""
+    attribute = f' data-user-id="{user_id}"' if user_id is not None else ""
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>groupware</title>
+<script>
+window.received = [];
+window.approvals = [];
+function webNotifyProcess(data) {{ window.received.push(data); }}
+function sancProcess(data) {{ window.approvals.push(data); }}
+</script>
+<script src="http://127.0.0.1:{server_port}/javascripts/eventSourceClient.js"{attribute}></script>
+</head><body><h1>groupware</h1></body></html>
+"""
+
+
+def connected(server: Server, user_id: str) -> bool:
+    status, _, body = server.request("GET", "/users")
+    return status == 200 and user_id in [u["userId"] for u in json.loads(body)["users"]]
+
+
+class MonitorPageBrowserTests(SynchronousTestCase):
+    def test_monitor_shows_a_user_who_connects(self) -> None:
+        """The English monitor page lists a user within a poll of their stream opening."""
+        driver = open_browser(self, "en-US")
+        server = Server(self).start()
+        driver.get(f"http://127.0.0.1:{server.port}/")
+        self.assertEqual(driver.find_element("css selector", "h1").text, "Notificator monitor")
+        wait_for(driver, lambda d: d.find_element("id", "poll-status").text.startswith("Updated"),
+                 "the first poll")
+        self.assertTrue(driver.find_element("id", "no-users").is_displayed())
+
+        client = server.subscribe("/sse/watch-u1")
+        client.next_event()
+        client2 = server.subscribe("/sse/watch-u1")
+        client2.next_event()
+        row = wait_for(
+            driver,
+            lambda d: d.find_elements("css selector", 'tr[data-user-id="watch-u1"]'),
+            "watch-u1 in the user list",
+        )[0]
+        cells = [td.text for td in row.find_elements("css selector", "td")]
+        self.assertEqual(cells[0], "watch-u1")
+        self.assertEqual(cells[1], "2")
+        self.assertEqual(cells[3], "127.0.0.1")
+        wait_for(
+            driver, lambda d: d.find_element("id", "sum-streams").text == "2", "the stream count"
+        )
+        self.assertFalse(driver.find_element("id", "no-users").is_displayed())
+        screenshot(self, driver, "monitor-en")
+
+        client.close()
+        client2.close()
+        wait_for(
+            driver,
+            lambda d: not d.find_elements("css selector", 'tr[data-user-id="watch-u1"]'),
+            "watch-u1 to leave the list",
+        )
+
+    def test_korean_monitor_connection_test(self) -> None:
+        """In Korean, the connection test connects as a user and shows the notification it sends."""
+        driver = open_browser(self, "ko-KR")
+        server = Server(self).start()
+        driver.get(f"http://127.0.0.1:{server.port}/")
+        self.assertEqual(driver.find_element("css selector", "h1").text, "Notificator 모니터")
+        user = driver.find_element("id", "test-user")
+        user.clear()
+        user.send_keys("테스트 사용자")
+        driver.find_element("id", "connect").click()
+        wait_for(
+            driver,
+            lambda d: d.find_element("id", "stream-state").get_attribute("data-state") == "open",
+            "the test stream to open",
+        )
+        self.assertEqual(driver.find_element("id", "stream-state").text, "연결됨")
+        wait_for(
+            driver,
+            lambda d: d.find_elements("css selector", 'tr[data-event="connect"]'),
+            "the connect event",
+        )
+        driver.find_element("id", "send").click()
+        row = wait_for(
+            driver,
+            lambda d: d.find_elements("css selector", 'tr[data-event="notify"]'),
+            "the test notification",
+        )[0]
+        data = json.loads(row.find_element("css selector", "td.data").text)
+        self.assertEqual(data["title"], "테스트")
+        wait_for(driver, lambda d: "1개에 전달" in d.find_element("id", "send-status").text,
+                 "the delivered count")
+        wait_for(
+            driver,
+            lambda d: d.find_elements("css selector", 'tr[data-user-id="테스트 사용자"]'),
+            "the test user in the user list",
+        )
+        self.assertTrue(connected(server, "테스트 사용자"))
+        screenshot(self, driver, "monitor-ko")
+
+
+class ClientScriptBrowserTests(SynchronousTestCase):
+    def test_other_origin_receives_notify_by_path(self) -> None:
+        """A page on another origin gets a posted notify in webNotifyProcess (path form, CORS)."""
+        user_id = "gw 사용자/1"
+        driver = open_browser(self)
+        groupware = StaticPages(self, "127.0.0.2")
+        server = Server(
+            self, local={"sse": {"header": {"Access-Control-Allow-Origin": [groupware.origin]}}}
+        ).start()
+        groupware.pages["/header.html"] = groupware_page(server.port, user_id)
+
+        driver.get(groupware.origin + "/header.html")
+        self._wait_connected(server, user_id)
+        data = '{"title":"결재 요청","n":1}'
+        body = "id=" + quote("notify_" + user_id) + "&data=" + quote(data)
+        status, doc = server.post(body, FORM)
+        self.assertEqual((status, doc["delivered"]), (200, 1))
+        received = wait_for(driver, lambda d: d.execute_script("return window.received"),
+                            "webNotifyProcess to be called")
+        self.assertEqual([json.loads(r) for r in received], [{"title": "결재 요청", "n": 1}])
+        self.assertEqual(driver.execute_script("return window.approvals"), [])
+        url = driver.execute_script("return NotificatorClient.url()")
+        path = "/sse/gw%20%EC%82%AC%EC%9A%A9%EC%9E%90%2F1"
+        self.assertEqual(url, f"http://127.0.0.1:{server.port}{path}")
+
+    def test_cookie_form_retries_after_refusal(self) -> None:
+        """Refused without the cookie, the script retries with a backoff and gets appr once it is set."""
+        driver = open_browser(self)
+        groupware = StaticPages(self, "127.0.0.1")
+        server = Server(
+            self, local={"sse": {"header": {"Access-Control-Allow-Origin": [groupware.origin]}}}
+        ).start()
+        groupware.pages["/header.html"] = groupware_page(server.port, None)
+
+        driver.get(groupware.origin + "/header.html")
+        server.wait_for_log(r"refused stream .* 401", timeout=WAIT)
+        # Same site (127.0.0.1, another port): the cookie goes along only
+        # because the script opens the stream withCredentials.
+        driver.execute_script("document.cookie = 'userID=gw-cookie-u2; path=/';")
+        self._wait_connected(server, "gw-cookie-u2")
+        status, doc = server.post('id=appr_gw-cookie-u2&data={"doc":"A-1"}', FORM)
+        self.assertEqual((status, doc["delivered"]), (200, 1))
+        approvals = wait_for(driver, lambda d: d.execute_script("return window.approvals"),
+                             "sancProcess to be called")
+        self.assertEqual([json.loads(a) for a in approvals], [{"doc": "A-1"}])
+        self.assertEqual(driver.execute_script("return window.received"), [])
+
+    def _wait_connected(self, server: Server, user_id: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if connected(server, user_id):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{user_id!r} did not connect within {WAIT} s:\n{server.log()}")

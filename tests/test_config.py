@@ -1,0 +1,222 @@
+"""Tests for L{notificator.config}: loading, merging, validation, endpoints."""
+
+import json
+import os
+
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from notificator import config
+from notificator.config import ConfigError, Origin, load, strip_comments
+from tests.support import PROJECT, write_config
+
+
+class StripCommentsTests(SynchronousTestCase):
+    def test_line_and_block_comments(self) -> None:
+        """// and /* */ comments are removed."""
+        text = '{"a": 1, // one\n /* two\n lines */ "b": 2}'
+        self.assertEqual(json.loads(strip_comments(text)), {"a": 1, "b": 2})
+
+    def test_comment_markers_inside_strings_survive(self) -> None:
+        """A // or /* inside a JSON string (a URL) is not a comment."""
+        text = '{"u": "https://gw.example.com/*x*/", "q": "say \\"//hi\\""} // c'
+        self.assertEqual(
+            json.loads(strip_comments(text)),
+            {"u": "https://gw.example.com/*x*/", "q": 'say "//hi"'},
+        )
+
+    def test_unterminated_block(self) -> None:
+        """An unterminated block comment is an error."""
+        self.assertRaises(ValueError, strip_comments, '{"a": 1 /* oops')
+
+
+class LoadTests(SynchronousTestCase):
+    def conf(self, **files: object) -> FilePath:
+        return FilePath(write_config(os.path.join(self.mktemp(), "conf"), files))
+
+    def test_shipped_config_loads(self) -> None:
+        """conf/ as shipped loads for every environment, with no warnings."""
+        for env in ("development", "production"):
+            cfg = load(FilePath(os.path.join(PROJECT, "conf")), env)
+            self.assertEqual(cfg.warnings, ())
+            self.assertEqual(len(cfg.sources), 2)
+        dev = load(FilePath(os.path.join(PROJECT, "conf")), "development")
+        self.assertEqual(dev.endpoints(), ["tcp:port=3000:interface=127.0.0.1"])
+
+    def test_defaults(self) -> None:
+        """Unset keys take their documented defaults."""
+        cfg = load(self.conf(default={}), "x")
+        self.assertEqual(cfg.server.port, 3000)
+        self.assertEqual(cfg.server.protocol, "http")
+        self.assertTrue(cfg.sse.heartbeat)
+        self.assertEqual(cfg.sse.heartbeat_interval, 55.0)
+        self.assertEqual(cfg.sse.keepalive, 20.0)
+        self.assertEqual(cfg.sse.cookie, "userID")
+        self.assertEqual(cfg.endpoints(), ["tcp:port=3000"])
+
+    def test_merge_order(self) -> None:
+        """default, then <env>, then local; objects merge key by key."""
+        cfg = load(
+            self.conf(
+                default={"server": {"port": 1, "log": {"level": "info", "dir": "a"}}},
+                prod={"server": {"port": 2, "log": {"level": "error"}}},
+                local={"server": {"port": 3}},
+            ),
+            "prod",
+        )
+        self.assertEqual(cfg.server.port, 3)
+        self.assertEqual(cfg.server.log_level, "error")
+        self.assertTrue(cfg.server.log_dir.endswith("/a"))
+        self.assertEqual([os.path.basename(s) for s in cfg.sources], ["default.json", "prod.json", "local.json"])
+
+    def test_old_server_config_loads(self) -> None:
+        """A commented node-server config with Connection and a CORS list loads."""
+        text = """{
+          // 서버 설정
+          "server": {"protocol": "http", "port": "3000"},
+          /* SSE */
+          "sse": {"header": {"Content-Type": "text/event-stream", "Connection": "keep-alive",
+                             "Access-Control-Allow-Origin": ["https://gw.example.com", "http://gw.example.com:8080"]},
+                  "heartbeat": true, "heartbeatInterval": 55}
+        }"""
+        cfg = load(self.conf(default=text), "x")
+        self.assertEqual(cfg.server.port, 3000)
+        self.assertEqual(cfg.sse.headers, ())
+        self.assertTrue(cfg.sse.cors.allows("https://GW.example.com:443"))
+        self.assertTrue(cfg.sse.cors.allows("http://gw.example.com:8080"))
+        self.assertFalse(cfg.sse.cors.allows("http://gw.example.com"))
+        self.assertFalse(cfg.sse.cors.allows("https://evil.example.com"))
+        self.assertEqual(len(cfg.warnings), 2)  # Content-Type and Connection ignored
+
+    def test_any_origin(self) -> None:
+        """'*' allows every origin (it is echoed back, with credentials)."""
+        cfg = load(self.conf(default={"sse": {"header": {"Access-Control-Allow-Origin": "*"}}}), "x")
+        self.assertTrue(cfg.sse.cors.allows("http://anything.example"))
+
+    def test_unknown_key_warns(self) -> None:
+        """An unknown key is a warning naming the file and key, not an error."""
+        conf = self.conf(default={"sse": {"hearbeat": True}})
+        cfg = load(conf, "x")
+        self.assertEqual(len(cfg.warnings), 1)
+        self.assertIn("default.json: sse.hearbeat: unknown key", cfg.warnings[0])
+
+    def test_milliseconds_interval_warns(self) -> None:
+        """A heartbeat interval that looks like milliseconds is warned about."""
+        cfg = load(self.conf(default={"sse": {"heartbeatInterval": 55000}}), "x")
+        self.assertIn("in seconds, not milliseconds", cfg.warnings[0])
+
+    def test_relative_paths_resolve_against_project_root(self) -> None:
+        """Certificate and log paths are relative to the config dir's parent."""
+        conf = self.conf(default={"server": {"certificates": {"key": "cert/k.pem"}}})
+        cfg = load(conf, "x")
+        self.assertEqual(cfg.server.certificates.key, conf.parent().child("cert").child("k.pem").path)
+        self.assertEqual(cfg.root, conf.parent().path)
+
+    def test_extra_headers(self) -> None:
+        """Other configured headers are kept for the SSE responses."""
+        cfg = load(self.conf(default={"sse": {"header": {"X-Served-By": "gw1"}}}), "x")
+        self.assertEqual(cfg.sse.headers, (("X-Served-By", "gw1"),))
+
+    def test_https_endpoint(self) -> None:
+        """https becomes an https: strports string (notificator.tls) with the key, cert, CA chain and ALPN http/1.1."""
+        cfg = load(
+            self.conf(default={"server": {"protocol": "https", "port": 3443, "host": "::1",
+                                          "certificates": {"key": "k", "cert": "c", "ca": "a"}}}),
+            "x",
+        )
+        (endpoint,) = cfg.endpoints()
+        self.assertTrue(endpoint.startswith("https:port=3443:interface=\\:\\:1:privateKey="))
+        self.assertIn(":extraCertChain=", endpoint)
+        self.assertTrue(endpoint.endswith(":alpn=http/1.1"))
+
+    def test_endpoints_replace_protocol(self) -> None:
+        """server.endpoints, when set, are used as they are."""
+        cfg = load(self.conf(default={"server": {"endpoints": ["tcp:1", "tcp6:2"]}}), "x")
+        self.assertEqual(cfg.endpoints(), ["tcp:1", "tcp6:2"])
+
+
+class ErrorTests(SynchronousTestCase):
+    def error(self, env: str = "x", **files: object) -> ConfigError:
+        conf = FilePath(write_config(os.path.join(self.mktemp(), "conf"), files))
+        return self.assertRaises(ConfigError, load, conf, env)
+
+    def test_wrong_type_names_file_and_key(self) -> None:
+        """A wrong type is one line naming the file that set it and the key."""
+        e = self.error(default={"server": {"port": 3000}}, production={"server": {"port": "3443a"}}, env="production")
+        self.assertEqual(e.key, "server.port")
+        self.assertTrue(e.source.endswith("production.json"))
+        self.assertEqual(str(e).count("\n"), 0)
+        self.assertRegex(str(e), r"production\.json: server\.port: expected an integer, got \"3443a\"$")
+
+    def test_unknown_protocol(self) -> None:
+        """An unknown protocol is refused, naming the choices."""
+        e = self.error(default={"server": {"protocol": "spdy"}})
+        self.assertIn("server.protocol: expected one of http, https, http2", str(e))
+
+    def test_bad_values(self) -> None:
+        """Each mistyped or out-of-range value names its key."""
+        cases = [
+            ({"server": {"port": 70000}}, "server.port"),
+            ({"server": {"port": True}}, "server.port"),
+            ({"server": {"log": {"level": "loud"}}}, "server.log.level"),
+            ({"server": {"endpoints": "tcp:1"}}, None),
+            ({"server": {"endpoints": [1]}}, "server.endpoints"),
+            ({"sse": {"heartbeat": "yes"}}, "sse.heartbeat"),
+            ({"sse": {"heartbeatInterval": 0}}, "sse.heartbeatInterval"),
+            ({"sse": {"heartbeatInterval": "55"}}, "sse.heartbeatInterval"),
+            ({"sse": {"keepalive": -1}}, "sse.keepalive"),
+            ({"sse": {"retry": 1.5}}, "sse.retry"),
+            ({"sse": {"cookie": "a b"}}, "sse.cookie"),
+            ({"sse": {"header": []}}, "sse.header"),
+            ({"sse": {"header": {"X-A": "a\r\nb"}}}, "sse.header"),
+            ({"sse": {"header": {"Access-Control-Allow-Origin": ["not an origin"]}}}, "sse.header"),
+        ]
+        for doc, key in cases:
+            with self.subTest(doc=doc):
+                conf = FilePath(write_config(os.path.join(self.mktemp(), "conf"), {"default": doc}))
+                if key is None:
+                    load(conf, "x")  # a single string is accepted as a one-item list
+                    continue
+                e = self.assertRaises(ConfigError, load, conf, "x")
+                self.assertEqual(e.key, key)
+
+    def test_https_needs_key_and_cert(self) -> None:
+        """https without certificate paths is refused at load time."""
+        e = self.error(default={"server": {"protocol": "https", "certificates": {"key": "", "cert": ""}}})
+        self.assertIn("server.certificates.key: required when server.protocol is https", str(e))
+
+    def test_bad_json(self) -> None:
+        """Invalid JSON names the file."""
+        e = self.error(default="{ nope }")
+        self.assertIn("default.json: not valid JSON", str(e))
+
+    def test_not_an_object(self) -> None:
+        """The top level must be an object."""
+        self.assertIn("JSON object", str(self.error(default="[1]")))
+
+    def test_no_files(self) -> None:
+        """A config directory with none of the files is an error."""
+        conf = FilePath(self.mktemp())
+        conf.makedirs()
+        self.assertIn("no default.json", str(self.assertRaises(ConfigError, load, conf, "x")))
+
+    def test_missing_directory(self) -> None:
+        """A missing config directory is an error."""
+        self.assertRaises(ConfigError, load, FilePath(self.mktemp()), "x")
+
+    def test_bad_env_name(self) -> None:
+        """The environment name cannot walk out of the directory."""
+        conf = FilePath(write_config(os.path.join(self.mktemp(), "conf"), {"default": {}}))
+        self.assertRaises(ConfigError, load, conf, "../etc")
+
+
+class OriginTests(SynchronousTestCase):
+    def test_default_ports(self) -> None:
+        """Origins compare by scheme, host and port with defaults filled in."""
+        self.assertEqual(Origin.parse("https://A.example"), Origin.parse("https://a.example:443"))
+        self.assertNotEqual(Origin.parse("http://a.example"), Origin.parse("https://a.example"))
+
+    def test_bad_origin(self) -> None:
+        """Text that is not an origin is refused."""
+        self.assertRaises(ValueError, Origin.parse, "gw.example.com")
+        self.assertFalse(config.CORSPolicy().allows("null"))

@@ -1,0 +1,137 @@
+"""Tests for L{notificator.tap} and the plugin: options and service wiring."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from notificator import tap
+from tests.support import PROJECT, write_config
+
+
+class OptionsTests(SynchronousTestCase):
+    def options(self, *args: str) -> tap.Options:
+        opts = tap.Options()
+        opts.parseOptions(list(args))
+        return opts
+
+    def test_defaults(self) -> None:
+        """--config defaults to conf and --env to $NOTIFICATOR_ENV, else development."""
+        self.patch(os, "environ", {})
+        here = os.path.abspath(self.mktemp())
+        write_config(os.path.join(here, "conf"), {"default": {}, "production": {"sse": {"retry": 1}}})
+        cwd = os.getcwd()
+        os.chdir(here)
+        self.addCleanup(os.chdir, cwd)
+        opts = self.options()
+        self.assertEqual((opts["config"], opts["env"], opts["listen"]), ("conf", "development", []))
+        self.assertEqual(opts["loaded"].sse.retry, 3000)
+        self.patch(os, "environ", {"NOTIFICATOR_ENV": "production"})
+        opts = self.options()
+        self.assertEqual((opts["env"], opts["loaded"].sse.retry), ("production", 1))
+
+    def test_listen_repeatable(self) -> None:
+        """--listen may be given several times."""
+        conf = os.path.join(PROJECT, "conf")
+        opts = self.options("--config", conf, "--listen", "tcp:1", "--listen", "tcp6:2")
+        self.assertEqual(opts["listen"], ["tcp:1", "tcp6:2"])
+
+    def test_config_error_is_one_line_exit(self) -> None:
+        """A bad config exits with one line naming the file and key."""
+        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": {"sse": {"retry": "soon"}}})
+        e = self.assertRaises(SystemExit, self.options, "--config", conf, "--env", "x")
+        message = str(e.code)
+        self.assertNotIn("\n", message)
+        self.assertRegex(message, r"default\.json: sse\.retry: expected an integer")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def service(self, doc: dict, *args: str) -> tuple[MemoryReactorClock, object]:
+        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": doc})
+        opts = tap.Options()
+        opts.parseOptions(["--config", conf, "--env", "x", *args])
+        reactor = MemoryReactorClock()
+        svc = tap.makeService(opts, reactor=reactor)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        return reactor, svc
+
+    def test_listens_on_configured_port(self) -> None:
+        """server.port/host become a TCP listener for our Site."""
+        reactor, _ = self.service({"server": {"port": 3123, "host": "127.0.0.1"}})
+        ((port, factory, _, interface),) = reactor.tcpServers
+        self.assertEqual((port, interface), (3123, "127.0.0.1"))
+        self.assertIsInstance(factory, Site)
+        self.assertFalse(factory.displayTracebacks)
+
+    def test_listen_overrides(self) -> None:
+        """--listen replaces the configured endpoints."""
+        reactor, _ = self.service({"server": {"port": 3123}}, "--listen", "tcp:4001", "--listen", "tcp:4002")
+        self.assertEqual([s[0] for s in reactor.tcpServers], [4001, 4002])
+
+    def test_one_heartbeat_timer(self) -> None:
+        """One heartbeat timer serves all streams, at sse.heartbeatInterval."""
+        reactor, svc = self.service({"sse": {"heartbeatInterval": 30, "keepalive": 20}})
+        hub = next(s for s in svc if isinstance(s, tap.HubService)).hub
+        streams = []
+
+        class S:
+            user_id = "u"
+
+            def send(self, frame: bytes) -> bool:
+                streams.append(frame)
+                return True
+
+            def close(self) -> None:
+                pass
+
+        hub.attach(S())
+        reactor.advance(30)
+        beats = [f for f in streams if b"event: heartbeat" in f]
+        self.assertEqual(len(beats), 1)
+        self.assertEqual(streams.count(b":\n\n"), 1)  # keepalive at 20 s
+        reactor.advance(30)
+        self.assertEqual(len([f for f in streams if b"event: heartbeat" in f]), 2)
+
+    def test_heartbeat_off(self) -> None:
+        """sse.heartbeat false starts no heartbeat timer (keepalive only)."""
+        reactor, _ = self.service({"sse": {"heartbeat": False, "keepalive": 0}})
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_keepalive_skipped_when_heartbeat_is_more_frequent(self) -> None:
+        """A heartbeat more frequent than the keepalive makes the keepalive moot."""
+        reactor, _ = self.service({"sse": {"heartbeatInterval": 1, "keepalive": 20}})
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
+
+    def test_stop_closes_streams(self) -> None:
+        """Stopping the service closes every open stream."""
+        reactor, svc = self.service({})
+        hub = next(s for s in svc if isinstance(s, tap.HubService)).hub
+        closed = []
+
+        class S:
+            user_id = "u"
+
+            def send(self, frame: bytes) -> bool:
+                return True
+
+            def close(self) -> None:
+                closed.append(self)
+
+        hub.attach(S())
+        svc.stopService()
+        self.assertEqual(len(closed), 1)
+        self.assertEqual(hub.stream_count, 0)
+
+
+class PluginTests(SynchronousTestCase):
+    def test_plugin_found(self) -> None:
+        """twistd finds exactly one service maker named notificator."""
+        makers = [p for p in getPlugins(IServiceMaker) if p.tapname == "notificator"]
+        self.assertEqual(len(makers), 1)
+        self.assertIs(makers[0].options, tap.Options)

@@ -1,0 +1,411 @@
+"""
+Tests for L{notificator.tls} (the C{https:} endpoint type), the endpoint
+strings of L{notificator.config.Config.endpoints}, and the start-up TLS
+checks and listeners of L{notificator.tap}, without sockets: handshakes
+run in memory and listeners on a C{MemoryReactorClock}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import os
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpointStringParser
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
+from twisted.plugin import getPlugins
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from notificator import config, tap, tls
+from tests.support import write_config
+from tests.tlssupport import Certs, HandshakeFailed, devcert, handshake
+
+
+def https(certs: Certs, extra: str = "", key: str | None = None, cert: str | None = None) -> str:
+    return (
+        f"https:port=3443:interface=127.0.0.1:privateKey={key or certs.key}"
+        f":certKey={cert or certs.cert}{extra}"
+    )
+
+
+class DevCertScriptTests(SynchronousTestCase):
+    """The shipped C{cert/make_dev_cert.py}."""
+
+    def test_writes_ca_key_and_certificate(self) -> None:
+        """The script writes ca.crt, server.key (mode 0600) and server.crt, and no CA key."""
+        directory = self.mktemp()
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            devcert().main(["--dir", directory])
+        self.assertIn("server.key", out.getvalue())
+        self.assertEqual(sorted(os.listdir(directory)), ["ca.crt", "server.crt", "server.key"])
+        self.assertEqual(os.stat(os.path.join(directory, "server.key")).st_mode & 0o777, 0o600)
+
+    def test_certificate_names(self) -> None:
+        """The server certificate names localhost, 127.0.0.1, ::1 and any --name."""
+        from cryptography import x509
+
+        directory = self.mktemp()
+        with contextlib.redirect_stdout(io.StringIO()):
+            devcert().main(["--dir", directory, "--name", "notify.test"])
+        with open(os.path.join(directory, "server.crt"), "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual(
+            san.get_values_for_type(x509.DNSName), ["localhost", "notify.test"]
+        )
+        self.assertEqual(
+            [str(a) for a in san.get_values_for_type(x509.IPAddress)], ["127.0.0.1", "::1"]
+        )
+
+
+class CertificateOptionsTests(SynchronousTestCase):
+    """L{tls.certificate_options} loads good files and names the bad one."""
+
+    def setUp(self) -> None:
+        self.certs = Certs(self)
+
+    def assertFileError(self, path: str, role: str, reason: str, *args: Any) -> None:
+        e = self.assertRaises(tls.TLSFileError, tls.certificate_options, *args)
+        self.assertEqual((e.path, e.role), (path, role))
+        self.assertIn(reason, str(e))
+        self.assertTrue(str(e).startswith(path + ": "))
+        self.assertNotIn("\n", str(e))
+
+    def test_good_files(self) -> None:
+        """A matching key and certificate plus the CA give CertificateOptions."""
+        options = tls.certificate_options(self.certs.key, self.certs.cert, self.certs.ca)
+        self.assertIsInstance(options, CertificateOptions)
+
+    def test_missing_key(self) -> None:
+        """A missing key file is named, with the system's reason."""
+        missing = self.certs.path("nope.key")
+        self.assertFileError(
+            missing, "privateKey", "cannot read: No such file or directory",
+            missing, self.certs.cert,
+        )
+
+    def test_unreadable_certificate(self) -> None:
+        """A certificate path that cannot be read (a folder) is named."""
+        self.assertFileError(
+            self.certs.dir, "certKey", "cannot read: Is a directory", self.certs.key, self.certs.dir
+        )
+
+    def test_key_not_pem(self) -> None:
+        """A key file without a PEM private key is named."""
+        self.assertFileError(
+            self.certs.garbage, "privateKey", "holds no PEM private key",
+            self.certs.garbage, self.certs.cert,
+        )
+
+    def test_encrypted_key(self) -> None:
+        """An encrypted key is refused (twistd cannot ask for a passphrase)."""
+        self.assertFileError(
+            self.certs.encrypted_key, "privateKey", "encrypted",
+            self.certs.encrypted_key, self.certs.cert,
+        )
+
+    def test_certificate_not_pem(self) -> None:
+        """A certificate file without a PEM certificate is named."""
+        self.assertFileError(
+            self.certs.garbage, "certKey", "holds no PEM certificate",
+            self.certs.key, self.certs.garbage,
+        )
+
+    def test_key_does_not_match(self) -> None:
+        """A key of another pair is named, with the certificate it fails to match."""
+        self.assertFileError(
+            self.certs.other_key, "privateKey",
+            f"does not match the certificate in {self.certs.cert}",
+            self.certs.other_key, self.certs.cert,
+        )
+
+    def test_chain_not_pem(self) -> None:
+        """A CA file without certificates is named."""
+        self.assertFileError(
+            self.certs.garbage, "extraCertChain", "holds no PEM certificate",
+            self.certs.key, self.certs.cert, self.certs.garbage,
+        )
+
+    def test_chain_without_issuer(self) -> None:
+        """A CA file that did not issue the certificate is named."""
+        self.assertFileError(
+            self.certs.other_ca, "extraCertChain", "holds no certificate that issued",
+            self.certs.key, self.certs.cert, self.certs.other_ca,
+        )
+
+    def test_expired_certificate_warns(self) -> None:
+        """A certificate outside its validity period is logged as a warning, not refused."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=400)
+        tls.certificate_options(self.certs.key, self.certs.cert, now=later)
+        warnings = [e for e in events if "is not valid now" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["path"], self.certs.cert)
+
+
+class HandshakeTests(SynchronousTestCase):
+    """Real TLS handshakes, in memory, against L{tls.ServerTLS}."""
+
+    def setUp(self) -> None:
+        self.certs = Certs(self)
+
+    def server(self, protocols: list[bytes], cert: str | None = None, ca: str | None = None) -> Any:
+        options = tls.certificate_options(self.certs.key, cert or self.certs.cert, ca)
+        return tls.ServerTLS(options, protocols).serverConnectionForTLS(None)
+
+    def test_h2_preferred(self) -> None:
+        """Offering h2 and http/1.1, a client that offers both gets h2."""
+        result = handshake(self.server([b"h2", b"http/1.1"]), self.certs.ca, [b"h2", b"http/1.1"])
+        self.assertEqual(result.alpn, b"h2")
+
+    def test_http11_fallback(self) -> None:
+        """A client offering only http/1.1 gets http/1.1 from an h2 listener."""
+        result = handshake(self.server([b"h2", b"http/1.1"]), self.certs.ca, [b"http/1.1"])
+        self.assertEqual(result.alpn, b"http/1.1")
+
+    def test_http11_only(self) -> None:
+        """alpn=http/1.1 is honoured exactly: h2 is not chosen even though the Site could."""
+        result = handshake(self.server([b"http/1.1"]), self.certs.ca, [b"h2", b"http/1.1"])
+        self.assertEqual(result.alpn, b"http/1.1")
+
+    def test_no_overlap(self) -> None:
+        """A client offering only protocols we do not speak gets no ALPN protocol."""
+        result = handshake(self.server([b"http/1.1"]), self.certs.ca, [b"h2"])
+        self.assertIsNone(result.alpn)
+
+    def test_chain_served(self) -> None:
+        """The CA from extraCertChain is sent after the certificate."""
+        result = handshake(self.server([], ca=self.certs.ca), self.certs.ca)
+        self.assertEqual(result.chain, ["localhost", "Notificator development CA"])
+
+    def test_fullchain_file(self) -> None:
+        """Extra certificates in the certKey file are served as the chain."""
+        result = handshake(self.server([], cert=self.certs.fullchain), self.certs.ca)
+        self.assertEqual(result.chain, ["localhost", "Notificator development CA"])
+
+    def test_verifies_against_dev_ca(self) -> None:
+        """A client trusting another CA refuses the certificate (the check is real)."""
+        failed = self.assertRaises(
+            HandshakeFailed, handshake, self.server([]), self.certs.other_ca
+        )
+        self.assertEqual(failed.side, "client")
+
+    def test_tls12_accepted(self) -> None:
+        """A TLS 1.2 client is served."""
+        result = handshake(self.server([]), self.certs.ca, max_version=SSL.TLS1_2_VERSION)
+        self.assertEqual(result.version, "TLSv1.2")
+
+    def test_tls11_refused(self) -> None:
+        """The server refuses a client that speaks at most TLS 1.1."""
+        failed = self.assertRaises(
+            HandshakeFailed, handshake, self.server([]), self.certs.ca,
+            max_version=SSL.TLS1_1_VERSION,
+        )
+        self.assertEqual(failed.side, "server")
+
+
+class ParserTests(SynchronousTestCase):
+    """The C{https:} strports type, found as a plugin by serverFromString."""
+
+    def setUp(self) -> None:
+        self.certs = Certs(self)
+        self.reactor = MemoryReactorClock()
+
+    def test_plugin_registered(self) -> None:
+        """The twisted/plugins drop-in provides a parser for the https prefix."""
+        prefixes = [p.prefix for p in getPlugins(IStreamServerEndpointStringParser)]
+        self.assertIn("https", prefixes)
+
+    def test_listens_with_tls(self) -> None:
+        """An https: string listens with listenSSL on its port, interface and backlog."""
+        site = Site(None)
+        endpoint = serverFromString(self.reactor, https(self.certs, ":backlog=7:alpn=h2,http/1.1"))
+        endpoint.listen(site)
+        [(port, factory, creator, backlog, interface)] = self.reactor.sslServers
+        self.assertEqual((port, factory, backlog, interface), (3443, site, 7, "127.0.0.1"))
+        self.assertIsInstance(creator, tls.ServerTLS)
+        self.assertEqual(creator.protocols, (b"h2", b"http/1.1"))
+
+    def test_default_alpn(self) -> None:
+        """Without alpn=, h2 then http/1.1 are offered (what a Site speaks)."""
+        serverFromString(self.reactor, https(self.certs)).listen(Site(None))
+        self.assertEqual(self.reactor.sslServers[0][2].protocols, (b"h2", b"http/1.1"))
+
+    def test_alpn_values(self) -> None:
+        """alpn= takes h2 and http/1.1 in any order, deduplicated, or nothing."""
+        self.assertEqual(tls.parse_alpn("http/1.1, h2,h2"), [b"http/1.1", b"h2"])
+        self.assertEqual(tls.parse_alpn(""), [])
+
+    def test_bad_alpn(self) -> None:
+        """An ALPN id twisted.web cannot serve is a ValueError."""
+        e = self.assertRaises(
+            ValueError, serverFromString, self.reactor, https(self.certs, ":alpn=spdy/3")
+        )
+        self.assertIn("'spdy/3' is not one of h2, http/1.1", str(e))
+
+    def test_unknown_parameter(self) -> None:
+        """An unknown parameter is a ValueError naming it."""
+        e = self.assertRaises(
+            ValueError, serverFromString, self.reactor, https(self.certs, ":sslmethod=TLSv1")
+        )
+        self.assertIn("sslmethod", str(e))
+
+    def test_bad_port(self) -> None:
+        """A port that is not a number is a ValueError."""
+        self.assertRaises(
+            ValueError, serverFromString, self.reactor, f"https:port=x:privateKey={self.certs.key}"
+        )
+
+    def test_bad_file(self) -> None:
+        """A bad file surfaces as TLSFileError (a ValueError) from serverFromString."""
+        e = self.assertRaises(
+            tls.TLSFileError,
+            serverFromString,
+            self.reactor,
+            https(self.certs, key=self.certs.other_key),
+        )
+        self.assertEqual(e.path, self.certs.other_key)
+
+
+def load(local: dict[str, Any], directory: str) -> config.Config:
+    conf = write_config(os.path.join(directory, "conf"), {"local": local})
+    return config.load(FilePath(conf), "test")
+
+
+class EndpointStringTests(SynchronousTestCase):
+    """L{config.Config.endpoints} turns server.* into strports strings."""
+
+    def endpoints(self, **server: Any) -> list[str]:
+        return load({"server": server}, os.path.abspath(self.mktemp())).endpoints()
+
+    def test_http(self) -> None:
+        """http becomes tcp: with the host as interface."""
+        self.assertEqual(
+            self.endpoints(protocol="http", port=3000, host="127.0.0.1"),
+            ["tcp:port=3000:interface=127.0.0.1"],
+        )
+
+    def test_https(self) -> None:
+        """https becomes https: with root-relative files and ALPN http/1.1 only."""
+        root = os.path.abspath(self.mktemp())
+        cfg = load(
+            {"server": {"protocol": "https", "port": 3443,
+                        "certificates": {"key": "cert/server.key", "cert": "cert/server.crt"}}},
+            root,
+        )
+        self.assertEqual(
+            cfg.endpoints(),
+            [
+                f"https:port=3443:privateKey={root}/cert/server.key"
+                f":certKey={root}/cert/server.crt:alpn=http/1.1"
+            ],
+        )
+
+    def test_http2_with_ca_and_ipv6_host(self) -> None:
+        """http2 offers h2 then http/1.1, serves the CA, and quotes the colons of ::1."""
+        [description] = self.endpoints(
+            protocol="http2", port=3443, host="::1",
+            certificates={"key": "/k.pem", "cert": "/c.pem", "ca": "/ca.pem"},
+        )
+        self.assertEqual(
+            description,
+            "https:port=3443:interface=\\:\\:1:privateKey=/k.pem:certKey=/c.pem"
+            ":extraCertChain=/ca.pem:alpn=h2,http/1.1",
+        )
+
+    def test_explicit_endpoints(self) -> None:
+        """server.endpoints replaces the built string."""
+        self.assertEqual(
+            self.endpoints(protocol="http2", endpoints=["tcp:3000", "unix:/tmp/n.sock"]),
+            ["tcp:3000", "unix:/tmp/n.sock"],
+        )
+
+    def test_paths_with_colons_round_trip(self) -> None:
+        """A certificate path with a colon survives strports parsing."""
+        certs = Certs(self)
+        odd = os.path.join(certs.dir, "a:b")
+        os.makedirs(odd)
+        key, cert = os.path.join(odd, "k.pem"), os.path.join(odd, "c.pem")
+        os.rename(certs.key, key)
+        os.rename(certs.cert, cert)
+        [description] = self.endpoints(
+            protocol="http2", port=3443, certificates={"key": key, "cert": cert}
+        )
+        reactor = MemoryReactorClock()
+        serverFromString(reactor, description).listen(Site(None))
+        self.assertEqual(reactor.sslServers[0][0], 3443)
+
+
+class StartupTests(SynchronousTestCase):
+    """C{twistd notificator} options: TLS problems stop start-up with one line."""
+
+    def setUp(self) -> None:
+        self.certs = Certs(self)
+        self.root = os.path.abspath(self.mktemp())
+
+    def options(self, server: dict[str, Any], *args: str) -> tap.Options:
+        conf = write_config(os.path.join(self.root, "conf"), {"local": {"server": server}})
+        options = tap.Options()
+        options.parseOptions(["--config", conf, "--env", "test", *args])
+        return options
+
+    def http2(self, **certificates: str) -> dict[str, Any]:
+        files = {"key": self.certs.key, "cert": self.certs.cert, "ca": self.certs.ca}
+        files.update(certificates)
+        return {"protocol": "http2", "port": 3443, "host": "127.0.0.1", "certificates": files}
+
+    def test_config_key_and_file_named(self) -> None:
+        """A bad file from server.certificates names the config key and the file."""
+        e = self.assertRaises(SystemExit, self.options, self.http2(key=self.certs.other_key))
+        self.assertEqual(
+            str(e),
+            f"notificator: TLS error: server.certificates.key: {self.certs.other_key}: "
+            f"this private key does not match the certificate in {self.certs.cert}",
+        )
+
+    def test_bad_ca(self) -> None:
+        """A bad CA file names server.certificates.ca."""
+        e = self.assertRaises(SystemExit, self.options, self.http2(ca=self.certs.garbage))
+        self.assertIn(f"server.certificates.ca: {self.certs.garbage}: holds no PEM", str(e))
+
+    def test_listen_checked(self) -> None:
+        """A bad --listen https: string stops start-up naming the file only."""
+        missing = self.certs.path("missing.crt")
+        e = self.assertRaises(
+            SystemExit, self.options, {}, "--listen", https(self.certs, cert=missing)
+        )
+        self.assertEqual(
+            str(e), f"notificator: TLS error: {missing}: cannot read: No such file or directory"
+        )
+
+    def test_other_endpoint_errors(self) -> None:
+        """Any other bad description (Twisted's ssl: included) is one line too."""
+        missing = self.certs.path("missing.pem")
+        e = self.assertRaises(
+            SystemExit, self.options, {}, "--listen", f"ssl:3443:privateKey={missing}"
+        )
+        self.assertTrue(str(e).startswith("notificator: cannot listen on 'ssl:3443:"))
+        self.assertIn(missing, str(e))
+        e = self.assertRaises(SystemExit, self.options, {}, "--listen", "nonesuch:1")
+        self.assertIn("Unknown endpoint type", str(e))
+
+    def test_http2_listener(self) -> None:
+        """protocol http2 listens with TLS on the configured port, serving the Site with h2."""
+        options = self.options(self.http2())
+        reactor = MemoryReactorClock()
+        service = tap.makeService(options, reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(port, factory, creator, _, interface)] = reactor.sslServers
+        self.assertEqual((port, interface), (3443, "127.0.0.1"))
+        self.assertIsInstance(factory, Site)
+        self.assertEqual(creator.protocols, (b"h2", b"http/1.1"))
+        self.assertEqual(reactor.tcpServers, [])

@@ -1,0 +1,275 @@
+"""
+Tests for L{notificator.web} over in-memory HTTP (treq's StubTreq): the
+SSE stream, CORS, and the publish endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from notificator.config import Config, CORSPolicy, Origin, SSEConfig
+from notificator.hub import Hub
+from notificator.web import SSEResource, build_resource
+from tests.support import parse_frames
+
+FORM = {b"content-type": [b"application/x-www-form-urlencoded; charset=UTF-8"]}
+GW = "https://gw.example.com"
+
+
+def make_config(**sse: Any) -> Config:
+    cors = CORSPolicy(origins=frozenset({Origin.parse(GW)}))
+    return Config(sse=SSEConfig(cors=cors, **sse))
+
+
+class WebCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.hub = Hub(clock=self.clock)
+        self.config = make_config(retry=5000, headers=(("X-Served-By", "gw1"),))
+        self.stub = StubTreq(build_resource(self.hub, self.config, self.clock))
+        self.addCleanup(self.stub.flush)
+
+    def open(self, path: str, **kwargs: Any) -> tuple[Any, list[bytes]]:
+        response = self.successResultOf(self.stub.get("http://n.example" + path, **kwargs))
+        chunks: list[bytes] = []
+        done = self.stub.collect(response, chunks.append)
+        self.stub.flush()
+        self.assertNoResult(done)  # the stream stays open
+        return response, chunks
+
+    def events(self, chunks: list[bytes]) -> list[dict[str, Any]]:
+        return [e for e in parse_frames(b"".join(chunks)) if "event" in e]
+
+    def publish(self, body: bytes, headers: Any = FORM) -> tuple[int, dict[str, Any]]:
+        response = self.successResultOf(
+            self.stub.post("http://n.example/webNotification", data=body, headers=headers)
+        )
+        payload = json.loads(self.successResultOf(response.content()))
+        self.stub.flush()
+        return response.code, payload
+
+
+class SSETests(WebCase):
+    def test_subscribe_by_path(self) -> None:
+        """GET /sse/<id> answers an event stream: retry, then connect."""
+        response, chunks = self.open("/sse/u1")
+        self.assertEqual(response.code, 200)
+        h = response.headers
+        self.assertEqual(h.getRawHeaders("content-type"), ["text/event-stream; charset=utf-8"])
+        self.assertEqual(h.getRawHeaders("cache-control"), ["no-cache"])
+        self.assertEqual(h.getRawHeaders("x-accel-buffering"), ["no"])
+        self.assertEqual(h.getRawHeaders("x-served-by"), ["gw1"])
+        frames = parse_frames(b"".join(chunks))
+        self.assertEqual(frames[0], {"retry": "5000"})
+        self.assertEqual(frames[1]["event"], "connect")
+        self.assertEqual(
+            json.loads(frames[1]["data"]),
+            {"userId": "u1", "connectionId": 1, "time": 1_700_000_000_000},
+        )
+        self.assertEqual(self.hub.stream_count, 1)
+
+    def test_subscribe_by_cookie(self) -> None:
+        """GET /sse takes the user id from the userID cookie (percent-decoded)."""
+        _, chunks = self.open("/sse", cookies={"userID": "%EC%9C%A0%EC%A0%80_1"})
+        self.assertEqual(json.loads(self.events(chunks)[0]["data"])["userId"], "유저_1")
+        self.assertEqual([u for u, _ in self.hub.users()], ["유저_1"])
+
+    def test_configured_cookie_name(self) -> None:
+        """sse.cookie names the cookie to read."""
+        stub = StubTreq(build_resource(self.hub, make_config(cookie="gwUser"), self.clock))
+        d = stub.get("http://n.example/sse/", cookies={"gwUser": "u9"})
+        stub.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.hub.stream_count, 1)
+        self.hub.close_all()
+        stub.flush()
+
+    def test_path_wins_and_is_decoded(self) -> None:
+        """A percent-encoded path id is decoded; the path beats the cookie."""
+        self.open("/sse/%ED%99%8D%20%EA%B8%B8", cookies={"userID": "other"})
+        self.assertEqual([u for u, _ in self.hub.users()], ["홍 길"])
+
+    def test_no_user_is_401(self) -> None:
+        """No path segment and no cookie: 401 with a short text body."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        response = self.successResultOf(self.stub.get("http://n.example/sse"))
+        self.assertEqual(response.code, 401)
+        self.assertIn(b"userID", self.successResultOf(response.content()))
+        self.assertEqual(self.hub.stream_count, 0)
+        self.assertEqual([e["code"] for e in observer if "code" in e], [401])
+
+    def test_bad_user_ids(self) -> None:
+        """Undecodable or control-character ids are 400; extra segments 404."""
+        for path, code in [("/sse/%FF", 400), ("/sse/a%0Ab", 400), ("/sse/a/b", 404)]:
+            response = self.successResultOf(self.stub.get("http://n.example" + path))
+            self.assertEqual(response.code, code, path)
+        self.assertEqual(self.hub.stream_count, 0)
+
+    def test_three_tabs_and_another_user(self) -> None:
+        """Every tab of the user receives a notification; another user does not."""
+        tabs = [self.open("/sse/u1")[1] for _ in range(3)]
+        _, other = self.open("/sse/u2")
+        code, body = self.publish(b"id=notify_u1&data=%7B%22n%22%3A1%7D")
+        self.assertEqual((code, body["delivered"]), (200, 3))
+        for chunks in tabs:
+            (ev,) = [e for e in self.events(chunks) if e["event"] == "notify"]
+            self.assertEqual(ev, {"id": body["eventId"], "event": "notify", "data": '{"n":1}'})
+        self.assertEqual([e["event"] for e in self.events(other)], ["connect"])
+
+    def test_disconnect_detaches(self) -> None:
+        """A client that goes away is detached at once; later publishes are fine."""
+        request = DummyRequest([b"u1"])
+        resource = SSEResource(self.hub, self.config.sse, self.clock)
+        resource.render_GET(request)
+        self.assertEqual(self.hub.stream_count, 1)
+
+        request.processingFailed(Failure(ConnectionDone()))
+        self.assertEqual(self.hub.stream_count, 0)
+        code, body = self.publish(b"id=notify_u1&data=1")
+        self.assertEqual(body["delivered"], 0)
+        self.assertEqual(request.finished, 0)
+
+    def test_shutdown_finishes_streams(self) -> None:
+        """close_all finishes open responses, so browsers reconnect elsewhere."""
+        response = self.successResultOf(self.stub.get("http://n.example/sse/u1"))
+        done = self.stub.collect(response, lambda _: None)
+        self.hub.close_all()
+        self.stub.flush()
+        self.successResultOf(done)
+
+    def test_head(self) -> None:
+        """HEAD answers the headers and does not open a stream."""
+        response = self.successResultOf(self.stub.head("http://n.example/sse/u1"))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.hub.stream_count, 0)
+
+
+class CORSTests(WebCase):
+    def test_allowed_origin_echoed(self) -> None:
+        """An allowed Origin is echoed with credentials allowed and Vary: Origin."""
+        response, _ = self.open("/sse/u1", headers={"Origin": GW})
+        h = response.headers
+        self.assertEqual(h.getRawHeaders("access-control-allow-origin"), [GW])
+        self.assertEqual(h.getRawHeaders("access-control-allow-credentials"), ["true"])
+        self.assertEqual(h.getRawHeaders("vary"), ["Origin"])
+
+    def test_other_origin_not_allowed(self) -> None:
+        """Another origin gets no CORS headers (the browser then refuses)."""
+        response, _ = self.open("/sse/u1", headers={"Origin": "https://evil.example"})
+        self.assertIsNone(response.headers.getRawHeaders("access-control-allow-origin"))
+        self.assertEqual(response.headers.getRawHeaders("vary"), ["Origin"])
+
+    def test_preflight(self) -> None:
+        """OPTIONS answers 204 allowing the headers the IE polyfills send."""
+        response = self.successResultOf(
+            self.stub.request(
+                "OPTIONS",
+                "http://n.example/sse/u1",
+                headers={"Origin": GW, "Access-Control-Request-Headers": "last-event-id, x-requested-with"},
+            )
+        )
+        self.assertEqual(response.code, 204)
+        allowed = response.headers.getRawHeaders("access-control-allow-headers")[0]
+        for name in ("Accept", "Cache-Control", "X-Requested-With", "Last-Event-ID"):
+            self.assertIn(name, allowed)
+        self.assertEqual(response.headers.getRawHeaders("access-control-allow-origin"), [GW])
+        self.assertIn("GET", response.headers.getRawHeaders("access-control-allow-methods")[0])
+        self.assertEqual(self.hub.stream_count, 0)
+
+    def test_publish_preflight(self) -> None:
+        """/webNotification answers preflights too."""
+        response = self.successResultOf(
+            self.stub.request("OPTIONS", "http://n.example/webNotification", headers={"Origin": GW})
+        )
+        self.assertEqual(response.code, 204)
+        self.assertIn("POST", response.headers.getRawHeaders("access-control-allow-methods")[0])
+
+
+class PublishTests(WebCase):
+    def test_reply(self) -> None:
+        """A publish answers 200 JSON with id, event, userId, eventId, delivered."""
+        self.open("/sse/001003200")
+        code, body = self.publish(b"id=appr_001003200&data=%7B%22command%22%3A%22refresh%22%7D")
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            body,
+            {"id": "appr_001003200", "event": "appr", "userId": "001003200",
+             "eventId": body["eventId"], "delivered": 1},
+        )
+
+    def test_json_body(self) -> None:
+        """application/json bodies publish too."""
+        _, chunks = self.open("/sse/u1")
+        code, body = self.publish(
+            json.dumps({"id": "notify_u1", "data": {"t": "한글"}}).encode(),
+            {b"content-type": [b"application/json"]},
+        )
+        self.assertEqual((code, body["delivered"]), (200, 1))
+        self.assertEqual(json.loads(self.events(chunks)[-1]["data"]), {"t": "한글"})
+
+    def test_bad_body_400_and_logged(self) -> None:
+        """A malformed body is 400 JSON with a reason, and one log line."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        code, body = self.publish(b"id=oops&data=1")
+        self.assertEqual(code, 400)
+        self.assertIn("<event>_<userId>", body["error"])
+        self.assertEqual([e["code"] for e in observer if e.get("code")], [400])
+
+    def test_forged_event_name(self) -> None:
+        """An event name with CR/LF is a 400 and no frame reaches the stream."""
+        _, chunks = self.open("/sse/u1")
+        code, _ = self.publish(b"id=notify%0Aevent%3A+x_u1&data=1")
+        self.assertEqual(code, 400)
+        self.assertEqual([e["event"] for e in self.events(chunks)], ["connect"])
+
+    def test_unsupported_media_type(self) -> None:
+        """A body in another content type is 415."""
+        code, body = self.publish(b"id=a_b", {b"content-type": [b"text/plain"]})
+        self.assertEqual(code, 415)
+        self.assertIn("content type", body["error"])
+
+    def test_too_large(self) -> None:
+        """An oversized body is 413."""
+        code, _ = self.publish(b"id=a_b&data=" + b"x" * 300_000)
+        self.assertEqual(code, 413)
+
+    def test_get_is_405(self) -> None:
+        """GET /webNotification is 405 with an Allow header."""
+        response = self.successResultOf(self.stub.get("http://n.example/webNotification"))
+        self.assertEqual(response.code, 405)
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["POST, OPTIONS"])
+
+    def test_still_serving_after_bad_input(self) -> None:
+        """After a run of bad bodies, a good one is still delivered."""
+        _, chunks = self.open("/sse/u1")
+        for bad in (b"", b"%%%", b"id=_", b'{"id":', b"id=a_b&data=%FF"):
+            self.assertEqual(self.publish(bad)[0], 400)
+        self.assertEqual(self.publish(b"id=notify_u1&data=1")[1]["delivered"], 1)
+
+    def test_unknown_path_404(self) -> None:
+        """Unknown paths are 404."""
+        response = self.successResultOf(self.stub.get("http://n.example/nope"))
+        self.assertEqual(response.code, 404)
+
+
+class HeartbeatTests(WebCase):
+    def test_heartbeat_reaches_streams(self) -> None:
+        """A hub heartbeat arrives on open streams as JSON data."""
+        _, chunks = self.open("/sse/u1")
+        self.hub.heartbeat()
+        self.stub.flush()
+        beat = self.events(chunks)[-1]
+        self.assertEqual(beat["event"], "heartbeat")
+        self.assertEqual(json.loads(beat["data"]), {"time": 1_700_000_000_000})
