@@ -1,0 +1,257 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+Benchmark a freshly started local Notificator and print a table.
+
+Two server runs, both on 127.0.0.1 and a free port, each a new
+C{twistd -n notificator} from this checkout's config (C{conf/*.json}) plus a
+C{local.json} written for the run (heartbeat, log dir, log level C{info}
+as in production; the access log stays on):
+
+ 1. main (heartbeat off): phases connect, latency, burst, idle;
+ 2. hb (heartbeat every C{--heartbeat} s): phases connect, idle - the
+    server's CPU with heartbeats flowing.
+
+With two or more CPUs the server is pinned to CPU 0 and the load generator
+to CPU 1 (C{--no-pin} to turn that off), as in the issue's targets.  The
+server is stopped by its own PID (SIGTERM, then SIGKILL after 10 s).
+
+Example (from the checkout)::
+
+    python bench/local.py --n 1000 --json bench/results/local-1000.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import loadgen  # noqa: E402
+from report import table  # noqa: E402
+
+PROJECT = os.path.dirname(HERE)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def default_twistd() -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [sys.executable, script]
+    return [sys.executable, "-m", "twisted"]
+
+
+def raise_fd_limit(n: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to C{n + 2000} (bounded by the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 2000
+    if hard != resource.RLIM_INFINITY:
+        if hard < want:
+            raise SystemExit(f"local: fd hard limit {hard} < {want} needed for --n {n}")
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+class LocalServer:
+    """One C{twistd -n notificator} on a free loopback port, in a temporary config dir."""
+
+    def __init__(self, opt: argparse.Namespace, heartbeat: float, tag: str, workdir: str) -> None:
+        self.port = opt.port or free_port()
+        self.dir = os.path.join(workdir, tag)
+        conf = os.path.join(self.dir, "conf")
+        logdir = os.path.join(self.dir, "log")
+        os.makedirs(conf)
+        os.makedirs(logdir)
+        for name in os.listdir(os.path.join(opt.project, "conf")):
+            if name.endswith(".json"):
+                shutil.copy(os.path.join(opt.project, "conf", name), conf)
+        local = {
+            "sse": {"heartbeat": heartbeat > 0, "heartbeatInterval": heartbeat or 55},
+            "server": {"log": {"dir": logdir, "level": opt.log_level}},
+        }
+        with open(os.path.join(conf, "local.json"), "w", encoding="utf-8") as f:
+            json.dump(local, f)
+        self.log_path = os.path.join(self.dir, "twistd.log")
+        self.command = (opt.twistd.split() if opt.twistd else default_twistd()) + [
+            "-n", "--pidfile=", "notificator", "--config", conf,
+            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+        ]
+        if opt.env:
+            self.command += ["--env", opt.env]
+        self.cpu = opt.server_cpu
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        cpu = self.cpu
+
+        def pin() -> None:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        with open(self.log_path, "wb") as out:
+            self.process = subprocess.Popen(
+                self.command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT, preexec_fn=pin
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"local: server exited {self.process.returncode}; see {self.log_path}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise SystemExit(f"local: server did not listen on {self.port} within {timeout} s")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        p = self.process
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+    def log_lines(self, pattern: str) -> int:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return sum(1 for line in f if re.search(pattern, line))
+        except OSError:
+            return 0
+
+
+def generator_options(opt: argparse.Namespace, port: int, pid: int, phases: str, hb: float, label: str) -> argparse.Namespace:
+    args = [
+        "--url", f"http://127.0.0.1:{port}", "--pid", str(pid), "--n", str(opt.n), "--phases", phases,
+        "--m", str(opt.m), "--rate", str(opt.rate), "--k", str(opt.k),
+        "--burst-c", str(opt.burst_c), "--burst-t", str(opt.burst_t), "--idle-t", str(opt.idle_t),
+        "--hb-interval", str(hb), "--label", label, "--max-total", str(opt.max_total),
+    ]
+    if opt.no_uvloop:
+        args.append("--no-uvloop")
+    return loadgen.options(args)
+
+
+def run_one(opt: argparse.Namespace, heartbeat: float, phases: str, tag: str, workdir: str) -> dict[str, Any]:
+    server = LocalServer(opt, heartbeat, tag, workdir)
+    server.start()
+    try:
+        label = f"{opt.label}-{tag}"
+        result = loadgen.run(generator_options(opt, server.port, server.pid, phases, heartbeat, label))
+    finally:
+        server.stop()
+    result["server_command"] = server.command
+    result["server_log_lines"] = server.log_lines(r".")
+    return result
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            model = m.group(1) if m else ""
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "mem_gb": round(mem),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Benchmark a freshly started local Notificator.")
+    a = p.add_argument
+    a("--n", type=int, default=1000, help="streams")
+    a("--m", type=int, default=5000, help="latency: notifications")
+    a("--rate", type=float, default=500, help="latency: notifications per second")
+    a("--k", type=int, default=4, help="latency: keep-alive POST clients")
+    a("--burst-c", type=int, default=16)
+    a("--burst-t", type=float, default=10)
+    a("--idle-t", type=float, default=10)
+    a("--heartbeat", type=float, default=1, help="heartbeat interval (s) of the hb run; 0 skips that run")
+    a("--phases", default="connect,latency,burst,idle", help="phases of the main run")
+    a("--project", default=PROJECT, help="checkout whose conf/ to use (default: this one)")
+    a("--twistd", default="", help="twistd command (default: the one beside this Python)")
+    a("--env", default="", help="config environment (--env of twistd notificator)")
+    a("--log-level", default="info", help="server.log.level for the run (a deployment's: info)")
+    a("--port", type=int, default=0, help="port (default: a free one)")
+    a("--no-pin", action="store_true", help="do not pin server and generator to CPUs 0 and 1")
+    a("--no-uvloop", action="store_true")
+    a("--max-total", type=float, default=900, help="s, hard limit per server run")
+    a("--label", default="", help="name of the run in the table and JSON")
+    a("--json", help="write the results (both runs) to this file")
+    a("--keep", action="store_true", help="keep the temporary config and log dir")
+    opt = p.parse_args(argv)
+    opt.label = opt.label or f"notificator-{opt.n}"
+    opt.server_cpu = None
+    if not opt.no_pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        opt.server_cpu = 0
+        os.sched_setaffinity(0, {1})
+    return opt
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = options(argv)
+    raise_fd_limit(opt.n)
+    workdir = tempfile.mkdtemp(prefix="notificator-bench-")
+    try:
+        main_run = run_one(opt, 0, opt.phases, "main", workdir)
+        hb_run = None
+        if opt.heartbeat > 0:
+            time.sleep(1)
+            hb_run = run_one(opt, opt.heartbeat, "connect,idle", "hb", workdir)
+    finally:
+        if opt.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result = {
+        "label": opt.label,
+        "machine": machine(),
+        "pinned": opt.server_cpu is not None,
+        "settings": {k: v for k, v in vars(opt).items() if k not in ("json", "server_cpu")},
+        "main": main_run,
+        "heartbeat_run": hb_run,
+    }
+    if opt.json:
+        with open(opt.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    print(table([(opt.label, main_run, hb_run)]))
+    return 1 if "error" in main_run or (hb_run and "error" in hb_run) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

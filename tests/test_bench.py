@@ -1,0 +1,124 @@
+"""
+The shipped benchmark (C{bench/}): its HTTP and SSE parsing, its
+bookkeeping of lost, duplicated and misrouted events, its table, and a
+short end-to-end smoke run (200 streams) against the real
+C{twistd -n notificator}.  No timing is asserted: only counts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import PROJECT, Server
+
+sys.path.insert(0, os.path.join(PROJECT, "bench"))
+
+import loadgen  # noqa: E402
+import report  # noqa: E402
+
+
+class DechunkerTests(SynchronousTestCase):
+    BODY = b"5\r\nhello\r\n1a\r\n" + b"x" * 26 + b"\r\n3;ext=1\r\nabc\r\n0\r\n\r\n"
+
+    def test_whole_body(self) -> None:
+        """A chunked body fed at once decodes to its data and notes the end."""
+        d = loadgen.Dechunker()
+        self.assertEqual(d.feed(self.BODY), b"hello" + b"x" * 26 + b"abc")
+        self.assertTrue(d.ended)
+
+    def test_any_split(self) -> None:
+        """Every split point, and byte-by-byte feeding, give the same data."""
+        expected = b"hello" + b"x" * 26 + b"abc"
+        for i in range(len(self.BODY) + 1):
+            d = loadgen.Dechunker()
+            self.assertEqual(d.feed(self.BODY[:i]) + d.feed(self.BODY[i:]), expected, i)
+        d = loadgen.Dechunker()
+        self.assertEqual(b"".join(d.feed(bytes([b])) for b in self.BODY), expected)
+
+
+class ParseTests(SynchronousTestCase):
+    def test_event_block(self) -> None:
+        """Event name and multi-line data are read as a browser would."""
+        self.assertEqual(
+            loadgen.parse_event(b"id: 1-0\nevent: notify\ndata: {\"a\":\ndata:1}"),
+            (b"notify", b'{"a":\n1}'),
+        )
+        self.assertEqual(loadgen.parse_event(b"data: x"), (b"message", b"x"))
+
+    def test_head(self) -> None:
+        """Status and lower-cased headers come out of a response head."""
+        status, headers = loadgen.parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b"
+        )
+        self.assertEqual((status, headers[b"transfer-encoding"], headers[b"x-a"]), (200, b"chunked", b"b"))
+
+    def test_summary(self) -> None:
+        """Nearest-rank percentiles, as the shared load.js computes them."""
+        s = loadgen.summary(range(1, 101))
+        self.assertEqual((s["count"], s["p50"], s["p90"], s["p99"], s["max"]), (100, 50, 90, 99, 100))
+        self.assertEqual(loadgen.summary([]), {"count": 0})
+
+    def test_loopback(self) -> None:
+        """Only loopback hosts are allowed without --allow-remote."""
+        self.assertTrue(loadgen.is_loopback("127.0.0.2"))
+        self.assertTrue(loadgen.is_loopback("::1"))
+        self.assertTrue(loadgen.is_loopback("localhost"))
+        self.assertFalse(loadgen.is_loopback("192.0.2.1"))
+        with self.assertRaises(SystemExit):
+            loadgen.Bench(loadgen.options(["--url", "http://192.0.2.1:3000"]))
+
+
+class RecordTests(SynchronousTestCase):
+    def test_routing(self) -> None:
+        """Arrivals are sorted into delivered, duplicated, misrouted and unknown."""
+        r = loadgen.Record(b"notify")
+        a, b = r.new(0), r.new(1)
+        r.on_event(0, b"notify", b'{"s":%d}' % a)
+        r.on_event(0, b"notify", b'{"s":%d}' % a)
+        r.on_event(0, b"notify", b'{"s":%d}' % b)
+        r.on_event(0, b"notify", b'{"s":99}')
+        r.on_event(0, b"heartbeat", b'{"time":1}')
+        self.assertEqual((r.received, r.dup, r.misrouted, r.unknown, r.heartbeats), (1, 1, 1, 1, 1))
+        self.assertIsNotNone(r.got[a])
+        self.assertIsNone(r.got[b])
+
+
+class TableTests(SynchronousTestCase):
+    def test_partial_results(self) -> None:
+        """A run that stopped early still renders, with dashes and its error."""
+        text = report.table([("x", {"connect": {"connected": 0, "requested": 5}, "error": "boom"}, None)])
+        self.assertIn("0/5", text)
+        self.assertIn("boom", text)
+        self.assertIn("target", text.splitlines()[0])
+
+
+class SmokeTests(SynchronousTestCase):
+    def test_short_run(self) -> None:
+        """
+        200 streams against the real server: every stream connects, and
+        every notification (rate and burst) arrives once, at the right
+        stream, with heartbeats flowing.
+        """
+        server = Server(self, local={"sse": {"heartbeat": True, "heartbeatInterval": 1}}).start()
+        opt = loadgen.options(
+            [
+                "--url", f"http://127.0.0.1:{server.port}", "--pid", str(server.process.pid),
+                "--n", "200", "--m", "200", "--rate", "400", "--burst-c", "4", "--burst-t", "1",
+                "--idle-t", "2.5", "--hb-interval", "1", "--max-total", "120", "--no-uvloop",
+            ]
+        )
+        result = loadgen.run(opt)
+        self.assertNotIn("error", result)
+        self.assertEqual(result["connect"]["connected"], 200)
+        for phase in ("latency", "burst"):
+            p = result[phase]
+            self.assertGreater(p["accepted"], 0, phase)
+            self.assertEqual(p["received"], p["accepted"], phase)
+            self.assertEqual((p["lost"], p["duplicates"], p["misrouted"], p["post_errors" if phase == "latency" else "errors"]), (0, 0, 0, 0), phase)
+        self.assertEqual(result["latency"]["accepted"], 200)
+        self.assertGreater(result["idle"]["heartbeats_received"], 0)
+        self.assertIsNotNone(result["connect"]["kb_per_conn"])
+        self.assertIn("200/200", report.table([("smoke", result, None)]))

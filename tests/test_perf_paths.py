@@ -1,0 +1,338 @@
+"""
+The fast paths added for performance (issue 4) keep the behaviour of the
+slow ones: a frame sent straight to the socket is the same chunk
+C{Request.write} would have queued, in the same order; publish bodies still
+parse without twisted.web's form parser; the per-publish debug line is
+only built when debug is on; endpoints get a listen backlog.
+
+These run a real twisted.web L{Site} and L{HTTPChannel} over a real
+C{tcp.Server} transport whose socket is a fake that records what is sent
+(no network).
+"""
+
+from __future__ import annotations
+
+import errno
+
+import attrs
+from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from notificator import tap, web
+from notificator.config import Config, ServerConfig
+from notificator.events import Message
+from notificator.hub import Hub
+from tests.support import parse_frames
+
+
+class FakeSocket:
+    """
+    Enough of a socket for C{tcp.Server}: records sent bytes; C{limit}
+    caps how much one C{send} takes, C{error} makes C{send} raise.
+    """
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+        self.sends = 0
+        self.limit: int | None = None
+        self.error: int | None = None
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return 99
+
+    def setsockopt(self, *args: object) -> None:
+        pass
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", 3000)
+
+    def close(self) -> None:
+        pass
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+    def send(self, data: bytes) -> int:
+        self.sends += 1
+        if self.error is not None:
+            raise OSError(self.error, "fake")
+        data = bytes(data)
+        if self.limit is not None:
+            data = data[: self.limit]
+        self.sent += data
+        return len(data)
+
+
+def dechunk(body: bytes) -> bytes:
+    """Decode a complete or partial chunked body (strict framing)."""
+    out = bytearray()
+    while body:
+        size_line, sep, rest = body.partition(b"\r\n")
+        assert sep, body
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        assert rest[size : size + 2] == b"\r\n", rest[: size + 2]
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
+
+
+class Harness:
+    """One /sse request on a Site over a fake-socket TCP transport."""
+
+    def __init__(self, debug: bool = False) -> None:
+        self.reactor = MemoryReactorClock()
+        self.hub = Hub(clock=self.reactor)
+        cfg = Config(server=attrs.evolve(ServerConfig(), log_level="debug" if debug else "info"))
+        self.site = Site(web.build_resource(self.hub, cfg, self.reactor), reactor=self.reactor)
+        self.site.requestFactory = web.Request
+        self.sock = FakeSocket()
+        self.protocol = self.site.buildProtocol(None)
+        self.conn = tcp.Server(
+            self.sock, self.protocol, ("127.0.0.1", 40000), None, 1, self.reactor  # type: ignore[arg-type]
+        )
+        self.conn.repstr = "<fake>"
+        self.protocol.makeConnection(self.conn)
+
+    def lose(self, reason: Exception | None = None) -> None:
+        """The reactor's side of a closed connection (once)."""
+        if self.conn.connected:
+            self.conn.connectionLost(Failure(reason or ConnectionDone()))
+
+    def request(self, raw: bytes) -> None:
+        self.protocol.dataReceived(raw)
+
+    def flush(self) -> None:
+        """What the reactor's write pass would do."""
+        while self.conn.dataBuffer or self.conn._tempDataLen:
+            before = len(self.sock.sent)
+            self.conn.doWrite()
+            if len(self.sock.sent) == before:
+                break
+
+    def body(self) -> bytes:
+        head, _, body = bytes(self.sock.sent).partition(b"\r\n\r\n")
+        return body
+
+    def publish(self, user: str, data: str) -> int:
+        return self.hub.publish(Message(event="notify", user_id=user, data=data)).delivered
+
+
+class DirectWriteTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness()
+        self.h.request(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.h.flush()
+        self.assertEqual(self.h.hub.stream_count, 1)
+        self.addCleanup(self.h.lose)
+
+    def events(self) -> list[dict[str, object]]:
+        return [e for e in parse_frames(dechunk(self.h.body())) if "event" in e]
+
+    def test_frame_is_sent_at_once(self) -> None:
+        """With an empty send buffer a frame leaves in the publish call, not in a later write pass."""
+        sends = self.h.sock.sends
+        self.assertEqual(self.h.publish("u1", '{"a":1}'), 1)
+        self.assertEqual(self.h.sock.sends, sends + 1)
+        self.assertFalse(self.h.conn.dataBuffer or self.h.conn._tempDataLen)
+        self.assertEqual([e["event"] for e in self.events()], ["connect", "notify"])
+        self.assertEqual(self.events()[-1]["data"], '{"a":1}')
+
+    def test_bytes_match_request_write(self) -> None:
+        """The direct chunk is byte for byte what Request.write queues, and sentLength counts it."""
+        stream = next(iter(self.h.hub.streams_of("u1")))
+        request = stream._request
+        before = request.sentLength
+        start = len(self.h.sock.sent)
+        frame = b"event: notify\ndata: x\n\n"
+        stream.send(frame)
+        direct = bytes(self.h.sock.sent[start:])
+        request.write(frame)
+        self.h.flush()
+        queued = bytes(self.h.sock.sent[start + len(direct) :])
+        self.assertEqual(direct, queued)
+        self.assertEqual(request.sentLength, before + 2 * len(frame))
+
+    def test_partial_send_keeps_the_rest_in_order(self) -> None:
+        """When the socket takes only part of a frame, the rest is queued ahead of later frames."""
+        self.h.sock.limit = 5
+        self.h.publish("u1", '{"n":1}')
+        self.assertTrue(self.h.conn._tempDataLen)
+        self.h.publish("u1", '{"n":2}')  # buffer not empty: through Request.write
+        self.h.sock.limit = None
+        self.h.flush()
+        self.assertEqual([e["data"] for e in self.events()[1:]], ['{"n":1}', '{"n":2}'])
+
+    def test_would_block_queues_the_frame(self) -> None:
+        """EWOULDBLOCK leaves the whole frame to the reactor's write pass."""
+        self.h.sock.error = errno.EWOULDBLOCK
+        self.assertEqual(self.h.publish("u1", '{"n":1}'), 1)
+        self.h.sock.error = None
+        self.h.flush()
+        self.assertEqual([e["data"] for e in self.events()[1:]], ['{"n":1}'])
+
+    def test_lost_connection_is_reported_by_twisted(self) -> None:
+        """A send error queues the frame; the write pass then loses the connection and the hub detaches the stream."""
+        self.h.sock.error = errno.EPIPE
+        self.assertEqual(self.h.publish("u1", "1"), 1)
+        self.assertEqual(self.h.hub.stream_count, 1)
+        result = self.h.conn.doWrite()
+        self.assertIsNotNone(result)
+        self.h.lose(result)
+        self.assertEqual(self.h.hub.stream_count, 0)
+        self.assertEqual(self.h.publish("u1", "2"), 0)
+
+    def test_heartbeat_uses_the_same_path(self) -> None:
+        """A heartbeat broadcast goes out directly too."""
+        sends = self.h.sock.sends
+        self.assertEqual(self.h.hub.heartbeat(), 1)
+        self.assertEqual(self.h.sock.sends, sends + 1)
+        self.assertEqual(self.events()[-1]["event"], "heartbeat")
+
+    def test_open_stream_drops_its_head_state(self) -> None:
+        """An open stream keeps no response headers or body buffer, and still finishes and logs cleanly."""
+        stream = next(iter(self.h.hub.streams_of("u1")))
+        request = stream._request
+        self.assertEqual(list(request.responseHeaders.getAllRawHeaders()), [])
+        self.assertIsNone(request.content)
+        logged = []
+        self.h.site.log = logged.append  # type: ignore[method-assign]
+        self.h.hub.close_all()
+        self.h.flush()
+        self.assertTrue(bytes(self.h.sock.sent).endswith(b"\r\n0\r\n\r\n"))
+        self.assertEqual(logged, [request])
+        self.assertEqual(self.h.hub.stream_count, 0)
+
+    def test_http10_falls_back_to_request_write(self) -> None:
+        """An HTTP/1.0 stream (not chunked) is written unframed through Request.write."""
+        h = Harness()
+        self.addCleanup(h.lose)
+        h.request(b"GET /sse/u2 HTTP/1.0\r\nHost: t\r\n\r\n")
+        h.flush()
+        h.publish("u2", '{"b":2}')
+        self.assertTrue(h.conn._tempDataLen)
+        h.flush()
+        self.assertEqual(parse_frames(h.body())[-1]["data"], '{"b":2}')
+
+
+class PublishPathTests(SynchronousTestCase):
+    def post(self, h: Harness, body: bytes, ctype: bytes) -> bytes:
+        start = len(h.sock.sent)
+        h.request(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: " + ctype
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        h.flush()
+        return bytes(h.sock.sent[start:])
+
+    def test_form_body_with_semicolon_is_published(self) -> None:
+        """A form body is parsed by ingest from the raw bytes (no request.args), semicolons and all."""
+        h = Harness()
+        self.addCleanup(h.lose)
+        reply = self.post(h, b'id=notify_u9&data={"t":"a;b"}', b"application/x-www-form-urlencoded")
+        self.assertIn(b"200 OK", reply.split(b"\r\n", 1)[0])
+        self.assertIn(b'"userId": "u9"', reply)
+
+    def test_request_args_not_filled_from_form(self) -> None:
+        """The request factory skips twisted.web's form parsing but keeps query arguments."""
+        h = Harness()
+        self.addCleanup(h.lose)
+        seen = []
+        original = h.site.resource.children[b"webNotification"].render_POST
+
+        def spy(request):  # type: ignore[no-untyped-def]
+            seen.append(dict(request.args))
+            return original(request)
+
+        h.site.resource.children[b"webNotification"].render_POST = spy
+        h.request(
+            b"POST /webNotification?q=1 HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 26\r\n\r\n"
+            b"id=notify_u1&data=%7B%7D&x"
+        )
+        self.assertEqual(seen, [{b"q": [b"1"]}])
+
+    def test_debug_line_only_when_debug(self) -> None:
+        """The per-publish debug event is emitted at debug level and not built at info."""
+        for debug, expected in ((True, 1), (False, 0)):
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            h = Harness(debug=debug)
+            self.addCleanup(h.lose)
+            self.post(h, b"id=notify_u1&data=1", b"application/x-www-form-urlencoded")
+            published = [e for e in events if e.get("log_format", "").startswith("published")]
+            self.assertEqual(len(published), expected, debug)
+
+
+class BacklogTests(SynchronousTestCase):
+    def test_adds_backlog(self) -> None:
+        """tcp, tcp6, ssl and unix descriptions without one get the listen backlog."""
+        self.assertEqual(tap.with_backlog("tcp:3000"), f"tcp:3000:backlog={tap.LISTEN_BACKLOG}")
+        self.assertEqual(
+            tap.with_backlog("ssl:3443:privateKey=k.pem:certKey=c.pem", 10),
+            "ssl:3443:privateKey=k.pem:certKey=c.pem:backlog=10",
+        )
+        self.assertEqual(tap.with_backlog("tcp6:3000:interface=\\:\\:1", 7), "tcp6:3000:interface=\\:\\:1:backlog=7")
+        self.assertEqual(tap.with_backlog("https:port=3443:alpn=h2", 9), "https:port=3443:alpn=h2:backlog=9")
+
+    def test_keeps_given_backlog_and_other_types(self) -> None:
+        """A description with its own backlog, or of another type, is unchanged."""
+        self.assertEqual(tap.with_backlog("tcp:3000:backlog=5"), "tcp:3000:backlog=5")
+        self.assertEqual(tap.with_backlog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")
+
+    def test_service_listens_with_backlog(self) -> None:
+        """makeService listens with the backlog (seen on the reactor's listenTCP call)."""
+        reactor = MemoryReactorClock()
+        options = tap.Options()
+        options.parseOptions(["--config", _conf_dir(self), "--listen", "tcp:0:interface=127.0.0.1"])
+        service = tap.makeService(options, reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
+        self.assertIs(reactor.tcpServers[0][1].requestFactory, web.Request)
+
+
+class GCTuningTests(SynchronousTestCase):
+    def test_start_and_stop(self) -> None:
+        """Start freezes start-up objects and makes full collections rarer; stop restores both."""
+        import gc
+
+        before = gc.get_threshold()
+        service = tap.GCTuningService()
+        service.startService()
+        try:
+            self.assertEqual(gc.get_threshold()[2], tap.GCTuningService.FULL_COLLECTION_THRESHOLD)
+            self.assertGreater(gc.get_freeze_count(), 0)
+        finally:
+            service.stopService()
+        self.assertEqual(gc.get_threshold(), before)
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+    def test_part_of_the_service(self) -> None:
+        """makeService includes the GC tuning service."""
+        options = tap.Options()
+        options.parseOptions(["--config", _conf_dir(self)])
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        self.assertTrue(any(isinstance(s, tap.GCTuningService) for s in service))
+
+
+def _conf_dir(testcase: SynchronousTestCase) -> str:
+    import os
+    import shutil
+
+    from tests.support import PROJECT
+
+    path = testcase.mktemp()
+    os.makedirs(path)
+    shutil.copy(os.path.join(PROJECT, "conf", "default.json"), path)
+    return path
