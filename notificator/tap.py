@@ -71,9 +71,27 @@ class Options(usage.Options):
             # twistd print the whole help text and exit 0.
             raise SystemExit(f"notificator: configuration error: {e}")
         loaded: config.Config = self["loaded"]
+        check_log_dir(loaded.server.log_dir)
         from_config = not self["listen"] and not loaded.server.endpoints
         for description in self["listen"] or loaded.endpoints():
             check_listen(description, from_config)
+
+
+def check_log_dir(path: str) -> None:
+    """
+    Create the log directory if needed and check that it can be written,
+    so a bad C{server.log.dir} stops start-up with one line, not with a
+    traceback from the log service.
+
+    @raise SystemExit: with that line.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"no write permission for uid {os.getuid()}")
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise SystemExit(f"notificator: configuration error: server.log.dir: {path}: {reason}")
 
 
 #: The config key behind each file argument of an C{https:} description.

@@ -50,6 +50,22 @@ class OptionsTests(SynchronousTestCase):
         self.assertRegex(message, r"default\.json: sse\.retry: expected an integer")
 
 
+    def test_unusable_log_dir_is_one_line_exit(self) -> None:
+        """A server.log.dir that cannot be created stops start-up with one line."""
+        here = os.path.abspath(self.mktemp())
+        os.makedirs(here)
+        blocker = os.path.join(here, "file")
+        with open(blocker, "w"):
+            pass
+        conf = write_config(
+            os.path.join(here, "conf"), {"default": {"server": {"log": {"dir": "file/log"}}}}
+        )
+        e = self.assertRaises(SystemExit, self.options, "--config", conf, "--env", "x")
+        message = str(e.code)
+        self.assertNotIn("\n", message)
+        self.assertIn(f"server.log.dir: {blocker}/log: Not a directory", message)
+
+
 class MakeServiceTests(SynchronousTestCase):
     def service(self, doc: dict, *args: str) -> tuple[MemoryReactorClock, object]:
         conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": doc})
