@@ -22,6 +22,14 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
     env_name=$1
     shift
 fi
+# An explicit --env among the notificator options wins (it comes last on
+# twistd's command line); name that one in the messages too.
+prev=
+for arg in "$@"; do
+    case "$prev" in --env|-e) env_name=$arg ;; esac
+    case "$arg" in --env=*) env_name=${arg#--env=} ;; esac
+    prev=$arg
+done
 pidfile=$(realpath -m "${NOTIFICATOR_PIDFILE:-notificator.pid}")
 twistd_log=$(realpath -m "${NOTIFICATOR_TWISTD_LOG:-log/twistd.log}")
 
