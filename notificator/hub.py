@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -128,13 +128,8 @@ class Hub:
         """
         event_id = self._ids.next()
         frame = encode_frame(message.event, message.data, event_id)
-        delivered = 0
         streams = self._users.get(message.user_id)
-        if streams:
-            # A write can detach a stream (a failed send); iterate a copy.
-            for stream in tuple(streams):
-                if stream.send(frame):
-                    delivered += 1
+        delivered = self._send_all(tuple(streams), frame) if streams else 0
         self.published += 1
         self.delivered += delivered
         return Published(event_id=event_id, delivered=delivered)
@@ -145,7 +140,24 @@ class Hub:
 
     def broadcast(self, frame: bytes) -> int:
         """Write the same frame to every open stream; return how many."""
-        return sum(1 for stream in self._all() if stream.send(frame))
+        return self._send_all(self._all(), frame)
+
+    def _send_all(self, streams: Iterable[Stream], frame: bytes) -> int:
+        """
+        Write C{frame} to each of C{streams} (a copy: a write can detach a
+        stream); return how many took it.  A stream whose write raises is
+        logged and skipped, so it costs nobody else their frame.
+        """
+        delivered = 0
+        for stream in streams:
+            try:
+                if stream.send(frame):
+                    delivered += 1
+            except Exception:
+                self.log.failure(
+                    "write to a stream of {user_id} failed", user_id=stream.user_id
+                )
+        return delivered
 
     def heartbeat(self) -> int:
         """

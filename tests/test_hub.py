@@ -131,6 +131,17 @@ class HubTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
         self.assertEqual(len(observer), 2)
 
+    def test_failing_stream_costs_nobody_else(self) -> None:
+        """A stream whose write raises is logged; the others still get the frame."""
+        good = [FakeStream("u"), FakeStream("u"), FakeStream("v")]
+        self.hub.attach(FakeStream("u", fail=True))
+        for s in good:
+            self.hub.attach(s)
+        self.assertEqual(self.hub.publish(Message("notify", "u", "1")).delivered, 2)
+        self.assertEqual(self.hub.heartbeat(), 3)
+        self.assertEqual([len(s.frames) for s in good], [2, 2, 1])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
     def test_keepalive(self) -> None:
         """Keepalive writes an SSE comment to every stream."""
         s = FakeStream("u")
