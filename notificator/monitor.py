@@ -275,8 +275,8 @@ class HealthResource(_Readable):
         )
 
 
-class _Folder(Resource):
-    """A path segment holding known files; anything else is a plain 404."""
+class Folder(Resource):
+    """A path segment holding known children; anything else is a plain 404."""
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         return pages.notFound()
@@ -292,10 +292,10 @@ def add_monitor(
     root.putChild(b"users", UsersResource(hub))
     root.putChild(b"health", HealthResource(hub, clock))
     root.putChild(b"metrics", metrics_resource(registry))
-    assets = _Folder()
+    assets = Folder()
     for name in ("monitor.js", "monitor.css"):
         assets.putChild(name.encode("ascii"), Asset.from_package(name))
     root.putChild(b"static", assets)
-    scripts = _Folder()
+    scripts = Folder()
     scripts.putChild(b"eventSourceClient.js", Asset.from_package("eventSourceClient.js"))
     root.putChild(b"javascripts", scripts)

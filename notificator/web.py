@@ -23,10 +23,9 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import pages
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as _WebRequest
 
@@ -306,13 +305,6 @@ class _TooLarge(ingest.BadNotification):
     code = 413
 
 
-class Root(Resource):
-    """The site root: known children, and a plain 404 for everything else."""
-
-    def getChild(self, path: bytes, request: IRequest) -> IResource:
-        return pages.notFound()
-
-
 def build_resource(
     hub: Hub,
     config: Config,
@@ -325,7 +317,7 @@ def build_resource(
     @param registry: what C{/metrics} serves; C{makeService} builds it
         (L{metrics.build_registry}), and a fresh one is made when omitted.
     """
-    root = Root()
+    root = monitor.Folder()
     root.putChild(b"sse", SSEResource(hub, config.sse, clock))
     debug = config.server.log_level == "debug"
     root.putChild(b"webNotification", PublishResource(hub, config.sse.cors, debug=debug))
