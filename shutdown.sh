@@ -13,31 +13,14 @@ set -u
 
 cd "$(dirname "$(readlink -f "$0")")" || exit 1
 
-pidfile=$(realpath -m "${NOTIFICATOR_PIDFILE:-notificator.pid}")
+. ./daemon-lib.sh
 timeout=${NOTIFICATOR_STOP_TIMEOUT:-15}
 
 if [ ! -f "$pidfile" ]; then
     echo "Notificator SSE Server is not running (no pid file $pidfile)"
     exit 0
 fi
-pid=$(tr -cd '0-9' < "$pidfile")
-
-# The command line of process $1 (empty when there is none, or a zombie).
-# /proc first: it needs no procps; ps elsewhere.
-cmdline() {
-    if [ -d /proc/self ]; then
-        tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null
-    else
-        ps -p "$1" -o args= 2>/dev/null
-    fi
-}
-
-# Only signal a process that is ours (its title starts with "notificator",
-# or it is still "twistd ... notificator"): after a crash the pid may belong
-# to something else by now.
-ours() {
-    cmdline "$pid" | grep -Eq '^notificator|twistd.* notificator'
-}
+pid=$(pidfile_pid)
 
 # Is the process still there?  (Not gone, and not a zombie waiting for its
 # parent to reap it.)  Identity is checked once, before the first signal:
@@ -52,7 +35,7 @@ alive() {
     [ -n "$state" ] && [ "$state" != Z ]
 }
 
-if [ -z "$pid" ] || ! ours; then
+if [ -z "$pid" ] || ! is_notificator "$pid"; then
     rm -f "$pidfile"
     echo "Notificator SSE Server is not running; removed stale pid file $pidfile (pid ${pid:-none})"
     exit 0

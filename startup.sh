@@ -30,7 +30,6 @@ for arg in "$@"; do
     case "$arg" in --env=*) env_name=${arg#--env=} ;; esac
     prev=$arg
 done
-pidfile=$(realpath -m "${NOTIFICATOR_PIDFILE:-notificator.pid}")
 twistd_log=$(realpath -m "${NOTIFICATOR_TWISTD_LOG:-log/twistd.log}")
 
 twistd=${NOTIFICATOR_TWISTD:-}
@@ -49,24 +48,13 @@ if [ -z "$twistd" ]; then
     }
 fi
 
-# The command line of process $1 (empty when there is none, or a zombie).
-# /proc first: it needs no procps; ps elsewhere.
-cmdline() {
-    if [ -d /proc/self ]; then
-        tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null
-    else
-        ps -p "$1" -o args= 2>/dev/null
-    fi
-}
+. ./daemon-lib.sh
 
-# Is the pid in the pid file a running Notificator?  (A pid can be reused by
-# an unrelated process after a crash; that one is not ours.)
+# The pid in the pid file, if it is a running Notificator.
 running_pid() {
     local pid
-    [ -f "$pidfile" ] || return 1
-    pid=$(tr -cd '0-9' < "$pidfile")
-    [ -n "$pid" ] || return 1
-    cmdline "$pid" | grep -Eq '^notificator|twistd.* notificator' || return 1
+    pid=$(pidfile_pid)
+    [ -n "$pid" ] && is_notificator "$pid" || return 1
     echo "$pid"
 }
 
@@ -75,7 +63,7 @@ if pid=$(running_pid); then
     exit 1
 fi
 if [ -e "$pidfile" ]; then
-    echo "Removing stale pid file $pidfile (pid $(tr -cd '0-9' < "$pidfile") is not a running Notificator)"
+    echo "Removing stale pid file $pidfile (pid $(pidfile_pid) is not a running Notificator)"
     rm -f "$pidfile"
 fi
 

@@ -62,7 +62,7 @@ class Project:
         self.elsewhere = os.path.join(base, "elsewhere")
         os.makedirs(self.root)
         os.makedirs(self.elsewhere)
-        for script in ("startup.sh", "shutdown.sh"):
+        for script in ("startup.sh", "shutdown.sh", "daemon-lib.sh"):
             shutil.copy2(os.path.join(PROJECT, script), self.root)
         with open(os.path.join(PROJECT, "conf", "default.json"), encoding="utf-8") as f:
             default = f.read()
