@@ -7,22 +7,14 @@ C{NOT_DONE_YET}.  It learns that the client went away from
 C{request.notifyFinish()} and from then on drops writes and never calls
 C{finish()} (which would raise after a disconnect).
 
-Frames after the first go straight to the socket when they can
-(L{RequestStream.send}): on a plain TCP connection whose send buffer is
-empty, the chunk is sent at once instead of being queued for the reactor's
-next write pass.  That skips two C{epoll_ctl} calls and a reactor dispatch
-per frame, which is most of the cost of a heartbeat to thousands of
-streams, and gets notifications out without waiting for the loop.
-Anything else (TLS, HTTP/2, a backlog in the buffer, a closing
-connection) goes through C{request.write} as before, so ordering, flow
-control and disconnect handling stay Twisted's.
+Writes go through C{request.write}; over plain TCP the channel
+(L{notificator.channel}) sends them straight to the socket.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from twisted.internet import tcp
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
@@ -41,7 +33,6 @@ class RequestStream:
 
     __slots__ = (
         "_request",
-        "_transport",
         "user_id",
         "connection_id",
         "connected_at",
@@ -65,10 +56,6 @@ class RequestStream:
         self.peer = peer(request)
         self.gone = False
         self._on_gone = on_gone
-        transport = getattr(getattr(request, "channel", None), "transport", None)
-        # Only a plain TCP (or UNIX) connection: TLS and HTTP/2 transports
-        # frame the bytes themselves.
-        self._transport = transport if isinstance(transport, tcp.Connection) else None
         request.notifyFinish().addBoth(self._finished)
 
     def send(self, frame: bytes) -> bool:
@@ -78,29 +65,7 @@ class RequestStream:
         """
         if self.gone:
             return False
-        request = self._request
-        transport = self._transport
-        if (
-            transport is not None
-            and request.startedWriting  # type: ignore[attr-defined]
-            and request.chunked  # type: ignore[attr-defined]
-            and not request.finished  # type: ignore[attr-defined]
-            and transport.connected
-            and not transport.disconnecting
-            and not transport.dataBuffer
-            and not transport._tempDataLen
-        ):
-            # Exactly what Request.write would queue, sent now.
-            data = b"%x\r\n%b\r\n" % (len(frame), frame)
-            request.sentLength += len(frame)  # type: ignore[attr-defined]
-            sent = transport.writeSomeData(data)
-            if not isinstance(sent, int):
-                # Lost: queue it, and let the reactor's write pass report it.
-                sent = 0
-            if sent < len(data):
-                transport.write(data[sent:])
-            return True
-        request.write(frame)
+        self._request.write(frame)
         return True
 
     def close(self) -> None:

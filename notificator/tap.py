@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from notificator import config, logs, metrics, web
+from notificator import channel, config, logs, metrics, web
 from notificator.hub import Hub
 from notificator.tls import TLSFileError
 
@@ -211,6 +211,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     )
     site.displayTracebacks = False
     site.requestFactory = web.Request
+    site.protocol = channel.protocol
     for description in options["listen"] or cfg.endpoints():
         description = with_backlog(description)
         strports.service(description, site, reactor=reactor).setServiceParent(root)

@@ -18,13 +18,13 @@ import attrs
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.internet.testing import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import tap, web
+from notificator import channel, tap, web
 from notificator.config import Config, ServerConfig
 from notificator.events import Message
 from notificator.hub import Hub
@@ -96,6 +96,7 @@ class Harness:
         cfg = Config(server=attrs.evolve(ServerConfig(), log_level="debug" if debug else "info"))
         self.site = Site(web.build_resource(self.hub, cfg, self.reactor), reactor=self.reactor)
         self.site.requestFactory = web.Request
+        self.site.protocol = channel.protocol
         self.sock = FakeSocket()
         self.protocol = self.site.buildProtocol(None)
         self.conn = tcp.Server(
@@ -213,16 +214,103 @@ class DirectWriteTests(SynchronousTestCase):
         self.assertEqual(logged, [request])
         self.assertEqual(self.h.hub.stream_count, 0)
 
-    def test_http10_falls_back_to_request_write(self) -> None:
-        """An HTTP/1.0 stream (not chunked) is written unframed through Request.write."""
+    def test_http10_frame_is_unframed(self) -> None:
+        """An HTTP/1.0 stream (not chunked) gets the bare frame, sent at once too."""
         h = Harness()
         self.addCleanup(h.lose)
         h.request(b"GET /sse/u2 HTTP/1.0\r\nHost: t\r\n\r\n")
         h.flush()
         h.publish("u2", '{"b":2}')
-        self.assertTrue(h.conn._tempDataLen)
-        h.flush()
+        self.assertFalse(h.conn._tempDataLen)
         self.assertEqual(parse_frames(h.body())[-1]["data"], '{"b":2}')
+
+
+class ChannelTests(SynchronousTestCase):
+    """
+    L{channel.Channel}: each response's head goes out with its first body
+    bytes, straight to the socket, and nothing is left for the reactor.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness()
+        self.addCleanup(self.h.lose)
+
+    def post(self, extra: bytes = b"") -> bytes:
+        body = b"id=notify_u1&data=1"
+        return (
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\n" + extra
+            + b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+    def assertNothingQueued(self) -> None:
+        self.assertFalse(self.h.conn.dataBuffer or self.h.conn._tempDataLen)
+        self.assertNotIn(self.h.conn, self.h.reactor.getWriters())
+
+    def test_publish_answer_is_one_send(self) -> None:
+        """A publish answer (head and body) is one send, before dataReceived returns."""
+        self.h.request(self.post())
+        self.assertEqual(self.h.sock.sends, 1)
+        self.assertNothingQueued()
+        head, _, body = bytes(self.h.sock.sent).partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"Content-Length: %d" % len(body), head)
+        self.assertIn(b'"delivered": 0', body)
+
+    def test_stream_start_is_one_send(self) -> None:
+        """A stream's head, retry and connect event leave in one send."""
+        self.h.request(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(self.h.sock.sends, 1)
+        self.assertNothingQueued()
+        self.assertEqual(
+            [e.get("event") for e in parse_frames(dechunk(self.h.body()))], [None, "connect"]
+        )
+
+    def test_pipelined_answers_in_order(self) -> None:
+        """Two publishes in one read are answered in order."""
+        self.h.request(self.post() + self.post())
+        replies = bytes(self.h.sock.sent).count(b"HTTP/1.1 200 OK")
+        self.assertEqual(replies, 2)
+        self.assertEqual(self.h.hub.published, 2)
+        self.assertNothingQueued()
+
+    def test_head_only_answer_is_sent(self) -> None:
+        """A 204 preflight (a head and no body) is sent when the request is done."""
+        self.h.request(b"OPTIONS /webNotification HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertTrue(bytes(self.h.sock.sent).startswith(b"HTTP/1.1 204 "))
+        self.assertTrue(bytes(self.h.sock.sent).endswith(b"\r\n\r\n"))
+        self.assertNothingQueued()
+
+    def test_answer_before_close(self) -> None:
+        """With Connection: close the answer is written before the connection is closed."""
+        self.h.request(self.post(b"Connection: close\r\n"))
+        self.assertIn(b"200 OK", bytes(self.h.sock.sent))
+        self.assertTrue(self.h.conn.disconnecting)
+
+    def test_full_socket_queues_the_rest(self) -> None:
+        """What the socket does not take is queued for the reactor, in order."""
+        self.h.sock.limit = 10
+        self.h.request(self.post())
+        self.assertTrue(self.h.conn._tempDataLen)
+        self.h.sock.limit = None
+        self.h.flush()
+        self.assertIn(b'"delivered": 0', self.h.body())
+
+    def test_tls_transport_gets_one_write(self) -> None:
+        """Without a plain socket (TLS), the head and body are one transport write."""
+        writes: list[bytes] = []
+        ch = channel.Channel()
+        ch.site = self.h.site  # type: ignore[attr-defined]
+        ch.requestFactory = web.Request
+
+        class Transport(StringTransport):
+            def write(self, data: bytes) -> None:
+                writes.append(data)
+
+        ch.makeConnection(Transport())
+        ch.dataReceived(self.post())
+        self.assertEqual(len(writes), 1)
+        self.assertTrue(writes[0].startswith(b"HTTP/1.1 200 OK\r\n"))
 
 
 class PublishPathTests(SynchronousTestCase):
