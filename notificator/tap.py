@@ -193,7 +193,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # Children start in this order and stop in reverse: sse.log first in
     # and last out, so it sees everything, including the hub's shutdown.
     server = cfg.server
-    logs.AppLogService(server.log_dir, server.log_level).setServiceParent(root)
+    app_log = logs.AppLogService(server.log_dir, server.log_level)
+    app_log.setServiceParent(root)
     logs.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(root)
     hub = Hub(clock=reactor)
     GCTuningService().setServiceParent(root)
@@ -207,7 +208,11 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
 
     registry = metrics.build_registry(hub, reactor)
     site = logs.AccessLogSite(
-        web.build_resource(hub, cfg, reactor, registry), server.log_dir, reactor
+        web.build_resource(
+            hub, cfg, reactor, registry, activity=Logger("notificator.web", app_log.activity)
+        ),
+        server.log_dir,
+        reactor,
     )
     site.displayTracebacks = False
     site.requestFactory = web.Request

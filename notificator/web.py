@@ -36,7 +36,8 @@ from notificator.hub import Hub
 from notificator.stream import RequestStream
 from notificator.stream import peer as _peer
 
-log = Logger()
+#: Where per-request lines go when no activity logger is given (tests).
+_default_log = Logger()
 
 #: Larger publish bodies are refused with 413.
 MAX_PUBLISH_BYTES = 256 * 1024
@@ -129,9 +130,12 @@ class SSEResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, hub: Hub, sse: SSEConfig, clock: IReactorTime) -> None:
+    def __init__(
+        self, hub: Hub, sse: SSEConfig, clock: IReactorTime, log: Logger = _default_log
+    ) -> None:
         super().__init__()
         self._hub = hub
+        self._log = log
         self._sse = sse
         self._clock = clock
         self._connection_ids = itertools.count(1)
@@ -166,7 +170,7 @@ class SSEResource(Resource):
         try:
             user_id = self._user_id(request)
         except _Refused as e:
-            log.warn(
+            self._log.warn(
                 "refused stream from {peer} for {path}: {code} {reason}",
                 peer=_peer(request),
                 path=safe(request.uri),
@@ -202,7 +206,7 @@ class SSEResource(Resource):
         request.responseHeaders = Headers()
         request.content = None
         self._hub.attach(stream)
-        log.info(
+        self._log.info(
             "stream {connection_id} opened for {user_id} from {peer} ({streams} open)",
             connection_id=stream.connection_id,
             user_id=safe(user_id),
@@ -223,7 +227,7 @@ class SSEResource(Resource):
 
     def _gone(self, stream: RequestStream, reason: Failure | None) -> None:
         self._hub.detach(stream)
-        log.info(
+        self._log.info(
             "stream {connection_id} of {user_id} closed by the {by}"
             " after {seconds:.0f} s ({streams} open)",
             connection_id=stream.connection_id,
@@ -244,9 +248,12 @@ class PublishResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, hub: Hub, cors: CORSPolicy, debug: bool = True) -> None:
+    def __init__(
+        self, hub: Hub, cors: CORSPolicy, debug: bool = True, log: Logger = _default_log
+    ) -> None:
         super().__init__()
         self._hub = hub
+        self._log = log
         self._cors = cors
         # One log event per publish is a large part of its cost even when
         # an observer filters it out: build it only when debug is on.
@@ -262,7 +269,7 @@ class PublishResource(Resource):
             message = ingest.parse_publish(request.getHeader(b"content-type"), body)
         except ingest.BadNotification as e:
             self._hub.reject(e.code)
-            log.warn(
+            self._log.warn(
                 "rejected publish from {peer}: {code} {reason}",
                 peer=_peer(request),
                 code=e.code,
@@ -271,7 +278,7 @@ class PublishResource(Resource):
             return json_response(request, e.code, {"error": e.reason})
         published = self._hub.publish(message)
         if self._debug:
-            log.debug(
+            self._log.debug(
                 "published {event} {event_id} to {user_id} from {peer}: {delivered} streams",
                 event=message.event,
                 event_id=published.event_id,
@@ -310,17 +317,23 @@ def build_resource(
     config: Config,
     clock: IReactorTime,
     registry: CollectorRegistry | None = None,
+    activity: Logger = _default_log,
 ) -> Resource:
     """
     Assemble the resource tree around one hub.
 
     @param registry: what C{/metrics} serves; C{makeService} builds it
         (L{metrics.build_registry}), and a fresh one is made when omitted.
+    @param activity: where the per-request lines (streams opened, closed
+        and refused; publishes and rejected publishes) go; C{makeService}
+        gives one that only C{sse.log} reads (L{logs.AppLogService}).
     """
     root = monitor.Folder()
-    root.putChild(b"sse", SSEResource(hub, config.sse, clock))
+    root.putChild(b"sse", SSEResource(hub, config.sse, clock, log=activity))
     debug = config.server.log_level == "debug"
-    root.putChild(b"webNotification", PublishResource(hub, config.sse.cors, debug=debug))
+    root.putChild(
+        b"webNotification", PublishResource(hub, config.sse.cors, debug=debug, log=activity)
+    )
     if registry is None:
         registry = metrics.build_registry(hub, clock)
     monitor.add_monitor(root, hub, clock, registry)

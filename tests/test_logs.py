@@ -14,7 +14,7 @@ import setproctitle
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import Logger, LogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.python.logfile import DailyLogFile
 from twisted.trial.unittest import SynchronousTestCase
@@ -318,6 +318,38 @@ class AppLogServiceTests(SynchronousTestCase):
         self.assertEqual(lines(self.path), before)
         self.assertIsNone(service.log_file)
 
+    def test_activity_lines_only_in_sse_log(self) -> None:
+        """Per-request lines (the activity publisher) reach sse.log and not the process log."""
+        service = self.start("info")
+        process_log: list[dict[str, Any]] = []
+        self.publisher.addObserver(process_log.append)
+        activity = Logger(namespace="notificator.web", observer=service.activity)
+        activity.info("stream {n} opened", n=7)
+        activity.debug("below the level {n}", n=8)
+        self.log.warn("process warning {n}", n=9)
+        service.stopService()
+        text = "".join(lines(self.path))
+        self.assertIn("[notificator.web#info] stream 7 opened", text)
+        self.assertNotIn("below the level", text)
+        self.assertIn("process warning 9", text)
+        self.assertEqual([e["log_format"] for e in process_log], ["process warning {n}"])
+        # Stopped: the activity publisher has no observer left.
+        activity.info("after stop")
+        self.assertNotIn("after stop", "".join(lines(self.path)))
+
+    def test_line_format_is_twisteds(self) -> None:
+        """Lines are what textFileLogObserver writes, though the timestamp is formatted once a second."""
+        fmt = logs._ClassicFormat()
+        for when in (1700000000.25, 1700000000.75, 1700000001.0, 1700003600.5, 1700000000.1):
+            event = {
+                "log_format": "stream {n} opened",
+                "n": 3,
+                "log_time": when,
+                "log_namespace": "notificator.web",
+                "log_level": LogLevel.info,
+            }
+            self.assertEqual(fmt(event), formatEventAsClassicLogText(event))
+
     def test_rotates_daily(self) -> None:
         """sse.log moves to sse.log.Y_M_D when the date changes."""
         date = FakeDate((2026, 11, 23))
@@ -453,3 +485,4 @@ class WiringTests(SynchronousTestCase):
         self.assertIsInstance(site, logs.AccessLogSite)
         self.assertEqual(site.logPath, os.path.join(log_dir, "access.log"))
         self.assertTrue(os.path.isfile(os.path.join(log_dir, "sse.log")))
+
