@@ -22,6 +22,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.internet.testing import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Site
 
 from notificator import channel, tap, web
@@ -213,6 +214,29 @@ class DirectWriteTests(SynchronousTestCase):
         self.assertTrue(bytes(self.h.sock.sent).endswith(b"\r\n0\r\n\r\n"))
         self.assertEqual(logged, [request])
         self.assertEqual(self.h.hub.stream_count, 0)
+
+    def test_open_stream_keeps_only_logged_headers(self) -> None:
+        """An open stream keeps the Referer and User-Agent its access-log line shows, and no other request header."""
+        h = Harness()
+        self.addCleanup(h.lose)
+        h.request(
+            b"GET /sse HTTP/1.1\r\nHost: t\r\nCookie: userID=u3; JSESSIONID=abc\r\n"
+            b"Referer: http://gw/main\r\nUser-Agent: Mozilla/5.0 test\r\n"
+            b"Accept-Language: ko-KR\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        stream = next(iter(h.hub.streams_of("u3")))
+        request = stream._request
+        self.assertEqual(
+            sorted(name for name, _ in request.requestHeaders.getAllRawHeaders()),
+            [b"Referer", b"User-Agent"],
+        )
+        self.assertEqual(request.received_cookies, {})
+        logged: list[object] = []
+        h.site.log = logged.append  # type: ignore[method-assign]
+        h.hub.close_all()
+        self.assertEqual(logged, [request])
+        line = combinedLogFormatter("[24/Nov/2026:01:00:00 +0000]", request)
+        self.assertTrue(line.endswith('"http://gw/main" "Mozilla/5.0 test"'), line)
 
     def test_http10_frame_is_unframed(self) -> None:
         """An HTTP/1.0 stream (not chunked) gets the bare frame, sent at once too."""
