@@ -486,3 +486,35 @@ class WiringTests(SynchronousTestCase):
         self.assertEqual(site.logPath, os.path.join(log_dir, "access.log"))
         self.assertTrue(os.path.isfile(os.path.join(log_dir, "sse.log")))
 
+
+    def test_stream_lines_reach_sse_log_only(self) -> None:
+        """With makeService's wiring, a stream's lines are in sse.log and not in twistd's (global) log."""
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from notificator import tap
+        from tests.support import write_config
+
+        log_dir = os.path.abspath(self.mktemp())
+        conf = write_config(
+            os.path.join(os.path.abspath(self.mktemp()), "conf"),
+            {"default": {"server": {"log": {"dir": log_dir, "level": "info"}}}},
+        )
+        opts = tap.Options()
+        opts.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])
+        reactor = MemoryReactorClock()
+        root = tap.makeService(opts, reactor=reactor)
+        root.startService()
+        global_events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        site = reactor.tcpServers[0][1]
+        protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertIn(b"event: connect", transport.value())
+        protocol.connectionLost(Failure(ConnectionDone()))
+        root.stopService()
+        text = "".join(lines(os.path.join(log_dir, "sse.log")))
+        self.assertIn("[notificator.web#info] stream 1 opened for u1", text)
+        self.assertIn("stream 1 of u1 closed by the client", text)
+        self.assertEqual([e for e in global_events if "stream" in e.get("log_format", "")], [])
