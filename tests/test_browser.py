@@ -289,7 +289,7 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         groupware.pages["/header.html"] = groupware_page(server.port, None)
 
         driver.get(groupware.origin + "/header.html")
-        server.wait_for_log(r"refused stream .* 401", timeout=WAIT)
+        server.wait_for_log(r"refused stream .* 401", timeout=WAIT, name="sse.log")
         # Same site (127.0.0.1, another port): the cookie goes along only
         # because the script opens the stream withCredentials.
         driver.execute_script("document.cookie = 'userID=gw-cookie-u2; path=/';")

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import setproctitle
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogLevel, LogPublisher, formatEventAsClassicLogText
 from twisted.python.failure import Failure
@@ -280,11 +281,14 @@ class AppLogServiceTests(SynchronousTestCase):
         self.publisher = LogPublisher()
         self.log = Logger(namespace="notificator.test", observer=self.publisher)
         self.path = os.path.join(self.dir, "sse.log")
+        self.clock = Clock()
 
     def start(
-        self, level: str, open_file: Callable[[str], Any] = DailyLogFile.fromFullPath
+        self,
+        level: str,
+        open_file: Callable[[str], Any] = logs.BufferedDailyLogFile.fromFullPath,
     ) -> logs.AppLogService:
-        service = logs.AppLogService(self.dir, level, self.publisher, open_file)
+        service = logs.AppLogService(self.dir, level, self.publisher, open_file, self.clock)
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         return service
@@ -317,6 +321,19 @@ class AppLogServiceTests(SynchronousTestCase):
         self.log.info("after stop")
         self.assertEqual(lines(self.path), before)
         self.assertIsNone(service.log_file)
+
+    def test_info_lines_wait_for_the_tick_warnings_do_not(self) -> None:
+        """Info lines reach the file within a second; a warning is flushed at once, with the lines before it."""
+        self.start("info")
+        self.log.info("opened {n}", n=1)
+        self.assertNotIn("opened 1", "".join(lines(self.path)))
+        self.clock.advance(logs.FLUSH_INTERVAL)
+        self.assertIn("opened 1", "".join(lines(self.path)))
+        self.log.info("opened {n}", n=2)
+        self.log.warn("refused {n}", n=3)
+        text = "".join(lines(self.path))
+        self.assertIn("opened 2", text)
+        self.assertIn("refused 3", text)
 
     def test_activity_lines_only_in_sse_log(self) -> None:
         """Per-request lines (the activity publisher) reach sse.log and not the process log."""
@@ -354,8 +371,8 @@ class AppLogServiceTests(SynchronousTestCase):
         """sse.log moves to sse.log.Y_M_D when the date changes."""
         date = FakeDate((2026, 11, 23))
 
-        def open_file(path: str) -> DailyLogFile:
-            f = DailyLogFile.fromFullPath(path)
+        def open_file(path: str) -> logs.BufferedDailyLogFile:
+            f = logs.BufferedDailyLogFile.fromFullPath(path)
             f.toDate = date  # type: ignore[method-assign]
             f.lastDate = date.today
             return f
@@ -363,6 +380,7 @@ class AppLogServiceTests(SynchronousTestCase):
         service = self.start("info", open_file)
         self.log.info("monday")
         date.today = (2026, 11, 24)
+        self.clock.advance(logs.FLUSH_INTERVAL)
         self.log.info("tuesday")
         service.stopService()
         old = "".join(lines(self.path + ".2026_11_23"))

@@ -237,7 +237,7 @@ class HTTP2Tests(SynchronousTestCase):
         first, second = c.request("GET", "/sse/u1"), c.request("GET", "/sse/u1")
         c.pump(lambda: bool(c.named(first, "connect") and c.named(second, "connect")))
         c.cancel(first)
-        self.server.wait_for_log(r"stream \d+ of u1 closed .*\(1 open\)")
+        self.server.wait_for_log(r"stream \d+ of u1 closed .*\(1 open\)", name="sse.log")
         publish = c.request("POST", "/webNotification", BODY.encode(), {"content-type": FORM})
         c.pump(lambda: publish in c.ended and bool(c.named(second, "notify")))
         self.assertEqual(json.loads(c.data[publish])["delivered"], 1)
