@@ -291,9 +291,11 @@ class _LineWriter:
 class _ClassicFormat:
     """
     L{textFileLogObserver}'s line format (L{formatEventAsClassicLogText}),
-    with the timestamp formatted once per second instead of once per line:
-    it has no sub-second part, and formatting it was a third of the cost
-    of a line.
+    made cheaper: the timestamp is formatted once per second instead of
+    once per line (it has no sub-second part), and the message with
+    C{str.format_map} when the event needs nothing else (tracebacks,
+    C{"{f()}"} calls, legacy systems go through Twisted's own formatter).
+    Together they were most of the cost of a line.
     """
 
     def __init__(self) -> None:
@@ -310,6 +312,32 @@ class _ClassicFormat:
         return self._stamp
 
     def __call__(self, event: LogEvent) -> str | None:
+        fmt = event.get("log_format")
+        if (
+            type(fmt) is str
+            and "()" not in fmt
+            and "log_failure" not in event
+            and "log_flattened" not in event
+            and "log_system" not in event
+        ):
+            # twisted.logger formats with string.Formatter over the event
+            # (plus "{f()}" calls, excluded above); str.format_map is the
+            # same format language in C, several times faster.
+            try:
+                text = fmt.format_map(event)
+            except Exception:
+                pass  # Twisted's formatter writes its "Unable to format" line
+            else:
+                if not text:
+                    return None
+                level = event.get("log_level")
+                line = "{} [{}#{}] {}".format(
+                    self._time(event.get("log_time")),
+                    event.get("log_namespace", "-"),
+                    "-" if level is None else level.name,
+                    text,
+                )
+                return line.replace("\n", "\n\t") + "\n"
         return formatEventAsClassicLogText(event, formatTime=self._time)
 
 

@@ -355,17 +355,49 @@ class AppLogServiceTests(SynchronousTestCase):
         self.assertNotIn("after stop", "".join(lines(self.path)))
 
     def test_line_format_is_twisteds(self) -> None:
-        """Lines are what textFileLogObserver writes, though the timestamp is formatted once a second."""
+        """Lines are exactly what textFileLogObserver writes, for every kind of event."""
+
+        class Thing:
+            size = 3
+
+            def __repr__(self) -> str:
+                return "<thing>"
+
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        base = {
+            "log_namespace": "notificator.web",
+            "log_level": LogLevel.info,
+            "log_time": 1700000000.25,
+        }
+        events = [
+            {"log_format": "stream {n} opened for {user}", "n": 3, "user": "김철수"},
+            {"log_format": "same second {n}", "n": 1, "log_time": 1700000000.75},
+            {"log_format": "next second", "log_time": 1700000001.0},
+            {"log_format": "an hour on", "log_time": 1700003600.5},
+            {"log_format": "back in time", "log_time": 1700000000.1},
+            {"log_format": "no time", "log_time": None},
+            {"log_format": "{a.size} {a!r} {n:>5} {d[k]}", "a": Thing(), "n": 7, "d": {"k": "v"}},
+            {"log_format": "called {f()}", "f": lambda: "yes"},
+            {"log_format": "missing {nothing}"},
+            {"log_format": "positional {0}"},
+            {"log_format": "bad {", "n": 1},
+            {"log_format": "two\nlines {x}", "x": "a\nb"},
+            {"log_format": ""},
+            {"log_format": None},
+            {"log_format": b"bytes {n}", "n": 2},
+            {"log_format": "legacy", "log_system": "HTTPChannel,0,127.0.0.1"},
+            {"log_format": "failed {n}", "n": 1, "log_failure": failure},
+            {"log_format": "no level", "log_level": None},
+            {"log_format": "no namespace", "log_namespace": None},
+            {"log_format": "{{braces}} {n}", "n": 1},
+        ]
         fmt = logs._ClassicFormat()
-        for when in (1700000000.25, 1700000000.75, 1700000001.0, 1700003600.5, 1700000000.1):
-            event = {
-                "log_format": "stream {n} opened",
-                "n": 3,
-                "log_time": when,
-                "log_namespace": "notificator.web",
-                "log_level": LogLevel.info,
-            }
-            self.assertEqual(fmt(event), formatEventAsClassicLogText(event))
+        for extra in events:
+            event = {**base, **extra}
+            self.assertEqual(fmt(event), formatEventAsClassicLogText(event), extra)
 
     def test_rotates_daily(self) -> None:
         """sse.log moves to sse.log.Y_M_D when the date changes."""
