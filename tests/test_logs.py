@@ -265,6 +265,51 @@ class AccessLogSiteTests(SynchronousTestCase):
         self.assertIn("/day2-again", new[0])
 
 
+class CombinedLogFormatterTests(SynchronousTestCase):
+    def request(self, **kw: Any) -> Any:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        r = DummyRequest([b""])
+        r.method = kw.get("method", b"POST")
+        r.uri = kw.get("uri", b"/webNotification")
+        r.clientproto = kw.get("proto", b"HTTP/1.1")
+        r.code = kw.get("code", 200)
+        r.sentLength = kw.get("length", 96)
+        r.client = kw.get("client", IPv4Address("TCP", "10.0.0.7", 5123))
+        for name, value in kw.get("headers", {}).items():
+            r.requestHeaders.setRawHeaders(name, [value])
+        return r
+
+    def test_same_line_as_twisted(self) -> None:
+        """Every line is the one twisted.web's combinedLogFormatter writes, on first use and remembered."""
+        from twisted.internet.address import IPv6Address, UNIXAddress
+        from twisted.web.http import combinedLogFormatter
+
+        cases = [
+            {},
+            {"headers": {b"user-agent": b"Alert/1.0", b"referer": b"http://gw/main"}},
+            {"method": b"GET", "uri": b"/sse/\xea\xb9\x80\"x\\y", "length": 0},
+            {"uri": b"/a\r\nb\t'c'", "code": 413},
+            {"headers": {b"user-agent": b'Mozilla "quoted" \x00\x7f', b"referer": b"'"}},
+            {"client": IPv6Address("TCP", "::1", 80), "proto": b"HTTP/1.0"},
+            {"client": UNIXAddress(b"/tmp/s"), "length": None},
+        ]
+        formatter = logs.CombinedLogFormatter()
+        for _ in range(2):
+            for kw in cases:
+                request = self.request(**kw)
+                stamp = "[24/Nov/2026:01:00:00 +0000]"
+                self.assertEqual(formatter(stamp, request), combinedLogFormatter(stamp, request), kw)
+
+    def test_memory_is_bounded(self) -> None:
+        """At most MAX_REMEMBERED escaped values are kept."""
+        formatter = logs.CombinedLogFormatter()
+        formatter.MAX_REMEMBERED = 10
+        for i in range(50):
+            formatter("[t]", self.request(uri=b"/sse/u%d" % i))
+            self.assertLessEqual(len(formatter._escaped), 10)
+
+
 class LogUnfinishedTests(SynchronousTestCase):
     def test_ignores_requests_without_a_site(self) -> None:
         """A request double with no Site is ignored, not an error."""
