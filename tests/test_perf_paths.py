@@ -22,6 +22,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.internet.testing import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Site
 
@@ -151,7 +152,7 @@ class DirectWriteTests(SynchronousTestCase):
         self.assertEqual(self.events()[-1]["data"], '{"a":1}')
 
     def test_bytes_match_request_write(self) -> None:
-        """The direct chunk is byte for byte what Request.write queues, and sentLength counts it."""
+        """A stream's chunk is byte for byte what twisted.web's Request.write sends, and sentLength counts it."""
         stream = next(iter(self.h.hub.streams_of("u1")))
         request = stream._request
         before = request.sentLength
@@ -159,7 +160,7 @@ class DirectWriteTests(SynchronousTestCase):
         frame = b"event: notify\ndata: x\n\n"
         stream.send(frame)
         direct = bytes(self.h.sock.sent[start:])
-        request.write(frame)
+        http.Request.write(request, frame)
         self.h.flush()
         queued = bytes(self.h.sock.sent[start + len(direct) :])
         self.assertEqual(direct, queued)
