@@ -24,6 +24,7 @@ Pure: no Twisted, no I/O.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import re
 from typing import Any
@@ -173,7 +174,9 @@ def _parse_form(body: bytes, codec: str) -> Message:
     fields: dict[bytes, bytes] = {}
     for item in body.split(b"&"):
         name, _, value = item.partition(b"=")
-        name = _unquote_plus(name).strip()
+        if b"%" in name or b"+" in name:
+            name = _unquote_plus(name)
+        name = name.strip()
         if name and name not in fields:
             fields[name] = value
     if b"id" in fields:
@@ -229,6 +232,22 @@ def _raw_tail_json(body: bytes, codec: str) -> str | None:
     return whole
 
 
+@functools.lru_cache(maxsize=64)
+def _media_and_codec(content_type: bytes | None) -> tuple[str, str]:
+    """
+    The media type and codec of a publish's Content-Type.  Cached: a
+    sender sends the same header every time.
+
+    @raise UnsupportedMediaType: not a form or JSON, or an unknown charset.
+    """
+    media, params = parse_content_type(content_type)
+    if media not in (FORM, JSON) and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"content type must be {FORM} or {JSON}, got {media or 'none'!r}"
+        )
+    return media, _codec(params)
+
+
 def parse_publish(content_type: bytes | None, body: bytes) -> Message:
     """
     Parse a publish request body.
@@ -238,12 +257,7 @@ def parse_publish(content_type: bytes | None, body: bytes) -> Message:
     @raise UnsupportedMediaType: not a form or JSON body, or unknown charset.
     @raise BadNotification: anything else wrong with it.
     """
-    media, params = parse_content_type(content_type)
-    if media not in (FORM, JSON) and not media.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"content type must be {FORM} or {JSON}, got {media or 'none'!r}"
-        )
-    codec = _codec(params)
+    media, codec = _media_and_codec(content_type)
     if not body.strip():
         raise BadNotification("empty body")
     if media == FORM:

@@ -45,6 +45,20 @@ class FormOneTests(SynchronousTestCase):
         message = parse_publish(FORM, b"id=notify_u1&data=%7B%22a%22%3A%22x+y%2Bz%22%7D")
         self.assertEqual(json.loads(message.data), {"a": "x y+z"})
 
+    def test_encoded_field_names(self) -> None:
+        """Field names may be percent-encoded or hold '+' (a space, stripped)."""
+        message = parse_publish(FORM, b"%69d=notify_u1&+data+=%7B%7D")
+        self.assertEqual(message, Message(event="notify", user_id="u1", data="{}"))
+
+    def test_same_header_again(self) -> None:
+        """A Content-Type seen before gives the same answer, including a refusal."""
+        for _ in range(2):
+            self.assertEqual(parse_publish(FORM_UTF8, b"id=notify_u1&data=1").data, "1")
+            e = self.assertRaises(
+                UnsupportedMediaType, parse_publish, FORM + b"; charset=klingon", b"id=a_b"
+            )
+            self.assertIn("klingon", e.reason)
+
     def test_unencoded_json_with_ampersand(self) -> None:
         """A sender that does not encode its JSON still gets it through whole."""
         body = 'id=notify_u1&data={"url":"/a?b=1&c=2","t":"x;y"}'.encode()
