@@ -33,6 +33,7 @@ class RequestStream:
 
     __slots__ = (
         "_request",
+        "_write",
         "user_id",
         "connection_id",
         "connected_at",
@@ -50,6 +51,7 @@ class RequestStream:
         on_gone: Callable[["RequestStream", Failure | None], None],
     ) -> None:
         self._request = request
+        self._write = request.write
         self.user_id = user_id
         self.connection_id = connection_id
         self.connected_at = connected_at
@@ -65,7 +67,7 @@ class RequestStream:
         """
         if self.gone:
             return False
-        self._request.write(frame)
+        self._write(frame)
         return True
 
     def close(self) -> None:
