@@ -553,20 +553,26 @@ class SafeTests(SynchronousTestCase):
 
 
 class WiringTests(SynchronousTestCase):
-    def test_make_service_wires_the_logs(self) -> None:
-        """makeService puts sse.log first, the access-log site on the listeners, the hub last."""
+    def make_service(self, level: str) -> tuple[str, str, MemoryReactorClock, Any]:
+        """makeService on a memory reactor: (log dir, config dir, reactor, root service)."""
         from notificator import tap
         from tests.support import write_config
 
         log_dir = os.path.abspath(self.mktemp())
         conf = write_config(
             os.path.join(os.path.abspath(self.mktemp()), "conf"),
-            {"default": {"server": {"log": {"dir": log_dir, "level": "warn"}}}},
+            {"default": {"server": {"log": {"dir": log_dir, "level": level}}}},
         )
         opts = tap.Options()
         opts.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])
         reactor = MemoryReactorClock()
-        root = tap.makeService(opts, reactor=reactor)
+        return log_dir, conf, reactor, tap.makeService(opts, reactor=reactor)
+
+    def test_make_service_wires_the_logs(self) -> None:
+        """makeService puts sse.log first, the access-log site on the listeners, the hub last."""
+        from notificator import tap
+
+        log_dir, conf, reactor, root = self.make_service("warn")
         children = list(root)
         first = children[0]
         assert isinstance(first, logs.AppLogService)
@@ -587,18 +593,7 @@ class WiringTests(SynchronousTestCase):
         from twisted.internet.testing import EventLoggingObserver
         from twisted.logger import globalLogPublisher
 
-        from notificator import tap
-        from tests.support import write_config
-
-        log_dir = os.path.abspath(self.mktemp())
-        conf = write_config(
-            os.path.join(os.path.abspath(self.mktemp()), "conf"),
-            {"default": {"server": {"log": {"dir": log_dir, "level": "info"}}}},
-        )
-        opts = tap.Options()
-        opts.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])
-        reactor = MemoryReactorClock()
-        root = tap.makeService(opts, reactor=reactor)
+        log_dir, _, reactor, root = self.make_service("info")
         root.startService()
         global_events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         site = reactor.tcpServers[0][1]

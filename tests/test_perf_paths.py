@@ -23,6 +23,7 @@ from twisted.logger import globalLogPublisher
 from twisted.internet.testing import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
+from twisted.web.http_headers import Headers
 from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Site
 
@@ -320,6 +321,20 @@ class ChannelTests(SynchronousTestCase):
         self.h.sock.limit = None
         self.h.flush()
         self.assertIn(b'"delivered": 0', self.h.body())
+
+    def test_a_held_head_is_never_dropped(self) -> None:
+        """A second head while one is held sends the first, so both go out in order."""
+        transport = StringTransport()
+        ch = channel.Channel()
+        ch.makeConnection(transport)
+        ch._receiving = 1  # as inside dataReceived
+        ch.writeHeaders(b"HTTP/1.1", b"204", b"No Content", Headers())
+        ch.writeHeaders(b"HTTP/1.1", b"200", b"OK", Headers({b"x": [b"1"]}))
+        ch.write(b"body")
+        self.assertEqual(
+            transport.value(),
+            b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nX: 1\r\n\r\nbody",
+        )
 
     def test_tls_transport_gets_one_write(self) -> None:
         """Without a plain socket (TLS), the head and body are one transport write."""
