@@ -16,6 +16,7 @@ from tests.support import PROJECT, Server
 
 sys.path.insert(0, os.path.join(PROJECT, "bench"))
 
+import cpu  # noqa: E402
 import loadgen  # noqa: E402
 import report  # noqa: E402
 
@@ -122,3 +123,12 @@ class SmokeTests(SynchronousTestCase):
         self.assertGreater(result["idle"]["heartbeats_received"], 0)
         self.assertIsNotNone(result["connect"]["kb_per_conn"])
         self.assertIn("200/200", report.table([("smoke", result, None)]))
+
+
+class CPUBenchTests(SynchronousTestCase):
+    def test_short_run(self) -> None:
+        """bench/cpu.py opens, publishes to and heartbeats every stream of the real service (counts only)."""
+        result = cpu.measure(rounds=2, per_round=10, publishes=15)
+        self.assertEqual((result["streams"], result["publishes"]), (20, 30))
+        for figure in ("connect", "publish", "heartbeat"):
+            self.assertGreater(result[figure], 0)

@@ -1,0 +1,202 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+Python CPU per operation of the real server, without the network.
+
+Builds the whole service as C{twistd notificator} does (C{tap.makeService}
+with this checkout's C{conf/*.json}, C{--env production}, sse.log and
+access.log in a temporary directory) on a L{MemoryReactorClock}, and drives
+its site over real C{tcp.Server} transports whose sockets only count bytes.
+It reports, in microseconds of process CPU:
+
+ - C{connect}: a new connection sending C{GET /sse/<user>} until the
+   stream is open (the request line and three headers, as C{load.js});
+ - C{publish}: one form C{POST /webNotification} on a keep-alive connection,
+   delivered to one stream, answered and access-logged;
+ - C{heartbeat}: one heartbeat frame to one stream.
+
+Each figure is the best of many short rounds, so a busy or throttled
+machine (which slows some rounds) moves it much less than the wall-clock
+figures of C{local.py} or C{../shared/bench}.  System calls, the kernel and
+the reactor's polling are not in it: compare two builds with it, and use
+the load benchmarks for absolute figures.
+
+Example, comparing two checkouts::
+
+    python bench/cpu.py
+    PYTHONPATH=/path/to/other/checkout python bench/cpu.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROJECT = os.path.dirname(HERE)
+
+
+class CountingSocket:
+    """Enough of a socket for C{tcp.Server}: C{send} takes everything."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return -1
+
+    def setsockopt(self, *args: object) -> None:
+        pass
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", 3000)
+
+    def close(self) -> None:
+        pass
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+    def send(self, data: bytes) -> int:
+        self.sent += len(data)
+        return len(data)
+
+
+def measure(rounds: int, per_round: int, publishes: int) -> dict[str, Any]:
+    from twisted.internet import tcp
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.python.failure import Failure
+
+    import notificator
+    from notificator import tap
+
+    work = tempfile.mkdtemp(prefix="notificator-cpu-")
+    conf = os.path.join(work, "conf")
+    os.makedirs(conf)
+    for name in os.listdir(os.path.join(PROJECT, "conf")):
+        if name.endswith(".json") and name != "local.json":
+            shutil.copy(os.path.join(PROJECT, "conf", name), conf)
+    with open(os.path.join(conf, "local.json"), "w") as f:
+        json.dump({"sse": {"heartbeat": False}, "server": {"log": {"dir": os.path.join(work, "log")}}}, f)
+
+    reactor = MemoryReactorClock()
+    options = tap.Options()
+    options.parseOptions(["--config", conf, "--env", "production", "--listen", "tcp:3000"])
+    service = tap.makeService(options, reactor=reactor)
+    service.startService()
+    site = reactor.tcpServers[0][1]
+    hub = next(s.hub for s in service if isinstance(s, tap.HubService))
+    connections: list[Any] = []
+
+    def connection(number: int) -> Any:
+        protocol = site.buildProtocol(None)
+        conn = tcp.Server(
+            CountingSocket(), protocol, ("127.0.0.1", 1024 + number % 60000), None, number, reactor
+        )
+        conn.repstr = "<bench>"
+        protocol.makeConnection(conn)
+        connections.append(conn)
+        return conn
+
+    def flush(conn: Any) -> None:
+        # What the reactor's write pass would do with anything queued.
+        if conn.dataBuffer or conn._tempDataLen:
+            conn.doWrite()
+
+    best = {"connect": float("inf"), "publish": float("inf"), "heartbeat": float("inf")}
+    try:
+        users = 0
+        for _ in range(rounds):
+            gc.collect()
+            start = time.process_time()
+            for _ in range(per_round):
+                conn = connection(users)
+                conn.protocol.dataReceived(
+                    b"GET /sse/u%d HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n"
+                    b"Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n" % users
+                )
+                flush(conn)
+                users += 1
+            best["connect"] = min(best["connect"], (time.process_time() - start) / per_round)
+
+            sender = connection(10**6 + users)
+            posts = []
+            for i in range(publishes):
+                body = b"id=notify_u%d&data=%%7B%%22s%%22%%3A%d%%2C%%22t%%22%%3A1700000000000%%7D" % (
+                    i % users,
+                    i,
+                )
+                posts.append(
+                    b"POST /webNotification HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded; charset=UTF-8\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+            start = time.process_time()
+            for post in posts:
+                sender.protocol.dataReceived(post)
+                flush(sender)
+            best["publish"] = min(best["publish"], (time.process_time() - start) / publishes)
+
+            start = time.process_time()
+            hub.heartbeat()
+            best["heartbeat"] = min(
+                best["heartbeat"], (time.process_time() - start) / hub.stream_count
+            )
+        if hub.published != rounds * publishes or hub.delivered != hub.published:
+            raise RuntimeError(f"published {hub.published}, delivered {hub.delivered}")
+        if hub.stream_count != users:
+            raise RuntimeError(f"{hub.stream_count} streams open of {users}")
+        result = {k: round(v * 1e6, 2) for k, v in best.items()}
+        result.update(
+            streams=users,
+            publishes=hub.published,
+            notificator=os.path.dirname(notificator.__file__),
+            python=sys.version.split()[0],
+        )
+        return result
+    finally:
+        for conn in connections:
+            if conn.connected:
+                conn.connectionLost(Failure(ConnectionDone()))
+        service.stopService()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _checkout_first() -> None:
+    """Import this checkout's notificator unless PYTHONPATH names another."""
+    given = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path.insert(1 + len(given), PROJECT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--rounds", type=int, default=30, help="rounds; the best is kept (30)")
+    parser.add_argument("--streams", type=int, default=200, help="streams opened per round (200)")
+    parser.add_argument("--publishes", type=int, default=300, help="publishes per round (300)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
+    args = parser.parse_args(argv)
+    result = measure(args.rounds, args.streams, args.publishes)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"python CPU, best of {args.rounds} rounds: connect {result['connect']} us, "
+            f"publish {result['publish']} us, heartbeat {result['heartbeat']} us per stream "
+            f"({result['streams']} streams, {result['publishes']} publishes; {result['notificator']})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    _checkout_first()
+    sys.exit(main())
