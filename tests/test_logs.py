@@ -17,7 +17,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogLevel, LogPublisher, formatEventAsClassicLogText
 from twisted.python.failure import Failure
-from twisted.python.logfile import DailyLogFile
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
