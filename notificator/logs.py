@@ -239,7 +239,8 @@ def level_filter(level: str) -> LogLevelFilterPredicate:
 class AppLogService(Service):
     """
     Writes log events at C{level} and above to C{<log_dir>/sse.log} (a
-    L{DailyLogFile}) while running: the process's own events (from
+    L{BufferedDailyLogFile}, flushed and rotated every L{FLUSH_INTERVAL}
+    seconds on C{clock}) while running: the process's own events (from
     C{publisher}, twistd's global one) and the per-request lines of the
     L{activity} publisher, which only this file reads.  So twistd's log
     (stdout with C{-n}, else C{twistd.log}) gets start-up, shutdown,
@@ -260,7 +261,7 @@ class AppLogService(Service):
         log_dir: str,
         level: str,
         publisher: LogPublisher = globalLogPublisher,
-        open_file: Callable[[str], Any] = BufferedDailyLogFile.fromFullPath,
+        open_file: Callable[[str], BufferedDailyLogFile] = BufferedDailyLogFile.fromFullPath,
         clock: IReactorTime | None = None,
     ) -> None:
         self.path = os.path.join(log_dir, APP_LOG)
@@ -269,7 +270,7 @@ class AppLogService(Service):
         self._publisher = publisher
         self._open_file = open_file
         self._clock = clock
-        self.log_file: Any = None
+        self.log_file: BufferedDailyLogFile | None = None
         self._observer: ILogObserver | None = None
         self._ticker: LoopingCall | None = None
 
@@ -281,12 +282,10 @@ class AppLogService(Service):
         )
         self._publisher.addObserver(self._observer)
         self.activity.addObserver(self._observer)
-        tick = getattr(self.log_file, "tick", None)
-        if tick is not None:
-            self._ticker = LoopingCall(tick)
-            if self._clock is not None:
-                self._ticker.clock = self._clock
-            self._ticker.start(FLUSH_INTERVAL, now=False)
+        self._ticker = LoopingCall(self.log_file.tick)
+        if self._clock is not None:
+            self._ticker.clock = self._clock
+        self._ticker.start(FLUSH_INTERVAL, now=False)
         super().startService()
         Logger(observer=self._publisher).info(
             "notificator {version} (pid {pid}) logging at level {threshold}",

@@ -330,7 +330,7 @@ class AppLogServiceTests(SynchronousTestCase):
     def start(
         self,
         level: str,
-        open_file: Callable[[str], Any] = logs.BufferedDailyLogFile.fromFullPath,
+        open_file: Callable[[str], logs.BufferedDailyLogFile] = logs.BufferedDailyLogFile.fromFullPath,
     ) -> logs.AppLogService:
         service = logs.AppLogService(self.dir, level, self.publisher, open_file, self.clock)
         service.startService()

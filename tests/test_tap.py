@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from notificator import tap
+from notificator.logs import BufferedDailyLogFile
 from tests.support import PROJECT, write_config
 
 
@@ -155,4 +156,8 @@ class PluginTests(SynchronousTestCase):
 
 def _timers(reactor: MemoryReactorClock) -> list[object]:
     """The reactor's pending calls, less the log files' once-a-second flush."""
-    return [c for c in reactor.getDelayedCalls() if "tick" not in repr(c)]
+    return [
+        c
+        for c in reactor.getDelayedCalls()
+        if not isinstance(getattr(getattr(c.func, "f", None), "__self__", None), BufferedDailyLogFile)
+    ]
