@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_perf_paths -*-
 """
 The HTTP/1.1 channel: twisted.web's L{HTTPChannel}, with fewer system
-calls per response.
+calls per response, and L{WriteBatch}, which sends what a reactor pass
+wrote at the end of that pass.
 
 twisted.web writes a response's head and each body chunk to the
 transport, which queues them, asks the reactor to watch the socket for
@@ -17,7 +18,17 @@ send itself.  L{Channel} instead:
    TCP or UNIX connection only).  Anything that cannot go at once (a
    full socket buffer, TLS, a closing connection) is handed to the
    transport as before, so ordering, flow control and disconnect
-   handling stay Twisted's.
+   handling stay Twisted's;
+ - with a L{WriteBatch}, collects what it is given while the reactor
+   hands received data to channels and sends it when that reactor pass
+   is over.  A pass that reads sixteen publishes then sends sixteen
+   frames and sixteen answers back to back.  Each send that wakes a
+   sleeping receiver costs the sender a cross-CPU wake-up (dear on a
+   virtual machine); back to back, most sends find their receiver
+   already awake.  In the burst benchmark this cut the server's CPU per
+   publish by about a tenth, and the reply leaves no later than the end
+   of the pass that produced it.  Timer-driven writes (heartbeats to
+   every stream, back to back already) are not held.
 
 This uses two attributes of Twisted's C{tcp.Connection} (C{dataBuffer}
 and C{_tempDataLen}, its queue); L{tests.test_perf_paths} checks the
@@ -28,8 +39,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import tcp
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from twisted.web import http
+
+_log = Logger()
 
 
 class Channel(http.HTTPChannel):
@@ -38,6 +54,12 @@ class Channel(http.HTTPChannel):
     _head: bytes | None = None
     _receiving = 0
     _socket: tcp.Connection | None = None
+    # Bytes given during this reactor pass, sent by the batch at its end.
+    _pending: list[bytes] | None = None
+
+    def __init__(self, writes: WriteBatch | None = None) -> None:
+        super().__init__()
+        self._writes = writes
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -48,13 +70,20 @@ class Channel(http.HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         # Requests are usually answered inside this call: hold each head
         # until its first body bytes, and let nothing outlive the call.
+        # With a batch, what this call writes (to any connection: a
+        # publish writes its frames to others) waits for the pass's end.
+        writes = self._writes
         self._receiving += 1
+        if writes is not None:
+            writes.reading += 1
         try:
             super().dataReceived(data)
         finally:
             self._receiving -= 1
             if not self._receiving:
                 self._flush()
+            if writes is not None:
+                writes.reading -= 1
 
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Any
@@ -92,11 +121,31 @@ class Channel(http.HTTPChannel):
 
     def loseConnection(self) -> None:
         self._flush()
+        self.sendPending()
         super().loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
         self._head = None
+        self._pending = None
         super().connectionLost(reason)
+
+    # HTTPChannel writes these two to the transport itself: keep them in
+    # line with the responses before them.
+    def _send100Continue(self) -> None:
+        self._flush()
+        self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self._flush()
+        self._send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        self.loseConnection()
+
+    def sendPending(self) -> None:
+        """Send what this pass gave (the L{WriteBatch} calls this)."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self._sendNow(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _flush(self) -> None:
         head = self._head
@@ -105,6 +154,16 @@ class Channel(http.HTTPChannel):
             self._send(head)
 
     def _send(self, data: bytes) -> None:
+        pending = self._pending
+        if pending is not None:
+            pending.append(data)
+        elif self._writes is not None and self._writes.reading and self.connected:
+            self._pending = [data]
+            self._writes.add(self)
+        else:
+            self._sendNow(data)
+
+    def _sendNow(self, data: bytes) -> None:
         sock = self._socket
         if (
             sock is not None
@@ -124,9 +183,54 @@ class Channel(http.HTTPChannel):
         self.transport.write(data)
 
 
-def protocol() -> http._GenericHTTPChannelProtocol:
+class WriteBatch(Service):
+    """
+    Sends, at the end of a reactor pass, what L{Channel}s were given
+    while handling received data during it: the pass's first write schedules a call for right after the
+    pass (C{callLater(0)}), which sends each channel's bytes as one write.
+    Stopping the service sends what is left, so the last frames of a
+    shutdown leave before the reactor closes the connections.
+    """
+
+    # How many received-data calls are running: writes made outside them
+    # (heartbeats, keepalives: one timer call writing to every stream,
+    # back to back already) go out at once.
+    reading = 0
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._channels: list[Channel] = []
+        self._call: IDelayedCall | None = None
+
+    def add(self, channel: Channel) -> None:
+        """C{channel} has bytes to send at the end of this pass."""
+        self._channels.append(channel)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Send everything given so far."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        channels, self._channels = self._channels, []
+        for channel in channels:
+            try:
+                channel.sendPending()
+            except Exception:
+                # One broken connection must not keep the others' bytes.
+                _log.failure("sending to {channel} failed", channel=channel)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.flush()
+
+
+def protocol(writes: WriteBatch | None = None) -> http._GenericHTTPChannelProtocol:
     """
     A L{Site}'s C{protocol}: L{Channel} in the wrapper twisted.web uses to
-    switch to HTTP/2 when TLS negotiates it.
+    switch to HTTP/2 when TLS negotiates it.  Give it a L{WriteBatch}
+    with C{functools.partial}: C{site.protocol = partial(protocol, writes)}.
     """
-    return http._GenericHTTPChannelProtocol(Channel())
+    return http._GenericHTTPChannelProtocol(Channel(writes))
+

@@ -10,6 +10,7 @@ heartbeat and keepalive timers, and the hub's clean shutdown.
 from __future__ import annotations
 
 import gc
+from functools import partial
 import os
 import re
 from typing import Any
@@ -216,12 +217,15 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     )
     site.displayTracebacks = False
     site.requestFactory = web.Request
-    site.protocol = channel.protocol
+    writes = channel.WriteBatch(reactor)
+    site.protocol = partial(channel.protocol, writes)
     for description in options["listen"] or cfg.endpoints():
         description = with_backlog(description)
         strports.service(description, site, reactor=reactor).setServiceParent(root)
     # Last in, first out: open streams are finished (and so written to the
     # access log) before the listeners stop and the access log closes.
+    # Stops after the hub: the streams' last chunks leave before shutdown.
+    writes.setServiceParent(root)
     HubService(hub).setServiceParent(root)
     return root
 

@@ -600,6 +600,7 @@ class WiringTests(SynchronousTestCase):
         transport = StringTransport()
         protocol.makeConnection(transport)
         protocol.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        reactor.advance(0)  # the end of the reactor pass: the WriteBatch sends
         self.assertIn(b"event: connect", transport.value())
         protocol.connectionLost(Failure(ConnectionDone()))
         root.stopService()

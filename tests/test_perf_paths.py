@@ -13,6 +13,7 @@ C{tcp.Server} transport whose socket is a fake that records what is sent
 from __future__ import annotations
 
 import errno
+from functools import partial
 
 import attrs
 from twisted.internet import tcp
@@ -93,20 +94,26 @@ def dechunk(body: bytes) -> bytes:
 class Harness:
     """One /sse request on a Site over a fake-socket TCP transport."""
 
-    def __init__(self, debug: bool = False) -> None:
+    def __init__(self, debug: bool = False, batched: bool = False) -> None:
         self.reactor = MemoryReactorClock()
+        self.writes = channel.WriteBatch(self.reactor) if batched else None
         self.hub = Hub(clock=self.reactor)
         cfg = Config(server=attrs.evolve(ServerConfig(), log_level="debug" if debug else "info"))
         self.site = Site(web.build_resource(self.hub, cfg, self.reactor), reactor=self.reactor)
         self.site.requestFactory = web.Request
-        self.site.protocol = channel.protocol
-        self.sock = FakeSocket()
-        self.protocol = self.site.buildProtocol(None)
-        self.conn = tcp.Server(
-            self.sock, self.protocol, ("127.0.0.1", 40000), None, 1, self.reactor  # type: ignore[arg-type]
+        self.site.protocol = partial(channel.protocol, self.writes)
+        self.sock, self.protocol, self.conn = self.connect()
+
+    def connect(self) -> tuple[FakeSocket, http._GenericHTTPChannelProtocol, tcp.Server]:
+        """Another connection to the same site."""
+        sock = FakeSocket()
+        protocol = self.site.buildProtocol(None)
+        conn = tcp.Server(
+            sock, protocol, ("127.0.0.1", 40000), None, 1, self.reactor  # type: ignore[arg-type]
         )
-        self.conn.repstr = "<fake>"
-        self.protocol.makeConnection(self.conn)
+        conn.repstr = "<fake>"
+        protocol.makeConnection(conn)
+        return sock, protocol, conn
 
     def lose(self, reason: Exception | None = None) -> None:
         """The reactor's side of a closed connection (once)."""
@@ -351,6 +358,142 @@ class ChannelTests(SynchronousTestCase):
         ch.dataReceived(self.post())
         self.assertEqual(len(writes), 1)
         self.assertTrue(writes[0].startswith(b"HTTP/1.1 200 OK\r\n"))
+
+
+class WriteBatchTests(SynchronousTestCase):
+    """
+    L{channel.WriteBatch}: what the channels are given during a reactor
+    pass leaves at the end of the pass, one send per connection, in order.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(batched=True)
+        self.addCleanup(self.h.lose)
+
+    post = ChannelTests.post
+
+    def batchCalls(self) -> list[object]:
+        """The batch's pending end-of-pass calls."""
+        assert self.h.writes is not None
+        return [
+            c for c in self.h.reactor.getDelayedCalls()
+            if c.active() and c.func == self.h.writes.flush
+        ]
+
+    def test_pass_end_sends_frame_and_answer(self) -> None:
+        """A publish's frame and its answer wait for the end of the pass, then one send each."""
+        ssock, sproto, sconn = self.h.connect()
+        sproto.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(ssock.sends, 0)
+        self.h.reactor.advance(0)
+        self.assertEqual(ssock.sends, 1)
+        self.h.request(self.post())
+        self.assertEqual((ssock.sends, self.h.sock.sends), (1, 0))
+        self.h.reactor.advance(0)
+        self.assertEqual((ssock.sends, self.h.sock.sends), (2, 1))
+        events = parse_frames(dechunk(bytes(ssock.sent).partition(b"\r\n\r\n")[2]))
+        self.assertEqual([e.get("event") for e in events], [None, "connect", "notify"])
+        self.assertIn(b'"delivered": 1', self.h.body())
+        self.assertEqual(self.batchCalls(), [])
+        sconn.connectionLost(Failure(ConnectionDone()))
+
+    def test_timer_writes_go_at_once(self) -> None:
+        """A heartbeat (a timer's call, not received data) is sent at once."""
+        self.h.request(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.h.reactor.advance(0)
+        self.h.hub.heartbeat()
+        self.assertEqual(self.h.sock.sends, 2)
+        self.assertIn(b"event: heartbeat", bytes(self.h.sock.sent))
+        self.assertEqual(self.batchCalls(), [])
+
+    def test_one_send_per_connection_per_pass(self) -> None:
+        """Two pipelined answers leave in one send, in order."""
+        self.h.request(self.post() + self.post())
+        self.h.reactor.advance(0)
+        self.assertEqual(self.h.sock.sends, 1)
+        self.assertEqual(bytes(self.h.sock.sent).count(b"HTTP/1.1 200 OK"), 2)
+
+    def test_answer_before_close(self) -> None:
+        """Closing the connection sends what is waiting first."""
+        self.h.request(self.post(b"Connection: close\r\n"))
+        self.assertIn(b"200 OK", bytes(self.h.sock.sent))
+        self.assertTrue(self.h.conn.disconnecting)
+
+    def test_bad_request_after_an_answer(self) -> None:
+        """A 400 for a bad pipelined request goes after the answer before it."""
+        self.h.request(self.post() + b"BAD\r\n\r\n")
+        sent = bytes(self.h.sock.sent)
+        self.assertTrue(sent.startswith(b"HTTP/1.1 200 OK"), sent)
+        self.assertTrue(sent.endswith(b"HTTP/1.1 400 Bad Request\r\n\r\n"), sent)
+        self.assertTrue(self.h.conn.disconnecting)
+
+    def test_continue_goes_in_line(self) -> None:
+        """The 100 Continue of a pipelined request goes after the answer before it."""
+        body = b"id=notify_u1&data=1"
+        expect = (
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        self.h.request(self.post() + expect)
+        self.h.request(body)
+        self.h.reactor.advance(0)
+        sent = bytes(self.h.sock.sent)
+        first = sent.index(b"HTTP/1.1 200 OK")
+        self.assertLess(first, sent.index(b"HTTP/1.1 100 Continue"))
+        self.assertEqual(sent.count(b"HTTP/1.1 200 OK"), 2)
+
+    def test_lost_connection_drops_its_bytes_only(self) -> None:
+        """A connection lost before the pass ends sends nothing; the others still send."""
+        ssock, sproto, sconn = self.h.connect()
+        sproto.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.h.request(self.post())
+        self.h.lose()
+        self.h.reactor.advance(0)
+        self.assertEqual(self.h.sock.sends, 0)
+        self.assertIn(b"event: notify", bytes(ssock.sent))
+        sconn.connectionLost(Failure(ConnectionDone()))
+
+    def test_a_failing_connection_does_not_stop_the_rest(self) -> None:
+        """An error sending to one connection is logged; the batch goes on."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        ssock, sproto, sconn = self.h.connect()
+        sproto.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+
+        def broken() -> None:
+            raise RuntimeError("boom")
+
+        self.h.request(self.post())
+        self.h.protocol._channel.sendPending = broken
+        ssock2, sproto2, sconn2 = self.h.connect()
+        sproto2.dataReceived(b"GET /sse/u2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.h.reactor.advance(0)
+        self.assertIn(b"event: connect", bytes(ssock2.sent))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(any("sending to" in e.get("log_format", "") for e in events))
+        sconn.connectionLost(Failure(ConnectionDone()))
+        sconn2.connectionLost(Failure(ConnectionDone()))
+
+    def test_stop_sends_what_is_left(self) -> None:
+        """Stopping the batch (at shutdown, after the hub closed the streams) sends everything."""
+        assert self.h.writes is not None
+        self.h.writes.startService()
+        self.h.request(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.h.hub.close_all()
+        self.assertEqual(len(self.batchCalls()), 1)
+        self.h.writes.stopService()
+        self.assertTrue(bytes(self.h.sock.sent).endswith(b"\r\n0\r\n\r\n"))
+        self.assertEqual(self.batchCalls(), [])
+
+    def test_service_is_wired(self) -> None:
+        """makeService gives the site's channels one batch, stopped after the hub."""
+        children = list(tap.makeService(
+            {"loaded": Config(), "listen": ["tcp:0"], "env": "x"}, reactor=MemoryReactorClock()
+        ))
+        batches = [c for c in children if isinstance(c, channel.WriteBatch)]
+        self.assertEqual(len(batches), 1)
+        self.assertIs(children[-1].__class__, tap.HubService)
+        self.assertIs(children[-2], batches[0])
 
 
 class PublishPathTests(SynchronousTestCase):
