@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -98,6 +99,17 @@ def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
     return _JSON.encode(body).encode("utf-8")
+
+
+def connect_data(user_id: str, connection_id: int, now: float) -> str:
+    """
+    The C{connect} event's JSON, C{{"userId", "connectionId", "time"}}
+    (milliseconds), as C{json.dumps} writes it, without its generic encoder.
+    """
+    return _CONNECT % (encode_basestring(user_id), connection_id, int(now * 1000))
+
+
+_CONNECT = '{"userId": %s, "connectionId": %d, "time": %d}'
 
 
 class Request(_WebRequest):
@@ -201,21 +213,14 @@ class SSEResource(Resource):
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        transport = getattr(getattr(request, "channel", None), "transport", None)
-        if hasattr(transport, "setTcpNoDelay"):
-            # Frames are small and must leave now, not after a delayed ACK.
-            # Over TLS the TLS wrapper passes this on to TCP.  Over HTTP/2
-            # the channel is an H2Stream whose transport is None (so this is
-            # skipped); H2Connection sets TCP_NODELAY on the connection itself.
-            transport.setTcpNoDelay(True)
-
+        # Frames are small and must leave at once, not after a delayed ACK:
+        # twisted.web's HTTPChannel already set TCP_NODELAY on the
+        # connection (plain or TLS), and H2Connection does for HTTP/2.
         now = self._clock.seconds()
         stream = RequestStream(
             request, user_id, next(self._connection_ids), now, on_gone=self._gone
         )
-        connect = _JSON.encode(
-            {"userId": user_id, "connectionId": stream.connection_id, "time": int(now * 1000)}
-        )
+        connect = connect_data(user_id, stream.connection_id, now)
         stream.send(self._retry + encode_frame("connect", connect))
         _slim(request)
         self._hub.attach(stream)

@@ -19,6 +19,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from notificator.config import Config, CORSPolicy, Origin, SSEConfig
 from notificator.hub import Hub
+from notificator import web
 from notificator.web import SSEResource, build_resource
 from tests.support import parse_frames
 
@@ -78,6 +79,18 @@ class SSETests(WebCase):
             {"userId": "u1", "connectionId": 1, "time": 1_700_000_000_000},
         )
         self.assertEqual(self.hub.stream_count, 1)
+
+    def test_connect_data_is_what_json_writes(self) -> None:
+        """The connect event's JSON is byte for byte json.dumps' for any user id."""
+        for user_id in ["u1", "유저_1", 'a"b\\c', "tab\tnl\n\x01", "\u2028x", "😀"]:
+            for now in [0.0, 1_700_000_000.9996, 1_800_000_000.123]:
+                self.assertEqual(
+                    web.connect_data(user_id, 7, now),
+                    json.dumps(
+                        {"userId": user_id, "connectionId": 7, "time": int(now * 1000)},
+                        ensure_ascii=False,
+                    ),
+                )
 
     def test_subscribe_by_cookie(self) -> None:
         """GET /sse takes the user id from the userID cookie (percent-decoded)."""
