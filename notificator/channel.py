@@ -67,6 +67,23 @@ class Channel(http.HTTPChannel):
         if isinstance(self.transport, tcp.Connection):
             self._socket = self.transport
 
+    # Each request asks for both addresses (twisted.web's Request keeps
+    # them); a connection's do not change, so ask the socket once.
+    _peer: Any = None
+    _host: Any = None
+
+    def getPeer(self) -> Any:
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = super().getPeer()
+        return peer
+
+    def getHost(self) -> Any:
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
+
     def dataReceived(self, data: bytes) -> None:
         # Requests are usually answered inside this call: hold each head
         # until its first body bytes, and let nothing outlive the call.

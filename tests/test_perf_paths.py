@@ -46,6 +46,8 @@ class FakeSocket:
         self.sends = 0
         self.limit: int | None = None
         self.error: int | None = None
+        self.options: list[tuple[object, ...]] = []
+        self.names = 0
 
     def setblocking(self, flag: bool) -> None:
         pass
@@ -54,9 +56,10 @@ class FakeSocket:
         return 99
 
     def setsockopt(self, *args: object) -> None:
-        pass
+        self.options.append(args)
 
     def getsockname(self) -> tuple[str, int]:
+        self.names += 1
         return ("127.0.0.1", 3000)
 
     def close(self) -> None:
@@ -298,6 +301,25 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(
             [e.get("event") for e in parse_frames(dechunk(self.h.body()))], [None, "connect"]
         )
+
+    def test_stream_socket_has_nodelay(self) -> None:
+        """A stream's frames are not held by Nagle: TCP_NODELAY is set, once."""
+        import socket
+
+        self.h.request(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(
+            [o for o in self.h.sock.options if o[:2] == (socket.IPPROTO_TCP, socket.TCP_NODELAY)],
+            [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )
+
+    def test_addresses_asked_once_per_connection(self) -> None:
+        """Keep-alive requests reuse the connection's addresses."""
+        self.h.request(self.post() + self.post() + self.post())
+        self.assertEqual(self.h.sock.names, 1)
+        self.assertEqual(self.h.hub.published, 3)
+        request = http.Request(self.h.protocol._channel)
+        self.assertEqual((request.host.host, request.host.port), ("127.0.0.1", 3000))
+        self.assertEqual((request.client.host, request.client.port), ("127.0.0.1", 40000))
 
     def test_pipelined_answers_in_order(self) -> None:
         """Two publishes in one read are answered in order."""
