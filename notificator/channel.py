@@ -30,9 +30,11 @@ send itself.  L{Channel} instead:
    of the pass that produced it.  Timer-driven writes (heartbeats to
    every stream, back to back already) are not held.
 
-This uses two attributes of Twisted's C{tcp.Connection} (C{dataBuffer}
-and C{_tempDataLen}, its queue); L{tests.test_perf_paths} checks the
-behaviour against the real class.  HTTP/2 streams do not use this channel.
+This uses three attributes of Twisted's C{tcp.Connection}: C{dataBuffer}
+and C{_tempDataLen} (its queue) and C{socket}, to which it sends as
+C{Connection.writeSomeData} would, without its wrapping (a third of a
+heartbeat frame's Python).  L{tests.test_perf_paths} checks the behaviour
+against the real class.  HTTP/2 streams do not use this channel.
 """
 
 from __future__ import annotations
@@ -189,10 +191,14 @@ class Channel(http.HTTPChannel):
             and not sock.dataBuffer
             and not sock._tempDataLen
         ):
-            sent = sock.writeSomeData(data)
-            if not isinstance(sent, int):
-                # The connection is lost: queue the data, and let the
-                # reactor's write pass find out and report it.
+            # The socket itself, as Connection.writeSomeData would (Python
+            # retries an interrupted send) without its wrapping.
+            try:
+                sent = sock.socket.send(data)
+            except OSError:
+                # Would block, out of buffers, or the connection is lost:
+                # queue it all, and let the reactor's write pass carry on
+                # (or find out and report the loss).
                 sent = 0
             if sent == len(data):
                 return
@@ -203,8 +209,9 @@ class Channel(http.HTTPChannel):
 class WriteBatch(Service):
     """
     Sends, at the end of a reactor pass, what L{Channel}s were given
-    while handling received data during it: the pass's first write schedules a call for right after the
-    pass (C{callLater(0)}), which sends each channel's bytes as one write.
+    while handling received data during it: the pass's first such write
+    schedules a call for right after the pass (C{callLater(0)}), which
+    sends each channel's bytes as one write.
     Stopping the service sends what is left, so the last frames of a
     shutdown leave before the reactor closes the connections.
     """
