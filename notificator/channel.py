@@ -211,7 +211,8 @@ class WriteBatch(Service):
     Sends, at the end of a reactor pass, what L{Channel}s were given
     while handling received data during it: the pass's first such write
     schedules a call for right after the pass (C{callLater(0)}), which
-    sends each channel's bytes as one write.
+    sends each channel's bytes as one write; once C{most} connections
+    have bytes waiting they are sent at once.
     Stopping the service sends what is left, so the last frames of a
     shutdown leave before the reactor closes the connections.
     """
@@ -220,6 +221,8 @@ class WriteBatch(Service):
     # (heartbeats, keepalives: one timer call writing to every stream,
     # back to back already) go out at once.
     reading = 0
+    # Send once this many connections have bytes waiting.
+    most = 16
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
@@ -228,8 +231,15 @@ class WriteBatch(Service):
 
     def add(self, channel: Channel) -> None:
         """C{channel} has bytes to send at the end of this pass."""
-        self._channels.append(channel)
-        if self._call is None:
+        channels = self._channels
+        channels.append(channel)
+        if len(channels) >= self.most:
+            # A long pass (many requests read at once) sends as it goes,
+            # so its first answers do not wait for its last requests, and
+            # clients answered early can send their next request while
+            # this server is still busy: neither side waits for the other.
+            self.flush()
+        elif self._call is None:
             self._call = self._clock.callLater(0, self.flush)
 
     def flush(self) -> None:

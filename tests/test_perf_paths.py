@@ -435,6 +435,22 @@ class WriteBatchTests(SynchronousTestCase):
         self.assertEqual(self.h.sock.sends, 1)
         self.assertEqual(bytes(self.h.sock.sent).count(b"HTTP/1.1 200 OK"), 2)
 
+    def test_a_full_batch_is_sent_at_once(self) -> None:
+        """Once C{most} connections have bytes waiting, they are sent without waiting for the pass."""
+        assert self.h.writes is not None
+        self.h.writes.most = 4
+        socks = []
+        for i in range(5):
+            sock, proto, conn = self.h.connect()
+            self.addCleanup(conn.connectionLost, Failure(ConnectionDone()))
+            socks.append(sock)
+            proto.dataReceived(b"GET /sse/u%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        self.assertEqual([s.sends for s in socks], [1, 1, 1, 1, 0])
+        self.assertEqual(len(self.batchCalls()), 1)
+        self.h.reactor.advance(0)
+        self.assertEqual([s.sends for s in socks], [1, 1, 1, 1, 1])
+        self.assertEqual(self.batchCalls(), [])
+
     def test_answer_before_close(self) -> None:
         """Closing the connection sends what is waiting first."""
         self.h.request(self.post(b"Connection: close\r\n"))
