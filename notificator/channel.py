@@ -26,9 +26,10 @@ send itself.  L{Channel} instead:
    sleeping receiver costs the sender a cross-CPU wake-up (dear on a
    virtual machine); back to back, most sends find their receiver
    already awake.  In the burst benchmark this cut the server's CPU per
-   publish by about a tenth, and the reply leaves no later than the end
-   of the pass that produced it.  Timer-driven writes (heartbeats to
-   every stream, back to back already) are not held.
+   publish by about a seventh, and the reply leaves no later than the
+   end of the pass that produced it (or sooner: see L{WriteBatch.most}).
+   Timer-driven writes (heartbeats to every stream, back to back
+   already) are not held.
 
 This uses three attributes of Twisted's C{tcp.Connection}: C{dataBuffer}
 and C{_tempDataLen} (its queue) and C{socket}, to which it sends as
@@ -212,9 +213,9 @@ class WriteBatch(Service):
     while handling received data during it: the pass's first such write
     schedules a call for right after the pass (C{callLater(0)}), which
     sends each channel's bytes as one write; once C{most} connections
-    have bytes waiting they are sent at once.
-    Stopping the service sends what is left, so the last frames of a
-    shutdown leave before the reactor closes the connections.
+    have bytes waiting they are sent at once.  Stopping the service sends
+    what is left, so the last frames of a shutdown leave before the
+    reactor closes the connections.
     """
 
     # How many received-data calls are running: writes made outside them

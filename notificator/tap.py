@@ -10,9 +10,9 @@ heartbeat and keepalive timers, and the hub's clean shutdown.
 from __future__ import annotations
 
 import gc
-from functools import partial
 import os
 import re
+from functools import partial
 from typing import Any
 
 from twisted.application import strports
@@ -222,10 +222,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     for description in options["listen"] or cfg.endpoints():
         description = with_backlog(description)
         strports.service(description, site, reactor=reactor).setServiceParent(root)
-    # Last in, first out: open streams are finished (and so written to the
-    # access log) before the listeners stop and the access log closes.
     # Stops after the hub: the streams' last chunks leave before shutdown.
     writes.setServiceParent(root)
+    # Last in, first out: open streams are finished (and so written to the
+    # access log) before the listeners stop and the access log closes.
     HubService(hub).setServiceParent(root)
     return root
 
