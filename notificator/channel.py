@@ -11,25 +11,23 @@ watching (another C{epoll_ctl}).  For this server's traffic (a small
 publish answer, a small SSE frame) that bookkeeping cost more than the
 send itself.  L{Channel} instead:
 
- - keeps the head of a response produced while handling received data
-   and sends it with the first body bytes, so a publish answer or the
-   start of a stream is one C{send(2)};
+ - collects what it is given while the reactor hands received data to
+   channels (with L{WriteBatch}) and sends it when that reactor pass is
+   over, one C{send(2)} per connection: a publish answer or the start of
+   a stream, head and body, is one send.  A pass that reads sixteen
+   publishes sends sixteen frames and sixteen answers back to back.
+   Each send that wakes a sleeping receiver costs the sender a cross-CPU
+   wake-up (dear on a virtual machine); back to back, most sends find
+   their receiver already awake.  In the burst benchmark this cut the
+   server's CPU per publish by about a seventh, and the reply leaves no
+   later than the end of the pass that produced it (or sooner: see
+   L{WriteBatch.most}).  Timer-driven writes (heartbeats to every
+   stream, back to back already) are not held;
  - writes straight to the socket when nothing is queued on it (a plain
    TCP or UNIX connection only).  Anything that cannot go at once (a
    full socket buffer, TLS, a closing connection) is handed to the
    transport as before, so ordering, flow control and disconnect
-   handling stay Twisted's;
- - with a L{WriteBatch}, collects what it is given while the reactor
-   hands received data to channels and sends it when that reactor pass
-   is over.  A pass that reads sixteen publishes then sends sixteen
-   frames and sixteen answers back to back.  Each send that wakes a
-   sleeping receiver costs the sender a cross-CPU wake-up (dear on a
-   virtual machine); back to back, most sends find their receiver
-   already awake.  In the burst benchmark this cut the server's CPU per
-   publish by about a seventh, and the reply leaves no later than the
-   end of the pass that produced it (or sooner: see L{WriteBatch.most}).
-   Timer-driven writes (heartbeats to every stream, back to back
-   already) are not held.
+   handling stay Twisted's.
 
 This uses three attributes of Twisted's C{tcp.Connection}: C{dataBuffer}
 and C{_tempDataLen} (its queue) and C{socket}, to which it sends as
@@ -52,15 +50,16 @@ _log = Logger()
 
 
 class Channel(http.HTTPChannel):
-    """L{HTTPChannel} that sends a response's writes with fewer system calls."""
+    """
+    L{HTTPChannel} that sends what it is given during a reactor pass with
+    one system call (see L{WriteBatch}).
+    """
 
-    _head: bytes | None = None
-    _receiving = 0
     _socket: tcp.Connection | None = None
     # Bytes given during this reactor pass, sent by the batch at its end.
     _pending: list[bytes] | None = None
 
-    def __init__(self, writes: WriteBatch | None = None) -> None:
+    def __init__(self, writes: WriteBatch) -> None:
         super().__init__()
         self._writes = writes
 
@@ -88,22 +87,15 @@ class Channel(http.HTTPChannel):
         return host
 
     def dataReceived(self, data: bytes) -> None:
-        # Requests are usually answered inside this call: hold each head
-        # until its first body bytes, and let nothing outlive the call.
-        # With a batch, what this call writes (to any connection: a
-        # publish writes its frames to others) waits for the pass's end.
+        # What this call writes (to any connection: a publish writes its
+        # frames to others) waits for the end of the reactor pass, so a
+        # response's head and body leave together.
         writes = self._writes
-        self._receiving += 1
-        if writes is not None:
-            writes.reading += 1
+        writes.reading += 1
         try:
             super().dataReceived(data)
         finally:
-            self._receiving -= 1
-            if not self._receiving:
-                self._flush()
-            if writes is not None:
-                writes.reading -= 1
+            writes.reading -= 1
 
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Any
@@ -114,49 +106,28 @@ class Channel(http.HTTPChannel):
             for value in values:
                 head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
-        self._flush()
-        self._head = b"".join(head)
-        if not self._receiving:
-            self._flush()
+        self._send(b"".join(head))
 
     def write(self, data: bytes) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            data = head + data
         self._send(data)
 
     def writeSequence(self, iovec: Any) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._send(b"".join((head, *iovec)))
-        else:
-            self._send(b"".join(iovec))
-
-    def requestDone(self, request: Any) -> None:
-        # A response without body bytes (204, HEAD) still has its head held.
-        self._flush()
-        super().requestDone(request)
+        self._send(b"".join(iovec))
 
     def loseConnection(self) -> None:
-        self._flush()
         self.sendPending()
         super().loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
-        self._head = None
         self._pending = None
         super().connectionLost(reason)
 
     # HTTPChannel writes these two to the transport itself: keep them in
     # line with the responses before them.
     def _send100Continue(self) -> None:
-        self._flush()
         self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        self._flush()
         self._send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         self.loseConnection()
 
@@ -167,17 +138,11 @@ class Channel(http.HTTPChannel):
             self._pending = None
             self._sendNow(pending[0] if len(pending) == 1 else b"".join(pending))
 
-    def _flush(self) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._send(head)
-
     def _send(self, data: bytes) -> None:
         pending = self._pending
         if pending is not None:
             pending.append(data)
-        elif self._writes is not None and self._writes.reading and self.connected:
+        elif self._writes.reading and self.connected:
             self._pending = [data]
             self._writes.add(self)
         else:
@@ -212,8 +177,8 @@ class WriteBatch(Service):
     Sends, at the end of a reactor pass, what L{Channel}s were given
     while handling received data during it: the pass's first such write
     schedules a call for right after the pass (C{callLater(0)}), which
-    sends each channel's bytes as one write; once C{most} connections
-    have bytes waiting they are sent at once.  Stopping the service sends
+    sends each channel's bytes as one write; when a connection would join
+    C{most} others already waiting, those are sent at once.  Stopping the service sends
     what is left, so the last frames of a shutdown leave before the
     reactor closes the connections.
     """
@@ -222,7 +187,7 @@ class WriteBatch(Service):
     # (heartbeats, keepalives: one timer call writing to every stream,
     # back to back already) go out at once.
     reading = 0
-    # Send once this many connections have bytes waiting.
+    # Send the waiting connections' bytes once this many are waiting.
     most = 16
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -232,15 +197,16 @@ class WriteBatch(Service):
 
     def add(self, channel: Channel) -> None:
         """C{channel} has bytes to send at the end of this pass."""
-        channels = self._channels
-        channels.append(channel)
-        if len(channels) >= self.most:
+        if len(self._channels) >= self.most:
             # A long pass (many requests read at once) sends as it goes,
             # so its first answers do not wait for its last requests, and
             # clients answered early can send their next request while
             # this server is still busy: neither side waits for the other.
+            # Sent before the newcomer joins: the others are between
+            # responses, while its own response may be half written.
             self.flush()
-        elif self._call is None:
+        self._channels.append(channel)
+        if self._call is None:
             self._call = self._clock.callLater(0, self.flush)
 
     def flush(self) -> None:
@@ -261,11 +227,12 @@ class WriteBatch(Service):
         self.flush()
 
 
-def protocol(writes: WriteBatch | None = None) -> http._GenericHTTPChannelProtocol:
+def protocol(writes: WriteBatch) -> http._GenericHTTPChannelProtocol:
     """
     A L{Site}'s C{protocol}: L{Channel} in the wrapper twisted.web uses to
-    switch to HTTP/2 when TLS negotiates it.  Give it a L{WriteBatch}
-    with C{functools.partial}: C{site.protocol = partial(protocol, writes)}.
+    switch to HTTP/2 when TLS negotiates it.  Give it the server's
+    L{WriteBatch} with C{functools.partial}:
+    C{site.protocol = partial(protocol, writes)}.
     """
     return http._GenericHTTPChannelProtocol(Channel(writes))
 

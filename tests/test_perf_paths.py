@@ -97,9 +97,9 @@ def dechunk(body: bytes) -> bytes:
 class Harness:
     """One /sse request on a Site over a fake-socket TCP transport."""
 
-    def __init__(self, debug: bool = False, batched: bool = False) -> None:
+    def __init__(self, debug: bool = False) -> None:
         self.reactor = MemoryReactorClock()
-        self.writes = channel.WriteBatch(self.reactor) if batched else None
+        self.writes = channel.WriteBatch(self.reactor)
         self.hub = Hub(clock=self.reactor)
         cfg = Config(server=attrs.evolve(ServerConfig(), log_level="debug" if debug else "info"))
         self.site = Site(web.build_resource(self.hub, cfg, self.reactor), reactor=self.reactor)
@@ -123,8 +123,14 @@ class Harness:
         if self.conn.connected:
             self.conn.connectionLost(Failure(reason or ConnectionDone()))
 
-    def request(self, raw: bytes) -> None:
+    def receive(self, raw: bytes) -> None:
+        """The reactor hands the connection C{raw} (the pass is not over)."""
         self.protocol.dataReceived(raw)
+
+    def request(self, raw: bytes) -> None:
+        """One reactor pass: C{raw} is received, then the write batch sends."""
+        self.receive(raw)
+        self.reactor.advance(0)
 
     def flush(self) -> None:
         """What the reactor's write pass would do."""
@@ -263,8 +269,9 @@ class DirectWriteTests(SynchronousTestCase):
 
 class ChannelTests(SynchronousTestCase):
     """
-    L{channel.Channel}: each response's head goes out with its first body
-    bytes, straight to the socket, and nothing is left for the reactor.
+    L{channel.Channel}: each response's head goes out with its body at the
+    end of the reactor pass, straight to the socket, and nothing is left
+    for the reactor.
     """
 
     def setUp(self) -> None:
@@ -284,7 +291,7 @@ class ChannelTests(SynchronousTestCase):
         self.assertNotIn(self.h.conn, self.h.reactor.getWriters())
 
     def test_publish_answer_is_one_send(self) -> None:
-        """A publish answer (head and body) is one send, before dataReceived returns."""
+        """A publish answer (head and body) is one send."""
         self.h.request(self.post())
         self.assertEqual(self.h.sock.sends, 1)
         self.assertNothingQueued()
@@ -336,12 +343,6 @@ class ChannelTests(SynchronousTestCase):
         self.assertTrue(bytes(self.h.sock.sent).endswith(b"\r\n\r\n"))
         self.assertNothingQueued()
 
-    def test_answer_before_close(self) -> None:
-        """With Connection: close the answer is written before the connection is closed."""
-        self.h.request(self.post(b"Connection: close\r\n"))
-        self.assertIn(b"200 OK", bytes(self.h.sock.sent))
-        self.assertTrue(self.h.conn.disconnecting)
-
     def test_full_socket_queues_the_rest(self) -> None:
         """What the socket does not take is queued for the reactor, in order."""
         self.h.sock.limit = 10
@@ -351,24 +352,31 @@ class ChannelTests(SynchronousTestCase):
         self.h.flush()
         self.assertIn(b'"delivered": 0', self.h.body())
 
-    def test_a_held_head_is_never_dropped(self) -> None:
-        """A second head while one is held sends the first, so both go out in order."""
-        transport = StringTransport()
-        ch = channel.Channel()
-        ch.makeConnection(transport)
-        ch._receiving = 1  # as inside dataReceived
+    def test_two_answers_in_one_pass_keep_their_order(self) -> None:
+        """A head-only answer and a full one written in one pass go out in order, as one write."""
+        writes: list[bytes] = []
+
+        class Transport(StringTransport):
+            def write(self, data: bytes) -> None:
+                writes.append(data)
+
+        ch = channel.Channel(self.h.writes)
+        ch.makeConnection(Transport())
+        self.h.writes.reading += 1  # as inside dataReceived
         ch.writeHeaders(b"HTTP/1.1", b"204", b"No Content", Headers())
         ch.writeHeaders(b"HTTP/1.1", b"200", b"OK", Headers({b"x": [b"1"]}))
         ch.write(b"body")
+        self.h.writes.reading -= 1
+        self.assertEqual(writes, [])
+        self.h.reactor.advance(0)
         self.assertEqual(
-            transport.value(),
-            b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nX: 1\r\n\r\nbody",
+            writes, [b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nX: 1\r\n\r\nbody"]
         )
 
     def test_tls_transport_gets_one_write(self) -> None:
         """Without a plain socket (TLS), the head and body are one transport write."""
         writes: list[bytes] = []
-        ch = channel.Channel()
+        ch = channel.Channel(self.h.writes)
         ch.site = self.h.site  # type: ignore[attr-defined]
         ch.requestFactory = web.Request
 
@@ -378,6 +386,7 @@ class ChannelTests(SynchronousTestCase):
 
         ch.makeConnection(Transport())
         ch.dataReceived(self.post())
+        self.h.reactor.advance(0)
         self.assertEqual(len(writes), 1)
         self.assertTrue(writes[0].startswith(b"HTTP/1.1 200 OK\r\n"))
 
@@ -389,14 +398,13 @@ class WriteBatchTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.h = Harness(batched=True)
+        self.h = Harness()
         self.addCleanup(self.h.lose)
 
     post = ChannelTests.post
 
     def batchCalls(self) -> list[object]:
         """The batch's pending end-of-pass calls."""
-        assert self.h.writes is not None
         return [
             c for c in self.h.reactor.getDelayedCalls()
             if c.active() and c.func == self.h.writes.flush
@@ -409,7 +417,7 @@ class WriteBatchTests(SynchronousTestCase):
         self.assertEqual(ssock.sends, 0)
         self.h.reactor.advance(0)
         self.assertEqual(ssock.sends, 1)
-        self.h.request(self.post())
+        self.h.receive(self.post())
         self.assertEqual((ssock.sends, self.h.sock.sends), (1, 0))
         self.h.reactor.advance(0)
         self.assertEqual((ssock.sends, self.h.sock.sends), (2, 1))
@@ -422,7 +430,6 @@ class WriteBatchTests(SynchronousTestCase):
     def test_timer_writes_go_at_once(self) -> None:
         """A heartbeat (a timer's call, not received data) is sent at once."""
         self.h.request(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.h.reactor.advance(0)
         self.h.hub.heartbeat()
         self.assertEqual(self.h.sock.sends, 2)
         self.assertIn(b"event: heartbeat", bytes(self.h.sock.sent))
@@ -431,13 +438,11 @@ class WriteBatchTests(SynchronousTestCase):
     def test_one_send_per_connection_per_pass(self) -> None:
         """Two pipelined answers leave in one send, in order."""
         self.h.request(self.post() + self.post())
-        self.h.reactor.advance(0)
         self.assertEqual(self.h.sock.sends, 1)
         self.assertEqual(bytes(self.h.sock.sent).count(b"HTTP/1.1 200 OK"), 2)
 
     def test_a_full_batch_is_sent_at_once(self) -> None:
-        """Once C{most} connections have bytes waiting, they are sent without waiting for the pass."""
-        assert self.h.writes is not None
+        """Once C{most} connections have bytes waiting, the next one sends them, each whole, without waiting for the pass."""
         self.h.writes.most = 4
         socks = []
         for i in range(5):
@@ -453,13 +458,13 @@ class WriteBatchTests(SynchronousTestCase):
 
     def test_answer_before_close(self) -> None:
         """Closing the connection sends what is waiting first."""
-        self.h.request(self.post(b"Connection: close\r\n"))
+        self.h.receive(self.post(b"Connection: close\r\n"))
         self.assertIn(b"200 OK", bytes(self.h.sock.sent))
         self.assertTrue(self.h.conn.disconnecting)
 
     def test_bad_request_after_an_answer(self) -> None:
         """A 400 for a bad pipelined request goes after the answer before it."""
-        self.h.request(self.post() + b"BAD\r\n\r\n")
+        self.h.receive(self.post() + b"BAD\r\n\r\n")
         sent = bytes(self.h.sock.sent)
         self.assertTrue(sent.startswith(b"HTTP/1.1 200 OK"), sent)
         self.assertTrue(sent.endswith(b"HTTP/1.1 400 Bad Request\r\n\r\n"), sent)
@@ -473,8 +478,8 @@ class WriteBatchTests(SynchronousTestCase):
             b"Content-Type: application/x-www-form-urlencoded\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)
         )
-        self.h.request(self.post() + expect)
-        self.h.request(body)
+        self.h.receive(self.post() + expect)
+        self.h.receive(body)
         self.h.reactor.advance(0)
         sent = bytes(self.h.sock.sent)
         first = sent.index(b"HTTP/1.1 200 OK")
@@ -485,7 +490,7 @@ class WriteBatchTests(SynchronousTestCase):
         """A connection lost before the pass ends sends nothing; the others still send."""
         ssock, sproto, sconn = self.h.connect()
         sproto.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.h.request(self.post())
+        self.h.receive(self.post())
         self.h.lose()
         self.h.reactor.advance(0)
         self.assertEqual(self.h.sock.sends, 0)
@@ -501,7 +506,7 @@ class WriteBatchTests(SynchronousTestCase):
         def broken() -> None:
             raise RuntimeError("boom")
 
-        self.h.request(self.post())
+        self.h.receive(self.post())
         self.h.protocol._channel.sendPending = broken
         ssock2, sproto2, sconn2 = self.h.connect()
         sproto2.dataReceived(b"GET /sse/u2 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -514,9 +519,8 @@ class WriteBatchTests(SynchronousTestCase):
 
     def test_stop_sends_what_is_left(self) -> None:
         """Stopping the batch (at shutdown, after the hub closed the streams) sends everything."""
-        assert self.h.writes is not None
         self.h.writes.startService()
-        self.h.request(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.h.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
         self.h.hub.close_all()
         self.assertEqual(len(self.batchCalls()), 1)
         self.h.writes.stopService()
