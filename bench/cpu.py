@@ -87,7 +87,9 @@ def measure(rounds: int, per_round: int, publishes: int) -> dict[str, Any]:
         if name.endswith(".json") and name != "local.json":
             shutil.copy(os.path.join(PROJECT, "conf", name), conf)
     with open(os.path.join(conf, "local.json"), "w") as f:
-        json.dump({"sse": {"heartbeat": False}, "server": {"log": {"dir": os.path.join(work, "log")}}}, f)
+        json.dump(
+            {"sse": {"heartbeat": False}, "server": {"log": {"dir": os.path.join(work, "log")}}}, f
+        )
 
     reactor = MemoryReactorClock()
     options = tap.Options()
@@ -136,9 +138,12 @@ def measure(rounds: int, per_round: int, publishes: int) -> dict[str, Any]:
             sender = connection(10**6 + users)
             posts = []
             for i in range(publishes):
-                body = b"id=notify_u%d&data=%%7B%%22s%%22%%3A%d%%2C%%22t%%22%%3A1700000000000%%7D" % (
-                    i % users,
-                    i,
+                body = (
+                    b"id=notify_u%d&data=%%7B%%22s%%22%%3A%d%%2C%%22t%%22%%3A1700000000000%%7D"
+                    % (
+                        i % users,
+                        i,
+                    )
                 )
                 posts.append(
                     b"POST /webNotification HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n"

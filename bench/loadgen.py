@@ -47,7 +47,8 @@ import re
 import resource
 import sys
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 # -- statistics -------------------------------------------------------------
@@ -415,7 +416,7 @@ class PostClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def post(self, body: bytes) -> "asyncio.Future[tuple[int, bytes]]":
+    def post(self, body: bytes) -> asyncio.Future[tuple[int, bytes]]:
         assert self.transport is not None and self.waiter is None
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(self.prefix + b"%d\r\n\r\n" % len(body) + body)
@@ -503,7 +504,11 @@ class Bench:
         self.pid = opt.pid or None
         src = opt.src_ips
         v4_loopback = re.match(r"^127\.\d+\.\d+\.\d+$", self.connect_host) is not None
-        self.sources = [f"127.0.0.{1 + i}" for i in range(max(1, min(254, src)))] if v4_loopback and src > 1 else []
+        self.sources = (
+            [f"127.0.0.{1 + i}" for i in range(max(1, min(254, src)))]
+            if v4_loopback and src > 1
+            else []
+        )
         self.deadline = time.monotonic() + opt.max_total
 
     def _local(self, i: int) -> tuple[str, int] | None:
@@ -544,7 +549,10 @@ class Bench:
                 try:
                     await asyncio.wait_for(
                         loop.create_connection(
-                            lambda: stream, self.connect_host, self.port, local_addr=self._local(i)
+                            lambda: stream,  # noqa: B023 (awaited in this iteration)
+                            self.connect_host,
+                            self.port,
+                            local_addr=self._local(i),
                         ),
                         timeout=max(0.1, phase_end - time.monotonic()),
                     )
@@ -557,7 +565,9 @@ class Bench:
                 if why != "ok":
                     failures[why] = failures.get(why, 0) + 1
 
-        await asyncio.gather(*(worker() for _ in range(max(1, min(opt.connect_concurrency, opt.n)))))
+        await asyncio.gather(
+            *(worker() for _ in range(max(1, min(opt.connect_concurrency, opt.n))))
+        )
         elapsed = time.perf_counter() - t0
         resources = meter.stop()
         await asyncio.sleep(self._time_left(opt.settle))
@@ -650,7 +660,9 @@ class Bench:
                 stats["lag"].append((t - due) * 1000)
             rec.sent[seq] = t
             try:
-                status, reply = await asyncio.wait_for(client.post(body), timeout=max(0.1, end - time.monotonic()))
+                status, reply = await asyncio.wait_for(
+                    client.post(body), timeout=max(0.1, end - time.monotonic())
+                )
             except asyncio.TimeoutError:
                 status, reply = 0, b"timeout"
                 client.close()
@@ -673,7 +685,15 @@ class Bench:
 
     @staticmethod
     def _stats() -> dict[str, Any]:
-        return {"accepted": 0, "errors": 0, "error_kinds": {}, "undelivered": 0, "reconnects": 0, "lag": [], "rtt": []}
+        return {
+            "accepted": 0,
+            "errors": 0,
+            "error_kinds": {},
+            "undelivered": 0,
+            "reconnects": 0,
+            "lag": [],
+            "rtt": [],
+        }
 
     def _outcome(self, seqs: list[int]) -> dict[str, Any]:
         rec = self.record
@@ -746,11 +766,15 @@ class Bench:
             return rec.new(self._pick()), None
 
         await asyncio.wait_for(
-            asyncio.gather(*(self._publish_loop(100 + i, take, stats, seqs, guard) for i in range(opt.burst_c))),
+            asyncio.gather(
+                *(self._publish_loop(100 + i, take, stats, seqs, guard) for i in range(opt.burst_c))
+            ),
             timeout=max(1.0, guard - time.monotonic()),
         )
         post_end = time.perf_counter()
-        drained = await self._drain(lambda: stats["accepted"] - stats["undelivered"], opt.drain_timeout)
+        drained = await self._drain(
+            lambda: stats["accepted"] - stats["undelivered"], opt.drain_timeout
+        )
         resources = meter.stop()
         post_s = post_end - t0
         deliver_s = max(post_s, (rec.last or post_end) - t0)
@@ -801,7 +825,9 @@ class Bench:
         phases = [p.strip() for p in opt.phases.split(",") if p.strip()]
         unknown = set(phases) - {"connect", "latency", "burst", "idle"}
         if unknown or "connect" not in phases:
-            raise SystemExit(f"loadgen: phases must include connect, from connect,latency,burst,idle; got {opt.phases}")
+            raise SystemExit(
+                f"loadgen: phases must include connect, from connect,latency,burst,idle; got {opt.phases}"
+            )
         out: dict[str, Any] = {
             "label": opt.label,
             "url": opt.url,
@@ -819,7 +845,9 @@ class Bench:
             for name in ("latency", "burst", "idle"):
                 if name in phases:
                     if time.monotonic() > self.deadline:
-                        raise RuntimeError(f"global time limit {opt.max_total} s reached before {name}")
+                        raise RuntimeError(
+                            f"global time limit {opt.max_total} s reached before {name}"
+                        )
                     out[name] = await getattr(self, name)()
         except Exception as e:  # reported in the result, not as a traceback
             out["error"] = f"{type(e).__name__}: {e}"
@@ -856,13 +884,33 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--burst-c", type=int, default=16, help="burst: concurrent keep-alive POST clients")
     a("--burst-t", type=float, default=10, help="burst: seconds")
     a("--idle-t", type=float, default=10, help="idle: seconds")
-    a("--hb-interval", type=float, default=0, help="the server's heartbeat interval (s), for the expected count")
+    a(
+        "--hb-interval",
+        type=float,
+        default=0,
+        help="the server's heartbeat interval (s), for the expected count",
+    )
     a("--src-ips", type=int, default=4, help="spread client addresses over 127.0.0.1..127.0.0.N")
-    a("--connect-concurrency", type=int, default=200, help="streams waiting for their connect event at once")
+    a(
+        "--connect-concurrency",
+        type=int,
+        default=200,
+        help="streams waiting for their connect event at once",
+    )
     a("--connect-timeout", type=float, default=180, help="s, the whole connect phase")
-    a("--drain-timeout", type=float, default=10, help="s to wait for deliveries after the last POST")
+    a(
+        "--drain-timeout",
+        type=float,
+        default=10,
+        help="s to wait for deliveries after the last POST",
+    )
     a("--settle", type=float, default=1, help="s to wait after connecting before reading the RSS")
-    a("--mode", choices=["path", "cookie"], default="path", help="GET /sse/<user> or GET /sse with the cookie")
+    a(
+        "--mode",
+        choices=["path", "cookie"],
+        default="path",
+        help="GET /sse/<user> or GET /sse with the cookie",
+    )
     a("--cookie", default="userID", help="cookie name for --mode cookie")
     a("--user-prefix", default="u")
     a("--event", default="notify")
@@ -870,7 +918,11 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--allow-remote", action="store_true", help="allow a non-loopback host (your own)")
     a("--label", default="")
     a("--json", help="write the full result here ('-': stdout)")
-    a("--no-uvloop", action="store_true", help="use the standard asyncio loop even if uvloop is installed")
+    a(
+        "--no-uvloop",
+        action="store_true",
+        help="use the standard asyncio loop even if uvloop is installed",
+    )
     opt = p.parse_args(argv)
     for name in ("n", "m", "k", "burst_c"):
         if getattr(opt, name) < 1:

@@ -92,8 +92,13 @@ class LocalServer:
             json.dump(local, f)
         self.log_path = os.path.join(self.dir, "twistd.log")
         self.command = (opt.twistd.split() if opt.twistd else default_twistd()) + [
-            "-n", "--pidfile=", "notificator", "--config", conf,
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "-n",
+            "--pidfile=",
+            "notificator",
+            "--config",
+            conf,
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
         ]
         if opt.env:
             self.command += ["--env", opt.env]
@@ -114,7 +119,9 @@ class LocalServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise SystemExit(f"local: server exited {self.process.returncode}; see {self.log_path}")
+                raise SystemExit(
+                    f"local: server exited {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
@@ -147,24 +154,52 @@ class LocalServer:
             return 0
 
 
-def generator_options(opt: argparse.Namespace, port: int, pid: int, phases: str, hb: float, label: str) -> argparse.Namespace:
+def generator_options(
+    opt: argparse.Namespace, port: int, pid: int, phases: str, hb: float, label: str
+) -> argparse.Namespace:
     args = [
-        "--url", f"http://127.0.0.1:{port}", "--pid", str(pid), "--n", str(opt.n), "--phases", phases,
-        "--m", str(opt.m), "--rate", str(opt.rate), "--k", str(opt.k),
-        "--burst-c", str(opt.burst_c), "--burst-t", str(opt.burst_t), "--idle-t", str(opt.idle_t),
-        "--hb-interval", str(hb), "--label", label, "--max-total", str(opt.max_total),
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--pid",
+        str(pid),
+        "--n",
+        str(opt.n),
+        "--phases",
+        phases,
+        "--m",
+        str(opt.m),
+        "--rate",
+        str(opt.rate),
+        "--k",
+        str(opt.k),
+        "--burst-c",
+        str(opt.burst_c),
+        "--burst-t",
+        str(opt.burst_t),
+        "--idle-t",
+        str(opt.idle_t),
+        "--hb-interval",
+        str(hb),
+        "--label",
+        label,
+        "--max-total",
+        str(opt.max_total),
     ]
     if opt.no_uvloop:
         args.append("--no-uvloop")
     return loadgen.options(args)
 
 
-def run_one(opt: argparse.Namespace, heartbeat: float, phases: str, tag: str, workdir: str) -> dict[str, Any]:
+def run_one(
+    opt: argparse.Namespace, heartbeat: float, phases: str, tag: str, workdir: str
+) -> dict[str, Any]:
     server = LocalServer(opt, heartbeat, tag, workdir)
     server.start()
     try:
         label = f"{opt.label}-{tag}"
-        result = loadgen.run(generator_options(opt, server.port, server.pid, phases, heartbeat, label))
+        result = loadgen.run(
+            generator_options(opt, server.port, server.pid, phases, heartbeat, label)
+        )
     finally:
         server.stop()
     result["server_command"] = server.command
@@ -200,7 +235,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--burst-c", type=int, default=16)
     a("--burst-t", type=float, default=10)
     a("--idle-t", type=float, default=10)
-    a("--heartbeat", type=float, default=1, help="heartbeat interval (s) of the hb run; 0 skips that run")
+    a(
+        "--heartbeat",
+        type=float,
+        default=1,
+        help="heartbeat interval (s) of the hb run; 0 skips that run",
+    )
     a("--phases", default="connect,latency,burst,idle", help="phases of the main run")
     a("--project", default=PROJECT, help="checkout whose conf/ to use (default: this one)")
     a("--twistd", default="", help="twistd command (default: the one beside this Python)")

@@ -28,7 +28,7 @@ import datetime
 import ipaddress
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -172,9 +172,7 @@ def make_dev_cert(directory: str, names: Sequence[str] = DEFAULT_NAMES, days: in
     pem = serialization.Encoding.PEM
     _write(
         os.path.join(directory, "server.key"),
-        key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
         0o600,
     )
     _write(os.path.join(directory, "server.crt"), cert.public_bytes(pem), 0o644)

@@ -97,9 +97,7 @@ class Channel(http.HTTPChannel):
         finally:
             writes.reading -= 1
 
-    def writeHeaders(
-        self, version: bytes, code: bytes, reason: bytes, headers: Any
-    ) -> None:
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         # As HTTPChannel.writeHeaders (it gets Headers from Request.write).
         head = [version, b" ", code, b" ", reason, b"\r\n"]
         for name, values in headers.getAllRawHeaders():
@@ -235,4 +233,3 @@ def protocol(writes: WriteBatch) -> http._GenericHTTPChannelProtocol:
     C{site.protocol = partial(protocol, writes)}.
     """
     return http._GenericHTTPChannelProtocol(Channel(writes))
-

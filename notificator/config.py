@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 from hyperlink import URL, DecodedURL
@@ -224,7 +225,7 @@ class Origin:
     port: int | None
 
     @classmethod
-    def parse(cls, text: str) -> "Origin":
+    def parse(cls, text: str) -> Origin:
         try:
             url = DecodedURL(URL.from_text(text.strip()))
         except Exception as e:  # hyperlink raises several types
@@ -278,7 +279,9 @@ def _headers(value: object) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, li
                     raise _Bad(f"{name}: {e}")
             continue
         if lname in _HOP_BY_HOP or lname in _OWNED_HEADERS:
-            notes.append(f"header {name} is set by the server itself; the configured value is ignored")
+            notes.append(
+                f"header {name} is set by the server itself; the configured value is ignored"
+            )
             continue
         if lname == "access-control-allow-credentials":
             continue  # always sent with an allowed origin

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterable, Iterator, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -62,9 +63,7 @@ class Hub:
 
     log = Logger()
 
-    def __init__(
-        self, clock: IReactorTime, timer: Callable[[], float] = time.perf_counter
-    ) -> None:
+    def __init__(self, clock: IReactorTime, timer: Callable[[], float] = time.perf_counter) -> None:
         self._clock = clock
         self._timer = timer
         self._ids = EventIds(clock)
@@ -160,9 +159,7 @@ class Hub:
                 if stream.send(frame):
                     delivered += 1
             except Exception:
-                self.log.failure(
-                    "write to a stream of {user_id} failed", user_id=stream.user_id
-                )
+                self.log.failure("write to a stream of {user_id} failed", user_id=stream.user_id)
         return delivered
 
     def heartbeat(self) -> int:

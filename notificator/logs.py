@@ -21,7 +21,8 @@ remove observers on the publisher, in C{startService}/C{stopService}.
 from __future__ import annotations
 
 import os
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import setproctitle
 from twisted.application.service import Service
@@ -32,9 +33,9 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
     LogEvent,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    Logger,
     LogPublisher,
     formatEventAsClassicLogText,
     formatTime,

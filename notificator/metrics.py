@@ -14,7 +14,7 @@ therefore only reads integers and C{len()}s, which is safe from a thread.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (

@@ -22,8 +22,9 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Iterable
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
@@ -146,7 +147,7 @@ class Asset(_Readable):
         self._etag = _etag(body)
 
     @classmethod
-    def from_package(cls, name: str) -> "Asset":
+    def from_package(cls, name: str) -> Asset:
         suffix = name[name.rfind(".") :]
         return cls(static_file(name), _TYPES.get(suffix, b"application/octet-stream"))
 
@@ -176,8 +177,10 @@ class MonitorPage(_Readable):
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"not found\n"
         asked = (request.args or {}).get(b"lang", [b""])[0].decode("ascii", "replace")
-        lang = asked if asked in self._pages else negotiate_language(
-            request.getHeader(b"accept-language"), list(self._pages)
+        lang = (
+            asked
+            if asked in self._pages
+            else negotiate_language(request.getHeader(b"accept-language"), list(self._pages))
         )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-language", lang.encode("ascii"))
@@ -282,9 +285,7 @@ class Folder(Resource):
         return pages.notFound()
 
 
-def add_monitor(
-    root: Resource, hub: Hub, clock: IReactorTime, registry: CollectorRegistry
-) -> None:
+def add_monitor(root: Resource, hub: Hub, clock: IReactorTime, registry: CollectorRegistry) -> None:
     """Put the monitor's resources under the site root."""
     messages = json.loads(static_file("messages.json"))
     template = static_file("index.html").decode("utf-8")

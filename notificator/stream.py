@@ -13,7 +13,7 @@ Writes go through C{request.write}; over plain TCP the channel
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -48,7 +48,7 @@ class RequestStream:
         user_id: str,
         connection_id: int,
         connected_at: float,
-        on_gone: Callable[["RequestStream", Failure | None], None],
+        on_gone: Callable[[RequestStream, Failure | None], None],
     ) -> None:
         self._request = request
         self._write = request.write

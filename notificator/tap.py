@@ -210,7 +210,11 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     registry = metrics.build_registry(hub, reactor)
     site = logs.AccessLogSite(
         web.build_resource(
-            hub, cfg, reactor, registry, activity=Logger("notificator.web", observer=app_log.activity)
+            hub,
+            cfg,
+            reactor,
+            registry,
+            activity=Logger("notificator.web", observer=app_log.activity),
         ),
         server.log_dir,
         reactor,

@@ -40,7 +40,8 @@ the certificate, a chain file without certificates or without the issuer.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -110,7 +111,9 @@ def _private_key(path: str, data: bytes) -> PrivateKeyTypes:
     try:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise TLSFileError(path, "privateKey", "the private key is encrypted; give an unencrypted one")
+        raise TLSFileError(
+            path, "privateKey", "the private key is encrypted; give an unencrypted one"
+        )
     except ValueError:
         raise TLSFileError(path, "privateKey", "holds no PEM private key")
 

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -111,7 +112,7 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def start(self, timeout: float = 30.0) -> "Server":
+    def start(self, timeout: float = 30.0) -> Server:
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
                 self.command, stdout=out, stderr=subprocess.STDOUT, cwd=self._cwd, env=self._env
@@ -132,8 +133,12 @@ class Server:
         """Run a server that is expected to stop by itself (bad config)."""
         with open(self.log_path, "wb") as out:
             result = subprocess.run(
-                self.command, stdout=out, stderr=subprocess.STDOUT, cwd=self._cwd,
-                env=self._env, timeout=timeout,
+                self.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self._cwd,
+                env=self._env,
+                timeout=timeout,
             )
         return result.returncode, self.log()
 
@@ -178,7 +183,10 @@ class Server:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def request(
-        self, method: str, path: str, body: bytes | str | None = None,
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         conn = self.connection()
@@ -195,7 +203,7 @@ class Server:
         )
         return status, json.loads(raw)
 
-    def subscribe(self, path: str, headers: dict[str, str] | None = None) -> "SSEClient":
+    def subscribe(self, path: str, headers: dict[str, str] | None = None) -> SSEClient:
         client = SSEClient(self.connection(), path, headers or {})
         self.testcase.addCleanup(client.close)
         return client

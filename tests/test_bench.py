@@ -44,7 +44,7 @@ class ParseTests(SynchronousTestCase):
     def test_event_block(self) -> None:
         """Event name and multi-line data are read as a browser would."""
         self.assertEqual(
-            loadgen.parse_event(b"id: 1-0\nevent: notify\ndata: {\"a\":\ndata:1}"),
+            loadgen.parse_event(b'id: 1-0\nevent: notify\ndata: {"a":\ndata:1}'),
             (b"notify", b'{"a":\n1}'),
         )
         self.assertEqual(loadgen.parse_event(b"data: x"), (b"message", b"x"))
@@ -54,12 +54,16 @@ class ParseTests(SynchronousTestCase):
         status, headers = loadgen.parse_head(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b"
         )
-        self.assertEqual((status, headers[b"transfer-encoding"], headers[b"x-a"]), (200, b"chunked", b"b"))
+        self.assertEqual(
+            (status, headers[b"transfer-encoding"], headers[b"x-a"]), (200, b"chunked", b"b")
+        )
 
     def test_summary(self) -> None:
         """Nearest-rank percentiles, as the shared load.js computes them."""
         s = loadgen.summary(range(1, 101))
-        self.assertEqual((s["count"], s["p50"], s["p90"], s["p99"], s["max"]), (100, 50, 90, 99, 100))
+        self.assertEqual(
+            (s["count"], s["p50"], s["p90"], s["p99"], s["max"]), (100, 50, 90, 99, 100)
+        )
         self.assertEqual(loadgen.summary([]), {"count": 0})
 
     def test_loopback(self) -> None:
@@ -90,7 +94,9 @@ class RecordTests(SynchronousTestCase):
 class TableTests(SynchronousTestCase):
     def test_partial_results(self) -> None:
         """A run that stopped early still renders, with dashes and its error."""
-        text = report.table([("x", {"connect": {"connected": 0, "requested": 5}, "error": "boom"}, None)])
+        text = report.table(
+            [("x", {"connect": {"connected": 0, "requested": 5}, "error": "boom"}, None)]
+        )
         self.assertIn("0/5", text)
         self.assertIn("boom", text)
         self.assertIn("target", text.splitlines()[0])
@@ -106,9 +112,27 @@ class SmokeTests(SynchronousTestCase):
         server = Server(self, local={"sse": {"heartbeat": True, "heartbeatInterval": 1}}).start()
         opt = loadgen.options(
             [
-                "--url", f"http://127.0.0.1:{server.port}", "--pid", str(server.process.pid),
-                "--n", "200", "--m", "200", "--rate", "400", "--burst-c", "4", "--burst-t", "1",
-                "--idle-t", "2.5", "--hb-interval", "1", "--max-total", "120", "--no-uvloop",
+                "--url",
+                f"http://127.0.0.1:{server.port}",
+                "--pid",
+                str(server.process.pid),
+                "--n",
+                "200",
+                "--m",
+                "200",
+                "--rate",
+                "400",
+                "--burst-c",
+                "4",
+                "--burst-t",
+                "1",
+                "--idle-t",
+                "2.5",
+                "--hb-interval",
+                "1",
+                "--max-total",
+                "120",
+                "--no-uvloop",
             ]
         )
         result = loadgen.run(opt)
@@ -118,7 +142,16 @@ class SmokeTests(SynchronousTestCase):
             p = result[phase]
             self.assertGreater(p["accepted"], 0, phase)
             self.assertEqual(p["received"], p["accepted"], phase)
-            self.assertEqual((p["lost"], p["duplicates"], p["misrouted"], p["post_errors" if phase == "latency" else "errors"]), (0, 0, 0, 0), phase)
+            self.assertEqual(
+                (
+                    p["lost"],
+                    p["duplicates"],
+                    p["misrouted"],
+                    p["post_errors" if phase == "latency" else "errors"],
+                ),
+                (0, 0, 0, 0),
+                phase,
+            )
         self.assertEqual(result["latency"]["accepted"], 200)
         self.assertGreater(result["idle"]["heartbeats_received"], 0)
         self.assertIsNotNone(result["connect"]["kb_per_conn"])

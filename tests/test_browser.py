@@ -21,8 +21,9 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -183,8 +184,11 @@ class MonitorPageBrowserTests(SynchronousTestCase):
         server = Server(self).start()
         driver.get(f"http://127.0.0.1:{server.port}/")
         self.assertEqual(driver.find_element("css selector", "h1").text, "Notificator monitor")
-        wait_for(driver, lambda d: d.find_element("id", "poll-status").text.startswith("Updated"),
-                 "the first poll")
+        wait_for(
+            driver,
+            lambda d: d.find_element("id", "poll-status").text.startswith("Updated"),
+            "the first poll",
+        )
         self.assertTrue(driver.find_element("id", "no-users").is_displayed())
 
         client = server.subscribe("/sse/watch-u1")
@@ -243,8 +247,11 @@ class MonitorPageBrowserTests(SynchronousTestCase):
         )[0]
         data = json.loads(row.find_element("css selector", "td.data").text)
         self.assertEqual(data["title"], "테스트")
-        wait_for(driver, lambda d: "1개에 전달" in d.find_element("id", "send-status").text,
-                 "the delivered count")
+        wait_for(
+            driver,
+            lambda d: "1개에 전달" in d.find_element("id", "send-status").text,
+            "the delivered count",
+        )
         wait_for(
             driver,
             lambda d: d.find_elements("css selector", 'tr[data-user-id="테스트 사용자"]'),
@@ -271,8 +278,11 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         body = "id=" + quote("notify_" + user_id) + "&data=" + quote(data)
         status, doc = server.post(body, FORM)
         self.assertEqual((status, doc["delivered"]), (200, 1))
-        received = wait_for(driver, lambda d: d.execute_script("return window.received"),
-                            "webNotifyProcess to be called")
+        received = wait_for(
+            driver,
+            lambda d: d.execute_script("return window.received"),
+            "webNotifyProcess to be called",
+        )
         self.assertEqual([json.loads(r) for r in received], [{"title": "결재 요청", "n": 1}])
         self.assertEqual(driver.execute_script("return window.approvals"), [])
         url = driver.execute_script("return NotificatorClient.url()")
@@ -296,8 +306,11 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         self._wait_connected(server, "gw-cookie-u2")
         status, doc = server.post('id=appr_gw-cookie-u2&data={"doc":"A-1"}', FORM)
         self.assertEqual((status, doc["delivered"]), (200, 1))
-        approvals = wait_for(driver, lambda d: d.execute_script("return window.approvals"),
-                             "sancProcess to be called")
+        approvals = wait_for(
+            driver,
+            lambda d: d.execute_script("return window.approvals"),
+            "sancProcess to be called",
+        )
         self.assertEqual([json.loads(a) for a in approvals], [{"doc": "A-1"}])
         self.assertEqual(driver.execute_script("return window.received"), [])
 

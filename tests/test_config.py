@@ -67,7 +67,9 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(cfg.server.port, 3)
         self.assertEqual(cfg.server.log_level, "error")
         self.assertTrue(cfg.server.log_dir.endswith("/a"))
-        self.assertEqual([os.path.basename(s) for s in cfg.sources], ["default.json", "prod.json", "local.json"])
+        self.assertEqual(
+            [os.path.basename(s) for s in cfg.sources], ["default.json", "prod.json", "local.json"]
+        )
 
     def test_old_server_config_loads(self) -> None:
         """A commented node-server config with Connection and a CORS list loads."""
@@ -90,7 +92,9 @@ class LoadTests(SynchronousTestCase):
 
     def test_any_origin(self) -> None:
         """'*' allows every origin (it is echoed back, with credentials)."""
-        cfg = load(self.conf(default={"sse": {"header": {"Access-Control-Allow-Origin": "*"}}}), "x")
+        cfg = load(
+            self.conf(default={"sse": {"header": {"Access-Control-Allow-Origin": "*"}}}), "x"
+        )
         self.assertTrue(cfg.sse.cors.allows("http://anything.example"))
 
     def test_unknown_key_warns(self) -> None:
@@ -109,7 +113,9 @@ class LoadTests(SynchronousTestCase):
         """Certificate and log paths are relative to the config dir's parent."""
         conf = self.conf(default={"server": {"certificates": {"key": "cert/k.pem"}}})
         cfg = load(conf, "x")
-        self.assertEqual(cfg.server.certificates.key, conf.parent().child("cert").child("k.pem").path)
+        self.assertEqual(
+            cfg.server.certificates.key, conf.parent().child("cert").child("k.pem").path
+        )
         self.assertEqual(cfg.root, conf.parent().path)
 
     def test_extra_headers(self) -> None:
@@ -120,8 +126,16 @@ class LoadTests(SynchronousTestCase):
     def test_https_endpoint(self) -> None:
         """https becomes an https: strports string (notificator.tls) with the key, cert, CA chain and ALPN http/1.1."""
         cfg = load(
-            self.conf(default={"server": {"protocol": "https", "port": 3443, "host": "::1",
-                                          "certificates": {"key": "k", "cert": "c", "ca": "a"}}}),
+            self.conf(
+                default={
+                    "server": {
+                        "protocol": "https",
+                        "port": 3443,
+                        "host": "::1",
+                        "certificates": {"key": "k", "cert": "c", "ca": "a"},
+                    }
+                }
+            ),
             "x",
         )
         (endpoint,) = cfg.endpoints()
@@ -142,11 +156,17 @@ class ErrorTests(SynchronousTestCase):
 
     def test_wrong_type_names_file_and_key(self) -> None:
         """A wrong type is one line naming the file that set it and the key."""
-        e = self.error(default={"server": {"port": 3000}}, production={"server": {"port": "3443a"}}, env="production")
+        e = self.error(
+            default={"server": {"port": 3000}},
+            production={"server": {"port": "3443a"}},
+            env="production",
+        )
         self.assertEqual(e.key, "server.port")
         self.assertTrue(e.source.endswith("production.json"))
         self.assertEqual(str(e).count("\n"), 0)
-        self.assertRegex(str(e), r"production\.json: server\.port: expected an integer, got \"3443a\"$")
+        self.assertRegex(
+            str(e), r"production\.json: server\.port: expected an integer, got \"3443a\"$"
+        )
 
     def test_unknown_protocol(self) -> None:
         """An unknown protocol is refused, naming the choices."""
@@ -182,7 +202,9 @@ class ErrorTests(SynchronousTestCase):
 
     def test_https_needs_key_and_cert(self) -> None:
         """https without certificate paths is refused at load time."""
-        e = self.error(default={"server": {"protocol": "https", "certificates": {"key": "", "cert": ""}}})
+        e = self.error(
+            default={"server": {"protocol": "https", "certificates": {"key": "", "cert": ""}}}
+        )
         self.assertIn("server.certificates.key: required when server.protocol is https", str(e))
 
     def test_bad_json(self) -> None:

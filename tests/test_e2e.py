@@ -35,8 +35,15 @@ class CoreEndToEndTests(SynchronousTestCase):
         text = json.dumps(KOREAN, ensure_ascii=False)
         bodies = [
             (urlencode({"id": "notify_001000210", "data": text}), FORM_UTF8),
-            (quote(json.dumps({"id": "appr_001000210", "data": KOREAN}, ensure_ascii=False)) + "=", FORM),
-            (json.dumps({"id": "notify_001000210", "data": KOREAN}, ensure_ascii=False).encode(), "application/json"),
+            (
+                quote(json.dumps({"id": "appr_001000210", "data": KOREAN}, ensure_ascii=False))
+                + "=",
+                FORM,
+            ),
+            (
+                json.dumps({"id": "notify_001000210", "data": KOREAN}, ensure_ascii=False).encode(),
+                "application/json",
+            ),
         ]
         for body, content_type in bodies:
             status, reply = self.server.post(body, content_type)
@@ -76,8 +83,12 @@ class CoreEndToEndTests(SynchronousTestCase):
         self.assertEqual(stream.headers["Access-Control-Allow-Origin"], "http://127.0.0.2:8080")
         self.assertEqual(stream.headers["Access-Control-Allow-Credentials"], "true")
         status, headers, _ = self.server.request(
-            "OPTIONS", "/sse/u1",
-            headers={"Origin": "http://127.0.0.2:8080", "Access-Control-Request-Headers": "last-event-id"},
+            "OPTIONS",
+            "/sse/u1",
+            headers={
+                "Origin": "http://127.0.0.2:8080",
+                "Access-Control-Request-Headers": "last-event-id",
+            },
         )
         self.assertEqual(status, 204)
         self.assertIn("Last-Event-ID", headers["Access-Control-Allow-Headers"])
@@ -91,8 +102,11 @@ class CoreEndToEndTests(SynchronousTestCase):
         stream = self.server.subscribe("/sse/u1")
         stream.next_event()
         for body, content_type, code in [
-            ("", FORM, 400), ("id=nounderscore", FORM, 400), ("id=bad%0Aevent_u1&data=1", FORM, 400),
-            ("{not json", "application/json", 400), (b"id=a_u1&data=\xff", FORM, 400),
+            ("", FORM, 400),
+            ("id=nounderscore", FORM, 400),
+            ("id=bad%0Aevent_u1&data=1", FORM, 400),
+            ("{not json", "application/json", 400),
+            (b"id=a_u1&data=\xff", FORM, 400),
             ("id=a_u1", "text/plain", 415),
         ]:
             self.assertEqual(self.server.post(body, content_type)[0], code, body)
@@ -122,7 +136,7 @@ class StartupTests(SynchronousTestCase):
         code, output = server.run_to_exit()
         self.assertNotEqual(code, 0)
         self.assertNotIn("Traceback", output)
-        lines = [l for l in output.splitlines() if l.strip()]
+        lines = [line for line in output.splitlines() if line.strip()]
         self.assertEqual(len(lines), 1, output)
         self.assertRegex(lines[0], r"local\.json: server\.port: expected an integer")
 

@@ -61,7 +61,7 @@ class FormOneTests(SynchronousTestCase):
 
     def test_unencoded_json_with_ampersand(self) -> None:
         """A sender that does not encode its JSON still gets it through whole."""
-        body = 'id=notify_u1&data={"url":"/a?b=1&c=2","t":"x;y"}'.encode()
+        body = b'id=notify_u1&data={"url":"/a?b=1&c=2","t":"x;y"}'
         message = parse_publish(FORM, body)
         self.assertEqual(json.loads(message.data), {"url": "/a?b=1&c=2", "t": "x;y"})
 
@@ -99,7 +99,7 @@ class FormTwoTests(SynchronousTestCase):
 
     def test_raw_json_key_with_separators(self) -> None:
         """A raw JSON key holding &, = and ; is not cut apart."""
-        body = '{"id":"notify_u1","data":{"q":"a=1&b=2;c"}}='.encode()
+        body = b'{"id":"notify_u1","data":{"q":"a=1&b=2;c"}}='
         self.assertEqual(json.loads(parse_publish(FORM, body).data), {"q": "a=1&b=2;c"})
 
     def test_raw_json_key_holding_an_id_field(self) -> None:

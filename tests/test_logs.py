@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import setproctitle
 from twisted.internet.address import IPv4Address
@@ -21,8 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
 from notificator import config, logs, web
-from notificator.hub import Hub
 from notificator.events import Message
+from notificator.hub import Hub
 
 
 class FakeDate:
@@ -287,7 +288,7 @@ class CombinedLogFormatterTests(SynchronousTestCase):
         cases = [
             {},
             {"headers": {b"user-agent": b"Alert/1.0", b"referer": b"http://gw/main"}},
-            {"method": b"GET", "uri": b"/sse/\xea\xb9\x80\"x\\y", "length": 0},
+            {"method": b"GET", "uri": b'/sse/\xea\xb9\x80"x\\y', "length": 0},
             {"uri": b"/a\r\nb\t'c'", "code": 413},
             {"headers": {b"user-agent": b'Mozilla "quoted" \x00\x7f', b"referer": b"'"}},
             {"client": IPv6Address("TCP", "::1", 80), "proto": b"HTTP/1.0"},
@@ -298,7 +299,9 @@ class CombinedLogFormatterTests(SynchronousTestCase):
             for kw in cases:
                 request = self.request(**kw)
                 stamp = "[24/Nov/2026:01:00:00 +0000]"
-                self.assertEqual(formatter(stamp, request), combinedLogFormatter(stamp, request), kw)
+                self.assertEqual(
+                    formatter(stamp, request), combinedLogFormatter(stamp, request), kw
+                )
 
     def test_memory_is_bounded(self) -> None:
         """At most MAX_REMEMBERED escaped values are kept."""
@@ -330,7 +333,9 @@ class AppLogServiceTests(SynchronousTestCase):
     def start(
         self,
         level: str,
-        open_file: Callable[[str], logs.BufferedDailyLogFile] = logs.BufferedDailyLogFile.fromFullPath,
+        open_file: Callable[
+            [str], logs.BufferedDailyLogFile
+        ] = logs.BufferedDailyLogFile.fromFullPath,
     ) -> logs.AppLogService:
         service = logs.AppLogService(self.dir, level, self.publisher, open_file, self.clock)
         service.startService()
@@ -408,7 +413,7 @@ class AppLogServiceTests(SynchronousTestCase):
                 return "<thing>"
 
         try:
-            1 / 0
+            1 / 0  # noqa: B018
         except ZeroDivisionError:
             failure = Failure()
         base = {
@@ -585,7 +590,6 @@ class WiringTests(SynchronousTestCase):
         self.assertIsInstance(site, logs.AccessLogSite)
         self.assertEqual(site.logPath, os.path.join(log_dir, "access.log"))
         self.assertTrue(os.path.isfile(os.path.join(log_dir, "sse.log")))
-
 
     def test_stream_lines_reach_sse_log_only(self) -> None:
         """With makeService's wiring, a stream's lines are in sse.log and not in twistd's (global) log."""

@@ -18,14 +18,13 @@ from functools import partial
 import attrs
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
-from twisted.python.failure import Failure
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
-from twisted.internet.testing import EventLoggingObserver
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
-from twisted.web.http_headers import Headers
 from twisted.web.http import combinedLogFormatter
+from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 
 from notificator import channel, tap, web
@@ -112,7 +111,12 @@ class Harness:
         sock = FakeSocket()
         protocol = self.site.buildProtocol(None)
         conn = tcp.Server(
-            sock, protocol, ("127.0.0.1", 40000), None, 1, self.reactor  # type: ignore[arg-type]
+            sock,
+            protocol,
+            ("127.0.0.1", 40000),
+            None,
+            1,
+            self.reactor,  # type: ignore[arg-type]
         )
         conn.repstr = "<fake>"
         protocol.makeConnection(conn)
@@ -281,9 +285,11 @@ class ChannelTests(SynchronousTestCase):
     def post(self, extra: bytes = b"") -> bytes:
         body = b"id=notify_u1&data=1"
         return (
-            b"POST /webNotification HTTP/1.1\r\nHost: t\r\n" + extra
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\n"
+            + extra
             + b"Content-Type: application/x-www-form-urlencoded\r\n"
-            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
         )
 
     def assertNothingQueued(self) -> None:
@@ -406,7 +412,8 @@ class WriteBatchTests(SynchronousTestCase):
     def batchCalls(self) -> list[object]:
         """The batch's pending end-of-pass calls."""
         return [
-            c for c in self.h.reactor.getDelayedCalls()
+            c
+            for c in self.h.reactor.getDelayedCalls()
             if c.active() and c.func == self.h.writes.flush
         ]
 
@@ -529,9 +536,11 @@ class WriteBatchTests(SynchronousTestCase):
 
     def test_service_is_wired(self) -> None:
         """makeService gives the site's channels one batch, stopped after the hub."""
-        children = list(tap.makeService(
-            {"loaded": Config(), "listen": ["tcp:0"], "env": "x"}, reactor=MemoryReactorClock()
-        ))
+        children = list(
+            tap.makeService(
+                {"loaded": Config(), "listen": ["tcp:0"], "env": "x"}, reactor=MemoryReactorClock()
+            )
+        )
         batches = [c for c in children if isinstance(c, channel.WriteBatch)]
         self.assertEqual(len(batches), 1)
         self.assertIs(children[-1].__class__, tap.HubService)
@@ -542,8 +551,10 @@ class PublishPathTests(SynchronousTestCase):
     def post(self, h: Harness, body: bytes, ctype: bytes) -> bytes:
         start = len(h.sock.sent)
         h.request(
-            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: " + ctype
-            + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + ctype
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
         )
         h.flush()
         return bytes(h.sock.sent[start:])
@@ -594,13 +605,20 @@ class BacklogTests(SynchronousTestCase):
             tap.with_backlog("ssl:3443:privateKey=k.pem:certKey=c.pem", 10),
             "ssl:3443:privateKey=k.pem:certKey=c.pem:backlog=10",
         )
-        self.assertEqual(tap.with_backlog("tcp6:3000:interface=\\:\\:1", 7), "tcp6:3000:interface=\\:\\:1:backlog=7")
-        self.assertEqual(tap.with_backlog("https:port=3443:alpn=h2", 9), "https:port=3443:alpn=h2:backlog=9")
+        self.assertEqual(
+            tap.with_backlog("tcp6:3000:interface=\\:\\:1", 7),
+            "tcp6:3000:interface=\\:\\:1:backlog=7",
+        )
+        self.assertEqual(
+            tap.with_backlog("https:port=3443:alpn=h2", 9), "https:port=3443:alpn=h2:backlog=9"
+        )
 
     def test_keeps_given_backlog_and_other_types(self) -> None:
         """A description with its own backlog, or of another type, is unchanged."""
         self.assertEqual(tap.with_backlog("tcp:3000:backlog=5"), "tcp:3000:backlog=5")
-        self.assertEqual(tap.with_backlog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")
+        self.assertEqual(
+            tap.with_backlog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0"
+        )
 
     def test_service_listens_with_backlog(self) -> None:
         """makeService listens with the backlog (seen on the reactor's listenTCP call)."""

@@ -77,9 +77,7 @@ class Project:
         )
         self.pidfile = os.path.join(self.root, "notificator.pid")
         self.log_dir = os.path.join(self.root, "log")
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith("NOTIFICATOR_")
-        }
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFICATOR_")}
         self.env["NOTIFICATOR_TWISTD"] = os.path.join(os.path.dirname(sys.executable), "twistd")
         self.pids: list[int] = []
         testcase.addCleanup(self.kill_all)
@@ -123,9 +121,7 @@ class Project:
         return self.read("twistd.log")
 
     def port(self) -> int:
-        m = wait_until(
-            lambda: re.search(r"starting on (\d+)", self.twistd_log()), what="listening"
-        )
+        m = wait_until(lambda: re.search(r"starting on (\d+)", self.twistd_log()), what="listening")
         return int(m.group(1))
 
     def kill_all(self) -> None:
@@ -133,7 +129,10 @@ class Project:
         for pid in self.pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-                wait_until(lambda: not alive(pid), what=f"pid {pid} gone")
+                wait_until(
+                    lambda: not alive(pid),  # noqa: B023 (called at once)
+                    what=f"pid {pid} gone",
+                )
 
 
 class StartupShutdownTests(SynchronousTestCase):
@@ -146,8 +145,13 @@ class StartupShutdownTests(SynchronousTestCase):
         link = os.path.join(project.elsewhere, "start-notificator")
         os.symlink(os.path.join(project.root, "startup.sh"), link)
         result = subprocess.run(
-            [link, "--listen", LISTEN], cwd=project.elsewhere, env=project.env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+            [link, "--listen", LISTEN],
+            cwd=project.elsewhere,
+            env=project.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stdout)
         m = re.search(r"running pid=(\d+)", result.stdout)
@@ -168,7 +172,9 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertEqual(client.next_event()["event"], "connect")
         post = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         post.request(
-            "POST", "/webNotification", "id=notify_u1&data=%7B%22n%22%3A1%7D",
+            "POST",
+            "/webNotification",
+            "id=notify_u1&data=%7B%22n%22%3A1%7D",
             {"Content-Type": "application/x-www-form-urlencoded"},
         )
         self.assertEqual(json.loads(post.getresponse().read())["delivered"], 1)

@@ -25,7 +25,9 @@ class OptionsTests(SynchronousTestCase):
         """--config defaults to conf and --env to $NOTIFICATOR_ENV, else development."""
         self.patch(os, "environ", {})
         here = os.path.abspath(self.mktemp())
-        write_config(os.path.join(here, "conf"), {"default": {}, "production": {"sse": {"retry": 1}}})
+        write_config(
+            os.path.join(here, "conf"), {"default": {}, "production": {"sse": {"retry": 1}}}
+        )
         cwd = os.getcwd()
         os.chdir(here)
         self.addCleanup(os.chdir, cwd)
@@ -44,12 +46,13 @@ class OptionsTests(SynchronousTestCase):
 
     def test_config_error_is_one_line_exit(self) -> None:
         """A bad config exits with one line naming the file and key."""
-        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": {"sse": {"retry": "soon"}}})
+        conf = write_config(
+            os.path.join(self.mktemp(), "conf"), {"default": {"sse": {"retry": "soon"}}}
+        )
         e = self.assertRaises(SystemExit, self.options, "--config", conf, "--env", "x")
         message = str(e.code)
         self.assertNotIn("\n", message)
         self.assertRegex(message, r"default\.json: sse\.retry: expected an integer")
-
 
     def test_unusable_log_dir_is_one_line_exit(self) -> None:
         """A server.log.dir that cannot be created stops start-up with one line."""
@@ -88,7 +91,9 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_listen_overrides(self) -> None:
         """--listen replaces the configured endpoints."""
-        reactor, _ = self.service({"server": {"port": 3123}}, "--listen", "tcp:4001", "--listen", "tcp:4002")
+        reactor, _ = self.service(
+            {"server": {"port": 3123}}, "--listen", "tcp:4001", "--listen", "tcp:4002"
+        )
         self.assertEqual([s[0] for s in reactor.tcpServers], [4001, 4002])
 
     def test_one_heartbeat_timer(self) -> None:
@@ -159,5 +164,7 @@ def _timers(reactor: MemoryReactorClock) -> list[object]:
     return [
         c
         for c in reactor.getDelayedCalls()
-        if not isinstance(getattr(getattr(c.func, "f", None), "__self__", None), BufferedDailyLogFile)
+        if not isinstance(
+            getattr(getattr(c.func, "f", None), "__self__", None), BufferedDailyLogFile
+        )
     ]

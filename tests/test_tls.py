@@ -58,9 +58,7 @@ class DevCertScriptTests(SynchronousTestCase):
         with open(os.path.join(directory, "server.crt"), "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        self.assertEqual(
-            san.get_values_for_type(x509.DNSName), ["localhost", "notify.test"]
-        )
+        self.assertEqual(san.get_values_for_type(x509.DNSName), ["localhost", "notify.test"])
         self.assertEqual(
             [str(a) for a in san.get_values_for_type(x509.IPAddress)], ["127.0.0.1", "::1"]
         )
@@ -88,8 +86,11 @@ class CertificateOptionsTests(SynchronousTestCase):
         """A missing key file is named, with the system's reason."""
         missing = self.certs.path("nope.key")
         self.assertFileError(
-            missing, "privateKey", "cannot read: No such file or directory",
-            missing, self.certs.cert,
+            missing,
+            "privateKey",
+            "cannot read: No such file or directory",
+            missing,
+            self.certs.cert,
         )
 
     def test_unreadable_certificate(self) -> None:
@@ -101,44 +102,63 @@ class CertificateOptionsTests(SynchronousTestCase):
     def test_key_not_pem(self) -> None:
         """A key file without a PEM private key is named."""
         self.assertFileError(
-            self.certs.garbage, "privateKey", "holds no PEM private key",
-            self.certs.garbage, self.certs.cert,
+            self.certs.garbage,
+            "privateKey",
+            "holds no PEM private key",
+            self.certs.garbage,
+            self.certs.cert,
         )
 
     def test_encrypted_key(self) -> None:
         """An encrypted key is refused (twistd cannot ask for a passphrase)."""
         self.assertFileError(
-            self.certs.encrypted_key, "privateKey", "encrypted",
-            self.certs.encrypted_key, self.certs.cert,
+            self.certs.encrypted_key,
+            "privateKey",
+            "encrypted",
+            self.certs.encrypted_key,
+            self.certs.cert,
         )
 
     def test_certificate_not_pem(self) -> None:
         """A certificate file without a PEM certificate is named."""
         self.assertFileError(
-            self.certs.garbage, "certKey", "holds no PEM certificate",
-            self.certs.key, self.certs.garbage,
+            self.certs.garbage,
+            "certKey",
+            "holds no PEM certificate",
+            self.certs.key,
+            self.certs.garbage,
         )
 
     def test_key_does_not_match(self) -> None:
         """A key of another pair is named, with the certificate it fails to match."""
         self.assertFileError(
-            self.certs.other_key, "privateKey",
+            self.certs.other_key,
+            "privateKey",
             f"does not match the certificate in {self.certs.cert}",
-            self.certs.other_key, self.certs.cert,
+            self.certs.other_key,
+            self.certs.cert,
         )
 
     def test_chain_not_pem(self) -> None:
         """A CA file without certificates is named."""
         self.assertFileError(
-            self.certs.garbage, "extraCertChain", "holds no PEM certificate",
-            self.certs.key, self.certs.cert, self.certs.garbage,
+            self.certs.garbage,
+            "extraCertChain",
+            "holds no PEM certificate",
+            self.certs.key,
+            self.certs.cert,
+            self.certs.garbage,
         )
 
     def test_chain_without_issuer(self) -> None:
         """A CA file that did not issue the certificate is named."""
         self.assertFileError(
-            self.certs.other_ca, "extraCertChain", "holds no certificate that issued",
-            self.certs.key, self.certs.cert, self.certs.other_ca,
+            self.certs.other_ca,
+            "extraCertChain",
+            "holds no certificate that issued",
+            self.certs.key,
+            self.certs.cert,
+            self.certs.other_ca,
         )
 
     def test_expired_certificate_warns(self) -> None:
@@ -193,9 +213,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_verifies_against_dev_ca(self) -> None:
         """A client trusting another CA refuses the certificate (the check is real)."""
-        failed = self.assertRaises(
-            HandshakeFailed, handshake, self.server([]), self.certs.other_ca
-        )
+        failed = self.assertRaises(HandshakeFailed, handshake, self.server([]), self.certs.other_ca)
         self.assertEqual(failed.side, "client")
 
     def test_tls12_accepted(self) -> None:
@@ -206,7 +224,10 @@ class HandshakeTests(SynchronousTestCase):
     def test_tls11_refused(self) -> None:
         """The server refuses a client that speaks at most TLS 1.1."""
         failed = self.assertRaises(
-            HandshakeFailed, handshake, self.server([]), self.certs.ca,
+            HandshakeFailed,
+            handshake,
+            self.server([]),
+            self.certs.ca,
             max_version=SSL.TLS1_1_VERSION,
         )
         self.assertEqual(failed.side, "server")
@@ -297,8 +318,13 @@ class EndpointStringTests(SynchronousTestCase):
         """https becomes https: with root-relative files and ALPN http/1.1 only."""
         root = os.path.abspath(self.mktemp())
         cfg = load(
-            {"server": {"protocol": "https", "port": 3443,
-                        "certificates": {"key": "cert/server.key", "cert": "cert/server.crt"}}},
+            {
+                "server": {
+                    "protocol": "https",
+                    "port": 3443,
+                    "certificates": {"key": "cert/server.key", "cert": "cert/server.crt"},
+                }
+            },
             root,
         )
         self.assertEqual(
@@ -312,7 +338,9 @@ class EndpointStringTests(SynchronousTestCase):
     def test_http2_with_ca_and_ipv6_host(self) -> None:
         """http2 offers h2 then http/1.1, serves the CA, and quotes the colons of ::1."""
         [description] = self.endpoints(
-            protocol="http2", port=3443, host="::1",
+            protocol="http2",
+            port=3443,
+            host="::1",
             certificates={"key": "/k.pem", "cert": "/c.pem", "ca": "/ca.pem"},
         )
         self.assertEqual(

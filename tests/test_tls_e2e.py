@@ -12,7 +12,8 @@ import json
 import socket
 import ssl
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -41,7 +42,9 @@ class TLSServer(Server):
 
     def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
         return http.client.HTTPSConnection(
-            "localhost", self.port, timeout=timeout,
+            "localhost",
+            self.port,
+            timeout=timeout,
             context=client_context(self.cafile, ["http/1.1"]),
         )
 
@@ -89,8 +92,13 @@ class H2Client:
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> int:
         stream_id = self.conn.get_next_available_stream_id()
-        fields = [(":method", method), (":scheme", "https"), (":authority", self.authority),
-                  (":path", path), *(headers or {}).items()]
+        fields = [
+            (":method", method),
+            (":scheme", "https"),
+            (":authority", self.authority),
+            (":path", path),
+            *(headers or {}).items(),
+        ]
         self.conn.send_headers(stream_id, fields, end_stream=not body)
         if body:
             self.conn.send_data(stream_id, body, end_stream=True)
@@ -180,7 +188,9 @@ class HTTPSTests(SynchronousTestCase):
             self, self.certs.ca, local=server_config("https", self.certs), listen=None
         ).start()
         conn = http.client.HTTPSConnection(
-            "localhost", server.port, timeout=10,
+            "localhost",
+            server.port,
+            timeout=10,
             context=client_context(self.certs.ca, ["h2", "http/1.1"]),
         )
         self.addCleanup(conn.close)
@@ -195,7 +205,8 @@ class HTTP2Tests(SynchronousTestCase):
     def setUp(self) -> None:
         self.certs = Certs(self)
         self.server = TLSServer(
-            self, self.certs.ca,
+            self,
+            self.certs.ca,
             local=server_config("http2", self.certs, heartbeatInterval=1, keepalive=0),
             listen=None,
         ).start()
@@ -213,11 +224,14 @@ class HTTP2Tests(SynchronousTestCase):
         self.assertEqual(c.headers[second]["content-type"], "text/event-stream; charset=utf-8")
         self.assertNotIn("connection", c.headers[first])
 
-        publish = c.request(
-            "POST", "/webNotification", BODY.encode(), {"content-type": FORM}
+        publish = c.request("POST", "/webNotification", BODY.encode(), {"content-type": FORM})
+        c.pump(
+            lambda: (
+                publish in c.ended
+                and bool(c.named(first, "notify"))
+                and bool(c.named(second, "notify"))
+            )
         )
-        c.pump(lambda: publish in c.ended and bool(c.named(first, "notify"))
-               and bool(c.named(second, "notify")))
         self.assertEqual(json.loads(c.data[publish])["delivered"], 2)
         for stream in (first, second):
             [notify] = c.named(stream, "notify")

@@ -17,9 +17,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from notificator import web
 from notificator.config import Config, CORSPolicy, Origin, SSEConfig
 from notificator.hub import Hub
-from notificator import web
 from notificator.web import SSEResource, build_resource
 from tests.support import parse_frames
 
@@ -190,7 +190,10 @@ class CORSTests(WebCase):
             self.stub.request(
                 "OPTIONS",
                 "http://n.example/sse/u1",
-                headers={"Origin": GW, "Access-Control-Request-Headers": "last-event-id, x-requested-with"},
+                headers={
+                    "Origin": GW,
+                    "Access-Control-Request-Headers": "last-event-id, x-requested-with",
+                },
             )
         )
         self.assertEqual(response.code, 204)
@@ -218,8 +221,13 @@ class PublishTests(WebCase):
         self.assertEqual(code, 200)
         self.assertEqual(
             body,
-            {"id": "appr_001003200", "event": "appr", "userId": "001003200",
-             "eventId": body["eventId"], "delivered": 1},
+            {
+                "id": "appr_001003200",
+                "event": "appr",
+                "userId": "001003200",
+                "eventId": body["eventId"],
+                "delivered": 1,
+            },
         )
 
     def test_json_body(self) -> None:

@@ -48,7 +48,9 @@ class Certs:
 
         now = datetime.datetime.now(datetime.timezone.utc)
         _, other_ca = script.make_ca(["localhost"], now, 30)
-        self.other_ca = self.write("other-ca.crt", other_ca.public_bytes(serialization.Encoding.PEM))
+        self.other_ca = self.write(
+            "other-ca.crt", other_ca.public_bytes(serialization.Encoding.PEM)
+        )
         other_key = ec.generate_private_key(ec.SECP256R1())
         self.other_key = self.write("other.key", _pkcs8(other_key, serialization.NoEncryption()))
         self.encrypted_key = self.write(
@@ -70,9 +72,7 @@ class Certs:
 
 def _pkcs8(key: Any, encryption: serialization.KeySerializationEncryption) -> bytes:
     return bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     )
 
 
