@@ -71,7 +71,7 @@ class CountingSocket:
         return len(data)
 
 
-def measure(rounds: int, per_round: int, publishes: int) -> dict[str, Any]:
+def measure(rounds: int, per_round: int, publishes: int, history: str = "disk") -> dict[str, Any]:
     from twisted.internet import tcp
     from twisted.internet.error import ConnectionDone
     from twisted.internet.testing import MemoryReactorClock
@@ -87,9 +87,12 @@ def measure(rounds: int, per_round: int, publishes: int) -> dict[str, Any]:
         if name.endswith(".json") and name != "local.json":
             shutil.copy(os.path.join(PROJECT, "conf", name), conf)
     with open(os.path.join(conf, "local.json"), "w") as f:
-        json.dump(
-            {"sse": {"heartbeat": False}, "server": {"log": {"dir": os.path.join(work, "log")}}}, f
-        )
+        sse: dict[str, Any] = {"heartbeat": False}
+        if history == "off":
+            sse["history"] = {"size": 0}
+        elif history == "memory":
+            sse["history"] = {"dir": None}
+        json.dump({"sse": sse, "server": {"log": {"dir": os.path.join(work, "log")}}}, f)
 
     reactor = MemoryReactorClock()
     options = tap.Options()
@@ -97,7 +100,8 @@ def measure(rounds: int, per_round: int, publishes: int) -> dict[str, Any]:
     service = tap.makeService(options, reactor=reactor)
     service.startService()
     site = reactor.tcpServers[0][1]
-    hub = next(s.hub for s in service if isinstance(s, tap.HubService))
+    hub = tap.find(service, tap.DrainService).hub
+    stats = hub.stats
     connections: list[Any] = []
 
     def connection(number: int) -> Any:
@@ -110,7 +114,7 @@ def measure(rounds: int, per_round: int, publishes: int) -> dict[str, Any]:
         connections.append(conn)
         return conn
 
-    writes = next(s for s in service if isinstance(s, channel.WriteBatch))
+    writes = tap.find(service, channel.WriteBatch)
 
     def flush(conn: Any) -> None:
         # The end of the reactor pass: the write batch sends, then the
@@ -162,14 +166,14 @@ def measure(rounds: int, per_round: int, publishes: int) -> dict[str, Any]:
             best["heartbeat"] = min(
                 best["heartbeat"], (time.process_time() - start) / hub.stream_count
             )
-        if hub.published != rounds * publishes or hub.delivered != hub.published:
-            raise RuntimeError(f"published {hub.published}, delivered {hub.delivered}")
+        if stats.published != rounds * publishes or stats.delivered != stats.published:
+            raise RuntimeError(f"published {stats.published}, delivered {stats.delivered}")
         if hub.stream_count != users:
             raise RuntimeError(f"{hub.stream_count} streams open of {users}")
         result = {k: round(v * 1e6, 2) for k, v in best.items()}
         result.update(
             streams=users,
-            publishes=hub.published,
+            publishes=stats.published,
             notificator=os.path.dirname(notificator.__file__),
             python=sys.version.split()[0],
         )
@@ -193,9 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30, help="rounds; the best is kept (30)")
     parser.add_argument("--streams", type=int, default=200, help="streams opened per round (200)")
     parser.add_argument("--publishes", type=int, default=300, help="publishes per round (300)")
+    parser.add_argument(
+        "--history",
+        choices=("disk", "memory", "off"),
+        default="disk",
+        help="sse.history: kept on disk (the default config), in memory only, or off (size 0)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
     args = parser.parse_args(argv)
-    result = measure(args.rounds, args.streams, args.publishes)
+    result = measure(args.rounds, args.streams, args.publishes, args.history)
     if args.json:
         print(json.dumps(result))
     else:

@@ -315,6 +315,16 @@ class ServerConfig:
 
 
 @attrs.frozen
+class HistoryConfig:
+    """C{sse.history.*}: what is kept for reconnecting clients."""
+
+    size: int = 100
+    ttl: float = 3600.0
+    max_bytes: int = 64 * 1024 * 1024
+    directory: str | None = None
+
+
+@attrs.frozen
 class SSEConfig:
     headers: tuple[tuple[str, str], ...] = ()
     cors: CORSPolicy = CORSPolicy()
@@ -323,6 +333,8 @@ class SSEConfig:
     keepalive: float = 20.0
     retry: int = 3000
     cookie: str = "userID"
+    drain_seconds: float = 5.0
+    history: HistoryConfig = HistoryConfig()
 
 
 @attrs.frozen
@@ -387,6 +399,11 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "sse.keepalive": lambda v: _seconds(v, allow_zero=True),
     "sse.retry": lambda v: _int(v, 0, 24 * 3600 * 1000),
     "sse.cookie": _cookie_name,
+    "sse.drainSeconds": lambda v: _seconds(v, allow_zero=True),
+    "sse.history.size": lambda v: _int(v, 0, 100_000),
+    "sse.history.ttl": lambda v: _seconds(v, allow_zero=False),
+    "sse.history.maxBytes": lambda v: _int(v, 0, 1 << 40),
+    "sse.history.dir": _opt_str,
 }
 
 
@@ -463,6 +480,13 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         keepalive=values.get("sse.keepalive", 20.0),
         retry=values.get("sse.retry", 3000),
         cookie=values.get("sse.cookie", "userID"),
+        drain_seconds=values.get("sse.drainSeconds", 5.0),
+        history=HistoryConfig(
+            size=values.get("sse.history.size", 100),
+            ttl=values.get("sse.history.ttl", 3600.0),
+            max_bytes=values.get("sse.history.maxBytes", 64 * 1024 * 1024),
+            directory=resolve(values.get("sse.history.dir", "var/history")),
+        ),
     )
     return Config(server=server, sse=sse, root=root, warnings=tuple(warnings))
 

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN = re.compile(r"[\r\n\0]")
-_EVENT_ID = re.compile(r"^(\d{1,15})-(\d{1,9})$")
+_EVENT_ID = re.compile(r"^(\d{1,15})-(\d{1,9})$", re.ASCII)
 
 #: An SSE comment: keeps proxies and polyfills from timing out an idle stream.
 KEEPALIVE_FRAME = b":\n\n"
@@ -65,28 +65,43 @@ def retry_frame(milliseconds: int) -> bytes:
     return b"retry: %d\n\n" % (milliseconds,)
 
 
-def parse_event_id(text: str) -> tuple[int, int] | None:
+#: Event ids order as the integer C{ms * SEQ_SPAN + seq} (L{event_key}).
+SEQ_SPAN = 1 << 32
+
+
+def event_key(text: str) -> int | None:
     """
-    Parse an event id made by L{EventIds} into a sortable key, or L{None}
-    if it is not one of ours.
+    The sort key of an event id C{<ms>-<seq>} (ours, or a Redis stream
+    id): later ids have larger keys.  L{None} if C{text} is not such an id.
     """
     m = _EVENT_ID.match(text.strip())
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    return int(m.group(1)) * SEQ_SPAN + int(m.group(2)) if m else None
+
+
+def event_id(key: int) -> str:
+    """The event id whose L{event_key} is C{key}."""
+    return f"{key // SEQ_SPAN}-{key % SEQ_SPAN}"
 
 
 class EventIds:
     """
     Event ids of the form C{<milliseconds>-<sequence>}: unique and
     increasing within a process, and (because they start from the wall
-    clock) later than any id of an earlier run, so browsers' Last-Event-ID
-    never goes backwards across a restart.  Only digits and C{-}, so a
-    reconnect carrying it needs no CORS preflight.
+    clock, or after the last id of the kept history) later than any id of
+    an earlier run, so browsers' Last-Event-ID never goes backwards across
+    a restart.  Only digits and C{-}, so a reconnect carrying it needs no
+    CORS preflight.
+
+    @param after: an id key the new ids must be later than (the last id
+        given before a restart).
+    @ivar last: the key of the last id given (or C{after}).
     """
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, after: int = 0) -> None:
         self._clock = clock
-        self._ms = 0
-        self._seq = 0
+        self._ms = after // SEQ_SPAN
+        self._seq = after % SEQ_SPAN
+        self.last = after
 
     def next(self) -> str:
         ms = int(self._clock.seconds() * 1000)
@@ -95,4 +110,5 @@ class EventIds:
         else:
             # Same millisecond, or the clock stepped back: stay monotonic.
             self._seq += 1
+        self.last = self._ms * SEQ_SPAN + self._seq
         return f"{self._ms}-{self._seq}"

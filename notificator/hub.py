@@ -2,23 +2,28 @@
 """
 The Hub: who is connected (user id -> open streams), and fan-out.
 
-It knows users and streams, not HTTP: a stream is anything with a
-C{user_id}, C{send(frame) -> bool} and C{close()}.  Each notification is
-encoded once and the same bytes go to every stream of the user.
+It knows users and streams, not HTTP, and not where a notification came
+from (that is the broker's, L{notificator.broker}): a stream is anything
+with a C{user_id}, C{send(frame) -> bool} and C{close()}.  A frame is
+encoded once, by the broker, and the same bytes go to every stream of the
+user (L{Hub.deliver}).  A stream is attached together with its backlog in
+one call (L{Hub.attach}), so no notification can fall between the two.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
-import attrs
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from notificator.events import KEEPALIVE_FRAME, EventIds, Message, encode_frame
+from notificator.events import KEEPALIVE_FRAME, encode_frame, retry_frame
+from notificator.stats import Stats
 
 
 class Stream(Protocol):
@@ -33,55 +38,44 @@ class Stream(Protocol):
         """End the stream cleanly (server shutdown)."""
 
 
-@attrs.frozen
-class Published:
-    """The outcome of a publish: the event id given and the streams written."""
-
-    event_id: str
-    delivered: int
-
-
 class Hub:
     """
-    The registry of open streams and the fan-out of notifications.
+    The registry of open streams and the fan-out of frames to them.
 
-    It also keeps plain integer counters for the monitor and C{/metrics}
-    (read at scrape time, so the publish path pays one addition each).
-
-    @param clock: the time source for event ids and heartbeat data.
+    @param clock: the time source for heartbeat data and the drain.
+    @param stats: the server's counters (delivered, opened, heartbeats).
     @param timer: a monotonic clock in seconds, to time heartbeats.
-    @ivar started_at: POSIX time the hub was made (the server's start).
     @ivar version: changes whenever a stream is attached or detached.
-    @ivar published: notifications published.
-    @ivar delivered: frames of published notifications written to streams.
-    @ivar opened: streams ever attached.
-    @ivar rejected: refused publishes, by HTTP status (see L{reject}).
-    @ivar heartbeats: heartbeat ticks run.
-    @ivar heartbeat_seconds: total time spent in them.
-    @ivar heartbeat_last: the duration of the last one.
+    @ivar draining: the server is stopping: new streams are turned away.
     """
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, timer: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        stats: Stats,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._clock = clock
         self._timer = timer
-        self._ids = EventIds(clock)
+        self.stats = stats
         self._users: dict[str, list[Stream]] = {}
         self._count = 0
-        self.started_at = clock.seconds()
         self.version = 0
-        self.published = 0
-        self.delivered = 0
-        self.opened = 0
-        self.rejected: dict[int, int] = {}
-        self.heartbeats = 0
-        self.heartbeat_seconds = 0.0
-        self.heartbeat_last = 0.0
+        self.draining = False
 
     # -- registry -----------------------------------------------------------
 
-    def attach(self, stream: Stream) -> None:
+    def attach(self, stream: Stream, backlog: Sequence[bytes] = ()) -> None:
+        """
+        Write C{backlog} (frames the stream missed) to C{stream}, then
+        register it for live frames: in one call, so that a frame
+        delivered after this returns reaches it, and none before it twice.
+        """
+        for frame in backlog:
+            if not stream.send(frame):
+                return
         streams = self._users.get(stream.user_id)
         if streams is None:
             # A list, not a set: most users have one or two streams, and a
@@ -92,7 +86,7 @@ class Hub:
         else:
             streams.append(stream)
         self._count += 1
-        self.opened += 1
+        self.stats.opened += 1
         self.version += 1
 
     def detach(self, stream: Stream) -> None:
@@ -121,27 +115,25 @@ class Hub:
         for user_id, streams in list(self._users.items()):
             yield user_id, frozenset(streams)
 
+    def has_streams(self, user_id: str) -> bool:
+        return user_id in self._users
+
     def _all(self) -> list[Stream]:
         return [s for streams in self._users.values() for s in streams]
 
     # -- fan-out ------------------------------------------------------------
 
-    def publish(self, message: Message) -> Published:
+    def deliver(self, user_id: str, frame: bytes) -> int:
         """
-        Give the message an event id, encode it once and write it to every
-        open stream of its user.
+        Write one encoded frame to every open stream of C{user_id}; return
+        how many took it.
         """
-        event_id = self._ids.next()
-        frame = encode_frame(message.event, message.data, event_id)
-        streams = self._users.get(message.user_id)
-        delivered = self._send_all(tuple(streams), frame) if streams else 0
-        self.published += 1
-        self.delivered += delivered
-        return Published(event_id=event_id, delivered=delivered)
-
-    def reject(self, code: int) -> None:
-        """Count a publish refused with this HTTP status."""
-        self.rejected[code] = self.rejected.get(code, 0) + 1
+        streams = self._users.get(user_id)
+        if not streams:
+            return 0
+        delivered = self._send_all(tuple(streams), frame)
+        self.stats.delivered += delivered
+        return delivered
 
     def broadcast(self, frame: bytes) -> int:
         """Write the same frame to every open stream; return how many."""
@@ -169,6 +161,7 @@ class Hub:
         exception, so errors are logged here instead of raised.
         """
         start = self._timer()
+        stats = self.stats
         try:
             data = json.dumps({"time": int(self._clock.seconds() * 1000)})
             return self.broadcast(encode_frame("heartbeat", data))
@@ -177,9 +170,9 @@ class Hub:
             return 0
         finally:
             elapsed = self._timer() - start
-            self.heartbeats += 1
-            self.heartbeat_seconds += elapsed
-            self.heartbeat_last = elapsed
+            stats.heartbeats += 1
+            stats.heartbeat_seconds += elapsed
+            stats.heartbeat_last = elapsed
 
     def keepalive(self) -> int:
         """Send an SSE comment to every stream, so idle reads never time out."""
@@ -189,8 +182,64 @@ class Hub:
             self.log.failure("keepalive failed")
             return 0
 
+    # -- stopping -----------------------------------------------------------
+
+    def drain(
+        self,
+        seconds: float,
+        retry: int,
+        rng: random.Random | None = None,
+        tick: float = 0.1,
+    ) -> Deferred[None]:
+        """
+        Turn new streams away (L{draining}) and end the open ones, in a
+        random order spread evenly over C{seconds}; each gets a C{retry:}
+        of C{retry} ms plus a random part of up to C{seconds}, so that
+        thousands of browsers do not all come back in the same second.
+        Streams of users that connect meanwhile are ended too.
+
+        @return: fires when every stream has been ended.
+        """
+        self.draining = True
+        rng = rng or random.Random()
+        streams = self._all()
+        if not streams:
+            return succeed(None)
+        rng.shuffle(streams)
+        done: Deferred[None] = Deferred()
+        ticks = max(1, int(seconds / tick)) if seconds > 0 else 1
+        start = self._clock.seconds()
+        jitter = int(seconds * 1000)
+
+        def end(stream: Stream) -> None:
+            try:
+                stream.send(retry_frame(retry + rng.randint(0, jitter)))
+                stream.close()
+            except Exception:
+                self.log.failure("ending a stream of {user_id} failed", user_id=stream.user_id)
+            self.detach(stream)
+
+        def step(n: int) -> None:
+            # After tick n, the first (n + 1) / ticks of the streams are ended.
+            upto = len(streams) * (n + 1) // ticks
+            while ended[0] < upto:
+                end(streams[ended[0]])
+                ended[0] += 1
+            if n + 1 < ticks:
+                delay = start + (n + 1) * tick - self._clock.seconds()
+                self._clock.callLater(max(0.0, delay), step, n + 1)
+            else:
+                # Anything attached since the drain began.
+                for stream in self._all():
+                    end(stream)
+                done.callback(None)
+
+        ended = [0]
+        step(0)
+        return done
+
     def close_all(self) -> None:
-        """End every stream cleanly (server shutdown); browsers reconnect."""
+        """End every stream at once; browsers reconnect after their retry."""
         for stream in self._all():
             stream.close()
             self.detach(stream)

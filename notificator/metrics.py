@@ -29,23 +29,30 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 
 from notificator import __version__
+from notificator.broker import Broker
 from notificator.hub import Hub
+from notificator.stats import Stats
 
 
 class HubCollector(Collector):
     """
-    Reads the hub's counters at scrape time.
+    Reads the server's counters and the hub's gauges at scrape time.
 
     @param hub: the server's hub.
+    @param stats: the server's counters.
+    @param broker: for its health.
     @param clock: for the uptime gauge.
     """
 
-    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+    def __init__(self, hub: Hub, stats: Stats, broker: Broker, clock: IReactorTime) -> None:
         self._hub = hub
+        self._stats = stats
+        self._broker = broker
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         hub = self._hub
+        stats = self._stats
         info = GaugeMetricFamily(
             "notificator_build_info", "Notificator version.", labels=["version"]
         )
@@ -54,12 +61,12 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "notificator_start_time_seconds",
             "POSIX time the server started.",
-            value=hub.started_at,
+            value=stats.started_at,
         )
         yield GaugeMetricFamily(
             "notificator_uptime_seconds",
             "Seconds since the server started.",
-            value=max(0.0, self._clock.seconds() - hub.started_at),
+            value=max(0.0, self._clock.seconds() - stats.started_at),
         )
         yield GaugeMetricFamily(
             "notificator_streams", "Open event streams.", value=hub.stream_count
@@ -68,44 +75,75 @@ class HubCollector(Collector):
             "notificator_users", "Users with at least one open stream.", value=hub.user_count
         )
         yield CounterMetricFamily(
-            "notificator_streams_opened", "Event streams opened.", value=hub.opened
+            "notificator_streams_opened", "Event streams opened.", value=stats.opened
         )
         yield CounterMetricFamily(
-            "notificator_published", "Notifications published.", value=hub.published
+            "notificator_published", "Notifications published.", value=stats.published
         )
         yield CounterMetricFamily(
             "notificator_delivered",
             "Notification frames written to streams (one per open stream of the user).",
-            value=hub.delivered,
+            value=stats.delivered,
         )
         rejected = CounterMetricFamily(
             "notificator_rejected",
             "Publishes refused, by HTTP status.",
             labels=["code"],
         )
-        for code, count in sorted(dict(hub.rejected).items()):
+        for code, count in sorted(dict(stats.rejected).items()):
             rejected.add_metric([str(code)], count)
         yield rejected
         yield SummaryMetricFamily(
             "notificator_heartbeat_duration_seconds",
             "Time to write one heartbeat to every open stream.",
-            count_value=hub.heartbeats,
-            sum_value=hub.heartbeat_seconds,
+            count_value=stats.heartbeats,
+            sum_value=stats.heartbeat_seconds,
         )
         yield GaugeMetricFamily(
             "notificator_heartbeat_last_duration_seconds",
             "Duration of the last heartbeat.",
-            value=hub.heartbeat_last,
+            value=stats.heartbeat_last,
+        )
+        refused = CounterMetricFamily(
+            "notificator_streams_refused",
+            "Streams refused or ended early by the server, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(dict(stats.refused).items()):
+            refused.add_metric([reason], count)
+        yield refused
+        replays = CounterMetricFamily(
+            "notificator_replays",
+            "Reconnects that asked for what they missed, by outcome.",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(dict(stats.replays).items()):
+            replays.add_metric([outcome], count)
+        yield replays
+        yield CounterMetricFamily(
+            "notificator_replayed",
+            "Notifications written to reconnecting streams from the history.",
+            value=stats.replayed,
+        )
+        yield GaugeMetricFamily(
+            "notificator_draining", "1 while the server is stopping.", value=int(hub.draining)
+        )
+        yield GaugeMetricFamily(
+            "notificator_broker_up",
+            "1 when notifications can be recorded (cluster mode: Redis is reachable).",
+            value=int(self._broker.health() is None),
         )
 
 
-def build_registry(hub: Hub, clock: IReactorTime) -> CollectorRegistry:
+def build_registry(
+    hub: Hub, stats: Stats, broker: Broker, clock: IReactorTime
+) -> CollectorRegistry:
     """
-    A registry of our own (not the global one) with the hub's metrics and
-    the process's (CPU, memory, open files).
+    A registry of our own (not the global one) with the server's metrics
+    and the process's (CPU, memory, open files).
     """
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(HubCollector(hub, clock))
+    registry.register(HubCollector(hub, stats, broker, clock))
     ProcessCollector(registry=registry)
     return registry
 

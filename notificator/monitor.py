@@ -33,8 +33,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from notificator import __version__
+from notificator.broker import Broker
 from notificator.hub import Hub
 from notificator.metrics import metrics_resource
+from notificator.stats import Stats
 
 #: Page languages; the first is the default.
 LANGUAGES = ("en", "ko")
@@ -233,13 +235,14 @@ class UsersResource(_Readable):
     connects or leaves.
     """
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, stats: Stats) -> None:
         super().__init__()
         self._hub = hub
+        self._started_at = stats.started_at
 
     def render_GET(self, request: IRequest) -> bytes:
         hub = self._hub
-        etag = b'"%d-%d"' % (int(hub.started_at * 1000), hub.version)
+        etag = b'"%d-%d"' % (int(self._started_at * 1000), hub.version)
         request.setHeader(b"cache-control", b"no-cache")
         if request.setETag(etag) == http.CACHED:
             return b""
@@ -251,31 +254,47 @@ class UsersResource(_Readable):
 
 
 class HealthResource(_Readable):
-    """C{GET /health}: always 200 while the server runs; uptime and counts."""
+    """
+    C{GET /health}: for load balancers and uptime checks.  200 with uptime
+    and counts while the server serves; 503, with the reason in
+    C{"status"} and C{"reason"}, while it is stopping (C{"draining"}) or
+    cannot record notifications (C{"unavailable"}: cluster mode without
+    Redis), so a load balancer sends new clients elsewhere.
+    """
 
-    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+    def __init__(self, hub: Hub, stats: Stats, broker: Broker, clock: IReactorTime) -> None:
         super().__init__()
         self._hub = hub
+        self._stats = stats
+        self._broker = broker
         self._clock = clock
 
     def render_GET(self, request: IRequest) -> bytes:
         hub = self._hub
-        return json_body(
-            request,
+        stats = self._stats
+        body: dict[str, Any] = {"status": "ok"}
+        problem = self._broker.health()
+        if hub.draining:
+            body = {"status": "draining", "reason": "the server is stopping"}
+        elif problem is not None:
+            body = {"status": "unavailable", "reason": problem}
+        if len(body) > 1:
+            request.setResponseCode(503)
+        body.update(
             {
-                "status": "ok",
                 "version": __version__,
-                "startedAt": int(hub.started_at * 1000),
-                "uptime": round(self._clock.seconds() - hub.started_at, 3),
+                "startedAt": int(stats.started_at * 1000),
+                "uptime": round(self._clock.seconds() - stats.started_at, 3),
                 "users": hub.user_count,
                 "streams": hub.stream_count,
-                "opened": hub.opened,
-                "published": hub.published,
-                "delivered": hub.delivered,
-                "rejected": sum(dict(hub.rejected).values()),
-                "heartbeats": hub.heartbeats,
-            },
+                "opened": stats.opened,
+                "published": stats.published,
+                "delivered": stats.delivered,
+                "rejected": sum(dict(stats.rejected).values()),
+                "heartbeats": stats.heartbeats,
+            }
         )
+        return json_body(request, body)
 
 
 class Folder(Resource):
@@ -285,13 +304,20 @@ class Folder(Resource):
         return pages.notFound()
 
 
-def add_monitor(root: Resource, hub: Hub, clock: IReactorTime, registry: CollectorRegistry) -> None:
+def add_monitor(
+    root: Resource,
+    hub: Hub,
+    stats: Stats,
+    broker: Broker,
+    clock: IReactorTime,
+    registry: CollectorRegistry,
+) -> None:
     """Put the monitor's resources under the site root."""
     messages = json.loads(static_file("messages.json"))
     template = static_file("index.html").decode("utf-8")
     root.putChild(b"", MonitorPage(template, messages))
-    root.putChild(b"users", UsersResource(hub))
-    root.putChild(b"health", HealthResource(hub, clock))
+    root.putChild(b"users", UsersResource(hub, stats))
+    root.putChild(b"health", HealthResource(hub, stats, broker, clock))
     root.putChild(b"metrics", metrics_resource(registry))
     assets = Folder()
     for name in ("monitor.js", "monitor.css"):

@@ -14,6 +14,7 @@ Writes go through C{request.write}; over plain TCP the channel
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -32,7 +33,7 @@ class RequestStream:
     """
 
     __slots__ = (
-        "_request",
+        "request",
         "_write",
         "user_id",
         "connection_id",
@@ -50,7 +51,7 @@ class RequestStream:
         connected_at: float,
         on_gone: Callable[[RequestStream, Failure | None], None],
     ) -> None:
-        self._request = request
+        self.request = request
         self._write = request.write
         self.user_id = user_id
         self.connection_id = connection_id
@@ -73,14 +74,14 @@ class RequestStream:
     def close(self) -> None:
         """Finish the response (server side), unless the client already left."""
         if not self.gone:
-            self._request.finish()
+            self.request.finish()
 
     def _finished(self, result: None | Failure) -> None:
         # Fires on finish() (result None) or on disconnect (a Failure).
         self.gone = True
         if isinstance(result, Failure):
             # finish() never ran, so twisted.web wrote no access-log line.
-            log_unfinished(self._request)
+            log_unfinished(self.request)
         self._on_gone(self, result if isinstance(result, Failure) else None)
         return None
 
@@ -90,3 +91,27 @@ def peer(request: IRequest) -> str:
     addr = request.getClientAddress()
     host = getattr(addr, "host", None)
     return str(host) if host is not None else str(addr)
+
+
+class LimitedRequestStream(RequestStream):
+    """
+    A stream that ends its response once about C{limit} bytes were written
+    (the IE polyfill's C{evs_buffer_size_limit}: XDomainRequest keeps all
+    it received in memory).  The polyfill then reconnects with the last id
+    it saw, and the history replays what follows.
+    """
+
+    __slots__ = ("limit", "sent")
+
+    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit = limit
+        self.sent = 0
+
+    def send(self, frame: bytes) -> bool:
+        if not super().send(frame):
+            return False
+        self.sent += len(frame)
+        if self.sent >= self.limit:
+            self.close()
+        return True

@@ -18,14 +18,20 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
+from twisted.python.threadpool import ThreadPool
 
 from notificator import channel, config, logs, metrics, web
+from notificator.broker import Journal, LocalBroker
+from notificator.history import HistoryFile
 from notificator.hub import Hub
+from notificator.stats import Stats
 from notificator.tls import TLSFileError
 
 log = Logger()
@@ -72,17 +78,20 @@ class Options(usage.Options):
             # twistd print the whole help text and exit 0.
             raise SystemExit(f"notificator: configuration error: {e}")
         loaded: config.Config = self["loaded"]
-        check_log_dir(loaded.server.log_dir)
+        check_dir(loaded.server.log_dir, "server.log.dir")
+        if loaded.sse.history.directory is not None:
+            check_dir(loaded.sse.history.directory, "sse.history.dir")
         from_config = not self["listen"] and not loaded.server.endpoints
         for description in self["listen"] or loaded.endpoints():
             check_listen(description, from_config)
 
 
-def check_log_dir(path: str) -> None:
+def check_dir(path: str, key: str) -> None:
     """
-    Create the log directory if needed and check that it can be written,
-    so a bad C{server.log.dir} stops start-up with one line, not with a
-    traceback from the log service.
+    Create a directory the server writes to (C{server.log.dir},
+    C{sse.history.dir}) if needed and check that it can be written, so a
+    bad one stops start-up with one line, not with a traceback from the
+    service that uses it.
 
     @raise SystemExit: with that line.
     """
@@ -92,7 +101,7 @@ def check_log_dir(path: str) -> None:
             raise PermissionError(f"no write permission for uid {os.getuid()}")
     except OSError as e:
         reason = e.strerror or str(e)
-        raise SystemExit(f"notificator: configuration error: server.log.dir: {path}: {reason}")
+        raise SystemExit(f"notificator: configuration error: {key}: {path}: {reason}")
 
 
 #: The config key behind each file argument of an C{https:} description.
@@ -130,15 +139,66 @@ def check_listen(description: str, from_config: bool = False, reactor: Any = Non
         raise SystemExit(f"notificator: cannot listen on {description!r}: {e}")
 
 
-class HubService(Service):
-    """Closes every open stream cleanly when the server stops."""
+class SequentialService(MultiService):
+    """
+    A L{MultiService} whose children start in order and stop in reverse
+    order, each only after the one before has finished stopping (its
+    C{stopService} Deferred fired): twistd's L{MultiService} stops them
+    all at once, so the logs could close before the streams are drained,
+    or the history be written before the last publishes.  A child whose
+    stop fails is logged and the next one stops all the same.
+    """
 
-    def __init__(self, hub: Hub) -> None:
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d: Deferred[None] = succeed(None)
+        for child in reversed(list(self)):
+            d.addCallback(lambda _, child=child: child.stopService())
+            d.addErrback(
+                lambda f, child=child: log.failure("stopping {service} failed", f, service=child)
+            )
+        d.addCallback(lambda _: None)
+        return d
+
+
+class DrainService(Service):
+    """
+    On stop, drain the hub (L{Hub.drain}): new streams are turned away and
+    the open ones ended spread over C{seconds}, each with a C{retry:} of
+    C{retry} ms plus jitter.  The stop fires when every stream has ended.
+    """
+
+    def __init__(self, hub: Hub, seconds: float, retry: int) -> None:
         self.hub = hub
+        self.seconds = seconds
+        self.retry = retry
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        streams = self.hub.stream_count
+        if streams:
+            log.info(
+                "stopping: ending {streams} {noun} over {seconds:g} s",
+                streams=streams,
+                noun="stream" if streams == 1 else "streams",
+                seconds=self.seconds,
+            )
+        return self.hub.drain(self.seconds, self.retry)
+
+
+class ThreadPoolService(Service):
+    """Runs a L{ThreadPool} while the service runs."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
 
     def stopService(self) -> None:
         super().stopService()
-        self.hub.close_all()
+        self.pool.stop()
 
 
 class GCTuningService(Service):
@@ -177,7 +237,15 @@ class GCTuningService(Service):
 
 
 def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
-    """Build the whole server from parsed L{Options}."""
+    """
+    Build the whole server from parsed L{Options}.
+
+    One L{SequentialService}: the logs first in and last out, so they see
+    everything; then the serving part, whose stop runs in order: drain
+    the streams (the listeners still answer, C{/health} with 503), stop
+    the timers and the listeners, send what the write batch holds, write
+    the history to disk.
+    """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
@@ -190,27 +258,37 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         sources=", ".join(cfg.sources),
     )
 
-    root = MultiService()
-    # Children start in this order and stop in reverse: sse.log first in
-    # and last out, so it sees everything, including the hub's shutdown.
+    root = SequentialService()
     server = cfg.server
     app_log = logs.AppLogService(server.log_dir, server.log_level, clock=reactor)
     app_log.setServiceParent(root)
     logs.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(root)
-    hub = Hub(clock=reactor)
     GCTuningService().setServiceParent(root)
 
+    serving = SequentialService()
+    serving.setServiceParent(root)
     sse = cfg.sse
-    if sse.heartbeat:
-        _timer(sse.heartbeat_interval, hub.heartbeat, reactor).setServiceParent(root)
-    # The comment keepalive only matters when heartbeats are rarer than it.
-    if sse.keepalive and not (sse.heartbeat and sse.heartbeat_interval <= sse.keepalive):
-        _timer(sse.keepalive, hub.keepalive, reactor).setServiceParent(root)
+    stats = Stats(started_at=reactor.seconds())
+    hub = Hub(clock=reactor, stats=stats)
+    journal = None
+    if sse.history.directory is not None and sse.history.size > 0:
+        run: Any = maybeDeferred
+        if IReactorFromThreads.providedBy(reactor):
+            # The history's file work on a thread of its own, in order.
+            pool = ThreadPool(minthreads=1, maxthreads=1, name="notificator-history")
+            ThreadPoolService(pool).setServiceParent(serving)
+            run = partial(deferToThreadPool, reactor, pool)
+        # else a reactor without threads (tests): the file work runs in line.
+        journal = Journal(HistoryFile(sse.history.directory), reactor, run)
+    broker = LocalBroker(hub, stats, reactor, sse.history, journal)
+    broker.setServiceParent(serving)
 
-    registry = metrics.build_registry(hub, reactor)
+    registry = metrics.build_registry(hub, stats, broker, reactor)
     site = logs.AccessLogSite(
         web.build_resource(
             hub,
+            broker,
+            stats,
             cfg,
             reactor,
             registry,
@@ -223,15 +301,33 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     site.requestFactory = web.Request
     writes = channel.WriteBatch(reactor)
     site.protocol = partial(channel.protocol, writes)
+    # Stops after the listeners: the streams' last chunks leave before shutdown.
+    writes.setServiceParent(serving)
+    listeners = MultiService()
+    listeners.setServiceParent(serving)
     for description in options["listen"] or cfg.endpoints():
         description = with_backlog(description)
-        strports.service(description, site, reactor=reactor).setServiceParent(root)
-    # Stops after the hub: the streams' last chunks leave before shutdown.
-    writes.setServiceParent(root)
-    # Last in, first out: open streams are finished (and so written to the
-    # access log) before the listeners stop and the access log closes.
-    HubService(hub).setServiceParent(root)
+        strports.service(description, site, reactor=reactor).setServiceParent(listeners)
+    if sse.heartbeat:
+        _timer(sse.heartbeat_interval, hub.heartbeat, reactor).setServiceParent(serving)
+    # The comment keepalive only matters when heartbeats are rarer than it.
+    if sse.keepalive and not (sse.heartbeat and sse.heartbeat_interval <= sse.keepalive):
+        _timer(sse.keepalive, hub.keepalive, reactor).setServiceParent(serving)
+    # Last in, first out: the streams are drained while the listeners
+    # still answer (C{/health} says 503, late publishes are recorded).
+    DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
     return root
+
+
+def find(service: IService, kind: type[Any]) -> Any:
+    """The first service of type C{kind} in the tree under C{service} (tests, bench)."""
+    if isinstance(service, kind):
+        return service
+    for child in service if isinstance(service, MultiService) else ():
+        found = find(child, kind)
+        if found is not None:
+            return found
+    return None
 
 
 def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -31,10 +32,13 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as _WebRequest
 
 from notificator import ingest, metrics, monitor
+from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, CORSPolicy, SSEConfig
-from notificator.events import encode_frame, retry_frame
+from notificator.events import Message, encode_frame, retry_frame
+from notificator.history import EXPIRED, LOST, UNKNOWN, Replay
 from notificator.hub import Hub
-from notificator.stream import RequestStream
+from notificator.stats import Stats
+from notificator.stream import LimitedRequestStream, RequestStream
 from notificator.stream import peer as _peer
 
 #: Where per-request lines go when no activity logger is given (tests).
@@ -101,15 +105,69 @@ def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
     return _JSON.encode(body).encode("utf-8")
 
 
-def connect_data(user_id: str, connection_id: int, now: float) -> str:
+def connect_data(user_id: str, connection_id: int, now: float, replay: str | None = None) -> str:
     """
     The C{connect} event's JSON, C{{"userId", "connectionId", "time"}}
-    (milliseconds), as C{json.dumps} writes it, without its generic encoder.
+    (milliseconds), and C{"replay"} (C{"complete"} or C{"truncated"}) for
+    a reconnect that asked for one, as C{json.dumps} writes it, without
+    its generic encoder.
     """
-    return _CONNECT % (encode_basestring(user_id), connection_id, int(now * 1000))
+    data = _CONNECT % (encode_basestring(user_id), connection_id, int(now * 1000))
+    return data if replay is None else f'{data[:-1]}, "replay": "{replay}"}}'
 
 
 _CONNECT = '{"userId": %s, "connectionId": %d, "time": %d}'
+
+#: Names of the query parameter that carries the last event id, by the
+#: polyfills that send it instead of the C{Last-Event-ID} header: Yaffle's,
+#: Mercure's and Nchan's, and amvtek's (IE 8/9).
+LAST_EVENT_ID_PARAMETERS = (b"lastEventId", b"last_event_id", b"evs_last_event_id")
+
+#: Longest last event id read; ours are at most 25 characters.
+MAX_LAST_EVENT_ID = 64
+
+
+def last_event_id(request: IRequest) -> str | None:
+    """
+    The id of the last event a reconnecting client saw: the
+    C{Last-Event-ID} header, else one of L{LAST_EVENT_ID_PARAMETERS} in
+    the query; L{None} when it sent none (or an empty one).
+    """
+    value = request.getHeader(b"last-event-id")
+    if not value:
+        args = request.args
+        if args:
+            for name in LAST_EVENT_ID_PARAMETERS:
+                values = args.get(name)
+                if values and values[0]:
+                    value = values[0]
+                    break
+    if not value:
+        return None
+    text = value.decode("utf-8", "replace").strip() if isinstance(value, bytes) else value
+    return text[:MAX_LAST_EVENT_ID] or None
+
+
+def reset_frame(replay: Replay, last_id: str) -> bytes:
+    """
+    The C{reset} event: the reconnecting client missed notifications that
+    are not kept any more (or may have), so what follows is not all it
+    missed and it should reload its list.
+    """
+    data = {
+        "reason": replay.reason,
+        "message": _RESET_MESSAGES.get(replay.reason or "", "history unavailable"),
+        "lastEventId": last_id,
+        "oldestEventId": replay.oldest,
+    }
+    return encode_frame("reset", _JSON.encode(data))
+
+
+_RESET_MESSAGES = {
+    EXPIRED: "notifications after lastEventId are no longer kept; what is kept follows",
+    UNKNOWN: "lastEventId is not an id of this server; what is kept follows",
+    LOST: "lastEventId is older than the kept history (it was lost); what is kept follows",
+}
 
 
 class Request(_WebRequest):
@@ -156,15 +214,33 @@ class SSEResource(Resource):
     C{/sse} and C{/sse/<userId>}: keeps the request open and attaches it to
     the hub as a L{RequestStream}.  The user id comes from the path segment
     (percent-decoded), else from the cookie named by C{sse.cookie}.
+
+    A reconnect that names the last event it saw (L{last_event_id}) gets
+    what it missed from the broker before the live notifications; when
+    that is not everything it missed, a C{reset} event first.  For the IE
+    polyfill: C{evs_preamble=N} or C{padding=true} asks for a 2 KB comment
+    before the first event, and C{evs_buffer_size_limit=N} for the response
+    to end after about N bytes (the polyfill then reconnects with
+    C{evs_last_event_id} and is replayed what follows).
     """
 
     isLeaf = True
 
     def __init__(
-        self, hub: Hub, sse: SSEConfig, clock: IReactorTime, log: Logger = _default_log
+        self,
+        hub: Hub,
+        broker: Broker,
+        sse: SSEConfig,
+        clock: IReactorTime,
+        stats: Stats,
+        log: Logger = _default_log,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__()
+        self._rng = rng or random.Random()
         self._hub = hub
+        self._broker = broker
+        self._stats = stats
         self._log = log
         self._sse = sse
         self._clock = clock
@@ -216,22 +292,96 @@ class SSEResource(Resource):
         # Frames are small and must leave at once, not after a delayed ACK:
         # twisted.web's HTTPChannel already set TCP_NODELAY on the
         # connection (plain or TLS), and H2Connection does for HTTP/2.
+        head = self._retry
+        args = request.args
+        limit = 0
+        if args:
+            head = _preamble(args) + head
+            limit = _buffer_limit(args)
+        if self._hub.draining:
+            # Stopping: come back later (to another node, or after the
+            # restart), at a random moment of the drain.
+            self._stats.refuse("draining")
+            jitter = self._rng.randint(0, int(self._sse.drain_seconds * 1000))
+            request.write(_preamble(args) + retry_frame(self._sse.retry + jitter))
+            request.finish()
+            return NOT_DONE_YET
+        last_id = last_event_id(request)
         now = self._clock.seconds()
-        stream = RequestStream(
-            request, user_id, next(self._connection_ids), now, on_gone=self._gone
-        )
-        connect = connect_data(user_id, stream.connection_id, now)
-        stream.send(self._retry + encode_frame("connect", connect))
-        _slim(request)
-        self._hub.attach(stream)
-        self._log.info(
-            "stream {connection_id} opened for {user_id} from {peer} ({streams} open)",
-            connection_id=stream.connection_id,
-            user_id=safe(user_id),
-            peer=stream.peer,
-            streams=self._hub.stream_count,
-        )
+        ids = self._connection_ids
+        if limit:
+            stream: RequestStream = LimitedRequestStream(
+                request, user_id, next(ids), now, on_gone=self._gone, limit=limit
+            )
+        else:
+            stream = RequestStream(request, user_id, next(ids), now, on_gone=self._gone)
+        if last_id is None:
+            stream.send(
+                head + encode_frame("connect", connect_data(user_id, stream.connection_id, now))
+            )
+            _slim(request)
+            self._hub.attach(stream)
+            self._opened(stream)
+        else:
+            self._broker.replay(user_id, last_id).addCallbacks(
+                self._replayed,
+                self._unreplayed,
+                callbackArgs=(stream, head, last_id),
+                errbackArgs=(stream, head, last_id),
+            )
         return NOT_DONE_YET
+
+    def _replayed(self, replay: Replay, stream: RequestStream, head: bytes, last_id: str) -> None:
+        """Write the head, connect, a reset if needed, and attach with the backlog."""
+        if stream.gone:
+            return
+        outcome = replay.outcome
+        connect = encode_frame(
+            "connect",
+            connect_data(stream.user_id, stream.connection_id, stream.connected_at, outcome),
+        )
+        if replay.complete:
+            stream.send(head + connect)
+        else:
+            stream.send(head + connect + reset_frame(replay, last_id))
+        _slim(stream.request)
+        self._stats.replay(outcome, len(replay.frames))
+        self._hub.attach(stream, replay.frames)
+        self._opened(stream, outcome, len(replay.frames))
+
+    def _unreplayed(
+        self, failure: Failure, stream: RequestStream, head: bytes, last_id: str
+    ) -> None:
+        """The broker could not say what was missed: a reset, and live from now."""
+        self._log.warn(
+            "no replay for stream {connection_id} of {user_id}: {reason}",
+            connection_id=stream.connection_id,
+            user_id=safe(stream.user_id),
+            reason=safe(failure.getErrorMessage()),
+        )
+        self._replayed(Replay(False, reason="unavailable"), stream, head, last_id)
+
+    def _opened(self, stream: RequestStream, replay: str | None = None, frames: int = 0) -> None:
+        count = self._hub.stream_count
+        if replay is None:
+            self._log.info(
+                "stream {connection_id} opened for {user_id} from {peer} ({streams} open)",
+                connection_id=stream.connection_id,
+                user_id=safe(stream.user_id),
+                peer=stream.peer,
+                streams=count,
+            )
+        else:
+            self._log.info(
+                "stream {connection_id} opened for {user_id} from {peer} ({streams} open);"
+                " replay {replay}: {frames} notifications",
+                connection_id=stream.connection_id,
+                user_id=safe(stream.user_id),
+                peer=stream.peer,
+                streams=count,
+                replay=replay,
+                frames=frames,
+            )
 
     def render_HEAD(self, request: IRequest) -> bytes:
         apply_cors(request, self._sse.cors, b"GET, OPTIONS")
@@ -254,6 +404,29 @@ class SSEResource(Resource):
             seconds=self._clock.seconds() - stream.connected_at,
             streams=self._hub.stream_count,
         )
+
+
+#: The comment before the first event that IE's XDomainRequest needs
+#: before it hands any data to the polyfill.
+PREAMBLE = b":" + b" " * 2048 + b"\n\n"
+
+
+def _preamble(args: dict[bytes, list[bytes]]) -> bytes:
+    """L{PREAMBLE} when the query asks for it (C{evs_preamble}, C{padding=true})."""
+    if args.get(b"evs_preamble") or args.get(b"padding", [b""])[0].lower() == b"true":
+        return PREAMBLE
+    return b""
+
+
+def _buffer_limit(args: dict[bytes, list[bytes]]) -> int:
+    """C{evs_buffer_size_limit} (bytes), or 0; at least 4 KiB."""
+    value = args.get(b"evs_buffer_size_limit")
+    if not value:
+        return 0
+    text = value[0].strip()
+    if not text.isdigit() or len(text) > 12:
+        return 0
+    return max(4096, int(text))
 
 
 def _slim(request: IRequest) -> None:
@@ -281,25 +454,32 @@ _LOGGED_HEADERS = (b"referer", b"user-agent")
 class PublishResource(Resource):
     """
     C{POST /webNotification}: parse the body (see L{notificator.ingest}),
-    publish, and answer with JSON C{{"id", "event", "userId", "eventId",
-    "delivered"}}.  Bad bodies get 400/413/415 with JSON C{{"error"}} and a
-    log line.
+    hand the notification to the broker, and answer, once it is recorded,
+    with JSON C{{"id", "event", "userId", "eventId", "delivered"}} (and
+    C{"nodes"} in cluster mode).  Bad bodies get 400/413/415 with JSON
+    C{{"error"}} and a log line; a broker that cannot record gets 503.
     """
 
     isLeaf = True
 
     def __init__(
-        self, hub: Hub, cors: CORSPolicy, debug: bool = True, log: Logger = _default_log
+        self,
+        broker: Broker,
+        stats: Stats,
+        cors: CORSPolicy,
+        debug: bool = True,
+        log: Logger = _default_log,
     ) -> None:
         super().__init__()
-        self._hub = hub
+        self._broker = broker
+        self._stats = stats
         self._log = log
         self._cors = cors
         # One log event per publish is a large part of its cost even when
         # an observer filters it out: build it only when debug is on.
         self._debug = debug
 
-    def render_POST(self, request: IRequest) -> bytes:
+    def render_POST(self, request: IRequest) -> bytes | int:
         apply_cors(request, self._cors, b"POST, OPTIONS")
         content = request.content
         body = content.read(MAX_PUBLISH_BYTES + 1) if content is not None else b""
@@ -308,7 +488,7 @@ class PublishResource(Resource):
                 raise _TooLarge(f"body larger than {MAX_PUBLISH_BYTES} bytes")
             message = ingest.parse_publish(request.getHeader(b"content-type"), body)
         except ingest.BadNotification as e:
-            self._hub.reject(e.code)
+            self._stats.reject(e.code)
             self._log.warn(
                 "rejected publish from {peer}: {code} {reason}",
                 peer=_peer(request),
@@ -316,27 +496,57 @@ class PublishResource(Resource):
                 reason=safe(e.reason),
             )
             return json_response(request, e.code, {"error": e.reason})
-        published = self._hub.publish(message)
+        self._broker.publish(message).addCallbacks(
+            self._published,
+            self._failed,
+            callbackArgs=(request, message),
+            errbackArgs=(request, message),
+        )
+        return NOT_DONE_YET
+
+    def _published(self, published: Published, request: IRequest, message: Message) -> None:
         if self._debug:
             self._log.debug(
-                "published {event} {event_id} to {user_id} from {peer}: {delivered} streams",
+                "published {event} {event_id} to {user_id} from {peer}: {delivered} {streams}",
                 event=message.event,
                 event_id=published.event_id,
                 user_id=safe(message.user_id),
                 peer=_peer(request),
                 delivered=published.delivered,
+                streams="stream" if published.delivered == 1 else "streams",
             )
-        return json_response(
-            request,
-            200,
-            {
-                "id": f"{message.event}_{message.user_id}",
-                "event": message.event,
-                "userId": message.user_id,
-                "eventId": published.event_id,
-                "delivered": published.delivered,
-            },
-        )
+        answer = {
+            "id": f"{message.event}_{message.user_id}",
+            "event": message.event,
+            "userId": message.user_id,
+            "eventId": published.event_id,
+            "delivered": published.delivered,
+        }
+        if published.nodes is not None:
+            answer["nodes"] = published.nodes
+        _finish(request, json_response(request, 200, answer))
+
+    def _failed(self, failure: Failure, request: IRequest, message: Message) -> None:
+        if failure.check(Unavailable):
+            code, reason = 503, f"not recorded: {failure.getErrorMessage()}"
+            self._log.warn(
+                "refused publish of {event} to {user_id} from {peer}: {code} {reason}",
+                event=message.event,
+                user_id=safe(message.user_id),
+                peer=_peer(request),
+                code=code,
+                reason=safe(reason),
+            )
+        else:
+            code, reason = 500, "internal error"
+            self._log.failure(
+                "publish of {event} to {user_id} failed",
+                failure,
+                event=message.event,
+                user_id=safe(message.user_id),
+            )
+        self._stats.reject(code)
+        _finish(request, json_response(request, code, {"error": reason}))
 
     def render_OPTIONS(self, request: IRequest) -> bytes:
         apply_cors(request, self._cors, b"POST, OPTIONS")
@@ -348,19 +558,30 @@ class PublishResource(Resource):
         return json_response(request, 405, {"error": "use POST"})
 
 
+def _finish(request: IRequest, body: bytes) -> None:
+    """Answer a request whose render returned NOT_DONE_YET, unless its client left."""
+    if request._disconnected or request.finished:  # type: ignore[attr-defined]
+        return
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    request.write(body)
+    request.finish()
+
+
 class _TooLarge(ingest.BadNotification):
     code = 413
 
 
 def build_resource(
     hub: Hub,
+    broker: Broker,
+    stats: Stats,
     config: Config,
     clock: IReactorTime,
     registry: CollectorRegistry | None = None,
     activity: Logger = _default_log,
 ) -> Resource:
     """
-    Assemble the resource tree around one hub.
+    Assemble the resource tree around one hub and broker.
 
     @param registry: what C{/metrics} serves; C{makeService} builds it
         (L{metrics.build_registry}), and a fresh one is made when omitted.
@@ -369,12 +590,13 @@ def build_resource(
         gives one that only C{sse.log} reads (L{logs.AppLogService}).
     """
     root = monitor.Folder()
-    root.putChild(b"sse", SSEResource(hub, config.sse, clock, log=activity))
+    root.putChild(b"sse", SSEResource(hub, broker, config.sse, clock, stats, log=activity))
     debug = config.server.log_level == "debug"
     root.putChild(
-        b"webNotification", PublishResource(hub, config.sse.cors, debug=debug, log=activity)
+        b"webNotification",
+        PublishResource(broker, stats, config.sse.cors, debug=debug, log=activity),
     )
     if registry is None:
-        registry = metrics.build_registry(hub, clock)
-    monitor.add_monitor(root, hub, clock, registry)
+        registry = metrics.build_registry(hub, stats, broker, clock)
+    monitor.add_monitor(root, hub, stats, broker, clock, registry)
     return root

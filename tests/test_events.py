@@ -7,7 +7,8 @@ from notificator.events import (
     KEEPALIVE_FRAME,
     EventIds,
     encode_frame,
-    parse_event_id,
+    event_id,
+    event_key,
     retry_frame,
 )
 from tests.support import parse_frames
@@ -82,7 +83,7 @@ class EventIdsTests(SynchronousTestCase):
         first = ids.next()
         clock.rightNow = 5.0
         second = ids.next()
-        self.assertGreater(parse_event_id(second), parse_event_id(first))
+        self.assertGreater(event_key(second), event_key(first))
 
     def test_restart_never_goes_backwards(self) -> None:
         """A new generator (a restarted server) starts after the old one's ids."""
@@ -91,7 +92,7 @@ class EventIdsTests(SynchronousTestCase):
         old = EventIds(clock)
         last = [old.next() for _ in range(50)][-1]
         clock.advance(0.001)
-        self.assertGreater(parse_event_id(EventIds(clock).next()), parse_event_id(last))
+        self.assertGreater(event_key(EventIds(clock).next()), event_key(last))
 
     def test_only_digits_and_dash(self) -> None:
         """Ids use only digits and '-', so Last-Event-ID needs no CORS preflight."""
@@ -99,9 +100,19 @@ class EventIdsTests(SynchronousTestCase):
         clock.advance(1795476813.293)
         self.assertRegex(EventIds(clock).next(), r"^\d+-\d+$")
 
-    def test_parse_event_id(self) -> None:
-        """Our ids parse to sortable tuples; anything else to None."""
-        self.assertEqual(parse_event_id("12-3"), (12, 3))
-        self.assertLess(parse_event_id("12-9"), parse_event_id("12-10"))
-        for bad in ("", "abc", "1-", "-1", "1-2-3", "1.5-2"):
-            self.assertIsNone(parse_event_id(bad))
+    def test_event_key(self) -> None:
+        """Our ids (and Redis stream ids) parse to sortable keys and back; anything else to None."""
+        self.assertEqual(event_id(event_key("12-3")), "12-3")
+        self.assertLess(event_key("12-9"), event_key("12-10"))
+        self.assertLess(event_key("12-999999999"), event_key("13-0"))
+        self.assertEqual(event_key(" 1796056716559-0\n"), event_key("1796056716559-0"))
+        for bad in ("", "abc", "1-", "-1", "1-2-3", "1.5-2", "١٢-٣", "1-2\x00", "9" * 16 + "-1"):
+            self.assertIsNone(event_key(bad), bad)
+
+    def test_after(self) -> None:
+        """Ids continue after a given key, even when the clock is behind it."""
+        clock = Clock()
+        clock.advance(1000)
+        ids = EventIds(clock, after=event_key("2000000-5"))
+        self.assertEqual(ids.next(), "2000000-6")
+        self.assertEqual(ids.last, event_key("2000000-6"))

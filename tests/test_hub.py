@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator.events import KEEPALIVE_FRAME, Message
+from notificator.events import KEEPALIVE_FRAME, encode_frame
 from notificator.hub import Hub
+from notificator.stats import Stats
 from tests.support import parse_frames
 
 
@@ -34,55 +37,53 @@ class FakeStream:
         self.closed = True
 
 
+FRAME = encode_frame("notify", '{"a":1}', "1-0")
+
+
 class HubTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.hub = Hub(clock=self.clock)
+        self.stats = Stats(started_at=self.clock.seconds())
+        self.hub = Hub(clock=self.clock, stats=self.stats)
 
-    def test_publish_to_every_stream_of_the_user(self) -> None:
-        """Three tabs of a user all get the frame; another user gets nothing."""
+    def test_deliver_to_every_stream_of_the_user(self) -> None:
+        """Three tabs of a user all get the very same bytes; another user gets nothing."""
         tabs = [FakeStream("u1") for _ in range(3)]
         other = FakeStream("u2")
         for s in tabs + [other]:
             self.hub.attach(s)
-        published = self.hub.publish(Message("notify", "u1", '{"a":1}'))
-        self.assertEqual(published.delivered, 3)
+        self.assertEqual(self.hub.deliver("u1", FRAME), 3)
         self.assertEqual(other.frames, [])
-        frames = [s.frames for s in tabs]
-        self.assertEqual(frames[0], frames[1])
-        self.assertEqual(
-            parse_frames(frames[0][0]),
-            [{"id": published.event_id, "event": "notify", "data": '{"a":1}'}],
-        )
+        for tab in tabs:
+            self.assertIs(tab.frames[0], FRAME)
+        self.assertEqual(self.stats.delivered, 3)
 
-    def test_frame_encoded_once(self) -> None:
-        """Every stream receives the very same bytes object."""
-        a, b = FakeStream("u"), FakeStream("u")
-        self.hub.attach(a)
-        self.hub.attach(b)
-        self.hub.publish(Message("notify", "u", "1"))
-        self.assertIs(a.frames[0], b.frames[0])
+    def test_deliver_to_nobody(self) -> None:
+        """Delivering to a user with no stream reaches 0."""
+        self.assertEqual(self.hub.deliver("nobody", FRAME), 0)
+        self.assertFalse(self.hub.has_streams("nobody"))
 
-    def test_publish_to_nobody(self) -> None:
-        """Publishing to a user with no stream delivers to 0 and still gets an id."""
-        published = self.hub.publish(Message("notify", "nobody", "1"))
-        self.assertEqual(published.delivered, 0)
-        self.assertRegex(published.event_id, r"^\d+-\d+$")
+    def test_attach_writes_the_backlog_first(self) -> None:
+        """A stream attached with a backlog gets it, in order, before any live frame."""
+        backlog = [encode_frame("notify", str(i), f"1-{i}") for i in range(3)]
+        s = FakeStream("u")
+        self.hub.attach(s, backlog)
+        self.hub.deliver("u", FRAME)
+        self.assertEqual(s.frames, backlog + [FRAME])
+        self.assertEqual((self.stats.opened, self.hub.stream_count), (1, 1))
 
-    def test_ids_increase(self) -> None:
-        """Event ids of successive publishes increase."""
-        from notificator.events import parse_event_id
-
-        ids = [self.hub.publish(Message("n", "u", "1")).event_id for _ in range(5)]
-        self.assertEqual(sorted(ids, key=parse_event_id), ids)
-        self.assertEqual(len(set(ids)), 5)
+    def test_attach_of_a_stream_gone_during_its_backlog(self) -> None:
+        """A stream that goes away while its backlog is written is not registered."""
+        s = FakeStream("u", gone=True)
+        self.hub.attach(s, [FRAME])
+        self.assertEqual(self.hub.stream_count, 0)
 
     def test_gone_stream_not_counted(self) -> None:
         """A stream that is already gone is not counted as delivered."""
         self.hub.attach(FakeStream("u", gone=True))
         self.hub.attach(FakeStream("u"))
-        self.assertEqual(self.hub.publish(Message("n", "u", "1")).delivered, 1)
+        self.assertEqual(self.hub.deliver("u", FRAME), 1)
 
     def test_detach(self) -> None:
         """Detached streams get nothing; the user disappears with its last stream."""
@@ -94,7 +95,7 @@ class HubTests(SynchronousTestCase):
         self.hub.detach(b)
         self.hub.detach(b)  # twice is harmless
         self.assertEqual((self.hub.user_count, self.hub.stream_count), (0, 0))
-        self.assertEqual(self.hub.publish(Message("n", "u", "1")).delivered, 0)
+        self.assertEqual(self.hub.deliver("u", FRAME), 0)
         self.assertEqual(a.frames + b.frames, [])
 
     def test_send_that_detaches_during_publish(self) -> None:
@@ -109,7 +110,7 @@ class HubTests(SynchronousTestCase):
 
         hub.attach(Detacher("u"))
         hub.attach(FakeStream("u"))
-        self.assertEqual(hub.publish(Message("n", "u", "1")).delivered, 2)
+        self.assertEqual(hub.deliver("u", FRAME), 2)
 
     def test_heartbeat_to_all(self) -> None:
         """A heartbeat goes to every stream of every user, with JSON time data."""
@@ -137,7 +138,7 @@ class HubTests(SynchronousTestCase):
         self.hub.attach(FakeStream("u", fail=True))
         for s in good:
             self.hub.attach(s)
-        self.assertEqual(self.hub.publish(Message("notify", "u", "1")).delivered, 2)
+        self.assertEqual(self.hub.deliver("u", FRAME), 2)
         self.assertEqual(self.hub.heartbeat(), 3)
         self.assertEqual([len(s.frames) for s in good], [2, 2, 1])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
@@ -148,6 +149,40 @@ class HubTests(SynchronousTestCase):
         self.hub.attach(s)
         self.hub.keepalive()
         self.assertEqual(s.frames, [KEEPALIVE_FRAME])
+
+    def test_drain_spreads_the_ends_with_jittered_retry(self) -> None:
+        """
+        The drain turns new streams away and ends the open ones in random
+        order, spread over the seconds given, each with retry plus jitter.
+        """
+        streams = [FakeStream(f"u{i % 7}") for i in range(100)]
+        for s in streams:
+            self.hub.attach(s)
+        done = self.hub.drain(5.0, 3000, rng=random.Random(7))
+        self.assertTrue(self.hub.draining)
+        ended_at: dict[int, float] = {}
+        for step in range(60):
+            for i, s in enumerate(streams):
+                if s.closed and i not in ended_at:
+                    ended_at[i] = step * 0.1
+            self.clock.advance(0.1)
+        self.successResultOf(done)
+        self.assertEqual(len(ended_at), 100)
+        # About a fiftieth each tenth of a second, none bunched at the start.
+        first_second = sum(1 for t in ended_at.values() if t < 1.0)
+        self.assertTrue(15 <= first_second <= 25, first_second)
+        self.assertLessEqual(max(ended_at.values()), 5.0)
+        retries = [parse_frames(s.frames[-1])[0]["retry"] for s in streams]
+        self.assertTrue(all(3000 <= int(r) <= 8000 for r in retries))
+        self.assertGreater(len(set(retries)), 50)
+        # Not in the order they were attached.
+        order = sorted(range(100), key=lambda i: ended_at[i])
+        self.assertNotEqual(order, sorted(order))
+        self.assertEqual(self.hub.stream_count, 0)
+
+    def test_drain_with_nothing_open_is_done(self) -> None:
+        """No stream: the drain has nothing to wait for."""
+        self.successResultOf(self.hub.drain(5.0, 3000))
 
     def test_close_all(self) -> None:
         """Shutdown closes and detaches every stream."""

@@ -22,8 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
 from notificator import config, logs, web
-from notificator.events import Message
-from notificator.hub import Hub
+from tests.support import Parts
 
 
 class FakeDate:
@@ -111,9 +110,11 @@ class AccessLogSiteTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.dir = os.path.abspath(self.mktemp())
         self.reactor = MemoryReactorClock()
-        self.hub = Hub(clock=self.reactor)
-        resource = web.build_resource(self.hub, config.Config(), self.reactor)
-        self.site = logs.AccessLogSite(resource, os.path.join(self.dir, "log"), self.reactor)
+        self.parts = Parts(self.reactor, config.Config())
+        self.hub = self.parts.hub
+        self.site = logs.AccessLogSite(
+            self.parts.resource, os.path.join(self.dir, "log"), self.reactor
+        )
         self.site.doStart()
         self.addCleanup(self.site.doStop)
         self.path = os.path.join(self.dir, "log", "access.log")
@@ -186,7 +187,7 @@ class AccessLogSiteTests(SynchronousTestCase):
         channel, transport = self.connect()
         channel.dataReceived(b"GET /sse/u1 HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\n\r\n")
         self.assertEqual(self.hub.stream_count, 1)
-        self.hub.publish(Message(event="notify", user_id="u1", data='{"a":1}'))
+        self.parts.publish("u1", '{"a":1}')
         self.assertEqual(self.access_lines(), [])
         sent = len(transport.value())
         self.disconnect(channel)
@@ -479,10 +480,7 @@ class AppLogServiceTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         reactor = MemoryReactorClock()
-        hub = Hub(clock=reactor)
-        site = logs.AccessLogSite(
-            web.build_resource(hub, config.Config(), reactor), self.dir, reactor
-        )
+        site = logs.AccessLogSite(Parts(reactor, config.Config()).resource, self.dir, reactor)
         site.doStart()
         self.addCleanup(site.doStop)
         requests = [
@@ -573,7 +571,7 @@ class WiringTests(SynchronousTestCase):
         return log_dir, conf, reactor, tap.makeService(opts, reactor=reactor)
 
     def test_make_service_wires_the_logs(self) -> None:
-        """makeService puts sse.log first, the access-log site on the listeners, the hub last."""
+        """makeService puts sse.log first, the access-log site on the listeners, the drain last."""
         from notificator import tap
 
         log_dir, conf, reactor, root = self.make_service("warn")
@@ -581,7 +579,7 @@ class WiringTests(SynchronousTestCase):
         first = children[0]
         assert isinstance(first, logs.AppLogService)
         self.assertEqual((first.path, first.level), (os.path.join(log_dir, "sse.log"), "warn"))
-        self.assertIsInstance(children[-1], tap.HubService)
+        self.assertIsInstance(list(children[-1])[-1], tap.DrainService)
         titles = [c for c in children if isinstance(c, logs.ProcessTitleService)]
         self.assertEqual([t.title for t in titles], [f"notificator [x] {os.path.dirname(conf)}"])
         root.startService()

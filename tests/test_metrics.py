@@ -1,5 +1,5 @@
 """
-The hub's counters and their Prometheus exposition (L{notificator.metrics}).
+The server's counters (L{notificator.stats}) and their Prometheus exposition (L{notificator.metrics}).
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import metrics
+from notificator.broker import LocalBroker
 from notificator.events import Message
 from notificator.hub import Hub
+from notificator.stats import Stats
 
 
 class FakeStream:
@@ -51,62 +53,78 @@ def samples(registry: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     return found
 
 
-class HubCounterTests(SynchronousTestCase):
+def parts(clock: Clock | None = None, timer: object = None) -> tuple[Hub, Stats, LocalBroker]:
+    """A hub and a local broker over one set of counters."""
+    clock = clock or Clock()
+    stats = Stats(started_at=clock.seconds())
+    hub = Hub(clock=clock, stats=stats, **({"timer": timer} if timer else {}))
+    return hub, stats, LocalBroker(hub, stats, clock)
+
+
+class CounterTests(SynchronousTestCase):
     def test_publish_counts_published_and_delivered(self) -> None:
         """Each publish counts once, and delivered counts the streams written."""
-        hub = Hub(clock=Clock())
+        hub, stats, broker = parts()
         hub.attach(FakeStream("u1"))
         hub.attach(FakeStream("u1"))
         hub.attach(FakeStream("u1", alive=False))
-        hub.publish(Message("notify", "u1", "{}"))
-        hub.publish(Message("notify", "nobody", "{}"))
-        self.assertEqual((hub.published, hub.delivered, hub.opened), (2, 2, 3))
+        broker.publish(Message("notify", "u1", "{}"))
+        broker.publish(Message("notify", "nobody", "{}"))
+        self.assertEqual((stats.published, stats.delivered, stats.opened), (2, 2, 3))
 
     def test_version_changes_on_attach_and_detach_only(self) -> None:
         """The version moves when a stream comes or goes, not on publish or a repeated attach."""
-        hub = Hub(clock=Clock())
+        hub, stats, broker = parts()
         stream = FakeStream("u1")
         hub.attach(stream)
         after_attach = hub.version
         hub.attach(stream)
-        hub.publish(Message("notify", "u1", "{}"))
+        broker.publish(Message("notify", "u1", "{}"))
         self.assertEqual(hub.version, after_attach)
         hub.detach(stream)
         hub.detach(stream)
         self.assertEqual(hub.version, after_attach + 1)
-        self.assertEqual(hub.opened, 1)
+        self.assertEqual(stats.opened, 1)
 
     def test_heartbeat_is_timed(self) -> None:
         """The heartbeat's duration is measured with the injected timer."""
-        hub = Hub(clock=Clock(), timer=FakeTimer(10.0, 10.25, 20.0, 20.5))
+        hub, stats, _ = parts(timer=FakeTimer(10.0, 10.25, 20.0, 20.5))
         hub.attach(FakeStream("u1"))
         hub.heartbeat()
         hub.heartbeat()
         self.assertEqual(
-            (hub.heartbeats, hub.heartbeat_seconds, hub.heartbeat_last), (2, 0.75, 0.5)
+            (stats.heartbeats, stats.heartbeat_seconds, stats.heartbeat_last), (2, 0.75, 0.5)
         )
 
-    def test_reject_counts_by_status(self) -> None:
-        """Refused publishes are counted per HTTP status."""
-        hub = Hub(clock=Clock())
+    def test_counts_by_status_reason_and_outcome(self) -> None:
+        """Refused publishes count per HTTP status, refused streams per reason, replays per outcome."""
+        stats = Stats(started_at=0)
         for code in (400, 415, 400):
-            hub.reject(code)
-        self.assertEqual(hub.rejected, {400: 2, 415: 1})
+            stats.reject(code)
+        stats.refuse("draining")
+        stats.replay("complete", 3)
+        stats.replay("truncated", 2)
+        stats.replay("complete", 0)
+        self.assertEqual(stats.rejected, {400: 2, 415: 1})
+        self.assertEqual(stats.refused, {"draining": 1})
+        self.assertEqual((stats.replays, stats.replayed), ({"complete": 2, "truncated": 1}, 5))
 
 
 class ExpositionTests(SynchronousTestCase):
-    def test_registry_exposes_hub_counters(self) -> None:
-        """The registry's text exposition carries the hub's gauges and counters."""
+    def test_registry_exposes_counters(self) -> None:
+        """The registry's text exposition carries the server's gauges and counters."""
         clock = Clock()
         clock.advance(500)
-        hub = Hub(clock=clock, timer=FakeTimer(1.0, 1.125))
-        registry = metrics.build_registry(hub, clock)
+        hub, stats, broker = parts(clock, timer=FakeTimer(1.0, 1.125))
+        registry = metrics.build_registry(hub, stats, broker, clock)
         hub.attach(FakeStream("u1"))
         hub.attach(FakeStream("u1"))
         hub.attach(FakeStream("u2"))
-        hub.publish(Message("notify", "u1", "{}"))
-        hub.reject(400)
-        hub.reject(413)
+        broker.publish(Message("notify", "u1", "{}"))
+        stats.reject(400)
+        stats.reject(413)
+        stats.refuse("draining")
+        stats.replay("truncated", 4)
         hub.heartbeat()
         clock.advance(60)
         found = samples(registry)
@@ -118,19 +136,24 @@ class ExpositionTests(SynchronousTestCase):
             ("notificator_delivered_total", ()): 2,
             ("notificator_rejected_total", (("code", "400"),)): 1,
             ("notificator_rejected_total", (("code", "413"),)): 1,
+            ("notificator_streams_refused_total", (("reason", "draining"),)): 1,
+            ("notificator_replays_total", (("outcome", "truncated"),)): 1,
+            ("notificator_replayed_total", ()): 4,
             ("notificator_heartbeat_duration_seconds_count", ()): 1,
             ("notificator_heartbeat_duration_seconds_sum", ()): 0.125,
             ("notificator_heartbeat_last_duration_seconds", ()): 0.125,
             ("notificator_uptime_seconds", ()): 60,
             ("notificator_start_time_seconds", ()): 500,
+            ("notificator_draining", ()): 0,
+            ("notificator_broker_up", ()): 1,
         }
         self.assertEqual({k: found.get(k) for k in expected}, expected)
         self.assertIn(("process_resident_memory_bytes", ()), found)
 
     def test_scrape_sees_live_values(self) -> None:
         """Values are read at scrape time, so a later scrape shows later counts."""
-        hub = Hub(clock=Clock())
-        registry = metrics.build_registry(hub, Clock())
+        hub, stats, broker = parts()
+        registry = metrics.build_registry(hub, stats, broker, Clock())
         stream = FakeStream("u1")
         hub.attach(stream)
         self.assertEqual(samples(registry)[("notificator_streams", ())], 1)
@@ -139,8 +162,8 @@ class ExpositionTests(SynchronousTestCase):
 
     def test_registries_are_per_server(self) -> None:
         """Each server gets its own registry; nothing lands in the library's global one."""
-        one = metrics.build_registry(Hub(clock=Clock()), Clock())
-        two = metrics.build_registry(Hub(clock=Clock()), Clock())
+        one = metrics.build_registry(*parts(), Clock())
+        two = metrics.build_registry(*parts(), Clock())
         self.assertIsNot(one, two)
         global_names = {name for name, _ in samples(REGISTRY)}
         self.assertNotIn("notificator_streams", global_names)

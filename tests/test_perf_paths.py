@@ -16,6 +16,7 @@ import errno
 from functools import partial
 
 import attrs
+from twisted.application.service import MultiService
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
@@ -29,9 +30,7 @@ from twisted.web.server import Site
 
 from notificator import channel, tap, web
 from notificator.config import Config, ServerConfig
-from notificator.events import Message
-from notificator.hub import Hub
-from tests.support import parse_frames
+from tests.support import Parts, parse_frames
 
 
 class FakeSocket:
@@ -99,9 +98,10 @@ class Harness:
     def __init__(self, debug: bool = False) -> None:
         self.reactor = MemoryReactorClock()
         self.writes = channel.WriteBatch(self.reactor)
-        self.hub = Hub(clock=self.reactor)
         cfg = Config(server=attrs.evolve(ServerConfig(), log_level="debug" if debug else "info"))
-        self.site = Site(web.build_resource(self.hub, cfg, self.reactor), reactor=self.reactor)
+        self.parts = Parts(self.reactor, cfg)
+        self.hub = self.parts.hub
+        self.site = Site(self.parts.resource, reactor=self.reactor)
         self.site.requestFactory = web.Request
         self.site.protocol = partial(channel.protocol, self.writes)
         self.sock, self.protocol, self.conn = self.connect()
@@ -149,7 +149,7 @@ class Harness:
         return body
 
     def publish(self, user: str, data: str) -> int:
-        return self.hub.publish(Message(event="notify", user_id=user, data=data)).delivered
+        return self.parts.publish(user, data).delivered
 
 
 class DirectWriteTests(SynchronousTestCase):
@@ -175,7 +175,7 @@ class DirectWriteTests(SynchronousTestCase):
     def test_bytes_match_request_write(self) -> None:
         """A stream's chunk is byte for byte what twisted.web's Request.write sends, and sentLength counts it."""
         stream = next(iter(self.h.hub.streams_of("u1")))
-        request = stream._request
+        request = stream.request
         before = request.sentLength
         start = len(self.h.sock.sent)
         frame = b"event: notify\ndata: x\n\n"
@@ -226,7 +226,7 @@ class DirectWriteTests(SynchronousTestCase):
     def test_open_stream_drops_its_head_state(self) -> None:
         """An open stream keeps no response headers or body buffer, and still finishes and logs cleanly."""
         stream = next(iter(self.h.hub.streams_of("u1")))
-        request = stream._request
+        request = stream.request
         self.assertEqual(list(request.responseHeaders.getAllRawHeaders()), [])
         self.assertIsNone(request.content)
         logged = []
@@ -247,7 +247,7 @@ class DirectWriteTests(SynchronousTestCase):
             b"Accept-Language: ko-KR\r\nAccept: text/event-stream\r\n\r\n"
         )
         stream = next(iter(h.hub.streams_of("u3")))
-        request = stream._request
+        request = stream.request
         self.assertEqual(
             sorted(name for name, _ in request.requestHeaders.getAllRawHeaders()),
             [b"Referer", b"User-Agent"],
@@ -329,7 +329,7 @@ class ChannelTests(SynchronousTestCase):
         """Keep-alive requests reuse the connection's addresses."""
         self.h.request(self.post() + self.post() + self.post())
         self.assertEqual(self.h.sock.names, 1)
-        self.assertEqual(self.h.hub.published, 3)
+        self.assertEqual(self.h.parts.stats.published, 3)
         request = http.Request(self.h.protocol._channel)
         self.assertEqual((request.host.host, request.host.port), ("127.0.0.1", 3000))
         self.assertEqual((request.client.host, request.client.port), ("127.0.0.1", 40000))
@@ -339,7 +339,7 @@ class ChannelTests(SynchronousTestCase):
         self.h.request(self.post() + self.post())
         replies = bytes(self.h.sock.sent).count(b"HTTP/1.1 200 OK")
         self.assertEqual(replies, 2)
-        self.assertEqual(self.h.hub.published, 2)
+        self.assertEqual(self.h.parts.stats.published, 2)
         self.assertNothingQueued()
 
     def test_head_only_answer_is_sent(self) -> None:
@@ -535,16 +535,17 @@ class WriteBatchTests(SynchronousTestCase):
         self.assertEqual(self.batchCalls(), [])
 
     def test_service_is_wired(self) -> None:
-        """makeService gives the site's channels one batch, stopped after the hub."""
-        children = list(
-            tap.makeService(
-                {"loaded": Config(), "listen": ["tcp:0"], "env": "x"}, reactor=MemoryReactorClock()
-            )
+        """makeService gives the site's channels one batch, stopped after the drain and the listeners."""
+        root = tap.makeService(
+            {"loaded": Config(), "listen": ["tcp:0"], "env": "x"}, reactor=MemoryReactorClock()
         )
-        batches = [c for c in children if isinstance(c, channel.WriteBatch)]
+        serving = list(list(root)[-1])
+        batches = [c for c in serving if isinstance(c, channel.WriteBatch)]
         self.assertEqual(len(batches), 1)
-        self.assertIs(children[-1].__class__, tap.HubService)
-        self.assertIs(children[-2], batches[0])
+        self.assertIs(serving[-1].__class__, tap.DrainService)
+        # Started before the listeners, so stopped after them.
+        listeners = next(c for c in serving if isinstance(c, MultiService))
+        self.assertLess(serving.index(batches[0]), serving.index(listeners))
 
 
 class PublishPathTests(SynchronousTestCase):

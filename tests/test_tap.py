@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from notificator import tap
+from notificator.broker import Journal
 from notificator.logs import BufferedDailyLogFile
 from tests.support import PROJECT, write_config
 
@@ -99,7 +100,7 @@ class MakeServiceTests(SynchronousTestCase):
     def test_one_heartbeat_timer(self) -> None:
         """One heartbeat timer serves all streams, at sse.heartbeatInterval."""
         reactor, svc = self.service({"sse": {"heartbeatInterval": 30, "keepalive": 20}})
-        hub = next(s for s in svc if isinstance(s, tap.HubService)).hub
+        hub = tap.find(svc, tap.DrainService).hub
         streams = []
 
         class S:
@@ -130,25 +131,122 @@ class MakeServiceTests(SynchronousTestCase):
         reactor, _ = self.service({"sse": {"heartbeatInterval": 1, "keepalive": 20}})
         self.assertEqual(len(_timers(reactor)), 1)
 
-    def test_stop_closes_streams(self) -> None:
-        """Stopping the service closes every open stream."""
-        reactor, svc = self.service({})
-        hub = next(s for s in svc if isinstance(s, tap.HubService)).hub
-        closed = []
+    def test_stop_drains_streams_with_jittered_retry(self) -> None:
+        """
+        Stopping ends the open streams spread over sse.drainSeconds, each
+        with a retry: of sse.retry plus up to drainSeconds of jitter, and
+        /health says 503 meanwhile; the stop fires when all have ended.
+        """
+        reactor, svc = self.service({"sse": {"drainSeconds": 2, "retry": 1000}})
+        drain = tap.find(svc, tap.DrainService)
+        hub = drain.hub
+        ended: list[tuple[float, int]] = []
 
         class S:
             user_id = "u"
 
+            def __init__(self) -> None:
+                self.retry = 0
+
             def send(self, frame: bytes) -> bool:
+                if frame.startswith(b"retry: "):
+                    self.retry = int(frame.split()[1])
                 return True
 
             def close(self) -> None:
-                closed.append(self)
+                ended.append((reactor.seconds(), self.retry))
 
-        hub.attach(S())
-        svc.stopService()
-        self.assertEqual(len(closed), 1)
-        self.assertEqual(hub.stream_count, 0)
+        for _ in range(40):
+            hub.attach(S())
+        stopped = svc.stopService()
+        self.assertTrue(hub.draining)
+        self.assertNoResult(stopped)
+        self.assertLess(len(ended), 40)
+        reactor.advance(1.0)
+        self.assertNoResult(stopped)
+        self.assertTrue(10 <= len(ended) < 40, len(ended))
+        for _ in range(30):
+            reactor.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertEqual((len(ended), hub.stream_count), (40, 0))
+        times = [t for t, _ in ended]
+        self.assertLessEqual(max(times) - min(times), 2.0)
+        retries = [r for _, r in ended]
+        self.assertTrue(all(1000 <= r <= 3000 for r in retries), retries)
+        self.assertGreater(len(set(retries)), 20)  # jittered, not one value
+
+    def test_stop_without_streams_is_immediate(self) -> None:
+        """With no stream open, the drain does not wait."""
+        _, svc = self.service({"sse": {"drainSeconds": 30}})
+        self.successResultOf(svc.stopService())
+
+
+class SequentialServiceTests(SynchronousTestCase):
+    def test_children_stop_in_reverse_each_after_the_last(self) -> None:
+        """Each child stops only once the one after it has finished stopping."""
+        from twisted.application.service import Service
+        from twisted.internet.defer import Deferred
+
+        events: list[str] = []
+        waits: dict[str, Deferred[None]] = {}
+
+        class Child(Service):
+            def __init__(self, name: str, slow: bool) -> None:
+                self.name = name
+                self.slow = slow
+
+            def startService(self) -> None:
+                super().startService()
+                events.append(f"start {self.name}")
+
+            def stopService(self) -> Deferred[None] | None:
+                super().stopService()
+                events.append(f"stop {self.name}")
+                if self.slow:
+                    waits[self.name] = Deferred()
+                    return waits[self.name]
+                return None
+
+        root = tap.SequentialService()
+        for name, slow in [("logs", False), ("history", True), ("drain", True)]:
+            Child(name, slow).setServiceParent(root)
+        root.startService()
+        stopped = root.stopService()
+        self.assertEqual(events[-1], "stop drain")
+        waits["drain"].callback(None)
+        self.assertEqual(events[-1], "stop history")
+        self.assertNoResult(stopped)
+        waits["history"].callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(
+            events,
+            [
+                "start logs",
+                "start history",
+                "start drain",
+                "stop drain",
+                "stop history",
+                "stop logs",
+            ],
+        )
+
+    def test_a_failing_stop_is_logged_and_the_rest_stop(self) -> None:
+        """A child whose stop fails does not keep the others running."""
+        from twisted.application.service import Service
+
+        class Broken(Service):
+            def stopService(self) -> None:
+                super().stopService()
+                raise RuntimeError("disk on fire")
+
+        root = tap.SequentialService()
+        last = Service()
+        last.setServiceParent(root)
+        Broken().setServiceParent(root)
+        root.startService()
+        self.successResultOf(root.stopService())
+        self.assertFalse(last.running)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class PluginTests(SynchronousTestCase):
@@ -160,11 +258,11 @@ class PluginTests(SynchronousTestCase):
 
 
 def _timers(reactor: MemoryReactorClock) -> list[object]:
-    """The reactor's pending calls, less the log files' once-a-second flush."""
+    """The reactor's pending calls, less the log files' and the history's flushes."""
     return [
         c
         for c in reactor.getDelayedCalls()
         if not isinstance(
-            getattr(getattr(c.func, "f", None), "__self__", None), BufferedDailyLogFile
+            getattr(getattr(c.func, "f", None), "__self__", None), (BufferedDailyLogFile, Journal)
         )
     ]

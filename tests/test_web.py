@@ -19,9 +19,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from notificator import web
 from notificator.config import Config, CORSPolicy, Origin, SSEConfig
-from notificator.hub import Hub
-from notificator.web import SSEResource, build_resource
-from tests.support import parse_frames
+from notificator.web import SSEResource
+from tests.support import Parts, parse_frames
 
 FORM = {b"content-type": [b"application/x-www-form-urlencoded; charset=UTF-8"]}
 GW = "https://gw.example.com"
@@ -36,9 +35,10 @@ class WebCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.hub = Hub(clock=self.clock)
         self.config = make_config(retry=5000, headers=(("X-Served-By", "gw1"),))
-        self.stub = StubTreq(build_resource(self.hub, self.config, self.clock))
+        self.parts = Parts(self.clock, self.config)
+        self.hub = self.parts.hub
+        self.stub = StubTreq(self.parts.resource)
         self.addCleanup(self.stub.flush)
 
     def open(self, path: str, **kwargs: Any) -> tuple[Any, list[bytes]]:
@@ -100,7 +100,9 @@ class SSETests(WebCase):
 
     def test_configured_cookie_name(self) -> None:
         """sse.cookie names the cookie to read."""
-        stub = StubTreq(build_resource(self.hub, make_config(cookie="gwUser"), self.clock))
+        parts = Parts(self.clock, make_config(cookie="gwUser"))
+        self.hub = parts.hub
+        stub = StubTreq(parts.resource)
         d = stub.get("http://n.example/sse/", cookies={"gwUser": "u9"})
         stub.flush()
         response = self.successResultOf(d)
@@ -144,7 +146,9 @@ class SSETests(WebCase):
     def test_disconnect_detaches(self) -> None:
         """A client that goes away is detached at once; later publishes are fine."""
         request = DummyRequest([b"u1"])
-        resource = SSEResource(self.hub, self.config.sse, self.clock)
+        resource = SSEResource(
+            self.hub, self.parts.broker, self.config.sse, self.clock, self.parts.stats
+        )
         resource.render_GET(request)
         self.assertEqual(self.hub.stream_count, 1)
 

@@ -17,9 +17,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from notificator import monitor
 from notificator.config import Config
-from notificator.hub import Hub
-from notificator.web import build_resource
-from tests.support import Server
+from tests.support import Parts, Server
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 FORM = {b"content-type": [b"application/x-www-form-urlencoded; charset=UTF-8"]}
@@ -32,8 +30,9 @@ class _Site:
         self.testcase = testcase
         self.clock = Clock()
         self.clock.advance(start)
-        self.hub = Hub(clock=self.clock)
-        self.stub = StubTreq(build_resource(self.hub, Config(), self.clock))
+        self.parts = Parts(self.clock, Config())
+        self.hub = self.parts.hub
+        self.stub = StubTreq(self.parts.resource)
 
     def get(self, path: str, headers: dict[bytes, list[bytes]] | None = None) -> Any:
         return self.testcase.successResultOf(
@@ -230,7 +229,7 @@ class HealthTests(SynchronousTestCase):
         site = _Site(self)
         request = DummyRequest([b"health"])
         request.method = b"HEAD"
-        resource = monitor.HealthResource(site.hub, site.clock)
+        resource = monitor.HealthResource(site.hub, site.parts.stats, site.parts.broker, site.clock)
         self.assertEqual(resource.render(request), b"")
         length = int(request.responseHeaders.getRawHeaders(b"content-length")[0])
         self.assertGreater(length, 10)

@@ -1,0 +1,484 @@
+# -*- test-case-name: tests.test_history -*-
+"""
+The recent notifications of each user, for reconnecting clients.
+
+L{History} keeps, per user, the last C{size} encoded frames (the very
+bytes that went live, so a replay writes the same bytes), drops those
+older than C{ttl} seconds, and bounds the memory of the whole history
+(C{max_bytes}: oldest first when it is reached).  L{History.since}
+answers a reconnect: every frame after the client's last event id, in
+order, when nothing after that id was dropped; otherwise everything kept,
+with the reason the replay is not complete (L{Replay}).
+
+Whether a replay is complete is decided by I{floors}: for each user, the
+key of the newest frame it ever lost (trimmed by size, expired, evicted
+for memory).  A client whose last id is at or after its user's floor has
+missed nothing that is not kept.  A user whose frames are all gone has no
+record left; its floor is folded into one I{global floor}, so a client of
+such a user whose last id is older than that gets the reset too (it has
+been away longer than what is kept).  And nothing is known from before
+C{known_since}: the start of the history (a first start, or one whose
+kept history was lost).
+
+L{HistoryFile} keeps a history on disk across restarts (the embedded
+store): an append-only journal written by a thread of its own (never by
+the reactor), compacted when it grows, and replaced by a full snapshot on
+a graceful stop.  Pure Python and the standard library: no server to
+install.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from collections import deque
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+
+from notificator.events import SEQ_SPAN, event_id
+
+#: Memory bytes counted per kept frame besides its own bytes: the entry
+#: tuple, its key and time, and its slots in two containers.
+ENTRY_OVERHEAD = 200
+
+#: Why a replay is not complete (the C{reason} of a L{Replay}).
+EXPIRED = "expired"  # notifications after the id were dropped (size, ttl, memory)
+UNKNOWN = "unknown"  # not an id this history gave
+LOST = "lost"  # older than the history itself (kept history lost)
+
+
+@attrs.frozen
+class Replay:
+    """
+    What a reconnecting stream gets before the live notifications.
+
+    @ivar complete: every notification after the client's id is in
+        C{frames}; if not, C{frames} is everything kept and C{reason} says
+        why the rest is missing.
+    @ivar frames: encoded frames, oldest first.
+    @ivar reason: L{EXPIRED}, L{UNKNOWN} or L{LOST} when not complete.
+    @ivar oldest: the id of the oldest frame kept for the user, if any.
+    """
+
+    complete: bool
+    frames: tuple[bytes, ...] = ()
+    reason: str | None = None
+    oldest: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        """C{"complete"} or C{"truncated"}, as the C{connect} event says."""
+        return "complete" if self.complete else "truncated"
+
+
+class _User:
+    """One user's kept frames (oldest first) and floor."""
+
+    __slots__ = ("user_id", "entries", "floor")
+
+    def __init__(self, user_id: str, floor: int = 0) -> None:
+        self.user_id = user_id
+        # (key, frame, time, this record)
+        self.entries: list[tuple[int, bytes, float, _User]] = []
+        self.floor = floor
+
+
+class History:
+    """
+    Recent frames per user, bounded by count, age and memory.
+
+    @param clock: the time source (seconds).
+    @param size: frames kept per user.
+    @param ttl: seconds a frame is kept.
+    @param max_bytes: bound on the memory of all kept frames.
+    @param known_since: the key before which nothing is known.
+    @ivar floor: the global floor (see the module docstring).
+    @ivar last: the key of the newest frame appended.
+    @ivar bytes: memory counted for the kept frames.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        size: int = 100,
+        ttl: float = 3600.0,
+        max_bytes: int = 64 * 1024 * 1024,
+        known_since: int = 0,
+    ) -> None:
+        self._clock = clock
+        self.size = size
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.known_since = known_since
+        self.floor = 0
+        self.last = 0
+        self.bytes = 0
+        self._users: dict[str, _User] = {}
+        # Every appended entry in key order, also those trimmed since by
+        # size (their memory is freed when they leave this queue).
+        self._fifo: deque[tuple[int, bytes, float, _User]] = deque()
+
+    def __len__(self) -> int:
+        return sum(len(u.entries) for u in self._users.values())
+
+    @property
+    def user_count(self) -> int:
+        return len(self._users)
+
+    def append(self, user_id: str, key: int, frame: bytes, when: float | None = None) -> None:
+        """
+        Keep C{frame} (whose event id has key C{key}, later than any
+        before) as the newest of C{user_id}'s.
+        """
+        now = self._clock.seconds() if when is None else when
+        user = self._users.get(user_id)
+        if user is None:
+            user = self._users[user_id] = _User(user_id)
+        entry = (key, frame, now, user)
+        entries = user.entries
+        entries.append(entry)
+        if len(entries) > self.size:
+            user.floor = entries.pop(0)[0]
+        self._fifo.append(entry)
+        self.bytes += len(frame) + ENTRY_OVERHEAD
+        self.last = key
+        self.expire(now)
+
+    def expire(self, now: float | None = None) -> None:
+        """Drop what is older than the ttl, then the oldest over the memory bound."""
+        fifo = self._fifo
+        if not fifo:
+            return
+        deadline = (self._clock.seconds() if now is None else now) - self.ttl
+        while fifo and (fifo[0][2] <= deadline or self.bytes > self.max_bytes):
+            self._drop(fifo.popleft())
+
+    def _drop(self, entry: tuple[int, bytes, float, _User]) -> None:
+        key, frame, _, user = entry
+        self.bytes -= len(frame) + ENTRY_OVERHEAD
+        entries = user.entries
+        if entries and entries[0] is entry:
+            # Still kept (not trimmed by size since): it is the user's oldest.
+            del entries[0]
+            if key > user.floor:
+                user.floor = key
+        if not entries and self._users.get(user.user_id) is user:
+            # Nothing left of this user: fold its floor into the global one.
+            del self._users[user.user_id]
+            if user.floor > self.floor:
+                self.floor = user.floor
+
+    def since(self, user_id: str, last: int | None) -> Replay:
+        """
+        What a client of C{user_id} that last saw the event with key
+        C{last} (L{None}: an id that is not ours) gets: the frames after
+        it, or everything kept and why that is not complete.
+        """
+        self.expire()
+        user = self._users.get(user_id)
+        entries = user.entries if user is not None else []
+        oldest = event_id(entries[0][0]) if entries else None
+        if last is None or last > self.last:
+            reason: str | None = UNKNOWN
+        elif last < self.known_since:
+            reason = LOST
+        elif last < (user.floor if user is not None else self.floor):
+            reason = EXPIRED
+        else:
+            # Complete: the frames after the id (few, at the end).
+            i = len(entries)
+            while i and entries[i - 1][0] > last:
+                i -= 1
+            return Replay(True, tuple(e[1] for e in entries[i:]), oldest=oldest)
+        return Replay(False, tuple(e[1] for e in entries), reason, oldest)
+
+    # -- persistence ----------------------------------------------------------
+
+    def state(self) -> State:
+        """
+        What a snapshot needs, copied cheaply (lists of the same entry
+        tuples), so that the snapshot can be encoded on another thread
+        while this history goes on changing.
+        """
+        return State(
+            self.known_since,
+            self.floor,
+            self.last,
+            [(u.user_id, u.floor, u.entries[:]) for u in self._users.values()],
+        )
+
+    def load(self, loaded: Loaded) -> None:
+        """
+        Take back what a journal held (into an empty history): its frames in
+        key order, as if appended again, so size, age and memory bounds apply
+        as they would have; then its floors.
+        """
+        merged = [
+            (key, user_id, frame, when)
+            for user_id, (_, entries) in loaded.users.items()
+            for key, frame, when in entries
+        ]
+        merged.sort(key=lambda e: e[0])
+        for key, user_id, frame, when in merged:
+            self.append(user_id, key, frame, when)
+        for user_id, (floor, _) in loaded.users.items():
+            user = self._users.get(user_id)
+            if user is not None:
+                user.floor = max(user.floor, floor)
+            elif floor > self.floor:
+                self.floor = floor
+        self.floor = max(self.floor, loaded.floor)
+        self.last = max(self.last, loaded.last)
+        self.known_since = loaded.known_since
+        self.expire()
+
+
+# -- the embedded store ---------------------------------------------------------
+
+#: The journal's first line; the number is the format's version.
+MAGIC = b"NOTIFICATOR-HISTORY 1\n"
+
+_HEAD = struct.Struct(">cI")  # record type, payload length
+_CRC = struct.Struct(">I")
+# Keys (L{event_key}) are written as milliseconds (Q) and sequence (I).
+_STATE = struct.Struct(">QIQIQIB")  # known_since, global floor, last key, clean
+_ENTRY = struct.Struct(">QIdH")  # key, time, user id length
+_FLOOR = struct.Struct(">QIH")  # floor key, user id length
+
+#: A record larger than this is corruption, not a notification.
+MAX_RECORD = 16 * 1024 * 1024
+
+
+class CorruptHistory(Exception):
+    """The file is not a history this version can read."""
+
+
+def _record(kind: bytes, payload: bytes) -> bytes:
+    head = _HEAD.pack(kind, len(payload))
+    return head + payload + _CRC.pack(zlib.crc32(head + payload))
+
+
+def encode_entry(user_id: str, key: int, frame: bytes, when: float) -> bytes:
+    """One journal record: a frame kept for a user."""
+    user = user_id.encode("utf-8", "surrogatepass")
+    ms, seq = divmod(key, SEQ_SPAN)
+    return _record(b"E", _ENTRY.pack(ms, seq, when, len(user)) + user + frame)
+
+
+def encode_floor(user_id: str, floor: int) -> bytes:
+    user = user_id.encode("utf-8", "surrogatepass")
+    return _record(b"F", _FLOOR.pack(*divmod(floor, SEQ_SPAN), len(user)) + user)
+
+
+def encode_state(known_since: int, floor: int, last: int, clean: bool) -> bytes:
+    return _record(
+        b"S",
+        _STATE.pack(
+            *divmod(known_since, SEQ_SPAN), *divmod(floor, SEQ_SPAN), *divmod(last, SEQ_SPAN), clean
+        ),
+    )
+
+
+@attrs.define
+class Loaded:
+    """What a journal held."""
+
+    known_since: int = 0
+    floor: int = 0
+    last: int = 0
+    clean: bool = False
+    torn: bool = False
+    # user id -> (floor, [(key, frame, time)])
+    users: dict[str, tuple[int, list[tuple[int, bytes, float]]]] = attrs.Factory(dict)
+
+
+def read_journal(data: bytes) -> Loaded:
+    """
+    Parse a journal.  A record cut short or failing its checksum at the
+    end (a write cut by a crash) ends the reading (C{torn}); anything else
+    wrong raises L{CorruptHistory}.
+    """
+    if not data.startswith(MAGIC):
+        raise CorruptHistory("not a Notificator history file of version 1")
+    loaded = Loaded()
+    pos = len(MAGIC)
+    end = len(data)
+    seen_state = False
+    while pos < end:
+        if end - pos < _HEAD.size + _CRC.size:
+            loaded.torn = True
+            break
+        kind, length = _HEAD.unpack_from(data, pos)
+        if length > MAX_RECORD:
+            raise CorruptHistory(f"record of {length} bytes at offset {pos}")
+        stop = pos + _HEAD.size + length
+        if stop + _CRC.size > end:
+            loaded.torn = True
+            break
+        (crc,) = _CRC.unpack_from(data, stop)
+        if zlib.crc32(data[pos:stop]) != crc:
+            if stop + _CRC.size == end:
+                loaded.torn = True
+                break
+            raise CorruptHistory(f"bad checksum at offset {pos}")
+        payload = data[pos + _HEAD.size : stop]
+        pos = stop + _CRC.size
+        try:
+            if kind == b"E":
+                ms, seq, when, n = _ENTRY.unpack_from(payload)
+                key = ms * SEQ_SPAN + seq
+                user = payload[_ENTRY.size : _ENTRY.size + n].decode("utf-8", "surrogatepass")
+                frame = payload[_ENTRY.size + n :]
+                floor, entries = loaded.users.get(user, (0, []))
+                entries.append((key, frame, when))
+                loaded.users[user] = (floor, entries)
+                loaded.last = max(loaded.last, key)
+                loaded.clean = False
+            elif kind == b"F":
+                ms, seq, n = _FLOOR.unpack_from(payload)
+                floor = ms * SEQ_SPAN + seq
+                user = payload[_FLOOR.size : _FLOOR.size + n].decode("utf-8", "surrogatepass")
+                old, entries = loaded.users.get(user, (0, []))
+                loaded.users[user] = (max(old, floor), entries)
+            elif kind == b"S":
+                k1, k2, f1, f2, l1, l2, clean = _STATE.unpack(payload)
+                known, floor, last = k1 * SEQ_SPAN + k2, f1 * SEQ_SPAN + f2, l1 * SEQ_SPAN + l2
+                if not seen_state:
+                    loaded.known_since = known
+                seen_state = True
+                loaded.floor = max(loaded.floor, floor)
+                loaded.last = max(loaded.last, last)
+                loaded.clean = bool(clean)
+            else:
+                raise CorruptHistory(f"unknown record type {kind!r} at offset {pos}")
+        except (struct.error, UnicodeDecodeError) as e:
+            raise CorruptHistory(f"bad record at offset {pos}: {e}")
+    if not seen_state:
+        raise CorruptHistory("no state record")
+    return loaded
+
+
+@attrs.frozen
+class State:
+    """A L{History}'s contents at one moment (L{History.state})."""
+
+    known_since: int
+    floor: int
+    last: int
+    # user id, floor, [(key, frame, time, ...)] oldest first
+    users: list[tuple[str, int, list[tuple[Any, ...]]]]
+
+
+def snapshot(state: State, clean: bool) -> bytes:
+    """A whole journal holding exactly C{state}; safe to run on any thread."""
+    parts = [MAGIC, encode_state(state.known_since, state.floor, state.last, False)]
+    for user_id, floor, entries in state.users:
+        if floor:
+            parts.append(encode_floor(user_id, floor))
+        for entry in entries:
+            parts.append(encode_entry(user_id, entry[0], entry[1], entry[2]))
+    if clean:
+        parts.append(encode_state(state.known_since, state.floor, state.last, True))
+    return b"".join(parts)
+
+
+class HistoryFile:
+    """
+    The journal of a L{History} in C{directory}/C{history.log}.
+
+    All file work (appends, fsyncs, snapshots) runs in the order it was
+    asked, on one thread of its own, handed over by C{run} (a function
+    taking a callable and returning a Deferred: Twisted's
+    C{deferToThreadPool} with a pool of one thread, or a direct call in
+    tests).  The reactor only joins bytes.
+    """
+
+    NAME = "history.log"
+    log = Logger()
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, self.NAME)
+        self._file: Any = None
+        self.size = 0
+
+    # These run on the writer thread (or at start-up, before serving).
+
+    def load(self) -> Loaded | None:
+        """
+        Read the journal, or L{None} when there is none.  A file that
+        cannot be read as a history is set aside (renamed with a
+        C{.corrupt-<time>} suffix) with one warning, and L{None} returned.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            loaded = read_journal(data)
+        except CorruptHistory as e:
+            aside = f"{self.path}.corrupt-{int(time.time())}"
+            os.replace(self.path, aside)
+            self.log.warn(
+                "history file {path} set aside as {aside}: {reason}; starting with an empty history",
+                path=self.path,
+                aside=aside,
+                reason=str(e),
+            )
+            return None
+        if loaded.torn:
+            self.log.warn(
+                "history file {path} ends with a record cut short (the server was killed);"
+                " the records before it are kept",
+                path=self.path,
+            )
+        return loaded
+
+    def write_snapshot(self, state: State, clean: bool = False) -> None:
+        """
+        Replace the journal with a snapshot of C{state} atomically, and keep
+        appending to it.
+        """
+        data = snapshot(state, clean)
+        os.makedirs(self.directory, exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.directory)
+        self.close()
+        self._file = open(self.path, "ab")
+        self.size = len(data)
+
+    def append(self, data: bytes) -> None:
+        """Append records and make them durable."""
+        f = self._file
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

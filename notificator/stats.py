@@ -1,0 +1,73 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+The server's counters, in one object that the service maker builds and
+hands to the parts that count (web, hub, broker) and to the parts that
+show them (the monitor's C{/health}, C{/metrics}).
+
+Plain integers and dicts: the hot paths pay one addition each, and
+L{notificator.metrics} turns them into metric families only when
+Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+
+class Stats:
+    """
+    Counters since the server started.
+
+    @ivar started_at: POSIX time the server started.
+    @ivar published: notifications accepted and recorded.
+    @ivar delivered: frames of notifications written to open streams (a
+        notification to a user with two tabs open counts two).
+    @ivar opened: streams ever opened.
+    @ivar rejected: refused publishes, by HTTP status (see L{reject}).
+    @ivar refused: refused or cut-short streams, by reason (see L{refuse}).
+    @ivar replayed: notifications written to reconnecting streams from
+        the history.
+    @ivar replays: reconnects that asked for a replay, by outcome
+        (C{"complete"}, C{"truncated"}).
+    @ivar heartbeats: heartbeat ticks run.
+    @ivar heartbeat_seconds: total time spent in them.
+    @ivar heartbeat_last: the duration of the last one.
+    """
+
+    __slots__ = (
+        "started_at",
+        "published",
+        "delivered",
+        "opened",
+        "rejected",
+        "refused",
+        "replayed",
+        "replays",
+        "heartbeats",
+        "heartbeat_seconds",
+        "heartbeat_last",
+    )
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.published = 0
+        self.delivered = 0
+        self.opened = 0
+        self.rejected: dict[int, int] = {}
+        self.refused: dict[str, int] = {}
+        self.replayed = 0
+        self.replays: dict[str, int] = {}
+        self.heartbeats = 0
+        self.heartbeat_seconds = 0.0
+        self.heartbeat_last = 0.0
+
+    def reject(self, code: int) -> None:
+        """Count a publish refused with this HTTP status."""
+        self.rejected[code] = self.rejected.get(code, 0) + 1
+
+    def refuse(self, reason: str) -> None:
+        """Count a stream refused (or ended early) for this reason."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def replay(self, outcome: str, frames: int) -> None:
+        """Count a reconnect's replay: its outcome and the frames it wrote."""
+        self.replays[outcome] = self.replays.get(outcome, 0) + 1
+        self.replayed += frames
