@@ -63,7 +63,11 @@ if pid=$(running_pid); then
     exit 1
 fi
 if [ -e "$pidfile" ]; then
-    echo "Removing stale pid file $pidfile (pid $(pidfile_pid) is not a running Notificator)"
+    if [ -n "$(pidfile_pid)" ]; then
+        echo "Removing stale pid file $pidfile (pid $(pidfile_pid) is not a running Notificator)"
+    else
+        echo "Removing stale pid file $pidfile ($(pidfile_describe))"
+    fi
     rm -f "$pidfile"
 fi
 

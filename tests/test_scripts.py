@@ -257,11 +257,37 @@ class StartupShutdownTests(SynchronousTestCase):
             result = project.run("startup.sh", "--listen", LISTEN)
             self.assertEqual(result.returncode, 0, result.stdout)
             self.assertIn(f"Removing stale pid file {project.pidfile} (pid {stale}", result.stdout)
+            # No shell noise for the pid that is gone (/proc/N/cmdline).
+            self.assertNotIn("No such file", result.stdout)
             pid = project.read_pidfile()
             self.assertNotEqual(pid, stale)
             self.assertTrue(alive(pid))
             self.assertEqual(project.run("shutdown.sh").returncode, 0)
         self.assertIsNone(other.poll(), "the unrelated process was left alone")
+
+    def test_garbage_pidfile_is_named(self) -> None:
+        """A pid file holding no number is removed by either script, saying what it held."""
+        project = Project(self)
+        with open(project.pidfile, "w") as f:
+            f.write("12abc\n")
+        result = project.run("shutdown.sh")
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn(
+            f'removed stale pid file {project.pidfile} (it holds "12abc", not a pid)',
+            result.stdout,
+        )
+        self.assertFalse(os.path.exists(project.pidfile))
+        with open(project.pidfile, "w") as f:
+            f.write(" garbage \x01\n")
+        result = project.run("startup.sh", "--listen", LISTEN)
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn(
+            f'Removing stale pid file {project.pidfile} (it holds "garbage", not a pid)',
+            result.stdout,
+        )
+        pid = project.read_pidfile()
+        self.assertTrue(alive(pid))
+        self.assertEqual(project.run("shutdown.sh").returncode, 0)
 
     def test_shutdown_when_not_running(self) -> None:
         """shutdown.sh without a server says so; with a stale pid file it removes it."""
@@ -275,6 +301,7 @@ class StartupShutdownTests(SynchronousTestCase):
         result = project.run("shutdown.sh")
         self.assertEqual(result.returncode, 0)
         self.assertIn(f"removed stale pid file {project.pidfile} (pid {stale})", result.stdout)
+        self.assertNotIn("No such file", result.stdout)
         self.assertFalse(os.path.exists(project.pidfile))
 
     def test_shutdown_kills_a_server_ignoring_sigterm(self) -> None:
