@@ -138,8 +138,9 @@ class Project:
 class StartupShutdownTests(SynchronousTestCase):
     def test_start_serve_log_and_stop(self) -> None:
         """
-        startup.sh starts a daemon in the production env that serves, logs
-        and is named notificator; shutdown.sh stops it and removes the pid file.
+        startup.sh starts a daemon in the development env (as twistd -n
+        notificator would) that serves, logs and is named notificator;
+        shutdown.sh stops it and removes the pid file.
         """
         project = Project(self)
         link = os.path.join(project.elsewhere, "start-notificator")
@@ -161,8 +162,13 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertEqual(project.read_pidfile(), pid)
         self.assertTrue(alive(pid))
         self.assertTrue(
-            process_title(pid).startswith(f"notificator [production] {project.root}"),
+            process_title(pid).startswith(f"notificator [development] {project.root}"),
             process_title(pid),
+        )
+        self.assertIn("(env development, log ", result.stdout)
+        # Created for the daemon with its umask (077), before twistd opens it.
+        self.assertEqual(
+            os.stat(os.path.join(project.log_dir, "twistd.log")).st_mode & 0o777, 0o600
         )
 
         port = project.port()
@@ -235,12 +241,12 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertIn("stream 2 of u2 closed by the server", project.read("sse.log"))
 
     def test_environment_choice(self) -> None:
-        """NOTIFICATOR_ENV overrides the production default; an argument overrides both."""
+        """NOTIFICATOR_ENV overrides the development default; an argument overrides both."""
         project = Project(self)
-        pid = project.start(env={"NOTIFICATOR_ENV": "development"})
-        self.assertTrue(process_title(pid).startswith("notificator [development] "))
+        pid = project.start(env={"NOTIFICATOR_ENV": "production"})
+        self.assertTrue(process_title(pid).startswith("notificator [production] "))
         self.assertEqual(project.run("shutdown.sh").returncode, 0)
-        pid = project.start("staging", env={"NOTIFICATOR_ENV": "development"})
+        pid = project.start("staging", env={"NOTIFICATOR_ENV": "production"})
         self.assertTrue(process_title(pid).startswith("notificator [staging] "))
         self.assertEqual(project.run("shutdown.sh").returncode, 0)
         self.assertFalse(alive(pid))
@@ -343,12 +349,42 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(project.pidfile))
 
     def test_config_error_is_one_line(self) -> None:
-        """A bad config stops startup.sh with the config error and a non-zero exit."""
+        """
+        A bad config stops startup.sh with the config error on the terminal
+        and in twistd.log, and a non-zero exit.
+        """
         project = Project(self, production={"server": {"port": "3443a"}})
-        result = project.run("startup.sh")
+        result = project.run("startup.sh", "production")
         self.assertNotEqual(result.returncode, 0, result.stdout)
-        self.assertIn("production.json: server.port: expected an integer", result.stdout)
+        error = "production.json: server.port: expected an integer"
+        self.assertIn(error, result.stdout)
+        self.assertIn(f"see {project.log_dir}/twistd.log", result.stdout)
+        self.assertRegex(
+            project.twistd_log(), r"\[startup\.sh\] notificator: configuration error: .*" + error
+        )
         self.assertFalse(os.path.exists(project.pidfile))
+
+    def test_missing_certificate_is_reported(self) -> None:
+        """A missing TLS key stops startup.sh with one line, on the terminal and in twistd.log."""
+        project = Project(self, production={"server": {"protocol": "https", "port": 0}})
+        result = project.run("startup.sh", "production")
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        error = (
+            f"notificator: TLS error: server.certificates.key: {project.root}/cert/server.key:"
+            " cannot read: No such file or directory"
+        )
+        self.assertIn(error, result.stdout)
+        self.assertIn(f"[startup.sh] {error}", project.twistd_log())
+        self.assertFalse(os.path.exists(project.pidfile))
+
+    def test_twistd_log_follows_a_given_umask(self) -> None:
+        """With --umask=022 in NOTIFICATOR_TWISTD_ARGS the new twistd.log is readable by others."""
+        project = Project(self)
+        project.start(env={"NOTIFICATOR_TWISTD_ARGS": "--umask=022"})
+        self.assertEqual(
+            os.stat(os.path.join(project.log_dir, "twistd.log")).st_mode & 0o777, 0o644
+        )
+        self.assertEqual(project.run("shutdown.sh").returncode, 0)
 
 
 def dead_pid() -> int:
