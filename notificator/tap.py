@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from notificator import channel, config, logs, metrics, web
+from notificator import channel, config, listening, logs, metrics, web
 from notificator.hub import Hub
 from notificator.tls import TLSFileError
 
@@ -74,8 +74,19 @@ class Options(usage.Options):
         loaded: config.Config = self["loaded"]
         check_log_dir(loaded.server.log_dir)
         from_config = not self["listen"] and not loaded.server.endpoints
-        for description in self["listen"] or loaded.endpoints():
+        self["endpoints"] = descriptions(self)
+        for description in self["endpoints"]:
             check_listen(description, from_config)
+
+
+def descriptions(options: dict[str, Any]) -> list[str]:
+    """
+    The strports descriptions to listen on: C{--listen}'s, else the
+    config's.
+    """
+    if "endpoints" in options:
+        return list(options["endpoints"])
+    return list(options["listen"]) or options["loaded"].endpoints()
 
 
 def check_log_dir(path: str) -> None:
@@ -177,11 +188,21 @@ class GCTuningService(Service):
 
 
 def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
-    """Build the whole server from parsed L{Options}."""
+    """
+    Build the whole server from parsed L{Options}.  On the real reactor
+    (twistd's call), first check that every listener can bind
+    (L{listening.check_free}): twistd calls this before it daemonizes, so
+    a port in use is one line on the terminal in both modes.
+    """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+        for description in descriptions(options):
+            try:
+                listening.check_free(description)
+            except listening.PortUnavailable as e:
+                raise SystemExit(f"notificator: {e}")
     cfg: config.Config = options["loaded"]
     for warning in cfg.warnings:
         log.warn("config: {warning}", warning=warning)
@@ -223,7 +244,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     site.requestFactory = web.Request
     writes = channel.WriteBatch(reactor)
     site.protocol = partial(channel.protocol, writes)
-    for description in options["listen"] or cfg.endpoints():
+    for description in descriptions(options):
         description = with_backlog(description)
         strports.service(description, site, reactor=reactor).setServiceParent(root)
     # Stops after the hub: the streams' last chunks leave before shutdown.

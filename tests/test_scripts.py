@@ -334,7 +334,10 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertLess(time.monotonic() - started, 30)
 
     def test_failed_start_reports_and_leaves_no_pidfile(self) -> None:
-        """A server that cannot listen makes startup.sh fail with twistd's reason."""
+        """
+        A port in use makes startup.sh fail with one whole line (not
+        twistd's cut-off one), on the terminal and in twistd.log.
+        """
         project = Project(self)
         taken = socket.socket()
         self.addCleanup(taken.close)
@@ -343,9 +346,17 @@ class StartupShutdownTests(SynchronousTestCase):
         port = taken.getsockname()[1]
         result = project.run("startup.sh", "--listen", f"tcp:{port}:interface=127.0.0.1")
         self.assertNotEqual(result.returncode, 0, result.stdout)
-        self.assertIn("failed to start", result.stdout)
-        # twistd's parent reports the child's error (cut at 100 characters).
-        self.assertIn(f"CannotListenError: Couldn't listen on 127.0.0.1:{port}", result.stdout)
+        error = (
+            f"notificator: cannot listen on 127.0.0.1 port {port}"
+            f" (tcp:{port}:interface=127.0.0.1): Address already in use:"
+            " another program is listening there (stop it, or choose another port)"
+        )
+        self.assertEqual(
+            result.stdout,
+            f"{error}\nNotificator SSE Server failed to start (twistd exit 1);"
+            f" see {project.log_dir}/twistd.log\n",
+        )
+        self.assertIn(f"[startup.sh] {error}\n", project.twistd_log())
         self.assertFalse(os.path.exists(project.pidfile))
 
     def test_config_error_is_one_line(self) -> None:
