@@ -342,19 +342,25 @@ class Config:
     sources: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
-    def endpoints(self) -> list[str]:
+    def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
         """
         The strports descriptions to listen on: C{server.endpoints} when
-        given, else one built from protocol, port, host and certificates:
-        C{tcp:} for http, and our C{https:} type (L{notificator.tls}) for
-        https (ALPN C{http/1.1}) and http2 (ALPN C{h2}, then C{http/1.1}).
+        given, else one per interface built from protocol, port, host and
+        certificates: C{tcp:} for http, and our C{https:} type
+        (L{notificator.tls}) for https (ALPN C{http/1.1}) and http2 (ALPN
+        C{h2}, then C{http/1.1}).
+
+        @param every_interface: the interfaces that C{server.host} C{""}
+            (every interface) stands for on this host
+            (L{notificator.listening.all_interfaces}): C{::} alone where an
+            IPv6 socket takes IPv4 too (dual-stack, the default here).
         """
         if self.server.endpoints:
             return list(self.server.endpoints)
         s = self.server
-        iface = f":interface={quoteStringArgument(s.host)}" if s.host else ""
+        hosts = [s.host] if s.host else list(every_interface)
         if s.protocol == "http":
-            return [f"tcp:port={s.port}{iface}"]
+            return [f"tcp:port={s.port}{_interface(h)}" for h in hosts]
         certs = s.certificates
         tls = (
             f":privateKey={quoteStringArgument(certs.key or '')}"
@@ -363,7 +369,11 @@ class Config:
         if certs.ca:
             tls += f":extraCertChain={quoteStringArgument(certs.ca)}"
         alpn = _ALPN[s.protocol]
-        return [f"https:port={s.port}{iface}{tls}:alpn={alpn}"]
+        return [f"https:port={s.port}{_interface(h)}{tls}:alpn={alpn}" for h in hosts]
+
+
+def _interface(host: str) -> str:
+    return f":interface={quoteStringArgument(host)}"
 
 
 #: ALPN offered per server.protocol (see L{notificator.tls}).

@@ -1,7 +1,11 @@
 # -*- test-case-name: tests.test_listening -*-
 """
-What the listeners bind, checked before twistd daemonizes.
+What the listeners bind, decided and checked before twistd daemonizes.
 
+ - L{ipv6_mode}: how C{server.host ""} ("every interface") listens on this
+   host: one IPv6 socket on C{::} that takes IPv4 too (dual-stack, Linux's
+   default), an IPv4 and an IPv6 socket side by side (where IPv6 sockets
+   are IPv6-only), or IPv4 only (no IPv6 on this host).
  - L{check_free}: binds (without listening) and closes a socket as the
    listener will, so a port that is in use, a privileged port or an
    address this host does not have stops start-up with one line naming the
@@ -20,8 +24,41 @@ import errno
 import socket
 from collections.abc import Callable
 
+#: L{ipv6_mode} answers.
+DUAL = "dual"
+SEPARATE = "separate"
+IPV4_ONLY = "ipv4"
+
 # Endpoint types that bind a TCP port, with their default interface.
 _TCP_TYPES = {"tcp": "", "tcp6": "::", "ssl": "", "https": ""}
+
+
+def ipv6_mode(make_socket: Callable[..., socket.socket] = socket.socket) -> str:
+    """
+    How to listen on every interface here: L{DUAL} when a new IPv6 socket
+    also accepts IPv4 (C{IPV6_V6ONLY} off, C{net.ipv6.bindv6only=0}),
+    L{SEPARATE} when IPv6 sockets are IPv6-only, L{IPV4_ONLY} when this
+    host cannot make an IPv6 socket at all.  Nothing is bound.
+    """
+    try:
+        probe = make_socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return IPV4_ONLY
+    try:
+        v6only = probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    except OSError:
+        return IPV4_ONLY
+    finally:
+        probe.close()
+    return SEPARATE if v6only else DUAL
+
+
+def all_interfaces(mode: str) -> list[str]:
+    """
+    The interfaces to bind for "every interface" in L{ipv6_mode} C{mode}:
+    C{["::"]}, C{["0.0.0.0", "::"]} or C{["0.0.0.0"]}.
+    """
+    return {DUAL: ["::"], SEPARATE: ["0.0.0.0", "::"], IPV4_ONLY: ["0.0.0.0"]}[mode]
 
 
 def split_description(description: str) -> tuple[str, list[str], dict[str, str]]:

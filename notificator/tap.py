@@ -82,11 +82,13 @@ class Options(usage.Options):
 def descriptions(options: dict[str, Any]) -> list[str]:
     """
     The strports descriptions to listen on: C{--listen}'s, else the
-    config's.
+    config's, where C{server.host ""} means every interface, IPv4 and IPv6
+    (L{listening.ipv6_mode}).
     """
     if "endpoints" in options:
         return list(options["endpoints"])
-    return list(options["listen"]) or options["loaded"].endpoints()
+    every_interface = listening.all_interfaces(listening.ipv6_mode())
+    return list(options["listen"]) or options["loaded"].endpoints(every_interface)
 
 
 def check_log_dir(path: str) -> None:

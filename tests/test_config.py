@@ -52,7 +52,14 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(cfg.sse.heartbeat_interval, 55.0)
         self.assertEqual(cfg.sse.keepalive, 20.0)
         self.assertEqual(cfg.sse.cookie, "userID")
-        self.assertEqual(cfg.endpoints(), ["tcp:port=3000"])
+        # server.host "": every interface; by default one IPv6 socket on ::
+        # that takes IPv4 too (see notificator.listening).
+        self.assertEqual(cfg.endpoints(), ["tcp:port=3000:interface=\\:\\:"])
+        self.assertEqual(
+            cfg.endpoints(["0.0.0.0", "::"]),
+            ["tcp:port=3000:interface=0.0.0.0", "tcp:port=3000:interface=\\:\\:"],
+        )
+        self.assertEqual(cfg.endpoints(["0.0.0.0"]), ["tcp:port=3000:interface=0.0.0.0"])
 
     def test_merge_order(self) -> None:
         """default, then <env>, then local; objects merge key by key."""

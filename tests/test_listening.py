@@ -1,6 +1,7 @@
 """
-Tests for L{notificator.listening}: a port that cannot be bound stops
-start-up with one line, in the foreground and daemonized.
+Tests for L{notificator.listening}: every interface means IPv4 and IPv6,
+and a port that cannot be bound stops start-up with one line, in the
+foreground and daemonized.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import socket
 import subprocess
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from notificator import listening
-from tests.support import Server, twistd_command, write_config
+from notificator import listening, tap
+from tests.support import PROJECT, Server, twistd_command, write_config
 
 
 class FakeSocket:
@@ -40,6 +41,36 @@ class FakeSocket:
 
     def close(self) -> None:
         self.closed = True
+
+
+class IPv6ModeTests(SynchronousTestCase):
+    def test_dual_stack(self) -> None:
+        """An IPv6 socket that takes IPv4 too: one listener on ::."""
+        probe = FakeSocket(v6only=0)
+        mode = listening.ipv6_mode(lambda *a: probe)
+        self.assertEqual(mode, listening.DUAL)
+        self.assertEqual(listening.all_interfaces(mode), ["::"])
+        self.assertTrue(probe.closed)
+
+    def test_v6only_hosts_get_two_listeners(self) -> None:
+        """Where IPv6 sockets are IPv6-only, 0.0.0.0 and :: side by side."""
+        mode = listening.ipv6_mode(lambda *a: FakeSocket(v6only=1))
+        self.assertEqual(mode, listening.SEPARATE)
+        self.assertEqual(listening.all_interfaces(mode), ["0.0.0.0", "::"])
+
+    def test_no_ipv6_falls_back_to_ipv4(self) -> None:
+        """A host without IPv6 listens on 0.0.0.0."""
+
+        def no_ipv6(*args: Any) -> Any:
+            raise OSError(97, "Address family not supported by protocol")
+
+        mode = listening.ipv6_mode(no_ipv6)
+        self.assertEqual(mode, listening.IPV4_ONLY)
+        self.assertEqual(listening.all_interfaces(mode), ["0.0.0.0"])
+
+    def test_this_host(self) -> None:
+        """The real probe answers one of the three."""
+        self.assertIn(listening.ipv6_mode(), (listening.DUAL, listening.SEPARATE, "ipv4"))
 
 
 class DescriptionTests(SynchronousTestCase):
@@ -103,6 +134,14 @@ class CheckFreeTests(SynchronousTestCase):
             listening.check_free(f"tcp:{free}:interface=127.0.0.1")
         self.assertNotEqual(port, free)
 
+    def test_dual_stack_sees_an_ipv4_listener(self) -> None:
+        """Where :: takes IPv4 too, a listener on 127.0.0.1 makes :: unavailable."""
+        if listening.ipv6_mode() != listening.DUAL:
+            raise SkipTest("this host's IPv6 sockets are not dual-stack")
+        port = self.listener()
+        e = self.assertRaises(listening.PortUnavailable, listening.check_free, f"tcp6:port={port}")
+        self.assertIn(f"every interface (::) port {port}", str(e))
+
     def test_reasons(self) -> None:
         """Privileged ports and foreign addresses are named as such."""
         denied = OSError(13, "Permission denied")
@@ -151,6 +190,26 @@ class CheckFreeTests(SynchronousTestCase):
 
         for description in ("tcp:0", "unix:/tmp/x", "tcp:port=0:interface=127.0.0.1"):
             listening.check_free(description, make)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_descriptions(self) -> None:
+        """--listen wins; else server.host "" is every interface of this host."""
+        conf = os.path.join(PROJECT, "conf")
+        options = tap.Options()
+        options.parseOptions(["--config", conf, "--env", "production", "--listen", "tcp:1"])
+        self.assertEqual(tap.descriptions(options), ["tcp:1"])
+        options = tap.Options()
+        options.parseOptions(["--config", write_config(self.mktemp(), {"default": {}})])
+        interfaces = listening.all_interfaces(listening.ipv6_mode())
+        self.assertEqual(
+            tap.descriptions(options),
+            [f"tcp:port=3000{tap_interface(i)}" for i in interfaces],
+        )
+
+
+def tap_interface(host: str) -> str:
+    return ":interface=" + host.replace(":", "\\:")
 
 
 class EndToEndTests(SynchronousTestCase):
@@ -206,3 +265,19 @@ class EndToEndTests(SynchronousTestCase):
             " another program is listening there (stop it, or choose another port)\n",
         )
         self.assertFalse(os.path.exists(pidfile))
+
+    def test_empty_host_accepts_ipv4_and_ipv6(self) -> None:
+        """server.host "" listens on every interface: 127.0.0.1 and ::1 both reach it."""
+        if not socket.has_ipv6 or listening.ipv6_mode() == listening.IPV4_ONLY:
+            raise SkipTest("this host has no IPv6")
+        server = Server(self, local={"server": {"host": "", "port": 0}}, listen=None).start()
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect((host, server.port))
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                reply = b""
+                while chunk := sock.recv(4096):
+                    reply += chunk
+            self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), (host, reply[:100]))
+            self.assertIn(b'"status": "ok"', reply)
