@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 from typing import Any
 
@@ -281,3 +282,26 @@ class EndToEndTests(SynchronousTestCase):
                     reply += chunk
             self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), (host, reply[:100]))
             self.assertIn(b'"status": "ok"', reply)
+
+    def test_empty_host_over_http2(self) -> None:
+        """With TLS too (http2): "" takes verified handshakes on 127.0.0.1 and ::1, h2 by ALPN."""
+        if not socket.has_ipv6 or listening.ipv6_mode() == listening.IPV4_ONLY:
+            raise SkipTest("this host has no IPv6")
+        from tests.tlssupport import Certs
+
+        certs = Certs(self)
+        local = {
+            "server": {
+                "protocol": "http2",
+                "host": "",
+                "port": 0,
+                "certificates": {"key": certs.key, "cert": certs.cert, "ca": certs.ca},
+            }
+        }
+        server = Server(self, local=local, listen=None).start()
+        context = ssl.create_default_context(cafile=certs.ca)
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        for host in ("127.0.0.1", "::1"):
+            with socket.create_connection((host, server.port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    self.assertEqual(tls.selected_alpn_protocol(), "h2", host)
