@@ -256,12 +256,14 @@ class CORSPolicy:
             return False
 
 
-def _headers(value: object) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[str]]:
+def _headers(
+    value: object,
+) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[tuple[str, str]]]:
     if not isinstance(value, dict):
         raise _Bad(f"expected an object of header names to values, got {_show(value)}")
     headers: list[tuple[str, str]] = []
     policy = CORSPolicy()
-    notes: list[str] = []
+    notes: list[tuple[str, str]] = []  # (header name, note)
     for name, v in value.items():
         lname = name.lower()
         if not _TOKEN.match(name):
@@ -280,7 +282,10 @@ def _headers(value: object) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, li
             continue
         if lname in _HOP_BY_HOP or lname in _OWNED_HEADERS:
             notes.append(
-                f"header {name} is set by the server itself; the configured value is ignored"
+                (
+                    name,
+                    f"header {name} is set by the server itself; the configured value is ignored",
+                )
             )
             continue
         if lname == "access-control-allow-credentials":
@@ -436,7 +441,12 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             " the value is in seconds, not milliseconds"
         )
     headers, cors, notes = values.pop("sse.header", ((), CORSPolicy(), []))
-    warnings.extend(f"{origin.get('sse.header', 'config')}: sse.header: {n}" for n in notes)
+    # Each note names the file that set that header (local.json, say), not
+    # the first file that had an sse.header.
+    section = origin.get("sse.header", "config")
+    warnings.extend(
+        f"{origin.get(f'sse.header.{name}', section)}: sse.header: {note}" for name, note in notes
+    )
 
     def resolve(p: str | None) -> str | None:
         if p is None:

@@ -97,6 +97,21 @@ class LoadTests(SynchronousTestCase):
         self.assertFalse(cfg.sse.cors.allows("https://evil.example.com"))
         self.assertEqual(len(cfg.warnings), 2)  # Content-Type and Connection ignored
 
+    def test_header_warning_names_the_file_that_set_it(self) -> None:
+        """An ignored header is blamed on the file that set it, not on the first sse.header."""
+        conf = self.conf(
+            default={"sse": {"header": {"Access-Control-Allow-Origin": "*"}}},
+            local={"sse": {"header": {"Connection": "keep-alive"}}},
+        )
+        cfg = load(conf, "x")
+        self.assertEqual(
+            cfg.warnings,
+            (
+                f"{conf.child('local.json').path}: sse.header: header Connection is set by the"
+                " server itself; the configured value is ignored",
+            ),
+        )
+
     def test_any_origin(self) -> None:
         """'*' allows every origin (it is echoed back, with credentials)."""
         cfg = load(
