@@ -319,12 +319,13 @@ class PublishResource(Resource):
         published = self._hub.publish(message)
         if self._debug:
             self._log.debug(
-                "published {event} {event_id} to {user_id} from {peer}: {delivered} streams",
+                "published {event} {event_id} to {user_id} from {peer}: {delivered} {streams}",
                 event=message.event,
                 event_id=published.event_id,
                 user_id=safe(message.user_id),
                 peer=_peer(request),
                 delivered=published.delivered,
+                streams="stream" if published.delivered == 1 else "streams",
             )
         return json_response(
             request,

@@ -187,7 +187,8 @@
       .then(function (r) {
         return r.json().then(function (j) {
           if (!r.ok) throw new Error(r.status + " " + (j.error || r.statusText));
-          status.textContent = t("sent", { eventId: j.eventId, n: j.delivered });
+          status.textContent = t(j.delivered === 1 ? "sent_one" : "sent",
+                                 { eventId: j.eventId, n: j.delivered });
         });
       })
       .catch(function (err) {
