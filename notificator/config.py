@@ -331,6 +331,16 @@ class SSEConfig:
 
 
 @attrs.frozen
+class MonitorConfig:
+    """
+    @ivar access_log: write the monitor page's polls (C{/users} and
+        C{/health}, every 2 s per open tab) to C{access.log}.
+    """
+
+    access_log: bool = False
+
+
+@attrs.frozen
 class Config:
     """
     The validated configuration.
@@ -343,6 +353,7 @@ class Config:
 
     server: ServerConfig = ServerConfig()
     sse: SSEConfig = SSEConfig()
+    monitor: MonitorConfig = MonitorConfig()
     root: str = "."
     sources: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -402,6 +413,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "sse.keepalive": lambda v: _seconds(v, allow_zero=True),
     "sse.retry": lambda v: _int(v, 0, 24 * 3600 * 1000),
     "sse.cookie": _cookie_name,
+    "monitor.accessLog": _bool,
 }
 
 
@@ -484,7 +496,8 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         retry=values.get("sse.retry", 3000),
         cookie=values.get("sse.cookie", "userID"),
     )
-    return Config(server=server, sse=sse, root=root, warnings=tuple(warnings))
+    monitor = MonitorConfig(access_log=values.get("monitor.accessLog", False))
+    return Config(server=server, sse=sse, monitor=monitor, root=root, warnings=tuple(warnings))
 
 
 def load(directory: FilePath[str], env: str) -> Config:

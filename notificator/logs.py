@@ -184,6 +184,13 @@ class CombinedLogFormatter:
         )
 
 
+#: The header the monitor page sends with its polls (C{monitor.js}).
+MONITOR_POLL_HEADER = b"x-notificator-monitor"
+
+#: The paths the monitor page polls.
+MONITOR_POLLED = frozenset({b"/users", b"/health"})
+
+
 class AccessLogSite(Site):
     """
     A L{Site} that writes its access log to C{<log_dir>/access.log} in the
@@ -193,17 +200,39 @@ class AccessLogSite(Site):
 
     It also logs requests that never reach C{Request.finish()}: an event
     stream that ends because the client went away (see L{log_unfinished}).
+
+    @param monitor_polls: write the monitor page's polls (C{GET /users}
+        and C{/health} carrying L{MONITOR_POLL_HEADER}, every 2 s per open
+        tab) too; C{monitor.accessLog}, off by default.  A load balancer's
+        or a script's C{/health} is logged either way.
     """
 
     flush_interval = FLUSH_INTERVAL
 
-    def __init__(self, resource: Any, log_dir: str, reactor: IReactorTime, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resource: Any,
+        log_dir: str,
+        reactor: IReactorTime,
+        monitor_polls: bool = False,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("logFormatter", CombinedLogFormatter())
         super().__init__(
             resource, logPath=os.path.join(log_dir, ACCESS_LOG), reactor=reactor, **kwargs
         )
         self.access_log: AccessLog | None = None
         self._ticker: LoopingCall | None = None
+        self.monitor_polls = monitor_polls
+
+    def log(self, request: IRequest) -> None:
+        if (
+            not self.monitor_polls
+            and request.path in MONITOR_POLLED  # type: ignore[attr-defined]
+            and request.getHeader(MONITOR_POLL_HEADER) is not None
+        ):
+            return
+        super().log(request)
 
     def _openLogFile(self, path: str | bytes) -> AccessLog:
         self.access_log = AccessLog(os.fsdecode(path))

@@ -241,6 +241,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         ),
         server.log_dir,
         reactor,
+        monitor_polls=cfg.monitor.access_log,
     )
     site.displayTracebacks = False
     site.requestFactory = web.Request

@@ -214,6 +214,11 @@ class MonitorPageBrowserTests(SynchronousTestCase):
         # Nothing failed to load, the icon included (it was a 404 in every console).
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         self.assertEqual(errors, [])
+        # The page is in access.log, its polls are not (monitor.accessLog false).
+        server.wait_for_log(r'"GET /static/monitor\.js HTTP/1\.1" 200 ', name="access.log")
+        access = server.log("access.log")
+        self.assertNotIn("/users", access)
+        self.assertNotIn("/health", access)
 
         client.close()
         client2.close()

@@ -52,6 +52,10 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(cfg.sse.heartbeat_interval, 55.0)
         self.assertEqual(cfg.sse.keepalive, 20.0)
         self.assertEqual(cfg.sse.cookie, "userID")
+        self.assertFalse(cfg.monitor.access_log)
+        self.assertTrue(
+            load(self.conf(default={"monitor": {"accessLog": True}}), "x").monitor.access_log
+        )
         # server.host "": every interface; by default one IPv6 socket on ::
         # that takes IPv4 too (see notificator.listening).
         self.assertEqual(cfg.endpoints(), ["tcp:port=3000:interface=\\:\\:"])
@@ -212,6 +216,7 @@ class ErrorTests(SynchronousTestCase):
             ({"sse": {"header": []}}, "sse.header"),
             ({"sse": {"header": {"X-A": "a\r\nb"}}}, "sse.header"),
             ({"sse": {"header": {"Access-Control-Allow-Origin": ["not an origin"]}}}, "sse.header"),
+            ({"monitor": {"accessLog": "yes"}}, "monitor.accessLog"),
         ]
         for doc, key in cases:
             with self.subTest(doc=doc):

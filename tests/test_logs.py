@@ -181,6 +181,32 @@ class AccessLogSiteTests(SynchronousTestCase):
             r'"GET /nowhere HTTP/1\.1" 404 \d+ "http://gw/" "Mozilla/5\.0"\n$',
         )
 
+    def poll(self, path: bytes, marked: bool = True) -> None:
+        channel, transport = self.connect()
+        header = b"X-Notificator-Monitor: poll\r\n" if marked else b""
+        channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
+        self.assertIn(b" 200 OK", transport.value())
+        self.disconnect(channel)
+
+    def test_monitor_polls_left_out_by_default(self) -> None:
+        """The monitor page's polls are not logged; the same paths without its header are."""
+        self.poll(b"/users")
+        self.poll(b"/health?x=1")
+        self.assertEqual(self.access_lines(), [])
+        self.poll(b"/health", marked=False)
+        self.poll(b"/", marked=True)  # only the polled paths are left out
+        logged = self.access_lines()
+        self.assertEqual(len(logged), 2, logged)
+        self.assertIn('"GET /health HTTP/1.1" 200 ', logged[0])
+        self.assertIn('"GET / HTTP/1.1" 200 ', logged[1])
+
+    def test_monitor_polls_logged_when_asked(self) -> None:
+        """monitor.accessLog true: the polls are logged like any request."""
+        self.site.monitor_polls = True
+        self.poll(b"/users")
+        self.poll(b"/health")
+        self.assertEqual(len(self.access_lines()), 2)
+
     def test_disconnected_stream_is_logged(self) -> None:
         """An event stream that ends by client disconnect gets its access-log line."""
         channel, transport = self.connect()
@@ -589,6 +615,7 @@ class WiringTests(SynchronousTestCase):
         site = reactor.tcpServers[0][1]
         self.assertIsInstance(site, logs.AccessLogSite)
         self.assertEqual(site.logPath, os.path.join(log_dir, "access.log"))
+        self.assertFalse(site.monitor_polls)  # monitor.accessLog, default false
         self.assertTrue(os.path.isfile(os.path.join(log_dir, "sse.log")))
 
     def test_stream_lines_reach_sse_log_only(self) -> None:
