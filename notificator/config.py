@@ -317,6 +317,7 @@ class ServerConfig:
     certificates: Certificates = Certificates()
     log_level: str = "info"
     log_dir: str = "log"
+    log_keep_days: int = 30
 
 
 @attrs.frozen
@@ -407,6 +408,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "server.certificates.cert": _opt_str,
     "server.log.level": _choice(*LOG_LEVELS, aliases=_LOG_LEVEL_ALIASES),
     "server.log.dir": _str,
+    "server.log.keepDays": lambda v: _int(v, 0, 100 * 366),
     "sse.header": _headers,
     "sse.heartbeat": _bool,
     "sse.heartbeatInterval": lambda v: _seconds(v, allow_zero=False),
@@ -477,6 +479,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         ),
         log_level=values.get("server.log.level", "info"),
         log_dir=resolve(values.get("server.log.dir", "log")) or "log",
+        log_keep_days=values.get("server.log.keepDays", 30),
     )
     if server.protocol != "http" and not server.endpoints:
         for name in ("key", "cert"):

@@ -217,7 +217,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # Children start in this order and stop in reverse: sse.log first in
     # and last out, so it sees everything, including the hub's shutdown.
     server = cfg.server
-    app_log = logs.AppLogService(server.log_dir, server.log_level, clock=reactor)
+    app_log = logs.AppLogService(
+        server.log_dir, server.log_level, clock=reactor, keep_days=server.log_keep_days
+    )
     app_log.setServiceParent(root)
     logs.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(root)
     hub = Hub(clock=reactor)
@@ -242,6 +244,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         server.log_dir,
         reactor,
         monitor_polls=cfg.monitor.access_log,
+        keep_days=server.log_keep_days,
     )
     site.displayTracebacks = False
     site.requestFactory = web.Request

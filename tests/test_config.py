@@ -53,6 +53,11 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(cfg.sse.keepalive, 20.0)
         self.assertEqual(cfg.sse.cookie, "userID")
         self.assertFalse(cfg.monitor.access_log)
+        self.assertEqual(cfg.server.log_keep_days, 30)
+        self.assertEqual(
+            load(self.conf(default={"server": {"log": {"keepDays": 0}}}), "x").server.log_keep_days,
+            0,
+        )
         self.assertTrue(
             load(self.conf(default={"monitor": {"accessLog": True}}), "x").monitor.access_log
         )
@@ -217,6 +222,8 @@ class ErrorTests(SynchronousTestCase):
             ({"sse": {"header": {"X-A": "a\r\nb"}}}, "sse.header"),
             ({"sse": {"header": {"Access-Control-Allow-Origin": ["not an origin"]}}}, "sse.header"),
             ({"monitor": {"accessLog": "yes"}}, "monitor.accessLog"),
+            ({"server": {"log": {"keepDays": -1}}}, "server.log.keepDays"),
+            ({"server": {"log": {"keepDays": 1.5}}}, "server.log.keepDays"),
         ]
         for doc, key in cases:
             with self.subTest(doc=doc):
