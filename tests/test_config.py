@@ -106,6 +106,27 @@ class LoadTests(SynchronousTestCase):
         self.assertFalse(cfg.sse.cors.allows("https://evil.example.com"))
         self.assertEqual(len(cfg.warnings), 2)  # Content-Type and Connection ignored
 
+    def test_every_key_has_a_default_and_a_line_in_both_guides(self) -> None:
+        """Each config key is in conf/default.json and in README.rst's and README.ko.rst's tables."""
+        from notificator.config import _SCHEMA, merge, read_json
+
+        doc: dict = {}
+        origin: dict[str, str] = {}
+        merge(doc, origin, read_json(FilePath(os.path.join(PROJECT, "conf", "default.json"))), "d")
+        guides = {}
+        for name in ("README.rst", "README.ko.rst"):
+            with open(os.path.join(PROJECT, name), encoding="utf-8") as f:
+                guides[name] = f.read()
+        for key in _SCHEMA:
+            self.assertIn(key, origin, f"{key} has no default in conf/default.json")
+            documented = (
+                key
+                if key.count(".") < 2 or key.startswith("server.log.")
+                else key.rsplit(".", 1)[0]
+            )
+            for name, text in guides.items():
+                self.assertIn(f"``{documented}``", text, f"{documented} is not in {name}")
+
     def test_header_warning_names_the_file_that_set_it(self) -> None:
         """An ignored header is blamed on the file that set it, not on the first sse.header."""
         conf = self.conf(
