@@ -36,8 +36,9 @@ alive() {
 }
 
 if [ -z "$pid" ] || ! is_notificator "$pid"; then
+    described=$(pidfile_describe)
     rm -f "$pidfile"
-    echo "Notificator SSE Server is not running; removed stale pid file $pidfile (pid ${pid:-none})"
+    echo "Notificator SSE Server is not running; removed stale pid file $pidfile ($described)"
     exit 0
 fi
 

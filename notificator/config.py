@@ -256,12 +256,14 @@ class CORSPolicy:
             return False
 
 
-def _headers(value: object) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[str]]:
+def _headers(
+    value: object,
+) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[tuple[str, str]]]:
     if not isinstance(value, dict):
         raise _Bad(f"expected an object of header names to values, got {_show(value)}")
     headers: list[tuple[str, str]] = []
     policy = CORSPolicy()
-    notes: list[str] = []
+    notes: list[tuple[str, str]] = []  # (header name, note)
     for name, v in value.items():
         lname = name.lower()
         if not _TOKEN.match(name):
@@ -280,7 +282,10 @@ def _headers(value: object) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, li
             continue
         if lname in _HOP_BY_HOP or lname in _OWNED_HEADERS:
             notes.append(
-                f"header {name} is set by the server itself; the configured value is ignored"
+                (
+                    name,
+                    f"header {name} is set by the server itself; the configured value is ignored",
+                )
             )
             continue
         if lname == "access-control-allow-credentials":
@@ -312,6 +317,7 @@ class ServerConfig:
     certificates: Certificates = Certificates()
     log_level: str = "info"
     log_dir: str = "log"
+    log_keep_days: int = 30
 
 
 @attrs.frozen
@@ -338,6 +344,16 @@ class SSEConfig:
 
 
 @attrs.frozen
+class MonitorConfig:
+    """
+    @ivar access_log: write the monitor page's polls (C{/users} and
+        C{/health}, every 2 s per open tab) to C{access.log}.
+    """
+
+    access_log: bool = False
+
+
+@attrs.frozen
 class Config:
     """
     The validated configuration.
@@ -350,23 +366,30 @@ class Config:
 
     server: ServerConfig = ServerConfig()
     sse: SSEConfig = SSEConfig()
+    monitor: MonitorConfig = MonitorConfig()
     root: str = "."
     sources: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
-    def endpoints(self) -> list[str]:
+    def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
         """
         The strports descriptions to listen on: C{server.endpoints} when
-        given, else one built from protocol, port, host and certificates:
-        C{tcp:} for http, and our C{https:} type (L{notificator.tls}) for
-        https (ALPN C{http/1.1}) and http2 (ALPN C{h2}, then C{http/1.1}).
+        given, else one per interface built from protocol, port, host and
+        certificates: C{tcp:} for http, and our C{https:} type
+        (L{notificator.tls}) for https (ALPN C{http/1.1}) and http2 (ALPN
+        C{h2}, then C{http/1.1}).
+
+        @param every_interface: the interfaces that C{server.host} C{""}
+            (every interface) stands for on this host
+            (L{notificator.listening.all_interfaces}): C{::} alone where an
+            IPv6 socket takes IPv4 too (dual-stack, the default here).
         """
         if self.server.endpoints:
             return list(self.server.endpoints)
         s = self.server
-        iface = f":interface={quoteStringArgument(s.host)}" if s.host else ""
+        hosts = [s.host] if s.host else list(every_interface)
         if s.protocol == "http":
-            return [f"tcp:port={s.port}{iface}"]
+            return [f"tcp:port={s.port}{_interface(h)}" for h in hosts]
         certs = s.certificates
         tls = (
             f":privateKey={quoteStringArgument(certs.key or '')}"
@@ -375,7 +398,11 @@ class Config:
         if certs.ca:
             tls += f":extraCertChain={quoteStringArgument(certs.ca)}"
         alpn = _ALPN[s.protocol]
-        return [f"https:port={s.port}{iface}{tls}:alpn={alpn}"]
+        return [f"https:port={s.port}{_interface(h)}{tls}:alpn={alpn}" for h in hosts]
+
+
+def _interface(host: str) -> str:
+    return f":interface={quoteStringArgument(host)}"
 
 
 #: ALPN offered per server.protocol (see L{notificator.tls}).
@@ -393,6 +420,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "server.certificates.cert": _opt_str,
     "server.log.level": _choice(*LOG_LEVELS, aliases=_LOG_LEVEL_ALIASES),
     "server.log.dir": _str,
+    "server.log.keepDays": lambda v: _int(v, 0, 100 * 366),
     "sse.header": _headers,
     "sse.heartbeat": _bool,
     "sse.heartbeatInterval": lambda v: _seconds(v, allow_zero=False),
@@ -404,6 +432,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "sse.history.ttl": lambda v: _seconds(v, allow_zero=False),
     "sse.history.maxBytes": lambda v: _int(v, 0, 1 << 40),
     "sse.history.dir": _opt_str,
+    "monitor.accessLog": _bool,
 }
 
 
@@ -443,7 +472,12 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             " the value is in seconds, not milliseconds"
         )
     headers, cors, notes = values.pop("sse.header", ((), CORSPolicy(), []))
-    warnings.extend(f"{origin.get('sse.header', 'config')}: sse.header: {n}" for n in notes)
+    # Each note names the file that set that header (local.json, say), not
+    # the first file that had an sse.header.
+    section = origin.get("sse.header", "config")
+    warnings.extend(
+        f"{origin.get(f'sse.header.{name}', section)}: sse.header: {note}" for name, note in notes
+    )
 
     def resolve(p: str | None) -> str | None:
         if p is None:
@@ -462,6 +496,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         ),
         log_level=values.get("server.log.level", "info"),
         log_dir=resolve(values.get("server.log.dir", "log")) or "log",
+        log_keep_days=values.get("server.log.keepDays", 30),
     )
     if server.protocol != "http" and not server.endpoints:
         for name in ("key", "cert"):
@@ -488,7 +523,8 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             directory=resolve(values.get("sse.history.dir", "var/history")),
         ),
     )
-    return Config(server=server, sse=sse, root=root, warnings=tuple(warnings))
+    monitor = MonitorConfig(access_log=values.get("monitor.accessLog", False))
+    return Config(server=server, sse=sse, monitor=monitor, root=root, warnings=tuple(warnings))
 
 
 def load(directory: FilePath[str], env: str) -> Config:

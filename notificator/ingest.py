@@ -79,10 +79,25 @@ def parse_content_type(value: bytes | None) -> tuple[str, dict[str, str]]:
     return media.strip().lower(), parsed
 
 
-def _codec(params: dict[str, str]) -> str:
+class Charset(str):
+    """
+    A codec name (what C{bytes.decode} takes, e.g. C{euc_kr}) that
+    remembers the charset as the sender wrote it (C{EUC_KR}, C{ks_c_5601-1987}),
+    so an error quotes the sender's own word.
+    """
+
+    label: str
+
+    def __new__(cls, codec: str, label: str) -> Charset:
+        self = super().__new__(cls, codec)
+        self.label = label
+        return self
+
+
+def _codec(params: dict[str, str]) -> Charset:
     charset = params.get("charset", "utf-8") or "utf-8"
     try:
-        return codecs.lookup(charset).name
+        return Charset(codecs.lookup(charset).name, charset)
     except LookupError:
         raise UnsupportedMediaType(f"unsupported charset {charset!r}")
 
@@ -91,7 +106,7 @@ def _decode(raw: bytes, codec: str) -> str:
     try:
         return raw.decode(codec)
     except UnicodeDecodeError:
-        raise BadNotification(f"body is not valid {codec}")
+        raise BadNotification(f"body is not valid {getattr(codec, 'label', codec)}")
 
 
 def _unquote_plus(raw: bytes) -> bytes:
@@ -233,7 +248,7 @@ def _raw_tail_json(body: bytes, codec: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _media_and_codec(content_type: bytes | None) -> tuple[str, str]:
+def _media_and_codec(content_type: bytes | None) -> tuple[str, Charset]:
     """
     The media type and codec of a publish's Content-Type.  Cached: a
     sender sends the same header every time.

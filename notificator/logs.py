@@ -11,6 +11,9 @@ The server's own log files, both in C{server.log.dir} and rotated daily:
    errors) from twisted.logger, filtered by C{server.log.level}
    (L{AppLogService}).
 
+Rotated files older than C{server.log.keepDays} are removed by the server
+(L{OldLogRemover}), so no cron job or logrotate is needed.
+
 Also the process title (L{ProcessTitleService}), so that
 C{ps -ef | grep notificator} finds the daemon.
 
@@ -20,7 +23,9 @@ remove observers on the publisher, in C{startService}/C{stopService}.
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -59,6 +64,91 @@ FLUSH_INTERVAL = 1.0
 ACCESS_LOG_BUFFER = 256 * 1024
 
 
+class OldLogRemover:
+    """
+    Deletes the rotated files of one daily log (C{<name>.<Y>_<M>_<D>}, as
+    L{DailyLogFile} names them; nothing else in the directory is touched)
+    whose date is more than C{keep_days} days before today:
+    C{server.log.keepDays}, 0 keeps every file.
+
+    L{prune} lists the directory once and unlinks at most L{BATCH} files
+    at a time, L{PAUSE} seconds apart (on C{clock}), so a directory of
+    years of files does not stall the server.  Call L{stop} when the log
+    closes.
+    """
+
+    BATCH = 20
+    PAUSE = 0.01
+    log = Logger()
+
+    def __init__(self, path: str, keep_days: int, clock: IReactorTime) -> None:
+        self.directory, name = os.path.split(os.path.abspath(path))
+        self.name = name
+        self._pattern = re.compile(re.escape(name) + r"\.(\d{4})_(\d{1,2})_(\d{1,2})$")
+        self.keep_days = keep_days
+        self._clock = clock
+        self._pending: list[str] = []
+        self._removed = 0
+        self._call: Any = None
+
+    def old_files(self, today: tuple[int, int, int]) -> list[str]:
+        """The rotated files dated before C{today - keep_days}, oldest first."""
+        cutoff = datetime.date(*today) - datetime.timedelta(days=self.keep_days)
+        found = []
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        for entry in names:
+            m = self._pattern.match(entry)
+            if m is None:
+                continue
+            try:
+                day = datetime.date(*map(int, m.groups()))
+            except ValueError:
+                continue  # not a date: not ours
+            if day < cutoff:
+                found.append((day, entry))
+        return [os.path.join(self.directory, entry) for _, entry in sorted(found)]
+
+    def prune(self, today: tuple[int, int, int]) -> None:
+        """Start removing what is too old (no-op when keeping forever or already at it)."""
+        if not self.keep_days or self._call is not None:
+            return
+        self._pending = self.old_files(today)
+        self._removed = 0
+        if self._pending:
+            self._call = self._clock.callLater(self.PAUSE, self._batch)
+
+    def _batch(self) -> None:
+        self._call = None
+        batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
+        for path in batch:
+            try:
+                os.unlink(path)
+                self._removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self.log.warn("cannot remove old log file {path}: {error}", path=path, error=e)
+        if self._pending:
+            self._call = self._clock.callLater(self.PAUSE, self._batch)
+        else:
+            self.log.info(
+                "removed {count} {name} files older than {days} days",
+                count=self._removed,
+                name=self.name,
+                days=self.keep_days,
+            )
+
+    def stop(self) -> None:
+        """Leave the rest for the next start (nothing runs after the log closes)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._pending = []
+
+
 class BufferedDailyLogFile(DailyLogFile):
     """
     A L{DailyLogFile} whose writes go to an in-memory buffer.
@@ -71,9 +161,13 @@ class BufferedDailyLogFile(DailyLogFile):
     file.
 
     Not thread-safe: use it from the reactor thread only.
+
+    @ivar on_rotate: called with today's date after each rotation
+        (L{OldLogRemover.prune}), or L{None}.
     """
 
     _file: IO[bytes]
+    on_rotate: Callable[[tuple[int, int, int]], None] | None = None
 
     def _openFile(self) -> None:
         self.closed = False
@@ -89,6 +183,8 @@ class BufferedDailyLogFile(DailyLogFile):
         """Rotate if the date has changed since the last tick, then flush."""
         if self.shouldRotate():
             self.rotate()  # closing the old file flushes it
+            if self.on_rotate is not None:
+                self.on_rotate(self.toDate())
         self.lastDate = max(self.lastDate, self.toDate())
         self.flush()
 
@@ -107,10 +203,11 @@ class AccessLog:
 
     log = Logger()
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, remover: OldLogRemover | None = None) -> None:
         self.path = path
         self.file: BufferedDailyLogFile | None = None
         self._failed = False
+        self._remover = remover
 
     def _open(self) -> BufferedDailyLogFile | None:
         try:
@@ -120,6 +217,10 @@ class AccessLog:
             if not self._failed:
                 self.log.error("cannot open {path}: {error}", path=self.path, error=e)
             self._failed = True
+            return None
+        if self._remover is not None:
+            self.file.on_rotate = self._remover.prune
+            self._remover.prune(self.file.toDate())
         return self.file
 
     def write(self, line: str) -> None:
@@ -139,6 +240,8 @@ class AccessLog:
             f.tick()
 
     def close(self) -> None:
+        if self._remover is not None:
+            self._remover.stop()
         if self.file is not None:
             self.file.close()
             self.file = None
@@ -184,6 +287,13 @@ class CombinedLogFormatter:
         )
 
 
+#: The header the monitor page sends with its polls (C{monitor.js}).
+MONITOR_POLL_HEADER = b"x-notificator-monitor"
+
+#: The paths the monitor page polls.
+MONITOR_POLLED = frozenset({b"/users", b"/health"})
+
+
 class AccessLogSite(Site):
     """
     A L{Site} that writes its access log to C{<log_dir>/access.log} in the
@@ -193,20 +303,48 @@ class AccessLogSite(Site):
 
     It also logs requests that never reach C{Request.finish()}: an event
     stream that ends because the client went away (see L{log_unfinished}).
+
+    @param monitor_polls: write the monitor page's polls (C{GET /users}
+        and C{/health} carrying L{MONITOR_POLL_HEADER}, every 2 s per open
+        tab) too; C{monitor.accessLog}, off by default.  A load balancer's
+        or a script's C{/health} is logged either way.
+    @param keep_days: remove rotated C{access.log} files older than this
+        many days (L{OldLogRemover}); 0 keeps them all.
     """
 
     flush_interval = FLUSH_INTERVAL
 
-    def __init__(self, resource: Any, log_dir: str, reactor: IReactorTime, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resource: Any,
+        log_dir: str,
+        reactor: IReactorTime,
+        monitor_polls: bool = False,
+        keep_days: int = 0,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("logFormatter", CombinedLogFormatter())
         super().__init__(
             resource, logPath=os.path.join(log_dir, ACCESS_LOG), reactor=reactor, **kwargs
         )
         self.access_log: AccessLog | None = None
         self._ticker: LoopingCall | None = None
+        self.monitor_polls = monitor_polls
+        self.keep_days = keep_days
+
+    def log(self, request: IRequest) -> None:
+        if (
+            not self.monitor_polls
+            and request.path in MONITOR_POLLED  # type: ignore[attr-defined]
+            and request.getHeader(MONITOR_POLL_HEADER) is not None
+        ):
+            return
+        super().log(request)
 
     def _openLogFile(self, path: str | bytes) -> AccessLog:
-        self.access_log = AccessLog(os.fsdecode(path))
+        name = os.fsdecode(path)
+        remover = OldLogRemover(name, self.keep_days, self.reactor) if self.keep_days else None
+        self.access_log = AccessLog(name, remover)
         self._ticker = LoopingCall(self.access_log.tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.flush_interval, now=False)
@@ -251,6 +389,9 @@ class AppLogService(Service):
 
     @param publisher: the process's publisher; the global one in the
         server, a private one in tests.
+    @param keep_days: remove rotated C{sse.log} files older than this many
+        days (L{OldLogRemover}), at start and after each rotation; 0 keeps
+        them all.
     @ivar activity: the publisher for per-request lines; give
         C{Logger(observer=service.activity)} to the resources.
     """
@@ -264,8 +405,11 @@ class AppLogService(Service):
         publisher: LogPublisher = globalLogPublisher,
         open_file: Callable[[str], BufferedDailyLogFile] = BufferedDailyLogFile.fromFullPath,
         clock: IReactorTime | None = None,
+        keep_days: int = 0,
     ) -> None:
         self.path = os.path.join(log_dir, APP_LOG)
+        self.keep_days = keep_days
+        self._remover: OldLogRemover | None = None
         self.level = level
         self.activity = LogPublisher()
         self._publisher = publisher
@@ -294,9 +438,16 @@ class AppLogService(Service):
             pid=os.getpid(),
             threshold=self.level,
         )
+        if self.keep_days:
+            self._remover = OldLogRemover(self.path, self.keep_days, self._ticker.clock)
+            self.log_file.on_rotate = self._remover.prune
+            self._remover.prune(self.log_file.toDate())
 
     def stopService(self) -> None:
         super().stopService()
+        if self._remover is not None:
+            self._remover.stop()
+            self._remover = None
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         self._ticker = None

@@ -8,8 +8,9 @@ The operators' side of the web tree.
    only when a stream opens or closes).
  - C{GET /health}: 200 JSON with uptime and counts.
  - C{GET /metrics}: Prometheus text (see L{notificator.metrics}).
- - C{GET /static/*}, C{GET /javascripts/eventSourceClient.js}: the page's
-   script and style, and the groupware integration script.
+ - C{GET /static/*}, C{GET /javascripts/eventSourceClient.js},
+   C{GET /favicon.ico}: the page's script, style and icon, and the
+   groupware integration script.
 
 The files live in C{notificator/static/} (package data) and are read once,
 when the tree is built; nothing is fetched from elsewhere, so the page
@@ -46,6 +47,7 @@ _TYPES = {
     ".js": b"text/javascript; charset=utf-8",
     ".css": b"text/css; charset=utf-8",
     ".json": b"application/json; charset=utf-8",
+    ".ico": b"image/x-icon",
 }
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _PAGE_POLICY = (
@@ -319,6 +321,8 @@ def add_monitor(
     root.putChild(b"users", UsersResource(hub, stats))
     root.putChild(b"health", HealthResource(hub, stats, broker, clock))
     root.putChild(b"metrics", metrics_resource(registry))
+    # Every browser asks for it; a 404 in each console helps nobody.
+    root.putChild(b"favicon.ico", Asset.from_package("favicon.ico"))
     assets = Folder()
     for name in ("monitor.js", "monitor.css"):
         assets.putChild(name.encode("ascii"), Asset.from_package(name))

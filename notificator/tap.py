@@ -27,7 +27,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import channel, config, logs, metrics, web
+from notificator import channel, config, listening, logs, metrics, web
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -82,8 +82,21 @@ class Options(usage.Options):
         if loaded.sse.history.directory is not None:
             check_dir(loaded.sse.history.directory, "sse.history.dir")
         from_config = not self["listen"] and not loaded.server.endpoints
-        for description in self["listen"] or loaded.endpoints():
+        self["endpoints"] = descriptions(self)
+        for description in self["endpoints"]:
             check_listen(description, from_config)
+
+
+def descriptions(options: dict[str, Any]) -> list[str]:
+    """
+    The strports descriptions to listen on: C{--listen}'s, else the
+    config's, where C{server.host ""} means every interface, IPv4 and IPv6
+    (L{listening.ipv6_mode}).
+    """
+    if "endpoints" in options:
+        return list(options["endpoints"])
+    every_interface = listening.all_interfaces(listening.ipv6_mode())
+    return list(options["listen"]) or options["loaded"].endpoints(every_interface)
 
 
 def check_dir(path: str, key: str) -> None:
@@ -245,11 +258,20 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     the streams (the listeners still answer, C{/health} with 503), stop
     the timers and the listeners, send what the write batch holds, write
     the history to disk.
+
+    On the real reactor (twistd's call), it first checks that every
+    listener can bind (L{listening.check_free}): twistd calls this before it
+    daemonizes, so a port in use is one line on the terminal in both modes.
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+        for description in descriptions(options):
+            try:
+                listening.check_free(description)
+            except listening.PortUnavailable as e:
+                raise SystemExit(f"notificator: {e}")
     cfg: config.Config = options["loaded"]
     for warning in cfg.warnings:
         log.warn("config: {warning}", warning=warning)
@@ -260,7 +282,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
 
     root = SequentialService()
     server = cfg.server
-    app_log = logs.AppLogService(server.log_dir, server.log_level, clock=reactor)
+    app_log = logs.AppLogService(
+        server.log_dir, server.log_level, clock=reactor, keep_days=server.log_keep_days
+    )
     app_log.setServiceParent(root)
     logs.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(root)
     GCTuningService().setServiceParent(root)
@@ -296,6 +320,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         ),
         server.log_dir,
         reactor,
+        monitor_polls=cfg.monitor.access_log,
+        keep_days=server.log_keep_days,
     )
     site.displayTracebacks = False
     site.requestFactory = web.Request
@@ -305,7 +331,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     writes.setServiceParent(serving)
     listeners = MultiService()
     listeners.setServiceParent(serving)
-    for description in options["listen"] or cfg.endpoints():
+    for description in descriptions(options):
         description = with_backlog(description)
         strports.service(description, site, reactor=reactor).setServiceParent(listeners)
     if sse.heartbeat:

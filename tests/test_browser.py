@@ -87,6 +87,8 @@ def open_browser(testcase: SynchronousTestCase, language: str = "en-US") -> Any:
     options.add_argument("--lang=" + language)
     primary = language.split("-")[0]
     options.add_experimental_option("prefs", {"intl.accept_languages": f"{language},{primary}"})
+    # The console, for tests that check it stays clean (no 404 favicon).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=CHROMEDRIVER, log_output=os.path.join(profile, "driver.log"))
     driver = webdriver.Chrome(service=service, options=options)
     testcase.addCleanup(driver.quit)
@@ -209,6 +211,14 @@ class MonitorPageBrowserTests(SynchronousTestCase):
         )
         self.assertFalse(driver.find_element("id", "no-users").is_displayed())
         screenshot(self, driver, "monitor-en")
+        # Nothing failed to load, the icon included (it was a 404 in every console).
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        self.assertEqual(errors, [])
+        # The page is in access.log, its polls are not (monitor.accessLog false).
+        server.wait_for_log(r'"GET /static/monitor\.js HTTP/1\.1" 200 ', name="access.log")
+        access = server.log("access.log")
+        self.assertNotIn("/users", access)
+        self.assertNotIn("/health", access)
 
         client.close()
         client2.close()

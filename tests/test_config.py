@@ -52,7 +52,23 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(cfg.sse.heartbeat_interval, 55.0)
         self.assertEqual(cfg.sse.keepalive, 20.0)
         self.assertEqual(cfg.sse.cookie, "userID")
-        self.assertEqual(cfg.endpoints(), ["tcp:port=3000"])
+        self.assertFalse(cfg.monitor.access_log)
+        self.assertEqual(cfg.server.log_keep_days, 30)
+        self.assertEqual(
+            load(self.conf(default={"server": {"log": {"keepDays": 0}}}), "x").server.log_keep_days,
+            0,
+        )
+        self.assertTrue(
+            load(self.conf(default={"monitor": {"accessLog": True}}), "x").monitor.access_log
+        )
+        # server.host "": every interface; by default one IPv6 socket on ::
+        # that takes IPv4 too (see notificator.listening).
+        self.assertEqual(cfg.endpoints(), ["tcp:port=3000:interface=\\:\\:"])
+        self.assertEqual(
+            cfg.endpoints(["0.0.0.0", "::"]),
+            ["tcp:port=3000:interface=0.0.0.0", "tcp:port=3000:interface=\\:\\:"],
+        )
+        self.assertEqual(cfg.endpoints(["0.0.0.0"]), ["tcp:port=3000:interface=0.0.0.0"])
 
     def test_merge_order(self) -> None:
         """default, then <env>, then local; objects merge key by key."""
@@ -89,6 +105,42 @@ class LoadTests(SynchronousTestCase):
         self.assertFalse(cfg.sse.cors.allows("http://gw.example.com"))
         self.assertFalse(cfg.sse.cors.allows("https://evil.example.com"))
         self.assertEqual(len(cfg.warnings), 2)  # Content-Type and Connection ignored
+
+    def test_every_key_has_a_default_and_a_line_in_both_guides(self) -> None:
+        """Each config key is in conf/default.json and in README.rst's and README.ko.rst's tables."""
+        from notificator.config import _SCHEMA, merge, read_json
+
+        doc: dict = {}
+        origin: dict[str, str] = {}
+        merge(doc, origin, read_json(FilePath(os.path.join(PROJECT, "conf", "default.json"))), "d")
+        guides = {}
+        for name in ("README.rst", "README.ko.rst"):
+            with open(os.path.join(PROJECT, name), encoding="utf-8") as f:
+                guides[name] = f.read()
+        for key in _SCHEMA:
+            self.assertIn(key, origin, f"{key} has no default in conf/default.json")
+            # A key, or for some (server.certificates.key ...) the object holding it.
+            parent = key.rsplit(".", 1)[0]
+            for name, text in guides.items():
+                self.assertTrue(
+                    f"``{key}``" in text or (key.count(".") > 1 and f"``{parent}``" in text),
+                    f"{key} is not in {name}",
+                )
+
+    def test_header_warning_names_the_file_that_set_it(self) -> None:
+        """An ignored header is blamed on the file that set it, not on the first sse.header."""
+        conf = self.conf(
+            default={"sse": {"header": {"Access-Control-Allow-Origin": "*"}}},
+            local={"sse": {"header": {"Connection": "keep-alive"}}},
+        )
+        cfg = load(conf, "x")
+        self.assertEqual(
+            cfg.warnings,
+            (
+                f"{conf.child('local.json').path}: sse.header: header Connection is set by the"
+                " server itself; the configured value is ignored",
+            ),
+        )
 
     def test_any_origin(self) -> None:
         """'*' allows every origin (it is echoed back, with credentials)."""
@@ -190,6 +242,9 @@ class ErrorTests(SynchronousTestCase):
             ({"sse": {"header": []}}, "sse.header"),
             ({"sse": {"header": {"X-A": "a\r\nb"}}}, "sse.header"),
             ({"sse": {"header": {"Access-Control-Allow-Origin": ["not an origin"]}}}, "sse.header"),
+            ({"monitor": {"accessLog": "yes"}}, "monitor.accessLog"),
+            ({"server": {"log": {"keepDays": -1}}}, "server.log.keepDays"),
+            ({"server": {"log": {"keepDays": 1.5}}}, "server.log.keepDays"),
         ]
         for doc, key in cases:
             with self.subTest(doc=doc):

@@ -181,6 +181,17 @@ class BadBodyTests(SynchronousTestCase):
             e = self.assertRaises(UnsupportedMediaType, parse_publish, content_type, b"id=a_b")
             self.assertEqual(e.code, 415)
 
+    def test_bad_bytes_name_the_charset_as_sent(self) -> None:
+        """Bytes not in the charset: the reason quotes the sender's charset, not the codec's name."""
+        for written in ("EUC_KR", "ks_c_5601-1987", "UTF-8"):
+            e = self.assertRaises(
+                BadNotification,
+                parse_publish,
+                FORM + b"; charset=" + written.encode(),
+                b"id=notify_u1&data=%FF%FF%FF",
+            )
+            self.assertEqual(e.reason, f"body is not valid {written}")
+
     def test_unknown_charset(self) -> None:
         """An unknown charset is 415."""
         e = self.assertRaises(

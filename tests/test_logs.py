@@ -6,6 +6,7 @@ rotation, CR/LF safety of both files, and the process title.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from collections.abc import Callable
@@ -15,8 +16,14 @@ import setproctitle
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import Logger, LogLevel, LogPublisher, formatEventAsClassicLogText
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import (
+    Logger,
+    LogLevel,
+    LogPublisher,
+    formatEventAsClassicLogText,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
@@ -104,6 +111,110 @@ class BufferedDailyLogFileTests(SynchronousTestCase):
         self.assertEqual(lines(self.path), ["before restart\n", "after restart\n"])
 
 
+def touch(directory: str, *names: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for name in names:
+        with open(os.path.join(directory, name), "w") as f:
+            f.write(name + "\n")
+
+
+class OldLogRemoverTests(SynchronousTestCase):
+    """server.log.keepDays: real files, removed in batches on a Clock."""
+
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        self.clock = Clock()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        # access.log of 2026-09-01 .. 2026-11-23 (84 rotated files).
+        start = datetime.date(2026, 9, 1)
+        self.days = [start + datetime.timedelta(days=i) for i in range(84)]
+        touch(
+            self.dir, "access.log", *(f"access.log.{d.year}_{d.month}_{d.day}" for d in self.days)
+        )
+        # Not this log's rotations: kept whatever their age.
+        self.others = [
+            "sse.log.2020_1_1",
+            "access.log.2020_1_1.gz",
+            "access.log.2026_2_30",
+            "access.log.old",
+            "xaccess.log.2020_1_1",
+        ]
+        touch(self.dir, *self.others)
+
+    def remaining(self) -> list[str]:
+        return sorted(os.listdir(self.dir))
+
+    def test_keeps_the_last_days_and_nothing_else_is_touched(self) -> None:
+        """keepDays 30 on 2026-11-24: files of 2026-10-25 and later stay, the 54 older go."""
+        remover = logs.OldLogRemover(os.path.join(self.dir, "access.log"), 30, self.clock)
+        remover.prune((2026, 11, 24))
+        self.assertEqual(len(os.listdir(self.dir)), 1 + 84 + 5, "nothing removed in prune itself")
+        turns = 0
+        while self.clock.getDelayedCalls():
+            before = len(os.listdir(self.dir))
+            self.clock.advance(logs.OldLogRemover.PAUSE)
+            self.assertLessEqual(before - len(os.listdir(self.dir)), logs.OldLogRemover.BATCH)
+            turns += 1
+        self.assertEqual(turns, 3)  # 54 files, 20 per turn
+        kept = [d for d in self.days if d >= datetime.date(2026, 10, 25)]
+        self.assertEqual(
+            self.remaining(),
+            sorted(
+                [
+                    "access.log",
+                    *self.others,
+                    *(f"access.log.{d.year}_{d.month}_{d.day}" for d in kept),
+                ]
+            ),
+        )
+        self.assertEqual(len(kept), 30)
+        [done] = [e for e in self.events if "count" in e]
+        self.assertEqual((done["count"], done["name"], done["days"]), (54, "access.log", 30))
+
+    def test_zero_keeps_everything(self) -> None:
+        """keepDays 0: nothing is listed or removed."""
+        remover = logs.OldLogRemover(os.path.join(self.dir, "access.log"), 0, self.clock)
+        remover.prune((2030, 1, 1))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(os.listdir(self.dir)), 1 + 84 + 5)
+
+    def test_stop_leaves_the_rest(self) -> None:
+        """Stopping mid-way cancels the next batch; the rest waits for the next prune."""
+        remover = logs.OldLogRemover(os.path.join(self.dir, "access.log"), 30, self.clock)
+        remover.prune((2026, 11, 24))
+        self.clock.advance(logs.OldLogRemover.PAUSE)
+        remover.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(os.listdir(self.dir)), 1 + 84 + 5 - 20)
+        remover.prune((2026, 11, 24))
+        while self.clock.getDelayedCalls():
+            self.clock.advance(logs.OldLogRemover.PAUSE)
+        self.assertEqual(len(os.listdir(self.dir)), 1 + 30 + 5)
+
+    def test_rotation_prunes(self) -> None:
+        """A BufferedDailyLogFile calls its on_rotate with the new date after rotating."""
+        log = logs.BufferedDailyLogFile("access.log", self.dir)
+        self.addCleanup(log.close)
+        date = FakeDate((2026, 11, 23))
+        log.toDate = date  # type: ignore[method-assign]
+        log.lastDate = date.today
+        remover = logs.OldLogRemover(log.path, 1, self.clock)
+        log.on_rotate = remover.prune
+        log.tick()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # The 2026_11_23 file exists already (touched above), so DailyLogFile
+        # does not rotate onto it; remove it to let the rotation happen.
+        os.unlink(os.path.join(self.dir, "access.log.2026_11_23"))
+        date.today = (2026, 11, 24)
+        log.tick()
+        while self.clock.getDelayedCalls():
+            self.clock.advance(logs.OldLogRemover.PAUSE)
+        self.assertEqual(
+            self.remaining(),
+            sorted(["access.log", "access.log.2026_11_23", *self.others]),
+        )
+
+
 class AccessLogSiteTests(SynchronousTestCase):
     """The site as twistd runs it, over in-memory HTTP connections."""
 
@@ -181,6 +292,32 @@ class AccessLogSiteTests(SynchronousTestCase):
             r'^"127\.0\.0\.1" - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
             r'"GET /nowhere HTTP/1\.1" 404 \d+ "http://gw/" "Mozilla/5\.0"\n$',
         )
+
+    def poll(self, path: bytes, marked: bool = True) -> None:
+        channel, transport = self.connect()
+        header = b"X-Notificator-Monitor: poll\r\n" if marked else b""
+        channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
+        self.assertIn(b" 200 OK", transport.value())
+        self.disconnect(channel)
+
+    def test_monitor_polls_left_out_by_default(self) -> None:
+        """The monitor page's polls are not logged; the same paths without its header are."""
+        self.poll(b"/users")
+        self.poll(b"/health?x=1")
+        self.assertEqual(self.access_lines(), [])
+        self.poll(b"/health", marked=False)
+        self.poll(b"/", marked=True)  # only the polled paths are left out
+        logged = self.access_lines()
+        self.assertEqual(len(logged), 2, logged)
+        self.assertIn('"GET /health HTTP/1.1" 200 ', logged[0])
+        self.assertIn('"GET / HTTP/1.1" 200 ', logged[1])
+
+    def test_monitor_polls_logged_when_asked(self) -> None:
+        """monitor.accessLog true: the polls are logged like any request."""
+        self.site.monitor_polls = True
+        self.poll(b"/users")
+        self.poll(b"/health")
+        self.assertEqual(len(self.access_lines()), 2)
 
     def test_disconnected_stream_is_logged(self) -> None:
         """An event stream that ends by client disconnect gets its access-log line."""
@@ -264,6 +401,30 @@ class AccessLogSiteTests(SynchronousTestCase):
         new = self.access_lines()
         self.assertEqual(len(new), 1)
         self.assertIn("/day2-again", new[0])
+
+    def test_old_rotations_removed_at_open_and_after_rotation(self) -> None:
+        """keep_days: access.log's old rotations go when it opens and after each rotation."""
+        date = FakeDate((2026, 11, 24))
+        self.patch(logs.BufferedDailyLogFile, "toDate", date)
+        log_dir = os.path.join(self.dir, "log")
+        touch(log_dir, "access.log.2026_11_1", "access.log.2026_11_2", "access.log.2026_11_23")
+        self.site.doStop()
+        self.site = logs.AccessLogSite(self.site.resource, log_dir, self.reactor, keep_days=22)
+        self.site.doStart()
+        self.addCleanup(self.site.doStop)
+        self.reactor.advance(self.site.flush_interval)  # opens the file
+        self.reactor.advance(logs.OldLogRemover.PAUSE)
+        self.assertEqual(
+            sorted(os.listdir(log_dir)),
+            ["access.log", "access.log.2026_11_2", "access.log.2026_11_23"],
+        )
+        date.today = (2026, 11, 25)  # 2026_11_2 is now 23 days old
+        self.reactor.advance(self.site.flush_interval)  # rotates to access.log.2026_11_24
+        self.reactor.advance(logs.OldLogRemover.PAUSE)
+        self.assertEqual(
+            sorted(os.listdir(log_dir)),
+            ["access.log", "access.log.2026_11_23", "access.log.2026_11_24"],
+        )
 
 
 class CombinedLogFormatterTests(SynchronousTestCase):
@@ -472,6 +633,32 @@ class AppLogServiceTests(SynchronousTestCase):
         self.assertIn("tuesday", new)
         self.assertNotIn("monday", new)
 
+    def test_old_rotations_removed(self) -> None:
+        """keep_days: sse.log's old rotations go at start and after each rotation; stop cancels."""
+        date = FakeDate((2026, 11, 24))
+        self.patch(logs.BufferedDailyLogFile, "toDate", date)
+        touch(self.dir, "sse.log.2026_10_1", "sse.log.2026_11_20", "access.log.2026_10_1")
+        service = logs.AppLogService(
+            self.dir, "info", self.publisher, clock=self.clock, keep_days=7
+        )
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        self.clock.advance(logs.OldLogRemover.PAUSE)
+        self.assertEqual(
+            sorted(os.listdir(self.dir)), ["access.log.2026_10_1", "sse.log", "sse.log.2026_11_20"]
+        )
+        date.today = (2026, 11, 28)
+        self.clock.advance(logs.FLUSH_INTERVAL)  # rotates to sse.log.2026_11_24
+        self.assertNotEqual(self.clock.getDelayedCalls(), [])
+        service.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [], "stop cancels the pending removal")
+        self.assertIn("sse.log.2026_11_20", os.listdir(self.dir))
+        service.startService()
+        self.clock.advance(logs.OldLogRemover.PAUSE)
+        self.assertEqual(
+            sorted(os.listdir(self.dir)), ["access.log.2026_10_1", "sse.log", "sse.log.2026_11_24"]
+        )
+
     def test_request_data_never_breaks_lines(self) -> None:
         """User ids and paths with CR/LF from requests stay on one sse.log line."""
         from twisted.logger import globalLogPublisher
@@ -587,6 +774,8 @@ class WiringTests(SynchronousTestCase):
         site = reactor.tcpServers[0][1]
         self.assertIsInstance(site, logs.AccessLogSite)
         self.assertEqual(site.logPath, os.path.join(log_dir, "access.log"))
+        self.assertFalse(site.monitor_polls)  # monitor.accessLog, default false
+        self.assertEqual((site.keep_days, first.keep_days), (30, 30))  # server.log.keepDays
         self.assertTrue(os.path.isfile(os.path.join(log_dir, "sse.log")))
 
     def test_stream_lines_reach_sse_log_only(self) -> None:

@@ -138,8 +138,9 @@ class Project:
 class StartupShutdownTests(SynchronousTestCase):
     def test_start_serve_log_and_stop(self) -> None:
         """
-        startup.sh starts a daemon in the production env that serves, logs
-        and is named notificator; shutdown.sh stops it and removes the pid file.
+        startup.sh starts a daemon in the development env (as twistd -n
+        notificator would) that serves, logs and is named notificator;
+        shutdown.sh stops it and removes the pid file.
         """
         project = Project(self)
         link = os.path.join(project.elsewhere, "start-notificator")
@@ -161,8 +162,13 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertEqual(project.read_pidfile(), pid)
         self.assertTrue(alive(pid))
         self.assertTrue(
-            process_title(pid).startswith(f"notificator [production] {project.root}"),
+            process_title(pid).startswith(f"notificator [development] {project.root}"),
             process_title(pid),
+        )
+        self.assertIn("(env development, log ", result.stdout)
+        # Created for the daemon with its umask (077), before twistd opens it.
+        self.assertEqual(
+            os.stat(os.path.join(project.log_dir, "twistd.log")).st_mode & 0o777, 0o600
         )
 
         port = project.port()
@@ -235,12 +241,12 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertIn("stream 2 of u2 closed by the server", project.read("sse.log"))
 
     def test_environment_choice(self) -> None:
-        """NOTIFICATOR_ENV overrides the production default; an argument overrides both."""
+        """NOTIFICATOR_ENV overrides the development default; an argument overrides both."""
         project = Project(self)
-        pid = project.start(env={"NOTIFICATOR_ENV": "development"})
-        self.assertTrue(process_title(pid).startswith("notificator [development] "))
+        pid = project.start(env={"NOTIFICATOR_ENV": "production"})
+        self.assertTrue(process_title(pid).startswith("notificator [production] "))
         self.assertEqual(project.run("shutdown.sh").returncode, 0)
-        pid = project.start("staging", env={"NOTIFICATOR_ENV": "development"})
+        pid = project.start("staging", env={"NOTIFICATOR_ENV": "production"})
         self.assertTrue(process_title(pid).startswith("notificator [staging] "))
         self.assertEqual(project.run("shutdown.sh").returncode, 0)
         self.assertFalse(alive(pid))
@@ -257,11 +263,37 @@ class StartupShutdownTests(SynchronousTestCase):
             result = project.run("startup.sh", "--listen", LISTEN)
             self.assertEqual(result.returncode, 0, result.stdout)
             self.assertIn(f"Removing stale pid file {project.pidfile} (pid {stale}", result.stdout)
+            # No shell noise for the pid that is gone (/proc/N/cmdline).
+            self.assertNotIn("No such file", result.stdout)
             pid = project.read_pidfile()
             self.assertNotEqual(pid, stale)
             self.assertTrue(alive(pid))
             self.assertEqual(project.run("shutdown.sh").returncode, 0)
         self.assertIsNone(other.poll(), "the unrelated process was left alone")
+
+    def test_garbage_pidfile_is_named(self) -> None:
+        """A pid file holding no number is removed by either script, saying what it held."""
+        project = Project(self)
+        with open(project.pidfile, "w") as f:
+            f.write("12abc\n")
+        result = project.run("shutdown.sh")
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn(
+            f'removed stale pid file {project.pidfile} (it holds "12abc", not a pid)',
+            result.stdout,
+        )
+        self.assertFalse(os.path.exists(project.pidfile))
+        with open(project.pidfile, "w") as f:
+            f.write(" garbage \x01\n")
+        result = project.run("startup.sh", "--listen", LISTEN)
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn(
+            f'Removing stale pid file {project.pidfile} (it holds "garbage", not a pid)',
+            result.stdout,
+        )
+        pid = project.read_pidfile()
+        self.assertTrue(alive(pid))
+        self.assertEqual(project.run("shutdown.sh").returncode, 0)
 
     def test_shutdown_when_not_running(self) -> None:
         """shutdown.sh without a server says so; with a stale pid file it removes it."""
@@ -275,6 +307,7 @@ class StartupShutdownTests(SynchronousTestCase):
         result = project.run("shutdown.sh")
         self.assertEqual(result.returncode, 0)
         self.assertIn(f"removed stale pid file {project.pidfile} (pid {stale})", result.stdout)
+        self.assertNotIn("No such file", result.stdout)
         self.assertFalse(os.path.exists(project.pidfile))
 
     def test_shutdown_kills_a_server_ignoring_sigterm(self) -> None:
@@ -301,7 +334,10 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertLess(time.monotonic() - started, 30)
 
     def test_failed_start_reports_and_leaves_no_pidfile(self) -> None:
-        """A server that cannot listen makes startup.sh fail with twistd's reason."""
+        """
+        A port in use makes startup.sh fail with one whole line (not
+        twistd's cut-off one), on the terminal and in twistd.log.
+        """
         project = Project(self)
         taken = socket.socket()
         self.addCleanup(taken.close)
@@ -310,18 +346,56 @@ class StartupShutdownTests(SynchronousTestCase):
         port = taken.getsockname()[1]
         result = project.run("startup.sh", "--listen", f"tcp:{port}:interface=127.0.0.1")
         self.assertNotEqual(result.returncode, 0, result.stdout)
-        self.assertIn("failed to start", result.stdout)
-        # twistd's parent reports the child's error (cut at 100 characters).
-        self.assertIn(f"CannotListenError: Couldn't listen on 127.0.0.1:{port}", result.stdout)
+        error = (
+            f"notificator: cannot listen on 127.0.0.1 port {port}"
+            f" (tcp:{port}:interface=127.0.0.1): Address already in use:"
+            " another program is listening there (stop it, or choose another port)"
+        )
+        self.assertEqual(
+            result.stdout,
+            f"{error}\nNotificator SSE Server failed to start (twistd exit 1);"
+            f" see {project.log_dir}/twistd.log\n",
+        )
+        self.assertIn(f"[startup.sh] {error}\n", project.twistd_log())
         self.assertFalse(os.path.exists(project.pidfile))
 
     def test_config_error_is_one_line(self) -> None:
-        """A bad config stops startup.sh with the config error and a non-zero exit."""
+        """
+        A bad config stops startup.sh with the config error on the terminal
+        and in twistd.log, and a non-zero exit.
+        """
         project = Project(self, production={"server": {"port": "3443a"}})
-        result = project.run("startup.sh")
+        result = project.run("startup.sh", "production")
         self.assertNotEqual(result.returncode, 0, result.stdout)
-        self.assertIn("production.json: server.port: expected an integer", result.stdout)
+        error = "production.json: server.port: expected an integer"
+        self.assertIn(error, result.stdout)
+        self.assertIn(f"see {project.log_dir}/twistd.log", result.stdout)
+        self.assertRegex(
+            project.twistd_log(), r"\[startup\.sh\] notificator: configuration error: .*" + error
+        )
         self.assertFalse(os.path.exists(project.pidfile))
+
+    def test_missing_certificate_is_reported(self) -> None:
+        """A missing TLS key stops startup.sh with one line, on the terminal and in twistd.log."""
+        project = Project(self, production={"server": {"protocol": "https", "port": 0}})
+        result = project.run("startup.sh", "production")
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        error = (
+            f"notificator: TLS error: server.certificates.key: {project.root}/cert/server.key:"
+            " cannot read: No such file or directory"
+        )
+        self.assertIn(error, result.stdout)
+        self.assertIn(f"[startup.sh] {error}", project.twistd_log())
+        self.assertFalse(os.path.exists(project.pidfile))
+
+    def test_twistd_log_follows_a_given_umask(self) -> None:
+        """With --umask=022 in NOTIFICATOR_TWISTD_ARGS the new twistd.log is readable by others."""
+        project = Project(self)
+        project.start(env={"NOTIFICATOR_TWISTD_ARGS": "--umask=022"})
+        self.assertEqual(
+            os.stat(os.path.join(project.log_dir, "twistd.log")).st_mode & 0o777, 0o644
+        )
+        self.assertEqual(project.run("shutdown.sh").returncode, 0)
 
 
 def dead_pid() -> int:

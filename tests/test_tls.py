@@ -330,7 +330,7 @@ class EndpointStringTests(SynchronousTestCase):
         self.assertEqual(
             cfg.endpoints(),
             [
-                f"https:port=3443:privateKey={root}/cert/server.key"
+                f"https:port=3443:interface=\\:\\::privateKey={root}/cert/server.key"
                 f":certKey={root}/cert/server.crt:alpn=http/1.1"
             ],
         )

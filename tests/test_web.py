@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from notificator import web
-from notificator.config import Config, CORSPolicy, Origin, SSEConfig
+from notificator.config import Config, CORSPolicy, Origin, ServerConfig, SSEConfig
 from notificator.web import SSEResource
 from tests.support import Parts, parse_frames
 
@@ -251,6 +251,24 @@ class PublishTests(WebCase):
         self.assertEqual(code, 400)
         self.assertIn("<event>_<userId>", body["error"])
         self.assertEqual([e["code"] for e in observer if e.get("code")], [400])
+
+    def test_debug_line_counts_streams_in_english(self) -> None:
+        """The debug line of a publish says "1 stream", "2 streams", "0 streams"."""
+        import attrs
+        from twisted.logger import formatEvent
+
+        debug = attrs.evolve(self.config, server=ServerConfig(log_level="debug"))
+        parts = Parts(self.clock, debug)
+        self.hub = parts.hub
+        self.stub = StubTreq(parts.resource)
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.open("/sse/u1")
+        self.publish(b"id=notify_u1&data=1")
+        self.open("/sse/u1")
+        self.publish(b"id=notify_u1&data=2")
+        self.publish(b"id=notify_nobody&data=3")
+        ends = [formatEvent(e).rsplit(": ", 1)[1] for e in observer if "delivered" in e]
+        self.assertEqual(ends, ["1 stream", "2 streams", "0 streams"])
 
     def test_forged_event_name(self) -> None:
         """An event name with CR/LF is a 400 and no frame reaches the stream."""

@@ -267,6 +267,18 @@ class ScriptTests(SynchronousTestCase):
             self.assertTrue(response.headers.getRawHeaders(b"content-type")[0].startswith(kind))
             self.assertGreater(len(site.body(response)), 100)
 
+    def test_favicon_is_served(self) -> None:
+        """/favicon.ico is a real icon (the page links it; browsers ask for it anyway)."""
+        site = _Site(self)
+        response = site.get("/favicon.ico")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"image/x-icon"])
+        icon = site.body(response)
+        # An ICO directory with one image, which is a PNG.
+        self.assertEqual(icon[:6], b"\x00\x00\x01\x00\x01\x00")
+        self.assertEqual(icon[22:30], b"\x89PNG\r\n\x1a\n")
+        self.assertIn('<link rel="icon" href="favicon.ico">', site.body(site.get("/")).decode())
+
 
 class EndToEndTests(SynchronousTestCase):
     def test_operator_endpoints_on_the_real_server(self) -> None:

@@ -74,7 +74,10 @@
 
   function getJSON(url) {
     // "no-cache" revalidates with the ETag, so an unchanged list costs a 304.
-    return fetch(url, { cache: "no-cache", credentials: "same-origin" }).then(function (r) {
+    // The header marks a poll, which access.log leaves out unless the
+    // operator sets monitor.accessLog.
+    return fetch(url, { cache: "no-cache", credentials: "same-origin",
+                        headers: { "X-Notificator-Monitor": "poll" } }).then(function (r) {
       if (!r.ok) throw new Error(r.status + " " + r.statusText);
       return r.json();
     });
@@ -187,7 +190,8 @@
       .then(function (r) {
         return r.json().then(function (j) {
           if (!r.ok) throw new Error(r.status + " " + (j.error || r.statusText));
-          status.textContent = t("sent", { eventId: j.eventId, n: j.delivered });
+          status.textContent = t(j.delivered === 1 ? "sent_one" : "sent",
+                                 { eventId: j.eventId, n: j.delivered });
         });
       })
       .catch(function (err) {

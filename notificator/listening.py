@@ -1,0 +1,184 @@
+# -*- test-case-name: tests.test_listening -*-
+"""
+What the listeners bind, decided and checked before twistd daemonizes.
+
+ - L{ipv6_mode}: how C{server.host ""} ("every interface") listens on this
+   host: one IPv6 socket on C{::} that takes IPv4 too (dual-stack, Linux's
+   default), an IPv4 and an IPv6 socket side by side (where IPv6 sockets
+   are IPv6-only), or IPv4 only (no IPv6 on this host).
+ - L{check_free}: binds (without listening) and closes a socket as the
+   listener will, so a port that is in use, a privileged port or an
+   address this host does not have stops start-up with one line naming the
+   endpoint, the port and the reason, in the foreground and daemonized
+   alike (once twistd has forked, only the first 100 bytes of an error
+   reach the terminal).
+
+Strports descriptions are read here with a small parser of their public
+syntax (C{type:positional:key=value}, C{\\} escaping the next character),
+not with Twisted's private one.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+
+#: L{ipv6_mode} answers.
+DUAL = "dual"
+SEPARATE = "separate"
+IPV4_ONLY = "ipv4"
+
+# Endpoint types that bind a TCP port, with their default interface.
+_TCP_TYPES = {"tcp": "", "tcp6": "::", "ssl": "", "https": ""}
+
+
+def ipv6_mode(make_socket: Callable[..., socket.socket] = socket.socket) -> str:
+    """
+    How to listen on every interface here: L{DUAL} when a new IPv6 socket
+    also accepts IPv4 (C{IPV6_V6ONLY} off, C{net.ipv6.bindv6only=0}),
+    L{SEPARATE} when IPv6 sockets are IPv6-only, L{IPV4_ONLY} when this
+    host cannot make an IPv6 socket at all.  Nothing is bound.
+    """
+    try:
+        probe = make_socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return IPV4_ONLY
+    try:
+        v6only = probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    except OSError:
+        return IPV4_ONLY
+    finally:
+        probe.close()
+    return SEPARATE if v6only else DUAL
+
+
+def all_interfaces(mode: str) -> list[str]:
+    """
+    The interfaces to bind for "every interface" in L{ipv6_mode} C{mode}:
+    C{["::"]}, C{["0.0.0.0", "::"]} or C{["0.0.0.0"]}.
+    """
+    return {DUAL: ["::"], SEPARATE: ["0.0.0.0", "::"], IPV4_ONLY: ["0.0.0.0"]}[mode]
+
+
+def split_description(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """
+    C{"tcp:port=3000:interface=\\:\\:1"} -> C{("tcp", [], {"port": "3000",
+    "interface": "::1"})}: the type (lower-cased), positional and keyword
+    arguments of a strports description.
+    """
+    fields: list[str] = []
+    current: list[str] = []
+    keyed: list[bool] = []
+    has_equals = False
+    i = 0
+    while i < len(description):
+        c = description[i]
+        if c == "\\" and i + 1 < len(description):
+            current.append("\0" if description[i + 1] == "=" else description[i + 1])
+            i += 2
+            continue
+        if c == ":":
+            fields.append("".join(current))
+            keyed.append(has_equals)
+            current, has_equals = [], False
+        else:
+            has_equals = has_equals or c == "="
+            current.append(c)
+        i += 1
+    fields.append("".join(current))
+    keyed.append(has_equals)
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for field, is_keyed in zip(fields[1:], keyed[1:], strict=True):
+        if is_keyed:
+            key, _, value = field.partition("=")
+            kwargs[key] = value.replace("\0", "=")
+        else:
+            args.append(field.replace("\0", "="))
+    return fields[0].strip().lower(), args, kwargs
+
+
+def tcp_address(description: str) -> tuple[str, int] | None:
+    """
+    The (interface, port) a C{tcp:}, C{tcp6:}, C{ssl:} or C{https:}
+    description binds (interface C{""} is every IPv4 interface); L{None}
+    for other types and for descriptions that do not say (a parse error is
+    left to the endpoint parser).
+    """
+    kind, args, kwargs = split_description(description)
+    if kind not in _TCP_TYPES:
+        return None
+    port_text = kwargs.get("port", args[0] if args else None)
+    try:
+        port = int(port_text) if port_text is not None else -1
+    except ValueError:
+        return None
+    if not 0 <= port <= 65535:
+        return None
+    return kwargs.get("interface", _TCP_TYPES[kind]), port
+
+
+def describe(interface: str, port: int) -> str:
+    """C{"127.0.0.1 port 3000"}, C{"every interface (::) port 3000"} ..."""
+    if interface in ("", "0.0.0.0"):
+        where = "every IPv4 interface (0.0.0.0)"
+    elif interface == "::":
+        where = "every interface (::)"
+    else:
+        where = interface
+    return f"{where} port {port}"
+
+
+class PortUnavailable(Exception):
+    """
+    A listener cannot bind.  C{str()} is one line: where, the endpoint and
+    the reason.
+    """
+
+    def __init__(self, description: str, interface: str, port: int, reason: str) -> None:
+        super().__init__(description, interface, port, reason)
+        self.description = description
+        self.interface = interface
+        self.port = port
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot listen on {describe(self.interface, self.port)} ({self.description}): {self.reason}"
+
+
+_HINTS = {
+    errno.EADDRINUSE: "another program is listening there (stop it, or choose another port)",
+    errno.EACCES: "ports below 1024 need root (start as root with --uid, or use a higher port)",
+    errno.EADDRNOTAVAIL: "this host has no such address",
+}
+
+
+def check_free(description: str, make_socket: Callable[..., socket.socket] = socket.socket) -> None:
+    """
+    Bind and close a socket where C{description} will listen (with
+    C{SO_REUSEADDR}, as Twisted's listeners do, so connections of an
+    earlier run in TIME_WAIT do not count; no C{listen()}, so no client can
+    connect to it).  Port 0 and non-TCP types are not checked.
+
+    @raise PortUnavailable: the port is in use, privileged, or the address
+        is not this host's.
+    """
+    address = tcp_address(description)
+    if address is None or address[1] == 0:
+        return
+    interface, port = address
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    try:
+        sock = make_socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise PortUnavailable(description, interface, port, e.strerror or str(e))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((interface, port))
+    except OSError as e:
+        reason = e.strerror or str(e)
+        hint = _HINTS.get(e.errno or 0)
+        raise PortUnavailable(description, interface, port, f"{reason}: {hint}" if hint else reason)
+    finally:
+        sock.close()
