@@ -575,6 +575,11 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             cookie=values.get("sse.auth.cookie", "notificatorAuth"),
         ),
     )
+    if any(n.prefixlen == 0 for n in server.trusted_proxies):
+        warnings.append(
+            f"{origin.get('server.trustedProxies', 'config')}: server.trustedProxies: holds a /0"
+            " network: every client may then name any address in X-Forwarded-For"
+        )
     if sse.auth.cookie == sse.cookie:
         raise ConfigError(
             origin.get("sse.auth.cookie", "config"),

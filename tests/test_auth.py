@@ -137,6 +137,12 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(cfg.monitor.allow, tuple(nets("172.16.0.0/12")))
         self.assertEqual(cfg.server.trusted_proxies, ())
 
+    def test_trusting_everyone_is_a_warning(self) -> None:
+        """A /0 in server.trustedProxies loads, with a warning naming the key."""
+        cfg = self.load_local({"server": {"trustedProxies": ["10.0.0.0/8", "::/0"]}})
+        self.assertEqual(len(cfg.warnings), 1)
+        self.assertIn("server.trustedProxies: holds a /0 network", cfg.warnings[0])
+
     def test_bad_cidr_names_file_and_key(self) -> None:
         """A bad CIDR stops start-up with one line naming the file and the key."""
         e = self.error({"publish": {"allow": ["127.0.0.1/32", "10.0.0.300/8"]}})
