@@ -318,6 +318,20 @@ class Guard:
 
     # --- subscribers ------------------------------------------------------
 
+    def signature_for(self, user_id: str, expiry: int) -> str | None:
+        """
+        The signature that opens C{user_id}'s streams until C{expiry}, as
+        L{sign_stream} makes it with this server's secret; None without
+        one.  For pages the server itself serves (the monitor's
+        connection test) and for tests.
+        """
+        mac = self._mac
+        if mac is None:
+            return None
+        h = mac.copy()
+        h.update(f"{expiry}:{user_id}".encode())
+        return f"{expiry}." + urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
+
     def refuse_stream(
         self,
         user_id: str,

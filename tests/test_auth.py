@@ -720,6 +720,14 @@ class SignatureTests(SynchronousTestCase):
         self.assertIsNone(self.refuse(self.token.encode()))
         self.assertIsNone(self.refuse(self.token, now=0))
 
+    def test_signature_for(self) -> None:
+        """The guard signs as sign_stream does with its secret; without one it signs nothing."""
+        self.assertEqual(self.guard.signature_for("001000210", EXPIRY), self.token)
+        self.assertEqual(
+            self.guard.signature_for("홍길동_01", 42), sign_stream(SECRET, "홍길동_01", 42)
+        )
+        self.assertIsNone(guard().signature_for("001000210", EXPIRY))
+
     def test_expired(self) -> None:
         """At or after the expiry the signature is expired (no allowance for skew)."""
         self.assertEqual(self.refuse(self.token, now=EXPIRY), EXPIRED_SIGNATURE)
