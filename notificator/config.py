@@ -13,6 +13,7 @@ L{Config.warnings}.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -212,6 +213,72 @@ def _cookie_name(value: object) -> str:
     return name
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _network(text: str) -> IPNetwork:
+    """
+    One CIDR (a bare address is a /32 or /128); an IPv4-mapped IPv6
+    network (C{::ffff:10.0.0.0/104}) becomes the IPv4 one it maps.
+    """
+    spec = text.strip()
+    if "%" in spec:
+        raise _Bad(f"zone ids are not allowed in a network: {_show(text)}")
+    try:
+        network = ipaddress.ip_network(spec, strict=True)
+    except ValueError as e:
+        if "host bits set" in str(e):
+            loose = ipaddress.ip_network(spec, strict=False)
+            raise _Bad(f"{_show(text)} has host bits set (did you mean {_show(str(loose))}?)")
+        raise _Bad(f"not an address or CIDR: {_show(text)}")
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_V4_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        return ipaddress.IPv4Network((int(mapped or 0), network.prefixlen - 96))
+    return network
+
+
+def _networks(value: object) -> tuple[IPNetwork, ...]:
+    """A list of CIDRs (or one as a string); C{[]} is an empty list."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Bad(f'expected a list of CIDRs such as "10.0.0.0/8", got {_show(value)}')
+    return tuple(_network(v) for v in value)
+
+
+#: A Bearer token's characters (RFC 6750 b64token).
+_B64TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
+#: Shorter publish tokens are a warning; shorter stream secrets an error.
+MIN_SECRET_LENGTH = 16
+
+
+def _publish_token(value: object) -> str | None:
+    """Never shows the value: it is a secret."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _B64TOKEN.match(value):
+        raise _Bad(
+            "expected null or a string of letters, digits and -._~+/ (optionally"
+            " ending in =), usable as a Bearer token (the value is not shown)"
+        )
+    return value
+
+
+def _stream_secret(value: object) -> str | None:
+    """Never shows the value: it is a secret."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _Bad("expected null or a string (the value is not shown)")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise _Bad(
+            f"shorter than {MIN_SECRET_LENGTH} characters: a short secret can be guessed"
+            " from one signed URL; use a long random string (the value is not shown)"
+        )
+    return value
+
+
 @attrs.frozen
 class Origin:
     """
@@ -308,6 +375,41 @@ class Certificates:
     cert: str | None = None
 
 
+LOOPBACK: tuple[IPNetwork, ...] = (
+    ipaddress.IPv4Network("127.0.0.1/32"),
+    ipaddress.IPv6Network("::1/128"),
+)
+
+
+@attrs.frozen
+class PublishConfig:
+    """Who may C{POST /webNotification}: C{publish.allow}, C{publish.token}."""
+
+    allow: tuple[IPNetwork, ...] = LOOPBACK
+    token: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class MonitorConfig:
+    """
+    @ivar allow: who may see C{/}, C{/users} and C{/metrics}
+        (C{monitor.allow}).
+    @ivar access_log: write the monitor page's polls (C{/users} and
+        C{/health}, every 2 s per open tab) to C{access.log}.
+    """
+
+    allow: tuple[IPNetwork, ...] = LOOPBACK
+    access_log: bool = False
+
+
+@attrs.frozen
+class SSEAuthConfig:
+    """Subscriber signatures: C{sse.auth.secret} (None: off), C{sse.auth.cookie}."""
+
+    secret: str | None = attrs.field(default=None, repr=False)
+    cookie: str = "notificatorAuth"
+
+
 @attrs.frozen
 class ServerConfig:
     protocol: str = "http"
@@ -318,6 +420,7 @@ class ServerConfig:
     log_level: str = "info"
     log_dir: str = "log"
     log_keep_days: int = 30
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
 @attrs.frozen
@@ -341,16 +444,7 @@ class SSEConfig:
     cookie: str = "userID"
     drain_seconds: float = 5.0
     history: HistoryConfig = HistoryConfig()
-
-
-@attrs.frozen
-class MonitorConfig:
-    """
-    @ivar access_log: write the monitor page's polls (C{/users} and
-        C{/health}, every 2 s per open tab) to C{access.log}.
-    """
-
-    access_log: bool = False
+    auth: SSEAuthConfig = SSEAuthConfig()
 
 
 @attrs.frozen
@@ -370,6 +464,8 @@ class Config:
     root: str = "."
     sources: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    publish: PublishConfig = PublishConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
         """
@@ -433,6 +529,12 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "sse.history.maxBytes": lambda v: _int(v, 0, 1 << 40),
     "sse.history.dir": _opt_str,
     "monitor.accessLog": _bool,
+    "server.trustedProxies": _networks,
+    "publish.allow": _networks,
+    "publish.token": _publish_token,
+    "monitor.allow": _networks,
+    "sse.auth.secret": _stream_secret,
+    "sse.auth.cookie": _cookie_name,
 }
 
 
@@ -497,6 +599,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         log_level=values.get("server.log.level", "info"),
         log_dir=resolve(values.get("server.log.dir", "log")) or "log",
         log_keep_days=values.get("server.log.keepDays", 30),
+        trusted_proxies=values.get("server.trustedProxies", ()),
     )
     if server.protocol != "http" and not server.endpoints:
         for name in ("key", "cert"):
@@ -522,9 +625,42 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             max_bytes=values.get("sse.history.maxBytes", 64 * 1024 * 1024),
             directory=resolve(values.get("sse.history.dir", "var/history")),
         ),
+        auth=SSEAuthConfig(
+            secret=values.get("sse.auth.secret"),
+            cookie=values.get("sse.auth.cookie", "notificatorAuth"),
+        ),
     )
-    monitor = MonitorConfig(access_log=values.get("monitor.accessLog", False))
-    return Config(server=server, sse=sse, monitor=monitor, root=root, warnings=tuple(warnings))
+    if any(n.prefixlen == 0 for n in server.trusted_proxies):
+        warnings.append(
+            f"{origin.get('server.trustedProxies', 'config')}: server.trustedProxies: holds a /0"
+            " network: every client may then name any address in X-Forwarded-For"
+        )
+    if sse.auth.cookie == sse.cookie:
+        raise ConfigError(
+            origin.get("sse.auth.cookie", "config"),
+            "sse.auth.cookie",
+            f"must differ from sse.cookie ({sse.cookie!r}), which holds the user id",
+        )
+    publish = PublishConfig(
+        allow=values.get("publish.allow", LOOPBACK), token=values.get("publish.token")
+    )
+    if publish.token is not None and len(publish.token) < MIN_SECRET_LENGTH:
+        warnings.append(
+            f"{origin.get('publish.token', 'config')}: publish.token: shorter than"
+            f" {MIN_SECRET_LENGTH} characters; a long random token is harder to guess"
+        )
+    monitor = MonitorConfig(
+        allow=values.get("monitor.allow", LOOPBACK),
+        access_log=values.get("monitor.accessLog", False),
+    )
+    return Config(
+        server=server,
+        sse=sse,
+        root=root,
+        warnings=tuple(warnings),
+        publish=publish,
+        monitor=monitor,
+    )
 
 
 def load(directory: FilePath[str], env: str) -> Config:

@@ -14,6 +14,13 @@ also splits on C{;} and drops items without C{=}, which cuts form 2 apart
 whenever the JSON holds a C{;} (and form 1's data likewise).  Here the body
 is split on C{&} only, and form 2 is read from the whole body.
 
+A publish token (C{publish.token}, see L{notificator.auth}) may come as a
+C{token} field in form 1, or as a C{"token"} key of the JSON object in
+forms 2 and 3; L{parse_publish_token} returns it beside the message.  It
+never becomes part of the message: in form 1 every C{token} field is taken
+out of the body before anything else is read (so the raw-JSON rule below
+cannot swallow it), and a C{"token"} key is not C{data}.
+
 C{id} is C{<event>_<userId>}, split at the first underscore.  The event
 name becomes the SSE C{event:} field, so it is restricted to letters,
 digits, C{-} and C{.}.
@@ -182,18 +189,41 @@ def _message(obj: Any) -> Message:
     return Message(event=event, user_id=user_id, data=data_text(obj.get("data")))
 
 
-def _parse_form(body: bytes, codec: str) -> Message:
+def _json_token(obj: Any) -> bytes | None:
+    """The C{"token"} of a JSON body (L{_message} has checked it is an object)."""
+    token = obj.get("token")
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise BadNotification("token must be a string")
+    return token.encode("utf-8", "surrogatepass")
+
+
+def _parse_form(body: bytes, codec: str) -> tuple[Message, bytes | None]:
     raw = body.strip()
     if raw[:1] == b"{" or raw[:3].upper() == b"%7B":
         return _parse_json_key(raw, codec)
     fields: dict[bytes, bytes] = {}
-    for item in body.split(b"&"):
+    token: bytes | None = None
+    kept: list[bytes] | None = None
+    items = body.split(b"&")
+    for i, item in enumerate(items):
         name, _, value = item.partition(b"=")
         if b"%" in name or b"+" in name:
             name = _unquote_plus(name)
         name = name.strip()
+        if name == b"token":
+            if token is None:
+                token = _unquote_plus(value)
+            if kept is None:
+                kept = items[:i]
+            continue
+        if kept is not None:
+            kept.append(item)
         if name and name not in fields:
             fields[name] = value
+    if kept is not None:
+        body = b"&".join(kept)
     if b"id" in fields:
         ident = _decode(_unquote_plus(fields[b"id"]), codec)
         if b"data" not in fields:
@@ -202,11 +232,11 @@ def _parse_form(body: bytes, codec: str) -> Message:
             data = _decode(_unquote_plus(fields[b"data"]), codec)
             data = _raw_tail_json(body, codec) or data
         event, user_id = split_id(ident.strip())
-        return Message(event=event, user_id=user_id, data=data_text(data))
+        return Message(event=event, user_id=user_id, data=data_text(data)), token
     raise BadNotification("missing id (expected id=<event>_<userId>&data=<json>)")
 
 
-def _parse_json_key(raw: bytes, codec: str) -> Message:
+def _parse_json_key(raw: bytes, codec: str) -> tuple[Message, bytes | None]:
     """
     Form 2: the whole body is the JSON, as a form key with an empty value.
     Read from the whole body, so a raw JSON holding C{&}, C{=} or C{;} is
@@ -219,7 +249,7 @@ def _parse_json_key(raw: bytes, codec: str) -> Message:
         obj = _loads(text)
     except ValueError as e:
         raise BadNotification(f"form body is not valid JSON: {e}")
-    return _message(obj)
+    return _message(obj), _json_token(obj)
 
 
 def _raw_tail_json(body: bytes, codec: str) -> str | None:
@@ -265,12 +295,24 @@ def _media_and_codec(content_type: bytes | None) -> tuple[str, Charset]:
 
 def parse_publish(content_type: bytes | None, body: bytes) -> Message:
     """
-    Parse a publish request body.
+    Parse a publish request body (a token in it is dropped).
 
     @param content_type: the raw Content-Type header, or L{None}.
     @param body: the raw request body.
     @raise UnsupportedMediaType: not a form or JSON body, or unknown charset.
     @raise BadNotification: anything else wrong with it.
+    """
+    return parse_publish_token(content_type, body)[0]
+
+
+def parse_publish_token(content_type: bytes | None, body: bytes) -> tuple[Message, bytes | None]:
+    """
+    As L{parse_publish}, and the publish token the body carries, as sent
+    (percent-decoded bytes of the first C{token} form field, or the UTF-8
+    of the JSON C{"token"} string), or L{None}.  The token is never part
+    of the message.
+
+    @raise BadNotification: also when the JSON C{"token"} is not a string.
     """
     media, codec = _media_and_codec(content_type)
     if not body.strip():
@@ -282,4 +324,4 @@ def parse_publish(content_type: bytes | None, body: bytes) -> Message:
         obj = _loads(text)
     except ValueError as e:
         raise BadNotification(f"body is not valid JSON: {e}")
-    return _message(obj)
+    return _message(obj), _json_token(obj)

@@ -53,6 +53,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from notificator import __version__
+from notificator.auth import redact_uri
 
 ACCESS_LOG = "access.log"
 APP_LOG = "sse.log"
@@ -278,7 +279,7 @@ class CombinedLogFormatter:
             escape(ip),
             timestamp,
             escape(request.method),
-            escape(request.uri),
+            escape(redact_uri(request.uri)),  # no subscriber signature in the log
             escape(request.clientproto),  # type: ignore[attr-defined]
             request.code,  # type: ignore[attr-defined]
             request.sentLength or "-",  # type: ignore[attr-defined]
