@@ -421,6 +421,7 @@ class ServerConfig:
     log_dir: str = "log"
     log_keep_days: int = 30
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    fast_channel: bool = True
 
 
 @attrs.frozen
@@ -448,6 +449,26 @@ class SSEConfig:
 
 
 @attrs.frozen
+class LimitsConfig:
+    """
+    C{limits.*}: bounds on what one client can make the server hold.
+
+    @ivar body_bytes: largest request body read; larger ones get 413 as
+        soon as that is known (C{limits.bodyBytes}).
+    @ivar form_fields: most fields in a form publish body; more get 400.
+    @ivar header_timeout: seconds a connection may take to send a request
+        head, from when it opens or its previous response is done.
+    @ivar buffer_bytes: bytes written to a stream whose client stopped
+        reading (the transport paused it) before the stream is dropped.
+    """
+
+    body_bytes: int = 1024 * 1024
+    form_fields: int = 1000
+    header_timeout: float = 10.0
+    buffer_bytes: int = 256 * 1024
+
+
+@attrs.frozen
 class Config:
     """
     The validated configuration.
@@ -466,6 +487,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     publish: PublishConfig = PublishConfig()
     monitor: MonitorConfig = MonitorConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
         """
@@ -535,6 +557,11 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "monitor.allow": _networks,
     "sse.auth.secret": _stream_secret,
     "sse.auth.cookie": _cookie_name,
+    "server.fastChannel": _bool,
+    "limits.bodyBytes": lambda v: _int(v, 1, 1 << 40),
+    "limits.formFields": lambda v: _int(v, 1, 10_000_000),
+    "limits.headerTimeout": lambda v: _seconds(v, allow_zero=False),
+    "limits.bufferBytes": lambda v: _int(v, 1, 1 << 40),
 }
 
 
@@ -600,6 +627,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         log_dir=resolve(values.get("server.log.dir", "log")) or "log",
         log_keep_days=values.get("server.log.keepDays", 30),
         trusted_proxies=values.get("server.trustedProxies", ()),
+        fast_channel=values.get("server.fastChannel", True),
     )
     if server.protocol != "http" and not server.endpoints:
         for name in ("key", "cert"):
@@ -653,6 +681,12 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         allow=values.get("monitor.allow", LOOPBACK),
         access_log=values.get("monitor.accessLog", False),
     )
+    limits = LimitsConfig(
+        body_bytes=values.get("limits.bodyBytes", 1024 * 1024),
+        form_fields=values.get("limits.formFields", 1000),
+        header_timeout=values.get("limits.headerTimeout", 10.0),
+        buffer_bytes=values.get("limits.bufferBytes", 256 * 1024),
+    )
     return Config(
         server=server,
         sse=sse,
@@ -660,6 +694,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         warnings=tuple(warnings),
         publish=publish,
         monitor=monitor,
+        limits=limits,
     )
 
 
