@@ -33,7 +33,7 @@ from twisted.web.server import Request as _WebRequest
 
 from notificator import ingest, metrics, monitor
 from notificator.broker import Broker, Published, Unavailable
-from notificator.config import Config, CORSPolicy, SSEConfig
+from notificator.config import Config, CORSPolicy, LimitsConfig, SSEConfig
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import EXPIRED, LOST, UNKNOWN, Replay
 from notificator.hub import Hub
@@ -44,8 +44,8 @@ from notificator.stream import peer as _peer
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()
 
-#: Larger publish bodies are refused with 413.
-MAX_PUBLISH_BYTES = 256 * 1024
+#: The default limits (C{limits.*}), for resources built without a config.
+_LIMITS = LimitsConfig()
 
 # One encoder for every response (json.dumps with a keyword builds one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False)
@@ -458,6 +458,12 @@ class PublishResource(Resource):
     with JSON C{{"id", "event", "userId", "eventId", "delivered"}} (and
     C{"nodes"} in cluster mode).  Bad bodies get 400/413/415 with JSON
     C{{"error"}} and a log line; a broker that cannot record gets 503.
+
+    @param max_bytes: larger bodies get 413 (C{limits.bodyBytes}; the
+        request refuses them while reading, L{limits.Request}: this is the
+        backstop).
+    @param max_fields: form bodies with more fields get 400
+        (C{limits.formFields}).
     """
 
     isLeaf = True
@@ -469,8 +475,12 @@ class PublishResource(Resource):
         cors: CORSPolicy,
         debug: bool = True,
         log: Logger = _default_log,
+        max_bytes: int = _LIMITS.body_bytes,
+        max_fields: int | None = _LIMITS.form_fields,
     ) -> None:
         super().__init__()
+        self._max_bytes = max_bytes
+        self._max_fields = max_fields
         self._broker = broker
         self._stats = stats
         self._log = log
@@ -482,11 +492,13 @@ class PublishResource(Resource):
     def render_POST(self, request: IRequest) -> bytes | int:
         apply_cors(request, self._cors, b"POST, OPTIONS")
         content = request.content
-        body = content.read(MAX_PUBLISH_BYTES + 1) if content is not None else b""
+        body = content.read(self._max_bytes + 1) if content is not None else b""
         try:
-            if len(body) > MAX_PUBLISH_BYTES:
-                raise _TooLarge(f"body larger than {MAX_PUBLISH_BYTES} bytes")
-            message = ingest.parse_publish(request.getHeader(b"content-type"), body)
+            if len(body) > self._max_bytes:
+                raise _TooLarge(f"body larger than {self._max_bytes} bytes (limits.bodyBytes)")
+            message = ingest.parse_publish(
+                request.getHeader(b"content-type"), body, self._max_fields
+            )
         except ingest.BadNotification as e:
             self._stats.reject(e.code)
             self._log.warn(
@@ -594,7 +606,15 @@ def build_resource(
     debug = config.server.log_level == "debug"
     root.putChild(
         b"webNotification",
-        PublishResource(broker, stats, config.sse.cors, debug=debug, log=activity),
+        PublishResource(
+            broker,
+            stats,
+            config.sse.cors,
+            debug=debug,
+            log=activity,
+            max_bytes=config.limits.body_bytes,
+            max_fields=config.limits.form_fields,
+        ),
     )
     if registry is None:
         registry = metrics.build_registry(hub, stats, broker, clock)

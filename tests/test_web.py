@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -18,7 +19,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from notificator import web
-from notificator.config import Config, CORSPolicy, Origin, ServerConfig, SSEConfig
+from notificator.config import (
+    Config,
+    CORSPolicy,
+    LimitsConfig,
+    Origin,
+    ServerConfig,
+    SSEConfig,
+)
 from notificator.web import SSEResource
 from tests.support import Parts, parse_frames
 
@@ -284,9 +292,21 @@ class PublishTests(WebCase):
         self.assertIn("content type", body["error"])
 
     def test_too_large(self) -> None:
-        """An oversized body is 413."""
-        code, _ = self.publish(b"id=a_b&data=" + b"x" * 300_000)
+        """A body over limits.bodyBytes that reached the resource is 413 (the backstop)."""
+        limited = attrs.evolve(self.config, limits=LimitsConfig(body_bytes=1000))
+        self.stub = StubTreq(Parts(self.clock, limited).resource)
+        code, body = self.publish(b"id=a_b&data=" + b"x" * 1000)
         self.assertEqual(code, 413)
+        self.assertEqual(body, {"error": "body larger than 1000 bytes (limits.bodyBytes)"})
+        self.assertEqual(self.publish(b"id=a_b&data=" + b"x" * 980)[0], 200)
+
+    def test_too_many_form_fields(self) -> None:
+        """A form body with more than limits.formFields fields is 400."""
+        limited = attrs.evolve(self.config, limits=LimitsConfig(form_fields=3))
+        self.stub = StubTreq(Parts(self.clock, limited).resource)
+        code, body = self.publish(b"id=a_b&data=1&x=2&y=3")
+        self.assertEqual((code, body), (400, {"error": "more than 3 form fields"}))
+        self.assertEqual(self.publish(b"id=a_b&data=1&x=2")[0], 200)
 
     def test_get_is_405(self) -> None:
         """GET /webNotification is 405 with an Allow header."""
