@@ -27,7 +27,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import channel, config, listening, logs, metrics, web
+from notificator import channel, config, limits, listening, logs, metrics, web
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -308,6 +308,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     broker.setServiceParent(serving)
 
     registry = metrics.build_registry(hub, stats, broker, reactor)
+    activity = Logger("notificator.web", observer=app_log.activity)
     site = logs.AccessLogSite(
         web.build_resource(
             hub,
@@ -316,7 +317,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
             cfg,
             reactor,
             registry,
-            activity=Logger("notificator.web", observer=app_log.activity),
+            activity=activity,
         ),
         server.log_dir,
         reactor,
@@ -324,11 +325,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         keep_days=server.log_keep_days,
     )
     site.displayTracebacks = False
-    site.requestFactory = web.Request
-    writes = channel.WriteBatch(reactor)
-    site.protocol = partial(channel.protocol, writes)
-    # Stops after the listeners: the streams' last chunks leave before shutdown.
-    writes.setServiceParent(serving)
+    serve_http(site, cfg, reactor, stats, activity, serving)
     listeners = MultiService()
     listeners.setServiceParent(serving)
     for description in descriptions(options):
@@ -343,6 +340,36 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # still answer (C{/health} says 503, late publishes are recorded).
     DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
     return root
+
+
+def serve_http(
+    site: Any,
+    cfg: config.Config,
+    reactor: Any,
+    stats: Stats,
+    log: Logger,
+    parent: MultiService,
+) -> None:
+    """
+    Give C{site} its request class and protocol: with C{server.fastChannel}
+    L{web.Request} over L{channel.Channel} and its L{channel.WriteBatch}
+    (a child of C{parent}, started before the listeners so that it stops
+    after them: the streams' last chunks leave before shutdown); without,
+    twisted.web's own channel.  Both with the request limits
+    (L{limits.Request}) and the request-head clock (L{limits.HeadTimeout},
+    a child of C{parent}).
+    """
+    head = limits.HeadTimeout(cfg.limits.header_timeout, reactor, log)
+    bounds = limits.Limits(cfg.limits, reactor, stats, log, head)
+    if cfg.server.fast_channel:
+        site.requestFactory = limits.request_class(web.Request, bounds)
+        writes = channel.WriteBatch(reactor)
+        site.protocol = partial(channel.protocol, writes)
+        writes.setServiceParent(parent)
+    else:
+        site.requestFactory = limits.request_class(limits.Request, bounds)
+    limits.time_heads(site, head)
+    head.setServiceParent(parent)
 
 
 def find(service: IService, kind: type[Any]) -> Any:
