@@ -347,7 +347,7 @@ def serve_http(
     cfg: config.Config,
     reactor: Any,
     stats: Stats,
-    log: Logger,
+    activity: Logger,
     parent: MultiService,
 ) -> None:
     """
@@ -357,10 +357,16 @@ def serve_http(
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
     (L{limits.Request}) and the request-head clock (L{limits.HeadTimeout},
-    a child of C{parent}).
+    a child of C{parent}); what they refuse and drop is logged to
+    C{activity} (C{sse.log}).
     """
-    head = limits.HeadTimeout(cfg.limits.header_timeout, reactor, log)
-    bounds = limits.Limits(cfg.limits, reactor, stats, log, head)
+    head = limits.HeadTimeout(cfg.limits.header_timeout, reactor, activity)
+    bounds = limits.Limits(cfg.limits, reactor, stats, activity, head)
+    log.info(
+        "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
+        channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
+        fast="true" if cfg.server.fast_channel else "false",
+    )
     if cfg.server.fast_channel:
         site.requestFactory = limits.request_class(web.Request, bounds)
         writes = channel.WriteBatch(reactor)

@@ -74,6 +74,19 @@ def write_config(directory: str, files: dict[str, Any]) -> str:
     return directory
 
 
+#: C{tox -e stock} sets this: the end-to-end servers then serve with
+#: twisted.web's stock channel (C{server.fastChannel} false).
+STOCK_CHANNEL_VARIABLE = "NOTIFICATOR_TEST_CHANNEL"
+
+
+def stock_channel() -> bool:
+    """Whether this test run is on twisted.web's stock channel (C{tox -e stock})."""
+    value = os.environ.get(STOCK_CHANNEL_VARIABLE, "fast").strip().lower()
+    if value not in ("fast", "stock"):
+        raise ValueError(f"{STOCK_CHANNEL_VARIABLE} must be fast or stock, not {value!r}")
+    return value == "stock"
+
+
 def base_config(**sse: Any) -> dict[str, Any]:
     """A test config: the shipped defaults plus these sse.* values."""
     return {"server": {"log": {"level": "debug"}}, "sse": sse}
@@ -111,6 +124,12 @@ class Server:
                 **files["local"],
                 "sse": {"drainSeconds": 0.2, **files["local"].get("sse", {})},
             }
+        if stock_channel() and not isinstance(files.get("local"), str):
+            # tox -e stock: every server on twisted.web's own channel,
+            # unless the test chose one.
+            local = files.get("local") or {}
+            server = local.get("server", {})
+            files["local"] = {**local, "server": {"fastChannel": False, **server}}
         write_config(conf, files)
         self.log_path = os.path.join(self.dir, "twistd.log")
         command = twistd_command() + ["-n", "--pidfile=", "notificator", "--config", conf]
