@@ -165,3 +165,10 @@ class CPUBenchTests(SynchronousTestCase):
         self.assertEqual((result["streams"], result["publishes"]), (20, 30))
         for figure in ("connect", "publish", "heartbeat"):
             self.assertGreater(result[figure], 0)
+
+    def test_short_run_stock(self) -> None:
+        """bench/cpu.py --stock measures the same on twisted.web's stock channel."""
+        result = cpu.measure(rounds=2, per_round=10, publishes=15, stock=True)
+        self.assertEqual((result["streams"], result["publishes"]), (20, 30))
+        for figure in ("connect", "publish", "heartbeat"):
+            self.assertGreater(result[figure], 0)
