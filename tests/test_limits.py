@@ -18,10 +18,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
 
 from notificator import channel, limits, tap, web
 from notificator.config import Config, LimitsConfig, ServerConfig
-from tests.support import BothChannels, dechunk, parse_frames, split_response
+from tests.support import BothChannels, Parts, dechunk, parse_frames, split_response
 
 FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
 
@@ -371,14 +372,18 @@ class _Recorder:
 
 
 class HeadClockProtocolTests(SynchronousTestCase):
-    def test_passes_attributes_through(self) -> None:
-        """What the factory sets on the protocol reaches the wrapped one; reads come back from it."""
-        inner = _Recorder()
-        proxy = limits.HeadClockProtocol(inner, limits.HeadTimeout(10, Clock()))
-        proxy.site = "the site"  # type: ignore[attr-defined]
-        proxy.timeOut = 5  # type: ignore[attr-defined]
-        self.assertEqual((inner.site, inner.timeOut), ("the site", 5))  # type: ignore[attr-defined]
-        self.assertEqual(proxy.site, "the site")  # type: ignore[attr-defined]
+    def test_wraps_the_set_up_protocol(self) -> None:
+        """The wrapped protocol is the one the site built and set up."""
+        site = Site(Parts(Clock()).resource)
+        site.requestFactory = limits.Request
+        head = limits.HeadTimeout(10, Clock())
+        limits.time_heads(site, head)
+        proxy = site.buildProtocol(None)
+        self.assertIsInstance(proxy, limits.HeadClockProtocol)
+        inner = proxy.wrappedProtocol
+        self.assertIs(inner.site, site)
+        self.assertIs(inner.requestFactory, limits.Request)
+        self.assertEqual(inner.timeOut, site.timeOut)
 
     def test_service_wiring(self) -> None:
         """makeService's site builds head-timed connections, in both modes, with one clock service."""

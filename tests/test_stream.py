@@ -13,7 +13,6 @@ import errno
 import json
 from typing import Any
 
-import attrs
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -199,7 +198,7 @@ class StreamProducerTests(SynchronousTestCase):
                 aborted.append(True)
 
         stats = Parts(clock).stats
-        bounds = attrs.evolve(_limits(clock, buffer_bytes=100), stats=stats)
+        bounds = limits.Limits(LimitsConfig(buffer_bytes=100), clock, stats)
         request = limits.request_class(web.Request, bounds)(H2Stream(), queued=False)
         request.method, request.clientproto = b"GET", b"HTTP/2"
         gone: list[Any] = []
