@@ -151,6 +151,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, HERE)
     _checkout_first()
     sys.exit(main())
