@@ -200,10 +200,12 @@ class History:
         user = self._users.get(user_id)
         entries = user.entries if user is not None else []
         oldest = event_id(entries[0][0]) if entries else None
-        if last is None or last > self.last:
+        if last is None:
             reason: str | None = UNKNOWN
         elif last < self.known_since:
             reason = LOST
+        elif last > max(self.last, self.known_since):
+            reason = UNKNOWN  # later than any id given
         elif last < (user.floor if user is not None else self.floor):
             reason = EXPIRED
         else:
