@@ -245,8 +245,11 @@ def request_target(request: Any) -> tuple[bytes, bytes] | None:
     after the body, as it always does too.
     """
     ch = request.channel
-    command = getattr(ch, "_command", None) or getattr(ch, "command", None)
-    path = getattr(ch, "_path", None) or getattr(ch, "path", None)
+    try:
+        return ch._command, ch._path  # type: ignore[no-any-return]
+    except AttributeError:
+        command = getattr(ch, "command", None)
+        path = getattr(ch, "path", None)
     if isinstance(command, bytes) and isinstance(path, bytes):
         return command, path
     return None

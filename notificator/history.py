@@ -483,6 +483,10 @@ class HistoryFile:
         self._file = open(self.path, "ab")
         self.size = len(data)
 
+    def append_entries(self, entries: list[tuple[str, int, bytes, float]]) -> None:
+        """Append (user id, key, frame, time) entries and make them durable."""
+        self.append(b"".join([encode_entry(*e) for e in entries]))
+
     def append(self, data: bytes) -> None:
         """Append records and make them durable."""
         f = self._file

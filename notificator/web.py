@@ -206,6 +206,8 @@ class Request(_WebRequest):
 
     # Set when the request was answered before its body was read.
     refused_early = False
+    # Set when the publish gate let it through before its body was read.
+    publisher_checked = False
 
     def gotLength(self, length: int | None) -> None:
         """
@@ -564,12 +566,12 @@ class PublishGate:
         target = channel.request_target(request)
         if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
             return
-        reason = self.guard.refuse_publisher(
-            request.client_host, request.getHeader(b"authorization")
-        )
-        if reason is not None and channel.refuse_early(
-            request, 403, _JSON.encode({"error": reason}).encode("utf-8")
-        ):
+        guard = self.guard
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        reason = guard.refuse_publisher(request.client_host, authorization)
+        if reason is None:
+            request.publisher_checked = True
+        elif channel.refuse_early(request, 403, _JSON.encode({"error": reason}).encode("utf-8")):
             request.refused_early = True
             self.refused(request, 403, reason)
 
@@ -632,11 +634,13 @@ class PublishResource(Resource):
     def render_POST(self, request: IRequest) -> bytes | int:
         apply_cors(request, self._cors, b"POST, OPTIONS")
         guard = self._gate.guard
-        authorization = request.getHeader(b"authorization")
-        reason = guard.refuse_publisher(_peer(request), authorization)
-        if reason is not None:
-            self._gate.refused(request, 403, reason)
-            return json_response(request, 403, {"error": reason})
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        if not getattr(request, "publisher_checked", False):
+            # Not asked before the body (HTTP/2, another request class).
+            reason = guard.refuse_publisher(_peer(request), authorization)
+            if reason is not None:
+                self._gate.refused(request, 403, reason)
+                return json_response(request, 403, {"error": reason})
         content = request.content
         body = content.read(MAX_PUBLISH_BYTES + 1) if content is not None else b""
         try:
@@ -656,7 +660,10 @@ class PublishResource(Resource):
         if reason is not None:
             self._gate.refused(request, 403, reason, message.user_id)
             return json_response(request, 403, {"error": reason})
-        self._broker.publish(message).addCallbacks(
+        published = self._broker.publish(message)
+        if isinstance(published, Published):
+            return self._answer(published, request, message)
+        published.addCallbacks(
             self._published,
             self._failed,
             callbackArgs=(request, message),
@@ -665,6 +672,9 @@ class PublishResource(Resource):
         return NOT_DONE_YET
 
     def _published(self, published: Published, request: IRequest, message: Message) -> None:
+        _finish(request, self._answer(published, request, message))
+
+    def _answer(self, published: Published, request: IRequest, message: Message) -> bytes:
         if self._debug:
             self._log.debug(
                 "published {event} {event_id} to {user_id} from {peer}: {delivered} {streams}",
@@ -684,7 +694,7 @@ class PublishResource(Resource):
         }
         if published.nodes is not None:
             answer["nodes"] = published.nodes
-        _finish(request, json_response(request, 200, answer))
+        return json_response(request, 200, answer)
 
     def _failed(self, failure: Failure, request: IRequest, message: Message) -> None:
         if failure.check(Unavailable):

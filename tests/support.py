@@ -300,9 +300,7 @@ class Parts:
         """Publish through the broker; the L{Published} outcome."""
         from notificator.events import Message
 
-        results: list[Any] = []
-        self.broker.publish(Message(event, user_id, data)).addCallback(results.append)
-        return results[0]
+        return self.broker.publish(Message(event, user_id, data))
 
 
 def free_port() -> int:
