@@ -239,10 +239,11 @@ class UsersResource(_Readable):
     connects or leaves.
     """
 
-    def __init__(self, hub: Hub, stats: Stats) -> None:
+    def __init__(self, hub: Hub, stats: Stats, node: str | None = None) -> None:
         super().__init__()
         self._hub = hub
         self._started_at = stats.started_at
+        self._node = node
 
     def render_GET(self, request: IRequest) -> bytes:
         hub = self._hub
@@ -253,7 +254,12 @@ class UsersResource(_Readable):
         users = user_list(hub)
         return json_body(
             request,
-            {"userCount": len(users), "streamCount": hub.stream_count, "users": users},
+            {
+                "node": self._node,
+                "userCount": len(users),
+                "streamCount": hub.stream_count,
+                "users": users,
+            },
         )
 
 
@@ -286,6 +292,7 @@ class HealthResource(_Readable):
             request.setResponseCode(503)
         body.update(
             {
+                "node": getattr(self._broker, "node", None),
                 "version": __version__,
                 "startedAt": int(stats.started_at * 1000),
                 "uptime": round(self._clock.seconds() - stats.started_at, 3),
@@ -358,7 +365,9 @@ def add_monitor(
     messages = json.loads(static_file("messages.json"))
     template = static_file("index.html").decode("utf-8")
     root.putChild(b"", Guarded(MonitorPage(template, messages), guard, log))
-    root.putChild(b"users", Guarded(UsersResource(hub, stats), guard, log))
+    root.putChild(
+        b"users", Guarded(UsersResource(hub, stats, getattr(broker, "node", None)), guard, log)
+    )
     root.putChild(b"health", HealthResource(hub, stats, broker, clock))
     root.putChild(b"metrics", Guarded(metrics_resource(registry), guard, log))
     # Every browser asks for it; a 404 in each console helps nobody.
