@@ -333,3 +333,130 @@ def raw_request(
             if not read_until_close:
                 break
     return b"".join(chunks)
+
+
+# -- cluster mode ---------------------------------------------------------------
+
+
+def redis_server_path() -> str:
+    """
+    The C{redis-server} to run, or skip the test (outside CI, loudly) or
+    fail it (in CI, where C{.ci/run} installs Debian's package).
+    """
+    import shutil
+
+    from twisted.trial.unittest import SkipTest
+
+    path = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    if path is None:
+        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI: {reason}")
+        raise SkipTest(f"SKIPPED, cluster mode not tested: {reason}")
+    return path
+
+
+class RedisServer:
+    """
+    A C{redis-server} of the test's own on a free loopback port, without
+    persistence, in the test's temporary directory; killed in cleanup.
+    L{stop} and L{start} again keep the port (a restart that lost its data).
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, port: int | None = None) -> None:
+        self.testcase = testcase
+        self.path = redis_server_path()
+        self.dir = os.path.abspath(testcase.mktemp())
+        os.makedirs(self.dir)
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        testcase.addCleanup(self.stop)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        command = [self.path, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", self.dir]
+        log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server exited {self.process.returncode}")
+            try:
+                if self.command("PING") == "PONG":
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError(f"redis-server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL: as a crash; nothing is saved)."""
+        p = self.process
+        if p is None or p.poll() is not None:
+            return
+        p.kill()
+        p.wait(10)
+
+    def command(self, *args: str | bytes, timeout: float = 5.0) -> Any:
+        """Send one command (RESP over a socket of its own) and return the reply."""
+        import socket
+
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg.encode("utf-8") if isinstance(arg, str) else arg
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(b"".join(parts))
+            return _RESPReader(s.makefile("rb")).read()
+
+
+class _RESPReader:
+    """Reads one RESP2 reply: str for simple strings, bytes for bulk strings."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+
+    def read(self) -> Any:
+        line = self.f.readline()
+        if not line:
+            raise ConnectionError("redis-server closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisReplyError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise ValueError(f"not a RESP reply: {line!r}")
+
+
+class RedisReplyError(Exception):
+    """An error reply from redis-server."""
+
+
+def cluster_config(redis_url: str, node: str, **cluster: Any) -> dict[str, Any]:
+    """A test config of one node of a cluster: fast heartbeats and reconnects."""
+    local = base_config(heartbeat=True, heartbeatInterval=0.5, keepalive=0)
+    local["cluster"] = {
+        "redis": redis_url,
+        "node": node,
+        "timeout": 1,
+        "reconnectMaxDelay": 0.3,
+        **cluster,
+    }
+    return local
