@@ -317,6 +317,8 @@ def _redis_url(value: object) -> RedisAddress | None:
         raise _Bad(f"expected a redis:// or rediss:// URL, got {shown}")
     if not url.hostname:
         raise _Bad(f"no host in {shown}")
+    if port == 0:
+        raise _Bad(f"port 0 in {shown}")
     if url.query or url.fragment:
         raise _Bad(f"query and fragment are not supported: {shown}")
     path = url.path.strip("/")
