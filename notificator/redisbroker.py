@@ -997,6 +997,7 @@ class RedisBroker(Service):
         results, last = result
         fill = self._fill or {}
         delivered = users = 0
+        resets: dict[str, int] = {}
         hub = self._hub
         from notificator.web import reset_frame
 
@@ -1004,6 +1005,7 @@ class RedisBroker(Service):
             live = fill.pop(user_id, [])
             frames = []
             if missed.reason is not None:
+                resets[missed.reason] = resets.get(missed.reason, 0) + 1
                 frames.append(
                     reset_frame(
                         Replay(False, reason=missed.reason, oldest=missed.oldest),
@@ -1026,6 +1028,13 @@ class RedisBroker(Service):
         if last is not None and (self._cursor is None or id_key(last) > id_key(self._cursor)):
             self._cursor = last
         self.filled += delivered
+        for reason, count in sorted(resets.items()):
+            self.log.warn(
+                "the history does not hold all that {count} users missed during the gap"
+                " ({reason}): their streams got a reset",
+                count=count,
+                reason=reason,
+            )
         if delivered:
             self.log.info(
                 "caught up with Redis: {count} notifications missed during the gap"

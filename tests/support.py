@@ -119,11 +119,20 @@ class Server:
         self.port = 0
 
     def start(self, timeout: float = 30.0) -> Server:
+        return self.launch().wait_listening(timeout)
+
+    def launch(self) -> Server:
+        """Start the process without waiting (several servers start side by side)."""
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
                 self.command, stdout=out, stderr=subprocess.STDOUT, cwd=self._cwd, env=self._env
             )
         self.testcase.addCleanup(self.stop)
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> Server:
+        """Wait until the launched server listens; note its port."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = re.search(r"starting on (\d+)", self.log())
@@ -460,3 +469,106 @@ def cluster_config(redis_url: str, node: str, **cluster: Any) -> dict[str, Any]:
         **cluster,
     }
     return local
+
+
+class TCPProxy:
+    """
+    A TCP forwarder on a free loopback port to C{127.0.0.1:target}, run by
+    a thread of its own, that a test can L{cut} (its connections closed and
+    new ones refused: the network between one node and Redis is down) and
+    L{restore} (on the same port).
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, target: int) -> None:
+        import threading
+
+        self.target = target
+        self.port = free_port()
+        self._pairs: dict[Any, Any] = {}
+        self._listener: Any = None
+        self._asked: str | None = None
+        self._done = threading.Event()
+        self._stopped = False
+        self._listen()
+        self._thread = threading.Thread(target=self._run, name="test-proxy", daemon=True)
+        self._thread.start()
+        testcase.addCleanup(self.close)
+
+    def _listen(self) -> None:
+        import socket
+
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(16)
+        self._listener = s
+
+    def _drop_all(self) -> None:
+        for sock in list(self._pairs):
+            sock.close()
+        self._pairs.clear()
+
+    def _run(self) -> None:
+        import select
+        import socket
+
+        while not self._stopped:
+            asked, self._asked = self._asked, None
+            if asked == "cut":
+                self._listener.close()
+                self._listener = None
+                self._drop_all()
+            elif asked == "restore":
+                self._listen()
+            if asked:
+                self._done.set()
+            socks = list(self._pairs) + ([self._listener] if self._listener else [])
+            try:
+                readable, _, _ = select.select(socks, [], [], 0.02)
+            except (OSError, ValueError):
+                continue
+            for sock in readable:
+                if sock is self._listener:
+                    client, _ = sock.accept()
+                    try:
+                        upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+                    except OSError:
+                        client.close()
+                        continue
+                    self._pairs[client] = upstream
+                    self._pairs[upstream] = client
+                    continue
+                peer = self._pairs.get(sock)
+                if peer is None:
+                    continue
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        peer.sendall(data)
+                        continue
+                except OSError:
+                    pass
+                for s in (sock, peer):
+                    self._pairs.pop(s, None)
+                    s.close()
+        self._drop_all()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _ask(self, what: str) -> None:
+        self._done.clear()
+        self._asked = what
+        if not self._done.wait(5):
+            raise AssertionError(f"the test proxy did not {what} in time")
+
+    def cut(self) -> None:
+        """Close every connection and refuse new ones."""
+        self._ask("cut")
+
+    def restore(self) -> None:
+        """Accept connections again, on the same port."""
+        self._ask("restore")
+
+    def close(self) -> None:
+        self._stopped = True
+        self._thread.join(5)
