@@ -357,6 +357,8 @@ class ClusterConfig:
     @ivar prefix: the prefix of every Redis key and channel name.
     @ivar timeout: seconds to wait for Redis's answer.
     @ivar reconnect_max_delay: the longest wait between reconnect attempts.
+    @ivar ca: for C{rediss://}, the CA file (PEM) Redis's certificate must
+        chain to; L{None}: the system's trust store.
     """
 
     redis: RedisAddress | None = None
@@ -364,6 +366,7 @@ class ClusterConfig:
     prefix: str = "notificator"
     timeout: float = 2.0
     reconnect_max_delay: float = 10.0
+    ca: str | None = None
 
 
 @attrs.frozen
@@ -663,6 +666,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "cluster.prefix": _key_prefix,
     "cluster.timeout": lambda v: _seconds(v, allow_zero=False),
     "cluster.reconnectMaxDelay": lambda v: _seconds(v, allow_zero=False),
+    "cluster.ca": _opt_str,
 }
 
 
@@ -791,6 +795,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         prefix=values.get("cluster.prefix", "notificator"),
         timeout=values.get("cluster.timeout", 2.0),
         reconnect_max_delay=values.get("cluster.reconnectMaxDelay", 10.0),
+        ca=resolve(values.get("cluster.ca")),
     )
     return Config(
         server=server,

@@ -87,9 +87,9 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.internet.error import ConnectError, ConnectionClosed, ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -354,20 +354,23 @@ class _Endpoint:
     """
 
     def __init__(
-        self, reactor: Any, address: RedisAddress, timeout: float, failed: Callable[[str], None]
+        self,
+        reactor: Any,
+        address: RedisAddress,
+        timeout: float,
+        failed: Callable[[str], None],
+        trust: Any = None,
     ) -> None:
         endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
-        self._tls = address.tls
         if address.tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
+            # Hands back the protocol inside the TLS wrapper, as txredisapi wants.
+            options = optionsForClientTLS(address.host, trustRoot=trust)
+            endpoint = wrapClientTLS(options, endpoint)
         self._endpoint = endpoint
         self._failed = failed
 
     def connect(self, factory: Any) -> Deferred[Any]:
         d = self._endpoint.connect(factory)
-        if self._tls:
-            # txredisapi wants its own protocol back, not the TLS wrapper.
-            d.addCallback(lambda p: p.wrappedProtocol)
         d.addErrback(self._connect_failed)
         return d
 
@@ -375,6 +378,30 @@ class _Endpoint:
         if not failure.check(CancelledError):
             self._failed(failure.getErrorMessage())
         return failure
+
+
+def load_trust(path: str) -> Any:
+    """
+    The trust root made of the certificates in the PEM file C{path}
+    (C{cluster.ca}).
+
+    @raise ValueError: one line: the file cannot be read or holds no
+        certificate.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"cluster.ca: {path}: {e.strerror or e}")
+    blocks = re.findall(
+        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.DOTALL
+    )
+    try:
+        if not blocks:
+            raise ValueError("no PEM certificate in it")
+        return trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
+    except Exception as e:  # OpenSSL's errors are of several types
+        raise ValueError(f"cluster.ca: {path}: not a CA certificate file ({e})")
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
@@ -426,6 +453,13 @@ class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
         p.callLater = self._broker._clock.callLater
         if isinstance(p, _Subscriber):
             p.on_message = self._broker._received
+        lost = p.connectionLost
+
+        def connection_lost(reason: Failure) -> None:
+            self._broker._lost_because(reason)
+            lost(reason)
+
+        p.connectionLost = connection_lost
         return p
 
     def addConnection(self, conn: Any) -> None:
@@ -510,6 +544,7 @@ class RedisBroker(Service):
         self._since_key = prefix + b":since"
         self.channel = prefix + b":events"
         self._client_name = re.sub(r"[^\w.:-]", "_", f"notificator-{node}")[:100].encode()
+        self._trust = load_trust(cluster.ca) if cluster.ca and cluster.redis.tls else None
 
         self._factories: dict[str, _Factory] = {}
         self._cmd: Any = None  # the command connection, when ready
@@ -575,7 +610,7 @@ class RedisBroker(Service):
         factory = _Factory(self, role, protocol, self._address, self._timeout, self._max_delay)
         self._factories[role] = factory
         factory.startConnecting(
-            _Endpoint(self._clock, self._address, self._timeout, self._connect_failed)
+            _Endpoint(self._clock, self._address, self._timeout, self._connect_failed, self._trust)
         )
 
     def stopService(self) -> Deferred[None]:
@@ -619,14 +654,12 @@ class RedisBroker(Service):
         if self._factories.get(role) is not factory or self._stopping:
             conn.transport.loseConnection()
             return
-        self._last_error = None
-        self._command(conn, b"CLIENT", b"SETNAME", self._client_name).addErrback(lambda _: None)
+        named = self._command(conn, b"CLIENT", b"SETNAME", self._client_name)
         if role == "commands":
-            self._cmd = conn
-            self._ping()
-            self._update()
-            self._maybe_sync()
+            # Usable once Redis has answered (over TLS: after the handshake).
+            named.addBoth(self._commands_ready, factory, conn)
         else:
+            named.addErrback(lambda _: None)
             self._sub = conn
             conn.subscribe([self.channel]).addCallbacks(
                 self._subscribed_to,
@@ -635,10 +668,26 @@ class RedisBroker(Service):
                 errbackArgs=(conn,),
             )
 
+    def _commands_ready(self, reply: Any, factory: _Factory, conn: Any) -> None:
+        if isinstance(reply, Failure) and not reply.check(txredisapi.ResponseError):
+            return  # lost before it answered
+        if self._factories.get("commands") is not factory or self._stopping or not conn.connected:
+            return
+        self._cmd = conn
+        self._last_error = None
+        self._ping()
+        self._update()
+        self._maybe_sync()
+
+    def _lost_because(self, reason: Failure) -> None:
+        if not reason.check(ConnectionDone) and not self._stopping:
+            self._last_error = reason.getErrorMessage()
+
     def _subscribed_to(self, reply: Any, conn: Any) -> None:
         if conn is not self._sub:
             return
         self._subscribed = True
+        self._last_error = None
         if self._gap_pending and self._fill is None:
             # From now on messages arrive: hold them back until the gap is filled.
             self._fill = {}
@@ -714,14 +763,14 @@ class RedisBroker(Service):
         seconds = self._clock.seconds() - self._down_since
         if self._cmd is None and self._sub is None:
             what = f"{where} is unreachable"
-            if self._last_error:
-                what += f" ({self._last_error})"
         elif self._cmd is None:
             what = f"the command connection to {where} is lost"
         elif self._sub is None:
             what = f"the subscription to {where} is lost"
         else:
             what = f"subscribing to {where}"
+        if self._last_error:
+            what += f" ({self._last_error})"
         return f"{what}, for {seconds:.0f} s; reconnecting"
 
     # -- Redis calls --------------------------------------------------------------

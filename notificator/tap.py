@@ -314,7 +314,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         # Imported only here: txredisapi imports the reactor.
         from notificator.redisbroker import RedisBroker
 
-        broker = RedisBroker(hub, stats, reactor, cluster, sse.history, node)
+        try:
+            broker = RedisBroker(hub, stats, reactor, cluster, sse.history, node)
+        except ValueError as e:  # cluster.ca unreadable
+            raise SystemExit(f"notificator: configuration error: {e}")
     broker.setServiceParent(serving)
 
     registry = metrics.build_registry(hub, stats, broker, reactor)

@@ -372,23 +372,45 @@ class RedisServer:
     A C{redis-server} of the test's own on a free loopback port, without
     persistence, in the test's temporary directory; killed in cleanup.
     L{stop} and L{start} again keep the port (a restart that lost its data).
+
+    @param password: asked of clients (C{--requirepass}).
+    @param tls: C{(cert, key, ca)} files: TLS only, on the port.
     """
 
-    def __init__(self, testcase: SynchronousTestCase, port: int | None = None) -> None:
+    def __init__(
+        self,
+        testcase: SynchronousTestCase,
+        port: int | None = None,
+        password: str | None = None,
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
         self.testcase = testcase
         self.path = redis_server_path()
         self.dir = os.path.abspath(testcase.mktemp())
         os.makedirs(self.dir)
         self.port = port or free_port()
+        self.password = password
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         testcase.addCleanup(self.stop)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        auth = f":{self.password}@" if self.password else ""
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        command = [self.path, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command = [self.path, "--bind", "127.0.0.1"]
+        if self.tls:
+            cert, key, ca = self.tls
+            command += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert]
+            command += ["--tls-key-file", key, "--tls-ca-cert-file", ca]
+            command += ["--tls-auth-clients", "no"]
+        else:
+            command += ["--port", str(self.port)]
+        if self.password:
+            command += ["--requirepass", self.password]
         command += ["--save", "", "--appendonly", "no", "--dir", self.dir]
         log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -420,9 +442,25 @@ class RedisServer:
         for arg in args:
             data = arg.encode("utf-8") if isinstance(arg, str) else arg
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        if self.password:
+            parts.insert(0, _resp("AUTH", self.password))
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            if self.tls:
+                import ssl
+
+                s = ssl.create_default_context(cafile=self.tls[2]).wrap_socket(
+                    s, server_hostname="127.0.0.1"
+                )
             s.sendall(b"".join(parts))
-            return _RESPReader(s.makefile("rb")).read()
+            reader = _RESPReader(s.makefile("rb"))
+            if self.password:
+                reader.read()
+            return reader.read()
+
+
+def _resp(*args: str) -> bytes:
+    data = [a.encode("utf-8") for a in args]
+    return b"*%d\r\n" % len(data) + b"".join(b"$%d\r\n%s\r\n" % (len(d), d) for d in data)
 
 
 class _RESPReader:
