@@ -907,7 +907,12 @@ class RedisBroker(Service):
             if self._hub.has_streams(user_id):
                 self._hub.deliver(user_id, frame)
         elif user_id in fill or self._hub.has_streams(user_id):
-            fill.setdefault(user_id, []).append((key, frame))
+            held = fill.setdefault(user_id, [])
+            held.append((key, frame))
+            if len(held) > self._size and not self._syncing:
+                # Recorded before the history is read: the fill reads it
+                # there (or says it is gone), so a long wait holds no more.
+                del held[0]
 
     # -- replay -------------------------------------------------------------------
 

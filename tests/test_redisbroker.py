@@ -263,7 +263,9 @@ class Harness:
     def answer_sync(self, last: str, *users: tuple[str, str, list[str]]) -> None:
         """Answer the pending fill read, then its barrier."""
         self.cmd.take(b"EVALSHA")[1].callback(self.since_reply(last, *users))
-        self.sub.take(b"PING")[1].callback([b"pong", b""])
+        for _ in range(3):  # the barrier may queue behind a keepalive PING
+            if not self.sub.answer_all(b"PING", [b"pong", b""]):
+                break
 
     def up(self) -> None:
         """Both connections, and the first (empty) catch-up done."""
@@ -427,6 +429,32 @@ class BrokerLogicTests(SynchronousTestCase):
         h.broker._received(message("15-0"))
         self.assertEqual(stream.frames[-1], frame("15-0"))
         self.assertEqual(h.broker.filled, 2)
+
+    def test_what_is_held_back_before_the_history_is_read_is_bounded(self) -> None:
+        """
+        While the command connection is down, live messages for the users
+        being caught up are held back, at most sse.history.size of them: the
+        older ones are read from the history anyway.
+        """
+        h = Harness(self, size=3)
+        h.up()
+        stream = FakeStream("u1")
+        h.hub.attach(stream)
+        h.broker._received(message("10-0"))
+        h.lose_subscription()
+        h.broker._connection_lost("commands", h.factories["commands"], h.cmd)  # type: ignore[arg-type]
+        h.connect(commands=False)
+        for n in range(11, 21):
+            h.broker._received(message(f"{n}-0"))
+        self.assertEqual(stream.frames, [frame("10-0")])
+        self.assertEqual(
+            [k for k, _ in h.broker._fill["u1"]], [id_key(b"%d-0" % n) for n in (18, 19, 20)]
+        )  # type: ignore[index]
+        h.cmd = FakeConnection()
+        h.connect(subscription=False)
+        h.answer_sync("20-0", ("expired", "18-0", ["18-0", "19-0", "20-0"]))
+        self.assertIn(b"event: reset", stream.frames[1])
+        self.assertEqual(stream.frames[2:], [frame(f"{n}-0") for n in (18, 19, 20)])
 
     def test_gap_beyond_the_history_sends_a_reset_first(self) -> None:
         """When the history no longer holds all of the gap, the stream gets a reset, then what is kept."""
