@@ -310,3 +310,31 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual((status, reply["delivered"], reply["nodes"]), (200, 1, 2))
         for s in (moved, back):
             self.assertEqual(next_event(s)["id"], reply["eventId"])
+
+
+class BenchSmokeTests(SynchronousTestCase):
+    def test_bench_cluster_runs(self) -> None:
+        """bench/cluster.py, briefly: two nodes and Redis, nothing lost or doubled, CPU per process."""
+        import os
+        import subprocess
+        import sys
+
+        from tests.support import PROJECT
+
+        redis_server_path()
+        out = os.path.abspath(self.mktemp())
+        env = dict(os.environ, PYTHONPATH=PROJECT)
+        command = [sys.executable, os.path.join(PROJECT, "bench", "cluster.py")]
+        command += ["--n", "40", "--m", "100", "--rate", "200", "--modes", "cluster"]
+        command += ["--no-pin", "--json", out]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        with open(out, encoding="utf-8") as f:
+            (run,) = json.load(f)["runs"]
+        latency = run["latency"]
+        self.assertEqual(
+            (run["connect"]["connected"], latency["accepted"], latency["received"]), (40, 100, 100)
+        )
+        self.assertEqual((latency["lost"], latency["duplicates"], latency["misrouted"]), (0, 0, 0))
+        self.assertEqual(set(run["cpu_us_per_publish"]), {"node A", "node B", "redis", "total"})
+        self.assertIn("cluster", done.stdout)
