@@ -312,6 +312,18 @@ class ClusterTests(SynchronousTestCase):
             self.assertEqual(next_event(s)["id"], reply["eventId"])
 
 
+class StartUpTests(SynchronousTestCase):
+    def test_bad_redis_url_is_one_line(self) -> None:
+        """A bad cluster.redis stops start-up with one line naming the file and key, no password."""
+        server = Server(self, local={"cluster": {"redis": "redis://:hunter2@cache:6379/x"}})
+        code, output = server.run_to_exit()
+        self.assertNotEqual(code, 0)
+        lines = [line for line in output.splitlines() if line.strip()]
+        self.assertEqual(len(lines), 1, output)
+        self.assertRegex(lines[0], r"local\.json: cluster\.redis: the path must be a database")
+        self.assertNotIn("hunter2", output)
+
+
 class BenchSmokeTests(SynchronousTestCase):
     def test_bench_cluster_runs(self) -> None:
         """bench/cluster.py, briefly: two nodes and Redis, nothing lost or doubled, CPU per process."""
