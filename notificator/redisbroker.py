@@ -696,7 +696,9 @@ class RedisBroker(Service):
 
     def _not_subscribed(self, failure: Failure, conn: Any) -> None:
         if conn is self._sub and not self._stopping:
-            self.log.warn("subscribing to Redis failed: {reason}", reason=failure.getErrorMessage())
+            reason = failure.getErrorMessage()
+            self.log.warn("subscribing to Redis failed: {reason}", reason=reason)
+            self._last_error = f"SUBSCRIBE: {reason}"
             conn.transport.loseConnection()
 
     def _connection_lost(self, role: str, factory: _Factory, conn: Any) -> None:
@@ -718,8 +720,11 @@ class RedisBroker(Service):
 
     def _connection_refused(self, role: str, factory: _Factory, why: str) -> None:
         """AUTH or SELECT refused: txredisapi gave up; start afresh later."""
+        if self._last_error != why:
+            self.log.error(
+                "{reason}; trying again every {delay:g} s", reason=why, delay=self._max_delay
+            )
         self._last_error = why
-        self.log.error("{reason}; trying again in {delay:g} s", reason=why, delay=self._max_delay)
         if self._stopping or self._factories.get(role) is not factory or role in self._refused:
             return
 
@@ -803,7 +808,13 @@ class RedisBroker(Service):
             raise Unavailable(
                 f"no answer from Redis within {self._timeout:g} s (it may have been recorded)"
             )
-        if failure.check(txredisapi.RedisError, ConnectionClosed, ConnectError):
+        if failure.check(txredisapi.ConnectionError, ConnectionClosed) and (
+            failure.getErrorMessage() != "Not connected"
+        ):
+            raise Unavailable(
+                "the connection to Redis was lost before it answered (it may have been recorded)"
+            )
+        if failure.check(txredisapi.RedisError, ConnectError):
             raise Unavailable(f"Redis: {failure.getErrorMessage()}")
         return failure
 

@@ -331,6 +331,16 @@ class BrokerLogicTests(SynchronousTestCase):
         h.cmd.take(b"EVALSHA")[1].errback(txredisapi.TimeoutError("late"))
         failure = self.failureResultOf(d, Unavailable)
         self.assertIn("may have been recorded", str(failure.value))
+        # Lost while Redis may have run it: the same doubt.
+        d = h.broker.publish(Message("notify", "u1", "1"))
+        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.ConnectionError("Lost connection"))
+        self.assertIn("may have been recorded", str(self.failureResultOf(d, Unavailable).value))
+        # A script error: not recorded, and said so.
+        d = h.broker.publish(Message("notify", "u1", "1"))
+        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.ResponseError("OOM command not allowed"))
+        self.assertEqual(
+            str(self.failureResultOf(d, Unavailable).value), "Redis: OOM command not allowed"
+        )
 
     def test_only_the_subscription_delivers(self) -> None:
         """Frames reach streams when the channel hands them over, with the id line first."""
