@@ -368,6 +368,11 @@ class _Endpoint:
             endpoint = wrapClientTLS(options, endpoint)
         self._endpoint = endpoint
         self._failed = failed
+        self._address = address
+
+    def __repr__(self) -> str:
+        # In twisted's "Scheduling retry ... to connect <...>" lines.
+        return f"<Redis at {self._address}>"
 
     def connect(self, factory: Any) -> Deferred[Any]:
         d = self._endpoint.connect(factory)
