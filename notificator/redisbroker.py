@@ -215,7 +215,9 @@ SINCE = Script.of(
     """
 local now = now_ms()
 local dead = now - tonumber(ARGV[1])
-local since = parse(redis.call('GET', KEYS[2])) or {now, 0}
+-- No start key: nothing was recorded since the history was lost, so every
+-- id up to now is from before.
+local since = parse(redis.call('GET', KEYS[2])) or {now, MAXSEQ}
 local given = parse(redis.call('GET', KEYS[1]))
 local out = {now, given and text(given) or ''}
 if not given or later(since, given) then given = since end

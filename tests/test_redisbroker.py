@@ -635,23 +635,24 @@ class ScriptTests(SynchronousTestCase):
     def test_ttl_drops_old_entries(self) -> None:
         """Entries older than the ttl are not replayed and make an older id expired."""
         self.redis.command("SCRIPT", "LOAD", SINCE.source)
-        first = self.publish("a", ttl_ms=200)
-        time.sleep(0.25)
-        _, [m] = self.since({"a": first}, ttl_ms=200)
+        TTL = 500  # ms: room for a slow machine between a publish and the next read
+        first = self.publish("a", ttl_ms=TTL)
+        time.sleep(TTL / 1000 + 0.1)
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
         self.assertEqual((m.reason, m.entries), (None, ()))  # saw the last one: nothing missed
-        second = self.publish("a", ttl_ms=200)
+        second = self.publish("a", ttl_ms=TTL)
         self.assertEqual(self.redis.command("XLEN", "t:h:a"), 1)
-        _, [m] = self.since({"a": "1-0"}, ttl_ms=200)
+        _, [m] = self.since({"a": "1-0"}, ttl_ms=TTL)
         self.assertEqual(m.reason, "lost")  # before the history began
-        _, [m] = self.since({"a": first}, ttl_ms=200)
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
         self.assertIsNone(m.reason)
         self.assertEqual([f for _, f in m.entries], [frame(second)])
-        time.sleep(0.25)
+        time.sleep(TTL / 1000 + 0.1)
         # The user's record expired with its last entry: it had nothing newer.
         self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
-        _, [m] = self.since({"a": second}, ttl_ms=200)
+        _, [m] = self.since({"a": second}, ttl_ms=TTL)
         self.assertEqual((m.reason, m.entries), (None, ()))
-        _, [m] = self.since({"a": first}, ttl_ms=200)
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
         self.assertEqual(m.reason, "expired")
 
     def test_unknown_and_lost(self) -> None:
@@ -667,6 +668,11 @@ class ScriptTests(SynchronousTestCase):
         self.redis.command("SCRIPT", "LOAD", SINCE.source)
         _, [m] = self.since({"a": ids[1]})
         self.assertEqual(m.reason, "lost")
+        for _ in range(20):
+            # Even an id of this very millisecond is from before the loss.
+            sec, usec = self.redis.command("TIME")
+            _, [m] = self.since({"a": "%d-0" % (int(sec) * 1000 + int(usec) // 1000)})
+            self.assertEqual(m.reason, "lost")
         again = self.publish("a")
         _, [m] = self.since({"a": ids[1]})
         self.assertEqual((m.reason, [f for _, f in m.entries]), ("lost", [frame(again)]))
