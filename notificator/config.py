@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import attrs
 from hyperlink import URL, DecodedURL
@@ -280,6 +281,95 @@ def _stream_secret(value: object) -> str | None:
 
 
 @attrs.frozen
+class RedisAddress:
+    """
+    Where cluster mode's Redis is (C{cluster.redis}):
+    C{redis://[[user]:password@]host[:port][/db]}, or C{rediss://} for TLS.
+    C{str()} leaves the password out, so it can go into logs and C{/health}.
+    """
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    tls: bool = False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{host}:{self.port}/{self.db}"
+
+
+def _redis_url(value: object) -> RedisAddress | None:
+    """C{cluster.redis}: L{None} (single node) or a Redis URL; never shows a password."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _Bad(f'expected null or a URL such as "redis://127.0.0.1:6379/0", got {_show(value)}')
+    try:
+        url = urlsplit(value.strip())
+        port = url.port
+    except ValueError as e:
+        raise _Bad(f"not a Redis URL ({e}): {_show(_masked(value))}")
+    shown = _show(_masked(value))
+    if url.scheme not in ("redis", "rediss"):
+        raise _Bad(f"expected a redis:// or rediss:// URL, got {shown}")
+    if not url.hostname:
+        raise _Bad(f"no host in {shown}")
+    if port == 0:
+        raise _Bad(f"port 0 in {shown}")
+    if url.query or url.fragment:
+        raise _Bad(f"query and fragment are not supported: {shown}")
+    path = url.path.strip("/")
+    if path and not (path.isdigit() and int(path) < 1 << 16):
+        raise _Bad(f"the path must be a database number such as /0, got {shown}")
+    return RedisAddress(
+        host=url.hostname,
+        port=port if port is not None else 6379,
+        db=int(path) if path else 0,
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password is not None else None,
+        tls=url.scheme == "rediss",
+    )
+
+
+def _masked(url: str) -> str:
+    """C{url} with its password, if any, replaced by C{***}."""
+    return re.sub(r"^(\w+://[^:/@]*:).*@", r"\1***@", url.strip())
+
+
+def _key_prefix(value: object) -> str:
+    prefix = _str(value)
+    if any(c.isspace() for c in prefix) or len(prefix) > 64:
+        raise _Bad(f"expected up to 64 characters without spaces, got {_show(value)}")
+    return prefix
+
+
+@attrs.frozen
+class ClusterConfig:
+    """
+    C{cluster.*}: several nodes joined by one Redis.
+
+    @ivar redis: where Redis is; L{None}: a single node, no Redis.
+    @ivar node: this node's name (C{/health}, C{/users}, C{/metrics});
+        L{None}: the host name and port, chosen when the service is built.
+    @ivar prefix: the prefix of every Redis key and channel name.
+    @ivar timeout: seconds to wait for Redis's answer.
+    @ivar reconnect_max_delay: the longest wait between reconnect attempts.
+    @ivar ca: for C{rediss://}, the CA file (PEM) Redis's certificate must
+        chain to; L{None}: the system's trust store.
+    """
+
+    redis: RedisAddress | None = None
+    node: str | None = None
+    prefix: str = "notificator"
+    timeout: float = 2.0
+    reconnect_max_delay: float = 10.0
+    ca: str | None = None
+
+
+@attrs.frozen
 class Origin:
     """
     A web origin, compared as scheme, host and port (default ports filled
@@ -451,8 +541,12 @@ class SSEConfig:
 @attrs.frozen
 class LimitsConfig:
     """
-    C{limits.*}: bounds on what one client can make the server hold.
+    C{limits.*}: bounds on what clients can make the server hold.
 
+    @ivar streams_per_user: C{limits.streamsPerUser}; a user's streams
+        over it are answered with a long C{retry:} and ended.
+    @ivar streams: C{limits.streams}, likewise for all streams (see
+        L{stream_limit}).
     @ivar body_bytes: largest request body read; larger ones get 413 as
         soon as that is known (C{limits.bodyBytes}).
     @ivar form_fields: most fields in a form publish body; more get 400.
@@ -462,10 +556,33 @@ class LimitsConfig:
         reading (the transport paused it) before the stream is dropped.
     """
 
+    streams_per_user: int = 20
+    streams: int = 1 << 30
     body_bytes: int = 1024 * 1024
     form_fields: int = 1000
     header_timeout: float = 10.0
     buffer_bytes: int = 256 * 1024
+
+
+def stream_limit(configured: int | None) -> int:
+    """
+    C{limits.streams}: as configured, or (null) the process's open-file
+    limit less L{FD_MARGIN} for the listeners, logs, history and the
+    publishers' connections, so the server refuses streams cleanly before
+    C{accept} starts failing.
+    """
+    if configured is not None:
+        return configured
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, soft - FD_MARGIN)
+
+
+#: File descriptors kept free of streams when C{limits.streams} is null.
+FD_MARGIN = 100
 
 
 @attrs.frozen
@@ -488,6 +605,7 @@ class Config:
     publish: PublishConfig = PublishConfig()
     monitor: MonitorConfig = MonitorConfig()
     limits: LimitsConfig = LimitsConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
         """
@@ -551,12 +669,20 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "sse.history.maxBytes": lambda v: _int(v, 0, 1 << 40),
     "sse.history.dir": _opt_str,
     "monitor.accessLog": _bool,
+    "limits.streamsPerUser": lambda v: _int(v, 1, 1 << 30),
+    "limits.streams": lambda v: None if v is None else _int(v, 1, 1 << 30),
     "server.trustedProxies": _networks,
     "publish.allow": _networks,
     "publish.token": _publish_token,
     "monitor.allow": _networks,
     "sse.auth.secret": _stream_secret,
     "sse.auth.cookie": _cookie_name,
+    "cluster.redis": _redis_url,
+    "cluster.node": _opt_str,
+    "cluster.prefix": _key_prefix,
+    "cluster.timeout": lambda v: _seconds(v, allow_zero=False),
+    "cluster.reconnectMaxDelay": lambda v: _seconds(v, allow_zero=False),
+    "cluster.ca": _opt_str,
     "server.fastChannel": _bool,
     "limits.bodyBytes": lambda v: _int(v, 1, 1 << 40),
     "limits.formFields": lambda v: _int(v, 1, 10_000_000),
@@ -682,10 +808,20 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         access_log=values.get("monitor.accessLog", False),
     )
     limits = LimitsConfig(
+        streams_per_user=values.get("limits.streamsPerUser", 20),
+        streams=stream_limit(values.get("limits.streams")),
         body_bytes=values.get("limits.bodyBytes", 1024 * 1024),
         form_fields=values.get("limits.formFields", 1000),
         header_timeout=values.get("limits.headerTimeout", 10.0),
         buffer_bytes=values.get("limits.bufferBytes", 256 * 1024),
+    )
+    cluster = ClusterConfig(
+        redis=values.get("cluster.redis"),
+        node=values.get("cluster.node"),
+        prefix=values.get("cluster.prefix", "notificator"),
+        timeout=values.get("cluster.timeout", 2.0),
+        reconnect_max_delay=values.get("cluster.reconnectMaxDelay", 10.0),
+        ca=resolve(values.get("cluster.ca")),
     )
     return Config(
         server=server,
@@ -695,6 +831,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         publish=publish,
         monitor=monitor,
         limits=limits,
+        cluster=cluster,
     )
 
 

@@ -141,7 +141,8 @@ class Request(server.Request):
     limits: Limits | None = None
     # Count the body as it arrives (no announced length, or refused).
     _count = False
-    _refused = False
+    #: The request was answered before its body was read (L{ignore_body}).
+    refused = False
     _body_received = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -186,7 +187,7 @@ class Request(server.Request):
 
     def _counted_chunk(self, data: bytes) -> None:
         """A chunk of a body without an announced length, or of a refused one."""
-        if self._refused:
+        if self.refused:
             return
         limits = self.limits
         assert limits is not None
@@ -217,13 +218,9 @@ class Request(server.Request):
         once it is set up (after this reactor turn) and reset it.  What
         else arrives for it is read past, and it is never processed.
         """
-        self._count = self._refused = True
-        self.requestReceived = _ignore  # type: ignore[method-assign]
+        self.ignore_body()
         limits = self.limits
         assert limits is not None
-        if self.content is not None:
-            self.content.close()
-            self.content = None
         limits.refused_body(self, reason)
         body = _error_body(reason)
         channel = self.channel
@@ -242,6 +239,17 @@ class Request(server.Request):
             # An HTTP/2 stream (its channel has no transport): called from
             # inside the stream's constructor, it cannot write yet.
             limits.clock.callLater(0, self._refuse_stream, body)
+
+    def ignore_body(self) -> None:
+        """
+        This request was answered before its body was read: what the channel
+        still hands it of the body is dropped, and it is never processed.
+        """
+        self._count = self.refused = True
+        self.requestReceived = _ignore  # type: ignore[method-assign]
+        if self.content is not None:
+            self.content.close()
+            self.content = None
 
     def _refuse_stream(self, body: bytes) -> None:
         channel = self.channel

@@ -29,15 +29,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web import http, pages
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from notificator import __version__
+from notificator import __version__, auth
 from notificator.broker import Broker
 from notificator.hub import Hub
 from notificator.metrics import metrics_resource
 from notificator.stats import Stats
+from notificator.stream import peer
 
 #: Page languages; the first is the default.
 LANGUAGES = ("en", "ko")
@@ -237,10 +239,11 @@ class UsersResource(_Readable):
     connects or leaves.
     """
 
-    def __init__(self, hub: Hub, stats: Stats) -> None:
+    def __init__(self, hub: Hub, stats: Stats, node: str | None = None) -> None:
         super().__init__()
         self._hub = hub
         self._started_at = stats.started_at
+        self._node = node
 
     def render_GET(self, request: IRequest) -> bytes:
         hub = self._hub
@@ -251,7 +254,12 @@ class UsersResource(_Readable):
         users = user_list(hub)
         return json_body(
             request,
-            {"userCount": len(users), "streamCount": hub.stream_count, "users": users},
+            {
+                "node": self._node,
+                "userCount": len(users),
+                "streamCount": hub.stream_count,
+                "users": users,
+            },
         )
 
 
@@ -284,6 +292,7 @@ class HealthResource(_Readable):
             request.setResponseCode(503)
         body.update(
             {
+                "node": getattr(self._broker, "node", None),
                 "version": __version__,
                 "startedAt": int(stats.started_at * 1000),
                 "uptime": round(self._clock.seconds() - stats.started_at, 3),
@@ -297,6 +306,37 @@ class HealthResource(_Readable):
             }
         )
         return json_body(request, body)
+
+
+class Guarded(Resource):
+    """
+    A monitor resource only the addresses of C{monitor.allow} may see
+    (L{auth.Guard.refuse_monitor}); others get 403 JSON and a log line.
+    """
+
+    def __init__(self, inner: Resource, guard: auth.Guard, log: Logger) -> None:
+        super().__init__()
+        self._inner = inner
+        self._guard = guard
+        self._log = log
+        self.isLeaf = inner.isLeaf
+
+    def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
+        return self._inner.getChildWithDefault(path, request)
+
+    def render(self, request: IRequest) -> bytes | int:
+        client = peer(request)
+        reason = self._guard.refuse_monitor(client)
+        if reason is None:
+            return self._inner.render(request)
+        self._log.warn(
+            "refused {path} to {peer}: 403 {reason}",
+            path=request.path.decode("latin-1") if isinstance(request.path, bytes) else "?",
+            peer=client,
+            reason=reason,
+        )
+        request.setResponseCode(403)
+        return json_body(request, {"error": reason})
 
 
 class Folder(Resource):
@@ -313,14 +353,23 @@ def add_monitor(
     broker: Broker,
     clock: IReactorTime,
     registry: CollectorRegistry,
+    guard: auth.Guard,
+    log: Logger | None = None,
 ) -> None:
-    """Put the monitor's resources under the site root."""
+    """
+    Put the monitor's resources under the site root: C{/}, C{/users} and
+    C{/metrics} for the addresses of C{monitor.allow} (C{guard}); C{/health},
+    the page's assets and the groupware's script for everyone.
+    """
+    log = log or Logger()
     messages = json.loads(static_file("messages.json"))
     template = static_file("index.html").decode("utf-8")
-    root.putChild(b"", MonitorPage(template, messages))
-    root.putChild(b"users", UsersResource(hub, stats))
+    root.putChild(b"", Guarded(MonitorPage(template, messages), guard, log))
+    root.putChild(
+        b"users", Guarded(UsersResource(hub, stats, getattr(broker, "node", None)), guard, log)
+    )
     root.putChild(b"health", HealthResource(hub, stats, broker, clock))
-    root.putChild(b"metrics", metrics_resource(registry))
+    root.putChild(b"metrics", Guarded(metrics_resource(registry), guard, log))
     # Every browser asks for it; a 404 in each console helps nobody.
     root.putChild(b"favicon.ico", Asset.from_package("favicon.ico"))
     assets = Folder()

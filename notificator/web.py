@@ -30,7 +30,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from notificator import ingest, limits, metrics, monitor
+from notificator import auth, channel, ingest, limits, metrics, monitor
 from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, CORSPolicy, LimitsConfig, SSEConfig
 from notificator.events import Message, encode_frame, retry_frame
@@ -39,6 +39,7 @@ from notificator.hub import Hub
 from notificator.stats import Stats
 from notificator.stream import LimitedRequestStream, RequestStream
 from notificator.stream import peer as _peer
+from notificator.stream import peer_host as _peer_host
 
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()
@@ -169,15 +170,70 @@ _RESET_MESSAGES = {
 }
 
 
-class Request(limits.Request):
+class StockRequest(limits.Request):
     """
-    The request of the fast mode (C{server.fastChannel}): L{limits.Request}
-    (the body limit; no form parsing into C{request.args}, since L{ingest}
-    reads the raw body and twisted.web's form parsing cost about a fifth
-    of a publish) with a shorter write for open event streams, which uses
-    twisted.web's C{Request} state (C{chunked}, C{startedWriting},
-    C{_disconnected}).  Make the site's C{requestFactory} with
-    L{limits.request_class}.
+    The request of both modes (C{server.fastChannel}), and all of it with
+    twisted.web's stock channel: L{limits.Request} (twisted.web's request
+    with the body limit and the head clock, and no form parsing into
+    C{request.args}, since L{ingest} reads the raw body and twisted.web's
+    form parsing cost about a fifth of a publish), the client's address
+    behind trusted proxies (L{client_host}), and the publish gate asked
+    before the body is read.  L{Request} adds the fast write.  Make the
+    site's C{requestFactory} with L{limits.request_class}.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # In the order every request then has (see limits.Request).
+        self._client_host = None
+
+    _client_host: str | None = None
+
+    @property
+    def client_host(self) -> str:
+        """
+        The client's address: the connection's peer, or behind a trusted
+        proxy (C{server.trustedProxies}) the client its X-Forwarded-For
+        names (L{auth.Guard.client_address}); for the allow lists, the logs
+        and the monitor.
+        """
+        client = self._client_host
+        if client is None:
+            client = _peer_host(self)
+            guard = getattr(getattr(self.channel, "site", None), "guard", None)
+            if guard is not None and guard.behind_proxies:
+                forwarded = self.requestHeaders.getRawHeaders(b"x-forwarded-for")
+                client = guard.client_address(client, forwarded)
+            self._client_host = client
+        return client
+
+    # Set when the request was answered before its body was read.
+    refused_early = False
+    # Set when the publish gate let it through before its body was read.
+    publisher_checked = False
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        The head is read, the body not yet: a publisher that may not publish
+        is answered now (L{PublishGate.early}: 403, whatever its length), and
+        then a body over the limit (L{limits.Request}: 413); neither body is
+        read.
+        """
+        gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
+        if gate is not None:
+            gate.early(self)
+            if self.refused_early:
+                self.ignore_body()
+                return
+        super().gotLength(length)
+
+
+class Request(StockRequest):
+    """
+    The request of the fast mode (C{server.fastChannel}, the default):
+    L{StockRequest} with a shorter write for open event streams, which
+    uses twisted.web's C{Request} state (C{chunked}, C{startedWriting},
+    C{_disconnected}).
     """
 
     def write(self, data: bytes) -> None:
@@ -232,8 +288,14 @@ class SSEResource(Resource):
         stats: Stats,
         log: Logger = _default_log,
         rng: random.Random | None = None,
+        guard: auth.Guard | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         super().__init__()
+        self._guard = guard or auth.Guard((), ())
+        limits = limits or LimitsConfig()
+        self._per_user = limits.streams_per_user
+        self._total = limits.streams
         self._rng = rng or random.Random()
         self._hub = hub
         self._broker = broker
@@ -247,6 +309,22 @@ class SSEResource(Resource):
         self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in sse.headers]
 
     def _user_id(self, request: IRequest) -> str:
+        """The user id the request names, if it may open a stream for it."""
+        user_id = self._named_user_id(request)
+        guard = self._guard
+        if guard.signatures:
+            given = request.args.get(auth.QUERY_PARAMETER) if request.args else None
+            reason = guard.refuse_stream(
+                user_id,
+                given[0] if given else None,
+                request.getCookie(guard.signature_cookie),
+                self._clock.seconds(),
+            )
+            if reason is not None:
+                raise _Refused(401, reason)
+        return user_id
+
+    def _named_user_id(self, request: IRequest) -> str:
         segments = request.postpath
         if len(segments) > 1:
             raise _Refused(404, "not found: use /sse or /sse/<userId>")
@@ -276,7 +354,7 @@ class SSEResource(Resource):
             self._log.warn(
                 "refused stream from {peer} for {path}: {code} {reason}",
                 peer=_peer(request),
-                path=safe(request.uri),
+                path=safe(auth.redact_uri(request.uri)),
                 code=e.code,
                 reason=safe(e.message),
             )
@@ -295,14 +373,16 @@ class SSEResource(Resource):
         if args:
             head = _preamble(args) + head
             limit = _buffer_limit(args)
-        if self._hub.draining:
+        hub = self._hub
+        if hub.draining:
             # Stopping: come back later (to another node, or after the
             # restart), at a random moment of the drain.
-            self._stats.refuse("draining")
             jitter = self._rng.randint(0, int(self._sse.drain_seconds * 1000))
-            request.write(_preamble(args) + retry_frame(self._sse.retry + jitter))
-            request.finish()
-            return NOT_DONE_YET
+            return self._turn_away(request, user_id, "draining", self._sse.retry + jitter)
+        if hub.count_of(user_id) >= self._per_user:
+            return self._turn_away(request, user_id, "user-limit", self._cap_retry())
+        if hub.stream_count >= self._total:
+            return self._turn_away(request, user_id, "server-limit", self._cap_retry())
         last_id = last_event_id(request)
         now = self._clock.seconds()
         ids = self._connection_ids
@@ -327,6 +407,28 @@ class SSEResource(Resource):
                 errbackArgs=(stream, head, last_id),
             )
         return NOT_DONE_YET
+
+    def _turn_away(self, request: IRequest, user_id: str, reason: str, retry: int) -> int:
+        """
+        Answer 200 with a C{retry:} of C{retry} ms and end the response: a
+        browser's EventSource gives up for good on any other status, so this
+        is how it is told to come back later.
+        """
+        self._stats.refuse(reason)
+        self._log.warn(
+            "turned away a stream for {user_id} from {peer}: {reason}; retry in {retry} ms",
+            user_id=safe(user_id),
+            peer=_peer(request),
+            reason=_TURNED_AWAY[reason],
+            retry=retry,
+        )
+        request.write(_preamble(request.args or {}) + retry_frame(retry))
+        request.finish()
+        return NOT_DONE_YET
+
+    def _cap_retry(self) -> int:
+        """A long retry, jittered, for a stream over a cap: 30 to 60 s."""
+        return self._rng.randint(30_000, 60_000)
 
     def _replayed(self, replay: Replay, stream: RequestStream, head: bytes, last_id: str) -> None:
         """Write the head, connect, a reset if needed, and attach with the backlog."""
@@ -403,6 +505,12 @@ class SSEResource(Resource):
         )
 
 
+_TURNED_AWAY = {
+    "draining": "the server is stopping",
+    "user-limit": "the user has limits.streamsPerUser streams open",
+    "server-limit": "the server has limits.streams streams open",
+}
+
 #: The comment before the first event that IE's XDomainRequest needs
 #: before it hands any data to the polyfill.
 PREAMBLE = b":" + b" " * 2048 + b"\n\n"
@@ -448,6 +556,60 @@ def _slim(request: IRequest) -> None:
 _LOGGED_HEADERS = (b"referer", b"user-agent")
 
 
+class PublishGate:
+    """
+    Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}),
+    asked twice: when a publish's head is read (L{early}: a refused
+    publisher gets its 403 before its body is read, over HTTP/1.1) and by
+    L{PublishResource} once the body is read (what counts, also for
+    HTTP/2 and the token in the body).
+    """
+
+    def __init__(self, guard: auth.Guard, stats: Stats, log: Logger = _default_log) -> None:
+        self.guard = guard
+        self._stats = stats
+        self._log = log
+
+    def early(self, request: Request) -> None:
+        """In L{Request.gotLength}: refuse now when the address or header token is wrong."""
+        target = channel.request_target(request)
+        if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
+            return
+        guard = self.guard
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        reason = guard.refuse_publisher(request.client_host, authorization)
+        if reason is None:
+            request.publisher_checked = True
+        elif channel.refuse_early(request, 403, _JSON.encode({"error": reason}).encode("utf-8")):
+            request.refused_early = True
+            self.refused(request, 403, reason)
+
+    def refused(
+        self, request: IRequest, code: int, reason: str, user_id: str | None = None
+    ) -> None:
+        """Count and log a refused publish (never its token)."""
+        self._stats.reject(code)
+        if user_id is None:
+            self._log.warn(
+                "refused publish from {peer}: {code} {reason}",
+                peer=_peer(request),
+                code=code,
+                reason=reason,
+            )
+        else:
+            self._log.warn(
+                "refused publish to {user_id} from {peer}: {code} {reason}",
+                user_id=safe(user_id),
+                peer=_peer(request),
+                code=code,
+                reason=reason,
+            )
+
+
+#: The path of the publish resource (what L{PublishGate.early} looks at).
+PUBLISH_PATH = b"/webNotification"
+
+
 class PublishResource(Resource):
     """
     C{POST /webNotification}: parse the body (see L{notificator.ingest}),
@@ -470,6 +632,7 @@ class PublishResource(Resource):
         broker: Broker,
         stats: Stats,
         cors: CORSPolicy,
+        gate: PublishGate,
         debug: bool = True,
         log: Logger = _default_log,
         max_bytes: int = _LIMITS.body_bytes,
@@ -478,6 +641,7 @@ class PublishResource(Resource):
         super().__init__()
         self._max_bytes = max_bytes
         self._max_fields = max_fields
+        self._gate = gate
         self._broker = broker
         self._stats = stats
         self._log = log
@@ -488,12 +652,20 @@ class PublishResource(Resource):
 
     def render_POST(self, request: IRequest) -> bytes | int:
         apply_cors(request, self._cors, b"POST, OPTIONS")
+        guard = self._gate.guard
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        if not getattr(request, "publisher_checked", False):
+            # Not asked before the body (HTTP/2, another request class).
+            reason = guard.refuse_publisher(_peer(request), authorization)
+            if reason is not None:
+                self._gate.refused(request, 403, reason)
+                return json_response(request, 403, {"error": reason})
         content = request.content
         body = content.read(self._max_bytes + 1) if content is not None else b""
         try:
             if len(body) > self._max_bytes:
                 raise _TooLarge(f"body larger than {self._max_bytes} bytes (limits.bodyBytes)")
-            message = ingest.parse_publish(
+            message, token = ingest.parse_publish_token(
                 request.getHeader(b"content-type"), body, self._max_fields
             )
         except ingest.BadNotification as e:
@@ -505,7 +677,14 @@ class PublishResource(Resource):
                 reason=safe(e.reason),
             )
             return json_response(request, e.code, {"error": e.reason})
-        self._broker.publish(message).addCallbacks(
+        reason = guard.refuse_publish_token(authorization, token)
+        if reason is not None:
+            self._gate.refused(request, 403, reason, message.user_id)
+            return json_response(request, 403, {"error": reason})
+        published = self._broker.publish(message)
+        if isinstance(published, Published):
+            return self._answer(published, request, message)
+        published.addCallbacks(
             self._published,
             self._failed,
             callbackArgs=(request, message),
@@ -514,6 +693,9 @@ class PublishResource(Resource):
         return NOT_DONE_YET
 
     def _published(self, published: Published, request: IRequest, message: Message) -> None:
+        _finish(request, self._answer(published, request, message))
+
+    def _answer(self, published: Published, request: IRequest, message: Message) -> bytes:
         if self._debug:
             self._log.debug(
                 "published {event} {event_id} to {user_id} from {peer}: {delivered} {streams}",
@@ -533,7 +715,7 @@ class PublishResource(Resource):
         }
         if published.nodes is not None:
             answer["nodes"] = published.nodes
-        _finish(request, json_response(request, 200, answer))
+        return json_response(request, 200, answer)
 
     def _failed(self, failure: Failure, request: IRequest, message: Message) -> None:
         if failure.check(Unavailable):
@@ -588,9 +770,17 @@ def build_resource(
     clock: IReactorTime,
     registry: CollectorRegistry | None = None,
     activity: Logger = _default_log,
+    guard: auth.Guard | None = None,
+    gate: PublishGate | None = None,
 ) -> Resource:
     """
     Assemble the resource tree around one hub and broker.
+
+    @param guard: who may publish, look and subscribe; made from the config
+        when omitted.
+    @param gate: the publish gate; give the same to the L{Site} as
+        C{publish_gate}, so refused publishers are answered before their
+        body is read (L{Request.gotLength}).
 
     @param registry: what C{/metrics} serves; C{makeService} builds it
         (L{metrics.build_registry}), and a fresh one is made when omitted.
@@ -598,8 +788,17 @@ def build_resource(
         and refused; publishes and rejected publishes) go; C{makeService}
         gives one that only C{sse.log} reads (L{logs.AppLogService}).
     """
+    if guard is None:
+        guard = auth.Guard.from_config(config)
+    if gate is None:
+        gate = PublishGate(guard, stats, activity)
     root = monitor.Folder()
-    root.putChild(b"sse", SSEResource(hub, broker, config.sse, clock, stats, log=activity))
+    root.putChild(
+        b"sse",
+        SSEResource(
+            hub, broker, config.sse, clock, stats, log=activity, guard=guard, limits=config.limits
+        ),
+    )
     debug = config.server.log_level == "debug"
     root.putChild(
         b"webNotification",
@@ -607,6 +806,7 @@ def build_resource(
             broker,
             stats,
             config.sse.cors,
+            gate,
             debug=debug,
             log=activity,
             max_bytes=config.limits.body_bytes,
@@ -615,5 +815,5 @@ def build_resource(
     )
     if registry is None:
         registry = metrics.build_registry(hub, stats, broker, clock)
-    monitor.add_monitor(root, hub, stats, broker, clock, registry)
+    monitor.add_monitor(root, hub, stats, broker, clock, registry, guard, activity)
     return root

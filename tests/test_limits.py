@@ -399,6 +399,6 @@ class HeadClockProtocolTests(SynchronousTestCase):
             self.assertIsInstance(site.buildProtocol(None), limits.HeadClockProtocol)
             self.assertIsNotNone(tap.find(root, limits.HeadTimeout))
             self.assertEqual(tap.find(root, channel.WriteBatch) is not None, fast)
-            base = web.Request if fast else limits.Request
+            base = web.Request if fast else web.StockRequest
             self.assertTrue(issubclass(site.requestFactory, base))
             self.assertEqual(issubclass(site.requestFactory, web.Request), fast)
