@@ -22,7 +22,8 @@ reconnects with the last id it saw and the history replays what it
 missed.  So a client that never reads costs at most about
 C{limits.bufferBytes} plus the transport's bound.  The drop is logged and
 counted (C{notificator_streams_refused{reason="slow"}}).  Pausing swaps
-the write function, so the send of a running stream does no more work.
+the write function, so the send of a running stream does no more work
+(the write that drops a stream raises, which costs nothing until then).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from notificator.logs import log_unfinished
+
+
+class _Dropped(Exception):
+    """A paused write dropped its stream (what L{RequestStream.send} returns False for)."""
 
 
 @implementer(IPushProducer)
@@ -92,8 +97,11 @@ class RequestStream:
         """
         if self.gone:
             return False
-        self._write(frame)
-        return not self.gone
+        try:
+            self._write(frame)
+        except _Dropped:
+            return False
+        return True
 
     def close(self) -> None:
         """Finish the response (server side), unless the client already left."""
@@ -125,7 +133,7 @@ class RequestStream:
         limits = self.request.limits  # type: ignore[attr-defined]
         if held > limits.buffer_bytes:
             self._drop(held - len(frame), limits)
-            return
+            raise _Dropped()
         self._held = held
         self.request.write(frame)
 
