@@ -307,7 +307,6 @@ class HeadTimeout(Service):
         # transport -> when to abort it
         self._closing: dict[Any, float] = {}
         self._call: IDelayedCall | None = None
-        self.closed = 0
         #: C{disarm_pop(transport, None)}: L{disarm}, as the dict method.
         self.disarm_pop = self._armed.pop
 
@@ -339,7 +338,6 @@ class HeadTimeout(Service):
         for transport in expired:
             del self._armed[transport]
             self._closing[transport] = now + self.seconds
-            self.closed += 1
             self._log.info(
                 "closed the connection from {peer}: no complete request head within"
                 " {seconds:g} s (limits.headerTimeout)",
