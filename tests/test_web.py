@@ -292,7 +292,7 @@ class PublishTests(WebCase):
         """GET /webNotification is 405 with an Allow header."""
         response = self.successResultOf(self.stub.get("http://n.example/webNotification"))
         self.assertEqual(response.code, 405)
-        self.assertEqual(response.headers.getRawHeaders("allow"), ["POST, OPTIONS"])
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["OPTIONS, POST"])
 
     def test_still_serving_after_bad_input(self) -> None:
         """After a run of bad bodies, a good one is still delivered."""
