@@ -54,9 +54,12 @@ class BadNotification(Exception):
 
     @ivar reason: a short text for the JSON C{error} field and the log.
     @ivar code: the HTTP status to answer with.
+    @ivar ident: the C{id} the body named, as far as it could be read (for
+        the log line), or L{None}.
     """
 
     code = 400
+    ident: str | None = None
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -122,6 +125,14 @@ def _decode(raw: bytes, codec: str) -> str:
     except UnicodeError:
         # UnicodeDecodeError, or a codec's own (punycode, idna, undefined).
         raise BadNotification(f"body is not valid {getattr(codec, 'label', codec)[:40]}")
+
+
+def _lenient(raw: bytes, codec: str) -> str:
+    """C{raw} as text for a log line, whatever it holds."""
+    try:
+        return raw.decode(codec, "replace")
+    except UnicodeError:  # codecs that fail all the same (undefined, punycode)
+        return raw.decode("utf-8", "replace")
 
 
 def _unquote_plus(raw: bytes) -> bytes:
@@ -211,8 +222,14 @@ def check_user_id(user_id: str) -> str:
 def _message(obj: Any) -> Message:
     if not isinstance(obj, dict):
         raise BadNotification("expected a JSON object with id and data")
-    event, user_id = split_id(obj.get("id"))
-    return Message(event=event, user_id=user_id, data=data_text(obj.get("data")))
+    ident = obj.get("id")
+    try:
+        event, user_id = split_id(ident)
+        return Message(event=event, user_id=user_id, data=data_text(obj.get("data")))
+    except BadNotification as e:
+        if ident is not None:
+            e.ident = ident if isinstance(ident, str) else repr(ident)[:100]
+        raise
 
 
 def _json_token(obj: Any) -> bytes | None:
@@ -251,14 +268,19 @@ def _parse_form(body: bytes, codec: str) -> tuple[Message, bytes | None]:
     if kept is not None:
         body = b"&".join(kept)
     if b"id" in fields:
-        ident = _decode(_unquote_plus(fields[b"id"]), codec)
-        if b"data" not in fields:
-            data = None
-        else:
-            data = _decode(_unquote_plus(fields[b"data"]), codec)
-            data = _raw_tail_json(body, codec) or data
-        event, user_id = split_id(ident.strip())
-        return Message(event=event, user_id=user_id, data=data_text(data)), token
+        raw_id = _unquote_plus(fields[b"id"])
+        try:
+            ident = _decode(raw_id, codec)
+            if b"data" not in fields:
+                data = None
+            else:
+                data = _decode(_unquote_plus(fields[b"data"]), codec)
+                data = _raw_tail_json(body, codec) or data
+            event, user_id = split_id(ident.strip())
+            return Message(event=event, user_id=user_id, data=data_text(data)), token
+        except BadNotification as e:
+            e.ident = _lenient(raw_id, codec)
+            raise
     raise BadNotification("missing id (expected id=<event>_<userId>&data=<json>)")
 
 

@@ -474,13 +474,7 @@ class PublishResource(refusals.Resource):
                 raise _TooLarge(f"body larger than {MAX_PUBLISH_BYTES} bytes")
             message = ingest.parse_publish(request.getHeader(b"content-type"), body)
         except ingest.BadNotification as e:
-            self._stats.reject(e.code)
-            self._log.warn(
-                "rejected publish from {peer}: {code} {reason}",
-                peer=_peer(request),
-                code=e.code,
-                reason=safe(e.reason),
-            )
+            self._rejected(request, e.code, e.reason, e.ident)
             return json_response(request, e.code, {"error": e.reason})
         self._broker.publish(message).addCallbacks(
             self._published,
@@ -540,12 +534,17 @@ class PublishResource(refusals.Resource):
         return b""
 
     def log_refusal(self, request: IRequest, code: int, reason: str) -> None:
+        self._rejected(request, code, reason, None)
+
+    def _rejected(self, request: IRequest, code: int, reason: str, ident: str | None) -> None:
+        """Count and log a refused publish, with the id it named (C{-}: none read)."""
         self._stats.reject(code)
         self._log.warn(
-            "rejected publish from {peer}: {code} {reason}",
+            "rejected publish from {peer}: {code} {reason}; id {id}",
             peer=_peer(request),
             code=code,
             reason=safe(reason),
+            id="-" if ident is None else safe(ident, 100),
         )
 
 

@@ -234,6 +234,25 @@ class BadBodyTests(SynchronousTestCase):
                 self.assertEqual(e.code, 400)
                 self.assertIn(reason, e.reason)
 
+    def test_bad_bodies_keep_the_id_they_named(self) -> None:
+        """A rejection carries the id as far as it was read, for the log line."""
+        cases = [
+            (FORM, b"id=bad%0Aevent_u1&data=1", "bad\nevent_u1"),
+            (FORM + b"; charset=EUC-KR", b"id=a_%FF%FF&data=1", "a_\ufffd\ufffd"),
+            (FORM, b"id=notify_u1&data=%FF", "notify_u1"),
+            (FORM + b"; charset=undefined", b"id=a_b", "a_b"),
+            (FORM, b'{"id":"nounderscore"}=', "nounderscore"),
+            (JSON, b'{"id": 5}', "5"),
+            (JSON, b'{"id": "x"}', "x"),
+            (JSON, b'{"data": 1}', None),
+            (JSON, b"{", None),
+            (FORM, b"data=1", None),
+        ]
+        for content_type, body, ident in cases:
+            with self.subTest(body=body):
+                e = self.assertRaises(BadNotification, parse_publish, content_type, body)
+                self.assertEqual(e.ident, ident)
+
     def test_unsupported_content_type(self) -> None:
         """Other content types (or none) are 415."""
         for content_type in (b"text/plain", b"multipart/form-data; boundary=x", None):

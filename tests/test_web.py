@@ -12,7 +12,7 @@ from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -276,6 +276,26 @@ class PublishTests(WebCase):
         code, _ = self.publish(b"id=notify%0Aevent%3A+x_u1&data=1")
         self.assertEqual(code, 400)
         self.assertEqual([e["event"] for e in self.events(chunks)], ["connect"])
+
+    def test_rejected_publish_log_names_the_id(self) -> None:
+        """A rejected publish's log line has the peer, the reason and the id it named, on one line."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cases = [
+            (b"id=bad%0Aevent_u1&data=1", FORM, "bad\\nevent_u1"),
+            (b"id=nounderscore", FORM, "nounderscore"),
+            (b"id=notify_u1&data=%FF", FORM, "notify_u1"),
+            (b'{"id": "x y_u1", "data": 1}', {b"content-type": [b"application/json"]}, "x y_u1"),
+            (b'{"id": 5}', {b"content-type": [b"application/json"]}, "5"),
+            (b'{"id": "notify_u1"', {b"content-type": [b"application/json"]}, "-"),
+            (b"id=notify_u1", {b"content-type": [b"text/plain"]}, "-"),
+        ]
+        for body, headers, _ in cases:
+            self.assertIn(self.publish(body, headers)[0], (400, 415))
+        lines = [formatEvent(e) for e in observer if e.get("log_format", "").startswith("rejected")]
+        self.assertEqual([line.rsplit("; id ", 1)[1] for line in lines], [c[2] for c in cases])
+        for line in lines:
+            self.assertRegex(line, r"^rejected publish from 127\.0\.0\.1: 4\d\d \S")
+            self.assertNotIn("\n", line)
 
     def test_unsupported_media_type(self) -> None:
         """A body in another content type is 415."""
