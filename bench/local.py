@@ -87,6 +87,9 @@ class LocalServer:
         local = {
             "sse": {"heartbeat": heartbeat > 0, "heartbeatInterval": heartbeat or 55},
             "server": {"log": {"dir": logdir, "level": opt.log_level}},
+            # The load generator publishes from 127.0.0.1-127.0.0.4.
+            "publish": {"allow": ["127.0.0.0/8"]},
+            "limits": {"streamsPerUser": 1000},
         }
         with open(os.path.join(conf, "local.json"), "w", encoding="utf-8") as f:
             json.dump(local, f)

@@ -202,6 +202,8 @@ class Guard:
             else None
         )
         self.signatures = self._mac is not None
+        #: C{publish.token} is set: publishers must send it.
+        self.publish_token = self._token is not None
         self.signature_cookie = stream_cookie.encode("ascii")
         # X-Forwarded-For hop text -> (address as text or None, trusted)
         self._hops: dict[str, tuple[str | None, bool]] = {}

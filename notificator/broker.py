@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from notificator.config import HistoryConfig
 from notificator.events import SEQ_SPAN, EventIds, Message, encode_frame, event_key
-from notificator.history import History, HistoryFile, Replay, encode_entry
+from notificator.history import History, HistoryFile, Replay
 from notificator.hub import Hub
 from notificator.stats import Stats
 
@@ -61,11 +61,14 @@ NO_REPLAY = Replay(True)
 class Broker(Protocol):
     """What the web layer asks of a broker."""
 
-    def publish(self, message: Message) -> Deferred[Published]:
+    def publish(self, message: Message) -> Published | Deferred[Published]:
         """
         Give C{message} its event id, record it, and deliver its frame to
-        every open stream of its user.  Fires once recorded; fails with
-        L{Unavailable} when it cannot be recorded.
+        every open stream of its user.  The outcome at once when the
+        broker knows it (one node: the web layer then answers in the same
+        call, without a Deferred's cost on the busiest path), else a
+        Deferred that fires once recorded and fails with L{Unavailable}
+        when it cannot be recorded.
         """
 
     def replay(self, user_id: str, last_event_id: str) -> Deferred[Replay]:
@@ -135,7 +138,7 @@ class LocalBroker(Service):
             return self.journal.stop(self.history)
         return None
 
-    def publish(self, message: Message) -> Deferred[Published]:
+    def publish(self, message: Message) -> Published:
         ids = self._ids
         event_id = ids.next()
         frame = encode_frame(message.event, message.data, event_id)
@@ -149,7 +152,7 @@ class LocalBroker(Service):
                 journal.record(user_id, ids.last, frame, now)
         delivered = self._hub.deliver(message.user_id, frame)
         self._stats.published += 1
-        return succeed(Published(event_id, delivered))
+        return Published(event_id, delivered)
 
     def replay(self, user_id: str, last_event_id: str) -> Deferred[Replay]:
         if self.history is None:
@@ -196,7 +199,7 @@ class Journal:
         self._clock = clock
         self._run = run
         self.interval = interval
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[str, int, bytes, float]] = []
         self._writing = False
         self._idle: list[Deferred[None]] = []
         self._timer: LoopingCall | None = None
@@ -233,7 +236,8 @@ class Journal:
         self._timer.start(self.interval, now=False)
 
     def record(self, user_id: str, key: int, frame: bytes, when: float) -> None:
-        self._pending.append(encode_entry(user_id, key, frame, when))
+        # Encoded by the writer thread, in the next flush.
+        self._pending.append((user_id, key, frame, when))
 
     def flush(self) -> None:
         """Hand what was recorded to the writer; compact when it has grown."""
@@ -245,9 +249,8 @@ class Journal:
             self._pending = []
             self._write(self.file.write_snapshot, history.state())
         elif self._pending:
-            data = b"".join(self._pending)
-            self._pending = []
-            self._write(self.file.append, data)
+            entries, self._pending = self._pending, []
+            self._write(self.file.append_entries, entries)
 
     def _write(self, what: Callable[..., None], *args: Any) -> Deferred[None]:
         self._writing = True

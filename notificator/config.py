@@ -448,6 +448,38 @@ class SSEConfig:
 
 
 @attrs.frozen
+class StreamLimits:
+    """
+    C{limits.streamsPerUser} and C{limits.streams}: streams over these are
+    answered with a long C{retry:} and ended.
+    """
+
+    streams_per_user: int = 20
+    streams: int = 1 << 30
+
+
+def stream_limit(configured: int | None) -> int:
+    """
+    C{limits.streams}: as configured, or (null) the process's open-file
+    limit less L{FD_MARGIN} for the listeners, logs, history and the
+    publishers' connections, so the server refuses streams cleanly before
+    C{accept} starts failing.
+    """
+    if configured is not None:
+        return configured
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, soft - FD_MARGIN)
+
+
+#: File descriptors kept free of streams when C{limits.streams} is null.
+FD_MARGIN = 100
+
+
+@attrs.frozen
 class Config:
     """
     The validated configuration.
@@ -466,6 +498,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     publish: PublishConfig = PublishConfig()
     monitor: MonitorConfig = MonitorConfig()
+    limits: StreamLimits = StreamLimits()
 
     def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
         """
@@ -529,6 +562,8 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "sse.history.maxBytes": lambda v: _int(v, 0, 1 << 40),
     "sse.history.dir": _opt_str,
     "monitor.accessLog": _bool,
+    "limits.streamsPerUser": lambda v: _int(v, 1, 1 << 30),
+    "limits.streams": lambda v: None if v is None else _int(v, 1, 1 << 30),
     "server.trustedProxies": _networks,
     "publish.allow": _networks,
     "publish.token": _publish_token,
@@ -653,6 +688,10 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         allow=values.get("monitor.allow", LOOPBACK),
         access_log=values.get("monitor.accessLog", False),
     )
+    limits = StreamLimits(
+        streams_per_user=values.get("limits.streamsPerUser", 20),
+        streams=stream_limit(values.get("limits.streams")),
+    )
     return Config(
         server=server,
         sse=sse,
@@ -660,6 +699,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         warnings=tuple(warnings),
         publish=publish,
         monitor=monitor,
+        limits=limits,
     )
 
 

@@ -98,7 +98,9 @@ class History:
     @param known_since: the key before which nothing is known.
     @ivar floor: the global floor (see the module docstring).
     @ivar last: the key of the newest frame appended.
-    @ivar bytes: memory counted for the kept frames.
+    @ivar bytes: memory counted for the kept frames (those trimmed by size
+        and not yet released are counted apart, and released in batches:
+        the whole stays within about 1.25 times C{max_bytes}).
     """
 
     def __init__(
@@ -119,8 +121,10 @@ class History:
         self.bytes = 0
         self._users: dict[str, _User] = {}
         # Every appended entry in key order, also those trimmed since by
-        # size (their memory is freed when they leave this queue).
+        # size (released when they leave this queue, or when they are a
+        # fifth of it: L{_release}).
         self._fifo: deque[tuple[int, bytes, float, _User]] = deque()
+        self._trimmed = 0
 
     def __len__(self) -> int:
         return sum(len(u.entries) for u in self._users.values())
@@ -137,16 +141,28 @@ class History:
         now = self._clock.seconds() if when is None else when
         user = self._users.get(user_id)
         if user is None:
-            user = self._users[user_id] = _User(user_id)
+            # What this user lost before, if anything, is in the global floor.
+            user = self._users[user_id] = _User(user_id, self.floor)
         entry = (key, frame, now, user)
         entries = user.entries
         entries.append(entry)
-        if len(entries) > self.size:
-            user.floor = entries.pop(0)[0]
         self._fifo.append(entry)
         self.bytes += len(frame) + ENTRY_OVERHEAD
+        if len(entries) > self.size:
+            old = entries.pop(0)
+            user.floor = old[0]
+            size = len(old[1]) + ENTRY_OVERHEAD
+            self.bytes -= size
+            self._trimmed += size
+            if self._trimmed > (self.bytes >> 2) + 65536:
+                self._release()
         self.last = key
         self.expire(now)
+
+    def _release(self) -> None:
+        """Let go of the entries trimmed by size (a pass over the queue)."""
+        self._fifo = deque(e for e in self._fifo if _kept(e))
+        self._trimmed = 0
 
     def expire(self, now: float | None = None) -> None:
         """Drop what is older than the ttl, then the oldest over the memory bound."""
@@ -159,13 +175,15 @@ class History:
 
     def _drop(self, entry: tuple[int, bytes, float, _User]) -> None:
         key, frame, _, user = entry
-        self.bytes -= len(frame) + ENTRY_OVERHEAD
         entries = user.entries
         if entries and entries[0] is entry:
             # Still kept (not trimmed by size since): it is the user's oldest.
+            self.bytes -= len(frame) + ENTRY_OVERHEAD
             del entries[0]
             if key > user.floor:
                 user.floor = key
+        else:
+            self._trimmed -= len(frame) + ENTRY_OVERHEAD
         if not entries and self._users.get(user.user_id) is user:
             # Nothing left of this user: fold its floor into the global one.
             del self._users[user.user_id]
@@ -182,10 +200,12 @@ class History:
         user = self._users.get(user_id)
         entries = user.entries if user is not None else []
         oldest = event_id(entries[0][0]) if entries else None
-        if last is None or last > self.last:
+        if last is None:
             reason: str | None = UNKNOWN
         elif last < self.known_since:
             reason = LOST
+        elif last > max(self.last, self.known_since):
+            reason = UNKNOWN  # later than any id given
         elif last < (user.floor if user is not None else self.floor):
             reason = EXPIRED
         else:
@@ -235,6 +255,12 @@ class History:
         self.last = max(self.last, loaded.last)
         self.known_since = loaded.known_since
         self.expire()
+
+
+def _kept(entry: tuple[int, bytes, float, _User]) -> bool:
+    """Whether an entry of the queue is still one of its user's kept frames."""
+    entries = entry[3].entries
+    return bool(entries) and entry[0] >= entries[0][0]
 
 
 # -- the embedded store ---------------------------------------------------------
@@ -456,6 +482,10 @@ class HistoryFile:
         self.close()
         self._file = open(self.path, "ab")
         self.size = len(data)
+
+    def append_entries(self, entries: list[tuple[str, int, bytes, float]]) -> None:
+        """Append (user id, key, frame, time) entries and make them durable."""
+        self.append(b"".join([encode_entry(*e) for e in entries]))
 
     def append(self, data: bytes) -> None:
         """Append records and make them durable."""

@@ -118,6 +118,11 @@ class Hub:
     def has_streams(self, user_id: str) -> bool:
         return user_id in self._users
 
+    def count_of(self, user_id: str) -> int:
+        """How many streams C{user_id} has open."""
+        streams = self._users.get(user_id)
+        return len(streams) if streams else 0
+
     def _all(self) -> list[Stream]:
         return [s for streams in self._users.values() for s in streams]
 

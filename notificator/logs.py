@@ -292,8 +292,11 @@ class CombinedLogFormatter:
 
     def __call__(self, timestamp: str, request: IRequest) -> str:
         escape = self._escape
-        address = request.getClientAddress()
-        ip = address.host if isinstance(address, (IPv4Address, IPv6Address)) else b"-"
+        # Behind a trusted proxy, the client it names (web.Request.client_host).
+        ip = getattr(request, "client_host", None)
+        if ip is None:
+            address = request.getClientAddress()
+            ip = address.host if isinstance(address, (IPv4Address, IPv6Address)) else b"-"
         return '"%s" - - %s "%s %s %s" %d %s "%s" "%s"' % (
             escape(ip),
             timestamp,

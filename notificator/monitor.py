@@ -34,11 +34,12 @@ from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from notificator import __version__, refusals
+from notificator import __version__, auth, refusals
 from notificator.broker import Broker
 from notificator.hub import Hub
 from notificator.metrics import metrics_resource
 from notificator.stats import Stats
+from notificator.stream import peer
 
 #: Page languages; the first is the default.
 LANGUAGES = ("en", "ko")
@@ -312,6 +313,37 @@ class HealthResource(_Readable):
         return json_body(request, body)
 
 
+class Guarded(Resource):
+    """
+    A monitor resource only the addresses of C{monitor.allow} may see
+    (L{auth.Guard.refuse_monitor}); others get 403 JSON and a log line.
+    """
+
+    def __init__(self, inner: Resource, guard: auth.Guard, log: Logger) -> None:
+        super().__init__()
+        self._inner = inner
+        self._guard = guard
+        self._log = log
+        self.isLeaf = inner.isLeaf
+
+    def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
+        return self._inner.getChildWithDefault(path, request)
+
+    def render(self, request: IRequest) -> bytes | int:
+        client = peer(request)
+        reason = self._guard.refuse_monitor(client)
+        if reason is None:
+            return self._inner.render(request)
+        self._log.warn(
+            "refused {path} to {peer}: 403 {reason}",
+            path=request.path.decode("latin-1") if isinstance(request.path, bytes) else "?",
+            peer=client,
+            reason=reason,
+        )
+        request.setResponseCode(403)
+        return json_body(request, {"error": reason})
+
+
 class Folder(refusals.Resource):
     """
     A path segment holding known children; anything else, and the folder
@@ -354,19 +386,23 @@ def add_monitor(
     broker: Broker,
     clock: IReactorTime,
     registry: CollectorRegistry,
+    guard: auth.Guard,
     log: Logger | None = None,
 ) -> None:
     """
-    Put the monitor's resources under the site root.
+    Put the monitor's resources under the site root: C{/}, C{/users} and
+    C{/metrics} for the addresses of C{monitor.allow} (C{guard}); C{/health},
+    the page's assets and the groupware's script for everyone.
 
     @param log: where refused requests are logged (the activity logger).
     """
+    log = log or Logger()
     messages = json.loads(static_file("messages.json"))
     template = static_file("index.html").decode("utf-8")
-    root.putChild(b"", MonitorPage(template, messages, log))
-    root.putChild(b"users", UsersResource(hub, stats, log))
+    root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard, log))
+    root.putChild(b"users", Guarded(UsersResource(hub, stats, log), guard, log))
     root.putChild(b"health", HealthResource(hub, stats, broker, clock, log))
-    root.putChild(b"metrics", Metrics(metrics_resource(registry), log))
+    root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard, log))
     # Every browser asks for it; a 404 in each console helps nobody.
     root.putChild(b"favicon.ico", Asset.from_package("favicon.ico", log))
     assets = Folder(log)

@@ -87,7 +87,19 @@ class RequestStream:
 
 
 def peer(request: IRequest) -> str:
-    """The client's address as text (the host, for IP connections)."""
+    """
+    The client's address as text: the request's C{client_host} (L{web.Request}:
+    behind a trusted proxy, from X-Forwarded-For), else the host of the
+    connection's peer.
+    """
+    client = getattr(request, "client_host", None)
+    if client is not None:
+        return str(client)
+    return peer_host(request)
+
+
+def peer_host(request: IRequest) -> str:
+    """The host of the connection's peer as text (the address for other transports)."""
     addr = request.getClientAddress()
     host = getattr(addr, "host", None)
     return str(host) if host is not None else str(addr)

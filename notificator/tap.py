@@ -27,7 +27,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import channel, config, listening, logs, metrics, web
+from notificator import auth, channel, config, listening, logs, metrics, web
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -308,15 +308,12 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     broker.setServiceParent(serving)
 
     registry = metrics.build_registry(hub, stats, broker, reactor)
+    activity = Logger("notificator.web", observer=app_log.activity)
+    guard = auth.Guard.from_config(cfg)
+    gate = web.PublishGate(guard, stats, activity)
     site = logs.AccessLogSite(
         web.build_resource(
-            hub,
-            broker,
-            stats,
-            cfg,
-            reactor,
-            registry,
-            activity=Logger("notificator.web", observer=app_log.activity),
+            hub, broker, stats, cfg, reactor, registry, activity=activity, guard=guard, gate=gate
         ),
         server.log_dir,
         reactor,
@@ -325,6 +322,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     )
     site.displayTracebacks = False
     site.requestFactory = web.Request
+    # Read by web.Request: the client behind trusted proxies, and refused
+    # publishers answered before their body is read.
+    site.guard = guard
+    site.publish_gate = gate
     writes = channel.WriteBatch(reactor)
     site.protocol = partial(channel.protocol, writes)
     # Stops after the listeners: the streams' last chunks leave before shutdown.

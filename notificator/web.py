@@ -31,10 +31,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as _WebRequest
 
-from notificator import ingest, metrics, monitor, refusals
-from notificator.auth import redact_uri
+from notificator import auth, channel, ingest, metrics, monitor, refusals
 from notificator.broker import Broker, Published, Unavailable
-from notificator.config import Config, CORSPolicy, SSEConfig
+from notificator.config import Config, CORSPolicy, SSEConfig, StreamLimits
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import EXPIRED, LOST, UNKNOWN, Replay
 from notificator.hub import Hub
@@ -42,6 +41,7 @@ from notificator.logs import safe
 from notificator.stats import Stats
 from notificator.stream import LimitedRequestStream, RequestStream
 from notificator.stream import peer as _peer
+from notificator.stream import peer_host as _peer_host
 
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()
@@ -159,6 +159,49 @@ class Request(_WebRequest):
         kwargs["parsePOSTFormSubmission"] = False
         super().__init__(*args, **kwargs)
 
+    _client_host: str | None = None
+
+    @property
+    def client_host(self) -> str:
+        """
+        The client's address: the connection's peer, or behind a trusted
+        proxy (C{server.trustedProxies}) the client its X-Forwarded-For
+        names (L{auth.Guard.client_address}); for the allow lists, the logs
+        and the monitor.
+        """
+        client = self._client_host
+        if client is None:
+            client = _peer_host(self)
+            guard = getattr(getattr(self.channel, "site", None), "guard", None)
+            if guard is not None and guard.behind_proxies:
+                forwarded = self.requestHeaders.getRawHeaders(b"x-forwarded-for")
+                client = guard.client_address(client, forwarded)
+            self._client_host = client
+        return client
+
+    # Set when the request was answered before its body was read.
+    refused_early = False
+    # Set when the publish gate let it through before its body was read.
+    publisher_checked = False
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        The head is read, the body not yet: a publisher that may not publish
+        is answered now (L{PublishGate.early}) and its body never read.
+        """
+        super().gotLength(length)
+        gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
+        if gate is not None:
+            gate.early(self)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if not self.refused_early:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self.refused_early:
+            super().requestReceived(command, path, version)
+
     def write(self, data: bytes) -> None:
         """
         As twisted.web's C{write}, with a shorter path for what an open
@@ -216,8 +259,14 @@ class SSEResource(refusals.Resource):
         stats: Stats,
         log: Logger = _default_log,
         rng: random.Random | None = None,
+        guard: auth.Guard | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
         super().__init__()
+        self._guard = guard or auth.Guard((), ())
+        limits = limits or StreamLimits()
+        self._per_user = limits.streams_per_user
+        self._total = limits.streams
         self._rng = rng or random.Random()
         self._hub = hub
         self._broker = broker
@@ -231,6 +280,22 @@ class SSEResource(refusals.Resource):
         self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in sse.headers]
 
     def _user_id(self, request: IRequest) -> str:
+        """The user id the request names, if it may open a stream for it."""
+        user_id = self._named_user_id(request)
+        guard = self._guard
+        if guard.signatures:
+            given = request.args.get(auth.QUERY_PARAMETER) if request.args else None
+            reason = guard.refuse_stream(
+                user_id,
+                given[0] if given else None,
+                request.getCookie(guard.signature_cookie),
+                self._clock.seconds(),
+            )
+            if reason is not None:
+                raise _Refused(401, reason)
+        return user_id
+
+    def _named_user_id(self, request: IRequest) -> str:
         segments = request.postpath
         if len(segments) > 1:
             raise _Refused(404, "not found: use /sse or /sse/<userId>")
@@ -272,14 +337,16 @@ class SSEResource(refusals.Resource):
         if args:
             head = _preamble(args) + head
             limit = _buffer_limit(args)
-        if self._hub.draining:
+        hub = self._hub
+        if hub.draining:
             # Stopping: come back later (to another node, or after the
             # restart), at a random moment of the drain.
-            self._stats.refuse("draining")
             jitter = self._rng.randint(0, int(self._sse.drain_seconds * 1000))
-            request.write(_preamble(args) + retry_frame(self._sse.retry + jitter))
-            request.finish()
-            return NOT_DONE_YET
+            return self._turn_away(request, user_id, "draining", self._sse.retry + jitter)
+        if hub.count_of(user_id) >= self._per_user:
+            return self._turn_away(request, user_id, "user-limit", self._cap_retry())
+        if hub.stream_count >= self._total:
+            return self._turn_away(request, user_id, "server-limit", self._cap_retry())
         last_id = last_event_id(request)
         now = self._clock.seconds()
         ids = self._connection_ids
@@ -304,6 +371,28 @@ class SSEResource(refusals.Resource):
                 errbackArgs=(stream, head, last_id),
             )
         return NOT_DONE_YET
+
+    def _turn_away(self, request: IRequest, user_id: str, reason: str, retry: int) -> int:
+        """
+        Answer 200 with a C{retry:} of C{retry} ms and end the response: a
+        browser's EventSource gives up for good on any other status, so this
+        is how it is told to come back later.
+        """
+        self._stats.refuse(reason)
+        self._log.warn(
+            "turned away a stream for {user_id} from {peer}: {reason}; retry in {retry} ms",
+            user_id=safe(user_id),
+            peer=_peer(request),
+            reason=_TURNED_AWAY[reason],
+            retry=retry,
+        )
+        request.write(_preamble(request.args or {}) + retry_frame(retry))
+        request.finish()
+        return NOT_DONE_YET
+
+    def _cap_retry(self) -> int:
+        """A long retry, jittered, for a stream over a cap: 30 to 60 s."""
+        return self._rng.randint(30_000, 60_000)
 
     def _replayed(self, replay: Replay, stream: RequestStream, head: bytes, last_id: str) -> None:
         """Write the head, connect, a reset if needed, and attach with the backlog."""
@@ -371,7 +460,7 @@ class SSEResource(refusals.Resource):
         self._log.warn(
             "refused stream from {peer} for {path}: {code} {reason}",
             peer=_peer(request),
-            path=safe(redact_uri(request.uri)),
+            path=safe(auth.redact_uri(request.uri)),
             code=code,
             reason=safe(reason),
         )
@@ -388,6 +477,12 @@ class SSEResource(refusals.Resource):
             streams=self._hub.stream_count,
         )
 
+
+_TURNED_AWAY = {
+    "draining": "the server is stopping",
+    "user-limit": "the user has limits.streamsPerUser streams open",
+    "server-limit": "the server has limits.streams streams open",
+}
 
 #: The comment before the first event that IE's XDomainRequest needs
 #: before it hands any data to the polyfill.
@@ -434,6 +529,60 @@ def _slim(request: IRequest) -> None:
 _LOGGED_HEADERS = (b"referer", b"user-agent")
 
 
+class PublishGate:
+    """
+    Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}),
+    asked twice: when a publish's head is read (L{early}: a refused
+    publisher gets its 403 before its body is read, over HTTP/1.1) and by
+    L{PublishResource} once the body is read (what counts, also for
+    HTTP/2 and the token in the body).
+    """
+
+    def __init__(self, guard: auth.Guard, stats: Stats, log: Logger = _default_log) -> None:
+        self.guard = guard
+        self._stats = stats
+        self._log = log
+
+    def early(self, request: Request) -> None:
+        """In L{Request.gotLength}: refuse now when the address or header token is wrong."""
+        target = channel.request_target(request)
+        if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
+            return
+        guard = self.guard
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        reason = guard.refuse_publisher(request.client_host, authorization)
+        if reason is None:
+            request.publisher_checked = True
+        elif channel.refuse_early(request, 403, _JSON.encode({"error": reason}).encode("utf-8")):
+            request.refused_early = True
+            self.refused(request, 403, reason)
+
+    def refused(
+        self, request: IRequest, code: int, reason: str, user_id: str | None = None
+    ) -> None:
+        """Count and log a refused publish (never its token)."""
+        self._stats.reject(code)
+        if user_id is None:
+            self._log.warn(
+                "refused publish from {peer}: {code} {reason}",
+                peer=_peer(request),
+                code=code,
+                reason=reason,
+            )
+        else:
+            self._log.warn(
+                "refused publish to {user_id} from {peer}: {code} {reason}",
+                user_id=safe(user_id),
+                peer=_peer(request),
+                code=code,
+                reason=reason,
+            )
+
+
+#: The path of the publish resource (what L{PublishGate.early} looks at).
+PUBLISH_PATH = b"/webNotification"
+
+
 class PublishResource(refusals.Resource):
     """
     C{POST /webNotification}: parse the body (see L{notificator.ingest}),
@@ -453,10 +602,12 @@ class PublishResource(refusals.Resource):
         broker: Broker,
         stats: Stats,
         cors: CORSPolicy,
+        gate: PublishGate,
         debug: bool = True,
         log: Logger = _default_log,
     ) -> None:
         super().__init__()
+        self._gate = gate
         self._broker = broker
         self._stats = stats
         self._log = log
@@ -467,16 +618,31 @@ class PublishResource(refusals.Resource):
 
     def render_POST(self, request: IRequest) -> bytes | int:
         apply_cors(request, self._cors, b"POST, OPTIONS")
+        guard = self._gate.guard
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        if not getattr(request, "publisher_checked", False):
+            # Not asked before the body (HTTP/2, another request class).
+            reason = guard.refuse_publisher(_peer(request), authorization)
+            if reason is not None:
+                self._gate.refused(request, 403, reason)
+                return json_response(request, 403, {"error": reason})
         content = request.content
         body = content.read(MAX_PUBLISH_BYTES + 1) if content is not None else b""
         try:
             if len(body) > MAX_PUBLISH_BYTES:
                 raise _TooLarge(f"body larger than {MAX_PUBLISH_BYTES} bytes")
-            message = ingest.parse_publish(request.getHeader(b"content-type"), body)
+            message, token = ingest.parse_publish_token(request.getHeader(b"content-type"), body)
         except ingest.BadNotification as e:
             self._rejected(request, e.code, e.reason, e.ident)
             return json_response(request, e.code, {"error": e.reason})
-        self._broker.publish(message).addCallbacks(
+        reason = guard.refuse_publish_token(authorization, token)
+        if reason is not None:
+            self._gate.refused(request, 403, reason, message.user_id)
+            return json_response(request, 403, {"error": reason})
+        published = self._broker.publish(message)
+        if isinstance(published, Published):
+            return self._answer(published, request, message)
+        published.addCallbacks(
             self._published,
             self._failed,
             callbackArgs=(request, message),
@@ -485,6 +651,9 @@ class PublishResource(refusals.Resource):
         return NOT_DONE_YET
 
     def _published(self, published: Published, request: IRequest, message: Message) -> None:
+        _finish(request, self._answer(published, request, message))
+
+    def _answer(self, published: Published, request: IRequest, message: Message) -> bytes:
         if self._debug:
             self._log.debug(
                 "published {event} {event_id} to {user_id} from {peer}: {delivered} {streams}",
@@ -504,7 +673,7 @@ class PublishResource(refusals.Resource):
         }
         if published.nodes is not None:
             answer["nodes"] = published.nodes
-        _finish(request, json_response(request, 200, answer))
+        return json_response(request, 200, answer)
 
     def _failed(self, failure: Failure, request: IRequest, message: Message) -> None:
         if failure.check(Unavailable):
@@ -569,9 +738,17 @@ def build_resource(
     clock: IReactorTime,
     registry: CollectorRegistry | None = None,
     activity: Logger = _default_log,
+    guard: auth.Guard | None = None,
+    gate: PublishGate | None = None,
 ) -> Resource:
     """
     Assemble the resource tree around one hub and broker.
+
+    @param guard: who may publish, look and subscribe; made from the config
+        when omitted.
+    @param gate: the publish gate; give the same to the L{Site} as
+        C{publish_gate}, so refused publishers are answered before their
+        body is read (L{Request.gotLength}).
 
     @param registry: what C{/metrics} serves; C{makeService} builds it
         (L{metrics.build_registry}), and a fresh one is made when omitted.
@@ -579,14 +756,23 @@ def build_resource(
         and refused; publishes and rejected publishes) go; C{makeService}
         gives one that only C{sse.log} reads (L{logs.AppLogService}).
     """
+    if guard is None:
+        guard = auth.Guard.from_config(config)
+    if gate is None:
+        gate = PublishGate(guard, stats, activity)
     root = monitor.Folder(activity)
-    root.putChild(b"sse", SSEResource(hub, broker, config.sse, clock, stats, log=activity))
+    root.putChild(
+        b"sse",
+        SSEResource(
+            hub, broker, config.sse, clock, stats, log=activity, guard=guard, limits=config.limits
+        ),
+    )
     debug = config.server.log_level == "debug"
     root.putChild(
         b"webNotification",
-        PublishResource(broker, stats, config.sse.cors, debug=debug, log=activity),
+        PublishResource(broker, stats, config.sse.cors, gate, debug=debug, log=activity),
     )
     if registry is None:
         registry = metrics.build_registry(hub, stats, broker, clock)
-    monitor.add_monitor(root, hub, stats, broker, clock, registry, activity)
+    monitor.add_monitor(root, hub, stats, broker, clock, registry, guard, activity)
     return root

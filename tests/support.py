@@ -135,6 +135,19 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"twistd did not listen within {timeout} s:\n{self.log()}")
 
+    def restart(self, local: dict[str, Any] | None = None) -> Server:
+        """
+        Stop (SIGTERM, as an operator would) and start again in the same
+        install (same config dir, logs and var/history, same listen
+        string: give a fixed port to keep it), with C{local} as the new
+        local.json when given.
+        """
+        self.stop()
+        if local is not None:
+            local = {**local, "sse": {"drainSeconds": 0.2, **local.get("sse", {})}}
+            write_config(os.path.join(self.dir, "conf"), {"local": local})
+        return self.start()
+
     def run_to_exit(self, timeout: float = 30.0) -> tuple[int, str]:
         """Run a server that is expected to stop by itself (bad config)."""
         with open(self.log_path, "wb") as out:
@@ -287,6 +300,36 @@ class Parts:
         """Publish through the broker; the L{Published} outcome."""
         from notificator.events import Message
 
-        results: list[Any] = []
-        self.broker.publish(Message(event, user_id, data)).addCallback(results.append)
-        return results[0]
+        return self.broker.publish(Message(event, user_id, data))
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server that must keep its port across a restart)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raw_request(
+    port: int, data: bytes, timeout: float = 10.0, read_until_close: bool = True
+) -> bytes:
+    """Send raw bytes to 127.0.0.1:port; what comes back until the server closes (bounded)."""
+    import socket
+
+    chunks = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if not read_until_close:
+                break
+    return b"".join(chunks)

@@ -109,7 +109,14 @@ class SmokeTests(SynchronousTestCase):
         every notification (rate and burst) arrives once, at the right
         stream, with heartbeats flowing.
         """
-        server = Server(self, local={"sse": {"heartbeat": True, "heartbeatInterval": 1}}).start()
+        server = Server(
+            self,
+            local={
+                "sse": {"heartbeat": True, "heartbeatInterval": 1},
+                # loadgen publishes from 127.0.0.1-127.0.0.4
+                "publish": {"allow": ["127.0.0.0/8"]},
+            },
+        ).start()
         opt = loadgen.options(
             [
                 "--url",

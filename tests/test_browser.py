@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import Server
+from tests.support import Server, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -168,6 +168,8 @@ window.received = [];
 window.approvals = [];
 function webNotifyProcess(data) {{ window.received.push(data); }}
 function sancProcess(data) {{ window.approvals.push(data); }}
+window.resets = [];
+function onNotificatorReset(info) {{ window.resets.push(info); }}
 </script>
 <script src="http://127.0.0.1:{server_port}/javascripts/eventSourceClient.js"{attribute}></script>
 </head><body><h1>groupware</h1></body></html>
@@ -323,6 +325,38 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         )
         self.assertEqual([json.loads(a) for a in approvals], [{"doc": "A-1"}])
         self.assertEqual(driver.execute_script("return window.received"), [])
+
+    def test_reconnect_replays_and_resets(self) -> None:
+        """
+        The browser's own reconnect: after a restart it sends Last-Event-ID
+        and gets what was published meanwhile; after a restart that lost the
+        history, onNotificatorReset is called and notifications go on.
+        """
+        driver = open_browser(self)
+        groupware = StaticPages(self, "127.0.0.2")
+        local = {
+            "sse": {"retry": 1500, "header": {"Access-Control-Allow-Origin": [groupware.origin]}}
+        }
+        server = Server(self, local=local, listen=f"tcp:{free_port()}:interface=127.0.0.1").start()
+        groupware.pages["/header.html"] = groupware_page(server.port, "re1")
+        driver.get(groupware.origin + "/header.html")
+        self._wait_connected(server, "re1")
+        self.assertEqual(server.post("id=notify_re1&data=1", FORM)[0], 200)
+        wait_for(driver, lambda d: d.execute_script("return window.received.length") == 1, "n1")
+        # Restarted with the history on disk: published before the browser is back.
+        server.restart()
+        self.assertEqual(server.post("id=notify_re1&data=2", FORM)[0], 200)
+        wait_for(driver, lambda d: d.execute_script("return window.received.length") == 2, "n2")
+        self.assertEqual(driver.execute_script("return window.received"), ["1", "2"])
+        self.assertEqual(driver.execute_script("return window.resets"), [])
+        # Restarted with a history in memory only: the browser's id is from a lost history.
+        server.restart({**local, "sse": {**local["sse"], "history": {"dir": None}}})
+        resets = wait_for(driver, lambda d: d.execute_script("return window.resets"), "reset")
+        self.assertEqual(resets[0]["reason"], "lost")
+        self._wait_connected(server, "re1")
+        self.assertEqual(server.post("id=notify_re1&data=3", FORM)[0], 200)
+        wait_for(driver, lambda d: d.execute_script("return window.received.length") == 3, "n3")
+        self.assertEqual(driver.execute_script("return window.received"), ["1", "2", "3"])
 
     def _wait_connected(self, server: Server, user_id: str) -> None:
         deadline = time.monotonic() + WAIT

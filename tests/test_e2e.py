@@ -6,11 +6,18 @@ it, on a loopback port, driven by a real HTTP client.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import time
 from urllib.parse import quote, urlencode
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import Server, base_config
+from notificator.auth import sign_stream
+from notificator.events import event_key
+from notificator.history import read_journal
+from tests.support import Server, base_config, free_port, parse_frames, raw_request
 
 KOREAN = {"title": "결재 요청", "body": "홍길동님; a&b=c"}
 FORM_UTF8 = "application/x-www-form-urlencoded; charset=UTF-8"
@@ -152,3 +159,233 @@ class StartupTests(SynchronousTestCase):
         # The response was finished (terminating chunk), not cut off mid-stream.
         e = self.assertRaises(ConnectionError, stream.next_event)
         self.assertEqual(str(e), "stream ended")
+
+
+class ReplayEndToEndTests(SynchronousTestCase):
+    """A real client dropped and reconnecting: it gets what it missed, once, in order."""
+
+    def setUp(self) -> None:
+        self.server = Server(self, local=base_config(heartbeat=False, keepalive=0)).start()
+
+    def publish(self, user: str, n: int) -> str:
+        status, reply = self.server.post(f"id=notify_{user}&data={n}", FORM)
+        self.assertEqual(status, 200)
+        return reply["eventId"]
+
+    def test_reconnect_with_each_spelling(self) -> None:
+        """Header, lastEventId, last_event_id, evs_last_event_id: the missed ones, then live."""
+        stream = self.server.subscribe("/sse/u5")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        seen = self.publish("u5", 0)
+        self.assertEqual(stream.next_event()["id"], seen)
+        stream.close()
+        for how in ["header", "lastEventId", "last_event_id", "evs_last_event_id"]:
+            missed = [self.publish("u5", n) for n in range(1, 4)]
+            headers = {"Last-Event-ID": seen} if how == "header" else {}
+            path = "/sse/u5" if how == "header" else f"/sse/u5?{how}={seen}"
+            again = self.server.subscribe(path, headers)
+            connect = again.next_event()
+            self.assertEqual(json.loads(connect["data"])["replay"], "complete", how)
+            got = [again.next_event()["id"] for _ in missed]
+            self.assertEqual(got, missed, how)
+            live = self.publish("u5", 9)
+            self.assertEqual(again.next_event()["id"], live, how)
+            again.close()
+            seen = live
+
+    def test_gap_signal(self) -> None:
+        """Away for more than is kept: connect says truncated, then reset, then what is kept."""
+        server = Server(self, local=base_config(history={"size": 2})).start()
+        first = server.post("id=notify_u6&data=0", FORM)[1]["eventId"]
+        ids = [server.post(f"id=notify_u6&data={n}", FORM)[1]["eventId"] for n in range(1, 5)]
+        stream = server.subscribe("/sse/u6", {"Last-Event-ID": first})
+        self.assertEqual(json.loads(stream.next_event()["data"])["replay"], "truncated")
+        reset = stream.next_event()
+        self.assertEqual(reset["event"], "reset")
+        self.assertEqual(json.loads(reset["data"])["reason"], "expired")
+        self.assertEqual([stream.next_event()["id"] for _ in range(2)], ids[2:])
+
+
+class OldIEEndToEndTests(SynchronousTestCase):
+    def test_preamble_and_buffer_limit(self) -> None:
+        """The 2 KB preamble on request; evs_buffer_size_limit ends the response (chunked end)."""
+        server = Server(self, local=base_config(heartbeat=False, keepalive=0)).start()
+        stream = server.subscribe("/sse/ie?evs_preamble=1&evs_buffer_size_limit=4096")
+        first = stream.next_block()
+        self.assertEqual(first, b":" + b" " * 2048 + b"\n\n")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        ids = [
+            server.post('id=notify_ie&data="' + "x" * 300 + '"', FORM)[1]["eventId"]
+            for _ in range(20)
+        ]
+        got = []
+        while True:
+            try:
+                got.append(stream.next_event()["id"])
+            except ConnectionError:
+                break
+        self.assertTrue(0 < len(got) < 20, got)
+        again = server.subscribe(f"/sse/ie?evs_last_event_id={got[-1]}")
+        again.next_event()  # connect
+        rest = [again.next_event()["id"] for _ in range(20 - len(got))]
+        self.assertEqual(got + rest, ids)
+
+
+class StopEndToEndTests(SynchronousTestCase):
+    def test_sigterm_drains_with_jittered_retry_and_keeps_the_history(self) -> None:
+        """
+        SIGTERM: /health says 503, each open stream gets a retry: within
+        sse.retry + sse.drainSeconds and ends, the process exits in time, and
+        the history is on disk for the next start.
+        """
+        local = base_config(heartbeat=False, keepalive=0, retry=1000, drainSeconds=2)
+        server = Server(self, local=local).start()
+        streams = [server.subscribe(f"/sse/d{n}") for n in range(12)]
+        for s in streams:
+            s.next_event()
+        for n in range(12):
+            server.post(f"id=notify_d{n}&data={n}", FORM)
+            streams[n].next_event()
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        status, _, body = server.request("GET", "/health")
+        self.assertEqual(status, 503)
+        self.assertEqual(json.loads(body)["status"], "draining")
+        retries = []
+        for s in streams:
+            s.conn.sock.settimeout(10)
+            block = parse_frames(s.next_block())
+            retries.append(int(block[0]["retry"]))
+            self.assertRaises(ConnectionError, s.next_block)
+        self.assertTrue(all(1000 <= r <= 3000 for r in retries), retries)
+        self.assertGreater(len(set(retries)), 6)
+        server.process.wait(15)
+        self.assertLess(time.monotonic() - started, 10)
+        with open(os.path.join(server.dir, "var", "history", "history.log"), "rb") as f:
+            loaded = read_journal(f.read())
+        self.assertTrue(loaded.clean)
+        self.assertEqual(sorted(loaded.users), sorted(f"d{n}" for n in range(12)))
+
+    def test_history_survives_a_restart(self) -> None:
+        """SIGTERM and start again on the same port: a client with its last id gets the rest."""
+        port = free_port()
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        server = Server(self, local=base_config(), listen=listen).start()
+        first = server.post("id=notify_r&data=1", FORM)[1]["eventId"]
+        later = [server.post(f"id=notify_r&data={n}", FORM)[1]["eventId"] for n in (2, 3)]
+        again = server.restart()
+        stream = again.subscribe("/sse/r", {"Last-Event-ID": first})
+        self.assertEqual(json.loads(stream.next_event()["data"])["replay"], "complete")
+        self.assertEqual([stream.next_event()["id"] for _ in later], later)
+        newer = again.post("id=notify_r&data=4", FORM)[1]["eventId"]
+        self.assertGreater(event_key(newer), event_key(later[-1]))
+
+    def test_corrupt_history_is_set_aside(self) -> None:
+        """A damaged history file: one warning, the server starts, clients get a reset."""
+        server = Server(self, local=base_config())
+        directory = os.path.join(server.dir, "var", "history")
+        os.makedirs(directory)
+        with open(os.path.join(directory, "history.log"), "wb") as f:
+            f.write(b"NOTIFICATOR-HISTORY 1\n" + os.urandom(300))
+        server.start()
+        server.wait_for_log("set aside as")
+        self.assertNotIn("Traceback", server.log())
+        self.assertEqual(len(re.findall("set aside", server.log())), 1)
+        stream = server.subscribe("/sse/x", {"Last-Event-ID": "1700000000000-0"})
+        self.assertEqual(json.loads(stream.next_event()["data"])["replay"], "truncated")
+        self.assertEqual(json.loads(stream.next_event()["data"])["reason"], "lost")
+
+
+class GuardEndToEndTests(SynchronousTestCase):
+    def test_publish_refused_before_the_body_is_read(self) -> None:
+        """Outside publish.allow, a 64 MiB announcement is answered 403 at once, and nothing is delivered."""
+        server = Server(self, local={**base_config(), "publish": {"allow": ["10.0.0.0/8"]}}).start()
+        head = (
+            b"POST /webNotification HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 67108864\r\n\r\nid=notify_u1&data=1"
+        )
+        started = time.monotonic()
+        reply = raw_request(server.port, head, timeout=5)
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 403 "), reply[:200])
+        self.assertTrue(reply.endswith(b'{"error": "address not allowed"}'), reply)
+        server.wait_for_log(
+            r"refused publish from 127\.0\.0\.1: 403 address not allowed", name="sse.log"
+        )
+
+    def test_trusted_proxy_names_the_client(self) -> None:
+        """X-Forwarded-For is believed from a trusted proxy only, rightmost untrusted hop first."""
+        local = {
+            **base_config(),
+            "server": {"trustedProxies": ["127.0.0.1/32"], "log": {"level": "debug"}},
+            "publish": {"allow": ["10.0.0.0/8"]},
+        }
+        server = Server(self, local=local).start()
+        stream = server.subscribe("/sse/p1", {"X-Forwarded-For": "10.9.9.9"})
+        stream.next_event()
+
+        def post(xff: str) -> int:
+            return server.request(
+                "POST",
+                "/webNotification",
+                "id=notify_p1&data=1",
+                {"Content-Type": FORM, "X-Forwarded-For": xff},
+            )[0]
+
+        self.assertEqual(post("10.1.2.3"), 200)
+        self.assertEqual(post("10.1.2.3, 192.168.0.9"), 403)
+        self.assertEqual(post("192.168.0.9, 10.1.2.3"), 200)  # the client wrote the left one
+        server.wait_for_log(r"stream 1 opened for p1 from 10\.9\.9\.9", name="sse.log")
+        server.wait_for_log(r'"10\.1\.2\.3" - - .*"POST /webNotification', name="access.log")
+        untrusted = Server(
+            self, local={**base_config(), "publish": {"allow": ["10.0.0.0/8"]}}
+        ).start()
+        status = untrusted.request(
+            "POST",
+            "/webNotification",
+            "id=notify_p1&data=1",
+            {"Content-Type": FORM, "X-Forwarded-For": "10.1.2.3"},
+        )[0]
+        self.assertEqual(status, 403)
+
+    def test_token_and_signatures(self) -> None:
+        """The publish token and subscriber signatures on the real server."""
+        secret = "k8Vq2-notificator-example-secret"
+        token = "a-publish-token-0123456789"
+        local = {
+            **base_config(auth={"secret": secret}),
+            "publish": {"allow": ["127.0.0.1/32"], "token": token},
+        }
+        server = Server(self, local=local).start()
+        now = int(time.time())
+        status, _, body = server.request("GET", "/sse/u1")
+        self.assertEqual((status, json.loads(body)), (401, {"error": "missing signature"}))
+        status, _, _ = server.request("GET", f"/sse/u1?auth={sign_stream(secret, 'u2', now + 60)}")
+        self.assertEqual(status, 401)
+        status, _, body = server.request(
+            "GET", f"/sse/u1?auth={sign_stream(secret, 'u1', now - 1)}"
+        )
+        self.assertEqual((status, json.loads(body)), (401, {"error": "expired signature"}))
+        stream = server.subscribe(f"/sse/u1?auth={sign_stream(secret, 'u1', now + 60)}")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        self.assertEqual(server.post("id=notify_u1&data=1", FORM)[0], 403)
+        self.assertEqual(server.post(f"id=notify_u1&data=2&token={token}", FORM)[0], 200)
+        self.assertEqual(stream.next_event()["data"], "2")
+        server.wait_for_log("expired signature", name="sse.log")
+        for name in ("sse.log", "access.log"):
+            self.assertNotIn(token, server.log(name))
+        self.assertNotIn(token, server.log())
+
+    def test_stream_caps(self) -> None:
+        """limits.streamsPerUser: the extra tab gets 200, a long retry, and the end."""
+        server = Server(self, local={**base_config(), "limits": {"streamsPerUser": 2}}).start()
+        tabs = [server.subscribe("/sse/c1") for _ in range(2)]
+        for tab in tabs:
+            tab.next_event()
+        extra = server.subscribe("/sse/c1")
+        self.assertEqual(extra.status, 200)
+        self.assertGreaterEqual(int(parse_frames(extra.next_block())[0]["retry"]), 30000)
+        self.assertRaises(ConnectionError, extra.next_block)
+        status, _, body = server.request("GET", "/metrics")
+        self.assertIn(b'notificator_streams_refused_total{reason="user-limit"} 1.0', body)

@@ -18,6 +18,7 @@ from functools import partial
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
@@ -390,7 +391,7 @@ class ChannelTests(SynchronousTestCase):
             def write(self, data: bytes) -> None:
                 writes.append(data)
 
-        ch.makeConnection(Transport())
+        ch.makeConnection(Transport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000)))
         ch.dataReceived(self.post())
         self.h.reactor.advance(0)
         self.assertEqual(len(writes), 1)

@@ -6,8 +6,10 @@ SSE stream, CORS, and the publish endpoint.
 from __future__ import annotations
 
 import json
+from ipaddress import ip_network
 from typing import Any
 
+import attrs
 from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -17,8 +19,19 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from notificator import web
-from notificator.config import Config, CORSPolicy, Origin, ServerConfig, SSEConfig
+from notificator import auth, web
+from notificator.config import (
+    Config,
+    CORSPolicy,
+    HistoryConfig,
+    MonitorConfig,
+    Origin,
+    PublishConfig,
+    ServerConfig,
+    SSEAuthConfig,
+    SSEConfig,
+    StreamLimits,
+)
 from notificator.web import SSEResource
 from tests.support import Parts, parse_frames
 
@@ -336,3 +349,253 @@ class HeartbeatTests(WebCase):
         beat = self.events(chunks)[-1]
         self.assertEqual(beat["event"], "heartbeat")
         self.assertEqual(json.loads(beat["data"]), {"time": 1_700_000_000_000})
+
+
+class ReplayTests(WebCase):
+    """A reconnect with the last id it saw gets what it missed, before anything live."""
+
+    def missed(self, user: str, count: int) -> list[str]:
+        return [
+            self.publish(b"id=notify_%s&data=%d" % (user.encode(), n))[1]["eventId"]
+            for n in range(count)
+        ]
+
+    def test_every_spelling_of_the_last_id(self) -> None:
+        """The header and the three query spellings the polyfills use are all read."""
+        ids = self.missed("u5", 4)
+        for how in ["header", "lastEventId", "last_event_id", "evs_last_event_id"]:
+            path, headers = "/sse/u5", {}
+            if how == "header":
+                headers = {"Last-Event-ID": ids[1]}
+            else:
+                path += f"?{how}={ids[1]}"
+            _, chunks = self.open(path, headers=headers)
+            events = self.events(chunks)
+            self.assertEqual(json.loads(events[0]["data"])["replay"], "complete", how)
+            self.assertEqual([e.get("id") for e in events[1:]], ids[2:], how)
+
+    def test_header_wins_over_the_query(self) -> None:
+        """With both, the Last-Event-ID header decides."""
+        ids = self.missed("u5", 3)
+        _, chunks = self.open(f"/sse/u5?lastEventId={ids[0]}", headers={"Last-Event-ID": ids[1]})
+        self.assertEqual([e.get("id") for e in self.events(chunks)[1:]], ids[2:])
+
+    def test_no_id_no_replay(self) -> None:
+        """A fresh page load (no id) gets connect only, without a replay field."""
+        self.missed("u5", 2)
+        _, chunks = self.open("/sse/u5")
+        events = self.events(chunks)
+        self.assertEqual([e["event"] for e in events], ["connect"])
+        self.assertNotIn("replay", json.loads(events[0]["data"]))
+
+    def test_backlog_then_live_without_gap_or_duplicate(self) -> None:
+        """What is published after the reconnect comes after the backlog, once."""
+        ids = self.missed("u5", 3)
+        _, chunks = self.open("/sse/u5", headers={"Last-Event-ID": ids[0]})
+        live = self.publish(b"id=notify_u5&data=9")[1]["eventId"]
+        self.stub.flush()
+        self.assertEqual([e.get("id") for e in self.events(chunks)[1:]], ids[1:] + [live])
+
+    def test_gap_gets_a_reset_then_everything_kept(self) -> None:
+        """An id older than what is kept: connect says truncated, a reset, then what is kept."""
+        parts = Parts(
+            self.clock,
+            attrs.evolve(
+                self.config, sse=attrs.evolve(self.config.sse, history=HistoryConfig(size=2))
+            ),
+        )
+        self.stub = StubTreq(parts.resource)
+        self.hub = parts.hub
+        ids = self.missed("u5", 5)
+        _, chunks = self.open("/sse/u5", headers={"Last-Event-ID": ids[0]})
+        events = self.events(chunks)
+        self.assertEqual(json.loads(events[0]["data"])["replay"], "truncated")
+        self.assertEqual(events[1]["event"], "reset")
+        reset = json.loads(events[1]["data"])
+        self.assertEqual(
+            (reset["reason"], reset["lastEventId"], reset["oldestEventId"]),
+            ("expired", ids[0], ids[3]),
+        )
+        self.assertNotIn("id", events[1])  # the browser's last id stays the client's
+        self.assertEqual([e.get("id") for e in events[2:]], ids[3:])
+        self.assertEqual(parts.stats.replays, {"truncated": 1})
+
+    def test_unknown_id_gets_a_reset(self) -> None:
+        """An id that is not ours (another server, garbage, the future): reset, everything kept."""
+        ids = self.missed("u5", 2)
+        for bad in ["abc", "99999999999999-0", "1-2-3", "x" * 500]:
+            _, chunks = self.open("/sse/u5", headers={"Last-Event-ID": bad})
+            events = self.events(chunks)
+            reset = json.loads(events[1]["data"])
+            self.assertEqual(reset["reason"], "unknown", bad)
+            self.assertLessEqual(len(reset["lastEventId"]), web.MAX_LAST_EVENT_ID)
+            self.assertEqual([e.get("id") for e in events[2:]], ids, bad)
+
+
+class OldIETests(WebCase):
+    def test_preamble_when_asked(self) -> None:
+        """evs_preamble or padding=true: a 2 KB comment before the first event."""
+        for query in ["?evs_preamble=2056", "?padding=true"]:
+            _, chunks = self.open("/sse/u1" + query)
+            body = b"".join(chunks)
+            self.assertTrue(body.startswith(b":" + b" " * 2048 + b"\n\n"), query)
+            self.assertEqual(self.events(chunks)[0]["event"], "connect")
+        _, chunks = self.open("/sse/u1")
+        self.assertTrue(b"".join(chunks).startswith(b"retry: "))
+
+    def test_buffer_limit_ends_the_response_and_replay_goes_on(self) -> None:
+        """evs_buffer_size_limit: the response ends after about N bytes; reconnecting with evs_last_event_id gets the rest."""
+        response = self.successResultOf(
+            self.stub.get("http://n.example/sse/ie1?evs_buffer_size_limit=5000")
+        )
+        chunks: list[bytes] = []
+        done = self.stub.collect(response, chunks.append)
+        self.stub.flush()
+        ids = []
+        for _ in range(40):
+            ids.append(self.publish(b'id=notify_ie1&data="%s"' % (b"x" * 200))[1]["eventId"])
+        self.stub.flush()
+        self.successResultOf(done)  # ended by the server
+        got = [e.get("id") for e in self.events(chunks)[1:]]
+        self.assertLess(len(got), 40)
+        self.assertGreaterEqual(len(b"".join(chunks)), 5000)
+        _, more = self.open(f"/sse/ie1?evs_last_event_id={got[-1]}&evs_buffer_size_limit=100000")
+        again = [e.get("id") for e in self.events(more)[1:]]
+        self.assertEqual(got + again, ids)
+
+
+class DrainTests(WebCase):
+    def test_new_streams_are_turned_away_while_draining(self) -> None:
+        """While stopping: 200, a retry: with jitter, and the end (no connect)."""
+        self.hub.drain(5.0, 3000)
+        response = self.successResultOf(self.stub.get("http://n.example/sse/u1"))
+        self.assertEqual(response.code, 200)
+        body = self.successResultOf(response.content())
+        (frame,) = parse_frames(body)
+        # sse.retry (5000 here) plus up to sse.drainSeconds (5 s) of jitter.
+        self.assertTrue(5000 <= int(frame["retry"]) <= 10000, frame)
+        self.assertEqual(self.hub.stream_count, 0)
+
+
+class StreamCapTests(WebCase):
+    def setUp(self) -> None:
+        super().setUp()
+        config = attrs.evolve(self.config, limits=StreamLimits(streams_per_user=2, streams=3))
+        self.parts = Parts(self.clock, config)
+        self.hub = self.parts.hub
+        self.stub = StubTreq(self.parts.resource)
+
+    def turned_away(self, path: str) -> int:
+        response = self.successResultOf(self.stub.get("http://n.example" + path))
+        self.assertEqual(response.code, 200)
+        (frame,) = parse_frames(self.successResultOf(response.content()))
+        return int(frame["retry"])
+
+    def test_per_user_and_total(self) -> None:
+        """Over streamsPerUser or streams: 200, a long retry, ended, counted and logged."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.open("/sse/u1")
+        self.open("/sse/u1")
+        self.assertTrue(30_000 <= self.turned_away("/sse/u1") <= 60_000)
+        self.open("/sse/u2")
+        self.assertTrue(30_000 <= self.turned_away("/sse/u3") <= 60_000)
+        self.assertEqual(self.hub.stream_count, 3)
+        self.assertEqual(self.parts.stats.refused, {"user-limit": 1, "server-limit": 1})
+        self.assertEqual(len([e for e in observer if "turned away" in e["log_format"]]), 2)
+
+
+class PublishGuardTests(WebCase):
+    def configure(self, **publish: Any) -> Parts:
+        config = attrs.evolve(self.config, publish=PublishConfig(**publish))
+        parts = Parts(self.clock, config)
+        self.hub = parts.hub
+        self.stub = StubTreq(parts.resource)
+        return parts
+
+    def test_address_not_allowed(self) -> None:
+        """A publisher outside publish.allow gets 403 JSON; nothing is delivered."""
+        parts = self.configure(allow=(ip_network("10.0.0.0/8"),))
+        _, chunks = self.open("/sse/u1")
+        code, body = self.publish(b"id=notify_u1&data=1")
+        self.assertEqual((code, body), (403, {"error": "address not allowed"}))
+        self.assertEqual(self.events(chunks)[1:], [])
+        self.assertEqual((parts.stats.published, parts.stats.rejected), (0, {403: 1}))
+
+    def test_token(self) -> None:
+        """With publish.token: missing or wrong is 403; the header or the form field passes; never in data."""
+        token = "s3cret-token-0123456789"
+        self.configure(token=token)
+        _, chunks = self.open("/sse/u1")
+        self.assertEqual(
+            self.publish(b"id=notify_u1&data=1"), (403, {"error": "missing publish token"})
+        )
+        self.assertEqual(
+            self.publish(b"id=notify_u1&data=1&token=nope"), (403, {"error": "wrong publish token"})
+        )
+        bearer = {**FORM, b"authorization": [b"Bearer " + token.encode()]}
+        self.assertEqual(self.publish(b"id=notify_u1&data=1", bearer)[0], 200)
+        self.assertEqual(self.publish(b"id=notify_u1&data=2&token=" + token.encode())[0], 200)
+        code, _ = self.publish(
+            json.dumps({"id": "notify_u1", "data": {"n": 3}, "token": token}).encode(),
+            {b"content-type": [b"application/json"]},
+        )
+        self.assertEqual(code, 200)
+        events = self.events(chunks)[1:]
+        self.assertEqual([e["data"] for e in events], ["1", "2", '{"n":3}'])
+        self.assertNotIn(token, repr(events))
+
+
+class MonitorGuardTests(WebCase):
+    def test_monitor_allow(self) -> None:
+        """/, /users and /metrics answer monitor.allow only; /health and the script stay open."""
+        config = attrs.evolve(self.config, monitor=MonitorConfig(allow=(ip_network("10.0.0.0/8"),)))
+        self.stub = StubTreq(Parts(self.clock, config).resource)
+        for path in ["/", "/users", "/metrics"]:
+            response = self.successResultOf(self.stub.get("http://n.example" + path))
+            self.assertEqual(response.code, 403, path)
+            body = json.loads(self.successResultOf(response.content()))
+            self.assertEqual(body, {"error": "address not allowed"})
+        for path in ["/health", "/javascripts/eventSourceClient.js"]:
+            response = self.successResultOf(self.stub.get("http://n.example" + path))
+            self.assertEqual(response.code, 200, path)
+            self.successResultOf(response.content())
+
+
+class SignatureTests(WebCase):
+    SECRET = "k8Vq2-notificator-example-secret"
+
+    def setUp(self) -> None:
+        super().setUp()
+        config = attrs.evolve(
+            self.config,
+            sse=attrs.evolve(self.config.sse, auth=SSEAuthConfig(secret=self.SECRET)),
+        )
+        self.parts = Parts(self.clock, config)
+        self.hub = self.parts.hub
+        self.stub = StubTreq(self.parts.resource)
+
+    def refused(self, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        response = self.successResultOf(self.stub.get("http://n.example" + path, **kwargs))
+        return response.code, self.successResultOf(response.content())
+
+    def test_valid_forged_expired(self) -> None:
+        """A signature for the user opens it; another user's, a forged or an expired one: 401 with why."""
+        now = int(self.clock.seconds())
+        good = auth.sign_stream(self.SECRET, "홍길동_01", now + 3600)
+        path = "/sse/%ED%99%8D%EA%B8%B8%EB%8F%99_01"
+        for query, reason in [
+            ("", "missing signature"),
+            ("?auth=abc", "malformed signature"),
+            (
+                f"?auth={auth.sign_stream('another-secret-0123456789', '홍길동_01', now + 60)}",
+                "bad signature",
+            ),
+            (f"?auth={auth.sign_stream(self.SECRET, '홍길동_02', now + 60)}", "bad signature"),
+            (f"?auth={auth.sign_stream(self.SECRET, '홍길동_01', now - 1)}", "expired signature"),
+        ]:
+            code, body = self.refused(path + query)
+            self.assertEqual((code, json.loads(body)), (401, {"error": reason}), query)
+        self.assertEqual(self.hub.stream_count, 0)
+        self.open(f"{path}?auth={good}")
+        self.open(path, cookies={"notificatorAuth": good})
+        self.assertEqual(self.hub.stream_count, 2)

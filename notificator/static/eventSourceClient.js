@@ -16,6 +16,12 @@
  * Events: "notify" calls window.webNotifyProcess(data) and "appr" calls
  * window.sancProcess(data) when the page defines them (data is the JSON
  * text sent by the publisher); "connect" and "heartbeat" are logged.
+ * "reset" (after a reconnect, the server could not replay everything the
+ * page missed: it was away longer than the server keeps notifications,
+ * or the server lost them) calls window.onNotificatorReset(info) when the
+ * page defines it, with info the parsed object {reason, message,
+ * lastEventId, oldestEventId}: reload the notification list there.  The
+ * notifications the server still kept follow the reset as usual.
  *
  * Reconnecting: the browser reconnects by itself after a dropped
  * connection (the server sends "retry:").  It gives up for good
@@ -103,6 +109,24 @@
     });
     es.addEventListener("appr", function (e) {
       dispatch("sancProcess", e);
+    });
+    es.addEventListener("reset", function (e) {
+      log("reset", e.data);
+      var hook = window.onNotificatorReset;
+      if (typeof hook !== "function") return;
+      var info = null;
+      try {
+        info = JSON.parse(e.data);
+      } catch (err) {
+        info = { reason: "unknown", message: String(e.data) };
+      }
+      try {
+        hook(info);
+      } catch (err) {
+        if (window.console && window.console.error) {
+          window.console.error("[notificator] onNotificatorReset() failed", err);
+        }
+      }
     });
     es.addEventListener("error", function () {
       if (es !== source) return;

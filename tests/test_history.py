@@ -1,0 +1,280 @@
+"""
+Tests for L{notificator.history}: what is kept for reconnecting clients,
+the replay rules (complete, or everything kept and why not), and the
+journal on disk.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from notificator.events import SEQ_SPAN, event_id
+from notificator.history import (
+    ENTRY_OVERHEAD,
+    EXPIRED,
+    LOST,
+    MAGIC,
+    UNKNOWN,
+    CorruptHistory,
+    History,
+    HistoryFile,
+    encode_entry,
+    read_journal,
+    snapshot,
+)
+
+T0 = 1_800_000_000.0
+
+
+def key(ms: int, seq: int = 0) -> int:
+    return ms * SEQ_SPAN + seq
+
+
+def frame(n: int) -> bytes:
+    return b"id: %d-0\nevent: notify\ndata: %d\n\n" % (n, n)
+
+
+class HistoryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.history = History(self.clock, size=3, ttl=60, known_since=key(1000))
+
+    def add(self, user: str, *ns: int) -> None:
+        for n in ns:
+            self.history.append(user, key(1000 + n), frame(n))
+
+    def test_complete_replay_after_an_id(self) -> None:
+        """A client that saw n gets n+1.. in order, the very bytes appended."""
+        self.add("u", 1, 2, 3)
+        self.add("v", 4)
+        replay = self.history.since("u", key(1001))
+        self.assertTrue(replay.complete)
+        self.assertEqual(replay.frames, (frame(2), frame(3)))
+        self.assertEqual(replay.outcome, "complete")
+        self.assertEqual(self.history.since("u", key(1003)).frames, ())
+        self.assertTrue(self.history.since("u", key(1003)).complete)
+
+    def test_an_id_of_another_user_between_counts(self) -> None:
+        """Ids are global: a client's last id may fall between its user's frames."""
+        self.add("u", 1)
+        self.add("v", 2)
+        self.add("u", 3)
+        replay = self.history.since("u", key(1002))
+        self.assertEqual((replay.complete, replay.frames), (True, (frame(3),)))
+
+    def test_trimmed_by_size_is_a_gap(self) -> None:
+        """More than size after the id: what is kept, and the reason."""
+        self.add("u", 1, 2, 3, 4, 5)
+        replay = self.history.since("u", key(1001))
+        self.assertFalse(replay.complete)
+        self.assertEqual(replay.reason, EXPIRED)
+        self.assertEqual(replay.frames, (frame(3), frame(4), frame(5)))
+        self.assertEqual(replay.oldest, event_id(key(1003)))
+        self.assertEqual(replay.outcome, "truncated")
+        # From the newest dropped on, nothing is missing.
+        self.assertTrue(self.history.since("u", key(1002)).complete)
+
+    def test_expired_by_ttl(self) -> None:
+        """Frames older than the ttl are gone, and a client from before them gets the reset."""
+        self.add("u", 1)
+        self.clock.advance(30)
+        self.add("u", 2)
+        self.clock.advance(31)
+        replay = self.history.since("u", key(1000))
+        self.assertEqual((replay.complete, replay.reason), (False, EXPIRED))
+        self.assertEqual(replay.frames, (frame(2),))
+        self.clock.advance(60)
+        replay = self.history.since("u", key(1001))
+        self.assertEqual((replay.complete, replay.frames), (False, ()))
+        self.assertEqual(self.history.user_count, 0)
+        # Someone who saw the last one missed nothing.
+        self.assertTrue(self.history.since("u", key(1002)).complete)
+
+    def test_user_gone_uses_the_global_floor(self) -> None:
+        """A user whose frames all expired: ids before the newest expired one get the reset."""
+        self.add("u", 5)
+        self.clock.advance(61)
+        self.add("v", 9)
+        self.assertFalse(self.history.since("w", key(1004)).complete)
+        self.assertTrue(self.history.since("w", key(1005)).complete)
+        self.assertTrue(self.history.since("w", key(1006)).complete)
+
+    def test_memory_bound_drops_oldest_first(self) -> None:
+        """Over max_bytes the oldest frames (of any user) go first."""
+        each = len(frame(1)) + ENTRY_OVERHEAD
+        history = History(self.clock, size=100, ttl=60, max_bytes=3 * each, known_since=0)
+        for n, user in enumerate(["a", "b", "a", "c", "b"], 1):
+            history.append(user, key(1000 + n), frame(n))
+        self.assertLessEqual(history.bytes, 3 * each)
+        self.assertEqual(len(history), 3)
+        self.assertEqual(history.since("a", key(1000)).frames, (frame(3),))
+        self.assertFalse(history.since("a", key(1000)).complete)
+        self.assertEqual(history.since("b", key(1002)).frames, (frame(5),))
+        self.assertTrue(history.since("b", key(1002)).complete)
+
+    def test_frames_trimmed_by_size_are_released(self) -> None:
+        """A busy user's trimmed frames do not pile up until the ttl."""
+        for n in range(5000):
+            self.history.append("busy", key(2000 + n), frame(n))
+        self.assertEqual(len(self.history), 3)
+        self.assertEqual(self.history.bytes, 3 * (len(frame(4999)) + ENTRY_OVERHEAD))
+        self.assertLess(len(self.history._fifo), 1000)
+
+    def test_unknown_and_lost_ids(self) -> None:
+        """An id that is not ours, or later than any given, is unknown; one from before the start, lost."""
+        self.add("u", 1, 2)
+        for last, reason in [(None, UNKNOWN), (key(1003), UNKNOWN), (key(999), LOST)]:
+            replay = self.history.since("u", last)
+            self.assertEqual((replay.complete, replay.reason), (False, reason))
+            self.assertEqual(replay.frames, (frame(1), frame(2)))
+
+    def test_frames_are_kept_as_given(self) -> None:
+        """The replayed bytes are the very objects that went live."""
+        f = frame(7)
+        self.history.append("u", key(1007), f)
+        self.assertIs(self.history.since("u", key(1001)).frames[0], f)
+
+    def test_a_user_back_after_all_expired(self) -> None:
+        """A user whose frames all expired and who gets new ones: the old loss still counts."""
+        self.add("u", 1)
+        self.clock.advance(61)
+        self.add("u", 2)
+        replay = self.history.since("u", key(1000))
+        self.assertEqual((replay.complete, replay.frames), (False, (frame(2),)))
+        self.assertTrue(self.history.since("u", key(1001)).complete)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 40)), max_size=60),
+        st.integers(1, 5),
+        st.integers(0, 70),
+    )
+    def test_replay_never_lies(self, events: list[tuple[str, int]], size: int, last: int) -> None:
+        """
+        Whatever was published and whatever was dropped: a complete replay
+        is exactly the user's frames after the id; a truncated one is what
+        is kept, and something after the id really is missing.
+        """
+        clock = Clock()
+        clock.advance(T0)
+        history = History(clock, size=size, ttl=30, known_since=0)
+        published: dict[str, list[tuple[int, bytes]]] = {}
+        for n, (user, gap) in enumerate(events, 1):
+            clock.advance(gap)
+            k = key(1000 + n)
+            history.append(user, k, frame(n))
+            published.setdefault(user, []).append((k, frame(n)))
+        for user in "abc":
+            expected = [f for k, f in published.get(user, []) if k > key(1000 + last)]
+            replay = history.since(user, key(1000 + last))
+            if replay.reason == UNKNOWN:
+                self.assertGreater(key(1000 + last), history.last)
+                continue
+            if replay.complete:
+                self.assertEqual(list(replay.frames), expected)
+            else:
+                self.assertTrue(set(replay.frames) <= set(expected))
+                # Something after the id is missing, or (erring on the safe
+                # side) the id is older than the newest frame lost by any
+                # user whose record is gone.
+                self.assertTrue(list(replay.frames) != expected or key(1000 + last) < history.floor)
+
+
+class JournalFormatTests(SynchronousTestCase):
+    def history(self) -> History:
+        clock = Clock()
+        clock.advance(T0)
+        history = History(clock, size=2, ttl=3600, known_since=key(900))
+        for n, user in enumerate(["홍길동", "u", "홍길동", "홍길동", "\ud800x"], 1):
+            history.append(user, key(1000 + n, n), frame(n))
+        return history
+
+    def test_snapshot_round_trip(self) -> None:
+        """A snapshot read back gives the same replays, floors and ids."""
+        history = self.history()
+        loaded = read_journal(snapshot(history.state(), clean=True))
+        self.assertTrue(loaded.clean)
+        clock = Clock()
+        clock.advance(T0 + 1)
+        again = History(clock, size=2, ttl=3600)
+        again.load(loaded)
+        self.assertEqual((again.known_since, again.last, again.floor), (key(900), key(1005, 5), 0))
+        for user in ["홍길동", "u", "\ud800x", "none"]:
+            for last in [key(1000), key(1001, 1), key(1002, 2), key(1003, 3)]:
+                self.assertEqual(again.since(user, last), history.since(user, last), (user, last))
+
+    def test_appended_records_after_a_snapshot_are_not_clean(self) -> None:
+        """Records appended after the last clean mark mean the server was killed."""
+        history = self.history()
+        data = snapshot(history.state(), clean=True) + encode_entry("u", key(1006), frame(6), T0)
+        loaded = read_journal(data)
+        self.assertFalse(loaded.clean)
+        self.assertEqual(loaded.last, key(1006))
+
+    def test_torn_tail_keeps_what_came_before(self) -> None:
+        """A record cut short at the end (a kill mid-write) ends the reading, no error."""
+        history = self.history()
+        whole = snapshot(history.state(), clean=False) + encode_entry("u", key(1006), frame(6), T0)
+        for cut in range(1, 20):
+            loaded = read_journal(whole[:-cut])
+            self.assertTrue(loaded.torn)
+            self.assertEqual(loaded.last, key(1005, 5))
+
+    def test_corruption_is_refused(self) -> None:
+        """Another file, another version, or damage in the middle: CorruptHistory."""
+        good = snapshot(self.history().state(), clean=True)
+        middle = len(good) // 2
+        damaged = good[:middle] + bytes([good[middle] ^ 0xFF]) + good[middle + 1 :]
+        for data in [b"", b"hello", b"NOTIFICATOR-HISTORY 2\n", damaged, MAGIC]:
+            self.assertRaises(CorruptHistory, read_journal, data)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=300))
+    def test_any_bytes_load_or_are_refused(self, tail: bytes) -> None:
+        """Garbage after the magic either loads (torn) or raises CorruptHistory, nothing else."""
+        try:
+            read_journal(MAGIC + tail)
+        except CorruptHistory:
+            pass
+
+
+class HistoryFileTests(SynchronousTestCase):
+    def test_corrupt_file_is_set_aside_with_one_warning(self) -> None:
+        """A file that is not a history is renamed aside; load answers None."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, HistoryFile.NAME)
+        with open(path, "wb") as f:
+            f.write(b"not a history")
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertIsNone(HistoryFile(directory).load())
+        self.assertFalse(os.path.exists(path))
+        aside = [n for n in os.listdir(directory) if n.startswith(HistoryFile.NAME + ".corrupt-")]
+        self.assertEqual(len(aside), 1)
+        warnings = [e for e in events if "set aside" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+
+    def test_write_snapshot_then_append(self) -> None:
+        """A snapshot replaces the file atomically; appends go after it."""
+        directory = os.path.join(self.mktemp(), "var", "history")
+        file = HistoryFile(directory)
+        clock = Clock()
+        clock.advance(T0)
+        history = History(clock, known_since=key(1))
+        history.append("u", key(10), frame(10))
+        file.write_snapshot(history.state())
+        file.append(encode_entry("u", key(11), frame(11), T0))
+        file.close()
+        loaded = HistoryFile(directory).load()
+        assert loaded is not None
+        self.assertEqual([k for k, _, _ in loaded.users["u"][1]], [key(10), key(11)])
+        self.assertFalse(os.path.exists(os.path.join(directory, HistoryFile.NAME + ".tmp")))
