@@ -316,7 +316,8 @@ class HealthResource(_Readable):
 class Guarded(Resource):
     """
     A monitor resource only the addresses of C{monitor.allow} may see
-    (L{auth.Guard.refuse_monitor}); others get 403 JSON and a log line.
+    (L{auth.Guard.refuse_monitor}); others get 403 (JSON for C{/users} and
+    C{/metrics}, text for the page: L{refusals.answer}) and a log line.
     """
 
     def __init__(self, inner: Resource, guard: auth.Guard, log: Logger) -> None:
@@ -340,8 +341,7 @@ class Guarded(Resource):
             peer=client,
             reason=reason,
         )
-        request.setResponseCode(403)
-        return json_body(request, {"error": reason})
+        return refusals.answer(request, 403, reason, getattr(self._inner, "as_json", True))
 
 
 class Folder(refusals.Resource):

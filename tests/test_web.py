@@ -550,11 +550,17 @@ class MonitorGuardTests(WebCase):
         """/, /users and /metrics answer monitor.allow only; /health and the script stay open."""
         config = attrs.evolve(self.config, monitor=MonitorConfig(allow=(ip_network("10.0.0.0/8"),)))
         self.stub = StubTreq(Parts(self.clock, config).resource)
-        for path in ["/", "/users", "/metrics"]:
+        for path in ["/users", "/metrics"]:
             response = self.successResultOf(self.stub.get("http://n.example" + path))
             self.assertEqual(response.code, 403, path)
             body = json.loads(self.successResultOf(response.content()))
             self.assertEqual(body, {"error": "address not allowed"})
+        # The page is not an API path: its refusal is text.
+        response = self.successResultOf(self.stub.get("http://n.example/"))
+        self.assertEqual(response.code, 403)
+        self.assertEqual(self.successResultOf(response.content()), b"address not allowed\n")
+        response = self.successResultOf(self.stub.head("http://n.example/users"))
+        self.assertEqual((response.code, self.successResultOf(response.content())), (403, b""))
         for path in ["/health", "/javascripts/eventSourceClient.js"]:
             response = self.successResultOf(self.stub.get("http://n.example" + path))
             self.assertEqual(response.code, 200, path)
