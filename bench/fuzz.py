@@ -359,6 +359,20 @@ QUERY_VALUES = [
     "1767225600.svDw-nOzU0-VvZt4Fi4EZbI5gXe3jTbmimhaGds-UDA",
 ]
 
+FORWARDED = [
+    b"10.0.0.1",
+    b"127.0.0.1",
+    b"unknown, 1.2.3.4",
+    b"::1",
+    b"127.0.0.1, 10.0.0.1",
+    b"",
+    b",,,",
+    b"::ffff:127.0.0.1",
+    b"[::1]:80",
+    b"x" * 300,
+    b"1.2.3.4, " * 40,
+]
+
 EVENT_IDS = [
     "1795476813293-0",
     "0-0",
@@ -518,6 +532,8 @@ class Cases:
             headers.append((b"Last-Event-ID", rng.choice(EVENT_IDS).encode("latin-1", "replace")))
         if rng.random() < 0.2:
             headers.append((b"Origin", rng.choice([b"https://gw.example.com", b"null", b"x", b""])))
+        if rng.random() < 0.1:
+            headers.append((b"X-Forwarded-For", rng.choice(FORWARDED)))
         return headers
 
     # -- kinds --------------------------------------------------------------------
@@ -837,10 +853,8 @@ class Cases:
             headers.append(
                 (b"Authorization", rng.choice([b"Bearer x", b"Bearer", b"Basic Zm9v", b"\xff"]))
             )
-        if rng.random() < 0.1:
-            headers.append(
-                (b"X-Forwarded-For", rng.choice([b"10.0.0.1", b"unknown, 1.2.3.4", b"::1"]))
-            )
+        if rng.random() < 0.2:
+            headers.append((b"X-Forwarded-For", rng.choice(FORWARDED)))
         target = rng.choice(
             [b"/webNotification"] * 8
             + [
@@ -1136,7 +1150,12 @@ class OwnServer:
             if name.endswith(".json"):
                 shutil.copy(os.path.join(PROJECT, "conf", name), conf)
         settings: dict[str, Any] = {
-            "server": {"log": {"dir": self.log_dir, "level": "info"}},
+            # Behind a "proxy" on loopback, so that the X-Forwarded-For the
+            # cases send decides who publishes (403 before the body).
+            "server": {
+                "log": {"dir": self.log_dir, "level": "info"},
+                "trustedProxies": ["127.0.0.1/32"],
+            },
             "sse": {"history": {"dir": None}, "drainSeconds": 0.5},
         }
         for key, value in (local or {}).items():

@@ -73,7 +73,11 @@ class InMemoryServer:
             os.path.join(base, "conf"),
             {
                 "default": {
-                    "server": {"log": {"dir": os.path.join(base, "log"), "level": "debug"}},
+                    "server": {
+                        "log": {"dir": os.path.join(base, "log"), "level": "debug"},
+                        # X-Forwarded-For decides who publishes (403 early).
+                        "trustedProxies": ["127.0.0.1/32"],
+                    },
                     "sse": {"history": {"dir": None}, "drainSeconds": 0.1},
                 }
             },
@@ -343,7 +347,8 @@ extra_headers = st.lists(
             ]
         ),
         header_value,
-    ),
+    )
+    | st.tuples(st.just(b"X-Forwarded-For"), st.sampled_from(fuzz.FORWARDED)),
     max_size=3,
 )
 
