@@ -125,7 +125,7 @@ class Resource(resource.Resource):
             path=safe(redact_uri(request.uri)),
             peer=peer(request),
             code=code,
-            reason=reason,
+            reason=safe(reason),
         )
 
 

@@ -129,6 +129,20 @@ class RefusalTests(SynchronousTestCase):
         (line,) = self.activity
         self.assertEqual(line["path"], "/sse/u1?auth=1767225600.*")
 
+    def test_log_line_is_one_line(self) -> None:
+        """A method with a line break (possible over HTTP/2) stays escaped in the log line."""
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest([b"x"])
+        request.method = b"G\nET"
+        resource = refusals.NotFound(Logger(observer=self.activity.append), as_json=True)
+        self.assertEqual(request.method, b"G\nET")
+        body = refusals.Resource.render(resource, request)
+        self.assertEqual(request.responseCode, 405)
+        self.assertIn("G\nET", json.loads(body)["error"])
+        (line,) = self.activity
+        self.assertNotIn("\n", line["reason"] + line["method"])
+
     def test_trailing_slash_is_served(self) -> None:
         """A trailing slash on a leaf is the leaf itself."""
         for path in ("/users/", "/health/"):
