@@ -13,6 +13,7 @@ broker knows whether there is one node or many.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -84,6 +85,10 @@ class Broker(Protocol):
     def health(self) -> str | None:
         """L{None} when the broker can record notifications, else why not."""
 
+    #: The name of this node (C{cluster.node}), which C{/health} and
+    #: C{/users} show, so that one can tell which node answered.
+    node: str
+
 
 _NO_CONFIG = HistoryConfig()
 
@@ -107,7 +112,9 @@ class LocalBroker(Service):
         clock: IReactorTime,
         history: HistoryConfig = _NO_CONFIG,
         journal: Journal | None = None,
+        node: str | None = None,
     ) -> None:
+        self.node = node if node is not None else socket.gethostname()
         self._hub = hub
         self._stats = stats
         self._clock = clock

@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import attrs
 from hyperlink import URL, DecodedURL
@@ -280,6 +281,95 @@ def _stream_secret(value: object) -> str | None:
 
 
 @attrs.frozen
+class RedisAddress:
+    """
+    Where cluster mode's Redis is (C{cluster.redis}):
+    C{redis://[[user]:password@]host[:port][/db]}, or C{rediss://} for TLS.
+    C{str()} leaves the password out, so it can go into logs and C{/health}.
+    """
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    tls: bool = False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{host}:{self.port}/{self.db}"
+
+
+def _redis_url(value: object) -> RedisAddress | None:
+    """C{cluster.redis}: L{None} (single node) or a Redis URL; never shows a password."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _Bad(f'expected null or a URL such as "redis://127.0.0.1:6379/0", got {_show(value)}')
+    try:
+        url = urlsplit(value.strip())
+        port = url.port
+    except ValueError as e:
+        raise _Bad(f"not a Redis URL ({e}): {_show(_masked(value))}")
+    shown = _show(_masked(value))
+    if url.scheme not in ("redis", "rediss"):
+        raise _Bad(f"expected a redis:// or rediss:// URL, got {shown}")
+    if not url.hostname:
+        raise _Bad(f"no host in {shown}")
+    if port == 0:
+        raise _Bad(f"port 0 in {shown}")
+    if url.query or url.fragment:
+        raise _Bad(f"query and fragment are not supported: {shown}")
+    path = url.path.strip("/")
+    if path and not (path.isdigit() and int(path) < 1 << 16):
+        raise _Bad(f"the path must be a database number such as /0, got {shown}")
+    return RedisAddress(
+        host=url.hostname,
+        port=port if port is not None else 6379,
+        db=int(path) if path else 0,
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password is not None else None,
+        tls=url.scheme == "rediss",
+    )
+
+
+def _masked(url: str) -> str:
+    """C{url} with its password, if any, replaced by C{***}."""
+    return re.sub(r"^(\w+://[^:/@]*:).*@", r"\1***@", url.strip())
+
+
+def _key_prefix(value: object) -> str:
+    prefix = _str(value)
+    if any(c.isspace() for c in prefix) or len(prefix) > 64:
+        raise _Bad(f"expected up to 64 characters without spaces, got {_show(value)}")
+    return prefix
+
+
+@attrs.frozen
+class ClusterConfig:
+    """
+    C{cluster.*}: several nodes joined by one Redis.
+
+    @ivar redis: where Redis is; L{None}: a single node, no Redis.
+    @ivar node: this node's name (C{/health}, C{/users}, C{/metrics});
+        L{None}: the host name and port, chosen when the service is built.
+    @ivar prefix: the prefix of every Redis key and channel name.
+    @ivar timeout: seconds to wait for Redis's answer.
+    @ivar reconnect_max_delay: the longest wait between reconnect attempts.
+    @ivar ca: for C{rediss://}, the CA file (PEM) Redis's certificate must
+        chain to; L{None}: the system's trust store.
+    """
+
+    redis: RedisAddress | None = None
+    node: str | None = None
+    prefix: str = "notificator"
+    timeout: float = 2.0
+    reconnect_max_delay: float = 10.0
+    ca: str | None = None
+
+
+@attrs.frozen
 class Origin:
     """
     A web origin, compared as scheme, host and port (default ports filled
@@ -499,6 +589,7 @@ class Config:
     publish: PublishConfig = PublishConfig()
     monitor: MonitorConfig = MonitorConfig()
     limits: StreamLimits = StreamLimits()
+    cluster: ClusterConfig = ClusterConfig()
 
     def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
         """
@@ -570,6 +661,12 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "monitor.allow": _networks,
     "sse.auth.secret": _stream_secret,
     "sse.auth.cookie": _cookie_name,
+    "cluster.redis": _redis_url,
+    "cluster.node": _opt_str,
+    "cluster.prefix": _key_prefix,
+    "cluster.timeout": lambda v: _seconds(v, allow_zero=False),
+    "cluster.reconnectMaxDelay": lambda v: _seconds(v, allow_zero=False),
+    "cluster.ca": _opt_str,
 }
 
 
@@ -692,6 +789,14 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         streams_per_user=values.get("limits.streamsPerUser", 20),
         streams=stream_limit(values.get("limits.streams")),
     )
+    cluster = ClusterConfig(
+        redis=values.get("cluster.redis"),
+        node=values.get("cluster.node"),
+        prefix=values.get("cluster.prefix", "notificator"),
+        timeout=values.get("cluster.timeout", 2.0),
+        reconnect_max_delay=values.get("cluster.reconnectMaxDelay", 10.0),
+        ca=resolve(values.get("cluster.ca")),
+    )
     return Config(
         server=server,
         sse=sse,
@@ -700,6 +805,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         publish=publish,
         monitor=monitor,
         limits=limits,
+        cluster=cluster,
     )
 
 

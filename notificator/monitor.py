@@ -242,10 +242,13 @@ class UsersResource(_Readable):
 
     as_json = True
 
-    def __init__(self, hub: Hub, stats: Stats, log: Logger | None = None) -> None:
+    def __init__(
+        self, hub: Hub, stats: Stats, node: str | None = None, log: Logger | None = None
+    ) -> None:
         super().__init__(log)
         self._hub = hub
         self._started_at = stats.started_at
+        self._node = node
 
     def render_GET(self, request: IRequest) -> bytes:
         hub = self._hub
@@ -256,7 +259,12 @@ class UsersResource(_Readable):
         users = user_list(hub)
         return json_body(
             request,
-            {"userCount": len(users), "streamCount": hub.stream_count, "users": users},
+            {
+                "node": self._node,
+                "userCount": len(users),
+                "streamCount": hub.stream_count,
+                "users": users,
+            },
         )
 
 
@@ -298,6 +306,7 @@ class HealthResource(_Readable):
             request.setResponseCode(503)
         body.update(
             {
+                "node": getattr(self._broker, "node", None),
                 "version": __version__,
                 "startedAt": int(stats.started_at * 1000),
                 "uptime": round(self._clock.seconds() - stats.started_at, 3),
@@ -400,7 +409,8 @@ def add_monitor(
     messages = json.loads(static_file("messages.json"))
     template = static_file("index.html").decode("utf-8")
     root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard, log))
-    root.putChild(b"users", Guarded(UsersResource(hub, stats, log), guard, log))
+    users = UsersResource(hub, stats, getattr(broker, "node", None), log)
+    root.putChild(b"users", Guarded(users, guard, log))
     root.putChild(b"health", HealthResource(hub, stats, broker, clock, log))
     root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard, log))
     # Every browser asks for it; a 404 in each console helps nobody.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import socket
 from functools import partial
 from typing import Any
 
@@ -295,7 +296,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     stats = Stats(started_at=reactor.seconds())
     hub = Hub(clock=reactor, stats=stats)
     journal = None
-    if sse.history.directory is not None and sse.history.size > 0:
+    cluster = cfg.cluster
+    node = cluster.node or default_node(descriptions(options))
+    if cluster.redis is None and sse.history.directory is not None and sse.history.size > 0:
         run: Any = maybeDeferred
         if IReactorFromThreads.providedBy(reactor):
             # The history's file work on a thread of its own, in order.
@@ -304,10 +307,22 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
             run = partial(deferToThreadPool, reactor, pool)
         # else a reactor without threads (tests): the file work runs in line.
         journal = Journal(HistoryFile(sse.history.directory), reactor, run)
-    broker = LocalBroker(hub, stats, reactor, sse.history, journal)
+    broker: Any
+    if cluster.redis is None:
+        broker = LocalBroker(hub, stats, reactor, sse.history, journal, node=node)
+    else:
+        # Imported only here: txredisapi imports the reactor.
+        from notificator.redisbroker import RedisBroker
+
+        try:
+            broker = RedisBroker(hub, stats, reactor, cluster, sse.history, node)
+        except ValueError as e:  # cluster.ca unreadable
+            raise SystemExit(f"notificator: configuration error: {e}")
     broker.setServiceParent(serving)
 
     registry = metrics.build_registry(hub, stats, broker, reactor)
+    if cluster.redis is not None:
+        registry.register(broker.collector())
     activity = Logger("notificator.web", observer=app_log.activity)
     guard = auth.Guard.from_config(cfg)
     gate = web.PublishGate(guard, stats, activity)
@@ -344,6 +359,20 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # still answer (C{/health} says 503, late publishes are recorded).
     DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
     return root
+
+
+def default_node(descriptions: list[str]) -> str:
+    """
+    C{cluster.node}'s default: the host name and the port of the first
+    listener that names one (C{tcp:3000}, C{https:port=3443:...}); when
+    none does (C{--listen tcp:0}), the host name and the process id.
+    """
+    host = socket.gethostname()
+    for description in descriptions:
+        m = re.search(r"(?:^\w+:|:port=)(\d+)(?::|$)", description)
+        if m and int(m.group(1)):
+            return f"{host}:{m.group(1)}"
+    return f"{host}:pid{os.getpid()}"
 
 
 def find(service: IService, kind: type[Any]) -> Any:

@@ -119,11 +119,20 @@ class Server:
         self.port = 0
 
     def start(self, timeout: float = 30.0) -> Server:
+        return self.launch().wait_listening(timeout)
+
+    def launch(self) -> Server:
+        """Start the process without waiting (several servers start side by side)."""
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
                 self.command, stdout=out, stderr=subprocess.STDOUT, cwd=self._cwd, env=self._env
             )
         self.testcase.addCleanup(self.stop)
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> Server:
+        """Wait until the launched server listens; note its port."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = re.search(r"starting on (\d+)", self.log())
@@ -333,3 +342,271 @@ def raw_request(
             if not read_until_close:
                 break
     return b"".join(chunks)
+
+
+# -- cluster mode ---------------------------------------------------------------
+
+
+def redis_server_path() -> str:
+    """
+    The C{redis-server} to run, or skip the test (outside CI, loudly) or
+    fail it (in CI, where C{.ci/run} installs Debian's package).
+    """
+    import shutil
+
+    from twisted.trial.unittest import SkipTest
+
+    path = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    if path is None:
+        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI: {reason}")
+        raise SkipTest(f"SKIPPED, cluster mode not tested: {reason}")
+    return path
+
+
+class RedisServer:
+    """
+    A C{redis-server} of the test's own on a free loopback port, without
+    persistence, in the test's temporary directory; killed in cleanup.
+    L{stop} and L{start} again keep the port (a restart that lost its data).
+
+    @param password: asked of clients (C{--requirepass}).
+    @param tls: C{(cert, key, ca)} files: TLS only, on the port.
+    """
+
+    def __init__(
+        self,
+        testcase: SynchronousTestCase,
+        port: int | None = None,
+        password: str | None = None,
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
+        self.testcase = testcase
+        self.path = redis_server_path()
+        self.dir = os.path.abspath(testcase.mktemp())
+        os.makedirs(self.dir)
+        self.port = port or free_port()
+        self.password = password
+        self.tls = tls
+        self.process: subprocess.Popen[bytes] | None = None
+        testcase.addCleanup(self.stop)
+
+    @property
+    def url(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        auth = f":{self.password}@" if self.password else ""
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        command = [self.path, "--bind", "127.0.0.1"]
+        if self.tls:
+            cert, key, ca = self.tls
+            command += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert]
+            command += ["--tls-key-file", key, "--tls-ca-cert-file", ca]
+            command += ["--tls-auth-clients", "no"]
+        else:
+            command += ["--port", str(self.port)]
+        if self.password:
+            command += ["--requirepass", self.password]
+        command += ["--save", "", "--appendonly", "no", "--dir", self.dir]
+        log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server exited {self.process.returncode}")
+            try:
+                if self.command("PING") == "PONG":
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError(f"redis-server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL: as a crash; nothing is saved)."""
+        p = self.process
+        if p is None or p.poll() is not None:
+            return
+        p.kill()
+        p.wait(10)
+
+    def command(self, *args: str | bytes, timeout: float = 5.0) -> Any:
+        """Send one command (RESP over a socket of its own) and return the reply."""
+        import socket
+
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg.encode("utf-8") if isinstance(arg, str) else arg
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        if self.password:
+            parts.insert(0, _resp("AUTH", self.password))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            if self.tls:
+                import ssl
+
+                s = ssl.create_default_context(cafile=self.tls[2]).wrap_socket(
+                    s, server_hostname="127.0.0.1"
+                )
+            s.sendall(b"".join(parts))
+            reader = _RESPReader(s.makefile("rb"))
+            if self.password:
+                reader.read()
+            return reader.read()
+
+
+def _resp(*args: str) -> bytes:
+    data = [a.encode("utf-8") for a in args]
+    return b"*%d\r\n" % len(data) + b"".join(b"$%d\r\n%s\r\n" % (len(d), d) for d in data)
+
+
+class _RESPReader:
+    """Reads one RESP2 reply: str for simple strings, bytes for bulk strings."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+
+    def read(self) -> Any:
+        line = self.f.readline()
+        if not line:
+            raise ConnectionError("redis-server closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisReplyError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise ValueError(f"not a RESP reply: {line!r}")
+
+
+class RedisReplyError(Exception):
+    """An error reply from redis-server."""
+
+
+def cluster_config(redis_url: str, node: str, **cluster: Any) -> dict[str, Any]:
+    """A test config of one node of a cluster: fast heartbeats and reconnects."""
+    local = base_config(heartbeat=True, heartbeatInterval=0.5, keepalive=0)
+    local["cluster"] = {
+        "redis": redis_url,
+        "node": node,
+        "timeout": 1,
+        "reconnectMaxDelay": 0.3,
+        **cluster,
+    }
+    return local
+
+
+class TCPProxy:
+    """
+    A TCP forwarder on a free loopback port to C{127.0.0.1:target}, run by
+    a thread of its own, that a test can L{cut} (its connections closed and
+    new ones refused: the network between one node and Redis is down) and
+    L{restore} (on the same port).
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, target: int) -> None:
+        import threading
+
+        self.target = target
+        self.port = free_port()
+        self._pairs: dict[Any, Any] = {}
+        self._listener: Any = None
+        self._asked: str | None = None
+        self._done = threading.Event()
+        self._stopped = False
+        self._listen()
+        self._thread = threading.Thread(target=self._run, name="test-proxy", daemon=True)
+        self._thread.start()
+        testcase.addCleanup(self.close)
+
+    def _listen(self) -> None:
+        import socket
+
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(16)
+        self._listener = s
+
+    def _drop_all(self) -> None:
+        for sock in list(self._pairs):
+            sock.close()
+        self._pairs.clear()
+
+    def _run(self) -> None:
+        import select
+        import socket
+
+        while not self._stopped:
+            asked, self._asked = self._asked, None
+            if asked == "cut":
+                self._listener.close()
+                self._listener = None
+                self._drop_all()
+            elif asked == "restore":
+                self._listen()
+            if asked:
+                self._done.set()
+            socks = list(self._pairs) + ([self._listener] if self._listener else [])
+            try:
+                readable, _, _ = select.select(socks, [], [], 0.02)
+            except (OSError, ValueError):
+                continue
+            for sock in readable:
+                if sock is self._listener:
+                    client, _ = sock.accept()
+                    try:
+                        upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+                    except OSError:
+                        client.close()
+                        continue
+                    self._pairs[client] = upstream
+                    self._pairs[upstream] = client
+                    continue
+                peer = self._pairs.get(sock)
+                if peer is None:
+                    continue
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        peer.sendall(data)
+                        continue
+                except OSError:
+                    pass
+                for s in (sock, peer):
+                    self._pairs.pop(s, None)
+                    s.close()
+        self._drop_all()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _ask(self, what: str) -> None:
+        self._done.clear()
+        self._asked = what
+        if not self._done.wait(5):
+            raise AssertionError(f"the test proxy did not {what} in time")
+
+    def cut(self) -> None:
+        """Close every connection and refuse new ones."""
+        self._ask("cut")
+
+    def restore(self) -> None:
+        """Accept connections again, on the same port."""
+        self._ask("restore")
+
+    def close(self) -> None:
+        self._stopped = True
+        self._thread.join(5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from typing import Any
 
 from treq.testing import StubTreq
@@ -182,9 +183,26 @@ class UsersTests(SynchronousTestCase):
 
     def test_users_empty(self) -> None:
         """With nobody connected /users is an empty list."""
+        site = _Site(self)
         self.assertEqual(
-            _Site(self).json("/users"), {"userCount": 0, "streamCount": 0, "users": []}
+            site.json("/users"),
+            {"node": site.parts.broker.node, "userCount": 0, "streamCount": 0, "users": []},
         )
+
+    def test_users_and_health_name_the_node(self) -> None:
+        """/users and /health say which node answered: the broker's (cluster.node)."""
+        from notificator.broker import LocalBroker
+        from notificator.web import build_resource
+
+        site = _Site(self)
+        self.assertEqual(site.parts.broker.node, socket.gethostname())
+        parts = site.parts
+        broker = LocalBroker(parts.hub, parts.stats, site.clock, node="sse-2:3000")
+        stub = StubTreq(build_resource(parts.hub, broker, parts.stats, Config(), site.clock))
+        for path in ("/users", "/health"):
+            response = self.successResultOf(stub.get("http://127.0.0.1" + path))
+            doc = json.loads(self.successResultOf(stub.content(response)))
+            self.assertEqual(doc["node"], "sse-2:3000", path)
 
     def test_users_etag_changes_only_when_streams_change(self) -> None:
         """A poll with the last ETag is a 304 until a stream opens."""

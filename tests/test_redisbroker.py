@@ -1,0 +1,871 @@
+"""
+Cluster mode's broker (L{notificator.redisbroker}), in three layers:
+
+ - pure helpers and the configuration of cluster mode;
+ - the broker's logic with fake connections and a L{Clock}: the merge of a
+   replay with what arrived live meanwhile, the fill after an outage, the
+   outage itself (health, fast failures), timeouts;
+ - the Lua scripts, and the broker over its real connections, against a
+   real C{redis-server} of the test's own (skipped loudly outside CI when
+   it is not installed, failed in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock, deferLater
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from notificator import tap
+from notificator.broker import Published, Unavailable
+from notificator.config import ClusterConfig, ConfigError, HistoryConfig, load
+from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
+from notificator.history import Replay
+from notificator.hub import Hub
+from notificator.redisbroker import (
+    PUBLISH,
+    SINCE,
+    Missed,
+    RedisBroker,
+    frame_of,
+    id_key,
+    merge,
+    parse_message,
+    parse_since,
+)
+from notificator.stats import Stats
+from tests.support import RedisServer, write_config
+
+BODY = encode_frame("notify", '{"n": 1}')
+
+
+class FakeStream:
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes) -> bool:
+        self.frames.append(frame)
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def frame(eid: str, body: bytes = BODY) -> bytes:
+    return frame_of(eid.encode(), body)
+
+
+def entries(*eids: str) -> list[tuple[int, bytes]]:
+    return [(id_key(e.encode()), frame(e)) for e in eids]
+
+
+class HelperTests(SynchronousTestCase):
+    def test_message_round_trip(self) -> None:
+        """A channel message is split into id, user id and body; the body may hold newlines."""
+        body = b"event: notify\ndata: a\ndata: b\n\n"
+        self.assertEqual(
+            parse_message(b"17-3\n\xed\x99\x8d_1\n" + body), (b"17-3", "\ud64d_1", body)
+        )
+        self.assertRaises(ValueError, parse_message, b"17-3 no newline")
+
+    def test_id_key_orders_like_event_key(self) -> None:
+        """Redis ids order by (ms, seq), as the history's keys do."""
+        self.assertEqual(id_key(b"1700000000000-5"), event_key("1700000000000-5"))
+        self.assertLess(id_key(b"9-99"), id_key(b"10-0"))
+
+    def test_frame_is_the_local_brokers(self) -> None:
+        """id line + stored body is byte for byte what encode_frame makes with the id."""
+        self.assertEqual(
+            frame_of(b"5-1", encode_frame("notify", "x\ny")), encode_frame("notify", "x\ny", "5-1")
+        )
+
+    def test_merge_drops_what_the_history_already_gave(self) -> None:
+        """Live frames up to the last history entry are duplicates; later ones follow in order."""
+        got = merge(entries("5-0", "6-0"), entries("6-0", "7-0", "8-0"), after=0)
+        self.assertEqual(got, [frame("5-0"), frame("6-0"), frame("7-0"), frame("8-0")])
+
+    def test_merge_without_entries_keeps_live_after_the_clients_id(self) -> None:
+        """With nothing in the history after the id, live frames after it are the replay."""
+        got = merge([], entries("4-0", "6-0"), after=id_key(b"5-0"))
+        self.assertEqual(got, [frame("6-0")])
+
+    def test_parse_since(self) -> None:
+        """A SINCE answer: Redis's time, the last id, and per user reason, oldest, entries."""
+        reply = [1000, b"9-0", b"", b"3-0", 1, b"4-0", BODY, b"expired", b"", 0]
+        now, last, missed = parse_since(reply, 2)
+        self.assertEqual((now, last), (1000, b"9-0"))
+        self.assertEqual(missed[0], Missed(None, "3-0", ((id_key(b"4-0"), frame("4-0")),)))
+        self.assertEqual(missed[1], Missed("expired", None, ()))
+
+    def test_default_node(self) -> None:
+        """cluster.node's default: host name and port of the first listener, else the pid."""
+        self.assertTrue(tap.default_node(["tcp:port=3000:interface=::"]).endswith(":3000"))
+        self.assertTrue(tap.default_node(["https:port=3443:privateKey=k"]).endswith(":3443"))
+        self.assertTrue(tap.default_node(["tcp:3001"]).endswith(":3001"))
+        self.assertTrue(
+            tap.default_node(["tcp:0:interface=127.0.0.1"]).endswith(f":pid{os.getpid()}")
+        )
+
+
+class ClusterConfigTests(SynchronousTestCase):
+    def load(self, cluster: Any) -> Any:
+        conf = FilePath(self.mktemp())
+        conf.makedirs()
+        write_config(conf.path, {"default": {"cluster": cluster}})
+        return load(conf, "test")
+
+    def test_default_is_one_node(self) -> None:
+        """No cluster.redis: one node, no Redis (the README's first command)."""
+        self.assertIsNone(self.load({}).cluster.redis)
+        self.assertIsNone(self.load({"redis": None}).cluster.redis)
+
+    def test_url(self) -> None:
+        """A Redis URL: host, port, db, password (never in its str), TLS for rediss."""
+        redis = self.load({"redis": "rediss://:s%40cret@[::1]:6380/2"}).cluster.redis
+        self.assertEqual(
+            (redis.host, redis.port, redis.db, redis.password, redis.tls),
+            ("::1", 6380, 2, "s@cret", True),
+        )
+        self.assertEqual(str(redis), "rediss://[::1]:6380/2")
+        self.assertNotIn("cret", repr(redis))
+        plain = self.load({"redis": "redis://cache.local"}).cluster.redis
+        self.assertEqual((plain.port, plain.db, plain.tls), (6379, 0, False))
+
+    def test_bad_url_is_one_line_naming_file_and_key(self) -> None:
+        """A bad URL is a ConfigError naming the file and cluster.redis, password masked."""
+        for url, words in [
+            ("http://h:1", "redis:// or rediss://"),
+            ("redis://h:99999/0", "Port out of range"),
+            ("redis://:topsecret@h/x", "database number"),
+            ("redis://", "no host"),
+            (6379, "expected null or a URL"),
+        ]:
+            with self.assertRaises(ConfigError) as e:
+                self.load({"redis": url})
+            text = str(e.exception)
+            self.assertIn("default.json: cluster.redis: ", text)
+            self.assertIn(words, text)
+            self.assertNotIn("topsecret", text)
+            self.assertNotIn("\n", text)
+
+    def test_other_keys(self) -> None:
+        """node, prefix, timeout and reconnectMaxDelay are read and checked."""
+        cluster = self.load(
+            {"node": "sse-1", "prefix": "gw", "timeout": 0.5, "reconnectMaxDelay": 3}
+        ).cluster
+        self.assertEqual(
+            (cluster.node, cluster.prefix, cluster.timeout, cluster.reconnect_max_delay),
+            ("sse-1", "gw", 0.5, 3.0),
+        )
+        self.assertRaises(ConfigError, self.load, {"prefix": "a b"})
+        self.assertRaises(ConfigError, self.load, {"timeout": 0})
+
+
+# -- the broker with fake connections -------------------------------------------
+
+
+class FakeConnection:
+    """Records commands; the test fires their answers."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[Any, ...], Deferred[Any]]] = []
+        self.transport = self
+        self.connected = 1
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((args, d))
+        return d
+
+    def subscribe(self, channels: list[bytes]) -> Deferred[Any]:
+        return self.execute_command(b"SUBSCRIBE", *channels)
+
+    def loseConnection(self) -> None:
+        pass
+
+    def take(self, name: bytes) -> tuple[tuple[Any, ...], Deferred[Any]]:
+        """The first pending call of command C{name}."""
+        for i, (args, d) in enumerate(self.calls):
+            if args[0] == name and not d.called:
+                del self.calls[i]
+                return args, d
+        raise AssertionError(f"no pending {name!r} in {[a[0] for a, _ in self.calls]}")
+
+    def answer_all(self, name: bytes, value: Any) -> int:
+        n = 0
+        for args, d in list(self.calls):
+            if args[0] == name and not d.called:
+                self.calls.remove((args, d))
+                d.callback(value)
+                n += 1
+        return n
+
+
+def message(eid: str, user_id: str = "u1", body: bytes = BODY) -> bytes:
+    return eid.encode() + b"\n" + user_id.encode() + b"\n" + body
+
+
+class Harness:
+    """A RedisBroker whose two connections are fakes, on a Clock."""
+
+    def __init__(self, testcase: SynchronousTestCase, size: int = 100) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.stats = Stats(started_at=1000)
+        self.hub = Hub(clock=self.clock, stats=self.stats)
+        cluster = ClusterConfig(redis=load_address("redis://127.0.0.1:1/0"), node="n1", timeout=2.0)
+        self.broker = RedisBroker(
+            self.hub, self.stats, self.clock, cluster, HistoryConfig(size=size, ttl=60), "n1"
+        )
+        self.broker._started = self.broker._down_since = self.clock.seconds()
+        self.cmd = FakeConnection()
+        self.sub = FakeConnection()
+        self.factories = {"commands": object(), "subscription": object()}
+        self.broker._factories = self.factories  # type: ignore[assignment]
+
+    def connect(self, commands: bool = True, subscription: bool = True) -> None:
+        b = self.broker
+        if commands:
+            b._connection_made("commands", self.factories["commands"], self.cmd)  # type: ignore[arg-type]
+            self.cmd.answer_all(b"CLIENT", b"OK")
+            self.cmd.answer_all(b"PING", b"PONG")
+        if subscription:
+            b._connection_made("subscription", self.factories["subscription"], self.sub)  # type: ignore[arg-type]
+            self.sub.answer_all(b"CLIENT", b"OK")
+            self.sub.take(b"SUBSCRIBE")[1].callback([b"subscribe", b.channel, 1])
+
+    def lose_subscription(self) -> None:
+        old = self.sub
+        self.broker._connection_lost("subscription", self.factories["subscription"], old)  # type: ignore[arg-type]
+        for _, d in old.calls:
+            if not d.called:
+                d.errback(ConnectionError("Lost connection"))
+        self.sub = FakeConnection()
+
+    def since_reply(self, last: str, *users: tuple[str, str, list[str]]) -> list[Any]:
+        """A SINCE answer: per user (reason, oldest, ids of entries)."""
+        reply: list[Any] = [1_000_000, last.encode()]
+        for reason, oldest, ids in users:
+            reply += [reason.encode(), oldest.encode(), len(ids)]
+            for eid in ids:
+                reply += [eid.encode(), BODY]
+        return reply
+
+    def answer_sync(self, last: str, *users: tuple[str, str, list[str]]) -> None:
+        """Answer the pending fill read, then its barrier."""
+        self.cmd.take(b"EVALSHA")[1].callback(self.since_reply(last, *users))
+        for _ in range(3):  # the barrier may queue behind a keepalive PING
+            if not self.sub.answer_all(b"PING", [b"pong", b""]):
+                break
+
+    def up(self) -> None:
+        """Both connections, and the first (empty) catch-up done."""
+        self.connect()
+        self.answer_sync("")
+        assert self.broker.health() is None
+
+
+def load_address(url: str) -> Any:
+    from notificator.config import _redis_url
+
+    return _redis_url(url)
+
+
+class BrokerLogicTests(SynchronousTestCase):
+    def test_unavailable_until_connected_and_subscribed(self) -> None:
+        """Publishes and replays fail at once, and health says why, until both connections are up."""
+        h = Harness(self)
+        self.assertIn("unreachable", h.broker.health() or "")
+        self.failureResultOf(h.broker.publish(Message("notify", "u1", "1")), Unavailable)
+        self.failureResultOf(h.broker.replay("u1", "5-0"), Unavailable)
+        h.connect(subscription=False)
+        self.assertIn("subscription", h.broker.health() or "")
+        h.connect(commands=False)
+        self.assertIsNone(h.broker.health())
+        self.assertEqual(h.broker.outages, 0)
+
+    def test_publish_answers_with_the_scripts_id_and_nodes(self) -> None:
+        """The publish runs the script; delivered counts this node's streams of the user."""
+        h = Harness(self)
+        h.up()
+        h.hub.attach(FakeStream("u1"))
+        d = h.broker.publish(Message("notify", "u1", '{"n": 1}'))
+        args, answer = h.cmd.take(b"EVALSHA")
+        self.assertEqual(args[1], PUBLISH.sha)
+        self.assertEqual(args[2], 4)
+        self.assertEqual(args[3:5], (b"notificator:h:u1", b"notificator:f:u1"))
+        self.assertIn(BODY, args)
+        answer.callback([b"7-0", 3])
+        self.assertEqual(self.successResultOf(d), Published("7-0", 1, 3))
+        self.assertEqual(h.stats.published, 1)
+
+    def test_noscript_falls_back_to_eval(self) -> None:
+        """A Redis without the script (restarted) gets it with EVAL."""
+        import txredisapi
+
+        h = Harness(self)
+        h.up()
+        d = h.broker.publish(Message("notify", "u1", "1"))
+        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.ResponseError("NOSCRIPT No matching script"))
+        args, answer = h.cmd.take(b"EVAL")
+        self.assertEqual(args[1], PUBLISH.source)
+        answer.callback([b"8-0", 1])
+        self.assertEqual(self.successResultOf(d).event_id, "8-0")
+
+    def test_publish_timeout_is_unavailable(self) -> None:
+        """No answer in time (txredisapi's replyTimeout) is a 503 that says it may be recorded."""
+        import txredisapi
+
+        h = Harness(self)
+        h.up()
+        d = h.broker.publish(Message("notify", "u1", "1"))
+        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.TimeoutError("late"))
+        failure = self.failureResultOf(d, Unavailable)
+        self.assertIn("may have been recorded", str(failure.value))
+        # Lost while Redis may have run it: the same doubt.
+        d = h.broker.publish(Message("notify", "u1", "1"))
+        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.ConnectionError("Lost connection"))
+        self.assertIn("may have been recorded", str(self.failureResultOf(d, Unavailable).value))
+        # A script error: not recorded, and said so.
+        d = h.broker.publish(Message("notify", "u1", "1"))
+        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.ResponseError("OOM command not allowed"))
+        self.assertEqual(
+            str(self.failureResultOf(d, Unavailable).value), "Redis: OOM command not allowed"
+        )
+
+    def test_only_the_subscription_delivers(self) -> None:
+        """Frames reach streams when the channel hands them over, with the id line first."""
+        h = Harness(self)
+        h.up()
+        stream = FakeStream("u1")
+        h.hub.attach(stream)
+        h.broker._received(message("9-0"))
+        h.broker._received(message("9-1", "someone else"))
+        self.assertEqual(stream.frames, [frame("9-0")])
+
+    def test_replay_merges_what_arrived_live_without_duplicates(self) -> None:
+        """
+        Live messages of the user that arrive while the replay is read are
+        merged by id into its frames: those the history gave are not repeated.
+        """
+        h = Harness(self)
+        h.up()
+        other = FakeStream("u1")
+        h.hub.attach(other)
+        d = h.broker.replay("u1", "5-0")
+        args, answer = h.cmd.take(b"EVALSHA")
+        self.assertEqual(args[1], SINCE.sha)
+        self.assertEqual(args[-1], "5-0")
+        h.broker._received(message("6-0"))  # before the script ran: in its answer too
+        answer.callback(h.since_reply("6-0", ("", "1-0", ["6-0"])))
+        h.broker._received(message("7-0"))  # after the answer, before the barrier
+        self.assertNoResult(d)
+        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        replay = self.successResultOf(d)
+        self.assertEqual(replay, Replay(True, (frame("6-0"), frame("7-0")), None, "1-0"))
+        # The streams that were open got both live, once.
+        self.assertEqual(other.frames, [frame("6-0"), frame("7-0")])
+        self.assertEqual(h.broker._waiting, {})
+
+    def test_truncated_replay_gives_everything_kept(self) -> None:
+        """A gap (expired) gives all kept frames and the reason, then newer live ones."""
+        h = Harness(self)
+        h.up()
+        d = h.broker.replay("u1", "1-0")
+        h.cmd.take(b"EVALSHA")[1].callback(h.since_reply("4-0", ("expired", "3-0", ["3-0", "4-0"])))
+        h.broker._received(message("5-0"))
+        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        replay = self.successResultOf(d)
+        self.assertEqual(
+            (replay.complete, replay.reason, replay.frames),
+            (False, "expired", (frame("3-0"), frame("4-0"), frame("5-0"))),
+        )
+
+    def test_replay_fails_when_the_subscription_is_lost(self) -> None:
+        """Losing the subscription while a replay waits fails it (the web sends a reset)."""
+        h = Harness(self)
+        h.up()
+        d = h.broker.replay("u1", "1-0")
+        h.lose_subscription()
+        self.failureResultOf(d, Unavailable)
+        self.assertEqual(h.broker.outages, 1)
+
+    def test_replay_times_out(self) -> None:
+        """A replay Redis does not answer fails after three reply timeouts."""
+        h = Harness(self)
+        h.up()
+        d = h.broker.replay("u1", "1-0")
+        h.clock.advance(5.9)
+        self.assertNoResult(d)
+        h.clock.advance(0.2)
+        self.failureResultOf(d, Unavailable)
+
+    def test_gap_is_filled_in_order_then_live(self) -> None:
+        """
+        After the subscription comes back, a stream that stayed open gets
+        what was recorded after the last id this node received, then what
+        arrived live meanwhile: once each, in order.
+        """
+        h = Harness(self)
+        h.up()
+        stream = FakeStream("u1")
+        h.hub.attach(stream)
+        h.broker._received(message("10-0"))
+        h.lose_subscription()
+        self.assertIsNotNone(h.broker.health())
+        h.connect(commands=False)
+        # Live messages while the history is read wait for the fill.
+        h.broker._received(message("12-0"))
+        h.broker._received(message("13-0"))
+        self.assertEqual(stream.frames, [frame("10-0")])
+        args, answer = h.cmd.take(b"EVALSHA")
+        self.assertEqual(args[1], SINCE.sha)
+        self.assertEqual(args[-1], "10-0")  # after the last id received before the gap
+        answer.callback(h.since_reply("12-0", ("", "1-0", ["11-0", "12-0"])))
+        h.broker._received(message("14-0"))
+        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        self.assertEqual(
+            stream.frames, [frame(e) for e in ("10-0", "11-0", "12-0", "13-0", "14-0")]
+        )
+        h.broker._received(message("15-0"))
+        self.assertEqual(stream.frames[-1], frame("15-0"))
+        self.assertEqual(h.broker.filled, 2)
+
+    def test_what_is_held_back_before_the_history_is_read_is_bounded(self) -> None:
+        """
+        While the command connection is down, live messages for the users
+        being caught up are held back, at most sse.history.size of them: the
+        older ones are read from the history anyway.
+        """
+        h = Harness(self, size=3)
+        h.up()
+        stream = FakeStream("u1")
+        h.hub.attach(stream)
+        h.broker._received(message("10-0"))
+        h.lose_subscription()
+        h.broker._connection_lost("commands", h.factories["commands"], h.cmd)  # type: ignore[arg-type]
+        h.connect(commands=False)
+        for n in range(11, 21):
+            h.broker._received(message(f"{n}-0"))
+        self.assertEqual(stream.frames, [frame("10-0")])
+        self.assertEqual(
+            [k for k, _ in h.broker._fill["u1"]], [id_key(b"%d-0" % n) for n in (18, 19, 20)]
+        )  # type: ignore[index]
+        h.cmd = FakeConnection()
+        h.connect(subscription=False)
+        h.answer_sync("20-0", ("expired", "18-0", ["18-0", "19-0", "20-0"]))
+        self.assertIn(b"event: reset", stream.frames[1])
+        self.assertEqual(stream.frames[2:], [frame(f"{n}-0") for n in (18, 19, 20)])
+
+    def test_gap_beyond_the_history_sends_a_reset_first(self) -> None:
+        """When the history no longer holds all of the gap, the stream gets a reset, then what is kept."""
+        h = Harness(self)
+        h.up()
+        stream = FakeStream("u1")
+        h.hub.attach(stream)
+        h.broker._received(message("10-0"))
+        h.lose_subscription()
+        h.connect(commands=False)
+        h.answer_sync("30-0", ("lost", "20-0", ["20-0", "30-0"]))
+        self.assertEqual(stream.frames[:1], [frame("10-0")])
+        reset = stream.frames[1].decode()
+        self.assertIn("event: reset\n", reset)
+        data = json.loads(reset.split("data: ", 1)[1])
+        self.assertEqual(
+            (data["reason"], data["lastEventId"], data["oldestEventId"]), ("lost", "10-0", "20-0")
+        )
+        self.assertEqual(stream.frames[2:], [frame("20-0"), frame("30-0")])
+
+    def test_fill_interrupted_starts_again_from_the_same_point(self) -> None:
+        """If the subscription drops again mid-fill, the next fill starts from the same id."""
+        h = Harness(self)
+        h.up()
+        stream = FakeStream("u1")
+        h.hub.attach(stream)
+        h.broker._received(message("10-0"))
+        h.lose_subscription()
+        h.connect(commands=False)
+        h.broker._received(message("12-0"))
+        reply = h.cmd.take(b"EVALSHA")[1]
+        h.lose_subscription()
+        reply.callback(h.since_reply("12-0", ("", "1-0", ["11-0", "12-0"])))
+        self.assertEqual(stream.frames, [frame("10-0")])
+        h.connect(commands=False)
+        args, answer = h.cmd.take(b"EVALSHA")
+        self.assertEqual(args[-1], "10-0")
+        answer.callback(h.since_reply("12-0", ("", "1-0", ["11-0", "12-0"])))
+        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        self.assertEqual(stream.frames, [frame(e) for e in ("10-0", "11-0", "12-0")])
+
+    def test_replay_waits_for_the_fill(self) -> None:
+        """A replay answered while a gap is being filled is handed over after the fill."""
+        h = Harness(self)
+        h.up()
+        h.hub.attach(FakeStream("u1"))
+        h.broker._received(message("10-0"))
+        h.lose_subscription()
+        h.connect(commands=False)
+        fill_args, fill = h.cmd.take(b"EVALSHA")
+        d = h.broker.replay("u1", "11-0")
+        h.cmd.take(b"EVALSHA")[1].callback(h.since_reply("12-0", ("", "1-0", ["12-0"])))
+        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        self.assertNoResult(d)
+        fill.callback(h.since_reply("12-0", ("", "1-0", ["11-0", "12-0"])))
+        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        self.assertEqual(self.successResultOf(d).frames, (frame("12-0"),))
+
+    def test_first_start_with_streams_fills_from_the_nodes_start(self) -> None:
+        """Streams opened before Redis was ever reached get what was recorded since the node started."""
+        h = Harness(self)
+        stream = FakeStream("u1")
+        h.hub.attach(stream)
+        h.clock.advance(30)
+        h.connect()
+        _, time_reply = h.cmd.take(b"TIME")
+        time_reply.callback([b"5000", b"250000"])  # Redis's clock: 5000.25 s
+        args, answer = h.cmd.take(b"EVALSHA")
+        start = event_key(args[-1])
+        assert start is not None
+        self.assertEqual(start // SEQ_SPAN, 5_000_250 - 30_000 - 1)
+        answer.callback(h.since_reply("4999999-0", ("", "", ["4999999-0"])))
+        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        self.assertEqual(stream.frames, [frame("4999999-0")])
+
+    def test_stop_fails_waiting_replays(self) -> None:
+        """Stopping fails what waits and says so in health."""
+        h = Harness(self)
+        h.up()
+        d = h.broker.replay("u1", "1-0")
+        h.broker.running = True
+        h.broker._factories = {}
+        self.successResultOf(h.broker.stopService())
+        self.failureResultOf(d, Unavailable)
+        self.assertEqual(h.broker.health(), "the node is stopping")
+
+
+class CollectorTests(SynchronousTestCase):
+    def test_metrics(self) -> None:
+        """The collector reports up, outages, round trip and the node's name."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        h = Harness(self)
+        h.up()
+        h.broker.rtt_last, h.broker.rtt_count, h.broker.rtt_sum = 0.002, 3, 0.005
+        registry = CollectorRegistry()
+        registry.register(h.broker.collector())
+        text = generate_latest(registry).decode()
+        self.assertIn('notificator_cluster_node_info{node="n1"} 1.0', text)
+        self.assertIn("notificator_redis_up 1.0", text)
+        self.assertIn("notificator_redis_rtt_seconds 0.002", text)
+        self.assertIn("notificator_redis_ping_seconds_count 3.0", text)
+        h.lose_subscription()
+        text = generate_latest(registry).decode()
+        self.assertIn("notificator_redis_up 0.0", text)
+        self.assertIn("notificator_redis_outages_total 1.0", text)
+
+
+# -- against a real redis-server -------------------------------------------------
+
+
+class ScriptTests(SynchronousTestCase):
+    """The Lua scripts, run by a real redis-server."""
+
+    def setUp(self) -> None:
+        self.redis = RedisServer(self).start()
+
+    def publish(self, user: str, size: int = 3, ttl_ms: int = 60_000, body: bytes = BODY) -> str:
+        reply = self.redis.command(
+            "EVAL",
+            PUBLISH.source,
+            "4",
+            f"t:h:{user}",
+            f"t:f:{user}",
+            "t:last",
+            "t:since",
+            body,
+            str(size),
+            str(ttl_ms),
+            "t:events",
+            user,
+        )
+        return reply[0].decode()
+
+    def since(self, seen: dict[str, str], ttl_ms: int = 60_000) -> tuple[Any, list[Missed]]:
+        keys = ["t:last", "t:since"]
+        for user in seen:
+            keys += [f"t:h:{user}", f"t:f:{user}"]
+        reply = self.redis.command(
+            "EVALSHA", SINCE.sha, str(len(keys)), *keys, str(ttl_ms), *seen.values()
+        )
+        _, last, missed = parse_since(reply, len(seen))
+        return last, missed
+
+    def test_ids_increase_across_users(self) -> None:
+        """Ids come from Redis's clock and the last id given: increasing over all users."""
+        ids = [self.publish(user) for user in ("a", "b", "a", "c") * 5]
+        keys = [event_key(i) for i in ids]
+        self.assertEqual(keys, sorted(set(keys)))  # type: ignore[type-var]
+        ms = int(ids[-1].split("-")[0])
+        self.assertLess(abs(ms - time.time() * 1000), 60_000)
+
+    def test_history_is_trimmed_exactly_and_floors_say_what_was_dropped(self) -> None:
+        """size 3: the fourth publish drops the first; replaying from it is expired, from the next complete."""
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        ids = [self.publish("a") for _ in range(5)]
+        self.assertEqual(self.redis.command("XLEN", "t:h:a"), 3)
+        self.assertEqual(self.redis.command("GET", "t:f:a").decode(), f"{ids[1]} {ids[4]}")
+        _, [expired] = self.since({"a": ids[0]})
+        self.assertEqual((expired.reason, expired.oldest), ("expired", ids[2]))
+        self.assertEqual([f for _, f in expired.entries], [frame(i) for i in ids[2:]])
+        _, [complete] = self.since({"a": ids[1]})
+        self.assertIsNone(complete.reason)
+        self.assertEqual([f for _, f in complete.entries], [frame(i) for i in ids[2:]])
+        _, [latest] = self.since({"a": ids[4]})
+        self.assertEqual((latest.reason, latest.entries), (None, ()))
+
+    def test_ttl_drops_old_entries(self) -> None:
+        """Entries older than the ttl are not replayed and make an older id expired."""
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        TTL = 500  # ms: room for a slow machine between a publish and the next read
+        first = self.publish("a", ttl_ms=TTL)
+        time.sleep(TTL / 1000 + 0.1)
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
+        self.assertEqual((m.reason, m.entries), (None, ()))  # saw the last one: nothing missed
+        second = self.publish("a", ttl_ms=TTL)
+        self.assertEqual(self.redis.command("XLEN", "t:h:a"), 1)
+        _, [m] = self.since({"a": "1-0"}, ttl_ms=TTL)
+        self.assertEqual(m.reason, "lost")  # before the history began
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
+        self.assertIsNone(m.reason)
+        self.assertEqual([f for _, f in m.entries], [frame(second)])
+        time.sleep(TTL / 1000 + 0.1)
+        # The user's record expired with its last entry: it had nothing newer.
+        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
+        _, [m] = self.since({"a": second}, ttl_ms=TTL)
+        self.assertEqual((m.reason, m.entries), (None, ()))
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
+        self.assertEqual(m.reason, "expired")
+
+    def test_unknown_and_lost(self) -> None:
+        """An id later than any given, or not an id, is unknown; after FLUSHALL every id is lost."""
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        ids = [self.publish("a") for _ in range(2)]
+        ms = int(ids[-1].split("-")[0])
+        _, [m] = self.since({"a": f"{ms + 100000}-0"})
+        self.assertEqual((m.reason, len(m.entries)), ("unknown", 2))
+        _, [m] = self.since({"a": ""})
+        self.assertEqual(m.reason, "unknown")
+        self.redis.command("FLUSHALL")
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        _, [m] = self.since({"a": ids[1]})
+        self.assertEqual(m.reason, "lost")
+        for _ in range(20):
+            # Even an id of this very millisecond is from before the loss.
+            sec, usec = self.redis.command("TIME")
+            _, [m] = self.since({"a": "%d-0" % (int(sec) * 1000 + int(usec) // 1000)})
+            self.assertEqual(m.reason, "lost")
+        again = self.publish("a")
+        _, [m] = self.since({"a": ids[1]})
+        self.assertEqual((m.reason, [f for _, f in m.entries]), ("lost", [frame(again)]))
+        _, [m] = self.since({"a": again})
+        self.assertIsNone(m.reason)
+
+    def test_a_new_record_after_expiry_knows_what_it_lost(self) -> None:
+        """A user whose record expired and comes back: an id from before its last is expired."""
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        before = self.publish("z", ttl_ms=150)
+        first = self.publish("a", ttl_ms=150)
+        time.sleep(0.2)
+        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
+        self.publish("a", ttl_ms=150)
+        _, [m] = self.since({"a": before}, ttl_ms=150)
+        self.assertEqual(m.reason, "expired")
+        _, [m] = self.since({"a": first}, ttl_ms=150)
+        self.assertIsNone(m.reason)
+
+    def test_publish_announces_on_the_channel(self) -> None:
+        """The script's PUBLISH carries id, user id and body; its count is the subscribers."""
+        import socket
+
+        from tests.support import _RESPReader
+
+        with socket.create_connection(("127.0.0.1", self.redis.port), timeout=5) as sub:
+            sub.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$8\r\nt:events\r\n")
+            reader = _RESPReader(sub.makefile("rb"))
+            self.assertEqual(reader.read()[0], b"subscribe")
+            reply = self.redis.command(
+                "EVAL", PUBLISH.source, "4", "t:h:u", "t:f:u", "t:last", "t:since",
+                BODY, "3", "60000", "t:events", "u",
+            )  # fmt: skip
+            self.assertEqual(reply[1], 1)
+            kind, channel, payload = reader.read()
+        self.assertEqual((kind, channel), (b"message", b"t:events"))
+        self.assertEqual(parse_message(payload), (reply[0], "u", BODY))
+
+    def test_size_zero_keeps_nothing(self) -> None:
+        """sse.history.size 0: ids and announcements, no history."""
+        self.publish("a", size=0)
+        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
+
+
+class LiveBrokerTests(TestCase):
+    """The broker over its real txredisapi connections to a real redis-server."""
+
+    timeout = 30
+
+    def broker(self, url: str, ca: str | None = None) -> tuple[Hub, RedisBroker]:
+        stats = Stats(started_at=reactor.seconds())
+        hub = Hub(clock=reactor, stats=stats)
+        cluster = ClusterConfig(
+            redis=load_address(url), node="live", timeout=2, reconnect_max_delay=0.3, ca=ca
+        )
+        broker = RedisBroker(hub, stats, reactor, cluster, HistoryConfig(size=10, ttl=60), "live")
+        broker.startService()
+        self.addCleanup(broker.stopService)
+        return hub, broker
+
+    @inlineCallbacks
+    def delivers(self, hub: Hub, broker: RedisBroker) -> Any:
+        """Once available, a publish comes back through the subscription."""
+        yield self.until(lambda: broker.health() is None)
+        stream = FakeStream("u9")
+        hub.attach(stream)
+        published = yield broker.publish(Message("notify", "u9", '{"n": 1}'))
+        yield self.until(lambda: stream.frames)
+        self.assertEqual(stream.frames, [frame(published.event_id)])
+
+    @inlineCallbacks
+    def test_password(self) -> Any:
+        """A password in the URL is sent (AUTH); a wrong one is reported and tried again later."""
+        redis = RedisServer(self, password="s3cret-pass").start()
+        yield self.delivers(*self.broker(redis.url))
+        _, wrong = self.broker(redis.url.replace("s3cret", "wrong"))
+        yield self.until(lambda: "could not auth" in (wrong.health() or ""))
+        self.assertNotIn("wrong-pass", wrong.health() or "")
+        yield self.until(lambda: wrong._refused)
+
+    @inlineCallbacks
+    def test_tls(self) -> Any:
+        """rediss:// with cluster.ca works; a certificate of another CA is refused, and said so."""
+        from tests.tlssupport import Certs
+
+        certs = Certs(self)
+        redis = RedisServer(self, tls=(certs.cert, certs.key, certs.ca)).start()
+        yield self.delivers(*self.broker(redis.url, ca=certs.ca))
+        _, untrusted = self.broker(redis.url, ca=certs.other_ca)
+        yield self.until(lambda: "certificate verify failed" in (untrusted.health() or ""))
+        yield deferLater(reactor, 0.5, lambda: None)
+        self.assertIsNotNone(untrusted.health())
+
+    def test_unreadable_ca(self) -> None:
+        """A cluster.ca that is not a CA file is one line at start-up."""
+        bad = self.mktemp()
+        with open(bad, "w") as f:
+            f.write("not a certificate")
+        cluster = ClusterConfig(redis=load_address("rediss://h"), ca=bad)
+        stats = Stats(started_at=0)
+        for path, words in [(bad, "no PEM certificate"), (bad + "-missing", "No such file")]:
+            with self.assertRaises(ValueError) as e:
+                RedisBroker(
+                    Hub(clock=reactor, stats=stats),
+                    stats,
+                    reactor,
+                    attrs.evolve(cluster, ca=path),
+                    HistoryConfig(),
+                    "n",
+                )
+            self.assertIn(f"cluster.ca: {path}: ", str(e.exception))
+            self.assertIn(words, str(e.exception))
+
+    @inlineCallbacks
+    def test_publish_deliver_replay_and_script_flush(self) -> Any:
+        """Publish, receive through the subscription, replay; a SCRIPT FLUSH costs nothing."""
+        redis = RedisServer(self).start()
+        hub, broker = self.broker(redis.url)
+        yield self.until(lambda: broker.health() is None)
+        stream = FakeStream("u1")
+        hub.attach(stream)
+        published = yield broker.publish(Message("notify", "u1", '{"n": 1}'))
+        self.assertEqual((published.delivered, published.nodes), (1, 1))
+        yield self.until(lambda: stream.frames)
+        self.assertEqual(stream.frames, [frame(published.event_id)])
+        redis.command("SCRIPT", "FLUSH")
+        second = yield broker.publish(Message("notify", "u1", '{"n": 2}'))
+        replay = yield broker.replay("u1", published.event_id)
+        self.assertEqual(
+            replay.frames, (frame(second.event_id, encode_frame("notify", '{"n": 2}')),)
+        )
+        self.assertIsNotNone(broker.rtt_last)
+        clients = redis.command("CLIENT", "LIST").decode()
+        self.assertEqual(clients.count("name=notificator-live "), 2)
+
+    @inlineCallbacks
+    def until(self, condition: Any, timeout: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not met in time")
+            yield deferLater(reactor, 0.02, lambda: None)
+
+
+class WiringTests(SynchronousTestCase):
+    """C{makeService} picks the broker from C{cluster.redis}."""
+
+    def options(self, doc: dict[str, Any]) -> tap.Options:
+        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": doc})
+        opts = tap.Options()
+        opts.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:4100"])
+        return opts
+
+    def test_cluster_mode_builds_the_redis_broker(self) -> None:
+        """With cluster.redis, the RedisBroker, named, its metrics registered; no history file."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from notificator.broker import LocalBroker
+
+        opts = self.options(
+            {
+                "server": {"log": {"dir": self.mktemp()}},
+                "cluster": {"redis": "redis://127.0.0.1:1/0", "node": "sse-9"},
+            }
+        )
+        svc = tap.makeService(opts, reactor=MemoryReactorClock())
+        broker = tap.find(svc, RedisBroker)
+        self.assertIsNotNone(broker)
+        self.assertIsNone(tap.find(svc, LocalBroker))
+        self.assertIsNone(tap.find(svc, tap.ThreadPoolService))
+        self.assertEqual(broker.node, "sse-9")
+
+    def test_one_node_is_as_before(self) -> None:
+        """Without cluster.redis: the LocalBroker, named after host and port, and no txredisapi."""
+        import subprocess
+        import sys
+
+        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": {}})
+        code = (
+            "import sys, socket\n"
+            "from twisted.internet.testing import MemoryReactorClock\n"
+            "from notificator import tap\n"
+            "from notificator.broker import LocalBroker\n"
+            "o = tap.Options()\n"
+            f"o.parseOptions(['--config', {conf!r}, '--listen', 'tcp:4100'])\n"
+            "svc = tap.makeService(o, reactor=MemoryReactorClock())\n"
+            "b = tap.find(svc, LocalBroker)\n"
+            "assert b is not None and b.node == socket.gethostname() + ':4100', b.node\n"
+            "assert 'txredisapi' not in sys.modules\n"
+            "assert 'notificator.redisbroker' not in sys.modules\n"
+            "print('ok')\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual((out.returncode, out.stdout.strip()), (0, "ok"), out.stderr)
