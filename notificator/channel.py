@@ -138,6 +138,13 @@ class Channel(http.HTTPChannel):
         self._send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         self.loseConnection()
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # A request line or header line longer than MAX_LENGTH: the
+        # LineReceiver default drops the connection without a word (and
+        # past this channel's batch); answer it as twisted.web answers
+        # every other malformed head.
+        self._respondToBadRequestAndDisconnect()
+
     def sendPending(self) -> None:
         """Send what this pass gave (the L{WriteBatch} calls this)."""
         pending = self._pending

@@ -54,9 +54,12 @@ class BadNotification(Exception):
 
     @ivar reason: a short text for the JSON C{error} field and the log.
     @ivar code: the HTTP status to answer with.
+    @ivar ident: the C{id} the body named, as far as it could be read (for
+        the log line), or L{None}.
     """
 
     code = 400
+    ident: str | None = None
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -104,16 +107,32 @@ class Charset(str):
 def _codec(params: dict[str, str]) -> Charset:
     charset = params.get("charset", "utf-8") or "utf-8"
     try:
-        return Charset(codecs.lookup(charset).name, charset)
-    except LookupError:
-        raise UnsupportedMediaType(f"unsupported charset {charset!r}")
+        name = codecs.lookup(charset).name
+        # Python also has codecs that are not text encodings (base64,
+        # rot13, zlib): bytes.decode refuses them with LookupError (but
+        # not for empty bytes, hence the "a").
+        b"a".decode(name)
+    except UnicodeError:
+        pass  # a text encoding that cannot read "a" alone (UTF-16)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        raise UnsupportedMediaType(f"unsupported charset {charset[:40]!r}")
+    return Charset(name, charset)
 
 
 def _decode(raw: bytes, codec: str) -> str:
     try:
         return raw.decode(codec)
-    except UnicodeDecodeError:
-        raise BadNotification(f"body is not valid {getattr(codec, 'label', codec)}")
+    except UnicodeError:
+        # UnicodeDecodeError, or a codec's own (punycode, idna, undefined).
+        raise BadNotification(f"body is not valid {getattr(codec, 'label', codec)[:40]}")
+
+
+def _lenient(raw: bytes, codec: str) -> str:
+    """C{raw} as text for a log line, whatever it holds."""
+    try:
+        return raw.decode(codec, "replace")
+    except UnicodeError:  # codecs that fail all the same (undefined, punycode)
+        return raw.decode("utf-8", "replace")
 
 
 def _unquote_plus(raw: bytes) -> bytes:
@@ -130,8 +149,19 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _loads(text: str) -> Any:
-    """Strict JSON: no NaN or Infinity, which browsers' JSON.parse rejects."""
-    return _DECODER.decode(text)
+    """
+    Strict JSON: no NaN or Infinity, which browsers' JSON.parse rejects.
+
+    @raise ValueError: not JSON, or nested too deeply to read.
+    """
+    try:
+        return _DECODER.decode(text)
+    except RecursionError:
+        raise _TooDeep("nested too deeply")
+
+
+class _TooDeep(ValueError):
+    """JSON nested deeper than Python's recursion limit lets it be read or written."""
 
 
 def data_text(value: Any) -> str:
@@ -140,14 +170,21 @@ def data_text(value: Any) -> str:
     valid JSON is kept as sent, any other string is JSON-encoded, and other
     values are serialised (missing data is C{null}).  The browser side
     C{JSON.parse}s it.
+
+    @raise BadNotification: JSON nested too deeply to read or write.
     """
     if isinstance(value, str):
         try:
             _loads(value)
+        except _TooDeep:
+            raise BadNotification("data is JSON nested too deeply")
         except ValueError:
             return json.dumps(value, ensure_ascii=False)
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        raise BadNotification("data is JSON nested too deeply")
 
 
 def split_id(ident: object) -> tuple[str, str]:
@@ -185,8 +222,14 @@ def check_user_id(user_id: str) -> str:
 def _message(obj: Any) -> Message:
     if not isinstance(obj, dict):
         raise BadNotification("expected a JSON object with id and data")
-    event, user_id = split_id(obj.get("id"))
-    return Message(event=event, user_id=user_id, data=data_text(obj.get("data")))
+    ident = obj.get("id")
+    try:
+        event, user_id = split_id(ident)
+        return Message(event=event, user_id=user_id, data=data_text(obj.get("data")))
+    except BadNotification as e:
+        if ident is not None:
+            e.ident = ident if isinstance(ident, str) else repr(ident)[:100]
+        raise
 
 
 def _json_token(obj: Any) -> bytes | None:
@@ -229,14 +272,19 @@ def _parse_form(
     if kept is not None:
         body = b"&".join(kept)
     if b"id" in fields:
-        ident = _decode(_unquote_plus(fields[b"id"]), codec)
-        if b"data" not in fields:
-            data = None
-        else:
-            data = _decode(_unquote_plus(fields[b"data"]), codec)
-            data = _raw_tail_json(body, codec) or data
-        event, user_id = split_id(ident.strip())
-        return Message(event=event, user_id=user_id, data=data_text(data)), token
+        raw_id = _unquote_plus(fields[b"id"])
+        try:
+            ident = _decode(raw_id, codec)
+            if b"data" not in fields:
+                data = None
+            else:
+                data = _decode(_unquote_plus(fields[b"data"]), codec)
+                data = _raw_tail_json(body, codec) or data
+            event, user_id = split_id(ident.strip())
+            return Message(event=event, user_id=user_id, data=data_text(data)), token
+        except BadNotification as e:
+            e.ident = _lenient(raw_id, codec)
+            raise
     raise BadNotification("missing id (expected id=<event>_<userId>&data=<json>)")
 
 
@@ -292,7 +340,7 @@ def _media_and_codec(content_type: bytes | None) -> tuple[str, Charset]:
     media, params = parse_content_type(content_type)
     if media not in (FORM, JSON) and not media.endswith("+json"):
         raise UnsupportedMediaType(
-            f"content type must be {FORM} or {JSON}, got {media or 'none'!r}"
+            f"content type must be {FORM} or {JSON}, got {media[:60] or 'none'!r}"
         )
     return media, _codec(params)
 

@@ -39,7 +39,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IReactorTime,
+    ISSLTransport,
+    ITCPTransport,
+)
 from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.http_headers import Headers
@@ -116,6 +122,10 @@ def _peer(request: Any) -> str:
     return str(host) if host is not None else str(addr)
 
 
+#: After a refused body, this many times C{limits.bodyBytes} more are read
+#: and dropped at most (L{Request._linger}).
+LINGER_BODIES = 8
+
 #: The reason phrase of 413 (RFC 9110 15.5.14).
 _TOO_LARGE = b"Content Too Large"
 
@@ -143,6 +153,7 @@ class Request(server.Request):
     _count = False
     #: The request was answered before its body was read (L{ignore_body}).
     refused = False
+    _lingering = False
     _body_received = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -187,6 +198,10 @@ class Request(server.Request):
     def _counted_chunk(self, data: bytes) -> None:
         """A chunk of a body without an announced length, or of a refused one."""
         if self.refused:
+            if self._lingering:
+                self._body_received += len(data)
+                if self._body_received > LINGER_BODIES * self.limits.body_bytes:  # type: ignore[union-attr]
+                    self.transport.abortConnection()  # type: ignore[union-attr]
             return
         limits = self.limits
         assert limits is not None
@@ -213,8 +228,9 @@ class Request(server.Request):
     def _refuse(self, reason: str) -> None:
         """
         Answer 413 now and stop reading this request: over HTTP/1.x write
-        the answer and close the connection; over HTTP/2 answer the stream
-        once it is set up (after this reactor turn) and reset it.  What
+        the answer and close the connection (lingering, L{_linger}, over
+        plain TCP); over HTTP/2 answer the stream once it is set up (after
+        this reactor turn) and reset it.  What
         else arrives for it is read past, and it is never processed.
         """
         self.ignore_body()
@@ -233,11 +249,38 @@ class Request(server.Request):
                 b"Cache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                 % (_TOO_LARGE, len(body), body)
             )
-            channel.loseConnection()
+            transport = self.transport
+            if (
+                limits.head is not None
+                and ITCPTransport.providedBy(transport)
+                and not ISSLTransport.providedBy(transport)
+            ):
+                self._linger(channel, transport, limits)
+            else:
+                channel.loseConnection()
         else:
             # An HTTP/2 stream (its channel has no transport): called from
             # inside the stream's constructor, it cannot write yet.
             limits.clock.callLater(0, self._refuse_stream, body)
+
+    def _linger(self, channel: Any, transport: Any, limits: Limits) -> None:
+        """
+        Close as RFC 9112 (9.6) advises a server that answers before the
+        body is read: the answer, then our half of the connection (a FIN),
+        while what the client still sends is read and dropped, until it
+        closes, the head clock ends it (C{limits.headerTimeout}), or
+        L{LINGER_BODIES} times C{limits.bodyBytes} more came (then it is
+        aborted).  A client that sends its whole body before it reads
+        then gets the answer, not a reset that loses it.  Plain TCP only:
+        a TLS connection is closed at once.
+        """
+        # The fast channel keeps a reactor pass's writes until its end.
+        flush = getattr(channel, "sendPending", None)
+        if flush is not None:
+            flush()
+        self._lingering = True
+        transport.loseWriteConnection()
+        limits.arm(transport)
 
     def ignore_body(self) -> None:
         """

@@ -65,6 +65,25 @@ FLUSH_INTERVAL = 1.0
 ACCESS_LOG_BUFFER = 256 * 1024
 
 
+def safe(text: object, limit: int = 200) -> str:
+    """
+    Text from a request, made safe for one log line, bounded: characters
+    that are not printable (CR, LF, tab, U+2028, controls) and the
+    backslash are escaped (C{\\r}, C{\\u2028}, C{\\\\}); printable
+    text such as Korean stays readable.
+    """
+    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    if not s.isprintable() or "\\" in s:
+        s = "".join(_escape(c) for c in s)
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def _escape(c: str) -> str:
+    if c.isprintable() and c != "\\":
+        return c
+    return c.encode("unicode_escape").decode("ascii")
+
+
 class OldLogRemover:
     """
     Deletes the rotated files of one daily log (C{<name>.<Y>_<M>_<D>}, as

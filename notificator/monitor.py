@@ -30,11 +30,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web import http, pages
+from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from notificator import __version__, auth
+from notificator import __version__, auth, refusals
 from notificator.broker import Broker
 from notificator.hub import Hub
 from notificator.metrics import metrics_resource
@@ -125,8 +125,11 @@ def json_body(request: IRequest, body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
-class _Readable(Resource):
-    """A leaf that answers C{HEAD} with C{GET}'s headers and no body."""
+class _Readable(refusals.Resource):
+    """
+    A leaf that answers C{HEAD} with C{GET}'s headers and no body (other
+    methods, and paths below it, are refused: L{refusals.Resource}).
+    """
 
     isLeaf = True
 
@@ -146,16 +149,16 @@ class Asset(_Readable):
     upgrade, which matters for the groupware script).
     """
 
-    def __init__(self, body: bytes, content_type: bytes) -> None:
-        super().__init__()
+    def __init__(self, body: bytes, content_type: bytes, log: Logger | None = None) -> None:
+        super().__init__(log)
         self._body = body
         self._type = content_type
         self._etag = _etag(body)
 
     @classmethod
-    def from_package(cls, name: str) -> Asset:
+    def from_package(cls, name: str, log: Logger | None = None) -> Asset:
         suffix = name[name.rfind(".") :]
-        return cls(static_file(name), _TYPES.get(suffix, b"application/octet-stream"))
+        return cls(static_file(name), _TYPES.get(suffix, b"application/octet-stream"), log)
 
     def render_GET(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", self._type)
@@ -172,16 +175,14 @@ class MonitorPage(_Readable):
     by C{?lang=} or else C{Accept-Language}.
     """
 
-    def __init__(self, template: str, messages: dict[str, dict[str, str]]) -> None:
-        super().__init__()
+    def __init__(
+        self, template: str, messages: dict[str, dict[str, str]], log: Logger | None = None
+    ) -> None:
+        super().__init__(log)
         self._pages = {lang: render_page(template, messages, lang) for lang in messages}
         self._etags = {lang: _etag(page) for lang, page in self._pages.items()}
 
     def render_GET(self, request: IRequest) -> bytes:
-        if request.postpath not in ([], [b""]):
-            request.setResponseCode(404)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"not found\n"
         asked = (request.args or {}).get(b"lang", [b""])[0].decode("ascii", "replace")
         lang = (
             asked
@@ -239,8 +240,12 @@ class UsersResource(_Readable):
     connects or leaves.
     """
 
-    def __init__(self, hub: Hub, stats: Stats, node: str | None = None) -> None:
-        super().__init__()
+    as_json = True
+
+    def __init__(
+        self, hub: Hub, stats: Stats, node: str | None = None, log: Logger | None = None
+    ) -> None:
+        super().__init__(log)
         self._hub = hub
         self._started_at = stats.started_at
         self._node = node
@@ -272,8 +277,17 @@ class HealthResource(_Readable):
     Redis), so a load balancer sends new clients elsewhere.
     """
 
-    def __init__(self, hub: Hub, stats: Stats, broker: Broker, clock: IReactorTime) -> None:
-        super().__init__()
+    as_json = True
+
+    def __init__(
+        self,
+        hub: Hub,
+        stats: Stats,
+        broker: Broker,
+        clock: IReactorTime,
+        log: Logger | None = None,
+    ) -> None:
+        super().__init__(log)
         self._hub = hub
         self._stats = stats
         self._broker = broker
@@ -311,7 +325,8 @@ class HealthResource(_Readable):
 class Guarded(Resource):
     """
     A monitor resource only the addresses of C{monitor.allow} may see
-    (L{auth.Guard.refuse_monitor}); others get 403 JSON and a log line.
+    (L{auth.Guard.refuse_monitor}); others get 403 (JSON for C{/users} and
+    C{/metrics}, text for the page: L{refusals.answer}) and a log line.
     """
 
     def __init__(self, inner: Resource, guard: auth.Guard, log: Logger) -> None:
@@ -335,15 +350,42 @@ class Guarded(Resource):
             peer=client,
             reason=reason,
         )
-        request.setResponseCode(403)
-        return json_body(request, {"error": reason})
+        return refusals.answer(request, 403, reason, getattr(self._inner, "as_json", True))
 
 
-class Folder(Resource):
-    """A path segment holding known children; anything else is a plain 404."""
+class Folder(refusals.Resource):
+    """
+    A path segment holding known children; anything else, and the folder
+    itself, is a 404 in text (L{refusals.NotFound}).
+    """
+
+    def __init__(self, log: Logger | None = None) -> None:
+        super().__init__(log)
+        self._missing = refusals.NotFound(log)
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
-        return pages.notFound()
+        return self._missing
+
+    def render(self, request: IRequest) -> bytes:
+        return self._missing.render(request)
+
+
+class Metrics(refusals.Resource):
+    """
+    C{GET /metrics}: prometheus_client's resource (C{resource}), behind
+    our refusals: its own answer to another method is a text 405, and it
+    serves any path below it.
+    """
+
+    isLeaf = True
+    as_json = True
+
+    def __init__(self, resource: IResource, log: Logger | None = None) -> None:
+        super().__init__(log)
+        self._resource = resource
+
+    def render_GET(self, request: IRequest) -> Any:
+        return self._resource.render(request)
 
 
 def add_monitor(
@@ -360,22 +402,23 @@ def add_monitor(
     Put the monitor's resources under the site root: C{/}, C{/users} and
     C{/metrics} for the addresses of C{monitor.allow} (C{guard}); C{/health},
     the page's assets and the groupware's script for everyone.
+
+    @param log: where refused requests are logged (the activity logger).
     """
     log = log or Logger()
     messages = json.loads(static_file("messages.json"))
     template = static_file("index.html").decode("utf-8")
-    root.putChild(b"", Guarded(MonitorPage(template, messages), guard, log))
-    root.putChild(
-        b"users", Guarded(UsersResource(hub, stats, getattr(broker, "node", None)), guard, log)
-    )
-    root.putChild(b"health", HealthResource(hub, stats, broker, clock))
-    root.putChild(b"metrics", Guarded(metrics_resource(registry), guard, log))
+    root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard, log))
+    users = UsersResource(hub, stats, getattr(broker, "node", None), log)
+    root.putChild(b"users", Guarded(users, guard, log))
+    root.putChild(b"health", HealthResource(hub, stats, broker, clock, log))
+    root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard, log))
     # Every browser asks for it; a 404 in each console helps nobody.
-    root.putChild(b"favicon.ico", Asset.from_package("favicon.ico"))
-    assets = Folder()
+    root.putChild(b"favicon.ico", Asset.from_package("favicon.ico", log))
+    assets = Folder(log)
     for name in ("monitor.js", "monitor.css"):
-        assets.putChild(name.encode("ascii"), Asset.from_package(name))
+        assets.putChild(name.encode("ascii"), Asset.from_package(name, log))
     root.putChild(b"static", assets)
-    scripts = Folder()
-    scripts.putChild(b"eventSourceClient.js", Asset.from_package("eventSourceClient.js"))
+    scripts = Folder(log)
+    scripts.putChild(b"eventSourceClient.js", Asset.from_package("eventSourceClient.js", log))
     root.putChild(b"javascripts", scripts)

@@ -30,12 +30,13 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from notificator import auth, channel, ingest, limits, metrics, monitor
+from notificator import auth, channel, ingest, limits, metrics, monitor, refusals
 from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, CORSPolicy, LimitsConfig, SSEConfig
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import EXPIRED, LOST, UNKNOWN, Replay
 from notificator.hub import Hub
+from notificator.logs import safe
 from notificator.stats import Stats
 from notificator.stream import LimitedRequestStream, RequestStream
 from notificator.stream import peer as _peer
@@ -54,25 +55,6 @@ _JSON = json.JSONEncoder(ensure_ascii=False)
 _ALLOW_HEADERS = b"Accept, Cache-Control, Content-Type, Last-Event-ID, X-Requested-With"
 
 
-def safe(text: object, limit: int = 200) -> str:
-    """
-    Text from a request, made safe for one log line, bounded: characters
-    that are not printable (CR, LF, tab, U+2028, controls) and the
-    backslash are escaped (C{\\r}, C{\\u2028}, C{\\\\}); printable
-    text such as Korean stays readable.
-    """
-    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    if not s.isprintable() or "\\" in s:
-        s = "".join(_escape(c) for c in s)
-    return s if len(s) <= limit else s[:limit] + "..."
-
-
-def _escape(c: str) -> str:
-    if c.isprintable() and c != "\\":
-        return c
-    return c.encode("unicode_escape").decode("ascii")
-
-
 def apply_cors(request: IRequest, policy: CORSPolicy, methods: bytes) -> None:
     """
     Allow a credentialed cross-origin read when the request's Origin is
@@ -89,13 +71,6 @@ def apply_cors(request: IRequest, policy: CORSPolicy, methods: bytes) -> None:
         request.setHeader(b"access-control-allow-methods", methods)
         request.setHeader(b"access-control-allow-headers", _ALLOW_HEADERS)
         request.setHeader(b"access-control-max-age", b"86400")
-
-
-def _text(request: IRequest, code: int, message: str) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    return message.encode("utf-8") + b"\n"
 
 
 def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
@@ -262,7 +237,7 @@ class _Refused(Exception):
         self.message = message
 
 
-class SSEResource(Resource):
+class SSEResource(refusals.Resource):
     """
     C{/sse} and C{/sse/<userId>}: keeps the request open and attaches it to
     the hub as a L{RequestStream}.  The user id comes from the path segment
@@ -275,9 +250,14 @@ class SSEResource(Resource):
     before the first event, and C{evs_buffer_size_limit=N} for the response
     to end after about N bytes (the polyfill then reconnects with
     C{evs_last_event_id} and is replayed what follows).
+
+    A stream that cannot open gets a 4xx with JSON C{{"error"}}
+    (L{refusals}) and a line in the log.
     """
 
     isLeaf = True
+    as_json = True
+    leaf_paths = None  # _user_id reads the path
 
     def __init__(
         self,
@@ -351,14 +331,7 @@ class SSEResource(Resource):
         try:
             user_id = self._user_id(request)
         except _Refused as e:
-            self._log.warn(
-                "refused stream from {peer} for {path}: {code} {reason}",
-                peer=_peer(request),
-                path=safe(auth.redact_uri(request.uri)),
-                code=e.code,
-                reason=safe(e.message),
-            )
-            return _text(request, e.code, e.message)
+            return self.refuse(request, e.code, e.message)
         for name, value in self._headers:
             request.setHeader(name, value)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
@@ -492,6 +465,15 @@ class SSEResource(Resource):
         request.setResponseCode(204)
         return b""
 
+    def log_refusal(self, request: IRequest, code: int, reason: str) -> None:
+        self._log.warn(
+            "refused stream from {peer} for {path}: {code} {reason}",
+            peer=_peer(request),
+            path=safe(auth.redact_uri(request.uri)),
+            code=code,
+            reason=safe(reason),
+        )
+
     def _gone(self, stream: RequestStream, reason: Failure | None) -> None:
         self._hub.detach(stream)
         self._log.info(
@@ -610,13 +592,15 @@ class PublishGate:
 PUBLISH_PATH = b"/webNotification"
 
 
-class PublishResource(Resource):
+class PublishResource(refusals.Resource):
     """
     C{POST /webNotification}: parse the body (see L{notificator.ingest}),
     hand the notification to the broker, and answer, once it is recorded,
     with JSON C{{"id", "event", "userId", "eventId", "delivered"}} (and
     C{"nodes"} in cluster mode).  Bad bodies get 400/413/415 with JSON
     C{{"error"}} and a log line; a broker that cannot record gets 503.
+    Other methods get 405 and paths below it 404 (L{refusals}), counted
+    and logged as rejected publishes.
 
     @param max_bytes: larger bodies get 413 (C{limits.bodyBytes}; the
         request refuses them while reading, L{limits.Request}: this is the
@@ -626,6 +610,7 @@ class PublishResource(Resource):
     """
 
     isLeaf = True
+    as_json = True
 
     def __init__(
         self,
@@ -669,13 +654,7 @@ class PublishResource(Resource):
                 request.getHeader(b"content-type"), body, self._max_fields
             )
         except ingest.BadNotification as e:
-            self._stats.reject(e.code)
-            self._log.warn(
-                "rejected publish from {peer}: {code} {reason}",
-                peer=_peer(request),
-                code=e.code,
-                reason=safe(e.reason),
-            )
+            self._rejected(request, e.code, e.reason, e.ident)
             return json_response(request, e.code, {"error": e.reason})
         reason = guard.refuse_publish_token(authorization, token)
         if reason is not None:
@@ -744,9 +723,19 @@ class PublishResource(Resource):
         request.setResponseCode(204)
         return b""
 
-    def render_GET(self, request: IRequest) -> bytes:
-        request.setHeader(b"allow", b"POST, OPTIONS")
-        return json_response(request, 405, {"error": "use POST"})
+    def log_refusal(self, request: IRequest, code: int, reason: str) -> None:
+        self._rejected(request, code, reason, None)
+
+    def _rejected(self, request: IRequest, code: int, reason: str, ident: str | None) -> None:
+        """Count and log a refused publish, with the id it named (C{-}: none read)."""
+        self._stats.reject(code)
+        self._log.warn(
+            "rejected publish from {peer}: {code} {reason}; id {id}",
+            peer=_peer(request),
+            code=code,
+            reason=safe(reason),
+            id="-" if ident is None else safe(ident, 100),
+        )
 
 
 def _finish(request: IRequest, body: bytes) -> None:
@@ -792,7 +781,7 @@ def build_resource(
         guard = auth.Guard.from_config(config)
     if gate is None:
         gate = PublishGate(guard, stats, activity)
-    root = monitor.Folder()
+    root = monitor.Folder(activity)
     root.putChild(
         b"sse",
         SSEResource(

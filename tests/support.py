@@ -729,7 +729,12 @@ class Conn:
     def pump(self) -> None:
         """The reactor's write passes: send what the socket takes; close when done."""
         t = self.transport
-        while t.connected and (t.dataBuffer or t._tempDataLen or t.disconnecting):
+        while t.connected and (
+            t.dataBuffer
+            or t._tempDataLen
+            or t.disconnecting
+            or (t._writeDisconnecting and not t._writeDisconnected)
+        ):
             before = len(self.sock.sent)
             result = t.doWrite()
             if result is not None:
@@ -748,6 +753,12 @@ class Conn:
     def closing(self) -> bool:
         t = self.transport
         return bool(t.disconnecting or t._aborting or not t.connected)
+
+    @property
+    def half_closed(self) -> bool:
+        """The server shut its side (a FIN after what it sent) and still reads."""
+        t = self.transport
+        return bool(t.connected and t._writeDisconnected and not t.disconnecting)
 
     def text(self) -> bytes:
         return bytes(self.sock.sent)

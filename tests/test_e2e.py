@@ -360,13 +360,13 @@ class GuardEndToEndTests(SynchronousTestCase):
         server = Server(self, local=local).start()
         now = int(time.time())
         status, _, body = server.request("GET", "/sse/u1")
-        self.assertEqual((status, body.strip()), (401, b"missing signature"))
+        self.assertEqual((status, json.loads(body)), (401, {"error": "missing signature"}))
         status, _, _ = server.request("GET", f"/sse/u1?auth={sign_stream(secret, 'u2', now + 60)}")
         self.assertEqual(status, 401)
         status, _, body = server.request(
             "GET", f"/sse/u1?auth={sign_stream(secret, 'u1', now - 1)}"
         )
-        self.assertEqual((status, body.strip()), (401, b"expired signature"))
+        self.assertEqual((status, json.loads(body)), (401, {"error": "expired signature"}))
         stream = server.subscribe(f"/sse/u1?auth={sign_stream(secret, 'u1', now + 60)}")
         self.assertEqual(stream.next_event()["event"], "connect")
         self.assertEqual(server.post("id=notify_u1&data=1", FORM)[0], 403)

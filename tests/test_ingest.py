@@ -59,6 +59,65 @@ class FormOneTests(SynchronousTestCase):
             )
             self.assertIn("klingon", e.reason)
 
+    def test_codecs_that_are_not_text_encodings(self) -> None:
+        """Python codecs that do not turn bytes into text (base64, rot13, zlib) are 415, not a crash."""
+        for charset in (b"base64", b"rot13", b"zlib", b"hex", b"uu", b"quopri", b"bz2"):
+            for content_type in (FORM, JSON):
+                with self.subTest(charset=charset, content_type=content_type):
+                    e = self.assertRaises(
+                        UnsupportedMediaType,
+                        parse_publish,
+                        content_type + b"; charset=" + charset,
+                        b'{"id":"a_b"}',
+                    )
+                    self.assertIn(charset.decode(), e.reason)
+
+    def test_codecs_with_their_own_errors(self) -> None:
+        """A codec that fails with a plain UnicodeError (punycode, undefined) is 400."""
+        for charset in (b"punycode", b"undefined", b"idna"):
+            with self.subTest(charset=charset):
+                e = self.assertRaises(
+                    BadNotification,
+                    parse_publish,
+                    FORM + b"; charset=" + charset,
+                    b"id=notify_u1&data=" + b"x" * 70 + b".%FF{",
+                )
+                self.assertEqual(e.code, 400)
+                self.assertEqual(e.reason, "body is not valid " + charset.decode())
+
+    def test_long_charset_and_content_type_are_cut_in_the_reason(self) -> None:
+        """The reason quotes at most 40 characters of a charset, 60 of a media type."""
+        e = self.assertRaises(
+            UnsupportedMediaType, parse_publish, FORM + b"; charset=" + b"k" * 5000, b"id=a_b"
+        )
+        self.assertLess(len(e.reason), 80)
+        e = self.assertRaises(UnsupportedMediaType, parse_publish, b"t/" + b"x" * 5000, b"id=a_b")
+        self.assertLess(len(e.reason), 150)
+
+    def test_deep_json_is_400(self) -> None:
+        """JSON nested deeper than Python can read or write is a 400, in every form."""
+        deep = b"[" * 100_000
+        cases = [
+            (JSON, deep),
+            (JSON, b'{"id":"a_b","data":' + deep + b"}"),
+            (JSON, b"[" * 995 + b'{"id":"a_b"}' + b"]" * 995),
+            (FORM, b"id=a_b&data=" + deep),
+            (FORM, b"{" + b'"id":"a_b","data":' + deep + b"}="),
+            (JSON, b'{"id":"a_b","data":"' + deep + b'"}'),
+        ]
+        cases += [
+            (JSON, b'{"id":"a_b","data":' + b"[" * n + b"]" * n + b"}") for n in range(900, 1000, 7)
+        ]
+        for content_type, body in cases:
+            with self.subTest(body=body[:40], size=len(body)):
+                try:
+                    message = parse_publish(content_type, body)
+                except BadNotification as e:
+                    self.assertEqual(e.code, 400)
+                    self.assertIn("nested too deeply", e.reason)
+                else:
+                    self.assertEqual(message.user_id, "b")  # read and written back: fine
+
     def test_unencoded_json_with_ampersand(self) -> None:
         """A sender that does not encode its JSON still gets it through whole."""
         body = b'id=notify_u1&data={"url":"/a?b=1&c=2","t":"x;y"}'
@@ -209,6 +268,25 @@ class BadBodyTests(SynchronousTestCase):
                 e = self.assertRaises(BadNotification, parse_publish, content_type, body)
                 self.assertEqual(e.code, 400)
                 self.assertIn(reason, e.reason)
+
+    def test_bad_bodies_keep_the_id_they_named(self) -> None:
+        """A rejection carries the id as far as it was read, for the log line."""
+        cases = [
+            (FORM, b"id=bad%0Aevent_u1&data=1", "bad\nevent_u1"),
+            (FORM + b"; charset=EUC-KR", b"id=a_%FF%FF&data=1", "a_\ufffd\ufffd"),
+            (FORM, b"id=notify_u1&data=%FF", "notify_u1"),
+            (FORM + b"; charset=undefined", b"id=a_b", "a_b"),
+            (FORM, b'{"id":"nounderscore"}=', "nounderscore"),
+            (JSON, b'{"id": 5}', "5"),
+            (JSON, b'{"id": "x"}', "x"),
+            (JSON, b'{"data": 1}', None),
+            (JSON, b"{", None),
+            (FORM, b"data=1", None),
+        ]
+        for content_type, body, ident in cases:
+            with self.subTest(body=body):
+                e = self.assertRaises(BadNotification, parse_publish, content_type, body)
+                self.assertEqual(e.ident, ident)
 
     def test_unsupported_content_type(self) -> None:
         """Other content types (or none) are 415."""

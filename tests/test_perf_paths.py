@@ -419,6 +419,24 @@ class WriteBatchTests(SynchronousTestCase):
         self.assertTrue(sent.endswith(b"HTTP/1.1 400 Bad Request\r\n\r\n"), sent)
         self.assertTrue(self.h.conn.disconnecting)
 
+    def test_overlong_line_is_a_bad_request(self) -> None:
+        """A request or header line over twisted.web's line limit gets the bare 400, after the answer before it, and the close."""
+        too_long = b"a" * (http.HTTPChannel.MAX_LENGTH + 1)
+        for request in (
+            b"GET /" + too_long + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + too_long + b"\r\n\r\n",
+            b"GET /" + too_long,  # no line end at all
+        ):
+            with self.subTest(request=request[:20]):
+                sock, proto, conn = self.h.connect()
+                self.addCleanup(conn.connectionLost, Failure(ConnectionDone()))
+                proto.dataReceived(self.post() + request)
+                self.h.reactor.advance(0)
+                sent = bytes(sock.sent)
+                self.assertTrue(sent.startswith(b"HTTP/1.1 200 OK"), sent[:40])
+                self.assertTrue(sent.endswith(b"HTTP/1.1 400 Bad Request\r\n\r\n"), sent[-60:])
+                self.assertTrue(conn.disconnecting)
+
     def test_continue_goes_in_line(self) -> None:
         """The 100 Continue of a pipelined request goes after the answer before it."""
         body = b"id=notify_u1&data=1"

@@ -14,7 +14,7 @@ from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -290,6 +290,26 @@ class PublishTests(WebCase):
         self.assertEqual(code, 400)
         self.assertEqual([e["event"] for e in self.events(chunks)], ["connect"])
 
+    def test_rejected_publish_log_names_the_id(self) -> None:
+        """A rejected publish's log line has the peer, the reason and the id it named, on one line."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cases = [
+            (b"id=bad%0Aevent_u1&data=1", FORM, "bad\\nevent_u1"),
+            (b"id=nounderscore", FORM, "nounderscore"),
+            (b"id=notify_u1&data=%FF", FORM, "notify_u1"),
+            (b'{"id": "x y_u1", "data": 1}', {b"content-type": [b"application/json"]}, "x y_u1"),
+            (b'{"id": 5}', {b"content-type": [b"application/json"]}, "5"),
+            (b'{"id": "notify_u1"', {b"content-type": [b"application/json"]}, "-"),
+            (b"id=notify_u1", {b"content-type": [b"text/plain"]}, "-"),
+        ]
+        for body, headers, _ in cases:
+            self.assertIn(self.publish(body, headers)[0], (400, 415))
+        lines = [formatEvent(e) for e in observer if e.get("log_format", "").startswith("rejected")]
+        self.assertEqual([line.rsplit("; id ", 1)[1] for line in lines], [c[2] for c in cases])
+        for line in lines:
+            self.assertRegex(line, r"^rejected publish from 127\.0\.0\.1: 4\d\d \S")
+            self.assertNotIn("\n", line)
+
     def test_unsupported_media_type(self) -> None:
         """A body in another content type is 415."""
         code, body = self.publish(b"id=a_b", {b"content-type": [b"text/plain"]})
@@ -317,7 +337,7 @@ class PublishTests(WebCase):
         """GET /webNotification is 405 with an Allow header."""
         response = self.successResultOf(self.stub.get("http://n.example/webNotification"))
         self.assertEqual(response.code, 405)
-        self.assertEqual(response.headers.getRawHeaders("allow"), ["POST, OPTIONS"])
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["OPTIONS, POST"])
 
     def test_still_serving_after_bad_input(self) -> None:
         """After a run of bad bodies, a good one is still delivered."""
@@ -542,11 +562,17 @@ class MonitorGuardTests(WebCase):
         """/, /users and /metrics answer monitor.allow only; /health and the script stay open."""
         config = attrs.evolve(self.config, monitor=MonitorConfig(allow=(ip_network("10.0.0.0/8"),)))
         self.stub = StubTreq(Parts(self.clock, config).resource)
-        for path in ["/", "/users", "/metrics"]:
+        for path in ["/users", "/metrics"]:
             response = self.successResultOf(self.stub.get("http://n.example" + path))
             self.assertEqual(response.code, 403, path)
             body = json.loads(self.successResultOf(response.content()))
             self.assertEqual(body, {"error": "address not allowed"})
+        # The page is not an API path: its refusal is text.
+        response = self.successResultOf(self.stub.get("http://n.example/"))
+        self.assertEqual(response.code, 403)
+        self.assertEqual(self.successResultOf(response.content()), b"address not allowed\n")
+        response = self.successResultOf(self.stub.head("http://n.example/users"))
+        self.assertEqual((response.code, self.successResultOf(response.content())), (403, b""))
         for path in ["/health", "/javascripts/eventSourceClient.js"]:
             response = self.successResultOf(self.stub.get("http://n.example" + path))
             self.assertEqual(response.code, 200, path)
@@ -576,17 +602,17 @@ class SignatureTests(WebCase):
         good = auth.sign_stream(self.SECRET, "홍길동_01", now + 3600)
         path = "/sse/%ED%99%8D%EA%B8%B8%EB%8F%99_01"
         for query, reason in [
-            ("", b"missing signature"),
-            ("?auth=abc", b"malformed signature"),
+            ("", "missing signature"),
+            ("?auth=abc", "malformed signature"),
             (
                 f"?auth={auth.sign_stream('another-secret-0123456789', '홍길동_01', now + 60)}",
-                b"bad signature",
+                "bad signature",
             ),
-            (f"?auth={auth.sign_stream(self.SECRET, '홍길동_02', now + 60)}", b"bad signature"),
-            (f"?auth={auth.sign_stream(self.SECRET, '홍길동_01', now - 1)}", b"expired signature"),
+            (f"?auth={auth.sign_stream(self.SECRET, '홍길동_02', now + 60)}", "bad signature"),
+            (f"?auth={auth.sign_stream(self.SECRET, '홍길동_01', now - 1)}", "expired signature"),
         ]:
             code, body = self.refused(path + query)
-            self.assertEqual((code, body.strip()), (401, reason), query)
+            self.assertEqual((code, json.loads(body)), (401, {"error": reason}), query)
         self.assertEqual(self.hub.stream_count, 0)
         self.open(f"{path}?auth={good}")
         self.open(path, cookies={"notificatorAuth": good})

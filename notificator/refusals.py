@@ -1,0 +1,142 @@
+# -*- test-case-name: tests.test_refusals -*-
+"""
+What a client gets for a request the server cannot serve: a 4xx with a
+short reason, never one of twisted.web's HTML pages ("Huh?", "No Such
+Resource", "Method Not Allowed"), and one line in C{sse.log} with the peer
+and the reason.
+
+ - L{answer}: the status, headers and body of a refusal: JSON
+   C{{"error": "<reason>"}} on the API paths (C{/webNotification},
+   C{/sse}, C{/users}, C{/health}, C{/metrics}), a line of text elsewhere.
+ - L{Resource}: the base of the server's resources.  A method it has no
+   C{render_<METHOD>} for is answered C{405} with an C{Allow} header
+   (twisted.web answers C{501} "Huh?" or an HTML C{405}); extra path
+   segments under a leaf that takes none are C{404}.
+ - L{NotFound}: what a L{notificator.monitor.Folder} answers for a
+   child it does not hold (twisted.web's C{pages.notFound} is HTML).
+
+A HEAD refusal has the headers of the GET one and no body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web import resource
+from twisted.web.iweb import IRequest
+
+from notificator.auth import redact_uri
+from notificator.logs import safe
+from notificator.stream import peer
+
+#: Where refusals are logged when no activity logger is given (tests).
+_default_log = Logger("notificator.web")
+
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def answer(request: IRequest, code: int, reason: str, as_json: bool) -> bytes:
+    """
+    Set a refusal's status and headers on C{request}; the body to return
+    from C{render} (empty for HEAD, with the GET answer's length).
+    """
+    request.setResponseCode(code)
+    if as_json:
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        body = _JSON.encode({"error": reason}).encode("utf-8")
+    else:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        body = reason.encode("utf-8") + b"\n"
+    request.setHeader(b"cache-control", b"no-store")
+    if request.method == b"HEAD":
+        request.setHeader(b"content-length", b"%d" % (len(body),))
+        return b""
+    return body
+
+
+def allowed_methods(target: object) -> list[bytes]:
+    """The methods C{target} has a C{render_<METHOD>} for, sorted."""
+    kind = type(target)
+    return sorted(
+        name[7:].encode("ascii")
+        for name in dir(kind)
+        if name.startswith("render_")
+        and name[7:].isupper()
+        and name[7:].isascii()
+        and callable(getattr(kind, name))
+    )
+
+
+class Resource(resource.Resource):
+    """
+    A twisted.web resource that answers what it cannot serve itself:
+    a method without a C{render_<METHOD>} gets C{405} and C{Allow}
+    (twisted.web would raise C{UnsupportedMethod} and write HTML), and
+    L{refuse} answers with L{answer} and logs one line.  HEAD is not
+    faked from GET: a resource that serves GET defines C{render_HEAD}.
+
+    @cvar as_json: refusals are JSON (the API paths) or text.
+    @cvar leaf_paths: for a leaf, the C{postpath}s it serves (the default:
+        none or a trailing slash); any other is C{404}.  L{None}: the
+        resource reads C{postpath} itself.
+    """
+
+    as_json = False
+    # twisted.web's Resource answers HEAD by calling render_GET, which
+    # raises AttributeError (a 500 and a traceback) where there is none.
+    render_HEAD = None  # type: ignore[assignment]
+    leaf_paths: tuple[list[bytes], ...] | None = ([], [b""])
+    _log: Logger = _default_log
+
+    def __init__(self, log: Logger | None = None) -> None:
+        super().__init__()
+        if log is not None:
+            self._log = log
+
+    def render(self, request: IRequest) -> Any:
+        method = request.method
+        handler = getattr(self, "render_" + method.decode("latin-1"), None)
+        if handler is None:
+            allowed = b", ".join(allowed_methods(self))
+            request.setHeader(b"allow", allowed)
+            name = method.decode("latin-1")
+            return self.refuse(
+                request,
+                405,
+                f"method {name[:20]} not allowed (allowed: {allowed.decode('ascii')})",
+            )
+        paths = self.leaf_paths
+        if self.isLeaf and paths is not None and request.postpath not in paths:
+            return self.refuse(request, 404, "not found")
+        return handler(request)
+
+    def refuse(self, request: IRequest, code: int, reason: str) -> bytes:
+        """Log the refusal (L{log_refusal}) and answer it (L{answer})."""
+        self.log_refusal(request, code, reason)
+        return answer(request, code, reason, self.as_json)
+
+    def log_refusal(self, request: IRequest, code: int, reason: str) -> None:
+        """One line: the method, the path (signatures cut), the peer and the reason."""
+        self._log.warn(
+            "refused {method} {path} from {peer}: {code} {reason}",
+            method=safe(request.method, 20),
+            path=safe(redact_uri(request.uri)),
+            peer=peer(request),
+            code=code,
+            reason=safe(reason),
+        )
+
+
+class NotFound(Resource):
+    """A leaf that answers every request C{404} (in JSON or text) and logs it."""
+
+    isLeaf = True
+
+    def __init__(self, log: Logger | None = None, as_json: bool = False) -> None:
+        super().__init__(log)
+        self.as_json = as_json
+
+    def render(self, request: IRequest) -> bytes:
+        return self.refuse(request, 404, "not found")
