@@ -71,7 +71,9 @@ class CountingSocket:
         return len(data)
 
 
-def measure(rounds: int, per_round: int, publishes: int, history: str = "disk") -> dict[str, Any]:
+def measure(
+    rounds: int, per_round: int, publishes: int, history: str = "disk", stock: bool = False
+) -> dict[str, Any]:
     from twisted.internet import tcp
     from twisted.internet.error import ConnectionDone
     from twisted.internet.testing import MemoryReactorClock
@@ -92,7 +94,10 @@ def measure(rounds: int, per_round: int, publishes: int, history: str = "disk") 
             sse["history"] = {"size": 0}
         elif history == "memory":
             sse["history"] = {"dir": None}
-        json.dump({"sse": sse, "server": {"log": {"dir": os.path.join(work, "log")}}}, f)
+        server: dict[str, Any] = {"log": {"dir": os.path.join(work, "log")}}
+        if stock:
+            server["fastChannel"] = False
+        json.dump({"sse": sse, "server": server}, f)
 
     reactor = MemoryReactorClock()
     options = tap.Options()
@@ -119,7 +124,8 @@ def measure(rounds: int, per_round: int, publishes: int, history: str = "disk") 
     def flush(conn: Any) -> None:
         # The end of the reactor pass: the write batch sends, then the
         # reactor's write pass sends anything queued.
-        writes.flush()
+        if writes is not None:
+            writes.flush()
         if conn.dataBuffer or conn._tempDataLen:
             conn.doWrite()
 
@@ -162,7 +168,8 @@ def measure(rounds: int, per_round: int, publishes: int, history: str = "disk") 
 
             start = time.process_time()
             hub.heartbeat()
-            writes.flush()
+            if writes is not None:
+                writes.flush()
             best["heartbeat"] = min(
                 best["heartbeat"], (time.process_time() - start) / hub.stream_count
             )
@@ -203,9 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         default="disk",
         help="sse.history: kept on disk (the default config), in memory only, or off (size 0)",
     )
+    parser.add_argument(
+        "--stock",
+        action="store_true",
+        help="serve with twisted.web's stock HTTP channel (server.fastChannel false)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
     args = parser.parse_args(argv)
-    result = measure(args.rounds, args.streams, args.publishes, args.history)
+    result = measure(args.rounds, args.streams, args.publishes, args.history, args.stock)
     if args.json:
         print(json.dumps(result))
     else:

@@ -34,6 +34,15 @@ and C{_tempDataLen} (its queue) and C{socket}, to which it sends as
 C{Connection.writeSomeData} would, without its wrapping (a third of a
 heartbeat frame's Python).  L{tests.test_perf_paths} checks the behaviour
 against the real class.  HTTP/2 streams do not use this channel.
+
+Flow control is Twisted's as well.  A direct send happens only while the
+transport's queue is empty; what the socket does not take then, and
+everything written while the queue is not empty, goes through
+C{transport.write}, which pauses the channel (and through it the
+request's producer: an event stream, L{notificator.stream}) once more
+than its buffer size waits, and its write pass resumes them when the
+queue has drained.  C{server.fastChannel: false} serves without this
+module (L{notificator.tap.serve_http}).
 """
 
 from __future__ import annotations

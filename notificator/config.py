@@ -511,6 +511,7 @@ class ServerConfig:
     log_dir: str = "log"
     log_keep_days: int = 30
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    fast_channel: bool = True
 
 
 @attrs.frozen
@@ -538,14 +539,29 @@ class SSEConfig:
 
 
 @attrs.frozen
-class StreamLimits:
+class LimitsConfig:
     """
-    C{limits.streamsPerUser} and C{limits.streams}: streams over these are
-    answered with a long C{retry:} and ended.
+    C{limits.*}: bounds on what clients can make the server hold.
+
+    @ivar streams_per_user: C{limits.streamsPerUser}; a user's streams
+        over it are answered with a long C{retry:} and ended.
+    @ivar streams: C{limits.streams}, likewise for all streams (see
+        L{stream_limit}).
+    @ivar body_bytes: largest request body read; larger ones get 413 as
+        soon as that is known (C{limits.bodyBytes}).
+    @ivar form_fields: most fields in a form publish body; more get 400.
+    @ivar header_timeout: seconds a connection may take to send a request
+        head, from when it opens or its previous response is done.
+    @ivar buffer_bytes: bytes written to a stream whose client stopped
+        reading (the transport paused it) before the stream is dropped.
     """
 
     streams_per_user: int = 20
     streams: int = 1 << 30
+    body_bytes: int = 1024 * 1024
+    form_fields: int = 1000
+    header_timeout: float = 10.0
+    buffer_bytes: int = 256 * 1024
 
 
 def stream_limit(configured: int | None) -> int:
@@ -588,7 +604,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     publish: PublishConfig = PublishConfig()
     monitor: MonitorConfig = MonitorConfig()
-    limits: StreamLimits = StreamLimits()
+    limits: LimitsConfig = LimitsConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
@@ -667,6 +683,11 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "cluster.timeout": lambda v: _seconds(v, allow_zero=False),
     "cluster.reconnectMaxDelay": lambda v: _seconds(v, allow_zero=False),
     "cluster.ca": _opt_str,
+    "server.fastChannel": _bool,
+    "limits.bodyBytes": lambda v: _int(v, 1, 1 << 40),
+    "limits.formFields": lambda v: _int(v, 1, 10_000_000),
+    "limits.headerTimeout": lambda v: _seconds(v, allow_zero=False),
+    "limits.bufferBytes": lambda v: _int(v, 1, 1 << 40),
 }
 
 
@@ -732,6 +753,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         log_dir=resolve(values.get("server.log.dir", "log")) or "log",
         log_keep_days=values.get("server.log.keepDays", 30),
         trusted_proxies=values.get("server.trustedProxies", ()),
+        fast_channel=values.get("server.fastChannel", True),
     )
     if server.protocol != "http" and not server.endpoints:
         for name in ("key", "cert"):
@@ -785,9 +807,13 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         allow=values.get("monitor.allow", LOOPBACK),
         access_log=values.get("monitor.accessLog", False),
     )
-    limits = StreamLimits(
+    limits = LimitsConfig(
         streams_per_user=values.get("limits.streamsPerUser", 20),
         streams=stream_limit(values.get("limits.streams")),
+        body_bytes=values.get("limits.bodyBytes", 1024 * 1024),
+        form_fields=values.get("limits.formFields", 1000),
+        header_timeout=values.get("limits.headerTimeout", 10.0),
+        buffer_bytes=values.get("limits.bufferBytes", 256 * 1024),
     )
     cluster = ClusterConfig(
         redis=values.get("cluster.redis"),

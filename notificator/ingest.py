@@ -242,10 +242,14 @@ def _json_token(obj: Any) -> bytes | None:
     return token.encode("utf-8", "surrogatepass")
 
 
-def _parse_form(body: bytes, codec: str) -> tuple[Message, bytes | None]:
+def _parse_form(
+    body: bytes, codec: str, max_fields: int | None = None
+) -> tuple[Message, bytes | None]:
     raw = body.strip()
     if raw[:1] == b"{" or raw[:3].upper() == b"%7B":
         return _parse_json_key(raw, codec)
+    if max_fields is not None and body.count(b"&") >= max_fields:
+        raise BadNotification(f"more than {max_fields} form fields")
     fields: dict[bytes, bytes] = {}
     token: bytes | None = None
     kept: list[bytes] | None = None
@@ -341,19 +345,25 @@ def _media_and_codec(content_type: bytes | None) -> tuple[str, Charset]:
     return media, _codec(params)
 
 
-def parse_publish(content_type: bytes | None, body: bytes) -> Message:
+def parse_publish(
+    content_type: bytes | None, body: bytes, max_fields: int | None = None
+) -> Message:
     """
     Parse a publish request body (a token in it is dropped).
 
     @param content_type: the raw Content-Type header, or L{None}.
     @param body: the raw request body.
+    @param max_fields: most fields a form body (form 1) may have
+        (C{limits.formFields}); L{None}: any number.
     @raise UnsupportedMediaType: not a form or JSON body, or unknown charset.
     @raise BadNotification: anything else wrong with it.
     """
-    return parse_publish_token(content_type, body)[0]
+    return parse_publish_token(content_type, body, max_fields)[0]
 
 
-def parse_publish_token(content_type: bytes | None, body: bytes) -> tuple[Message, bytes | None]:
+def parse_publish_token(
+    content_type: bytes | None, body: bytes, max_fields: int | None = None
+) -> tuple[Message, bytes | None]:
     """
     As L{parse_publish}, and the publish token the body carries, as sent
     (percent-decoded bytes of the first C{token} form field, or the UTF-8
@@ -366,7 +376,7 @@ def parse_publish_token(content_type: bytes | None, body: bytes) -> tuple[Messag
     if not body.strip():
         raise BadNotification("empty body")
     if media == FORM:
-        return _parse_form(body, codec)
+        return _parse_form(body, codec, max_fields)
     text = _decode(body, codec).lstrip("\ufeff")
     try:
         obj = _loads(text)

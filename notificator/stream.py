@@ -9,6 +9,21 @@ C{finish()} (which would raise after a disconnect).
 
 Writes go through C{request.write}; over plain TCP the channel
 (L{notificator.channel}) sends them straight to the socket.
+
+A client that stops reading: a stream on a request that carries
+L{notificator.limits.Limits} registers with it as a streaming producer,
+so twisted.web pauses it when the transport holds more than its own
+bound (64 KiB for TCP and TLS; for HTTP/2, when the stream's flow-control
+window, which the client sets, is used up) and resumes it when that has
+drained.  While paused, frames are still written, and counted; one that
+would take the count past C{limits.bufferBytes} drops the stream instead:
+the connection is aborted (over HTTP/2 the stream is reset), the client
+reconnects with the last id it saw and the history replays what it
+missed.  So a client that never reads costs at most about
+C{limits.bufferBytes} plus the transport's bound.  The drop is logged and
+counted (C{notificator_streams_refused{reason="slow"}}).  Pausing swaps
+the write function, so the send of a running stream does no more work
+(the write that drops a stream raises, which costs nothing until then).
 """
 
 from __future__ import annotations
@@ -16,12 +31,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from notificator.logs import log_unfinished
 
 
+class _Dropped(Exception):
+    """A paused write dropped its stream (what L{RequestStream.send} returns False for)."""
+
+
+@implementer(IPushProducer)
 class RequestStream:
     """
     An event stream on an open request.
@@ -41,6 +64,7 @@ class RequestStream:
         "peer",
         "gone",
         "_on_gone",
+        "_held",
     )
 
     def __init__(
@@ -59,22 +83,85 @@ class RequestStream:
         self.peer = peer(request)
         self.gone = False
         self._on_gone = on_gone
+        # Bytes written while paused; None while not paused.
+        self._held: int | None = None
         request.notifyFinish().addBoth(self._finished)
+        if getattr(request, "limits", None) is not None:
+            request.registerProducer(self, True)
 
     def send(self, frame: bytes) -> bool:
         """
         Write one frame (a chunk of the HTTP/1.1 response).  C{False} if
-        the client has gone.
+        the client has gone (or this write dropped a stream whose client
+        stopped reading).
         """
         if self.gone:
             return False
-        self._write(frame)
+        try:
+            self._write(frame)
+        except _Dropped:
+            return False
         return True
 
     def close(self) -> None:
         """Finish the response (server side), unless the client already left."""
         if not self.gone:
-            self.request.finish()
+            request = self.request
+            if getattr(request, "limits", None) is not None:
+                request.unregisterProducer()
+            request.finish()
+
+    # -- IPushProducer: the transport's flow control ------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport is full: count what is written from now on."""
+        if self._held is None and not self.gone:
+            self._held = 0
+            self._write = self._write_held
+
+    def resumeProducing(self) -> None:
+        """The transport has drained."""
+        if self._held is not None and not self.gone:
+            self._held = None
+            self._write = self.request.write
+
+    def stopProducing(self) -> None:
+        """The connection is gone; C{notifyFinish} tells the rest."""
+
+    def _write_held(self, frame: bytes) -> None:
+        held = (self._held or 0) + len(frame)
+        limits = self.request.limits  # type: ignore[attr-defined]
+        if held > limits.buffer_bytes:
+            self._drop(held - len(frame), limits)
+            raise _Dropped()
+        self._held = held
+        self.request.write(frame)
+
+    def _drop(self, held: int, limits: Any) -> None:
+        """Drop the stream of a client that does not read (see the module docstring)."""
+        self.gone = True
+        if limits.stats is not None:
+            limits.stats.refuse("slow")
+        limits.log.warn(
+            "dropped stream {connection_id} of {user_id} from {peer}: the client stopped"
+            " reading and {held} bytes are waiting (limits.bufferBytes {cap})",
+            connection_id=self.connection_id,
+            user_id=self.user_id,
+            peer=self.peer,
+            held=held,
+            cap=limits.buffer_bytes,
+        )
+        request = self.request
+        transport = request.transport
+        if transport is not None:
+            # HTTP/1.x (TCP or TLS): drop the connection and what it holds;
+            # the channel then tells the request, and notifyFinish us.
+            transport.abortConnection()
+        else:
+            # An HTTP/2 stream: reset it; the connection and its other
+            # streams go on.  twisted.web does not tell the request.
+            request.channel.abortConnection()  # type: ignore[attr-defined]
+            request.connectionLost(Failure(ConnectionAborted("slow reader")))  # type: ignore[attr-defined]
 
     def _finished(self, result: None | Failure) -> None:
         # Fires on finish() (result None) or on disconnect (a Failure).

@@ -28,7 +28,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import auth, channel, config, listening, logs, metrics, web
+from notificator import auth, channel, config, limits, listening, logs, metrics, web
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -336,15 +336,11 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         keep_days=server.log_keep_days,
     )
     site.displayTracebacks = False
-    site.requestFactory = web.Request
     # Read by web.Request: the client behind trusted proxies, and refused
     # publishers answered before their body is read.
     site.guard = guard
     site.publish_gate = gate
-    writes = channel.WriteBatch(reactor)
-    site.protocol = partial(channel.protocol, writes)
-    # Stops after the listeners: the streams' last chunks leave before shutdown.
-    writes.setServiceParent(serving)
+    serve_http(site, cfg, reactor, stats, activity, serving)
     listeners = MultiService()
     listeners.setServiceParent(serving)
     for description in descriptions(options):
@@ -359,6 +355,42 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # still answer (C{/health} says 503, late publishes are recorded).
     DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
     return root
+
+
+def serve_http(
+    site: Any,
+    cfg: config.Config,
+    reactor: Any,
+    stats: Stats,
+    activity: Logger,
+    parent: MultiService,
+) -> None:
+    """
+    Give C{site} its request class and protocol: with C{server.fastChannel}
+    L{web.Request} over L{channel.Channel} and its L{channel.WriteBatch}
+    (a child of C{parent}, started before the listeners so that it stops
+    after them: the streams' last chunks leave before shutdown); without,
+    twisted.web's own channel.  Both with the request limits
+    (L{limits.Request}) and the request-head clock (L{limits.HeadTimeout},
+    a child of C{parent}); what they refuse and drop is logged to
+    C{activity} (C{sse.log}).
+    """
+    head = limits.HeadTimeout(cfg.limits.header_timeout, reactor, activity)
+    bounds = limits.Limits(cfg.limits, reactor, stats, activity, head)
+    log.info(
+        "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
+        channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
+        fast="true" if cfg.server.fast_channel else "false",
+    )
+    if cfg.server.fast_channel:
+        site.requestFactory = limits.request_class(web.Request, bounds)
+        writes = channel.WriteBatch(reactor)
+        site.protocol = partial(channel.protocol, writes)
+        writes.setServiceParent(parent)
+    else:
+        site.requestFactory = limits.request_class(web.StockRequest, bounds)
+    limits.time_heads(site, head)
+    head.setServiceParent(parent)
 
 
 def default_node(descriptions: list[str]) -> str:

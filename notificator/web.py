@@ -29,11 +29,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.server import Request as _WebRequest
 
-from notificator import auth, channel, ingest, metrics, monitor, refusals
+from notificator import auth, channel, ingest, limits, metrics, monitor, refusals
 from notificator.broker import Broker, Published, Unavailable
-from notificator.config import Config, CORSPolicy, SSEConfig, StreamLimits
+from notificator.config import Config, CORSPolicy, LimitsConfig, SSEConfig
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import EXPIRED, LOST, UNKNOWN, Replay
 from notificator.hub import Hub
@@ -46,8 +45,8 @@ from notificator.stream import peer_host as _peer_host
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()
 
-#: Larger publish bodies are refused with 413.
-MAX_PUBLISH_BYTES = 256 * 1024
+#: The default limits (C{limits.*}), for resources built without a config.
+_LIMITS = LimitsConfig()
 
 # One encoder for every response (json.dumps with a keyword builds one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False)
@@ -146,18 +145,22 @@ _RESET_MESSAGES = {
 }
 
 
-class Request(_WebRequest):
+class StockRequest(limits.Request):
     """
-    A twisted.web request that does not parse form bodies into
-    C{request.args}: L{ingest} reads the raw body (see its docstring for
-    why), and twisted.web's form parsing (an C{email} Content-Type parse
-    plus C{parse_qs}) cost about a fifth of a publish.  Query strings are
-    still parsed.  Use it as the L{Site}'s C{requestFactory}.
+    The request of both modes (C{server.fastChannel}), and all of it with
+    twisted.web's stock channel: L{limits.Request} (twisted.web's request
+    with the body limit and the head clock, and no form parsing into
+    C{request.args}, since L{ingest} reads the raw body and twisted.web's
+    form parsing cost about a fifth of a publish), the client's address
+    behind trusted proxies (L{client_host}), and the publish gate asked
+    before the body is read.  L{Request} adds the fast write.  Make the
+    site's C{requestFactory} with L{limits.request_class}.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["parsePOSTFormSubmission"] = False
         super().__init__(*args, **kwargs)
+        # In the order every request then has (see limits.Request).
+        self._client_host = None
 
     _client_host: str | None = None
 
@@ -187,20 +190,26 @@ class Request(_WebRequest):
     def gotLength(self, length: int | None) -> None:
         """
         The head is read, the body not yet: a publisher that may not publish
-        is answered now (L{PublishGate.early}) and its body never read.
+        is answered now (L{PublishGate.early}: 403, whatever its length), and
+        then a body over the limit (L{limits.Request}: 413); neither body is
+        read.
         """
-        super().gotLength(length)
         gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
         if gate is not None:
             gate.early(self)
+            if self.refused_early:
+                self.ignore_body()
+                return
+        super().gotLength(length)
 
-    def handleContentChunk(self, data: bytes) -> None:
-        if not self.refused_early:
-            super().handleContentChunk(data)
 
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if not self.refused_early:
-            super().requestReceived(command, path, version)
+class Request(StockRequest):
+    """
+    The request of the fast mode (C{server.fastChannel}, the default):
+    L{StockRequest} with a shorter write for open event streams, which
+    uses twisted.web's C{Request} state (C{chunked}, C{startedWriting},
+    C{_disconnected}).
+    """
 
     def write(self, data: bytes) -> None:
         """
@@ -260,11 +269,11 @@ class SSEResource(refusals.Resource):
         log: Logger = _default_log,
         rng: random.Random | None = None,
         guard: auth.Guard | None = None,
-        limits: StreamLimits | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         super().__init__()
         self._guard = guard or auth.Guard((), ())
-        limits = limits or StreamLimits()
+        limits = limits or LimitsConfig()
         self._per_user = limits.streams_per_user
         self._total = limits.streams
         self._rng = rng or random.Random()
@@ -592,6 +601,12 @@ class PublishResource(refusals.Resource):
     C{{"error"}} and a log line; a broker that cannot record gets 503.
     Other methods get 405 and paths below it 404 (L{refusals}), counted
     and logged as rejected publishes.
+
+    @param max_bytes: larger bodies get 413 (C{limits.bodyBytes}; the
+        request refuses them while reading, L{limits.Request}: this is the
+        backstop).
+    @param max_fields: form bodies with more fields get 400
+        (C{limits.formFields}).
     """
 
     isLeaf = True
@@ -605,8 +620,12 @@ class PublishResource(refusals.Resource):
         gate: PublishGate,
         debug: bool = True,
         log: Logger = _default_log,
+        max_bytes: int = _LIMITS.body_bytes,
+        max_fields: int | None = _LIMITS.form_fields,
     ) -> None:
         super().__init__()
+        self._max_bytes = max_bytes
+        self._max_fields = max_fields
         self._gate = gate
         self._broker = broker
         self._stats = stats
@@ -627,11 +646,13 @@ class PublishResource(refusals.Resource):
                 self._gate.refused(request, 403, reason)
                 return json_response(request, 403, {"error": reason})
         content = request.content
-        body = content.read(MAX_PUBLISH_BYTES + 1) if content is not None else b""
+        body = content.read(self._max_bytes + 1) if content is not None else b""
         try:
-            if len(body) > MAX_PUBLISH_BYTES:
-                raise _TooLarge(f"body larger than {MAX_PUBLISH_BYTES} bytes")
-            message, token = ingest.parse_publish_token(request.getHeader(b"content-type"), body)
+            if len(body) > self._max_bytes:
+                raise _TooLarge(f"body larger than {self._max_bytes} bytes (limits.bodyBytes)")
+            message, token = ingest.parse_publish_token(
+                request.getHeader(b"content-type"), body, self._max_fields
+            )
         except ingest.BadNotification as e:
             self._rejected(request, e.code, e.reason, e.ident)
             return json_response(request, e.code, {"error": e.reason})
@@ -770,7 +791,16 @@ def build_resource(
     debug = config.server.log_level == "debug"
     root.putChild(
         b"webNotification",
-        PublishResource(broker, stats, config.sse.cors, gate, debug=debug, log=activity),
+        PublishResource(
+            broker,
+            stats,
+            config.sse.cors,
+            gate,
+            debug=debug,
+            log=activity,
+            max_bytes=config.limits.body_bytes,
+            max_fields=config.limits.form_fields,
+        ),
     )
     if registry is None:
         registry = metrics.build_registry(hub, stats, broker, clock)

@@ -16,6 +16,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.application.service import MultiService
+from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,6 +74,19 @@ def write_config(directory: str, files: dict[str, Any]) -> str:
     return directory
 
 
+#: C{tox -e stock} sets this: the end-to-end servers then serve with
+#: twisted.web's stock channel (C{server.fastChannel} false).
+STOCK_CHANNEL_VARIABLE = "NOTIFICATOR_TEST_CHANNEL"
+
+
+def stock_channel() -> bool:
+    """Whether this test run is on twisted.web's stock channel (C{tox -e stock})."""
+    value = os.environ.get(STOCK_CHANNEL_VARIABLE, "fast").strip().lower()
+    if value not in ("fast", "stock"):
+        raise ValueError(f"{STOCK_CHANNEL_VARIABLE} must be fast or stock, not {value!r}")
+    return value == "stock"
+
+
 def base_config(**sse: Any) -> dict[str, Any]:
     """A test config: the shipped defaults plus these sse.* values."""
     return {"server": {"log": {"level": "debug"}}, "sse": sse}
@@ -105,6 +124,12 @@ class Server:
                 **files["local"],
                 "sse": {"drainSeconds": 0.2, **files["local"].get("sse", {})},
             }
+        if stock_channel() and not isinstance(files.get("local"), str):
+            # tox -e stock: every server on twisted.web's own channel,
+            # unless the test chose one.
+            local = files.get("local") or {}
+            server = local.get("server", {})
+            files["local"] = {**local, "server": {"fastChannel": False, **server}}
         write_config(conf, files)
         self.log_path = os.path.join(self.dir, "twistd.log")
         command = twistd_command() + ["-n", "--pidfile=", "notificator", "--config", conf]
@@ -610,3 +635,207 @@ class TCPProxy:
     def close(self) -> None:
         self._stopped = True
         self._thread.join(5)
+
+
+class FakeSocket:
+    """
+    Enough of a socket for C{tcp.Server}: records sent bytes; C{limit}
+    caps how much one C{send} takes, C{error} makes C{send} raise.
+    """
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+        self.sends = 0
+        self.limit: int | None = None
+        self.error: int | None = None
+        self.options: list[tuple[object, ...]] = []
+        self.names = 0
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return 99
+
+    def setsockopt(self, *args: object) -> None:
+        self.options.append(args)
+
+    def getsockname(self) -> tuple[str, int]:
+        self.names += 1
+        return ("127.0.0.1", 3000)
+
+    def close(self) -> None:
+        pass
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+    def send(self, data: bytes) -> int:
+        self.sends += 1
+        if self.error is not None:
+            raise OSError(self.error, "fake")
+        data = bytes(data)
+        if self.limit is not None:
+            data = data[: self.limit]
+        self.sent += data
+        return len(data)
+
+
+def dechunk(body: bytes) -> bytes:
+    """Decode a complete or partial chunked body (strict framing)."""
+    out = bytearray()
+    while body:
+        size_line, sep, rest = body.partition(b"\r\n")
+        assert sep, body
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        assert rest[size : size + 2] == b"\r\n", rest[: size + 2]
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
+
+
+class Conn:
+    """
+    One connection to an L{InMemoryServer}: a L{FakeSocket} under a real
+    C{tcp.Server}, with the reactor's part (reads, write passes, the close)
+    done by hand.
+    """
+
+    def __init__(self, server: InMemoryServer, number: int) -> None:
+        self.server = server
+        self.sock = FakeSocket()
+        self.protocol = server.site.buildProtocol(None)
+        self.transport = tcp.Server(
+            self.sock,
+            self.protocol,
+            ("127.0.0.1", 40000 + number),
+            None,
+            number,
+            server.reactor,  # type: ignore[arg-type]
+        )
+        self.transport.repstr = "<fake>"
+        self.protocol.makeConnection(self.transport)
+        self.lost: Failure | None = None
+
+    def receive(self, data: bytes) -> None:
+        """One reactor pass that reads C{data}, with what the reactor then does."""
+        if self.transport.connected and not self.transport.disconnecting:
+            self.protocol.dataReceived(data)
+        self.server.reactor.advance(0)
+        self.pump()
+
+    def pump(self) -> None:
+        """The reactor's write passes: send what the socket takes; close when done."""
+        t = self.transport
+        while t.connected and (
+            t.dataBuffer
+            or t._tempDataLen
+            or t.disconnecting
+            or (t._writeDisconnecting and not t._writeDisconnected)
+        ):
+            before = len(self.sock.sent)
+            result = t.doWrite()
+            if result is not None:
+                self.close(Failure(result) if isinstance(result, Exception) else None)
+                return
+            if len(self.sock.sent) == before:
+                return
+
+    def close(self, reason: Failure | None = None) -> None:
+        """The reactor's side of a closed connection."""
+        if self.transport.connected:
+            self.lost = reason or Failure(ConnectionDone())
+            self.transport.connectionLost(self.lost)
+
+    @property
+    def closing(self) -> bool:
+        t = self.transport
+        return bool(t.disconnecting or t._aborting or not t.connected)
+
+    @property
+    def half_closed(self) -> bool:
+        """The server shut its side (a FIN after what it sent) and still reads."""
+        t = self.transport
+        return bool(t.connected and t._writeDisconnected and not t.disconnecting)
+
+    def text(self) -> bytes:
+        return bytes(self.sock.sent)
+
+
+class InMemoryServer:
+    """
+    The site as C{makeService} wires it (C{tap.serve_http}: request class,
+    channel, head clock), over the core L{Parts}, on a
+    L{MemoryReactorClock}, with C{limits.*} from C{limit}.
+
+    @param fast: C{server.fastChannel}.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, fast: bool, **limit: Any) -> None:
+        from twisted.web.server import Site
+
+        from notificator import tap
+        from notificator.config import Config, LimitsConfig, ServerConfig
+
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1_700_000_000)
+        self.config = Config(server=ServerConfig(fast_channel=fast), limits=LimitsConfig(**limit))
+        self.parts = Parts(self.reactor, self.config)
+        self.hub = self.parts.hub
+        self.stats = self.parts.stats
+        self.site = Site(self.parts.resource, reactor=self.reactor)
+        self.events: list[dict[str, Any]] = []
+        self.services = MultiService()
+        tap.serve_http(
+            self.site,
+            self.config,
+            self.reactor,
+            self.stats,
+            Logger(observer=self.events.append),
+            self.services,
+        )
+        self.services.startService()
+        testcase.addCleanup(self.services.stopService)
+        self.conns: list[Conn] = []
+        testcase.addCleanup(self.close_all)
+
+    def connect(self) -> Conn:
+        conn = Conn(self, len(self.conns))
+        self.conns.append(conn)
+        return conn
+
+    def pump(self) -> None:
+        """The reactor's write passes on every connection."""
+        for conn in self.conns:
+            conn.pump()
+
+    def close_all(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self.reactor.advance(0)
+
+    def logged(self, text: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if text in e.get("log_format", "")]
+
+
+class BothChannels:
+    """
+    A test case mixin: C{server()} builds an L{InMemoryServer} with the
+    fast channel; subclass with C{fast = False} to run the same tests on
+    twisted.web's stock channel.
+    """
+
+    fast = True
+
+    def server(self, **limit: Any) -> InMemoryServer:
+        return InMemoryServer(self, self.fast, **limit)  # type: ignore[arg-type]
+
+
+def split_response(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Status line, lower-cased headers and the rest of one HTTP/1.1 response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {k.lower(): v for k, _, v in (line.partition(b": ") for line in lines)}
+    return status, headers, body

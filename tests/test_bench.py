@@ -18,7 +18,9 @@ sys.path.insert(0, os.path.join(PROJECT, "bench"))
 
 import cpu  # noqa: E402
 import loadgen  # noqa: E402
+import memory  # noqa: E402
 import report  # noqa: E402
+import stuck  # noqa: E402
 
 
 class DechunkerTests(SynchronousTestCase):
@@ -172,3 +174,28 @@ class CPUBenchTests(SynchronousTestCase):
         self.assertEqual((result["streams"], result["publishes"]), (20, 30))
         for figure in ("connect", "publish", "heartbeat"):
             self.assertGreater(result[figure], 0)
+
+    def test_short_run_stock(self) -> None:
+        """bench/cpu.py --stock measures the same on twisted.web's stock channel."""
+        result = cpu.measure(rounds=2, per_round=10, publishes=15, stock=True)
+        self.assertEqual((result["streams"], result["publishes"]), (20, 30))
+        for figure in ("connect", "publish", "heartbeat"):
+            self.assertGreater(result[figure], 0)
+
+
+class MemoryBenchTests(SynchronousTestCase):
+    def test_short_run(self) -> None:
+        """bench/memory.py opens the streams it is asked for and reports memory per stream."""
+        result = memory.measure(streams=200, trace=True)
+        self.assertEqual(result["streams"], 200)
+        self.assertGreater(result["kb_python_per_stream"], 0)
+
+
+class StuckBenchTests(SynchronousTestCase):
+    def test_short_run(self) -> None:
+        """bench/stuck.py runs both phases against the real server and times the healthy stream."""
+        result = stuck.run(clients=2, seconds=0.5, rate=100, size=1024, rcvbuf=4096)
+        self.assertEqual(result["clients"], 2)
+        self.assertGreater(result["healthy_latency_quiet"]["count"], 10)
+        self.assertGreater(result["healthy_latency_with_stuck"]["count"], 0)
+        self.assertGreater(result["rss_mib_end"], 0)

@@ -145,6 +145,41 @@ class FormOneTests(SynchronousTestCase):
         self.assertEqual((message.event, message.user_id), ("notify", "dept_001_a"))
 
 
+class FormFieldLimitTests(SynchronousTestCase):
+    """max_fields (limits.formFields) bounds the fields of form 1 only."""
+
+    def test_at_the_limit(self) -> None:
+        """Exactly max_fields fields parse."""
+        body = b"id=notify_u1&data=1" + b"".join(b"&f%d=x" % i for i in range(998))
+        self.assertEqual(parse_publish(FORM, body, max_fields=1000).user_id, "u1")
+
+    def test_over_the_limit(self) -> None:
+        """One more is a 400 naming the limit."""
+        body = b"id=notify_u1&data=1" + b"".join(b"&f%d=x" % i for i in range(999))
+        with self.assertRaises(BadNotification) as caught:
+            parse_publish(FORM, body, max_fields=1000)
+        self.assertEqual(
+            (caught.exception.code, caught.exception.reason), (400, "more than 1000 form fields")
+        )
+
+    def test_empty_fields_count(self) -> None:
+        """Empty items between '&'s are fields too (they cost the split)."""
+        with self.assertRaises(BadNotification):
+            parse_publish(FORM, b"id=notify_u1&data=1" + b"&" * 5, max_fields=5)
+
+    def test_json_is_not_counted(self) -> None:
+        """Form 2 and JSON bodies hold one JSON value, whatever '&' it has inside."""
+        data = {"id": "notify_u1", "data": "a&" * 50}
+        raw = json.dumps(data).encode()
+        self.assertEqual(parse_publish(FORM, raw + b"=", max_fields=2).user_id, "u1")
+        self.assertEqual(parse_publish(JSON, raw, max_fields=2).user_id, "u1")
+
+    def test_no_limit_by_default(self) -> None:
+        """Without max_fields any number of fields parses."""
+        body = b"id=notify_u1&data=1" + b"&x" * 20_000
+        self.assertEqual(parse_publish(FORM, body).user_id, "u1")
+
+
 class FormTwoTests(SynchronousTestCase):
     """Form 2: the whole JSON is the single form key with an empty value."""
 

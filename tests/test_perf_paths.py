@@ -31,66 +31,7 @@ from twisted.web.server import Site
 
 from notificator import channel, tap, web
 from notificator.config import Config, ServerConfig
-from tests.support import Parts, parse_frames
-
-
-class FakeSocket:
-    """
-    Enough of a socket for C{tcp.Server}: records sent bytes; C{limit}
-    caps how much one C{send} takes, C{error} makes C{send} raise.
-    """
-
-    def __init__(self) -> None:
-        self.sent = bytearray()
-        self.sends = 0
-        self.limit: int | None = None
-        self.error: int | None = None
-        self.options: list[tuple[object, ...]] = []
-        self.names = 0
-
-    def setblocking(self, flag: bool) -> None:
-        pass
-
-    def fileno(self) -> int:
-        return 99
-
-    def setsockopt(self, *args: object) -> None:
-        self.options.append(args)
-
-    def getsockname(self) -> tuple[str, int]:
-        self.names += 1
-        return ("127.0.0.1", 3000)
-
-    def close(self) -> None:
-        pass
-
-    def shutdown(self, how: int) -> None:
-        pass
-
-    def send(self, data: bytes) -> int:
-        self.sends += 1
-        if self.error is not None:
-            raise OSError(self.error, "fake")
-        data = bytes(data)
-        if self.limit is not None:
-            data = data[: self.limit]
-        self.sent += data
-        return len(data)
-
-
-def dechunk(body: bytes) -> bytes:
-    """Decode a complete or partial chunked body (strict framing)."""
-    out = bytearray()
-    while body:
-        size_line, sep, rest = body.partition(b"\r\n")
-        assert sep, body
-        size = int(size_line, 16)
-        if size == 0:
-            break
-        assert rest[size : size + 2] == b"\r\n", rest[: size + 2]
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)
+from tests.support import FakeSocket, Parts, dechunk, parse_frames
 
 
 class Harness:
@@ -650,7 +591,9 @@ class BacklogTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
-        self.assertIs(reactor.tcpServers[0][1].requestFactory, web.Request)
+        factory = reactor.tcpServers[0][1].requestFactory
+        self.assertTrue(issubclass(factory, web.Request))
+        self.assertIsNotNone(factory.limits)
 
 
 class GCTuningTests(SynchronousTestCase):

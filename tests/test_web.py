@@ -24,13 +24,13 @@ from notificator.config import (
     Config,
     CORSPolicy,
     HistoryConfig,
+    LimitsConfig,
     MonitorConfig,
     Origin,
     PublishConfig,
     ServerConfig,
     SSEAuthConfig,
     SSEConfig,
-    StreamLimits,
 )
 from notificator.web import SSEResource
 from tests.support import Parts, parse_frames
@@ -317,9 +317,21 @@ class PublishTests(WebCase):
         self.assertIn("content type", body["error"])
 
     def test_too_large(self) -> None:
-        """An oversized body is 413."""
-        code, _ = self.publish(b"id=a_b&data=" + b"x" * 300_000)
+        """A body over limits.bodyBytes that reached the resource is 413 (the backstop)."""
+        limited = attrs.evolve(self.config, limits=LimitsConfig(body_bytes=1000))
+        self.stub = StubTreq(Parts(self.clock, limited).resource)
+        code, body = self.publish(b"id=a_b&data=" + b"x" * 1000)
         self.assertEqual(code, 413)
+        self.assertEqual(body, {"error": "body larger than 1000 bytes (limits.bodyBytes)"})
+        self.assertEqual(self.publish(b"id=a_b&data=" + b"x" * 980)[0], 200)
+
+    def test_too_many_form_fields(self) -> None:
+        """A form body with more than limits.formFields fields is 400."""
+        limited = attrs.evolve(self.config, limits=LimitsConfig(form_fields=3))
+        self.stub = StubTreq(Parts(self.clock, limited).resource)
+        code, body = self.publish(b"id=a_b&data=1&x=2&y=3")
+        self.assertEqual((code, body), (400, {"error": "more than 3 form fields"}))
+        self.assertEqual(self.publish(b"id=a_b&data=1&x=2")[0], 200)
 
     def test_get_is_405(self) -> None:
         """GET /webNotification is 405 with an Allow header."""
@@ -480,7 +492,7 @@ class DrainTests(WebCase):
 class StreamCapTests(WebCase):
     def setUp(self) -> None:
         super().setUp()
-        config = attrs.evolve(self.config, limits=StreamLimits(streams_per_user=2, streams=3))
+        config = attrs.evolve(self.config, limits=LimitsConfig(streams_per_user=2, streams=3))
         self.parts = Parts(self.clock, config)
         self.hub = self.parts.hub
         self.stub = StubTreq(self.parts.resource)

@@ -1,0 +1,428 @@
+"""
+Tests for L{notificator.limits}: the request-body limit and the
+request-head clock, each with the fast channel and with twisted.web's
+stock one (C{server.fastChannel}), over real C{tcp.Server} transports
+whose sockets are fakes (L{tests.support.InMemoryServer}), on a
+L{MemoryReactorClock}.  The end-to-end tests are in
+L{tests.test_limits_e2e}; the stream's flow control in L{tests.test_stream}.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from notificator import channel, limits, tap, web
+from notificator.config import Config, LimitsConfig, ServerConfig
+from tests.support import BothChannels, Parts, dechunk, parse_frames, split_response
+
+FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+
+
+def post(body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"POST /webNotification HTTP/1.1\r\nHost: t\r\n"
+        + FORM
+        + extra
+        + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+def chunked_head(path: bytes = b"/webNotification") -> bytes:
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n" + FORM + b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+# --- limits.bodyBytes ------------------------------------------------------------------------
+
+
+class BodyLimitTests(BothChannels, SynchronousTestCase):
+    """A body over limits.bodyBytes gets 413 while it is being read, and the connection closes."""
+
+    def test_announced_length_refused_after_the_head(self) -> None:
+        """Content-Length over the limit: 413 JSON and a close as soon as the head is read."""
+        s = self.server(body_bytes=1000)
+        c = s.connect()
+        c.receive(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\n"
+            + FORM
+            + b"Content-Length: 67108864\r\n\r\n"
+        )
+        status, headers, body = split_response(c.text())
+        self.assertEqual(status, b"HTTP/1.1 413 Content Too Large")
+        self.assertEqual(headers[b"content-type"], b"application/json; charset=utf-8")
+        self.assertEqual(headers[b"connection"], b"close")
+        self.assertEqual(int(headers[b"content-length"]), len(body))
+        self.assertEqual(
+            json.loads(body),
+            {"error": "request body of 67108864 bytes is larger than limits.bodyBytes (1000)"},
+        )
+        # Our side is closed after the answer (the client reads an end), and
+        # what the client still sends is read and dropped until it closes.
+        self.assertTrue(c.half_closed)
+        self.assertEqual(s.stats.rejected, {413: 1})
+        self.assertEqual(s.stats.published, 0)
+        [event] = s.logged("refused a request")
+        self.assertEqual(event["peer"], "127.0.0.1")
+        c.receive(b"id=notify_u1&data=" + b"x" * 5000)
+        self.assertTrue(c.half_closed)
+        self.assertEqual(c.text().count(b"HTTP/1.1"), 1)
+        c.close()
+        self.assertEqual(s.stats.published, 0)
+
+    def test_lingering_ends(self) -> None:
+        """The dropped rest is bounded: the head clock ends it, or too much of it aborts."""
+        s = self.server(body_bytes=1000, header_timeout=10)
+        c = s.connect()
+        c.receive(b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 67108864\r\n\r\n")
+        self.assertTrue(c.half_closed)
+        for _ in range(10):
+            s.reactor.advance(1.01)
+            c.pump()
+        self.assertFalse(c.transport.connected)  # closed by the head clock
+        c2 = s.connect()
+        c2.receive(b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 67108864\r\n\r\n")
+        c2.receive(b"x" * (limits.LINGER_BODIES * 1000))
+        self.assertTrue(c2.half_closed)
+        c2.receive(b"x")
+        self.assertTrue(c2.transport._aborting)
+
+    def test_body_in_the_same_read_is_ignored(self) -> None:
+        """Body bytes that came with the head are not read into memory or parsed."""
+        s = self.server(body_bytes=100)
+        c = s.connect()
+        body = b"id=notify_u1&data=" + b"1" * 200
+        c.receive(post(body))
+        self.assertEqual(c.text().count(b"HTTP/1.1"), 1)
+        self.assertIn(b" 413 ", c.text())
+        self.assertEqual(s.stats.published, 0)
+
+    def test_no_continue_after_the_refusal(self) -> None:
+        """A client waiting for 100 Continue gets the 413 instead, and nothing after it."""
+        s = self.server(body_bytes=1000)
+        c = s.connect()
+        c.receive(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+            + FORM
+            + b"Content-Length: 5000\r\n\r\n"
+        )
+        self.assertTrue(c.text().startswith(b"HTTP/1.1 413 "))
+        self.assertNotIn(b"100 Continue", c.text())
+
+    def test_chunked_refused_when_the_limit_is_passed(self) -> None:
+        """A chunked body is read until it passes the limit, then answered 413 and closed."""
+        s = self.server(body_bytes=1000)
+        c = s.connect()
+        c.receive(chunked_head())
+        c.receive(chunk(b"id=notify_u1&data=" + b"1" * 500))
+        c.receive(chunk(b"2" * 400))
+        self.assertEqual(c.text(), b"")  # 918 bytes: still reading
+        self.assertFalse(c.closing)
+        c.receive(chunk(b"3" * 100))
+        status, _, body = split_response(c.text())
+        self.assertEqual(status, b"HTTP/1.1 413 Content Too Large")
+        self.assertEqual(
+            json.loads(body), {"error": "request body larger than limits.bodyBytes (1000)"}
+        )
+        self.assertTrue(c.half_closed)
+        c.receive(chunk(b"4" * 100) + b"0\r\n\r\n")  # the client goes on: nothing happens
+        self.assertEqual(c.text().count(b"HTTP/1.1"), 1)
+        self.assertEqual(s.stats.published, 0)
+
+    def test_chunked_refused_in_one_read(self) -> None:
+        """A whole chunked body over the limit in one read gets one 413 and is not published."""
+        s = self.server(body_bytes=100)
+        c = s.connect()
+        c.receive(chunked_head() + chunk(b"id=notify_u1&data=" + b"1" * 200) + b"0\r\n\r\n")
+        self.assertEqual(c.text().count(b"HTTP/1.1"), 1)
+        self.assertIn(b" 413 ", c.text())
+        self.assertEqual(s.stats.published, 0)
+
+    def test_at_the_limit_is_published(self) -> None:
+        """Bodies of exactly the limit, announced or chunked, are read and published."""
+        s = self.server(body_bytes=100)
+        body = b"id=notify_u1&data=" + b"1" * 82
+        self.assertEqual(len(body), 100)
+        c = s.connect()
+        c.receive(post(body))
+        self.assertIn(b"HTTP/1.1 200 OK", c.text())
+        c2 = s.connect()
+        c2.receive(chunked_head() + chunk(body[:50]) + chunk(body[50:]) + b"0\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200 OK", c2.text())
+        self.assertEqual(s.stats.published, 2)
+        self.assertEqual(s.stats.rejected, {})
+
+    def test_other_connections_unaffected(self) -> None:
+        """A refused body costs nobody else: an open stream keeps receiving."""
+        s = self.server(body_bytes=100)
+        sse = s.connect()
+        sse.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        bad = s.connect()
+        bad.receive(post(b"x" * 500))
+        good = s.connect()
+        good.receive(post(b"id=notify_u1&data=7"))
+        s.pump()
+        self.assertIn(b'"delivered": 1', good.text())
+        events = parse_frames(dechunk(split_response(sse.text())[2]))
+        self.assertEqual(events[-1]["data"], "7")
+
+    def test_unlimited_request_class(self) -> None:
+        """The request class without limits (no configured site) reads bodies as twisted.web does."""
+        self.assertIsNone(limits.Request.limits)
+        bounded = limits.request_class(limits.Request, _limits(Clock()))
+        self.assertTrue(issubclass(bounded, limits.Request))
+        self.assertEqual(bounded.limits.body_bytes, 1024 * 1024)
+
+
+class BodyLimitStockTests(BodyLimitTests):
+    fast = False
+
+
+def _limits(clock: Any, **config: Any) -> limits.Limits:
+    return limits.Limits(LimitsConfig(**config), clock)
+
+
+class HTTP2RefusalTests(SynchronousTestCase):
+    """Over HTTP/2 a refused body gets its 413 on the stream, which is then reset."""
+
+    def test_answer_then_reset(self) -> None:
+        """After the stream's set-up: headers, the JSON body, then RST_STREAM; not before."""
+        clock = Clock()
+        calls: list[tuple[str, Any]] = []
+
+        class Stream:
+            transport = None  # as twisted.web's H2Stream
+
+            def getPeer(self) -> Any:
+                return StringTransport().getPeer()
+
+            def getHost(self) -> Any:
+                return StringTransport().getHost()
+
+            def writeHeaders(self, *args: Any) -> None:
+                calls.append(("headers", args))
+
+            def write(self, data: bytes) -> None:
+                calls.append(("data", data))
+
+            def abortConnection(self) -> None:
+                calls.append(("reset", None))
+
+        cls = limits.request_class(limits.Request, _limits(clock, body_bytes=10))
+        request = cls(Stream(), queued=False)
+        request.gotLength(11)
+        self.assertEqual(calls, [])  # inside the stream's constructor: nothing yet
+        clock.advance(0)
+        self.assertEqual([c[0] for c in calls], ["headers", "data", "reset"])
+        version, code, reason, headers = calls[0][1]
+        self.assertEqual((code, reason), (b"413", b"Content Too Large"))
+        self.assertEqual(headers.getRawHeaders(b"content-length"), [b"%d" % len(calls[1][1])])
+        self.assertEqual(
+            json.loads(calls[1][1]),
+            {"error": "request body of 11 bytes is larger than limits.bodyBytes (10)"},
+        )
+        request.handleContentChunk(b"x" * 100)  # more data: ignored
+        request.requestReceived(b"POST", b"/webNotification", b"HTTP/2")  # not processed
+        self.assertIsNone(request.content)
+
+    def test_client_reset_first(self) -> None:
+        """A stream the client reset before the answer gets none."""
+        clock = Clock()
+        cls = limits.request_class(limits.Request, _limits(clock, body_bytes=10))
+
+        class Stream:
+            transport = None
+
+            def getPeer(self) -> Any:
+                return StringTransport().getPeer()
+
+            def getHost(self) -> Any:
+                return StringTransport().getHost()
+
+        request = cls(Stream(), queued=False)
+        request.gotLength(None)
+        request.handleContentChunk(b"x" * 11)
+        request.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0)  # no attribute error: nothing is written
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+# --- limits.headerTimeout --------------------------------------------------------------------
+
+
+class HeadTimeoutTests(BothChannels, SynchronousTestCase):
+    """A connection gets limits.headerTimeout seconds for each request head."""
+
+    def setUp(self) -> None:
+        self.s = self.server(header_timeout=10)
+
+    def advance(self, seconds: float) -> None:
+        for _ in range(int(seconds * 10)):
+            self.s.reactor.advance(0.1)
+            for conn in self.s.conns:
+                conn.pump()
+
+    def test_silent_connection_closed(self) -> None:
+        """A connection that sends nothing is closed after 10 s, not before, with a log line."""
+        c = self.s.connect()
+        self.advance(9.9)
+        self.assertFalse(c.closing)
+        self.advance(0.2)
+        self.assertIsNotNone(c.lost)
+        [event] = self.s.logged("no complete request head")
+        self.assertEqual((event["peer"], event["seconds"]), ("127.0.0.1", 10))
+
+    def test_trickled_head_closed(self) -> None:
+        """One byte a second keeps twisted.web's idle timeout away, not this one."""
+        c = self.s.connect()
+        head = b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n"
+        for i in range(10):
+            c.receive(head[i : i + 1])
+            self.advance(1)
+        self.assertFalse(c.closing)  # 9.9 s
+        self.advance(0.2)
+        self.assertIsNotNone(c.lost)
+        self.assertEqual(self.s.hub.stream_count, 0)
+
+    def test_stuck_client_aborted(self) -> None:
+        """A connection whose close cannot complete (a client that reads nothing) is aborted 10 s later."""
+        c = self.s.connect()
+        c.sock.error = errno.EWOULDBLOCK
+        c.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")  # the head of the stream is stuck
+        self.s.hub.close_all()  # its response is done: the clock starts again
+        self.advance(10.1)
+        self.assertTrue(c.transport.disconnecting)
+        self.assertFalse(c.transport._aborting)
+        self.advance(10.1)
+        self.assertTrue(c.transport._aborting)
+        self.s.reactor.advance(0)
+        self.assertFalse(c.transport.connected)
+
+    def test_open_stream_never_timed_out(self) -> None:
+        """Once a stream's head is complete, its connection stays open however long."""
+        c = self.s.connect()
+        self.advance(5)
+        c.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.advance(120)
+        self.assertFalse(c.closing)
+        self.assertEqual(self.s.hub.stream_count, 1)
+        self.assertEqual(self.s.reactor.getDelayedCalls(), [])  # no timer left for it
+
+    def test_keep_alive_clock_starts_after_the_response(self) -> None:
+        """After an answer the next head must come within 10 s of that answer."""
+        c = self.s.connect()
+        self.advance(8)
+        c.receive(post(b"id=notify_u1&data=1"))
+        self.assertIn(b"200 OK", c.text())
+        self.advance(9)
+        c.receive(post(b"id=notify_u1&data=2"))
+        self.assertEqual(c.text().count(b"200 OK"), 2)
+        self.advance(9.9)
+        self.assertFalse(c.closing)
+        self.advance(0.2)
+        self.assertIsNotNone(c.lost)
+
+    def test_pipelined_head_stops_the_clock(self) -> None:
+        """A stream head that came with the answer before it is not timed out."""
+        c = self.s.connect()
+        c.receive(post(b"id=notify_u1&data=1") + b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(self.s.hub.stream_count, 1)
+        self.advance(30)
+        self.assertFalse(c.closing)
+
+    def test_stream_end_starts_the_clock(self) -> None:
+        """A stream the server ends (drain) leaves a keep-alive connection that must send its next head in time."""
+        c = self.s.connect()
+        c.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.advance(30)
+        self.s.hub.close_all()
+        self.advance(9.9)
+        self.assertFalse(c.closing)
+        self.advance(0.2)
+        self.assertIsNotNone(c.lost)
+
+    def test_closed_connection_forgotten(self) -> None:
+        """A connection that closes on its own leaves no timer behind."""
+        c = self.s.connect()
+        c.close()
+        self.advance(10.1)
+        self.assertEqual(self.s.logged("no complete request head"), [])
+        self.assertEqual(self.s.reactor.getDelayedCalls(), [])
+
+    def test_http2_connection_not_timed(self) -> None:
+        """A connection that negotiated h2 is left to the HTTP/2 channel's own timeout."""
+        head = limits.HeadTimeout(10, self.s.reactor)
+        transport = StringTransport()
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        inner = _Recorder()
+        proxy = limits.HeadClockProtocol(inner, head)
+        proxy.makeConnection(transport)
+        proxy.dataReceived(b"PRI * HTTP/2.0\r\n")
+        self.s.reactor.advance(11)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(inner.received, [b"PRI * HTTP/2.0\r\n"])
+
+
+class HeadTimeoutStockTests(HeadTimeoutTests):
+    fast = False
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+
+class HeadClockProtocolTests(SynchronousTestCase):
+    def test_wraps_the_set_up_protocol(self) -> None:
+        """The wrapped protocol is the one the site built and set up."""
+        site = Site(Parts(Clock()).resource)
+        site.requestFactory = limits.Request
+        head = limits.HeadTimeout(10, Clock())
+        limits.time_heads(site, head)
+        proxy = site.buildProtocol(None)
+        self.assertIsInstance(proxy, limits.HeadClockProtocol)
+        inner = proxy.wrappedProtocol
+        self.assertIs(inner.site, site)
+        self.assertIs(inner.requestFactory, limits.Request)
+        self.assertEqual(inner.timeOut, site.timeOut)
+
+    def test_service_wiring(self) -> None:
+        """makeService's site builds head-timed connections, in both modes, with one clock service."""
+        for fast in (True, False):
+            reactor = MemoryReactorClock()
+            cfg = Config(server=ServerConfig(fast_channel=fast))
+            root = tap.makeService(
+                {"loaded": cfg, "listen": ["tcp:0"], "env": "x"}, reactor=reactor
+            )
+            root.startService()
+            self.addCleanup(root.stopService)
+            site = reactor.tcpServers[0][1]
+            self.assertIsInstance(site.buildProtocol(None), limits.HeadClockProtocol)
+            self.assertIsNotNone(tap.find(root, limits.HeadTimeout))
+            self.assertEqual(tap.find(root, channel.WriteBatch) is not None, fast)
+            base = web.Request if fast else web.StockRequest
+            self.assertTrue(issubclass(site.requestFactory, base))
+            self.assertEqual(issubclass(site.requestFactory, web.Request), fast)

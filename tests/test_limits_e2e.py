@@ -1,0 +1,433 @@
+"""
+End-to-end tests of the limits (C{limits.*}, L{notificator.limits},
+L{notificator.stream}) against the real C{twistd -n notificator} on
+loopback, with raw sockets: clients that never read (HTTP/1.1 and HTTP/2),
+slowloris clients (a half-sent head, a trickled head, over TCP and TLS),
+bodies over the limit while they are sent (HTTP/1.1, TLS, HTTP/2) and too
+many form fields.  The HTTP/1.1 tests run with the fast channel and with
+twisted.web's stock one (C{server.fastChannel}); the limits are small, so
+every wait is short and bounded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import Server, stock_channel
+from tests.test_tls_e2e import H2Client, TLSServer, client_context, server_config
+from tests.tlssupport import Certs
+
+FORM = "application/x-www-form-urlencoded"
+LIMITS = {"bodyBytes": 4096, "formFields": 10, "headerTimeout": 1.5, "bufferBytes": 65536}
+
+#: Linux TCP states (tcp_states.h), as TCP_INFO reports them.
+TCP_ESTABLISHED = 1
+
+
+#: The slow-reader tests publish bigger notifications, to pass the buffer cap sooner.
+BIG_BODIES = {**LIMITS, "bodyBytes": 65536}
+
+
+def local(fast: bool | None, limits: dict[str, Any] = LIMITS, **sse: Any) -> dict[str, Any]:
+    server: dict[str, Any] = {"log": {"level": "debug"}}
+    if fast is not None:
+        server["fastChannel"] = fast
+    return {"server": server, "limits": limits, "sse": {"heartbeat": False, **sse}}
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of C{sock} (without reading from it)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll C{check} until it holds; return the seconds it took; fail after C{timeout}."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes (EOF or reset); fail after C{timeout}."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still open after {timeout} s: {data!r}")
+
+
+class Publisher:
+    """A keep-alive publisher connection."""
+
+    def __init__(self, server: Server) -> None:
+        self.conn = server.connection()
+
+    def post(self, user: str, data: Any) -> tuple[int, dict[str, Any]]:
+        body = json.dumps({"id": f"notify_{user}", "data": data})
+        self.conn.request("POST", "/webNotification", body, {"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Both:
+    """The HTTP/1.1 tests, with the fast channel; subclassed for the stock one."""
+
+    fast = True
+
+    def start(self, limits: dict[str, Any] = LIMITS) -> Server:
+        return Server(self, local=local(self.fast, limits)).start()  # type: ignore[arg-type]
+
+
+class ChannelModeTests(SynchronousTestCase):
+    def test_mode_follows_the_run(self) -> None:
+        """The servers of this run use the channel it asks for (tox -e stock: the stock one)."""
+        server = Server(self, local=local(None)).start()
+        expected = "twisted.web's stock channel" if stock_channel() else "the fast channel"
+        server.wait_for_log(f"HTTP/1.1 served by {expected}")
+
+
+class SlowReaderTests(Both, SynchronousTestCase):
+    def test_client_that_never_reads(self) -> None:
+        """
+        A client that never reads while notifications flow is dropped as its
+        backlog passes limits.bufferBytes, within a second; another user's
+        stream gets every notification throughout.
+        """
+        server = self.start(BIG_BODIES)
+        stuck = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(stuck.close)
+        stuck.sendall(b"GET /sse/stuck HTTP/1.1\r\nHost: t\r\n\r\n")
+        ok = server.subscribe("/sse/ok")
+        self.assertEqual(ok.next_event()["event"], "connect")
+        server.wait_for_log(r"opened for stuck", name="sse.log")
+        publisher = Publisher(server)
+        self.addCleanup(publisher.close)
+
+        sent_ok = 0
+        dropped_at = None
+        for i in range(2000):
+            status, answer = publisher.post("stuck", "x" * 16_000)
+            self.assertEqual(status, 200)
+            if answer["delivered"] == 0:
+                dropped_at = time.monotonic()
+                break
+            if i % 10 == 0:
+                self.assertEqual(publisher.post("ok", {"n": sent_ok})[1]["delivered"], 1)
+                sent_ok += 1
+        self.assertIsNotNone(dropped_at, "the stream was never dropped")
+        took = wait_until(
+            lambda: tcp_state(stuck) != TCP_ESTABLISHED, 1.0, "stuck connection closed"
+        )
+        self.assertLess(took, 1.0)
+        match = server.wait_for_log(
+            r"dropped stream \d+ of stuck from 127\.0\.0\.1: the client stopped reading and"
+            r" (\d+) bytes are waiting \(limits.bufferBytes 65536\)",
+            name="sse.log",
+        )
+        self.assertLessEqual(int(match.group(1)), 65536)
+
+        self.assertEqual(publisher.post("ok", {"n": sent_ok})[1]["delivered"], 1)
+        received = [json.loads(ok.next_event()["data"])["n"] for _ in range(sent_ok + 1)]
+        self.assertEqual(received, list(range(sent_ok + 1)))
+        _, _, metrics = server.request("GET", "/metrics")
+        self.assertIn(b'notificator_streams_refused_total{reason="slow"} 1.0', metrics)
+        self.assertNotIn("Traceback", server.log("sse.log") + server.log())
+
+
+class SlowReaderStockTests(SlowReaderTests):
+    fast = False
+
+
+class HeaderTimeoutTests(Both, SynchronousTestCase):
+    def test_slowloris(self) -> None:
+        """
+        A half-sent head and a head trickled a byte at a time are closed
+        after limits.headerTimeout; a stream opened at the same time stays
+        open and keeps receiving.
+        """
+        server = self.start()
+        half = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(half.close)
+        trickle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(trickle.close)
+        start = time.monotonic()
+        stream = server.subscribe("/sse/ok")
+        half.sendall(b"GET /sse/half HTTP/1.1\r\nHost: t\r\n")
+        head = b"GET /sse/trickle HTTP/1.1\r\nHost: t\r\nUser-Agent: slow\r\n\r\n"
+        closed_at = None
+        for byte in head:
+            try:
+                trickle.sendall(bytes([byte]))
+            except OSError:
+                break
+            trickle.settimeout(0.25)  # a byte every quarter second, and look for the close
+            try:
+                if trickle.recv(1) == b"":
+                    closed_at = time.monotonic() - start
+                    break
+            except TimeoutError:
+                pass
+        self.assertIsNotNone(closed_at, "the trickling client was not closed")
+        self.assertGreater(closed_at, 1.4)
+        self.assertLess(closed_at, 3.0)
+        self.assertEqual(read_until_closed(half, 2.0), b"")
+        self.assertLess(time.monotonic() - start, 3.5)
+
+        self.assertEqual(stream.next_event()["event"], "connect")
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - start)))
+        status, answer = server.post("id=notify_ok&data=1", FORM)
+        self.assertEqual(answer["delivered"], 1)
+        self.assertEqual(stream.next_event()["data"], "1")
+        server.wait_for_log(r"no complete request head within 1\.5 s", name="sse.log")
+        self.assertNotIn("opened for trickle", server.log("sse.log"))
+
+    def test_keep_alive_needs_a_next_head(self) -> None:
+        """After an answer, an idle keep-alive connection is closed after the timeout."""
+        server = self.start()
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(conn.close)
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        answered = conn.recv(65536)
+        self.assertTrue(answered.startswith(b"HTTP/1.1 200 OK"), answered)
+        start = time.monotonic()
+        self.assertEqual(read_until_closed(conn, 3.0), b"")
+        self.assertGreater(time.monotonic() - start, 1.3)
+
+
+class HeaderTimeoutStockTests(HeaderTimeoutTests):
+    fast = False
+
+
+class BodyLimitTests(Both, SynchronousTestCase):
+    def test_announced_body_refused_at_once(self) -> None:
+        """Content-Length: 64 MiB is answered 413 and closed as soon as the head is read."""
+        server = self.start()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(sock.close)
+        start = time.monotonic()
+        sock.sendall(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nContent-Length: 67108864\r\n\r\nid=notify_u1&data="
+        )
+        answer = read_until_closed(sock, 2.0)
+        self.assertLess(time.monotonic() - start, 1.0)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 413 Content Too Large"), head)
+        self.assertEqual(
+            json.loads(body),
+            {"error": "request body of 67108864 bytes is larger than limits.bodyBytes (4096)"},
+        )
+        server.wait_for_log(r"refused a request from 127\.0\.0\.1: 413", name="sse.log")
+
+    def test_chunked_body_refused_when_it_passes(self) -> None:
+        """A chunked body is answered 413 once it passes the limit, while the client still sends."""
+        server = self.start()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        sent = 0
+        answer = b""
+        sock.settimeout(0.1)
+        while sent < 100_000:
+            sock.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
+            sent += 1024
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            break
+        self.assertGreater(sent, 4096)
+        self.assertLessEqual(sent, 8192)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertEqual(answer + read_until_closed(sock, 2.0), answer + b"")
+
+    def test_form_fields(self) -> None:
+        """A form body with more than limits.formFields fields is 400; at the limit it is published."""
+        server = self.start()
+        fields = "".join(f"&f{i}=x" for i in range(9))
+        status, answer = server.post("id=notify_u1&data=1" + fields, FORM)
+        self.assertEqual((status, answer), (400, {"error": "more than 10 form fields"}))
+        status, answer = server.post("id=notify_u1&data=1" + fields[: fields.rindex("&")], FORM)
+        self.assertEqual(status, 200)
+
+
+class BodyLimitStockTests(BodyLimitTests):
+    fast = False
+
+
+class TLSTests(SynchronousTestCase):
+    """The limits over TLS and HTTP/2 (server.protocol http2: ALPN h2 and http/1.1)."""
+
+    def setUp(self) -> None:
+        self.certs = Certs(self)
+        config = server_config("http2", self.certs, heartbeat=False)
+        config["limits"] = BIG_BODIES if "never_reads" in self._testMethodName else LIMITS
+        self.server = TLSServer(self, self.certs.ca, local=config, listen=None).start()
+
+    def tls(self, alpn: list[str] | None = None) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+        sock = client_context(self.certs.ca, alpn or ["http/1.1"]).wrap_socket(
+            raw, server_hostname="localhost"
+        )
+        self.addCleanup(sock.close)
+        return sock
+
+    def h2(self) -> H2Client:
+        client = H2Client(self.server.port, self.certs.ca)
+        self.addCleanup(client.close)
+        self.assertEqual(client.alpn, "h2")
+        return client
+
+    def test_tls_slowloris(self) -> None:
+        """A half-sent head over TLS, and a TCP client that never starts TLS, are closed after the timeout."""
+        half = self.tls()
+        start = time.monotonic()
+        half.sendall(b"GET /sse/half HTTP/1.1\r\nHost: t\r\n")
+        silent = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+        self.addCleanup(silent.close)
+        stream = self.h2()
+        sid = stream.request("GET", "/sse/ok")
+        stream.pump(lambda: bool(stream.named(sid, "connect")))
+        self.assertEqual(read_until_closed(half, 3.0), b"")
+        self.assertGreater(time.monotonic() - start, 1.4)
+        self.assertEqual(read_until_closed(silent, 3.0), b"")
+        self.assertLess(time.monotonic() - start, 3.5)
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - start)))
+        publish = stream.request(
+            "POST", "/webNotification", b"id=notify_ok&data=1", {"content-type": FORM}
+        )
+        stream.pump(lambda: publish in stream.ended and bool(stream.named(sid, "notify")))
+
+    def test_tls_body_refused_at_once(self) -> None:
+        """Over TLS (HTTP/1.1) an announced 64 MiB body is answered 413 at once."""
+        sock = self.tls()
+        sock.sendall(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 67108864\r\n\r\n"
+        )
+        answer = read_until_closed(sock, 2.0)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+
+    def test_http2_body_refused(self) -> None:
+        """
+        Over HTTP/2 an announced 64 MiB body, and a body without a length
+        that passes the limit, get 413 JSON and a reset stream; the
+        connection goes on.
+        """
+        c = self.h2()
+        announced = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(
+            announced,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", c.authority),
+                (":path", "/webNotification"),
+                ("content-type", FORM),
+                ("content-length", "67108864"),
+            ],
+        )
+        c.data[announced] = b""
+        c._flush()
+        c.pump(lambda: announced in c.reset)
+        self.assertEqual(c.headers[announced][":status"], "413")
+        self.assertEqual(
+            json.loads(c.data[announced]),
+            {"error": "request body of 67108864 bytes is larger than limits.bodyBytes (4096)"},
+        )
+
+        unannounced = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(
+            unannounced,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", c.authority),
+                (":path", "/webNotification"),
+                ("content-type", FORM),
+            ],
+        )
+        c.data[unannounced] = b""
+        c.conn.send_data(unannounced, b"id=notify_u1&data=" + b"x" * 5000)
+        c._flush()
+        c.pump(lambda: unannounced in c.reset)
+        self.assertEqual(c.headers[unannounced][":status"], "413")
+
+        ok = c.request("POST", "/webNotification", b"id=notify_u1&data=1", {"content-type": FORM})
+        c.pump(lambda: ok in c.ended)
+        self.assertEqual(c.headers[ok][":status"], "200")
+        self.assertNotIn("Traceback", self.server.log("sse.log") + self.server.log())
+
+    def test_http2_client_that_never_reads(self) -> None:
+        """
+        An HTTP/2 client that stops reading: its stream is reset as its
+        backlog passes limits.bufferBytes; another user's stream gets every
+        notification.
+        """
+        stuck = self.h2()
+        sid = stuck.request("GET", "/sse/stuck")
+        stuck.pump(lambda: bool(stuck.named(sid, "connect")))
+        ok = self.h2()
+        oid = ok.request("GET", "/sse/ok")
+        ok.pump(lambda: bool(ok.named(oid, "connect")))
+        publisher = http.client.HTTPSConnection(
+            "localhost",
+            self.server.port,
+            timeout=10,
+            context=client_context(self.certs.ca, ["http/1.1"]),
+        )
+        self.addCleanup(publisher.close)
+
+        def post(user: str, data: Any) -> dict[str, Any]:
+            body = json.dumps({"id": f"notify_{user}", "data": data})
+            publisher.request(
+                "POST", "/webNotification", body, {"Content-Type": "application/json"}
+            )
+            response = publisher.getresponse()
+            self.assertEqual(response.status, 200)
+            return json.loads(response.read())
+
+        sent_ok = 0
+        for i in range(500):
+            if post("stuck", "x" * 16_000)["delivered"] == 0:
+                break
+            if i % 5 == 0:
+                self.assertEqual(post("ok", {"n": sent_ok})["delivered"], 1)
+                sent_ok += 1
+        else:
+            self.fail("the HTTP/2 stream was never dropped")
+        self.server.wait_for_log(r"dropped stream \d+ of stuck", name="sse.log")
+        self.assertEqual(post("ok", {"n": sent_ok})["delivered"], 1)
+        ok.pump(lambda: len(ok.named(oid, "notify")) == sent_ok + 1)
+        notes = [json.loads(e["data"])["n"] for e in ok.named(oid, "notify")]
+        self.assertEqual(notes, list(range(sent_ok + 1)))
+        # Reading now, the stuck client finds its stream reset after what was sent.
+        stuck.pump(lambda: sid in stuck.reset)
+        self.assertNotIn(sid, stuck.ended)
+        self.assertNotIn("Traceback", self.server.log("sse.log") + self.server.log())
