@@ -269,23 +269,3 @@ def request_target(request: Any) -> tuple[bytes, bytes] | None:
     if isinstance(command, bytes) and isinstance(path, bytes):
         return command, path
     return None
-
-
-def refuse_early(request: Any, code: int, body: bytes) -> bool:
-    """
-    Answer an HTTP/1.1 request whose body has not been read with C{code}
-    and the JSON C{body}, and close the connection, so the body is never
-    read.  The request must then ignore what the channel still hands it
-    (C{web.Request.refused_early}).  C{False}, doing nothing, for other
-    channels (HTTP/2): the resource answers after the body instead.
-    """
-    ch = request.channel
-    if not isinstance(ch, http.HTTPChannel):
-        return False
-    reason = http.RESPONSES.get(code, b"Error")
-    ch.write(
-        b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (code, reason, len(body), body)
-    )
-    ch.loseConnection()
-    return True

@@ -226,18 +226,24 @@ class Request(server.Request):
         server.Request.finish(self)
 
     def _refuse(self, reason: str) -> None:
-        """
-        Answer 413 now and stop reading this request: over HTTP/1.x write
-        the answer and close the connection (lingering, L{_linger}, over
-        plain TCP); over HTTP/2 answer the stream once it is set up (after
-        this reactor turn) and reset it.  What
-        else arrives for it is read past, and it is never processed.
-        """
-        self.ignore_body()
+        """Refuse the body with 413 (logged and counted), now."""
         limits = self.limits
         assert limits is not None
         limits.refused_body(self, reason)
-        body = _error_body(reason)
+        self.answer_early(413, _TOO_LARGE, _error_body(reason))
+
+    def answer_early(self, code: int, phrase: bytes, body: bytes) -> None:
+        """
+        Answer C{code} with the JSON C{body} now, before the body is read,
+        and stop reading this request: over HTTP/1.x write the answer and
+        close the connection (lingering, L{_linger}, over plain TCP); over
+        HTTP/2 answer the stream once it is set up (after this reactor turn)
+        and reset it.  What else arrives for it is read past, and it is
+        never processed.  (The 413 of a body over the limit; the publish
+        gate's 403.)
+        """
+        self.ignore_body()
+        limits = self.limits
         channel = self.channel
         if self.transport is not None:
             # HTTP/1.x, in the middle of reading the head or the body: the
@@ -245,23 +251,24 @@ class Request(server.Request):
             # the wire.  No "100 Continue" after it.
             self.requestHeaders.removeHeader(b"expect")
             channel.write(
-                b"HTTP/1.1 413 %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+                b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
                 b"Cache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (_TOO_LARGE, len(body), body)
+                % (code, phrase, len(body), body)
             )
             transport = self.transport
             if (
-                limits.head is not None
+                limits is not None
+                and limits.head is not None
                 and ITCPTransport.providedBy(transport)
                 and not ISSLTransport.providedBy(transport)
             ):
                 self._linger(channel, transport, limits)
             else:
                 channel.loseConnection()
-        else:
+        elif limits is not None:
             # An HTTP/2 stream (its channel has no transport): called from
             # inside the stream's constructor, it cannot write yet.
-            limits.clock.callLater(0, self._refuse_stream, body)
+            limits.clock.callLater(0, self._answer_stream, code, phrase, body)
 
     def _linger(self, channel: Any, transport: Any, limits: Limits) -> None:
         """
@@ -293,7 +300,7 @@ class Request(server.Request):
             self.content.close()
             self.content = None
 
-    def _refuse_stream(self, body: bytes) -> None:
+    def _answer_stream(self, code: int, phrase: bytes, body: bytes) -> None:
         channel = self.channel
         if channel is None:  # the client reset the stream meanwhile
             return
@@ -304,7 +311,7 @@ class Request(server.Request):
                 b"content-length": [b"%d" % len(body)],
             }
         )
-        channel.writeHeaders(b"HTTP/2", b"413", _TOO_LARGE, headers)
+        channel.writeHeaders(b"HTTP/2", b"%d" % code, phrase, headers)
         channel.write(body)
         assert self.limits is not None
         # The data frame leaves in this turn when the connection is idle,

@@ -182,8 +182,6 @@ class StockRequest(limits.Request):
             self._client_host = client
         return client
 
-    # Set when the request was answered before its body was read.
-    refused_early = False
     # Set when the publish gate let it through before its body was read.
     publisher_checked = False
 
@@ -197,8 +195,7 @@ class StockRequest(limits.Request):
         gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
         if gate is not None:
             gate.early(self)
-            if self.refused_early:
-                self.ignore_body()
+            if self.refused:
                 return
         super().gotLength(length)
 
@@ -553,7 +550,11 @@ class PublishGate:
         self._log = log
 
     def early(self, request: Request) -> None:
-        """In L{Request.gotLength}: refuse now when the address or header token is wrong."""
+        """
+        In L{StockRequest.gotLength}: answer 403 now, before the body is read
+        (L{limits.Request.answer_early}: HTTP/1.x and HTTP/2), when the address
+        or the header token is wrong.
+        """
         target = channel.request_target(request)
         if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
             return
@@ -562,9 +563,9 @@ class PublishGate:
         reason = guard.refuse_publisher(request.client_host, authorization)
         if reason is None:
             request.publisher_checked = True
-        elif channel.refuse_early(request, 403, _JSON.encode({"error": reason}).encode("utf-8")):
-            request.refused_early = True
+        else:
             self.refused(request, 403, reason)
+            request.answer_early(403, b"Forbidden", _JSON.encode({"error": reason}).encode("utf-8"))
 
     def refused(
         self, request: IRequest, code: int, reason: str, user_id: str | None = None
