@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from notificator.logs import log_unfinished
+from notificator.logs import log_unfinished, safe
 
 
 class _Dropped(Exception):
@@ -146,7 +146,7 @@ class RequestStream:
             "dropped stream {connection_id} of {user_id} from {peer}: the client stopped"
             " reading and {held} bytes are waiting (limits.bufferBytes {cap})",
             connection_id=self.connection_id,
-            user_id=self.user_id,
+            user_id=safe(self.user_id),
             peer=self.peer,
             held=held,
             cap=limits.buffer_bytes,

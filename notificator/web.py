@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -478,7 +479,13 @@ class SSEResource(refusals.Resource):
             " after {seconds:.0f} s ({streams} open)",
             connection_id=stream.connection_id,
             user_id=safe(stream.user_id),
-            by="client" if reason is not None else "server",
+            by=(
+                "server"
+                if reason is None
+                else "server (it stopped reading)"
+                if reason.check(ConnectionAborted)
+                else "client"
+            ),
             seconds=self._clock.seconds() - stream.connected_at,
             streams=self._hub.stream_count,
         )

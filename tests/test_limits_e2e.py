@@ -147,6 +147,9 @@ class SlowReaderTests(Both, SynchronousTestCase):
             name="sse.log",
         )
         self.assertLessEqual(int(match.group(1)), 65536)
+        server.wait_for_log(
+            r"stream \d+ of stuck closed by the server \(it stopped reading\)", name="sse.log"
+        )
 
         self.assertEqual(publisher.post("ok", {"n": sent_ok})[1]["delivered"], 1)
         received = [json.loads(ok.next_event()["data"])["n"] for _ in range(sent_ok + 1)]
