@@ -52,7 +52,9 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 
 _log = Logger()
@@ -125,7 +127,7 @@ class Channel(http.HTTPChannel):
         self.sendPending()
         super().loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._pending = None
         super().connectionLost(reason)
 
@@ -183,7 +185,9 @@ class Channel(http.HTTPChannel):
             if sent == len(data):
                 return
             data = data[sent:]
-        self.transport.write(data)
+        transport = self.transport
+        assert transport is not None  # set in makeConnection, never unset
+        transport.write(data)
 
 
 class WriteBatch(Service):
@@ -262,7 +266,7 @@ def request_target(request: Any) -> tuple[bytes, bytes] | None:
     """
     ch = request.channel
     try:
-        return ch._command, ch._path  # type: ignore[no-any-return]
+        return ch._command, ch._path
     except AttributeError:
         command = getattr(ch, "command", None)
         path = getattr(ch, "path", None)

@@ -603,7 +603,6 @@ class Config:
     sources: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     publish: PublishConfig = PublishConfig()
-    monitor: MonitorConfig = MonitorConfig()
     limits: LimitsConfig = LimitsConfig()
     cluster: ClusterConfig = ClusterConfig()
 

@@ -25,7 +25,7 @@ import json
 import re
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
+from typing import Any, TypedDict
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
@@ -207,9 +207,9 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
     the oldest opened (ms since the epoch), the distinct remote addresses,
     and each connection.
     """
-    users = []
+    users: list[dict[str, Any]] = []
     for user_id, streams in hub.users():
-        connections = sorted(
+        connections: list[_Connection] = sorted(
             (
                 {
                     "id": getattr(s, "connection_id", None),
@@ -231,6 +231,14 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
         )
     users.sort(key=lambda u: u["userId"])
     return users
+
+
+class _Connection(TypedDict):
+    """One stream in L{user_list}."""
+
+    id: int | None
+    connectedAt: int
+    peer: str
 
 
 class UsersResource(_Readable):
@@ -329,7 +337,7 @@ class Guarded(Resource):
     C{/metrics}, text for the page: L{refusals.answer}) and a log line.
     """
 
-    def __init__(self, inner: Resource, guard: auth.Guard, log: Logger) -> None:
+    def __init__(self, inner: IResource, guard: auth.Guard, log: Logger) -> None:
         super().__init__()
         self._inner = inner
         self._guard = guard
@@ -337,13 +345,16 @@ class Guarded(Resource):
         self.isLeaf = inner.isLeaf
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
-        return self._inner.getChildWithDefault(path, request)
+        # (IResource's methods are unannotated: their results are Any.)
+        child: IResource = self._inner.getChildWithDefault(path, request)
+        return child
 
     def render(self, request: IRequest) -> bytes | int:
         client = peer(request)
         reason = self._guard.refuse_monitor(client)
         if reason is None:
-            return self._inner.render(request)
+            body: bytes | int = self._inner.render(request)
+            return body
         self._log.warn(
             "refused {path} to {peer}: 403 {reason}",
             path=request.path.decode("latin-1") if isinstance(request.path, bytes) else "?",

@@ -21,6 +21,7 @@ A HEAD refusal has the headers of the GET one and no body.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -86,7 +87,9 @@ class Resource(resource.Resource):
     as_json = False
     # twisted.web's Resource answers HEAD by calling render_GET, which
     # raises AttributeError (a 500 and a traceback) where there is none.
-    render_HEAD = None  # type: ignore[assignment]
+    # (A method made None: the stubs cannot say that; subclasses that serve
+    # HEAD define it again.)
+    render_HEAD: Callable[[IRequest], bytes | int] | None = None  # type: ignore[assignment]
     leaf_paths: tuple[list[bytes], ...] | None = ([], [b""])
     _log: Logger = _default_log
 

@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
@@ -165,14 +166,20 @@ class SequentialService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
-        d: Deferred[None] = succeed(None)
+        d: Deferred[object] = succeed(None)
         for child in reversed(list(self)):
-            d.addCallback(lambda _, child=child: child.stopService())
-            d.addErrback(
-                lambda f, child=child: log.failure("stopping {service} failed", f, service=child)
-            )
-        d.addCallback(lambda _: None)
-        return d
+            d.addCallback(_stop_child, child)
+            d.addErrback(_stop_failed, child)
+        return d.addCallback(lambda _: None)
+
+
+def _stop_child(_: object, child: IService) -> Deferred[object] | None:
+    stopped: Deferred[object] | None = child.stopService()  # (IService is unannotated)
+    return stopped
+
+
+def _stop_failed(failure: Failure, child: IService) -> None:
+    log.failure("stopping {service} failed", failure, service=child)
 
 
 class DrainService(Service):

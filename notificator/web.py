@@ -17,8 +17,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Any
+from json.encoder import encode_basestring
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry
@@ -26,6 +26,7 @@ from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import server
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -357,17 +358,19 @@ class SSEResource(refusals.Resource):
         last_id = last_event_id(request)
         now = self._clock.seconds()
         ids = self._connection_ids
+        # The site's requests are limits.request_class(StockRequest or Request).
+        stream_request = cast(limits.Request, request)
         if limit:
             stream: RequestStream = LimitedRequestStream(
-                request, user_id, next(ids), now, on_gone=self._gone, limit=limit
+                stream_request, user_id, next(ids), now, on_gone=self._gone, limit=limit
             )
         else:
-            stream = RequestStream(request, user_id, next(ids), now, on_gone=self._gone)
+            stream = RequestStream(stream_request, user_id, next(ids), now, on_gone=self._gone)
         if last_id is None:
             stream.send(
                 head + encode_frame("connect", connect_data(user_id, stream.connection_id, now))
             )
-            _slim(request)
+            _slim(stream_request)
             self._hub.attach(stream)
             self._opened(stream)
         else:
@@ -520,7 +523,7 @@ def _buffer_limit(args: dict[bytes, list[bytes]]) -> int:
     return max(4096, int(text))
 
 
-def _slim(request: IRequest) -> None:
+def _slim(request: server.Request) -> None:
     """
     Drop what an open stream no longer needs, as it may stay open for
     hours: the head is on the wire and a GET has no body.  Of the request
@@ -679,7 +682,7 @@ class PublishResource(refusals.Resource):
         )
         return NOT_DONE_YET
 
-    def _published(self, published: Published, request: IRequest, message: Message) -> None:
+    def _published(self, published: Published, request: server.Request, message: Message) -> None:
         _finish(request, self._answer(published, request, message))
 
     def _answer(self, published: Published, request: IRequest, message: Message) -> bytes:
@@ -704,7 +707,7 @@ class PublishResource(refusals.Resource):
             answer["nodes"] = published.nodes
         return json_response(request, 200, answer)
 
-    def _failed(self, failure: Failure, request: IRequest, message: Message) -> None:
+    def _failed(self, failure: Failure, request: server.Request, message: Message) -> None:
         if failure.check(Unavailable):
             code, reason = 503, f"not recorded: {failure.getErrorMessage()}"
             self._log.warn(
@@ -746,9 +749,9 @@ class PublishResource(refusals.Resource):
         )
 
 
-def _finish(request: IRequest, body: bytes) -> None:
+def _finish(request: server.Request, body: bytes) -> None:
     """Answer a request whose render returned NOT_DONE_YET, unless its client left."""
-    if request._disconnected or request.finished:  # type: ignore[attr-defined]
+    if request._disconnected or request.finished:
         return
     request.setHeader(b"content-length", b"%d" % (len(body),))
     request.write(body)
