@@ -22,9 +22,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
-from hyperlink import URL, DecodedURL
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python.filepath import FilePath
+
+from notificator.cors import CORSPolicy
 
 PROTOCOLS = ("http", "https", "http2")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -369,50 +370,6 @@ class ClusterConfig:
     ca: str | None = None
 
 
-@attrs.frozen
-class Origin:
-    """
-    A web origin, compared as scheme, host and port (default ports filled
-    in), never as raw text: C{https://GW.example.com} and
-    C{https://gw.example.com:443} are the same origin.
-    """
-
-    scheme: str
-    host: str
-    port: int | None
-
-    @classmethod
-    def parse(cls, text: str) -> Origin:
-        try:
-            url = DecodedURL(URL.from_text(text.strip()))
-        except Exception as e:  # hyperlink raises several types
-            raise ValueError(f"not an origin: {text!r} ({e})")
-        if not url.scheme or not url.host:
-            raise ValueError(f"not an origin: {text!r}")
-        return cls(url.scheme.lower(), url.host.lower(), url.port)
-
-
-@attrs.frozen
-class CORSPolicy:
-    """
-    Which browser origins may read the streams with credentials.
-
-    @ivar any_origin: C{"*"} was configured: every origin is echoed back.
-    @ivar origins: the allowed origins otherwise.
-    """
-
-    any_origin: bool = False
-    origins: frozenset[Origin] = frozenset()
-
-    def allows(self, origin: str) -> bool:
-        if self.any_origin:
-            return True
-        try:
-            return Origin.parse(origin) in self.origins
-        except ValueError:
-            return False
-
-
 def _headers(
     value: object,
 ) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[tuple[str, str]]]:
@@ -429,13 +386,10 @@ def _headers(
             origins = [v] if isinstance(v, str) else v
             if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
                 raise _Bad(f"{name}: expected a string or a list of strings, got {_show(v)}")
-            if "*" in origins:
-                policy = CORSPolicy(any_origin=True)
-            else:
-                try:
-                    policy = CORSPolicy(origins=frozenset(Origin.parse(o) for o in origins))
-                except ValueError as e:
-                    raise _Bad(f"{name}: {e}")
+            try:
+                policy = CORSPolicy.from_origins(origins)
+            except ValueError as e:
+                raise _Bad(f"{name}: {e}")
             continue
         if lname in _HOP_BY_HOP or lname in _OWNED_HEADERS:
             notes.append(

@@ -34,7 +34,8 @@ from twisted.web.server import NOT_DONE_YET
 
 from notificator import auth, channel, ingest, limits, metrics, monitor, refusals
 from notificator.broker import Broker, Published, Unavailable
-from notificator.config import Config, CORSPolicy, LimitsConfig, SSEConfig
+from notificator.config import Config, LimitsConfig, SSEConfig
+from notificator.cors import CORSPolicy, apply_cors
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import EXPIRED, LOST, UNKNOWN, Replay
 from notificator.hub import Hub
@@ -52,27 +53,6 @@ _LIMITS = LimitsConfig()
 
 # One encoder for every response (json.dumps with a keyword builds one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False)
-
-# Headers a browser (or the IE EventSource polyfills) may send cross-origin.
-_ALLOW_HEADERS = b"Accept, Cache-Control, Content-Type, Last-Event-ID, X-Requested-With"
-
-
-def apply_cors(request: IRequest, policy: CORSPolicy, methods: bytes) -> None:
-    """
-    Allow a credentialed cross-origin read when the request's Origin is
-    allowed: echo the origin (never C{*}, which browsers refuse with
-    credentials), allow credentials, and answer preflights.
-    """
-    request.setHeader(b"vary", b"Origin")
-    origin = request.getHeader(b"origin")
-    if origin is None or not policy.allows(origin.decode("latin-1")):
-        return
-    request.setHeader(b"access-control-allow-origin", origin)
-    request.setHeader(b"access-control-allow-credentials", b"true")
-    if request.method == b"OPTIONS":
-        request.setHeader(b"access-control-allow-methods", methods)
-        request.setHeader(b"access-control-allow-headers", _ALLOW_HEADERS)
-        request.setHeader(b"access-control-max-age", b"86400")
 
 
 def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:

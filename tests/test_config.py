@@ -6,8 +6,7 @@ import os
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import config
-from notificator.config import ConfigError, Origin, load, strip_comments
+from notificator.config import ConfigError, load, strip_comments
 from tests.support import PROJECT, write_config
 
 
@@ -285,15 +284,3 @@ class ErrorTests(SynchronousTestCase):
         """The environment name cannot walk out of the directory."""
         conf = FilePath(write_config(os.path.join(self.mktemp(), "conf"), {"default": {}}))
         self.assertRaises(ConfigError, load, conf, "../etc")
-
-
-class OriginTests(SynchronousTestCase):
-    def test_default_ports(self) -> None:
-        """Origins compare by scheme, host and port with defaults filled in."""
-        self.assertEqual(Origin.parse("https://A.example"), Origin.parse("https://a.example:443"))
-        self.assertNotEqual(Origin.parse("http://a.example"), Origin.parse("https://a.example"))
-
-    def test_bad_origin(self) -> None:
-        """Text that is not an origin is refused."""
-        self.assertRaises(ValueError, Origin.parse, "gw.example.com")
-        self.assertFalse(config.CORSPolicy().allows("null"))

@@ -22,16 +22,15 @@ from twisted.web.test.requesthelper import DummyRequest
 from notificator import auth, web
 from notificator.config import (
     Config,
-    CORSPolicy,
     HistoryConfig,
     LimitsConfig,
     MonitorConfig,
-    Origin,
     PublishConfig,
     ServerConfig,
     SSEAuthConfig,
     SSEConfig,
 )
+from notificator.cors import CORSPolicy, Origin
 from notificator.web import SSEResource
 from tests.support import Parts, parse_frames
 
