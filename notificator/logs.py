@@ -14,9 +14,6 @@ The server's own log files, both in C{server.log.dir} and rotated daily:
 Rotated files older than C{server.log.keepDays} are removed by the server
 (L{OldLogRemover}), so no cron job or logrotate is needed.
 
-Also the process title (L{ProcessTitleService}), so that
-C{ps -ef | grep notificator} finds the daemon.
-
 twistd owns C{globalLogBeginner} (its C{--logfile}); we only add and
 remove observers on the publisher, in C{startService}/C{stopService}.
 """
@@ -29,7 +26,6 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import setproctitle
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IReactorTime
@@ -564,25 +560,3 @@ class _ClassicFormat:
                 )
                 return line.replace("\n", "\n\t") + "\n"
         return formatEventAsClassicLogText(event, formatTime=self._time)
-
-
-class ProcessTitleService(Service):
-    """
-    Shows C{title} as the process title (C{ps}, C{top}) while running, and
-    puts the previous title back when stopped (so tests leave no trace).
-    """
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self._previous: str | None = None
-
-    def startService(self) -> None:
-        self._previous = setproctitle.getproctitle()
-        setproctitle.setproctitle(self.title)
-        super().startService()
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            setproctitle.setproctitle(self._previous)
-            self._previous = None

@@ -596,30 +596,6 @@ class BacklogTests(SynchronousTestCase):
         self.assertIsNotNone(factory.limits)
 
 
-class GCTuningTests(SynchronousTestCase):
-    def test_start_and_stop(self) -> None:
-        """Start freezes start-up objects and makes full collections rarer; stop restores both."""
-        import gc
-
-        before = gc.get_threshold()
-        service = tap.GCTuningService()
-        service.startService()
-        try:
-            self.assertEqual(gc.get_threshold()[2], tap.GCTuningService.FULL_COLLECTION_THRESHOLD)
-            self.assertGreater(gc.get_freeze_count(), 0)
-        finally:
-            service.stopService()
-        self.assertEqual(gc.get_threshold(), before)
-        self.assertEqual(gc.get_freeze_count(), 0)
-
-    def test_part_of_the_service(self) -> None:
-        """makeService includes the GC tuning service."""
-        options = tap.Options()
-        options.parseOptions(["--config", _conf_dir(self)])
-        service = tap.makeService(options, reactor=MemoryReactorClock())
-        self.assertTrue(any(isinstance(s, tap.GCTuningService) for s in service))
-
-
 def _conf_dir(testcase: SynchronousTestCase) -> str:
     import os
     import shutil
