@@ -12,8 +12,10 @@ and the reason.
    C{render_<METHOD>} for is answered C{405} with an C{Allow} header
    (twisted.web answers C{501} "Huh?" or an HTML C{405}); extra path
    segments under a leaf that takes none are C{404}.
- - L{NotFound}: what a L{notificator.monitor.Folder} answers for a
-   child it does not hold (twisted.web's C{pages.notFound} is HTML).
+ - L{NotFound}: what a L{Folder} answers for a child it does not hold
+   (twisted.web's C{pages.notFound} is HTML).
+ - L{Folder}: a path segment with known children (the site's root,
+   C{/static}, C{/javascripts}).
 
 A HEAD refusal has the headers of the GET one and no body.
 """
@@ -143,3 +145,20 @@ class NotFound(Resource):
 
     def render(self, request: IRequest) -> bytes:
         return self.refuse(request, 404, "not found")
+
+
+class Folder(Resource):
+    """
+    A path segment holding known children; anything else, and the folder
+    itself, is a 404 in text (L{NotFound}).
+    """
+
+    def __init__(self, log: Logger | None = None) -> None:
+        super().__init__(log)
+        self._missing = NotFound(log)
+
+    def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
+        return self._missing
+
+    def render(self, request: IRequest) -> bytes:
+        return self._missing.render(request)

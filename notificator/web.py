@@ -1,13 +1,16 @@
-# -*- test-case-name: tests.test_web,tests.test_web_monitor -*-
+# -*- test-case-name: tests.test_web -*-
 """
-The twisted.web resource tree.
+The twisted.web resource tree (L{build_resource}: its root and what is
+not the operators').
 
  - C{GET /sse}, C{GET /sse/<userId>}: open an event stream
    (L{SSEResource}).
  - C{POST /webNotification}: publish to a user's streams
    (L{PublishResource}).
- - C{/}, C{/users}, C{/health}, C{/metrics} and the static scripts: see
-   L{notificator.monitor}.
+ - C{GET /javascripts/eventSourceClient.js}: the script the groupware's
+   pages include (L{notificator.assets}).
+ - C{/}, C{/users}, C{/health}, C{/metrics} and the monitor page's
+   files: see L{notificator.monitor}.
 
 This module knows HTTP, not who is connected: that is the L{Hub}'s.
 """
@@ -32,7 +35,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from notificator import auth, channel, ingest, limits, metrics, monitor, refusals
+from notificator import assets, auth, channel, ingest, limits, metrics, monitor, refusals
 from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, LimitsConfig, SSEConfig
 from notificator.cors import CORSPolicy, apply_cors
@@ -772,7 +775,7 @@ def build_resource(
         guard = auth.Guard.from_config(config)
     if gate is None:
         gate = PublishGate(guard, stats, activity)
-    root = monitor.Folder(activity)
+    root = refusals.Folder(activity)
     root.putChild(
         b"sse",
         SSEResource(
@@ -793,6 +796,12 @@ def build_resource(
             max_fields=config.limits.form_fields,
         ),
     )
+    # The groupware's pages include it (README, "Groupware integration").
+    scripts = refusals.Folder(activity)
+    scripts.putChild(
+        b"eventSourceClient.js", assets.Asset.from_package("eventSourceClient.js", activity)
+    )
+    root.putChild(b"javascripts", scripts)
     if registry is None:
         registry = metrics.build_registry(hub, stats, broker, clock)
     monitor.add_monitor(root, hub, stats, broker, clock, registry, guard, activity)

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from notificator import auth, web
+from notificator import assets, auth, web
 from notificator.config import (
     Config,
     HistoryConfig,
@@ -616,3 +616,24 @@ class SignatureTests(WebCase):
         self.open(f"{path}?auth={good}")
         self.open(path, cookies={"notificatorAuth": good})
         self.assertEqual(self.hub.stream_count, 2)
+
+
+class ClientScriptTests(WebCase):
+    def test_client_script_is_served(self) -> None:
+        """The groupware script is served as UTF-8 JavaScript, revalidated on every load."""
+        url = "http://n.example/javascripts/eventSourceClient.js"
+        response = self.successResultOf(self.stub.get(url))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            response.headers.getRawHeaders(b"content-type"), [b"text/javascript; charset=utf-8"]
+        )
+        self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-cache"])
+        body = self.successResultOf(self.stub.content(response))
+        self.assertEqual(body, assets.static_file("eventSourceClient.js"))
+        etag = response.headers.getRawHeaders(b"etag")[0]
+        again = self.successResultOf(self.stub.get(url, headers={b"if-none-match": [etag]}))
+        self.assertEqual(again.code, 304)
+
+    def test_client_script_is_ascii(self) -> None:
+        """The groupware script is pure ASCII, so a page in any charset loads it unchanged."""
+        assets.static_file("eventSourceClient.js").decode("ascii")
