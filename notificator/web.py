@@ -51,8 +51,6 @@ from notificator.stream import peer_host as _peer_host
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()
 
-#: The default limits (C{limits.*}), for resources built without a config.
-_LIMITS = LimitsConfig()
 
 # One encoder for every response (json.dumps with a keyword builds one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False)
@@ -250,12 +248,12 @@ class SSEResource(refusals.Resource):
         stats: Stats,
         log: Logger = _default_log,
         rng: random.Random | None = None,
-        guard: auth.Guard | None = None,
-        limits: LimitsConfig | None = None,
+        *,
+        guard: auth.Guard,
+        limits: LimitsConfig,
     ) -> None:
         super().__init__()
-        self._guard = guard or auth.Guard((), ())
-        limits = limits or LimitsConfig()
+        self._guard = guard
         self._per_user = limits.streams_per_user
         self._total = limits.streams
         self._rng = rng or random.Random()
@@ -614,8 +612,9 @@ class PublishResource(refusals.Resource):
         gate: PublishGate,
         debug: bool = True,
         log: Logger = _default_log,
-        max_bytes: int = _LIMITS.body_bytes,
-        max_fields: int | None = _LIMITS.form_fields,
+        *,
+        max_bytes: int,
+        max_fields: int | None,
     ) -> None:
         super().__init__()
         self._max_bytes = max_bytes

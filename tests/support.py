@@ -305,6 +305,30 @@ class SSEClient:
             self.conn.close()
 
 
+def config_with(**sections: Any) -> Any:
+    """
+    The shipped defaults (L{notificator.config.defaults}) with fields
+    replaced, by section, nested where a field is itself a section:
+    C{config_with(limits={"body_bytes": 1000}, sse={"history": {"size": 2}})}.
+    """
+    from notificator.config import defaults
+
+    return evolved(defaults(), sections)
+
+
+def evolved(value: Any, changes: dict[str, Any]) -> Any:
+    """C{attrs.evolve} of C{value}, into nested attrs values for dict changes."""
+    import attrs
+
+    fields = {}
+    for name, change in changes.items():
+        current = getattr(value, name)
+        if isinstance(change, dict) and attrs.has(type(current)):
+            change = evolved(current, change)
+        fields[name] = change
+    return attrs.evolve(value, **fields)
+
+
 class Parts:
     """
     The server's core objects as C{makeService} wires them, without
@@ -316,12 +340,12 @@ class Parts:
         import attrs
 
         from notificator.broker import LocalBroker
-        from notificator.config import Config
+        from notificator.config import defaults
         from notificator.hub import Hub
         from notificator.stats import Stats
         from notificator.web import build_resource
 
-        self.config = config if config is not None else Config()
+        self.config = config if config is not None else defaults()
         self.stats = Stats(started_at=clock.seconds())
         self.hub = Hub(clock=clock, stats=self.stats)
         history = attrs.evolve(self.config.sse.history, directory=None)
@@ -777,11 +801,10 @@ class InMemoryServer:
         from twisted.web.server import Site
 
         from notificator import tap
-        from notificator.config import Config, LimitsConfig, ServerConfig
 
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_700_000_000)
-        self.config = Config(server=ServerConfig(fast_channel=fast), limits=LimitsConfig(**limit))
+        self.config = config_with(server={"fast_channel": fast}, limits=limit)
         self.parts = Parts(self.reactor, self.config)
         self.hub = self.parts.hub
         self.stats = self.parts.stats

@@ -41,7 +41,7 @@ from notificator.auth import (
     redact_uri,
     sign_stream,
 )
-from notificator.config import LOOPBACK, ConfigError, load
+from notificator.config import ConfigError, defaults, load
 from tests.support import PROJECT, write_config
 
 FUZZ = settings(
@@ -63,9 +63,14 @@ def nets(*specs: str) -> list[Any]:
     return [ip_network(s) for s in specs]
 
 
+#: publish.allow's and monitor.allow's default.
+LOOPBACK = (ip_network("127.0.0.1/32"), ip_network("::1/128"))
+
+
 def guard(**kw: Any) -> Guard:
     kw.setdefault("publish_allow", LOOPBACK)
     kw.setdefault("monitor_allow", LOOPBACK)
+    kw.setdefault("stream_cookie", defaults().sse.auth.cookie)
     return Guard(**kw)
 
 
@@ -106,7 +111,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(cfg.sse.auth.cookie, "notificatorAuth")
 
     def test_shipped_defaults_match(self) -> None:
-        """conf/default.json holds each key with the same default as the classes."""
+        """The shipped config loads with these keys at their documented defaults."""
         cfg = load(FilePath(os.path.join(PROJECT, "conf")), "development")
         self.assertEqual(cfg.warnings, ())
         self.assertEqual(cfg.publish.allow, LOOPBACK)

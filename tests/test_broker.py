@@ -13,12 +13,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.broker import Journal, LocalBroker, Published
-from notificator.config import HistoryConfig
+from notificator.config import defaults
 from notificator.events import Message, event_key
 from notificator.history import LOST, HistoryFile, read_journal
 from notificator.hub import Hub
 from notificator.stats import Stats
-from tests.support import parse_frames
+from tests.support import evolved, parse_frames
 
 T0 = 1_800_000_000.0
 
@@ -49,7 +49,11 @@ class Node:
         if directory is not None:
             journal = Journal(HistoryFile(directory), clock, maybeDeferred)
         self.broker = LocalBroker(
-            self.hub, self.stats, clock, HistoryConfig(directory=directory, **history), journal
+            self.hub,
+            self.stats,
+            clock,
+            evolved(defaults().sse.history, {"directory": directory, **history}),
+            journal,
         )
         self.broker.startService()
         self.testcase = testcase

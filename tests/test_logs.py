@@ -220,7 +220,7 @@ class AccessLogSiteTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.dir = os.path.abspath(self.mktemp())
         self.reactor = MemoryReactorClock()
-        self.parts = Parts(self.reactor, config.Config())
+        self.parts = Parts(self.reactor, config.defaults())
         self.hub = self.parts.hub
         self.site = logs.AccessLogSite(
             self.parts.resource, os.path.join(self.dir, "log"), self.reactor
@@ -666,7 +666,7 @@ class AppLogServiceTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         reactor = MemoryReactorClock()
-        site = logs.AccessLogSite(Parts(reactor, config.Config()).resource, self.dir, reactor)
+        site = logs.AccessLogSite(Parts(reactor, config.defaults()).resource, self.dir, reactor)
         site.doStart()
         self.addCleanup(site.doStop)
         requests = [

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import metrics
 from notificator.broker import LocalBroker
+from notificator.config import defaults
 from notificator.events import Message
 from notificator.hub import Hub
 from notificator.stats import Stats
@@ -58,7 +59,7 @@ def parts(clock: Clock | None = None, timer: object = None) -> tuple[Hub, Stats,
     clock = clock or Clock()
     stats = Stats(started_at=clock.seconds())
     hub = Hub(clock=clock, stats=stats, **({"timer": timer} if timer else {}))
-    return hub, stats, LocalBroker(hub, stats, clock)
+    return hub, stats, LocalBroker(hub, stats, clock, defaults().sse.history)
 
 
 class CounterTests(SynchronousTestCase):

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from notificator import assets, monitor
-from notificator.config import Config
+from notificator.config import defaults
 from tests.support import Parts, Server
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -31,7 +31,7 @@ class _Site:
         self.testcase = testcase
         self.clock = Clock()
         self.clock.advance(start)
-        self.parts = Parts(self.clock, Config())
+        self.parts = Parts(self.clock, defaults())
         self.hub = self.parts.hub
         self.stub = StubTreq(self.parts.resource)
 
@@ -197,8 +197,11 @@ class UsersTests(SynchronousTestCase):
         site = _Site(self)
         self.assertEqual(site.parts.broker.node, socket.gethostname())
         parts = site.parts
-        broker = LocalBroker(parts.hub, parts.stats, site.clock, node="sse-2:3000")
-        stub = StubTreq(build_resource(parts.hub, broker, parts.stats, Config(), site.clock))
+        config = defaults()
+        broker = LocalBroker(
+            parts.hub, parts.stats, site.clock, config.sse.history, node="sse-2:3000"
+        )
+        stub = StubTreq(build_resource(parts.hub, broker, parts.stats, config, site.clock))
         for path in ("/users", "/health"):
             response = self.successResultOf(stub.get("http://127.0.0.1" + path))
             doc = json.loads(self.successResultOf(stub.content(response)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 from functools import partial
 
-import attrs
 from twisted.application.service import MultiService
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
@@ -30,8 +29,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 
 from notificator import channel, tap, web
-from notificator.config import Config, ServerConfig
-from tests.support import FakeSocket, Parts, dechunk, parse_frames
+from tests.support import FakeSocket, Parts, config_with, dechunk, parse_frames
 
 
 class Harness:
@@ -40,7 +38,7 @@ class Harness:
     def __init__(self, debug: bool = False) -> None:
         self.reactor = MemoryReactorClock()
         self.writes = channel.WriteBatch(self.reactor)
-        cfg = Config(server=attrs.evolve(ServerConfig(), log_level="debug" if debug else "info"))
+        cfg = config_with(server={"log_level": "debug" if debug else "info"})
         self.parts = Parts(self.reactor, cfg)
         self.hub = self.parts.hub
         self.site = Site(self.parts.resource, reactor=self.reactor)
@@ -497,7 +495,12 @@ class WriteBatchTests(SynchronousTestCase):
     def test_service_is_wired(self) -> None:
         """makeService gives the site's channels one batch, stopped after the drain and the listeners."""
         root = tap.makeService(
-            {"loaded": Config(), "listen": ["tcp:0"], "env": "x"}, reactor=MemoryReactorClock()
+            {
+                "loaded": config_with(sse={"history": {"directory": None}}),
+                "listen": ["tcp:0"],
+                "env": "x",
+            },
+            reactor=MemoryReactorClock(),
         )
         serving = list(list(root)[-1])
         batches = [c for c in serving if isinstance(c, channel.WriteBatch)]

@@ -17,7 +17,7 @@ from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import refusals
-from notificator.config import Config
+from notificator.config import defaults
 from tests.support import Parts
 
 API = "application/json; charset=utf-8"
@@ -60,7 +60,7 @@ class RefusalTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.activity: list[dict[str, Any]] = []
-        self.parts = Parts(self.clock, Config(), activity=Logger(observer=self.activity.append))
+        self.parts = Parts(self.clock, defaults(), activity=Logger(observer=self.activity.append))
         self.stub = StubTreq(self.parts.resource)
         self.global_events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
