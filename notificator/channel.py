@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_perf_paths -*-
+# -*- test-case-name: tests.test_channel -*-
 """
 The HTTP/1.1 channel: twisted.web's L{HTTPChannel}, with fewer system
 calls per response, and L{WriteBatch}, which sends what a reactor pass
@@ -32,7 +32,7 @@ send itself.  L{Channel} instead:
 This uses three attributes of Twisted's C{tcp.Connection}: C{dataBuffer}
 and C{_tempDataLen} (its queue) and C{socket}, to which it sends as
 C{Connection.writeSomeData} would, without its wrapping (a third of a
-heartbeat frame's Python).  L{tests.test_perf_paths} checks the behaviour
+heartbeat frame's Python).  L{tests.test_channel} checks the behaviour
 against the real class.  HTTP/2 streams do not use this channel.
 
 Flow control is Twisted's as well.  A direct send happens only while the

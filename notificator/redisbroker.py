@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_redisbroker,tests.test_cluster -*-
+# -*- test-case-name: tests.test_redisbroker,tests.test_redisbroker_e2e -*-
 """
 Cluster mode: the broker of a node among several, joined by one Redis.
 

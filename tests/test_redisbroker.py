@@ -42,7 +42,7 @@ from notificator.redisbroker import (
     parse_since,
 )
 from notificator.stats import Stats
-from tests.support import RedisServer, evolved, write_config
+from tests.support import FakeStream, RedisServer, evolved, write_config
 
 
 def history(**changes: Any) -> Any:
@@ -56,19 +56,6 @@ def cluster_config(**changes: Any) -> Any:
 
 
 BODY = encode_frame("notify", '{"n": 1}')
-
-
-class FakeStream:
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> bool:
-        self.frames.append(frame)
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 def frame(eid: str, body: bytes = BODY) -> bytes:

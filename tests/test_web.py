@@ -22,7 +22,7 @@ from notificator import assets, auth, web
 from notificator.config import Config
 from notificator.cors import CORSPolicy
 from notificator.web import SSEResource
-from tests.support import Parts, config_with, evolved, parse_frames
+from tests.support import FastChannelSite, Parts, config_with, evolved, parse_frames
 
 FORM = {b"content-type": [b"application/x-www-form-urlencoded; charset=UTF-8"]}
 GW = "https://gw.example.com"
@@ -627,3 +627,59 @@ class ClientScriptTests(WebCase):
     def test_client_script_is_ascii(self) -> None:
         """The groupware script is pure ASCII, so a page in any charset loads it unchanged."""
         assets.static_file("eventSourceClient.js").decode("ascii")
+
+
+class PublishBodyTests(SynchronousTestCase):
+    """
+    A publish over twisted.web's Site and the fast channel: ingest reads the
+    raw body (twisted.web's form parser is skipped), and the per-publish
+    debug line is built only when debug is on.
+    """
+
+    def post(self, h: FastChannelSite, body: bytes, ctype: bytes) -> bytes:
+        start = len(h.sock.sent)
+        h.request(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + ctype
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        h.flush()
+        return bytes(h.sock.sent[start:])
+
+    def test_form_body_with_semicolon_is_published(self) -> None:
+        """A form body is parsed by ingest from the raw bytes (no request.args), semicolons and all."""
+        h = FastChannelSite()
+        self.addCleanup(h.lose)
+        reply = self.post(h, b'id=notify_u9&data={"t":"a;b"}', b"application/x-www-form-urlencoded")
+        self.assertIn(b"200 OK", reply.split(b"\r\n", 1)[0])
+        self.assertIn(b'"userId": "u9"', reply)
+
+    def test_request_args_not_filled_from_form(self) -> None:
+        """The request factory skips twisted.web's form parsing but keeps query arguments."""
+        h = FastChannelSite()
+        self.addCleanup(h.lose)
+        seen = []
+        original = h.site.resource.children[b"webNotification"].render_POST
+
+        def spy(request):  # type: ignore[no-untyped-def]
+            seen.append(dict(request.args))
+            return original(request)
+
+        h.site.resource.children[b"webNotification"].render_POST = spy
+        h.request(
+            b"POST /webNotification?q=1 HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 26\r\n\r\n"
+            b"id=notify_u1&data=%7B%7D&x"
+        )
+        self.assertEqual(seen, [{b"q": [b"1"]}])
+
+    def test_debug_line_only_when_debug(self) -> None:
+        """The per-publish debug event is emitted at debug level and not built at info."""
+        for debug, expected in ((True, 1), (False, 0)):
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            h = FastChannelSite(debug=debug)
+            self.addCleanup(h.lose)
+            self.post(h, b"id=notify_u1&data=1", b"application/x-www-form-urlencoded")
+            published = [e for e in events if e.get("log_format", "").startswith("published")]
+            self.assertEqual(len(published), expected, debug)
