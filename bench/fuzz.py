@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_fuzz -*-
+# -*- test-case-name: tests.test_bench -*-
 """
 Raw-socket fuzzer for Notificator: sends N random and mutated HTTP requests
 to a real C{twistd -n notificator} over loopback and checks that the server

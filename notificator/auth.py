@@ -189,7 +189,8 @@ class Guard:
         trusted_proxies: Iterable[IPNetwork] = (),
         publish_token: str | None = None,
         stream_secret: str | None = None,
-        stream_cookie: str = "notificatorAuth",
+        *,
+        stream_cookie: str,
     ) -> None:
         self.publish_allow = AddressList(publish_allow)
         self.monitor_allow = AddressList(monitor_allow)

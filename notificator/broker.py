@@ -90,9 +90,6 @@ class Broker(Protocol):
     node: str
 
 
-_NO_CONFIG = HistoryConfig()
-
-
 class LocalBroker(Service):
     """
     The broker of a single node: event ids from the clock (always after
@@ -110,7 +107,7 @@ class LocalBroker(Service):
         hub: Hub,
         stats: Stats,
         clock: IReactorTime,
-        history: HistoryConfig = _NO_CONFIG,
+        history: HistoryConfig,
         journal: Journal | None = None,
         node: str | None = None,
     ) -> None:

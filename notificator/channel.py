@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_perf_paths -*-
+# -*- test-case-name: tests.test_channel -*-
 """
 The HTTP/1.1 channel: twisted.web's L{HTTPChannel}, with fewer system
 calls per response, and L{WriteBatch}, which sends what a reactor pass
@@ -32,7 +32,7 @@ send itself.  L{Channel} instead:
 This uses three attributes of Twisted's C{tcp.Connection}: C{dataBuffer}
 and C{_tempDataLen} (its queue) and C{socket}, to which it sends as
 C{Connection.writeSomeData} would, without its wrapping (a third of a
-heartbeat frame's Python).  L{tests.test_perf_paths} checks the behaviour
+heartbeat frame's Python).  L{tests.test_channel} checks the behaviour
 against the real class.  HTTP/2 streams do not use this channel.
 
 Flow control is Twisted's as well.  A direct send happens only while the
@@ -52,7 +52,9 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 
 _log = Logger()
@@ -125,7 +127,7 @@ class Channel(http.HTTPChannel):
         self.sendPending()
         super().loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._pending = None
         super().connectionLost(reason)
 
@@ -183,7 +185,9 @@ class Channel(http.HTTPChannel):
             if sent == len(data):
                 return
             data = data[sent:]
-        self.transport.write(data)
+        transport = self.transport
+        assert transport is not None  # set in makeConnection, never unset
+        transport.write(data)
 
 
 class WriteBatch(Service):
@@ -262,7 +266,7 @@ def request_target(request: Any) -> tuple[bytes, bytes] | None:
     """
     ch = request.channel
     try:
-        return ch._command, ch._path  # type: ignore[no-any-return]
+        return ch._command, ch._path
     except AttributeError:
         command = getattr(ch, "command", None)
         path = getattr(ch, "path", None)

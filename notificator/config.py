@@ -18,13 +18,15 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
-from hyperlink import URL, DecodedURL
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python.filepath import FilePath
+
+from notificator.cors import CORSPolicy
 
 PROTOCOLS = ("http", "https", "http2")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -103,6 +105,16 @@ def read_json(path: FilePath[str]) -> dict[str, Any]:
         raise ConfigError(source, "", f"cannot read: {e.strerror or e}")
     except UnicodeDecodeError:
         raise ConfigError(source, "", "not UTF-8 text")
+    return parse_json(text, source)
+
+
+def parse_json(text: str, source: str) -> dict[str, Any]:
+    """
+    Parse commented JSON text holding one object.
+
+    @param source: the file it came from, for the error.
+    @raise ConfigError: not JSON, or not an object.
+    """
     try:
         value = json.loads(strip_comments(text))
     except ValueError as e:
@@ -361,56 +373,12 @@ class ClusterConfig:
         chain to; L{None}: the system's trust store.
     """
 
-    redis: RedisAddress | None = None
-    node: str | None = None
-    prefix: str = "notificator"
-    timeout: float = 2.0
-    reconnect_max_delay: float = 10.0
-    ca: str | None = None
-
-
-@attrs.frozen
-class Origin:
-    """
-    A web origin, compared as scheme, host and port (default ports filled
-    in), never as raw text: C{https://GW.example.com} and
-    C{https://gw.example.com:443} are the same origin.
-    """
-
-    scheme: str
-    host: str
-    port: int | None
-
-    @classmethod
-    def parse(cls, text: str) -> Origin:
-        try:
-            url = DecodedURL(URL.from_text(text.strip()))
-        except Exception as e:  # hyperlink raises several types
-            raise ValueError(f"not an origin: {text!r} ({e})")
-        if not url.scheme or not url.host:
-            raise ValueError(f"not an origin: {text!r}")
-        return cls(url.scheme.lower(), url.host.lower(), url.port)
-
-
-@attrs.frozen
-class CORSPolicy:
-    """
-    Which browser origins may read the streams with credentials.
-
-    @ivar any_origin: C{"*"} was configured: every origin is echoed back.
-    @ivar origins: the allowed origins otherwise.
-    """
-
-    any_origin: bool = False
-    origins: frozenset[Origin] = frozenset()
-
-    def allows(self, origin: str) -> bool:
-        if self.any_origin:
-            return True
-        try:
-            return Origin.parse(origin) in self.origins
-        except ValueError:
-            return False
+    redis: RedisAddress | None
+    node: str | None
+    prefix: str
+    timeout: float
+    reconnect_max_delay: float
+    ca: str | None
 
 
 def _headers(
@@ -429,13 +397,10 @@ def _headers(
             origins = [v] if isinstance(v, str) else v
             if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
                 raise _Bad(f"{name}: expected a string or a list of strings, got {_show(v)}")
-            if "*" in origins:
-                policy = CORSPolicy(any_origin=True)
-            else:
-                try:
-                    policy = CORSPolicy(origins=frozenset(Origin.parse(o) for o in origins))
-                except ValueError as e:
-                    raise _Bad(f"{name}: {e}")
+            try:
+                policy = CORSPolicy.from_origins(origins)
+            except ValueError as e:
+                raise _Bad(f"{name}: {e}")
             continue
         if lname in _HOP_BY_HOP or lname in _OWNED_HEADERS:
             notes.append(
@@ -460,23 +425,17 @@ def _headers(
 class Certificates:
     """TLS files, already resolved against the project root."""
 
-    ca: str | None = None
-    key: str | None = None
-    cert: str | None = None
-
-
-LOOPBACK: tuple[IPNetwork, ...] = (
-    ipaddress.IPv4Network("127.0.0.1/32"),
-    ipaddress.IPv6Network("::1/128"),
-)
+    ca: str | None
+    key: str | None
+    cert: str | None
 
 
 @attrs.frozen
 class PublishConfig:
     """Who may C{POST /webNotification}: C{publish.allow}, C{publish.token}."""
 
-    allow: tuple[IPNetwork, ...] = LOOPBACK
-    token: str | None = attrs.field(default=None, repr=False)
+    allow: tuple[IPNetwork, ...]
+    token: str | None = attrs.field(repr=False)
 
 
 @attrs.frozen
@@ -488,54 +447,54 @@ class MonitorConfig:
         C{/health}, every 2 s per open tab) to C{access.log}.
     """
 
-    allow: tuple[IPNetwork, ...] = LOOPBACK
-    access_log: bool = False
+    allow: tuple[IPNetwork, ...]
+    access_log: bool
 
 
 @attrs.frozen
 class SSEAuthConfig:
     """Subscriber signatures: C{sse.auth.secret} (None: off), C{sse.auth.cookie}."""
 
-    secret: str | None = attrs.field(default=None, repr=False)
-    cookie: str = "notificatorAuth"
+    secret: str | None = attrs.field(repr=False)
+    cookie: str
 
 
 @attrs.frozen
 class ServerConfig:
-    protocol: str = "http"
-    port: int = 3000
-    host: str | None = None
-    endpoints: tuple[str, ...] = ()
-    certificates: Certificates = Certificates()
-    log_level: str = "info"
-    log_dir: str = "log"
-    log_keep_days: int = 30
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    fast_channel: bool = True
+    protocol: str
+    port: int
+    host: str | None
+    endpoints: tuple[str, ...]
+    certificates: Certificates
+    log_level: str
+    log_dir: str
+    log_keep_days: int
+    trusted_proxies: tuple[IPNetwork, ...]
+    fast_channel: bool
 
 
 @attrs.frozen
 class HistoryConfig:
     """C{sse.history.*}: what is kept for reconnecting clients."""
 
-    size: int = 100
-    ttl: float = 3600.0
-    max_bytes: int = 64 * 1024 * 1024
-    directory: str | None = None
+    size: int
+    ttl: float
+    max_bytes: int
+    directory: str | None
 
 
 @attrs.frozen
 class SSEConfig:
-    headers: tuple[tuple[str, str], ...] = ()
-    cors: CORSPolicy = CORSPolicy()
-    heartbeat: bool = True
-    heartbeat_interval: float = 55.0
-    keepalive: float = 20.0
-    retry: int = 3000
-    cookie: str = "userID"
-    drain_seconds: float = 5.0
-    history: HistoryConfig = HistoryConfig()
-    auth: SSEAuthConfig = SSEAuthConfig()
+    headers: tuple[tuple[str, str], ...]
+    cors: CORSPolicy
+    heartbeat: bool
+    heartbeat_interval: float
+    keepalive: float
+    retry: int
+    cookie: str
+    drain_seconds: float
+    history: HistoryConfig
+    auth: SSEAuthConfig
 
 
 @attrs.frozen
@@ -556,12 +515,12 @@ class LimitsConfig:
         reading (the transport paused it) before the stream is dropped.
     """
 
-    streams_per_user: int = 20
-    streams: int = 1 << 30
-    body_bytes: int = 1024 * 1024
-    form_fields: int = 1000
-    header_timeout: float = 10.0
-    buffer_bytes: int = 256 * 1024
+    streams_per_user: int
+    streams: int
+    body_bytes: int
+    form_fields: int
+    header_timeout: float
+    buffer_bytes: int
 
 
 def stream_limit(configured: int | None) -> int:
@@ -588,7 +547,10 @@ FD_MARGIN = 100
 @attrs.frozen
 class Config:
     """
-    The validated configuration.
+    The validated configuration.  The classes hold no defaults of their
+    own: L{validate} takes every value a file does not give from the
+    shipped C{default.json} (L{shipped_defaults}); L{defaults} is that
+    configuration alone.
 
     @ivar root: the directory relative paths are resolved against (the
         parent of the config directory: the project root in a checkout).
@@ -596,16 +558,15 @@ class Config:
     @ivar warnings: unknown keys and ignored values, to be logged.
     """
 
-    server: ServerConfig = ServerConfig()
-    sse: SSEConfig = SSEConfig()
-    monitor: MonitorConfig = MonitorConfig()
-    root: str = "."
+    server: ServerConfig
+    sse: SSEConfig
+    monitor: MonitorConfig
+    publish: PublishConfig
+    limits: LimitsConfig
+    cluster: ClusterConfig
+    root: str
     sources: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-    publish: PublishConfig = PublishConfig()
-    monitor: MonitorConfig = MonitorConfig()
-    limits: LimitsConfig = LimitsConfig()
-    cluster: ClusterConfig = ClusterConfig()
 
     def endpoints(self, every_interface: Iterable[str] = ("::",)) -> list[str]:
         """
@@ -702,15 +663,23 @@ def _leaves(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any
 
 def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Config:
     """
-    Turn a merged document into a L{Config}.
+    Turn a merged document into a L{Config}.  What C{doc} does not give is
+    taken from the shipped defaults (L{shipped_defaults}: the one place a
+    default is written), merged under it as the files are merged.
 
     @param origin: dotted key -> file that set it, for error messages.
     @raise ConfigError: a value of the wrong type or out of range.
     """
+    shipped, shipped_source = shipped_defaults()
+    full: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    merge(full, where, shipped, shipped_source)
+    merge(full, where, doc, "config")
+    where.update(origin)
     values: dict[str, Any] = {}
     warnings: list[str] = []
-    for dotted, raw in _leaves(doc):
-        source = origin.get(dotted, "config")
+    for dotted, raw in _leaves(full):
+        source = where.get(dotted, "config")
         check = _SCHEMA.get(dotted)
         if check is None:
             warnings.append(f"{source}: {dotted}: unknown key, ignored")
@@ -719,120 +688,140 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             values[dotted] = check(raw)
         except _Bad as e:
             raise ConfigError(source, dotted, str(e))
+    for key in _SCHEMA:
+        if key not in values:
+            raise ConfigError(shipped_source, key, "no default: the shipped default.json lacks it")
 
-    interval = values.get("sse.heartbeatInterval", 0)
+    interval = values["sse.heartbeatInterval"]
     if interval >= 1000:
         warnings.append(
-            f"{origin.get('sse.heartbeatInterval')}: sse.heartbeatInterval: {interval:g} seconds;"
+            f"{where.get('sse.heartbeatInterval')}: sse.heartbeatInterval: {interval:g} seconds;"
             " the value is in seconds, not milliseconds"
         )
-    headers, cors, notes = values.pop("sse.header", ((), CORSPolicy(), []))
+    headers, cors, notes = values.pop("sse.header")
     # Each note names the file that set that header (local.json, say), not
     # the first file that had an sse.header.
-    section = origin.get("sse.header", "config")
+    section = where.get("sse.header", "config")
     warnings.extend(
-        f"{origin.get(f'sse.header.{name}', section)}: sse.header: {note}" for name, note in notes
+        f"{where.get(f'sse.header.{name}', section)}: sse.header: {note}" for name, note in notes
     )
 
-    def resolve(p: str | None) -> str | None:
-        if p is None:
-            return None
+    def path(p: str) -> str:
         return os.path.normpath(os.path.join(root, os.path.expanduser(p)))
 
+    def resolve(p: str | None) -> str | None:
+        return None if p is None else path(p)
+
     server = ServerConfig(
-        protocol=values.get("server.protocol", "http"),
-        port=values.get("server.port", 3000),
-        host=values.get("server.host"),
-        endpoints=values.get("server.endpoints", ()),
+        protocol=values["server.protocol"],
+        port=values["server.port"],
+        host=values["server.host"],
+        endpoints=values["server.endpoints"],
         certificates=Certificates(
-            ca=resolve(values.get("server.certificates.ca")),
-            key=resolve(values.get("server.certificates.key")),
-            cert=resolve(values.get("server.certificates.cert")),
+            ca=resolve(values["server.certificates.ca"]),
+            key=resolve(values["server.certificates.key"]),
+            cert=resolve(values["server.certificates.cert"]),
         ),
-        log_level=values.get("server.log.level", "info"),
-        log_dir=resolve(values.get("server.log.dir", "log")) or "log",
-        log_keep_days=values.get("server.log.keepDays", 30),
-        trusted_proxies=values.get("server.trustedProxies", ()),
-        fast_channel=values.get("server.fastChannel", True),
+        log_level=values["server.log.level"],
+        log_dir=path(values["server.log.dir"]),
+        log_keep_days=values["server.log.keepDays"],
+        trusted_proxies=values["server.trustedProxies"],
+        fast_channel=values["server.fastChannel"],
     )
     if server.protocol != "http" and not server.endpoints:
         for name in ("key", "cert"):
             if getattr(server.certificates, name) is None:
                 key = f"server.certificates.{name}"
                 raise ConfigError(
-                    origin.get("server.protocol", "config"),
+                    where.get("server.protocol", "config"),
                     key,
                     f"required when server.protocol is {server.protocol}",
                 )
     sse = SSEConfig(
         headers=headers,
         cors=cors,
-        heartbeat=values.get("sse.heartbeat", True),
-        heartbeat_interval=values.get("sse.heartbeatInterval", 55.0),
-        keepalive=values.get("sse.keepalive", 20.0),
-        retry=values.get("sse.retry", 3000),
-        cookie=values.get("sse.cookie", "userID"),
-        drain_seconds=values.get("sse.drainSeconds", 5.0),
+        heartbeat=values["sse.heartbeat"],
+        heartbeat_interval=values["sse.heartbeatInterval"],
+        keepalive=values["sse.keepalive"],
+        retry=values["sse.retry"],
+        cookie=values["sse.cookie"],
+        drain_seconds=values["sse.drainSeconds"],
         history=HistoryConfig(
-            size=values.get("sse.history.size", 100),
-            ttl=values.get("sse.history.ttl", 3600.0),
-            max_bytes=values.get("sse.history.maxBytes", 64 * 1024 * 1024),
-            directory=resolve(values.get("sse.history.dir", "var/history")),
+            size=values["sse.history.size"],
+            ttl=values["sse.history.ttl"],
+            max_bytes=values["sse.history.maxBytes"],
+            directory=resolve(values["sse.history.dir"]),
         ),
         auth=SSEAuthConfig(
-            secret=values.get("sse.auth.secret"),
-            cookie=values.get("sse.auth.cookie", "notificatorAuth"),
+            secret=values["sse.auth.secret"],
+            cookie=values["sse.auth.cookie"],
         ),
     )
     if any(n.prefixlen == 0 for n in server.trusted_proxies):
         warnings.append(
-            f"{origin.get('server.trustedProxies', 'config')}: server.trustedProxies: holds a /0"
+            f"{where.get('server.trustedProxies', 'config')}: server.trustedProxies: holds a /0"
             " network: every client may then name any address in X-Forwarded-For"
         )
     if sse.auth.cookie == sse.cookie:
         raise ConfigError(
-            origin.get("sse.auth.cookie", "config"),
+            where.get("sse.auth.cookie", "config"),
             "sse.auth.cookie",
             f"must differ from sse.cookie ({sse.cookie!r}), which holds the user id",
         )
-    publish = PublishConfig(
-        allow=values.get("publish.allow", LOOPBACK), token=values.get("publish.token")
-    )
+    publish = PublishConfig(allow=values["publish.allow"], token=values["publish.token"])
     if publish.token is not None and len(publish.token) < MIN_SECRET_LENGTH:
         warnings.append(
-            f"{origin.get('publish.token', 'config')}: publish.token: shorter than"
+            f"{where.get('publish.token', 'config')}: publish.token: shorter than"
             f" {MIN_SECRET_LENGTH} characters; a long random token is harder to guess"
         )
-    monitor = MonitorConfig(
-        allow=values.get("monitor.allow", LOOPBACK),
-        access_log=values.get("monitor.accessLog", False),
-    )
+    monitor = MonitorConfig(allow=values["monitor.allow"], access_log=values["monitor.accessLog"])
     limits = LimitsConfig(
-        streams_per_user=values.get("limits.streamsPerUser", 20),
-        streams=stream_limit(values.get("limits.streams")),
-        body_bytes=values.get("limits.bodyBytes", 1024 * 1024),
-        form_fields=values.get("limits.formFields", 1000),
-        header_timeout=values.get("limits.headerTimeout", 10.0),
-        buffer_bytes=values.get("limits.bufferBytes", 256 * 1024),
+        streams_per_user=values["limits.streamsPerUser"],
+        streams=stream_limit(values["limits.streams"]),
+        body_bytes=values["limits.bodyBytes"],
+        form_fields=values["limits.formFields"],
+        header_timeout=values["limits.headerTimeout"],
+        buffer_bytes=values["limits.bufferBytes"],
     )
     cluster = ClusterConfig(
-        redis=values.get("cluster.redis"),
-        node=values.get("cluster.node"),
-        prefix=values.get("cluster.prefix", "notificator"),
-        timeout=values.get("cluster.timeout", 2.0),
-        reconnect_max_delay=values.get("cluster.reconnectMaxDelay", 10.0),
-        ca=resolve(values.get("cluster.ca")),
+        redis=values["cluster.redis"],
+        node=values["cluster.node"],
+        prefix=values["cluster.prefix"],
+        timeout=values["cluster.timeout"],
+        reconnect_max_delay=values["cluster.reconnectMaxDelay"],
+        ca=resolve(values["cluster.ca"]),
     )
     return Config(
         server=server,
         sse=sse,
-        root=root,
-        warnings=tuple(warnings),
-        publish=publish,
         monitor=monitor,
+        publish=publish,
         limits=limits,
         cluster=cluster,
+        root=root,
+        warnings=tuple(warnings),
     )
+
+
+def shipped_defaults() -> tuple[dict[str, Any], str]:
+    """
+    The shipped defaults, C{conf/default.json}, and where they were read:
+    the package carries that file as C{notificator/default.json} (in a
+    checkout a link to it, in an installed package a copy), so a config
+    directory without a C{default.json} of its own still gets every
+    default, installed or not.
+    """
+    path = resources.files("notificator") / DEFAULTS
+    return parse_json(path.read_text("utf-8"), str(path)), str(path)
+
+
+#: The package file holding the shipped defaults (see L{shipped_defaults}).
+DEFAULTS = "default.json"
+
+
+def defaults(root: str = ".") -> Config:
+    """The configuration of the shipped defaults alone (relative paths under C{root})."""
+    return validate({}, {}, root)
 
 
 def load(directory: FilePath[str], env: str) -> Config:

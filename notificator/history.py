@@ -106,9 +106,9 @@ class History:
     def __init__(
         self,
         clock: Any,
-        size: int = 100,
-        ttl: float = 3600.0,
-        max_bytes: int = 64 * 1024 * 1024,
+        size: int,
+        ttl: float,
+        max_bytes: int,
         known_since: int = 0,
     ) -> None:
         self._clock = clock

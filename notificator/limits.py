@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import (
@@ -53,6 +53,9 @@ from zope.interface import implementer
 
 from notificator.config import LimitsConfig
 from notificator.stats import Stats
+
+if TYPE_CHECKING:
+    from twisted.web._http2 import H2Stream
 
 _default_log = Logger()
 
@@ -197,13 +200,15 @@ class Request(server.Request):
 
     def _counted_chunk(self, data: bytes) -> None:
         """A chunk of a body without an announced length, or of a refused one."""
+        limits = self.limits
         if self.refused:
             if self._lingering:
+                assert limits is not None  # lingers only with limits (_linger)
                 self._body_received += len(data)
-                if self._body_received > LINGER_BODIES * self.limits.body_bytes:  # type: ignore[union-attr]
-                    self.transport.abortConnection()  # type: ignore[union-attr]
+                if self._body_received > LINGER_BODIES * limits.body_bytes:
+                    # Lingering is plain TCP only (answer_early).
+                    cast(ITCPTransport, self.transport).abortConnection()
             return
-        limits = self.limits
         assert limits is not None
         received = self._body_received + len(data)
         if received > limits.body_bytes:
@@ -295,6 +300,7 @@ class Request(server.Request):
         still hands it of the body is dropped, and it is never processed.
         """
         self._count = self.refused = True
+        # Swapped on this instance only (mypy forbids assigning to a method).
         self.requestReceived = _ignore  # type: ignore[method-assign]
         if self.content is not None:
             self.content.close()
@@ -319,9 +325,11 @@ class Request(server.Request):
         self.limits.clock.callLater(0, self._reset_stream)
 
     def _reset_stream(self) -> None:
-        channel = self.channel
-        if channel is not None:
-            channel.abortConnection()
+        # An HTTP/2 request's channel is its H2Stream (twisted.web's Request
+        # declares an HTTPChannel), set to None when the stream is gone.
+        stream = cast("H2Stream | None", self.channel)
+        if stream is not None:
+            stream.abortConnection()
 
 
 def _ignore(*args: Any) -> None:

@@ -14,9 +14,6 @@ The server's own log files, both in C{server.log.dir} and rotated daily:
 Rotated files older than C{server.log.keepDays} are removed by the server
 (L{OldLogRemover}), so no cron job or logrotate is needed.
 
-Also the process title (L{ProcessTitleService}), so that
-C{ps -ef | grep notificator} finds the daemon.
-
 twistd owns C{globalLogBeginner} (its C{--logfile}); we only add and
 remove observers on the publisher, in C{startService}/C{stopService}.
 """
@@ -27,9 +24,8 @@ import datetime
 import os
 import re
 from collections.abc import Callable
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
-import setproctitle
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IReactorTime
@@ -48,12 +44,15 @@ from twisted.logger import (
 )
 from twisted.python.logfile import DailyLogFile
 from twisted.web import http
-from twisted.web.iweb import IAccessLogFormatter, IRequest
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.server import Site
 from zope.interface import implementer
 
 from notificator import __version__
-from notificator.auth import redact_uri
+from notificator.auth import Guard, redact_uri
+
+if TYPE_CHECKING:
+    from notificator.web import PublishGate
 
 ACCESS_LOG = "access.log"
 APP_LOG = "sse.log"
@@ -186,7 +185,6 @@ class BufferedDailyLogFile(DailyLogFile):
         (L{OldLogRemover.prune}), or L{None}.
     """
 
-    _file: IO[bytes]
     on_rotate: Callable[[tuple[int, int, int]], None] | None = None
 
     def _openFile(self) -> None:
@@ -290,7 +288,7 @@ class CombinedLogFormatter:
             escaped = self._escaped[value] = http._escape(value)
         return escaped
 
-    def __call__(self, timestamp: str, request: IRequest) -> str:
+    def __call__(self, timestamp: str, request: http.Request) -> str:
         escape = self._escape
         # Behind a trusted proxy, the client it names (web.Request.client_host).
         ip = getattr(request, "client_host", None)
@@ -302,9 +300,9 @@ class CombinedLogFormatter:
             timestamp,
             escape(request.method),
             escape(redact_uri(request.uri)),  # no subscriber signature in the log
-            escape(request.clientproto),  # type: ignore[attr-defined]
-            request.code,  # type: ignore[attr-defined]
-            request.sentLength or "-",  # type: ignore[attr-defined]
+            escape(request.clientproto),
+            request.code,
+            request.sentLength or "-",
             escape(request.getHeader(b"referer") or b"-"),
             escape(request.getHeader(b"user-agent") or b"-"),
         )
@@ -337,6 +335,12 @@ class AccessLogSite(Site):
 
     flush_interval = FLUSH_INTERVAL
 
+    #: Read by L{notificator.web.StockRequest}, set by C{makeService}: who
+    #: may publish and who is behind a trusted proxy (L{auth.Guard}), and
+    #: the publish gate asked before a request's body is read.
+    guard: Guard | None = None
+    publish_gate: PublishGate | None = None
+
     def __init__(
         self,
         resource: Any,
@@ -355,10 +359,10 @@ class AccessLogSite(Site):
         self.monitor_polls = monitor_polls
         self.keep_days = keep_days
 
-    def log(self, request: IRequest) -> None:
+    def log(self, request: http.Request) -> None:
         if (
             not self.monitor_polls
-            and request.path in MONITOR_POLLED  # type: ignore[attr-defined]
+            and request.path in MONITOR_POLLED
             and request.getHeader(MONITOR_POLL_HEADER) is not None
         ):
             return
@@ -381,7 +385,7 @@ class AccessLogSite(Site):
         self.access_log = None
 
 
-def log_unfinished(request: IRequest) -> None:
+def log_unfinished(request: http.Request) -> None:
     """
     Write the access-log line of a request that ended without
     C{finish()} (the client disconnected from an event stream): status
@@ -556,25 +560,3 @@ class _ClassicFormat:
                 )
                 return line.replace("\n", "\n\t") + "\n"
         return formatEventAsClassicLogText(event, formatTime=self._time)
-
-
-class ProcessTitleService(Service):
-    """
-    Shows C{title} as the process title (C{ps}, C{top}) while running, and
-    puts the previous title back when stopped (so tests leave no trace).
-    """
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self._previous: str | None = None
-
-    def startService(self) -> None:
-        self._previous = setproctitle.getproctitle()
-        setproctitle.setproctitle(self.title)
-        super().startService()
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            setproctitle.setproctitle(self._previous)
-            self._previous = None

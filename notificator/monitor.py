@@ -1,6 +1,7 @@
-# -*- test-case-name: tests.test_web_monitor -*-
+# -*- test-case-name: tests.test_monitor -*-
 """
-The operators' side of the web tree.
+The operators' side of the web tree (L{add_monitor} puts it under the
+site's root, which L{notificator.web.build_resource} builds).
 
  - C{GET /}: the monitor page (connected users, connection test), in
    Korean or English after the browser's C{Accept-Language} (or C{?lang=}).
@@ -8,24 +9,17 @@ The operators' side of the web tree.
    only when a stream opens or closes).
  - C{GET /health}: 200 JSON with uptime and counts.
  - C{GET /metrics}: Prometheus text (see L{notificator.metrics}).
- - C{GET /static/*}, C{GET /javascripts/eventSourceClient.js},
-   C{GET /favicon.ico}: the page's script, style and icon, and the
-   groupware integration script.
-
-The files live in C{notificator/static/} (package data) and are read once,
-when the tree is built; nothing is fetched from elsewhere, so the page
-works on a closed network.
+ - C{GET /static/*}, C{GET /favicon.ico}: the page's script, style and
+   icon, from C{notificator/static/} (L{notificator.assets}).
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import re
 from collections.abc import Iterable
-from importlib import resources
-from typing import Any
+from typing import Any, TypedDict
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
@@ -34,7 +28,7 @@ from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from notificator import __version__, auth, refusals
+from notificator import __version__, assets, auth, refusals
 from notificator.broker import Broker
 from notificator.hub import Hub
 from notificator.metrics import metrics_resource
@@ -44,23 +38,11 @@ from notificator.stream import peer
 #: Page languages; the first is the default.
 LANGUAGES = ("en", "ko")
 
-_TYPES = {
-    ".html": b"text/html; charset=utf-8",
-    ".js": b"text/javascript; charset=utf-8",
-    ".css": b"text/css; charset=utf-8",
-    ".json": b"application/json; charset=utf-8",
-    ".ico": b"image/x-icon",
-}
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _PAGE_POLICY = (
     b"default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     b"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-
-
-def static_file(name: str) -> bytes:
-    """The bytes of C{notificator/static/<name>} (package data)."""
-    return (resources.files("notificator") / "static" / name).read_bytes()
 
 
 def negotiate_language(accept_language: bytes | None, choices: Iterable[str] = LANGUAGES) -> str:
@@ -115,61 +97,13 @@ def render_page(template: str, messages: dict[str, dict[str, str]], lang: str) -
     return _PLACEHOLDER.sub(fill, template).encode("utf-8")
 
 
-def _etag(body: bytes) -> bytes:
-    return b'"' + hashlib.sha256(body).hexdigest()[:20].encode("ascii") + b'"'
-
-
 def json_body(request: IRequest, body: dict[str, Any]) -> bytes:
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"cache-control", b"no-cache")
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
-class _Readable(refusals.Resource):
-    """
-    A leaf that answers C{HEAD} with C{GET}'s headers and no body (other
-    methods, and paths below it, are refused: L{refusals.Resource}).
-    """
-
-    isLeaf = True
-
-    def render_GET(self, request: IRequest) -> bytes:
-        raise NotImplementedError
-
-    def render_HEAD(self, request: IRequest) -> bytes:
-        body = self.render_GET(request)
-        request.setHeader(b"content-length", b"%d" % (len(body),))
-        return b""
-
-
-class Asset(_Readable):
-    """
-    One static file held in memory, with an ETag so browsers revalidate
-    cheaply (C{no-cache}: a new version is picked up at once after an
-    upgrade, which matters for the groupware script).
-    """
-
-    def __init__(self, body: bytes, content_type: bytes, log: Logger | None = None) -> None:
-        super().__init__(log)
-        self._body = body
-        self._type = content_type
-        self._etag = _etag(body)
-
-    @classmethod
-    def from_package(cls, name: str, log: Logger | None = None) -> Asset:
-        suffix = name[name.rfind(".") :]
-        return cls(static_file(name), _TYPES.get(suffix, b"application/octet-stream"), log)
-
-    def render_GET(self, request: IRequest) -> bytes:
-        request.setHeader(b"content-type", self._type)
-        request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        if request.setETag(self._etag) == http.CACHED:
-            return b""
-        return self._body
-
-
-class MonitorPage(_Readable):
+class MonitorPage(assets.Readable):
     """
     C{GET /}: the monitor page, one pre-rendered copy per language, picked
     by C{?lang=} or else C{Accept-Language}.
@@ -180,7 +114,7 @@ class MonitorPage(_Readable):
     ) -> None:
         super().__init__(log)
         self._pages = {lang: render_page(template, messages, lang) for lang in messages}
-        self._etags = {lang: _etag(page) for lang, page in self._pages.items()}
+        self._etags = {lang: assets.etag(page) for lang, page in self._pages.items()}
 
     def render_GET(self, request: IRequest) -> bytes:
         asked = (request.args or {}).get(b"lang", [b""])[0].decode("ascii", "replace")
@@ -207,9 +141,9 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
     the oldest opened (ms since the epoch), the distinct remote addresses,
     and each connection.
     """
-    users = []
+    users: list[dict[str, Any]] = []
     for user_id, streams in hub.users():
-        connections = sorted(
+        connections: list[_Connection] = sorted(
             (
                 {
                     "id": getattr(s, "connection_id", None),
@@ -233,7 +167,15 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
     return users
 
 
-class UsersResource(_Readable):
+class _Connection(TypedDict):
+    """One stream in L{user_list}."""
+
+    id: int | None
+    connectedAt: int
+    peer: str
+
+
+class UsersResource(assets.Readable):
     """
     C{GET /users}: L{user_list} as JSON, with counts.  Its ETag is the
     hub's version, so the monitor's poll gets a bodiless 304 while nobody
@@ -268,7 +210,7 @@ class UsersResource(_Readable):
         )
 
 
-class HealthResource(_Readable):
+class HealthResource(assets.Readable):
     """
     C{GET /health}: for load balancers and uptime checks.  200 with uptime
     and counts while the server serves; 503, with the reason in
@@ -329,7 +271,7 @@ class Guarded(Resource):
     C{/metrics}, text for the page: L{refusals.answer}) and a log line.
     """
 
-    def __init__(self, inner: Resource, guard: auth.Guard, log: Logger) -> None:
+    def __init__(self, inner: IResource, guard: auth.Guard, log: Logger) -> None:
         super().__init__()
         self._inner = inner
         self._guard = guard
@@ -337,13 +279,16 @@ class Guarded(Resource):
         self.isLeaf = inner.isLeaf
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
-        return self._inner.getChildWithDefault(path, request)
+        # (IResource's methods are unannotated: their results are Any.)
+        child: IResource = self._inner.getChildWithDefault(path, request)
+        return child
 
     def render(self, request: IRequest) -> bytes | int:
         client = peer(request)
         reason = self._guard.refuse_monitor(client)
         if reason is None:
-            return self._inner.render(request)
+            body: bytes | int = self._inner.render(request)
+            return body
         self._log.warn(
             "refused {path} to {peer}: 403 {reason}",
             path=request.path.decode("latin-1") if isinstance(request.path, bytes) else "?",
@@ -351,23 +296,6 @@ class Guarded(Resource):
             reason=reason,
         )
         return refusals.answer(request, 403, reason, getattr(self._inner, "as_json", True))
-
-
-class Folder(refusals.Resource):
-    """
-    A path segment holding known children; anything else, and the folder
-    itself, is a 404 in text (L{refusals.NotFound}).
-    """
-
-    def __init__(self, log: Logger | None = None) -> None:
-        super().__init__(log)
-        self._missing = refusals.NotFound(log)
-
-    def getChild(self, path: bytes, request: IRequest) -> IResource:
-        return self._missing
-
-    def render(self, request: IRequest) -> bytes:
-        return self._missing.render(request)
 
 
 class Metrics(refusals.Resource):
@@ -406,19 +334,16 @@ def add_monitor(
     @param log: where refused requests are logged (the activity logger).
     """
     log = log or Logger()
-    messages = json.loads(static_file("messages.json"))
-    template = static_file("index.html").decode("utf-8")
+    messages = json.loads(assets.static_file("messages.json"))
+    template = assets.static_file("index.html").decode("utf-8")
     root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard, log))
     users = UsersResource(hub, stats, getattr(broker, "node", None), log)
     root.putChild(b"users", Guarded(users, guard, log))
     root.putChild(b"health", HealthResource(hub, stats, broker, clock, log))
     root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard, log))
     # Every browser asks for it; a 404 in each console helps nobody.
-    root.putChild(b"favicon.ico", Asset.from_package("favicon.ico", log))
-    assets = Folder(log)
+    root.putChild(b"favicon.ico", assets.Asset.from_package("favicon.ico", log))
+    page_files = refusals.Folder(log)
     for name in ("monitor.js", "monitor.css"):
-        assets.putChild(name.encode("ascii"), Asset.from_package(name, log))
-    root.putChild(b"static", assets)
-    scripts = Folder(log)
-    scripts.putChild(b"eventSourceClient.js", Asset.from_package("eventSourceClient.js", log))
-    root.putChild(b"javascripts", scripts)
+        page_files.putChild(name.encode("ascii"), assets.Asset.from_package(name, log))
+    root.putChild(b"static", page_files)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_redisbroker,tests.test_cluster -*-
+# -*- test-case-name: tests.test_redisbroker,tests.test_redisbroker_e2e -*-
 """
 Cluster mode: the broker of a node among several, joined by one Redis.
 
@@ -363,7 +363,9 @@ class _Endpoint:
         failed: Callable[[str], None],
         trust: Any = None,
     ) -> None:
-        endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            reactor, address.host, address.port, timeout=timeout
+        )
         if address.tls:
             # Hands back the protocol inside the TLS wrapper, as txredisapi wants.
             options = optionsForClientTLS(address.host, trustRoot=trust)
@@ -411,7 +413,7 @@ def load_trust(path: str) -> Any:
         raise ValueError(f"cluster.ca: {path}: not a CA certificate file ({e})")
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]  # txredisapi is untyped
     """The subscription's protocol: hands each message to the broker."""
 
     on_message: Callable[[bytes], None] = staticmethod(lambda payload: None)
@@ -420,7 +422,7 @@ class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
         self.on_message(message)
 
 
-class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
+class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]  # txredisapi is untyped
     """
     A txredisapi pool of one connection that tells the broker when its
     connection is ready (after AUTH and SELECT) and when it is lost, and
@@ -635,13 +637,15 @@ class RedisBroker(Service):
         stops = [maybeDeferred(f.disconnect) for f in self._factories.values()]
         self._factories.clear()
         done: Deferred[None] = Deferred()
-        guard = self._clock.callLater(self._timeout, lambda: done.called or done.callback(None))
 
-        def stopped(_: Any) -> None:
+        def stopped(_: Any = None) -> None:
             if guard.active():
                 guard.cancel()
             if not done.called:
                 done.callback(None)
+
+        # Waits at most the timeout for the connections to close.
+        guard = self._clock.callLater(self._timeout, stopped)
 
         DeferredList(stops, consumeErrors=True).addBoth(stopped)
         return done

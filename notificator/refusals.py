@@ -12,8 +12,10 @@ and the reason.
    C{render_<METHOD>} for is answered C{405} with an C{Allow} header
    (twisted.web answers C{501} "Huh?" or an HTML C{405}); extra path
    segments under a leaf that takes none are C{404}.
- - L{NotFound}: what a L{notificator.monitor.Folder} answers for a
-   child it does not hold (twisted.web's C{pages.notFound} is HTML).
+ - L{NotFound}: what a L{Folder} answers for a child it does not hold
+   (twisted.web's C{pages.notFound} is HTML).
+ - L{Folder}: a path segment with known children (the site's root,
+   C{/static}, C{/javascripts}).
 
 A HEAD refusal has the headers of the GET one and no body.
 """
@@ -21,6 +23,7 @@ A HEAD refusal has the headers of the GET one and no body.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -86,7 +89,9 @@ class Resource(resource.Resource):
     as_json = False
     # twisted.web's Resource answers HEAD by calling render_GET, which
     # raises AttributeError (a 500 and a traceback) where there is none.
-    render_HEAD = None  # type: ignore[assignment]
+    # (A method made None: the stubs cannot say that; subclasses that serve
+    # HEAD define it again.)
+    render_HEAD: Callable[[IRequest], bytes | int] | None = None  # type: ignore[assignment]
     leaf_paths: tuple[list[bytes], ...] | None = ([], [b""])
     _log: Logger = _default_log
 
@@ -140,3 +145,20 @@ class NotFound(Resource):
 
     def render(self, request: IRequest) -> bytes:
         return self.refuse(request, 404, "not found")
+
+
+class Folder(Resource):
+    """
+    A path segment holding known children; anything else, and the folder
+    itself, is a 404 in text (L{NotFound}).
+    """
+
+    def __init__(self, log: Logger | None = None) -> None:
+        super().__init__(log)
+        self._missing = NotFound(log)
+
+    def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
+        return self._missing
+
+    def render(self, request: IRequest) -> bytes:
+        return self._missing.render(request)

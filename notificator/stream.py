@@ -29,15 +29,19 @@ the write function, so the send of a running stream does no more work
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.error import ConnectionAborted
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from notificator.limits import Limits, Request
 from notificator.logs import log_unfinished, safe
+
+if TYPE_CHECKING:
+    from twisted.web._http2 import H2Stream
 
 
 class _Dropped(Exception):
@@ -69,7 +73,7 @@ class RequestStream:
 
     def __init__(
         self,
-        request: IRequest,
+        request: Request,
         user_id: str,
         connection_id: int,
         connected_at: float,
@@ -130,14 +134,15 @@ class RequestStream:
 
     def _write_held(self, frame: bytes) -> None:
         held = (self._held or 0) + len(frame)
-        limits = self.request.limits  # type: ignore[attr-defined]
+        limits = self.request.limits
+        assert limits is not None  # a producer only with limits (__init__)
         if held > limits.buffer_bytes:
             self._drop(held - len(frame), limits)
             raise _Dropped()
         self._held = held
         self.request.write(frame)
 
-    def _drop(self, held: int, limits: Any) -> None:
+    def _drop(self, held: int, limits: Limits) -> None:
         """Drop the stream of a client that does not read (see the module docstring)."""
         self.gone = True
         if limits.stats is not None:
@@ -156,12 +161,15 @@ class RequestStream:
         if transport is not None:
             # HTTP/1.x (TCP or TLS): drop the connection and what it holds;
             # the channel then tells the request, and notifyFinish us.
-            transport.abortConnection()
+            # (ITransport has no abortConnection; TCP's and TLS's have.)
+            cast(ITCPTransport, transport).abortConnection()
         else:
             # An HTTP/2 stream: reset it; the connection and its other
             # streams go on.  twisted.web does not tell the request.
-            request.channel.abortConnection()  # type: ignore[attr-defined]
-            request.connectionLost(Failure(ConnectionAborted("slow reader")))  # type: ignore[attr-defined]
+            # (Its channel is the H2Stream; twisted.web's Request declares
+            # an HTTPChannel.)
+            cast("H2Stream", request.channel).abortConnection()
+            request.connectionLost(Failure(ConnectionAborted("slow reader")))
 
     def _finished(self, result: None | Failure) -> None:
         # Fires on finish() (result None) or on disconnect (a Failure).

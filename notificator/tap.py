@@ -9,7 +9,6 @@ heartbeat and keepalive timers, and the hub's clean shutdown.
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import socket
@@ -25,10 +24,11 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import auth, channel, config, limits, listening, logs, metrics, web
+from notificator import auth, channel, config, limits, listening, logs, metrics, process, web
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -165,14 +165,20 @@ class SequentialService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
-        d: Deferred[None] = succeed(None)
+        d: Deferred[object] = succeed(None)
         for child in reversed(list(self)):
-            d.addCallback(lambda _, child=child: child.stopService())
-            d.addErrback(
-                lambda f, child=child: log.failure("stopping {service} failed", f, service=child)
-            )
-        d.addCallback(lambda _: None)
-        return d
+            d.addCallback(_stop_child, child)
+            d.addErrback(_stop_failed, child)
+        return d.addCallback(lambda _: None)
+
+
+def _stop_child(_: object, child: IService) -> Deferred[object] | None:
+    stopped: Deferred[object] | None = child.stopService()  # (IService is unannotated)
+    return stopped
+
+
+def _stop_failed(failure: Failure, child: IService) -> None:
+    log.failure("stopping {service} failed", failure, service=child)
 
 
 class DrainService(Service):
@@ -215,41 +221,6 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
-class GCTuningService(Service):
-    """
-    Keep the cyclic garbage collector from pausing the server.
-
-    An open stream is a few dozen long-lived objects; with 10,000 of them a
-    full collection takes 100-150 ms here, and the default thresholds run
-    one each time the population grows by a quarter (several while streams
-    connect) and then now and again under load: a latency spike each time.
-    On start we freeze what start-up built (modules, the resource tree) out
-    of the collector's sight and make full collections ten times rarer;
-    young collections, which free per-request garbage, are unchanged.  Stop
-    restores the previous state.
-    """
-
-    FULL_COLLECTION_THRESHOLD = 100
-
-    def __init__(self) -> None:
-        self._saved: tuple[int, ...] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._saved = gc.get_threshold()
-        gc.collect()
-        gc.freeze()
-        young, middle, _ = self._saved
-        gc.set_threshold(young, middle, self.FULL_COLLECTION_THRESHOLD)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._saved is not None:
-            gc.set_threshold(*self._saved)
-            gc.unfreeze()
-            self._saved = None
-
-
 def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     """
     Build the whole server from parsed L{Options}.
@@ -287,8 +258,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         server.log_dir, server.log_level, clock=reactor, keep_days=server.log_keep_days
     )
     app_log.setServiceParent(root)
-    logs.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(root)
-    GCTuningService().setServiceParent(root)
+    process.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(root)
+    process.GCTuningService().setServiceParent(root)
 
     serving = SequentialService()
     serving.setServiceParent(root)

@@ -198,6 +198,8 @@ def certificate_options(
         )
 
     try:
+        # Any key cryptography loads; pyOpenSSL raises TypeError for the kinds
+        # it does not take (its stub lists only those).
         pkey = crypto.PKey.from_cryptography_key(key)  # type: ignore[arg-type]
     except TypeError:
         raise TLSFileError(private_key, "privateKey", "this kind of private key is not supported")

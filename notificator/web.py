@@ -1,13 +1,16 @@
-# -*- test-case-name: tests.test_web,tests.test_web_monitor -*-
+# -*- test-case-name: tests.test_web -*-
 """
-The twisted.web resource tree.
+The twisted.web resource tree (L{build_resource}: its root and what is
+not the operators').
 
  - C{GET /sse}, C{GET /sse/<userId>}: open an event stream
    (L{SSEResource}).
  - C{POST /webNotification}: publish to a user's streams
    (L{PublishResource}).
- - C{/}, C{/users}, C{/health}, C{/metrics} and the static scripts: see
-   L{notificator.monitor}.
+ - C{GET /javascripts/eventSourceClient.js}: the script the groupware's
+   pages include (L{notificator.assets}).
+ - C{/}, C{/users}, C{/health}, C{/metrics} and the monitor page's
+   files: see L{notificator.monitor}.
 
 This module knows HTTP, not who is connected: that is the L{Hub}'s.
 """
@@ -17,8 +20,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Any
+from json.encoder import encode_basestring
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry
@@ -26,14 +29,16 @@ from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import server
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from notificator import auth, channel, ingest, limits, metrics, monitor, refusals
+from notificator import assets, auth, channel, ingest, limits, metrics, monitor, refusals
 from notificator.broker import Broker, Published, Unavailable
-from notificator.config import Config, CORSPolicy, LimitsConfig, SSEConfig
+from notificator.config import Config, LimitsConfig, SSEConfig
+from notificator.cors import CORSPolicy, apply_cors
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import EXPIRED, LOST, UNKNOWN, Replay
 from notificator.hub import Hub
@@ -46,32 +51,9 @@ from notificator.stream import peer_host as _peer_host
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()
 
-#: The default limits (C{limits.*}), for resources built without a config.
-_LIMITS = LimitsConfig()
 
 # One encoder for every response (json.dumps with a keyword builds one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False)
-
-# Headers a browser (or the IE EventSource polyfills) may send cross-origin.
-_ALLOW_HEADERS = b"Accept, Cache-Control, Content-Type, Last-Event-ID, X-Requested-With"
-
-
-def apply_cors(request: IRequest, policy: CORSPolicy, methods: bytes) -> None:
-    """
-    Allow a credentialed cross-origin read when the request's Origin is
-    allowed: echo the origin (never C{*}, which browsers refuse with
-    credentials), allow credentials, and answer preflights.
-    """
-    request.setHeader(b"vary", b"Origin")
-    origin = request.getHeader(b"origin")
-    if origin is None or not policy.allows(origin.decode("latin-1")):
-        return
-    request.setHeader(b"access-control-allow-origin", origin)
-    request.setHeader(b"access-control-allow-credentials", b"true")
-    if request.method == b"OPTIONS":
-        request.setHeader(b"access-control-allow-methods", methods)
-        request.setHeader(b"access-control-allow-headers", _ALLOW_HEADERS)
-        request.setHeader(b"access-control-max-age", b"86400")
 
 
 def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
@@ -266,12 +248,12 @@ class SSEResource(refusals.Resource):
         stats: Stats,
         log: Logger = _default_log,
         rng: random.Random | None = None,
-        guard: auth.Guard | None = None,
-        limits: LimitsConfig | None = None,
+        *,
+        guard: auth.Guard,
+        limits: LimitsConfig,
     ) -> None:
         super().__init__()
-        self._guard = guard or auth.Guard((), ())
-        limits = limits or LimitsConfig()
+        self._guard = guard
         self._per_user = limits.streams_per_user
         self._total = limits.streams
         self._rng = rng or random.Random()
@@ -357,17 +339,19 @@ class SSEResource(refusals.Resource):
         last_id = last_event_id(request)
         now = self._clock.seconds()
         ids = self._connection_ids
+        # The site's requests are limits.request_class(StockRequest or Request).
+        stream_request = cast(limits.Request, request)
         if limit:
             stream: RequestStream = LimitedRequestStream(
-                request, user_id, next(ids), now, on_gone=self._gone, limit=limit
+                stream_request, user_id, next(ids), now, on_gone=self._gone, limit=limit
             )
         else:
-            stream = RequestStream(request, user_id, next(ids), now, on_gone=self._gone)
+            stream = RequestStream(stream_request, user_id, next(ids), now, on_gone=self._gone)
         if last_id is None:
             stream.send(
                 head + encode_frame("connect", connect_data(user_id, stream.connection_id, now))
             )
-            _slim(request)
+            _slim(stream_request)
             self._hub.attach(stream)
             self._opened(stream)
         else:
@@ -520,7 +504,7 @@ def _buffer_limit(args: dict[bytes, list[bytes]]) -> int:
     return max(4096, int(text))
 
 
-def _slim(request: IRequest) -> None:
+def _slim(request: server.Request) -> None:
     """
     Drop what an open stream no longer needs, as it may stay open for
     hours: the head is on the wire and a GET has no body.  Of the request
@@ -628,8 +612,9 @@ class PublishResource(refusals.Resource):
         gate: PublishGate,
         debug: bool = True,
         log: Logger = _default_log,
-        max_bytes: int = _LIMITS.body_bytes,
-        max_fields: int | None = _LIMITS.form_fields,
+        *,
+        max_bytes: int,
+        max_fields: int | None,
     ) -> None:
         super().__init__()
         self._max_bytes = max_bytes
@@ -679,7 +664,7 @@ class PublishResource(refusals.Resource):
         )
         return NOT_DONE_YET
 
-    def _published(self, published: Published, request: IRequest, message: Message) -> None:
+    def _published(self, published: Published, request: server.Request, message: Message) -> None:
         _finish(request, self._answer(published, request, message))
 
     def _answer(self, published: Published, request: IRequest, message: Message) -> bytes:
@@ -704,7 +689,7 @@ class PublishResource(refusals.Resource):
             answer["nodes"] = published.nodes
         return json_response(request, 200, answer)
 
-    def _failed(self, failure: Failure, request: IRequest, message: Message) -> None:
+    def _failed(self, failure: Failure, request: server.Request, message: Message) -> None:
         if failure.check(Unavailable):
             code, reason = 503, f"not recorded: {failure.getErrorMessage()}"
             self._log.warn(
@@ -746,9 +731,9 @@ class PublishResource(refusals.Resource):
         )
 
 
-def _finish(request: IRequest, body: bytes) -> None:
+def _finish(request: server.Request, body: bytes) -> None:
     """Answer a request whose render returned NOT_DONE_YET, unless its client left."""
-    if request._disconnected or request.finished:  # type: ignore[attr-defined]
+    if request._disconnected or request.finished:
         return
     request.setHeader(b"content-length", b"%d" % (len(body),))
     request.write(body)
@@ -789,7 +774,7 @@ def build_resource(
         guard = auth.Guard.from_config(config)
     if gate is None:
         gate = PublishGate(guard, stats, activity)
-    root = monitor.Folder(activity)
+    root = refusals.Folder(activity)
     root.putChild(
         b"sse",
         SSEResource(
@@ -810,6 +795,12 @@ def build_resource(
             max_fields=config.limits.form_fields,
         ),
     )
+    # The groupware's pages include it (README, "Groupware integration").
+    scripts = refusals.Folder(activity)
+    scripts.putChild(
+        b"eventSourceClient.js", assets.Asset.from_package("eventSourceClient.js", activity)
+    )
+    root.putChild(b"javascripts", scripts)
     if registry is None:
         registry = metrics.build_registry(hub, stats, broker, clock)
     monitor.add_monitor(root, hub, stats, broker, clock, registry, guard, activity)

@@ -13,8 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
 
 from twisted.application.service import MultiService
 from twisted.internet import tcp
@@ -57,6 +57,27 @@ def parse_frames(data: bytes) -> list[dict[str, Any]]:
     return events
 
 
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str | Callable[[], str] = "the condition",
+    interval: float = 0.05,
+) -> Any:
+    """
+    Call C{check} every C{interval} seconds until it returns something
+    true, and return that; after C{timeout} seconds fail naming C{what}
+    (a callable is asked then: for a log as it is at that moment).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
+        time.sleep(interval)
+
+
 def twistd_command() -> list[str]:
     """The twistd of the Python running the tests (the installed package)."""
     script = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -92,10 +113,53 @@ def base_config(**sse: Any) -> dict[str, Any]:
     return {"server": {"log": {"level": "debug"}}, "sse": sse}
 
 
-class Server:
+class Client:
+    """
+    Real HTTP clients of the server on C{127.0.0.1:port}, each with bounded
+    waits: requests, publishes and event streams (closed in the test's
+    cleanup).
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, port: int = 0) -> None:
+        self.testcase = testcase
+        self.port = port
+
+    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.headers, resp.read()
+        finally:
+            conn.close()
+
+    def post(self, body: bytes | str, content_type: str) -> tuple[int, dict[str, Any]]:
+        """A publish; its status and JSON answer."""
+        status, _, raw = self.request(
+            "POST", "/webNotification", body, {"Content-Type": content_type}
+        )
+        return status, json.loads(raw)
+
+    def subscribe(self, path: str, headers: dict[str, str] | None = None) -> SSEClient:
+        client = SSEClient(self.connection(), path, headers or {})
+        self.testcase.addCleanup(client.close)
+        return client
+
+
+class Server(Client):
     """
     The real C{twistd -n notificator} in a subprocess, listening on a free
-    loopback port it reports in its log ("Site starting on N").
+    loopback port it reports in its log ("Site starting on N"), and its
+    clients (L{Client}).
     """
 
     def __init__(
@@ -108,7 +172,7 @@ class Server:
         conf_files: dict[str, Any] | None = None,
         cwd: str | None = None,
     ) -> None:
-        self.testcase = testcase
+        super().__init__(testcase)
         self.dir = os.path.abspath(testcase.mktemp())
         os.makedirs(self.dir)
         conf = os.path.join(self.dir, "conf")
@@ -141,7 +205,6 @@ class Server:
         self._env = dict(os.environ, **(env or {}))
         self._cwd = cwd or self.dir
         self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
 
     def start(self, timeout: float = 30.0) -> Server:
         return self.launch().wait_listening(timeout)
@@ -157,17 +220,18 @@ class Server:
 
     def wait_listening(self, timeout: float = 30.0) -> Server:
         """Wait until the launched server listens; note its port."""
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        process = self.process
+        assert process is not None
+
+        def listening() -> re.Match[str] | None:
             m = re.search(r"starting on (\d+)", self.log())
-            if m:
-                self.port = int(m.group(1))
-                return self
-            if self.process.poll() is not None:
-                raise AssertionError(f"twistd exited {self.process.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"twistd did not listen within {timeout} s:\n{self.log()}")
+            if m is None and process.poll() is not None:
+                raise AssertionError(f"twistd exited {process.returncode}:\n{self.log()}")
+            return m
+
+        m = wait_until(listening, timeout, lambda: f"twistd listening:\n{self.log()}")
+        self.port = int(m.group(1))
+        return self
 
     def restart(self, local: dict[str, Any] | None = None) -> Server:
         """
@@ -211,13 +275,11 @@ class Server:
         self, pattern: str, timeout: float = 10.0, name: str | None = None
     ) -> re.Match[str]:
         """Wait for C{pattern} in L{log}(C{name}); access.log is written once a second."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(pattern, self.log(name))
-            if m:
-                return m
-            time.sleep(0.05)
-        raise AssertionError(f"{pattern!r} not in the log within {timeout} s:\n{self.log(name)}")
+        return wait_until(
+            lambda: re.search(pattern, self.log(name)),
+            timeout,
+            lambda: f"{pattern!r} in the log:\n{self.log(name)}",
+        )
 
     def stop(self) -> None:
         p = self.process
@@ -230,37 +292,6 @@ class Server:
             p.kill()
             p.wait(10)
 
-    # -- clients --------------------------------------------------------
-
-    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        conn = self.connection()
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, resp.headers, resp.read()
-        finally:
-            conn.close()
-
-    def post(self, body: bytes | str, content_type: str) -> tuple[int, dict[str, Any]]:
-        status, _, raw = self.request(
-            "POST", "/webNotification", body, {"Content-Type": content_type}
-        )
-        return status, json.loads(raw)
-
-    def subscribe(self, path: str, headers: dict[str, str] | None = None) -> SSEClient:
-        client = SSEClient(self.connection(), path, headers or {})
-        self.testcase.addCleanup(client.close)
-        return client
-
 
 class SSEClient:
     """A blocking EventSource-like reader with bounded waits."""
@@ -272,13 +303,17 @@ class SSEClient:
         self.status = self.response.status
         self.headers = self.response.headers
 
-    def next_event(self, skip: Iterable[str] = ("heartbeat",)) -> dict[str, Any]:
+    def next_event(
+        self, skip: Iterable[str] = ("heartbeat",), timeout: float = 30.0
+    ) -> dict[str, Any]:
         """
         The next event (not a comment or retry-only block), skipping the
         named event types.  Raises C{TimeoutError} (socket timeout) when
-        nothing arrives in time.
+        nothing arrives in time, and fails when only skipped events came
+        for C{timeout} seconds.
         """
         skipped = set(skip)
+        deadline = time.monotonic() + timeout
         while True:
             block = self.next_block()
             events = parse_frames(block)
@@ -286,6 +321,29 @@ class SSEClient:
                 if "event" in ev or "data" in ev:
                     if ev.get("event", "message") not in skipped:
                         return ev
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no event but {sorted(skipped)} within {timeout} s")
+
+    def events(self, count: int, skip: Iterable[str] = ("heartbeat",)) -> list[dict[str, Any]]:
+        """The next C{count} events not in C{skip} (L{next_event})."""
+        return [self.next_event(skip) for _ in range(count)]
+
+    def nothing_more(self, seconds: float, allowed: Iterable[str] = ("heartbeat",)) -> None:
+        """For C{seconds}, only events in C{allowed} (and comments) arrive."""
+        sock = self.conn.sock
+        assert sock is not None
+        before = sock.gettimeout()
+        sock.settimeout(seconds)
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                event = self.next_event(skip=(), timeout=seconds)
+                if event.get("event", "message") not in set(allowed):
+                    raise AssertionError(f"unexpected event {event}")
+        except TimeoutError:
+            pass
+        finally:
+            sock.settimeout(before)
 
     def next_block(self) -> bytes:
         """Raw bytes of the next frame, up to and including its blank line."""
@@ -305,6 +363,56 @@ class SSEClient:
             self.conn.close()
 
 
+class FakeStream:
+    """
+    A stream as the hub sees it (L{notificator.hub.Stream}) that records
+    the frames sent to it.  C{gone}: it takes none (C{send} is C{False}),
+    as after its client left or it was closed; C{fail}: C{send} raises.
+    """
+
+    def __init__(self, user_id: str, gone: bool = False, fail: bool = False) -> None:
+        self.user_id = user_id
+        self.frames: list[bytes] = []
+        self.gone = gone
+        self.fail = fail
+        self.closed = False
+
+    def send(self, frame: bytes) -> bool:
+        if self.fail:
+            raise RuntimeError("broken stream")
+        if self.gone:
+            return False
+        self.frames.append(frame)
+        return True
+
+    def close(self) -> None:
+        self.closed = self.gone = True
+
+
+def config_with(**sections: Any) -> Any:
+    """
+    The shipped defaults (L{notificator.config.defaults}) with fields
+    replaced, by section, nested where a field is itself a section:
+    C{config_with(limits={"body_bytes": 1000}, sse={"history": {"size": 2}})}.
+    """
+    from notificator.config import defaults
+
+    return evolved(defaults(), sections)
+
+
+def evolved(value: Any, changes: dict[str, Any]) -> Any:
+    """C{attrs.evolve} of C{value}, into nested attrs values for dict changes."""
+    import attrs
+
+    fields = {}
+    for name, change in changes.items():
+        current = getattr(value, name)
+        if isinstance(change, dict) and attrs.has(type(current)):
+            change = evolved(current, change)
+        fields[name] = change
+    return attrs.evolve(value, **fields)
+
+
 class Parts:
     """
     The server's core objects as C{makeService} wires them, without
@@ -316,12 +424,12 @@ class Parts:
         import attrs
 
         from notificator.broker import LocalBroker
-        from notificator.config import Config
+        from notificator.config import defaults
         from notificator.hub import Hub
         from notificator.stats import Stats
         from notificator.web import build_resource
 
-        self.config = config if config is not None else Config()
+        self.config = config if config is not None else defaults()
         self.stats = Stats(started_at=clock.seconds())
         self.hub = Hub(clock=clock, stats=self.stats)
         history = attrs.evolve(self.config.sse.history, directory=None)
@@ -344,6 +452,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def taken_port(testcase: SynchronousTestCase) -> int:
+    """A port on 127.0.0.1 another socket listens on until the test's cleanup."""
+    import socket
+
+    taken = socket.socket()
+    testcase.addCleanup(taken.close)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    return int(taken.getsockname()[1])
 
 
 def raw_request(
@@ -369,27 +488,43 @@ def raw_request(
     return b"".join(chunks)
 
 
+# -- real tools -------------------------------------------------------------------
+
+
+def not_here(reason: str) -> NoReturn:
+    """
+    A real tool a test needs is missing: fail in CI (C{CI} set: C{.ci/run}
+    installs every Debian package the tests use), skip loudly elsewhere.
+    """
+    from twisted.trial.unittest import SkipTest
+
+    if os.environ.get("CI"):
+        raise AssertionError(f"CI: {reason}")
+    raise SkipTest(reason)
+
+
+def require_tool(tool: str, package: str, untested: str) -> str:
+    """
+    The path of the program C{tool} (on C{PATH}, or in /usr/sbin or
+    /usr/bin), else L{not_here}: "C{untested}: ... (apt-get install
+    C{package})".
+    """
+    import shutil
+
+    path = shutil.which(tool) or next(
+        (p for p in (f"/usr/sbin/{tool}", f"/usr/bin/{tool}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        not_here(f"{untested}: {tool} is missing (apt-get install {package})")
+    return path
+
+
 # -- cluster mode ---------------------------------------------------------------
 
 
 def redis_server_path() -> str:
-    """
-    The C{redis-server} to run, or skip the test (outside CI, loudly) or
-    fail it (in CI, where C{.ci/run} installs Debian's package).
-    """
-    import shutil
-
-    from twisted.trial.unittest import SkipTest
-
-    path = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
-    )
-    if path is None:
-        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            raise AssertionError(f"CI: {reason}")
-        raise SkipTest(f"SKIPPED, cluster mode not tested: {reason}")
-    return path
+    """The C{redis-server} to run (L{require_tool})."""
+    return require_tool("redis-server", "redis-server", "SKIPPED, cluster mode not tested")
 
 
 class RedisServer:
@@ -438,18 +573,19 @@ class RedisServer:
             command += ["--requirepass", self.password]
         command += ["--save", "", "--appendonly", "no", "--dir", self.dir]
         log = open(os.path.join(self.dir, "redis.log"), "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"redis-server exited {self.process.returncode}")
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"redis-server exited {process.returncode}")
             try:
-                if self.command("PING") == "PONG":
-                    return self
+                return bool(self.command("PING") == "PONG")
             except OSError:
-                time.sleep(0.02)
-        raise AssertionError(f"redis-server did not answer within {timeout} s")
+                return False
+
+        wait_until(answers, timeout, "redis-server answering", interval=0.02)
+        return self
 
     def stop(self) -> None:
         """Kill it (SIGKILL: as a crash; nothing is saved)."""
@@ -639,17 +775,24 @@ class TCPProxy:
 
 class FakeSocket:
     """
-    Enough of a socket for C{tcp.Server}: records sent bytes; C{limit}
-    caps how much one C{send} takes, C{error} makes C{send} raise.
+    Enough of a socket for C{tcp.Server} and for L{notificator.listening}'s
+    probes.  It records sent bytes (C{limit} caps how much one C{send}
+    takes, C{error} makes C{send} raise), options set, the address bound
+    (C{bind_error} makes C{bind} raise) and its close; C{IPV6_V6ONLY}
+    reads C{v6only}.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, v6only: int = 0, bind_error: OSError | None = None) -> None:
         self.sent = bytearray()
         self.sends = 0
         self.limit: int | None = None
         self.error: int | None = None
         self.options: list[tuple[object, ...]] = []
         self.names = 0
+        self.v6only = v6only
+        self.bind_error = bind_error
+        self.bound: Any = None
+        self.closed = False
 
     def setblocking(self, flag: bool) -> None:
         pass
@@ -660,12 +803,23 @@ class FakeSocket:
     def setsockopt(self, *args: object) -> None:
         self.options.append(args)
 
+    def getsockopt(self, level: int, name: int) -> int:
+        import socket
+
+        assert (level, name) == (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        return self.v6only
+
     def getsockname(self) -> tuple[str, int]:
         self.names += 1
         return ("127.0.0.1", 3000)
 
+    def bind(self, address: Any) -> None:
+        if self.bind_error is not None:
+            raise self.bind_error
+        self.bound = address
+
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def shutdown(self, how: int) -> None:
         pass
@@ -703,7 +857,7 @@ class Conn:
     done by hand.
     """
 
-    def __init__(self, server: InMemoryServer, number: int) -> None:
+    def __init__(self, server: InMemoryServer | FastChannelSite, number: int) -> None:
         self.server = server
         self.sock = FakeSocket()
         self.protocol = server.site.buildProtocol(None)
@@ -777,11 +931,10 @@ class InMemoryServer:
         from twisted.web.server import Site
 
         from notificator import tap
-        from notificator.config import Config, LimitsConfig, ServerConfig
 
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_700_000_000)
-        self.config = Config(server=ServerConfig(fast_channel=fast), limits=LimitsConfig(**limit))
+        self.config = config_with(server={"fast_channel": fast}, limits=limit)
         self.parts = Parts(self.reactor, self.config)
         self.hub = self.parts.hub
         self.stats = self.parts.stats
@@ -818,6 +971,69 @@ class InMemoryServer:
 
     def logged(self, text: str) -> list[dict[str, Any]]:
         return [e for e in self.events if text in e.get("log_format", "")]
+
+
+class FastChannelSite:
+    """
+    A L{Site} served as with C{server.fastChannel} but without the limits:
+    L{web.Request} over L{channel.Channel} and its L{channel.WriteBatch},
+    over the core L{Parts}, on a L{MemoryReactorClock}, with one
+    connection open (C{sock}, C{protocol}, C{conn}; more with L{connect}),
+    a real C{tcp.Server} over a L{FakeSocket}.
+    """
+
+    def __init__(self, debug: bool = False) -> None:
+        from functools import partial
+
+        from twisted.web.server import Site
+
+        from notificator import channel, web
+
+        self.reactor = MemoryReactorClock()
+        self.writes = channel.WriteBatch(self.reactor)
+        cfg = config_with(server={"log_level": "debug" if debug else "info"})
+        self.parts = Parts(self.reactor, cfg)
+        self.hub = self.parts.hub
+        self.site = Site(self.parts.resource, reactor=self.reactor)
+        self.site.requestFactory = web.Request
+        self.site.protocol = partial(channel.protocol, self.writes)
+        self._connections = 0
+        self.sock, self.protocol, self.conn = self.connect()
+
+    def connect(self) -> tuple[FakeSocket, Any, tcp.Server]:
+        """Another connection to the same site: its socket, protocol and transport."""
+        conn = Conn(self, self._connections)
+        self._connections += 1
+        return conn.sock, conn.protocol, conn.transport
+
+    def lose(self, reason: Exception | None = None) -> None:
+        """The reactor's side of a closed connection (once)."""
+        if self.conn.connected:
+            self.conn.connectionLost(Failure(reason or ConnectionDone()))
+
+    def receive(self, raw: bytes) -> None:
+        """The reactor hands the connection C{raw} (the pass is not over)."""
+        self.protocol.dataReceived(raw)
+
+    def request(self, raw: bytes) -> None:
+        """One reactor pass: C{raw} is received, then the write batch sends."""
+        self.receive(raw)
+        self.reactor.advance(0)
+
+    def flush(self) -> None:
+        """What the reactor's write pass would do."""
+        while self.conn.dataBuffer or self.conn._tempDataLen:
+            before = len(self.sock.sent)
+            self.conn.doWrite()
+            if len(self.sock.sent) == before:
+                break
+
+    def body(self) -> bytes:
+        head, _, body = bytes(self.sock.sent).partition(b"\r\n\r\n")
+        return body
+
+    def publish(self, user: str, data: str) -> int:
+        return int(self.parts.publish(user, data).delivered)
 
 
 class BothChannels:

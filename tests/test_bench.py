@@ -2,13 +2,19 @@
 The shipped benchmark (C{bench/}): its HTTP and SSE parsing, its
 bookkeeping of lost, duplicated and misrouted events, its table, and a
 short end-to-end smoke run (200 streams) against the real
-C{twistd -n notificator}.  No timing is asserted: only counts.
+C{twistd -n notificator}; likewise C{cpu.py}, C{memory.py}, C{stuck.py},
+and C{fuzz.py} (its answer parser and checks, and 2000 raw requests).  No
+timing is asserted: only counts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import sys
+import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,6 +23,7 @@ from tests.support import PROJECT, Server
 sys.path.insert(0, os.path.join(PROJECT, "bench"))
 
 import cpu  # noqa: E402
+import fuzz  # noqa: E402
 import loadgen  # noqa: E402
 import memory  # noqa: E402
 import report  # noqa: E402
@@ -199,3 +206,102 @@ class StuckBenchTests(SynchronousTestCase):
         self.assertGreater(result["healthy_latency_quiet"]["count"], 10)
         self.assertGreater(result["healthy_latency_with_stuck"]["count"], 0)
         self.assertGreater(result["rss_mib_end"], 0)
+
+
+class FuzzScriptTests(SynchronousTestCase):
+    """The parts of C{bench/fuzz.py} the checks rely on."""
+
+    def test_parse_pipelined_answers(self) -> None:
+        """Answers by length, chunked, to HEAD (no body) and the bare 400 are read apart."""
+        data = (
+            b'HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 9\r\n\r\n{"e": 1}\n'
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 22\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            b"HTTP/1.1 400 Bad Request\r\n\r\n"
+        )
+        responses, cut = fuzz.parse_responses(data)
+        self.assertEqual([r.code for r in responses], [405, 404, 200, 400])
+        self.assertEqual([r.body for r in responses], [b'{"e": 1}\n', b"", b"abc", b""])
+        self.assertEqual([r.headless for r in responses], [False, True, False, False])
+        self.assertTrue(responses[3].bare)
+        self.assertFalse(cut)
+
+    def test_open_stream_is_cut(self) -> None:
+        """An event stream's answer is read as far as it goes."""
+        responses, cut = fuzz.parse_responses(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nretry\r\n"
+        )
+        self.assertTrue(cut)
+        self.assertTrue(responses[0].stream)
+        self.assertEqual(responses[0].body, b"retry")
+
+    def test_dechunk_whole_chunks_only(self) -> None:
+        """The watcher's reading (partial=False) never takes a chunk twice, however the bytes are split."""
+        stream = b"5\r\nhello\r\n3\r\nabc\r\n"
+        for cut in range(len(stream) + 1):
+            raw = stream[:cut]
+            body, used, _ = fuzz._dechunk(raw, partial=False)
+            rest, _, _ = fuzz._dechunk(raw[used:] + stream[cut:], partial=False)
+            self.assertEqual(body + rest, b"helloabc", cut)
+
+    def test_not_http(self) -> None:
+        """Bytes that are not an HTTP/1.x answer are refused."""
+        for data in (b"<html>", b"HTTP/2 200\r\n\r\n", b"HTTP/1.1 2000 x\r\n\r\n"):
+            self.assertRaises(fuzz.Unparsable, fuzz.parse_responses, data)
+
+    def test_checks(self) -> None:
+        """5xx, 3xx, HTML pages and JSON refusals without an error are problems."""
+        cases = [
+            (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n", ["status 500"]),
+            (b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n", ["status 302"]),
+            (b"HTTP/1.1 304 Not Modified\r\n\r\n", []),
+            (
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>",
+                ["HTML body on 404", "404 body of type b'text/html'"],
+            ),
+            (
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                ["400 JSON without an error: b'{}'"],
+            ),
+            (b"HTTP/1.1 400 Bad Request\r\n\r\n", []),
+        ]
+        for data, problems in cases:
+            self.assertEqual(fuzz.check_responses(fuzz.parse_responses(data)[0]), problems, data)
+
+    def test_expects_answer(self) -> None:
+        """A complete head without a body must be answered; one announcing a body may wait."""
+        self.assertTrue(fuzz.expects_answer(b"GET / HTTP/1.1\r\n\r\n"))
+        self.assertTrue(fuzz.expects_answer(b"\r\nJUNK\r\n\r\n"))
+        self.assertTrue(fuzz.expects_answer(b"GET /" + b"a" * 20000))
+        self.assertFalse(fuzz.expects_answer(b"GET / HTTP/1.1\r\n"))
+        self.assertFalse(fuzz.expects_answer(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"))
+
+    def test_cases_are_seeded(self) -> None:
+        """The same seed gives the same cases (so a failure can be sent again with --only)."""
+        import random
+
+        a = fuzz.Cases(random.Random(7))
+        b = fuzz.Cases(random.Random(7))
+        self.assertEqual([a.next().data for _ in range(200)], [b.next().data for _ in range(200)])
+
+
+class FuzzBenchTests(SynchronousTestCase):
+    def test_short_run(self) -> None:
+        """2000 raw random and mutated requests to the real server: every check of bench/fuzz.py holds."""
+        out = os.path.abspath(self.mktemp())
+        workdir = tempfile.mkdtemp(prefix="fuzz-", dir=os.path.dirname(out) or ".")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = fuzz.main(["--n", "2000", "--seed", "11", "--workdir", workdir, "--json", out])
+        with open(out, encoding="utf-8") as f:
+            result = json.load(f)
+        self.assertEqual(
+            (code, result["failures"], result["logProblems"]), (0, [], []), printed.getvalue()
+        )
+        self.assertEqual(result["probesReceived"], result["probes"])
+        self.assertGreaterEqual(result["probes"], 40)
+        # Every kind of case was sent, and the server answered many ways.
+        self.assertEqual(len(result["kinds"]), 14)
+        for status in ("200", "400", "404", "405", "415", "bare 400"):
+            self.assertIn(status, result["statuses"])

@@ -13,27 +13,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.broker import Journal, LocalBroker, Published
-from notificator.config import HistoryConfig
+from notificator.config import defaults
 from notificator.events import Message, event_key
 from notificator.history import LOST, HistoryFile, read_journal
 from notificator.hub import Hub
 from notificator.stats import Stats
-from tests.support import parse_frames
+from tests.support import FakeStream, evolved, parse_frames
 
 T0 = 1_800_000_000.0
-
-
-class Stream:
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> bool:
-        self.frames.append(frame)
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 class Node:
@@ -49,7 +36,11 @@ class Node:
         if directory is not None:
             journal = Journal(HistoryFile(directory), clock, maybeDeferred)
         self.broker = LocalBroker(
-            self.hub, self.stats, clock, HistoryConfig(directory=directory, **history), journal
+            self.hub,
+            self.stats,
+            clock,
+            evolved(defaults().sse.history, {"directory": directory, **history}),
+            journal,
         )
         self.broker.startService()
         self.testcase = testcase
@@ -72,7 +63,7 @@ class LocalBrokerTests(SynchronousTestCase):
 
     def test_publish_records_and_delivers_the_same_bytes(self) -> None:
         """One encoding: the frame streams get is the frame replayed."""
-        tab = Stream("u")
+        tab = FakeStream("u")
         self.node.hub.attach(tab)
         published = self.node.publish("u", '{"a":1}')
         self.assertEqual((published.delivered, published.nodes), (1, None))

@@ -1,13 +1,18 @@
 """Tests for L{notificator.config}: loading, merging, validation, endpoints."""
 
+import ast
 import json
 import os
+import re
+from importlib import resources
+from typing import Any
 
+import attrs
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import config
-from notificator.config import ConfigError, Origin, load, strip_comments
+from notificator.config import ConfigError, load, strip_comments
 from tests.support import PROJECT, write_config
 
 
@@ -287,13 +292,165 @@ class ErrorTests(SynchronousTestCase):
         self.assertRaises(ConfigError, load, conf, "../etc")
 
 
-class OriginTests(SynchronousTestCase):
-    def test_default_ports(self) -> None:
-        """Origins compare by scheme, host and port with defaults filled in."""
-        self.assertEqual(Origin.parse("https://A.example"), Origin.parse("https://a.example:443"))
-        self.assertNotEqual(Origin.parse("http://a.example"), Origin.parse("https://a.example"))
+class DefaultsInOnePlaceTests(SynchronousTestCase):
+    """
+    Every default is written once, in conf/default.json: the code takes
+    them from there (config.shipped_defaults), and the guides' tables
+    repeat them for operators, checked here.
+    """
 
-    def test_bad_origin(self) -> None:
-        """Text that is not an origin is refused."""
-        self.assertRaises(ValueError, Origin.parse, "gw.example.com")
-        self.assertFalse(config.CORSPolicy().allows("null"))
+    def shipped(self) -> dict[str, Any]:
+        """The shipped defaults by dotted key (leaves as config.validate sees them)."""
+        doc, _ = config.shipped_defaults()
+        return dict(config._leaves(doc))
+
+    def test_package_carries_conf_default_json(self) -> None:
+        """The package's default.json is conf/default.json, byte for byte."""
+        packaged = (resources.files("notificator") / config.DEFAULTS).read_bytes()
+        with open(os.path.join(PROJECT, "conf", "default.json"), "rb") as f:
+            self.assertEqual(packaged, f.read())
+
+    def test_every_key_once_and_nothing_else(self) -> None:
+        """The shipped defaults hold each key exactly, and load without a warning."""
+        self.assertEqual(sorted(self.shipped()), sorted(config._SCHEMA))
+        self.assertEqual(config.defaults().warnings, ())
+
+    def test_classes_hold_no_defaults(self) -> None:
+        """No field of the validated classes has a default of its own (it would be a second one)."""
+        seen: set[type] = set()
+        todo: list[type] = [config.Config]
+        while todo:
+            kind = todo.pop()
+            if kind in seen:
+                continue
+            seen.add(kind)
+            for field in attrs.fields(kind):
+                if kind is config.Config and field.name in ("sources", "warnings"):
+                    continue  # what was read and what was wrong: no config keys
+                self.assertIs(
+                    field.default, attrs.NOTHING, f"{kind.__name__}.{field.name} has a default"
+                )
+                # The field's classes of this module (types are strings here).
+                for name in re.findall(r"\w+", str(field.type)):
+                    found = getattr(config, name, None)
+                    if (
+                        isinstance(found, type)
+                        and attrs.has(found)
+                        and found.__module__ == config.__name__
+                        # A parsed cluster.redis URL: its port and db default
+                        # as Redis's URLs do, not as a config key.
+                        and found is not config.RedisAddress
+                    ):
+                        todo.append(found)
+        self.assertEqual(len(seen), 10, seen)
+
+    def test_validate_gives_no_default(self) -> None:
+        """config.py reads validated values with values[key], never values.get(key, default)."""
+        with open(config.__file__, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("get", "pop", "setdefault")
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "values"
+                and len(node.args) > 1
+            ):
+                self.fail(f"config.py line {node.lineno}: values.{node.func.attr}(...)")
+
+    def test_a_second_default_is_found(self) -> None:
+        """The checks above fail on the mistakes they are for."""
+
+        @attrs.frozen
+        class Twice:
+            port: int = 3000
+
+        self.assertIsNot(attrs.fields(Twice).port.default, attrs.NOTHING)
+        code = 'x = values.get("server.port", 3000)'
+        (call,) = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)]
+        self.assertEqual((call.func.value.id, call.func.attr), ("values", "get"))
+
+    def test_guides_agree(self) -> None:
+        """Each default in README.rst's and README.ko.rst's tables is the shipped one."""
+        shipped = self.shipped()
+        # Cells that describe rather than quote: what each must say.
+        described = {
+            "README.rst": {
+                "server.certificates": "see file",
+                "sse.header": '``{ACAO: "*"}``',
+                "publish.allow": "loopback",
+                "monitor.allow": "loopback",
+                "sse.auth.cookie": "see meaning",
+            },
+            "README.ko.rst": {
+                "server.certificates": "파일 참고",
+                "sse.header": '``{ACAO: "*"}``',
+            },
+        }
+        for name, rows in (
+            ("README.rst", _simple_table_defaults()),
+            ("README.ko.rst", _list_table_defaults()),
+        ):
+            compared = 0
+            for key, cell in rows.items():
+                if key in described[name]:
+                    self.assertEqual(cell, described[name][key], f"{name}: {key}")
+                    continue
+                self.assertIn(key, shipped, f"{name}: {key} is not a key")
+                m = re.fullmatch(r"``(.*)``", cell)
+                self.assertIsNotNone(m, f"{name}: {key}: default {cell!r} is not a literal")
+                assert m is not None
+                self.assertEqual(json.loads(m.group(1)), shipped[key], f"{name}: {key}")
+                compared += 1
+            self.assertGreaterEqual(compared, len(shipped) - 8, name)
+
+    def test_directory_without_default_json(self) -> None:
+        """A config directory with only local.json gets every default, merged under it."""
+        conf = write_config(
+            os.path.join(self.mktemp(), "conf"),
+            {"local": {"sse": {"header": {"X-Served-By": "n1"}, "retry": 1000}}},
+        )
+        cfg = load(FilePath(conf), "x")
+        root = os.path.dirname(os.path.abspath(conf))
+        self.assertEqual(cfg.sse.retry, 1000)
+        self.assertEqual(cfg.sse.headers, (("X-Served-By", "n1"),))
+        # conf/default.json's "*" is merged under local.json's header object.
+        self.assertTrue(cfg.sse.cors.allows("https://any.example"))
+        expected = config.defaults(root)
+        self.assertEqual(attrs.evolve(cfg.sse, retry=3000, headers=()), expected.sse)
+        for section in ("server", "monitor", "publish", "limits", "cluster"):
+            self.assertEqual(getattr(cfg, section), getattr(expected, section), section)
+        self.assertEqual(cfg.sse.history.directory, os.path.join(root, "var", "history"))
+
+
+def _simple_table_defaults() -> dict[str, str]:
+    """README.rst's configuration table ("key  default  meaning"): key -> default cell."""
+    with open(os.path.join(PROJECT, "README.rst"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(r"^key\s+default\s+meaning", line))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if line.startswith("="):
+            break
+        m = re.match(r"^``([\w.]+)``\s{2,}(\S.*?)(?:\s{2,}|$)", line)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+def _list_table_defaults() -> dict[str, str]:
+    """README.ko.rst's configuration list-table ("키", "기본값"): key -> default cell."""
+    with open(os.path.join(PROJECT, "README.ko.rst"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    start = next(
+        i for i, line in enumerate(lines) if line == "   * - 키" and lines[i + 1] == "     - 기본값"
+    )
+    rows = {}
+    for i in range(start, len(lines) - 1):
+        if lines[i] and not lines[i].startswith(" "):
+            break
+        m = re.match(r"^   \* - ``([\w.]+)``$", lines[i])
+        if m and lines[i + 1].startswith("     - "):
+            rows[m.group(1)] = lines[i + 1][len("     - ") :].strip()
+    return rows

@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -25,9 +24,18 @@ import subprocess
 import sys
 import time
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import PROJECT, Server, SSEClient, write_config
+from tests.support import (
+    PROJECT,
+    Client,
+    Server,
+    SSEClient,
+    free_port,
+    require_tool,
+    wait_until,
+    write_config,
+)
 
 CONTRIB = os.path.join(PROJECT, "contrib")
 NGINX_BLOCK = os.path.join(CONTRIB, "nginx-notificator.conf")
@@ -35,25 +43,6 @@ UNIT = os.path.join(CONTRIB, "notificator.service")
 
 #: issue #10's sse.drainSeconds default: the unit's stop timeout must exceed it.
 DRAIN_SECONDS = 5
-
-
-def require(tool: str, package: str) -> str:
-    """The path of C{tool}; fails in CI and skips elsewhere when it is missing."""
-    path = shutil.which(tool) or next(
-        (p for p in (f"/usr/sbin/{tool}", f"/usr/bin/{tool}") if os.access(p, os.X_OK)), None
-    )
-    if path is None:
-        reason = f"CONTRIB TEST NOT RUN: {tool} is missing (apt-get install {package})"
-        if os.environ.get("CI"):
-            raise AssertionError(reason)
-        raise SkipTest(reason)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def default_seconds(key: str) -> float:
@@ -74,7 +63,7 @@ class NginxBlock:
     """
 
     def __init__(self, testcase: SynchronousTestCase, upstream: int, certs: object) -> None:
-        self.nginx = require("nginx", "nginx")
+        self.nginx = require_tool("nginx", "nginx", "CONTRIB TEST NOT RUN")
         self.prefix = os.path.abspath(testcase.mktemp())
         os.makedirs(self.prefix)
         self.port = free_port()
@@ -176,16 +165,23 @@ class NginxTests(SynchronousTestCase):
         def connection() -> http.client.HTTPSConnection:
             return http.client.HTTPSConnection("localhost", nginx.port, timeout=10, context=context)
 
-        deadline = time.monotonic() + 10
-        while True:
+        def error_log() -> str:
+            try:
+                with open(f"{nginx.prefix}/error.log", encoding="utf-8") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return "(no error.log)"
+
+        def accepts() -> bool:
             try:
                 with socket.create_connection(("127.0.0.1", nginx.port), timeout=1):
-                    break
+                    return True
             except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    with open(f"{nginx.prefix}/error.log", encoding="utf-8") as f:
-                        raise AssertionError("nginx did not start:\n" + f.read())
-                time.sleep(0.05)
+                if process.poll() is not None:
+                    raise AssertionError("nginx exited:\n" + error_log())
+                return False
+
+        wait_until(accepts, 10, lambda: "nginx listening:\n" + error_log())
 
         stream = SSEClient(connection(), "/sse/u1", {})
         self.addCleanup(stream.close)
@@ -237,7 +233,7 @@ class SystemdTests(SynchronousTestCase):
 
     def test_unit_verifies(self) -> None:
         """systemd-analyze verify finds nothing to say (and does find a typo)."""
-        analyze = require("systemd-analyze", "systemd")
+        analyze = require_tool("systemd-analyze", "systemd", "CONTRIB TEST NOT RUN")
         root, path = self.install()
 
         def verify() -> subprocess.CompletedProcess[str]:
@@ -289,15 +285,12 @@ class SystemdTests(SynchronousTestCase):
             with open(log, encoding="utf-8", errors="replace") as f:
                 return f.read()
 
-        deadline = time.monotonic() + 30
-        while not (m := re.search(r"starting on (\d+)", journal())):
+        def listening() -> re.Match[str] | None:
             self.assertIsNone(process.poll(), journal())
-            self.assertLess(time.monotonic(), deadline, journal())
-            time.sleep(0.05)
-        conn = http.client.HTTPConnection("127.0.0.1", int(m.group(1)), timeout=10)
-        conn.request("GET", "/health")
-        self.assertEqual(conn.getresponse().status, 200)
-        conn.close()
+            return re.search(r"starting on (\d+)", journal())
+
+        m = wait_until(listening, 30, journal)
+        self.assertEqual(Client(self, int(m.group(1))).request("GET", "/health")[0], 200)
         self.assertIn(
             "notificator [production]",
             open(f"/proc/{process.pid}/cmdline").read().replace("\0", " "),

@@ -147,6 +147,21 @@ class StartupTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1, output)
         self.assertRegex(lines[0], r"local\.json: server\.port: expected an integer")
 
+    def test_config_without_default_json(self) -> None:
+        """
+        A config directory with only local.json: the installed package's
+        shipped defaults give the rest (retry 3000, any origin, log/).
+        """
+        server = Server(self, conf_files={"local": {"sse": {"cookie": "uid"}}}).start()
+        stream = server.subscribe("/sse/u1", {"Origin": "https://gw.example.com"})
+        self.assertEqual(stream.status, 200)
+        self.assertEqual(stream.headers["Access-Control-Allow-Origin"], "https://gw.example.com")
+        self.assertEqual(parse_frames(stream.next_block()), [{"retry": "3000"}])
+        self.assertEqual(stream.next_event()["event"], "connect")
+        by_cookie = server.subscribe("/sse", {"Cookie": "uid=u2"})
+        self.assertEqual(json.loads(by_cookie.next_event()["data"])["userId"], "u2")
+        server.wait_for_log(r"stream \d+ opened for u1", name="sse.log")
+
     def test_sigterm_closes_streams(self) -> None:
         """On SIGTERM the server ends open streams cleanly and exits 0."""
         server = Server(self, local=base_config()).start()

@@ -30,6 +30,9 @@ from notificator.history import (
 
 T0 = 1_800_000_000.0
 
+#: A memory bound that these tests do not reach.
+MEMORY = 64 * 1024 * 1024
+
 
 def key(ms: int, seq: int = 0) -> int:
     return ms * SEQ_SPAN + seq
@@ -43,7 +46,7 @@ class HistoryTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.history = History(self.clock, size=3, ttl=60, known_since=key(1000))
+        self.history = History(self.clock, size=3, ttl=60, max_bytes=MEMORY, known_since=key(1000))
 
     def add(self, user: str, *ns: int) -> None:
         for n in ns:
@@ -163,7 +166,7 @@ class HistoryTests(SynchronousTestCase):
         """
         clock = Clock()
         clock.advance(T0)
-        history = History(clock, size=size, ttl=30, known_since=0)
+        history = History(clock, size=size, ttl=30, max_bytes=MEMORY, known_since=0)
         published: dict[str, list[tuple[int, bytes]]] = {}
         for n, (user, gap) in enumerate(events, 1):
             clock.advance(gap)
@@ -190,7 +193,7 @@ class JournalFormatTests(SynchronousTestCase):
     def history(self) -> History:
         clock = Clock()
         clock.advance(T0)
-        history = History(clock, size=2, ttl=3600, known_since=key(900))
+        history = History(clock, size=2, ttl=3600, max_bytes=MEMORY, known_since=key(900))
         for n, user in enumerate(["홍길동", "u", "홍길동", "홍길동", "\ud800x"], 1):
             history.append(user, key(1000 + n, n), frame(n))
         return history
@@ -202,7 +205,7 @@ class JournalFormatTests(SynchronousTestCase):
         self.assertTrue(loaded.clean)
         clock = Clock()
         clock.advance(T0 + 1)
-        again = History(clock, size=2, ttl=3600)
+        again = History(clock, size=2, ttl=3600, max_bytes=MEMORY)
         again.load(loaded)
         self.assertEqual((again.known_since, again.last, again.floor), (key(900), key(1005, 5), 0))
         for user in ["홍길동", "u", "\ud800x", "none"]:
@@ -269,7 +272,7 @@ class HistoryFileTests(SynchronousTestCase):
         file = HistoryFile(directory)
         clock = Clock()
         clock.advance(T0)
-        history = History(clock, known_since=key(1))
+        history = History(clock, size=100, ttl=3600, max_bytes=MEMORY, known_since=key(1))
         history.append("u", key(10), frame(10))
         file.write_snapshot(history.state())
         file.append(encode_entry("u", key(11), frame(11), T0))

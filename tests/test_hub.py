@@ -12,30 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from notificator.events import KEEPALIVE_FRAME, encode_frame
 from notificator.hub import Hub
 from notificator.stats import Stats
-from tests.support import parse_frames
-
-
-class FakeStream:
-    """Records frames; can be made to look gone or to fail."""
-
-    def __init__(self, user_id: str, gone: bool = False, fail: bool = False) -> None:
-        self.user_id = user_id
-        self.frames: list[bytes] = []
-        self.gone = gone
-        self.fail = fail
-        self.closed = False
-
-    def send(self, frame: bytes) -> bool:
-        if self.fail:
-            raise RuntimeError("broken stream")
-        if self.gone:
-            return False
-        self.frames.append(frame)
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
+from tests.support import FakeStream, parse_frames
 
 FRAME = encode_frame("notify", '{"a":1}', "1-0")
 

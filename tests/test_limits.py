@@ -21,8 +21,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from notificator import channel, limits, tap, web
-from notificator.config import Config, LimitsConfig, ServerConfig
-from tests.support import BothChannels, Parts, dechunk, parse_frames, split_response
+from notificator.config import defaults
+from tests.support import (
+    BothChannels,
+    Parts,
+    config_with,
+    dechunk,
+    evolved,
+    parse_frames,
+    split_response,
+)
 
 FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
 
@@ -192,7 +200,7 @@ class BodyLimitStockTests(BodyLimitTests):
 
 
 def _limits(clock: Any, **config: Any) -> limits.Limits:
-    return limits.Limits(LimitsConfig(**config), clock)
+    return limits.Limits(evolved(defaults().limits, config), clock)
 
 
 class HTTP2RefusalTests(SynchronousTestCase):
@@ -413,7 +421,7 @@ class HeadClockProtocolTests(SynchronousTestCase):
         """makeService's site builds head-timed connections, in both modes, with one clock service."""
         for fast in (True, False):
             reactor = MemoryReactorClock()
-            cfg = Config(server=ServerConfig(fast_channel=fast))
+            cfg = config_with(server={"fast_channel": fast})
             root = tap.makeService(
                 {"loaded": cfg, "listen": ["tcp:0"], "env": "x"}, reactor=reactor
             )

@@ -15,33 +15,15 @@ from typing import Any
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from notificator import listening, tap
-from tests.support import PROJECT, Server, twistd_command, write_config
-
-
-class FakeSocket:
-    """A socket whose IPV6_V6ONLY default is given, or whose bind fails."""
-
-    def __init__(self, v6only: int = 0, bind_error: OSError | None = None) -> None:
-        self.v6only = v6only
-        self.bind_error = bind_error
-        self.closed = False
-        self.bound: Any = None
-        self.options: list[tuple[int, int, int]] = []
-
-    def getsockopt(self, level: int, name: int) -> int:
-        assert (level, name) == (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-        return self.v6only
-
-    def setsockopt(self, level: int, name: int, value: int) -> None:
-        self.options.append((level, name, value))
-
-    def bind(self, address: Any) -> None:
-        if self.bind_error is not None:
-            raise self.bind_error
-        self.bound = address
-
-    def close(self) -> None:
-        self.closed = True
+from tests.support import (
+    PROJECT,
+    FakeSocket,
+    Server,
+    free_port,
+    taken_port,
+    twistd_command,
+    write_config,
+)
 
 
 class IPv6ModeTests(SynchronousTestCase):
@@ -127,10 +109,7 @@ class CheckFreeTests(SynchronousTestCase):
         """A free port passes, and is free again afterwards (the probe is closed)."""
         port = self.listener()
         # Free a port we know, then check it twice.
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-        probe.close()
+        free = free_port()
         for _ in range(2):
             listening.check_free(f"tcp:{free}:interface=127.0.0.1")
         self.assertNotEqual(port, free)
@@ -214,16 +193,9 @@ def tap_interface(host: str) -> str:
 
 
 class EndToEndTests(SynchronousTestCase):
-    def taken_port(self) -> int:
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        return int(taken.getsockname()[1])
-
     def test_port_in_use_foreground(self) -> None:
         """twistd -n with a port in use: one line and exit status 1, no traceback."""
-        port = self.taken_port()
+        port = taken_port(self)
         server = Server(self, local={}, listen=f"tcp:port={port}:interface=127.0.0.1")
         code, output = server.run_to_exit()
         self.assertEqual(code, 1, output)
@@ -236,7 +208,7 @@ class EndToEndTests(SynchronousTestCase):
 
     def test_port_in_use_daemonized(self) -> None:
         """twistd daemonizing with a port in use: the same line, whole."""
-        port = self.taken_port()
+        port = taken_port(self)
         base = os.path.abspath(self.mktemp())
         conf = write_config(os.path.join(base, "conf"), {"default": {}})
         pidfile = os.path.join(base, "twistd.pid")

@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import setproctitle
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -28,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
-from notificator import config, logs, web
+from notificator import config, logs, process, web
 from tests.support import Parts
 
 
@@ -221,7 +220,7 @@ class AccessLogSiteTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.dir = os.path.abspath(self.mktemp())
         self.reactor = MemoryReactorClock()
-        self.parts = Parts(self.reactor, config.Config())
+        self.parts = Parts(self.reactor, config.defaults())
         self.hub = self.parts.hub
         self.site = logs.AccessLogSite(
             self.parts.resource, os.path.join(self.dir, "log"), self.reactor
@@ -667,7 +666,7 @@ class AppLogServiceTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         reactor = MemoryReactorClock()
-        site = logs.AccessLogSite(Parts(reactor, config.Config()).resource, self.dir, reactor)
+        site = logs.AccessLogSite(Parts(reactor, config.defaults()).resource, self.dir, reactor)
         site.doStart()
         self.addCleanup(site.doStop)
         requests = [
@@ -704,18 +703,6 @@ class AppLogServiceTests(SynchronousTestCase):
             self.assertFalse(line.startswith("injected"), line)
         reactor.advance(site.flush_interval)
         assert_one_line_each(self, lines(os.path.join(self.dir, "access.log")))
-
-
-class ProcessTitleServiceTests(SynchronousTestCase):
-    def test_sets_and_restores_the_title(self) -> None:
-        """The title is shown while running and the old one is back after stop."""
-        before = setproctitle.getproctitle()
-        service = logs.ProcessTitleService("notificator [test] /srv/notificator")
-        service.startService()
-        self.addCleanup(lambda: service.running and service.stopService())
-        self.assertEqual(setproctitle.getproctitle(), "notificator [test] /srv/notificator")
-        service.stopService()
-        self.assertEqual(setproctitle.getproctitle(), before)
 
 
 class SafeTests(SynchronousTestCase):
@@ -767,7 +754,7 @@ class WiringTests(SynchronousTestCase):
         assert isinstance(first, logs.AppLogService)
         self.assertEqual((first.path, first.level), (os.path.join(log_dir, "sse.log"), "warn"))
         self.assertIsInstance(list(children[-1])[-1], tap.DrainService)
-        titles = [c for c in children if isinstance(c, logs.ProcessTitleService)]
+        titles = [c for c in children if isinstance(c, process.ProcessTitleService)]
         self.assertEqual([t.title for t in titles], [f"notificator [x] {os.path.dirname(conf)}"])
         root.startService()
         self.addCleanup(root.stopService)

@@ -11,26 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import metrics
 from notificator.broker import LocalBroker
+from notificator.config import defaults
 from notificator.events import Message
 from notificator.hub import Hub
 from notificator.stats import Stats
-
-
-class FakeStream:
-    """A stream that records frames; C{alive=False} makes sends fail."""
-
-    def __init__(self, user_id: str, alive: bool = True) -> None:
-        self.user_id = user_id
-        self.alive = alive
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> bool:
-        if self.alive:
-            self.frames.append(frame)
-        return self.alive
-
-    def close(self) -> None:
-        self.alive = False
+from tests.support import FakeStream
 
 
 class FakeTimer:
@@ -58,7 +43,7 @@ def parts(clock: Clock | None = None, timer: object = None) -> tuple[Hub, Stats,
     clock = clock or Clock()
     stats = Stats(started_at=clock.seconds())
     hub = Hub(clock=clock, stats=stats, **({"timer": timer} if timer else {}))
-    return hub, stats, LocalBroker(hub, stats, clock)
+    return hub, stats, LocalBroker(hub, stats, clock, defaults().sse.history)
 
 
 class CounterTests(SynchronousTestCase):
@@ -67,7 +52,7 @@ class CounterTests(SynchronousTestCase):
         hub, stats, broker = parts()
         hub.attach(FakeStream("u1"))
         hub.attach(FakeStream("u1"))
-        hub.attach(FakeStream("u1", alive=False))
+        hub.attach(FakeStream("u1", gone=True))
         broker.publish(Message("notify", "u1", "{}"))
         broker.publish(Message("notify", "nobody", "{}"))
         self.assertEqual((stats.published, stats.delivered, stats.opened), (2, 2, 3))

@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from notificator import tap
 from notificator.broker import Published, Unavailable
-from notificator.config import ClusterConfig, ConfigError, HistoryConfig, load
+from notificator.config import ConfigError, defaults, load
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
 from notificator.history import Replay
 from notificator.hub import Hub
@@ -42,22 +42,20 @@ from notificator.redisbroker import (
     parse_since,
 )
 from notificator.stats import Stats
-from tests.support import RedisServer, write_config
+from tests.support import FakeStream, RedisServer, evolved, write_config
+
+
+def history(**changes: Any) -> Any:
+    """C{sse.history}: the shipped defaults with these changes."""
+    return evolved(defaults().sse.history, changes)
+
+
+def cluster_config(**changes: Any) -> Any:
+    """C{cluster}: the shipped defaults with these changes."""
+    return evolved(defaults().cluster, changes)
+
 
 BODY = encode_frame("notify", '{"n": 1}')
-
-
-class FakeStream:
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> bool:
-        self.frames.append(frame)
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 def frame(eid: str, body: bytes = BODY) -> bytes:
@@ -222,9 +220,11 @@ class Harness:
         self.clock.advance(1000)
         self.stats = Stats(started_at=1000)
         self.hub = Hub(clock=self.clock, stats=self.stats)
-        cluster = ClusterConfig(redis=load_address("redis://127.0.0.1:1/0"), node="n1", timeout=2.0)
+        cluster = cluster_config(
+            redis=load_address("redis://127.0.0.1:1/0"), node="n1", timeout=2.0
+        )
         self.broker = RedisBroker(
-            self.hub, self.stats, self.clock, cluster, HistoryConfig(size=size, ttl=60), "n1"
+            self.hub, self.stats, self.clock, cluster, history(size=size, ttl=60), "n1"
         )
         self.broker._started = self.broker._down_since = self.clock.seconds()
         self.cmd = FakeConnection()
@@ -725,10 +725,10 @@ class LiveBrokerTests(TestCase):
     def broker(self, url: str, ca: str | None = None) -> tuple[Hub, RedisBroker]:
         stats = Stats(started_at=reactor.seconds())
         hub = Hub(clock=reactor, stats=stats)
-        cluster = ClusterConfig(
+        cluster = cluster_config(
             redis=load_address(url), node="live", timeout=2, reconnect_max_delay=0.3, ca=ca
         )
-        broker = RedisBroker(hub, stats, reactor, cluster, HistoryConfig(size=10, ttl=60), "live")
+        broker = RedisBroker(hub, stats, reactor, cluster, history(size=10, ttl=60), "live")
         broker.startService()
         self.addCleanup(broker.stopService)
         return hub, broker
@@ -771,7 +771,7 @@ class LiveBrokerTests(TestCase):
         bad = self.mktemp()
         with open(bad, "w") as f:
             f.write("not a certificate")
-        cluster = ClusterConfig(redis=load_address("rediss://h"), ca=bad)
+        cluster = cluster_config(redis=load_address("rediss://h"), ca=bad)
         stats = Stats(started_at=0)
         for path, words in [(bad, "no PEM certificate"), (bad + "-missing", "No such file")]:
             with self.assertRaises(ValueError) as e:
@@ -780,7 +780,7 @@ class LiveBrokerTests(TestCase):
                     stats,
                     reactor,
                     attrs.evolve(cluster, ca=path),
-                    HistoryConfig(),
+                    history(),
                     "n",
                 )
             self.assertIn(f"cluster.ca: {path}: ", str(e.exception))

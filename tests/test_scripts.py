@@ -6,8 +6,6 @@ the project layout in a temporary directory, run from another directory.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import re
 import shutil
@@ -20,9 +18,18 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import PROJECT, SSEClient, free_port, write_config
+from tests.support import (
+    PROJECT,
+    Client,
+    SSEClient,
+    free_port,
+    taken_port,
+    wait_until,
+    write_config,
+)
 
 LISTEN = "tcp:0:interface=127.0.0.1"
+FORM = "application/x-www-form-urlencoded"
 
 
 def alive(pid: int) -> bool:
@@ -37,16 +44,6 @@ def alive(pid: int) -> bool:
 def process_title(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout} s")
 
 
 class Project:
@@ -172,19 +169,10 @@ class StartupShutdownTests(SynchronousTestCase):
         )
 
         port = project.port()
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        client = SSEClient(conn, "/sse/u1", {"User-Agent": "ops-test"})
-        self.addCleanup(client.close)
+        api = Client(self, port)
+        client = api.subscribe("/sse/u1", {"User-Agent": "ops-test"})
         self.assertEqual(client.next_event()["event"], "connect")
-        post = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        post.request(
-            "POST",
-            "/webNotification",
-            "id=notify_u1&data=%7B%22n%22%3A1%7D",
-            {"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        self.assertEqual(json.loads(post.getresponse().read())["delivered"], 1)
-        post.close()
+        self.assertEqual(api.post("id=notify_u1&data=%7B%22n%22%3A1%7D", FORM)[1]["delivered"], 1)
         self.assertEqual(client.next_event()["data"], '{"n":1}')
         client.close()
 
@@ -219,10 +207,7 @@ class StartupShutdownTests(SynchronousTestCase):
             self.assertFalse(any(line.startswith("injected") for line in text.split("\n")))
 
         # A stream still open at shutdown is finished, and logged, by the server.
-        open_at_stop = SSEClient(
-            http.client.HTTPConnection("127.0.0.1", port, timeout=10), "/sse/u2", {}
-        )
-        self.addCleanup(open_at_stop.close)
+        open_at_stop = api.subscribe("/sse/u2")
         self.assertEqual(open_at_stop.next_event()["event"], "connect")
 
         again = project.run("startup.sh", "--listen", LISTEN)
@@ -339,11 +324,7 @@ class StartupShutdownTests(SynchronousTestCase):
         twistd's cut-off one), on the terminal and in twistd.log.
         """
         project = Project(self)
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
+        port = taken_port(self)
         result = project.run("startup.sh", "--listen", f"tcp:{port}:interface=127.0.0.1")
         self.assertNotEqual(result.returncode, 0, result.stdout)
         error = (
@@ -422,30 +403,18 @@ class RestartWithoutLossTests(SynchronousTestCase):
             self.assertEqual(result.returncode, 0, result.stdout + project.twistd_log())
             return int(listen.split(":")[1])
 
-        port = start()
+        api = Client(self, start())
         acked: dict[str, list[str]] = {"a": [], "b": []}
         received: dict[str, list[str]] = {"a": [], "b": []}
 
         def publish(user: str, n: int) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.request(
-                "POST",
-                "/webNotification",
-                f"id=notify_{user}&data={n}",
-                {"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            response = conn.getresponse()
-            body = json.loads(response.read())
-            conn.close()
-            self.assertEqual(response.status, 200, body)
+            status, body = api.post(f"id=notify_{user}&data={n}", FORM)
+            self.assertEqual(status, 200, body)
             acked[user].append(body["eventId"])
 
         def connect(user: str) -> SSEClient:
             headers = {"Last-Event-ID": received[user][-1]} if received[user] else {}
-            client = SSEClient(
-                http.client.HTTPConnection("127.0.0.1", port, timeout=10), f"/sse/{user}", headers
-            )
-            self.addCleanup(client.close)
+            client = api.subscribe(f"/sse/{user}", headers)
             self.assertEqual(client.next_event()["event"], "connect")
             return client
 

@@ -21,20 +21,21 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from notificator import limits, web
-from notificator.config import LimitsConfig
+from notificator.config import defaults
 from notificator.stream import RequestStream
 from tests.support import (
     BothChannels,
     InMemoryServer,
     Parts,
     dechunk,
+    evolved,
     parse_frames,
     split_response,
 )
 
 
 def _limits(clock: Any, **config: Any) -> limits.Limits:
-    return limits.Limits(LimitsConfig(**config), clock)
+    return limits.Limits(evolved(defaults().limits, config), clock)
 
 
 class SlowReaderTests(BothChannels, SynchronousTestCase):
@@ -198,7 +199,7 @@ class StreamProducerTests(SynchronousTestCase):
                 aborted.append(True)
 
         stats = Parts(clock).stats
-        bounds = limits.Limits(LimitsConfig(buffer_bytes=100), clock, stats)
+        bounds = limits.Limits(evolved(defaults().limits, {"buffer_bytes": 100}), clock, stats)
         request = limits.request_class(web.Request, bounds)(H2Stream(), queued=False)
         request.method, request.clientproto = b"GET", b"HTTP/2"
         gone: list[Any] = []

@@ -10,7 +10,7 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import tap
+from notificator import tap, web
 from notificator.broker import Journal
 from notificator.logs import BufferedDailyLogFile
 from tests.support import PROJECT, write_config
@@ -266,3 +266,42 @@ def _timers(reactor: MemoryReactorClock) -> list[object]:
             getattr(getattr(c.func, "f", None), "__self__", None), (BufferedDailyLogFile, Journal)
         )
     ]
+
+
+class BacklogTests(SynchronousTestCase):
+    def test_adds_backlog(self) -> None:
+        """tcp, tcp6, ssl and unix descriptions without one get the listen backlog."""
+        self.assertEqual(tap.with_backlog("tcp:3000"), f"tcp:3000:backlog={tap.LISTEN_BACKLOG}")
+        self.assertEqual(
+            tap.with_backlog("ssl:3443:privateKey=k.pem:certKey=c.pem", 10),
+            "ssl:3443:privateKey=k.pem:certKey=c.pem:backlog=10",
+        )
+        self.assertEqual(
+            tap.with_backlog("tcp6:3000:interface=\\:\\:1", 7),
+            "tcp6:3000:interface=\\:\\:1:backlog=7",
+        )
+        self.assertEqual(
+            tap.with_backlog("https:port=3443:alpn=h2", 9), "https:port=3443:alpn=h2:backlog=9"
+        )
+
+    def test_keeps_given_backlog_and_other_types(self) -> None:
+        """A description with its own backlog, or of another type, is unchanged."""
+        self.assertEqual(tap.with_backlog("tcp:3000:backlog=5"), "tcp:3000:backlog=5")
+        self.assertEqual(
+            tap.with_backlog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0"
+        )
+
+    def test_service_listens_with_backlog(self) -> None:
+        """makeService listens with the backlog (seen on the reactor's listenTCP call)."""
+        reactor = MemoryReactorClock()
+        options = tap.Options()
+        conf = write_config(os.path.join(os.path.abspath(self.mktemp()), "conf"), {"default": {}})
+        options.parseOptions(["--config", conf, "--listen", "tcp:0:interface=127.0.0.1"])
+        service = tap.makeService(options, reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
+        factory = reactor.tcpServers[0][1].requestFactory
+        self.assertTrue(issubclass(factory, web.Request))
+        self.assertIsNotNone(factory.limits)

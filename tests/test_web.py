@@ -9,7 +9,6 @@ import json
 from ipaddress import ip_network
 from typing import Any
 
-import attrs
 from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -19,29 +18,19 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from notificator import auth, web
-from notificator.config import (
-    Config,
-    CORSPolicy,
-    HistoryConfig,
-    LimitsConfig,
-    MonitorConfig,
-    Origin,
-    PublishConfig,
-    ServerConfig,
-    SSEAuthConfig,
-    SSEConfig,
-)
+from notificator import assets, auth, web
+from notificator.config import Config
+from notificator.cors import CORSPolicy
 from notificator.web import SSEResource
-from tests.support import Parts, parse_frames
+from tests.support import FastChannelSite, Parts, config_with, evolved, parse_frames
 
 FORM = {b"content-type": [b"application/x-www-form-urlencoded; charset=UTF-8"]}
 GW = "https://gw.example.com"
 
 
 def make_config(**sse: Any) -> Config:
-    cors = CORSPolicy(origins=frozenset({Origin.parse(GW)}))
-    return Config(sse=SSEConfig(cors=cors, **sse))
+    """The shipped defaults with these sse.* fields, allowing the origin L{GW} only."""
+    return config_with(sse={"cors": CORSPolicy.from_origins([GW]), **sse})
 
 
 class WebCase(SynchronousTestCase):
@@ -160,7 +149,13 @@ class SSETests(WebCase):
         """A client that goes away is detached at once; later publishes are fine."""
         request = DummyRequest([b"u1"])
         resource = SSEResource(
-            self.hub, self.parts.broker, self.config.sse, self.clock, self.parts.stats
+            self.hub,
+            self.parts.broker,
+            self.config.sse,
+            self.clock,
+            self.parts.stats,
+            guard=auth.Guard.from_config(self.config),
+            limits=self.config.limits,
         )
         resource.render_GET(request)
         self.assertEqual(self.hub.stream_count, 1)
@@ -267,10 +262,9 @@ class PublishTests(WebCase):
 
     def test_debug_line_counts_streams_in_english(self) -> None:
         """The debug line of a publish says "1 stream", "2 streams", "0 streams"."""
-        import attrs
         from twisted.logger import formatEvent
 
-        debug = attrs.evolve(self.config, server=ServerConfig(log_level="debug"))
+        debug = evolved(self.config, {"server": {"log_level": "debug"}})
         parts = Parts(self.clock, debug)
         self.hub = parts.hub
         self.stub = StubTreq(parts.resource)
@@ -318,7 +312,7 @@ class PublishTests(WebCase):
 
     def test_too_large(self) -> None:
         """A body over limits.bodyBytes that reached the resource is 413 (the backstop)."""
-        limited = attrs.evolve(self.config, limits=LimitsConfig(body_bytes=1000))
+        limited = evolved(self.config, {"limits": {"body_bytes": 1000}})
         self.stub = StubTreq(Parts(self.clock, limited).resource)
         code, body = self.publish(b"id=a_b&data=" + b"x" * 1000)
         self.assertEqual(code, 413)
@@ -327,7 +321,7 @@ class PublishTests(WebCase):
 
     def test_too_many_form_fields(self) -> None:
         """A form body with more than limits.formFields fields is 400."""
-        limited = attrs.evolve(self.config, limits=LimitsConfig(form_fields=3))
+        limited = evolved(self.config, {"limits": {"form_fields": 3}})
         self.stub = StubTreq(Parts(self.clock, limited).resource)
         code, body = self.publish(b"id=a_b&data=1&x=2&y=3")
         self.assertEqual((code, body), (400, {"error": "more than 3 form fields"}))
@@ -412,9 +406,7 @@ class ReplayTests(WebCase):
         """An id older than what is kept: connect says truncated, a reset, then what is kept."""
         parts = Parts(
             self.clock,
-            attrs.evolve(
-                self.config, sse=attrs.evolve(self.config.sse, history=HistoryConfig(size=2))
-            ),
+            evolved(self.config, {"sse": {"history": {"size": 2}}}),
         )
         self.stub = StubTreq(parts.resource)
         self.hub = parts.hub
@@ -492,7 +484,7 @@ class DrainTests(WebCase):
 class StreamCapTests(WebCase):
     def setUp(self) -> None:
         super().setUp()
-        config = attrs.evolve(self.config, limits=LimitsConfig(streams_per_user=2, streams=3))
+        config = evolved(self.config, {"limits": {"streams_per_user": 2, "streams": 3}})
         self.parts = Parts(self.clock, config)
         self.hub = self.parts.hub
         self.stub = StubTreq(self.parts.resource)
@@ -518,7 +510,7 @@ class StreamCapTests(WebCase):
 
 class PublishGuardTests(WebCase):
     def configure(self, **publish: Any) -> Parts:
-        config = attrs.evolve(self.config, publish=PublishConfig(**publish))
+        config = evolved(self.config, {"publish": publish})
         parts = Parts(self.clock, config)
         self.hub = parts.hub
         self.stub = StubTreq(parts.resource)
@@ -560,7 +552,7 @@ class PublishGuardTests(WebCase):
 class MonitorGuardTests(WebCase):
     def test_monitor_allow(self) -> None:
         """/, /users and /metrics answer monitor.allow only; /health and the script stay open."""
-        config = attrs.evolve(self.config, monitor=MonitorConfig(allow=(ip_network("10.0.0.0/8"),)))
+        config = evolved(self.config, {"monitor": {"allow": (ip_network("10.0.0.0/8"),)}})
         self.stub = StubTreq(Parts(self.clock, config).resource)
         for path in ["/users", "/metrics"]:
             response = self.successResultOf(self.stub.get("http://n.example" + path))
@@ -584,10 +576,7 @@ class SignatureTests(WebCase):
 
     def setUp(self) -> None:
         super().setUp()
-        config = attrs.evolve(
-            self.config,
-            sse=attrs.evolve(self.config.sse, auth=SSEAuthConfig(secret=self.SECRET)),
-        )
+        config = evolved(self.config, {"sse": {"auth": {"secret": self.SECRET}}})
         self.parts = Parts(self.clock, config)
         self.hub = self.parts.hub
         self.stub = StubTreq(self.parts.resource)
@@ -617,3 +606,80 @@ class SignatureTests(WebCase):
         self.open(f"{path}?auth={good}")
         self.open(path, cookies={"notificatorAuth": good})
         self.assertEqual(self.hub.stream_count, 2)
+
+
+class ClientScriptTests(WebCase):
+    def test_client_script_is_served(self) -> None:
+        """The groupware script is served as UTF-8 JavaScript, revalidated on every load."""
+        url = "http://n.example/javascripts/eventSourceClient.js"
+        response = self.successResultOf(self.stub.get(url))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            response.headers.getRawHeaders(b"content-type"), [b"text/javascript; charset=utf-8"]
+        )
+        self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-cache"])
+        body = self.successResultOf(self.stub.content(response))
+        self.assertEqual(body, assets.static_file("eventSourceClient.js"))
+        etag = response.headers.getRawHeaders(b"etag")[0]
+        again = self.successResultOf(self.stub.get(url, headers={b"if-none-match": [etag]}))
+        self.assertEqual(again.code, 304)
+
+    def test_client_script_is_ascii(self) -> None:
+        """The groupware script is pure ASCII, so a page in any charset loads it unchanged."""
+        assets.static_file("eventSourceClient.js").decode("ascii")
+
+
+class PublishBodyTests(SynchronousTestCase):
+    """
+    A publish over twisted.web's Site and the fast channel: ingest reads the
+    raw body (twisted.web's form parser is skipped), and the per-publish
+    debug line is built only when debug is on.
+    """
+
+    def post(self, h: FastChannelSite, body: bytes, ctype: bytes) -> bytes:
+        start = len(h.sock.sent)
+        h.request(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + ctype
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        h.flush()
+        return bytes(h.sock.sent[start:])
+
+    def test_form_body_with_semicolon_is_published(self) -> None:
+        """A form body is parsed by ingest from the raw bytes (no request.args), semicolons and all."""
+        h = FastChannelSite()
+        self.addCleanup(h.lose)
+        reply = self.post(h, b'id=notify_u9&data={"t":"a;b"}', b"application/x-www-form-urlencoded")
+        self.assertIn(b"200 OK", reply.split(b"\r\n", 1)[0])
+        self.assertIn(b'"userId": "u9"', reply)
+
+    def test_request_args_not_filled_from_form(self) -> None:
+        """The request factory skips twisted.web's form parsing but keeps query arguments."""
+        h = FastChannelSite()
+        self.addCleanup(h.lose)
+        seen = []
+        original = h.site.resource.children[b"webNotification"].render_POST
+
+        def spy(request):  # type: ignore[no-untyped-def]
+            seen.append(dict(request.args))
+            return original(request)
+
+        h.site.resource.children[b"webNotification"].render_POST = spy
+        h.request(
+            b"POST /webNotification?q=1 HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 26\r\n\r\n"
+            b"id=notify_u1&data=%7B%7D&x"
+        )
+        self.assertEqual(seen, [{b"q": [b"1"]}])
+
+    def test_debug_line_only_when_debug(self) -> None:
+        """The per-publish debug event is emitted at debug level and not built at info."""
+        for debug, expected in ((True, 1), (False, 0)):
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            h = FastChannelSite(debug=debug)
+            self.addCleanup(h.lose)
+            self.post(h, b"id=notify_u1&data=1", b"application/x-www-form-urlencoded")
+            published = [e for e in events if e.get("log_format", "").startswith("published")]
+            self.assertEqual(len(published), expected, debug)

@@ -1,23 +1,33 @@
 """
 TLS helpers for the tests: certificates made by the shipped
-C{cert/make_dev_cert.py} (so the script is tested too), and a socket-free
-TLS handshake between a server context and a pyOpenSSL client.
+C{cert/make_dev_cert.py} (so the script is tested too), a socket-free
+TLS handshake between a server context and a pyOpenSSL client, and for
+the end-to-end tests a server whose clients speak HTTPS (L{TLSServer}), its
+configuration, and a blocking HTTP/2 client (L{H2Client}).
 """
 
 from __future__ import annotations
 
 import datetime
+import http.client
 import importlib.util
 import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import PROJECT
+from tests.support import PROJECT, Server, parse_frames
 
 SCRIPT = os.path.join(PROJECT, "cert", "make_dev_cert.py")
 
@@ -140,3 +150,132 @@ def handshake(
         if all(done.values()):
             return HandshakeResult(client)
     raise AssertionError("TLS handshake did not finish in 20 rounds")
+
+
+# -- end to end ----------------------------------------------------------------
+
+
+def client_context(cafile: str, alpn: list[str]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(alpn)
+    return context
+
+
+class TLSServer(Server):
+    """L{Server} whose clients speak HTTPS to C{localhost}, trusting C{cafile}."""
+
+    def __init__(self, testcase: SynchronousTestCase, cafile: str, **kw: Any) -> None:
+        super().__init__(testcase, **kw)
+        self.cafile = cafile
+
+    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        return http.client.HTTPSConnection(
+            "localhost",
+            self.port,
+            timeout=timeout,
+            context=client_context(self.cafile, ["http/1.1"]),
+        )
+
+
+def server_config(protocol: str, certs: Certs, **sse: Any) -> dict[str, Any]:
+    return {
+        "server": {
+            "protocol": protocol,
+            "port": 0,
+            "host": "127.0.0.1",
+            "certificates": {"key": certs.key, "cert": certs.cert, "ca": certs.ca},
+            "log": {"level": "debug"},
+        },
+        "sse": sse,
+    }
+
+
+class H2Client:
+    """
+    A blocking HTTP/2 client over one TLS connection (ALPN h2), with
+    bounded waits: enough to open several streams and read them.
+    """
+
+    def __init__(self, port: int, cafile: str, timeout: float = 10.0) -> None:
+        self.authority = f"localhost:{port}"
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = client_context(cafile, ["h2", "http/1.1"]).wrap_socket(
+            raw, server_hostname="localhost"
+        )
+        self.alpn = self.sock.selected_alpn_protocol()
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self.conn.initiate_connection()
+        self.headers: dict[int, dict[str, str]] = {}
+        self.data: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.reset: set[int] = set()
+        self._flush()
+
+    def _flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        fields = [
+            (":method", method),
+            (":scheme", "https"),
+            (":authority", self.authority),
+            (":path", path),
+            *(headers or {}).items(),
+        ]
+        self.conn.send_headers(stream_id, fields, end_stream=not body)
+        if body:
+            self.conn.send_data(stream_id, body, end_stream=True)
+        self.data[stream_id] = b""
+        self._flush()
+        return stream_id
+
+    def cancel(self, stream_id: int) -> None:
+        """Reset a stream (what a browser does when an EventSource is closed)."""
+        self.conn.reset_stream(stream_id)
+        self._flush()
+
+    def events(self, stream_id: int) -> list[dict[str, Any]]:
+        """The complete SSE frames received so far on a stream."""
+        data = self.data[stream_id]
+        return parse_frames(data[: data.rfind(b"\n\n") + 2]) if b"\n\n" in data else []
+
+    def named(self, stream_id: int, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events(stream_id) if e.get("event") == name]
+
+    def pump(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Read and handle frames until C{until()} holds; fail after C{timeout}."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; received {self.data!r}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            for event in self.conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    self.headers[event.stream_id] = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived):
+                    self.data[event.stream_id] += event.data
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                elif isinstance(event, h2.events.StreamEnded):
+                    self.ended.add(event.stream_id)
+                elif isinstance(event, h2.events.StreamReset):
+                    self.reset.add(event.stream_id)
+            self._flush()
+
+    def close(self) -> None:
+        try:
+            self.conn.close_connection()
+            self._flush()
+        except OSError:
+            pass
+        self.sock.close()

@@ -1,23 +1,22 @@
 """
-The fast paths added for performance (issue 4) keep the behaviour of the
-slow ones: a frame sent straight to the socket is the same chunk
-C{Request.write} would have queued, in the same order; publish bodies still
-parse without twisted.web's form parser; the per-publish debug line is
-only built when debug is on; endpoints get a listen backlog.
+Tests for L{notificator.channel} and the write path of L{notificator.web.Request}
+that goes through it (C{server.fastChannel}): a frame sent straight to the
+socket is the same chunk C{Request.write} would have queued, in the same
+order; a response's head and body leave in one send at the end of the
+reactor pass (L{channel.WriteBatch}), in order, with nothing left for the
+reactor.  The Twisted internals the channel relies on are checked here
+against the real classes.
 
 These run a real twisted.web L{Site} and L{HTTPChannel} over a real
 C{tcp.Server} transport whose socket is a fake that records what is sent
-(no network).
+(no network; L{tests.support.FastChannelSite}).
 """
 
 from __future__ import annotations
 
 import errno
-from functools import partial
 
-import attrs
 from twisted.application.service import MultiService
-from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
@@ -27,76 +26,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.http_headers import Headers
-from twisted.web.server import Site
 
 from notificator import channel, tap, web
-from notificator.config import Config, ServerConfig
-from tests.support import FakeSocket, Parts, dechunk, parse_frames
-
-
-class Harness:
-    """One /sse request on a Site over a fake-socket TCP transport."""
-
-    def __init__(self, debug: bool = False) -> None:
-        self.reactor = MemoryReactorClock()
-        self.writes = channel.WriteBatch(self.reactor)
-        cfg = Config(server=attrs.evolve(ServerConfig(), log_level="debug" if debug else "info"))
-        self.parts = Parts(self.reactor, cfg)
-        self.hub = self.parts.hub
-        self.site = Site(self.parts.resource, reactor=self.reactor)
-        self.site.requestFactory = web.Request
-        self.site.protocol = partial(channel.protocol, self.writes)
-        self.sock, self.protocol, self.conn = self.connect()
-
-    def connect(self) -> tuple[FakeSocket, http._GenericHTTPChannelProtocol, tcp.Server]:
-        """Another connection to the same site."""
-        sock = FakeSocket()
-        protocol = self.site.buildProtocol(None)
-        conn = tcp.Server(
-            sock,
-            protocol,
-            ("127.0.0.1", 40000),
-            None,
-            1,
-            self.reactor,  # type: ignore[arg-type]
-        )
-        conn.repstr = "<fake>"
-        protocol.makeConnection(conn)
-        return sock, protocol, conn
-
-    def lose(self, reason: Exception | None = None) -> None:
-        """The reactor's side of a closed connection (once)."""
-        if self.conn.connected:
-            self.conn.connectionLost(Failure(reason or ConnectionDone()))
-
-    def receive(self, raw: bytes) -> None:
-        """The reactor hands the connection C{raw} (the pass is not over)."""
-        self.protocol.dataReceived(raw)
-
-    def request(self, raw: bytes) -> None:
-        """One reactor pass: C{raw} is received, then the write batch sends."""
-        self.receive(raw)
-        self.reactor.advance(0)
-
-    def flush(self) -> None:
-        """What the reactor's write pass would do."""
-        while self.conn.dataBuffer or self.conn._tempDataLen:
-            before = len(self.sock.sent)
-            self.conn.doWrite()
-            if len(self.sock.sent) == before:
-                break
-
-    def body(self) -> bytes:
-        head, _, body = bytes(self.sock.sent).partition(b"\r\n\r\n")
-        return body
-
-    def publish(self, user: str, data: str) -> int:
-        return self.parts.publish(user, data).delivered
+from tests.support import FastChannelSite, config_with, dechunk, parse_frames
 
 
 class DirectWriteTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.h = Harness()
+        self.h = FastChannelSite()
         self.h.request(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
         self.h.flush()
         self.assertEqual(self.h.hub.stream_count, 1)
@@ -181,7 +118,7 @@ class DirectWriteTests(SynchronousTestCase):
 
     def test_open_stream_keeps_only_logged_headers(self) -> None:
         """An open stream keeps the Referer and User-Agent its access-log line shows, and no other request header."""
-        h = Harness()
+        h = FastChannelSite()
         self.addCleanup(h.lose)
         h.request(
             b"GET /sse HTTP/1.1\r\nHost: t\r\nCookie: userID=u3; JSESSIONID=abc\r\n"
@@ -204,7 +141,7 @@ class DirectWriteTests(SynchronousTestCase):
 
     def test_http10_frame_is_unframed(self) -> None:
         """An HTTP/1.0 stream (not chunked) gets the bare frame, sent at once too."""
-        h = Harness()
+        h = FastChannelSite()
         self.addCleanup(h.lose)
         h.request(b"GET /sse/u2 HTTP/1.0\r\nHost: t\r\n\r\n")
         h.flush()
@@ -221,7 +158,7 @@ class ChannelTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.h = Harness()
+        self.h = FastChannelSite()
         self.addCleanup(self.h.lose)
 
     def post(self, extra: bytes = b"") -> bytes:
@@ -346,7 +283,7 @@ class WriteBatchTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.h = Harness()
+        self.h = FastChannelSite()
         self.addCleanup(self.h.lose)
 
     post = ChannelTests.post
@@ -497,7 +434,12 @@ class WriteBatchTests(SynchronousTestCase):
     def test_service_is_wired(self) -> None:
         """makeService gives the site's channels one batch, stopped after the drain and the listeners."""
         root = tap.makeService(
-            {"loaded": Config(), "listen": ["tcp:0"], "env": "x"}, reactor=MemoryReactorClock()
+            {
+                "loaded": config_with(sse={"history": {"directory": None}}),
+                "listen": ["tcp:0"],
+                "env": "x",
+            },
+            reactor=MemoryReactorClock(),
         )
         serving = list(list(root)[-1])
         batches = [c for c in serving if isinstance(c, channel.WriteBatch)]
@@ -506,127 +448,3 @@ class WriteBatchTests(SynchronousTestCase):
         # Started before the listeners, so stopped after them.
         listeners = next(c for c in serving if isinstance(c, MultiService))
         self.assertLess(serving.index(batches[0]), serving.index(listeners))
-
-
-class PublishPathTests(SynchronousTestCase):
-    def post(self, h: Harness, body: bytes, ctype: bytes) -> bytes:
-        start = len(h.sock.sent)
-        h.request(
-            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
-            + ctype
-            + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
-            + body
-        )
-        h.flush()
-        return bytes(h.sock.sent[start:])
-
-    def test_form_body_with_semicolon_is_published(self) -> None:
-        """A form body is parsed by ingest from the raw bytes (no request.args), semicolons and all."""
-        h = Harness()
-        self.addCleanup(h.lose)
-        reply = self.post(h, b'id=notify_u9&data={"t":"a;b"}', b"application/x-www-form-urlencoded")
-        self.assertIn(b"200 OK", reply.split(b"\r\n", 1)[0])
-        self.assertIn(b'"userId": "u9"', reply)
-
-    def test_request_args_not_filled_from_form(self) -> None:
-        """The request factory skips twisted.web's form parsing but keeps query arguments."""
-        h = Harness()
-        self.addCleanup(h.lose)
-        seen = []
-        original = h.site.resource.children[b"webNotification"].render_POST
-
-        def spy(request):  # type: ignore[no-untyped-def]
-            seen.append(dict(request.args))
-            return original(request)
-
-        h.site.resource.children[b"webNotification"].render_POST = spy
-        h.request(
-            b"POST /webNotification?q=1 HTTP/1.1\r\nHost: t\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 26\r\n\r\n"
-            b"id=notify_u1&data=%7B%7D&x"
-        )
-        self.assertEqual(seen, [{b"q": [b"1"]}])
-
-    def test_debug_line_only_when_debug(self) -> None:
-        """The per-publish debug event is emitted at debug level and not built at info."""
-        for debug, expected in ((True, 1), (False, 0)):
-            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-            h = Harness(debug=debug)
-            self.addCleanup(h.lose)
-            self.post(h, b"id=notify_u1&data=1", b"application/x-www-form-urlencoded")
-            published = [e for e in events if e.get("log_format", "").startswith("published")]
-            self.assertEqual(len(published), expected, debug)
-
-
-class BacklogTests(SynchronousTestCase):
-    def test_adds_backlog(self) -> None:
-        """tcp, tcp6, ssl and unix descriptions without one get the listen backlog."""
-        self.assertEqual(tap.with_backlog("tcp:3000"), f"tcp:3000:backlog={tap.LISTEN_BACKLOG}")
-        self.assertEqual(
-            tap.with_backlog("ssl:3443:privateKey=k.pem:certKey=c.pem", 10),
-            "ssl:3443:privateKey=k.pem:certKey=c.pem:backlog=10",
-        )
-        self.assertEqual(
-            tap.with_backlog("tcp6:3000:interface=\\:\\:1", 7),
-            "tcp6:3000:interface=\\:\\:1:backlog=7",
-        )
-        self.assertEqual(
-            tap.with_backlog("https:port=3443:alpn=h2", 9), "https:port=3443:alpn=h2:backlog=9"
-        )
-
-    def test_keeps_given_backlog_and_other_types(self) -> None:
-        """A description with its own backlog, or of another type, is unchanged."""
-        self.assertEqual(tap.with_backlog("tcp:3000:backlog=5"), "tcp:3000:backlog=5")
-        self.assertEqual(
-            tap.with_backlog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0"
-        )
-
-    def test_service_listens_with_backlog(self) -> None:
-        """makeService listens with the backlog (seen on the reactor's listenTCP call)."""
-        reactor = MemoryReactorClock()
-        options = tap.Options()
-        options.parseOptions(["--config", _conf_dir(self), "--listen", "tcp:0:interface=127.0.0.1"])
-        service = tap.makeService(options, reactor=reactor)
-        service.privilegedStartService()
-        service.startService()
-        self.addCleanup(service.stopService)
-        self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
-        factory = reactor.tcpServers[0][1].requestFactory
-        self.assertTrue(issubclass(factory, web.Request))
-        self.assertIsNotNone(factory.limits)
-
-
-class GCTuningTests(SynchronousTestCase):
-    def test_start_and_stop(self) -> None:
-        """Start freezes start-up objects and makes full collections rarer; stop restores both."""
-        import gc
-
-        before = gc.get_threshold()
-        service = tap.GCTuningService()
-        service.startService()
-        try:
-            self.assertEqual(gc.get_threshold()[2], tap.GCTuningService.FULL_COLLECTION_THRESHOLD)
-            self.assertGreater(gc.get_freeze_count(), 0)
-        finally:
-            service.stopService()
-        self.assertEqual(gc.get_threshold(), before)
-        self.assertEqual(gc.get_freeze_count(), 0)
-
-    def test_part_of_the_service(self) -> None:
-        """makeService includes the GC tuning service."""
-        options = tap.Options()
-        options.parseOptions(["--config", _conf_dir(self)])
-        service = tap.makeService(options, reactor=MemoryReactorClock())
-        self.assertTrue(any(isinstance(s, tap.GCTuningService) for s in service))
-
-
-def _conf_dir(testcase: SynchronousTestCase) -> str:
-    import os
-    import shutil
-
-    from tests.support import PROJECT
-
-    path = testcase.mktemp()
-    os.makedirs(path)
-    shutil.copy(os.path.join(PROJECT, "conf", "default.json"), path)
-    return path

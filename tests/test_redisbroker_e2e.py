@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,24 +19,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import (
     RedisServer,
     Server,
-    SSEClient,
     TCPProxy,
     cluster_config,
     redis_server_path,
+    wait_until,
 )
 
 FORM = "application/x-www-form-urlencoded"
-
-
-def wait_for(what: str, condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
 
 
 def health(server: Server) -> tuple[int, dict[str, Any]]:
@@ -47,42 +35,6 @@ def health(server: Server) -> tuple[int, dict[str, Any]]:
 
 def publish(server: Server, user_id: str, n: int) -> tuple[int, dict[str, Any]]:
     return server.post(f"id=notify_{user_id}&data=%7B%22n%22%3A{n}%7D", FORM)
-
-
-def next_event(
-    stream: SSEClient, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10.0
-) -> dict[str, Any]:
-    """
-    The next event not in C{skip}, within C{timeout} seconds (heartbeats,
-    every 0.5 s here, would keep L{SSEClient.next_event} waiting forever).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        event = stream.next_event(skip=())
-        if event.get("event", "message") not in skip:
-            return event
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no event but {skip} within {timeout} s")
-
-
-def notifications(stream: SSEClient, count: int) -> list[dict[str, Any]]:
-    """The next C{count} events other than heartbeats."""
-    return [next_event(stream) for _ in range(count)]
-
-
-def nothing_more(stream: SSEClient, seconds: float = 1.2) -> None:
-    """Only heartbeats arrive for C{seconds} (heartbeats every 0.5 s here)."""
-    stream.conn.sock.settimeout(seconds)
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            event = stream.next_event(skip=())
-            if event.get("event") != "heartbeat":
-                raise AssertionError(f"unexpected event {event}")
-    except TimeoutError:
-        pass
-    finally:
-        stream.conn.sock.settimeout(10)
 
 
 class ClusterTests(SynchronousTestCase):
@@ -107,12 +59,12 @@ class ClusterTests(SynchronousTestCase):
             status, body = health(node)
             return body if status == 200 else None
 
-        return wait_for(f"{node.dir} healthy", ok)
+        return wait_until(ok, what=f"{node.dir} healthy")
 
     def subscribe(self, node: Server, path: str, headers: dict[str, str] | None = None) -> Any:
         stream = node.subscribe(path, headers)
         self.assertEqual(stream.status, 200)
-        connect = next_event(stream)
+        connect = stream.next_event()
         self.assertEqual(connect["event"], "connect")
         return stream, json.loads(connect["data"])
 
@@ -156,8 +108,8 @@ class ClusterTests(SynchronousTestCase):
             [{"n": 1}, {"n": 2}, {"n": 3}],
         )
         for stream in (a1, b1):
-            nothing_more(stream, 0.6)
-        nothing_more(other, 0.6)
+            stream.nothing_more(0.6)
+        other.nothing_more(0.6)
         # Each node says which it is.
         self.assertEqual(health(a)[1]["node"], "a")
         status, _, users = b.request("GET", "/users")
@@ -182,15 +134,15 @@ class ClusterTests(SynchronousTestCase):
         for path, headers in spellings:
             stream, connect = self.subscribe(b, path, headers)
             self.assertEqual(connect["replay"], "complete", path)
-            got = notifications(stream, 2)
+            got = stream.events(2)
             self.assertEqual([e["id"] for e in got], ids[1:], path)
             self.assertEqual([json.loads(e["data"]) for e in got], [{"n": 2}, {"n": 3}])
             streams.append(stream)
         status, reply = publish(a, "u3", 4)
         self.assertEqual((status, reply["delivered"], reply["nodes"]), (200, 0, 2))
         for stream in streams:
-            self.assertEqual(next_event(stream)["id"], reply["eventId"])
-            nothing_more(stream, 0.6)
+            self.assertEqual(stream.next_event()["id"], reply["eventId"])
+            stream.nothing_more(0.6)
 
     def test_redis_outage(self) -> None:
         """
@@ -203,12 +155,12 @@ class ClusterTests(SynchronousTestCase):
         self.start(a, b)
         stream, _ = self.subscribe(a, "/sse/u4")
         first = publish(b, "u4", 1)[1]["eventId"]
-        self.assertEqual(next_event(stream)["id"], first)
+        self.assertEqual(stream.next_event()["id"], first)
 
         self.redis.stop()
         for node in (a, b):
-            status, body = wait_for(
-                "503", lambda node=node: (lambda r: r[0] == 503 and r)(health(node))
+            status, body = wait_until(
+                lambda node=node: (lambda r: r[0] == 503 and r)(health(node)), what="503"
             )
             self.assertEqual(body["status"], "unavailable")
             self.assertIn(f"Redis at redis://127.0.0.1:{self.redis.port}/0", body["reason"])
@@ -216,25 +168,25 @@ class ClusterTests(SynchronousTestCase):
             self.assertEqual(status, 503)
             self.assertTrue(reply["error"].startswith("not recorded: "), reply)
         for _ in range(2):
-            self.assertEqual(next_event(stream, skip=())["event"], "heartbeat")
+            self.assertEqual(stream.next_event(skip=())["event"], "heartbeat")
         # A reconnect now cannot be replayed: it is told so, and stays open.
         late, connect = self.subscribe(a, "/sse/u4", {"Last-Event-ID": first})
         self.assertEqual(connect["replay"], "truncated")
-        self.assertEqual(json.loads(next_event(late)["data"])["reason"], "unavailable")
+        self.assertEqual(json.loads(late.next_event()["data"])["reason"], "unavailable")
 
         self.redis.start()
         self.healthy(a)
         self.healthy(b)
         # The history went with Redis: the open streams are told, then live again.
         for s in (stream, late):
-            reset = next_event(s)
+            reset = s.next_event()
             self.assertEqual(
                 (reset["event"], json.loads(reset["data"])["reason"]), ("reset", "lost")
             )
         status, reply = publish(b, "u4", 3)
         self.assertEqual((status, reply["nodes"]), (200, 2))
         for s in (stream, late):
-            event = next_event(s)
+            event = s.next_event()
             self.assertEqual((event["id"], json.loads(event["data"])), (reply["eventId"], {"n": 3}))
         _, after = self.subscribe(a, "/sse/u4", {"Last-Event-ID": first})
         self.assertEqual(after["replay"], "truncated")
@@ -259,27 +211,27 @@ class ClusterTests(SynchronousTestCase):
         self.start(a, b)
         stream, _ = self.subscribe(a, "/sse/u5")
         e1 = publish(b, "u5", 1)[1]["eventId"]
-        self.assertEqual(next_event(stream)["id"], e1)
+        self.assertEqual(stream.next_event()["id"], e1)
 
         proxy.cut()
-        wait_for("A unavailable", lambda: health(a)[0] == 503)
+        wait_until(lambda: health(a)[0] == 503, what="A unavailable")
         self.assertEqual(publish(a, "u5", 0)[0], 503)
         missed = []
         for n in (2, 3):
             status, reply = publish(b, "u5", n)
             self.assertEqual((status, reply["nodes"]), (200, 1))
             missed.append(reply["eventId"])
-        self.assertEqual(next_event(stream, skip=())["event"], "heartbeat")
+        self.assertEqual(stream.next_event(skip=())["event"], "heartbeat")
 
         proxy.restore()
         self.healthy(a)
-        got = notifications(stream, 2)
+        got = stream.events(2)
         self.assertEqual([e["id"] for e in got], missed)
         self.assertEqual([json.loads(e["data"]) for e in got], [{"n": 2}, {"n": 3}])
         status, reply = publish(b, "u5", 4)
         self.assertEqual((status, reply["nodes"]), (200, 2))
-        self.assertEqual(next_event(stream)["id"], reply["eventId"])
-        nothing_more(stream, 0.6)
+        self.assertEqual(stream.next_event()["id"], reply["eventId"])
+        stream.nothing_more(0.6)
         a.wait_for_log(r"caught up with Redis: 2 notifications", name="sse.log")
 
     def test_node_restart_clients_reconnect_to_the_other_node(self) -> None:
@@ -292,24 +244,24 @@ class ClusterTests(SynchronousTestCase):
         self.start(a, b)
         stream, _ = self.subscribe(a, "/sse/u6")
         e1 = publish(b, "u6", 1)[1]["eventId"]
-        self.assertEqual(next_event(stream)["id"], e1)
+        self.assertEqual(stream.next_event()["id"], e1)
         a.stop()
-        self.assertRaises(ConnectionError, notifications, stream, 1)
+        self.assertRaises(ConnectionError, stream.events, 1)
         published = [publish(b, "u6", n)[1]["eventId"] for n in (2, 3)]
 
         moved, connect = self.subscribe(b, "/sse/u6", {"Last-Event-ID": e1})
         self.assertEqual(connect["replay"], "complete")
-        self.assertEqual([e["id"] for e in notifications(moved, 2)], published)
+        self.assertEqual([e["id"] for e in moved.events(2)], published)
 
         a2 = a.start()  # the same node, started again (on another port)
         self.healthy(a2)
         back, connect = self.subscribe(a2, "/sse/u6", {"Last-Event-ID": published[0]})
         self.assertEqual(connect["replay"], "complete")
-        self.assertEqual(next_event(back)["id"], published[1])
+        self.assertEqual(back.next_event()["id"], published[1])
         status, reply = publish(a2, "u6", 4)
         self.assertEqual((status, reply["delivered"], reply["nodes"]), (200, 1, 2))
         for s in (moved, back):
-            self.assertEqual(next_event(s)["id"], reply["eventId"])
+            self.assertEqual(s.next_event()["id"], reply["eventId"])
 
 
 class StartUpTests(SynchronousTestCase):

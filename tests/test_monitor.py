@@ -1,6 +1,6 @@
 """
-The operators' resources in memory: the monitor page and its language,
-C{/users}, C{/health}, the static scripts (L{notificator.monitor}); and one
+Tests for L{notificator.monitor}, the operators' resources in memory: the
+monitor page and its language, its files, C{/users}, C{/health}; and one
 end-to-end pass over the real C{twistd -n notificator}.
 """
 
@@ -16,8 +16,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from notificator import monitor
-from notificator.config import Config
+from notificator import assets, monitor
+from notificator.config import defaults
 from tests.support import Parts, Server
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -31,7 +31,7 @@ class _Site:
         self.testcase = testcase
         self.clock = Clock()
         self.clock.advance(start)
-        self.parts = Parts(self.clock, Config())
+        self.parts = Parts(self.clock, defaults())
         self.hub = self.parts.hub
         self.stub = StubTreq(self.parts.resource)
 
@@ -137,10 +137,10 @@ class LanguageTests(SynchronousTestCase):
 
     def test_every_message_in_both_languages(self) -> None:
         """Korean and English have the same message keys, and the page names only known keys."""
-        messages = json.loads(monitor.static_file("messages.json"))
+        messages = json.loads(assets.static_file("messages.json"))
         self.assertEqual(sorted(messages), ["en", "ko"])
         self.assertEqual(sorted(messages["en"]), sorted(messages["ko"]))
-        template = monitor.static_file("index.html").decode("utf-8")
+        template = assets.static_file("index.html").decode("utf-8")
         for lang in messages:
             page = monitor.render_page(template, messages, lang).decode("utf-8")
             self.assertNotIn("{{", page)
@@ -197,8 +197,11 @@ class UsersTests(SynchronousTestCase):
         site = _Site(self)
         self.assertEqual(site.parts.broker.node, socket.gethostname())
         parts = site.parts
-        broker = LocalBroker(parts.hub, parts.stats, site.clock, node="sse-2:3000")
-        stub = StubTreq(build_resource(parts.hub, broker, parts.stats, Config(), site.clock))
+        config = defaults()
+        broker = LocalBroker(
+            parts.hub, parts.stats, site.clock, config.sse.history, node="sse-2:3000"
+        )
+        stub = StubTreq(build_resource(parts.hub, broker, parts.stats, config, site.clock))
         for path in ("/users", "/health"):
             response = self.successResultOf(stub.get("http://127.0.0.1" + path))
             doc = json.loads(self.successResultOf(stub.content(response)))
@@ -253,26 +256,7 @@ class HealthTests(SynchronousTestCase):
         self.assertGreater(length, 10)
 
 
-class ScriptTests(SynchronousTestCase):
-    def test_client_script_is_served(self) -> None:
-        """The groupware script is served as UTF-8 JavaScript, revalidated on every load."""
-        site = _Site(self)
-        response = site.get("/javascripts/eventSourceClient.js")
-        self.assertEqual(response.code, 200)
-        self.assertEqual(
-            response.headers.getRawHeaders(b"content-type"), [b"text/javascript; charset=utf-8"]
-        )
-        self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-cache"])
-        body = site.body(response)
-        self.assertEqual(body, monitor.static_file("eventSourceClient.js"))
-        etag = response.headers.getRawHeaders(b"etag")[0]
-        again = site.get("/javascripts/eventSourceClient.js", {b"if-none-match": [etag]})
-        self.assertEqual(again.code, 304)
-
-    def test_client_script_is_ascii(self) -> None:
-        """The groupware script is pure ASCII, so a page in any charset loads it unchanged."""
-        monitor.static_file("eventSourceClient.js").decode("ascii")
-
+class PageFilesTests(SynchronousTestCase):
     def test_page_assets_are_served(self) -> None:
         """The page's own script and style come from this server."""
         site = _Site(self)

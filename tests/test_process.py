@@ -1,0 +1,54 @@
+"""Tests for L{notificator.process}: the process title and the GC tuning, and their place in the service tree."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import setproctitle
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from notificator import process, tap
+from tests.support import write_config
+
+
+class ProcessTitleServiceTests(SynchronousTestCase):
+    def test_sets_and_restores_the_title(self) -> None:
+        """The title is shown while running and the old one is back after stop."""
+        before = setproctitle.getproctitle()
+        service = process.ProcessTitleService("notificator [test] /srv/notificator")
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        self.assertEqual(setproctitle.getproctitle(), "notificator [test] /srv/notificator")
+        service.stopService()
+        self.assertEqual(setproctitle.getproctitle(), before)
+
+
+class GCTuningTests(SynchronousTestCase):
+    def test_start_and_stop(self) -> None:
+        """Start freezes start-up objects and makes full collections rarer; stop restores both."""
+        before = gc.get_threshold()
+        service = process.GCTuningService()
+        service.startService()
+        try:
+            self.assertEqual(
+                gc.get_threshold()[2], process.GCTuningService.FULL_COLLECTION_THRESHOLD
+            )
+            self.assertGreater(gc.get_freeze_count(), 0)
+        finally:
+            service.stopService()
+        self.assertEqual(gc.get_threshold(), before)
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+
+class WiringTests(SynchronousTestCase):
+    def test_part_of_the_service(self) -> None:
+        """makeService includes both, titled with the environment and the project root."""
+        conf = write_config(os.path.join(os.path.abspath(self.mktemp()), "conf"), {"default": {}})
+        options = tap.Options()
+        options.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        self.assertTrue(any(isinstance(s, process.GCTuningService) for s in service))
+        titles = [s.title for s in service if isinstance(s, process.ProcessTitleService)]
+        self.assertEqual(titles, [f"notificator [x] {os.path.dirname(conf)}"])
