@@ -6,17 +6,24 @@ SSE stream, CORS, and the publish endpoint.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from ipaddress import ip_network
 from typing import Any
 
 from treq.testing import StubTreq
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.test.requesthelper import DummyRequest
+from twisted.web.server import NOT_DONE_YET
+from twisted.web import server
+from twisted.web.resource import getChildForRequest
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from notificator import assets, auth, web
 from notificator.config import Config
@@ -606,6 +613,119 @@ class SignatureTests(WebCase):
         self.open(f"{path}?auth={good}")
         self.open(path, cookies={"notificatorAuth": good})
         self.assertEqual(self.hub.stream_count, 2)
+
+
+class LaterBroker:
+    """
+    A broker that answers later, as the cluster's does: each publish gives
+    a Deferred that the test fires with the local broker's outcome, or
+    fails.
+    """
+
+    def __init__(self, local: Any) -> None:
+        self.local = local
+        self.pending: list[tuple[Any, Deferred[Any]]] = []
+
+    def publish(self, message: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append((message, d))
+        return d
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.local, name)
+
+    def record(self) -> Deferred[Any]:
+        """Record and deliver the oldest pending publish through the local broker."""
+        message, d = self.pending.pop(0)
+        published = self.local.publish(message)
+        d.callback(attrs.evolve(published, nodes=2))
+        return d
+
+
+class LaterPublishTests(WebCase):
+    """
+    A publish whose broker answers with a Deferred (cluster mode): the
+    answer waits for it, a broker that cannot record gives 503, a failure
+    500, and a publisher that left gets nothing written.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.broker = LaterBroker(self.parts.broker)
+        resource = web.build_resource(
+            self.hub, self.broker, self.parts.stats, self.config, self.clock
+        )
+        self.stub = StubTreq(resource)
+        self.addCleanup(self.stub.flush)
+
+    def post(self, body: bytes) -> Deferred[Any]:
+        return self.stub.post("http://n.example/webNotification", data=body, headers=FORM)
+
+    def test_answers_once_recorded(self) -> None:
+        """The 200 comes when the broker's Deferred fires, with its event id and node count."""
+        _, chunks = self.open("/sse/u1")
+        answered = self.post(b"id=notify_u1&data=1")
+        self.stub.flush()
+        self.assertNoResult(answered)
+        self.assertEqual(len(self.broker.pending), 1)
+        self.broker.record()
+        self.stub.flush()
+        response = self.successResultOf(answered)
+        body = json.loads(self.successResultOf(response.content()))
+        self.assertEqual(response.code, 200)
+        self.assertEqual((body["delivered"], body["nodes"]), (1, 2))
+        self.assertEqual([e["id"] for e in self.events(chunks)[1:]], [body["eventId"]])
+
+    def test_unavailable_is_503(self) -> None:
+        """A broker that cannot record answers 503 JSON with the reason, logged and counted."""
+        from notificator.broker import Unavailable
+
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        answered = self.post(b"id=notify_u1&data=1")
+        self.stub.flush()
+        self.broker.pending.pop()[1].errback(Unavailable("redis is down"))
+        self.stub.flush()
+        response = self.successResultOf(answered)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            json.loads(self.successResultOf(response.content())),
+            {"error": "not recorded: redis is down"},
+        )
+        self.assertEqual(self.parts.stats.rejected.get(503), 1)
+        [line] = [formatEvent(e) for e in observer if e.get("code") == 503]
+        self.assertIn("notify to u1", line)
+
+    def test_failure_is_500_and_logged(self) -> None:
+        """Any other failure answers 500 without the details, and logs the traceback."""
+        answered = self.post(b"id=notify_u1&data=1")
+        self.stub.flush()
+        self.broker.pending.pop()[1].errback(ZeroDivisionError("boom"))
+        self.stub.flush()
+        response = self.successResultOf(answered)
+        self.assertEqual(response.code, 500)
+        self.assertEqual(
+            json.loads(self.successResultOf(response.content())), {"error": "internal error"}
+        )
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_publisher_gone(self) -> None:
+        """A publisher that left before the broker answered gets nothing written; none fails."""
+        channel = DummyChannel()
+        request = server.Request(channel)
+        request.method = b"POST"
+        request.requestHeaders.setRawHeaders(b"content-type", FORM[b"content-type"])
+        request.content = BytesIO(b"id=notify_u1&data=1")
+        request.client = IPv4Address("TCP", "127.0.0.1", 50000)
+        resource = web.build_resource(
+            self.hub, self.broker, self.parts.stats, self.config, self.clock
+        )
+        request.prepath, request.postpath = [], [b"webNotification"]
+        publish = getChildForRequest(resource, request)
+        self.assertIs(publish.render(request), NOT_DONE_YET)
+        request.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(self.successResultOf(self.broker.record()))
+        self.assertEqual(channel.transport.written.getvalue(), b"")
+        self.assertFalse(request.finished)
 
 
 class ClientScriptTests(WebCase):
