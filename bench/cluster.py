@@ -36,7 +36,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -98,15 +97,7 @@ class RedisServer:
         raise SystemExit(f"cluster: redis-server did not answer within {timeout} s")
 
     def stop(self) -> None:
-        p = self.process
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
+        local.stop_process(self.process)
 
 
 class Node(local.LocalServer):

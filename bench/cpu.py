@@ -71,39 +71,56 @@ class CountingSocket:
         return len(data)
 
 
-def measure(
-    rounds: int, per_round: int, publishes: int, history: str = "disk", stock: bool = False
-) -> dict[str, Any]:
-    from twisted.internet import tcp
-    from twisted.internet.error import ConnectionDone
+def in_memory_server(sse: dict[str, Any], stock: bool) -> tuple[str, Any, Any]:
+    """
+    The whole service as C{twistd notificator --env production} builds it
+    from this checkout's C{conf/}, with these C{sse} keys and its logs in a
+    new temporary directory, started on a L{MemoryReactorClock} (a site
+    listening on port 3000 in C{reactor.tcpServers}).
+
+    @param stock: serve with twisted.web's stock channel.
+    @return: the temporary directory (the caller removes it), the reactor
+        and the started service.
+    """
     from twisted.internet.testing import MemoryReactorClock
-    from twisted.python.failure import Failure
 
-    import notificator
-    from notificator import channel, tap
+    from notificator import tap
 
-    work = tempfile.mkdtemp(prefix="notificator-cpu-")
+    work = tempfile.mkdtemp(prefix="notificator-bench-")
     conf = os.path.join(work, "conf")
     os.makedirs(conf)
     for name in os.listdir(os.path.join(PROJECT, "conf")):
         if name.endswith(".json") and name != "local.json":
             shutil.copy(os.path.join(PROJECT, "conf", name), conf)
+    server: dict[str, Any] = {"log": {"dir": os.path.join(work, "log")}}
+    if stock:
+        server["fastChannel"] = False
     with open(os.path.join(conf, "local.json"), "w") as f:
-        sse: dict[str, Any] = {"heartbeat": False}
-        if history == "off":
-            sse["history"] = {"size": 0}
-        elif history == "memory":
-            sse["history"] = {"dir": None}
-        server: dict[str, Any] = {"log": {"dir": os.path.join(work, "log")}}
-        if stock:
-            server["fastChannel"] = False
         json.dump({"sse": sse, "server": server}, f)
-
     reactor = MemoryReactorClock()
     options = tap.Options()
     options.parseOptions(["--config", conf, "--env", "production", "--listen", "tcp:3000"])
     service = tap.makeService(options, reactor=reactor)
     service.startService()
+    return work, reactor, service
+
+
+def measure(
+    rounds: int, per_round: int, publishes: int, history: str = "disk", stock: bool = False
+) -> dict[str, Any]:
+    from twisted.internet import tcp
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    import notificator
+    from notificator import channel, tap
+
+    sse: dict[str, Any] = {"heartbeat": False}
+    if history == "off":
+        sse["history"] = {"size": 0}
+    elif history == "memory":
+        sse["history"] = {"dir": None}
+    work, reactor, service = in_memory_server(sse, stock)
     site = reactor.tcpServers[0][1]
     hub = tap.find(service, tap.DrainService).hub
     stats = hub.stats

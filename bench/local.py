@@ -71,6 +71,18 @@ def raise_fd_limit(n: int) -> int:
     return want
 
 
+def stop_process(p: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    """SIGTERM C{p} if it still runs, and SIGKILL it after C{grace} seconds."""
+    if p is None or p.poll() is not None:
+        return
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(10)
+
+
 class LocalServer:
     """One C{twistd -n notificator} on a free loopback port, in a temporary config dir."""
 
@@ -139,15 +151,7 @@ class LocalServer:
         return self.process.pid
 
     def stop(self) -> None:
-        p = self.process
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
+        stop_process(self.process)
 
     def log_lines(self, pattern: str) -> int:
         try:

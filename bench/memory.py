@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import tracemalloc
 from typing import Any
 
@@ -41,32 +40,15 @@ def rss() -> int:
 def measure(
     streams: int, stock: bool = False, trace: bool = True, publish_first: bool = False
 ) -> dict[str, Any]:
-    from cpu import CountingSocket
+    from cpu import CountingSocket, in_memory_server
     from twisted.internet import tcp
     from twisted.internet.error import ConnectionDone
-    from twisted.internet.testing import MemoryReactorClock
     from twisted.python.failure import Failure
 
     import notificator
     from notificator import tap
 
-    work = tempfile.mkdtemp(prefix="notificator-memory-")
-    conf = os.path.join(work, "conf")
-    os.makedirs(conf)
-    for name in os.listdir(os.path.join(PROJECT, "conf")):
-        if name.endswith(".json") and name != "local.json":
-            shutil.copy(os.path.join(PROJECT, "conf", name), conf)
-    with open(os.path.join(conf, "local.json"), "w") as f:
-        server: dict[str, Any] = {"log": {"dir": os.path.join(work, "log")}}
-        if stock:
-            server["fastChannel"] = False
-        json.dump({"sse": {"heartbeat": False, "history": {"dir": None}}, "server": server}, f)
-
-    reactor = MemoryReactorClock()
-    options = tap.Options()
-    options.parseOptions(["--config", conf, "--env", "production", "--listen", "tcp:3000"])
-    service = tap.makeService(options, reactor=reactor)
-    service.startService()
+    work, reactor, service = in_memory_server({"heartbeat": False, "history": {"dir": None}}, stock)
     site = reactor.tcpServers[0][1]
     hub = tap.find(service, tap.DrainService).hub
     connections: list[Any] = []

@@ -10,19 +10,19 @@ from io import BytesIO
 from ipaddress import ip_network
 from typing import Any
 
-from treq.testing import StubTreq
 import attrs
-from twisted.internet.defer import Deferred
+from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import NOT_DONE_YET
 from twisted.web import server
 from twisted.web.resource import getChildForRequest
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from notificator import assets, auth, web
