@@ -18,6 +18,7 @@ import ssl
 import time
 from typing import Any
 
+import h2.settings
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import Server, stock_channel, wait_until
@@ -421,3 +422,42 @@ class TLSTests(SynchronousTestCase):
         stuck.pump(lambda: sid in stuck.reset)
         self.assertNotIn(sid, stuck.ended)
         self.assertNotIn("Traceback", self.server.log("sse.log") + self.server.log())
+
+    def test_http2_client_that_never_reads_with_a_browsers_window(self) -> None:
+        """
+        A stuck HTTP/2 client with a browser's flow-control windows (Chrome
+        opens 6 MiB per stream, 15 MiB per connection): the server sends
+        until the stream's window is used up (those bytes wait in the
+        socket buffers, or the transport's), then counts what it holds, and drops the stream once that
+        passes limits.bufferBytes: within the window and the cap, not later.
+        """
+        window = 6 * 1024 * 1024
+        stuck = self.h2()
+        stuck.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        stuck.conn.increment_flow_control_window(15 * 1024 * 1024)
+        sid = stuck.request("GET", "/sse/stuck")
+        stuck.pump(lambda: bool(stuck.named(sid, "connect")))
+        publisher = http.client.HTTPSConnection(
+            "localhost",
+            self.server.port,
+            timeout=10,
+            context=client_context(self.certs.ca, ["http/1.1"]),
+        )
+        self.addCleanup(publisher.close)
+        frame = 16_000
+        sent = 0
+        while sent < 2 * window:
+            body = json.dumps({"id": "notify_stuck", "data": "x" * frame})
+            publisher.request(
+                "POST", "/webNotification", body, {"Content-Type": "application/json"}
+            )
+            response = publisher.getresponse()
+            self.assertEqual(response.status, 200)
+            if json.loads(response.read())["delivered"] == 0:
+                break
+            sent += frame
+        else:
+            self.fail(f"the HTTP/2 stream was not dropped after {sent} bytes")
+        self.assertGreater(sent, window)
+        self.assertLess(sent, window + BIG_BODIES["bufferBytes"] + 4 * frame)
+        self.server.wait_for_log(r"dropped stream \d+ of stuck", name="sse.log")
