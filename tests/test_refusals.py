@@ -280,6 +280,20 @@ class WholeServer:
         self.reactor.advance(1)
 
 
+def _no_problems(
+    testcase: SynchronousTestCase, server: WholeServer, streams_before: int, why: str
+) -> None:
+    """No exception or error logged, nothing left open, and the watcher still receives."""
+    problems = [
+        e
+        for e in server.events + server.activity
+        if "log_failure" in e or e["log_level"] >= LogLevel.error
+    ]
+    testcase.assertEqual(problems, [], why)
+    testcase.assertEqual(server.hub.stream_count, streams_before, why)
+    server.probe()
+
+
 def check(testcase: SynchronousTestCase, server: WholeServer, raw: bytes) -> None:
     """
     Send C{raw} and check everything issue #11 asks of the answer, the
@@ -305,15 +319,7 @@ def check(testcase: SynchronousTestCase, server: WholeServer, raw: bytes) -> Non
     # One log line per refusal, none of them an error, and no traceback.
     warnings = [e for e in server.activity if e["log_level"] >= LogLevel.warn]
     testcase.assertEqual(len(warnings), refusals, f"{why}: {warnings}")
-    problems = [
-        e
-        for e in server.events + server.activity
-        if "log_failure" in e or e["log_level"] >= LogLevel.error
-    ]
-    testcase.assertEqual(problems, [], why)
-    # Nothing left open; the watcher still receives.
-    testcase.assertEqual(server.hub.stream_count, streams_before, why)
-    server.probe()
+    _no_problems(testcase, server, streams_before, why)
 
 
 def _api(raw: bytes) -> bool:
@@ -761,19 +767,6 @@ def check_h2(testcase: SynchronousTestCase, server: WholeServer, raw: bytes) -> 
             testcase.assertTrue(headers.get(b"content-type", b"").startswith(API.encode()), why)
             testcase.assertIsInstance(json.loads(body)["error"], str, why)
     _no_problems(testcase, server, streams_before, why)
-
-
-def _no_problems(
-    testcase: SynchronousTestCase, server: WholeServer, streams_before: int, why: str
-) -> None:
-    problems = [
-        e
-        for e in server.events + server.activity
-        if "log_failure" in e or e["log_level"] >= LogLevel.error
-    ]
-    testcase.assertEqual(problems, [], why)
-    testcase.assertEqual(server.hub.stream_count, streams_before, why)
-    server.probe()
 
 
 @st.composite
