@@ -276,10 +276,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     opt.label = opt.label or f"cluster-{opt.n}"
     # What bench/local.py's server and generator options expect.
     opt.port, opt.burst_c, opt.burst_t, opt.idle_t = 0, 1, 1, 1
-    opt.server_cpu = None
-    if not opt.no_pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        opt.server_cpu = 0
-        os.sched_setaffinity(0, {1})
+    local.pin(opt)
     return opt
 
 

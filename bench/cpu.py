@@ -109,8 +109,6 @@ def measure(
     rounds: int, per_round: int, publishes: int, history: str = "disk", stock: bool = False
 ) -> dict[str, Any]:
     from twisted.internet import tcp
-    from twisted.internet.error import ConnectionDone
-    from twisted.python.failure import Failure
 
     import notificator
     from notificator import channel, tap
@@ -203,14 +201,22 @@ def measure(
         )
         return result
     finally:
-        for conn in connections:
-            if conn.connected:
-                conn.connectionLost(Failure(ConnectionDone()))
-        service.stopService()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_in_memory_server(work, service, connections)
 
 
-def _checkout_first() -> None:
+def stop_in_memory_server(work: str, service: Any, connections: list[Any]) -> None:
+    """Close C{connections}, stop what L{in_memory_server} started and remove C{work}."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    for conn in connections:
+        if conn.connected:
+            conn.connectionLost(Failure(ConnectionDone()))
+    service.stopService()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def checkout_first() -> None:
     """Import this checkout's notificator unless PYTHONPATH names another."""
     given = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path.insert(1 + len(given), PROJECT)
@@ -247,5 +253,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    _checkout_first()
+    checkout_first()
     sys.exit(main())

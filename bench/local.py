@@ -262,11 +262,19 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--keep", action="store_true", help="keep the temporary config and log dir")
     opt = p.parse_args(argv)
     opt.label = opt.label or f"notificator-{opt.n}"
+    pin(opt)
+    return opt
+
+
+def pin(opt: argparse.Namespace) -> None:
+    """
+    Unless C{--no-pin} (or on one CPU): this process (the generator) on CPU 1
+    from now on, and C{opt.server_cpu} 0 for the servers it starts.
+    """
     opt.server_cpu = None
     if not opt.no_pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         opt.server_cpu = 0
         os.sched_setaffinity(0, {1})
-    return opt
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,13 +22,14 @@ import argparse
 import gc
 import json
 import os
-import shutil
 import sys
 import tracemalloc
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROJECT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import cpu  # noqa: E402  (its in-memory server, shared)
 
 
 def rss() -> int:
@@ -40,15 +41,14 @@ def rss() -> int:
 def measure(
     streams: int, stock: bool = False, trace: bool = True, publish_first: bool = False
 ) -> dict[str, Any]:
-    from cpu import CountingSocket, in_memory_server
     from twisted.internet import tcp
-    from twisted.internet.error import ConnectionDone
-    from twisted.python.failure import Failure
 
     import notificator
     from notificator import tap
 
-    work, reactor, service = in_memory_server({"heartbeat": False, "history": {"dir": None}}, stock)
+    work, reactor, service = cpu.in_memory_server(
+        {"heartbeat": False, "history": {"dir": None}}, stock
+    )
     site = reactor.tcpServers[0][1]
     hub = tap.find(service, tap.DrainService).hub
     connections: list[Any] = []
@@ -56,7 +56,7 @@ def measure(
     def open_stream(number: int) -> None:
         protocol = site.buildProtocol(None)
         conn = tcp.Server(
-            CountingSocket(),
+            cpu.CountingSocket(),
             protocol,
             ("10.0.%d.%d" % divmod(number % 65536, 256), 1024 + number % 60000),
             None,
@@ -78,7 +78,7 @@ def measure(
             # request class follow the first request's order.
             body = b"id=notify_u0&data=1"
             first = site.buildProtocol(None)
-            conn = tcp.Server(CountingSocket(), first, ("127.0.0.1", 1023), None, 0, reactor)
+            conn = tcp.Server(cpu.CountingSocket(), first, ("127.0.0.1", 1023), None, 0, reactor)
             conn.repstr = "<memory>"
             first.makeConnection(conn)
             first.dataReceived(
@@ -121,17 +121,7 @@ def measure(
             "notificator": os.path.dirname(notificator.__file__),
         }
     finally:
-        for conn in connections:
-            if conn.connected:
-                conn.connectionLost(Failure(ConnectionDone()))
-        service.stopService()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _checkout_first() -> None:
-    """Import this checkout's notificator unless PYTHONPATH names another."""
-    given = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path.insert(1 + len(given), PROJECT)
+        cpu.stop_in_memory_server(work, service, connections)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,5 +146,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    _checkout_first()
+    cpu.checkout_first()
     sys.exit(main())
