@@ -14,7 +14,8 @@ therefore only reads integers and C{len()}s, which is safe from a thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -85,14 +86,9 @@ class HubCollector(Collector):
             "Notification frames written to streams (one per open stream of the user).",
             value=stats.delivered,
         )
-        rejected = CounterMetricFamily(
-            "notificator_rejected",
-            "Publishes refused, by HTTP status.",
-            labels=["code"],
+        yield _counts(
+            "notificator_rejected", "Publishes refused, by HTTP status.", "code", stats.rejected
         )
-        for code, count in sorted(dict(stats.rejected).items()):
-            rejected.add_metric([str(code)], count)
-        yield rejected
         yield SummaryMetricFamily(
             "notificator_heartbeat_duration_seconds",
             "Time to write one heartbeat to every open stream.",
@@ -104,22 +100,18 @@ class HubCollector(Collector):
             "Duration of the last heartbeat.",
             value=stats.heartbeat_last,
         )
-        refused = CounterMetricFamily(
+        yield _counts(
             "notificator_streams_refused",
             "Streams refused or ended early by the server, by reason.",
-            labels=["reason"],
+            "reason",
+            stats.refused,
         )
-        for reason, count in sorted(dict(stats.refused).items()):
-            refused.add_metric([reason], count)
-        yield refused
-        replays = CounterMetricFamily(
+        yield _counts(
             "notificator_replays",
             "Reconnects that asked for what they missed, by outcome.",
-            labels=["outcome"],
+            "outcome",
+            stats.replays,
         )
-        for outcome, count in sorted(dict(stats.replays).items()):
-            replays.add_metric([outcome], count)
-        yield replays
         yield CounterMetricFamily(
             "notificator_replayed",
             "Notifications written to reconnecting streams from the history.",
@@ -133,6 +125,14 @@ class HubCollector(Collector):
             "1 when notifications can be recorded (cluster mode: Redis is reachable).",
             value=int(self._broker.health() is None),
         )
+
+
+def _counts(name: str, documentation: str, label: str, counts: Mapping[Any, int]) -> Metric:
+    """A counter with one sample per key of C{counts} (the label's value), in key order."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, count in sorted(dict(counts).items()):
+        family.add_metric([str(key)], count)
+    return family
 
 
 def build_registry(
