@@ -29,6 +29,7 @@ install.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import time
@@ -39,7 +40,7 @@ from typing import Any
 import attrs
 from twisted.logger import Logger
 
-from notificator.events import SEQ_SPAN, event_id
+from notificator.events import SEQ_SPAN, encode_frame, event_id
 
 #: Memory bytes counted per kept frame besides its own bytes: the entry
 #: tuple, its key and time, and its slots in two containers.
@@ -49,6 +50,15 @@ ENTRY_OVERHEAD = 200
 EXPIRED = "expired"  # notifications after the id were dropped (size, ttl, memory)
 UNKNOWN = "unknown"  # not an id this history gave
 LOST = "lost"  # older than the history itself (kept history lost)
+UNAVAILABLE = "unavailable"  # the history could not be read (cluster mode: Redis down)
+
+#: What each reason says to the client, in the C{reset} event.
+_RESET_MESSAGES = {
+    EXPIRED: "notifications after lastEventId are no longer kept; what is kept follows",
+    UNKNOWN: "lastEventId is not an id of this server; what is kept follows",
+    LOST: "lastEventId is older than the kept history (it was lost); what is kept follows",
+    UNAVAILABLE: "history unavailable",
+}
 
 
 @attrs.frozen
@@ -60,7 +70,8 @@ class Replay:
         C{frames}; if not, C{frames} is everything kept and C{reason} says
         why the rest is missing.
     @ivar frames: encoded frames, oldest first.
-    @ivar reason: L{EXPIRED}, L{UNKNOWN} or L{LOST} when not complete.
+    @ivar reason: L{EXPIRED}, L{UNKNOWN}, L{LOST} or L{UNAVAILABLE} when
+        not complete.
     @ivar oldest: the id of the oldest frame kept for the user, if any.
     """
 
@@ -73,6 +84,22 @@ class Replay:
     def outcome(self) -> str:
         """C{"complete"} or C{"truncated"}, as the C{connect} event says."""
         return "complete" if self.complete else "truncated"
+
+
+def reset_frame(replay: Replay, last_id: str) -> bytes:
+    """
+    The C{reset} event of an incomplete C{replay}: the client, whose last
+    event id was C{last_id}, missed notifications that are not kept any
+    more (or may have), so what follows is not all it missed and it
+    should reload its list.
+    """
+    data = {
+        "reason": replay.reason,
+        "message": _RESET_MESSAGES[replay.reason or UNAVAILABLE],
+        "lastEventId": last_id,
+        "oldestEventId": replay.oldest,
+    }
+    return encode_frame("reset", json.dumps(data, ensure_ascii=False))
 
 
 class _User:

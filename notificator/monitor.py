@@ -248,7 +248,7 @@ class HealthResource(assets.Readable):
             request.setResponseCode(503)
         body.update(
             {
-                "node": getattr(self._broker, "node", None),
+                "node": self._broker.node,
                 "version": __version__,
                 "startedAt": int(stats.started_at * 1000),
                 "uptime": round(self._clock.seconds() - stats.started_at, 3),
@@ -337,7 +337,7 @@ def add_monitor(
     messages = json.loads(assets.static_file("messages.json"))
     template = assets.static_file("index.html").decode("utf-8")
     root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard, log))
-    users = UsersResource(hub, stats, getattr(broker, "node", None), log)
+    users = UsersResource(hub, stats, broker.node, log)
     root.putChild(b"users", Guarded(users, guard, log))
     root.putChild(b"health", HealthResource(hub, stats, broker, clock, log))
     root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard, log))

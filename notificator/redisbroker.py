@@ -98,7 +98,7 @@ from zope.interface import implementer
 from notificator.broker import NO_REPLAY, Published, Unavailable
 from notificator.config import ClusterConfig, HistoryConfig, RedisAddress
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_id, event_key
-from notificator.history import Replay
+from notificator.history import Replay, reset_frame
 from notificator.hub import Hub
 from notificator.stats import Stats
 
@@ -900,7 +900,7 @@ class RedisBroker(Service):
         self._stats.published += 1
         # Delivered by the subscription, as on every node: the streams of
         # the user on this node now.
-        delivered = len(self._hub.streams_of(user_id))
+        delivered = self._hub.count_of(user_id)
         return Published(bytes(reply[0]).decode("ascii"), delivered, int(reply[1]))
 
     # -- live messages ------------------------------------------------------------
@@ -918,7 +918,7 @@ class RedisBroker(Service):
         if waiting is None and fill is None:
             # The common case.
             if self._hub.has_streams(user_id):
-                self._hub.deliver(user_id, b"id: " + eid + b"\n" + body)
+                self._hub.deliver(user_id, frame_of(eid, body))
             return
         key = id_key(eid)
         frame = frame_of(eid, body)
@@ -1075,8 +1075,6 @@ class RedisBroker(Service):
         delivered = users = 0
         resets: dict[str, int] = {}
         hub = self._hub
-        from notificator.web import reset_frame
-
         for user_id, start, missed in results:
             live = fill.pop(user_id, [])
             frames = []

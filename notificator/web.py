@@ -40,7 +40,7 @@ from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, LimitsConfig, SSEConfig
 from notificator.cors import CORSPolicy, apply_cors
 from notificator.events import Message, encode_frame, retry_frame
-from notificator.history import EXPIRED, LOST, UNKNOWN, Replay
+from notificator.history import UNAVAILABLE, Replay, reset_frame
 from notificator.hub import Hub
 from notificator.logs import safe
 from notificator.stats import Stats
@@ -104,28 +104,6 @@ def last_event_id(request: IRequest) -> str | None:
         return None
     text = value.decode("utf-8", "replace").strip() if isinstance(value, bytes) else value
     return text[:MAX_LAST_EVENT_ID] or None
-
-
-def reset_frame(replay: Replay, last_id: str) -> bytes:
-    """
-    The C{reset} event: the reconnecting client missed notifications that
-    are not kept any more (or may have), so what follows is not all it
-    missed and it should reload its list.
-    """
-    data = {
-        "reason": replay.reason,
-        "message": _RESET_MESSAGES.get(replay.reason or "", "history unavailable"),
-        "lastEventId": last_id,
-        "oldestEventId": replay.oldest,
-    }
-    return encode_frame("reset", _JSON.encode(data))
-
-
-_RESET_MESSAGES = {
-    EXPIRED: "notifications after lastEventId are no longer kept; what is kept follows",
-    UNKNOWN: "lastEventId is not an id of this server; what is kept follows",
-    LOST: "lastEventId is older than the kept history (it was lost); what is kept follows",
-}
 
 
 class StockRequest(limits.Request):
@@ -413,7 +391,7 @@ class SSEResource(refusals.Resource):
             user_id=safe(stream.user_id),
             reason=safe(failure.getErrorMessage()),
         )
-        self._replayed(Replay(False, reason="unavailable"), stream, head, last_id)
+        self._replayed(Replay(False, reason=UNAVAILABLE), stream, head, last_id)
 
     def _opened(self, stream: RequestStream, replay: str | None = None, frames: int = 0) -> None:
         count = self._hub.stream_count
