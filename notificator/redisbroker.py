@@ -925,7 +925,8 @@ class RedisBroker(Service):
         if waiting is not None:
             for waiter in waiting:
                 waiter.live.append((key, frame))
-        if fill is None:
+        if fill is None or self._size <= 0:
+            # No fill pending, or no history to fill from: live, in order.
             if self._hub.has_streams(user_id):
                 self._hub.deliver(user_id, frame)
         elif user_id in fill or self._hub.has_streams(user_id):
@@ -1017,6 +1018,12 @@ class RedisBroker(Service):
             or not self._subscribed
             or self._stopping
         ):
+            return
+        if self._size <= 0:
+            # No history (sse.history.size 0): nothing to read back, as on
+            # one node; what arrived meanwhile was delivered as it came.
+            self._fill = None
+            self._gap_pending = False
             return
         self._syncing = True
         generation = self._generation

@@ -466,6 +466,28 @@ class BrokerLogicTests(SynchronousTestCase):
         self.assertIn(b"event: reset", stream.frames[1])
         self.assertEqual(stream.frames[2:], [frame(f"{n}-0") for n in (18, 19, 20)])
 
+    def test_no_history_no_fill(self) -> None:
+        """
+        With sse.history.size 0 there is nothing to read back after a gap:
+        no SINCE, no reset (as on one node); live messages go out as they
+        come, also while the other connection is still down.
+        """
+        h = Harness(self, size=0)
+        h.connect()
+        self.assertEqual([a[0] for a, _ in h.cmd.calls if a[0] == b"EVALSHA"], [])
+        self.assertIsNone(h.broker.health())
+        stream = FakeStream("u1")
+        h.hub.attach(stream)
+        h.broker._received(message("10-0"))
+        h.lose_subscription()
+        h.cmd = FakeConnection()
+        h.connect(commands=False)
+        h.broker._received(message("12-0"))
+        h.broker._received(message("13-0"))
+        self.assertEqual([a[0] for a, _ in h.cmd.calls if a[0] == b"EVALSHA"], [])
+        self.assertEqual(stream.frames, [frame(f"{n}-0") for n in (10, 12, 13)])
+        self.assertIsNone(h.broker.health())
+
     def test_gap_beyond_the_history_sends_a_reset_first(self) -> None:
         """When the history no longer holds all of the gap, the stream gets a reset, then what is kept."""
         h = Harness(self)
