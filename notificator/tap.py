@@ -2,9 +2,12 @@
 """
 C{twistd notificator}: command-line options and the service tree.
 
-Everything long-lived is a child of one L{MultiService}, so twistd's start
-and stop order, and SIGTERM, cover it: the listeners (strports), the
-heartbeat and keepalive timers, and the hub's clean shutdown.
+Everything long-lived is in one service tree (L{makeService}), so twistd's
+start and SIGTERM cover it: L{SequentialService}s, which stop their children
+one after the other, the last started first: the logs around the serving
+part, whose stop drains the streams (L{DrainService}), then stops the
+timers and the listeners, sends what the write batch holds and writes the
+history.
 """
 
 from __future__ import annotations
@@ -80,12 +83,25 @@ class Options(usage.Options):
             raise SystemExit(f"notificator: configuration error: {e}")
         loaded: config.Config = self["loaded"]
         check_dir(loaded.server.log_dir, "server.log.dir")
-        if loaded.sse.history.directory is not None:
-            check_dir(loaded.sse.history.directory, "sse.history.dir")
+        directory = history_directory(loaded)
+        if directory is not None:
+            check_dir(directory, "sse.history.dir")
         from_config = not self["listen"] and not loaded.server.endpoints
         self["endpoints"] = descriptions(self)
         for description in self["endpoints"]:
             check_listen(description, from_config)
+
+
+def history_directory(cfg: config.Config) -> str | None:
+    """
+    Where the history is kept on disk: C{sse.history.dir} on one node with
+    a history at all; L{None} in memory only, without history, and in
+    cluster mode (the history is in Redis).
+    """
+    history = cfg.sse.history
+    if cfg.cluster.redis is None and history.size > 0:
+        return history.directory
+    return None
 
 
 def descriptions(options: dict[str, Any]) -> list[str]:
@@ -269,7 +285,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     journal = None
     cluster = cfg.cluster
     node = cluster.node or default_node(descriptions(options))
-    if cluster.redis is None and sse.history.directory is not None and sse.history.size > 0:
+    directory = history_directory(cfg)
+    if directory is not None:
         run: Any = maybeDeferred
         if IReactorFromThreads.providedBy(reactor):
             # The history's file work on a thread of its own, in order.
@@ -277,7 +294,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
             ThreadPoolService(pool).setServiceParent(serving)
             run = partial(deferToThreadPool, reactor, pool)
         # else a reactor without threads (tests): the file work runs in line.
-        journal = Journal(HistoryFile(sse.history.directory), reactor, run)
+        journal = Journal(HistoryFile(directory), reactor, run)
     broker: Any
     if cluster.redis is None:
         broker = LocalBroker(hub, stats, reactor, sse.history, journal, node=node)

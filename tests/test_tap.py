@@ -70,6 +70,30 @@ class OptionsTests(SynchronousTestCase):
         self.assertNotIn("\n", message)
         self.assertIn(f"server.log.dir: {blocker}/log: Not a directory", message)
 
+    def test_history_dir_only_where_it_is_used(self) -> None:
+        """
+        sse.history.dir is checked (and stops start-up) only where the
+        history is kept on disk: not in cluster mode, nor with size 0.
+        """
+        here = os.path.abspath(self.mktemp())
+        os.makedirs(here)
+        with open(os.path.join(here, "file"), "w"):
+            pass
+        history = {"dir": "file/history"}
+        cases = [
+            ({"sse": {"history": history}}, True),
+            ({"sse": {"history": {**history, "size": 0}}}, False),
+            ({"sse": {"history": history}, "cluster": {"redis": "redis://127.0.0.1:1/0"}}, False),
+        ]
+        for i, (doc, refused) in enumerate(cases):
+            doc["server"] = {"log": {"dir": "log"}}
+            conf = write_config(os.path.join(here, f"conf{i}"), {"default": doc})
+            if refused:
+                e = self.assertRaises(SystemExit, self.options, "--config", conf, "--env", "x")
+                self.assertIn("sse.history.dir:", str(e.code))
+            else:
+                self.options("--config", conf, "--env", "x")
+
 
 class MakeServiceTests(SynchronousTestCase):
     def service(self, doc: dict, *args: str) -> tuple[MemoryReactorClock, object]:
