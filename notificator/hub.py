@@ -89,15 +89,17 @@ class Hub:
         self.stats.opened += 1
         self.version += 1
 
-    def detach(self, stream: Stream) -> None:
+    def detach(self, stream: Stream) -> bool:
+        """Forget C{stream}; whether it was attached."""
         streams = self._users.get(stream.user_id)
         if streams is None or stream not in streams:
-            return
+            return False
         streams.remove(stream)
         self._count -= 1
         self.version += 1
         if not streams:
             del self._users[stream.user_id]
+        return True
 
     @property
     def stream_count(self) -> int:

@@ -304,16 +304,9 @@ class SSEResource(refusals.Resource):
         if args:
             head = _preamble(args) + head
             limit = _buffer_limit(args)
-        hub = self._hub
-        if hub.draining:
-            # Stopping: come back later (to another node, or after the
-            # restart), at a random moment of the drain.
-            jitter = self._rng.randint(0, int(self._sse.drain_seconds * 1000))
-            return self._turn_away(request, user_id, "draining", self._sse.retry + jitter)
-        if hub.count_of(user_id) >= self._per_user:
-            return self._turn_away(request, user_id, "user-limit", self._cap_retry())
-        if hub.stream_count >= self._total:
-            return self._turn_away(request, user_id, "server-limit", self._cap_retry())
+        refusal = self._refusal(user_id)
+        if refusal is not None:
+            return self._turn_away(request, user_id, *refusal)
         last_id = last_event_id(request)
         now = self._clock.seconds()
         ids = self._connection_ids
@@ -359,6 +352,25 @@ class SSEResource(refusals.Resource):
         request.finish()
         return NOT_DONE_YET
 
+    def _refusal(self, user_id: str) -> tuple[str, int] | None:
+        """
+        Why a stream of C{user_id} cannot be attached now, and the retry to
+        give it; L{None} if it can.  Asked when the request comes, and again
+        when a replay the broker answered later is ready (meanwhile the
+        server may have begun to stop, or other streams filled a cap).
+        """
+        hub = self._hub
+        if hub.draining:
+            # Stopping: come back later (to another node, or after the
+            # restart), at a random moment of the drain.
+            jitter = self._rng.randint(0, int(self._sse.drain_seconds * 1000))
+            return "draining", self._sse.retry + jitter
+        if hub.count_of(user_id) >= self._per_user:
+            return "user-limit", self._cap_retry()
+        if hub.stream_count >= self._total:
+            return "server-limit", self._cap_retry()
+        return None
+
     def _cap_retry(self) -> int:
         """A long retry, jittered, for a stream over a cap: 30 to 60 s."""
         return self._rng.randint(30_000, 60_000)
@@ -366,6 +378,13 @@ class SSEResource(refusals.Resource):
     def _replayed(self, replay: Replay, stream: RequestStream, head: bytes, last_id: str) -> None:
         """Write the head, connect, a reset if needed, and attach with the backlog."""
         if stream.gone:
+            return
+        refusal = self._refusal(stream.user_id)
+        if refusal is not None:
+            request = stream.request
+            if request.producer is not None:
+                request.unregisterProducer()
+            self._turn_away(request, stream.user_id, *refusal)
             return
         outcome = replay.outcome
         connect = encode_frame(
@@ -435,7 +454,8 @@ class SSEResource(refusals.Resource):
         )
 
     def _gone(self, stream: RequestStream, reason: Failure | None) -> None:
-        self._hub.detach(stream)
+        if not self._hub.detach(stream):
+            return  # never opened (gone or turned away before its replay)
         self._log.info(
             "stream {connection_id} of {user_id} closed by the {by}"
             " after {seconds:.0f} s ({streams} open)",

@@ -515,6 +515,67 @@ class StreamCapTests(WebCase):
         self.assertEqual(len([e for e in observer if "turned away" in e["log_format"]]), 2)
 
 
+class LaterReplayTests(WebCase):
+    """
+    Streams whose replay the broker answers later (cluster mode) are
+    admitted when it does: the caps and the drain count then, not only
+    when the request came.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        config = evolved(self.config, {"limits": {"streams_per_user": 2, "streams": 3}})
+        self.parts = Parts(self.clock, config)
+        self.hub = self.parts.hub
+        self.broker = LaterBroker(self.parts.broker)
+        resource = web.build_resource(self.hub, self.broker, self.parts.stats, config, self.clock)
+        self.stub = StubTreq(resource)
+        self.addCleanup(self.stub.flush)
+        self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def reconnect(self, user_id: str) -> Deferred[Any]:
+        """A stream request with a last event id; its response once the replay is answered."""
+        d = self.stub.get(f"http://n.example/sse/{user_id}", headers={"Last-Event-ID": "1-0"})
+        self.stub.flush()
+        return d
+
+    def read(self, response: Deferred[Any]) -> tuple[bool, list[bytes]]:
+        """Whether the response has ended, and what it has sent."""
+        chunks: list[bytes] = []
+        done = self.stub.collect(self.successResultOf(response), chunks.append)
+        self.stub.flush()
+        return done.called, chunks
+
+    def test_caps_count_when_the_replay_is_ready(self) -> None:
+        """Three reconnects of one user waiting for their replay: two attach, one is turned away."""
+        waiting = [self.reconnect("u1") for _ in range(3)]
+        self.assertEqual(self.hub.stream_count, 0)
+        self.broker.answer_replays()
+        self.stub.flush()
+        self.assertEqual(self.hub.count_of("u1"), 2)
+        read = [self.read(response) for response in waiting]
+        ended = [chunks for done, chunks in read if done]
+        self.assertEqual(len(ended), 1)
+        [frame] = parse_frames(b"".join(ended[0]))
+        self.assertTrue(30_000 <= int(frame["retry"]) <= 60_000)
+        self.assertEqual(self.parts.stats.refused, {"user-limit": 1})
+        closed = [e for e in self.observer if "closed by" in e.get("log_format", "")]
+        self.assertEqual(closed, [])  # it never opened
+
+    def test_drain_counts_when_the_replay_is_ready(self) -> None:
+        """A reconnect whose replay is ready after the drain began is turned away with a retry."""
+        response = self.reconnect("u1")
+        self.hub.drain(0, 3000)
+        self.broker.answer_replays()
+        self.stub.flush()
+        done, chunks = self.read(response)
+        self.assertTrue(done)
+        [frame] = parse_frames(b"".join(chunks))
+        self.assertIn("retry", frame)
+        self.assertEqual(self.hub.stream_count, 0)
+        self.assertEqual(self.parts.stats.refused, {"draining": 1})
+
+
 class PublishGuardTests(WebCase):
     def configure(self, **publish: Any) -> Parts:
         config = evolved(self.config, {"publish": publish})
@@ -625,6 +686,18 @@ class LaterBroker:
     def __init__(self, local: Any) -> None:
         self.local = local
         self.pending: list[tuple[Any, Deferred[Any]]] = []
+        self.replays: list[tuple[Deferred[Any], Deferred[Any]]] = []
+
+    def replay(self, user_id: str, last_event_id: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.replays.append((self.local.replay(user_id, last_event_id), d))
+        return d
+
+    def answer_replays(self) -> None:
+        """Answer every pending replay with the local broker's answer."""
+        replays, self.replays = self.replays, []
+        for local, d in replays:
+            local.chainDeferred(d)
 
     def publish(self, message: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
