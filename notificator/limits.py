@@ -11,8 +11,8 @@ Limits on what one client can make the server hold (C{limits.*}).
    (C{RST_STREAM} with C{NO_ERROR}, as RFC 9113 8.1 has a server end a
    request it will not read).  It only overrides the hooks twisted.web's
    channels call on every request (C{gotLength}, C{handleContentChunk},
-   C{requestReceived}, C{finish}), so it serves with the stock
-   C{HTTPChannel} and C{H2Connection} alike; L{notificator.web.Request}
+   C{finish}; and, on a refused request, C{requestReceived}), so it serves
+   with the stock C{HTTPChannel} and C{H2Connection} alike; L{notificator.web.Request}
    adds the fast write path on top.
  - L{HeadTimeout}: a connection that has not sent a whole request head
    within C{limits.headerTimeout} seconds of opening, or of its previous
@@ -72,7 +72,6 @@ class Limits:
     """
 
     __slots__ = (
-        "config",
         "body_bytes",
         "buffer_bytes",
         "clock",
@@ -91,7 +90,6 @@ class Limits:
         log: Logger = _default_log,
         head: HeadTimeout | None = None,
     ) -> None:
-        self.config = config
         self.body_bytes = config.body_bytes
         self.buffer_bytes = config.buffer_bytes
         self.clock = clock
@@ -107,7 +105,7 @@ class Limits:
             self.stats.reject(413)
         self.log.warn(
             "refused a request from {peer}: 413 {reason}",
-            peer=_peer(request),
+            peer=peer(request),
             reason=reason,
         )
 
@@ -116,11 +114,24 @@ def _nothing(*args: Any) -> None:
     pass
 
 
-def _peer(request: Any) -> str:
-    try:
-        addr = request.getClientAddress()
-    except Exception:  # a channel already gone
-        return "?"
+def peer(request: Any) -> str:
+    """
+    The client's address as text: the request's C{client_host} (L{web.Request}:
+    behind a trusted proxy, from X-Forwarded-For), else the host of the
+    connection's peer.
+    """
+    client = getattr(request, "client_host", None)
+    if client is not None:
+        return str(client)
+    return peer_host(request)
+
+
+def peer_host(request: Any) -> str:
+    """The host of the connection's peer as text (the address for other transports)."""
+    return _host(request.getClientAddress())
+
+
+def _host(addr: Any) -> str:
     host = getattr(addr, "host", None)
     return str(host) if host is not None else str(addr)
 
@@ -365,7 +376,8 @@ class HeadTimeout(Service):
         # transport -> when to abort it
         self._closing: dict[Any, float] = {}
         self._call: IDelayedCall | None = None
-        #: C{disarm_pop(transport, None)}: L{disarm}, as the dict method.
+        #: C{disarm_pop(transport, None)}: a request head is complete on
+        #: C{transport} (the dict's own method: it runs for every request).
         self.disarm_pop = self._armed.pop
 
     def arm(self, transport: Any) -> None:
@@ -375,10 +387,6 @@ class HeadTimeout(Service):
         armed[transport] = self._clock.seconds() + self.seconds
         if self._call is None:
             self._call = self._clock.callLater(self.seconds, self._sweep)
-
-    def disarm(self, transport: Any) -> None:
-        """A request head is complete on C{transport}."""
-        self._armed.pop(transport, None)
 
     def lost(self, transport: Any) -> None:
         """C{transport}'s connection closed."""
@@ -433,11 +441,9 @@ def _first(deadlines: dict[Any, float]) -> float | None:
 
 def _transport_peer(transport: Any) -> str:
     try:
-        addr = transport.getPeer()
+        return _host(transport.getPeer())
     except Exception:
         return "?"
-    host = getattr(addr, "host", None)
-    return str(host) if host is not None else str(addr)
 
 
 @implementer(IProtocol)

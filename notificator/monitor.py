@@ -31,9 +31,9 @@ from twisted.web.resource import IResource, Resource
 from notificator import __version__, assets, auth, refusals
 from notificator.broker import Broker
 from notificator.hub import Hub
+from notificator.limits import peer
 from notificator.metrics import metrics_resource
 from notificator.stats import Stats
-from notificator.stream import peer
 
 #: Page languages; the first is the default.
 LANGUAGES = ("en", "ko")

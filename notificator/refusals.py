@@ -31,8 +31,8 @@ from twisted.web import resource
 from twisted.web.iweb import IRequest
 
 from notificator.auth import redact_uri
+from notificator.limits import peer
 from notificator.logs import safe
-from notificator.stream import peer
 
 #: Where refusals are logged when no activity logger is given (tests).
 _default_log = Logger("notificator.web")

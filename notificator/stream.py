@@ -34,10 +34,9 @@ from typing import TYPE_CHECKING, Any, cast
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from notificator.limits import Limits, Request
+from notificator.limits import Limits, Request, peer
 from notificator.logs import log_unfinished, safe
 
 if TYPE_CHECKING:
@@ -179,25 +178,6 @@ class RequestStream:
             log_unfinished(self.request)
         self._on_gone(self, result if isinstance(result, Failure) else None)
         return None
-
-
-def peer(request: IRequest) -> str:
-    """
-    The client's address as text: the request's C{client_host} (L{web.Request}:
-    behind a trusted proxy, from X-Forwarded-For), else the host of the
-    connection's peer.
-    """
-    client = getattr(request, "client_host", None)
-    if client is not None:
-        return str(client)
-    return peer_host(request)
-
-
-def peer_host(request: IRequest) -> str:
-    """The host of the connection's peer as text (the address for other transports)."""
-    addr = request.getClientAddress()
-    host = getattr(addr, "host", None)
-    return str(host) if host is not None else str(addr)
 
 
 class LimitedRequestStream(RequestStream):

@@ -42,11 +42,11 @@ from notificator.cors import CORSPolicy, apply_cors
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
 from notificator.hub import Hub
+from notificator.limits import peer as _peer
+from notificator.limits import peer_host as _peer_host
 from notificator.logs import safe
 from notificator.stats import Stats
 from notificator.stream import LimitedRequestStream, RequestStream
-from notificator.stream import peer as _peer
-from notificator.stream import peer_host as _peer_host
 
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()
