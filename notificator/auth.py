@@ -234,8 +234,8 @@ class Guard:
             rightmost hop that is not a trusted proxy, walking from the
             right (the leftmost if all are trusted; C{peer} if the header
             is empty).  Empty list items are skipped; if the hop that would
-            be the client is not an address, or more than L{MAX_HOPS} hops
-            are trusted, L{UNKNOWN}.  Addresses from the header come back
+            be the client is not an address, or is more than L{MAX_HOPS}
+            hops from the right (the client's own hop counted), L{UNKNOWN}.  Addresses from the header come back
             in their plain form (IPv4-mapped as IPv4, no port).
         """
         if not forwarded or not self.behind_proxies or not self.trusted_proxies.allows(peer):
@@ -320,20 +320,6 @@ class Guard:
         return None if self.monitor_allow.allows(client) else ADDRESS_NOT_ALLOWED
 
     # --- subscribers ------------------------------------------------------
-
-    def signature_for(self, user_id: str, expiry: int) -> str | None:
-        """
-        The signature that opens C{user_id}'s streams until C{expiry}, as
-        L{sign_stream} makes it with this server's secret; None without
-        one.  For pages the server itself serves (the monitor's
-        connection test) and for tests.
-        """
-        mac = self._mac
-        if mac is None:
-            return None
-        h = mac.copy()
-        h.update(f"{expiry}:{user_id}".encode())
-        return f"{expiry}." + urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
 
     def refuse_stream(
         self,

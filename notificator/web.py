@@ -526,11 +526,12 @@ _LOGGED_HEADERS = (b"referer", b"user-agent")
 
 class PublishGate:
     """
-    Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}),
-    asked twice: when a publish's head is read (L{early}: a refused
-    publisher gets its 403 before its body is read, over HTTP/1.1) and by
-    L{PublishResource} once the body is read (what counts, also for
-    HTTP/2 and the token in the body).
+    Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}):
+    asked when a publish's head is read (L{early}, over HTTP/1.x and
+    HTTP/2: a refused publisher gets its 403 before its body is read, and
+    one that passes is marked C{publisher_checked}), and by
+    L{PublishResource} once the body is read: the address again for a
+    request the gate did not see, and the token given in the body.
     """
 
     def __init__(self, guard: auth.Guard, stats: Stats, log: Logger = _default_log) -> None:
@@ -631,7 +632,7 @@ class PublishResource(refusals.Resource):
         guard = self._gate.guard
         authorization = request.getHeader(b"authorization") if guard.publish_token else None
         if not getattr(request, "publisher_checked", False):
-            # Not asked before the body (HTTP/2, another request class).
+            # Not asked before the body (a request class without the gate).
             reason = guard.refuse_publisher(_peer(request), authorization)
             if reason is not None:
                 self._gate.refused(request, 403, reason)
@@ -731,7 +732,7 @@ class PublishResource(refusals.Resource):
 
 def _finish(request: server.Request, body: bytes) -> None:
     """Answer a request whose render returned NOT_DONE_YET, unless its client left."""
-    if request._disconnected or request.finished:
+    if request.channel is None or request.finished:
         return
     request.setHeader(b"content-length", b"%d" % (len(body),))
     request.write(body)
