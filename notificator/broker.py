@@ -55,7 +55,8 @@ class Unavailable(Exception):
     """
 
 
-#: The replay of a stream that sent no last event id: nothing.
+#: The replay where no history is kept (C{sse.history.size} 0): nothing, and
+#: nothing to say about it.
 NO_REPLAY = Replay(True)
 
 
@@ -93,9 +94,10 @@ class Broker(Protocol):
 class LocalBroker(Service):
     """
     The broker of a single node: event ids from the clock (always after
-    the kept history's last), a L{History} in memory, and, when
-    C{history.directory} is set, that history kept on disk across
-    restarts (L{Journal}).  Publishing answers at once.
+    the kept history's last), a L{History} in memory, and, given a
+    L{Journal} (C{makeService} makes one where L{tap.history_directory}
+    says), that history kept on disk across restarts.  Publishing
+    answers at once.
 
     A C{history.size} of 0 keeps no history: reconnects get nothing.
     """

@@ -2,14 +2,16 @@
 """
 Prometheus metrics for C{GET /metrics}.
 
-The hub keeps plain integer counters (one addition per publish); the
-L{HubCollector} turns them into metric families only when Prometheus
-scrapes.  That keeps the hot publish path free of C{Counter.inc()} locks.
+The counters are plain integers (L{notificator.stats.Stats}: one addition
+per publish); the L{HubCollector} turns them into metric families only
+when Prometheus scrapes.  That keeps the hot publish path free of
+C{Counter.inc()} locks.
 
 The registry is built per server in C{makeService} (never the library's
 global C{REGISTRY}) and served by C{prometheus_client}'s own Twisted
-resource, which renders in the reactor's thread pool: the collector
-therefore only reads integers and C{len()}s, which is safe from a thread.
+resource, which renders in the reactor's thread pool: the collectors
+therefore only read attributes (integers, C{len()}s, the broker's
+C{health()}), which is safe from a thread.
 """
 
 from __future__ import annotations
