@@ -267,35 +267,23 @@ class HealthResource(assets.Readable):
 class Guarded(Resource):
     """
     A monitor resource only the addresses of C{monitor.allow} may see
-    (L{auth.Guard.refuse_monitor}); others get 403 (JSON for C{/users} and
-    C{/metrics}, text for the page: L{refusals.answer}) and a log line.
+    (L{auth.Guard.refuse_monitor}); others get the inner resource's
+    refusal: 403 (JSON for C{/users} and C{/metrics}, text for the page)
+    and a log line.
     """
 
-    def __init__(self, inner: IResource, guard: auth.Guard, log: Logger) -> None:
+    def __init__(self, inner: refusals.Resource, guard: auth.Guard) -> None:
         super().__init__()
         self._inner = inner
         self._guard = guard
-        self._log = log
         self.isLeaf = inner.isLeaf
 
-    def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
-        # (IResource's methods are unannotated: their results are Any.)
-        child: IResource = self._inner.getChildWithDefault(path, request)
-        return child
-
     def render(self, request: IRequest) -> bytes | int:
-        client = peer(request)
-        reason = self._guard.refuse_monitor(client)
-        if reason is None:
-            body: bytes | int = self._inner.render(request)
-            return body
-        self._log.warn(
-            "refused {path} to {peer}: 403 {reason}",
-            path=request.path.decode("latin-1") if isinstance(request.path, bytes) else "?",
-            peer=client,
-            reason=reason,
-        )
-        return refusals.answer(request, 403, reason, getattr(self._inner, "as_json", True))
+        reason = self._guard.refuse_monitor(peer(request))
+        if reason is not None:
+            return self._inner.refuse(request, 403, reason)
+        body: bytes | int = self._inner.render(request)
+        return body
 
 
 class Metrics(refusals.Resource):
@@ -336,11 +324,11 @@ def add_monitor(
     log = log or Logger()
     messages = json.loads(assets.static_file("messages.json"))
     template = assets.static_file("index.html").decode("utf-8")
-    root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard, log))
+    root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard))
     users = UsersResource(hub, stats, broker.node, log)
-    root.putChild(b"users", Guarded(users, guard, log))
+    root.putChild(b"users", Guarded(users, guard))
     root.putChild(b"health", HealthResource(hub, stats, broker, clock, log))
-    root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard, log))
+    root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard))
     # Every browser asks for it; a 404 in each console helps nobody.
     root.putChild(b"favicon.ico", assets.Asset.from_package("favicon.ico", log))
     page_files = refusals.Folder(log)
