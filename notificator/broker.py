@@ -140,8 +140,8 @@ class LocalBroker(Service):
     def stopService(self) -> Deferred[None] | None:
         """Write the history to disk (a snapshot), when it is kept there."""
         super().stopService()
-        if self.journal is not None and self.history is not None:
-            return self.journal.stop(self.history)
+        if self.journal is not None:
+            return self.journal.stop()
         return None
 
     def publish(self, message: Message) -> Published:
@@ -275,8 +275,10 @@ class Journal:
         d.addBoth(done)
         return d
 
-    def stop(self, history: History) -> Deferred[None]:
-        """Write the final, clean snapshot; fires when it is on disk."""
+    def stop(self) -> Deferred[None]:
+        """Write the final, clean snapshot of the history; fires when it is on disk."""
+        history = self._history
+        assert history is not None, "stop() after start()"
         if self._timer is not None and self._timer.running:
             self._timer.stop()
         self._pending = []
