@@ -16,7 +16,7 @@ C{health()}), which is safe from a thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -138,14 +138,21 @@ def _counts(name: str, documentation: str, label: str, counts: Mapping[Any, int]
 
 
 def build_registry(
-    hub: Hub, stats: Stats, broker: Broker, clock: IReactorTime
+    hub: Hub,
+    stats: Stats,
+    broker: Broker,
+    clock: IReactorTime,
+    collectors: Iterable[Collector] = (),
 ) -> CollectorRegistry:
     """
-    A registry of our own (not the global one) with the server's metrics
-    and the process's (CPU, memory, open files).
+    A registry of our own (not the global one) with the server's metrics,
+    the process's (CPU, memory, open files) and C{collectors} (the Redis
+    broker's, in cluster mode).
     """
     registry = CollectorRegistry(auto_describe=True)
     registry.register(HubCollector(hub, stats, broker, clock))
+    for collector in collectors:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry
 

@@ -18,6 +18,7 @@ import socket
 from functools import partial
 from typing import Any
 
+from prometheus_client.registry import Collector
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
@@ -296,6 +297,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         # else a reactor without threads (tests): the file work runs in line.
         journal = Journal(HistoryFile(directory), reactor, run)
     broker: Any
+    collectors: list[Collector] = []
     if cluster.redis is None:
         broker = LocalBroker(hub, stats, reactor, sse.history, journal, node=node)
     else:
@@ -306,11 +308,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
             broker = RedisBroker(hub, stats, reactor, cluster, sse.history, node)
         except ValueError as e:  # cluster.ca unreadable
             raise SystemExit(f"notificator: configuration error: {e}")
+        collectors.append(broker.collector())
     broker.setServiceParent(serving)
 
-    registry = metrics.build_registry(hub, stats, broker, reactor)
-    if cluster.redis is not None:
-        registry.register(broker.collector())
+    registry = metrics.build_registry(hub, stats, broker, reactor, collectors)
     activity = Logger("notificator.web", observer=app_log.activity)
     guard = auth.Guard.from_config(cfg)
     gate = web.PublishGate(guard, stats, activity)
