@@ -294,15 +294,22 @@ def _no_problems(
     server.probe()
 
 
-def check(testcase: SynchronousTestCase, server: WholeServer, raw: bytes) -> None:
+def check(
+    testcase: SynchronousTestCase, server: WholeServer, raw: bytes, complete: bool = False
+) -> None:
     """
     Send C{raw} and check everything issue #11 asks of the answer, the
     logs and the other clients.
+
+    @param complete: C{raw} is a whole request, which must be answered;
+        else it must be when L{fuzz.expects_answer} says so.
     """
     del server.events[:], server.activity[:]
     streams_before = server.hub.stream_count
     responses, closing = server.exchange(raw)
     why = f"request {raw[:400]!r}"
+    if complete or fuzz.expects_answer(raw):
+        testcase.assertTrue(responses, "no answer to " + why)
     testcase.assertEqual(fuzz.check_responses(responses), [], why)
     refusals = 0
     for r in responses:
@@ -614,13 +621,13 @@ class FuzzTests(SynchronousTestCase):
     @given(publish_request())
     def test_publish(self, raw: bytes) -> None:
         """Random publishes: 2xx or a clean 4xx, one log line each refusal, the watcher still served."""
-        check(self, self.server, raw)
+        check(self, self.server, raw, complete=True)
 
     @FUZZ
     @given(stream_request())
     def test_stream(self, raw: bytes) -> None:
         """Random stream requests: an open 200 stream or a clean 4xx, nothing left open."""
-        check(self, self.server, raw)
+        check(self, self.server, raw, complete=True)
 
     @FUZZ
     @given(mutated())
@@ -760,6 +767,11 @@ def check_h2(testcase: SynchronousTestCase, server: WholeServer, raw: bytes) -> 
             body += event.data
         elif isinstance(event, h2.events.StreamEnded):
             ended = True
+    # An answer, or HTTP/2's own refusal of the request (a reset or GOAWAY).
+    refused = (h2.events.StreamReset, h2.events.ConnectionTerminated)
+    testcase.assertTrue(
+        status is not None or any(isinstance(e, refused) for e in events), "no answer: " + why
+    )
     if status is not None:
         testcase.assertTrue(200 <= status < 300 or 400 <= status < 500, f"{status}: {why}")
         method = raw.split(b" ", 1)[0]
