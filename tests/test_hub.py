@@ -30,6 +30,7 @@ class HubTests(SynchronousTestCase):
         other = FakeStream("u2")
         for s in tabs + [other]:
             self.hub.attach(s)
+        self.assertTrue(self.hub.has_streams("u1"))
         self.assertEqual(self.hub.deliver("u1", FRAME), 3)
         self.assertEqual(other.frames, [])
         for tab in tabs:

@@ -166,9 +166,15 @@ class StreamProducerTests(SynchronousTestCase):
 
     def test_dummy_request_not_registered(self) -> None:
         """A request without limits (a test double) gets no producer and no cap."""
-        request = DummyRequest([b"sse"])
+        registered: list[object] = []
+
+        class Recording(DummyRequest):
+            def registerProducer(self, producer: object, streaming: bool) -> None:
+                registered.append(producer)
+
+        request = Recording([b"sse"])
         stream = RequestStream(request, "u1", 1, 0.0, on_gone=lambda s, r: None)
-        self.assertIsNone(getattr(request, "producer", None))
+        self.assertEqual(registered, [])
         self.assertTrue(stream.send(b"x" * 10))
         stream.close()
 
