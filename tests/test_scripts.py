@@ -6,6 +6,7 @@ the project layout in a temporary directory, run from another directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -415,7 +416,10 @@ class RestartWithoutLossTests(SynchronousTestCase):
         def connect(user: str) -> SSEClient:
             headers = {"Last-Event-ID": received[user][-1]} if received[user] else {}
             client = api.subscribe(f"/sse/{user}", headers)
-            self.assertEqual(client.next_event()["event"], "connect")
+            event = client.next_event()
+            self.assertEqual(event["event"], "connect")
+            replay = json.loads(event["data"]).get("replay")
+            self.assertEqual(replay, "complete" if headers else None)
             return client
 
         def take(client: SSEClient, user: str, count: int) -> None:
@@ -442,5 +446,7 @@ class RestartWithoutLossTests(SynchronousTestCase):
         publish("b", 5)
         take(a, "a", 1)
         take(b, "b", 1)
+        a.nothing_more(1)  # exactly once: no duplicate after the last
+        b.nothing_more(0.2)
         self.assertEqual(received, acked)
         self.assertEqual(project.run("shutdown.sh").returncode, 0)
