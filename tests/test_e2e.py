@@ -17,7 +17,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from notificator.auth import sign_stream
 from notificator.events import event_key
 from notificator.history import read_journal
-from tests.support import Server, base_config, free_port, parse_frames, raw_request
+from tests.support import (
+    Server,
+    base_config,
+    free_port,
+    parse_frames,
+    raw_request,
+    wait_until,
+)
 
 KOREAN = {"title": "결재 요청", "body": "홍길동님; a&b=c"}
 FORM_UTF8 = "application/x-www-form-urlencoded; charset=UTF-8"
@@ -263,9 +270,16 @@ class StopEndToEndTests(SynchronousTestCase):
             streams[n].next_event()
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        status, _, body = server.request("GET", "/health")
-        self.assertEqual(status, 503)
+        # Once the signal is handled (the drain lasts 2 s): 503, draining.
+        status, _, body = wait_until(
+            lambda: (answer := server.request("GET", "/health"))[0] == 503 and answer, 1.5
+        )
         self.assertEqual(json.loads(body)["status"], "draining")
+        # A stream that comes now is told to come back, and ended.
+        late = server.subscribe("/sse/late")
+        late.conn.sock.settimeout(5)
+        self.assertIn("retry", parse_frames(late.next_block())[0])
+        self.assertRaises(ConnectionError, late.next_block)
         retries = []
         for s in streams:
             s.conn.sock.settimeout(10)
