@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.auth import sign_stream
+from notificator.config import FD_MARGIN
 from notificator.events import event_key
 from notificator.history import read_journal
 from tests.support import (
@@ -418,3 +419,27 @@ class GuardEndToEndTests(SynchronousTestCase):
         self.assertRaises(ConnectionError, extra.next_block)
         status, _, body = server.request("GET", "/metrics")
         self.assertIn(b'notificator_streams_refused_total{reason="user-limit"} 1.0', body)
+
+    def test_total_cap_from_the_open_file_limit(self) -> None:
+        """
+        limits.streams null (the default): the process's open-file limit less
+        the margin; the stream past it gets 200, a long retry and the end,
+        and nothing fails for lack of file descriptors.
+        """
+        nofile = FD_MARGIN + 12
+        server = Server(self, local={**base_config(), "limits": {"streamsPerUser": 100}})
+        server.command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *server.command]
+        server.start()
+        streams = [server.subscribe(f"/sse/t{n}") for n in range(12)]
+        for stream in streams:
+            stream.next_event()
+        extra = server.subscribe("/sse/t-extra")
+        self.assertEqual(extra.status, 200)
+        self.assertGreaterEqual(int(parse_frames(extra.next_block())[0]["retry"]), 30000)
+        self.assertRaises(ConnectionError, extra.next_block)
+        status, _, body = server.request("GET", "/metrics")
+        self.assertIn(b'notificator_streams_refused_total{reason="server-limit"} 1.0', body)
+        self.assertIn(b"notificator_streams 12.0", body)
+        for log in (server.log(), server.log("sse.log")):
+            self.assertNotIn("Too many open files", log)
+            self.assertNotIn("Traceback", log)
