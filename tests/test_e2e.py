@@ -379,6 +379,29 @@ class GuardEndToEndTests(SynchronousTestCase):
         )[0]
         self.assertEqual(status, 403)
 
+    def test_monitor_allow_through_a_trusted_proxy(self) -> None:
+        """
+        monitor.allow guards /, /users and /metrics by the client's address
+        (behind a trusted proxy, the one X-Forwarded-For names); /health
+        and the groupware's script stay open.
+        """
+        local = {
+            **base_config(),
+            "server": {"trustedProxies": ["127.0.0.1/32"]},
+            "monitor": {"allow": ["10.0.0.0/8"]},
+        }
+        server = Server(self, local=local).start()
+        for path in ("/", "/users", "/metrics"):
+            status, _, _ = server.request("GET", path)
+            self.assertEqual(status, 403, path)
+            status, _, _ = server.request("GET", path, headers={"X-Forwarded-For": "10.1.2.3"})
+            self.assertEqual(status, 200, path)
+            status, _, _ = server.request("GET", path, headers={"X-Forwarded-For": "192.0.2.1"})
+            self.assertEqual(status, 403, path)
+        for path in ("/health", "/javascripts/eventSourceClient.js"):
+            self.assertEqual(server.request("GET", path)[0], 200, path)
+        server.wait_for_log(r"refused GET /users from 192\.0\.2\.1: 403", name="sse.log")
+
     def test_token_and_signatures(self) -> None:
         """The publish token and subscriber signatures on the real server."""
         secret = "k8Vq2-notificator-example-secret"
@@ -400,8 +423,23 @@ class GuardEndToEndTests(SynchronousTestCase):
         stream = server.subscribe(f"/sse/u1?auth={sign_stream(secret, 'u1', now + 60)}")
         self.assertEqual(stream.next_event()["event"], "connect")
         self.assertEqual(server.post("id=notify_u1&data=1", FORM)[0], 403)
+        self.assertEqual(server.post("id=notify_u1&data=1&token=wrong-token", FORM)[0], 403)
         self.assertEqual(server.post(f"id=notify_u1&data=2&token={token}", FORM)[0], 200)
         self.assertEqual(stream.next_event()["data"], "2")
+        # As a Bearer header; a wrong one is refused before the body is read.
+        bearer = {"Content-Type": FORM, "Authorization": f"Bearer {token}"}
+        self.assertEqual(
+            server.request("POST", "/webNotification", "id=notify_u1&data=3", bearer)[0], 200
+        )
+        self.assertEqual(stream.next_event()["data"], "3")
+        reply = raw_request(
+            server.port,
+            b"POST /webNotification HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 67108864\r\n\r\nid=notify_u1&data=4",
+            timeout=5,
+        )
+        self.assertTrue(reply.startswith(b"HTTP/1.1 403 "), reply[:200])
         server.wait_for_log("expired signature", name="sse.log")
         for name in ("sse.log", "access.log"):
             self.assertNotIn(token, server.log(name))
