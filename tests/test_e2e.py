@@ -82,6 +82,7 @@ class CoreEndToEndTests(SynchronousTestCase):
         # The other user sees heartbeats only: wait past one, then nothing else.
         other.conn.sock.settimeout(2.5)
         self.assertEqual(other.next_event(skip=())["event"], "heartbeat")
+        other.nothing_more(1.2)
 
     def test_heartbeat(self) -> None:
         """Heartbeats arrive every sse.heartbeatInterval with JSON data."""

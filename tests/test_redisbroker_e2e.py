@@ -86,6 +86,7 @@ class ClusterTests(SynchronousTestCase):
         status, reply2 = publish(a, "u1", 2)
         self.assertEqual((status, reply2["delivered"], reply2["nodes"]), (200, 2, 2))
         status, reply3 = publish(b, "u1", 3)
+        self.assertEqual((status, reply3["delivered"], reply3["nodes"]), (200, 1, 2))
         ids = [reply["eventId"], reply2["eventId"], reply3["eventId"]]
         self.assertEqual(sorted(ids, key=lambda i: tuple(map(int, i.split("-")))), ids)
         blocks = []
@@ -107,9 +108,8 @@ class ClusterTests(SynchronousTestCase):
             [json.loads(blk.split(b"data: ")[1]) for blk in blocks[0]],
             [{"n": 1}, {"n": 2}, {"n": 3}],
         )
-        for stream in (a1, b1):
+        for stream in (a1, a2, b1, other):
             stream.nothing_more(0.6)
-        other.nothing_more(0.6)
         # Each node says which it is.
         self.assertEqual(health(a)[1]["node"], "a")
         status, _, users = b.request("GET", "/users")
@@ -169,6 +169,9 @@ class ClusterTests(SynchronousTestCase):
             self.assertTrue(reply["error"].startswith("not recorded: "), reply)
         for _ in range(2):
             self.assertEqual(stream.next_event(skip=())["event"], "heartbeat")
+        _, _, metrics = a.request("GET", "/metrics")
+        self.assertIn("notificator_redis_up 0.0", metrics.decode())
+        self.assertIn("notificator_broker_up 0.0", metrics.decode())
         # A reconnect now cannot be replayed: it is told so, and stays open.
         late, connect = self.subscribe(a, "/sse/u4", {"Last-Event-ID": first})
         self.assertEqual(connect["replay"], "truncated")
@@ -188,6 +191,8 @@ class ClusterTests(SynchronousTestCase):
         for s in (stream, late):
             event = s.next_event()
             self.assertEqual((event["id"], json.loads(event["data"])), (reply["eventId"], {"n": 3}))
+        for s in (stream, late):
+            s.nothing_more(0.5)  # once each: no duplicate
         _, after = self.subscribe(a, "/sse/u4", {"Last-Event-ID": first})
         self.assertEqual(after["replay"], "truncated")
         _, _, metrics = a.request("GET", "/metrics")
