@@ -41,9 +41,6 @@ CONTRIB = os.path.join(PROJECT, "contrib")
 NGINX_BLOCK = os.path.join(CONTRIB, "nginx-notificator.conf")
 UNIT = os.path.join(CONTRIB, "notificator.service")
 
-#: issue #10's sse.drainSeconds default: the unit's stop timeout must exceed it.
-DRAIN_SECONDS = 5
-
 
 def default_seconds(key: str) -> float:
     """A number of seconds from conf/default.json's sse section."""
@@ -259,7 +256,9 @@ class SystemdTests(SynchronousTestCase):
         self.assertEqual(service["Environment"], "NOTIFICATOR_ENV=production")
         self.assertGreaterEqual(int(service["LimitNOFILE"]), 20000)
         self.assertEqual(service["KillSignal"], "SIGTERM")
-        self.assertGreater(int(service["TimeoutStopSec"].rstrip("s")), DRAIN_SECONDS)
+        self.assertGreater(
+            int(service["TimeoutStopSec"].rstrip("s")), default_seconds("drain_seconds")
+        )
 
     def test_exec_start_runs_and_stops_on_sigterm(self) -> None:
         """The unit's ExecStart, in its WorkingDirectory, serves; its KillSignal stops it in time."""
