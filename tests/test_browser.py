@@ -331,7 +331,9 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         driver = open_browser(self)
         groupware = StaticPages(self, "127.0.0.2")
         local = {
-            "sse": {"retry": 1500, "header": {"Access-Control-Allow-Origin": [groupware.origin]}}
+            # A retry long enough that the browser is not back before the
+            # publish that must reach it by replay (checked below).
+            "sse": {"retry": 4000, "header": {"Access-Control-Allow-Origin": [groupware.origin]}}
         }
         server = Server(self, local=local, listen=f"tcp:{free_port()}:interface=127.0.0.1").start()
         groupware.pages["/header.html"] = groupware_page(server.port, "re1")
@@ -341,8 +343,10 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         wait_for(driver, lambda d: d.execute_script("return window.received.length") == 1, "n1")
         # Restarted with the history on disk: published before the browser is back.
         server.restart()
+        self.assertFalse(connected(server, "re1"))
         self.assertEqual(server.post("id=notify_re1&data=2", FORM)[0], 200)
         wait_for(driver, lambda d: d.execute_script("return window.received.length") == 2, "n2")
+        server.wait_for_log(r"opened for re1 .*; replay complete: 1 notifications", name="sse.log")
         self.assertEqual(driver.execute_script("return window.received"), ["1", "2"])
         self.assertEqual(driver.execute_script("return window.resets"), [])
         # Restarted with a history in memory only: the browser's id is from a lost history.
