@@ -217,6 +217,8 @@ class ReplayEndToEndTests(SynchronousTestCase):
             again.close()
             seen = live
 
+
+class GapSignalEndToEndTests(SynchronousTestCase):
     def test_gap_signal(self) -> None:
         """Away for more than is kept: connect says truncated, then reset, then what is kept."""
         server = Server(self, local=base_config(history={"size": 2})).start()

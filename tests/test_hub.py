@@ -163,7 +163,7 @@ class HubTests(SynchronousTestCase):
         self.successResultOf(self.hub.drain(5.0, 3000))
 
     def test_close_all(self) -> None:
-        """Shutdown closes and detaches every stream."""
+        """close_all closes and detaches every stream (the drain ends them over time)."""
         streams = [FakeStream("a"), FakeStream("b")]
         for s in streams:
             self.hub.attach(s)

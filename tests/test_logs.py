@@ -702,7 +702,9 @@ class AppLogServiceTests(SynchronousTestCase):
             self.assertNotIn("\u2028", line)
             self.assertFalse(line.startswith("injected"), line)
         reactor.advance(site.flush_interval)
-        assert_one_line_each(self, lines(os.path.join(self.dir, "access.log")))
+        access = lines(os.path.join(self.dir, "access.log"))
+        self.assertTrue(access)
+        assert_one_line_each(self, access)
 
 
 class SafeTests(SynchronousTestCase):
