@@ -1,7 +1,8 @@
 """
 Tests for the production install files in C{contrib/}: the nginx server
 block (C{nginx -t} with Debian's nginx, and a real nginx in front of the
-real C{twistd -n notificator}: event frames arrive unbuffered; with the
+real C{twistd -n notificator}: event frames arrive unbuffered; without
+C{server.trustedProxies} its clients are unknown and refused; with the
 README's production C{local.json} each client is judged by its own
 address; the READMEs show no other block) and the systemd unit
 (C{systemd-analyze verify}, and its command started and stopped by
@@ -359,6 +360,46 @@ class NginxTests(SynchronousTestCase):
         # nginx's access log shows the requests went through it.
         with open(f"{nginx.prefix}/access.log", encoding="utf-8") as f:
             self.assertIn("POST /webNotification", f.read())
+
+    def test_untrusted_nginx_shuts_the_doors(self) -> None:
+        """
+        The shipped block in front of a server without server.trustedProxies
+        (the default): nginx connects from loopback, which publish.allow and
+        monitor.allow hold, yet a publish and /users through it get 403
+        naming server.trustedProxies, with the line in sse.log; /health
+        answers; a stream opens, shown unknown via nginx.
+        """
+        server = Server(self, local={"sse": {"heartbeat": False}}).start()
+        nginx = NginxBlock(self, server.port, self.certs).start()
+        stream = SSEClient(nginx.connection(), "/sse/u1", {})
+        self.addCleanup(stream.close)
+        self.assertEqual(stream.next_event()["event"], "connect")
+        for source in ("127.0.0.1", "127.0.0.5"):
+            status, reply = nginx.publish("u1", "1", source)
+            self.assertEqual(
+                (status, reply),
+                (
+                    403,
+                    {"error": "unknown client: forwarded by a proxy not in server.trustedProxies"},
+                ),
+            )
+            status, body = nginx.request("GET", "/users", source=source)
+            self.assertEqual(status, 403)
+            self.assertIn(b"server.trustedProxies", body)
+            self.assertEqual(nginx.request("GET", "/health", source=source)[0], 200)
+        server.wait_for_log(
+            r"refused publish from unknown via 127\.0\.0\.1: 403 unknown client: forwarded by a"
+            r" proxy not in server\.trustedProxies",
+            name="sse.log",
+        )
+        server.wait_for_log(
+            r"refused GET /users from unknown via 127\.0\.0\.1: 403", name="sse.log"
+        )
+        server.wait_for_log(r"stream 1 opened for u1 from unknown via 127\.0\.0\.1", name="sse.log")
+        # Straight to the server, without nginx, loopback still publishes.
+        status, reply = server.post("id=notify_u1&data=2", "application/x-www-form-urlencoded")
+        self.assertEqual((status, reply["delivered"]), (200, 1))
+        self.assertEqual(stream.next_event()["data"], "2")
 
     def test_production_config_judges_each_client(self) -> None:
         """
