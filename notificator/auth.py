@@ -3,10 +3,13 @@
 Who may publish, subscribe and look, and who the client is behind a
 reverse proxy.
 
- - L{Guard.client_address}: the peer, or (only when the peer is one of
-   C{server.trustedProxies}) the rightmost hop of C{X-Forwarded-For} that
-   is not a trusted proxy.  This address is what the allow lists, the logs
-   and the monitor use.
+ - L{Guard.client_address}: the peer when the request names no other
+   client; when it does (C{X-Forwarded-For} or C{Forwarded}, any value),
+   the rightmost hop of C{X-Forwarded-For} that is not a trusted proxy if
+   the peer is one of C{server.trustedProxies}, else L{UNKNOWN}: a proxy
+   that is not trusted cannot be believed, and its own address is not the
+   client's either.  This address is what the allow lists, the logs and
+   the monitor use.
  - L{Guard.refuse_publisher} and L{Guard.refuse_publish_token}: the
    C{publish.allow} list and the optional C{publish.token}, given as
    C{Authorization: Bearer <token>} or as a C{token} form field (see
@@ -47,6 +50,9 @@ IPNetwork = IPv4Network | IPv6Network
 # Reasons: the text of the refusal (403 JSON for publish and the monitor,
 # 401 text for streams) and of its log line.
 ADDRESS_NOT_ALLOWED = "address not allowed"
+#: The refusal of a client that is unknown because the request came through
+#: a proxy (it carries X-Forwarded-For or Forwarded) that is not trusted.
+UNTRUSTED_PROXY = "unknown client: forwarded by a proxy not in server.trustedProxies"
 MISSING_TOKEN = "missing publish token"
 WRONG_TOKEN = "wrong publish token"
 MISSING_SIGNATURE = "missing signature"
@@ -54,8 +60,10 @@ MALFORMED_SIGNATURE = "malformed signature"
 BAD_SIGNATURE = "bad signature"
 EXPIRED_SIGNATURE = "expired signature"
 
-#: What L{Guard.client_address} answers when the hop that would be the
-#: client is not an address: it matches no allow list but "everyone".
+#: What L{Guard.client_address} answers when the client cannot be known:
+#: the request came through a proxy that is not trusted, or the hop that
+#: would be the client is not an address.  It matches no allow list but
+#: "everyone".
 UNKNOWN = "unknown"
 
 #: The query parameter that carries a subscriber's signature.
@@ -175,7 +183,8 @@ class Guard:
     request through, else a reason (one of this module's constants).
 
     @ivar behind_proxies: C{server.trustedProxies} is set; without it
-        L{client_address} is the peer and X-Forwarded-For need not be read.
+        L{client_address} is the peer or L{UNKNOWN}, and X-Forwarded-For
+        need not be read.
     @ivar signatures: C{sse.auth.secret} is set: streams need a signature.
     @ivar signature_cookie: the name of the cookie that may carry it.
     """
@@ -222,27 +231,43 @@ class Guard:
 
     # --- the client's address ---------------------------------------------
 
-    def client_address(self, peer: str, forwarded: Sequence[bytes | str] | None) -> str:
+    def client_address(
+        self,
+        peer: str,
+        x_forwarded_for: Sequence[bytes | str] | None,
+        forwarded: Sequence[bytes | str] | None = None,
+    ) -> str:
         """
         The client's address.
 
         @param peer: the TCP peer's host (C{request.getClientAddress().host}).
-        @param forwarded: the raw C{X-Forwarded-For} header values, in
+        @param x_forwarded_for: the raw C{X-Forwarded-For} header values, in
             order (C{requestHeaders.getRawHeaders(b"x-forwarded-for")}), or
             L{None}.  Several lines are one list.
-        @return: C{peer} unless the peer is a trusted proxy; then the
-            rightmost hop that is not a trusted proxy, walking from the
-            right (the leftmost if all are trusted; C{peer} if the header
-            is empty).  Empty list items are skipped; if the hop that would
-            be the client is not an address, or is more than L{MAX_HOPS}
-            hops from the right (the client's own hop counted), L{UNKNOWN}.  Addresses from the header come back
-            in their plain form (IPv4-mapped as IPv4, no port).
+        @param forwarded: the raw C{Forwarded} (RFC 7239) header values, or
+            L{None}.  Only whether there are any counts: they are not read
+            (a proxy that writes X-Forwarded-For, as nginx does, passes a
+            client's own C{Forwarded} on untouched).
+        @return: C{peer} when the request has neither header.  When it has
+            either (any value, an empty one too) and the peer is not a
+            trusted proxy, L{UNKNOWN}: whoever the header names, the peer
+            is a proxy we do not trust, and not the client.  From a trusted
+            proxy: L{UNKNOWN} without X-Forwarded-For (C{Forwarded} alone);
+            else the rightmost hop that is not a trusted proxy, walking from
+            the right (the leftmost if all are trusted; C{peer} if the
+            header is empty).  Empty list items are skipped; if the hop that
+            would be the client is not an address, or is more than
+            L{MAX_HOPS} hops from the right (the client's own hop counted),
+            L{UNKNOWN}.  Addresses from the header come back in their plain
+            form (IPv4-mapped as IPv4, no port).
         """
-        if not forwarded or not self.behind_proxies or not self.trusted_proxies.allows(peer):
-            return peer
+        if not x_forwarded_for:
+            return UNKNOWN if forwarded else peer
+        if not self.behind_proxies or not self.trusted_proxies.allows(peer):
+            return UNKNOWN
         client = peer
         hops = 0
-        for value in reversed(forwarded):
+        for value in reversed(x_forwarded_for):
             text = value.decode("latin-1") if isinstance(value, bytes) else value
             end = len(text)
             while True:
@@ -261,6 +286,16 @@ class Guard:
                 end = start
         return client
 
+    def address_refusal(self, client: str, peer: str | None = None) -> str:
+        """
+        Why C{client} is refused by an allow list: L{UNTRUSTED_PROXY} when it
+        is L{UNKNOWN} because the request came through C{peer}, a proxy that
+        is not trusted; else L{ADDRESS_NOT_ALLOWED}.
+        """
+        if client == UNKNOWN and peer is not None and not self.trusted_proxies.allows(peer):
+            return UNTRUSTED_PROXY
+        return ADDRESS_NOT_ALLOWED
+
     def _hop(self, item: str) -> tuple[str | None, bool]:
         known = self._hops.get(item)
         if known is None:
@@ -273,16 +308,21 @@ class Guard:
 
     # --- publishers -------------------------------------------------------
 
-    def refuse_publisher(self, client: str, authorization: bytes | None) -> str | None:
+    def refuse_publisher(
+        self, client: str, authorization: bytes | None, peer: str | None = None
+    ) -> str | None:
         """
-        Before the body is read: L{ADDRESS_NOT_ALLOWED} when C{client} is
-        not in C{publish.allow}; L{WRONG_TOKEN} when a token is configured
-        and the C{Authorization} header is C{Bearer} with another one.
-        L{None} otherwise, also when the token is still to come in the body
-        (then ask L{refuse_publish_token} once the body is parsed).
+        Before the body is read: L{ADDRESS_NOT_ALLOWED} (or
+        L{UNTRUSTED_PROXY}, see L{address_refusal}) when C{client} is not in
+        C{publish.allow}; L{WRONG_TOKEN} when a token is configured and the
+        C{Authorization} header is C{Bearer} with another one.  L{None}
+        otherwise, also when the token is still to come in the body (then
+        ask L{refuse_publish_token} once the body is parsed).
+
+        @param peer: the TCP peer, when C{client} is L{UNKNOWN}.
         """
         if not self.publish_allow.allows(client):
-            return ADDRESS_NOT_ALLOWED
+            return self.address_refusal(client, peer)
         expected = self._token
         if expected is None or authorization is None:
             return None
@@ -315,9 +355,16 @@ class Guard:
 
     # --- the monitor ------------------------------------------------------
 
-    def refuse_monitor(self, client: str) -> str | None:
-        """L{ADDRESS_NOT_ALLOWED} unless C{client} is in C{monitor.allow}."""
-        return None if self.monitor_allow.allows(client) else ADDRESS_NOT_ALLOWED
+    def refuse_monitor(self, client: str, peer: str | None = None) -> str | None:
+        """
+        L{ADDRESS_NOT_ALLOWED} (or L{UNTRUSTED_PROXY}, see
+        L{address_refusal}) unless C{client} is in C{monitor.allow}.
+
+        @param peer: the TCP peer, when C{client} is L{UNKNOWN}.
+        """
+        if self.monitor_allow.allows(client):
+            return None
+        return self.address_refusal(client, peer)
 
     # --- subscribers ------------------------------------------------------
 

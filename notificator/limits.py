@@ -51,6 +51,7 @@ from twisted.web import server
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
 from notificator.stats import Stats
 
@@ -116,14 +117,28 @@ def _nothing(*args: Any) -> None:
 
 def peer(request: Any) -> str:
     """
-    The client's address as text: the request's C{client_host} (L{web.Request}:
-    behind a trusted proxy, from X-Forwarded-For), else the host of the
-    connection's peer.
+    The client's address as text, for the logs and the monitor: the
+    request's C{client_host} (L{web.StockRequest}: behind a trusted proxy,
+    from X-Forwarded-For), else the host of the connection's peer.  An
+    unknown client (L{UNKNOWN}: it came through a proxy that is not
+    trusted, or its proxy named no address) is shown with the peer it came
+    from: C{unknown via 127.0.0.1}.
     """
     client = getattr(request, "client_host", None)
-    if client is not None:
-        return str(client)
-    return peer_host(request)
+    if client is None:
+        return peer_host(request)
+    if client == UNKNOWN:
+        return f"{UNKNOWN} via {peer_host(request)}"
+    return str(client)
+
+
+def client(request: Any) -> str:
+    """
+    The client's address for the allow lists: the request's C{client_host}
+    (an address or L{UNKNOWN}), else the host of the connection's peer.
+    """
+    host = getattr(request, "client_host", None)
+    return peer_host(request) if host is None else str(host)
 
 
 def peer_host(request: Any) -> str:

@@ -31,7 +31,7 @@ from twisted.web.resource import IResource, Resource
 from notificator import __version__, assets, auth, refusals
 from notificator.broker import Broker
 from notificator.hub import Hub
-from notificator.limits import peer
+from notificator.limits import client, peer_host
 from notificator.metrics import metrics_resource
 from notificator.stats import Stats
 
@@ -267,7 +267,8 @@ class HealthResource(assets.Readable):
 class Guarded(Resource):
     """
     A monitor resource only the addresses of C{monitor.allow} may see
-    (L{auth.Guard.refuse_monitor}); others get the inner resource's
+    (L{auth.Guard.refuse_monitor}); others, and clients that are unknown
+    (through a proxy that is not trusted), get the inner resource's
     refusal: 403 (JSON for C{/users} and C{/metrics}, text for the page)
     and a log line.
     """
@@ -279,7 +280,10 @@ class Guarded(Resource):
         self.isLeaf = inner.isLeaf
 
     def render(self, request: IRequest) -> bytes | int:
-        reason = self._guard.refuse_monitor(peer(request))
+        address = client(request)
+        reason = self._guard.refuse_monitor(
+            address, peer_host(request) if address == auth.UNKNOWN else None
+        )
         if reason is not None:
             return self._inner.refuse(request, 403, reason)
         body: bytes | int = self._inner.render(request)

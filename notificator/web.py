@@ -42,6 +42,7 @@ from notificator.cors import CORSPolicy, apply_cors
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
 from notificator.hub import Hub
+from notificator.limits import client as _client
 from notificator.limits import peer as _peer
 from notificator.limits import peer_host as _peer_host
 from notificator.logs import safe
@@ -128,18 +129,26 @@ class StockRequest(limits.Request):
     @property
     def client_host(self) -> str:
         """
-        The client's address: the connection's peer, or behind a trusted
-        proxy (C{server.trustedProxies}) the client its X-Forwarded-For
-        names (L{auth.Guard.client_address}); for the allow lists, the logs
-        and the monitor.
+        The client's address (L{auth.Guard.client_address}), for the allow
+        lists, the logs and the monitor: the connection's peer, unless the
+        request carries C{X-Forwarded-For} or C{Forwarded}; then, from a
+        trusted proxy (C{server.trustedProxies}), the client its
+        X-Forwarded-For names, and from any other peer L{auth.UNKNOWN}.
+        Neither header: two dictionary lookups, nothing parsed.
         """
         client = self._client_host
         if client is None:
             client = _peer_host(self)
-            guard = getattr(getattr(self.channel, "site", None), "guard", None)
-            if guard is not None and guard.behind_proxies:
-                forwarded = self.requestHeaders.getRawHeaders(b"x-forwarded-for")
-                client = guard.client_address(client, forwarded)
+            headers = self.requestHeaders
+            forwarded_for = headers.getRawHeaders(b"x-forwarded-for")
+            forwarded = headers.getRawHeaders(b"forwarded")
+            if forwarded_for is not None or forwarded is not None:
+                guard = getattr(getattr(self.channel, "site", None), "guard", None)
+                client = (
+                    auth.UNKNOWN
+                    if guard is None
+                    else guard.client_address(client, forwarded_for, forwarded)
+                )
             self._client_host = client
         return client
 
@@ -550,7 +559,8 @@ class PublishGate:
             return
         guard = self.guard
         authorization = request.getHeader(b"authorization") if guard.publish_token else None
-        reason = guard.refuse_publisher(request.client_host, authorization)
+        client = request.client_host
+        reason = guard.refuse_publisher(client, authorization, _unknown_via(request, client))
         if reason is None:
             request.publisher_checked = True
         else:
@@ -577,6 +587,11 @@ class PublishGate:
                 code=code,
                 reason=reason,
             )
+
+
+def _unknown_via(request: IRequest, client: str) -> str | None:
+    """The peer an unknown client came through (to say why it is refused), else None."""
+    return _peer_host(request) if client == auth.UNKNOWN else None
 
 
 #: The path of the publish resource (what L{PublishGate.early} looks at).
@@ -633,7 +648,8 @@ class PublishResource(refusals.Resource):
         authorization = request.getHeader(b"authorization") if guard.publish_token else None
         if not getattr(request, "publisher_checked", False):
             # Not asked before the body (a request class without the gate).
-            reason = guard.refuse_publisher(_peer(request), authorization)
+            client = _client(request)
+            reason = guard.refuse_publisher(client, authorization, _unknown_via(request, client))
             if reason is not None:
                 self._gate.refused(request, 403, reason)
                 return json_response(request, 403, {"error": reason})

@@ -244,7 +244,8 @@ class ConfigTests(SynchronousTestCase):
         g = Guard.from_config(load(self.conf(default={}), "x"))
         self.assertFalse(g.behind_proxies)
         self.assertFalse(g.signatures)
-        self.assertEqual(g.client_address("127.0.0.1", [b"203.0.113.9"]), "127.0.0.1")
+        self.assertEqual(g.client_address("127.0.0.1", None), "127.0.0.1")
+        self.assertEqual(g.client_address("127.0.0.1", [b"203.0.113.9"]), UNKNOWN)
         self.assertIsNone(g.refuse_publisher("127.0.0.1", b"Bearer whatever"))
         self.assertIsNone(g.refuse_publish_token(b"Bearer whatever", b"x"))
         self.assertIsNone(g.refuse_stream("u1", None, None, 0))
@@ -334,17 +335,87 @@ class ClientAddressTests(SynchronousTestCase):
         return self.guard.client_address(peer, list(values) if values else None)
 
     def test_no_trusted_proxies(self) -> None:
-        """Without server.trustedProxies the client is the peer, whatever the header says."""
+        """
+        Without server.trustedProxies the client is the peer when the
+        request names no other, and unknown when it carries X-Forwarded-For
+        or Forwarded: the peer is then a proxy, and not a trusted one.
+        """
         g = guard()
-        self.assertEqual(g.client_address("127.0.0.1", [b"203.0.113.7"]), "127.0.0.1")
-        self.assertEqual(g.client_address("192.0.2.1", [b"127.0.0.1"]), "192.0.2.1")
+        self.assertEqual(g.client_address("127.0.0.1", None), "127.0.0.1")
+        self.assertEqual(g.client_address("127.0.0.1", None, None), "127.0.0.1")
+        self.assertEqual(g.client_address("127.0.0.1", [b"203.0.113.7"]), UNKNOWN)
+        self.assertEqual(g.client_address("192.0.2.1", [b"127.0.0.1"]), UNKNOWN)
+        self.assertEqual(g.client_address("127.0.0.1", None, [b"for=127.0.0.1"]), UNKNOWN)
 
     def test_spoofed_from_untrusted_peer(self) -> None:
-        """X-Forwarded-For from a peer that is not a trusted proxy is ignored."""
-        self.assertEqual(self.client("203.0.113.66", b"127.0.0.1"), "203.0.113.66")
-        self.assertEqual(self.client("::ffff:203.0.113.66", b"10.0.0.1"), "::ffff:203.0.113.66")
-        client = self.client("203.0.113.66", b"127.0.0.1")
-        self.assertEqual(self.guard.refuse_publisher(client, None), ADDRESS_NOT_ALLOWED)
+        """
+        X-Forwarded-For or Forwarded, any value (an empty one, several
+        lines), from a peer that is not a trusted proxy makes the client
+        unknown, and the allow lists refuse it, naming server.trustedProxies,
+        even when the peer itself is in them.
+        """
+        for values in [
+            ([b"127.0.0.1"], None),
+            ([b""], None),
+            ([b"10.0.0.1", b"127.0.0.1"], None),
+            (["127.0.0.1"], None),
+            ([b"unknown"], None),
+            (None, [b"for=127.0.0.1"]),
+            (None, [b""]),
+            (None, [b'for="[::1]"', b"for=127.0.0.1;proto=http"]),
+            ([b"127.0.0.1"], [b"for=127.0.0.1"]),
+        ]:
+            for peer in ("203.0.113.66", "::ffff:203.0.113.66", "192.0.2.1"):
+                client = self.guard.client_address(peer, *values)
+                self.assertEqual(client, UNKNOWN, (peer, values))
+                self.assertEqual(
+                    self.guard.refuse_publisher(client, None, peer), auth.UNTRUSTED_PROXY
+                )
+                self.assertEqual(self.guard.refuse_monitor(client, peer), auth.UNTRUSTED_PROXY)
+        # The loopback peer, in both allow lists, is refused too.
+        g = guard()
+        client = g.client_address("127.0.0.1", [b"127.0.0.1"])
+        self.assertEqual(g.refuse_publisher(client, None, "127.0.0.1"), auth.UNTRUSTED_PROXY)
+        self.assertEqual(g.refuse_monitor(client, "127.0.0.1"), auth.UNTRUSTED_PROXY)
+        self.assertIn("server.trustedProxies", auth.UNTRUSTED_PROXY)
+        # Allowing everyone allows the unknown client too (as documented).
+        everyone = guard(publish_allow=nets("0.0.0.0/0", "::/0"))
+        self.assertIsNone(everyone.refuse_publisher(client, None, "127.0.0.1"))
+
+    def test_forwarded_is_not_read(self) -> None:
+        """
+        From a trusted proxy, Forwarded (RFC 7239) is not read: beside
+        X-Forwarded-For it changes nothing (nginx passes a client's own
+        Forwarded on); alone, the client is unknown (never the proxy).
+        """
+        self.assertEqual(
+            self.client_forwarded("127.0.0.1", [b"203.0.113.7"], [b"for=10.0.0.1"]),
+            "203.0.113.7",
+        )
+        self.assertEqual(self.client_forwarded("127.0.0.1", [b""], [b"for=10.0.0.1"]), "127.0.0.1")
+        for forwarded in ([b"for=203.0.113.7"], [b"for=10.0.0.1"], [b""]):
+            client = self.client_forwarded("127.0.0.1", None, forwarded)
+            self.assertEqual(client, UNKNOWN)
+            # Refused as any unknown client behind a trusted proxy.
+            self.assertEqual(
+                self.guard.refuse_publisher(client, None, "127.0.0.1"), ADDRESS_NOT_ALLOWED
+            )
+
+    def client_forwarded(
+        self, peer: str, forwarded_for: list[bytes] | None, forwarded: list[bytes] | None
+    ) -> str:
+        return self.guard.client_address(peer, forwarded_for, forwarded)
+
+    def test_refusal_reason(self) -> None:
+        """Only an unknown client from an untrusted peer gets the trustedProxies reason."""
+        g = self.guard
+        self.assertEqual(g.address_refusal("192.0.2.1", "192.0.2.1"), ADDRESS_NOT_ALLOWED)
+        self.assertEqual(g.address_refusal(UNKNOWN, "127.0.0.1"), ADDRESS_NOT_ALLOWED)
+        self.assertEqual(g.address_refusal(UNKNOWN, None), ADDRESS_NOT_ALLOWED)
+        self.assertEqual(g.address_refusal(UNKNOWN, "192.0.2.1"), auth.UNTRUSTED_PROXY)
+        self.assertEqual(g.refuse_publisher("192.0.2.1", None, "192.0.2.1"), ADDRESS_NOT_ALLOWED)
+        self.assertIsNone(g.refuse_publisher("127.0.0.1", None, "127.0.0.1"))
+        self.assertIsNone(g.refuse_monitor("::1", "::1"))
 
     def test_one_proxy(self) -> None:
         """From a trusted proxy, the client is the hop it appended."""
@@ -453,6 +524,7 @@ class ClientAddressTests(SynchronousTestCase):
             st.sampled_from(["127.0.0.1", "::ffff:127.0.0.1", "10.1.2.3", "203.0.113.9", "::1"]),
             st.text(max_size=40),
         ),
+        forwarded=st.one_of(st.none(), st.lists(st.binary(max_size=30), min_size=1, max_size=2)),
         values=st.lists(
             st.one_of(
                 st.binary(max_size=60),
@@ -476,12 +548,14 @@ class ClientAddressTests(SynchronousTestCase):
             max_size=4,
         ),
     )
-    def test_fuzz(self, peer: str, values: list[bytes]) -> None:
+    def test_fuzz(self, peer: str, values: list[bytes], forwarded: list[bytes] | None) -> None:
         """Any peer and any headers give the peer, unknown, or an address; never an exception."""
-        client = self.guard.client_address(peer, values)
+        client = self.guard.client_address(peer, values, forwarded)
         self.assertIsInstance(client, str)
-        if not self.guard.trusted_proxies.allows(peer) or not values:
+        if not values and not forwarded:
             self.assertEqual(client, peer)
+        elif not self.guard.trusted_proxies.allows(peer) or not values:
+            self.assertEqual(client, UNKNOWN)
         elif client not in (peer, UNKNOWN):
             # An address from the header, in its plain form; a trusted one
             # only when every hop is a trusted proxy.

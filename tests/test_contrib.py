@@ -1,9 +1,12 @@
 """
 Tests for the production install files in C{contrib/}: the nginx server
 block (C{nginx -t} with Debian's nginx, and a real nginx in front of the
-real C{twistd -n notificator}: event frames arrive unbuffered) and the
-systemd unit (C{systemd-analyze verify}, and its command started and
-stopped by SIGTERM as systemd would).
+real C{twistd -n notificator}: event frames arrive unbuffered; without
+C{server.trustedProxies} its clients are unknown and refused; with the
+README's production C{local.json} each client is judged by its own
+address; the READMEs show no other block) and the systemd unit
+(C{systemd-analyze verify}, and its command started and stopped by
+SIGTERM as systemd would).
 
 The tools come from Debian packages (C{nginx}, C{systemd}); C{.ci/run}
 installs them.  In CI (C{CI} set) a missing tool fails the test; elsewhere
@@ -17,12 +20,15 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import textwrap
 import time
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -38,6 +44,7 @@ from tests.support import (
 )
 
 CONTRIB = os.path.join(PROJECT, "contrib")
+READMES = ("README.rst", "README.ko.rst")
 NGINX_BLOCK = os.path.join(CONTRIB, "nginx-notificator.conf")
 UNIT = os.path.join(CONTRIB, "notificator.service")
 
@@ -52,6 +59,40 @@ def default_seconds(key: str) -> float:
     return float(getattr(cfg.sse, key))
 
 
+def readme_literal(name: str, readme: str = "README.rst") -> str:
+    """
+    The literal block (after C{::}) between C{.. BEGIN <name>} and
+    C{.. END <name>} in C{readme}, dedented.
+    """
+    with open(os.path.join(PROJECT, readme), encoding="utf-8") as f:
+        text = f.read()
+    match = re.search(
+        rf"^\.\. BEGIN {re.escape(name)}\n(.*?)^\.\. END {re.escape(name)}\n", text, re.S | re.M
+    )
+    if match is None:
+        raise AssertionError(f"{readme} has no block {name!r}")
+    _, sep, code = match.group(1).partition("::\n")
+    if not sep:
+        raise AssertionError(f"{readme} block {name!r} has no literal block")
+    return textwrap.dedent(code).strip() + "\n"
+
+
+def production_local() -> dict[str, Any]:
+    """The README's production C{conf/local.json} (for the shipped nginx block)."""
+    loaded: dict[str, Any] = json.loads(readme_literal("production local.json"))
+    return loaded
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """C{base} with C{extra} merged in, objects key by key (as the config files merge)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = merged(out[key], value)
+        out[key] = value
+    return out
+
+
 class NginxBlock:
     """
     The shipped server block made runnable in a scratch prefix: the
@@ -59,7 +100,15 @@ class NginxBlock:
     and the certificate at a test one.  Everything else is as shipped.
     """
 
-    def __init__(self, testcase: SynchronousTestCase, upstream: int, certs: object) -> None:
+    def __init__(
+        self,
+        testcase: SynchronousTestCase,
+        upstream: int,
+        certs: object,
+        upstream_block: str | None = None,
+    ) -> None:
+        self.testcase = testcase
+        self.certs = certs
         self.nginx = require_tool("nginx", "nginx", "CONTRIB TEST NOT RUN")
         self.prefix = os.path.abspath(testcase.mktemp())
         os.makedirs(self.prefix)
@@ -76,6 +125,11 @@ class NginxBlock:
         for old, new in replacements:
             testcase.assertIn(old, block, "the shipped block changed; update this test")
             block = block.replace(old, new)
+        if upstream_block is not None:
+            block, count = re.subn(
+                r"^upstream notificator \{.*?^\}\n", upstream_block, block, flags=re.S | re.M
+            )
+            testcase.assertEqual(count, 1, "the shipped block has one upstream")
         self.block = os.path.join(self.prefix, "notificator.conf")
         with open(self.block, "w", encoding="utf-8") as f:
             f.write(block)
@@ -110,6 +164,68 @@ class NginxBlock:
             self.command("-t"), capture_output=True, text=True, timeout=30, check=False
         )
 
+    def error_log(self) -> str:
+        try:
+            with open(f"{self.prefix}/error.log", encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return "(no error.log)"
+
+    def start(self) -> NginxBlock:
+        """Run nginx (stopped in the test's cleanup) and wait until it accepts connections."""
+        process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.testcase.addCleanup(process.wait, 10)
+        self.testcase.addCleanup(process.send_signal, signal.SIGTERM)
+
+        def accepts() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                if process.poll() is not None:
+                    raise AssertionError("nginx exited:\n" + self.error_log())
+                return False
+
+        wait_until(accepts, 10, lambda: "nginx listening:\n" + self.error_log())
+        return self
+
+    def connection(self, source: str = "127.0.0.1") -> http.client.HTTPSConnection:
+        """An HTTPS connection to nginx from the loopback address C{source}."""
+        context = ssl.create_default_context(cafile=self.certs.ca)  # type: ignore[attr-defined]
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=10, context=context, source_address=(source, 0)
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+        source: str = "127.0.0.1",
+    ) -> tuple[int, bytes]:
+        conn = self.connection(source)
+        try:
+            conn.request(method, path, body, headers or {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def publish(
+        self, user: str, data: str, source: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        status, body = self.request(
+            "POST",
+            "/webNotification",
+            f"id=notify_{user}&data={data}",
+            {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+            source,
+        )
+        return status, json.loads(body)
+
 
 class NginxTests(SynchronousTestCase):
     def setUp(self) -> None:
@@ -130,73 +246,113 @@ class NginxTests(SynchronousTestCase):
         self.assertNotEqual(nginx.check().returncode, 0)
 
     def test_block_says_what_sse_needs(self) -> None:
-        """No buffering for /sse, HTTP/1.1 with Connection cleared, a long read timeout, XFF."""
+        """
+        No buffering for /sse, a read timeout longer than the keepalive and
+        the heartbeat, HTTP/1.1 with Connection cleared and X-Forwarded-For
+        for both locations (set once, at server level: a location with a
+        proxy_set_header of its own would drop them all), and
+        client_max_body_size as limits.bodyBytes.
+        """
+        from notificator.config import defaults
+
         with open(NGINX_BLOCK, encoding="utf-8") as f:
             text = re.sub(r"#.*", "", f.read())
         sse = re.search(r"location /sse \{(.*?)\}", text, re.S)
         assert sse is not None
         self.assertIn("proxy_buffering off;", sse.group(1))
-        self.assertIn("proxy_http_version 1.1;", text)
-        self.assertIn('proxy_set_header Connection "";', text)
-        self.assertIn("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;", text)
+        locations = re.findall(r"location [^{]*\{(.*?)\}", text, re.S)
+        self.assertEqual(len(locations), 2)
+        server_level = re.sub(r"location [^{]*\{.*?\}", "", text, flags=re.S)
+        for directive in (
+            "proxy_http_version 1.1;",
+            'proxy_set_header Connection "";',
+            "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        ):
+            self.assertIn(directive, server_level)
+        for location in locations:
+            self.assertNotIn("proxy_set_header", location)
+            self.assertNotIn("proxy_http_version", location)
+            self.assertIn("proxy_pass http://notificator;", location)
         timeout = re.search(r"proxy_read_timeout (\d+)s;", sse.group(1))
         assert timeout is not None
         self.assertGreater(int(timeout.group(1)), default_seconds("keepalive"))
         self.assertGreater(int(timeout.group(1)), default_seconds("heartbeat_interval"))
+        self.assertEqual(re.findall(r"client_max_body_size", text), ["client_max_body_size"])
+        size = re.search(r"client_max_body_size (\d+)m;", server_level)
+        assert size is not None
+        self.assertEqual(int(size.group(1)) * 1024 * 1024, defaults().limits.body_bytes)
+
+    def test_readmes_show_no_other_block(self) -> None:
+        """
+        The READMEs refer to the shipped block instead of showing their own:
+        no location or proxy_ directive in them; the cluster upstream they
+        show, put in the shipped block, passes nginx -t.
+        """
+        for readme in READMES:
+            with open(os.path.join(PROJECT, readme), encoding="utf-8") as f:
+                text = f.read()
+            for directive in ("location /", "proxy_pass", "proxy_read_timeout", "proxy_buffering"):
+                self.assertNotIn(directive, text, readme)
+            self.assertIn("contrib/nginx-notificator.conf", text)
+            upstreams = re.findall(r"^( +)upstream notificator \{\n.*?^\1\}\n", text, re.S | re.M)
+            self.assertEqual(len(upstreams), 1, readme)
+            block = re.search(r"^ +upstream notificator \{\n.*?^ +\}\n", text, re.S | re.M)
+            assert block is not None
+            upstream = textwrap.dedent(block.group(0))
+            self.assertIn("least_conn;", upstream)
+            nginx = NginxBlock(self, free_port(), self.certs, upstream_block=upstream)
+            result = nginx.check()
+            self.assertEqual(result.returncode, 0, result.stderr)
+            with open(nginx.block, encoding="utf-8") as f:
+                self.assertIn("server 10.0.0.12:3000;", f.read())
+
+    def test_production_local_json(self) -> None:
+        """
+        The README's production local.json (the same in both READMEs) loads,
+        listens on plain http on the loopback at the block's upstream port,
+        and trusts nginx there.
+        """
+        from ipaddress import ip_network
+
+        from twisted.python.filepath import FilePath
+
+        from notificator import config
+
+        text = readme_literal("production local.json")
+        self.assertEqual(readme_literal("production local.json", "README.ko.rst"), text)
+        directory = write_config(os.path.abspath(self.mktemp()), {"local": text, "test": {}})
+        shutil.copy(os.path.join(PROJECT, "conf", "default.json"), directory)
+        cfg = config.load(FilePath(directory), "test")
+        self.assertEqual(cfg.warnings, ())
+        self.assertEqual(
+            (cfg.server.protocol, cfg.server.host, cfg.server.port), ("http", "127.0.0.1", 3000)
+        )
+        with open(NGINX_BLOCK, encoding="utf-8") as f:
+            self.assertIn(f"server 127.0.0.1:{cfg.server.port};", f.read())
+        self.assertEqual(
+            cfg.server.trusted_proxies, (ip_network("127.0.0.1/32"), ip_network("::1/128"))
+        )
 
     def test_frames_pass_unbuffered(self) -> None:
         """
-        Through a real nginx with the shipped block, over TLS: a published
-        notification reaches the stream within the second, and the stream
-        stays open past nginx's buffer.
+        Through a real nginx with the shipped block, over TLS, with the
+        README's production local.json: a published notification reaches
+        the stream within the second, and the stream stays open past
+        nginx's buffer.
         """
-        server = Server(self, local={"sse": {"heartbeat": False}}).start()
-        nginx = NginxBlock(self, server.port, self.certs)
-        process = subprocess.Popen(
-            nginx.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        self.addCleanup(process.wait, 10)
-        self.addCleanup(process.send_signal, signal.SIGTERM)
-        context = ssl.create_default_context(cafile=self.certs.ca)
+        local = merged(production_local(), {"sse": {"heartbeat": False}})
+        server = Server(self, local=local).start()
+        nginx = NginxBlock(self, server.port, self.certs).start()
 
-        def connection() -> http.client.HTTPSConnection:
-            return http.client.HTTPSConnection("localhost", nginx.port, timeout=10, context=context)
-
-        def error_log() -> str:
-            try:
-                with open(f"{nginx.prefix}/error.log", encoding="utf-8") as f:
-                    return f.read()
-            except FileNotFoundError:
-                return "(no error.log)"
-
-        def accepts() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", nginx.port), timeout=1):
-                    return True
-            except OSError:
-                if process.poll() is not None:
-                    raise AssertionError("nginx exited:\n" + error_log())
-                return False
-
-        wait_until(accepts, 10, lambda: "nginx listening:\n" + error_log())
-
-        stream = SSEClient(connection(), "/sse/u1", {})
+        stream = SSEClient(nginx.connection(), "/sse/u1", {})
         self.addCleanup(stream.close)
         self.assertEqual(stream.status, 200)
         self.assertEqual(stream.headers["Content-Type"], "text/event-stream; charset=utf-8")
         self.assertEqual(stream.next_event()["event"], "connect")
         for n in range(3):
-            post = connection()
             started = time.monotonic()
-            post.request(
-                "POST",
-                "/webNotification",
-                f"id=notify_u1&data=%7B%22n%22%3A{n}%7D",
-                {"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            reply = json.loads(post.getresponse().read())
-            post.close()
-            self.assertEqual(reply["delivered"], 1)
+            status, reply = nginx.publish("u1", f"%7B%22n%22%3A{n}%7D", "127.0.0.1")
+            self.assertEqual((status, reply["delivered"]), (200, 1))
             event = stream.next_event()
             elapsed = time.monotonic() - started
             self.assertEqual((event["event"], event["data"]), ("notify", f'{{"n":{n}}}'))
@@ -204,6 +360,87 @@ class NginxTests(SynchronousTestCase):
         # nginx's access log shows the requests went through it.
         with open(f"{nginx.prefix}/access.log", encoding="utf-8") as f:
             self.assertIn("POST /webNotification", f.read())
+
+    def test_untrusted_nginx_shuts_the_doors(self) -> None:
+        """
+        The shipped block in front of a server without server.trustedProxies
+        (the default): nginx connects from loopback, which publish.allow and
+        monitor.allow hold, yet a publish and /users through it get 403
+        naming server.trustedProxies, with the line in sse.log; /health
+        answers; a stream opens, shown unknown via nginx.
+        """
+        server = Server(self, local={"sse": {"heartbeat": False}}).start()
+        nginx = NginxBlock(self, server.port, self.certs).start()
+        stream = SSEClient(nginx.connection(), "/sse/u1", {})
+        self.addCleanup(stream.close)
+        self.assertEqual(stream.next_event()["event"], "connect")
+        for source in ("127.0.0.1", "127.0.0.5"):
+            status, reply = nginx.publish("u1", "1", source)
+            self.assertEqual(
+                (status, reply),
+                (
+                    403,
+                    {"error": "unknown client: forwarded by a proxy not in server.trustedProxies"},
+                ),
+            )
+            status, body = nginx.request("GET", "/users", source=source)
+            self.assertEqual(status, 403)
+            self.assertIn(b"server.trustedProxies", body)
+            self.assertEqual(nginx.request("GET", "/health", source=source)[0], 200)
+        server.wait_for_log(
+            r"refused publish from unknown via 127\.0\.0\.1: 403 unknown client: forwarded by a"
+            r" proxy not in server\.trustedProxies",
+            name="sse.log",
+        )
+        server.wait_for_log(
+            r"refused GET /users from unknown via 127\.0\.0\.1: 403", name="sse.log"
+        )
+        server.wait_for_log(r"stream 1 opened for u1 from unknown via 127\.0\.0\.1", name="sse.log")
+        # Straight to the server, without nginx, loopback still publishes.
+        status, reply = server.post("id=notify_u1&data=2", "application/x-www-form-urlencoded")
+        self.assertEqual((status, reply["delivered"]), (200, 1))
+        self.assertEqual(stream.next_event()["data"], "2")
+
+    def test_production_config_judges_each_client(self) -> None:
+        """
+        The shipped block with the README's production local.json: nginx
+        connects from 127.0.0.1, and each client is judged by its own
+        address: 127.0.0.5 (added to publish.allow) publishes, 127.0.0.6
+        does not, also when it names 127.0.0.5 or 127.0.0.1 in
+        X-Forwarded-For or Forwarded; 127.0.0.6 is not in monitor.allow;
+        its stream opens and gets what 127.0.0.5 publishes.
+        """
+        local = production_local()
+        allow = local["publish"]["allow"] + ["127.0.0.5/32"]
+        local = merged(local, {"publish": {"allow": allow}, "sse": {"heartbeat": False}})
+        server = Server(self, local=local).start()
+        nginx = NginxBlock(self, server.port, self.certs).start()
+        stream = SSEClient(nginx.connection("127.0.0.6"), "/sse/u6", {})
+        self.addCleanup(stream.close)
+        self.assertEqual(stream.next_event()["event"], "connect")
+        server.wait_for_log(r"stream 1 opened for u6 from 127\.0\.0\.6 ", name="sse.log")
+        for headers in (
+            {},
+            {"X-Forwarded-For": "127.0.0.5"},
+            {"X-Forwarded-For": "127.0.0.1"},
+            {"Forwarded": "for=127.0.0.5"},
+        ):
+            status, reply = nginx.publish("u6", "0", "127.0.0.6", headers)
+            self.assertEqual((status, reply), (403, {"error": "address not allowed"}), headers)
+        server.wait_for_log(
+            r"refused publish from 127\.0\.0\.6: 403 address not allowed", name="sse.log"
+        )
+        status, reply = nginx.publish("u6", "%7B%22n%22%3A5%7D", "127.0.0.5")
+        self.assertEqual((status, reply["delivered"]), (200, 1))
+        self.assertEqual(stream.next_event()["data"], '{"n":5}')
+        self.assertEqual(nginx.request("GET", "/users", source="127.0.0.6")[0], 403)
+        status, body = nginx.request("GET", "/users", source="127.0.0.1")
+        self.assertEqual(status, 200)
+        [user] = json.loads(body)["users"]
+        self.assertEqual(user["remoteAddresses"], ["127.0.0.6"])
+        server.wait_for_log(
+            r'"127\.0\.0\.5" - - .*"POST /webNotification HTTP/1\.1" 200', name="access.log"
+        )
 
 
 class SystemdTests(SynchronousTestCase):

@@ -382,6 +382,77 @@ class GuardEndToEndTests(SynchronousTestCase):
         )[0]
         self.assertEqual(status, 403)
 
+    def test_spoofed_forwarding_from_an_untrusted_peer(self) -> None:
+        """
+        With the shipped config (no server.trustedProxies), a client on
+        loopback (in publish.allow and monitor.allow) that sends
+        X-Forwarded-For: 127.0.0.1 or Forwarded: for=127.0.0.1 is unknown,
+        as anyone behind a proxy that is not trusted: its publish and its
+        /users get 403 naming server.trustedProxies, and sse.log names the
+        peer; /health and the scripts answer; a stream opens, marked
+        unknown.  Raw sockets, as an attacker would send.
+        """
+        server = Server(self, local=base_config()).start()
+        stream = server.subscribe("/sse/u1", {})
+        self.assertEqual(stream.next_event()["event"], "connect")
+        body = b"id=notify_u1&data=%7B%22n%22%3A1%7D"
+        for spoof in (
+            b"X-Forwarded-For: 127.0.0.1",
+            b"Forwarded: for=127.0.0.1",
+            b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 127.0.0.1",
+        ):
+            reply = raw_request(
+                server.port,
+                b"POST /webNotification HTTP/1.1\r\nHost: x\r\n%s\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (spoof, len(body), body),
+            )
+            self.assertTrue(reply.startswith(b"HTTP/1.1 403 "), reply[:300])
+            _, _, answer = reply.partition(b"\r\n\r\n")
+            self.assertEqual(
+                json.loads(answer),
+                {"error": "unknown client: forwarded by a proxy not in server.trustedProxies"},
+            )
+            for path in (b"/users", b"/metrics"):
+                reply = raw_request(
+                    server.port,
+                    b"GET %s HTTP/1.1\r\nHost: x\r\n%s\r\nConnection: close\r\n\r\n"
+                    % (path, spoof),
+                )
+                self.assertTrue(reply.startswith(b"HTTP/1.1 403 "), (path, reply[:300]))
+                self.assertIn(b"server.trustedProxies", reply)
+            for path in (b"/health", b"/javascripts/eventSourceClient.js"):
+                reply = raw_request(
+                    server.port,
+                    b"GET %s HTTP/1.1\r\nHost: x\r\n%s\r\nConnection: close\r\n\r\n"
+                    % (path, spoof),
+                )
+                self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), (path, reply[:300]))
+        server.wait_for_log(
+            r"refused publish from unknown via 127\.0\.0\.1: 403 unknown client: forwarded"
+            r" by a proxy not in server\.trustedProxies",
+            name="sse.log",
+        )
+        server.wait_for_log(
+            r"refused GET /users from unknown via 127\.0\.0\.1: 403 unknown client",
+            name="sse.log",
+        )
+        # Nothing was published: the next event is that of the same client
+        # without the header.
+        self.assertEqual(server.post(body, FORM)[0], 200)
+        self.assertEqual(stream.next_event()["data"], '{"n":1}')
+        # A stream through the "proxy" opens, and is shown unknown.
+        spoofed = server.subscribe("/sse/u2", {"X-Forwarded-For": "127.0.0.1"})
+        self.assertEqual(spoofed.next_event()["event"], "connect")
+        server.wait_for_log(
+            r"stream \d+ opened for u2 from unknown via 127\.0\.0\.1", name="sse.log"
+        )
+        users = json.loads(server.request("GET", "/users")[2])["users"]
+        self.assertEqual(
+            {u["userId"]: u["remoteAddresses"] for u in users},
+            {"u1": ["127.0.0.1"], "u2": ["unknown via 127.0.0.1"]},
+        )
+
     def test_monitor_allow_through_a_trusted_proxy(self) -> None:
         """
         monitor.allow guards /, /users and /metrics by the client's address
