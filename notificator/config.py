@@ -266,10 +266,24 @@ _B64TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
 MIN_SECRET_LENGTH = 16
 
 
+def _empty(value: object) -> bool:
+    """An empty or whitespace-only string: a secret left blank."""
+    return isinstance(value, str) and not value.strip()
+
+
 def _publish_token(value: object) -> str | None:
-    """Never shows the value: it is a secret."""
-    if value is None or value == "":
+    """
+    Never shows the value: it is a secret.  L{None} (JSON null) is no token;
+    an empty string is an error, not "off": a blank left to be filled in
+    must not open publishing to every allowed address without a word.
+    """
+    if value is None:
         return None
+    if _empty(value):
+        raise _Bad(
+            "empty, which would let every allowed address publish without a token:"
+            " write null for no token, or set a long random token"
+        )
     if not isinstance(value, str) or not _B64TOKEN.match(value):
         raise _Bad(
             "expected null or a string of letters, digits and -._~+/ (optionally"
@@ -279,9 +293,18 @@ def _publish_token(value: object) -> str | None:
 
 
 def _stream_secret(value: object) -> str | None:
-    """Never shows the value: it is a secret."""
-    if value is None or value == "":
+    """
+    Never shows the value: it is a secret.  L{None} (JSON null) turns
+    subscriber signatures off; an empty string is an error (see
+    L{_publish_token}).
+    """
+    if value is None:
         return None
+    if _empty(value):
+        raise _Bad(
+            "empty, which would open every user's streams without a signature:"
+            " write null to turn subscriber signatures off, or set a long random secret"
+        )
     if not isinstance(value, str):
         raise _Bad("expected null or a string (the value is not shown)")
     if len(value) < MIN_SECRET_LENGTH:
