@@ -529,6 +529,9 @@ class LimitsConfig:
         over it are answered with a long C{retry:} and ended.
     @ivar streams: C{limits.streams}, likewise for all streams (see
         L{stream_limit}).
+    @ivar streams_per_address: C{limits.streamsPerAddress}, likewise for
+        the streams of one client address (behind trusted proxies, the
+        client's); L{None}: no such cap.
     @ivar body_bytes: largest request body read; larger ones get 413 as
         soon as that is known (C{limits.bodyBytes}).
     @ivar form_fields: most fields in a form publish body; more get 400.
@@ -540,6 +543,7 @@ class LimitsConfig:
 
     streams_per_user: int
     streams: int
+    streams_per_address: int | None
     body_bytes: int
     form_fields: int
     header_timeout: float
@@ -655,6 +659,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "monitor.accessLog": _bool,
     "limits.streamsPerUser": lambda v: _int(v, 1, 1 << 30),
     "limits.streams": lambda v: None if v is None else _int(v, 1, 1 << 30),
+    "limits.streamsPerAddress": lambda v: None if v is None else _int(v, 1, 1 << 30),
     "server.trustedProxies": _networks,
     "publish.allow": _networks,
     "publish.token": _publish_token,
@@ -801,6 +806,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
     limits = LimitsConfig(
         streams_per_user=values["limits.streamsPerUser"],
         streams=stream_limit(values["limits.streams"]),
+        streams_per_address=values["limits.streamsPerAddress"],
         body_bytes=values["limits.bodyBytes"],
         form_fields=values["limits.formFields"],
         header_timeout=values["limits.headerTimeout"],
