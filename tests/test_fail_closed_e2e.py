@@ -7,6 +7,8 @@ loopback: what one client may hold and see when nothing is set for it.
    proxy, other clients) still open.
  - An empty C{sse.auth.secret} or C{publish.token} stops start-up instead of
    silently turning the check off.
+ - C{X-Notificator-Monitor} keeps only the monitor page's own polls from an
+   address of C{monitor.allow} out of C{access.log}.
 
 Loopback is all of 127.0.0.0/8 on Linux: clients bind 127.0.0.2 and
 127.0.0.3 as their source address to be other clients than 127.0.0.1.
@@ -46,6 +48,21 @@ def read_until(sock: socket.socket, ends: tuple[bytes, ...], timeout: float = 10
             break
         data += chunk
     return data
+
+
+def request(
+    server: Server, source: str, head: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """One request (C{"GET /health"}) from C{source}; its status and (dechunked) body."""
+    lines = [f"{head} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    with connect(server, source) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        raw = read_until(sock, ())
+    status, fields, body = split_response(raw)
+    if fields.get(b"transfer-encoding") == b"chunked":
+        body = dechunk(body)
+    return int(status.split()[1]), body
 
 
 class StreamsPerAddressTests(SynchronousTestCase):
@@ -132,3 +149,27 @@ class EmptySecretTests(SynchronousTestCase):
                     rf"^notificator: configuration error: .*/local\.json: {re.escape(key)}:"
                     r" empty, .*write null",
                 )
+
+
+class MonitorHeaderTests(SynchronousTestCase):
+    def test_the_header_keeps_only_the_monitors_polls_out_of_access_log(self) -> None:
+        """
+        With monitor.allow loopback 127.0.0.1 (the default), a request from
+        127.0.0.2 with X-Notificator-Monitor is in access.log like any other;
+        the page's own polls from 127.0.0.1 are not, nor are they when they
+        are not a GET.
+        """
+        server = Server(self).start()
+        poll = {"X-Notificator-Monitor": "poll"}
+        self.assertEqual(request(server, "127.0.0.2", "GET /health?who=outside", poll)[0], 200)
+        self.assertEqual(request(server, "127.0.0.2", "GET /users?who=outside", poll)[0], 403)
+        self.assertEqual(request(server, "127.0.0.1", "GET /health?who=monitor", poll)[0], 200)
+        self.assertEqual(request(server, "127.0.0.1", "GET /users?who=monitor", poll)[0], 200)
+        self.assertEqual(request(server, "127.0.0.1", "POST /users?who=post", poll)[0], 405)
+        self.assertEqual(request(server, "127.0.0.1", "GET /health?who=last")[0], 200)
+        server.wait_for_log(r"GET /health\?who=last ", name="access.log")
+        access = server.log("access.log")
+        self.assertRegex(access, r'"127\.0\.0\.2" - - .*"GET /health\?who=outside HTTP/1\.1" 200 ')
+        self.assertRegex(access, r'"127\.0\.0\.2" - - .*"GET /users\?who=outside HTTP/1\.1" 403 ')
+        self.assertRegex(access, r'"POST /users\?who=post HTTP/1\.1" 405 ')
+        self.assertNotIn("who=monitor", access)
