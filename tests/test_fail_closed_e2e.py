@@ -9,6 +9,7 @@ loopback: what one client may hold and see when nothing is set for it.
    silently turning the check off.
  - C{X-Notificator-Monitor} keeps only the monitor page's own polls from an
    address of C{monitor.allow} out of C{access.log}.
+ - C{/health} tells others the status alone, not the host name and counters.
 
 Loopback is all of 127.0.0.0/8 on Linux: clients bind 127.0.0.2 and
 127.0.0.3 as their source address to be other clients than 127.0.0.1.
@@ -16,6 +17,7 @@ Loopback is all of 127.0.0.0/8 on Linux: clients bind 127.0.0.2 and
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -173,3 +175,21 @@ class MonitorHeaderTests(SynchronousTestCase):
         self.assertRegex(access, r'"127\.0\.0\.2" - - .*"GET /users\?who=outside HTTP/1\.1" 403 ')
         self.assertRegex(access, r'"POST /users\?who=post HTTP/1\.1" 405 ')
         self.assertNotIn("who=monitor", access)
+
+
+class HealthDetailsTests(SynchronousTestCase):
+    def test_health_outside_monitor_allow_is_the_status_alone(self) -> None:
+        """
+        /health from an address outside monitor.allow: 200 {"status": "ok"},
+        no host name, version or counters; from monitor.allow, all of them.
+        """
+        server = Server(self).start()
+        status, body = request(server, "127.0.0.2", "GET /health")
+        self.assertEqual((status, json.loads(body)), (200, {"status": "ok"}))
+        self.assertNotIn(socket.gethostname().encode(), body)
+        status, body = request(server, "127.0.0.1", "GET /health")
+        doc = json.loads(body)
+        self.assertEqual((status, doc["status"]), (200, "ok"))
+        self.assertTrue(doc["node"].startswith(socket.gethostname()), doc)
+        for key in ("version", "uptime", "users", "streams", "published", "delivered"):
+            self.assertIn(key, doc)
