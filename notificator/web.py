@@ -211,7 +211,11 @@ class SSEResource(refusals.Resource):
     C{evs_last_event_id} and is replayed what follows).
 
     A stream that cannot open gets a 4xx with JSON C{{"error"}}
-    (L{refusals}) and a line in the log.
+    (L{refusals}) and a line in the log.  One over a cap
+    (C{limits.streamsPerUser}, C{limits.streamsPerAddress},
+    C{limits.streams}) is answered 200 with a long C{retry:} and ended, and
+    one that comes while the server stops likewise with a shorter retry
+    (L{_refusal}, L{_turn_away}).
     """
 
     isLeaf = True
