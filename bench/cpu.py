@@ -124,10 +124,10 @@ def measure(
     stats = hub.stats
     connections: list[Any] = []
 
-    def connection(number: int) -> Any:
+    def connection(number: int, host: str = "127.0.0.1") -> Any:
         protocol = site.buildProtocol(None)
         conn = tcp.Server(
-            CountingSocket(), protocol, ("127.0.0.1", 1024 + number % 60000), None, number, reactor
+            CountingSocket(), protocol, (host, 1024 + number % 60000), None, number, reactor
         )
         conn.repstr = "<bench>"
         protocol.makeConnection(conn)
@@ -151,7 +151,9 @@ def measure(
             gc.collect()
             start = time.process_time()
             for _ in range(per_round):
-                conn = connection(users)
+                # A browser per address, as on a company network (and under
+                # limits.streamsPerAddress); the publisher is on loopback.
+                conn = connection(users, "10.0.%d.%d" % divmod(users % 65536, 256))
                 conn.protocol.dataReceived(
                     b"GET /sse/u%d HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n"
                     b"Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n" % users

@@ -101,7 +101,8 @@ class LocalServer:
             "server": {"log": {"dir": logdir, "level": opt.log_level}},
             # The load generator publishes from 127.0.0.1-127.0.0.4.
             "publish": {"allow": ["127.0.0.0/8"]},
-            "limits": {"streamsPerUser": 1000},
+            # Every stream comes from one of those few addresses.
+            "limits": {"streamsPerUser": 1000, "streamsPerAddress": None},
         }
         with open(os.path.join(conf, "local.json"), "w", encoding="utf-8") as f:
             json.dump(local, f)

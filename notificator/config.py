@@ -266,10 +266,24 @@ _B64TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
 MIN_SECRET_LENGTH = 16
 
 
+def _empty(value: object) -> bool:
+    """An empty or whitespace-only string: a secret left blank."""
+    return isinstance(value, str) and not value.strip()
+
+
 def _publish_token(value: object) -> str | None:
-    """Never shows the value: it is a secret."""
-    if value is None or value == "":
+    """
+    Never shows the value: it is a secret.  L{None} (JSON null) is no token;
+    an empty string is an error, not "off": a blank left to be filled in
+    must not open publishing to every allowed address without a word.
+    """
+    if value is None:
         return None
+    if _empty(value):
+        raise _Bad(
+            "empty, which would let every allowed address publish without a token:"
+            " write null for no token, or set a long random token"
+        )
     if not isinstance(value, str) or not _B64TOKEN.match(value):
         raise _Bad(
             "expected null or a string of letters, digits and -._~+/ (optionally"
@@ -279,9 +293,18 @@ def _publish_token(value: object) -> str | None:
 
 
 def _stream_secret(value: object) -> str | None:
-    """Never shows the value: it is a secret."""
-    if value is None or value == "":
+    """
+    Never shows the value: it is a secret.  L{None} (JSON null) turns
+    subscriber signatures off; an empty string is an error (see
+    L{_publish_token}).
+    """
+    if value is None:
         return None
+    if _empty(value):
+        raise _Bad(
+            "empty, which would open every user's streams without a signature:"
+            " write null to turn subscriber signatures off, or set a long random secret"
+        )
     if not isinstance(value, str):
         raise _Bad("expected null or a string (the value is not shown)")
     if len(value) < MIN_SECRET_LENGTH:
@@ -506,6 +529,9 @@ class LimitsConfig:
         over it are answered with a long C{retry:} and ended.
     @ivar streams: C{limits.streams}, likewise for all streams (see
         L{stream_limit}).
+    @ivar streams_per_address: C{limits.streamsPerAddress}, likewise for
+        the streams of one client address (behind trusted proxies, the
+        client's); L{None}: no such cap.
     @ivar body_bytes: largest request body read; larger ones get 413 as
         soon as that is known (C{limits.bodyBytes}).
     @ivar form_fields: most fields in a form publish body; more get 400.
@@ -517,6 +543,7 @@ class LimitsConfig:
 
     streams_per_user: int
     streams: int
+    streams_per_address: int | None
     body_bytes: int
     form_fields: int
     header_timeout: float
@@ -632,6 +659,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "monitor.accessLog": _bool,
     "limits.streamsPerUser": lambda v: _int(v, 1, 1 << 30),
     "limits.streams": lambda v: None if v is None else _int(v, 1, 1 << 30),
+    "limits.streamsPerAddress": lambda v: None if v is None else _int(v, 1, 1 << 30),
     "server.trustedProxies": _networks,
     "publish.allow": _networks,
     "publish.token": _publish_token,
@@ -778,6 +806,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
     limits = LimitsConfig(
         streams_per_user=values["limits.streamsPerUser"],
         streams=stream_limit(values["limits.streams"]),
+        streams_per_address=values["limits.streamsPerAddress"],
         body_bytes=values["limits.bodyBytes"],
         form_fields=values["limits.formFields"],
         header_timeout=values["limits.headerTimeout"],

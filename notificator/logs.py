@@ -50,6 +50,7 @@ from zope.interface import implementer
 
 from notificator import __version__
 from notificator.auth import Guard, redact_uri
+from notificator.limits import client
 
 if TYPE_CHECKING:
     from notificator.web import PublishGate
@@ -325,10 +326,12 @@ class AccessLogSite(Site):
     It also logs requests that never reach C{Request.finish()}: an event
     stream that ends because the client went away (see L{log_unfinished}).
 
-    @param monitor_polls: write the monitor page's polls (C{GET /users}
-        and C{/health} carrying L{MONITOR_POLL_HEADER}, every 2 s per open
-        tab) too; C{monitor.accessLog}, off by default.  A load balancer's
-        or a script's C{/health} is logged either way.
+    @param monitor_polls: write the monitor page's polls (L{is_monitor_poll}:
+        C{GET /users} and C{/health} carrying L{MONITOR_POLL_HEADER} from an
+        address of C{monitor.allow}, every 2 s per open tab) too;
+        C{monitor.accessLog}, off by default.  A load balancer's or a
+        script's C{/health}, and any request with the header from elsewhere,
+        is logged either way.
     @param keep_days: remove rotated C{access.log} files older than this
         many days (L{OldLogRemover}); 0 keeps them all.
     """
@@ -360,13 +363,31 @@ class AccessLogSite(Site):
         self.keep_days = keep_days
 
     def log(self, request: http.Request) -> None:
+        # The path first: it is all a publish or a stream pays here.
         if (
-            not self.monitor_polls
-            and request.path in MONITOR_POLLED
-            and request.getHeader(MONITOR_POLL_HEADER) is not None
+            request.path in MONITOR_POLLED
+            and not self.monitor_polls
+            and self.is_monitor_poll(request)
         ):
             return
         super().log(request)
+
+    def is_monitor_poll(self, request: http.Request) -> bool:
+        """
+        Whether C{request} is one of the monitor page's polls: C{GET} of a
+        path it polls (L{MONITOR_POLLED}) with L{MONITOR_POLL_HEADER}, from
+        an address of C{monitor.allow} (the site's L{guard}; without one,
+        none is).  The header alone proves nothing: anyone can send it, and
+        it must not keep their requests out of the log.
+        """
+        if (
+            request.path not in MONITOR_POLLED
+            or request.getHeader(MONITOR_POLL_HEADER) is None
+            or request.method != b"GET"
+        ):
+            return False
+        guard = self.guard
+        return guard is not None and guard.refuse_monitor(client(request)) is None
 
     def _openLogFile(self, path: str | bytes) -> AccessLog:
         name = os.fsdecode(path)

@@ -7,7 +7,8 @@ site's root, which L{notificator.web.build_resource} builds).
    Korean or English after the browser's C{Accept-Language} (or C{?lang=}).
  - C{GET /users}: the connected users as JSON (with an ETag that changes
    only when a stream opens or closes).
- - C{GET /health}: 200 JSON with uptime and counts.
+ - C{GET /health}: 200 or 503 JSON with the status, for everyone; the
+   node, version, uptime and counts for C{monitor.allow} only.
  - C{GET /metrics}: Prometheus text (see L{notificator.metrics}).
  - C{GET /static/*}, C{GET /favicon.ico}: the page's script, style and
    icon, from C{notificator/static/} (L{notificator.assets}).
@@ -212,11 +213,18 @@ class UsersResource(assets.Readable):
 
 class HealthResource(assets.Readable):
     """
-    C{GET /health}: for load balancers and uptime checks.  200 with uptime
-    and counts while the server serves; 503, with the reason in
-    C{"status"} and C{"reason"}, while it is stopping (C{"draining"}) or
-    cannot record notifications (C{"unavailable"}: cluster mode without
-    Redis), so a load balancer sends new clients elsewhere.
+    C{GET /health}: for load balancers and uptime checks, open to every
+    address.  200 C{{"status": "ok"}} while the server serves; 503, with
+    the reason in C{"status"} and C{"reason"}, while it is stopping
+    (C{"draining"}) or cannot record notifications (C{"unavailable"}:
+    cluster mode without Redis), so a load balancer sends new clients
+    elsewhere.
+
+    The rest (the node's name, the version, uptime and counts, and why
+    Redis cannot be reached: its address and the error) only for the
+    addresses of C{monitor.allow} (C{guard}), as the monitor page shows
+    it; others get the status, and for C{"unavailable"} a reason that
+    names nothing (L{UNAVAILABLE}).
     """
 
     as_json = True
@@ -227,6 +235,7 @@ class HealthResource(assets.Readable):
         stats: Stats,
         broker: Broker,
         clock: IReactorTime,
+        guard: auth.Guard,
         log: Logger | None = None,
     ) -> None:
         super().__init__(log)
@@ -234,18 +243,22 @@ class HealthResource(assets.Readable):
         self._stats = stats
         self._broker = broker
         self._clock = clock
+        self._guard = guard
 
     def render_GET(self, request: IRequest) -> bytes:
         hub = self._hub
         stats = self._stats
+        allowed = self._guard.refuse_monitor(client(request)) is None
         body: dict[str, Any] = {"status": "ok"}
         problem = self._broker.health()
         if hub.draining:
-            body = {"status": "draining", "reason": "the server is stopping"}
+            body = {"status": "draining", "reason": DRAINING}
         elif problem is not None:
-            body = {"status": "unavailable", "reason": problem}
+            body = {"status": "unavailable", "reason": problem if allowed else UNAVAILABLE}
         if len(body) > 1:
             request.setResponseCode(503)
+        if not allowed:
+            return json_body(request, body)
         body.update(
             {
                 "node": self._broker.node,
@@ -262,6 +275,14 @@ class HealthResource(assets.Readable):
             }
         )
         return json_body(request, body)
+
+
+#: C{/health}'s reason while the server stops.
+DRAINING = "the server is stopping"
+
+#: C{/health}'s reason, outside C{monitor.allow}, while notifications cannot
+#: be recorded (the broker's own reason names Redis's address).
+UNAVAILABLE = "notifications cannot be recorded"
 
 
 class Guarded(Resource):
@@ -320,8 +341,9 @@ def add_monitor(
 ) -> None:
     """
     Put the monitor's resources under the site root: C{/}, C{/users} and
-    C{/metrics} for the addresses of C{monitor.allow} (C{guard}); C{/health},
-    the page's assets and the groupware's script for everyone.
+    C{/metrics} for the addresses of C{monitor.allow} (C{guard}); C{/health}
+    (its details for C{monitor.allow} only), the page's assets and the
+    groupware's script for everyone.
 
     @param log: where refused requests are logged (the activity logger).
     """
@@ -331,7 +353,7 @@ def add_monitor(
     root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard))
     users = UsersResource(hub, stats, broker.node, log)
     root.putChild(b"users", Guarded(users, guard))
-    root.putChild(b"health", HealthResource(hub, stats, broker, clock, log))
+    root.putChild(b"health", HealthResource(hub, stats, broker, clock, guard, log))
     root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard))
     # Every browser asks for it; a 404 in each console helps nobody.
     root.putChild(b"favicon.ico", assets.Asset.from_package("favicon.ico", log))

@@ -55,7 +55,11 @@ class RequestStream:
     @ivar user_id: whose notifications this stream receives.
     @ivar connection_id: unique within the process, for logs and the monitor.
     @ivar connected_at: POSIX time the stream opened.
-    @ivar peer: the client's address, for logs and the monitor.
+    @ivar peer: the client's address, for logs, the monitor and
+        C{limits.streamsPerAddress}.
+    @ivar counted: the stream counts against its address's
+        C{limits.streamsPerAddress} (set and cleared by the resource that
+        opened it, L{notificator.web.SSEResource}).
     """
 
     __slots__ = (
@@ -66,6 +70,7 @@ class RequestStream:
         "connected_at",
         "peer",
         "gone",
+        "counted",
         "_on_gone",
         "_held",
     )
@@ -85,6 +90,7 @@ class RequestStream:
         self.connected_at = connected_at
         self.peer = peer(request)
         self.gone = False
+        self.counted = False
         self._on_gone = on_gone
         # Bytes written while paused; None while not paused.
         self._held: int | None = None

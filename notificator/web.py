@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from collections.abc import Sequence
 from json.encoder import encode_basestring
 from typing import Any, cast
 from urllib.parse import unquote_to_bytes
@@ -219,7 +220,11 @@ class SSEResource(refusals.Resource):
     C{evs_last_event_id} and is replayed what follows).
 
     A stream that cannot open gets a 4xx with JSON C{{"error"}}
-    (L{refusals}) and a line in the log.
+    (L{refusals}) and a line in the log.  One over a cap
+    (C{limits.streamsPerUser}, C{limits.streamsPerAddress},
+    C{limits.streams}) is answered 200 with a long C{retry:} and ended, and
+    one that comes while the server stops likewise with a shorter retry
+    (L{_refusal}, L{_turn_away}).
     """
 
     isLeaf = True
@@ -243,6 +248,11 @@ class SSEResource(refusals.Resource):
         self._guard = guard
         self._per_user = limits.streams_per_user
         self._total = limits.streams
+        self._per_address = limits.streams_per_address
+        #: Open streams per client address (L{RequestStream.peer}), kept
+        #: while C{limits.streamsPerAddress} is set; an address whose
+        #: streams are all gone has no entry.
+        self.streams_by_address: dict[str, int] = {}
         self._rng = rng or random.Random()
         self._hub = hub
         self._broker = broker
@@ -313,7 +323,7 @@ class SSEResource(refusals.Resource):
         if args:
             head = _preamble(args) + head
             limit = _buffer_limit(args)
-        refusal = self._refusal(user_id)
+        refusal = self._refusal(user_id, _peer(request))
         if refusal is not None:
             return self._turn_away(request, user_id, *refusal)
         last_id = last_event_id(request)
@@ -332,7 +342,7 @@ class SSEResource(refusals.Resource):
                 head + encode_frame("connect", connect_data(user_id, stream.connection_id, now))
             )
             _slim(stream_request)
-            self._hub.attach(stream)
+            self._attach(stream)
             self._opened(stream)
         else:
             self._broker.replay(user_id, last_id).addCallbacks(
@@ -361,12 +371,13 @@ class SSEResource(refusals.Resource):
         request.finish()
         return NOT_DONE_YET
 
-    def _refusal(self, user_id: str) -> tuple[str, int] | None:
+    def _refusal(self, user_id: str, address: str) -> tuple[str, int] | None:
         """
-        Why a stream of C{user_id} cannot be attached now, and the retry to
-        give it; L{None} if it can.  Asked when the request comes, and again
-        when a replay the broker answered later is ready (meanwhile the
-        server may have begun to stop, or other streams filled a cap).
+        Why a stream of C{user_id} from the client C{address} cannot be
+        attached now, and the retry to give it; L{None} if it can.  Asked
+        when the request comes, and again when a replay the broker answered
+        later is ready (meanwhile the server may have begun to stop, or
+        other streams filled a cap).
         """
         hub = self._hub
         if hub.draining:
@@ -376,9 +387,25 @@ class SSEResource(refusals.Resource):
             return "draining", self._sse.retry + jitter
         if hub.count_of(user_id) >= self._per_user:
             return "user-limit", self._cap_retry()
+        per_address = self._per_address
+        if per_address is not None and self.streams_by_address.get(address, 0) >= per_address:
+            return "address-limit", self._cap_retry()
         if hub.stream_count >= self._total:
             return "server-limit", self._cap_retry()
         return None
+
+    def _attach(self, stream: RequestStream, backlog: Sequence[bytes] = ()) -> None:
+        """
+        Attach C{stream} to the hub with C{backlog}, and count it against its
+        address (C{limits.streamsPerAddress}) if it is still there: a stream
+        whose client left while the backlog was written is not attached.
+        L{_gone} takes it off the count.
+        """
+        self._hub.attach(stream, backlog)
+        if self._per_address is not None and not stream.gone:
+            counts = self.streams_by_address
+            counts[stream.peer] = counts.get(stream.peer, 0) + 1
+            stream.counted = True
 
     def _cap_retry(self) -> int:
         """A long retry, jittered, for a stream over a cap: 30 to 60 s."""
@@ -388,7 +415,7 @@ class SSEResource(refusals.Resource):
         """Write the head, connect, a reset if needed, and attach with the backlog."""
         if stream.gone:
             return
-        refusal = self._refusal(stream.user_id)
+        refusal = self._refusal(stream.user_id, stream.peer)
         if refusal is not None:
             request = stream.request
             if request.producer is not None:
@@ -406,7 +433,7 @@ class SSEResource(refusals.Resource):
             stream.send(head + connect + reset_frame(replay, last_id))
         _slim(stream.request)
         self._stats.replay(outcome, len(replay.frames))
-        self._hub.attach(stream, replay.frames)
+        self._attach(stream, replay.frames)
         self._opened(stream, outcome, len(replay.frames))
 
     def _unreplayed(
@@ -463,6 +490,14 @@ class SSEResource(refusals.Resource):
         )
 
     def _gone(self, stream: RequestStream, reason: Failure | None) -> None:
+        if stream.counted:
+            stream.counted = False
+            counts = self.streams_by_address
+            left = counts[stream.peer] - 1
+            if left:
+                counts[stream.peer] = left
+            else:
+                del counts[stream.peer]
         if not self._hub.detach(stream):
             return  # never opened (gone or turned away before its replay)
         self._log.info(
@@ -486,6 +521,7 @@ _TURNED_AWAY = {
     "draining": "the server is stopping",
     "user-limit": "the user has limits.streamsPerUser streams open",
     "server-limit": "the server has limits.streams streams open",
+    "address-limit": "the address has limits.streamsPerAddress streams open",
 }
 
 #: The comment before the first event that IE's XDomainRequest needs

@@ -170,13 +170,32 @@ class ConfigTests(SynchronousTestCase):
         self.assertIn('"10.0.0.1/8" has host bits set (did you mean "10.0.0.0/8"?)', str(e))
 
     def test_token_and_secret(self) -> None:
-        """A token and a secret load; empty strings are off."""
+        """A token and a secret load; null is off."""
         cfg = self.load_local({"publish": {"token": TOKEN}, "sse": {"auth": {"secret": SECRET}}})
         self.assertEqual(cfg.publish.token, TOKEN)
         self.assertEqual(cfg.sse.auth.secret, SECRET)
-        off = self.load_local({"publish": {"token": ""}, "sse": {"auth": {"secret": ""}}})
+        off = self.load_local({"publish": {"token": None}, "sse": {"auth": {"secret": None}}})
         self.assertIsNone(off.publish.token)
         self.assertIsNone(off.sse.auth.secret)
+
+    def test_empty_token_or_secret_stops_start_up(self) -> None:
+        """
+        An empty (or blank) token or secret does not turn it off: one line
+        naming the file and the key, saying to write null for that.
+        """
+        for doc, key in [
+            ({"publish": {"token": ""}}, "publish.token"),
+            ({"publish": {"token": "  \t"}}, "publish.token"),
+            ({"sse": {"auth": {"secret": ""}}}, "sse.auth.secret"),
+            ({"sse": {"auth": {"secret": " " * 20}}}, "sse.auth.secret"),
+        ]:
+            e = self.error(doc)
+            self.assertEqual(e.key, key, doc)
+            self.assertTrue(e.source.endswith("local.json"), e.source)
+            self.assertRegex(
+                str(e), rf"local\.json: {re.escape(key)}: empty, .*write null (to|for)"
+            )
+            self.assertNotIn("\n", str(e))
 
     def test_secrets_never_shown(self) -> None:
         """Errors, warnings and the config's repr never hold the token or the secret."""

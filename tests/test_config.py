@@ -59,6 +59,12 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(cfg.sse.cookie, "userID")
         self.assertFalse(cfg.monitor.access_log)
         self.assertEqual(cfg.server.log_keep_days, 30)
+        self.assertEqual(cfg.limits.streams_per_address, 1000)
+        self.assertIsNone(
+            load(
+                self.conf(default={"limits": {"streamsPerAddress": None}}), "x"
+            ).limits.streams_per_address
+        )
         self.assertEqual(
             load(self.conf(default={"server": {"log": {"keepDays": 0}}}), "x").server.log_keep_days,
             0,
@@ -250,6 +256,8 @@ class ErrorTests(SynchronousTestCase):
             ({"monitor": {"accessLog": "yes"}}, "monitor.accessLog"),
             ({"server": {"log": {"keepDays": -1}}}, "server.log.keepDays"),
             ({"server": {"log": {"keepDays": 1.5}}}, "server.log.keepDays"),
+            ({"limits": {"streamsPerAddress": 0}}, "limits.streamsPerAddress"),
+            ({"limits": {"streamsPerAddress": "many"}}, "limits.streamsPerAddress"),
         ]
         for doc, key in cases:
             with self.subTest(doc=doc):

@@ -10,6 +10,7 @@ import datetime
 import os
 import re
 from collections.abc import Callable
+from ipaddress import ip_network
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -27,8 +28,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
-from notificator import config, logs, process, web
-from tests.support import Parts
+from notificator import auth, config, logs, process, web
+from tests.support import Parts, config_with
 
 
 class FakeDate:
@@ -229,9 +230,9 @@ class AccessLogSiteTests(SynchronousTestCase):
         self.addCleanup(self.site.doStop)
         self.path = os.path.join(self.dir, "log", "access.log")
 
-    def connect(self) -> tuple[HTTPChannel, StringTransport]:
-        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    def connect(self, client: str = "127.0.0.1") -> tuple[HTTPChannel, StringTransport]:
+        channel = self.site.buildProtocol(IPv4Address("TCP", client, 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", client, 40000))
         channel.makeConnection(transport)
         return channel, transport
 
@@ -292,15 +293,23 @@ class AccessLogSiteTests(SynchronousTestCase):
             r'"GET /nowhere HTTP/1\.1" 404 \d+ "http://gw/" "Mozilla/5\.0"\n$',
         )
 
-    def poll(self, path: bytes, marked: bool = True) -> None:
-        channel, transport = self.connect()
+    def poll(
+        self,
+        path: bytes,
+        marked: bool = True,
+        client: str = "127.0.0.1",
+        method: bytes = b"GET",
+        status: bytes = b" 200 ",
+    ) -> None:
+        channel, transport = self.connect(client)
         header = b"X-Notificator-Monitor: poll\r\n" if marked else b""
-        channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
-        self.assertIn(b" 200 OK", transport.value())
+        channel.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
+        self.assertIn(status, transport.value().split(b"\r\n")[0])
         self.disconnect(channel)
 
     def test_monitor_polls_left_out_by_default(self) -> None:
         """The monitor page's polls are not logged; the same paths without its header are."""
+        self.site.guard = auth.Guard.from_config(config.defaults())  # as makeService sets it
         self.poll(b"/users")
         self.poll(b"/health?x=1")
         self.assertEqual(self.access_lines(), [])
@@ -310,6 +319,37 @@ class AccessLogSiteTests(SynchronousTestCase):
         self.assertEqual(len(logged), 2, logged)
         self.assertIn('"GET /health HTTP/1.1" 200 ', logged[0])
         self.assertIn('"GET / HTTP/1.1" 200 ', logged[1])
+
+    def test_the_header_alone_keeps_nothing_out(self) -> None:
+        """
+        X-Notificator-Monitor keeps a request out of access.log only if it is
+        a GET of /users or /health from an address of monitor.allow: from
+        elsewhere, with another method, or on a site without a guard, it is
+        logged.
+        """
+        # monitor.allow 10.0.0.0/8: 127.0.0.1 is not in it; 10.1.2.3 is.
+        cfg = config_with(monitor={"allow": (ip_network("10.0.0.0/8"),)})
+        self.site.doStop()
+        self.site = logs.AccessLogSite(
+            Parts(self.reactor, cfg).resource, os.path.join(self.dir, "log"), self.reactor
+        )
+        self.site.guard = auth.Guard.from_config(cfg)
+        self.site.doStart()
+        self.addCleanup(self.site.doStop)
+        self.poll(b"/health?from=outside", client="127.0.0.1")
+        self.poll(b"/users", client="127.0.0.1", status=b" 403 ")
+        self.poll(b"/health?from=inside", client="10.1.2.3")
+        self.poll(b"/users", client="10.1.2.3")
+        self.poll(b"/users", client="10.1.2.3", method=b"POST", status=b" 405 ")
+        self.site.guard = None
+        self.poll(b"/health?guard=none", client="10.1.2.3")
+        logged = self.access_lines()
+        self.assertEqual(len(logged), 4, logged)
+        self.assertIn('"127.0.0.1" - - ', logged[0])
+        self.assertIn('"GET /health?from=outside HTTP/1.1" 200 ', logged[0])
+        self.assertIn('"GET /users HTTP/1.1" 403 ', logged[1])
+        self.assertIn('"POST /users HTTP/1.1" 405 ', logged[2])
+        self.assertIn('"GET /health?guard=none HTTP/1.1" 200 ', logged[3])
 
     def test_monitor_polls_logged_when_asked(self) -> None:
         """monitor.accessLog true: the polls are logged like any request."""

@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 import re
 import socket
+from ipaddress import ip_network
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from notificator import assets, monitor
+from notificator import assets, auth, monitor
 from notificator.config import defaults
-from tests.support import Parts, Server
+from tests.support import Parts, Server, config_with
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 FORM = {b"content-type": [b"application/x-www-form-urlencoded; charset=UTF-8"]}
@@ -250,10 +252,66 @@ class HealthTests(SynchronousTestCase):
         site = _Site(self)
         request = DummyRequest([b"health"])
         request.method = b"HEAD"
-        resource = monitor.HealthResource(site.hub, site.parts.stats, site.parts.broker, site.clock)
+        request.client = IPv4Address("TCP", "127.0.0.1", 40000)
+        resource = monitor.HealthResource(
+            site.hub,
+            site.parts.stats,
+            site.parts.broker,
+            site.clock,
+            auth.Guard.from_config(defaults()),
+        )
         self.assertEqual(resource.render(request), b"")
         length = int(request.responseHeaders.getRawHeaders(b"content-length")[0])
         self.assertGreater(length, 10)
+
+    def health(self, monitor_allow: str, problem: str | None = None) -> tuple[int, Any]:
+        """C{GET /health} from 127.0.0.1 with this C{monitor.allow}: status and JSON."""
+        config = config_with(monitor={"allow": (ip_network(monitor_allow),)})
+        parts = Parts(Clock(), config)
+        if problem is not None:
+            parts.broker.health = lambda: problem  # as a cluster node without Redis says
+        stub = StubTreq(parts.resource)
+        response = self.successResultOf(stub.get("http://127.0.0.1/health"))
+        return response.code, json.loads(self.successResultOf(stub.content(response)))
+
+    def test_details_for_monitor_allow_only(self) -> None:
+        """
+        Outside monitor.allow, /health is the status alone (same codes); the
+        node, version and counts are for monitor.allow, as the page shows them.
+        """
+        code, doc = self.health("10.0.0.0/8")
+        self.assertEqual((code, doc), (200, {"status": "ok"}))
+        code, doc = self.health("127.0.0.1/32")
+        self.assertEqual(code, 200)
+        self.assertLessEqual(
+            {"node", "version", "uptime", "users", "streams", "published", "delivered"},
+            set(doc),
+        )
+
+    def test_503_says_why_without_naming_anything_outside(self) -> None:
+        """
+        Unavailable: 503 everywhere; the broker's reason (Redis's address)
+        only for monitor.allow, a plain one for others.  Draining likewise.
+        """
+        problem = "Redis at redis://10.9.8.7:6379/0 is unreachable (Connection refused)"
+        code, doc = self.health("10.0.0.0/8", problem)
+        self.assertEqual(
+            (code, doc),
+            (503, {"status": "unavailable", "reason": "notifications cannot be recorded"}),
+        )
+        code, doc = self.health("127.0.0.1/32", problem)
+        self.assertEqual((code, doc["status"], doc["reason"]), (503, "unavailable", problem))
+        self.assertIn("node", doc)
+        config = config_with(monitor={"allow": (ip_network("10.0.0.0/8"),)})
+        parts = Parts(Clock(), config)
+        parts.hub.drain(0, 3000)
+        stub = StubTreq(parts.resource)
+        response = self.successResultOf(stub.get("http://127.0.0.1/health"))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            json.loads(self.successResultOf(stub.content(response))),
+            {"status": "draining", "reason": "the server is stopping"},
+        )
 
 
 class PageFilesTests(SynchronousTestCase):

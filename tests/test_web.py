@@ -16,7 +16,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -524,6 +524,126 @@ class StreamCapTests(WebCase):
         self.assertEqual(len([e for e in observer if "turned away" in e["log_format"]]), 2)
 
 
+class AddressCapTests(WebCase):
+    """
+    C{limits.streamsPerAddress}: one client address cannot take every
+    stream; the streams of other addresses still open.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.configure(streams_per_address=2)
+        self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def configure(self, **limits: Any) -> None:
+        config = evolved(self.config, {"limits": {"streams": 10, **limits}})
+        self.parts = Parts(self.clock, config)
+        self.hub = self.parts.hub
+        self.stub = StubTreq(self.parts.resource)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        sse = getChildForRequest(self.parts.resource, DummyRequest([b"sse", b"x"]))
+        assert isinstance(sse, SSEResource)
+        return sse.streams_by_address
+
+    def request_from(self, address: str, user_id: str) -> DummyRequest:
+        """A stream request for C{user_id} from the client C{address}, rendered."""
+        request = DummyRequest([b"sse", user_id.encode()])
+        request.client = IPv4Address("TCP", address, 40000)
+        sse = getChildForRequest(self.parts.resource, request)
+        self.assertIs(sse.render(request), NOT_DONE_YET)
+        return request
+
+    def open_from(self, address: str, user_id: str) -> DummyRequest:
+        request = self.request_from(address, user_id)
+        self.assertFalse(request.finished)
+        self.assertEqual(self.events([b"".join(request.written)])[0]["event"], "connect")
+        return request
+
+    def turned_away_from(self, address: str, user_id: str) -> int:
+        """The request ends at once with only a retry: (ms, returned)."""
+        request = self.request_from(address, user_id)
+        self.assertTrue(request.finished)
+        (frame,) = parse_frames(b"".join(request.written))
+        return int(frame["retry"])
+
+    def test_one_address_cannot_take_every_stream(self) -> None:
+        """
+        Past streamsPerAddress, a stream from that address (for any user)
+        gets 200, a long retry and the end, counted and logged naming the
+        key; another address still opens.
+        """
+        self.open_from("10.0.0.1", "u1")
+        self.open_from("10.0.0.1", "u2")
+        self.assertTrue(30_000 <= self.turned_away_from("10.0.0.1", "u3") <= 60_000)
+        self.open_from("10.0.0.2", "u3")
+        self.assertEqual(self.hub.stream_count, 3)
+        self.assertEqual(self.counts, {"10.0.0.1": 2, "10.0.0.2": 1})
+        self.assertEqual(self.parts.stats.refused, {"address-limit": 1})
+        [line] = [formatEvent(e) for e in self.observer if "turned away" in e["log_format"]]
+        self.assertIn("for u3 from 10.0.0.1: the address has limits.streamsPerAddress", line)
+
+    def test_the_count_follows_the_streams(self) -> None:
+        """A stream that goes frees its place; an address with none left has no entry."""
+        first = self.open_from("10.0.0.1", "u1")
+        self.open_from("10.0.0.1", "u2")
+        first.processingFailed(Failure(ConnectionDone()))  # the client left
+        self.assertEqual(self.counts, {"10.0.0.1": 1})
+        self.open_from("10.0.0.1", "u3")
+        self.turned_away_from("10.0.0.1", "u4")
+        self.hub.close_all()  # the server ends them
+        self.assertEqual(self.counts, {})
+        self.open_from("10.0.0.1", "u5")
+        self.hub.drain(0, 3000)
+        self.assertEqual(self.counts, {})
+        self.assertEqual(self.hub.stream_count, 0)
+
+    def test_null_is_no_cap(self) -> None:
+        """streamsPerAddress null: one address may open up to the other caps, uncounted."""
+        self.configure(streams_per_address=None)
+        for n in range(5):
+            self.open_from("10.0.0.1", f"u{n}")
+        self.assertEqual(self.hub.stream_count, 5)
+        self.assertEqual(self.counts, {})
+
+    def test_behind_a_trusted_proxy_the_client_counts(self) -> None:
+        """Behind a trusted proxy each client X-Forwarded-For names has its own count."""
+        config = evolved(
+            self.config,
+            {
+                "limits": {"streams": 10, "streams_per_address": 1},
+                "server": {"trusted_proxies": (ip_network("127.0.0.1/32"),)},
+            },
+        )
+        guard = auth.Guard.from_config(config)
+        parts = Parts(self.clock, config, guard=guard)
+        site = server.Site(parts.resource, reactor=self.clock)
+        site.requestFactory = web.StockRequest
+        site.guard = guard  # type: ignore[attr-defined]
+
+        def get(user_id: str, client: str) -> bytes:
+            """A stream request through the proxy on 127.0.0.1 for C{client}."""
+            proxy = IPv4Address("TCP", "127.0.0.1", 40000)
+            channel = site.buildProtocol(proxy)
+            transport = StringTransport(peerAddress=proxy)
+            channel.makeConnection(transport)
+            self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+            channel.dataReceived(
+                b"GET /sse/%s HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: %s\r\n\r\n"
+                % (user_id.encode(), client.encode())
+            )
+            return bytes(transport.value())
+
+        self.assertIn(b"event: connect", get("u1", "10.1.0.1"))
+        self.assertIn(b"event: connect", get("u2", "10.1.0.2"))
+        refused = get("u3", "10.1.0.1")
+        self.assertNotIn(b"event: connect", refused)
+        self.assertIn(b"retry: ", refused)
+        self.assertEqual(parts.hub.stream_count, 2)
+        self.assertEqual(parts.stats.refused, {"address-limit": 1})
+
+
 class LaterReplayTests(WebCase):
     """
     Streams whose replay the broker answers later (cluster mode) are
@@ -533,14 +653,27 @@ class LaterReplayTests(WebCase):
 
     def setUp(self) -> None:
         super().setUp()
-        config = evolved(self.config, {"limits": {"streams_per_user": 2, "streams": 3}})
+        self.build(streams_per_user=2, streams=3)
+        self.addCleanup(self.stub.flush)
+        self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def build(self, **limits: Any) -> None:
+        config = evolved(self.config, {"limits": limits})
         self.parts = Parts(self.clock, config)
         self.hub = self.parts.hub
         self.broker = LaterBroker(self.parts.broker)
+        self.sse = SSEResource(
+            self.hub,
+            self.broker,
+            config.sse,
+            self.clock,
+            self.parts.stats,
+            guard=auth.Guard.from_config(config),
+            limits=config.limits,
+        )
         resource = web.build_resource(self.hub, self.broker, self.parts.stats, config, self.clock)
+        resource.putChild(b"sse", self.sse)
         self.stub = StubTreq(resource)
-        self.addCleanup(self.stub.flush)
-        self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def reconnect(self, user_id: str) -> Deferred[Any]:
         """A stream request with a last event id; its response once the replay is answered."""
@@ -570,6 +703,30 @@ class LaterReplayTests(WebCase):
         self.assertEqual(self.parts.stats.refused, {"user-limit": 1})
         closed = [e for e in self.observer if "closed by" in e.get("log_format", "")]
         self.assertEqual(closed, [])  # it never opened
+
+    def test_address_cap_counts_when_the_replay_is_ready(self) -> None:
+        """
+        Three reconnects from one address waiting for their replay, with
+        streamsPerAddress 2: two attach, one is turned away; a stream that
+        left before its replay is not counted.
+        """
+        self.build(streams_per_user=20, streams=100, streams_per_address=2)
+        left = DummyRequest([b"u-left"])
+        left.client = IPv4Address("TCP", "127.0.0.1", 40000)
+        left.requestHeaders.setRawHeaders(b"last-event-id", [b"1-0"])
+        self.assertIs(self.sse.render(left), NOT_DONE_YET)
+        self.assertEqual((len(self.broker.replays), left.written), (1, []))  # waiting
+        left.processingFailed(Failure(ConnectionDone()))  # before its replay
+        waiting = [self.reconnect(f"u{n}") for n in range(3)]
+        self.broker.answer_replays()
+        self.stub.flush()
+        self.assertEqual(self.hub.stream_count, 2)
+        self.assertEqual(self.sse.streams_by_address, {"127.0.0.1": 2})
+        ended = [chunks for done, chunks in map(self.read, waiting) if done]
+        self.assertEqual(len(ended), 1)
+        [frame] = parse_frames(b"".join(ended[0]))
+        self.assertTrue(30_000 <= int(frame["retry"]) <= 60_000)
+        self.assertEqual(self.parts.stats.refused, {"address-limit": 1})
 
     def test_drain_counts_when_the_replay_is_ready(self) -> None:
         """A reconnect whose replay is ready after the drain began is turned away with a retry."""
