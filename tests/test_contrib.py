@@ -44,12 +44,9 @@ UNIT = os.path.join(CONTRIB, "notificator.service")
 
 def default_seconds(key: str) -> float:
     """A number of seconds from conf/default.json's sse section."""
-    from twisted.python.filepath import FilePath
-
     from notificator import config
 
-    cfg = config.load(FilePath(os.path.join(PROJECT, "conf")), "none")
-    return float(getattr(cfg.sse, key))
+    return float(getattr(config.defaults().sse, key))
 
 
 class NginxBlock:
