@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from prometheus_client.registry import Collector
 from twisted.application import strports
@@ -32,7 +33,18 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import auth, channel, config, limits, listening, logs, metrics, process, web
+from notificator import (
+    __version__,
+    auth,
+    channel,
+    config,
+    limits,
+    listening,
+    logs,
+    metrics,
+    process,
+    web,
+)
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -73,6 +85,11 @@ class Options(usage.Options):
         """
         self["listen"].append(description)
 
+    def opt_version(self) -> NoReturn:
+        """Print Notificator's version (and Twisted's and Python's) and exit."""
+        sys.stdout.write(version_line() + "\n")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         env = self["env"] or os.environ.get("NOTIFICATOR_ENV") or "development"
         self["env"] = env
@@ -91,6 +108,14 @@ class Options(usage.Options):
         self["endpoints"] = descriptions(self)
         for description in self["endpoints"]:
             check_listen(description, from_config)
+
+
+def version_line() -> str:
+    """C{Notificator <version> (Twisted <version>, Python <version>)}."""
+    from twisted import __version__ as twisted_version
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"Notificator {__version__} (Twisted {twisted_version}, Python {python})"
 
 
 def history_directory(cfg: config.Config) -> str | None:

@@ -48,6 +48,29 @@ def run_twistd(
     )
 
 
+class VersionTests(SynchronousTestCase):
+    def test_version_names_notificator(self) -> None:
+        """twistd notificator --version prints Notificator's version, with Twisted's and Python's."""
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        result = subprocess.run(
+            twistd_command() + ["notificator", "--version"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        python = ".".join(map(str, sys.version_info[:3]))
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (
+                0,
+                f"Notificator {__version__} (Twisted {twisted.__version__}, Python {python})\n",
+                "",
+            ),
+        )
+
+
 class Install:
     """A scratch install: conf/ with these files; the log and history under it."""
 
