@@ -124,6 +124,157 @@ class EnvironmentTests(SynchronousTestCase):
         self.assertIn("the environments here are: production", result.stderr)
 
 
+class CheckTests(SynchronousTestCase):
+    """C{--check}: everything the server needs, checked like C{nginx -t}, without serving."""
+
+    def setUp(self) -> None:
+        from tests.tlssupport import Certs
+
+        self.certs = Certs(self)
+
+    def check(self, install: Install, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_twistd(
+            self, "--config", install.conf, "--env", "production", "--check", *args,
+            cwd=install.root,
+        )  # fmt: skip
+
+    def production(self, **server: Any) -> dict[str, Any]:
+        """An http2 production.json on a fixed port with the test certificates."""
+        return {
+            "server": {
+                "protocol": "http2",
+                "port": free_port(),
+                "host": "127.0.0.1",
+                "certificates": {
+                    "key": self.certs.key,
+                    "cert": self.certs.cert,
+                    "ca": self.certs.ca,
+                },
+                **server,
+            }
+        }
+
+    def test_ok_is_one_line_and_nothing_else_happens(self) -> None:
+        """
+        A good configuration: exit 0 and one line saying what it is; no
+        port bound, no log or history directory created, no twistd start.
+        """
+        production = self.production()
+        port = production["server"]["port"]
+        install = Install(self, {"production": production})
+        result = self.check(install)
+        self.assertEqual((result.returncode, result.stderr), (0, ""), result.stdout)
+        lines = result.stdout.splitlines()
+        self.assertEqual(len(lines), 1, result.stdout)
+        self.assertTrue(lines[0].startswith("notificator: configuration OK (env production: "))
+        self.assertIn(f"{install.conf}/production.json", lines[0])
+        self.assertIn(f"https:port={port}:interface=127.0.0.1:", lines[0])
+        self.assertIn(f"logs in {install.root}/log", lines[0])
+        self.assertIn(f"history in {install.root}/var/history", lines[0])
+        self.assertIn("Redis not used", lines[0])
+        self.assertEqual(sorted(os.listdir(install.root)), ["conf"])
+        # The port was never bound: it is free for the real start.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+    def test_listen_does_not_skip_the_certificates(self) -> None:
+        """
+        With --listen (the migration dry run on a spare port), the
+        configured listeners' certificates are checked all the same: a
+        missing key is one line naming server.certificates.key, exit 1.
+        """
+        missing = os.path.join(self.certs.dir, "nothing.key")
+        install = Install(self, {"production": self.production()})
+        write_config(
+            install.conf,
+            {"local": {"server": {"certificates": {"key": missing}}}},
+        )
+        result = self.check(install, "--listen", "tcp:0:interface=127.0.0.1")
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (
+                1,
+                "",
+                f"notificator: TLS error: server.certificates.key: {missing}: cannot read:"
+                " No such file or directory\n",
+            ),
+        )
+        # Without --check such a run serves on the spare port: the
+        # certificates are not needed there.
+        server = Server(self, conf_files={"default": {}, "test": self.production()})
+        write_config(
+            os.path.join(server.dir, "conf"),
+            {"local": {"server": {"certificates": {"key": missing}}}},
+        )
+        server.start()
+        self.assertEqual(server.request("GET", "/health")[0], 200)
+
+    def test_history_directory_that_cannot_be_written(self) -> None:
+        """An sse.history.dir under a file: one line naming the key, exit 1, nothing created."""
+        install = Install(self, {"production": self.production()})
+        blocker = os.path.join(install.root, "file")
+        with open(blocker, "w"):
+            pass
+        write_config(install.conf, {"local": {"sse": {"history": {"dir": "file/history"}}}})
+        result = self.check(install)
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertEqual(
+            result.stderr,
+            f"notificator: configuration error: sse.history.dir: {blocker}/history:"
+            f" {blocker} is not a directory\n",
+        )
+        self.assertEqual(sorted(os.listdir(install.root)), ["conf", "file"])
+
+    def test_cluster_ca_is_read(self) -> None:
+        """
+        In cluster mode the Redis URL is checked with the config and
+        cluster.ca is read (Redis is not contacted): an unreadable CA file
+        is one line naming cluster.ca, a good one is OK.
+        """
+        install = Install(self, {"production": self.production()})
+        missing = os.path.join(install.root, "redis-ca.pem")
+        cluster = {"redis": "rediss://127.0.0.1:1/0", "ca": missing}
+        write_config(install.conf, {"local": {"cluster": cluster}})
+        result = self.check(install)
+        self.assertEqual(
+            (result.returncode, result.stderr),
+            (
+                1,
+                f"notificator: configuration error: cluster.ca: {missing}: No such file or"
+                " directory\n",
+            ),
+        )
+        write_config(install.conf, {"local": {"cluster": {**cluster, "ca": self.certs.ca}}})
+        result = self.check(install)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Redis rediss://127.0.0.1:1/0 (not contacted)", result.stdout)
+
+    def test_warnings_come_first(self) -> None:
+        """Config warnings (an unknown key) are printed, one line each, before the OK line."""
+        install = Install(self, {"production": self.production()})
+        write_config(install.conf, {"local": {"sse": {"hearbeat": True}}})
+        result = self.check(install)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            result.stdout.splitlines()[0],
+            f"notificator: warning: config: {install.conf}/local.json: sse.hearbeat: unknown"
+            " key, ignored",
+        )
+        self.assertRegex(result.stdout.splitlines()[1], r"configuration OK \(.*; 1 warning\)$")
+        self.assertEqual(len(result.stdout.splitlines()), 2)
+
+    def test_bad_config_is_exit_one(self) -> None:
+        """A bad value: the configuration error line, exit 1."""
+        install = Install(self, {"production": {"server": {"port": "3443a"}}})
+        result = self.check(install)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr,
+            f"notificator: configuration error: {install.conf}/production.json: server.port:"
+            ' expected an integer, got "3443a"\n',
+        )
+
+
 def read_answer(sock: socket.socket) -> bytes:
     """What the server sends until it closes (bounded by the socket's timeout)."""
     data = b""
