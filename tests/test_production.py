@@ -17,9 +17,9 @@ import subprocess
 import sys
 from typing import Any
 
-import twisted
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted
 from notificator import __version__, config
 from tests.support import (
     PROJECT,
@@ -325,7 +325,7 @@ class EarlyAnswerAccessLogTests(SynchronousTestCase):
             sock.sendall((b"400\r\n" + b"x" * 1024 + b"\r\n") * 5)
             answers.append(read_answer(sock))
         bodies = []
-        for answer, code in zip(answers, (b"403", b"413", b"413")):
+        for answer, code in zip(answers, (b"403", b"413", b"413"), strict=True):
             head, _, body = answer.partition(b"\r\n\r\n")
             self.assertTrue(head.startswith(b"HTTP/1.1 " + code), answer)
             bodies.append(body)
@@ -392,10 +392,131 @@ class EarlyAnswerAccessLogTests(SynchronousTestCase):
         server.wait_for_log(r'HTTP/2" 413 ', name="access.log")
         lines = server.log("access.log").splitlines()
         self.assertEqual(len(lines), 2, lines)
-        for line, sid, code in zip(lines, streams, (403, 413)):
+        for line, sid, code in zip(lines, streams, (403, 413), strict=True):
             self.assertRegex(
                 line,
                 rf'^"127\.0\.0\.1" - - \[[^]]+\] "POST /webNotification HTTP/2" {code}'
                 rf' {len(c.data[sid])} "-" "h2-early"$',
             )
         self.assertNotIn("Traceback", server.log("sse.log") + server.log())
+
+
+def section(text: str, title: str) -> str:
+    """The text of the README section titled C{title} (up to the next title of its level or above)."""
+    lines = text.splitlines()
+    start = lines.index(title)
+    underline = lines[start + 1][0]
+    levels = "=-~"
+    end = len(lines)
+    for i in range(start + 2, len(lines) - 1):
+        mark = lines[i + 1][:1]
+        if (
+            lines[i]
+            and mark in levels
+            and set(lines[i + 1]) == {mark}
+            and len(lines[i + 1]) >= len(lines[i]) - 2
+            and levels.index(mark) <= levels.index(underline)
+        ):
+            end = i
+            break
+    return "\n".join(lines[start:end])
+
+
+def leaves(doc: dict[str, Any]) -> set[str]:
+    """The dotted config keys of a config document (L{config._SCHEMA}'s leaves)."""
+    return {key for key, _ in config._leaves(doc)}
+
+
+class MigrationGuideTests(SynchronousTestCase):
+    """
+    The migration guide (README.rst and README.ko.rst, "Migrating from the
+    node server") against what ships: publishing is loopback only, said
+    first, with the line to add; every new key listed.
+    """
+
+    GUIDES = {
+        "README.rst": ("Migrating from the node server", "New keys", "A key Notificator"),
+        "README.ko.rst": ("node 서버에서 옮기기", "새로 생긴 키", "Notificator가 모르는"),
+    }
+
+    def guide(self, name: str) -> str:
+        with open(os.path.join(PROJECT, name), encoding="utf-8") as f:
+            return section(f.read(), self.GUIDES[name][0])
+
+    def test_publish_allow_comes_first(self) -> None:
+        """
+        Before anything else the guide says publishing is loopback only by
+        default, with a publish.allow line that, added to local.json,
+        loads and lets a sender's network publish.
+        """
+        default_allow = config.defaults().publish.allow
+        self.assertEqual([str(n) for n in default_allow], ["127.0.0.1/32", "::1/128"])
+        for name in self.GUIDES:
+            with self.subTest(guide=name):
+                text = self.guide(name)
+                first = text.split("\n\n")[1] + text.split("\n\n")[2]
+                self.assertIn("``publish.allow``", first)
+                line = re.search(r"\n    (\{ \"publish\": .*\})\n", text)
+                assert line is not None, text[:2000]
+                self.assertLess(line.start(), text.index("\n----"))
+                conf = write_config(
+                    os.path.join(self.mktemp(), "conf"), {"production": {}, "local": line.group(1)}
+                )
+                from twisted.python.filepath import FilePath
+
+                allowed = config.load(FilePath(conf), "production").publish.allow
+                self.assertEqual(allowed[:2], default_allow)
+                self.assertGreater(len(allowed), 2)
+
+    def test_new_keys_are_all_listed(self) -> None:
+        """
+        The "new keys" list names every key of conf/default.json that the
+        old server's configuration (the shipped conf/production.json) did
+        not have, and nothing else.
+        """
+        shipped, _ = config.shipped_defaults()
+        from twisted.python.filepath import FilePath
+
+        production = config.read_json(FilePath(os.path.join(PROJECT, "conf", "production.json")))
+        expected = leaves(shipped) - leaves(production)
+        for name, (_, start, end) in self.GUIDES.items():
+            with self.subTest(guide=name):
+                text = self.guide(name)
+                listed = text[text.index(start) : text.index(end)]
+                keys = set(re.findall(r"``([A-Za-z]+(?:\.[A-Za-z]+)+)``", listed))
+                self.assertEqual(
+                    (sorted(expected - keys), sorted(keys - expected)),
+                    ([], []),
+                    f"{name}, 'Migrating from the node server': the new keys listed differ"
+                    " from conf/default.json's (missing, unknown)",
+                )
+
+
+class RepositoryTests(SynchronousTestCase):
+    def test_no_stray_files_at_the_root(self) -> None:
+        """The files tracked at the repository's root are the known ones (a stray '0' was there)."""
+        if not os.path.exists(os.path.join(PROJECT, ".git")):
+            not_here(f"not a git checkout: {PROJECT}")
+        result = subprocess.run(
+            ["git", "-C", PROJECT, "ls-files"], capture_output=True, text=True, timeout=60
+        )
+        if result.returncode != 0:
+            not_here(f"git ls-files failed: {result.stderr.strip()}")
+        root = sorted(
+            {path.split("/")[0] for path in result.stdout.splitlines() if "/" not in path}
+        )
+        self.assertEqual(
+            root,
+            [
+                ".coveragerc",
+                ".gitignore",
+                "CHANGELOG.rst",
+                "README.ko.rst",
+                "README.rst",
+                "daemon-lib.sh",
+                "pyproject.toml",
+                "shutdown.sh",
+                "startup.sh",
+                "tox.ini",
+            ],
+        )
