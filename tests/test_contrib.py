@@ -354,8 +354,7 @@ UNIT_OPTIONS = {
     "RemoveIPC": "the server uses no System V or POSIX IPC objects",
     "SystemCallArchitectures": "emulated (libseccomp: native only)",
     "SystemCallFilter": "emulated",
-    "SystemCallErrorNumber": "emulated (the run uses a stricter kill instead: see"
-    " HardenedUnitTests.policy)",
+    "SystemCallErrorNumber": "emulated (the run uses a stricter kill instead: see write_policy)",
 }
 
 #: Tries what the sandbox must refuse, and what it must not (a thread).
@@ -464,22 +463,7 @@ class HardenedUnitTests(SynchronousTestCase):
         self.assertEqual(sorted(read_unit(UNIT)), sorted(UNIT_OPTIONS))
 
     def policy(self, strict: bool = True) -> str:
-        """
-        The unit's sandbox as a policy file; C{strict}: the system call
-        filter made stricter than the unit's (a call outside it kills the
-        process instead of failing with EPERM, so no denied call can go
-        unseen).
-        """
-        from tests.unitsandbox import Policy
-
-        policy = Policy.from_unit(UNIT, self.analyze)
-        if strict:
-            policy["errno"] = None
-        path = os.path.abspath(self.mktemp()) + ".json"
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(policy, f)
-        os.chmod(path, 0o644)
-        return path
+        return write_policy(self, self.analyze, strict)
 
     def sandboxed(self, policy: str, argv: list[str]) -> list[str]:
         return [
@@ -547,6 +531,25 @@ class HardenedUnitTests(SynchronousTestCase):
         )
         self.assertNotEqual(boxed.returncode, 0)
         self.assertIn("Cannot allocate write+execute memory for ffi.callback()", boxed.stderr)
+
+
+def write_policy(testcase: SynchronousTestCase, analyze: str, strict: bool = True) -> str:
+    """
+    The unit's sandbox (L{tests.unitsandbox.Policy}) as a policy file;
+    C{strict}: the system call filter made stricter than the unit's (a
+    call outside it kills the process instead of failing with EPERM, so no
+    denied call can go unseen).
+    """
+    from tests.unitsandbox import Policy
+
+    policy = Policy.from_unit(UNIT, analyze)
+    if strict:
+        policy["errno"] = None
+    path = os.path.abspath(testcase.mktemp()) + ".json"
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(policy, f)
+    os.chmod(path, 0o644)
+    return path
 
 
 def documented_steps() -> list[str]:
@@ -674,7 +677,7 @@ class InstallStepsTests(SynchronousTestCase):
         """The unit's ExecStart in its WorkingDirectory, as the user, under the unit's sandbox."""
         service = read_service()
         argv = self.substituted(service["ExecStart"]).split()
-        policy = HardenedUnitTests.policy(self)  # type: ignore[arg-type]
+        policy = write_policy(self, self.analyze)
         command = self.as_user(
             [sys.executable, os.path.join(PROJECT, "tests", "unitsandbox.py"), policy, "--", *argv]
         )
