@@ -5,7 +5,9 @@
 #
 # Sends SIGTERM (open streams are closed cleanly, logs flushed), waits up to
 # $NOTIFICATOR_STOP_TIMEOUT seconds (default 15) for the process to exit,
-# then SIGKILL as a last resort, and removes the pid file.  Environment:
+# then SIGKILL as a last resort, and removes the pid file.  Exit status: 0
+# stopped (or was not running), 2 stopped only by SIGKILL (not cleanly:
+# see the message), 1 still running.  Environment:
 #   NOTIFICATOR_PIDFILE       pid file (default: ./notificator.pid)
 #   NOTIFICATOR_STOP_TIMEOUT  seconds to wait after SIGTERM (default: 15)
 # Works from any directory: relative paths are relative to this script's.
@@ -61,7 +63,8 @@ for _ in $(seq 1 50); do
     if ! alive; then
         rm -f "$pidfile"
         echo "Notificator SSE Server killed pid=$pid (SIGKILL); removed pid file $pidfile"
-        exit 0
+        echo "Notificator SSE Server did not stop cleanly: its streams were not drained and its history not closed (reconnecting clients get a reset); see why in its logs" >&2
+        exit 2
     fi
     sleep 0.1
 done

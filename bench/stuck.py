@@ -62,6 +62,9 @@ def start_server(
     conf = os.path.join(work, "conf")
     os.makedirs(conf)
     shutil.copy(os.path.join(source, "conf", "default.json"), conf)
+    # The environment it runs (--env stuck): its file must exist.
+    with open(os.path.join(conf, "stuck.json"), "w") as f:
+        f.write("{}\n")
     with open(os.path.join(conf, "local.json"), "w") as f:
         json.dump(
             {
@@ -80,7 +83,7 @@ def start_server(
     env = dict(os.environ, PYTHONPATH=source)
     process = subprocess.Popen(
         [sys.executable, twistd, "-n", "--pidfile=", "notificator", "--config", conf]
-        + ["--listen", "tcp:0:interface=127.0.0.1"],
+        + ["--env", "stuck", "--listen", "tcp:0:interface=127.0.0.1"],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=work,

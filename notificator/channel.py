@@ -273,3 +273,18 @@ def request_target(request: Any) -> tuple[bytes, bytes] | None:
     if isinstance(command, bytes) and isinstance(path, bytes):
         return command, path
     return None
+
+
+def request_version(request: Any) -> bytes | None:
+    """
+    The protocol of a request whose head is read and whose body is not
+    (as L{request_target}): an HTTP/1.x channel keeps it as C{_version};
+    an HTTP/2 stream is C{HTTP/2}.  L{None} when neither is known.
+    """
+    ch = request.channel
+    version = getattr(ch, "_version", None)
+    if isinstance(version, bytes):
+        return version
+    if isinstance(getattr(ch, "command", None), bytes):
+        return b"HTTP/2"
+    return None

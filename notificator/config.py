@@ -853,18 +853,52 @@ def defaults(root: str = ".") -> Config:
     return validate({}, {}, root)
 
 
+#: Files of a config directory that are not environments (L{environments}).
+_NOT_ENVIRONMENTS = ("default", "local")
+
+_ENV_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+
+
+def environments(directory: FilePath[str]) -> list[str]:
+    """
+    The environments C{directory} has: the names of its C{<env>.json}
+    files other than C{default.json} and C{local.json}, sorted.
+    """
+    try:
+        names = directory.listdir()
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        env, dot, ext = name.rpartition(".")
+        if dot and ext == "json" and _ENV_NAME.match(env) and env not in _NOT_ENVIRONMENTS:
+            found.append(env)
+    return sorted(found)
+
+
 def load(directory: FilePath[str], env: str) -> Config:
     """
-    Read C{default.json}, C{<env>.json} and C{local.json} from
-    C{directory} (each optional except that at least one must exist),
-    merge and validate them.
+    Read C{default.json} (optional: the shipped defaults stand in),
+    C{<env>.json} and C{local.json} (optional) from C{directory}, merge and
+    validate them.  The environment's file must exist: a misspelt
+    C{--env} would otherwise run on the defaults alone (plain http on
+    every interface).
 
-    @raise ConfigError: on any problem, naming the file and key.
+    @raise ConfigError: on any problem, naming the file and key; for an
+        environment without a file, naming those there are.
     """
-    if not re.match(r"^[A-Za-z0-9_.-]+$", env) or env.startswith("."):
+    if not _ENV_NAME.match(env):
         raise ConfigError(directory.path, "", f"bad environment name {env!r}")
     if not directory.isdir():
         raise ConfigError(directory.path, "", "config directory not found")
+    if not directory.child(env + ".json").exists():
+        known = environments(directory)
+        raise ConfigError(
+            directory.path,
+            "",
+            f"no environment {env!r} (no {env}.json); the environments here are: "
+            + (", ".join(known) if known else "none (add a <env>.json)"),
+        )
     doc: dict[str, Any] = {}
     origin: dict[str, str] = {}
     sources: list[str] = []
@@ -874,7 +908,5 @@ def load(directory: FilePath[str], env: str) -> Config:
             continue
         merge(doc, origin, read_json(path), path.path)
         sources.append(path.path)
-    if not sources:
-        raise ConfigError(directory.path, "", f"no default.json, {env}.json or local.json found")
     root = directory.parent().path
     return attrs.evolve(validate(doc, origin, root), sources=tuple(sources))

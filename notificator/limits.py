@@ -53,6 +53,7 @@ from zope.interface import implementer
 
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
+from notificator.logs import log_answered_early
 from notificator.stats import Stats
 
 if TYPE_CHECKING:
@@ -271,7 +272,9 @@ class Request(server.Request):
         HTTP/2 answer the stream once it is set up (after this reactor turn)
         and reset it.  What else arrives for it is read past, and it is
         never processed.  (The 413 of a body over the limit; the publish
-        gate's 403.)
+        gate's 403.)  Its C{access.log} line is written with the answer
+        (L{log_answered_early}); over HTTP/2, a stream the client reset
+        before the answer was written got none and gets no line.
         """
         self.ignore_body()
         limits = self.limits
@@ -286,6 +289,7 @@ class Request(server.Request):
                 b"Cache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                 % (code, phrase, len(body), body)
             )
+            log_answered_early(self, getattr(channel, "site", None), code, len(body))
             transport = self.transport
             if (
                 limits is not None
@@ -345,6 +349,7 @@ class Request(server.Request):
         )
         channel.writeHeaders(b"HTTP/2", b"%d" % code, phrase, headers)
         channel.write(body)
+        log_answered_early(self, getattr(channel, "site", None), code, len(body))
         assert self.limits is not None
         # The data frame leaves in this turn when the connection is idle,
         # else in the next; the reset follows it.

@@ -48,7 +48,7 @@ from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from notificator import __version__
+from notificator import __version__, channel
 from notificator.auth import Guard, redact_uri
 from notificator.limits import client
 
@@ -414,6 +414,30 @@ def log_unfinished(request: http.Request) -> None:
     L{Site} (test doubles) are ignored.
     """
     site = getattr(request, "site", None)
+    if isinstance(site, Site):
+        site.log(request)
+
+
+def log_answered_early(request: Any, site: object, code: int, sent: int) -> None:
+    """
+    Write the access-log line of a request answered before its body was
+    read (L{notificator.limits.Request.answer_early}: the publish gate's
+    403, every 413, any other early answer), which never reaches
+    C{finish()}, where twisted.web writes the line: C{code} and the
+    C{sent} bytes of body, and the method, path and protocol read from
+    its channel (twisted.web sets them on the request only once the body
+    is read).  C{site} is the request's channel's (a request answered
+    early has none of its own); anything but a L{Site} (test doubles) logs
+    nothing.
+    """
+    target = channel.request_target(request)
+    if target is not None:
+        request.method, request.uri = target
+    version = channel.request_version(request)
+    if version is not None:
+        request.clientproto = version
+    request.code = code
+    request.sentLength = sent
     if isinstance(site, Site):
         site.log(request)
 

@@ -12,11 +12,13 @@ history.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
+import sys
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from prometheus_client.registry import Collector
 from twisted.application import strports
@@ -32,7 +34,18 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import auth, channel, config, limits, listening, logs, metrics, process, web
+from notificator import (
+    __version__,
+    auth,
+    channel,
+    config,
+    limits,
+    listening,
+    logs,
+    metrics,
+    process,
+    web,
+)
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -61,6 +74,15 @@ class Options(usage.Options):
         ["config", "c", "conf", "Directory holding default.json, <env>.json, local.json."],
         ["env", "e", None, "Config environment (default: $NOTIFICATOR_ENV, else development)."],
     ]
+    optFlags = [
+        [
+            "check",
+            None,
+            "Check the whole configuration (files, every listener's certificates, log and"
+            " history directories, cluster.ca) without serving or binding a port; print"
+            " one line and exit 0 (OK) or 1.",
+        ],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,6 +95,11 @@ class Options(usage.Options):
         """
         self["listen"].append(description)
 
+    def opt_version(self) -> NoReturn:
+        """Print Notificator's version (and Twisted's and Python's) and exit."""
+        sys.stdout.write(version_line() + "\n")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         env = self["env"] or os.environ.get("NOTIFICATOR_ENV") or "development"
         self["env"] = env
@@ -83,14 +110,65 @@ class Options(usage.Options):
             # twistd print the whole help text and exit 0.
             raise SystemExit(f"notificator: configuration error: {e}")
         loaded: config.Config = self["loaded"]
-        check_dir(loaded.server.log_dir, "server.log.dir")
+        dry_run = bool(self["check"])
+        check_dir(loaded.server.log_dir, "server.log.dir", create=not dry_run)
         directory = history_directory(loaded)
         if directory is not None:
-            check_dir(directory, "sse.history.dir")
+            check_dir(directory, "sse.history.dir", create=not dry_run)
         from_config = not self["listen"] and not loaded.server.endpoints
         self["endpoints"] = descriptions(self)
         for description in self["endpoints"]:
             check_listen(description, from_config)
+        if dry_run:
+            sys.stdout.write(check_rest(self) + "\n")
+            raise SystemExit(0)
+
+
+def version_line() -> str:
+    """C{Notificator <version> (Twisted <version>, Python <version>)}."""
+    from twisted import __version__ as twisted_version
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"Notificator {__version__} (Twisted {twisted_version}, Python {python})"
+
+
+def check_rest(options: dict[str, Any]) -> str:
+    """
+    C{--check}: after what every start checks (L{Options.postOptions}),
+    the rest of what L{makeService} needs: the configured listeners' TLS
+    files also when C{--listen} replaces them for this run, and
+    C{cluster.ca}.  Redis itself is not contacted (its URL was checked
+    with the config).  Config warnings are printed first, one line each.
+
+    @return: the one line saying the configuration is OK, and what it is.
+    @raise SystemExit: with the one line of the first problem.
+    """
+    cfg: config.Config = options["loaded"]
+    if options["listen"]:
+        every_interface = listening.all_interfaces(listening.ipv6_mode())
+        for description in cfg.endpoints(every_interface):
+            check_listen(description, not cfg.server.endpoints)
+    cluster = cfg.cluster
+    if cluster.redis is not None and cluster.ca is not None:
+        from notificator.redisbroker import load_trust
+
+        try:
+            load_trust(cluster.ca)
+        except ValueError as e:
+            raise SystemExit(f"notificator: configuration error: {e}")
+    for warning in cfg.warnings:
+        sys.stdout.write(f"notificator: warning: config: {warning}\n")
+    directory = history_directory(cfg)
+    facts = [
+        f"env {options['env']}: " + ", ".join(cfg.sources),
+        "listening on " + ", ".join(options["endpoints"]),
+        f"logs in {cfg.server.log_dir}",
+        f"history in {directory}" if directory is not None else "no history on disk",
+        "Redis not used" if cluster.redis is None else f"Redis {cluster.redis} (not contacted)",
+    ]
+    if cfg.warnings:
+        facts.append(f"{len(cfg.warnings)} warning{'s' if len(cfg.warnings) > 1 else ''}")
+    return f"notificator: configuration OK ({'; '.join(facts)})"
 
 
 def history_directory(cfg: config.Config) -> str | None:
@@ -117,18 +195,28 @@ def descriptions(options: dict[str, Any]) -> list[str]:
     return list(options["listen"]) or options["loaded"].endpoints(every_interface)
 
 
-def check_dir(path: str, key: str) -> None:
+def check_dir(path: str, key: str, create: bool = True) -> None:
     """
     Create a directory the server writes to (C{server.log.dir},
     C{sse.history.dir}) if needed and check that it can be written, so a
     bad one stops start-up with one line, not with a traceback from the
     service that uses it.
 
+    @param create: L{False} (C{--check}): create nothing; a missing
+        directory is fine if the first of its parents that exists can be
+        written (the server will create it there).
     @raise SystemExit: with that line.
     """
     try:
-        os.makedirs(path, exist_ok=True)
-        if not os.access(path, os.W_OK | os.X_OK):
+        target = path
+        if create:
+            os.makedirs(path, exist_ok=True)
+        else:
+            while not os.path.lexists(target) and os.path.dirname(target) != target:
+                target = os.path.dirname(target)
+            if not os.path.isdir(target):
+                raise NotADirectoryError(errno.ENOTDIR, f"{target} is not a directory")
+        if not os.access(target, os.W_OK | os.X_OK):
             raise PermissionError(f"no write permission for uid {os.getuid()}")
     except OSError as e:
         reason = e.strerror or str(e)

@@ -180,6 +180,8 @@ class Server(Client):
         if conf_files is None:
             with open(os.path.join(PROJECT, "conf", "default.json"), encoding="utf-8") as f:
                 files["default"] = f.read()
+        # The environment the server runs (--env test) must have its file.
+        files.setdefault("test", "// tests.support.Server: the environment --env test\n{}\n")
         if local is not None:
             files["local"] = local
         if isinstance(files.get("local"), dict):

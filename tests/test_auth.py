@@ -90,7 +90,8 @@ class RecordingCompare:
 
 class ConfigTests(SynchronousTestCase):
     def conf(self, **files: object) -> FilePath[str]:
-        return FilePath(write_config(os.path.join(self.mktemp(), "conf"), files))
+        """A config directory of these files and the environment C{x} (C{x.json}, empty)."""
+        return FilePath(write_config(os.path.join(self.mktemp(), "conf"), {"x": {}, **files}))
 
     def load_local(self, doc: object) -> Any:
         return load(self.conf(default={}, local=doc), "x")

@@ -452,11 +452,13 @@ class WriteBatchTests(SynchronousTestCase):
 
 class RequestTargetTests(SynchronousTestCase):
     """
-    L{channel.request_target} reads the private attributes of twisted.web's
-    real channels (C{HTTPChannel._command} and C{_path}; an C{H2Stream}'s
+    L{channel.request_target} and L{channel.request_version} read the
+    private attributes of twisted.web's real channels
+    (C{HTTPChannel._command}, C{_path} and C{_version}; an C{H2Stream}'s
     C{command} and C{path}) while a request's body is not read yet: checked
     here on the real classes, so a Twisted that renames them fails here
-    (the publish gate then decides after the body: its early 403 is lost).
+    (the publish gate then decides after the body: its early 403 is lost;
+    the access-log line of an early answer loses its request line).
     """
 
     def probe(self) -> tuple[type[http.Request], list[object]]:
@@ -464,7 +466,7 @@ class RequestTargetTests(SynchronousTestCase):
 
         class Probe(http.Request):
             def gotLength(self, length: int | None) -> None:
-                seen.append(channel.request_target(self))
+                seen.append((channel.request_target(self), channel.request_version(self)))
                 super().gotLength(length)
 
             def process(self) -> None:
@@ -485,7 +487,7 @@ class RequestTargetTests(SynchronousTestCase):
             ch.dataReceived(
                 b"POST /webNotification?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n"
             )
-            self.assertEqual(seen, [(b"POST", b"/webNotification?x=1")])
+            self.assertEqual(seen, [((b"POST", b"/webNotification?x=1"), b"HTTP/1.1")])
             ch.connectionLost(Failure(ConnectionDone()))
 
     def test_http2(self) -> None:
@@ -513,6 +515,6 @@ class RequestTargetTests(SynchronousTestCase):
             ],
         )
         server.dataReceived(client.data_to_send())
-        self.assertEqual(seen, [(b"POST", b"/webNotification")])
+        self.assertEqual(seen, [((b"POST", b"/webNotification"), b"HTTP/2")])
         server.connectionLost(Failure(ConnectionDone()))
         reactor.advance(1)

@@ -37,7 +37,8 @@ class StripCommentsTests(SynchronousTestCase):
 
 class LoadTests(SynchronousTestCase):
     def conf(self, **files: object) -> FilePath:
-        return FilePath(write_config(os.path.join(self.mktemp(), "conf"), files))
+        """A config directory of these files and the environment C{x} (C{x.json}, empty)."""
+        return FilePath(write_config(os.path.join(self.mktemp(), "conf"), {"x": {}, **files}))
 
     def test_shipped_config_loads(self) -> None:
         """conf/ as shipped loads for every environment, with no warnings."""
@@ -213,9 +214,12 @@ class LoadTests(SynchronousTestCase):
 
 
 class ErrorTests(SynchronousTestCase):
+    def conf(self, **files: object) -> FilePath:
+        """A config directory of these files and the environment C{x} (C{x.json}, empty)."""
+        return FilePath(write_config(os.path.join(self.mktemp(), "conf"), {"x": {}, **files}))
+
     def error(self, env: str = "x", **files: object) -> ConfigError:
-        conf = FilePath(write_config(os.path.join(self.mktemp(), "conf"), files))
-        return self.assertRaises(ConfigError, load, conf, env)
+        return self.assertRaises(ConfigError, load, self.conf(**files), env)
 
     def test_wrong_type_names_file_and_key(self) -> None:
         """A wrong type is one line naming the file that set it and the key."""
@@ -261,7 +265,7 @@ class ErrorTests(SynchronousTestCase):
         ]
         for doc, key in cases:
             with self.subTest(doc=doc):
-                conf = FilePath(write_config(os.path.join(self.mktemp(), "conf"), {"default": doc}))
+                conf = self.conf(default=doc)
                 if key is None:
                     load(conf, "x")  # a single string is accepted as a one-item list
                     continue
@@ -285,10 +289,36 @@ class ErrorTests(SynchronousTestCase):
         self.assertIn("JSON object", str(self.error(default="[1]")))
 
     def test_no_files(self) -> None:
-        """A config directory with none of the files is an error."""
+        """A config directory with none of the files is an error: no such environment."""
         conf = FilePath(self.mktemp())
         conf.makedirs()
-        self.assertIn("no default.json", str(self.assertRaises(ConfigError, load, conf, "x")))
+        e = self.assertRaises(ConfigError, load, conf, "x")
+        self.assertEqual(
+            str(e),
+            f"{conf.path}: no environment 'x' (no x.json); the environments here are:"
+            " none (add a <env>.json)",
+        )
+
+    def test_environment_without_a_file(self) -> None:
+        """
+        An environment with no <env>.json (a typo) is an error naming the
+        environments there are, even when default.json and local.json
+        would make a configuration (plain http on every interface).
+        """
+        conf = FilePath(
+            write_config(
+                os.path.join(self.mktemp(), "conf"),
+                {"default": {}, "local": {}, "development": {}, "production": {}, "x.y": {}},
+            )
+        )
+        conf.child("notes.txt").setContent(b"not an environment")
+        e = self.assertRaises(ConfigError, load, conf, "prodution")
+        self.assertEqual(
+            str(e),
+            f"{conf.path}: no environment 'prodution' (no prodution.json); the environments"
+            " here are: development, production, x.y",
+        )
+        self.assertEqual(load(conf, "production").sources[1], conf.child("production.json").path)
 
     def test_missing_directory(self) -> None:
         """A missing config directory is an error."""
@@ -417,7 +447,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
         """A config directory with only local.json gets every default, merged under it."""
         conf = write_config(
             os.path.join(self.mktemp(), "conf"),
-            {"local": {"sse": {"header": {"X-Served-By": "n1"}, "retry": 1000}}},
+            {"x": {}, "local": {"sse": {"header": {"X-Served-By": "n1"}, "retry": 1000}}},
         )
         cfg = load(FilePath(conf), "x")
         root = os.path.dirname(os.path.abspath(conf))

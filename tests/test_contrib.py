@@ -38,6 +38,7 @@ from tests.support import (
     Server,
     SSEClient,
     free_port,
+    not_here,
     require_tool,
     wait_until,
     write_config,
@@ -51,12 +52,9 @@ UNIT = os.path.join(CONTRIB, "notificator.service")
 
 def default_seconds(key: str) -> float:
     """A number of seconds from conf/default.json's sse section."""
-    from twisted.python.filepath import FilePath
-
     from notificator import config
 
-    cfg = config.load(FilePath(os.path.join(PROJECT, "conf")), "none")
-    return float(getattr(cfg.sse, key))
+    return float(getattr(config.defaults().sse, key))
 
 
 def readme_literal(name: str, readme: str = "README.rst") -> str:
@@ -444,11 +442,12 @@ class NginxTests(SynchronousTestCase):
 
 
 class SystemdTests(SynchronousTestCase):
-    def unit(self) -> configparser.ConfigParser:
-        parser = configparser.ConfigParser(interpolation=None, strict=True)
+    def unit(self) -> dict[str, dict[str, str]]:
+        """The unit's sections, each key's last value (systemd repeats some keys)."""
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         parser.read(UNIT, encoding="utf-8")
-        return parser
+        return {name: dict(parser[name]) for name in parser.sections()}
 
     def install(self) -> tuple[str, str]:
         """A scratch install whose venv/bin/twistd is the tests' twistd; (root, unit path)."""
@@ -538,3 +537,535 @@ class SystemdTests(SynchronousTestCase):
         status = process.wait(int(service["TimeoutStopSec"].rstrip("s")))
         self.assertIn(status, (0, -signal.SIGTERM))
         self.assertIn("Server Shut Down", journal())
+
+
+#: Every option of the unit's [Service] section, and how the tests check it
+#: does not break TLS, HTTP/2 or Redis: "emulated" options are applied to the
+#: real server by tests.unitsandbox (HardenedUnitTests runs it under them);
+#: the others say why they cannot break the server.  A new option must be
+#: added here (test_every_option_is_accounted_for).
+UNIT_OPTIONS = {
+    "Type": "run: the ExecStart tests",
+    "User": "run: setpriv as a user made by the documented steps",
+    "Group": "run: setpriv as a user made by the documented steps",
+    "WorkingDirectory": "run: the ExecStart tests",
+    "Environment": "run: the ExecStart tests",
+    "ExecStart": "run: the ExecStart tests",
+    "Restart": "systemd only: restarts a failed server",
+    "RestartSec": "systemd only",
+    "LimitNOFILE": "a limit the server reads (limits.streams); tested in test_limits",
+    "KillSignal": "run: test_exec_start_runs_and_stops_on_sigterm",
+    "TimeoutStopSec": "checked against sse.drainSeconds",
+    "UMask": "emulated",
+    "CapabilityBoundingSet": "the server runs as its user and never asks for a capability"
+    " (no port below 1024 by default; the unit's comment says what to change)",
+    "AmbientCapabilities": "as CapabilityBoundingSet",
+    "NoNewPrivileges": "emulated (setpriv --no-new-privs)",
+    "PrivateUsers": "a user namespace: the server's own user and root stay mapped, so"
+    " files it reads and writes keep their owners; no low port (the unit's comment)",
+    "ProtectSystem": "read-only /: the server writes only server.log.dir and sse.history.dir"
+    " (both ReadWritePaths; tap.check_dir stops start-up on any other) and twistd, with"
+    " --pidfile= and --nodaemon, nothing; Twisted's plugin cache it cannot write is only"
+    " logged",
+    "ReadWritePaths": "run: the documented install -d makes them; the server writes there",
+    "ProtectHome": "the install is under /srv",
+    "PrivateTmp": "the server uses no temporary files",
+    "PrivateDevices": "no device but /dev/null, /dev/urandom... (Python and OpenSSL seed from"
+    " getrandom(2))",
+    "PrivateMounts": "the server mounts nothing",
+    "ProtectKernelTunables": "read-only /proc/sys and /sys: the server reads neither (IPv6"
+    " dual-stack is probed with a socket, listening.ipv6_mode)",
+    "ProtectKernelModules": "the server loads no module",
+    "ProtectKernelLogs": "the server reads no kernel log",
+    "ProtectControlGroups": "the server touches no cgroup",
+    "ProtectClock": "the server sets no clock",
+    "ProtectHostname": "the server only reads the host name (cluster.node's default)",
+    "ProtectProc": "hides other users' processes; /proc/self (the process_* metrics) stays",
+    "RestrictAddressFamilies": "emulated",
+    "RestrictNamespaces": "emulated",
+    "RestrictRealtime": "the server asks for no real-time scheduling",
+    "RestrictSUIDSGID": "the server makes no set-user-id file",
+    "LockPersonality": "the server never calls personality(2)",
+    "RemoveIPC": "the server uses no System V or POSIX IPC objects",
+    "SystemCallArchitectures": "emulated (libseccomp: native only)",
+    "SystemCallFilter": "emulated",
+    "SystemCallErrorNumber": "emulated (the run uses a stricter kill instead: see write_policy)",
+}
+
+#: Tries what the sandbox must refuse, and what it must not (a thread).
+PROBE = r"""
+import ctypes, errno, mmap, os, socket, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(f):
+    try:
+        f()
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    return "ok"
+def unshare():
+    if libc.unshare(0x04000000) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+thread = threading.Thread(target=lambda: None)
+thread.start()
+thread.join()
+print(" ".join([
+    attempt(lambda: os.nice(1)),
+    attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()),
+    attempt(lambda: socket.socket(socket.AF_INET6).close()),
+    attempt(lambda: socket.socket(socket.AF_UNIX).close()),
+    attempt(lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)),
+    attempt(unshare),
+]))
+"""
+
+
+class HardenedUnitTests(SynchronousTestCase):
+    """
+    The unit's hardening: its systemd-analyze security score, and the real
+    server run as a user made by the documented install steps, under the
+    unit's seccomp filters and process settings (tests.unitsandbox: CI has
+    no systemd as PID 1), serving TLS and HTTP/2 with its history and logs
+    on disk, and in cluster mode with Redis.
+    """
+
+    def setUp(self) -> None:
+        self.analyze = require_tool("systemd-analyze", "systemd", "CONTRIB TEST NOT RUN")
+
+    def score(self, path: str) -> float:
+        result = subprocess.run(
+            [self.analyze, "security", "--offline=true", path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        from tests.unitsandbox import EXPOSURE
+
+        m = EXPOSURE.search(result.stdout + result.stderr)
+        assert m is not None, result.stdout + result.stderr
+        return float(m.group(1))
+
+    def test_security_score(self) -> None:
+        """systemd-analyze security rates the unit 2.0 or below (without its hardening: above)."""
+        self.assertLessEqual(self.score(UNIT), 2.0)
+        from tests.unitsandbox import read_unit
+
+        hardening = set(read_unit(UNIT)) - {
+            "Type",
+            "User",
+            "Group",
+            "WorkingDirectory",
+            "Environment",
+            "ExecStart",
+            "Restart",
+            "RestartSec",
+            "LimitNOFILE",
+            "KillSignal",
+            "TimeoutStopSec",
+        }
+        bare = os.path.join(os.path.abspath(self.mktemp()) + ".service")
+        with open(UNIT, encoding="utf-8") as f:
+            lines = [line for line in f if line.partition("=")[0].strip() not in hardening]
+        with open(bare, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        self.assertGreater(self.score(bare), 8.0)
+
+    def test_low_port_variant_stays_hardened(self) -> None:
+        """The unit's comment for a port below 1024 keeps the score at 2.0 or below."""
+        with open(UNIT, encoding="utf-8") as f:
+            text = f.read()
+        for line in (
+            "#   CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+            "#   AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "#   PrivateUsers=no",
+        ):
+            self.assertIn(line, text)
+        text = (
+            text.replace(
+                "\nCapabilityBoundingSet=\n", "\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+            )
+            .replace("\nAmbientCapabilities=\n", "\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n")
+            .replace("\nPrivateUsers=yes\n", "\nPrivateUsers=no\n")
+        )
+        low = os.path.abspath(self.mktemp()) + ".service"
+        with open(low, "w", encoding="utf-8") as f:
+            f.write(text)
+        self.assertLessEqual(self.score(low), 2.0)
+
+    def test_every_option_is_accounted_for(self) -> None:
+        """Each option of [Service] is emulated for the tests or its harmlessness is stated."""
+        from tests.unitsandbox import read_unit
+
+        self.assertEqual(sorted(read_unit(UNIT)), sorted(UNIT_OPTIONS))
+
+    def policy(self, strict: bool = True) -> str:
+        return write_policy(self, self.analyze, strict)
+
+    def sandboxed(self, policy: str, argv: list[str]) -> list[str]:
+        return [
+            sys.executable,
+            os.path.join(PROJECT, "tests", "unitsandbox.py"),
+            policy,
+            "--",
+            *argv,
+        ]
+
+    def test_sandbox_is_real(self) -> None:
+        """
+        The emulated sandbox refuses what the unit refuses (nice, a netlink
+        socket, writable and executable memory, a namespace) and allows
+        IPv6 and Unix sockets and threads; without it all succeed.
+        """
+        require_tool("setpriv", "util-linux", "CONTRIB TEST NOT RUN")
+        plain = subprocess.run(
+            [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(plain.stdout.split(), ["ok"] * 6, plain.stderr)
+        boxed = subprocess.run(
+            self.sandboxed(self.policy(strict=False), [sys.executable, "-c", PROBE]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(
+            boxed.stdout.split(),
+            ["EPERM", "EAFNOSUPPORT", "ok", "ok", "ok", "EPERM"],
+            boxed.stderr,
+        )
+
+    def test_memory_deny_write_execute_would_break_tls(self) -> None:
+        """
+        Why the unit has no MemoryDenyWriteExecute=yes: under it pyOpenSSL
+        cannot make the callbacks every TLS listener sets (cffi needs
+        writable and executable memory), so the server could not serve
+        https or http2.
+        """
+        import json as json_module
+
+        from tests.unitsandbox import Policy
+
+        policy = Policy.from_unit(UNIT, self.analyze)
+        self.assertFalse(policy["mdwe"])
+        policy["mdwe"] = True
+        path = os.path.abspath(self.mktemp()) + ".json"
+        with open(path, "w", encoding="utf-8") as f:
+            json_module.dump(policy, f)
+        code = (
+            "from OpenSSL import SSL\n"
+            "SSL.Context(SSL.TLS_METHOD).set_alpn_select_callback(lambda c, p: p[0])\n"
+            "print('ok')\n"
+        )
+        plain = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(plain.stdout, "ok\n", plain.stderr)
+        boxed = subprocess.run(
+            self.sandboxed(path, [sys.executable, "-c", code]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertNotEqual(boxed.returncode, 0)
+        self.assertIn("Cannot allocate write+execute memory for ffi.callback()", boxed.stderr)
+
+
+def write_policy(testcase: SynchronousTestCase, analyze: str, strict: bool = True) -> str:
+    """
+    The unit's sandbox (L{tests.unitsandbox.Policy}) as a policy file;
+    C{strict}: the system call filter made stricter than the unit's (a
+    call outside it kills the process instead of failing with EPERM, so no
+    denied call can go unseen).
+    """
+    from tests.unitsandbox import Policy
+
+    policy = Policy.from_unit(UNIT, analyze)
+    if strict:
+        policy["errno"] = None
+    path = os.path.abspath(testcase.mktemp()) + ".json"
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(policy, f)
+    os.chmod(path, 0o644)
+    return path
+
+
+def documented_steps() -> list[str]:
+    """The install commands of the unit's header comment, in order."""
+    steps = []
+    with open(UNIT, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^#   (\S.*)$", line.rstrip("\n"))
+            if m:
+                steps.append(m.group(1))
+            elif steps and not line.startswith("#"):
+                break
+    return steps
+
+
+class InstallStepsTests(SynchronousTestCase):
+    """
+    The install steps as the README, the unit's header and the Korean guide
+    give them, run on this machine as far as it allows (no systemd as PID
+    1): a system user made by useradd, log/ and var/ made by install -d,
+    the --check as that user, then the unit's ExecStart as that user
+    (setpriv) under the unit's sandbox (tests.unitsandbox), serving TLS and
+    HTTP/2 and writing its history and logs; and in cluster mode, Redis.
+
+    The user is given CAP_DAC_READ_SEARCH and nothing else, only so that it
+    can read this test run's Python (under root's home here): it lets the
+    user read and search any file, not write one, so what the server may
+    write is still decided by the steps.
+    """
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            not_here("CONTRIB TEST NOT RUN: the install steps make a system user (run as root)")
+        for tool, package in (("useradd", "passwd"), ("setpriv", "util-linux")):
+            require_tool(tool, package, "CONTRIB TEST NOT RUN")
+        self.analyze = require_tool("systemd-analyze", "systemd", "CONTRIB TEST NOT RUN")
+        from tests.tlssupport import Certs
+
+        self.certs = Certs(self)
+        # Under /tmp, not the test's temporary directory, whose parents the
+        # user may not search (access(2) ignores the capability below).
+        import tempfile
+
+        self.base = tempfile.mkdtemp(prefix="notificator-install-")
+        self.addCleanup(shutil.rmtree, self.base, True)
+        os.chmod(self.base, 0o755)
+        self.root = os.path.join(self.base, "srv-notificator")
+        # A checkout as root makes it: conf/, cert/ and venv/, root's, readable.
+        os.makedirs(os.path.join(self.root, "venv", "bin"))
+        os.symlink(
+            os.path.join(os.path.dirname(sys.executable), "twistd"),
+            os.path.join(self.root, "venv", "bin", "twistd"),
+        )
+        self.user = f"ntf-test-{os.getpid()}"
+        self.steps = documented_steps()
+
+    def substituted(self, step: str) -> str:
+        return step.replace("/srv/notificator", self.root)
+
+    def as_user(self, argv: list[str], **kw: Any) -> list[str]:
+        """C{argv} run as the service user (as systemd's User=, Group=), no capability kept but one."""
+        return [
+            require_tool("setpriv", "util-linux", "CONTRIB TEST NOT RUN"),
+            f"--reuid={self.user}",
+            f"--regid={self.user}",
+            "--clear-groups",
+            "--inh-caps=-all,+dac_read_search",
+            "--ambient-caps=-all,+dac_read_search",
+            "--bounding-set=-all,+dac_read_search",
+            "--no-new-privs",
+            "--",
+            *argv,
+        ]
+
+    def run_step(self, step: str) -> subprocess.CompletedProcess[str]:
+        """One documented command, with the install at this test's root and the user its own."""
+        words = self.substituted(step).split()
+        if words[:2] == ["sudo", "useradd"]:
+            self.assertEqual(words[-1], "notificator")
+            argv = words[1:-1] + [self.user]
+            self.addCleanup(subprocess.run, ["userdel", self.user], capture_output=True, timeout=60)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if words[:3] == ["sudo", "install", "-d"]:
+            argv = " ".join(words[1:]).replace(
+                "-o notificator -g notificator", f"-o {self.user} -g {self.user}"
+            )
+            self.assertIn(self.user, argv)
+            return subprocess.run(argv.split(), capture_output=True, text=True, timeout=60)
+        m = re.match(rf"^cd ({re.escape(self.root)}) && sudo -u notificator (.*)$", " ".join(words))
+        assert m is not None, step
+        return subprocess.run(
+            self.as_user(m.group(2).split()),
+            cwd=m.group(1),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "NOTIFICATOR_ENV"},
+        )
+
+    def install_config(self, production: dict[str, Any]) -> None:
+        """The operator's conf/ (production.json) and cert/ (the key readable by the user's group)."""
+        conf = write_config(os.path.join(self.root, "conf"), {"production": production})
+        os.chmod(conf, 0o755)
+        for name in os.listdir(conf):
+            os.chmod(os.path.join(conf, name), 0o644)
+
+    def production(self, **more: Any) -> dict[str, Any]:
+        return {
+            "server": {
+                "protocol": "http2",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "certificates": {
+                    "key": self.certs.key,
+                    "cert": self.certs.cert,
+                    "ca": self.certs.ca,
+                },
+                "log": {"level": "debug"},
+            },
+            "sse": {"heartbeat": False, "drainSeconds": 0.2},
+            **more,
+        }
+
+    def start(self) -> tuple[subprocess.Popen[bytes], str, int]:
+        """The unit's ExecStart in its WorkingDirectory, as the user, under the unit's sandbox."""
+        service = read_service()
+        argv = self.substituted(service["ExecStart"]).split()
+        policy = write_policy(self, self.analyze)
+        command = self.as_user(
+            [sys.executable, os.path.join(PROJECT, "tests", "unitsandbox.py"), policy, "--", *argv]
+        )
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFICATOR_ENV"}
+        key, _, value = service["Environment"].partition("=")
+        env[key] = value
+        journal = os.path.join(self.base, "journal")
+        with open(journal, "wb") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=self.substituted(service["WorkingDirectory"]),
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+
+        def read() -> str:
+            with open(journal, encoding="utf-8", errors="replace") as f:
+                return f.read()
+
+        def listening() -> re.Match[str] | None:
+            self.assertIsNone(process.poll(), read())
+            return re.search(r"starting on (\d+)", read())
+
+        m = wait_until(listening, 30, read)
+        return process, journal, int(m.group(1))
+
+    def stop(self, process: subprocess.Popen[bytes], journal: str) -> str:
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(30)
+        with open(journal, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        self.assertIn(status, (0, -signal.SIGTERM), text)
+        self.assertIn("Server Shut Down", text)
+        self.assertNotIn("Traceback", text)
+        return text
+
+    def test_documented_steps_are_the_same_everywhere(self) -> None:
+        """README.rst and the Korean guide give the unit header's commands, word for word."""
+        self.assertEqual(len(self.steps), 6, self.steps)
+        for guide in ("README.rst", "README.ko.rst"):
+            with open(os.path.join(PROJECT, guide), encoding="utf-8") as f:
+                text = f.read()
+            for step in self.steps:
+                self.assertIn("    " + step + "\n", text, guide)
+
+    def test_steps_then_the_hardened_service(self) -> None:
+        """
+        Without the install -d step the service user cannot start (one
+        line naming the directory); with the steps the --check passes as
+        that user, and the unit's ExecStart, under the unit's sandbox,
+        serves HTTP/2 over TLS, keeps its history in var/ and its logs in
+        log/, the user's, none readable by others, and stops on SIGTERM.
+        """
+        from tests.tlssupport import H2Client, client_context
+
+        useradd, install, check = self.steps[:3]
+        self.assertEqual(self.run_step(useradd).returncode, 0)
+        self.install_config(self.production())
+        # The certificates, as the README asks: readable by the user.
+        for path in (self.certs.key, self.certs.cert, self.certs.ca):
+            shutil.chown(path, group=self.user)
+            os.chmod(path, 0o640)
+        os.chmod(os.path.dirname(self.certs.key), 0o755)
+        os.chmod(self.root, 0o755)
+
+        refused = self.run_step(check)
+        self.assertEqual(refused.returncode, 1, refused.stdout)
+        self.assertEqual(
+            refused.stderr,
+            f"notificator: configuration error: server.log.dir: {self.root}/log:"
+            f" no write permission for uid {pwd_uid(self.user)}\n",
+        )
+        self.assertEqual(self.run_step(install).returncode, 0)
+        ok = self.run_step(check)
+        self.assertEqual((ok.returncode, ok.stderr), (0, ""))
+        self.assertTrue(ok.stdout.startswith("notificator: configuration OK (env production: "))
+
+        process, journal, port = self.start()
+        h2 = H2Client(port, self.certs.ca)
+        self.addCleanup(h2.close)
+        self.assertEqual(h2.alpn, "h2")
+        stream = h2.request("GET", "/sse/u1")
+        h2.pump(lambda: bool(h2.named(stream, "connect")))
+        https = http.client.HTTPSConnection(
+            "localhost", port, timeout=10, context=client_context(self.certs.ca, ["http/1.1"])
+        )
+        https.request(
+            "POST",
+            "/webNotification",
+            "id=notify_u1&data=1",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        self.assertEqual(json.loads(https.getresponse().read())["delivered"], 1)
+        https.close()
+        h2.pump(lambda: bool(h2.named(stream, "notify")))
+        h2.close()
+        self.stop(process, journal)
+
+        uid = pwd_uid(self.user)
+        for path in ("log/access.log", "log/sse.log", "var/history/history.log"):
+            st = os.stat(os.path.join(self.root, path))
+            self.assertEqual((st.st_uid, st.st_mode & 0o007), (uid, 0), path)
+        with open(os.path.join(self.root, "log", "access.log"), encoding="utf-8") as f:
+            self.assertIn('"POST /webNotification HTTP/1.1" 200 ', f.read())
+
+    def test_cluster_mode_under_the_sandbox(self) -> None:
+        """In cluster mode the sandboxed server reaches Redis over TCP and delivers through it."""
+        from tests.support import RedisServer
+        from tests.tlssupport import H2Client
+
+        redis = RedisServer(self).start()
+        useradd, install, check = self.steps[:3]
+        self.assertEqual(self.run_step(useradd).returncode, 0)
+        self.assertEqual(self.run_step(install).returncode, 0)
+        production = self.production(cluster={"redis": redis.url, "node": "n1"})
+        self.install_config(production)
+        for path in (self.certs.key, self.certs.cert, self.certs.ca):
+            shutil.chown(path, group=self.user)
+            os.chmod(path, 0o640)
+        process, journal, port = self.start()
+        h2 = H2Client(port, self.certs.ca)
+        self.addCleanup(h2.close)
+        wait_until(lambda: json.loads(_health(h2))["status"] == "ok", 10, "/health ok (Redis up)")
+        stream = h2.request("GET", "/sse/u1")
+        h2.pump(lambda: bool(h2.named(stream, "connect")))
+        publish = h2.request(
+            "POST", "/webNotification", b"id=notify_u1&data=2",
+            {"content-type": "application/x-www-form-urlencoded"},
+        )  # fmt: skip
+        h2.pump(lambda: publish in h2.ended and bool(h2.named(stream, "notify")))
+        self.assertEqual(h2.headers[publish][":status"], "200")
+        self.assertEqual(h2.named(stream, "notify")[0]["data"], "2")
+        self.assertGreater(int(redis.command("DBSIZE")), 0)
+        h2.close()
+        self.stop(process, journal)
+
+
+def _health(h2: Any) -> bytes:
+    sid = h2.request("GET", "/health")
+    h2.pump(lambda: sid in h2.ended)
+    return bytes(h2.data[sid])
+
+
+def pwd_uid(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_uid
+
+
+def read_service() -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNIT, encoding="utf-8")
+    return dict(parser["Service"])

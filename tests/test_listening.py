@@ -181,7 +181,8 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(["--config", conf, "--env", "production", "--listen", "tcp:1"])
         self.assertEqual(tap.descriptions(options), ["tcp:1"])
         options = tap.Options()
-        options.parseOptions(["--config", write_config(self.mktemp(), {"default": {}})])
+        conf = write_config(self.mktemp(), {"default": {}, "x": {}})
+        options.parseOptions(["--config", conf, "--env", "x"])
         interfaces = listening.all_interfaces(listening.ipv6_mode())
         self.assertEqual(
             tap.descriptions(options),
@@ -211,7 +212,7 @@ class EndToEndTests(SynchronousTestCase):
         """twistd daemonizing with a port in use: the same line, whole."""
         port = taken_port(self)
         base = os.path.abspath(self.mktemp())
-        conf = write_config(os.path.join(base, "conf"), {"default": {}})
+        conf = write_config(os.path.join(base, "conf"), {"default": {}, "x": {}})
         pidfile = os.path.join(base, "twistd.pid")
         result = subprocess.run(
             [
@@ -223,6 +224,8 @@ class EndToEndTests(SynchronousTestCase):
                 "notificator",
                 "--config",
                 conf,
+                "--env",
+                "x",
                 "--listen",
                 f"tcp:{port}:interface=127.0.0.1",
             ],

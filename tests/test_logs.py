@@ -779,7 +779,7 @@ class WiringTests(SynchronousTestCase):
         log_dir = os.path.abspath(self.mktemp())
         conf = write_config(
             os.path.join(os.path.abspath(self.mktemp()), "conf"),
-            {"default": {"server": {"log": {"dir": log_dir, "level": level}}}},
+            {"default": {"server": {"log": {"dir": log_dir, "level": level}}}, "x": {}},
         )
         opts = tap.Options()
         opts.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])

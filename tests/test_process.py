@@ -45,7 +45,9 @@ class GCTuningTests(SynchronousTestCase):
 class WiringTests(SynchronousTestCase):
     def test_part_of_the_service(self) -> None:
         """makeService includes both, titled with the environment and the project root."""
-        conf = write_config(os.path.join(os.path.abspath(self.mktemp()), "conf"), {"default": {}})
+        conf = write_config(
+            os.path.join(os.path.abspath(self.mktemp()), "conf"), {"default": {}, "x": {}}
+        )
         options = tap.Options()
         options.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])
         service = tap.makeService(options, reactor=MemoryReactorClock())

@@ -118,7 +118,7 @@ class ClusterConfigTests(SynchronousTestCase):
     def load(self, cluster: Any) -> Any:
         conf = FilePath(self.mktemp())
         conf.makedirs()
-        write_config(conf.path, {"default": {"cluster": cluster}})
+        write_config(conf.path, {"default": {"cluster": cluster}, "test": {}})
         return load(conf, "test")
 
     def test_default_is_one_node(self) -> None:
@@ -843,7 +843,7 @@ class WiringTests(SynchronousTestCase):
     """C{makeService} picks the broker from C{cluster.redis}."""
 
     def options(self, doc: dict[str, Any]) -> tap.Options:
-        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": doc})
+        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": doc, "x": {}})
         opts = tap.Options()
         opts.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:4100"])
         return opts
@@ -872,14 +872,14 @@ class WiringTests(SynchronousTestCase):
         import subprocess
         import sys
 
-        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": {}})
+        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": {}, "x": {}})
         code = (
             "import sys, socket\n"
             "from twisted.internet.testing import MemoryReactorClock\n"
             "from notificator import tap\n"
             "from notificator.broker import LocalBroker\n"
             "o = tap.Options()\n"
-            f"o.parseOptions(['--config', {conf!r}, '--listen', 'tcp:4100'])\n"
+            f"o.parseOptions(['--config', {conf!r}, '--env', 'x', '--listen', 'tcp:4100'])\n"
             "svc = tap.makeService(o, reactor=MemoryReactorClock())\n"
             "b = tap.find(svc, LocalBroker)\n"
             "assert b is not None and b.node == socket.gethostname() + ':4100', b.node\n"

@@ -212,7 +212,8 @@ class WholeServer:
                         "trustedProxies": ["127.0.0.1/32"],
                     },
                     "sse": {"history": {"dir": None}, "drainSeconds": 0.1},
-                }
+                },
+                "fuzz": {},
             },
         )
         opts = tap.Options()

@@ -68,8 +68,10 @@ class Project:
             os.path.join(self.root, "conf"),
             {
                 "default": default,
-                # The shipped production.json wants certificates; the tests
-                # listen on plain loopback TCP (--listen) anyway.
+                # The environments the tests start (an environment needs its
+                # file); the shipped production.json wants certificates, and
+                # the tests listen on plain loopback TCP (--listen) anyway.
+                "development": {},
                 "production": production or {"server": {"protocol": "http"}},
             },
         )
@@ -229,6 +231,7 @@ class StartupShutdownTests(SynchronousTestCase):
     def test_environment_choice(self) -> None:
         """NOTIFICATOR_ENV overrides the development default; an argument overrides both."""
         project = Project(self)
+        write_config(os.path.join(project.root, "conf"), {"staging": {}})
         pid = project.start(env={"NOTIFICATOR_ENV": "production"})
         self.assertTrue(process_title(pid).startswith("notificator [production] "))
         self.assertEqual(project.run("shutdown.sh").returncode, 0)
@@ -312,9 +315,13 @@ class StartupShutdownTests(SynchronousTestCase):
             f.write(f"{stubborn.pid}\n")
         started = time.monotonic()
         result = project.run("shutdown.sh", env={"NOTIFICATOR_STOP_TIMEOUT": "0.5"})
-        self.assertEqual(result.returncode, 0, result.stdout)
+        # Not a success: the server did not stop cleanly (nothing drained,
+        # the history not closed), and a script chaining a start after it
+        # must be told.
+        self.assertEqual(result.returncode, 2, result.stdout)
         self.assertIn("still running after 0.5s; sending SIGKILL", result.stdout)
         self.assertIn(f"killed pid={stubborn.pid} (SIGKILL)", result.stdout)
+        self.assertIn("did not stop cleanly", result.stdout)
         self.assertEqual(stubborn.wait(10), -signal.SIGKILL)
         self.assertFalse(os.path.exists(project.pidfile))
         self.assertLess(time.monotonic() - started, 30)
@@ -355,6 +362,23 @@ class StartupShutdownTests(SynchronousTestCase):
         self.assertRegex(
             project.twistd_log(), r"\[startup\.sh\] notificator: configuration error: .*" + error
         )
+        self.assertFalse(os.path.exists(project.pidfile))
+
+    def test_misspelt_environment_is_refused(self) -> None:
+        """
+        startup.sh prodution (a typo) does not start on the defaults alone
+        (plain http on every interface): one line names the environments
+        there are, on the terminal and in twistd.log.
+        """
+        project = Project(self)
+        result = project.run("startup.sh", "prodution")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        error = (
+            f"notificator: configuration error: {project.root}/conf: no environment 'prodution'"
+            " (no prodution.json); the environments here are: development, production"
+        )
+        self.assertIn(error + "\n", result.stdout)
+        self.assertIn(f"[startup.sh] {error}", project.twistd_log())
         self.assertFalse(os.path.exists(project.pidfile))
 
     def test_missing_certificate_is_reported(self) -> None:

@@ -27,7 +27,8 @@ class OptionsTests(SynchronousTestCase):
         self.patch(os, "environ", {})
         here = os.path.abspath(self.mktemp())
         write_config(
-            os.path.join(here, "conf"), {"default": {}, "production": {"sse": {"retry": 1}}}
+            os.path.join(here, "conf"),
+            {"default": {}, "development": {}, "production": {"sse": {"retry": 1}}},
         )
         cwd = os.getcwd()
         os.chdir(here)
@@ -48,7 +49,7 @@ class OptionsTests(SynchronousTestCase):
     def test_config_error_is_one_line_exit(self) -> None:
         """A bad config exits with one line naming the file and key."""
         conf = write_config(
-            os.path.join(self.mktemp(), "conf"), {"default": {"sse": {"retry": "soon"}}}
+            os.path.join(self.mktemp(), "conf"), {"default": {"sse": {"retry": "soon"}}, "x": {}}
         )
         e = self.assertRaises(SystemExit, self.options, "--config", conf, "--env", "x")
         message = str(e.code)
@@ -63,7 +64,8 @@ class OptionsTests(SynchronousTestCase):
         with open(blocker, "w"):
             pass
         conf = write_config(
-            os.path.join(here, "conf"), {"default": {"server": {"log": {"dir": "file/log"}}}}
+            os.path.join(here, "conf"),
+            {"default": {"server": {"log": {"dir": "file/log"}}}, "x": {}},
         )
         e = self.assertRaises(SystemExit, self.options, "--config", conf, "--env", "x")
         message = str(e.code)
@@ -87,7 +89,7 @@ class OptionsTests(SynchronousTestCase):
         ]
         for i, (doc, refused) in enumerate(cases):
             doc["server"] = {"log": {"dir": "log"}}
-            conf = write_config(os.path.join(here, f"conf{i}"), {"default": doc})
+            conf = write_config(os.path.join(here, f"conf{i}"), {"default": doc, "x": {}})
             if refused:
                 e = self.assertRaises(SystemExit, self.options, "--config", conf, "--env", "x")
                 self.assertIn("sse.history.dir:", str(e.code))
@@ -97,7 +99,7 @@ class OptionsTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def service(self, doc: dict, *args: str) -> tuple[MemoryReactorClock, object]:
-        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": doc})
+        conf = write_config(os.path.join(self.mktemp(), "conf"), {"default": doc, "x": {}})
         opts = tap.Options()
         opts.parseOptions(["--config", conf, "--env", "x", *args])
         reactor = MemoryReactorClock()
@@ -319,8 +321,12 @@ class BacklogTests(SynchronousTestCase):
         """makeService listens with the backlog (seen on the reactor's listenTCP call)."""
         reactor = MemoryReactorClock()
         options = tap.Options()
-        conf = write_config(os.path.join(os.path.abspath(self.mktemp()), "conf"), {"default": {}})
-        options.parseOptions(["--config", conf, "--listen", "tcp:0:interface=127.0.0.1"])
+        conf = write_config(
+            os.path.join(os.path.abspath(self.mktemp()), "conf"), {"default": {}, "x": {}}
+        )
+        options.parseOptions(
+            ["--config", conf, "--env", "x", "--listen", "tcp:0:interface=127.0.0.1"]
+        )
         service = tap.makeService(options, reactor=reactor)
         service.privilegedStartService()
         service.startService()

@@ -297,7 +297,7 @@ class ParserTests(SynchronousTestCase):
 
 
 def load(local: dict[str, Any], directory: str) -> config.Config:
-    conf = write_config(os.path.join(directory, "conf"), {"local": local})
+    conf = write_config(os.path.join(directory, "conf"), {"test": {}, "local": local})
     return config.load(FilePath(conf), "test")
 
 
@@ -380,7 +380,9 @@ class StartupTests(SynchronousTestCase):
         self.root = os.path.abspath(self.mktemp())
 
     def options(self, server: dict[str, Any], *args: str) -> tap.Options:
-        conf = write_config(os.path.join(self.root, "conf"), {"local": {"server": server}})
+        conf = write_config(
+            os.path.join(self.root, "conf"), {"test": {}, "local": {"server": server}}
+        )
         options = tap.Options()
         options.parseOptions(["--config", conf, "--env", "test", *args])
         return options
