@@ -32,7 +32,18 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import auth, channel, config, limits, listening, logs, metrics, process, web
+from notificator import (
+    auth,
+    channel,
+    config,
+    limits,
+    listening,
+    logs,
+    metrics,
+    pidlock,
+    process,
+    web,
+)
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -248,20 +259,30 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     the timers and the listeners, send what the write batch holds, write
     the history to disk.
 
-    On the real reactor (twistd's call), it first checks that every
-    listener can bind (L{listening.check_free}): twistd calls this before it
-    daemonizes, so a port in use is one line on the terminal in both modes.
+    Where the history is kept on disk, its directory is locked while the
+    server runs (L{pidlock.DirectoryLockService}), so that no second server
+    appends to the same journal.
+
+    On the real reactor (twistd's call), it first takes that lock
+    (L{take_lock}) and checks that every listener can bind
+    (L{listening.check_free}): twistd calls this before it daemonizes, so
+    another server on the history or a port in use is one line on the
+    terminal in both modes.
     """
+    cfg: config.Config = options["loaded"]
+    directory = history_directory(cfg)
+    lock = pidlock.DirectoryLock(directory) if directory is not None else None
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+        if lock is not None:
+            take_lock(lock)
         for description in descriptions(options):
             try:
                 listening.check_free(description)
             except listening.PortUnavailable as e:
                 raise SystemExit(f"notificator: {e}")
-    cfg: config.Config = options["loaded"]
     for warning in cfg.warnings:
         log.warn("config: {warning}", warning=warning)
     log.info(
@@ -286,7 +307,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     journal = None
     cluster = cfg.cluster
     node = cluster.node or default_node(descriptions(options))
-    directory = history_directory(cfg)
+    if lock is not None:
+        # First in, last out: released once the history is written.
+        pidlock.DirectoryLockService(lock).setServiceParent(serving)
     if directory is not None:
         run: Any = maybeDeferred
         if IReactorFromThreads.providedBy(reactor):
@@ -344,6 +367,29 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # still answer (C{/health} says 503, late publishes are recorded).
     DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
     return root
+
+
+def take_lock(lock: pidlock.DirectoryLock) -> None:
+    """
+    Take the lock on the history's directory for this server.
+
+    @raise SystemExit: with one line naming the directory and the pid of
+        the server that holds it, or why the lock file cannot be used.
+    """
+    try:
+        lock.acquire()
+    except pidlock.Locked as e:
+        holder = f"pid {e.pid}" if e.pid is not None else "pid unknown"
+        raise SystemExit(
+            f"notificator: sse.history.dir: {lock.directory} is in use by another running"
+            f" Notificator ({holder}); stop it first, or give this server its own"
+            " sse.history.dir"
+        )
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise SystemExit(
+            f"notificator: configuration error: sse.history.dir: {lock.path}: {reason}"
+        )
 
 
 def serve_http(
