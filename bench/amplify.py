@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_amplification -*-
+# -*- test-case-name: tests.test_logs_e2e,tests.test_history_e2e -*-
 """
 Attacks that make a real server spend memory or disk out of proportion to
 what the attacker sends, and what they cost it.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_pidlock -*-
+# -*- test-case-name: tests.test_pidlock,tests.test_pidlock_e2e -*-
 """
 One server per history directory: an advisory lock on C{<dir>/lock},
 held while the server runs, with the holder's process id in the file.
