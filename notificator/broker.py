@@ -179,9 +179,16 @@ class Journal:
     reactor: what is published is collected and handed, every
     C{interval} seconds, to the file's writer thread (C{run}: a function
     that runs a callable there and returns a Deferred), which appends and
-    fsyncs it.  When the journal has grown to more than twice what the
-    history keeps, the writer replaces it with a snapshot (encoded on the
-    writer thread too).  On stop, a last snapshot is written, marked clean.
+    fsyncs it.  When what was appended since the last snapshot is more
+    than that snapshot's size plus L{COMPACT_MARGIN} (the file is more
+    than twice its size after the snapshot, plus the margin), the writer
+    replaces it with a new snapshot (encoded on the writer thread too).
+    So the file stays within about twice its last snapshot (the history
+    as it was on disk) plus the margin, each snapshot is paid for by at
+    least as many bytes appended before it, and a history that sits at its
+    memory bound is not rewritten again and again, whatever its memory is
+    to its size on disk (the file repeats the user id in each record).  On
+    stop, a last snapshot is written, marked clean.
 
     What a C{SIGKILL} or a power loss can lose: the notifications of the
     last C{interval} seconds, not yet written; and since the journal then
@@ -193,6 +200,9 @@ class Journal:
     """
 
     log = Logger()
+
+    #: Bytes appended beyond a snapshot's own size before the next one.
+    COMPACT_MARGIN = 1 << 20
 
     def __init__(
         self,
@@ -250,7 +260,8 @@ class Journal:
         if self._writing:
             return  # the next tick takes what came meanwhile
         history = self._history
-        if history is not None and self.file.size > 2 * history.bytes + (1 << 20):
+        file = self.file
+        if history is not None and file.size > 2 * file.snapshot_size + self.COMPACT_MARGIN:
             # Everything pending is in the snapshot.
             self._pending = []
             self._write(self.file.write_snapshot, history.state())

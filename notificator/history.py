@@ -32,9 +32,11 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import time
 import zlib
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -42,9 +44,22 @@ from twisted.logger import Logger
 
 from notificator.events import SEQ_SPAN, encode_frame, event_id
 
-#: Memory bytes counted per kept frame besides its own bytes: the entry
-#: tuple, its key and time, and its slots in two containers.
+#: Memory bytes counted per kept frame besides its own bytes: the frame's
+#: object, the entry tuple, its key and time, and its slots in two
+#: containers (measured with tracemalloc: about 185).
 ENTRY_OVERHEAD = 200
+
+#: Memory bytes counted per user with kept frames besides its id (counted
+#: as the string's own size, C{sys.getsizeof}: a 256-character id of
+#: Korean or emoji takes 0.5 to 1 KB): the user's record, its list of
+#: frames and its slot in the dictionary of users (measured: about 180).
+USER_OVERHEAD = 200
+
+
+def user_cost(user_id: str) -> int:
+    """The memory counted for one user's record in a L{History}, its id included."""
+    return USER_OVERHEAD + sys.getsizeof(user_id)
+
 
 #: Why a replay is not complete (the C{reason} of a L{Replay}).
 EXPIRED = "expired"  # notifications after the id were dropped (size, ttl, memory)
@@ -103,15 +118,16 @@ def reset_frame(replay: Replay, last_id: str) -> bytes:
 
 
 class _User:
-    """One user's kept frames (oldest first) and floor."""
+    """One user's kept frames (oldest first), floor and memory (L{user_cost})."""
 
-    __slots__ = ("user_id", "entries", "floor")
+    __slots__ = ("user_id", "entries", "floor", "cost")
 
     def __init__(self, user_id: str, floor: int = 0) -> None:
         self.user_id = user_id
         # (key, frame, time, this record)
         self.entries: list[tuple[int, bytes, float, _User]] = []
         self.floor = floor
+        self.cost = user_cost(user_id)
 
 
 class History:
@@ -121,13 +137,16 @@ class History:
     @param clock: the time source (seconds).
     @param size: frames kept per user.
     @param ttl: seconds a frame is kept.
-    @param max_bytes: bound on the memory of all kept frames.
+    @param max_bytes: bound on the memory of the history: every kept
+        frame (L{ENTRY_OVERHEAD} besides its bytes) and every user with
+        kept frames (L{user_cost}).
     @param known_since: the key before which nothing is known.
     @ivar floor: the global floor (see the module docstring).
     @ivar last: the key of the newest frame appended.
-    @ivar bytes: memory counted for the kept frames (those trimmed by size
-        and not yet released are counted apart, and released in batches:
-        the whole stays within about 1.25 times C{max_bytes}).
+    @ivar bytes: memory counted for the kept frames and their users (the
+        frames trimmed by size and not yet released are counted apart, and
+        released in batches: the whole stays within about 1.25 times
+        C{max_bytes}).
     """
 
     def __init__(
@@ -170,6 +189,7 @@ class History:
         if user is None:
             # What this user lost before, if anything, is in the global floor.
             user = self._users[user_id] = _User(user_id, self.floor)
+            self.bytes += user.cost
         entry = (key, frame, now, user)
         entries = user.entries
         entries.append(entry)
@@ -214,6 +234,7 @@ class History:
         if not entries and self._users.get(user.user_id) is user:
             # Nothing left of this user: fold its floor into the global one.
             del self._users[user.user_id]
+            self.bytes -= user.cost
             if user.floor > self.floor:
                 self.floor = user.floor
 
@@ -426,17 +447,26 @@ class State:
     users: list[tuple[str, int, list[tuple[Any, ...]]]]
 
 
-def snapshot(state: State, clean: bool) -> bytes:
-    """A whole journal holding exactly C{state}; safe to run on any thread."""
-    parts = [MAGIC, encode_state(state.known_since, state.floor, state.last, False)]
+def snapshot_records(state: State, clean: bool) -> Iterator[bytes]:
+    """
+    A whole journal holding exactly C{state}, record by record, to be
+    written as it is made (a snapshot is not held in memory whole); safe
+    to run on any thread.
+    """
+    yield MAGIC
+    yield encode_state(state.known_since, state.floor, state.last, False)
     for user_id, floor, entries in state.users:
         if floor:
-            parts.append(encode_floor(user_id, floor))
+            yield encode_floor(user_id, floor)
         for entry in entries:
-            parts.append(encode_entry(user_id, entry[0], entry[1], entry[2]))
+            yield encode_entry(user_id, entry[0], entry[1], entry[2])
     if clean:
-        parts.append(encode_state(state.known_since, state.floor, state.last, True))
-    return b"".join(parts)
+        yield encode_state(state.known_since, state.floor, state.last, True)
+
+
+def snapshot(state: State, clean: bool) -> bytes:
+    """A whole journal holding exactly C{state} (L{snapshot_records}, joined)."""
+    return b"".join(snapshot_records(state, clean))
 
 
 class HistoryFile:
@@ -453,11 +483,16 @@ class HistoryFile:
     NAME = "history.log"
     log = Logger()
 
+    #: Bytes a snapshot is written in, at most (the file's buffer).
+    WRITE_BUFFER = 1 << 20
+
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self.path = os.path.join(directory, self.NAME)
         self._file: Any = None
+        #: The file's size, and its size after the last snapshot.
         self.size = 0
+        self.snapshot_size = 0
 
     # These run on the writer thread (or at start-up, before serving).
 
@@ -495,20 +530,24 @@ class HistoryFile:
     def write_snapshot(self, state: State, clean: bool = False) -> None:
         """
         Replace the journal with a snapshot of C{state} atomically, and keep
-        appending to it.
+        appending to it.  The records are written as they are encoded,
+        through a buffer of L{WRITE_BUFFER} bytes: the memory a snapshot
+        takes does not grow with the history.
         """
-        data = snapshot(state, clean)
         os.makedirs(self.directory, exist_ok=True)
         tmp = self.path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
+        size = 0
+        with open(tmp, "wb", self.WRITE_BUFFER) as f:
+            for record in snapshot_records(state, clean):
+                f.write(record)
+                size += len(record)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         _fsync_dir(self.directory)
         self.close()
         self._file = open(self.path, "ab")
-        self.size = len(data)
+        self.size = self.snapshot_size = size
 
     def append_entries(self, entries: list[tuple[str, int, bytes, float]]) -> None:
         """Append (user id, key, frame, time) entries and make them durable."""

@@ -23,7 +23,9 @@ from __future__ import annotations
 import datetime
 import os
 import re
+from bisect import bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
@@ -50,7 +52,6 @@ from zope.interface import implementer
 
 from notificator import __version__, channel
 from notificator.auth import Guard, redact_uri
-from notificator.limits import client
 
 if TYPE_CHECKING:
     from notificator.web import PublishGate
@@ -266,27 +267,92 @@ class AccessLog:
             self.file = None
 
 
+#: The most characters each field of an C{access.log} line takes once
+#: escaped; a longer field is cut there (on a whole escape) and marked with
+#: L{CUT}.  So a line stays under about 4 KB whatever the request holds:
+#: twisted.web lets a request line and headers reach 16 KB, and escaping
+#: a byte can take four characters (C{\x7f}).
+METHOD_LIMIT = 32
+URI_LIMIT = 2048
+PROTOCOL_LIMIT = 32
+REFERER_LIMIT = 1024
+USER_AGENT_LIMIT = 512
+ADDRESS_LIMIT = 64
+
+#: What ends a field that was cut.
+CUT = "..."
+
+#: The characters each byte takes once escaped as twisted.web escapes it
+#: (L{http._escape}: C{\xNN}, C{\t}, C{\"}, C{\\} or itself).
+_WIDTHS = bytes(len(http._escape(bytes([b]))) for b in range(256))
+
+
+def escape_field(value: str | bytes, limit: int) -> str:
+    """
+    C{value} escaped as twisted.web's combined log escapes it, in at most
+    C{limit} characters: a longer value is cut after the last byte whose
+    escape fits (never inside an escape) and ends with L{CUT}.
+    """
+    raw = value.encode("ascii") if isinstance(value, str) else value
+    head = raw[:limit]
+    escaped: str = http._escape(head)
+    if len(escaped) > limit:
+        # Some bytes took more than one character: keep those that fit.
+        head = head[: bisect_right(list(accumulate(head.translate(_WIDTHS))), limit)]
+        escaped = http._escape(head)
+    return escaped + CUT if len(head) < len(raw) else escaped
+
+
 @implementer(IAccessLogFormatter)
 class CombinedLogFormatter:
     """
-    twisted.web's L{combinedLogFormatter}, the same line, with each
-    field's escaping remembered: the sender's address, the method, the
+    twisted.web's L{combinedLogFormatter}, the same line, with each field
+    bounded (L{escape_field}: the method, the path, the protocol, the
+    referer and the user agent are cut at L{METHOD_LIMIT}, L{URI_LIMIT} ...)
+    and its escaping remembered: the sender's address, the method, the
     path, the protocol and the user agent repeat on nearly every line, and
-    escaping them (a C{repr} each) was most of the cost of a line.  At most
-    L{MAX_REMEMBERED} values are kept; then the memory starts over.
+    escaping them (a C{repr} each) was most of the cost of a line.
+
+    What is remembered is bounded in bytes (L{MAX_REMEMBERED_BYTES}, each
+    value counted with its escape and L{ENTRY_COST}); then the memory
+    starts over.
     """
 
-    MAX_REMEMBERED = 4096
+    MAX_REMEMBERED_BYTES = 4 * 1024 * 1024
+
+    #: Bytes counted per remembered value besides its own and its escape's
+    #: characters: the two objects' headers and the dictionary slot.
+    ENTRY_COST = 200
 
     def __init__(self) -> None:
-        self._escaped: dict[str | bytes, str] = {}
+        # One memory per field, since each field has its own limit.
+        self._addresses: dict[str | bytes, str] = {}
+        self._methods: dict[str | bytes, str] = {}
+        self._uris: dict[str | bytes, str] = {}
+        self._protocols: dict[str | bytes, str] = {}
+        self._referers: dict[str | bytes, str] = {}
+        self._agents: dict[str | bytes, str] = {}
+        self._memories = (
+            self._addresses,
+            self._methods,
+            self._uris,
+            self._protocols,
+            self._referers,
+            self._agents,
+        )
+        self.remembered = 0
 
-    def _escape(self, value: str | bytes) -> str:
-        escaped = self._escaped.get(value)
+    def _escape(self, memory: dict[str | bytes, str], value: str | bytes, limit: int) -> str:
+        escaped = memory.get(value)
         if escaped is None:
-            if len(self._escaped) >= self.MAX_REMEMBERED:
-                self._escaped.clear()
-            escaped = self._escaped[value] = http._escape(value)
+            escaped = escape_field(value, limit)
+            cost = len(value) + len(escaped) + self.ENTRY_COST
+            if self.remembered + cost > self.MAX_REMEMBERED_BYTES:
+                for each in self._memories:
+                    each.clear()
+                self.remembered = 0
+            memory[value] = escaped
+            self.remembered += cost
         return escaped
 
     def __call__(self, timestamp: str, request: http.Request) -> str:
@@ -297,15 +363,16 @@ class CombinedLogFormatter:
             address = request.getClientAddress()
             ip = address.host if isinstance(address, (IPv4Address, IPv6Address)) else b"-"
         return '"%s" - - %s "%s %s %s" %d %s "%s" "%s"' % (
-            escape(ip),
+            escape(self._addresses, ip, ADDRESS_LIMIT),
             timestamp,
-            escape(request.method),
-            escape(redact_uri(request.uri)),  # no subscriber signature in the log
-            escape(request.clientproto),
+            escape(self._methods, request.method, METHOD_LIMIT),
+            # No subscriber signature in the log (cut after it is hidden).
+            escape(self._uris, redact_uri(request.uri), URI_LIMIT),
+            escape(self._protocols, request.clientproto, PROTOCOL_LIMIT),
             request.code,
             request.sentLength or "-",
-            escape(request.getHeader(b"referer") or b"-"),
-            escape(request.getHeader(b"user-agent") or b"-"),
+            escape(self._referers, request.getHeader(b"referer") or b"-", REFERER_LIMIT),
+            escape(self._agents, request.getHeader(b"user-agent") or b"-", USER_AGENT_LIMIT),
         )
 
 
@@ -387,7 +454,12 @@ class AccessLogSite(Site):
         ):
             return False
         guard = self.guard
-        return guard is not None and guard.refuse_monitor(client(request)) is None
+        if guard is None:
+            return False
+        # (Imported here: limits imports this module for its access-log lines.)
+        from notificator.limits import client
+
+        return guard.refuse_monitor(client(request)) is None
 
     def _openLogFile(self, path: str | bytes) -> AccessLog:
         name = os.fsdecode(path)

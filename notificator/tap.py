@@ -43,6 +43,7 @@ from notificator import (
     listening,
     logs,
     metrics,
+    pidlock,
     process,
     web,
 )
@@ -163,12 +164,38 @@ def check_rest(options: dict[str, Any]) -> str:
         f"env {options['env']}: " + ", ".join(cfg.sources),
         "listening on " + ", ".join(options["endpoints"]),
         f"logs in {cfg.server.log_dir}",
-        f"history in {directory}" if directory is not None else "no history on disk",
+        history_fact(directory),
         "Redis not used" if cluster.redis is None else f"Redis {cluster.redis} (not contacted)",
     ]
     if cfg.warnings:
         facts.append(f"{len(cfg.warnings)} warning{'s' if len(cfg.warnings) > 1 else ''}")
     return f"notificator: configuration OK ({'; '.join(facts)})"
+
+
+def history_fact(directory: str | None) -> str:
+    """
+    C{--check}'s word on the history directory: where it is, and whether a
+    running server holds it (L{pidlock}).  A held lock is not an error: the
+    check is made before restarting the server that holds it.
+
+    @raise SystemExit: the lock file cannot be used.
+    """
+    if directory is None:
+        return "no history on disk"
+    lock = pidlock.DirectoryLock(directory)
+    if not os.path.exists(lock.path):
+        return f"history in {directory}"  # never held: nothing to create here
+    try:
+        lock.acquire()
+    except pidlock.Locked as e:
+        holder = f"pid {e.pid}" if e.pid is not None else "another process"
+        return f"history in {directory}, in use by the running server ({holder})"
+    except OSError as e:
+        raise SystemExit(
+            f"notificator: configuration error: sse.history.dir: {lock.path}: {e.strerror or e}"
+        )
+    lock.release()
+    return f"history in {directory}"
 
 
 def history_directory(cfg: config.Config) -> str | None:
@@ -336,20 +363,30 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     the timers and the listeners, send what the write batch holds, write
     the history to disk.
 
-    On the real reactor (twistd's call), it first checks that every
-    listener can bind (L{listening.check_free}): twistd calls this before it
-    daemonizes, so a port in use is one line on the terminal in both modes.
+    Where the history is kept on disk, its directory is locked while the
+    server runs (L{pidlock.DirectoryLockService}), so that no second server
+    appends to the same journal.
+
+    On the real reactor (twistd's call), it first takes that lock
+    (L{take_lock}) and checks that every listener can bind
+    (L{listening.check_free}): twistd calls this before it daemonizes, so
+    another server on the history or a port in use is one line on the
+    terminal in both modes.
     """
+    cfg: config.Config = options["loaded"]
+    directory = history_directory(cfg)
+    lock = pidlock.DirectoryLock(directory) if directory is not None else None
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+        if lock is not None:
+            take_lock(lock)
         for description in descriptions(options):
             try:
                 listening.check_free(description)
             except listening.PortUnavailable as e:
                 raise SystemExit(f"notificator: {e}")
-    cfg: config.Config = options["loaded"]
     for warning in cfg.warnings:
         log.warn("config: {warning}", warning=warning)
     log.info(
@@ -374,7 +411,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     journal = None
     cluster = cfg.cluster
     node = cluster.node or default_node(descriptions(options))
-    directory = history_directory(cfg)
+    if lock is not None:
+        # First in, last out: released once the history is written.
+        pidlock.DirectoryLockService(lock).setServiceParent(serving)
     if directory is not None:
         run: Any = maybeDeferred
         if IReactorFromThreads.providedBy(reactor):
@@ -432,6 +471,29 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # still answer (C{/health} says 503, late publishes are recorded).
     DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
     return root
+
+
+def take_lock(lock: pidlock.DirectoryLock) -> None:
+    """
+    Take the lock on the history's directory for this server.
+
+    @raise SystemExit: with one line naming the directory and the pid of
+        the server that holds it, or why the lock file cannot be used.
+    """
+    try:
+        lock.acquire()
+    except pidlock.Locked as e:
+        holder = f"pid {e.pid}" if e.pid is not None else "pid unknown"
+        raise SystemExit(
+            f"notificator: sse.history.dir: {lock.directory} is in use by another running"
+            f" Notificator ({holder}); stop it first, or give this server its own"
+            " sse.history.dir"
+        )
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise SystemExit(
+            f"notificator: configuration error: sse.history.dir: {lock.path}: {reason}"
+        )
 
 
 def serve_http(

@@ -152,6 +152,50 @@ class JournalTests(SynchronousTestCase):
             loaded = read_journal(f.read())
         self.assertEqual(len(loaded.users["u"][1]), 2)
 
+    def test_a_full_history_is_not_rewritten_every_tick(self) -> None:
+        """
+        A history at its memory bound whose journal is much larger than its
+        memory (long user ids, repeated in every record): once compacted, the
+        journal is not compacted again until as much again plus the margin
+        was appended, not at every flush; the file stays within twice its
+        snapshot plus the margin.
+        """
+        node = Node(self, self.dir, self.clock, max_bytes=1 << 20)
+        journal = node.broker.journal
+        history = node.broker.history
+        file = journal.file
+        snapshots: list[int] = []
+        write_snapshot = file.write_snapshot
+
+        def counted(*args: Any) -> None:
+            write_snapshot(*args)
+            snapshots.append(file.size)
+
+        file.write_snapshot = counted  # type: ignore[method-assign]
+        users = ["\U0001f514" * 250 + f"{n:06}" for n in range(100)]
+        n = 0
+
+        def tick() -> None:
+            nonlocal n
+            for _ in range(20):
+                node.publish(users[n % len(users)], str(n))
+                n += 1
+            self.clock.advance(journal.interval)
+
+        while history.bytes < 0.9 * history.max_bytes:
+            tick()
+        tick()  # the first compactions are behind
+        before = len(snapshots)
+        for _ in range(200):  # 4000 publishes, about 4.4 MB appended
+            tick()
+            self.assertLessEqual(file.size, 2 * snapshots[-1] + (1 << 20) + 100_000)
+            if len(snapshots) - before > 3:
+                break  # rewritten again and again
+        # A snapshot is about 4 MB (a full history on disk): at most one more.
+        self.assertGreater(snapshots[-1], 3 * history.max_bytes)
+        self.assertLessEqual(len(snapshots) - before, 1, snapshots[before:])
+        node.stop()
+
     def test_write_failure_is_logged_and_serving_goes_on(self) -> None:
         """A disk error is logged; publishing keeps working from memory."""
         node = Node(self, self.dir, self.clock)

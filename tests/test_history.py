@@ -6,7 +6,9 @@ journal on disk.
 
 from __future__ import annotations
 
+import gc
 import os
+import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,12 +22,14 @@ from notificator.history import (
     LOST,
     MAGIC,
     UNKNOWN,
+    USER_OVERHEAD,
     CorruptHistory,
     History,
     HistoryFile,
     encode_entry,
     read_journal,
     snapshot,
+    user_cost,
 )
 
 T0 = 1_800_000_000.0
@@ -111,10 +115,11 @@ class HistoryTests(SynchronousTestCase):
     def test_memory_bound_drops_oldest_first(self) -> None:
         """Over max_bytes the oldest frames (of any user) go first."""
         each = len(frame(1)) + ENTRY_OVERHEAD
-        history = History(self.clock, size=100, ttl=60, max_bytes=3 * each, known_since=0)
+        bound = 3 * each + 3 * user_cost("a")
+        history = History(self.clock, size=100, ttl=60, max_bytes=bound, known_since=0)
         for n, user in enumerate(["a", "b", "a", "c", "b"], 1):
             history.append(user, key(1000 + n), frame(n))
-        self.assertLessEqual(history.bytes, 3 * each)
+        self.assertEqual(history.bytes, bound)
         self.assertEqual(len(history), 3)
         self.assertEqual(history.since("a", key(1000)).frames, (frame(3),))
         self.assertFalse(history.since("a", key(1000)).complete)
@@ -126,8 +131,51 @@ class HistoryTests(SynchronousTestCase):
         for n in range(5000):
             self.history.append("busy", key(2000 + n), frame(n))
         self.assertEqual(len(self.history), 3)
-        self.assertEqual(self.history.bytes, 3 * (len(frame(4999)) + ENTRY_OVERHEAD))
+        self.assertEqual(
+            self.history.bytes, 3 * (len(frame(4999)) + ENTRY_OVERHEAD) + user_cost("busy")
+        )
         self.assertLess(len(self.history._fifo), 1000)
+
+    def test_user_ids_are_counted(self) -> None:
+        """
+        Each user with kept frames counts its record and its id: a user id
+        of 256 four-byte characters is more than its one small frame, and
+        the count goes back to nothing when the frames do.
+        """
+        long_id = "\U0001f514" * 256
+        self.history.append(long_id, key(1001), frame(1))
+        self.assertEqual(self.history.bytes, len(frame(1)) + ENTRY_OVERHEAD + user_cost(long_id))
+        self.assertGreater(user_cost(long_id), 1024 + USER_OVERHEAD)
+        self.clock.advance(61)
+        self.history.expire()
+        self.assertEqual((self.history.bytes, self.history.user_count), (0, 0))
+
+    def test_max_bytes_bounds_the_real_memory(self) -> None:
+        """
+        What the history holds, as allocated (tracemalloc), stays within
+        1.25 times max_bytes, with one small frame per user and ids short,
+        256 Korean or 256 four-byte characters long, or many frames per user.
+        """
+        bound = 1 << 20
+        for name, user, per_user in [
+            ("short", "u{}", 1),
+            ("korean", "홍" * 250 + "{:06}", 1),
+            ("wide", "\U0001f514" * 250 + "{:06}", 1),
+            ("many per user", "\U0001f514" * 250 + "{:06}", 50),
+        ]:
+            gc.collect()
+            tracemalloc.start()
+            try:
+                history = History(self.clock, size=100, ttl=3600, max_bytes=bound)
+                for n in range(20_000):
+                    history.append(user.format(n // per_user), key(2000 + n), frame(n))
+                gc.collect()
+                used = tracemalloc.get_traced_memory()[0]
+            finally:
+                tracemalloc.stop()
+            self.assertLessEqual(history.bytes, bound, name)
+            self.assertLessEqual(used, 1.25 * bound, name)
+            del history
 
     def test_unknown_and_lost_ids(self) -> None:
         """An id that is not ours, or later than any given, is unknown; one from before the start, lost."""
@@ -265,6 +313,29 @@ class HistoryFileTests(SynchronousTestCase):
         self.assertEqual(len(aside), 1)
         warnings = [e for e in events if "set aside" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)
+
+    def test_a_snapshot_is_written_as_it_is_made(self) -> None:
+        """
+        Writing a snapshot of an 8 MB history takes about the file's buffer
+        in memory (tracemalloc's peak), not the whole snapshot.
+        """
+        clock = Clock()
+        clock.advance(T0)
+        history = History(clock, size=100, ttl=3600, max_bytes=MEMORY, known_since=key(1))
+        for n in range(8000):
+            history.append(f"user{n % 100}", key(10 + n), b"x" * 1000)
+        state = history.state()
+        file = HistoryFile(os.path.join(self.mktemp(), "history"))
+        gc.collect()
+        tracemalloc.start()
+        try:
+            file.write_snapshot(state)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            file.close()
+        self.assertGreater(file.size, 8_000_000)
+        self.assertLess(peak, HistoryFile.WRITE_BUFFER + 512 * 1024)
 
     def test_write_snapshot_then_append(self) -> None:
         """A snapshot replaces the file atomically; appends go after it."""

@@ -7,12 +7,16 @@ rotation, CR/LF safety of both files, and the process title.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import re
+import tracemalloc
 from collections.abc import Callable
 from ipaddress import ip_network
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -504,13 +508,96 @@ class CombinedLogFormatterTests(SynchronousTestCase):
                     formatter(stamp, request), combinedLogFormatter(stamp, request), kw
                 )
 
-    def test_memory_is_bounded(self) -> None:
-        """At most MAX_REMEMBERED escaped values are kept."""
+    def test_memory_is_bounded_in_bytes(self) -> None:
+        """
+        Requests with long, distinct paths and user agents (escaping each
+        byte to four characters) keep at most MAX_REMEMBERED_BYTES of
+        remembered escapes, as counted and as allocated.
+        """
         formatter = logs.CombinedLogFormatter()
-        formatter.MAX_REMEMBERED = 10
-        for i in range(50):
-            formatter("[t]", self.request(uri=b"/sse/u%d" % i))
-            self.assertLessEqual(len(formatter._escaped), 10)
+        formatter.MAX_REMEMBERED_BYTES = 1 << 20
+        gc.collect()
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(300):
+            hostile = b"\x7f" * 8000 + b"%d" % i
+            request = self.request(
+                uri=b"/" + hostile, headers={b"user-agent": hostile, b"referer": hostile}
+            )
+            formatter("[t]", request)
+        del request
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+        self.assertLessEqual(kept, 2 * formatter.MAX_REMEMBERED_BYTES)
+        self.assertLessEqual(formatter.remembered, formatter.MAX_REMEMBERED_BYTES)
+
+    def test_a_line_is_bounded_whatever_the_request_holds(self) -> None:
+        """
+        The longest request head twisted.web takes, every byte escaped to
+        four characters: each field is cut at its limit on a whole escape
+        and ends with "...", the line keeps its combined format and stays
+        under 4 KB.
+        """
+        formatter = logs.CombinedLogFormatter()
+        request = self.request(
+            method=b"\x01" * 100,
+            uri=b"/\x7f" * 8000,
+            proto=b"HTTP/\x01" * 10,
+            headers={b"user-agent": b"\xfe" * 8000, b"referer": b'"' * 3000},
+        )
+        line = formatter("[24/Nov/2026:01:00:00 +0000]", request)
+        self.assertLess(len(line), 4096)
+        m = re.match(
+            r'^"10\.0\.0\.7" - - \[[^]]+\] "(\S+) (\S+) (\S+)" 200 96 "(.*)" "(.*)"$', line
+        )
+        assert m is not None, line
+        fields = dict(
+            zip(["method", "uri", "protocol", "referer", "agent"], m.groups(), strict=True)
+        )
+        limits = {
+            "method": logs.METHOD_LIMIT,
+            "uri": logs.URI_LIMIT,
+            "protocol": logs.PROTOCOL_LIMIT,
+            "referer": logs.REFERER_LIMIT,
+            "agent": logs.USER_AGENT_LIMIT,
+        }
+        for name, text in fields.items():
+            self.assertTrue(text.endswith(logs.CUT), (name, text[-20:]))
+            self.assertLessEqual(len(text), limits[name] + len(logs.CUT), name)
+        self.assertTrue(fields["uri"].startswith("/\\x7f/\\x7f"))
+        self.assertEqual(fields["agent"], "\\xfe" * (logs.USER_AGENT_LIMIT // 4) + "...")
+        self.assertEqual(fields["referer"], '\\"' * (logs.REFERER_LIMIT // 2) + "...")
+
+    def test_signature_hidden_before_the_cut(self) -> None:
+        """A long path is cut after its auth signature was hidden, never through it."""
+        uri = b"/sse/u?auth=1767225600.c2lnbmF0dXJl&x=" + b"y" * 5000
+        line = logs.CombinedLogFormatter()("[t]", self.request(uri=uri))
+        self.assertIn("auth=1767225600.*&x=yyy", line)
+        self.assertNotIn("c2ln", line)
+
+
+class EscapeFieldTests(SynchronousTestCase):
+    @settings(max_examples=500, deadline=None)
+    @given(st.binary(max_size=80), st.integers(0, 100))
+    def test_whole_escapes_as_many_as_fit(self, raw: bytes, limit: int) -> None:
+        """
+        A field is twisted.web's escape of the longest start of the value
+        whose escape fits in the limit, with "..." when that is not all of it.
+        """
+        from twisted.web.http import _escape
+
+        text = logs.escape_field(raw, limit)
+        n = max(i for i in range(len(raw) + 1) if len(_escape(raw[:i])) <= limit)
+        if n == len(raw):
+            self.assertEqual(text, _escape(raw))
+        else:
+            self.assertEqual(text, _escape(raw[:n]) + logs.CUT)
+
+    def test_text_values(self) -> None:
+        """Addresses come as text; they are escaped and bounded alike."""
+        self.assertEqual(logs.escape_field("10.0.0.7", 64), "10.0.0.7")
+        self.assertEqual(logs.escape_field("1" * 70, 64), "1" * 64 + "...")
 
 
 class LogUnfinishedTests(SynchronousTestCase):

@@ -177,6 +177,29 @@ class CheckTests(SynchronousTestCase):
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
 
+    def test_a_running_servers_history_lock_is_reported_not_refused(self) -> None:
+        """
+        Checked while the server runs (before restarting it): its lock on
+        the history directory is named in the line, and the check passes;
+        the lock is still the holder's afterwards.
+        """
+        from notificator import pidlock
+
+        install = Install(self, {"production": self.production()})
+        directory = os.path.join(install.root, "var", "history")
+        os.makedirs(directory)
+        lock = pidlock.DirectoryLock(directory)
+        lock.acquire()
+        self.addCleanup(lock.release)
+        result = self.check(install)
+        self.assertEqual((result.returncode, result.stderr), (0, ""), result.stdout)
+        self.assertIn(
+            f"history in {directory}, in use by the running server (pid {os.getpid()})",
+            result.stdout,
+        )
+        self.assertTrue(lock.held)
+        self.assertEqual(lock.holder(), os.getpid())
+
     def test_listen_does_not_skip_the_certificates(self) -> None:
         """
         With --listen (the migration dry run on a spare port), the
