@@ -23,7 +23,7 @@ from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -89,6 +89,9 @@ class Options(usage.Options):
             check_dir(directory, "sse.history.dir")
         from_config = not self["listen"] and not loaded.server.endpoints
         self["endpoints"] = descriptions(self)
+        keys = ticket_key_dir(loaded, self["endpoints"])
+        if keys is not None:
+            check_dir(keys, "server.tls.ticketKeyDir", mode=0o700)
         for description in self["endpoints"]:
             check_listen(description, from_config)
 
@@ -109,25 +112,66 @@ def descriptions(options: dict[str, Any]) -> list[str]:
     """
     The strports descriptions to listen on: C{--listen}'s, else the
     config's, where C{server.host ""} means every interface, IPv4 and IPv6
-    (L{listening.ipv6_mode}).
+    (L{listening.ipv6_mode}); C{https:} ones with C{server.tls.*}
+    (L{with_tls}).
     """
     if "endpoints" in options:
         return list(options["endpoints"])
     every_interface = listening.all_interfaces(listening.ipv6_mode())
-    return list(options["listen"]) or options["loaded"].endpoints(every_interface)
+    loaded: config.Config = options["loaded"]
+    chosen = list(options["listen"]) or loaded.endpoints(every_interface)
+    return [with_tls(d, loaded.server.tls) for d in chosen]
 
 
-def check_dir(path: str, key: str) -> None:
+def with_tls(description: str, tls: config.TLSConfig) -> str:
+    """
+    Add C{server.tls.*} to an C{https:} description (L{notificator.tls}) as
+    the C{ciphers}, C{tickets} and C{ticketKeys} it does not set itself;
+    return other descriptions unchanged.
+    """
+    kind, _, given = listening.split_description(description)
+    if kind != "https":
+        return description
+    if "ciphers" not in given:
+        description += f":ciphers={quoteStringArgument(tls.ciphers)}"
+    if "tickets" not in given:
+        description += f":tickets={'on' if tls.session_tickets else 'off'}"
+    if "ticketKeys" not in given and tls.ticket_key_dir is not None:
+        description += f":ticketKeys={quoteStringArgument(tls.ticket_key_dir)}"
+    return description
+
+
+def ticket_key_dir(cfg: config.Config, descriptions: list[str]) -> str | None:
+    """
+    C{server.tls.ticketKeyDir} when a listener keeps its ticket keys there
+    (an C{https:} description with tickets on and that C{ticketKeys}).
+    """
+    directory = cfg.server.tls.ticket_key_dir
+    if directory is None:
+        return None
+    for description in descriptions:
+        kind, _, given = listening.split_description(description)
+        if (
+            kind == "https"
+            and given.get("tickets") != "off"
+            and given.get("ticketKeys") == directory
+        ):
+            return directory
+    return None
+
+
+def check_dir(path: str, key: str, mode: int = 0o777) -> None:
     """
     Create a directory the server writes to (C{server.log.dir},
-    C{sse.history.dir}) if needed and check that it can be written, so a
-    bad one stops start-up with one line, not with a traceback from the
-    service that uses it.
+    C{sse.history.dir}, C{server.tls.ticketKeyDir}) if needed and check
+    that it can be written, so a bad one stops start-up with one line, not
+    with a traceback from the service that uses it.
 
+    @param mode: of the directory when it is made (less the umask).
     @raise SystemExit: with that line.
     """
     try:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, mode=mode, exist_ok=True)
         if not os.access(path, os.W_OK | os.X_OK):
             raise PermissionError(f"no write permission for uid {os.getuid()}")
     except OSError as e:
@@ -140,6 +184,7 @@ _CERT_KEYS = {
     "privateKey": "server.certificates.key",
     "certKey": "server.certificates.cert",
     "extraCertChain": "server.certificates.ca",
+    "ticketKeys": "server.tls.ticketKeyDir",
 }
 
 
