@@ -490,11 +490,19 @@ class SSEAuthConfig:
 
 @attrs.frozen
 class ServerConfig:
+    """
+    C{server.*}.
+
+    @ivar hsts: C{server.hsts}: the C{max-age} of the
+        C{Strict-Transport-Security} header sent over TLS; L{None}: none.
+    """
+
     protocol: str
     port: int
     host: str | None
     endpoints: tuple[str, ...]
     certificates: Certificates
+    hsts: int | None
     tls: TLSConfig
     log_level: str
     log_dir: str
@@ -645,6 +653,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "server.certificates.ca": _opt_str,
     "server.certificates.key": _opt_str,
     "server.certificates.cert": _opt_str,
+    "server.hsts": lambda v: None if v is None else _int(v, 0, 2**31 - 1),
     "server.tls.ciphers": _ciphers,
     "server.tls.sessionTickets": _bool,
     "server.tls.ticketKeyDir": _opt_str,
@@ -755,6 +764,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             key=resolve(values["server.certificates.key"]),
             cert=resolve(values["server.certificates.cert"]),
         ),
+        hsts=values["server.hsts"],
         tls=TLSConfig(
             ciphers=values["server.tls.ciphers"],
             session_tickets=values["server.tls.sessionTickets"],

@@ -407,7 +407,8 @@ def serve_http(
     twisted.web's own channel.  Both with the request limits
     (L{limits.Request}) and the request-head clock (L{limits.HeadTimeout},
     a child of C{parent}); what they refuse and drop is logged to
-    C{activity} (C{sse.log}).
+    C{activity} (C{sse.log}).  Over TLS, every response carries
+    C{server.hsts} (L{web.StockRequest}).
     """
     head = limits.HeadTimeout(cfg.limits.header_timeout, reactor, activity)
     bounds = limits.Limits(cfg.limits, reactor, stats, activity, head)
@@ -416,13 +417,14 @@ def serve_http(
         channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
         fast="true" if cfg.server.fast_channel else "false",
     )
+    hsts = web.hsts_header(cfg.server.hsts)
     if cfg.server.fast_channel:
-        site.requestFactory = limits.request_class(web.Request, bounds)
+        site.requestFactory = limits.request_class(web.Request, bounds, hsts=hsts)
         writes = channel.WriteBatch(reactor)
         site.protocol = partial(channel.protocol, writes)
         writes.setServiceParent(parent)
     else:
-        site.requestFactory = limits.request_class(web.StockRequest, bounds)
+        site.requestFactory = limits.request_class(web.StockRequest, bounds, hsts=hsts)
     limits.time_heads(site, head)
     head.setServiceParent(parent)
 

@@ -1,9 +1,9 @@
 """
 Tests for L{notificator.tls} (the C{https:} endpoint type: its ciphers and
 session resumption), the endpoint strings of
-L{notificator.config.Config.endpoints}, and the start-up TLS checks and
-listeners of L{notificator.tap}, without sockets: handshakes run in memory
-and listeners on a C{MemoryReactorClock}.
+L{notificator.config.Config.endpoints}, the start-up TLS checks and
+listeners of L{notificator.tap}, and C{server.hsts}, without sockets:
+handshakes run in memory and listeners on a C{MemoryReactorClock}.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IStreamServerEndpointStringParser
+from twisted.internet.interfaces import ISSLTransport, IStreamServerEndpointStringParser
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
+from zope.interface import directlyProvides
 
 from notificator import config, tap, tickets, tls
-from tests.support import write_config
+from tests.support import config_with, write_config
 from tests.tlssupport import Certs, HandshakeFailed, HandshakeResult, devcert, handshake
 
 
@@ -749,3 +750,79 @@ class WithTLSTests(SynchronousTestCase):
         self.assertEqual(tap.with_tls(own, settings), own)
         for other in ("tcp:3000", "ssl:3443:privateKey=k.pem"):
             self.assertEqual(tap.with_tls(other, settings), other)
+
+
+class _TCPTransport(StringTransport):
+    """What twisted.web's channel asks of a TCP transport, in memory."""
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+class HSTSTests(SynchronousTestCase):
+    """
+    server.hsts: C{Strict-Transport-Security} on every response over TLS
+    (the site of makeService, on a connection whose transport is TLS),
+    none over plain TCP.
+    """
+
+    def site(self, hsts: int | None, fast: bool = True) -> Site:
+        reactor = MemoryReactorClock()
+        cfg = config_with(server={"hsts": hsts, "fast_channel": fast})
+        root = tap.makeService({"loaded": cfg, "listen": ["tcp:0"], "env": "x"}, reactor=reactor)
+        root.startService()
+        self.addCleanup(root.stopService)
+        self.reactor = reactor
+        site: Site = reactor.tcpServers[0][1]
+        return site
+
+    def answer(self, site: Site, request: bytes, secure: bool = True) -> bytes:
+        transport = _TCPTransport()
+        if secure:
+            directlyProvides(transport, ISSLTransport)
+        protocol = site.buildProtocol(None)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(request)
+        self.reactor.advance(0)
+        self.reactor.advance(0)
+        return bytes(transport.value())
+
+    def test_every_response_over_tls(self) -> None:
+        """A stream, a refusal and a 413 answered before the body all carry the header."""
+        for fast in (True, False):
+            site = self.site(31536000, fast)
+            for request in (
+                b"GET /sse/u1 HTTP/1.1\r\nHost: n\r\n\r\n",
+                b"GET /nowhere HTTP/1.1\r\nHost: n\r\n\r\n",
+                b"POST /webNotification HTTP/1.1\r\nHost: n\r\nContent-Length: 99999999\r\n\r\n",
+            ):
+                answer = self.answer(site, request)
+                head = answer.split(b"\r\n\r\n")[0]
+                self.assertIn(b"\r\nStrict-Transport-Security: max-age=31536000\r\n", head)
+                self.assertEqual(head.lower().count(b"strict-transport-security"), 1)
+
+    def test_not_over_plain_tcp(self) -> None:
+        """Over plain TCP it is never sent."""
+        site = self.site(31536000)
+        answer = self.answer(site, b"GET /nowhere HTTP/1.1\r\nHost: n\r\n\r\n", secure=False)
+        self.assertIn(b"404", answer)
+        self.assertNotIn(b"strict-transport-security", answer.lower())
+
+    def test_off_by_default(self) -> None:
+        """The shipped default (null) sends none, over TLS too."""
+        self.assertIsNone(config.defaults().server.hsts)
+        answer = self.answer(self.site(None), b"GET /nowhere HTTP/1.1\r\nHost: n\r\n\r\n")
+        self.assertNotIn(b"strict-transport-security", answer.lower())
+
+    def test_zero_clears(self) -> None:
+        """0 sends max-age=0, which tells browsers to forget an earlier one."""
+        answer = self.answer(self.site(0), b"GET /nowhere HTTP/1.1\r\nHost: n\r\n\r\n")
+        self.assertIn(b"Strict-Transport-Security: max-age=0\r\n", answer)
+
+    def test_config_values(self) -> None:
+        """server.hsts: null or whole seconds from 0; anything else stops start-up."""
+        root = os.path.abspath(self.mktemp())
+        self.assertEqual(load({"server": {"hsts": 63072000}}, root).server.hsts, 63072000)
+        for bad in (-1, 1.5, "soon", True, [1]):
+            e = self.assertRaises(config.ConfigError, load, {"server": {"hsts": bad}}, root)
+            self.assertEqual(e.key, "server.hsts")

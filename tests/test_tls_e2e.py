@@ -3,8 +3,9 @@ End-to-end tests of https and http2 against the real C{twistd -n
 notificator} on loopback: real TLS handshakes verified against a CA made
 by C{cert/make_dev_cert.py}, SSE over HTTP/1.1 and over HTTP/2 (the h2
 package as the client), start-up refusals for bad certificate files, the
-TLS profile as C{testssl} sees it, and session resumption with Python's
-C{ssl} as the client (across a restart and across processes).
+TLS profile as C{testssl} sees it, session resumption with Python's
+C{ssl} as the client (across a restart and across processes), and
+C{Strict-Transport-Security}.
 """
 
 from __future__ import annotations
@@ -285,6 +286,75 @@ class SessionResumptionTests(SynchronousTestCase):
         first, second = self.server(), self.server()
         for version in VERSIONS:
             self.assertFalse(self.resumes(first, second, version), version)
+
+
+class HSTSTests(SynchronousTestCase):
+    """server.hsts: C{Strict-Transport-Security} over TLS, on every response."""
+
+    HEADER = "max-age=31536000"
+
+    def setUp(self) -> None:
+        self.certs = Certs(self)
+
+    def start(self, protocol: str) -> TLSServer:
+        local = server_config(protocol, self.certs)
+        local["server"]["hsts"] = 31536000
+        return TLSServer(self, self.certs.ca, local=local, listen=None).start()
+
+    def test_https(self) -> None:
+        """A stream, a refusal, and a 413 answered before the body carry it."""
+        server = self.start("https")
+        stream = server.subscribe("/sse/u1")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        self.assertEqual(stream.headers["Strict-Transport-Security"], self.HEADER)
+        status, headers, _ = server.request("GET", "/nowhere")
+        self.assertEqual((status, headers["Strict-Transport-Security"]), (404, self.HEADER))
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with client_context(self.certs.ca, ["http/1.1"]).wrap_socket(
+            raw, server_hostname="localhost"
+        ) as sock:
+            sock.sendall(
+                b"POST /webNotification HTTP/1.1\r\nHost: localhost\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 99999999\r\n\r\n"
+            )
+            answer = sock.makefile("rb").read()
+        head = answer.split(b"\r\n\r\n")[0]
+        self.assertTrue(head.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertIn(b"\r\nStrict-Transport-Security: max-age=31536000\r\n", head)
+
+    def test_http2(self) -> None:
+        """Over HTTP/2 too: a stream, a refusal and a 413."""
+        server = self.start("http2")
+        c = H2Client(server.port, self.certs.ca)
+        self.addCleanup(c.close)
+        self.assertEqual(c.alpn, "h2")
+        stream = c.request("GET", "/sse/u1")
+        missing = c.request("GET", "/nowhere")
+        large = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(
+            large,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", c.authority),
+                (":path", "/webNotification"),
+                ("content-length", "99999999"),
+            ],
+        )
+        c.data[large] = b""
+        c._flush()
+        c.pump(lambda: all(s in c.headers for s in (stream, missing, large)))
+        for s, status in ((stream, "200"), (missing, "404"), (large, "413")):
+            self.assertEqual(c.headers[s][":status"], status)
+            self.assertEqual(c.headers[s]["strict-transport-security"], self.HEADER)
+
+    def test_not_over_plain_http(self) -> None:
+        """Over plain http it is not sent, even when set."""
+        server = Server(self, local={"server": {"hsts": 31536000}}).start()
+        status, headers, _ = server.request("GET", "/health")
+        self.assertEqual(status, 200)
+        self.assertNotIn("Strict-Transport-Security", headers)
 
 
 #: The C{openssl} C{testssl} runs, for its session resumption checks: those
