@@ -374,6 +374,18 @@ def _masked(url: str) -> str:
     return re.sub(r"^(\w+://[^:/@]*:).*@", r"\1***@", url.strip())
 
 
+def _ciphers(value: object) -> str:
+    """An OpenSSL cipher list that selects TLS 1.2 suites here."""
+    from notificator.tls import check_ciphers
+
+    text = _str(value)
+    try:
+        check_ciphers(text)
+    except ValueError as e:
+        raise _Bad(str(e))
+    return text
+
+
 def _key_prefix(value: object) -> str:
     prefix = _str(value)
     if any(c.isspace() for c in prefix) or len(prefix) > 64:
@@ -454,6 +466,23 @@ class Certificates:
 
 
 @attrs.frozen
+class TLSConfig:
+    """
+    C{server.tls.*}: how the TLS listeners (C{https:}, L{notificator.tls})
+    serve, added to every C{https:} description that does not say.
+
+    @ivar ciphers: the TLS 1.2 cipher suites, an OpenSSL cipher list.
+    @ivar session_tickets: resume sessions by ticket too (C{tickets=}).
+    @ivar ticket_key_dir: where the ticket keys are shared between
+        processes (C{ticketKeys=}); L{None}: each keeps its own in memory.
+    """
+
+    ciphers: str
+    session_tickets: bool
+    ticket_key_dir: str | None
+
+
+@attrs.frozen
 class PublishConfig:
     """Who may C{POST /webNotification}: C{publish.allow}, C{publish.token}."""
 
@@ -484,11 +513,20 @@ class SSEAuthConfig:
 
 @attrs.frozen
 class ServerConfig:
+    """
+    C{server.*}.
+
+    @ivar hsts: C{server.hsts}: the C{max-age} of the
+        C{Strict-Transport-Security} header sent over TLS; L{None}: none.
+    """
+
     protocol: str
     port: int
     host: str | None
     endpoints: tuple[str, ...]
     certificates: Certificates
+    hsts: int | None
+    tls: TLSConfig
     log_level: str
     log_dir: str
     log_keep_days: int
@@ -642,6 +680,10 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "server.certificates.ca": _opt_str,
     "server.certificates.key": _opt_str,
     "server.certificates.cert": _opt_str,
+    "server.hsts": lambda v: None if v is None else _int(v, 0, 2**31 - 1),
+    "server.tls.ciphers": _ciphers,
+    "server.tls.sessionTickets": _bool,
+    "server.tls.ticketKeyDir": _opt_str,
     "server.log.level": _choice(*LOG_LEVELS, aliases=_LOG_LEVEL_ALIASES),
     "server.log.dir": _str,
     "server.log.keepDays": lambda v: _int(v, 0, 100 * 366),
@@ -749,6 +791,12 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             ca=resolve(values["server.certificates.ca"]),
             key=resolve(values["server.certificates.key"]),
             cert=resolve(values["server.certificates.cert"]),
+        ),
+        hsts=values["server.hsts"],
+        tls=TLSConfig(
+            ciphers=values["server.tls.ciphers"],
+            session_tickets=values["server.tls.sessionTickets"],
+            ticket_key_dir=resolve(values["server.tls.ticketKeyDir"]),
         ),
         log_level=values["server.log.level"],
         log_dir=path(values["server.log.dir"]),

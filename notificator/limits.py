@@ -48,7 +48,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.web import server
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from notificator.auth import UNKNOWN
@@ -285,9 +284,9 @@ class Request(server.Request):
             # the wire.  No "100 Continue" after it.
             self.requestHeaders.removeHeader(b"expect")
             channel.write(
-                b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+                b"HTTP/1.1 %d %s\r\n%sContent-Type: application/json; charset=utf-8\r\n"
                 b"Cache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (code, phrase, len(body), body)
+                % (code, phrase, self._headers_so_far(), len(body), body)
             )
             log_answered_early(self, getattr(channel, "site", None), code, len(body))
             transport = self.transport
@@ -304,6 +303,18 @@ class Request(server.Request):
             # An HTTP/2 stream (its channel has no transport): called from
             # inside the stream's constructor, it cannot write yet.
             limits.clock.callLater(0, self._answer_stream, code, phrase, body)
+
+    def _headers_so_far(self) -> bytes:
+        """
+        The response headers the request was given before it was read
+        (C{Strict-Transport-Security} over TLS, L{notificator.web.StockRequest}),
+        as header lines.
+        """
+        return b"".join(
+            b"%s: %s\r\n" % (name, value)
+            for name, values in self.responseHeaders.getAllRawHeaders()
+            for value in values
+        )
 
     def _linger(self, channel: Any, transport: Any, limits: Limits) -> None:
         """
@@ -340,13 +351,11 @@ class Request(server.Request):
         channel = self.channel
         if channel is None:  # the client reset the stream meanwhile
             return
-        headers = Headers(
-            {
-                b"content-type": [b"application/json; charset=utf-8"],
-                b"cache-control": [b"no-store"],
-                b"content-length": [b"%d" % len(body)],
-            }
-        )
+        # With the headers it was given before it was read (HSTS).
+        headers = self.responseHeaders.copy()
+        headers.setRawHeaders(b"content-type", [b"application/json; charset=utf-8"])
+        headers.setRawHeaders(b"cache-control", [b"no-store"])
+        headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
         channel.writeHeaders(b"HTTP/2", b"%d" % code, phrase, headers)
         channel.write(body)
         log_answered_early(self, getattr(channel, "site", None), code, len(body))
@@ -367,9 +376,13 @@ def _ignore(*args: Any) -> None:
     """What a refused request does at its end: nothing."""
 
 
-def request_class(base: type[Request], limits: Limits) -> type[Request]:
-    """A subclass of C{base} with these L{Limits}: a site's C{requestFactory}."""
-    return type(base.__name__, (base,), {"limits": limits, "__module__": base.__module__})
+def request_class(base: type[Request], limits: Limits, **attributes: Any) -> type[Request]:
+    """
+    A subclass of C{base} with these L{Limits} (and these other class
+    C{attributes}): a site's C{requestFactory}.
+    """
+    namespace = {**attributes, "limits": limits, "__module__": base.__module__}
+    return type(base.__name__, (base,), namespace)
 
 
 class HeadTimeout(Service):

@@ -25,7 +25,7 @@ from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -118,8 +118,12 @@ class Options(usage.Options):
             check_dir(directory, "sse.history.dir", create=not dry_run)
         from_config = not self["listen"] and not loaded.server.endpoints
         self["endpoints"] = descriptions(self)
+        keys = ticket_key_dir(loaded, self["endpoints"])
+        if keys is not None:
+            check_dir(keys, "server.tls.ticketKeyDir", create=not dry_run, mode=0o700)
         for description in self["endpoints"]:
-            check_listen(description, from_config)
+            # --check makes no ticket key (the directory was checked above).
+            check_listen(without_tickets(description) if dry_run else description, from_config)
         if dry_run:
             sys.stdout.write(check_rest(self) + "\n")
             raise SystemExit(0)
@@ -214,30 +218,81 @@ def descriptions(options: dict[str, Any]) -> list[str]:
     """
     The strports descriptions to listen on: C{--listen}'s, else the
     config's, where C{server.host ""} means every interface, IPv4 and IPv6
-    (L{listening.ipv6_mode}).
+    (L{listening.ipv6_mode}); C{https:} ones with C{server.tls.*}
+    (L{with_tls}).
     """
     if "endpoints" in options:
         return list(options["endpoints"])
     every_interface = listening.all_interfaces(listening.ipv6_mode())
-    return list(options["listen"]) or options["loaded"].endpoints(every_interface)
+    loaded: config.Config = options["loaded"]
+    chosen = list(options["listen"]) or loaded.endpoints(every_interface)
+    return [with_tls(d, loaded.server.tls) for d in chosen]
 
 
-def check_dir(path: str, key: str, create: bool = True) -> None:
+def with_tls(description: str, tls: config.TLSConfig) -> str:
+    """
+    Add C{server.tls.*} to an C{https:} description (L{notificator.tls}) as
+    the C{ciphers}, C{tickets} and C{ticketKeys} it does not set itself;
+    return other descriptions unchanged.
+    """
+    kind, _, given = listening.split_description(description)
+    if kind != "https":
+        return description
+    if "ciphers" not in given:
+        description += f":ciphers={quoteStringArgument(tls.ciphers)}"
+    if "tickets" not in given:
+        description += f":tickets={'on' if tls.session_tickets else 'off'}"
+    if "ticketKeys" not in given and tls.ticket_key_dir is not None:
+        description += f":ticketKeys={quoteStringArgument(tls.ticket_key_dir)}"
+    return description
+
+
+def without_tickets(description: str) -> str:
+    """
+    An C{https:} description with session tickets off (a later keyword
+    wins), so that parsing it makes and reads no ticket key; others as
+    they are.
+    """
+    kind, _, _ = listening.split_description(description)
+    return f"{description}:tickets=off" if kind == "https" else description
+
+
+def ticket_key_dir(cfg: config.Config, descriptions: list[str]) -> str | None:
+    """
+    C{server.tls.ticketKeyDir} when a listener keeps its ticket keys there
+    (an C{https:} description with tickets on and that C{ticketKeys}).
+    """
+    directory = cfg.server.tls.ticket_key_dir
+    if directory is None:
+        return None
+    for description in descriptions:
+        kind, _, given = listening.split_description(description)
+        if (
+            kind == "https"
+            and given.get("tickets") != "off"
+            and given.get("ticketKeys") == directory
+        ):
+            return directory
+    return None
+
+
+def check_dir(path: str, key: str, create: bool = True, mode: int = 0o777) -> None:
     """
     Create a directory the server writes to (C{server.log.dir},
-    C{sse.history.dir}) if needed and check that it can be written, so a
-    bad one stops start-up with one line, not with a traceback from the
-    service that uses it.
+    C{sse.history.dir}, C{server.tls.ticketKeyDir}) if needed and check
+    that it can be written, so a bad one stops start-up with one line, not
+    with a traceback from the service that uses it.
 
     @param create: L{False} (C{--check}): create nothing; a missing
         directory is fine if the first of its parents that exists can be
         written (the server will create it there).
+    @param mode: of the directory when it is made (less the umask).
     @raise SystemExit: with that line.
     """
     try:
         target = path
         if create:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(path, mode=mode, exist_ok=True)
         else:
             while not os.path.lexists(target) and os.path.dirname(target) != target:
                 target = os.path.dirname(target)
@@ -255,6 +310,7 @@ _CERT_KEYS = {
     "privateKey": "server.certificates.key",
     "certKey": "server.certificates.cert",
     "extraCertChain": "server.certificates.ca",
+    "ticketKeys": "server.tls.ticketKeyDir",
 }
 
 
@@ -512,7 +568,8 @@ def serve_http(
     twisted.web's own channel.  Both with the request limits
     (L{limits.Request}) and the request-head clock (L{limits.HeadTimeout},
     a child of C{parent}); what they refuse and drop is logged to
-    C{activity} (C{sse.log}).
+    C{activity} (C{sse.log}).  Over TLS, every response carries
+    C{server.hsts} (L{web.StockRequest}).
     """
     head = limits.HeadTimeout(cfg.limits.header_timeout, reactor, activity)
     bounds = limits.Limits(cfg.limits, reactor, stats, activity, head)
@@ -521,13 +578,14 @@ def serve_http(
         channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
         fast="true" if cfg.server.fast_channel else "false",
     )
+    hsts = web.hsts_header(cfg.server.hsts)
     if cfg.server.fast_channel:
-        site.requestFactory = limits.request_class(web.Request, bounds)
+        site.requestFactory = limits.request_class(web.Request, bounds, hsts=hsts)
         writes = channel.WriteBatch(reactor)
         site.protocol = partial(channel.protocol, writes)
         writes.setServiceParent(parent)
     else:
-        site.requestFactory = limits.request_class(web.StockRequest, bounds)
+        site.requestFactory = limits.request_class(web.StockRequest, bounds, hsts=hsts)
     limits.time_heads(site, head)
     head.setServiceParent(parent)
 

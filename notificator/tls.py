@@ -14,6 +14,7 @@ still comes from a strports string::
 
     https:port=3443:privateKey=cert/server.key:certKey=cert/server.crt
          [:extraCertChain=cert/ca.crt][:alpn=h2,http/1.1]
+         [:ciphers=<OpenSSL cipher list>][:tickets=on|off][:ticketKeys=var/tls-tickets]
          [:interface=::][:backlog=50]
 
  - C{privateKey}: PEM private key (unencrypted).  C{certKey}: the PEM
@@ -26,39 +27,56 @@ still comes from a strports string::
    C{h2} and C{http/1.1} (the two twisted.web speaks); default
    C{h2,http/1.1}.  C{alpn=http/1.1} keeps the listener on HTTP/1.1; an
    empty value selects none (clients then speak HTTP/1.1).
+ - C{ciphers}: the TLS 1.2 cipher suites (an OpenSSL cipher list; escape
+   its colons as C{\\:}); default L{INTERMEDIATE_CIPHERS}.
+ - C{tickets}: C{on} (the default): sessions resume with session tickets
+   as well as from the process's session cache; C{off}: from the cache
+   only.
+ - C{ticketKeys}: a directory the ticket keys are kept in and shared
+   through (L{notificator.tickets.TicketKeys}); without it each process
+   keeps its own keys in memory.
 
-TLS settings are Twisted's C{CertificateOptions} defaults: TLS 1.2 or
-newer (stated here with C{raiseMinimumTo}), Twisted's cipher list
-(forward-secret AEAD ciphers, no RC4/3DES/export/anonymous), and ECDHE.
+The TLS settings follow Mozilla's "intermediate" profile (Server Side TLS
+5.7): TLS 1.2 or newer (stated here with C{raiseMinimumTo}), forward-secret
+AEAD suites only (L{INTERMEDIATE_CIPHERS}, L{TLS13_SUITES}; no CBC, no
+SHA-1 MACs), and OpenSSL's key-exchange groups (X25519 first).  Sessions
+resume (L{ServerTLS}): by session ID from the process's cache, and by
+ticket, with a key that is new every
+L{notificator.tickets.KEY_SECONDS}.
 
-All files are read and checked when the string is parsed (at start-up,
-before anything listens).  A problem raises L{TLSFileError}, whose text is
-one line naming the file: unreadable, not PEM, a key that does not match
-the certificate, a chain file without certificates or without the issuer.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+import hashlib
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL, crypto
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import (
+    IListeningPort,
     IOpenSSLServerConnectionCreator,
     IReactorCore,
+    IReactorTime,
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
 )
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
+
+from notificator.tickets import KEY_SECONDS, TicketKeys, set_ticket_key, ticket_keys_settable
 
 log = Logger()
 
@@ -69,13 +87,27 @@ ALPN_PROTOCOLS = ("h2", "http/1.1")
 #: twisted.web C{Site} can speak, as Twisted's own C{ssl:} offers it.
 DEFAULT_ALPN = "h2,http/1.1"
 
+#: The TLS 1.2 cipher suites of Mozilla's "intermediate" profile, without
+#: its optional DHE ones (they need DH parameters, and every client of TLS
+#: 1.2 has ECDHE): ECDHE with AES-GCM or ChaCha20-Poly1305, for ECDSA and
+#: RSA certificates.  No CBC suite (the LUCKY13 kind) and no SHA-1 MAC.
+INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+#: The TLS 1.3 suites: Mozilla's, which are OpenSSL's default.
+TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
 
 class TLSFileError(ValueError):
     """
     A TLS file cannot be used.  C{str()} is one line: C{<path>: <reason>}.
 
-    @ivar path: the file.
-    @ivar role: C{"privateKey"}, C{"certKey"} or C{"extraCertChain"}.
+    @ivar path: the file (or directory).
+    @ivar role: C{"privateKey"}, C{"certKey"}, C{"extraCertChain"} or
+        C{"ticketKeys"}: the C{https:} parameter that names it.
     @ivar reason: what is wrong with it.
     """
 
@@ -152,14 +184,86 @@ def parse_alpn(value: str) -> list[bytes]:
     return [p.encode("ascii") for p in dict.fromkeys(protocols)]
 
 
-def certificate_options(
+def check_ciphers(ciphers: str) -> AcceptableCiphers:
+    """
+    The TLS 1.2 cipher suites an OpenSSL cipher list selects here, for
+    C{CertificateOptions}.
+
+    @raise ValueError: it selects none (a typo, or only TLS 1.3 names).
+    """
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    try:
+        context.set_cipher_list(ciphers.encode("ascii"))
+    except (UnicodeEncodeError, SSL.Error):
+        selected = []
+    else:
+        selected = [
+            c for c in SSL.Connection(context, None).get_cipher_list() if not c.startswith("TLS_")
+        ]
+    if not selected:
+        raise ValueError(f"{ciphers!r} selects no TLS 1.2 cipher suite of this OpenSSL")
+    suites: AcceptableCiphers = AcceptableCiphers.fromOpenSSLCipherString(":".join(selected))
+    return suites
+
+
+@attrs.frozen(eq=False)
+class TLSSettings:
+    """
+    What one TLS listener serves: the checked key, certificate and chain
+    (L{load}), and its TLS settings.  Each L{context} is a new OpenSSL
+    context with them.
+
+    @ivar session_context: the session ID context, the same in every
+        process serving this certificate (Twisted's is random per
+        context), so that a session resumes in another process or after a
+        restart, and never on a listener with another certificate.
+    @ivar ciphers: the TLS 1.2 suites (L{check_ciphers}).
+    @ivar tickets: sessions resume by ticket too, not only from the cache.
+    """
+
+    key: crypto.PKey
+    certificate: crypto.X509
+    chain: tuple[crypto.X509, ...]
+    session_context: bytes
+    ciphers: AcceptableCiphers
+    tickets: bool = True
+
+    def options(self) -> CertificateOptions:
+        """A new C{CertificateOptions} with these settings."""
+        return CertificateOptions(
+            privateKey=self.key,
+            certificate=self.certificate,
+            extraCertChain=list(self.chain),
+            raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=self.ciphers,
+            enableSessions=True,
+            enableSessionTickets=self.tickets,
+        )
+
+    def context(self) -> SSL.Context:
+        """
+        A new OpenSSL context: Twisted's from L{options}, with the TLS 1.3
+        suites, the session ID context, and sessions (cached and
+        ticketed) that last one ticket-key window.  It holds a new random
+        ticket key (L{ServerTLS} may replace it).
+        """
+        context = self.options().getContext()
+        context.set_tls13_ciphersuites(TLS13_SUITES.encode("ascii"))
+        context.set_session_id(self.session_context)
+        context.set_timeout(KEY_SECONDS)
+        return context
+
+
+def load(
     private_key: str,
     cert: str | None = None,
     chain: str | None = None,
     now: datetime.datetime | None = None,
-) -> CertificateOptions:
+    ciphers: str = INTERMEDIATE_CIPHERS,
+    tickets: bool = True,
+) -> TLSSettings:
     """
-    Load and check the files and build Twisted's C{CertificateOptions}.
+    Load and check the files; the L{TLSSettings} of a listener serving them.
 
     @param private_key: path of the PEM private key.
     @param cert: path of the PEM certificate (plus optional chain); the key
@@ -167,8 +271,15 @@ def certificate_options(
     @param chain: path of a PEM file of CA certificates to serve.
     @param now: the time to check the validity period against (a warning,
         not an error: the operator may be replacing the file right now).
+    @param ciphers: the TLS 1.2 suites, an OpenSSL cipher list.
+    @param tickets: resume sessions by ticket too.
     @raise TLSFileError: naming the file that is wrong.
+    @raise ValueError: C{ciphers} selects no suite.
     """
+    try:
+        suites = check_ciphers(ciphers)
+    except ValueError as e:
+        raise ValueError(f"ciphers: {e}")
     cert_path = cert or private_key
     key = _private_key(private_key, _read(private_key, "privateKey"))
     leaf, *extra = _certificates(cert_path, "certKey", _read(cert_path, "certKey"))
@@ -203,39 +314,87 @@ def certificate_options(
         pkey = crypto.PKey.from_cryptography_key(key)  # type: ignore[arg-type]
     except TypeError:
         raise TLSFileError(private_key, "privateKey", "this kind of private key is not supported")
-    options = CertificateOptions(
-        privateKey=pkey,
+    settings = TLSSettings(
+        key=pkey,
         certificate=crypto.X509.from_cryptography(leaf),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in extra],
-        raiseMinimumTo=TLSVersion.TLSv1_2,
+        chain=tuple(crypto.X509.from_cryptography(c) for c in extra),
+        session_context=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest(),
+        ciphers=suites,
+        tickets=tickets,
     )
-    # Build the OpenSSL context now, so anything OpenSSL itself refuses
+    # Build an OpenSSL context now, so anything OpenSSL itself refuses
     # stops start-up instead of failing the first handshake.
     try:
-        options.getContext()
+        settings.context()
     except (SSL.Error, crypto.Error) as e:  # pragma: no cover - the checks above come first
         raise TLSFileError(cert_path, "certKey", f"OpenSSL refused it: {e}")
-    return options
+    return settings
 
 
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """
-    Makes the server side of each TLS connection from one
-    C{CertificateOptions} context, choosing the ALPN protocol from
-    C{protocols} only (Twisted's own callback would add the C{Site}'s).
+    Makes the server side of each TLS connection from one OpenSSL context
+    (L{TLSSettings.context}), choosing the ALPN protocol from C{protocols}
+    only (Twisted's own callback would add the C{Site}'s).
 
-    @ivar options: the certificate, key, chain and TLS settings.
+    With session tickets on and a clock, the context is replaced when a
+    ticket-key window (L{KEY_SECONDS}) ends, checked as connections come:
+    the new one has a new ticket key, from C{keys} (shared with the other
+    processes that use that directory) or else OpenSSL's own random one.
+    Tickets of the window before then get a full handshake.  (OpenSSL's
+    public interface takes one ticket key only, and a context cannot be
+    told which tickets to decrypt with another.)
+
+    @ivar settings: the certificate, key, chain and TLS settings.
     @ivar protocols: ALPN ids, preferred first; empty selects none.
+    @ivar keys: the shared ticket keys; L{None}: OpenSSL's.
     """
 
-    def __init__(self, options: CertificateOptions, protocols: Sequence[bytes]) -> None:
-        self.options = options
+    def __init__(
+        self,
+        settings: TLSSettings,
+        protocols: Sequence[bytes],
+        clock: IReactorTime | None = None,
+        keys: TicketKeys | None = None,
+    ) -> None:
+        self.settings = settings
         self.protocols = tuple(protocols)
-        # getContext() builds the context once and caches it; it is ours
-        # alone, so replacing its ALPN callback affects only this listener.
-        self._context = options.getContext()
-        self._context.set_alpn_select_callback(self._select)
+        self.keys = keys
+        self._clock = clock
+        self._until = math.inf
+        self._context = self._new_context(starting=True)
+
+    def _new_context(self, starting: bool = False) -> SSL.Context:
+        """
+        A context for the window of now, and when it ends.
+
+        @param starting: a shared key that cannot be had is an error
+            (L{TLSFileError}), not a warning in the log.
+        """
+        context = self.settings.context()
+        context.set_alpn_select_callback(self._select)
+        clock = self._clock
+        if not self.settings.tickets or clock is None:
+            return context
+        window = int(clock.seconds() // KEY_SECONDS)
+        self._until = (window + 1) * KEY_SECONDS
+        keys = self.keys
+        if keys is not None:
+            try:
+                set_ticket_key(context, keys.key(window))
+            except (OSError, RuntimeError) as e:
+                reason = str(e) if isinstance(e, RuntimeError) else e.strerror or str(e)
+                if starting:
+                    raise TLSFileError(keys.directory, "ticketKeys", f"ticket key: {reason}")
+                log.warn(
+                    "TLS session tickets: no shared key for the next {hours:g} h from"
+                    " {directory} ({reason}); this process uses a key of its own",
+                    hours=KEY_SECONDS / 3600,
+                    directory=keys.directory,
+                    reason=reason,
+                )
+        return context
 
     def _select(self, connection: SSL.Connection, offered: list[bytes]) -> Any:
         for protocol in self.protocols:
@@ -245,7 +404,46 @@ class ServerTLS:
         return SSL.NO_OVERLAPPING_PROTOCOLS
 
     def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:
+        clock = self._clock
+        if clock is not None and clock.seconds() >= self._until:
+            self._context = self._new_context()
         return SSL.Connection(self._context, None)
+
+
+class _Endpoint(SSL4ServerEndpoint):
+    """C{SSL4ServerEndpoint} that says how its sessions resume when it starts listening."""
+
+    def __init__(self, note: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._note = note
+
+    def listen(self, protocolFactory: Factory) -> Deferred[IListeningPort]:
+        self._note()
+        listening: Deferred[IListeningPort] = super().listen(protocolFactory)
+        return listening
+
+
+def _note_tickets(tickets: bool, directory: str | None, why_not: str) -> None:
+    if not tickets:
+        return
+    if directory is None:
+        log.info(
+            "TLS session tickets: keys of this process only, a new one every {hours:g} h",
+            hours=KEY_SECONDS / 3600,
+        )
+    elif why_not:
+        log.warn(
+            "TLS session tickets: keys of this process only, not shared through {directory}:"
+            " {why}; sessions do not resume after a restart or in another process",
+            directory=directory,
+            why=why_not,
+        )
+    else:
+        log.info(
+            "TLS session tickets: keys shared through {directory}, a new one every {hours:g} h",
+            directory=directory,
+            hours=KEY_SECONDS / 3600,
+        )
 
 
 def https_endpoint(
@@ -257,19 +455,37 @@ def https_endpoint(
     alpn: str = DEFAULT_ALPN,
     interface: str = "",
     backlog: str = "50",
+    ciphers: str = INTERMEDIATE_CIPHERS,
+    tickets: str = "on",
+    ticketKeys: str | None = None,
 ) -> IStreamServerEndpoint:
     """
     The endpoint for an C{https:} description (keyword names as in
-    Twisted's C{ssl:} type, plus C{alpn}).
+    Twisted's C{ssl:} type, plus C{alpn}, C{ciphers}, C{tickets} and
+    C{ticketKeys}).
     """
     try:
         port_number, backlog_number = int(port), int(backlog)
     except ValueError:
         raise ValueError(f"https: port and backlog must be integers, got {port!r}, {backlog!r}")
+    if tickets not in ("on", "off"):
+        raise ValueError(f"https: tickets must be on or off, got {tickets!r}")
     protocols = parse_alpn(alpn)
-    creator = ServerTLS(certificate_options(privateKey, certKey, extraCertChain), protocols)
-    return SSL4ServerEndpoint(
-        reactor, port_number, creator, backlog=backlog_number, interface=interface
+    settings = load(privateKey, certKey, extraCertChain, ciphers=ciphers, tickets=tickets == "on")
+    keys = None
+    why_not = ""
+    if settings.tickets and ticketKeys:
+        settable, why_not = ticket_keys_settable()
+        if settable:
+            keys = TicketKeys(ticketKeys)
+    creator = ServerTLS(settings, protocols, reactor, keys)
+    return _Endpoint(
+        lambda: _note_tickets(settings.tickets, ticketKeys or None, why_not),
+        reactor,
+        port_number,
+        creator,
+        backlog=backlog_number,
+        interface=interface,
     )
 
 

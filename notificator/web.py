@@ -108,6 +108,15 @@ def last_event_id(request: IRequest) -> str | None:
     return text[:MAX_LAST_EVENT_ID] or None
 
 
+def hsts_header(seconds: int | None) -> bytes | None:
+    """
+    The C{Strict-Transport-Security} value for C{server.hsts}: L{None} for
+    L{None} (none is sent); for 0, C{max-age=0}, which tells browsers to
+    forget one they were sent before.
+    """
+    return None if seconds is None else b"max-age=%d" % (seconds,)
+
+
 class StockRequest(limits.Request):
     """
     The request of both modes (C{server.fastChannel}), and all of it with
@@ -115,15 +124,27 @@ class StockRequest(limits.Request):
     with the body limit and the head clock, and no form parsing into
     C{request.args}, since L{ingest} reads the raw body and twisted.web's
     form parsing cost about a fifth of a publish), the client's address
-    behind trusted proxies (L{client_host}), and the publish gate asked
-    before the body is read.  L{Request} adds the fast write.  Make the
-    site's C{requestFactory} with L{limits.request_class}.
+    behind trusted proxies (L{client_host}), the publish gate asked
+    before the body is read, and over TLS the C{Strict-Transport-Security}
+    header on every response (L{hsts}).  L{Request} adds the fast write.
+    Make the site's C{requestFactory} with L{limits.request_class}, which
+    sets L{hsts}.
+
+    @cvar hsts: the C{Strict-Transport-Security} value (L{hsts_header});
+        L{None}: none is sent.
     """
+
+    hsts: bytes | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # In the order every request then has (see limits.Request).
         self._client_host = None
+        hsts = self.hsts
+        if hsts is not None and self.isSecure():
+            # Set first, so every answer has it: refusals, streams, and
+            # what is answered before the body is read (limits.Request).
+            self.responseHeaders.setRawHeaders(b"strict-transport-security", [hsts])
 
     _client_host: str | None = None
 

@@ -421,7 +421,8 @@ class HeadClockProtocolTests(SynchronousTestCase):
         """makeService's site builds head-timed connections, in both modes, with one clock service."""
         for fast in (True, False):
             reactor = MemoryReactorClock()
-            cfg = config_with(server={"fast_channel": fast})
+            # The history in memory: a service per channel in one test.
+            cfg = config_with(server={"fast_channel": fast}, sse={"history": {"directory": None}})
             root = tap.makeService(
                 {"loaded": cfg, "listen": ["tcp:0"], "env": "x"}, reactor=reactor
             )

@@ -25,6 +25,7 @@ import h2.events
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
+from OpenSSL._util import lib as _lib
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import PROJECT, Server, parse_frames
@@ -96,10 +97,22 @@ class HandshakeFailed(Exception):
 
 
 class HandshakeResult:
-    def __init__(self, client: SSL.Connection) -> None:
+    """
+    What the client of L{handshake} saw: the ALPN protocol, the TLS version
+    and cipher, the certificate chain's names, whether it resumed the
+    session it offered (C{reused}), and the session it can offer next time
+    (C{session}; with TLS 1.3, from the ticket sent after the handshake).
+    """
+
+    def __init__(self, client: SSL.Connection, context: SSL.Context) -> None:
+        self.context = context
         self.alpn = client.get_alpn_proto_negotiated() or None
         self.version = client.get_protocol_version_name()
+        self.cipher = client.get_cipher_name()
         self.chain = [c.get_subject().CN for c in client.get_peer_cert_chain() or []]
+        # pyOpenSSL has no session_reused(); its binding of OpenSSL's has.
+        self.reused = bool(_lib.SSL_session_reused(client._ssl))
+        self.session = client.get_session()
 
 
 def handshake(
@@ -107,14 +120,27 @@ def handshake(
     cafile: str,
     alpn: list[bytes] | None = None,
     max_version: int | None = None,
+    ciphers: bytes | None = None,
+    resume: HandshakeResult | None = None,
+    tickets: bool = True,
 ) -> HandshakeResult:
     """
     Run a TLS handshake in memory between C{server} (a server-side
     connection, e.g. from C{serverConnectionForTLS}) and a client that verifies the server against
     C{cafile} for C{localhost}.
 
+    @param ciphers: the TLS 1.2 suites the client offers (an OpenSSL list).
+    @param resume: an earlier handshake whose client (its context and
+        session) asks to resume its session.
+    @param tickets: the client takes session tickets; without, TLS 1.2
+        resumes by session ID only.
     @raise HandshakeFailed: when either side refuses.
     """
+    if resume is not None:
+        client = SSL.Connection(resume.context, None)
+        client.set_tlsext_host_name(b"localhost")
+        client.set_session(resume.session)
+        return _run(client, server, resume.context)
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     ctx.load_verify_locations(cafile)
     ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errno, depth, ok: bool(ok))
@@ -126,8 +152,17 @@ def handshake(
         ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
         ctx.set_min_proto_version(SSL.TLS1_VERSION)
         ctx.set_max_proto_version(max_version)
+    if ciphers is not None:
+        ctx.set_cipher_list(ciphers)
+    if not tickets:
+        ctx.set_options(SSL.OP_NO_TICKET)
     client = SSL.Connection(ctx, None)
     client.set_tlsext_host_name(b"localhost")
+    return _run(client, server, ctx)
+
+
+def _run(client: SSL.Connection, server: SSL.Connection, ctx: SSL.Context) -> HandshakeResult:
+    """Pass the bytes of a handshake between C{client} and C{server}, in memory."""
     client.set_connect_state()
     server.set_accept_state()
 
@@ -148,7 +183,22 @@ def handshake(
                 continue
             peer.bio_write(data)
         if all(done.values()):
-            return HandshakeResult(client)
+            # What the server sent after its part (TLS 1.3's session
+            # tickets) reaches the client as it reads.
+            try:
+                client.bio_write(server.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+            try:
+                client.recv(1)
+            except SSL.WantReadError:
+                pass
+            result = HandshakeResult(client, ctx)
+            # Both close cleanly (close_notify): OpenSSL forgets the session
+            # of a connection freed without it.
+            client.shutdown()
+            server.shutdown()
+            return result
     raise AssertionError("TLS handshake did not finish in 20 rounds")
 
 
