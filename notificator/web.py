@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from functools import partial
 from json.encoder import encode_basestring
 from typing import Any, cast
 from urllib.parse import unquote_to_bytes
@@ -639,19 +640,21 @@ class PublishResource(refusals.Resource):
                 return json_response(request, 403, {"error": reason})
         content = request.content
         body = content.read(self._max_bytes + 1) if content is not None else b""
+        # With a token configured, the body's token is checked as soon as
+        # ingest finds it, before the id and data are decoded.
+        check = partial(guard.refuse_publish_token, authorization) if guard.publish_token else None
         try:
             if len(body) > self._max_bytes:
                 raise _TooLarge(f"body larger than {self._max_bytes} bytes (limits.bodyBytes)")
-            message, token = ingest.parse_publish_token(
-                request.getHeader(b"content-type"), body, self._max_fields
+            message, _ = ingest.parse_publish_token(
+                request.getHeader(b"content-type"), body, self._max_fields, check
             )
+        except ingest.Forbidden as e:
+            self._gate.refused(request, 403, e.reason)
+            return json_response(request, 403, {"error": e.reason})
         except ingest.BadNotification as e:
             self._rejected(request, e.code, e.reason, e.ident)
             return json_response(request, e.code, {"error": e.reason})
-        reason = guard.refuse_publish_token(authorization, token)
-        if reason is not None:
-            self._gate.refused(request, 403, reason, message.user_id)
-            return json_response(request, 403, {"error": reason})
         published = self._broker.publish(message)
         if isinstance(published, Published):
             return self._answer(published, request, message)

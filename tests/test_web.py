@@ -311,6 +311,26 @@ class PublishTests(WebCase):
             self.assertRegex(line, r"^rejected publish from 127\.0\.0\.1: 4\d\d \S")
             self.assertNotIn("\n", line)
 
+    def test_slips_are_400_before_anything_is_recorded(self) -> None:
+        """
+        An event name with a trailing newline, a user id or data with a lone
+        surrogate, a number out of range: 400 JSON, nothing published.
+        """
+        _, chunks = self.open("/sse/u1")
+        json_body = {b"content-type": [b"application/json"]}
+        for body, headers in [
+            (b"id=notify%0A_u1&data=1", FORM),
+            (b'{"id": "notify_\\ud800", "data": 1}', json_body),
+            (b'{"id": "notify_u1", "data": {"n": 1e999}}', json_body),
+            (b'{"id": "notify_u1", "data": "\\udc00"}', json_body),
+        ]:
+            code, reply = self.publish(body, headers)
+            self.assertEqual(code, 400, body)
+            self.assertIsInstance(reply["error"], str)
+        self.assertEqual(self.parts.stats.published, 0)
+        self.assertEqual(self.parts.stats.rejected, {400: 4})
+        self.assertEqual([e["event"] for e in self.events(chunks)], ["connect"])
+
     def test_unsupported_media_type(self) -> None:
         """A body in another content type is 415."""
         code, body = self.publish(b"id=a_b", {b"content-type": [b"text/plain"]})
@@ -615,6 +635,16 @@ class PublishGuardTests(WebCase):
         events = self.events(chunks)[1:]
         self.assertEqual([e["data"] for e in events], ["1", "2", '{"n":3}'])
         self.assertNotIn(token, repr(events))
+
+    def test_token_before_the_body_is_decoded(self) -> None:
+        """A wrong or missing token is 403, not the 400 its undecodable id and data would get."""
+        parts = self.configure(token="s3cret-token-0123456789")
+        for body, reason in [
+            (b"id=notify_%FF&data=%FF&token=nope", "wrong publish token"),
+            (b"id=notify%0A_%FF&data=1e999", "missing publish token"),
+        ]:
+            self.assertEqual(self.publish(body), (403, {"error": reason}))
+        self.assertEqual((parts.stats.published, parts.stats.rejected), (0, {403: 2}))
 
 
 class MonitorGuardTests(WebCase):
