@@ -222,17 +222,21 @@ def _float(text: str) -> float:
 
 
 def _int(text: str) -> int:
-    # 10**308 has 309 digits: only longer ones can be out of a double's
-    # range (and Python reads no more than 4300 digits as an int).
-    if len(text) > 309 and math.isinf(float(text)):
+    if math.isinf(float(text)):
         raise _OutOfRange(text)
     return int(text)
 
 
+#: Digits enough for an integer out of a double's range (10**308 has 309).
+_LONG_NUMBER = re.compile(r"\d{310}")
+
 # One decoder for every call: json.loads with a keyword builds a new one
-# each time, a measurable part of a publish.  A number out of range raises
-# BadNotification out of it, whatever the caller catches.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_float, parse_int=_int)
+# each time, a measurable part of a publish.  A float out of range raises
+# BadNotification out of it, whatever the caller catches; integers are left
+# to the C scanner (a hook would cost every integer a call), and the rare
+# text with 310 digits in a row is read again by _RANGE, which checks them.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_float)
+_RANGE = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_float, parse_int=_int)
 # Without the range checks (and Python's limit on the digits of an int): is
 # a text with a number out of range JSON at all?
 _PLAIN = json.JSONDecoder(parse_constant=_reject_constant, parse_int=float)
@@ -246,29 +250,54 @@ def _loads(text: str) -> Any:
     @raise BadNotification: JSON with a number out of a double's range.
     """
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise _TooDeep("nested too deeply")
     except _OutOfRange:
         # Refused only if the text is JSON (else it is no number at all).
+        _is_json(text)
+        raise
+    except ValueError:
+        # Python reads no integer of more than 4300 digits: out of range
+        # too, if the text is JSON otherwise.
+        if len(text) > 4300 and _LONG_NUMBER.search(text) is not None:
+            _is_json(text)
+            _RANGE.decode(text)  # raises _OutOfRange
+        raise
+    if len(text) > 309 and _LONG_NUMBER.search(text) is not None:
         try:
-            _PLAIN.decode(text)
+            _RANGE.decode(text)
         except RecursionError:
             raise _TooDeep("nested too deeply")
-        raise
+    return value
+
+
+def _is_json(text: str) -> None:
+    """
+    @raise ValueError: C{text} is not JSON, whatever its numbers (or is
+        nested too deeply to read).
+    """
+    try:
+        _PLAIN.decode(text)
+    except RecursionError:
+        raise _TooDeep("nested too deeply")
 
 
 class _TooDeep(ValueError):
     """JSON nested deeper than Python's recursion limit lets it be read or written."""
 
 
-def data_text(value: Any) -> str:
+def data_text(value: Any, parsed: bool = True) -> str:
     """
     The JSON text to send for a notification's C{data}: a string that is
     valid JSON is kept as sent, any other string is JSON-encoded, and other
     values are serialised (missing data is C{null}).  The browser side
     C{JSON.parse}s it.
 
+    @param parsed: C{value} may hold lone surrogates (it was parsed from
+        JSON with C{\\u} escapes); false for text decoded from bytes by a
+        codec, which never makes one (then only its own escapes are looked
+        at).
     @raise BadNotification: JSON nested too deeply to read or write, a
         number out of range, or a lone surrogate (text that is not Unicode,
         as it is or as a JSON escape).
@@ -287,7 +316,7 @@ def data_text(value: Any) -> str:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         except RecursionError:
             raise BadNotification("data is JSON nested too deeply")
-    if _MAYBE_SURROGATE.search(text) is not None:
+    if (parsed or "\\u" in text) and _MAYBE_SURROGATE.search(text) is not None:
         _check_unicode(text)
     return text
 
@@ -340,13 +369,19 @@ def check_user_id(user_id: str) -> str:
     return user_id
 
 
-def _message(obj: Any) -> Message:
+def _message(obj: Any, escapes: bool = True) -> Message:
+    """
+    The message of a parsed JSON body.
+
+    @param escapes: the JSON had C{\\u} escapes (its strings may hold lone
+        surrogates).
+    """
     if not isinstance(obj, dict):
         raise BadNotification("expected a JSON object with id and data")
     ident = obj.get("id")
     try:
         event, user_id = split_id(ident)
-        return Message(event=event, user_id=user_id, data=data_text(obj.get("data")))
+        return Message(event=event, user_id=user_id, data=data_text(obj.get("data"), escapes))
     except BadNotification as e:
         if ident is not None:
             e.ident = ident if isinstance(ident, str) else repr(ident)[:100]
@@ -414,7 +449,8 @@ def _parse_form(
                 data = _decode(_unquote_plus(fields[b"data"]), codec)
                 data = _raw_tail_json(body, codec) or data
             event, user_id = split_id(ident.strip())
-            return Message(event=event, user_id=user_id, data=data_text(data)), token
+            message = Message(event=event, user_id=user_id, data=data_text(data, parsed=False))
+            return message, token
         except BadNotification as e:
             e.ident = _lenient(raw_id, codec)
             raise
@@ -453,7 +489,7 @@ def _json_body(
         raise BadNotification("expected a JSON object with id and data")
     token = _json_token(obj)
     _check(check_token, token)
-    return _message(obj), token
+    return _message(obj, "\\u" in text), token
 
 
 def _raw_tail_json(body: bytes, codec: str) -> str | None:
