@@ -263,7 +263,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
                 raise SystemExit(f"notificator: {e}")
     cfg: config.Config = options["loaded"]
     for warning in cfg.warnings:
-        log.warn("config: {warning}", warning=warning)
+        # Not a field named "warning": twisted's legacy log observers (trial's
+        # among them) take an event holding one for a Python warning.
+        log.warn("config: {note}", note=warning)
     log.info(
         "notificator configured from {sources}",
         sources=", ".join(cfg.sources),
