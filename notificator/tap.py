@@ -316,7 +316,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     registry = metrics.build_registry(hub, stats, broker, reactor, collectors)
     activity = Logger("notificator.web", observer=app_log.activity)
     guard = auth.Guard.from_config(cfg)
-    gate = web.PublishGate(guard, stats, activity)
+    gate = web.PublishGate(guard, stats, activity, cfg.sse.cors)
     site = logs.AccessLogSite(
         web.build_resource(
             hub, broker, stats, cfg, reactor, registry, activity=activity, guard=guard, gate=gate
