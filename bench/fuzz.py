@@ -250,6 +250,7 @@ CHARSETS = [
     "EUC-KR",
     "euc_kr",
     "ks_c_5601-1987",
+    "windows-949",
     "cp949",
     "UTF-16",
     "utf-16le",
@@ -455,9 +456,13 @@ class Cases:
         rng = self.rng
         enc = self._encoding_of(content_type)
         user = rng.choice(USER_IDS)
-        event = rng.choice(["notify", "appr", "mail.new-2", "bad event", "x" * 70, "", "a\nb"])
+        event = rng.choice(
+            ["notify", "appr", "mail.new-2", "bad event", "x" * 70, "", "a\nb", "notify\n"]
+        )
         data: Any = rng.choice(
             [KOREAN, "plain text", 1, None, [1, 2], '{"a":', "[" * rng.randint(1, 3000)]
+            # Out of a double's range; a lone surrogate escape (both 400).
+            + ['{"n":1e999}', "-1" + "0" * 400, '"\\ud800"']
         )
         ident = f"{event}_{user}" if rng.random() < 0.9 else rng.choice(["", "nounderscore", "_"])
         data_text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)

@@ -418,17 +418,24 @@ class ClusterConfig:
 
 def _headers(
     value: object,
-) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[tuple[str, str]]]:
+) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[tuple[str, str]], str]:
+    """
+    C{sse.header}: the extra headers, the CORS policy, notes on ignored
+    headers (header name, note), and the name that set the policy (as
+    spelled in the file; the last one wins).
+    """
     if not isinstance(value, dict):
         raise _Bad(f"expected an object of header names to values, got {_show(value)}")
     headers: list[tuple[str, str]] = []
     policy = CORSPolicy()
+    policy_name = "Access-Control-Allow-Origin"
     notes: list[tuple[str, str]] = []  # (header name, note)
     for name, v in value.items():
         lname = name.lower()
         if not _TOKEN.match(name):
             raise _Bad(f"not a valid header name: {_show(name)}")
         if lname == _ACAO:
+            policy_name = name
             origins = [v] if isinstance(v, str) else v
             if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
                 raise _Bad(f"{name}: expected a string or a list of strings, got {_show(v)}")
@@ -446,14 +453,21 @@ def _headers(
             )
             continue
         if lname == "access-control-allow-credentials":
-            continue  # always sent with an allowed origin
+            notes.append(
+                (
+                    name,
+                    f"header {name} is set by the server itself (with a listed origin only,"
+                    ' never with "*"); the configured value is ignored',
+                )
+            )
+            continue
         if not isinstance(v, (str, int)) or isinstance(v, bool):
             raise _Bad(f"{name}: expected a string, got {_show(v)}")
         text = str(v)
         if any(c in text for c in "\r\n\0"):
             raise _Bad(f"{name}: value must not contain line breaks")
         headers.append((name, text))
-    return tuple(headers), policy, notes
+    return tuple(headers), policy, notes, policy_name
 
 
 @attrs.frozen
@@ -731,13 +745,17 @@ def _leaves(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any
             yield from _leaves(value, dotted + ".")
 
 
-def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Config:
+def validate(
+    doc: Mapping[str, Any], origin: Mapping[str, str], root: str, env: str | None = None
+) -> Config:
     """
     Turn a merged document into a L{Config}.  What C{doc} does not give is
     taken from the shipped defaults (L{shipped_defaults}: the one place a
     default is written), merged under it as the files are merged.
 
     @param origin: dotted key -> file that set it, for error messages.
+    @param env: the environment (C{--env}); in C{production} a door left
+        open (L{production_warnings}) is a warning.
     @raise ConfigError: a value of the wrong type or out of range.
     """
     shipped, shipped_source = shipped_defaults()
@@ -768,7 +786,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             f"{where.get('sse.heartbeatInterval')}: sse.heartbeatInterval: {interval:g} seconds;"
             " the value is in seconds, not milliseconds"
         )
-    headers, cors, notes = values.pop("sse.header")
+    headers, cors, notes, cors_name = values.pop("sse.header")
     # Each note names the file that set that header (local.json, say), not
     # the first file that had an sse.header.
     section = where.get("sse.header", "config")
@@ -868,6 +886,8 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         reconnect_max_delay=values["cluster.reconnectMaxDelay"],
         ca=resolve(values["cluster.ca"]),
     )
+    if env == PRODUCTION:
+        warnings.extend(production_warnings(sse, where, f"sse.header.{cors_name}"))
     return Config(
         server=server,
         sse=sse,
@@ -878,6 +898,37 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         root=root,
         warnings=tuple(warnings),
     )
+
+
+#: The environment whose start-up warns of doors left open.
+PRODUCTION = "production"
+
+
+def production_warnings(sse: SSEConfig, where: Mapping[str, str], cors_key: str) -> list[str]:
+    """
+    One line for each door a production server should not leave open,
+    naming the file and key and what to set: C{"*"} among the allowed
+    origins (any web page may read any user's stream, without cookies), and
+    no C{sse.auth.secret} (anyone who reaches the port may open any user's
+    stream, and read an hour of it back).
+
+    @param where: dotted key -> file that set it.
+    @param cors_key: the dotted key of the allowed origins, as spelled.
+    """
+    lines = []
+    if sse.cors.any_origin:
+        lines.append(
+            f'{where.get(cors_key, where.get("sse.header", "config"))}: {cors_key}: "*" lets'
+            " a page on any web site read any user's stream (without cookies); list the"
+            ' groupware\'s origins instead, e.g. ["https://gw.example.com"]'
+        )
+    if sse.auth.secret is None:
+        lines.append(
+            f"{where.get('sse.auth.secret', 'config')}: sse.auth.secret: null, so anyone who"
+            " reaches the server can open any user's stream; set a long random secret and"
+            ' have the groupware sign the stream URLs (README.rst, "Subscriber signatures")'
+        )
+    return lines
 
 
 def shipped_defaults() -> tuple[dict[str, Any], str]:
@@ -957,4 +1008,4 @@ def load(directory: FilePath[str], env: str) -> Config:
         merge(doc, origin, read_json(path), path.path)
         sources.append(path.path)
     root = directory.parent().path
-    return attrs.evolve(validate(doc, origin, root), sources=tuple(sources))
+    return attrs.evolve(validate(doc, origin, root, env), sources=tuple(sources))

@@ -444,7 +444,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
             except listening.PortUnavailable as e:
                 raise SystemExit(f"notificator: {e}")
     for warning in cfg.warnings:
-        log.warn("config: {warning}", warning=warning)
+        # Not a field named "warning": twisted's legacy log observers (trial's
+        # among them) take an event holding one for a Python warning.
+        log.warn("config: {note}", note=warning)
     log.info(
         "notificator configured from {sources}",
         sources=", ".join(cfg.sources),
@@ -497,7 +499,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     registry = metrics.build_registry(hub, stats, broker, reactor, collectors)
     activity = Logger("notificator.web", observer=app_log.activity)
     guard = auth.Guard.from_config(cfg)
-    gate = web.PublishGate(guard, stats, activity)
+    gate = web.PublishGate(guard, stats, activity, cfg.sse.cors)
     site = logs.AccessLogSite(
         web.build_resource(
             hub, broker, stats, cfg, reactor, registry, activity=activity, guard=guard, gate=gate

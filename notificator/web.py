@@ -21,6 +21,7 @@ import itertools
 import json
 import random
 from collections.abc import Sequence
+from functools import partial
 from json.encoder import encode_basestring
 from typing import Any, cast
 from urllib.parse import unquote_to_bytes
@@ -592,37 +593,80 @@ _LOGGED_HEADERS = (b"referer", b"user-agent")
 
 class PublishGate:
     """
-    Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}):
-    asked when a publish's head is read (L{early}, over HTTP/1.x and
-    HTTP/2: a refused publisher gets its 403 before its body is read, and
-    one that passes is marked C{publisher_checked}), and by
-    L{PublishResource} once the body is read: the address again for a
-    request the gate did not see, and the token given in the body.
+    Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}; and
+    from which web pages, L{CORSPolicy.refuse_publish}): asked when a
+    publish's head is read (L{early}, over HTTP/1.x and HTTP/2: a refused
+    publisher gets its 403 before its body is read, and one that passes is
+    marked C{publisher_checked}), and by L{PublishResource}: the same again
+    for a request the gate did not see, the page of a preflight, and the
+    token given in the body.
     """
 
-    def __init__(self, guard: auth.Guard, stats: Stats, log: Logger = _default_log) -> None:
+    def __init__(
+        self,
+        guard: auth.Guard,
+        stats: Stats,
+        log: Logger = _default_log,
+        cors: CORSPolicy | None = None,
+    ) -> None:
         self.guard = guard
+        # No policy: no page of another origin may publish.
+        self.cors = CORSPolicy() if cors is None else cors
         self._stats = stats
         self._log = log
 
     def early(self, request: Request) -> None:
         """
         In L{StockRequest.gotLength}: answer 403 now, before the body is read
-        (L{limits.Request.answer_early}: HTTP/1.x and HTTP/2), when the address
-        or the header token is wrong.
+        (L{limits.Request.answer_early}: HTTP/1.x and HTTP/2), when the address,
+        the header token or the page's origin is wrong.
         """
         target = channel.request_target(request)
         if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
             return
-        guard = self.guard
-        authorization = request.getHeader(b"authorization") if guard.publish_token else None
-        client = request.client_host
-        reason = guard.refuse_publisher(client, authorization, _unknown_via(request, client))
+        reason = self.refusal(request, request.client_host)
         if reason is None:
             request.publisher_checked = True
         else:
-            self.refused(request, 403, reason)
             request.answer_early(403, b"Forbidden", _JSON.encode({"error": reason}).encode("utf-8"))
+
+    def refusal(self, request: IRequest, client: str) -> str | None:
+        """
+        Why C{request}, from C{client}, may not publish (counted and logged
+        here), before its body is read; L{None} if it may go on.
+        """
+        guard = self.guard
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        reason = guard.refuse_publisher(client, authorization, _unknown_via(request, client))
+        if reason is None:
+            reason = self.refuse_page(request)
+        else:
+            self.refused(request, 403, reason)
+        return reason
+
+    def refuse_page(self, request: IRequest) -> str | None:
+        """
+        L{ORIGIN_NOT_ALLOWED} (counted and logged, with the origin) when a
+        web page of an origin that may not publish sent C{request}: a form
+        or script on another site, opened by a browser on an allowed host.
+        """
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return None  # not a browser: a server-to-server sender
+        reason = self.cors.refuse_publish(
+            origin,
+            request.getHeader(b"sec-fetch-site"),
+            request.getHeader(b"host"),
+            request.isSecure(),
+        )
+        if reason is not None:
+            self.refused(
+                request,
+                403,
+                f"{reason}: {safe(origin, 100)} is not listed in"
+                " sse.header Access-Control-Allow-Origin",
+            )
+        return reason
 
     def refused(
         self, request: IRequest, code: int, reason: str, user_id: str | None = None
@@ -660,8 +704,10 @@ class PublishResource(refusals.Resource):
     C{POST /webNotification}: parse the body (see L{notificator.ingest}),
     hand the notification to the broker, and answer, once it is recorded,
     with JSON C{{"id", "event", "userId", "eventId", "delivered"}} (and
-    C{"nodes"} in cluster mode).  Bad bodies get 400/413/415 with JSON
-    C{{"error"}} and a log line; a broker that cannot record gets 503.
+    C{"nodes"} in cluster mode).  A page of another origin may publish only
+    when that origin is listed (L{PublishGate.refuse_page}).  Bad bodies
+    get 400/413/415 with JSON C{{"error"}} and a log line; a broker that
+    cannot record gets 503.
     Other methods get 405 and paths below it 404 (L{refusals}), counted
     and logged as rejected publishes.
 
@@ -700,31 +746,31 @@ class PublishResource(refusals.Resource):
         self._debug = debug
 
     def render_POST(self, request: IRequest) -> bytes | int:
-        apply_cors(request, self._cors, b"POST, OPTIONS")
+        apply_cors(request, self._cors, b"POST, OPTIONS", wildcard=False)
         guard = self._gate.guard
         authorization = request.getHeader(b"authorization") if guard.publish_token else None
         if not getattr(request, "publisher_checked", False):
             # Not asked before the body (a request class without the gate).
-            client = _client(request)
-            reason = guard.refuse_publisher(client, authorization, _unknown_via(request, client))
+            reason = self._gate.refusal(request, _client(request))
             if reason is not None:
-                self._gate.refused(request, 403, reason)
                 return json_response(request, 403, {"error": reason})
         content = request.content
         body = content.read(self._max_bytes + 1) if content is not None else b""
+        # With a token configured, the body's token is checked as soon as
+        # ingest finds it, before the id and data are decoded.
+        check = partial(guard.refuse_publish_token, authorization) if guard.publish_token else None
         try:
             if len(body) > self._max_bytes:
                 raise _TooLarge(f"body larger than {self._max_bytes} bytes (limits.bodyBytes)")
-            message, token = ingest.parse_publish_token(
-                request.getHeader(b"content-type"), body, self._max_fields
+            message, _ = ingest.parse_publish_token(
+                request.getHeader(b"content-type"), body, self._max_fields, check
             )
+        except ingest.Forbidden as e:
+            self._gate.refused(request, 403, e.reason)
+            return json_response(request, 403, {"error": e.reason})
         except ingest.BadNotification as e:
             self._rejected(request, e.code, e.reason, e.ident)
             return json_response(request, e.code, {"error": e.reason})
-        reason = guard.refuse_publish_token(authorization, token)
-        if reason is not None:
-            self._gate.refused(request, 403, reason, message.user_id)
-            return json_response(request, 403, {"error": reason})
         published = self._broker.publish(message)
         if isinstance(published, Published):
             return self._answer(published, request, message)
@@ -784,7 +830,14 @@ class PublishResource(refusals.Resource):
         _finish(request, json_response(request, code, {"error": reason}))
 
     def render_OPTIONS(self, request: IRequest) -> bytes:
-        apply_cors(request, self._cors, b"POST, OPTIONS")
+        """
+        A preflight: a page of an origin that may not publish is refused
+        (403, as its publish would be); a listed one is told what it may send.
+        """
+        reason = self._gate.refuse_page(request)
+        if reason is not None:
+            return json_response(request, 403, {"error": reason})
+        apply_cors(request, self._cors, b"POST, OPTIONS", wildcard=False)
         request.setResponseCode(204)
         return b""
 
@@ -845,7 +898,7 @@ def build_resource(
     if guard is None:
         guard = auth.Guard.from_config(config)
     if gate is None:
-        gate = PublishGate(guard, stats, activity)
+        gate = PublishGate(guard, stats, activity, config.sse.cors)
     root = refusals.Folder(activity)
     root.putChild(
         b"sse",

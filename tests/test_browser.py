@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
@@ -61,11 +61,14 @@ def _missing() -> list[str]:
     return missing
 
 
-def open_browser(testcase: SynchronousTestCase, language: str = "en-US") -> Any:
+def open_browser(
+    testcase: SynchronousTestCase, language: str = "en-US", flags: Iterable[str] = ()
+) -> Any:
     """
-    Start headless chromium with C{language} as the browser's language;
-    closed in the test's cleanup.  Fails in CI and skips elsewhere when the
-    browser, driver or selenium is missing.
+    Start headless chromium with C{language} as the browser's language (and
+    these command-line C{flags} besides L{CHROMIUM_FLAGS}); closed in the
+    test's cleanup.  Fails in CI and skips elsewhere when the browser,
+    driver or selenium is missing.
     """
     missing = _missing()
     if missing:
@@ -75,7 +78,7 @@ def open_browser(testcase: SynchronousTestCase, language: str = "en-US") -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
+    for flag in [*CHROMIUM_FLAGS, *flags]:
         options.add_argument(flag)
     profile = os.path.abspath(testcase.mktemp())
     os.makedirs(profile)

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import config
 from notificator.config import ConfigError, load, strip_comments
+from notificator.cors import CORSPolicy
 from tests.support import PROJECT, write_config
 
 
@@ -41,11 +42,20 @@ class LoadTests(SynchronousTestCase):
         return FilePath(write_config(os.path.join(self.mktemp(), "conf"), {"x": {}, **files}))
 
     def test_shipped_config_loads(self) -> None:
-        """conf/ as shipped loads for every environment, with no warnings."""
+        """
+        conf/ as shipped loads for every environment, with no warnings but,
+        in production, the one that asks for a subscriber secret; no shipped
+        file allows another origin.
+        """
         for env in ("development", "production"):
             cfg = load(FilePath(os.path.join(PROJECT, "conf")), env)
-            self.assertEqual(cfg.warnings, ())
             self.assertEqual(len(cfg.sources), 2)
+            self.assertEqual(cfg.sse.cors, CORSPolicy(), env)
+            if env == "development":
+                self.assertEqual(cfg.warnings, ())
+            else:
+                (warning,) = cfg.warnings
+                self.assertIn("default.json: sse.auth.secret: null", warning)
         dev = load(FilePath(os.path.join(PROJECT, "conf")), "development")
         self.assertEqual(dev.endpoints(), ["tcp:port=3000:interface=127.0.0.1"])
 
@@ -112,10 +122,10 @@ class LoadTests(SynchronousTestCase):
         cfg = load(self.conf(default=text), "x")
         self.assertEqual(cfg.server.port, 3000)
         self.assertEqual(cfg.sse.headers, ())
-        self.assertTrue(cfg.sse.cors.allows("https://GW.example.com:443"))
-        self.assertTrue(cfg.sse.cors.allows("http://gw.example.com:8080"))
-        self.assertFalse(cfg.sse.cors.allows("http://gw.example.com"))
-        self.assertFalse(cfg.sse.cors.allows("https://evil.example.com"))
+        self.assertTrue(cfg.sse.cors.listed(b"https://GW.example.com:443"))
+        self.assertTrue(cfg.sse.cors.listed(b"http://gw.example.com:8080"))
+        self.assertFalse(cfg.sse.cors.allows(b"http://gw.example.com"))
+        self.assertFalse(cfg.sse.cors.allows(b"https://evil.example.com"))
         self.assertEqual(len(cfg.warnings), 2)  # Content-Type and Connection ignored
 
     def test_every_key_has_a_default_and_a_line_in_both_guides(self) -> None:
@@ -155,11 +165,84 @@ class LoadTests(SynchronousTestCase):
         )
 
     def test_any_origin(self) -> None:
-        """'*' allows every origin (it is echoed back, with credentials)."""
+        """'*' lets every origin read (without credentials) and lists none."""
         cfg = load(
             self.conf(default={"sse": {"header": {"Access-Control-Allow-Origin": "*"}}}), "x"
         )
-        self.assertTrue(cfg.sse.cors.allows("http://anything.example"))
+        self.assertEqual(cfg.sse.cors, CORSPolicy(any_origin=True))
+        self.assertTrue(cfg.sse.cors.allows(b"http://anything.example"))
+        self.assertFalse(cfg.sse.cors.listed(b"http://anything.example"))
+
+    def test_null_or_not_an_origin_stops_start_up(self) -> None:
+        """null, or a URL with a path, among the origins: one line naming the file, key and entry."""
+        for listed, why in [
+            (["https://gw.example.com", "null"], "'null' is never an allowed origin"),
+            ("https://gw.example.com/groupware", "without a path"),
+            (["file:///srv/gw"], "expected http:// or https://"),
+        ]:
+            with self.subTest(listed=listed):
+                conf = self.conf(local={"sse": {"header": {"Access-Control-Allow-Origin": listed}}})
+                e = self.assertRaises(ConfigError, load, conf, "x")
+                self.assertEqual((e.source, e.key), (conf.child("local.json").path, "sse.header"))
+                self.assertIn(why, str(e))
+                self.assertNotIn("\n", str(e))
+
+    def test_credentials_header_is_the_servers(self) -> None:
+        """A configured Access-Control-Allow-Credentials is ignored with a warning."""
+        conf = self.conf(
+            local={"sse": {"header": {"Access-Control-Allow-Credentials": "true"}}},
+        )
+        (warning,) = load(conf, "x").warnings
+        self.assertIn("Access-Control-Allow-Credentials is set by the server itself", warning)
+
+    def test_production_warns_of_open_doors(self) -> None:
+        """
+        In production, "*" among the origins and a null sse.auth.secret are
+        one warning line each, naming the file, the key and what to set.
+        """
+        star = {"sse": {"header": {"Access-Control-Allow-Origin": ["*"]}}}
+        conf = self.conf(default={}, production=star, staging={})
+        cfg = load(conf, "production")
+        source = conf.child("production.json").path
+        self.assertEqual(len(cfg.warnings), 2, cfg.warnings)
+        cors, secret = cfg.warnings
+        self.assertTrue(cors.startswith(f"{source}: sse.header.Access-Control-Allow-Origin: "))
+        self.assertIn("any web site read any user's stream", cors)
+        self.assertIn("list the groupware's origins", cors)
+        self.assertRegex(secret, r"default\.json: sse\.auth\.secret: null, so anyone")
+        self.assertIn("set a long random secret", secret)
+        for warning in cfg.warnings:
+            self.assertNotIn("\n", warning)
+        # Another environment: no such warning.
+        self.assertEqual(load(conf, "staging").warnings, ())
+        # Closed doors: none either.
+        closed = {
+            "sse": {
+                "header": {"access-control-allow-origin": ["https://gw.example.com"]},
+                "auth": {"secret": "a-long-random-secret-0123456789"},
+            }
+        }
+        self.assertEqual(load(self.conf(default={}, production=closed), "production").warnings, ())
+
+    def test_production_warning_names_the_header_as_written(self) -> None:
+        """The "*" warning names the file that set it and the header as spelled there."""
+        conf = self.conf(
+            default={},
+            production={},
+            local={
+                "sse": {
+                    "header": {"access-control-allow-origin": "*"},
+                    "auth": {"secret": "a-long-random-secret-0123456789"},
+                }
+            },
+        )
+        (warning,) = load(conf, "production").warnings
+        self.assertTrue(
+            warning.startswith(
+                f"{conf.child('local.json').path}: sse.header.access-control-allow-origin: "
+            ),
+            warning,
+        )
 
     def test_unknown_key_warns(self) -> None:
         """An unknown key is a warning naming the file and key, not an error."""
@@ -416,7 +499,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
         described = {
             "README.rst": {
                 "server.certificates": "see file",
-                "sse.header": '``{ACAO: "*"}``',
+                "sse.header": "``{ACAO: []}``",
                 "publish.allow": "loopback",
                 "monitor.allow": "loopback",
                 "sse.auth.cookie": "see meaning",
@@ -426,7 +509,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
             "README.ko.rst": {
                 "server.certificates": "파일 참고",
                 "server.tls.ciphers": "뜻 참고",
-                "sse.header": '``{ACAO: "*"}``',
+                "sse.header": "``{ACAO: []}``",
             },
         }
         for name, rows in (
@@ -456,8 +539,8 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
         root = os.path.dirname(os.path.abspath(conf))
         self.assertEqual(cfg.sse.retry, 1000)
         self.assertEqual(cfg.sse.headers, (("X-Served-By", "n1"),))
-        # conf/default.json's "*" is merged under local.json's header object.
-        self.assertTrue(cfg.sse.cors.allows("https://any.example"))
+        # conf/default.json's [] is merged under local.json's header object.
+        self.assertEqual(cfg.sse.cors, CORSPolicy())
         expected = config.defaults(root)
         self.assertEqual(attrs.evolve(cfg.sse, retry=3000, headers=()), expected.sse)
         for section in ("server", "monitor", "publish", "limits", "cluster"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from twisted.application.service import IServiceMaker
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
@@ -107,6 +108,23 @@ class MakeServiceTests(SynchronousTestCase):
         svc.startService()
         self.addCleanup(svc.stopService)
         return reactor, svc
+
+    def test_config_warnings_logged_one_line_each(self) -> None:
+        """
+        Each config warning is one warn event, "config: <warning>", with no
+        field named "warning" (which twisted's legacy observers, trial's
+        among them, take for a Python warning and fail on).
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.service({"sse": {"hearbeat": True, "header": {"Access-Control-Allow-Origin": "*"}}})
+        config_events = [e for e in observer if e.get("log_format", "").startswith("config: ")]
+        self.assertEqual(len(config_events), 1)
+        (event,) = config_events
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertNotIn("warning", event)
+        self.assertRegex(
+            formatEvent(event), r"^config: \S+default\.json: sse\.hearbeat: unknown key"
+        )
 
     def test_listens_on_configured_port(self) -> None:
         """server.port/host become a TCP listener for our Site."""

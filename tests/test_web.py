@@ -240,6 +240,95 @@ class CORSTests(WebCase):
         self.assertEqual(response.code, 204)
         self.assertIn("POST", response.headers.getRawHeaders("access-control-allow-methods")[0])
 
+    def test_star_is_read_without_credentials(self) -> None:
+        """With '*', another origin may read a stream without credentials: '*', never echoed."""
+        self.parts = Parts(self.clock, make_config(cors=CORSPolicy.from_origins(["*"])))
+        self.stub = StubTreq(self.parts.resource)
+        response, _ = self.open("/sse/u1", headers={"Origin": "https://evil.example"})
+        h = response.headers
+        self.assertEqual(h.getRawHeaders("access-control-allow-origin"), ["*"])
+        self.assertIsNone(h.getRawHeaders("access-control-allow-credentials"))
+        response, _ = self.open("/sse/u1", headers={"Origin": "null"})
+        self.assertIsNone(response.headers.getRawHeaders("access-control-allow-origin"))
+
+
+class PublishOriginTests(WebCase):
+    """Which web pages may publish (issue 17, item 5)."""
+
+    def post(self, headers: dict[str, str]) -> tuple[int, Any, Any]:
+        """A form publish to u1 with these headers: status, headers, JSON answer."""
+        response = self.successResultOf(
+            self.stub.post(
+                "http://n.example/webNotification",
+                data=b"id=notify_u1&data=1",
+                headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+            )
+        )
+        body = json.loads(self.successResultOf(response.content()))
+        self.stub.flush()
+        return response.code, response.headers, body
+
+    def test_other_origins_refused(self) -> None:
+        """
+        A form or script on another site (or null), also with '*'
+        configured, is 403 JSON and logged with its origin; nothing is sent.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        pages = [
+            {"Origin": "https://evil.example"},
+            {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+            {"Origin": "null"},
+            {"Origin": "http://n.example:8080"},
+            {"Origin": "http://n.example", "Sec-Fetch-Site": "same-site"},
+        ]
+        for cors in (self.config.sse.cors, CORSPolicy.from_origins(["*"])):
+            self.parts = Parts(self.clock, make_config(cors=cors))
+            self.hub = self.parts.hub
+            self.stub = StubTreq(self.parts.resource)
+            _, chunks = self.open("/sse/u1")
+            for headers in pages:
+                code, response_headers, body = self.post(headers)
+                self.assertEqual((code, body), (403, {"error": "origin not allowed"}), headers)
+                self.assertIsNone(response_headers.getRawHeaders("access-control-allow-origin"))
+            self.assertEqual(self.parts.stats.published, 0)
+            self.assertEqual([e["event"] for e in self.events(chunks)], ["connect"])
+        lines = [formatEvent(e) for e in observer if "refused publish" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 2 * len(pages))
+        self.assertEqual(
+            lines[0],
+            "refused publish from 127.0.0.1: 403 origin not allowed: https://evil.example"
+            " is not listed in sse.header Access-Control-Allow-Origin",
+        )
+
+    def test_senders_listed_and_own_pages_publish(self) -> None:
+        """No Origin (a sender), a listed origin and the server's own pages publish."""
+        _, chunks = self.open("/sse/u1")
+        for headers in (
+            {},
+            {"Origin": GW},
+            {"Origin": "http://n.example"},
+            {"Origin": "http://n.example", "Sec-Fetch-Site": "same-origin"},
+            {"Origin": "https://n.example:3443", "Sec-Fetch-Site": "same-origin"},
+        ):
+            code, response_headers, body = self.post(headers)
+            self.assertEqual((code, body["delivered"]), (200, 1), headers)
+            allowed = response_headers.getRawHeaders("access-control-allow-origin")
+            self.assertEqual(allowed, [GW] if headers.get("Origin") == GW else None)
+        self.assertEqual(len(self.events(chunks)), 6)
+
+    def test_preflight_of_another_origin_refused(self) -> None:
+        """A preflight from another origin is 403 JSON; from a listed one 204; without Origin 204."""
+        for origin, code in [("https://evil.example", 403), (GW, 204), (None, 204), ("null", 403)]:
+            headers = {} if origin is None else {"Origin": origin}
+            response = self.successResultOf(
+                self.stub.request("OPTIONS", "http://n.example/webNotification", headers=headers)
+            )
+            self.assertEqual(response.code, code, origin)
+            allowed = response.headers.getRawHeaders("access-control-allow-origin")
+            self.assertEqual(allowed, [GW] if origin == GW else None)
+            self.successResultOf(response.content())
+        self.assertEqual(self.parts.stats.rejected, {403: 2})
+
 
 class PublishTests(WebCase):
     def test_reply(self) -> None:
@@ -319,6 +408,26 @@ class PublishTests(WebCase):
         for line in lines:
             self.assertRegex(line, r"^rejected publish from 127\.0\.0\.1: 4\d\d \S")
             self.assertNotIn("\n", line)
+
+    def test_slips_are_400_before_anything_is_recorded(self) -> None:
+        """
+        An event name with a trailing newline, a user id or data with a lone
+        surrogate, a number out of range: 400 JSON, nothing published.
+        """
+        _, chunks = self.open("/sse/u1")
+        json_body = {b"content-type": [b"application/json"]}
+        for body, headers in [
+            (b"id=notify%0A_u1&data=1", FORM),
+            (b'{"id": "notify_\\ud800", "data": 1}', json_body),
+            (b'{"id": "notify_u1", "data": {"n": 1e999}}', json_body),
+            (b'{"id": "notify_u1", "data": "\\udc00"}', json_body),
+        ]:
+            code, reply = self.publish(body, headers)
+            self.assertEqual(code, 400, body)
+            self.assertIsInstance(reply["error"], str)
+        self.assertEqual(self.parts.stats.published, 0)
+        self.assertEqual(self.parts.stats.rejected, {400: 4})
+        self.assertEqual([e["event"] for e in self.events(chunks)], ["connect"])
 
     def test_unsupported_media_type(self) -> None:
         """A body in another content type is 415."""
@@ -781,6 +890,16 @@ class PublishGuardTests(WebCase):
         events = self.events(chunks)[1:]
         self.assertEqual([e["data"] for e in events], ["1", "2", '{"n":3}'])
         self.assertNotIn(token, repr(events))
+
+    def test_token_before_the_body_is_decoded(self) -> None:
+        """A wrong or missing token is 403, not the 400 its undecodable id and data would get."""
+        parts = self.configure(token="s3cret-token-0123456789")
+        for body, reason in [
+            (b"id=notify_%FF&data=%FF&token=nope", "wrong publish token"),
+            (b"id=notify%0A_%FF&data=1e999", "missing publish token"),
+        ]:
+            self.assertEqual(self.publish(body), (403, {"error": reason}))
+        self.assertEqual((parts.stats.published, parts.stats.rejected), (0, {403: 2}))
 
 
 class MonitorGuardTests(WebCase):
