@@ -9,7 +9,9 @@ Limits on what one client can make the server hold (C{limits.*}).
    passes the limit: over HTTP/1.x the answer is written and the
    connection closed, over HTTP/2 the stream is answered and then reset
    (C{RST_STREAM} with C{NO_ERROR}, as RFC 9113 8.1 has a server end a
-   request it will not read).  It only overrides the hooks twisted.web's
+   request it will not read).  A body is kept in memory (twisted.web puts
+   one over 100 KB, or without a length, in a temporary file: a
+   descriptor per request), which the limit bounds.  It only overrides the hooks twisted.web's
    channels call on every request (C{gotLength}, C{handleContentChunk},
    C{finish}; and, on a refused request, C{requestReceived}), so it serves
    with the stock C{HTTPChannel} and C{H2Connection} alike; L{notificator.web.Request}
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
@@ -187,19 +190,25 @@ class Request(server.Request):
         self.producer = None
 
     def gotLength(self, length: int | None) -> None:
-        """The head is complete: stop its clock; refuse an announced body over the limit."""
+        """
+        The head is complete: stop its clock; refuse an announced body over
+        the limit.  The body is kept in memory (the limit bounds it), not in
+        twisted.web's temporary file for one over 100 KB or without a length.
+        """
         limits = self.limits
-        if limits is not None:
-            if length is None:
-                self._count = True
-            elif length > limits.body_bytes:
-                self._refuse(
-                    f"request body of {length} bytes is larger than limits.bodyBytes"
-                    f" ({limits.body_bytes})"
-                )
-                return
-            limits.disarm(self.transport, None)
-        server.Request.gotLength(self, length)
+        if limits is None:
+            server.Request.gotLength(self, length)
+            return
+        if length is None:
+            self._count = True
+        elif length > limits.body_bytes:
+            self._refuse(
+                f"request body of {length} bytes is larger than limits.bodyBytes"
+                f" ({limits.body_bytes})"
+            )
+            return
+        limits.disarm(self.transport, None)
+        self.content = BytesIO()
 
     def handleContentChunk(self, data: bytes) -> None:
         # (HTTPChannel's decoders hold this bound method from before

@@ -24,6 +24,7 @@ from notificator import channel, limits, tap, web
 from notificator.config import defaults
 from tests.support import (
     BothChannels,
+    InMemoryServer,
     Parts,
     config_with,
     dechunk,
@@ -434,3 +435,100 @@ class HeadClockProtocolTests(SynchronousTestCase):
             base = web.Request if fast else web.StockRequest
             self.assertTrue(issubclass(site.requestFactory, base))
             self.assertEqual(issubclass(site.requestFactory, web.Request), fast)
+
+
+# --- bodies in memory ------------------------------------------------------------------------
+
+
+class BodyInMemoryTests(BothChannels, SynchronousTestCase):
+    """Bodies up to limits.bodyBytes are read into memory: no temporary file, whatever their form."""
+
+    def setUp(self) -> None:
+        import tempfile
+
+        def no_file(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a temporary file was made for a request body")
+
+        self.patch(tempfile, "TemporaryFile", no_file)
+        self.s = self.server(body_bytes=1024 * 1024)
+
+    def test_large_announced_body(self) -> None:
+        """A 500 KB body with its length is read into memory and published."""
+        c = self.s.connect()
+        body = b"id=notify_u1&data=" + b"1" * 500_000
+        c.receive(post(body)[:1000])
+        c.receive(post(body)[1000:])
+        self.assertIn(b"HTTP/1.1 200 OK", c.text())
+        self.assertEqual(self.s.stats.published, 1)
+
+    def test_chunked_body(self) -> None:
+        """A chunked body is read into memory and published."""
+        c = self.s.connect()
+        c.receive(chunked_head() + chunk(b"id=notify_u1&data=") + chunk(b"2" * 200_000))
+        c.receive(b"0\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200 OK", c.text())
+        self.assertEqual(self.s.stats.published, 1)
+
+
+class BodyInMemoryStockTests(BodyInMemoryTests):
+    fast = False
+
+
+class HTTP2BodyInMemoryTests(SynchronousTestCase):
+    """Over HTTP/2 (twisted.web's H2Stream) too, a body is read into memory."""
+
+    def test_large_bodies(self) -> None:
+        """A 200 KB body with a content-length, and one without, are published without a file."""
+        import tempfile
+
+        import h2.config
+        import h2.connection
+        import h2.events
+        import twisted.internet
+
+        def no_file(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a temporary file was made for a request body")
+
+        self.patch(tempfile, "TemporaryFile", no_file)
+        s = InMemoryServer(self, True, body_bytes=1024 * 1024)
+        # twisted.web's HTTP/2 channel takes the global reactor for its send loop.
+        self.patch(twisted.internet, "reactor", s.reactor)
+        conn = s.connect()
+        conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        client.initiate_connection()
+        conn.receive(client.data_to_send())
+        read = 0
+        events: list[Any] = []
+        body = b"id=notify_u1&data=" + b"1" * 200_000
+        for sid, length in ((1, [("content-length", str(len(body)))]), (3, [])):
+            client.send_headers(
+                sid,
+                [
+                    (":method", "POST"),
+                    (":scheme", "https"),
+                    (":authority", "t"),
+                    (":path", "/webNotification"),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    *length,
+                ],
+            )
+            sent = 0
+            while sent < len(body):
+                window = min(client.local_flow_control_window(sid), client.max_outbound_frame_size)
+                if window:
+                    piece = body[sent : sent + window]
+                    sent += len(piece)
+                    client.send_data(sid, piece, end_stream=sent == len(body))
+                conn.receive(client.data_to_send())
+                for _ in range(3):
+                    s.reactor.advance(0)
+                events += client.receive_data(conn.text()[read:])
+                read = len(conn.text())
+        statuses = [
+            dict(e.headers)[":status"] for e in events if isinstance(e, h2.events.ResponseReceived)
+        ]
+        self.assertEqual(statuses, ["200", "200"])
+        self.assertEqual(s.stats.published, 2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
 import time
@@ -270,6 +271,65 @@ class BodyLimitTests(Both, SynchronousTestCase):
 
 
 class BodyLimitStockTests(BodyLimitTests):
+    fast = False
+
+
+def temporary_files(pid: int) -> list[str]:
+    """The deleted files process C{pid} holds open (what C{tempfile.TemporaryFile} makes)."""
+    held = []
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if target.endswith("(deleted)"):
+            held.append(target)
+    return held
+
+
+class BodyInMemoryTests(Both, SynchronousTestCase):
+    def test_no_temporary_file(self) -> None:
+        """
+        Bodies over 100 KB with a length, and chunked ones, being sent: the
+        server holds no temporary file (a descriptor each) for them; once
+        complete they are published.
+        """
+        server = self.start({**LIMITS, "bodyBytes": 1024 * 1024, "bufferBytes": 8 << 20})
+        assert server.process is not None
+        pid = server.process.pid
+        self.assertEqual(temporary_files(pid), [])
+        stream = server.subscribe("/sse/big")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        data = "x" * 500_000
+        body = f"id=notify_big&data={data}".encode()
+        head = b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: " + FORM.encode()
+        socks = []
+        for n in range(10):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(sock.close)
+            if n % 2:
+                sock.sendall(head + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:1000])
+            else:
+                sock.sendall(head + b"\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + body[:1000])
+            socks.append(sock)
+        # The server has read those bodies' first parts once it answers this.
+        self.assertEqual(server.request("GET", "/health")[0], 200)
+        self.assertEqual(temporary_files(pid), [])
+        for n, sock in enumerate(socks):
+            if n % 2:
+                sock.sendall(body[1000:])
+            else:
+                rest = body[1000:]
+                sock.sendall(b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+            sock.settimeout(10)
+            answer = sock.recv(65536)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK"), answer[:300])
+            self.assertEqual(json.loads(stream.next_event()["data"]), data)
+        self.assertEqual(temporary_files(pid), [])
+
+
+class BodyInMemoryStockTests(BodyInMemoryTests):
     fast = False
 
 
