@@ -47,6 +47,7 @@ module (L{notificator.tap.serve_http}).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -273,3 +274,53 @@ def request_target(request: Any) -> tuple[bytes, bytes] | None:
     if isinstance(command, bytes) and isinstance(path, bytes):
         return command, path
     return None
+
+
+# --- HTTP/2 (twisted.web's H2Connection), for the connection clock --------------------------
+
+
+def h2_connection(protocol: Any) -> Any:
+    """
+    The C{H2Connection} serving a connection, once TLS negotiated C{h2} and
+    its first bytes arrived: twisted.web's C{_GenericHTTPChannelProtocol}
+    (the site's protocol, with either channel) keeps the channel it
+    switched to as C{_channel}.  L{None} when there is none (another
+    Twisted, another protocol, or no h2 package).
+    """
+    try:
+        from twisted.web._http2 import H2Connection
+    except ImportError:  # no h2 package: no HTTP/2
+        return None
+    conn = getattr(protocol, "_channel", None)
+    return conn if isinstance(conn, H2Connection) else None
+
+
+def h2_open_streams(conn: Any) -> bool:
+    """Whether C{H2Connection} C{conn} has a stream open (its C{streams}: one per open stream)."""
+    return bool(conn.streams)
+
+
+def when_h2_idle(conn: Any, idle: Callable[[], object]) -> None:
+    """
+    Call C{idle()} each time the last open stream of C{H2Connection}
+    C{conn} is done: C{_requestDone} removes a stream that is over (both
+    sides ended, or reset) whichever way it ended, so it is wrapped on this
+    instance.
+    """
+    done = conn._requestDone
+
+    def _requestDone(stream_id: int) -> None:
+        done(stream_id)
+        if not conn.streams:
+            idle()
+
+    conn._requestDone = _requestDone
+
+
+def h2_go_away(conn: Any) -> None:
+    """
+    Close C{H2Connection} C{conn} as its own idle timeout does
+    (C{timeoutConnection}): a GOAWAY, then the close, and an abort if the
+    client has not let it close C{abortTimeout} seconds later.
+    """
+    conn.timeoutConnection()

@@ -510,7 +510,10 @@ class LimitsConfig:
         soon as that is known (C{limits.bodyBytes}).
     @ivar form_fields: most fields in a form publish body; more get 400.
     @ivar header_timeout: seconds a connection may take to send a request
-        head, from when it opens or its previous response is done.
+        head, from when it opens or its previous response is done (over
+        HTTP/2: seconds it may have no open stream).
+    @ivar body_timeout: seconds a request may take to send its body, from
+        the end of its head (C{limits.bodyTimeout}); later: 408.
     @ivar buffer_bytes: bytes written to a stream whose client stopped
         reading (the transport paused it) before the stream is dropped.
     """
@@ -520,6 +523,7 @@ class LimitsConfig:
     body_bytes: int
     form_fields: int
     header_timeout: float
+    body_timeout: float
     buffer_bytes: int
 
 
@@ -648,6 +652,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "limits.bodyBytes": lambda v: _int(v, 1, 1 << 40),
     "limits.formFields": lambda v: _int(v, 1, 10_000_000),
     "limits.headerTimeout": lambda v: _seconds(v, allow_zero=False),
+    "limits.bodyTimeout": lambda v: _seconds(v, allow_zero=False),
     "limits.bufferBytes": lambda v: _int(v, 1, 1 << 40),
 }
 
@@ -781,6 +786,7 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
         body_bytes=values["limits.bodyBytes"],
         form_fields=values["limits.formFields"],
         header_timeout=values["limits.headerTimeout"],
+        body_timeout=values["limits.bodyTimeout"],
         buffer_bytes=values["limits.bufferBytes"],
     )
     cluster = ClusterConfig(

@@ -32,7 +32,18 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from notificator import auth, channel, config, limits, listening, logs, metrics, process, web
+from notificator import (
+    auth,
+    channel,
+    config,
+    connections,
+    limits,
+    listening,
+    logs,
+    metrics,
+    process,
+    web,
+)
 from notificator.broker import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
@@ -360,26 +371,27 @@ def serve_http(
     (a child of C{parent}, started before the listeners so that it stops
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
-    (L{limits.Request}) and the request-head clock (L{limits.HeadTimeout},
-    a child of C{parent}); what they refuse and drop is logged to
-    C{activity} (C{sse.log}).
+    (L{limits.Request}) and the connections' clocks
+    (L{connections.Connections}, a child of C{parent}); what they refuse
+    and drop is logged to C{activity} (C{sse.log}).
     """
-    head = limits.HeadTimeout(cfg.limits.header_timeout, reactor, activity)
-    bounds = limits.Limits(cfg.limits, reactor, stats, activity, head)
+    bounds = cfg.limits
+    watched = connections.Connections(bounds.header_timeout, bounds.body_timeout, reactor, activity)
+    request_limits = limits.Limits(bounds, reactor, stats, activity, watched)
     log.info(
         "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
         channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
         fast="true" if cfg.server.fast_channel else "false",
     )
     if cfg.server.fast_channel:
-        site.requestFactory = limits.request_class(web.Request, bounds)
+        site.requestFactory = limits.request_class(web.Request, request_limits)
         writes = channel.WriteBatch(reactor)
         site.protocol = partial(channel.protocol, writes)
         writes.setServiceParent(parent)
     else:
-        site.requestFactory = limits.request_class(web.StockRequest, bounds)
-    limits.time_heads(site, head)
-    head.setServiceParent(parent)
+        site.requestFactory = limits.request_class(web.StockRequest, request_limits)
+    connections.watch(site, watched)
+    watched.setServiceParent(parent)
 
 
 def default_node(descriptions: list[str]) -> str:

@@ -250,6 +250,8 @@ class ErrorTests(SynchronousTestCase):
             ({"monitor": {"accessLog": "yes"}}, "monitor.accessLog"),
             ({"server": {"log": {"keepDays": -1}}}, "server.log.keepDays"),
             ({"server": {"log": {"keepDays": 1.5}}}, "server.log.keepDays"),
+            ({"limits": {"bodyTimeout": 0}}, "limits.bodyTimeout"),
+            ({"limits": {"bodyTimeout": "30"}}, "limits.bodyTimeout"),
         ]
         for doc, key in cases:
             with self.subTest(doc=doc):

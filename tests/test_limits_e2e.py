@@ -19,6 +19,8 @@ import ssl
 import time
 from typing import Any
 
+import h2.errors
+import h2.events
 import h2.settings
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -26,7 +28,13 @@ from tests.support import Server, stock_channel, wait_until
 from tests.tlssupport import Certs, H2Client, TLSServer, client_context, server_config
 
 FORM = "application/x-www-form-urlencoded"
-LIMITS = {"bodyBytes": 4096, "formFields": 10, "headerTimeout": 1.5, "bufferBytes": 65536}
+LIMITS = {
+    "bodyBytes": 4096,
+    "formFields": 10,
+    "headerTimeout": 1.5,
+    "bodyTimeout": 2,
+    "bufferBytes": 65536,
+}
 
 #: Linux TCP states (tcp_states.h), as TCP_INFO reports them.
 TCP_ESTABLISHED = 1
@@ -274,6 +282,30 @@ class BodyLimitStockTests(BodyLimitTests):
     fast = False
 
 
+def trickle_until_answered(sock: socket.socket, timeout: float) -> bytes:
+    """
+    Send C{sock} one byte of body a quarter second (four a second: never
+    idle long) until the server answers; the answer, read until it closes
+    (EOF or reset); fail after C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    sock.settimeout(0.25)
+    while True:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer within {timeout} s")
+        try:
+            sock.sendall(b"x")
+        except OSError:
+            pass  # the server closed its side: what it sent is still to read
+        try:
+            answer = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return b""
+        return answer + read_until_closed(sock, max(0.1, deadline - time.monotonic()))
+
+
 def temporary_files(pid: int) -> list[str]:
     """The deleted files process C{pid} holds open (what C{tempfile.TemporaryFile} makes)."""
     held = []
@@ -288,6 +320,59 @@ def temporary_files(pid: int) -> list[str]:
     return held
 
 
+class BodyTimeoutTests(Both, SynchronousTestCase):
+    def test_trickled_body_answered_408(self) -> None:
+        """
+        A body sent one byte at a time is answered 408 JSON (naming
+        limits.bodyTimeout) and the connection closes, with a line in
+        sse.log; a stream open meanwhile goes on.
+        """
+        server = self.start()
+        stream = server.subscribe("/sse/ok")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nContent-Length: 1000\r\n\r\nid=notify_ok&data="
+        )
+        answer = trickle_until_answered(sock, 10.0)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 408 Request Timeout"), answer)
+        self.assertIn(b"Connection: close", head)
+        self.assertEqual(
+            json.loads(body),
+            {"error": "request body not complete within limits.bodyTimeout (2 s)"},
+        )
+        server.wait_for_log(
+            r"refused a request from 127\.0\.0\.1: 408 request body not complete within"
+            r" limits\.bodyTimeout \(2 s\)",
+            name="sse.log",
+        )
+        self.assertEqual(server.post("id=notify_ok&data=2", FORM)[1]["delivered"], 1)
+        self.assertEqual(stream.next_event()["data"], "2")
+        _, _, metrics = server.request("GET", "/metrics")
+        self.assertIn(b'notificator_rejected_total{code="408"} 1.0', metrics)
+
+    def test_chunked_body_answered_408(self) -> None:
+        """A chunked body whose last chunk never comes is answered 408 as well."""
+        server = self.start()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n12\r\nid=notify_ok&data=\r\n400\r\n"
+        )
+        answer = trickle_until_answered(sock, 10.0)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer)
+
+
+class BodyTimeoutStockTests(BodyTimeoutTests):
+    fast = False
+
+
 class BodyInMemoryTests(Both, SynchronousTestCase):
     def test_no_temporary_file(self) -> None:
         """
@@ -295,7 +380,9 @@ class BodyInMemoryTests(Both, SynchronousTestCase):
         server holds no temporary file (a descriptor each) for them; once
         complete they are published.
         """
-        server = self.start({**LIMITS, "bodyBytes": 1024 * 1024, "bufferBytes": 8 << 20})
+        server = self.start(
+            {**LIMITS, "bodyBytes": 1024 * 1024, "bodyTimeout": 30, "bufferBytes": 8 << 20}
+        )
         assert server.process is not None
         pid = server.process.pid
         self.assertEqual(temporary_files(pid), [])
@@ -521,3 +608,128 @@ class TLSTests(SynchronousTestCase):
         self.assertGreater(sent, window)
         self.assertLess(sent, window + BIG_BODIES["bufferBytes"] + 4 * frame)
         self.server.wait_for_log(r"dropped stream \d+ of stuck", name="sse.log")
+
+    def read_to_the_end(self, client: H2Client, timeout: float) -> list[Any]:
+        """
+        Read C{client}'s connection until the server closes it; its HTTP/2
+        events.  Fail after C{timeout}.
+        """
+        events: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"still open after {timeout} s: {events}")
+            client.sock.settimeout(remaining)
+            try:
+                data = client.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                return events
+            if not data:
+                return events
+            events += client.conn.receive_data(data)
+
+    def assert_went_away(self, events: list[Any]) -> None:
+        [goaway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goaway.error_code, h2.errors.ErrorCodes.NO_ERROR)
+
+    def test_http2_pings_do_not_keep_a_connection(self) -> None:
+        """
+        An HTTP/2 connection that only sends PINGs (and SETTINGS, WINDOW_UPDATE)
+        is sent GOAWAY and closed after limits.headerTimeout; so is one that
+        never sends a request; one with an open event stream stays, and
+        receives.
+        """
+        pinger = self.h2()
+        silent = self.h2()
+        stream = self.h2()
+        sid = stream.request("GET", "/sse/ok")
+        stream.pump(lambda: bool(stream.named(sid, "connect")))
+        events: list[Any] = []
+        closed = False
+        deadline = time.monotonic() + 10
+        n = 0
+        while not closed and time.monotonic() < deadline:
+            n += 1
+            try:
+                pinger.conn.ping(b"%08d" % n)
+                pinger.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 50})
+                pinger.conn.increment_flow_control_window(1)
+                pinger._flush()
+                stream.conn.ping(b"%08d" % n)
+                stream._flush()
+            except OSError:
+                closed = True
+                break
+            # What comes back in the next fifth of a second.
+            until = time.monotonic() + 0.2
+            while (remaining := until - time.monotonic()) > 0:
+                pinger.sock.settimeout(remaining)
+                try:
+                    data = pinger.sock.recv(65536)
+                except TimeoutError:
+                    break
+                except (ConnectionResetError, ssl.SSLError):
+                    closed = True
+                    break
+                if not data:
+                    closed = True
+                    break
+                events += pinger.conn.receive_data(data)
+            if any(isinstance(e, h2.events.ConnectionTerminated) for e in events):
+                events += self.read_to_the_end(pinger, 5.0)
+                closed = True
+        self.assertTrue(closed, "the pinging connection was not closed")
+        self.assert_went_away(events)
+        self.assert_went_away(self.read_to_the_end(silent, 5.0))
+        self.server.wait_for_log(
+            r"closed the HTTP/2 connection from 127\.0\.0\.1: no open stream for 1\.5 s"
+            r" \(limits\.headerTimeout\)",
+            name="sse.log",
+        )
+        # The stream's connection, as busy with PINGs, stays: it has a stream.
+        publish = http.client.HTTPSConnection(
+            "localhost", self.server.port, timeout=10, context=client_context(self.certs.ca, [])
+        )
+        self.addCleanup(publish.close)
+        publish.request("POST", "/webNotification", "id=notify_ok&data=1", {"Content-Type": FORM})
+        self.assertEqual(publish.getresponse().status, 200)
+        stream.pump(lambda: bool(stream.named(sid, "notify")))
+        self.assertNotIn(sid, stream.reset)
+
+    def test_http2_body_answered_408(self) -> None:
+        """
+        Over HTTP/2 a body too slow gets 408 JSON and a reset stream, and
+        the connection goes on.
+        """
+        c = self.h2()
+        slow = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(
+            slow,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", c.authority),
+                (":path", "/webNotification"),
+                ("content-type", FORM),
+            ],
+        )
+        c.data[slow] = b""
+        c.conn.send_data(slow, b"id=notify_u1&data=")
+        c._flush()
+        c.pump(lambda: slow in c.reset, timeout=10)
+        self.assertEqual(c.headers[slow][":status"], "408")
+        self.assertEqual(
+            json.loads(c.data[slow]),
+            {"error": "request body not complete within limits.bodyTimeout (2 s)"},
+        )
+        ok = c.request("POST", "/webNotification", b"id=notify_u1&data=1", {"content-type": FORM})
+        c.pump(lambda: ok in c.ended)
+        self.assertEqual(c.headers[ok][":status"], "200")
+
+    def test_tls_body_answered_408(self) -> None:
+        """Over TLS (HTTP/1.1) a body too slow gets 408, and the connection closes."""
+        sock = self.tls()
+        sock.sendall(b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
+        answer = trickle_until_answered(sock, 10.0)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
