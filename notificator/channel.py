@@ -52,6 +52,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -324,3 +325,25 @@ def h2_go_away(conn: Any) -> None:
     client has not let it close C{abortTimeout} seconds later.
     """
     conn.timeoutConnection()
+
+
+def close_now(transport: Any) -> None:
+    """
+    Abort C{transport}'s connection and free its descriptor now.
+    C{abortConnection} leaves the socket open until the reactor's next
+    pass; a pass that closes many (an accept loop at
+    C{limits.connections}, which takes a hundred connections or more at a
+    time) could run the process out of descriptors before then.  So the
+    TCP transport at the bottom (a TLS transport's C{transport}) is also
+    told at once that its connection is lost, as the reactor would tell
+    it on that pass (Twisted's C{tcp.Connection.connectionLost}, which
+    closes the socket; it ignores the reactor's call that follows).
+    Another kind of transport is only aborted.
+    """
+    transport.abortConnection()
+    bottom = transport
+    while not isinstance(bottom, tcp.Connection):
+        bottom = getattr(bottom, "transport", None)
+        if bottom is None:
+            return
+    bottom.connectionLost(Failure(ConnectionAborted("closed to make room")))

@@ -516,6 +516,8 @@ class LimitsConfig:
         the end of its head (C{limits.bodyTimeout}); later: 408.
     @ivar buffer_bytes: bytes written to a stream whose client stopped
         reading (the transport paused it) before the stream is dropped.
+    @ivar connections: open connections in all (C{limits.connections}; see
+        L{connection_limit}).
     """
 
     streams_per_user: int
@@ -525,14 +527,15 @@ class LimitsConfig:
     header_timeout: float
     body_timeout: float
     buffer_bytes: int
+    connections: int
 
 
-def stream_limit(configured: int | None) -> int:
+def connection_limit(configured: int | None) -> int:
     """
-    C{limits.streams}: as configured, or (null) the process's open-file
-    limit less L{FD_MARGIN} for the listeners, logs, history and the
-    publishers' connections, so the server refuses streams cleanly before
-    C{accept} starts failing.
+    C{limits.connections}: as configured, or (null) the process's open-file
+    limit less L{FD_MARGIN} for the listeners, logs, history and Redis, so
+    the server closes connections it cannot keep before C{accept} starts
+    failing.
     """
     if configured is not None:
         return configured
@@ -544,8 +547,23 @@ def stream_limit(configured: int | None) -> int:
     return max(1, soft - FD_MARGIN)
 
 
-#: File descriptors kept free of streams when C{limits.streams} is null.
+def stream_limit(configured: int | None, connections: int) -> int:
+    """
+    C{limits.streams}: as configured, or (null) C{connections} (the
+    connection cap) less L{STREAM_RESERVE} (less half of it when it is
+    under twice that), so that streams never take the connections
+    publishers and C{/health} need.
+    """
+    if configured is not None:
+        return configured
+    return max(1, connections - min(STREAM_RESERVE, connections // 2))
+
+
+#: File descriptors kept free of connections when C{limits.connections} is null.
 FD_MARGIN = 100
+
+#: Connections kept free of streams when C{limits.streams} is null.
+STREAM_RESERVE = 50
 
 
 @attrs.frozen
@@ -636,6 +654,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "monitor.accessLog": _bool,
     "limits.streamsPerUser": lambda v: _int(v, 1, 1 << 30),
     "limits.streams": lambda v: None if v is None else _int(v, 1, 1 << 30),
+    "limits.connections": lambda v: None if v is None else _int(v, 1, 1 << 30),
     "server.trustedProxies": _networks,
     "publish.allow": _networks,
     "publish.token": _publish_token,
@@ -780,15 +799,23 @@ def validate(doc: Mapping[str, Any], origin: Mapping[str, str], root: str) -> Co
             f" {MIN_SECRET_LENGTH} characters; a long random token is harder to guess"
         )
     monitor = MonitorConfig(allow=values["monitor.allow"], access_log=values["monitor.accessLog"])
+    connections = connection_limit(values["limits.connections"])
     limits = LimitsConfig(
         streams_per_user=values["limits.streamsPerUser"],
-        streams=stream_limit(values["limits.streams"]),
+        streams=stream_limit(values["limits.streams"], connections),
         body_bytes=values["limits.bodyBytes"],
         form_fields=values["limits.formFields"],
         header_timeout=values["limits.headerTimeout"],
         body_timeout=values["limits.bodyTimeout"],
         buffer_bytes=values["limits.bufferBytes"],
+        connections=connections,
     )
+    if values["limits.streams"] is not None and limits.streams >= connections:
+        warnings.append(
+            f"{where.get('limits.streams', 'config')}: limits.streams: {limits.streams} streams"
+            f" may take every connection (limits.connections {connections}): publishes and"
+            " /health are then refused while streams hold them all; null leaves room"
+        )
     cluster = ClusterConfig(
         redis=values["cluster.redis"],
         node=values["cluster.node"],

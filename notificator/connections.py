@@ -1,10 +1,11 @@
 # -*- test-case-name: tests.test_connections -*-
 """
-The site's connections and how long each may take (C{limits.headerTimeout},
-C{limits.bodyTimeout}).
+The site's connections and what each may hold (C{limits.connections},
+C{limits.headerTimeout}, C{limits.bodyTimeout}).
 
- - L{Connections}, a service: runs two clocks on one call of the
-   reactor's:
+ - L{Connections}, a service: counts the open connections (HTTP/1.x, TLS,
+   HTTP/2, whatever they carry) against C{limits.connections}, and runs
+   two clocks on one call of the reactor's:
     - the I{head clock}: a connection must send a whole request head within
       C{limits.headerTimeout} seconds of opening (the TLS handshake
       included) and of its previous response being done, however it
@@ -17,8 +18,22 @@ C{limits.bodyTimeout}).
       C{limits.bodyTimeout} seconds of the end of its head; after that it
       is answered 408 (L{notificator.limits.Request.body_timed_out}).
  - L{ConnectionProtocol}: sits between each transport and the site's
-   protocol (ours or twisted.web's), to time it; L{watch} puts it around
-   a site's protocols.
+   protocol (ours or twisted.web's), to count and time it; L{watch} puts
+   it around a site's protocols.
+
+At C{limits.connections} a new connection takes the place of one that
+does the least with its descriptor, as nginx reuses idle connections when
+it runs out of C{worker_connections}: one being closed, else the one that
+has waited longest for a request head (an idle keep-alive connection, or
+one that never sent a head), else the HTTP/1.x request that has been
+sending its body longest.  Only when none of those exists (every
+connection carries an event stream or a request being answered) is the
+new connection closed instead.  Either way the closed connection is
+aborted and its descriptor freed at once (L{channel.close_now}), before
+the accept loop takes the next one, so the process never holds more than
+C{limits.connections} client connections.  Each is counted
+(L{notificator.stats.Stats.drop}) and logged, at most once every
+L{CAP_LOG_INTERVAL} seconds.
 
 Everything runs on the clock given in; no global state.
 """
@@ -33,13 +48,17 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from notificator import channel
+from notificator.stats import Stats
 
 _default_log = Logger()
+
+#: Seconds between two log lines about C{limits.connections} being reached.
+CAP_LOG_INTERVAL = 10.0
 
 
 class Connections(Service):
     """
-    Times the site's connections (see the module's docstring).
+    Counts and times the site's connections (see the module's docstring).
 
     Every deadline of one kind is the same length after it is armed, so
     each kind's dict (transport or request -> deadline, in arming order)
@@ -51,19 +70,28 @@ class Connections(Service):
 
     @param header_timeout: C{limits.headerTimeout}.
     @param body_timeout: C{limits.bodyTimeout}.
+    @param cap: C{limits.connections}.
+    @param stats: where the open connections and the ones closed at the
+        cap are counted.
+    @ivar open: the connections open now.
     """
 
     def __init__(
         self,
         header_timeout: float,
         body_timeout: float,
+        cap: int,
         clock: IReactorTime,
         log: Logger = _default_log,
+        stats: Stats | None = None,
     ) -> None:
         self.seconds = header_timeout
         self.body_seconds = body_timeout
+        self.cap = cap
+        self.open = 0
         self._clock = clock
         self._log = log
+        self._stats = stats if stats is not None else Stats(started_at=clock.seconds())
         # transport -> deadline: connections waiting for a request head (HTTP/2:
         # with no open stream), in arming order.
         self._heads: dict[Any, float] = {}
@@ -77,6 +105,9 @@ class Connections(Service):
         self._h2: dict[Any, Any] = {}
         self._call: IDelayedCall | None = None
         self._call_at = 0.0
+        self._reclaimed = 0
+        self._refused = 0
+        self._cap_logged_at: float | None = None
         #: C{disarm_pop(transport, None)}: a request head is complete on
         #: C{transport} (the dict's own method: it runs for every request).
         self.disarm_pop = self._heads.pop
@@ -119,8 +150,63 @@ class Connections(Service):
 
     # --- the connections -----------------------------------------------------------------------
 
+    def admit(self) -> bool:
+        """
+        Whether a new connection may open: under the cap, or at it once
+        another has been made room of (see the module's docstring).
+        """
+        if self.open < self.cap:
+            return True
+        made_room = self._reclaim()
+        if made_room:
+            self._reclaimed += 1
+            self._stats.drop("reclaimed")
+        else:
+            self._refused += 1
+            self._stats.drop("limit")
+        now = self._clock.seconds()
+        logged = self._cap_logged_at
+        if logged is None or now >= logged + CAP_LOG_INTERVAL:
+            self._cap_logged_at = now
+            self._log.warn(
+                "limits.connections ({cap}) reached: closed {reclaimed} idle or slow"
+                " connections to make room for new ones, and {refused} new ones at once"
+                " (this line comes at most every {interval:g} s)",
+                cap=self.cap,
+                reclaimed=self._reclaimed,
+                refused=self._refused,
+                interval=CAP_LOG_INTERVAL,
+            )
+            self._reclaimed = self._refused = 0
+        return made_room
+
+    def _reclaim(self) -> bool:
+        """Abort the connection that holds a descriptor for the least, if there is one."""
+        for waiting in (self._closing, self._heads):
+            transport = next(iter(waiting), None)
+            if transport is not None:
+                del waiting[transport]
+                self._doom(transport)
+                return True
+        request = next(iter(self._bodies), None)
+        if request is not None:
+            del self._bodies[request]
+            self._doom(request.transport)
+            return True
+        return False
+
+    def _doom(self, transport: Any) -> None:
+        self._log.debug(
+            "closed the connection from {peer} to make room (limits.connections)",
+            peer=_transport_peer(transport),
+        )
+        # Its descriptor is free when this returns (closed() has run).
+        channel.close_now(transport)
+
     def opened(self, transport: Any) -> None:
-        """A connection opened: start its head clock."""
+        """A connection opened: count it and start its head clock."""
+        self.open += 1
+        self._stats.connections = self.open
         self.arm(transport)
 
     def serve_h2(self, transport: Any, protocol: Any) -> Any:
@@ -148,6 +234,8 @@ class Connections(Service):
 
     def closed(self, transport: Any) -> None:
         """C{transport}'s connection closed: forget it."""
+        self.open -= 1
+        self._stats.connections = self.open
         self._heads.pop(transport, None)
         self._closing.pop(transport, None)
         self._h2.pop(transport, None)
@@ -244,7 +332,7 @@ class ConnectionProtocol:
     """
     Sits between a transport and the site's protocol (twisted.web's, or
     L{notificator.channel}'s), passing what the transport calls through,
-    to start the connection's head clock when it opens, and
+    to count the connection and start its head clock when it opens, and
     forget it when it closes; over HTTP/2, to stop the head clock while
     a stream is open.  The wrapped protocol (L{wrappedProtocol}, as
     Twisted's own wrappers name it) sees the real transport, so writes do
@@ -288,18 +376,43 @@ class ConnectionProtocol:
             self._connections.closed(self._transport)
 
 
+@implementer(IProtocol)
+class Refused:
+    """
+    What a connection over C{limits.connections} gets: closed as it opens,
+    its descriptor freed at once (L{channel.close_now}).  (A C{buildProtocol}
+    that returns L{None} would do that over plain TCP, but Twisted's TLS
+    factory cannot take it.)
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        channel.close_now(transport)
+
+    def connectionMade(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+
 def watch(site: Any, connections: Connections) -> None:
     """
-    Make C{site}'s connections time themselves: what its C{buildProtocol}
-    builds (and has set up: C{site}, C{timeOut} ...) is wrapped in a
-    L{ConnectionProtocol}.  Any
+    Make C{site}'s connections count and time themselves: what its
+    C{buildProtocol} builds (and has set up: C{site}, C{timeOut} ...) is
+    wrapped in a L{ConnectionProtocol}, and over C{limits.connections}
+    (L{Connections.admit}) a connection gets L{Refused} instead.  Any
     factory will do (twisted.web's L{server.Site} or a subclass, with
     either channel, also under TLS), which is why this wraps the
     instance's method rather than subclassing.
     """
     build = site.buildProtocol
 
-    def buildProtocol(addr: Any) -> ConnectionProtocol | None:
+    def buildProtocol(addr: Any) -> ConnectionProtocol | Refused | None:
+        if not connections.admit():
+            return Refused()
         protocol = build(addr)
         return None if protocol is None else ConnectionProtocol(protocol, connections)
 

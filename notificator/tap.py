@@ -371,12 +371,19 @@ def serve_http(
     (a child of C{parent}, started before the listeners so that it stops
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
-    (L{limits.Request}) and the connections' clocks
+    (L{limits.Request}) and the connections' cap and clocks
     (L{connections.Connections}, a child of C{parent}); what they refuse
     and drop is logged to C{activity} (C{sse.log}).
     """
     bounds = cfg.limits
-    watched = connections.Connections(bounds.header_timeout, bounds.body_timeout, reactor, activity)
+    watched = connections.Connections(
+        bounds.header_timeout,
+        bounds.body_timeout,
+        bounds.connections,
+        reactor,
+        activity,
+        stats,
+    )
     request_limits = limits.Limits(bounds, reactor, stats, activity, watched)
     log.info(
         "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
@@ -392,6 +399,11 @@ def serve_http(
         site.requestFactory = limits.request_class(web.StockRequest, request_limits)
     connections.watch(site, watched)
     watched.setServiceParent(parent)
+    log.info(
+        "limits: {connections} connections, {streams} streams (limits.connections, limits.streams)",
+        connections=bounds.connections,
+        streams=bounds.streams,
+    )
 
 
 def default_node(descriptions: list[str]) -> str:

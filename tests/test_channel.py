@@ -606,3 +606,76 @@ class HTTP2HelpersTests(SynchronousTestCase):
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         self.assertIsNone(channel.h2_connection(protocol))
         self.assertIsNone(channel.h2_connection(object()))
+
+
+class CloseNowTests(SynchronousTestCase):
+    """
+    L{channel.close_now} calls Twisted's C{tcp.Connection.connectionLost}
+    itself, ahead of the reactor: checked on the real classes (a
+    C{tcp.Server} over a real socket, plain and under
+    C{TLSMemoryBIOProtocol}), so a Twisted that changes them fails here.
+    """
+
+    def connection(self, factory: Any) -> tuple[Any, Any, Any]:
+        """A real socket pair: a C{tcp.Server} with C{factory}'s protocol, and the client's socket."""
+        import socket
+
+        from twisted.internet import tcp
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        reactor = MemoryReactorClock()
+        protocol = factory.buildProtocol(None)
+        port = type("Port", (), {"_realPortNumber": 3000})()
+        transport = tcp.Server(ours, protocol, ("127.0.0.1", 40000), port, 1, reactor)
+        protocol.makeConnection(transport)
+        return transport, theirs, reactor
+
+    def test_plain_tcp(self) -> None:
+        """The socket is closed and the protocol told at once, once, with ConnectionAborted."""
+        from twisted.internet.error import ConnectionAborted
+        from twisted.internet.protocol import Factory, Protocol, connectionDone
+
+        lost: list[Failure] = []
+
+        class Recorder(Protocol):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                lost.append(reason)
+
+        transport, theirs, reactor = self.connection(Factory.forProtocol(Recorder))
+        socket_ = transport.socket
+        channel.close_now(transport)
+        self.assertEqual(socket_.fileno(), -1)
+        self.assertEqual(len(lost), 1)
+        self.assertTrue(lost[0].check(ConnectionAborted))
+        reactor.advance(0)  # the reactor's own call, from abortConnection: ignored
+        self.assertEqual(len(lost), 1)
+        theirs.settimeout(5)
+        try:
+            self.assertEqual(theirs.recv(10), b"")
+        except ConnectionResetError:
+            pass  # an abort: RST
+
+    def test_tls_and_as_it_opens(self) -> None:
+        """Under TLS, also from the wrapped protocol's makeConnection (a refused connection)."""
+        from twisted.internet.protocol import Factory
+        from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from notificator import connections
+        from tests.tlssupport import Certs
+
+        certs = Certs(self)
+        with open(certs.key) as k, open(certs.cert) as c:
+            pem = k.read() + c.read()
+        cert = PrivateCertificate.loadPEM(pem)
+        options = CertificateOptions(privateKey=cert.privateKey.original, certificate=cert.original)
+        refusing = TLSMemoryBIOFactory(options, False, Factory.forProtocol(connections.Refused))
+        transport, theirs, reactor = self.connection(refusing)
+        self.assertFalse(hasattr(transport, "socket"))  # closed while it opened
+        reactor.advance(0)
+        theirs.settimeout(5)
+        try:
+            self.assertEqual(theirs.recv(10), b"")
+        except ConnectionResetError:
+            pass

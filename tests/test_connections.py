@@ -1,7 +1,7 @@
 """
-Tests for L{notificator.connections}: the HTTP/2 idle clock
-(C{limits.headerTimeout} while an HTTP/2 connection has no open stream),
-with the fast channel and
+Tests for L{notificator.connections}: the connection cap
+(C{limits.connections}) and the HTTP/2 idle clock (C{limits.headerTimeout}
+while an HTTP/2 connection has no open stream), with the fast channel and
 with twisted.web's stock one, over real C{tcp.Server} transports whose
 sockets are fakes (L{tests.support.InMemoryServer}) and, for HTTP/2,
 twisted.web's real C{H2Connection} driven by the C{h2} package's client, on
@@ -26,11 +26,134 @@ from twisted.web.server import Site
 from notificator import channel, connections, limits, tap, web
 from tests.support import BothChannels, Conn, Parts, config_with
 
+STREAM = b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n"
+HEALTH = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def chunked_publish_head() -> bytes:
+    return (
+        b"POST /webNotification HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+
 
 def gone(conn: Conn) -> bool:
     """The server closed C{conn} (or is aborting it)."""
     t = conn.transport
     return bool(t._aborting or not t.connected)
+
+
+# --- limits.connections ----------------------------------------------------------------------
+
+
+class ConnectionCapTests(BothChannels, SynchronousTestCase):
+    """At limits.connections a new connection takes an idle or slow one's place, else is closed."""
+
+    def setUp(self) -> None:
+        self.s = self.server(connections=3, header_timeout=10, body_timeout=30)
+
+    def connect(self) -> Conn:
+        conn = self.s.connect()
+        self.s.reactor.advance(0)  # an abort takes effect on the next pass
+        return conn
+
+    def advance(self, seconds: float) -> None:
+        self.s.reactor.advance(seconds)
+        self.s.pump()
+
+    def test_counts_open_connections(self) -> None:
+        """Every open connection counts, whatever it does; a closed one no longer."""
+        a = self.connect()
+        b = self.connect()
+        b.receive(STREAM)
+        self.assertEqual(self.s.stats.connections, 2)
+        a.close()
+        self.assertEqual(self.s.stats.connections, 1)
+        self.assertEqual(self.s.stats.dropped, {})
+
+    def test_idle_connection_makes_room(self) -> None:
+        """The connection that has waited longest for a head is closed for the new one."""
+        idle = self.connect()
+        self.advance(1)
+        keep_alive = self.connect()
+        keep_alive.receive(HEALTH)
+        self.assertIn(b"200 OK", keep_alive.text())
+        self.advance(1)
+        stream = self.connect()
+        stream.receive(STREAM)
+        new = self.connect()
+        self.assertTrue(gone(idle))
+        self.assertFalse(gone(keep_alive) or gone(stream) or gone(new))
+        newer = self.connect()  # the keep-alive connection is the next to wait longest
+        self.assertTrue(gone(keep_alive))
+        self.assertFalse(gone(stream) or gone(new) or gone(newer))
+        new.receive(HEALTH)
+        self.assertIn(b"HTTP/1.1 200 OK", new.text())
+        self.assertEqual(self.s.stats.dropped, {"reclaimed": 2})
+        self.assertEqual(self.s.stats.connections, 3)
+        [event] = self.s.logged("limits.connections ({cap}) reached")
+        self.assertEqual((event["cap"], event["reclaimed"], event["refused"]), (3, 1, 0))
+
+    def test_slow_body_makes_room_when_nothing_waits(self) -> None:
+        """With no connection waiting for a head, the oldest unfinished body is closed."""
+        slow = self.connect()
+        slow.receive(chunked_publish_head())
+        self.advance(1)
+        slower = self.connect()
+        slower.receive(chunked_publish_head())
+        stream = self.connect()
+        stream.receive(STREAM)
+        new = self.connect()
+        self.assertTrue(gone(slow))
+        self.assertFalse(gone(slower) or gone(stream) or gone(new))
+        self.assertEqual(self.s.stats.dropped, {"reclaimed": 1})
+
+    def test_new_connection_closed_when_all_are_busy(self) -> None:
+        """Three open streams: a fourth connection is closed at once, and the streams go on."""
+        streams = [self.connect() for _ in range(3)]
+        for stream in streams:
+            stream.receive(STREAM)
+        new = self.connect()
+        self.assertTrue(gone(new))
+        self.assertEqual(new.text(), b"")
+        self.assertEqual(self.s.stats.dropped, {"limit": 1})
+        self.assertEqual(self.s.stats.connections, 3)
+        self.assertEqual(self.s.parts.publish("u1", "7").delivered, 3)
+        self.s.pump()
+        for stream in streams:
+            self.assertFalse(gone(stream))
+            self.assertIn(b"data: 7", stream.text())
+        [event] = self.s.logged("limits.connections ({cap}) reached")
+        self.assertEqual((event["reclaimed"], event["refused"]), (0, 1))
+
+    def test_log_line_at_most_every_ten_seconds(self) -> None:
+        """Closes at the cap are logged once, then summed up at most every 10 s."""
+        for stream in [self.connect() for _ in range(3)]:
+            stream.receive(STREAM)
+        for _ in range(5):
+            self.connect()
+        self.assertEqual(len(self.s.logged("limits.connections ({cap}) reached")), 1)
+        self.advance(10)
+        self.connect()
+        first, second = self.s.logged("limits.connections ({cap}) reached")
+        self.assertEqual((first["refused"], second["refused"]), (1, 5))
+        self.assertEqual(self.s.stats.dropped, {"limit": 6})
+
+    def test_room_again_once_one_closes(self) -> None:
+        """A connection that closes makes room: the next one is not counted as closed."""
+        conns = [self.connect() for _ in range(3)]
+        for conn in conns:
+            conn.receive(STREAM)
+        conns[0].close()
+        new = self.connect()
+        new.receive(HEALTH)
+        self.assertIn(b"HTTP/1.1 200 OK", new.text())
+        self.assertEqual(self.s.stats.dropped, {})
+
+
+class ConnectionCapStockTests(ConnectionCapTests):
+    fast = False
 
 
 # --- HTTP/2: no open stream for limits.headerTimeout -----------------------------------------
@@ -171,7 +294,7 @@ class WiringTests(SynchronousTestCase):
         """The wrapped protocol is the one the site built and set up."""
         site = Site(Parts(Clock()).resource)
         site.requestFactory = limits.Request
-        watched = connections.Connections(10, 30, Clock())
+        watched = connections.Connections(10, 30, 100, Clock())
         connections.watch(site, watched)
         proxy = site.buildProtocol(None)
         self.assertIsInstance(proxy, connections.ConnectionProtocol)
@@ -181,12 +304,12 @@ class WiringTests(SynchronousTestCase):
         self.assertEqual(inner.timeOut, site.timeOut)
 
     def test_service_wiring(self) -> None:
-        """makeService's site builds timed connections, in both modes, with one service."""
+        """makeService's site builds counted, timed connections, in both modes, with one service."""
         for fast in (True, False):
             reactor = MemoryReactorClock()
             cfg = config_with(
                 server={"fast_channel": fast},
-                limits={"header_timeout": 3, "body_timeout": 4},
+                limits={"connections": 7, "header_timeout": 3, "body_timeout": 4},
             )
             root = tap.makeService(
                 {"loaded": cfg, "listen": ["tcp:0"], "env": "x"}, reactor=reactor
@@ -196,7 +319,7 @@ class WiringTests(SynchronousTestCase):
             site = reactor.tcpServers[0][1]
             self.assertIsInstance(site.buildProtocol(None), connections.ConnectionProtocol)
             watched = tap.find(root, connections.Connections)
-            self.assertEqual((watched.seconds, watched.body_seconds), (3, 4))
+            self.assertEqual((watched.cap, watched.seconds, watched.body_seconds), (7, 3, 4))
             self.assertEqual(tap.find(root, channel.WriteBatch) is not None, fast)
             base = web.Request if fast else web.StockRequest
             self.assertTrue(issubclass(site.requestFactory, base))

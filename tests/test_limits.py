@@ -518,7 +518,7 @@ class HTTP2BodyTimeoutTests(SynchronousTestCase):
             def abortConnection(self) -> None:
                 calls.append(("reset", None))
 
-        conns = Connections(10, 30, clock)
+        conns = Connections(10, 30, 100, clock)
         bounds = limits.Limits(
             evolved(defaults().limits, {"body_timeout": 30}), clock, connections=conns
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import time
@@ -24,6 +25,7 @@ import h2.events
 import h2.settings
 from twisted.trial.unittest import SynchronousTestCase
 
+from notificator.config import FD_MARGIN
 from tests.support import Server, stock_channel, wait_until
 from tests.tlssupport import Certs, H2Client, TLSServer, client_context, server_config
 
@@ -320,6 +322,10 @@ def temporary_files(pid: int) -> list[str]:
     return held
 
 
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 class BodyTimeoutTests(Both, SynchronousTestCase):
     def test_trickled_body_answered_408(self) -> None:
         """
@@ -417,6 +423,82 @@ class BodyInMemoryTests(Both, SynchronousTestCase):
 
 
 class BodyInMemoryStockTests(BodyInMemoryTests):
+    fast = False
+
+
+class ConnectionCapTests(Both, SynchronousTestCase):
+    def test_health_answers_under_a_flood(self) -> None:
+        """
+        Under a lowered open-file limit (limits.connections and limits.streams
+        from it, as by default): the streams fill their cap, then a few
+        hundred idle connections and trickling bodies come; /health still
+        answers 200 each time, publishes go through, every stream receives,
+        the open connections stay under the cap, and nothing runs out of
+        descriptors.
+        """
+        nofile = FD_MARGIN + 60  # limits.connections 60, limits.streams 30
+        server = Server(
+            self,
+            local={
+                **local(self.fast, limits={"streamsPerUser": 100}),
+                "server": {"log": {"level": "info"}, "fastChannel": self.fast},
+            },
+        )
+        server.command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *server.command]
+        server.start()
+        assert server.process is not None
+        pid = server.process.pid
+        streams = [server.subscribe(f"/sse/s{n}") for n in range(30)]
+        for stream in streams:
+            self.assertEqual(stream.next_event()["event"], "connect")
+        head = (
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        flood: list[socket.socket] = []
+
+        def send(sock: socket.socket, data: bytes) -> None:
+            try:
+                sock.sendall(data)
+            except OSError:
+                pass  # closed to make room
+
+        for n in range(300):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(sock.close)
+            flood.append(sock)
+            if n % 2:
+                send(sock, head + b"1\r\nx\r\n")
+        for _ in range(3):
+            for sock in flood[1::2]:
+                send(sock, b"1\r\nx\r\n")
+            status, _, body = server.request("GET", "/health")
+            self.assertEqual(status, 200, body)
+            self.assertLessEqual(open_files(pid), nofile)
+        status, answer = server.post("id=notify_s7&data=1", FORM)
+        self.assertEqual((status, answer["delivered"]), (200, 1))
+        self.assertEqual(streams[7].next_event()["data"], "1")
+        _, _, metrics = server.request("GET", "/metrics")
+        text = metrics.decode()
+        self.assertIn("notificator_streams 30.0", text)
+        connections = float(re.search(r"^notificator_connections (\S+)$", text, re.M).group(1))
+        self.assertLessEqual(connections, 60)
+        reclaimed = re.search(
+            r'^notificator_connections_dropped_total\{reason="reclaimed"\} (\S+)$', text, re.M
+        )
+        self.assertIsNotNone(reclaimed, text)
+        server.wait_for_log(r"limits.connections \(60\) reached", name="sse.log")
+        server.wait_for_log(r"limits: 60 connections, 30 streams")
+        for stream in streams:
+            stream.nothing_more(0.01)  # still open (it would raise at the end of the stream)
+        for log in (server.log(), server.log("sse.log")):
+            self.assertNotIn("Too many open files", log)
+            self.assertNotIn("Could not accept", log)
+            self.assertNotIn("Traceback", log)
+
+
+class ConnectionCapStockTests(ConnectionCapTests):
     fast = False
 
 
@@ -733,3 +815,69 @@ class TLSTests(SynchronousTestCase):
         sock.sendall(b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
         answer = trickle_until_answered(sock, 10.0)
         self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
+
+
+class TLSConnectionCapTests(SynchronousTestCase):
+    """limits.connections over TLS and HTTP/2 (server.protocol http2)."""
+
+    def test_cap_over_tls(self) -> None:
+        """
+        TLS connections count: with 6 HTTP/2 streams and 6 TLS streams open
+        (limits.connections 16), a flood of silent TCP connections and of
+        half-sent TLS heads takes the 4 other places in turn, while /health
+        over TLS still answers; once the 16 places hold streams, a new TLS
+        connection is closed at once; nothing logs a traceback.
+        """
+        certs = Certs(self)
+        config = server_config("http2", certs, heartbeat=False)
+        config["limits"] = {"connections": 16, "streams": 16, "streamsPerUser": 100}
+        server = TLSServer(self, certs.ca, local=config, listen=None).start()
+        h2_streams = []
+        for n in range(6):
+            client = H2Client(server.port, certs.ca)
+            self.addCleanup(client.close)
+            sid = client.request("GET", f"/sse/h{n}")
+            client.pump(lambda c=client, s=sid: bool(c.named(s, "connect")))
+            h2_streams.append((client, sid))
+        tls_streams = [server.subscribe(f"/sse/t{n}") for n in range(6)]
+        for stream in tls_streams:
+            self.assertEqual(stream.next_event()["event"], "connect")
+        flood = []
+        for n in range(40):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(raw.close)
+            if n % 4 == 0:
+                try:
+                    sock = client_context(certs.ca, ["http/1.1"]).wrap_socket(
+                        raw, server_hostname="localhost"
+                    )
+                    sock.sendall(b"GET /sse/half HTTP/1.1\r\nHost: t\r\n")
+                    flood.append(sock)
+                except OSError:
+                    pass  # closed to make room meanwhile
+            else:
+                flood.append(raw)
+        for _ in range(3):
+            status, _, body = server.request("GET", "/health")
+            self.assertEqual(status, 200, body)
+        self.assertEqual(server.post("id=notify_h0&data=1", FORM)[0], 200)
+        client, sid = h2_streams[0]
+        client.pump(lambda: bool(client.named(sid, "notify")))
+        _, _, metrics = server.request("GET", "/metrics")
+        connections = re.search(rb"^notificator_connections (\S+)$", metrics, re.M)
+        assert connections is not None
+        self.assertLessEqual(float(connections.group(1)), 16)
+        # The last four places to streams too: then a new connection is closed at once.
+        more = [server.subscribe(f"/sse/m{n}") for n in range(4)]
+        for stream in more:
+            self.assertEqual(stream.next_event()["event"], "connect")
+        with self.assertRaises(OSError):  # reset (even before connect returns), or EOF
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(raw.close)
+            client_context(certs.ca, ["http/1.1"]).wrap_socket(raw, server_hostname="localhost")
+        server.wait_for_log(r"limits.connections \(16\) reached", name="sse.log")
+        for stream in tls_streams + more:
+            stream.nothing_more(0.01)  # still open (it would raise at the end of the stream)
+        for log in (server.log(), server.log("sse.log")):
+            self.assertNotIn("Traceback", log)
+            self.assertNotIn("Too many open files", log)
