@@ -310,6 +310,7 @@ class WiringTests(SynchronousTestCase):
             cfg = config_with(
                 server={"fast_channel": fast},
                 limits={"connections": 7, "header_timeout": 3, "body_timeout": 4},
+                sse={"history": {"directory": None}},  # memory only: nothing on disk
             )
             root = tap.makeService(
                 {"loaded": cfg, "listen": ["tcp:0"], "env": "x"}, reactor=reactor
