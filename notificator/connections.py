@@ -373,7 +373,10 @@ class ConnectionProtocol:
         try:
             self.wrappedProtocol.connectionLost(reason)
         finally:
-            self._connections.closed(self._transport)
+            # Counted once, should a transport tell twice.
+            transport, self._transport = self._transport, None
+            if transport is not None:
+                self._connections.closed(transport)
 
 
 @implementer(IProtocol)

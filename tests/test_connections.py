@@ -18,8 +18,10 @@ import h2.connection
 import h2.errors
 import h2.events
 import twisted.internet
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
@@ -71,6 +73,14 @@ class ConnectionCapTests(BothChannels, SynchronousTestCase):
         a.close()
         self.assertEqual(self.s.stats.connections, 1)
         self.assertEqual(self.s.stats.dropped, {})
+
+    def test_counted_once(self) -> None:
+        """A connection whose transport reports its end twice is uncounted once."""
+        a = self.connect()
+        self.connect()
+        a.close()
+        a.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.s.stats.connections, 1)
 
     def test_idle_connection_makes_room(self) -> None:
         """The connection that has waited longest for a head is closed for the new one."""
