@@ -43,6 +43,13 @@ request's producer: an event stream, L{notificator.stream}) once more
 than its buffer size waits, and its write pass resumes them when the
 queue has drained.  C{server.fastChannel: false} serves without this
 module (L{notificator.tap.serve_http}).
+
+The other private parts of Twisted the server uses in both modes are here
+too, each tested against the real class: L{request_target} (a request's
+method and path before its body), the HTTP/2 helpers of the connection
+clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
+L{h2_go_away}) and L{close_now}, which frees a closed connection's
+descriptor before the reactor's next pass (L{notificator.connections}).
 """
 
 from __future__ import annotations
