@@ -43,14 +43,23 @@ request's producer: an event stream, L{notificator.stream}) once more
 than its buffer size waits, and its write pass resumes them when the
 queue has drained.  C{server.fastChannel: false} serves without this
 module (L{notificator.tap.serve_http}).
+
+The other private parts of Twisted the server uses in both modes are here
+too, each tested against the real class: L{request_target} (a request's
+method and path before its body), the HTTP/2 helpers of the connection
+clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
+L{h2_go_away}) and L{close_now}, which frees a closed connection's
+descriptor before the reactor's next pass (L{notificator.connections}).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -288,3 +297,75 @@ def request_version(request: Any) -> bytes | None:
     if isinstance(getattr(ch, "command", None), bytes):
         return b"HTTP/2"
     return None
+
+
+# --- HTTP/2 (twisted.web's H2Connection), for the connection clock --------------------------
+
+
+def h2_connection(protocol: Any) -> Any:
+    """
+    The C{H2Connection} serving a connection, once TLS negotiated C{h2} and
+    its first bytes arrived: twisted.web's C{_GenericHTTPChannelProtocol}
+    (the site's protocol, with either channel) keeps the channel it
+    switched to as C{_channel}.  L{None} when there is none (another
+    Twisted, another protocol, or no h2 package).
+    """
+    try:
+        from twisted.web._http2 import H2Connection
+    except ImportError:  # no h2 package: no HTTP/2
+        return None
+    conn = getattr(protocol, "_channel", None)
+    return conn if isinstance(conn, H2Connection) else None
+
+
+def h2_open_streams(conn: Any) -> bool:
+    """Whether C{H2Connection} C{conn} has a stream open (its C{streams}: one per open stream)."""
+    return bool(conn.streams)
+
+
+def when_h2_idle(conn: Any, idle: Callable[[], object]) -> None:
+    """
+    Call C{idle()} each time the last open stream of C{H2Connection}
+    C{conn} is done: C{_requestDone} removes a stream that is over (both
+    sides ended, or reset) whichever way it ended, so it is wrapped on this
+    instance.
+    """
+    done = conn._requestDone
+
+    def _requestDone(stream_id: int) -> None:
+        done(stream_id)
+        if not conn.streams:
+            idle()
+
+    conn._requestDone = _requestDone
+
+
+def h2_go_away(conn: Any) -> None:
+    """
+    Close C{H2Connection} C{conn} as its own idle timeout does
+    (C{timeoutConnection}): a GOAWAY, then the close, and an abort if the
+    client has not let it close C{abortTimeout} seconds later.
+    """
+    conn.timeoutConnection()
+
+
+def close_now(transport: Any) -> None:
+    """
+    Abort C{transport}'s connection and free its descriptor now.
+    C{abortConnection} leaves the socket open until the reactor's next
+    pass; a pass that closes many (an accept loop at
+    C{limits.connections}, which takes a hundred connections or more at a
+    time) could run the process out of descriptors before then.  So the
+    TCP transport at the bottom (a TLS transport's C{transport}) is also
+    told at once that its connection is lost, as the reactor would tell
+    it on that pass (Twisted's C{tcp.Connection.connectionLost}, which
+    closes the socket; it ignores the reactor's call that follows).
+    Another kind of transport is only aborted.
+    """
+    transport.abortConnection()
+    bottom = transport
+    while not isinstance(bottom, tcp.Connection):
+        bottom = getattr(bottom, "transport", None)
+        if bottom is None:
+            return
+    bottom.connectionLost(Failure(ConnectionAborted("closed to make room")))

@@ -588,9 +588,14 @@ class LimitsConfig:
         soon as that is known (C{limits.bodyBytes}).
     @ivar form_fields: most fields in a form publish body; more get 400.
     @ivar header_timeout: seconds a connection may take to send a request
-        head, from when it opens or its previous response is done.
+        head, from when it opens or its previous response is done (over
+        HTTP/2: seconds it may have no open stream).
+    @ivar body_timeout: seconds a request may take to send its body, from
+        the end of its head (C{limits.bodyTimeout}); later: 408.
     @ivar buffer_bytes: bytes written to a stream whose client stopped
         reading (the transport paused it) before the stream is dropped.
+    @ivar connections: open connections in all (C{limits.connections}; see
+        L{connection_limit}).
     """
 
     streams_per_user: int
@@ -599,15 +604,17 @@ class LimitsConfig:
     body_bytes: int
     form_fields: int
     header_timeout: float
+    body_timeout: float
     buffer_bytes: int
+    connections: int
 
 
-def stream_limit(configured: int | None) -> int:
+def connection_limit(configured: int | None) -> int:
     """
-    C{limits.streams}: as configured, or (null) the process's open-file
-    limit less L{FD_MARGIN} for the listeners, logs, history and the
-    publishers' connections, so the server refuses streams cleanly before
-    C{accept} starts failing.
+    C{limits.connections}: as configured, or (null) the process's open-file
+    limit less L{FD_MARGIN} for the listeners, logs, history and Redis, so
+    the server closes connections it cannot keep before C{accept} starts
+    failing.
     """
     if configured is not None:
         return configured
@@ -619,8 +626,23 @@ def stream_limit(configured: int | None) -> int:
     return max(1, soft - FD_MARGIN)
 
 
-#: File descriptors kept free of streams when C{limits.streams} is null.
+def stream_limit(configured: int | None, connections: int) -> int:
+    """
+    C{limits.streams}: as configured, or (null) C{connections} (the
+    connection cap) less L{STREAM_RESERVE} (less half of it when it is
+    under twice that), so that streams never take the connections
+    publishers and C{/health} need.
+    """
+    if configured is not None:
+        return configured
+    return max(1, connections - min(STREAM_RESERVE, connections // 2))
+
+
+#: File descriptors kept free of connections when C{limits.connections} is null.
 FD_MARGIN = 100
+
+#: Connections kept free of streams when C{limits.streams} is null.
+STREAM_RESERVE = 50
 
 
 @attrs.frozen
@@ -716,6 +738,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "limits.streamsPerUser": lambda v: _int(v, 1, 1 << 30),
     "limits.streams": lambda v: None if v is None else _int(v, 1, 1 << 30),
     "limits.streamsPerAddress": lambda v: None if v is None else _int(v, 1, 1 << 30),
+    "limits.connections": lambda v: None if v is None else _int(v, 1, 1 << 30),
     "server.trustedProxies": _networks,
     "publish.allow": _networks,
     "publish.token": _publish_token,
@@ -732,6 +755,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "limits.bodyBytes": lambda v: _int(v, 1, 1 << 40),
     "limits.formFields": lambda v: _int(v, 1, 10_000_000),
     "limits.headerTimeout": lambda v: _seconds(v, allow_zero=False),
+    "limits.bodyTimeout": lambda v: _seconds(v, allow_zero=False),
     "limits.bufferBytes": lambda v: _int(v, 1, 1 << 40),
 }
 
@@ -869,15 +893,24 @@ def validate(
             f" {MIN_SECRET_LENGTH} characters; a long random token is harder to guess"
         )
     monitor = MonitorConfig(allow=values["monitor.allow"], access_log=values["monitor.accessLog"])
+    connections = connection_limit(values["limits.connections"])
     limits = LimitsConfig(
         streams_per_user=values["limits.streamsPerUser"],
-        streams=stream_limit(values["limits.streams"]),
+        streams=stream_limit(values["limits.streams"], connections),
         streams_per_address=values["limits.streamsPerAddress"],
         body_bytes=values["limits.bodyBytes"],
         form_fields=values["limits.formFields"],
         header_timeout=values["limits.headerTimeout"],
+        body_timeout=values["limits.bodyTimeout"],
         buffer_bytes=values["limits.bufferBytes"],
+        connections=connections,
     )
+    if values["limits.streams"] is not None and limits.streams >= connections:
+        warnings.append(
+            f"{where.get('limits.streams', 'config')}: limits.streams: {limits.streams} streams"
+            f" may take every connection (limits.connections {connections}): publishes and"
+            " /health are then refused while streams hold them all; null leaves room"
+        )
     cluster = ClusterConfig(
         redis=values["cluster.redis"],
         node=values["cluster.node"],

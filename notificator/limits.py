@@ -3,28 +3,25 @@
 Limits on what one client can make the server hold (C{limits.*}).
 
  - L{Request}: twisted.web's request with a bound on the body it reads
-   (C{limits.bodyBytes}).  A body announced larger (C{Content-Length}) is
-   refused with 413 as soon as the head is read, and a body without a
-   length (chunked, or HTTP/2 without C{content-length}) as soon as it
-   passes the limit: over HTTP/1.x the answer is written and the
-   connection closed, over HTTP/2 the stream is answered and then reset
-   (C{RST_STREAM} with C{NO_ERROR}, as RFC 9113 8.1 has a server end a
-   request it will not read).  It only overrides the hooks twisted.web's
+   (C{limits.bodyBytes}) and on the time it takes (C{limits.bodyTimeout}).
+   A body announced larger (C{Content-Length}) is refused with 413 as soon
+   as the head is read, and a body without a length (chunked, or HTTP/2
+   without C{content-length}) as soon as it passes the limit; a body not
+   complete C{limits.bodyTimeout} seconds after its head is refused with
+   408 (the clock is L{notificator.connections.Connections}'s).  Over
+   HTTP/1.x the answer is written and the connection closed, over HTTP/2
+   the stream is answered and then reset (C{RST_STREAM} with
+   C{NO_ERROR}, as RFC 9113 8.1 has a server end a request it will not
+   read).  A body is kept in memory (twisted.web puts one over 100 KB, or
+   without a length, in a temporary file: a descriptor per request),
+   which the limit bounds.  It only overrides the hooks twisted.web's
    channels call on every request (C{gotLength}, C{handleContentChunk},
-   C{finish}; and, on a refused request, C{requestReceived}), so it serves
-   with the stock C{HTTPChannel} and C{H2Connection} alike; L{notificator.web.Request}
-   adds the fast write path on top.
- - L{HeadTimeout}: a connection that has not sent a whole request head
-   within C{limits.headerTimeout} seconds of opening, or of its previous
-   response being done, is closed, however it trickles its bytes
-   (twisted.web's own idle timeout starts again on every byte).  Once a
-   head is complete the clock stops, so an open event stream is never
-   timed out; a slow body is left to twisted.web's idle timeout.  The
-   clock starts in L{HeadClockProtocol}, which L{time_heads} puts around
-   the site's protocol (ours or twisted.web's); the request stops it.
-   An HTTP/2 connection is timed until its first frames arrive and then
-   left to twisted.web's idle timeout (its streams' heads cannot be told
-   from its connection here).
+   C{requestReceived}, C{connectionLost}, C{finish}), so it serves with
+   the stock C{HTTPChannel} and C{H2Connection} alike;
+   L{notificator.web.Request} adds the fast write path on top.
+ - The connections' clocks and cap (C{limits.headerTimeout},
+   C{limits.bodyTimeout}, C{limits.connections}) are
+   L{notificator.connections}'; the request starts and stops them.
  - The stream buffer (C{limits.bufferBytes}) is the stream's
    (L{notificator.stream.RequestStream}), which reads it from
    L{Request.limits}.
@@ -36,19 +33,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
-from twisted.application.service import Service
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IProtocol,
-    IReactorTime,
-    ISSLTransport,
-    ITCPTransport,
-)
+from twisted.internet.interfaces import IReactorTime, ISSLTransport, ITCPTransport
 from twisted.logger import Logger
 from twisted.web import server
-from zope.interface import implementer
 
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
@@ -58,29 +48,40 @@ from notificator.stats import Stats
 if TYPE_CHECKING:
     from twisted.web._http2 import H2Stream
 
+    from notificator.connections import Connections
+
 _default_log = Logger()
 
 
 class Limits:
     """
     The configured limits, with what enforcing them needs: the clock, the
-    counters and the log (C{sse.log}), and the request-head clock.
+    counters and the log (C{sse.log}), and the connections' clocks.
 
-    @ivar head: the request-head clock (L{HeadTimeout}); L{None}: none.
+    @ivar connections: the connections' clocks and cap
+        (L{notificator.connections.Connections}); L{None}: none.
     @ivar arm: C{arm(transport)}: start the head clock of a connection.
     @ivar disarm: C{disarm(transport, None)}: stop it (a dict's C{pop}:
         this runs for every request).
+    @ivar arm_body: C{arm_body(request)}: start the body clock of a request.
+    @ivar body_done: C{body_done(request)}: stop it.
+    @ivar abort_later: C{abort_later(transport)}: a connection being closed
+        is aborted if it is still there C{limits.headerTimeout} later.
     """
 
     __slots__ = (
         "body_bytes",
+        "body_timeout",
         "buffer_bytes",
         "clock",
         "stats",
         "log",
-        "head",
+        "connections",
         "arm",
         "disarm",
+        "arm_body",
+        "body_done",
+        "abort_later",
     )
 
     def __init__(
@@ -89,24 +90,38 @@ class Limits:
         clock: IReactorTime,
         stats: Stats | None = None,
         log: Logger = _default_log,
-        head: HeadTimeout | None = None,
+        connections: Connections | None = None,
     ) -> None:
         self.body_bytes = config.body_bytes
+        self.body_timeout = config.body_timeout
         self.buffer_bytes = config.buffer_bytes
         self.clock = clock
         self.stats = stats
         self.log = log
-        self.head = head
-        self.arm: Callable[[Any], None] = head.arm if head is not None else _nothing
-        self.disarm: Callable[[Any, None], Any] = head.disarm_pop if head is not None else {}.pop
+        self.connections = connections
+        self.arm: Callable[[Any], None]
+        self.disarm: Callable[[Any, None], Any]
+        self.arm_body: Callable[[Any], None]
+        self.body_done: Callable[[Any], None]
+        self.abort_later: Callable[[Any], None]
+        if connections is not None:
+            self.arm = connections.arm
+            self.disarm = connections.disarm_pop
+            self.arm_body = connections.arm_body
+            self.body_done = connections.body_done
+            self.abort_later = connections.abort_later
+        else:
+            self.arm = self.arm_body = self.body_done = self.abort_later = _nothing
+            self.disarm = {}.pop
 
-    def refused_body(self, request: Any, reason: str) -> None:
-        """Log and count a request body refused with 413."""
+    def refused_body(self, request: Any, reason: str, code: int = 413) -> None:
+        """Log and count a request body refused with C{code} (413; 408: too slow)."""
         if self.stats is not None:
-            self.stats.reject(413)
+            self.stats.reject(code)
         self.log.warn(
-            "refused a request from {peer}: 413 {reason}",
+            "refused a request from {peer}: {code} {reason}",
             peer=peer(request),
+            code=code,
             reason=reason,
         )
 
@@ -158,6 +173,9 @@ LINGER_BODIES = 8
 #: The reason phrase of 413 (RFC 9110 15.5.14).
 _TOO_LARGE = b"Content Too Large"
 
+#: The reason phrase of 408 (RFC 9110 15.5.9).
+_TIMEOUT = b"Request Timeout"
+
 
 def _error_body(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode("utf-8")
@@ -202,19 +220,54 @@ class Request(server.Request):
         self.producer = None
 
     def gotLength(self, length: int | None) -> None:
-        """The head is complete: stop its clock; refuse an announced body over the limit."""
+        """
+        The head is complete: stop its clock, and start the body's if a body
+        is to come; refuse an announced body over the limit.  The body is
+        kept in memory (the limit bounds it), not in twisted.web's temporary
+        file for one over 100 KB or without a length.
+        """
+        limits = self.limits
+        if limits is None:
+            server.Request.gotLength(self, length)
+            return
+        if length is None:
+            self._count = True
+        elif length > limits.body_bytes:
+            self._refuse(
+                f"request body of {length} bytes is larger than limits.bodyBytes"
+                f" ({limits.body_bytes})"
+            )
+            return
+        limits.disarm(self.transport, None)
+        if length != 0:
+            limits.arm_body(self)
+        self.content = BytesIO()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """The body is complete: stop its clock; then as twisted.web's."""
         limits = self.limits
         if limits is not None:
-            if length is None:
-                self._count = True
-            elif length > limits.body_bytes:
-                self._refuse(
-                    f"request body of {length} bytes is larger than limits.bodyBytes"
-                    f" ({limits.body_bytes})"
-                )
-                return
-            limits.disarm(self.transport, None)
-        server.Request.gotLength(self, length)
+            limits.body_done(self)
+        server.Request.requestReceived(self, command, path, version)
+
+    def connectionLost(self, reason: Any) -> None:
+        """The client left (or reset its HTTP/2 stream): stop the body clock; then as twisted.web's."""
+        limits = self.limits
+        if limits is not None:
+            limits.body_done(self)
+        server.Request.connectionLost(self, reason)
+
+    def body_timed_out(self) -> None:
+        """
+        The body is not complete C{limits.bodyTimeout} seconds after the head
+        (the connections' body clock calls this): 408 (logged and counted),
+        now, as L{answer_early} answers.
+        """
+        limits = self.limits
+        assert limits is not None
+        reason = f"request body not complete within limits.bodyTimeout ({limits.body_timeout:g} s)"
+        limits.refused_body(self, reason, 408)
+        self.answer_early(408, _TIMEOUT, _error_body(reason))
 
     def handleContentChunk(self, data: bytes) -> None:
         # (HTTPChannel's decoders hold this bound method from before
@@ -270,10 +323,11 @@ class Request(server.Request):
         close the connection (lingering, L{_linger}, over plain TCP); over
         HTTP/2 answer the stream once it is set up (after this reactor turn)
         and reset it.  What else arrives for it is read past, and it is
-        never processed.  (The 413 of a body over the limit; the publish
-        gate's 403.)  Its C{access.log} line is written with the answer
-        (L{log_answered_early}); over HTTP/2, a stream the client reset
-        before the answer was written got none and gets no line.
+        never processed.  (The 413 of a body over the limit, the 408 of a
+        body too slow; the publish gate's 403.)  Its C{access.log} line is
+        written with the answer (L{log_answered_early}); over HTTP/2, a
+        stream the client reset before the answer was written got none and
+        gets no line.
         """
         self.ignore_body()
         limits = self.limits
@@ -292,13 +346,16 @@ class Request(server.Request):
             transport = self.transport
             if (
                 limits is not None
-                and limits.head is not None
+                and limits.connections is not None
                 and ITCPTransport.providedBy(transport)
                 and not ISSLTransport.providedBy(transport)
             ):
                 self._linger(channel, transport, limits)
             else:
                 channel.loseConnection()
+                if limits is not None:
+                    # A TLS close waits for the client's close_notify.
+                    limits.abort_later(transport)
         elif limits is not None:
             # An HTTP/2 stream (its channel has no transport): called from
             # inside the stream's constructor, it cannot write yet.
@@ -341,8 +398,11 @@ class Request(server.Request):
         still hands it of the body is dropped, and it is never processed.
         """
         self._count = self.refused = True
+        limits = self.limits
+        if limits is not None:
+            limits.body_done(self)
         # Swapped on this instance only (mypy forbids assigning to a method).
-        self.requestReceived = _ignore  # type: ignore[method-assign]
+        self.requestReceived = _ignore  # type: ignore[method-assign, assignment]
         if self.content is not None:
             self.content.close()
             self.content = None
@@ -383,153 +443,3 @@ def request_class(base: type[Request], limits: Limits, **attributes: Any) -> typ
     """
     namespace = {**attributes, "limits": limits, "__module__": base.__module__}
     return type(base.__name__, (base,), namespace)
-
-
-class HeadTimeout(Service):
-    """
-    Closes connections that do not finish a request head in time.
-
-    A connection is I{armed} when it opens and when a response on it is
-    done, and I{disarmed} when a request head is complete or it closes.
-    One call on the clock serves them all: every timeout is the same
-    length, so the connections expire in the order they were armed (a
-    dict keeps it), and the call is set for the first of them.  An
-    expired connection is closed (C{loseConnection}) and, if it is still
-    there C{seconds} later (a client that does not read), aborted.
-
-    @param seconds: C{limits.headerTimeout}.
-    """
-
-    def __init__(self, seconds: float, clock: IReactorTime, log: Logger = _default_log) -> None:
-        self.seconds = seconds
-        self._clock = clock
-        self._log = log
-        # transport -> deadline, in arming order
-        self._armed: dict[Any, float] = {}
-        # transport -> when to abort it
-        self._closing: dict[Any, float] = {}
-        self._call: IDelayedCall | None = None
-        #: C{disarm_pop(transport, None)}: a request head is complete on
-        #: C{transport} (the dict's own method: it runs for every request).
-        self.disarm_pop = self._armed.pop
-
-    def arm(self, transport: Any) -> None:
-        """Start the clock of C{transport}'s connection (again)."""
-        armed = self._armed
-        armed.pop(transport, None)
-        armed[transport] = self._clock.seconds() + self.seconds
-        if self._call is None:
-            self._call = self._clock.callLater(self.seconds, self._sweep)
-
-    def lost(self, transport: Any) -> None:
-        """C{transport}'s connection closed."""
-        self._armed.pop(transport, None)
-        self._closing.pop(transport, None)
-
-    def _sweep(self) -> None:
-        self._call = None
-        now = self._clock.seconds()
-        expired = []
-        for transport, deadline in self._armed.items():
-            if deadline > now:
-                break
-            expired.append(transport)
-        for transport in expired:
-            del self._armed[transport]
-            self._closing[transport] = now + self.seconds
-            self._log.info(
-                "closed the connection from {peer}: no complete request head within"
-                " {seconds:g} s (limits.headerTimeout)",
-                peer=_transport_peer(transport),
-                seconds=self.seconds,
-            )
-            transport.loseConnection()
-        stuck = []
-        for transport, deadline in self._closing.items():
-            if deadline > now:
-                break
-            stuck.append(transport)
-        for transport in stuck:
-            del self._closing[transport]
-            transport.abortConnection()
-        self._schedule(now)
-
-    def _schedule(self, now: float) -> None:
-        first = [d for d in (_first(self._armed), _first(self._closing)) if d is not None]
-        if first and self._call is None:
-            self._call = self._clock.callLater(max(0.0, min(first) - now), self._sweep)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-
-def _first(deadlines: dict[Any, float]) -> float | None:
-    for deadline in deadlines.values():
-        return deadline
-    return None
-
-
-def _transport_peer(transport: Any) -> str:
-    try:
-        return _host(transport.getPeer())
-    except Exception:
-        return "?"
-
-
-@implementer(IProtocol)
-class HeadClockProtocol:
-    """
-    Sits between a transport and the site's protocol (twisted.web's, or
-    L{notificator.channel}'s), passing what the transport calls through,
-    to start the connection's head clock when it opens and drop it when
-    it closes.  The wrapped protocol (L{wrappedProtocol}, as Twisted's own
-    wrappers name it) sees the real transport, so writes do not pass
-    through here.  No attribute lookup is forwarded: Twisted's transports
-    only call the four methods of C{IProtocol}.
-    """
-
-    __slots__ = ("wrappedProtocol", "_head", "_transport", "_first")
-
-    def __init__(self, protocol: Any, head: HeadTimeout) -> None:
-        self.wrappedProtocol = protocol
-        self._head = head
-        self._first = True
-
-    def makeConnection(self, transport: Any) -> None:
-        self._transport = transport
-        self._head.arm(transport)
-        self.wrappedProtocol.makeConnection(transport)
-
-    def connectionMade(self) -> None:
-        self.wrappedProtocol.connectionMade()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._first:
-            self._first = False
-            if getattr(self._transport, "negotiatedProtocol", None) == b"h2":
-                self._head.lost(self._transport)
-        self.wrappedProtocol.dataReceived(data)
-
-    def connectionLost(self, reason: Any) -> None:
-        self._head.lost(self._transport)
-        self.wrappedProtocol.connectionLost(reason)
-
-
-def time_heads(site: Any, head: HeadTimeout) -> None:
-    """
-    Make C{site}'s connections run the head clock: what its
-    C{buildProtocol} builds (and has set up: C{site}, C{timeOut} ...) is
-    wrapped in a L{HeadClockProtocol}.  Any factory will do (twisted.web's
-    L{server.Site} or a subclass, with either channel), which is why this
-    wraps the instance's method rather than subclassing.
-    """
-    build = site.buildProtocol
-
-    def buildProtocol(addr: Any) -> HeadClockProtocol | None:
-        protocol = build(addr)
-        return None if protocol is None else HeadClockProtocol(protocol, head)
-
-    site.buildProtocol = buildProtocol

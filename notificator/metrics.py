@@ -108,6 +108,18 @@ class HubCollector(Collector):
             "reason",
             stats.refused,
         )
+        yield GaugeMetricFamily(
+            "notificator_connections",
+            "Open client connections (HTTP/1.x, TLS, HTTP/2), counted against limits.connections.",
+            value=stats.connections,
+        )
+        yield _counts(
+            "notificator_connections_dropped",
+            "Connections closed at limits.connections, by reason (limit: a new one closed at"
+            " once; reclaimed: an idle or slow one closed to make room).",
+            "reason",
+            stats.dropped,
+        )
         yield _counts(
             "notificator_replays",
             "Reconnects that asked for what they missed, by outcome.",

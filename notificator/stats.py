@@ -30,6 +30,10 @@ class Stats:
     @ivar heartbeats: heartbeat ticks run.
     @ivar heartbeat_seconds: total time spent in them.
     @ivar heartbeat_last: the duration of the last one.
+    @ivar connections: client connections open now (HTTP/1.x, TLS,
+        HTTP/2), counted against C{limits.connections}.
+    @ivar dropped: connections the server closed at C{limits.connections},
+        by reason (see L{drop}).
     """
 
     __slots__ = (
@@ -44,6 +48,8 @@ class Stats:
         "heartbeats",
         "heartbeat_seconds",
         "heartbeat_last",
+        "connections",
+        "dropped",
     )
 
     def __init__(self, started_at: float) -> None:
@@ -58,6 +64,8 @@ class Stats:
         self.heartbeats = 0
         self.heartbeat_seconds = 0.0
         self.heartbeat_last = 0.0
+        self.connections = 0
+        self.dropped: dict[str, int] = {}
 
     def reject(self, code: int) -> None:
         """Count a publish refused with this HTTP status."""
@@ -66,6 +74,14 @@ class Stats:
     def refuse(self, reason: str) -> None:
         """Count a stream refused (or ended early) for this reason."""
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def drop(self, reason: str) -> None:
+        """
+        Count a connection closed at C{limits.connections}: C{"limit"}, a
+        new one closed at once; C{"reclaimed"}, an idle or slow one closed
+        to make room for a new one.
+        """
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     def replay(self, outcome: str, frames: int) -> None:
         """Count a reconnect's replay: its outcome and the frames it wrote."""

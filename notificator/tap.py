@@ -39,6 +39,7 @@ from notificator import (
     auth,
     channel,
     config,
+    connections,
     limits,
     listening,
     logs,
@@ -568,13 +569,21 @@ def serve_http(
     (a child of C{parent}, started before the listeners so that it stops
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
-    (L{limits.Request}) and the request-head clock (L{limits.HeadTimeout},
-    a child of C{parent}); what they refuse and drop is logged to
-    C{activity} (C{sse.log}).  Over TLS, every response carries
-    C{server.hsts} (L{web.StockRequest}).
+    (L{limits.Request}) and the connections' cap and clocks
+    (L{connections.Connections}, a child of C{parent}); what they refuse
+    and drop is logged to C{activity} (C{sse.log}).  Over TLS, every
+    response carries C{server.hsts} (L{web.StockRequest}).
     """
-    head = limits.HeadTimeout(cfg.limits.header_timeout, reactor, activity)
-    bounds = limits.Limits(cfg.limits, reactor, stats, activity, head)
+    bounds = cfg.limits
+    watched = connections.Connections(
+        bounds.header_timeout,
+        bounds.body_timeout,
+        bounds.connections,
+        reactor,
+        activity,
+        stats,
+    )
+    request_limits = limits.Limits(bounds, reactor, stats, activity, watched)
     log.info(
         "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
         channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
@@ -582,14 +591,19 @@ def serve_http(
     )
     hsts = web.hsts_header(cfg.server.hsts)
     if cfg.server.fast_channel:
-        site.requestFactory = limits.request_class(web.Request, bounds, hsts=hsts)
+        site.requestFactory = limits.request_class(web.Request, request_limits, hsts=hsts)
         writes = channel.WriteBatch(reactor)
         site.protocol = partial(channel.protocol, writes)
         writes.setServiceParent(parent)
     else:
-        site.requestFactory = limits.request_class(web.StockRequest, bounds, hsts=hsts)
-    limits.time_heads(site, head)
-    head.setServiceParent(parent)
+        site.requestFactory = limits.request_class(web.StockRequest, request_limits, hsts=hsts)
+    connections.watch(site, watched)
+    watched.setServiceParent(parent)
+    log.info(
+        "limits: {connections} connections, {streams} streams (limits.connections, limits.streams)",
+        connections=bounds.connections,
+        streams=bounds.streams,
+    )
 
 
 def default_node(descriptions: list[str]) -> str:

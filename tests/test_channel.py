@@ -15,7 +15,9 @@ C{tcp.Server} transport whose socket is a fake that records what is sent
 from __future__ import annotations
 
 import errno
+from typing import Any
 
+import h2.events
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -26,6 +28,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.http_headers import Headers
+from twisted.web.server import Site
+from twisted.web.static import Data
 
 from notificator import channel, tap, web
 from tests.support import FastChannelSite, config_with, dechunk, parse_frames
@@ -518,3 +522,162 @@ class RequestTargetTests(SynchronousTestCase):
         self.assertEqual(seen, [((b"POST", b"/webNotification"), b"HTTP/2")])
         server.connectionLost(Failure(ConnectionDone()))
         reactor.advance(1)
+
+
+class HTTP2HelpersTests(SynchronousTestCase):
+    """
+    The HTTP/2 helpers of the connection clock (L{channel.h2_connection},
+    L{channel.h2_open_streams}, L{channel.when_h2_idle},
+    L{channel.h2_go_away}) read and wrap private parts of twisted.web's
+    real classes (C{_GenericHTTPChannelProtocol._channel},
+    C{H2Connection.streams} and C{_requestDone}): checked here on them, so
+    a Twisted that changes them fails here first.
+    """
+
+    def setUp(self) -> None:
+        import twisted.internet
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+
+        self.reactor = MemoryReactorClock()
+        # H2Connection's send loop runs on the global reactor.
+        self.patch(twisted.internet, "reactor", self.reactor)
+        site = Site(Data(b"ok", "text/plain"), reactor=self.reactor)
+        self.protocol = site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        self.protocol.makeConnection(self.transport)
+        self.client = Client(H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.client.initiate_connection()
+        self.protocol.dataReceived(self.client.data_to_send())
+        self.addCleanup(self.protocol.connectionLost, Failure(ConnectionDone()))
+
+    def events(self) -> list[Any]:
+        return list(self.client.receive_data(self.transport.value()))
+
+    def test_the_connection_and_its_streams(self) -> None:
+        """The H2Connection is found; a stream is open until it is done, then idle() is called once."""
+        from twisted.web._http2 import H2Connection
+
+        conn = channel.h2_connection(self.protocol)
+        self.assertIsInstance(conn, H2Connection)
+        self.assertFalse(channel.h2_open_streams(conn))
+        idle: list[None] = []
+        channel.when_h2_idle(conn, lambda: idle.append(None))
+        self.client.send_headers(
+            1,
+            [(":method", "GET"), (":scheme", "https"), (":authority", "t"), (":path", "/")],
+            end_stream=True,
+        )
+        self.protocol.dataReceived(self.client.data_to_send())
+        self.assertTrue(channel.h2_open_streams(conn))
+        self.assertEqual(idle, [])
+        for _ in range(5):
+            self.reactor.advance(0)
+        self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in self.events()))
+        self.assertFalse(channel.h2_open_streams(conn))
+        self.assertEqual(idle, [None])
+
+    def test_reset_stream_is_done(self) -> None:
+        """A stream the client resets is done too."""
+        conn = channel.h2_connection(self.protocol)
+        idle: list[None] = []
+        channel.when_h2_idle(conn, lambda: idle.append(None))
+        self.client.send_headers(
+            1,
+            [(":method", "POST"), (":scheme", "https"), (":authority", "t"), (":path", "/")],
+        )
+        self.protocol.dataReceived(self.client.data_to_send())
+        self.assertTrue(channel.h2_open_streams(conn))
+        self.client.reset_stream(1)
+        self.protocol.dataReceived(self.client.data_to_send())
+        self.assertFalse(channel.h2_open_streams(conn))
+        self.assertEqual(idle, [None])
+
+    def test_go_away(self) -> None:
+        """h2_go_away sends GOAWAY (no error) and closes."""
+        channel.h2_go_away(channel.h2_connection(self.protocol))
+        [goaway] = [e for e in self.events() if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goaway.error_code, 0)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_http1_has_none(self) -> None:
+        """A connection that speaks HTTP/1.1 has no H2Connection."""
+        protocol = Site(Data(b"ok", "text/plain"), reactor=self.reactor).buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertIsNone(channel.h2_connection(protocol))
+        self.assertIsNone(channel.h2_connection(object()))
+
+
+class CloseNowTests(SynchronousTestCase):
+    """
+    L{channel.close_now} calls Twisted's C{tcp.Connection.connectionLost}
+    itself, ahead of the reactor: checked on the real classes (a
+    C{tcp.Server} over a real socket, plain and under
+    C{TLSMemoryBIOProtocol}), so a Twisted that changes them fails here.
+    """
+
+    def connection(self, factory: Any) -> tuple[Any, Any, Any]:
+        """A real socket pair: a C{tcp.Server} with C{factory}'s protocol, and the client's socket."""
+        import socket
+
+        from twisted.internet import tcp
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        reactor = MemoryReactorClock()
+        protocol = factory.buildProtocol(None)
+        port = type("Port", (), {"_realPortNumber": 3000})()
+        transport = tcp.Server(ours, protocol, ("127.0.0.1", 40000), port, 1, reactor)
+        protocol.makeConnection(transport)
+        return transport, theirs, reactor
+
+    def test_plain_tcp(self) -> None:
+        """The socket is closed and the protocol told at once, once, with ConnectionAborted."""
+        from twisted.internet.error import ConnectionAborted
+        from twisted.internet.protocol import Factory, Protocol, connectionDone
+
+        lost: list[Failure] = []
+
+        class Recorder(Protocol):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                lost.append(reason)
+
+        transport, theirs, reactor = self.connection(Factory.forProtocol(Recorder))
+        socket_ = transport.socket
+        channel.close_now(transport)
+        self.assertEqual(socket_.fileno(), -1)
+        self.assertEqual(len(lost), 1)
+        self.assertTrue(lost[0].check(ConnectionAborted))
+        reactor.advance(0)  # the reactor's own call, from abortConnection: ignored
+        self.assertEqual(len(lost), 1)
+        theirs.settimeout(5)
+        try:
+            self.assertEqual(theirs.recv(10), b"")
+        except ConnectionResetError:
+            pass  # an abort: RST
+
+    def test_tls_and_as_it_opens(self) -> None:
+        """Under TLS, also from the wrapped protocol's makeConnection (a refused connection)."""
+        from twisted.internet.protocol import Factory
+        from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from notificator import connections
+        from tests.tlssupport import Certs
+
+        certs = Certs(self)
+        with open(certs.key) as k, open(certs.cert) as c:
+            pem = k.read() + c.read()
+        cert = PrivateCertificate.loadPEM(pem)
+        options = CertificateOptions(privateKey=cert.privateKey.original, certificate=cert.original)
+        refusing = TLSMemoryBIOFactory(options, False, Factory.forProtocol(connections.Refused))
+        transport, theirs, reactor = self.connection(refusing)
+        self.assertFalse(hasattr(transport, "socket"))  # closed while it opened
+        reactor.advance(0)
+        theirs.settimeout(5)
+        try:
+            self.assertEqual(theirs.recv(10), b"")
+        except ConnectionResetError:
+            pass

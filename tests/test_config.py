@@ -92,6 +92,35 @@ class LoadTests(SynchronousTestCase):
         )
         self.assertEqual(cfg.endpoints(["0.0.0.0"]), ["tcp:port=3000:interface=0.0.0.0"])
 
+    def test_connection_and_stream_caps(self) -> None:
+        """
+        limits.connections null is the open-file limit less the margin, and
+        limits.streams null that less a reserve for publishes and /health;
+        streams that may take every connection are a warning.
+        """
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cfg = load(self.conf(default={}), "x")
+        self.assertEqual(cfg.limits.connections, config.connection_limit(None))
+        if soft != resource.RLIM_INFINITY and soft > config.FD_MARGIN:
+            self.assertEqual(cfg.limits.connections, soft - config.FD_MARGIN)
+        self.assertEqual(
+            cfg.limits.streams, cfg.limits.connections - min(50, cfg.limits.connections // 2)
+        )
+        self.assertEqual(cfg.limits.body_timeout, 30.0)
+        self.assertEqual(cfg.warnings, ())
+        cases = {1000: 950, 100: 50, 60: 30, 3: 2, 1: 1}
+        for connections, streams in cases.items():
+            cfg = load(self.conf(default={"limits": {"connections": connections}}), "x")
+            self.assertEqual((cfg.limits.connections, cfg.limits.streams), (connections, streams))
+        cfg = load(self.conf(default={"limits": {"connections": 100, "streams": 99}}), "x")
+        self.assertEqual(cfg.limits.streams, 99)
+        self.assertEqual(cfg.warnings, ())
+        cfg = load(self.conf(default={"limits": {"connections": 100, "streams": 100}}), "x")
+        [warning] = cfg.warnings
+        self.assertIn("limits.streams: 100 streams may take every connection", warning)
+
     def test_merge_order(self) -> None:
         """default, then <env>, then local; objects merge key by key."""
         cfg = load(
@@ -345,6 +374,10 @@ class ErrorTests(SynchronousTestCase):
             ({"server": {"log": {"keepDays": 1.5}}}, "server.log.keepDays"),
             ({"limits": {"streamsPerAddress": 0}}, "limits.streamsPerAddress"),
             ({"limits": {"streamsPerAddress": "many"}}, "limits.streamsPerAddress"),
+            ({"limits": {"bodyTimeout": 0}}, "limits.bodyTimeout"),
+            ({"limits": {"bodyTimeout": "30"}}, "limits.bodyTimeout"),
+            ({"limits": {"connections": 0}}, "limits.connections"),
+            ({"limits": {"connections": 1.5}}, "limits.connections"),
         ]
         for doc, key in cases:
             with self.subTest(doc=doc):

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.auth import sign_stream
-from notificator.config import FD_MARGIN
+from notificator.config import FD_MARGIN, stream_limit
 from notificator.events import event_key
 from notificator.history import read_journal
 from tests.support import (
@@ -534,15 +534,19 @@ class GuardEndToEndTests(SynchronousTestCase):
 
     def test_total_cap_from_the_open_file_limit(self) -> None:
         """
-        limits.streams null (the default): the process's open-file limit less
-        the margin; the stream past it gets 200, a long retry and the end,
-        and nothing fails for lack of file descriptors.
+        limits.streams null (the default): limits.connections (null: the
+        process's open-file limit less the margin) less a reserve for
+        publishes and /health; the stream past it gets 200, a long retry and
+        the end, a publish still goes through, and nothing fails for lack of
+        file descriptors.
         """
-        nofile = FD_MARGIN + 12
+        nofile = FD_MARGIN + 24
+        cap = stream_limit(None, 24)
+        self.assertEqual(cap, 12)
         server = Server(self, local={**base_config(), "limits": {"streamsPerUser": 100}})
         server.command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *server.command]
         server.start()
-        streams = [server.subscribe(f"/sse/t{n}") for n in range(12)]
+        streams = [server.subscribe(f"/sse/t{n}") for n in range(cap)]
         for stream in streams:
             stream.next_event()
         extra = server.subscribe("/sse/t-extra")
@@ -552,6 +556,8 @@ class GuardEndToEndTests(SynchronousTestCase):
         status, _, body = server.request("GET", "/metrics")
         self.assertIn(b'notificator_streams_refused_total{reason="server-limit"} 1.0', body)
         self.assertIn(b"notificator_streams 12.0", body)
+        self.assertEqual(server.post("id=notify_t0&data=1", FORM)[0], 200)
+        self.assertEqual(streams[0].next_event()["data"], "1")
         for log in (server.log(), server.log("sse.log")):
             self.assertNotIn("Too many open files", log)
             self.assertNotIn("Traceback", log)

@@ -15,17 +15,15 @@ from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Site
 
-from notificator import channel, limits, tap, web
+from notificator import limits
 from notificator.config import defaults
 from tests.support import (
     BothChannels,
-    Parts,
-    config_with,
+    InMemoryServer,
     dechunk,
     evolved,
     parse_frames,
@@ -370,68 +368,283 @@ class HeadTimeoutTests(BothChannels, SynchronousTestCase):
         self.assertEqual(self.s.logged("no complete request head"), [])
         self.assertEqual(self.s.reactor.getDelayedCalls(), [])
 
-    def test_http2_connection_not_timed(self) -> None:
-        """A connection that negotiated h2 is left to the HTTP/2 channel's own timeout."""
-        head = limits.HeadTimeout(10, self.s.reactor)
-        transport = StringTransport()
-        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
-        inner = _Recorder()
-        proxy = limits.HeadClockProtocol(inner, head)
-        proxy.makeConnection(transport)
-        proxy.dataReceived(b"PRI * HTTP/2.0\r\n")
-        self.s.reactor.advance(11)
-        self.assertFalse(transport.disconnecting)
-        self.assertEqual(inner.received, [b"PRI * HTTP/2.0\r\n"])
-
 
 class HeadTimeoutStockTests(HeadTimeoutTests):
     fast = False
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.transport: Any = None
-
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Any) -> None:
-        pass
+# --- limits.bodyTimeout ----------------------------------------------------------------------
 
 
-class HeadClockProtocolTests(SynchronousTestCase):
-    def test_wraps_the_set_up_protocol(self) -> None:
-        """The wrapped protocol is the one the site built and set up."""
-        site = Site(Parts(Clock()).resource)
-        site.requestFactory = limits.Request
-        head = limits.HeadTimeout(10, Clock())
-        limits.time_heads(site, head)
-        proxy = site.buildProtocol(None)
-        self.assertIsInstance(proxy, limits.HeadClockProtocol)
-        inner = proxy.wrappedProtocol
-        self.assertIs(inner.site, site)
-        self.assertIs(inner.requestFactory, limits.Request)
-        self.assertEqual(inner.timeOut, site.timeOut)
+class BodyTimeoutTests(BothChannels, SynchronousTestCase):
+    """A request gets limits.bodyTimeout seconds, from the end of its head, for its body."""
 
-    def test_service_wiring(self) -> None:
-        """makeService's site builds head-timed connections, in both modes, with one clock service."""
-        for fast in (True, False):
-            reactor = MemoryReactorClock()
-            # The history in memory: a service per channel in one test.
-            cfg = config_with(server={"fast_channel": fast}, sse={"history": {"directory": None}})
-            root = tap.makeService(
-                {"loaded": cfg, "listen": ["tcp:0"], "env": "x"}, reactor=reactor
+    def setUp(self) -> None:
+        self.s = self.server(header_timeout=10, body_timeout=30)
+
+    def advance(self, seconds: float, trickle: Any = None) -> None:
+        """Let C{seconds} pass in tenths; C{trickle}: a connection that sends a byte each second."""
+        for i in range(round(seconds * 10)):
+            self.s.reactor.advance(0.1)
+            if trickle is not None and i % 10 == 9:
+                trickle.receive(b"x")
+            for conn in self.s.conns:
+                conn.pump()
+
+    def test_trickled_body_answered_408(self) -> None:
+        """A body sent a byte a second gets 408 JSON 30 s after its head, logged and counted."""
+        c = self.s.connect()
+        c.receive(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\n"
+            + FORM
+            + b"Content-Length: 1000\r\n\r\nid=notify_u1&data="
+        )
+        self.advance(29.9, trickle=c)
+        self.assertEqual(c.text(), b"")
+        self.assertFalse(c.closing)
+        self.advance(0.2)
+        status, headers, body = split_response(c.text())
+        self.assertEqual(status, b"HTTP/1.1 408 Request Timeout")
+        self.assertEqual(headers[b"content-type"], b"application/json; charset=utf-8")
+        self.assertEqual(headers[b"connection"], b"close")
+        self.assertEqual(
+            json.loads(body),
+            {"error": "request body not complete within limits.bodyTimeout (30 s)"},
+        )
+        self.assertTrue(c.half_closed)  # plain TCP: the close lingers, as after a 413
+        self.assertEqual(self.s.stats.rejected, {408: 1})
+        [event] = self.s.logged("refused a request")
+        self.assertEqual((event["peer"], event["code"]), ("127.0.0.1", 408))
+        self.assertIn("limits.bodyTimeout", event["reason"])
+        c.receive(b"x" * 900)  # the rest, late: dropped
+        self.advance(10.1)
+        self.assertFalse(c.transport.connected)  # the lingering close ends on the head clock
+        self.assertEqual(c.text().count(b"HTTP/1.1"), 1)
+        self.assertEqual(self.s.stats.published, 0)
+
+    def test_chunked_body_answered_408(self) -> None:
+        """A chunked body that never ends gets the 408 as well."""
+        c = self.s.connect()
+        c.receive(chunked_head())
+        for _ in range(30):
+            c.receive(chunk(b"x"))
+            self.advance(1)
+        self.advance(0.2)
+        self.assertIn(b"HTTP/1.1 408 Request Timeout", c.text())
+        self.assertEqual(self.s.stats.rejected, {408: 1})
+
+    def test_clock_starts_at_the_end_of_the_head(self) -> None:
+        """A head that took 9 s leaves the body its whole 30 s; one sent in time is published."""
+        c = self.s.connect()
+        head = post(b"id=notify_u1&data=1").partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        for i in range(0, len(head), len(head) // 9 + 1):
+            c.receive(head[i : i + len(head) // 9 + 1])
+            self.advance(1)
+        self.advance(28.9)
+        c.receive(b"id=notify_u1&data=1")
+        self.assertIn(b"HTTP/1.1 200 OK", c.text())
+        self.advance(30)
+        self.assertEqual(self.s.stats.rejected, {})
+        self.assertEqual(self.s.stats.published, 1)
+
+    def test_body_with_its_head_leaves_no_clock(self) -> None:
+        """A publish whose body came with its head is never timed: only the keep-alive head clock runs."""
+        c = self.s.connect()
+        c.receive(post(b"id=notify_u1&data=1"))
+        self.assertIn(b"HTTP/1.1 200 OK", c.text())
+        self.advance(9.9)
+        self.assertFalse(c.closing)
+        self.advance(25)
+        self.assertEqual(self.s.logged("refused a request"), [])
+        self.assertEqual(len(self.s.logged("no complete request head")), 1)
+        self.assertEqual(self.s.reactor.getDelayedCalls(), [])
+
+    def test_client_that_leaves_is_forgotten(self) -> None:
+        """A client that closes in the middle of its body leaves no clock and gets no 408."""
+        c = self.s.connect()
+        c.receive(chunked_head() + chunk(b"id=notify_u1"))
+        c.close()
+        self.advance(30.1)
+        self.assertEqual(self.s.logged("refused a request"), [])
+        self.assertEqual(self.s.stats.rejected, {})
+        self.assertEqual(self.s.reactor.getDelayedCalls(), [])
+
+    def test_other_connections_unaffected(self) -> None:
+        """While a body trickles, a stream receives and other publishes go through."""
+        sse = self.s.connect()
+        sse.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        slow = self.s.connect()
+        slow.receive(chunked_head())
+        self.advance(15)
+        fast = self.s.connect()
+        fast.receive(post(b"id=notify_u1&data=7"))
+        self.assertIn(b'"delivered": 1', fast.text())
+        self.advance(15.1)
+        self.assertIn(b" 408 ", slow.text())
+        self.assertFalse(sse.closing)
+        events = parse_frames(dechunk(split_response(sse.text())[2]))
+        self.assertEqual(events[-1]["data"], "7")
+
+
+class BodyTimeoutStockTests(BodyTimeoutTests):
+    fast = False
+
+
+class HTTP2BodyTimeoutTests(SynchronousTestCase):
+    """Over HTTP/2 a body too slow gets its 408 on the stream, which is then reset."""
+
+    def test_answer_then_reset(self) -> None:
+        """The stream's 408: headers, the JSON body, then RST_STREAM; only that stream."""
+        from notificator.connections import Connections
+
+        clock = Clock()
+        calls: list[tuple[str, Any]] = []
+
+        class Stream:
+            transport = None  # as twisted.web's H2Stream
+
+            def getPeer(self) -> Any:
+                return StringTransport().getPeer()
+
+            def getHost(self) -> Any:
+                return StringTransport().getHost()
+
+            def writeHeaders(self, *args: Any) -> None:
+                calls.append(("headers", args))
+
+            def write(self, data: bytes) -> None:
+                calls.append(("data", data))
+
+            def abortConnection(self) -> None:
+                calls.append(("reset", None))
+
+        conns = Connections(10, 30, 100, clock)
+        bounds = limits.Limits(
+            evolved(defaults().limits, {"body_timeout": 30}), clock, connections=conns
+        )
+        cls = limits.request_class(limits.Request, bounds)
+        processed: list[bytes] = []
+
+        class Processed(cls):  # type: ignore[valid-type, misc]
+            def process(self) -> None:
+                processed.append(self.content.read())
+
+        slow = Processed(Stream(), queued=False)
+        slow.gotLength(None)
+        slow.handleContentChunk(b"id=")
+        done = Processed(Stream(), queued=False)
+        done.gotLength(3)
+        done.handleContentChunk(b"a=b")
+        done.requestReceived(b"POST", b"/webNotification", b"HTTP/2")
+        self.assertEqual(processed, [b"a=b"])
+        clock.advance(29.9)
+        self.assertEqual(calls, [])
+        clock.advance(0.2)
+        clock.advance(0)
+        clock.advance(0)
+        self.assertEqual([c[0] for c in calls], ["headers", "data", "reset"])
+        self.assertEqual(calls[0][1][1:3], (b"408", b"Request Timeout"))
+        self.assertEqual(
+            json.loads(calls[1][1]),
+            {"error": "request body not complete within limits.bodyTimeout (30 s)"},
+        )
+        self.assertEqual(clock.getDelayedCalls(), [])
+        slow.requestReceived(b"POST", b"/webNotification", b"HTTP/2")  # too late: not processed
+        self.assertEqual(processed, [b"a=b"])
+
+
+# --- bodies in memory ------------------------------------------------------------------------
+
+
+class BodyInMemoryTests(BothChannels, SynchronousTestCase):
+    """Bodies up to limits.bodyBytes are read into memory: no temporary file, whatever their form."""
+
+    def setUp(self) -> None:
+        import tempfile
+
+        def no_file(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a temporary file was made for a request body")
+
+        self.patch(tempfile, "TemporaryFile", no_file)
+        self.s = self.server(body_bytes=1024 * 1024)
+
+    def test_large_announced_body(self) -> None:
+        """A 500 KB body with its length is read into memory and published."""
+        c = self.s.connect()
+        body = b"id=notify_u1&data=" + b"x" * 500_000
+        c.receive(post(body)[:1000])
+        c.receive(post(body)[1000:])
+        self.assertIn(b"HTTP/1.1 200 OK", c.text())
+        self.assertEqual(self.s.stats.published, 1)
+
+    def test_chunked_body(self) -> None:
+        """A chunked body is read into memory and published."""
+        c = self.s.connect()
+        c.receive(chunked_head() + chunk(b"id=notify_u1&data=") + chunk(b"y" * 200_000))
+        c.receive(b"0\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200 OK", c.text())
+        self.assertEqual(self.s.stats.published, 1)
+
+
+class BodyInMemoryStockTests(BodyInMemoryTests):
+    fast = False
+
+
+class HTTP2BodyInMemoryTests(SynchronousTestCase):
+    """Over HTTP/2 (twisted.web's H2Stream) too, a body is read into memory."""
+
+    def test_large_bodies(self) -> None:
+        """A 200 KB body with a content-length, and one without, are published without a file."""
+        import tempfile
+
+        import h2.config
+        import h2.connection
+        import h2.events
+        import twisted.internet
+
+        def no_file(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a temporary file was made for a request body")
+
+        self.patch(tempfile, "TemporaryFile", no_file)
+        s = InMemoryServer(self, True, body_bytes=1024 * 1024)
+        # twisted.web's HTTP/2 channel takes the global reactor for its send loop.
+        self.patch(twisted.internet, "reactor", s.reactor)
+        conn = s.connect()
+        conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        client.initiate_connection()
+        conn.receive(client.data_to_send())
+        read = 0
+        events: list[Any] = []
+        body = b"id=notify_u1&data=" + b"x" * 200_000
+        for sid, length in ((1, [("content-length", str(len(body)))]), (3, [])):
+            client.send_headers(
+                sid,
+                [
+                    (":method", "POST"),
+                    (":scheme", "https"),
+                    (":authority", "t"),
+                    (":path", "/webNotification"),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    *length,
+                ],
             )
-            root.startService()
-            self.addCleanup(root.stopService)
-            site = reactor.tcpServers[0][1]
-            self.assertIsInstance(site.buildProtocol(None), limits.HeadClockProtocol)
-            self.assertIsNotNone(tap.find(root, limits.HeadTimeout))
-            self.assertEqual(tap.find(root, channel.WriteBatch) is not None, fast)
-            base = web.Request if fast else web.StockRequest
-            self.assertTrue(issubclass(site.requestFactory, base))
-            self.assertEqual(issubclass(site.requestFactory, web.Request), fast)
+            sent = 0
+            while sent < len(body):
+                window = min(client.local_flow_control_window(sid), client.max_outbound_frame_size)
+                if window:
+                    piece = body[sent : sent + window]
+                    sent += len(piece)
+                    client.send_data(sid, piece, end_stream=sent == len(body))
+                conn.receive(client.data_to_send())
+                for _ in range(3):
+                    s.reactor.advance(0)
+                events += client.receive_data(conn.text()[read:])
+                read = len(conn.text())
+        statuses = [
+            dict(e.headers)[":status"] for e in events if isinstance(e, h2.events.ResponseReceived)
+        ]
+        self.assertEqual(statuses, ["200", "200"])
+        self.assertEqual(s.stats.published, 2)

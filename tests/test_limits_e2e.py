@@ -13,19 +13,30 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import socket
 import ssl
 import time
 from typing import Any
 
+import h2.errors
+import h2.events
 import h2.settings
 from twisted.trial.unittest import SynchronousTestCase
 
+from notificator.config import FD_MARGIN
 from tests.support import Server, stock_channel, wait_until
 from tests.tlssupport import Certs, H2Client, TLSServer, client_context, server_config
 
 FORM = "application/x-www-form-urlencoded"
-LIMITS = {"bodyBytes": 4096, "formFields": 10, "headerTimeout": 1.5, "bufferBytes": 65536}
+LIMITS = {
+    "bodyBytes": 4096,
+    "formFields": 10,
+    "headerTimeout": 1.5,
+    "bodyTimeout": 2,
+    "bufferBytes": 65536,
+}
 
 #: Linux TCP states (tcp_states.h), as TCP_INFO reports them.
 TCP_ESTABLISHED = 1
@@ -273,6 +284,224 @@ class BodyLimitStockTests(BodyLimitTests):
     fast = False
 
 
+def trickle_until_answered(sock: socket.socket, timeout: float) -> bytes:
+    """
+    Send C{sock} one byte of body a quarter second (four a second: never
+    idle long) until the server answers; the answer, read until it closes
+    (EOF or reset); fail after C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    sock.settimeout(0.25)
+    while True:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer within {timeout} s")
+        try:
+            sock.sendall(b"x")
+        except OSError:
+            pass  # the server closed its side: what it sent is still to read
+        try:
+            answer = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return b""
+        return answer + read_until_closed(sock, max(0.1, deadline - time.monotonic()))
+
+
+def temporary_files(pid: int) -> list[str]:
+    """The deleted files process C{pid} holds open (what C{tempfile.TemporaryFile} makes)."""
+    held = []
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if target.endswith("(deleted)"):
+            held.append(target)
+    return held
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class BodyTimeoutTests(Both, SynchronousTestCase):
+    def test_trickled_body_answered_408(self) -> None:
+        """
+        A body sent one byte at a time is answered 408 JSON (naming
+        limits.bodyTimeout) and the connection closes, with a line in
+        sse.log; a stream open meanwhile goes on.
+        """
+        server = self.start()
+        stream = server.subscribe("/sse/ok")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nContent-Length: 1000\r\n\r\nid=notify_ok&data="
+        )
+        answer = trickle_until_answered(sock, 10.0)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 408 Request Timeout"), answer)
+        self.assertIn(b"Connection: close", head)
+        self.assertEqual(
+            json.loads(body),
+            {"error": "request body not complete within limits.bodyTimeout (2 s)"},
+        )
+        server.wait_for_log(
+            r"refused a request from 127\.0\.0\.1: 408 request body not complete within"
+            r" limits\.bodyTimeout \(2 s\)",
+            name="sse.log",
+        )
+        self.assertEqual(server.post("id=notify_ok&data=2", FORM)[1]["delivered"], 1)
+        self.assertEqual(stream.next_event()["data"], "2")
+        _, _, metrics = server.request("GET", "/metrics")
+        self.assertIn(b'notificator_rejected_total{code="408"} 1.0', metrics)
+
+    def test_chunked_body_answered_408(self) -> None:
+        """A chunked body whose last chunk never comes is answered 408 as well."""
+        server = self.start()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n12\r\nid=notify_ok&data=\r\n400\r\n"
+        )
+        answer = trickle_until_answered(sock, 10.0)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer)
+
+
+class BodyTimeoutStockTests(BodyTimeoutTests):
+    fast = False
+
+
+class BodyInMemoryTests(Both, SynchronousTestCase):
+    def test_no_temporary_file(self) -> None:
+        """
+        Bodies over 100 KB with a length, and chunked ones, being sent: the
+        server holds no temporary file (a descriptor each) for them; once
+        complete they are published.
+        """
+        server = self.start(
+            {**LIMITS, "bodyBytes": 1024 * 1024, "bodyTimeout": 30, "bufferBytes": 8 << 20}
+        )
+        assert server.process is not None
+        pid = server.process.pid
+        self.assertEqual(temporary_files(pid), [])
+        stream = server.subscribe("/sse/big")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        data = "x" * 500_000
+        body = f"id=notify_big&data={data}".encode()
+        head = b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: " + FORM.encode()
+        socks = []
+        for n in range(10):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(sock.close)
+            if n % 2:
+                sock.sendall(head + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:1000])
+            else:
+                sock.sendall(head + b"\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + body[:1000])
+            socks.append(sock)
+        # The server has read those bodies' first parts once it answers this.
+        self.assertEqual(server.request("GET", "/health")[0], 200)
+        self.assertEqual(temporary_files(pid), [])
+        for n, sock in enumerate(socks):
+            if n % 2:
+                sock.sendall(body[1000:])
+            else:
+                rest = body[1000:]
+                sock.sendall(b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+            sock.settimeout(10)
+            answer = sock.recv(65536)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK"), answer[:300])
+            self.assertEqual(json.loads(stream.next_event()["data"]), data)
+        self.assertEqual(temporary_files(pid), [])
+
+
+class BodyInMemoryStockTests(BodyInMemoryTests):
+    fast = False
+
+
+class ConnectionCapTests(Both, SynchronousTestCase):
+    def test_health_answers_under_a_flood(self) -> None:
+        """
+        Under a lowered open-file limit (limits.connections and limits.streams
+        from it, as by default): the streams fill their cap, then a few
+        hundred idle connections and trickling bodies come; /health still
+        answers 200 each time, publishes go through, every stream receives,
+        the open connections stay under the cap, and nothing runs out of
+        descriptors.
+        """
+        nofile = FD_MARGIN + 60  # limits.connections 60, limits.streams 30
+        server = Server(
+            self,
+            local={
+                **local(self.fast, limits={"streamsPerUser": 100}),
+                "server": {"log": {"level": "info"}, "fastChannel": self.fast},
+            },
+        )
+        server.command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *server.command]
+        server.start()
+        assert server.process is not None
+        pid = server.process.pid
+        streams = [server.subscribe(f"/sse/s{n}") for n in range(30)]
+        for stream in streams:
+            self.assertEqual(stream.next_event()["event"], "connect")
+        head = (
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        flood: list[socket.socket] = []
+
+        def send(sock: socket.socket, data: bytes) -> None:
+            try:
+                sock.sendall(data)
+            except OSError:
+                pass  # closed to make room
+
+        for n in range(300):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(sock.close)
+            flood.append(sock)
+            if n % 2:
+                send(sock, head + b"1\r\nx\r\n")
+        for _ in range(3):
+            for sock in flood[1::2]:
+                send(sock, b"1\r\nx\r\n")
+            status, _, body = server.request("GET", "/health")
+            self.assertEqual(status, 200, body)
+            self.assertLessEqual(open_files(pid), nofile)
+        status, answer = server.post("id=notify_s7&data=1", FORM)
+        self.assertEqual((status, answer["delivered"]), (200, 1))
+        self.assertEqual(streams[7].next_event()["data"], "1")
+        _, _, metrics = server.request("GET", "/metrics")
+        text = metrics.decode()
+        self.assertIn("notificator_streams 30.0", text)
+        connections = float(re.search(r"^notificator_connections (\S+)$", text, re.M).group(1))
+        self.assertLessEqual(connections, 60)
+        reclaimed = re.search(
+            r'^notificator_connections_dropped_total\{reason="reclaimed"\} (\S+)$', text, re.M
+        )
+        self.assertIsNotNone(reclaimed, text)
+        server.wait_for_log(r"limits.connections \(60\) reached", name="sse.log")
+        server.wait_for_log(r"limits: 60 connections, 30 streams")
+        for stream in streams:
+            stream.nothing_more(0.01)  # still open (it would raise at the end of the stream)
+        for log in (server.log(), server.log("sse.log")):
+            self.assertNotIn("Too many open files", log)
+            self.assertNotIn("Could not accept", log)
+            self.assertNotIn("Traceback", log)
+
+
+class ConnectionCapStockTests(ConnectionCapTests):
+    fast = False
+
+
 class TLSTests(SynchronousTestCase):
     """The limits over TLS and HTTP/2 (server.protocol http2: ALPN h2 and http/1.1)."""
 
@@ -461,3 +690,194 @@ class TLSTests(SynchronousTestCase):
         self.assertGreater(sent, window)
         self.assertLess(sent, window + BIG_BODIES["bufferBytes"] + 4 * frame)
         self.server.wait_for_log(r"dropped stream \d+ of stuck", name="sse.log")
+
+    def read_to_the_end(self, client: H2Client, timeout: float) -> list[Any]:
+        """
+        Read C{client}'s connection until the server closes it; its HTTP/2
+        events.  Fail after C{timeout}.
+        """
+        events: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"still open after {timeout} s: {events}")
+            client.sock.settimeout(remaining)
+            try:
+                data = client.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                return events
+            if not data:
+                return events
+            events += client.conn.receive_data(data)
+
+    def assert_went_away(self, events: list[Any]) -> None:
+        [goaway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goaway.error_code, h2.errors.ErrorCodes.NO_ERROR)
+
+    def test_http2_pings_do_not_keep_a_connection(self) -> None:
+        """
+        An HTTP/2 connection that only sends PINGs (and SETTINGS, WINDOW_UPDATE)
+        is sent GOAWAY and closed after limits.headerTimeout; so is one that
+        never sends a request; one with an open event stream stays, and
+        receives.
+        """
+        pinger = self.h2()
+        silent = self.h2()
+        stream = self.h2()
+        sid = stream.request("GET", "/sse/ok")
+        stream.pump(lambda: bool(stream.named(sid, "connect")))
+        events: list[Any] = []
+        closed = False
+        deadline = time.monotonic() + 10
+        n = 0
+        while not closed and time.monotonic() < deadline:
+            n += 1
+            try:
+                pinger.conn.ping(b"%08d" % n)
+                pinger.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 50})
+                pinger.conn.increment_flow_control_window(1)
+                pinger._flush()
+                stream.conn.ping(b"%08d" % n)
+                stream._flush()
+            except OSError:
+                closed = True
+                break
+            # What comes back in the next fifth of a second.
+            until = time.monotonic() + 0.2
+            while (remaining := until - time.monotonic()) > 0:
+                pinger.sock.settimeout(remaining)
+                try:
+                    data = pinger.sock.recv(65536)
+                except TimeoutError:
+                    break
+                except (ConnectionResetError, ssl.SSLError):
+                    closed = True
+                    break
+                if not data:
+                    closed = True
+                    break
+                events += pinger.conn.receive_data(data)
+            if any(isinstance(e, h2.events.ConnectionTerminated) for e in events):
+                events += self.read_to_the_end(pinger, 5.0)
+                closed = True
+        self.assertTrue(closed, "the pinging connection was not closed")
+        self.assert_went_away(events)
+        self.assert_went_away(self.read_to_the_end(silent, 5.0))
+        self.server.wait_for_log(
+            r"closed the HTTP/2 connection from 127\.0\.0\.1: no open stream for 1\.5 s"
+            r" \(limits\.headerTimeout\)",
+            name="sse.log",
+        )
+        # The stream's connection, as busy with PINGs, stays: it has a stream.
+        publish = http.client.HTTPSConnection(
+            "localhost", self.server.port, timeout=10, context=client_context(self.certs.ca, [])
+        )
+        self.addCleanup(publish.close)
+        publish.request("POST", "/webNotification", "id=notify_ok&data=1", {"Content-Type": FORM})
+        self.assertEqual(publish.getresponse().status, 200)
+        stream.pump(lambda: bool(stream.named(sid, "notify")))
+        self.assertNotIn(sid, stream.reset)
+
+    def test_http2_body_answered_408(self) -> None:
+        """
+        Over HTTP/2 a body too slow gets 408 JSON and a reset stream, and
+        the connection goes on.
+        """
+        c = self.h2()
+        slow = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(
+            slow,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", c.authority),
+                (":path", "/webNotification"),
+                ("content-type", FORM),
+            ],
+        )
+        c.data[slow] = b""
+        c.conn.send_data(slow, b"id=notify_u1&data=")
+        c._flush()
+        c.pump(lambda: slow in c.reset, timeout=10)
+        self.assertEqual(c.headers[slow][":status"], "408")
+        self.assertEqual(
+            json.loads(c.data[slow]),
+            {"error": "request body not complete within limits.bodyTimeout (2 s)"},
+        )
+        ok = c.request("POST", "/webNotification", b"id=notify_u1&data=1", {"content-type": FORM})
+        c.pump(lambda: ok in c.ended)
+        self.assertEqual(c.headers[ok][":status"], "200")
+
+    def test_tls_body_answered_408(self) -> None:
+        """Over TLS (HTTP/1.1) a body too slow gets 408, and the connection closes."""
+        sock = self.tls()
+        sock.sendall(b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
+        answer = trickle_until_answered(sock, 10.0)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
+
+
+class TLSConnectionCapTests(SynchronousTestCase):
+    """limits.connections over TLS and HTTP/2 (server.protocol http2)."""
+
+    def test_cap_over_tls(self) -> None:
+        """
+        TLS connections count: with 6 HTTP/2 streams and 6 TLS streams open
+        (limits.connections 16), a flood of silent TCP connections and of
+        half-sent TLS heads takes the 4 other places in turn, while /health
+        over TLS still answers; once the 16 places hold streams, a new TLS
+        connection is closed at once; nothing logs a traceback.
+        """
+        certs = Certs(self)
+        config = server_config("http2", certs, heartbeat=False)
+        config["limits"] = {"connections": 16, "streams": 16, "streamsPerUser": 100}
+        server = TLSServer(self, certs.ca, local=config, listen=None).start()
+        h2_streams = []
+        for n in range(6):
+            client = H2Client(server.port, certs.ca)
+            self.addCleanup(client.close)
+            sid = client.request("GET", f"/sse/h{n}")
+            client.pump(lambda c=client, s=sid: bool(c.named(s, "connect")))
+            h2_streams.append((client, sid))
+        tls_streams = [server.subscribe(f"/sse/t{n}") for n in range(6)]
+        for stream in tls_streams:
+            self.assertEqual(stream.next_event()["event"], "connect")
+        flood = []
+        for n in range(40):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(raw.close)
+            if n % 4 == 0:
+                try:
+                    sock = client_context(certs.ca, ["http/1.1"]).wrap_socket(
+                        raw, server_hostname="localhost"
+                    )
+                    sock.sendall(b"GET /sse/half HTTP/1.1\r\nHost: t\r\n")
+                    flood.append(sock)
+                except OSError:
+                    pass  # closed to make room meanwhile
+            else:
+                flood.append(raw)
+        for _ in range(3):
+            status, _, body = server.request("GET", "/health")
+            self.assertEqual(status, 200, body)
+        self.assertEqual(server.post("id=notify_h0&data=1", FORM)[0], 200)
+        client, sid = h2_streams[0]
+        client.pump(lambda: bool(client.named(sid, "notify")))
+        _, _, metrics = server.request("GET", "/metrics")
+        connections = re.search(rb"^notificator_connections (\S+)$", metrics, re.M)
+        assert connections is not None
+        self.assertLessEqual(float(connections.group(1)), 16)
+        # The last four places to streams too: then a new connection is closed at once.
+        more = [server.subscribe(f"/sse/m{n}") for n in range(4)]
+        for stream in more:
+            self.assertEqual(stream.next_event()["event"], "connect")
+        with self.assertRaises(OSError):  # reset (even before connect returns), or EOF
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(raw.close)
+            client_context(certs.ca, ["http/1.1"]).wrap_socket(raw, server_hostname="localhost")
+        server.wait_for_log(r"limits.connections \(16\) reached", name="sse.log")
+        for stream in tls_streams + more:
+            stream.nothing_more(0.01)  # still open (it would raise at the end of the stream)
+        for log in (server.log(), server.log("sse.log")):
+            self.assertNotIn("Traceback", log)
+            self.assertNotIn("Too many open files", log)
