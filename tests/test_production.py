@@ -564,3 +564,78 @@ class RepositoryTests(SynchronousTestCase):
                 "tox.ini",
             ],
         )
+
+
+#: A row of the "before production" checklist: the key, first in its row
+#: (a simple table's first column, or a list table's first item), and the
+#: shipped value, the next literal of the row.
+_CHECKLIST_ROW = re.compile(
+    r"(?m)^(?:\s*\* - )?``([A-Za-z][\w-]*(?:\.[\w-]+)+)``[ \t]*\n?[ \t]*(?:- )?``([^`]+)``"
+)
+
+
+class ChecklistTests(SynchronousTestCase):
+    """
+    The "before production" checklist at the top of README.rst and
+    README.ko.rst: its "shipped" column is what --env production runs with
+    when nothing is set (conf/default.json under conf/production.json), in
+    both guides, and it names the settings production warns about.
+    """
+
+    GUIDES = {"README.rst": "Before production", "README.ko.rst": "운영 전에"}
+
+    def rows(self, name: str) -> dict[str, Any]:
+        with open(os.path.join(PROJECT, name), encoding="utf-8") as f:
+            text = section(f.read(), self.GUIDES[name])
+        rows = {key: json.loads(value) for key, value in _CHECKLIST_ROW.findall(text)}
+        self.assertGreater(len(rows), 5, f"{name}: no checklist found")
+        return rows
+
+    def shipped(self) -> dict[str, Any]:
+        """conf/default.json merged under conf/production.json, as the files are merged."""
+        from twisted.python.filepath import FilePath
+
+        doc: dict[str, Any] = {}
+        for name in ("default", "production"):
+            config.merge(
+                doc,
+                {},
+                config.read_json(FilePath(os.path.join(PROJECT, "conf", name + ".json"))),
+                name,
+            )
+        return doc
+
+    def test_shipped_column_is_what_ships(self) -> None:
+        """Each key's "shipped" value is the value production runs with, in both guides."""
+        shipped = self.shipped()
+        for name in self.GUIDES:
+            for key, value in self.rows(name).items():
+                with self.subTest(guide=name, key=key):
+                    if key.startswith("sse.header."):
+                        actual = shipped["sse"]["header"][key[len("sse.header.") :]]
+                    else:
+                        actual = shipped
+                        for part in key.split("."):
+                            actual = actual[part]
+                    self.assertEqual(value, actual)
+
+    def test_both_guides_list_the_same_keys(self) -> None:
+        """The Korean checklist has the English one's rows."""
+        self.assertEqual(list(self.rows("README.ko.rst")), list(self.rows("README.rst")))
+
+    def test_what_production_warns_about_is_listed(self) -> None:
+        """
+        Every key production warns about when left as shipped or opened
+        ("*" among the origins, no subscriber secret) has a row.
+        """
+        from twisted.python.filepath import FilePath
+
+        conf = write_config(
+            os.path.join(self.mktemp(), "conf"),
+            {"production": {"sse": {"header": {"Access-Control-Allow-Origin": "*"}}}},
+        )
+        warnings = config.load(FilePath(conf), "production").warnings
+        warned = {w.split(": ")[1] for w in warnings}
+        self.assertEqual(warned, {"sse.header.Access-Control-Allow-Origin", "sse.auth.secret"})
+        for name in self.GUIDES:
+            self.assertLessEqual(warned, set(self.rows(name)), name)
