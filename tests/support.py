@@ -597,6 +597,77 @@ def require_tool(tool: str, package: str, untested: str) -> str:
     return path
 
 
+# -- users ---------------------------------------------------------------------
+
+_users = iter(range(1, 1_000_000))
+
+
+def make_user(testcase: SynchronousTestCase, untested: str) -> str:
+    """
+    A system user (and its group) of its own for this test, removed in
+    its cleanup, as the README's C{useradd} makes one.  Needs root and
+    C{useradd} (else L{not_here}: "C{untested}: ...").
+    """
+    if os.geteuid() != 0:
+        not_here(f"{untested}: it makes a system user (run as root)")
+    useradd = require_tool("useradd", "passwd", untested)
+    userdel = require_tool("userdel", "passwd", untested)
+    name = f"ntf-{os.getpid()}-{next(_users)}"
+    subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    def remove() -> None:
+        # userdel says 8 while a process of the user (a daemon being
+        # killed) is still there.
+        wait_until(
+            lambda: (
+                subprocess.run([userdel, name], capture_output=True, timeout=60).returncode != 8
+            ),
+            what=f"userdel {name}",
+        )
+
+    testcase.addCleanup(remove)
+    return name
+
+
+def as_user(user: str, argv: list[str], untested: str) -> list[str]:
+    """
+    C{argv} run as C{user} (its user and group, no other group), with no
+    capability but C{CAP_DAC_READ_SEARCH}: only so that it can read this
+    test run's Python wherever it is installed (under root's home, say);
+    it lets the user read and search any file, not write one.
+    """
+    return [
+        require_tool("setpriv", "util-linux", untested),
+        f"--reuid={user}",
+        f"--regid={user}",
+        "--clear-groups",
+        "--inh-caps=-all,+dac_read_search",
+        "--ambient-caps=-all,+dac_read_search",
+        "--bounding-set=-all,+dac_read_search",
+        "--no-new-privs",
+        "--",
+        *argv,
+    ]
+
+
+def owner(path: str) -> int:
+    """The uid owning C{path} (not following a link)."""
+    return os.lstat(path).st_uid
+
+
 # -- cluster mode ---------------------------------------------------------------
 
 
