@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 
+from twisted.scripts._twistd_unix import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import pidlock, runas, tap, tickets
@@ -229,16 +230,20 @@ class CheckDirTests(UserTestCase):
         )
         self.out = io.StringIO()
         self.patch(sys, "stdout", self.out)  # --check's line
-        opts = tap.Options()
-        opts.parent = {"uid": uid, "gid": None}  # twistd's ServerOptions
-        opts.parseOptions(["--config", conf, "--env", "x", *args])
+        # twistd's own options, the plugin's parent, as twistd parses them.
+        twistd = ServerOptions()
+        twistd.parseOptions(
+            ["--uid", str(uid), "-n", "notificator", "--config", conf, "--env", "x", *args]
+        )
+        opts: tap.Options = twistd.subOptions
         return opts
 
     def test_directories_are_made_for_that_user(self) -> None:
         """The missing directories are made the user's."""
-        self.assertEqual(self.options(self.uid)["user"].uid, self.uid)
+        options = self.options(self.uid)
         for made in ("logs", "var", "var/history"):
             self.assertEqual(owner(self.path(made)), self.uid, made)
+        self.assertEqual(options["user"].uid, self.uid)
 
     def test_a_directory_that_user_cannot_write_is_one_line(self) -> None:
         """An existing one root's (0755): one line naming the key, the directory and the user."""
