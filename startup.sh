@@ -34,7 +34,9 @@ for arg in "$@"; do
     case "$arg" in --env=*) env_name=${arg#--env=} ;; esac
     prev=$arg
 done
-twistd_log=$(realpath -m "${NOTIFICATOR_TWISTD_LOG:-log/twistd.log}")
+# The directory resolved, the file as named (a link there is not followed).
+twistd_log=${NOTIFICATOR_TWISTD_LOG:-log/twistd.log}
+twistd_log=$(realpath -m "$(dirname "$twistd_log")")/$(basename "$twistd_log")
 
 twistd=${NOTIFICATOR_TWISTD:-}
 if [ -z "$twistd" ]; then
@@ -75,22 +77,59 @@ if [ -e "$pidfile" ]; then
     rm -f "$pidfile"
 fi
 
-mkdir -p "$(dirname "$pidfile")" "$(dirname "$twistd_log")" || exit 1
-
 # The umask the daemon runs with: twistd's 077, or a --umask given in
 # NOTIFICATOR_TWISTD_ARGS.  twistd opens its log before it daemonizes, with
-# this shell's umask, so the log is created here with the daemon's.
+# this shell's umask, so the log is created here with the daemon's.  And
+# the user and group it runs as, when started as root with --uid/--gid.
 daemon_umask=077
+daemon_uid=
+daemon_gid=
 prev=
 set -f
 # shellcheck disable=SC2086
 for word in ${NOTIFICATOR_TWISTD_ARGS:-}; do
-    case "$prev" in --umask) daemon_umask=$word ;; esac
-    case "$word" in --umask=*) daemon_umask=${word#--umask=} ;; esac
+    case "$prev" in
+        --umask) daemon_umask=$word ;;
+        --uid | -u) daemon_uid=$word ;;
+        --gid | -g) daemon_gid=$word ;;
+    esac
+    case "$word" in
+        --umask=*) daemon_umask=${word#--umask=} ;;
+        --uid=*) daemon_uid=${word#--uid=} ;;
+        --gid=*) daemon_gid=${word#--gid=} ;;
+        -u?*) daemon_uid=${word#-u} ;;
+        -g?*) daemon_gid=${word#-g} ;;
+    esac
     prev=$word
 done
 set +f
 case "$daemon_umask" in '' | *[!0-7]*) daemon_umask=077 ;; esac
+
+# The directories of the pid file and of twistd's log.  Started as root
+# with --uid, the daemon rotates twistd.log as that user, and twistd's log
+# directory is the server's (server.log.dir, log) unless moved: what is
+# made here for the log is that user's (and group's: theirs, or --gid).
+# The pid file stays root's.
+mkdir -p "$(dirname "$pidfile")" || exit 1
+log_dir=$(dirname "$twistd_log")
+made=
+dir=$log_dir
+while [ ! -e "$dir" ] && [ ! -L "$dir" ]; do
+    made=$dir
+    dir=$(dirname "$dir")
+done
+mkdir -p "$log_dir" || exit 1
+if [ -n "$daemon_uid" ] && [ "$(id -u)" = 0 ]; then
+    if [ -n "$made" ]; then
+        chown -R -P -h "$daemon_uid:$daemon_gid" "$made" || exit 1
+    fi
+    # Root writes twistd.log in a directory that user may write: not
+    # through a link they put there.
+    if [ -L "$twistd_log" ] || { [ -e "$twistd_log" ] && [ ! -f "$twistd_log" ]; }; then
+        echo "startup.sh: $twistd_log is not a plain file (a link?); as root, not writing it" >&2
+        exit 1
+    fi
+fi
 if [ ! -e "$twistd_log" ]; then
     (umask "$daemon_umask" && : >> "$twistd_log") || exit 1
 fi

@@ -478,6 +478,19 @@ class HistoryFile:
     taking a callable and returning a Deferred: Twisted's
     C{deferToThreadPool} with a pool of one thread, or a direct call in
     tests).  The reactor only joins bytes.
+
+    A write that fails (a full disk, an I/O error) raises, and leaves the
+    journal as it was before it: a snapshot is written beside the journal
+    and replaces it only once whole, and an append that fails halfway is
+    cut back off, so that no record cut short ends up in the middle of the
+    journal, where a reader would take the whole file for corrupt (at the
+    end, it takes it for a crash and keeps what came before).
+
+    @ivar size: the journal's size in bytes.
+    @ivar snapshot_size: its size right after the last snapshot.
+    @ivar appendable: a snapshot written by this object is the journal, so
+        records may be appended to it (before the first one, the file is
+        one this process did not write, or none).
     """
 
     NAME = "history.log"
@@ -490,9 +503,12 @@ class HistoryFile:
         self.directory = directory
         self.path = os.path.join(directory, self.NAME)
         self._file: Any = None
-        #: The file's size, and its size after the last snapshot.
         self.size = 0
         self.snapshot_size = 0
+        self.appendable = False
+        #: The journal may end with a record cut short (an append that
+        #: failed and could not be cut back off).
+        self._torn = False
 
     # These run on the writer thread (or at start-up, before serving).
 
@@ -533,32 +549,70 @@ class HistoryFile:
         appending to it.  The records are written as they are encoded,
         through a buffer of L{WRITE_BUFFER} bytes: the memory a snapshot
         takes does not grow with the history.
+
+        @raise OSError: the snapshot could not be written; the journal is
+            as it was (and the partial copy removed, to give its room back).
         """
         os.makedirs(self.directory, exist_ok=True)
         tmp = self.path + ".tmp"
         size = 0
-        with open(tmp, "wb", self.WRITE_BUFFER) as f:
-            for record in snapshot_records(state, clean):
-                f.write(record)
-                size += len(record)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        _fsync_dir(self.directory)
+        try:
+            with open(tmp, "wb", self.WRITE_BUFFER) as f:
+                for record in snapshot_records(state, clean):
+                    f.write(record)
+                    size += len(record)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         self.close()
-        self._file = open(self.path, "ab")
         self.size = self.snapshot_size = size
+        self.appendable = True
+        self._torn = False
+        _fsync_dir(self.directory)
 
     def append_entries(self, entries: list[tuple[str, int, bytes, float]]) -> None:
         """Append (user id, key, frame, time) entries and make them durable."""
         self.append(b"".join([encode_entry(*e) for e in entries]))
 
     def append(self, data: bytes) -> None:
-        """Append records and make them durable."""
+        """
+        Append records and make them durable (written and C{fsync}ed).
+
+        @raise OSError: they could not be; the journal ends where it did
+            before (or, if even cutting it back failed, with a record cut
+            short, which the next append cuts off first).
+        @raise ValueError: there is no snapshot of this object's to append
+            to (L{appendable}).
+        """
+        if not self.appendable:
+            raise ValueError(f"{self.path}: no snapshot written to append to")
         f = self._file
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if f is None:
+            # Unbuffered: what a failed write left is in the file, not in a
+            # buffer that a later write would send after other records.
+            f = self._file = open(self.path, "ab", buffering=0)
+        if self._torn:
+            f.truncate(self.size)
+            self._torn = False
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view) :]
+            os.fsync(f.fileno())
+        except BaseException:
+            self._torn = True
+            try:
+                f.truncate(self.size)
+                self._torn = False
+            except OSError:
+                pass
+            raise
         self.size += len(data)
 
     def close(self) -> None:

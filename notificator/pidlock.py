@@ -14,6 +14,10 @@ forking (a POSIX C{lockf} lock would be dropped by the fork).  The kernel
 releases it when the holder exits, however it exits: a server killed with
 C{SIGKILL} leaves no stale lock behind, only its pid in the file, which
 nothing reads while the lock is free.
+
+Taken by root before C{twistd --uid} switches users, the file is the
+directory's owner's (L{runas.open_in}): the server that later runs as that
+user, or its C{--check}, can open it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import fcntl
 import os
 
 from twisted.application.service import Service
+
+from notificator import runas
 
 
 class Locked(Exception):
@@ -70,7 +76,9 @@ class DirectoryLock:
         if self._fd is not None:
             return
         os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Taken as root before twistd --uid switches users: a file of the
+        # directory's owner (the user the server runs as), never a link.
+        fd = runas.open_in(self.directory, self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

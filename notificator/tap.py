@@ -46,6 +46,7 @@ from notificator import (
     metrics,
     pidlock,
     process,
+    runas,
     web,
 )
 from notificator.broker import Journal, LocalBroker
@@ -113,15 +114,20 @@ class Options(usage.Options):
             raise SystemExit(f"notificator: configuration error: {e}")
         loaded: config.Config = self["loaded"]
         dry_run = bool(self["check"])
-        check_dir(loaded.server.log_dir, "server.log.dir", create=not dry_run)
+        try:
+            user = runas.from_twistd(getattr(self, "parent", None))
+        except ValueError as e:
+            raise SystemExit(f"notificator: {e}")
+        self["user"] = user
+        check_dir(loaded.server.log_dir, "server.log.dir", not dry_run, user=user)
         directory = history_directory(loaded)
         if directory is not None:
-            check_dir(directory, "sse.history.dir", create=not dry_run)
+            check_dir(directory, "sse.history.dir", not dry_run, user=user)
         from_config = not self["listen"] and not loaded.server.endpoints
         self["endpoints"] = descriptions(self)
         keys = ticket_key_dir(loaded, self["endpoints"])
         if keys is not None:
-            check_dir(keys, "server.tls.ticketKeyDir", create=not dry_run, mode=0o700)
+            check_dir(keys, "server.tls.ticketKeyDir", not dry_run, mode=0o700, user=user)
         for description in self["endpoints"]:
             # --check makes no ticket key (the directory was checked above).
             check_listen(without_tickets(description) if dry_run else description, from_config)
@@ -277,30 +283,52 @@ def ticket_key_dir(cfg: config.Config, descriptions: list[str]) -> str | None:
     return None
 
 
-def check_dir(path: str, key: str, create: bool = True, mode: int = 0o777) -> None:
+def check_dir(
+    path: str,
+    key: str,
+    create: bool = True,
+    mode: int = 0o777,
+    user: runas.RunAs | None = None,
+) -> None:
     """
     Create a directory the server writes to (C{server.log.dir},
     C{sse.history.dir}, C{server.tls.ticketKeyDir}) if needed and check
-    that it can be written, so a bad one stops start-up with one line, not
-    with a traceback from the service that uses it.
+    that the user the server runs as can write it, so a bad one stops
+    start-up with one line, not with a traceback from the service that
+    uses it.
+
+    Started as root with C{twistd --uid}, the server is that user by the
+    time it writes there: the directories made here are that user's
+    (L{runas.RunAs.make_dirs}), and the check is that user's, not root's.
 
     @param create: L{False} (C{--check}): create nothing; a missing
         directory is fine if the first of its parents that exists can be
-        written (the server will create it there).
+        written by whoever will create it (this process) and entered by
+        C{user}.
     @param mode: of the directory when it is made (less the umask).
+    @param user: who the server runs as (L{runas.from_twistd}); L{None}:
+        this process's user.
     @raise SystemExit: with that line.
     """
+    if user is None:
+        user = runas.RunAs.current()
     try:
         target = path
         if create:
-            os.makedirs(path, mode=mode, exist_ok=True)
+            user.make_dirs(path, mode)
+            writable = user.can(path, os.W_OK | os.X_OK)
         else:
             while not os.path.lexists(target) and os.path.dirname(target) != target:
                 target = os.path.dirname(target)
             if not os.path.isdir(target):
                 raise NotADirectoryError(errno.ENOTDIR, f"{target} is not a directory")
-        if not os.access(target, os.W_OK | os.X_OK):
-            raise PermissionError(f"no write permission for uid {os.getuid()}")
+            if target == path:
+                writable = user.can(path, os.W_OK | os.X_OK)
+            else:
+                # This process makes it, then gives it to the user.
+                writable = os.access(target, os.W_OK | os.X_OK) and user.can(target, os.X_OK)
+        if not writable:
+            raise PermissionError(f"no write permission for {user}")
     except OSError as e:
         reason = e.strerror or str(e)
         raise SystemExit(f"notificator: configuration error: {key}: {path}: {reason}")

@@ -46,6 +46,8 @@ from typing import Any
 
 from OpenSSL import SSL
 
+from notificator import runas
+
 #: How long one ticket key is used, in seconds; a ticket made with it
 #: resumes sessions until its window ends.
 KEY_SECONDS = 6 * 3600
@@ -62,7 +64,10 @@ class TicketKeys:
     The ticket key of each window of L{KEY_SECONDS} since the epoch,
     shared through C{directory}: C{window-<n>.key}, L{KEY_BYTES} random
     bytes, mode 0600.  Every process that names the directory uses the
-    same key in the same window, whichever wrote it.
+    same key in the same window, whichever wrote it.  A key that root
+    writes or reads (before C{twistd --uid} switches users) is the
+    directory's owner's (L{runas.open_in}): the server that runs as that
+    user reads it later.
 
     @ivar directory: the directory (created, mode 0700, when missing).
     """
@@ -104,10 +109,11 @@ class TicketKeys:
 
     def _read(self, path: str) -> bytes | None:
         try:
-            with open(path, "rb") as f:
-                key = f.read(KEY_BYTES + 1)
+            fd = runas.open_in(self.directory, os.path.basename(path), os.O_RDONLY)
         except FileNotFoundError:
             return None
+        with os.fdopen(fd, "rb") as f:
+            key = f.read(KEY_BYTES + 1)
         if len(key) != KEY_BYTES:
             # Not one of ours (written by hand, or cut short by a full
             # disk): replaced, as if there were none.
@@ -118,8 +124,9 @@ class TicketKeys:
     def _write(self, path: str) -> bytes:
         """Write a new key to a file of its own, then link it as C{path} unless one is there."""
         key = self._random(KEY_BYTES)
-        temporary = os.path.join(self.directory, f".new-{os.getpid()}-{os.urandom(4).hex()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        name = f".new-{os.getpid()}-{os.urandom(4).hex()}"
+        temporary = os.path.join(self.directory, name)
+        fd = runas.open_in(self.directory, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(key)

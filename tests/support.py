@@ -415,6 +415,82 @@ def evolved(value: Any, changes: dict[str, Any]) -> Any:
     return attrs.evolve(value, **fields)
 
 
+class FailingDisk:
+    """
+    The disk under L{notificator.history}'s files, failing on demand as a
+    full or broken one does: while C{failing} holds C{"append"} (writes to
+    the journal itself) or C{"snapshot"} (writes to its C{.tmp} snapshot),
+    each such write puts the first half of its bytes in the file and then
+    raises C{OSError(errno)}, leaving the record cut short; with
+    C{"truncate"}, cutting a file back fails too.  Reading is untouched.
+    It replaces the C{open} that module's code calls (for the test only),
+    so the real L{notificator.history.HistoryFile} runs over real files.
+
+    @ivar attempts: how many appends and snapshots were tried, failed or not.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, errno: int = 28) -> None:
+        from notificator import history
+
+        self.failing: set[str] = set()
+        self.errno = errno
+        self.attempts = {"append": 0, "snapshot": 0}
+        # A module-level name comes before the builtin for the module's code.
+        history.open = self._open  # type: ignore[attr-defined]
+        testcase.addCleanup(delattr, history, "open")
+
+    def _open(self, path: str, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        import builtins
+
+        f = builtins.open(path, mode, *args, **kwargs)
+        if set(mode) <= {"r", "b", "t"}:
+            return f
+        kind = "snapshot" if path.endswith(".tmp") else "append"
+        if kind == "snapshot":
+            self.attempts[kind] += 1
+        return _FailingFile(self, kind, f)
+
+    def error(self) -> OSError:
+        return OSError(self.errno, os.strerror(self.errno))
+
+
+class _FailingFile:
+    """A file written through L{FailingDisk} (the rest is the real file's)."""
+
+    def __init__(self, disk: FailingDisk, kind: str, f: Any) -> None:
+        self._disk = disk
+        self._kind = kind
+        self._f = f
+
+    def write(self, data: bytes) -> int:
+        disk = self._disk
+        if self._kind == "append":
+            disk.attempts["append"] += 1
+        if self._kind in disk.failing:
+            half = bytes(data[: len(data) // 2])
+            if half:
+                self._f.write(half)
+                self._f.flush()
+            raise disk.error()
+        written: int = self._f.write(data)
+        return written
+
+    def truncate(self, size: int | None = None) -> int:
+        if "truncate" in self._disk.failing:
+            raise self._disk.error()
+        done: int = self._f.truncate(size)
+        return done
+
+    def __enter__(self) -> _FailingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
 class Parts:
     """
     The server's core objects as C{makeService} wires them, without
@@ -519,6 +595,77 @@ def require_tool(tool: str, package: str, untested: str) -> str:
     if path is None:
         not_here(f"{untested}: {tool} is missing (apt-get install {package})")
     return path
+
+
+# -- users ---------------------------------------------------------------------
+
+_users = iter(range(1, 1_000_000))
+
+
+def make_user(testcase: SynchronousTestCase, untested: str) -> str:
+    """
+    A system user (and its group) of its own for this test, removed in
+    its cleanup, as the README's C{useradd} makes one.  Needs root and
+    C{useradd} (else L{not_here}: "C{untested}: ...").
+    """
+    if os.geteuid() != 0:
+        not_here(f"{untested}: it makes a system user (run as root)")
+    useradd = require_tool("useradd", "passwd", untested)
+    userdel = require_tool("userdel", "passwd", untested)
+    name = f"ntf-{os.getpid()}-{next(_users)}"
+    subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    def remove() -> None:
+        # userdel says 8 while a process of the user (a daemon being
+        # killed) is still there.
+        wait_until(
+            lambda: (
+                subprocess.run([userdel, name], capture_output=True, timeout=60).returncode != 8
+            ),
+            what=f"userdel {name}",
+        )
+
+    testcase.addCleanup(remove)
+    return name
+
+
+def as_user(user: str, argv: list[str], untested: str) -> list[str]:
+    """
+    C{argv} run as C{user} (its user and group, no other group), with no
+    capability but C{CAP_DAC_READ_SEARCH}: only so that it can read this
+    test run's Python wherever it is installed (under root's home, say);
+    it lets the user read and search any file, not write one.
+    """
+    return [
+        require_tool("setpriv", "util-linux", untested),
+        f"--reuid={user}",
+        f"--regid={user}",
+        "--clear-groups",
+        "--inh-caps=-all,+dac_read_search",
+        "--ambient-caps=-all,+dac_read_search",
+        "--bounding-set=-all,+dac_read_search",
+        "--no-new-privs",
+        "--",
+        *argv,
+    ]
+
+
+def owner(path: str) -> int:
+    """The uid owning C{path} (not following a link)."""
+    return os.lstat(path).st_uid
 
 
 # -- cluster mode ---------------------------------------------------------------

@@ -10,6 +10,8 @@ from typing import Any
 
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.broker import Journal, LocalBroker, Published
@@ -18,7 +20,7 @@ from notificator.events import Message, event_key
 from notificator.history import LOST, HistoryFile, read_journal
 from notificator.hub import Hub
 from notificator.stats import Stats
-from tests.support import FakeStream, evolved, parse_frames
+from tests.support import FailingDisk, FakeStream, evolved, parse_frames
 
 T0 = 1_800_000_000.0
 
@@ -197,16 +199,158 @@ class JournalTests(SynchronousTestCase):
         node.stop()
 
     def test_write_failure_is_logged_and_serving_goes_on(self) -> None:
-        """A disk error is logged; publishing keeps working from memory."""
+        """A disk error is one error line (no traceback); publishing keeps working from memory."""
+        disk = FailingDisk(self)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         node = Node(self, self.dir, self.clock)
-        journal = node.broker.journal
-
-        def broken(data: bytes) -> None:
-            raise OSError(28, "No space left on device")
-
-        journal.file.append = broken  # type: ignore[method-assign]
+        disk.failing = {"append"}
         node.publish("u", "1")
         self.clock.advance(0.5)
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        (error,) = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertNotIn("log_failure", error)
+        self.assertIn("No space left on device", formatEvent(error))
         self.assertEqual(node.publish("u", "2").delivered, 0)
         self.assertEqual(len(node.replay("u", "0-0").frames), 2)
+
+
+class FailingDiskTests(SynchronousTestCase):
+    """
+    The journal over a disk that fails for a while (full, or broken) and
+    then works again (L{FailingDisk}): nothing published meanwhile is
+    missing from it afterwards, and it is not rewritten at every tick.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.dir = os.path.join(os.path.abspath(self.mktemp()), "var", "history")
+        self.disk = FailingDisk(self)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def ticks(self, node: Node, seconds: float, publish: list[str] | None = None) -> None:
+        """Let C{seconds} pass in flush intervals, publishing one of C{publish} (if any) in each."""
+        journal = node.broker.journal
+        for _ in range(round(seconds / journal.interval)):
+            if publish is not None:
+                publish.append(f"{len(publish)}")
+                node.publish("u", publish[-1])
+            self.clock.advance(journal.interval)
+
+    def on_disk(self, node: Node) -> list[str]:
+        """What a server killed now would read back of u's notifications (their data)."""
+        node.broker.journal.file.close()
+        loaded = HistoryFile(self.dir).load()
+        assert loaded is not None
+        return [parse_frames(frame)[0]["data"] for _, frame, _ in loaded.users["u"][1]]
+
+    def logged(self, level: LogLevel) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_level"] == level]
+
+    def test_nothing_published_while_appends_failed_is_lost(self) -> None:
+        """
+        Appends that fail keep what they were to write: once the disk works
+        again it is written, so a server killed then reads back every
+        notification published while the disk failed.  Meanwhile the tries
+        back off (not one per 0.2 s tick), and each change of state is one
+        log line: an error when the disk fails, an info when it works again.
+        """
+        node = Node(self, self.dir, self.clock)
+        published: list[str] = []
+        self.ticks(node, 1, published)
+        self.disk.failing = {"append", "snapshot"}
+        tries = self.disk.attempts["append"]
+        self.ticks(node, 20, published)  # 100 ticks
+        self.assertLessEqual(self.disk.attempts["append"] - tries, 6)
+        self.disk.failing = set()
+        self.ticks(node, 60)
+        self.assertEqual(self.on_disk(node), published)
+        self.assertEqual(len(self.logged(LogLevel.error)), 1, self.logged(LogLevel.error))
+        self.assertEqual(
+            [line for line in self.logged(LogLevel.info) if "again" in line],
+            [f"the history is written to {node.broker.journal.file.path} again"],
+        )
+
+    def test_a_failing_snapshot_falls_back_to_appending(self) -> None:
+        """
+        A compaction whose snapshot fails (room for appends, none for a new
+        copy) leaves what was pending to an append, so it is on disk at
+        once; the snapshot is tried again less and less often, not at every
+        tick, with one warning; once it succeeds, one line says so.
+        """
+        node = Node(self, self.dir, self.clock)
+        journal = node.broker.journal
+        journal.COMPACT_MARGIN = 0  # a compaction as soon as the journal doubles
+        published: list[str] = []
+        self.disk.failing = {"snapshot"}
+        tries = self.disk.attempts["snapshot"]
+        self.ticks(node, 10, published)  # 50 ticks, each due for a compaction
+        self.assertLessEqual(self.disk.attempts["snapshot"] - tries, 5)
+        self.assertEqual(self.on_disk(node), published)
+        (warning,) = self.logged(LogLevel.warn)
+        self.assertIn("compacting the history", warning)
+        self.assertEqual(self.logged(LogLevel.error), [])
+        self.disk.failing = set()
+        self.ticks(node, 60)
+        self.assertIn(
+            f"the history in {journal.file.path} is compacted again", self.logged(LogLevel.info)
+        )
+        self.assertEqual(journal.file.size, journal.file.snapshot_size)
+        self.assertEqual(self.on_disk(node), published)
+
+    def test_what_waits_is_bounded_and_a_snapshot_catches_up(self) -> None:
+        """
+        While the disk fails, what waits to be written is bounded by the
+        history's own memory bound (C{maxBytes}): past it, it is let go and
+        the journal is written whole (a snapshot) once the disk works, with
+        everything the history keeps.
+        """
+        node = Node(self, self.dir, self.clock, max_bytes=64 * 1024)
+        journal = node.broker.journal
+        self.disk.failing = {"append", "snapshot"}
+        big = "x" * 1000
+        for n in range(400):  # 400 KB published, 64 KiB kept
+            node.publish("u", f'"{big}{n}"')
+            self.clock.advance(journal.interval)
+            self.assertLessEqual(journal.waiting, 64 * 1024 // 1000 + 2)
+        self.disk.failing = set()
+        self.ticks(node, 60)
+        kept = [parse_frames(f)[0]["data"] for f in node.replay("u", "0-0").frames]
+        self.assertGreater(len(kept), 10)
+        self.assertEqual(self.on_disk(node), kept)
+
+    def test_a_start_whose_snapshot_fails_serves_and_catches_up(self) -> None:
+        """
+        A start whose first snapshot fails serves from memory (one error
+        line, no traceback, no refusal to start) and writes the whole
+        history, the one it loaded and what came since, once the disk works.
+        """
+        first = Node(self, self.dir, self.clock)
+        published: list[str] = []
+        self.ticks(first, 1, published)
+        first.stop()
+        self.disk.failing = {"snapshot"}
+        second = Node(self, self.dir, self.clock)
+        self.ticks(second, 5, published)
+        self.assertEqual(len(self.logged(LogLevel.error)), 1, self.logged(LogLevel.error))
+        self.disk.failing = set()
+        self.ticks(second, 60)
+        self.assertEqual(self.on_disk(second), published)
+
+    def test_a_stop_whose_snapshot_fails_appends(self) -> None:
+        """
+        When the last snapshot of a stop fails, what was pending is appended
+        instead: the next start has it (the journal does not end clean).
+        """
+        node = Node(self, self.dir, self.clock)
+        published: list[str] = []
+        self.ticks(node, 1, published)
+        published.append("last")
+        node.publish("u", "last")  # not flushed yet
+        self.disk.failing = {"snapshot"}
+        node.stop()
+        self.disk.failing = set()
+        loaded = HistoryFile(self.dir).load()
+        assert loaded is not None
+        self.assertFalse(loaded.clean)
+        data = [parse_frames(frame)[0]["data"] for _, frame, _ in loaded.users["u"][1]]
+        self.assertEqual(data, published)

@@ -985,7 +985,7 @@ class InstallStepsTests(SynchronousTestCase):
         self.assertEqual(
             refused.stderr,
             f"notificator: configuration error: server.log.dir: {self.root}/log:"
-            f" no write permission for uid {pwd_uid(self.user)}\n",
+            f" no write permission for user {self.user} (uid {pwd_uid(self.user)})\n",
         )
         self.assertEqual(self.run_step(install).returncode, 0)
         ok = self.run_step(check)

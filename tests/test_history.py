@@ -31,6 +31,7 @@ from notificator.history import (
     snapshot,
     user_cost,
 )
+from tests.support import FailingDisk
 
 T0 = 1_800_000_000.0
 
@@ -352,3 +353,78 @@ class HistoryFileTests(SynchronousTestCase):
         assert loaded is not None
         self.assertEqual([k for k, _, _ in loaded.users["u"][1]], [key(10), key(11)])
         self.assertFalse(os.path.exists(os.path.join(directory, HistoryFile.NAME + ".tmp")))
+
+    def journal_with(self, directory: str, *ns: int) -> HistoryFile:
+        """A journal in C{directory}: a snapshot holding frame 10 of u, then appended frames C{ns}."""
+        file = HistoryFile(directory)
+        clock = Clock()
+        clock.advance(T0)
+        history = History(clock, size=100, ttl=3600, max_bytes=MEMORY, known_since=key(1))
+        history.append("u", key(10), frame(10))
+        file.write_snapshot(history.state())
+        for n in ns:
+            file.append(encode_entry("u", key(n), frame(n), T0))
+        return file
+
+    def read_back(self, directory: str) -> tuple[list[int], bool]:
+        """The keys of u's frames in the journal in C{directory}, and whether it ends torn."""
+        loaded = HistoryFile(directory).load()
+        assert loaded is not None, "the journal was set aside as corrupt"
+        return [k for k, _, _ in loaded.users["u"][1]], loaded.torn
+
+    def test_a_failed_append_leaves_no_record_cut_short(self) -> None:
+        """
+        An append that fails halfway (a full disk: half its bytes written)
+        is cut back off: the next appends follow the last whole record, and
+        the journal reads back whole, not set aside as corrupt.
+        """
+        disk = FailingDisk(self)
+        directory = self.mktemp()
+        file = self.journal_with(directory, 11)
+        disk.failing = {"append"}
+        self.assertRaises(OSError, file.append, encode_entry("u", key(12), frame(12), T0))
+        disk.failing = set()
+        file.append(encode_entry("u", key(12), frame(12), T0))
+        file.append(encode_entry("u", key(13), frame(13), T0))
+        file.close()
+        self.assertEqual(self.read_back(directory), ([key(10), key(11), key(12), key(13)], False))
+
+    def test_an_append_after_a_record_left_cut_short_cuts_it_first(self) -> None:
+        """
+        When the failed append cannot even be cut back off (the disk fails
+        that too), the record cut short stays at the end, where a reader
+        takes it for a crash and keeps what came before; no later append
+        goes after it until it is cut off.
+        """
+        disk = FailingDisk(self)
+        directory = self.mktemp()
+        file = self.journal_with(directory, 11)
+        disk.failing = {"append", "truncate"}
+        self.assertRaises(OSError, file.append, encode_entry("u", key(12), frame(12), T0))
+        disk.failing = {"truncate"}
+        self.assertRaises(OSError, file.append, encode_entry("u", key(12), frame(12), T0))
+        self.assertEqual(self.read_back(directory), ([key(10), key(11)], True))
+        disk.failing = set()
+        file.append(encode_entry("u", key(12), frame(12), T0))
+        file.close()
+        self.assertEqual(self.read_back(directory), ([key(10), key(11), key(12)], False))
+
+    def test_a_failed_snapshot_keeps_the_journal(self) -> None:
+        """
+        A snapshot that fails (no room for the new copy) leaves the journal
+        as it was, appendable, and no half-written C{.tmp} taking the room.
+        """
+        disk = FailingDisk(self)
+        directory = self.mktemp()
+        file = self.journal_with(directory, 11)
+        clock = Clock()
+        clock.advance(T0)
+        history = History(clock, size=100, ttl=3600, max_bytes=MEMORY, known_since=key(1))
+        history.append("u", key(10), frame(10))
+        history.append("u", key(11), frame(11))
+        disk.failing = {"snapshot"}
+        self.assertRaises(OSError, file.write_snapshot, history.state())
+        self.assertFalse(os.path.exists(os.path.join(directory, HistoryFile.NAME + ".tmp")))
+        file.append(encode_entry("u", key(12), frame(12), T0))
+        file.close()
+        self.assertEqual(self.read_back(directory), ([key(10), key(11), key(12)], False))

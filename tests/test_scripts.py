@@ -6,6 +6,7 @@ the project layout in a temporary directory, run from another directory.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -23,7 +24,10 @@ from tests.support import (
     PROJECT,
     Client,
     SSEClient,
+    as_user,
     free_port,
+    make_user,
+    owner,
     taken_port,
     wait_until,
     write_config,
@@ -53,9 +57,14 @@ class Project:
     checkout.  Relative paths (pid file, log/) land in it.
     """
 
-    def __init__(self, testcase: SynchronousTestCase, production: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        testcase: SynchronousTestCase,
+        production: dict[str, Any] | None = None,
+        base: str | None = None,
+    ):
         self.testcase = testcase
-        base = os.path.abspath(testcase.mktemp())
+        base = base or os.path.abspath(testcase.mktemp())
         self.root = os.path.join(base, "notificator-install")
         self.elsewhere = os.path.join(base, "elsewhere")
         os.makedirs(self.root)
@@ -474,3 +483,159 @@ class RestartWithoutLossTests(SynchronousTestCase):
         b.nothing_more(0.2)
         self.assertEqual(received, acked)
         self.assertEqual(project.run("shutdown.sh").returncode, 0)
+
+
+class StartedAsRootTests(SynchronousTestCase):
+    """
+    C{startup.sh} run as root with C{NOTIFICATOR_TWISTD_ARGS="--uid=<user>
+    --gid=<user>"} (README, "Running as root"): twistd binds the port and
+    reads the certificates as root, then runs as a system user made for
+    the test.  The installation is root's, under C{/tmp} (the user can
+    enter it), with none of the directories the server writes made yet.
+    """
+
+    UNTESTED = "SCRIPTS TEST NOT RUN"
+
+    def setUp(self) -> None:
+        import pwd
+        import tempfile
+
+        from tests.tlssupport import Certs
+
+        self.user = make_user(self, self.UNTESTED)
+        self.uid = pwd.getpwnam(self.user).pw_uid
+        self.certs = Certs(self)  # root's, read before twistd switches users
+        self.port = free_port()
+        base = tempfile.mkdtemp(prefix="notificator-root-")
+        self.addCleanup(shutil.rmtree, base, True)
+        os.chmod(base, 0o755)
+        production = {
+            "server": {
+                "protocol": "https",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "certificates": {
+                    "key": self.certs.key,
+                    "cert": self.certs.cert,
+                    "ca": self.certs.ca,
+                },
+            },
+            "sse": {"heartbeat": False, "drainSeconds": 0.2},
+        }
+        self.project = Project(self, production, base=base)
+        os.chmod(self.project.root, 0o755)
+        self.env = {"NOTIFICATOR_TWISTD_ARGS": f"--uid={self.user} --gid={self.user}"}
+
+    def path(self, *names: str) -> str:
+        return os.path.join(self.project.root, *names)
+
+    def test_the_daemon_writes_everything_as_that_user(self) -> None:
+        """
+        The directories the server writes (log/, var/history,
+        var/tls-tickets), made before twistd switches users, are the user's,
+        and so are the lock and the ticket key taken and written then: the
+        daemon, running as the user, serves TLS, logs, keeps its history
+        and stops cleanly; afterwards the C{--check} of the README, run as
+        that user, passes (the lock and the key are theirs to open).
+        """
+        from notificator import tickets
+        from notificator.history import read_journal
+        from tests.tlssupport import client_context
+
+        project = self.project
+        result = project.run("startup.sh", "production", env=self.env)
+        self.assertEqual(result.returncode, 0, result.stdout + project.twistd_log())
+        m = re.search(r"running pid=(\d+)", result.stdout)
+        assert m is not None, result.stdout
+        pid = int(m.group(1))
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            uids = re.search(r"^Uid:\s+(.*)$", f.read(), re.M)
+        assert uids is not None
+        self.assertEqual(set(uids.group(1).split()), {str(self.uid)})
+
+        class HTTPS(Client):
+            def connection(inner, timeout: float = 10.0) -> http.client.HTTPConnection:  # noqa: N805
+                return http.client.HTTPSConnection(
+                    "localhost",
+                    self.port,
+                    timeout=timeout,
+                    context=client_context(self.certs.ca, ["http/1.1"]),
+                )
+
+        api = HTTPS(self, self.port)
+        stream = api.subscribe("/sse/u1")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        self.assertEqual(api.post("id=notify_u1&data=1", FORM)[1]["delivered"], 1)
+        self.assertEqual(stream.next_event()["data"], "1")
+        stream.close()
+        made = ["log", "log/sse.log", "log/access.log", "var", "var/history", "var/history/lock"]
+        made += ["var/tls-tickets"]
+        if tickets.ticket_keys_settable()[0]:
+            keys = os.listdir(self.path("var", "tls-tickets"))
+            self.assertEqual(len(keys), 1, keys)
+            made.append(f"var/tls-tickets/{keys[0]}")
+        wait_until(lambda: os.path.exists(self.path("log", "access.log")), what="access.log")
+        for name in made:
+            self.assertEqual(owner(self.path(name)), self.uid, name)
+
+        stop = project.run("shutdown.sh")
+        self.assertEqual(stop.returncode, 0, stop.stdout)
+        log = project.twistd_log()
+        self.assertIn("Server Shut Down", log)
+        self.assertNotIn("Traceback", log)
+        self.assertEqual(owner(self.path("var", "history", "history.log")), self.uid)
+        with open(self.path("var", "history", "history.log"), "rb") as f:
+            loaded = read_journal(f.read())
+        self.assertTrue(loaded.clean)
+        self.assertEqual(len(loaded.users["u1"][1]), 1)
+
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        check = subprocess.run(
+            as_user(self.user, [sys.executable, twistd, "-n", "notificator", "--env",
+                                "production", "--check"], self.UNTESTED),
+            cwd=project.root,
+            env=project.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+        self.assertEqual((check.returncode, check.stderr), (0, ""), check.stdout)
+        self.assertIn("notificator: configuration OK (", check.stdout)
+
+    def test_a_directory_that_user_cannot_write_stops_start_up(self) -> None:
+        """
+        A directory the server writes that exists and is root's (0755)
+        stops start-up with one line naming the key, the directory and the
+        user, on the terminal; no daemon is left, no traceback.
+        """
+        os.makedirs(self.path("var", "history"))
+        result = self.project.run("startup.sh", "production", env=self.env)
+        self.assertEqual(result.returncode, 1, result.stdout)
+        line = (
+            f"notificator: configuration error: sse.history.dir: {self.path('var', 'history')}:"
+            f" no write permission for user {self.user} (uid {self.uid})"
+        )
+        self.assertEqual(result.stdout.splitlines()[0], line, result.stdout)
+        self.assertNotIn("Traceback", result.stdout + self.project.twistd_log())
+        self.assertNotIn("running pid=", result.stdout)
+        self.assertFalse(os.path.exists(self.project.pidfile))
+
+    def test_a_twistd_log_that_is_a_link_is_not_written_as_root(self) -> None:
+        """
+        In a log directory the user may write, a twistd.log that is a
+        symbolic link (to a file of root's) stops startup.sh before root
+        writes through it.
+        """
+        os.makedirs(self.path("log"))
+        shutil.chown(self.path("log"), self.user, self.user)
+        target = os.path.join(self.project.elsewhere, "roots-file")
+        with open(target, "w", encoding="ascii") as f:
+            f.write("root's\n")
+        os.symlink(target, self.path("log", "twistd.log"))
+        result = self.project.run("startup.sh", "production", env=self.env)
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertIn(
+            "twistd.log is not a plain file (a link?); as root, not writing it", result.stdout
+        )
+        with open(target, encoding="ascii") as f:
+            self.assertEqual(f.read(), "root's\n")
