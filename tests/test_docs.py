@@ -191,3 +191,52 @@ class PerformancePageTests(SynchronousTestCase):
             expand("a-{1,2}-{x,y}.json"), ["a-1-x.json", "a-1-y.json", "a-2-x.json", "a-2-y.json"]
         )
         self.assertEqual(expand("plain.json"), ["plain.json"])
+
+
+class MetricNamesTests(SynchronousTestCase):
+    """The guides name the metrics the server exposes, and only those."""
+
+    def table(self) -> set[str]:
+        """The metric names of docs/operations.rst's table ("Users, health and metrics")."""
+        operations = read(os.path.join("docs", "operations.rst"))
+        names = set(re.findall(r"(?m)^``(notificator_[a-z_]+)(?:\{\w+\})?``\s", operations))
+        self.assertGreater(len(names), 20)
+        return names
+
+    def test_table_is_the_code(self) -> None:
+        """
+        The table names every metric family the package defines (a counter
+        with the C{_total} its exposition adds), and nothing else.
+        """
+        defined = set()
+        for folder, _, names in os.walk(os.path.join(PROJECT, "notificator")):
+            for name in names:
+                if name.endswith(".py"):
+                    with open(os.path.join(folder, name), encoding="utf-8") as f:
+                        defined |= set(re.findall(r'"(notificator_[a-z_]+)"', f.read()))
+        table = self.table()
+        self.assertEqual(
+            sorted(d for d in defined if d not in table and d + "_total" not in table), []
+        )
+        self.assertEqual(
+            sorted(
+                t for t in table if t not in defined and t.removesuffix("_total") not in defined
+            ),
+            [],
+        )
+
+    def test_only_listed_metrics(self) -> None:
+        """Every C{notificator_*} metric a guide names, in either language, is in the table."""
+        table = self.table()
+        guides = ["README.rst", "README.ko.rst", "CONTRIBUTING.rst"] + [
+            os.path.relpath(os.path.join(folder, name), PROJECT)
+            for folder, _, names in os.walk(os.path.join(PROJECT, "docs"))
+            for name in names
+            if name.endswith(".rst")
+        ]
+        named = 0
+        for guide in guides:
+            for name in re.findall(r"\bnotificator_[a-z_]+", read(guide)):
+                self.assertIn(name, table, f"{guide} names {name}, which is no metric")
+                named += 1
+        self.assertGreater(named, 30)
