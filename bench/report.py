@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-#: The targets on one core, access log on (README.rst, "Performance").
+#: The targets on one core, access log on (bench/README.rst; docs/performance.rst).
 TARGETS = {
     "kb": "<= 6 at 10k",
     "p99": "<= 1.5 at 10k, 500/s",

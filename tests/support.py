@@ -605,7 +605,7 @@ _users = iter(range(1, 1_000_000))
 def make_user(testcase: SynchronousTestCase, untested: str) -> str:
     """
     A system user (and its group) of its own for this test, removed in
-    its cleanup, as the README's C{useradd} makes one.  Needs root and
+    its cleanup, as the operations guide's C{useradd} makes one.  Needs root and
     C{useradd} (else L{not_here}: "C{untested}: ...").
     """
     if os.geteuid() != 0:

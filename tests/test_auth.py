@@ -1,7 +1,7 @@
 """
 Tests for L{notificator.auth}: allow lists, the client address behind
 trusted proxies, the publish token (with L{notificator.ingest}'s token
-field), subscriber signatures, their config keys, and the README's signing
+field), subscriber signatures, their config keys, and the guide's signing
 examples and test vector.
 """
 
@@ -1031,17 +1031,21 @@ class RedactTests(SynchronousTestCase):
         )
 
 
-# --- the README's test vector and examples ------------------------------------------
+# --- the integration guide's test vector and examples ---------------------------------
+
+#: Where the test vector and the signing examples are ("Signing a stream URL in the
+#: groupware").
+GUIDE = os.path.join("docs", "integration.rst")
 
 
 def readme_block(name: str) -> str:
-    """The text of README.rst between C{.. BEGIN <name>} and C{.. END <name>}."""
-    text = FilePath(os.path.join(PROJECT, "README.rst")).getContent().decode("utf-8")
+    """The text of L{GUIDE} between C{.. BEGIN <name>} and C{.. END <name>}."""
+    text = FilePath(os.path.join(PROJECT, GUIDE)).getContent().decode("utf-8")
     match = re.search(
         rf"^\.\. BEGIN {re.escape(name)}\n(.*?)^\.\. END {re.escape(name)}\n", text, re.S | re.M
     )
     if match is None:
-        raise AssertionError(f"README.rst has no block {name!r}")
+        raise AssertionError(f"{GUIDE} has no block {name!r}")
     return match.group(1)
 
 
@@ -1050,7 +1054,7 @@ def readme_code(name: str) -> str:
     block = readme_block(name)
     _, sep, code = block.partition("::\n")
     if not sep:
-        raise AssertionError(f"README.rst block {name!r} has no literal block")
+        raise AssertionError(f"{GUIDE} block {name!r} has no literal block")
     return textwrap.dedent(code).strip() + "\n"
 
 
@@ -1068,7 +1072,7 @@ class ReadmeVectorTests(SynchronousTestCase):
         self.vector = readme_vector()
 
     def test_vector(self) -> None:
-        """The README's test vector is what the server computes and accepts."""
+        """The guide's test vector is what the server computes and accepts."""
         v = self.vector
         self.assertEqual(set(v), {"secret", "user id", "expiry", "token"})
         self.assertEqual(v["user id"], "홍길동_01")
@@ -1078,7 +1082,7 @@ class ReadmeVectorTests(SynchronousTestCase):
         self.assertIsNone(g.refuse_stream(v["user id"], None, v["token"].encode(), expiry - 1))
         self.assertEqual(g.refuse_stream(v["user id"], v["token"], None, expiry), EXPIRED_SIGNATURE)
         self.assertEqual(g.refuse_stream("홍길동_02", v["token"], None, 0), BAD_SIGNATURE)
-        # The hand-built HMAC agrees with the README's description of the scheme.
+        # The hand-built HMAC agrees with the guide's description of the scheme.
         import hashlib
         import hmac
 
@@ -1088,18 +1092,18 @@ class ReadmeVectorTests(SynchronousTestCase):
         self.assertEqual(v["token"], f"{expiry}." + urlsafe_b64encode(digest).decode().rstrip("="))
 
     def test_stream_url(self) -> None:
-        """The README's example stream URL names the vector's user and token."""
-        text = FilePath(os.path.join(PROJECT, "README.rst")).getContent().decode("utf-8")
+        """The guide's example stream URL names the vector's user and token."""
+        text = FilePath(os.path.join(PROJECT, GUIDE)).getContent().decode("utf-8")
         url = re.search(r"``(/sse/%[^`?]*\?auth=[^`]*)``", text).group(1)  # type: ignore[union-attr]
         path, _, query = url.partition("?auth=")
         self.assertEqual(unquote(path[len("/sse/") :]), self.vector["user id"])
         self.assertEqual(query, self.vector["token"])
 
     def test_python_example(self) -> None:
-        """The README's Python example computes the test vector."""
+        """The guide's Python example computes the test vector."""
         code = readme_code("signing example: Python")
         namespace: dict[str, Any] = {}
-        exec(compile(code, "README.rst (Python example)", "exec"), namespace)
+        exec(compile(code, f"{GUIDE} (Python example)", "exec"), namespace)
         v = self.vector
         self.assertEqual(namespace["sign"](v["secret"], v["user id"], int(v["expiry"])), v["token"])
         self.assertIn(v["token"], code)
@@ -1109,7 +1113,7 @@ class ReadmeVectorTests(SynchronousTestCase):
         )
 
     def test_java_example(self) -> None:
-        """The README's Java example compiles, and prints the test vector's token."""
+        """The guide's Java example compiles, and prints the test vector's token."""
         untested = "JAVA EXAMPLE NOT CHECKED"
         javac = require_tool("javac", "default-jdk-headless", untested)
         java = require_tool("java", "default-jdk-headless", untested)

@@ -158,7 +158,7 @@ class StaticPages:
 
 
 def groupware_page(server_port: int, user_id: str | None) -> str:
-    """A groupware header page that includes the client script as the README says."""
+    """A groupware header page that includes the client script as docs/integration.rst says."""
     attribute = f' data-user-id="{user_id}"' if user_id is not None else ""
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>groupware</title>

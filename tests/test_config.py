@@ -158,14 +158,17 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(len(cfg.warnings), 2)  # Content-Type and Connection ignored
 
     def test_every_key_has_a_default_and_a_line_in_both_guides(self) -> None:
-        """Each config key is in conf/default.json and in README.rst's and README.ko.rst's tables."""
+        """
+        Each config key is in conf/default.json, in README.rst's and
+        README.ko.rst's tables, and in the configuration guide.
+        """
         from notificator.config import _SCHEMA, merge, read_json
 
         doc: dict = {}
         origin: dict[str, str] = {}
         merge(doc, origin, read_json(FilePath(os.path.join(PROJECT, "conf", "default.json"))), "d")
         guides = {}
-        for name in ("README.rst", "README.ko.rst"):
+        for name in ("README.rst", "README.ko.rst", os.path.join("docs", "configuration.rst")):
             with open(os.path.join(PROJECT, name), encoding="utf-8") as f:
                 guides[name] = f.read()
         for key in _SCHEMA:

@@ -3,8 +3,9 @@ Tests for the production install files in C{contrib/}: the nginx server
 block (C{nginx -t} with Debian's nginx, and a real nginx in front of the
 real C{twistd -n notificator}: event frames arrive unbuffered; without
 C{server.trustedProxies} its clients are unknown and refused; with the
-README's production C{local.json} each client is judged by its own
-address; the READMEs show no other block) and the systemd unit
+operations guide's production C{local.json} each client is judged by its
+own address; the guides include the shipped block and show no other) and
+the systemd unit
 (C{systemd-analyze verify}, and its command started and stopped by
 SIGTERM as systemd would).
 
@@ -16,6 +17,7 @@ it skips with the reason.
 from __future__ import annotations
 
 import configparser
+import glob
 import http.client
 import json
 import os
@@ -45,7 +47,21 @@ from tests.support import (
 )
 
 CONTRIB = os.path.join(PROJECT, "contrib")
-READMES = ("README.rst", "README.ko.rst")
+#: Every guide, in both languages: none shows nginx directives of its own.
+GUIDES = (
+    "README.rst",
+    "README.ko.rst",
+    "CONTRIBUTING.rst",
+    *sorted(
+        os.path.relpath(path, PROJECT)
+        for path in glob.glob(os.path.join(PROJECT, "docs", "**", "*.rst"), recursive=True)
+    ),
+)
+#: The operations guides: the production install (the install steps, the
+#: production local.json, the shipped block and unit included).
+OPERATIONS = (os.path.join("docs", "operations.rst"), os.path.join("docs", "ko", "operations.rst"))
+#: The cluster guides: the one upstream block, with every node.
+CLUSTER = (os.path.join("docs", "cluster.rst"), os.path.join("docs", "ko", "cluster.rst"))
 NGINX_BLOCK = os.path.join(CONTRIB, "nginx-notificator.conf")
 UNIT = os.path.join(CONTRIB, "notificator.service")
 
@@ -57,7 +73,7 @@ def default_seconds(key: str) -> float:
     return float(getattr(config.defaults().sse, key))
 
 
-def readme_literal(name: str, readme: str = "README.rst") -> str:
+def readme_literal(name: str, readme: str = OPERATIONS[0]) -> str:
     """
     The literal block (after C{::}) between C{.. BEGIN <name>} and
     C{.. END <name>} in C{readme}, dedented.
@@ -76,7 +92,7 @@ def readme_literal(name: str, readme: str = "README.rst") -> str:
 
 
 def production_local() -> dict[str, Any]:
-    """The README's production C{conf/local.json} (for the shipped nginx block)."""
+    """The operations guide's production C{conf/local.json} (for the shipped nginx block)."""
     loaded: dict[str, Any] = json.loads(readme_literal("production local.json"))
     return loaded
 
@@ -280,20 +296,32 @@ class NginxTests(SynchronousTestCase):
         assert size is not None
         self.assertEqual(int(size.group(1)) * 1024 * 1024, defaults().limits.body_bytes)
 
-    def test_readmes_show_no_other_block(self) -> None:
+    def test_guides_show_no_other_block(self) -> None:
         """
-        The READMEs refer to the shipped block instead of showing their own:
-        no location or proxy_ directive in them; the cluster upstream they
-        show, put in the shipped block, passes nginx -t.
+        The guides refer to the shipped block instead of showing their own:
+        no location or proxy_ directive in them, and the operations guides
+        include the shipped file; the cluster upstream the cluster guides
+        show (one each, and no other guide shows one), put in the shipped
+        block, passes nginx -t.
         """
-        for readme in READMES:
-            with open(os.path.join(PROJECT, readme), encoding="utf-8") as f:
+        self.assertGreater(len(GUIDES), len(OPERATIONS) + len(CLUSTER) + 2, GUIDES)
+        for guide in GUIDES:
+            with open(os.path.join(PROJECT, guide), encoding="utf-8") as f:
                 text = f.read()
             for directive in ("location /", "proxy_pass", "proxy_read_timeout", "proxy_buffering"):
-                self.assertNotIn(directive, text, readme)
-            self.assertIn("contrib/nginx-notificator.conf", text)
+                self.assertNotIn(directive, text, guide)
+            if guide not in CLUSTER:
+                self.assertNotIn("upstream notificator {", text, guide)
+        for guide in ("README.rst", "README.ko.rst", *OPERATIONS, *CLUSTER):
+            with open(os.path.join(PROJECT, guide), encoding="utf-8") as f:
+                self.assertIn("contrib/nginx-notificator.conf", f.read(), guide)
+        for guide in OPERATIONS:
+            self.assertEqual(included(guide), [UNIT, NGINX_BLOCK], guide)
+        for guide in CLUSTER:
+            with open(os.path.join(PROJECT, guide), encoding="utf-8") as f:
+                text = f.read()
             upstreams = re.findall(r"^( +)upstream notificator \{\n.*?^\1\}\n", text, re.S | re.M)
-            self.assertEqual(len(upstreams), 1, readme)
+            self.assertEqual(len(upstreams), 1, guide)
             block = re.search(r"^ +upstream notificator \{\n.*?^ +\}\n", text, re.S | re.M)
             assert block is not None
             upstream = textwrap.dedent(block.group(0))
@@ -306,7 +334,7 @@ class NginxTests(SynchronousTestCase):
 
     def test_production_local_json(self) -> None:
         """
-        The README's production local.json (the same in both READMEs) loads,
+        The production local.json (the same in both operations guides) loads,
         listens on plain http on the loopback at the block's upstream port,
         and trusts nginx there.
         """
@@ -317,7 +345,7 @@ class NginxTests(SynchronousTestCase):
         from notificator import config
 
         text = readme_literal("production local.json")
-        self.assertEqual(readme_literal("production local.json", "README.ko.rst"), text)
+        self.assertEqual(readme_literal("production local.json", OPERATIONS[1]), text)
         directory = write_config(os.path.abspath(self.mktemp()), {"local": text, "test": {}})
         shutil.copy(os.path.join(PROJECT, "conf", "default.json"), directory)
         cfg = config.load(FilePath(directory), "test")
@@ -334,7 +362,7 @@ class NginxTests(SynchronousTestCase):
     def test_frames_pass_unbuffered(self) -> None:
         """
         Through a real nginx with the shipped block, over TLS, with the
-        README's production local.json: a published notification reaches
+        operations guide's production local.json: a published notification reaches
         the stream within the second, and the stream stays open past
         nginx's buffer.
         """
@@ -401,7 +429,7 @@ class NginxTests(SynchronousTestCase):
 
     def test_production_config_judges_each_client(self) -> None:
         """
-        The shipped block with the README's production local.json: nginx
+        The shipped block with the operations guide's production local.json: nginx
         connects from 127.0.0.1, and each client is judged by its own
         address: 127.0.0.5 (added to publish.allow) publishes, 127.0.0.6
         does not, also when it names 127.0.0.5 or 127.0.0.1 in
@@ -787,6 +815,14 @@ def write_policy(testcase: SynchronousTestCase, analyze: str, strict: bool = Tru
     return path
 
 
+def included(guide: str) -> list[str]:
+    """The files C{guide} includes with C{.. literalinclude::}, as absolute paths, in order."""
+    with open(os.path.join(PROJECT, guide), encoding="utf-8") as f:
+        names = re.findall(r"^\.\. literalinclude:: (\S+)$", f.read(), re.M)
+    base = os.path.dirname(os.path.join(PROJECT, guide))
+    return [os.path.normpath(os.path.join(base, name)) for name in names]
+
+
 def documented_steps() -> list[str]:
     """The install commands of the unit's header comment, in order."""
     steps = []
@@ -802,7 +838,7 @@ def documented_steps() -> list[str]:
 
 class InstallStepsTests(SynchronousTestCase):
     """
-    The install steps as the README, the unit's header and the Korean guide
+    The install steps as the operations guides and the unit's header
     give them, run on this machine as far as it allows (no systemd as PID
     1): a system user made by useradd, log/ and var/ made by install -d,
     the --check as that user, then the unit's ExecStart as that user
@@ -952,9 +988,9 @@ class InstallStepsTests(SynchronousTestCase):
         return text
 
     def test_documented_steps_are_the_same_everywhere(self) -> None:
-        """README.rst and the Korean guide give the unit header's commands, word for word."""
+        """Both operations guides give the unit header's commands, word for word."""
         self.assertEqual(len(self.steps), 6, self.steps)
-        for guide in ("README.rst", "README.ko.rst"):
+        for guide in OPERATIONS:
             with open(os.path.join(PROJECT, guide), encoding="utf-8") as f:
                 text = f.read()
             for step in self.steps:
@@ -973,7 +1009,7 @@ class InstallStepsTests(SynchronousTestCase):
         useradd, install, check = self.steps[:3]
         self.assertEqual(self.run_step(useradd).returncode, 0)
         self.install_config(self.production())
-        # The certificates, as the README asks: readable by the user.
+        # The certificates, as the operations guide asks: readable by the user.
         for path in (self.certs.key, self.certs.cert, self.certs.ca):
             shutil.chown(path, group=self.user)
             os.chmod(path, 0o640)

@@ -476,14 +476,22 @@ OLD_SERVER_KEYS = frozenset(
 
 class MigrationGuideTests(SynchronousTestCase):
     """
-    The migration guide (README.rst and README.ko.rst, "Migrating from the
-    node server") against what ships: publishing is loopback only, said
-    first, with the line to add; every new key listed.
+    The migration guide (docs/migration.rst and docs/ko/migration.rst,
+    "Migrating from the node server") against what ships: publishing is
+    loopback only, said first, with the line to add; every new key listed.
     """
 
     GUIDES = {
-        "README.rst": ("Migrating from the node server", "New keys", "A key Notificator"),
-        "README.ko.rst": ("node 서버에서 옮기기", "새로 생긴 키", "Notificator가 모르는"),
+        os.path.join("docs", "migration.rst"): (
+            "Migrating from the node server",
+            "New keys",
+            "A key Notificator",
+        ),
+        os.path.join("docs", "ko", "migration.rst"): (
+            "node 서버에서 옮기기",
+            "새로 생긴 키",
+            "Notificator가 모르는",
+        ),
     }
 
     def guide(self, name: str) -> str:
@@ -555,6 +563,7 @@ class RepositoryTests(SynchronousTestCase):
                 ".coveragerc",
                 ".gitignore",
                 "CHANGELOG.rst",
+                "CONTRIBUTING.rst",
                 "README.ko.rst",
                 "README.rst",
                 "daemon-lib.sh",

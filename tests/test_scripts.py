@@ -488,7 +488,7 @@ class RestartWithoutLossTests(SynchronousTestCase):
 class StartedAsRootTests(SynchronousTestCase):
     """
     C{startup.sh} run as root with C{NOTIFICATOR_TWISTD_ARGS="--uid=<user>
-    --gid=<user>"} (README, "Running as root"): twistd binds the port and
+    --gid=<user>"} (docs/operations.rst, "Daemon scripts"): twistd binds the port and
     reads the certificates as root, then runs as a system user made for
     the test.  The installation is root's, under C{/tmp} (the user can
     enter it), with none of the directories the server writes made yet.
@@ -535,7 +535,7 @@ class StartedAsRootTests(SynchronousTestCase):
         var/tls-tickets), made before twistd switches users, are the user's,
         and so are the lock and the ticket key taken and written then: the
         daemon, running as the user, serves TLS, logs, keeps its history
-        and stops cleanly; afterwards the C{--check} of the README, run as
+        and stops cleanly; afterwards the C{--check} of the guides, run as
         that user, passes (the lock and the key are theirs to open).
         """
         from notificator import tickets
