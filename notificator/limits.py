@@ -5,7 +5,7 @@ Limits on what one client can make the server hold (C{limits.*}).
  - L{Request}: twisted.web's request with a bound on the body it reads
    (C{limits.bodyBytes}) and on the time it takes (C{limits.bodyTimeout}).
    A body announced larger (C{Content-Length}) is refused with 413 as soon
-   as the head is read, and a body without a length (chunked, or HTTP/2
+   as the head is complete, and a body without a length (chunked, or HTTP/2
    without C{content-length}) as soon as it passes the limit; a body not
    complete C{limits.bodyTimeout} seconds after its head is refused with
    408 (the clock is L{notificator.connections.Connections}'s).  Over
@@ -15,10 +15,12 @@ Limits on what one client can make the server hold (C{limits.*}).
    read).  A body is kept in memory (twisted.web puts one over 100 KB, or
    without a length, in a temporary file: a descriptor per request),
    which the limit bounds.  It only overrides the hooks twisted.web's
-   channels call on every request (C{gotLength}, C{handleContentChunk},
-   C{requestReceived}, C{connectionLost}, C{finish}), so it serves with
-   the stock C{HTTPChannel} and C{H2Connection} alike;
-   L{notificator.web.Request} adds the fast write path on top.
+   channels call on every request (C{gotLength} and C{parseCookies},
+   through L{notificator.channel.WholeHeadRequest}, which says when the
+   head is complete; C{handleContentChunk}, C{requestReceived},
+   C{connectionLost}, C{finish}), so it serves with the stock
+   C{HTTPChannel} and C{H2Connection} alike; L{notificator.web.Request}
+   adds the fast write path on top.
  - The connections' clocks and cap (C{limits.headerTimeout},
    C{limits.bodyTimeout}, C{limits.connections}) are
    L{notificator.connections}'; the request starts and stops them.
@@ -40,6 +42,7 @@ from twisted.internet.interfaces import IReactorTime, ISSLTransport, ITCPTranspo
 from twisted.logger import Logger
 from twisted.web import server
 
+from notificator import channel as _channel
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
 from notificator.logs import log_answered_early
@@ -181,7 +184,7 @@ def _error_body(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode("utf-8")
 
 
-class Request(server.Request):
+class Request(_channel.WholeHeadRequest):
     """
     A twisted.web request that reads at most C{limits.bodyBytes} of body
     and does not parse form bodies into C{request.args} (the publish
@@ -219,12 +222,14 @@ class Request(server.Request):
         self.streamingProducer = False
         self.producer = None
 
-    def gotLength(self, length: int | None) -> None:
+    def head_received(self, length: int | None) -> None:
         """
-        The head is complete: stop its clock, and start the body's if a body
-        is to come; refuse an announced body over the limit.  The body is
-        kept in memory (the limit bounds it), not in twisted.web's temporary
-        file for one over 100 KB or without a length.
+        The head is complete (L{notificator.channel.WholeHeadRequest}: over
+        HTTP/2 not before every header is on the request): stop its clock,
+        and start the body's if a body is to come; refuse an announced body
+        over the limit.  The body is kept in memory (the limit bounds it),
+        not in twisted.web's temporary file for one over 100 KB or without
+        a length.
         """
         limits = self.limits
         if limits is None:
@@ -324,7 +329,8 @@ class Request(server.Request):
         HTTP/2 answer the stream once it is set up (after this reactor turn)
         and reset it.  What else arrives for it is read past, and it is
         never processed.  (The 413 of a body over the limit, the 408 of a
-        body too slow; the publish gate's 403.)  Its C{access.log} line is
+        body too slow; the publish gate's 403.)  No C{100 Continue} goes
+        after it.  Its C{access.log} line is
         written with the answer (L{log_answered_early}); over HTTP/2, a
         stream the client reset before the answer was written got none and
         gets no line.
@@ -332,11 +338,13 @@ class Request(server.Request):
         self.ignore_body()
         limits = self.limits
         channel = self.channel
+        # The channel sends "100 Continue" after the head when asked: not
+        # after this answer (over HTTP/1.x and HTTP/2 alike).
+        self.requestHeaders.removeHeader(b"expect")
         if self.transport is not None:
             # HTTP/1.x, in the middle of reading the head or the body: the
             # request was not read, so the answer is written as it goes on
-            # the wire.  No "100 Continue" after it.
-            self.requestHeaders.removeHeader(b"expect")
+            # the wire.
             channel.write(
                 b"HTTP/1.1 %d %s\r\n%sContent-Type: application/json; charset=utf-8\r\n"
                 b"Cache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"

@@ -229,7 +229,10 @@ class HTTP2RefusalTests(SynchronousTestCase):
 
         cls = limits.request_class(limits.Request, _limits(clock, body_bytes=10))
         request = cls(Stream(), queued=False)
+        # As H2Stream's constructor: gotLength at content-length, parseCookies
+        # once every header is in (channel.WholeHeadRequest).
         request.gotLength(11)
+        request.parseCookies()
         self.assertEqual(calls, [])  # inside the stream's constructor: nothing yet
         clock.advance(0)
         self.assertEqual([c[0] for c in calls], ["headers", "data", "reset"])
@@ -260,6 +263,7 @@ class HTTP2RefusalTests(SynchronousTestCase):
 
         request = cls(Stream(), queued=False)
         request.gotLength(None)
+        request.parseCookies()
         request.handleContentChunk(b"x" * 11)
         request.connectionLost(Failure(ConnectionDone()))
         clock.advance(0)  # no attribute error: nothing is written
@@ -531,9 +535,11 @@ class HTTP2BodyTimeoutTests(SynchronousTestCase):
 
         slow = Processed(Stream(), queued=False)
         slow.gotLength(None)
+        slow.parseCookies()
         slow.handleContentChunk(b"id=")
         done = Processed(Stream(), queued=False)
         done.gotLength(3)
+        done.parseCookies()
         done.handleContentChunk(b"a=b")
         done.requestReceived(b"POST", b"/webNotification", b"HTTP/2")
         self.assertEqual(processed, [b"a=b"])
