@@ -286,8 +286,11 @@ class WholeHeadRequest(server.Request):
     request whose C{transport} is L{None}: an C{H2Stream} has none) the
     head is complete at the later of the two calls, in whichever order a
     Twisted makes them.  Both come from the stream's constructor, before
-    any DATA frame of the stream is handed in.  L{tests.test_channel}
-    checks this order on the real C{H2Connection} and C{H2Stream}.
+    any DATA frame of the stream is handed in.  And a C{GET} or C{HEAD}
+    without C{content-length}, whose length twisted.web takes for 0, yet
+    whose DATA frames it hands in all the same, has a body of no announced
+    length (L{None}).  L{tests.test_channel} checks this on the real
+    C{H2Connection} and C{H2Stream}.
     """
 
     # Over HTTP/2: the length gotLength gave while parseCookies had not come
@@ -305,6 +308,7 @@ class WholeHeadRequest(server.Request):
                 self._head = (length,)
                 return
             self._head = _DONE
+            length = self._h2_length(length)
         self.head_received(length)
 
     def parseCookies(self) -> None:
@@ -316,12 +320,20 @@ class WholeHeadRequest(server.Request):
                 self._head = _PARSED
             elif head is not _PARSED and head is not _DONE:
                 self._head = _DONE
-                self.head_received(head[0])
+                self.head_received(self._h2_length(head[0]))
+
+    def _h2_length(self, length: int | None) -> int | None:
+        """The announced length of an HTTP/2 request: none without C{content-length}."""
+        if length == 0 and not self.requestHeaders.hasHeader(b"content-length"):
+            return None
+        return length
 
     def head_received(self, length: int | None) -> None:
         """
         The head is complete, the body (of C{length} bytes, L{None}: not
-        announced) not read: as twisted.web's C{gotLength}.
+        announced) not read: as twisted.web's C{gotLength}.  (Over HTTP/2 a
+        request without C{content-length} may have a body of any length,
+        whatever its method.)
         """
         server.Request.gotLength(self, length)
 

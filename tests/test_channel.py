@@ -621,6 +621,43 @@ class WholeHeadTests(SynchronousTestCase):
             kinds = [kind for kind, _ in seen]
             self.assertLess(kinds.index("head"), kinds.index("body"))
 
+    def test_http2_get_with_a_body(self) -> None:
+        """
+        A GET without content-length, whose length twisted.web takes for 0
+        but whose DATA it hands in: no announced length (None).  With
+        content-length: 0 (h2 allows no DATA then), 0.
+        """
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+        from twisted.web._http2 import H2Connection
+
+        for headers, length, body in (
+            ([], None, [("body", b"a=b")]),
+            ([("content-length", "0")], 0, []),
+        ):
+            probe, seen = self.probe()
+            reactor = MemoryReactorClock()
+            server = H2Connection(reactor)
+            server.requestFactory = probe
+            server.site = Site(Data(b"ok", "text/plain"), reactor=reactor)
+            server.makeConnection(StringTransport())
+            client = Client(H2Configuration(client_side=True))
+            client.initiate_connection()
+            pseudo = [
+                (":method", "GET"),
+                (":path", "/p"),
+                (":scheme", "https"),
+                (":authority", "t"),
+            ]
+            client.send_headers(1, pseudo + headers, end_stream=not body)
+            if body:
+                client.send_data(1, b"a=b", end_stream=True)
+            server.dataReceived(client.data_to_send())
+            self.assertEqual([v[0] for k, v in seen if k == "head"], [length])
+            self.assertEqual([e for e in seen if e[0] == "body"], body)
+            server.connectionLost(Failure(ConnectionDone()))
+            reactor.advance(1)
+
     def test_parse_cookies_first(self) -> None:
         """A Twisted that called parseCookies before gotLength (as HTTP/1.x does) is decided at gotLength."""
         probe, seen = self.probe()

@@ -270,6 +270,37 @@ class HTTP2RefusalTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
+class HTTP2GetBodyTests(SynchronousTestCase):
+    """
+    Over HTTP/2 (twisted.web's real H2Connection, in memory) a GET's DATA
+    frames without content-length, whose length twisted.web takes for 0
+    but which it hands in, are a body without an announced length: over
+    limits.bodyBytes 413, too slow 408, and a GET that comes whole is served.
+    """
+
+    def test_get_with_a_body(self) -> None:
+        """50 KB of DATA on a GET (limits.bodyBytes 1000): 413; a few bytes never ended: 408."""
+        from tests.support import MemoryH2
+
+        s = InMemoryServer(self, True, body_bytes=1000, body_timeout=30)
+        c = MemoryH2(self, s)
+        big = c.open("GET", "/health", [])
+        for _ in range(50):
+            if big in c.reset:
+                break
+            c.body(big, b"x" * 1000)
+        self.assertEqual((c.status(big), big in c.reset), (413, True))
+        slow = c.open("GET", "/health", [])
+        c.body(slow, b"x" * 10)
+        for _ in range(31):
+            s.reactor.advance(1)
+        c.send()
+        self.assertEqual((c.status(slow), slow in c.reset), (408, True))
+        ok = c.open("GET", "/health", [], end=True)
+        self.assertEqual(c.status(ok), 200)
+        self.assertEqual(s.stats.rejected, {413: 1, 408: 1})
+
+
 # --- limits.headerTimeout --------------------------------------------------------------------
 
 
