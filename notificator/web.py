@@ -184,7 +184,7 @@ class StockRequest(limits.Request):
         header of the request is on it: L{channel.WholeHeadRequest}): a
         publisher that may not publish is answered now
         (L{PublishGate.early}: 403, whatever its length), and then a body
-        over the limit (L{limits.Request}: 413); neither body is
+        over a limit (L{limits.Request}: 413, 503); none of those bodies is
         read.
         """
         gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
@@ -574,12 +574,17 @@ def _buffer_limit(args: dict[bytes, list[bytes]]) -> int:
 def _slim(request: server.Request) -> None:
     """
     Drop what an open stream no longer needs, as it may stay open for
-    hours: the head is on the wire and a GET has no body.  Of the request
-    headers only those of its access-log line stay (a browser sends a
-    dozen, 1-2 KB of memory per stream).
+    hours: the head is on the wire, and the body (a GET sent with one) is
+    not read, its bytes given back to C{limits.bodyMemory}
+    (L{limits.Request.drop_body}).  Of the request headers only those of
+    its access-log line stay (a browser sends a dozen, 1-2 KB of memory
+    per stream).
     """
     request.responseHeaders = Headers()
-    request.content = None
+    if isinstance(request, limits.Request):
+        request.drop_body()
+    else:
+        request.content = None
     kept = Headers()
     for name in _LOGGED_HEADERS:
         value = request.requestHeaders.getRawHeaders(name)
