@@ -1385,6 +1385,25 @@ class H2PublishGateTests(BothChannels, SynchronousTestCase):
         )
         self.assertEqual([e["peer"] for e in s.logged("refused publish from")], ["203.0.113.9"] * 2)
 
+    def test_too_large_names_the_forwarded_client(self) -> None:
+        """
+        Behind a trusted proxy, a body over limits.bodyBytes announced before
+        the X-Forwarded-For (a path the gate does not ask about): the 413's
+        log line names the client the header names, not the proxy.
+        """
+        from tests.support import MemoryH2
+
+        s = self.start(trusted_proxies=(ip_network("127.0.0.1/32"),))
+        c = MemoryH2(self, s)
+        sid = c.open(
+            "POST",
+            "/health",
+            [("content-length", str(64 << 20)), ("x-forwarded-for", "203.0.113.9")],
+        )
+        self.assertEqual((c.status(sid), sid in c.reset), (413, True))
+        [line] = s.logged("refused a request")
+        self.assertEqual(line["peer"], "203.0.113.9")
+
     def test_no_continue_for_a_refused_publisher(self) -> None:
         """A refused publisher that asked for 100 Continue gets the 403 alone: no invitation to send its body."""
         from tests.support import MemoryH2
