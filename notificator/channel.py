@@ -46,10 +46,12 @@ module (L{notificator.tap.serve_http}).
 
 The other private parts of Twisted the server uses in both modes are here
 too, each tested against the real class: L{request_target} (a request's
-method and path before its body), the HTTP/2 helpers of the connection
-clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
-L{h2_go_away}) and L{close_now}, which frees a closed connection's
-descriptor before the reactor's next pass (L{notificator.connections}).
+method and path before its body), L{WholeHeadRequest} (when a request's
+head is complete: over HTTP/2 not at C{gotLength}), the HTTP/2 helpers of
+the connection clock (L{h2_connection}, L{h2_open_streams},
+L{when_h2_idle}, L{h2_go_away}) and L{close_now}, which frees a closed
+connection's descriptor before the reactor's next pass
+(L{notificator.connections}).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http
+from twisted.web import http, server
 
 _log = Logger()
 
@@ -262,6 +264,83 @@ def protocol(writes: WriteBatch) -> http._GenericHTTPChannelProtocol:
     C{site.protocol = partial(protocol, writes)}.
     """
     return http._GenericHTTPChannelProtocol(Channel(writes))
+
+
+class WholeHeadRequest(server.Request):
+    """
+    A twisted.web request told once when its head is complete: every header
+    is on it and none of its body has been handed in yet.  Subclasses
+    decide there (L{head_received}) what twisted.web decides in
+    C{gotLength}: whether the body is to be read, and into what.
+
+    Over HTTP/1.x that is C{gotLength}: C{HTTPChannel} calls it from
+    C{allHeadersReceived}, once every header line is read (after
+    C{parseCookies}).  Over HTTP/2 C{gotLength} comes too early:
+    twisted.web's C{H2Stream._convertHeaders} adds the headers of the
+    HEADERS frame one by one and calls C{gotLength} (in
+    C{_addHeaderToRequest}) the moment it meets C{content-length}, before
+    the headers after it are on the request; C{parseCookies} it calls once
+    they all are.  A decision in C{gotLength} would then miss an
+    C{Authorization}, an C{Origin} or an C{X-Forwarded-For} that a client
+    (a browser does) sends after C{content-length}.  So over HTTP/2 (a
+    request whose C{transport} is L{None}: an C{H2Stream} has none) the
+    head is complete at the later of the two calls, in whichever order a
+    Twisted makes them.  Both come from the stream's constructor, before
+    any DATA frame of the stream is handed in.  And a C{GET} or C{HEAD}
+    without C{content-length}, whose length twisted.web takes for 0, yet
+    whose DATA frames it hands in all the same, has a body of no announced
+    length (L{None}).  L{tests.test_channel} checks this on the real
+    C{H2Connection} and C{H2Stream}.
+    """
+
+    # Over HTTP/2: the length gotLength gave while parseCookies had not come
+    # (a one-item tuple), _PARSED once parseCookies came first, _DONE once
+    # head_received ran.  HTTP/1.x requests never set it.
+    _head: Any = None
+
+    def gotLength(self, length: int | None) -> None:
+        """The channel has the body's length: over HTTP/1.x the head is complete."""
+        if self.transport is None:  # an HTTP/2 stream's request
+            head = self._head
+            if head is _DONE:
+                return  # a second content-length, once decided
+            if head is not _PARSED:
+                self._head = (length,)
+                return
+            self._head = _DONE
+            length = self._h2_length(length)
+        self.head_received(length)
+
+    def parseCookies(self) -> None:
+        """As twisted.web's; over HTTP/2 every header is in now."""
+        _parse_cookies(self)
+        if self.transport is None:
+            head = self._head
+            if head is None:
+                self._head = _PARSED
+            elif head is not _PARSED and head is not _DONE:
+                self._head = _DONE
+                self.head_received(self._h2_length(head[0]))
+
+    def _h2_length(self, length: int | None) -> int | None:
+        """The announced length of an HTTP/2 request: none without C{content-length}."""
+        if length == 0 and not self.requestHeaders.hasHeader(b"content-length"):
+            return None
+        return length
+
+    def head_received(self, length: int | None) -> None:
+        """
+        The head is complete, the body (of C{length} bytes, L{None}: not
+        announced) not read: as twisted.web's C{gotLength}.  (Over HTTP/2 a
+        request without C{content-length} may have a body of any length,
+        whatever its method.)
+        """
+        server.Request.gotLength(self, length)
+
+
+_PARSED = object()
+_DONE = object()
+_parse_cookies = server.Request.parseCookies
 
 
 def request_target(request: Any) -> tuple[bytes, bytes] | None:

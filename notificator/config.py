@@ -586,6 +586,10 @@ class LimitsConfig:
         client's); L{None}: no such cap.
     @ivar body_bytes: largest request body read; larger ones get 413 as
         soon as that is known (C{limits.bodyBytes}).
+    @ivar body_memory: most bytes of request bodies held in memory at once,
+        all connections and streams together (C{limits.bodyMemory}, at
+        least C{body_bytes}); a body that would take the total past it gets
+        503.
     @ivar form_fields: most fields in a form publish body; more get 400.
     @ivar header_timeout: seconds a connection may take to send a request
         head, from when it opens or its previous response is done (over
@@ -602,6 +606,7 @@ class LimitsConfig:
     streams: int
     streams_per_address: int | None
     body_bytes: int
+    body_memory: int
     form_fields: int
     header_timeout: float
     body_timeout: float
@@ -753,6 +758,7 @@ _SCHEMA: dict[str, Callable[[Any], Any]] = {
     "cluster.ca": _opt_str,
     "server.fastChannel": _bool,
     "limits.bodyBytes": lambda v: _int(v, 1, 1 << 40),
+    "limits.bodyMemory": lambda v: _int(v, 1, 1 << 50),
     "limits.formFields": lambda v: _int(v, 1, 10_000_000),
     "limits.headerTimeout": lambda v: _seconds(v, allow_zero=False),
     "limits.bodyTimeout": lambda v: _seconds(v, allow_zero=False),
@@ -783,6 +789,7 @@ def validate(
     @raise ConfigError: a value of the wrong type or out of range.
     """
     shipped, shipped_source = shipped_defaults()
+    shipped_body_memory = shipped.get("limits", {}).get("bodyMemory")
     full: dict[str, Any] = {}
     where: dict[str, str] = {}
     merge(full, where, shipped, shipped_source)
@@ -899,12 +906,26 @@ def validate(
         streams=stream_limit(values["limits.streams"], connections),
         streams_per_address=values["limits.streamsPerAddress"],
         body_bytes=values["limits.bodyBytes"],
+        body_memory=values["limits.bodyMemory"],
         form_fields=values["limits.formFields"],
         header_timeout=values["limits.headerTimeout"],
         body_timeout=values["limits.bodyTimeout"],
         buffer_bytes=values["limits.bufferBytes"],
         connections=connections,
     )
+    if limits.body_memory < limits.body_bytes:
+        # Each body between the two would be refused, whoever sends it.  The
+        # key named is the one changed from its shipped value.
+        key = "limits.bodyMemory"
+        if limits.body_memory == shipped_body_memory:
+            key = "limits.bodyBytes"
+        raise ConfigError(
+            where.get(key, "config"),
+            key,
+            f"limits.bodyMemory ({limits.body_memory}) is smaller than limits.bodyBytes"
+            f" ({limits.body_bytes}): no body larger than it could be read; raise"
+            " limits.bodyMemory or lower limits.bodyBytes",
+        )
     if values["limits.streams"] is not None and limits.streams >= connections:
         warnings.append(
             f"{where.get('limits.streams', 'config')}: limits.streams: {limits.streams} streams"

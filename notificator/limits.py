@@ -3,22 +3,28 @@
 Limits on what one client can make the server hold (C{limits.*}).
 
  - L{Request}: twisted.web's request with a bound on the body it reads
-   (C{limits.bodyBytes}) and on the time it takes (C{limits.bodyTimeout}).
-   A body announced larger (C{Content-Length}) is refused with 413 as soon
-   as the head is read, and a body without a length (chunked, or HTTP/2
-   without C{content-length}) as soon as it passes the limit; a body not
-   complete C{limits.bodyTimeout} seconds after its head is refused with
-   408 (the clock is L{notificator.connections.Connections}'s).  Over
-   HTTP/1.x the answer is written and the connection closed, over HTTP/2
-   the stream is answered and then reset (C{RST_STREAM} with
-   C{NO_ERROR}, as RFC 9113 8.1 has a server end a request it will not
-   read).  A body is kept in memory (twisted.web puts one over 100 KB, or
-   without a length, in a temporary file: a descriptor per request),
-   which the limit bounds.  It only overrides the hooks twisted.web's
-   channels call on every request (C{gotLength}, C{handleContentChunk},
-   C{requestReceived}, C{connectionLost}, C{finish}), so it serves with
-   the stock C{HTTPChannel} and C{H2Connection} alike;
-   L{notificator.web.Request} adds the fast write path on top.
+   (C{limits.bodyBytes}), on the time it takes (C{limits.bodyTimeout}),
+   and on the bodies held in memory by all requests at once
+   (C{limits.bodyMemory}).  A body announced larger (C{Content-Length})
+   is refused with 413 as soon as the head is complete, and a body without
+   a length (chunked, or HTTP/2 without C{content-length}) as soon as it
+   passes the limit; a body not complete C{limits.bodyTimeout} seconds
+   after its head is refused with 408 (the clock is
+   L{notificator.connections.Connections}'s); a body whose next bytes
+   would take the bodies held past C{limits.bodyMemory} (or announced
+   larger than the room left) with 503.  Over HTTP/1.x the answer is
+   written and the connection closed, over HTTP/2 the stream is answered
+   and then reset (C{RST_STREAM} with C{NO_ERROR}, as RFC 9113 8.1 has a
+   server end a request it will not read).  A body is kept in memory
+   (twisted.web puts one over 100 KB, or without a length, in a temporary
+   file: a descriptor per request), which the limits bound.  It only
+   overrides the hooks twisted.web's channels call on every request
+   (C{gotLength} and C{parseCookies}, through
+   L{notificator.channel.WholeHeadRequest}, which says when the head is
+   complete; C{handleContentChunk}, C{requestReceived}, C{connectionLost},
+   C{finish}), so it serves with the stock C{HTTPChannel} and
+   C{H2Connection} alike; L{notificator.web.Request} adds the fast write
+   path on top.
  - The connections' clocks and cap (C{limits.headerTimeout},
    C{limits.bodyTimeout}, C{limits.connections}) are
    L{notificator.connections}'; the request starts and stops them.
@@ -32,6 +38,7 @@ Everything runs on the clock given in; no global state.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
@@ -40,6 +47,7 @@ from twisted.internet.interfaces import IReactorTime, ISSLTransport, ITCPTranspo
 from twisted.logger import Logger
 from twisted.web import server
 
+from notificator import channel as _channel
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
 from notificator.logs import log_answered_early
@@ -67,12 +75,22 @@ class Limits:
     @ivar body_done: C{body_done(request)}: stop it.
     @ivar abort_later: C{abort_later(transport)}: a connection being closed
         is aborted if it is still there C{limits.headerTimeout} later.
+    @ivar body_memory: C{limits.bodyMemory}, the bound on the bytes of
+        request bodies held in memory at once by every request of the site:
+        L{Request} counts them in C{stats.body_bytes} as they arrive and
+        gives them back when it ends, whichever way.
+    @ivar stats: the server's counters (one of its own when none is given).
+    @ivar retry_after: the C{Retry-After} of a 503 at C{limits.bodyMemory}:
+        C{limits.bodyTimeout} in whole seconds, by when every body held at
+        the refusal has ended.
     """
 
     __slots__ = (
         "body_bytes",
         "body_timeout",
         "buffer_bytes",
+        "body_memory",
+        "retry_after",
         "clock",
         "stats",
         "log",
@@ -82,6 +100,8 @@ class Limits:
         "arm_body",
         "body_done",
         "abort_later",
+        "_memory_refused",
+        "_memory_logged_at",
     )
 
     def __init__(
@@ -95,8 +115,12 @@ class Limits:
         self.body_bytes = config.body_bytes
         self.body_timeout = config.body_timeout
         self.buffer_bytes = config.buffer_bytes
+        self.body_memory = config.body_memory
+        self.retry_after = b"%d" % math.ceil(config.body_timeout)
+        self._memory_refused = 0
+        self._memory_logged_at: float | None = None
         self.clock = clock
-        self.stats = stats
+        self.stats = stats if stats is not None else Stats(started_at=clock.seconds())
         self.log = log
         self.connections = connections
         self.arm: Callable[[Any], None]
@@ -116,14 +140,41 @@ class Limits:
 
     def refused_body(self, request: Any, reason: str, code: int = 413) -> None:
         """Log and count a request body refused with C{code} (413; 408: too slow)."""
-        if self.stats is not None:
-            self.stats.reject(code)
+        self.stats.reject(code)
         self.log.warn(
             "refused a request from {peer}: {code} {reason}",
             peer=peer(request),
             code=code,
             reason=reason,
         )
+
+    def refused_memory(self, request: Any, reason: str) -> None:
+        """
+        Count a request body refused at C{limits.bodyMemory} (503), and log
+        it: a flood of them is one line every L{MEMORY_LOG_INTERVAL}
+        seconds at most, with how many were refused since the last.
+        """
+        self.stats.reject(503)
+        self._memory_refused += 1
+        now = self.clock.seconds()
+        logged = self._memory_logged_at
+        if logged is None or now >= logged + MEMORY_LOG_INTERVAL:
+            self._memory_logged_at = now
+            self.log.warn(
+                "refused a request from {peer}: 503 {reason}; {held} bytes of request bodies"
+                " held; {refused} bodies refused for it since the previous such line (one"
+                " every {interval:g} s at most)",
+                peer=peer(request),
+                reason=reason,
+                held=self.stats.body_bytes,
+                refused=self._memory_refused,
+                interval=MEMORY_LOG_INTERVAL,
+            )
+            self._memory_refused = 0
+
+
+#: Seconds between two log lines about C{limits.bodyMemory} being reached.
+MEMORY_LOG_INTERVAL = 10.0
 
 
 def _nothing(*args: Any) -> None:
@@ -176,32 +227,39 @@ _TOO_LARGE = b"Content Too Large"
 #: The reason phrase of 408 (RFC 9110 15.5.9).
 _TIMEOUT = b"Request Timeout"
 
+#: The reason phrase of 503 (RFC 9110 15.6.4).
+_UNAVAILABLE = b"Service Unavailable"
+
 
 def _error_body(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode("utf-8")
 
 
-class Request(server.Request):
+class Request(_channel.WholeHeadRequest):
     """
-    A twisted.web request that reads at most C{limits.bodyBytes} of body
-    and does not parse form bodies into C{request.args} (the publish
-    endpoint reads the raw body: see L{notificator.ingest}).  Query
-    strings are still parsed.
+    A twisted.web request that reads at most C{limits.bodyBytes} of body,
+    holds what it reads against C{limits.bodyMemory}, and does not parse
+    form bodies into C{request.args} (the publish endpoint reads the raw
+    body: see L{notificator.ingest}).  Query strings are still parsed.
 
     L{limits} is a class attribute: L{request_class} makes the subclass a
     server uses as its C{requestFactory}, so a request costs no memory
     for it.  With L{limits} L{None} (this class itself) nothing is
-    limited.  A request with an announced length (the usual publish) pays
-    one test per chunk: only a body without one is counted.
+    limited.  Each chunk of body is counted as it arrives into the
+    server's total (C{stats.body_bytes}), and what the request's
+    C{content} holds (no attribute of its own: every request keeps the
+    attributes of an event stream's, see C{__init__}) is given back when
+    the request ends, whichever way: answered (L{finish}), refused
+    (L{ignore_body}), reset or lost (L{connectionLost}), or its body let go
+    early (L{drop_body}, for an event stream that stays open).
     """
 
     limits: Limits | None = None
-    # Count the body as it arrives (no announced length, or refused).
-    _count = False
     #: The request was answered before its body was read (L{ignore_body}).
     refused = False
     _lingering = False
-    _body_received = 0
+    # Bytes read and dropped after a refusal (L{_linger}).
+    _dropped = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["parsePOSTFormSubmission"] = False
@@ -219,25 +277,32 @@ class Request(server.Request):
         self.streamingProducer = False
         self.producer = None
 
-    def gotLength(self, length: int | None) -> None:
+    def head_received(self, length: int | None) -> None:
         """
-        The head is complete: stop its clock, and start the body's if a body
-        is to come; refuse an announced body over the limit.  The body is
-        kept in memory (the limit bounds it), not in twisted.web's temporary
-        file for one over 100 KB or without a length.
+        The head is complete (L{notificator.channel.WholeHeadRequest}: over
+        HTTP/2 not before every header is on the request): stop its clock,
+        and start the body's if a body is to come; refuse an announced body
+        over C{limits.bodyBytes} (413), or larger than the room
+        C{limits.bodyMemory} has left (503).  The body is kept in memory
+        (the limits bound it), not in twisted.web's temporary file for one
+        over 100 KB or without a length.
         """
         limits = self.limits
         if limits is None:
             server.Request.gotLength(self, length)
             return
-        if length is None:
-            self._count = True
-        elif length > limits.body_bytes:
-            self._refuse(
-                f"request body of {length} bytes is larger than limits.bodyBytes"
-                f" ({limits.body_bytes})"
-            )
-            return
+        if length:  # None: counted against both limits as it comes; 0: no body
+            if length > limits.body_bytes:
+                self._refuse(
+                    f"request body of {length} bytes is larger than limits.bodyBytes"
+                    f" ({limits.body_bytes})"
+                )
+                return
+            if length > limits.body_memory - limits.stats.body_bytes:
+                # Not reserved: only bytes that come are held.  One that
+                # cannot fit now is told so before it sends them.
+                self._refuse_memory()
+                return
         limits.disarm(self.transport, None)
         if length != 0:
             limits.arm_body(self)
@@ -251,10 +316,14 @@ class Request(server.Request):
         server.Request.requestReceived(self, command, path, version)
 
     def connectionLost(self, reason: Any) -> None:
-        """The client left (or reset its HTTP/2 stream): stop the body clock; then as twisted.web's."""
+        """
+        The client left (or reset its HTTP/2 stream): stop the body clock and
+        give the body's bytes back; then as twisted.web's.
+        """
         limits = self.limits
         if limits is not None:
             limits.body_done(self)
+            self._give_back(limits)
         server.Request.connectionLost(self, reason)
 
     def body_timed_out(self) -> None:
@@ -270,31 +339,45 @@ class Request(server.Request):
         self.answer_early(408, _TIMEOUT, _error_body(reason))
 
     def handleContentChunk(self, data: bytes) -> None:
+        """
+        A chunk of the body: kept, and counted against C{limits.bodyBytes}
+        and C{limits.bodyMemory}; one that would pass either refuses the
+        body (413, 503).  (A body with an announced length cannot pass the
+        first: the channel hands in no more than it.)
+        """
         # (HTTPChannel's decoders hold this bound method from before
         # gotLength: it cannot be swapped per request.)
-        if self._count:
-            self._counted_chunk(data)
-        else:
-            server.Request.handleContentChunk(self, data)
-
-    def _counted_chunk(self, data: bytes) -> None:
-        """A chunk of a body without an announced length, or of a refused one."""
-        limits = self.limits
         if self.refused:
-            if self._lingering:
-                assert limits is not None  # lingers only with limits (_linger)
-                self._body_received += len(data)
-                if self._body_received > LINGER_BODIES * limits.body_bytes:
-                    # Lingering is plain TCP only (answer_early).
-                    cast(ITCPTransport, self.transport).abortConnection()
+            self._refused_chunk(data)
             return
-        assert limits is not None
-        received = self._body_received + len(data)
-        if received > limits.body_bytes:
+        limits = self.limits
+        if limits is None:
+            server.Request.handleContentChunk(self, data)
+            return
+        # What is in content is what was counted: written in order, and
+        # read only once the body is complete.
+        content: BytesIO = self.content  # type: ignore[assignment]
+        size = len(data)
+        if content.tell() + size > limits.body_bytes:
             self._refuse(f"request body larger than limits.bodyBytes ({limits.body_bytes})")
             return
-        self._body_received = received
-        server.Request.handleContentChunk(self, data)
+        stats = limits.stats
+        total = stats.body_bytes + size
+        if total > limits.body_memory:
+            self._refuse_memory()
+            return
+        stats.body_bytes = total
+        content.write(data)
+
+    def _refused_chunk(self, data: bytes) -> None:
+        """A chunk of a refused body: dropped (and, lingering, counted: L{_linger})."""
+        if self._lingering:
+            limits = self.limits
+            assert limits is not None  # lingers only with limits (_linger)
+            self._dropped += len(data)
+            if self._dropped > LINGER_BODIES * limits.body_bytes:
+                # Lingering is plain TCP only (answer_early).
+                cast(ITCPTransport, self.transport).abortConnection()
 
     def finish(self) -> None:
         """
@@ -304,6 +387,12 @@ class Request(server.Request):
         """
         limits = self.limits
         if limits is not None:
+            # Answered: its body goes with it (_give_back, inline: this runs
+            # for every request).
+            content = self.content
+            if content is not None and not content.closed:
+                limits.stats.body_bytes -= content.seek(0, 2)
+                content.close()
             transport = self.transport
             if transport is not None and getattr(self, "channel", None) is not None:
                 limits.arm(transport)
@@ -316,6 +405,22 @@ class Request(server.Request):
         limits.refused_body(self, reason)
         self.answer_early(413, _TOO_LARGE, _error_body(reason))
 
+    def _refuse_memory(self) -> None:
+        """
+        Refuse the body with 503 and a C{Retry-After} (counted, and logged at
+        most every L{MEMORY_LOG_INTERVAL} seconds), now: it would take the
+        bodies held in memory past C{limits.bodyMemory}.
+        """
+        limits = self.limits
+        assert limits is not None
+        reason = (
+            f"request bodies held in memory would pass limits.bodyMemory"
+            f" ({limits.body_memory} bytes); retry later"
+        )
+        limits.refused_memory(self, reason)
+        self.responseHeaders.setRawHeaders(b"retry-after", [limits.retry_after])
+        self.answer_early(503, _UNAVAILABLE, _error_body(reason))
+
     def answer_early(self, code: int, phrase: bytes, body: bytes) -> None:
         """
         Answer C{code} with the JSON C{body} now, before the body is read,
@@ -324,7 +429,8 @@ class Request(server.Request):
         HTTP/2 answer the stream once it is set up (after this reactor turn)
         and reset it.  What else arrives for it is read past, and it is
         never processed.  (The 413 of a body over the limit, the 408 of a
-        body too slow; the publish gate's 403.)  Its C{access.log} line is
+        body too slow, the 503 at C{limits.bodyMemory}; the publish gate's
+        403.)  No C{100 Continue} goes after it.  Its C{access.log} line is
         written with the answer (L{log_answered_early}); over HTTP/2, a
         stream the client reset before the answer was written got none and
         gets no line.
@@ -332,11 +438,13 @@ class Request(server.Request):
         self.ignore_body()
         limits = self.limits
         channel = self.channel
+        # The channel sends "100 Continue" after the head when asked: not
+        # after this answer (over HTTP/1.x and HTTP/2 alike).
+        self.requestHeaders.removeHeader(b"expect")
         if self.transport is not None:
             # HTTP/1.x, in the middle of reading the head or the body: the
             # request was not read, so the answer is written as it goes on
-            # the wire.  No "100 Continue" after it.
-            self.requestHeaders.removeHeader(b"expect")
+            # the wire.
             channel.write(
                 b"HTTP/1.1 %d %s\r\n%sContent-Type: application/json; charset=utf-8\r\n"
                 b"Cache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
@@ -397,15 +505,38 @@ class Request(server.Request):
         This request was answered before its body was read: what the channel
         still hands it of the body is dropped, and it is never processed.
         """
-        self._count = self.refused = True
+        self.refused = True
         limits = self.limits
         if limits is not None:
             limits.body_done(self)
         # Swapped on this instance only (mypy forbids assigning to a method).
         self.requestReceived = _ignore  # type: ignore[method-assign, assignment]
-        if self.content is not None:
-            self.content.close()
+        self.drop_body()
+
+    def drop_body(self) -> None:
+        """
+        Let go of the body read so far (it is not needed, or no longer: an
+        event stream that stays open) and give its bytes back to
+        C{limits.bodyMemory}.
+        """
+        content = self.content
+        if content is not None:
+            # Freed with the last reference to it (this one).
             self.content = None
+            limits = self.limits
+            if limits is not None and not content.closed:
+                limits.stats.body_bytes -= content.seek(0, 2)
+
+    def _give_back(self, limits: Limits) -> None:
+        """
+        Take what the request's body holds (its C{content}) off
+        C{stats.body_bytes}, and close it: it is not read again (and
+        twisted.web closes it too, when the request ends).  Once only.
+        """
+        content = self.content
+        if content is not None and not content.closed:
+            limits.stats.body_bytes -= content.seek(0, 2)
+            content.close()
 
     def _answer_stream(self, code: int, phrase: bytes, body: bytes) -> None:
         channel = self.channel

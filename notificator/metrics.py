@@ -120,6 +120,11 @@ class HubCollector(Collector):
             "reason",
             stats.dropped,
         )
+        yield GaugeMetricFamily(
+            "notificator_request_body_bytes",
+            "Bytes of request bodies held in memory now, counted against limits.bodyMemory.",
+            value=stats.body_bytes,
+        )
         yield _counts(
             "notificator_replays",
             "Reconnects that asked for what they missed, by outcome.",

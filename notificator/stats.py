@@ -34,6 +34,8 @@ class Stats:
         HTTP/2), counted against C{limits.connections}.
     @ivar dropped: connections the server closed at C{limits.connections},
         by reason (see L{drop}).
+    @ivar body_bytes: bytes of request bodies held in memory now, counted
+        against C{limits.bodyMemory} (L{notificator.limits.Request}).
     """
 
     __slots__ = (
@@ -50,6 +52,7 @@ class Stats:
         "heartbeat_last",
         "connections",
         "dropped",
+        "body_bytes",
     )
 
     def __init__(self, started_at: float) -> None:
@@ -66,6 +69,7 @@ class Stats:
         self.heartbeat_last = 0.0
         self.connections = 0
         self.dropped: dict[str, int] = {}
+        self.body_bytes = 0
 
     def reject(self, code: int) -> None:
         """Count a publish refused with this HTTP status."""

@@ -178,11 +178,13 @@ class StockRequest(limits.Request):
     # Set when the publish gate let it through before its body was read.
     publisher_checked = False
 
-    def gotLength(self, length: int | None) -> None:
+    def head_received(self, length: int | None) -> None:
         """
-        The head is read, the body not yet: a publisher that may not publish
-        is answered now (L{PublishGate.early}: 403, whatever its length), and
-        then a body over the limit (L{limits.Request}: 413); neither body is
+        The head is complete, the body not read yet (over HTTP/2 too, every
+        header of the request is on it: L{channel.WholeHeadRequest}): a
+        publisher that may not publish is answered now
+        (L{PublishGate.early}: 403, whatever its length), and then a body
+        over a limit (L{limits.Request}: 413, 503); none of those bodies is
         read.
         """
         gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
@@ -190,7 +192,7 @@ class StockRequest(limits.Request):
             gate.early(self)
             if self.refused:
                 return
-        super().gotLength(length)
+        super().head_received(length)
 
 
 class Request(StockRequest):
@@ -572,12 +574,17 @@ def _buffer_limit(args: dict[bytes, list[bytes]]) -> int:
 def _slim(request: server.Request) -> None:
     """
     Drop what an open stream no longer needs, as it may stay open for
-    hours: the head is on the wire and a GET has no body.  Of the request
-    headers only those of its access-log line stay (a browser sends a
-    dozen, 1-2 KB of memory per stream).
+    hours: the head is on the wire, and the body (a GET sent with one) is
+    not read, its bytes given back to C{limits.bodyMemory}
+    (L{limits.Request.drop_body}).  Of the request headers only those of
+    its access-log line stay (a browser sends a dozen, 1-2 KB of memory
+    per stream).
     """
     request.responseHeaders = Headers()
-    request.content = None
+    if isinstance(request, limits.Request):
+        request.drop_body()
+    else:
+        request.content = None
     kept = Headers()
     for name in _LOGGED_HEADERS:
         value = request.requestHeaders.getRawHeaders(name)
@@ -595,9 +602,10 @@ class PublishGate:
     """
     Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}; and
     from which web pages, L{CORSPolicy.refuse_publish}): asked when a
-    publish's head is read (L{early}, over HTTP/1.x and HTTP/2: a refused
-    publisher gets its 403 before its body is read, and one that passes is
-    marked C{publisher_checked}), and by L{PublishResource}: the same again
+    publish's head is complete (L{early}, over HTTP/1.x and HTTP/2, with
+    every header on the request: a refused publisher gets its 403 before
+    its body is read, and one that passes is marked
+    C{publisher_checked}), and by L{PublishResource}: the same again
     for a request the gate did not see, the page of a preflight, and the
     token given in the body.
     """
@@ -617,9 +625,9 @@ class PublishGate:
 
     def early(self, request: Request) -> None:
         """
-        In L{StockRequest.gotLength}: answer 403 now, before the body is read
-        (L{limits.Request.answer_early}: HTTP/1.x and HTTP/2), when the address,
-        the header token or the page's origin is wrong.
+        In L{StockRequest.head_received}: answer 403 now, before the body is
+        read (L{limits.Request.answer_early}: HTTP/1.x and HTTP/2), when the
+        address, the header token or the page's origin is wrong.
         """
         target = channel.request_target(request)
         if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
@@ -887,7 +895,7 @@ def build_resource(
         when omitted.
     @param gate: the publish gate; give the same to the L{Site} as
         C{publish_gate}, so refused publishers are answered before their
-        body is read (L{Request.gotLength}).
+        body is read (L{StockRequest.head_received}).
 
     @param registry: what C{/metrics} serves; C{makeService} builds it
         (L{metrics.build_registry}), and a fresh one is made when omitted.

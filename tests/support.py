@@ -1074,21 +1074,45 @@ class InMemoryServer:
     L{MemoryReactorClock}, with C{limits.*} from C{limit}.
 
     @param fast: C{server.fastChannel}.
+    @param config: the configuration's other sections
+        (L{config_with}: C{{"publish": {"token": "..."}}}).
+    @param gate: with the site's guard and publish gate (C{site.guard},
+        C{site.publish_gate}) as C{makeService} sets them: publishers are
+        asked before their body is read.
     """
 
-    def __init__(self, testcase: SynchronousTestCase, fast: bool, **limit: Any) -> None:
+    def __init__(
+        self,
+        testcase: SynchronousTestCase,
+        fast: bool,
+        config: dict[str, Any] | None = None,
+        gate: bool = False,
+        **limit: Any,
+    ) -> None:
         from twisted.web.server import Site
 
-        from notificator import tap
+        from notificator import auth, tap, web
 
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_700_000_000)
-        self.config = config_with(server={"fast_channel": fast}, limits=limit)
-        self.parts = Parts(self.reactor, self.config)
+        sections = dict(config or {})
+        sections["server"] = {"fast_channel": fast, **sections.get("server", {})}
+        self.config = config_with(limits=limit, **sections)
+        self.events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {}
+        if gate:
+            guard = auth.Guard.from_config(self.config)
+            kwargs["guard"] = guard
+            kwargs["activity"] = Logger(observer=self.events.append)
+        self.parts = Parts(self.reactor, self.config, **kwargs)
         self.hub = self.parts.hub
         self.stats = self.parts.stats
         self.site = Site(self.parts.resource, reactor=self.reactor)
-        self.events: list[dict[str, Any]] = []
+        if gate:
+            self.site.guard = guard  # type: ignore[attr-defined]
+            self.site.publish_gate = web.PublishGate(  # type: ignore[attr-defined]
+                guard, self.stats, Logger(observer=self.events.append), self.config.sse.cors
+            )
         self.services = MultiService()
         tap.serve_http(
             self.site,
@@ -1120,6 +1144,92 @@ class InMemoryServer:
 
     def logged(self, text: str) -> list[dict[str, Any]]:
         return [e for e in self.events if text in e.get("log_format", "")]
+
+
+class MemoryH2:
+    """
+    An HTTP/2 client (the C{h2} package) on a new connection to an
+    L{InMemoryServer} that negotiated C{h2} (as ALPN does over TLS), with
+    what it received by stream: C{headers}, C{informational} (the status of
+    each 1xx), C{data}, C{ended}, C{reset}.
+    twisted.web's HTTP/2 channel takes the global reactor for its send
+    loop: the server's memory reactor is patched in for the test.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, server: InMemoryServer) -> None:
+        import h2.config
+        import h2.connection
+        import twisted.internet
+
+        testcase.patch(twisted.internet, "reactor", server.reactor)
+        self.server = server
+        self.conn = server.connect()
+        self.conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        self.client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self.client.initiate_connection()
+        self.headers: dict[int, dict[str, str]] = {}
+        self.informational: dict[int, list[str]] = {}  # "100": a 100 Continue
+        self.data: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.reset: set[int] = set()
+        self._read = 0
+        self.send()
+
+    def open(
+        self, method: str, path: str, headers: list[tuple[str, str]], end: bool = False
+    ) -> int:
+        """Send a HEADERS frame (these headers, in this order, after the pseudo-headers); its stream."""
+        sid = int(self.client.get_next_available_stream_id())
+        pseudo = [(":method", method), (":scheme", "https"), (":authority", "t"), (":path", path)]
+        self.client.send_headers(sid, pseudo + headers, end_stream=end)
+        self.data[sid] = b""
+        self.send()
+        return sid
+
+    def body(self, sid: int, data: bytes, end: bool = False) -> None:
+        """Send C{data} on stream C{sid} (within the flow-control window)."""
+        self.client.send_data(sid, data, end_stream=end)
+        self.send()
+
+    def cancel(self, sid: int) -> None:
+        """Reset stream C{sid}."""
+        self.client.reset_stream(sid)
+        self.send()
+
+    def send(self) -> None:
+        """What the client has to send reaches the server; then the server's passes, and its answer is read."""
+        import h2.events
+
+        self.conn.receive(self.client.data_to_send())
+        for _ in range(3):
+            self.server.reactor.advance(0)
+            self.conn.pump()
+        sent = self.conn.text()
+        events = self.client.receive_data(sent[self._read :])
+        self._read = len(sent)
+        for event in events:
+            if isinstance(event, h2.events.ResponseReceived):
+                self.headers[event.stream_id] = dict(event.headers)
+            elif isinstance(event, h2.events.InformationalResponseReceived):
+                self.informational.setdefault(event.stream_id, []).append(
+                    dict(event.headers)[":status"]
+                )
+            elif isinstance(event, h2.events.DataReceived):
+                self.data[event.stream_id] = self.data.get(event.stream_id, b"") + event.data
+                self.client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.ended.add(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self.reset.add(event.stream_id)
+        acknowledged = self.client.data_to_send()
+        if acknowledged:
+            self.conn.receive(acknowledged)
+
+    def status(self, sid: int) -> int | None:
+        headers = self.headers.get(sid)
+        return None if headers is None else int(headers[":status"])
 
 
 class FastChannelSite:

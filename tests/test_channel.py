@@ -524,6 +524,182 @@ class RequestTargetTests(SynchronousTestCase):
         reactor.advance(1)
 
 
+class WholeHeadTests(SynchronousTestCase):
+    """
+    L{channel.WholeHeadRequest} calls C{head_received} once per request,
+    with every header on it and before any of its body: over HTTP/1.x at
+    C{gotLength}, over HTTP/2 at the later of C{gotLength} and
+    C{parseCookies}, as twisted.web's real C{H2Stream._convertHeaders}
+    calls them (C{gotLength} the moment it meets C{content-length}, before
+    the headers after it).  Checked on the real classes, so a Twisted that
+    changes the order fails here first.
+    """
+
+    LATER = [
+        ("authorization", "Bearer t0ken"),
+        ("origin", "https://elsewhere.example"),
+        ("x-forwarded-for", "203.0.113.9"),
+    ]
+
+    def probe(self) -> tuple[type[channel.WholeHeadRequest], list[tuple[str, Any]]]:
+        seen: list[tuple[str, Any]] = []
+
+        class Probe(channel.WholeHeadRequest):
+            def gotLength(self, length: int | None) -> None:
+                # What twisted.web's channel has put on the request by now.
+                seen.append(("gotLength", self.requestHeaders.hasHeader(b"x-forwarded-for")))
+                super().gotLength(length)
+
+            def head_received(self, length: int | None) -> None:
+                headers = {
+                    name.decode().lower(): values[0].decode()
+                    for name, values in self.requestHeaders.getAllRawHeaders()
+                }
+                seen.append(("head", (length, headers)))
+                super().head_received(length)
+
+            def handleContentChunk(self, data: bytes) -> None:
+                seen.append(("body", data))
+                super().handleContentChunk(data)
+
+            def process(self) -> None:
+                self.finish()
+
+        return Probe, seen
+
+    def h2(self, probe: type[channel.WholeHeadRequest], headers: list[tuple[str, str]]) -> None:
+        """One HTTP/2 request with these headers after the pseudo-headers, and a body of 3 bytes in the same read."""
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+        from twisted.web._http2 import H2Connection
+
+        reactor = MemoryReactorClock()
+        server = H2Connection(reactor)
+        server.requestFactory = probe
+        server.site = Site(Data(b"ok", "text/plain"), reactor=reactor)
+        server.makeConnection(StringTransport())
+        self.addCleanup(reactor.advance, 1)
+        self.addCleanup(server.connectionLost, Failure(ConnectionDone()))
+        client = Client(H2Configuration(client_side=True))
+        client.initiate_connection()
+        pseudo = [(":method", "POST"), (":path", "/p"), (":scheme", "https"), (":authority", "t")]
+        client.send_headers(1, pseudo + headers)
+        client.send_data(1, b"a=b", end_stream=True)
+        server.dataReceived(client.data_to_send())
+
+    def test_http2_content_length_first(self) -> None:
+        """
+        A content-length before the other headers: twisted.web calls
+        gotLength before they are on the request (why the class exists);
+        head_received comes once, with all of them, before the body.
+        """
+        probe, seen = self.probe()
+        self.h2(probe, [("content-length", "3"), *self.LATER])
+        self.assertEqual(seen[0], ("gotLength", False))  # twisted.web's order
+        heads = [value for kind, value in seen if kind == "head"]
+        self.assertEqual(len(heads), 1)
+        length, headers = heads[0]
+        self.assertEqual(length, 3)
+        for name, value in self.LATER:
+            self.assertEqual(headers[name], value)
+        kinds = [kind for kind, _ in seen]
+        self.assertLess(kinds.index("head"), kinds.index("body"))
+        self.assertEqual(seen[-1], ("body", b"a=b"))
+
+    def test_http2_other_orders(self) -> None:
+        """Content-length last, twice, or not at all: head_received once, with every header, before the body."""
+        for headers, length in (
+            ([*self.LATER, ("content-length", "3")], 3),
+            ([("content-length", "3"), *self.LATER, ("content-length", "3")], 3),
+            (self.LATER, None),
+        ):
+            probe, seen = self.probe()
+            self.h2(probe, headers)
+            heads = [value for kind, value in seen if kind == "head"]
+            self.assertEqual([h[0] for h in heads], [length], headers)
+            self.assertEqual(heads[0][1]["x-forwarded-for"], "203.0.113.9")
+            kinds = [kind for kind, _ in seen]
+            self.assertLess(kinds.index("head"), kinds.index("body"))
+
+    def test_http2_get_with_a_body(self) -> None:
+        """
+        A GET without content-length, whose length twisted.web takes for 0
+        but whose DATA it hands in: no announced length (None).  With
+        content-length: 0 (h2 allows no DATA then), 0.
+        """
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+        from twisted.web._http2 import H2Connection
+
+        for headers, length, body in (
+            ([], None, [("body", b"a=b")]),
+            ([("content-length", "0")], 0, []),
+        ):
+            probe, seen = self.probe()
+            reactor = MemoryReactorClock()
+            server = H2Connection(reactor)
+            server.requestFactory = probe
+            server.site = Site(Data(b"ok", "text/plain"), reactor=reactor)
+            server.makeConnection(StringTransport())
+            client = Client(H2Configuration(client_side=True))
+            client.initiate_connection()
+            pseudo = [
+                (":method", "GET"),
+                (":path", "/p"),
+                (":scheme", "https"),
+                (":authority", "t"),
+            ]
+            client.send_headers(1, pseudo + headers, end_stream=not body)
+            if body:
+                client.send_data(1, b"a=b", end_stream=True)
+            server.dataReceived(client.data_to_send())
+            self.assertEqual([v[0] for k, v in seen if k == "head"], [length])
+            self.assertEqual([e for e in seen if e[0] == "body"], body)
+            server.connectionLost(Failure(ConnectionDone()))
+            reactor.advance(1)
+
+    def test_parse_cookies_first(self) -> None:
+        """A Twisted that called parseCookies before gotLength (as HTTP/1.x does) is decided at gotLength."""
+        probe, seen = self.probe()
+
+        class Stream:
+            transport = None  # as twisted.web's H2Stream
+            site = Site(Data(b"ok", "text/plain"))
+
+            def getPeer(self) -> Any:
+                return StringTransport().getPeer()
+
+            def getHost(self) -> Any:
+                return StringTransport().getHost()
+
+        request = probe(Stream(), queued=False)
+        request.parseCookies()
+        self.assertEqual(seen, [])
+        request.gotLength(7)
+        request.gotLength(7)  # a second content-length: decided once
+        self.assertEqual([(k, v[0]) for k, v in seen if k == "head"], [("head", 7)])
+
+    def test_http1(self) -> None:
+        """HTTP/1.1, stock channel and the fast one: at gotLength, once, every header in."""
+        for make in (
+            http.HTTPChannel,
+            lambda: channel.Channel(channel.WriteBatch(MemoryReactorClock())),
+        ):
+            probe, seen = self.probe()
+            ch = make()
+            ch.requestFactory = probe
+            ch.site = Site(Data(b"ok", "text/plain"))
+            ch.makeConnection(StringTransport())
+            ch.dataReceived(
+                b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                b"X-Forwarded-For: 203.0.113.9\r\n\r\na=b"
+            )
+            self.assertEqual([kind for kind, _ in seen], ["gotLength", "head", "body"])
+            self.assertEqual(seen[1][1][0], 3)
+            self.assertEqual(seen[1][1][1]["x-forwarded-for"], "203.0.113.9")
+            ch.connectionLost(Failure(ConnectionDone()))
+
+
 class HTTP2HelpersTests(SynchronousTestCase):
     """
     The HTTP/2 helpers of the connection clock (L{channel.h2_connection},

@@ -381,6 +381,8 @@ class ErrorTests(SynchronousTestCase):
             ({"limits": {"bodyTimeout": "30"}}, "limits.bodyTimeout"),
             ({"limits": {"connections": 0}}, "limits.connections"),
             ({"limits": {"connections": 1.5}}, "limits.connections"),
+            ({"limits": {"bodyMemory": 0}}, "limits.bodyMemory"),
+            ({"limits": {"bodyMemory": "64M"}}, "limits.bodyMemory"),
         ]
         for doc, key in cases:
             with self.subTest(doc=doc):
@@ -390,6 +392,26 @@ class ErrorTests(SynchronousTestCase):
                     continue
                 e = self.assertRaises(ConfigError, load, conf, "x")
                 self.assertEqual(e.key, key)
+
+    def test_body_memory_below_body_bytes(self) -> None:
+        """
+        limits.bodyMemory under limits.bodyBytes would refuse every
+        body between the two: one line naming the file and the key that was
+        changed (bodyMemory lowered, or bodyBytes raised past it).
+        """
+        e = self.error(default={}, local={"limits": {"bodyMemory": 65536}})
+        self.assertEqual(e.key, "limits.bodyMemory")
+        self.assertTrue(e.source.endswith("local.json"), e.source)
+        self.assertIn("smaller than limits.bodyBytes (1048576)", str(e))
+        self.assertEqual(str(e).count("\n"), 0)
+        e = self.error(default={}, local={"limits": {"bodyBytes": 100 << 20}})
+        self.assertEqual(e.key, "limits.bodyBytes")
+        self.assertTrue(e.source.endswith("local.json"), e.source)
+        cfg = load(
+            self.conf(default={}, local={"limits": {"bodyMemory": 4096, "bodyBytes": 4096}}), "x"
+        )
+        self.assertEqual((cfg.limits.body_memory, cfg.limits.body_bytes), (4096, 4096))
+        self.assertEqual(load(self.conf(default={}), "x").limits.body_memory, 64 << 20)
 
     def test_https_needs_key_and_cert(self) -> None:
         """https without certificate paths is refused at load time."""

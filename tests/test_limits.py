@@ -13,6 +13,8 @@ import errno
 import json
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -229,7 +231,10 @@ class HTTP2RefusalTests(SynchronousTestCase):
 
         cls = limits.request_class(limits.Request, _limits(clock, body_bytes=10))
         request = cls(Stream(), queued=False)
+        # As H2Stream's constructor: gotLength at content-length, parseCookies
+        # once every header is in (channel.WholeHeadRequest).
         request.gotLength(11)
+        request.parseCookies()
         self.assertEqual(calls, [])  # inside the stream's constructor: nothing yet
         clock.advance(0)
         self.assertEqual([c[0] for c in calls], ["headers", "data", "reset"])
@@ -260,10 +265,44 @@ class HTTP2RefusalTests(SynchronousTestCase):
 
         request = cls(Stream(), queued=False)
         request.gotLength(None)
+        request.parseCookies()
         request.handleContentChunk(b"x" * 11)
         request.connectionLost(Failure(ConnectionDone()))
         clock.advance(0)  # no attribute error: nothing is written
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class HTTP2GetBodyTests(SynchronousTestCase):
+    """
+    Over HTTP/2 (twisted.web's real H2Connection, in memory) a GET's DATA
+    frames without content-length, whose length twisted.web takes for 0
+    but which it hands in, are a body without an announced length: over
+    limits.bodyBytes 413, too slow 408, and a GET that comes whole is served.
+    """
+
+    def test_get_with_a_body(self) -> None:
+        """50 KB of DATA on a GET (limits.bodyBytes 1000): 413; a few bytes never ended: 408."""
+        from tests.support import MemoryH2
+
+        s = InMemoryServer(self, True, body_bytes=1000, body_timeout=30)
+        c = MemoryH2(self, s)
+        big = c.open("GET", "/health", [])
+        for _ in range(50):
+            if big in c.reset:
+                break
+            c.body(big, b"x" * 1000)
+        self.assertEqual((c.status(big), big in c.reset), (413, True))
+        slow = c.open("GET", "/health", [])
+        c.body(slow, b"x" * 10)
+        self.assertEqual(s.stats.body_bytes, 10)  # counted in limits.bodyMemory too
+        for _ in range(31):
+            s.reactor.advance(1)
+        c.send()
+        self.assertEqual((c.status(slow), slow in c.reset), (408, True))
+        ok = c.open("GET", "/health", [], end=True)
+        self.assertEqual(c.status(ok), 200)
+        self.assertEqual(s.stats.rejected, {413: 1, 408: 1})
+        self.assertEqual(s.stats.body_bytes, 0)
 
 
 # --- limits.headerTimeout --------------------------------------------------------------------
@@ -531,9 +570,11 @@ class HTTP2BodyTimeoutTests(SynchronousTestCase):
 
         slow = Processed(Stream(), queued=False)
         slow.gotLength(None)
+        slow.parseCookies()
         slow.handleContentChunk(b"id=")
         done = Processed(Stream(), queued=False)
         done.gotLength(3)
+        done.parseCookies()
         done.handleContentChunk(b"a=b")
         done.requestReceived(b"POST", b"/webNotification", b"HTTP/2")
         self.assertEqual(processed, [b"a=b"])
@@ -648,3 +689,427 @@ class HTTP2BodyInMemoryTests(SynchronousTestCase):
         ]
         self.assertEqual(statuses, ["200", "200"])
         self.assertEqual(s.stats.published, 2)
+
+
+# --- limits.bodyMemory -----------------------------------------------------------------------
+
+
+def form(size: int) -> bytes:
+    """A form publish body to u1 of C{size} bytes (at least 18)."""
+    return (b"id=notify_u1&data=" + b"x" * size)[:size]
+
+
+def announced(size: int, path: bytes = b"/webNotification", method: bytes = b"POST") -> bytes:
+    """A request head announcing a body of C{size} bytes."""
+    return (
+        method
+        + b" "
+        + path
+        + b" HTTP/1.1\r\nHost: t\r\n"
+        + FORM
+        + b"Content-Length: %d\r\n\r\n" % size
+    )
+
+
+MEMORY_ERROR = {
+    "error": "request bodies held in memory would pass limits.bodyMemory (3000 bytes); retry later"
+}
+
+
+class BodyMemoryTests(BothChannels, SynchronousTestCase):
+    """
+    limits.bodyMemory bounds the request bodies held at once, all
+    connections together: bytes are counted as they come and given back
+    when the request ends; a body that would pass the bound gets 503 JSON
+    with Retry-After and its connection closed, counted and logged.
+    """
+
+    def setUp(self) -> None:
+        self.s = self.server(body_bytes=1000, body_memory=3000, body_timeout=30)
+
+    def held(self) -> int:
+        return int(self.s.stats.body_bytes)
+
+    def assertRefused(self, c: Any) -> None:
+        status, headers, body = split_response(c.text())
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+        self.assertEqual(headers[b"content-type"], b"application/json; charset=utf-8")
+        self.assertEqual(headers[b"retry-after"], b"30")  # limits.bodyTimeout
+        self.assertEqual(headers[b"connection"], b"close")
+        self.assertEqual(json.loads(body), MEMORY_ERROR)
+        self.assertTrue(c.half_closed)  # plain TCP: the close lingers, as after a 413
+
+    def test_the_body_that_would_pass_is_refused(self) -> None:
+        """
+        Three bodies of 900 bytes in flight hold 2700: a fourth body's 400
+        bytes would pass 3000 and are refused; one announced at 400 is
+        refused at its head; one of 300 still fits.  The refused held
+        nothing.
+        """
+        slow = [self.s.connect() for _ in range(3)]
+        for c in slow:
+            c.receive(chunked_head() + chunk(form(900)))
+        self.assertEqual(self.held(), 2700)
+        late = self.s.connect()
+        late.receive(chunked_head() + chunk(b"x" * 400))
+        self.assertRefused(late)
+        at_head = self.s.connect()
+        at_head.receive(announced(400))  # no byte of body sent
+        self.assertRefused(at_head)
+        self.assertEqual(self.held(), 2700)
+        fits = self.s.connect()
+        fits.receive(announced(300) + form(300))
+        self.assertIn(b"HTTP/1.1 200 OK", fits.text())
+        self.assertEqual(self.held(), 2700)  # answered: given back
+        self.assertEqual(self.s.stats.rejected, {503: 2})
+        for c in slow:
+            self.assertEqual(c.text(), b"")  # still being read
+        # One ends, and the room is there again.
+        slow[0].receive(b"0\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200 OK", slow[0].text())
+        self.assertEqual(self.held(), 1800)
+        again = self.s.connect()
+        again.receive(chunked_head() + chunk(form(400)) + b"0\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200 OK", again.text())
+        self.assertEqual(self.s.stats.published, 3)
+
+    def test_only_bytes_that_came_count(self) -> None:
+        """An announced length reserves nothing: three heads of 1000 and no body hold nothing; their bytes do."""
+        heads = [self.s.connect() for _ in range(4)]
+        for c in heads:
+            c.receive(announced(1000))
+        self.assertEqual(self.held(), 0)
+        self.assertEqual([c.text() for c in heads], [b""] * 4)
+        heads[0].receive(form(1000))
+        heads[1].receive(b"x" * 1000)
+        heads[2].receive(b"x" * 999)
+        self.assertEqual(self.held(), 999)  # two answered, one in flight
+        heads[3].receive(b"x" * 1000)
+        self.assertEqual(self.held(), 999)
+        self.assertEqual((self.s.stats.published, self.s.stats.rejected), (1, {400: 2}))
+
+    def test_every_end_gives_back(self) -> None:
+        """Answered, refused (413, 408, 503), lost: each body's bytes go back; the total ends at 0."""
+        answered, too_large, lost, slow = (self.s.connect() for _ in range(4))
+        lost.receive(chunked_head() + chunk(b"x" * 500))
+        slow.receive(announced(1000) + b"x" * 900)
+        too_large.receive(chunked_head() + chunk(b"x" * 800))
+        self.assertEqual(self.held(), 2200)
+        too_large.receive(chunk(b"x" * 300))  # 1100 > limits.bodyBytes
+        self.assertIn(b" 413 ", too_large.text())
+        self.assertEqual(self.held(), 1400)
+        lost.close()
+        self.assertEqual(self.held(), 900)
+        answered.receive(announced(900) + form(900))
+        self.assertIn(b" 200 ", answered.text())
+        self.assertEqual(self.held(), 900)
+        for _ in range(31):
+            self.s.reactor.advance(1)
+            self.s.pump()
+        self.assertIn(b" 408 ", slow.text())
+        self.assertEqual(self.held(), 0)
+
+    def test_a_stream_gives_its_body_back(self) -> None:
+        """A GET that came with a body opens its stream, and its body's bytes go back then."""
+        c = self.s.connect()
+        c.receive(announced(800, b"/sse/u1", b"GET") + b"x" * 800)
+        self.assertEqual(self.s.hub.stream_count, 1)
+        self.assertEqual(self.held(), 0)
+
+    def test_one_line_per_interval(self) -> None:
+        """A flood of refusals is one warn line every 10 s, with how many there were."""
+        first = self.s.connect()
+        first.receive(chunked_head() + chunk(b"x" * 1000))
+        second = self.s.connect()
+        second.receive(chunked_head() + chunk(b"x" * 1000))
+        third = self.s.connect()
+        third.receive(chunked_head() + chunk(b"x" * 1000))
+        for _ in range(5):
+            self.s.connect().receive(announced(10))
+            self.s.reactor.advance(1)
+        lines = self.s.logged("503")
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(
+            (lines[0]["peer"], lines[0]["refused"], lines[0]["held"]), ("127.0.0.1", 1, 3000)
+        )
+        self.assertIn("limits.bodyMemory (3000 bytes)", lines[0]["reason"])
+        self.s.reactor.advance(5)
+        self.s.connect().receive(announced(10))
+        lines = self.s.logged("503")
+        self.assertEqual([line["refused"] for line in lines], [1, 5])
+        self.assertEqual(self.s.stats.rejected, {503: 6})
+
+    def test_no_continue_before_the_refusal(self) -> None:
+        """A client waiting for 100 Continue gets the 503 instead."""
+        c = self.s.connect()
+        c.receive(chunked_head() + chunk(b"x" * 1000))
+        d = self.s.connect()
+        d.receive(chunked_head() + chunk(b"x" * 1000))
+        e = self.s.connect()
+        e.receive(chunked_head() + chunk(b"x" * 1000))
+        f = self.s.connect()
+        f.receive(announced(10).replace(b"Host: t\r\n", b"Host: t\r\nExpect: 100-continue\r\n"))
+        self.assertTrue(f.text().startswith(b"HTTP/1.1 503 "))
+        self.assertNotIn(b"100 Continue", f.text())
+
+
+class BodyMemoryStockTests(BodyMemoryTests):
+    fast = False
+
+
+class HTTP2BodyMemoryTests(SynchronousTestCase):
+    """limits.bodyMemory over HTTP/2 (twisted.web's real H2Connection, in memory)."""
+
+    def setUp(self) -> None:
+        self.s = InMemoryServer(self, True, body_bytes=1000, body_memory=3000, body_timeout=30)
+
+    def stream(
+        self,
+        c: Any,
+        data: bytes,
+        length: int | None = None,
+        path: str = "/webNotification",
+        method: str = "POST",
+    ) -> int:
+        headers = [("content-type", "application/x-www-form-urlencoded")]
+        if length is not None:
+            headers.append(("content-length", str(length)))
+        sid = c.open(method, path, headers)
+        if data:
+            c.body(sid, data)
+        return sid
+
+    def test_refused_stream_answered_and_reset(self) -> None:
+        """
+        On one connection, three bodies of 900 in flight: a fourth stream's
+        400 bytes get 503 JSON with Retry-After and a reset; the connection
+        goes on, and streams that end give their bytes back.
+        """
+        from tests.support import MemoryH2
+
+        c = MemoryH2(self, self.s)
+        slow = [self.stream(c, form(900)) for _ in range(3)]
+        self.assertEqual(self.s.stats.body_bytes, 2700)
+        late = self.stream(c, b"x" * 400)
+        self.assertEqual(c.status(late), 503)
+        self.assertIn(late, c.reset)
+        self.assertEqual(c.headers[late]["retry-after"], "30")
+        self.assertEqual(json.loads(c.data[late]), MEMORY_ERROR)
+        at_head = self.stream(c, b"", length=400)
+        self.assertEqual((c.status(at_head), at_head in c.reset), (503, True))
+        c.body(slow[0], b"", end=True)
+        self.assertEqual(c.status(slow[0]), 200)
+        c.cancel(slow[1])
+        self.assertEqual(self.s.stats.body_bytes, 900)
+        ok = self.stream(c, b"", length=300)
+        c.body(ok, form(300), end=True)
+        self.assertEqual(c.status(ok), 200)
+        self.assertEqual(self.s.stats.rejected, {503: 2})
+        c.conn.close()
+        self.assertEqual(self.s.stats.body_bytes, 0)
+
+
+# --- limits.bodyMemory, fuzzed ---------------------------------------------------------------
+
+#: Examples per fuzz test: a second or two each.
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+#: What a connection (HTTP/1.1) or a stream (HTTP/2) can do: open a
+#: request (a body with a length, or chunked / without one; to the publish
+#: path, a path that takes no body, or a GET that opens a stream), send
+#: some of its body or the rest of it, close (HTTP/2: reset the stream, or
+#: close the connection); or time passes (the body clock answers 408).
+#: Each sequence opens a few requests first, so that bodies overlap; sends
+#: are the most frequent event after that.
+_OPEN = st.tuples(
+    st.just("open"),
+    st.sampled_from(["length", "chunked"]),
+    st.sampled_from([b"POST /webNotification", b"POST /health", b"GET /sse/u1"]),
+    st.sampled_from([20, 300, 600, 900, 1000, 1100]),
+)
+_LATER = st.tuples(
+    st.sampled_from(["send"] * 6 + ["end", "close", "time", "open"]),
+    st.integers(0, 7),
+    st.sampled_from([1, 100, 300, 500]),
+)
+EVENTS = st.builds(
+    lambda first, then: first + then,
+    st.lists(_OPEN, min_size=2, max_size=4),
+    st.lists(
+        _LATER.flatmap(lambda e: _OPEN if e[0] == "open" else st.just(_later(e))),
+        max_size=25,
+    ),
+)
+
+
+def _later(event: tuple[str, int, int]) -> tuple[Any, ...]:
+    kind, i, n = event
+    if kind == "time":
+        return ("time", {1: 1, 100: 10}.get(n, 31), 0)  # seconds
+    return (kind, i, n)
+
+
+def _in_memory(request: Any) -> int:
+    """The bytes of body C{request} keeps (its C{content})."""
+    content = request.content
+    if content is None or content.closed:
+        return 0
+    return len(content.getvalue())
+
+
+def _check_held(testcase: SynchronousTestCase, s: InMemoryServer, requests: list[Any]) -> None:
+    """The total counted is what the open requests keep, and within the bound."""
+    testcase.assertEqual(s.stats.body_bytes, sum(map(_in_memory, requests)))
+    testcase.assertLessEqual(s.stats.body_bytes, 1200)
+
+
+def _requests(protocol: Any) -> list[Any]:
+    """The requests a connection's channel holds (twisted.web's HTTPChannel or H2Connection)."""
+    channel = protocol.wrappedProtocol._channel
+    streams = getattr(channel, "streams", None)
+    if streams is not None:
+        return [stream._request for stream in streams.values()]
+    return list(channel.requests)
+
+
+def follow_bodies(testcase: SynchronousTestCase, fast: bool, events: list[tuple[Any, ...]]) -> None:
+    """
+    Play C{events} (L{EVENTS}) over HTTP/1.1 connections to a new server
+    (C{server.fastChannel} C{fast}): after each, the total held is the sum
+    of what the open requests hold, and within limits.bodyMemory; once
+    every connection is closed, it is 0.
+    """
+    s = InMemoryServer(testcase, fast, body_bytes=1000, body_memory=1200, body_timeout=30)
+    conns: list[Any] = []
+    state: list[dict[str, Any]] = []
+    for event in events:
+        kind = event[0]
+        if kind == "open":
+            _, how, line, size = event
+            c = s.connect()
+            head = line + b" HTTP/1.1\r\nHost: t\r\n" + FORM
+            if how == "length":
+                head += b"Content-Length: %d\r\n\r\n" % size
+            else:
+                head += b"Transfer-Encoding: chunked\r\n\r\n"
+            c.receive(head)
+            conns.append(c)
+            state.append({"how": how, "size": size, "sent": 0})
+        elif kind in ("send", "end", "close") and conns:
+            i = event[1] % len(conns)
+            c, sent = conns[i], state[i]
+            if kind == "close":
+                c.close()
+            elif sent["how"] == "length":
+                left = sent["size"] - sent["sent"]
+                n = left if kind == "end" else min(event[2], left)
+                c.receive(form(sent["size"])[sent["sent"] : sent["sent"] + n])
+                sent["sent"] += n
+            elif kind == "end":
+                c.receive(b"0\r\n\r\n")
+            else:
+                c.receive(chunk(b"x" * event[2]))
+        elif kind == "time":
+            for _ in range(event[1]):
+                s.reactor.advance(1)
+                s.pump()
+        _check_held(
+            testcase, s, [r for c in conns if c.transport.connected for r in _requests(c.protocol)]
+        )
+    s.close_all()
+    testcase.assertEqual(s.stats.body_bytes, 0)
+
+
+class BodyMemoryFuzzTests(SynchronousTestCase):
+    """
+    Random sequences of requests with bodies, bytes, ends, closes and time
+    over HTTP/1.1 (L{follow_bodies}), with the fast channel and with
+    twisted.web's stock one.
+    """
+
+    @FUZZ
+    @given(EVENTS)
+    def test_the_count_follows_the_bodies(self, events: list[tuple[Any, ...]]) -> None:
+        """The fast channel: the total follows the bodies, and ends at 0."""
+        follow_bodies(self, True, events)
+
+    @FUZZ
+    @given(EVENTS)
+    def test_the_count_follows_the_bodies_stock(self, events: list[tuple[Any, ...]]) -> None:
+        """twisted.web's stock channel: the same."""
+        follow_bodies(self, False, events)
+
+
+class HTTP2BodyMemoryFuzzTests(SynchronousTestCase):
+    """
+    The same over HTTP/2: streams of up to two connections open, send, end,
+    are reset by the client, and connections close; the total follows.
+    """
+
+    @FUZZ
+    @given(EVENTS)
+    def test_the_count_follows_the_bodies(self, events: list[tuple[Any, ...]]) -> None:
+        """After each event the total held is what the open streams hold; at the end 0."""
+        import h2.exceptions
+
+        from tests.support import MemoryH2
+
+        s = InMemoryServer(self, True, body_bytes=1000, body_memory=1200, body_timeout=30)
+        clients = [MemoryH2(self, s), MemoryH2(self, s)]
+        streams: list[tuple[Any, int, dict[str, Any]]] = []
+        for n, event in enumerate(events):
+            kind = event[0]
+            try:
+                if kind == "open":
+                    _, how, line, size = event
+                    c = clients[n % 2]
+                    method, path = line.decode().split(" ")
+                    headers = [("content-type", "application/x-www-form-urlencoded")]
+                    if how == "length":
+                        headers.append(("content-length", str(size)))
+                    sid = c.open(method, path, headers)
+                    streams.append((c, sid, {"how": how, "size": size, "sent": 0}))
+                elif kind in ("send", "end", "close") and streams:
+                    c, sid, st_ = streams[event[1] % len(streams)]
+                    if kind == "close":
+                        if event[2] == 0 and event[1] % 3 == 0:
+                            c.conn.close()  # the whole connection
+                        else:
+                            c.cancel(sid)
+                    elif st_["how"] == "length":
+                        left = st_["size"] - st_["sent"]
+                        n_ = left if kind == "end" else min(event[2], left)
+                        c.body(
+                            sid,
+                            form(st_["size"])[st_["sent"] : st_["sent"] + n_],
+                            end=kind == "end",
+                        )
+                        st_["sent"] += n_
+                    else:
+                        c.body(sid, b"" if kind == "end" else b"x" * event[2], end=kind == "end")
+                elif kind == "time":
+                    for _ in range(event[1]):
+                        s.reactor.advance(1)
+                        for c in clients:
+                            c.send()
+            except (h2.exceptions.ProtocolError, KeyError):
+                # A stream (or connection) the server already ended (the h2
+                # client raises KeyError for a stream it has forgotten).
+                pass
+            _check_held(
+                self,
+                s,
+                [
+                    r
+                    for c in clients
+                    if c.conn.transport.connected
+                    for r in _requests(c.conn.protocol)
+                ],
+            )
+        s.close_all()
+        self.assertEqual(s.stats.body_bytes, 0)

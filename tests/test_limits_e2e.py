@@ -426,6 +426,121 @@ class BodyInMemoryStockTests(BodyInMemoryTests):
     fast = False
 
 
+def resident_bytes(pid: int) -> int:
+    """The resident memory of process C{pid} (C{VmRSS})."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def gauge(server: Server, name: str) -> float:
+    """A sample of C{/metrics}."""
+    _, _, text = server.request("GET", "/metrics")
+    m = re.search(rb"^%s (\S+)$" % name.encode(), text, re.M)
+    assert m is not None, text
+    return float(m.group(1))
+
+
+class BodyMemoryTests(Both, SynchronousTestCase):
+    def test_slow_large_bodies_over_the_bound(self) -> None:
+        """
+        96 slow senders of 960 KiB bodies (limits.bodyBytes 1 MiB; half with
+        a Content-Length of 1 MiB, half chunked, none ever complete), 64 KiB
+        in turn, against limits.bodyMemory 8 MiB: once the bodies in memory
+        reach it the others get 503 JSON with Retry-After, and at most 8
+        bodies (7.5 MiB) stay held; /health and a small publish still answer
+        200, the server's resident memory grows by less than 32 MiB (the 96
+        bodies are 90 MiB), and nothing logs a traceback.
+        """
+        server = self.start(
+            {"bodyBytes": 1 << 20, "bodyMemory": 8 << 20, "bodyTimeout": 120, "headerTimeout": 10}
+        )
+        assert server.process is not None
+        pid = server.process.pid
+        self.assertEqual(server.post("id=notify_u1&data=1", FORM)[0], 200)
+        before = resident_bytes(pid)
+        head = b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type: " + FORM.encode()
+        piece = b"x" * 65536
+        senders: list[socket.socket] = []
+        for n in range(96):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            self.addCleanup(sock.close)
+            if n % 2:
+                sock.sendall(head + b"\r\nContent-Length: %d\r\n\r\n" % (1 << 20))
+            else:
+                sock.sendall(head + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+            senders.append(sock)
+        answers = [b""] * len(senders)
+
+        def read_answers() -> None:
+            for i, sock in enumerate(senders):
+                sock.setblocking(False)
+                try:
+                    while True:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        answers[i] += chunk
+                except (BlockingIOError, ConnectionResetError):
+                    pass
+                finally:
+                    sock.settimeout(10)
+
+        for _ in range(15):  # 15 pieces of 64 KiB each: 960 KiB
+            for n, sock in enumerate(senders):
+                if answers[n]:
+                    continue  # answered: it stops sending
+                data = piece if n % 2 else b"%x\r\n%s\r\n" % (len(piece), piece)
+                try:
+                    sock.sendall(data)
+                except OSError:
+                    pass  # the server closed it
+            read_answers()
+
+        def settled() -> bool:
+            read_answers()
+            held = gauge(server, "notificator_request_body_bytes")
+            return held == 15 * 65536 * sum(1 for a in answers if not a)
+
+        wait_until(settled, 20, lambda: f"the server read every body: {answers!r:.300}")
+        refused = [a for a in answers if a]
+        held_bodies = len(answers) - len(refused)
+        self.assertLessEqual(held_bodies, 8)
+        self.assertGreaterEqual(held_bodies, 1)
+        for answer in refused:
+            head_, _, body = answer.partition(b"\r\n\r\n")
+            self.assertTrue(head_.startswith(b"HTTP/1.1 503 Service Unavailable"), answer[:200])
+            self.assertIn(b"\r\nRetry-After: 120\r\n", head_)
+            self.assertEqual(
+                json.loads(body),
+                {
+                    "error": "request bodies held in memory would pass limits.bodyMemory"
+                    " (8388608 bytes); retry later"
+                },
+            )
+        self.assertLessEqual(gauge(server, "notificator_request_body_bytes"), 8 << 20)
+        grown = resident_bytes(pid) - before
+        # 90 MiB of bodies were sent: without the bound it grows by over 120 MiB.
+        self.assertLess(grown, 32 << 20, f"resident memory grew by {grown} bytes")
+        self.assertEqual(server.request("GET", "/health")[0], 200)
+        self.assertEqual(server.post("id=notify_u1&data=2", FORM)[0], 200)
+        self.assertEqual(
+            gauge(server, 'notificator_rejected_total{code="503"}'), float(len(refused))
+        )
+        server.wait_for_log(
+            r"refused a request from 127\.0\.0\.1: 503 request bodies held in memory would pass"
+            r" limits\.bodyMemory \(8388608 bytes\)",
+            name="sse.log",
+        )
+        self.assertNotIn("Traceback", server.log() + server.log("sse.log"))
+
+
+class BodyMemoryStockTests(BodyMemoryTests):
+    fast = False
+
+
 class ConnectionCapTests(Both, SynchronousTestCase):
     def test_health_answers_under_a_flood(self) -> None:
         """

@@ -110,6 +110,7 @@ class ExpositionTests(SynchronousTestCase):
         stats.reject(413)
         stats.refuse("draining")
         stats.replay("truncated", 4)
+        stats.body_bytes = 1234
         hub.heartbeat()
         clock.advance(60)
         found = samples(registry)
@@ -131,6 +132,7 @@ class ExpositionTests(SynchronousTestCase):
             ("notificator_start_time_seconds", ()): 500,
             ("notificator_draining", ()): 0,
             ("notificator_broker_up", ()): 1,
+            ("notificator_request_body_bytes", ()): 1234,
         }
         self.assertEqual({k: found.get(k) for k in expected}, expected)
         self.assertIn(("process_resident_memory_bytes", ()), found)

@@ -133,6 +133,80 @@ class HTTP2Tests(SynchronousTestCase):
         self.assertNotIn("Traceback", self.server.log())
 
 
+class HTTP2PublishGateTests(SynchronousTestCase):
+    """
+    server.protocol http2: the publish gate decides with every header of a
+    request's HEADERS frame.  A browser (and any client) may send
+    C{content-length} before C{authorization}, C{origin} or
+    C{x-forwarded-for}: a publisher those refuse gets 403 before it sends
+    its body, as when they come first.
+    """
+
+    TOKEN = "h2-gate-token-0123456789abcdef"
+    GW = "https://gw.example.com"
+
+    def setUp(self) -> None:
+        self.certs = Certs(self)
+        config = server_config("http2", self.certs, heartbeat=False)
+        config["server"]["trustedProxies"] = ["127.0.0.1/32"]
+        config["sse"]["header"] = {"Access-Control-Allow-Origin": [self.GW]}
+        config["publish"] = {"token": self.TOKEN}
+        self.server = TLSServer(self, self.certs.ca, local=config, listen=None).start()
+        self.client = H2Client(self.server.port, self.certs.ca)
+        self.addCleanup(self.client.close)
+        self.assertEqual(self.client.alpn, "h2")
+
+    def head_only(self, headers: list[tuple[str, str]]) -> int:
+        """A publish's HEADERS frame, content-length first, and no body: its stream."""
+        c = self.client
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(
+            sid,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", c.authority),
+                (":path", "/webNotification"),
+                ("content-length", str(len(BODY))),
+                ("content-type", FORM),
+                *headers,
+            ],
+        )
+        c.data[sid] = b""
+        c._flush()
+        return sid
+
+    def test_refused_before_the_body(self) -> None:
+        """
+        A wrong Bearer token, a page of another site, and (from a trusted
+        proxy) a client outside publish.allow, each after content-length:
+        403 JSON and a reset stream without a byte of body sent; then a
+        right publish on the same connection is published.
+        """
+        c = self.client
+        token = ("authorization", f"Bearer {self.TOKEN}")
+        cases = [
+            ([("authorization", "Bearer not-the-token")], "wrong publish token"),
+            ([token, ("origin", "https://evil.example")], "origin not allowed"),
+            ([token, ("x-forwarded-for", "203.0.113.9")], "address not allowed"),
+        ]
+        for headers, reason in cases:
+            sid = self.head_only(headers)
+            c.pump(lambda sid=sid: sid in c.reset, timeout=5)
+            self.assertEqual(c.headers[sid][":status"], "403", headers)
+            self.assertEqual(json.loads(c.data[sid]), {"error": reason})
+        self.server.wait_for_log(
+            r"refused publish from 203\.0\.113\.9: 403 address not allowed", name="sse.log"
+        )
+        ok = self.head_only([token, ("x-forwarded-for", "127.0.0.1")])
+        c.conn.send_data(ok, BODY.encode(), end_stream=True)
+        c._flush()
+        c.pump(lambda: ok in c.ended, timeout=5)
+        self.assertEqual(c.headers[ok][":status"], "200")
+        self.assertEqual(json.loads(c.data[ok])["userId"], "u1")
+        self.assertNotIn("Traceback", self.server.log() + self.server.log("sse.log"))
+
+
 class BadCertificateTests(SynchronousTestCase):
     """Each bad TLS file stops start-up with one line naming it."""
 
