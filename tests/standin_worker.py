@@ -7,9 +7,15 @@ stops listening, waits C{--drain} seconds, and exits 0.
 
     python -m tests.standin_worker --listen tcp:port=3000:interface=127.0.0.1
         [--slot 0] [--drain 0.2] [--say LINE]
+        [--supervised] [--hold-if PATH] [--fail-if PATH]
 
 C{--say}: it prints this line on its standard output once it listens;
-C{--fail-with N}: it exits with status C{N} at once.
+C{--supervised}: it speaks to its supervisor (L{WorkerLink}: C{ready} on
+file descriptor 3 once it listens, C{stopping} when it stops, and it stops
+when its standard input ends); C{--hold-if}: when C{PATH} exists as it
+starts, it listens but never says C{ready} (a new version that hangs);
+C{--fail-if}: when C{PATH} exists as it starts, it exits with status 3 at
+once (a new version that cannot start).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from twisted.internet.task import deferLater
 from twisted.web import resource, server
 
 from notificator.workers.reuseport import ReusePortService
+from notificator.workers.supervisor import WorkerLink
 
 
 class Who(resource.Resource):
@@ -58,18 +65,23 @@ def main() -> None:
     parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--slot", default="0")
     parser.add_argument("--drain", type=float, default=0.2)
+    parser.add_argument("--supervised", action="store_true")
     parser.add_argument("--say")
-    parser.add_argument("--fail-with", type=int)
+    parser.add_argument("--hold-if")
+    parser.add_argument("--fail-if")
     options = parser.parse_args()
-    if options.fail_with is not None:
-        print(f"stand-in worker exits with {options.fail_with}", file=sys.stderr, flush=True)
-        sys.exit(options.fail_with)
+    if options.fail_if and os.path.exists(options.fail_if):
+        print(f"stand-in worker: {options.fail_if} exists: exit 3", file=sys.stderr, flush=True)
+        sys.exit(3)
+    hold = bool(options.hold_if and os.path.exists(options.hold_if))
 
     root = MultiService()
     Drain(options.drain).setServiceParent(root)
     site = server.Site(Who(options.slot))
     for description in options.listen:
         ReusePortService(reactor, description, site).setServiceParent(root)
+    if options.supervised and not hold:
+        WorkerLink(reactor).setServiceParent(root)
     root.privilegedStartService()
     root.startService()
     if options.say:
