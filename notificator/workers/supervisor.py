@@ -119,7 +119,12 @@ class Backoff:
         return min(previous * 2, self.most)
 
 
-def _printable(data: bytes) -> str:
+#: The waits of L{Supervisor} and of the private Redis by default.
+BACKOFF = Backoff()
+
+
+def printable(data: bytes) -> str:
+    """A line of a child's output for the log: UTF-8, control characters escaped."""
     text = data.decode("utf-8", "replace").rstrip("\r")
     return "".join(c if c >= " " or c == "\t" else f"\\x{ord(c):02x}" for c in text)
 
@@ -273,7 +278,7 @@ class Supervisor(Service):
         path: str | None = None,
         ready_timeout: float = 60.0,
         stop_timeout: float = 30.0,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = BACKOFF,
         hangup: bool = True,
     ) -> None:
         """
@@ -461,7 +466,7 @@ class Supervisor(Service):
                 'worker {slot} (pid {pid}) said "{line}" on its status pipe: ignored',
                 slot=worker.slot,
                 pid=worker.pid,
-                line=_printable(line),
+                line=printable(line),
             )
 
     def _check_all_ready(self) -> None:
@@ -475,7 +480,7 @@ class Supervisor(Service):
 
     def _output(self, worker: Worker, line: bytes, error: bool) -> None:
         emit = log.warn if error else log.info
-        emit("worker {slot}: {line}", slot=worker.slot, line=_printable(line), pid=worker.pid)
+        emit("worker {slot}: {line}", slot=worker.slot, line=printable(line), pid=worker.pid)
 
     def _ended(self, worker: Worker, reason: Failure) -> None:
         how = describe_exit(reason)
