@@ -527,6 +527,18 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.processes), 2)
         self.assertIs(s.workers[0] and s.workers[0].process, self.reactor.processes[1])
 
+    def test_cancelled_waiters(self) -> None:
+        """A caller that cancelled its wait for a worker does not stop the others' being told."""
+        s = self.supervisor(1)
+        [p] = self.reactor.processes
+        worker = s.workers[0]
+        assert worker is not None
+        cancelled, kept = worker.when_ended(), worker.when_ended()
+        cancelled.cancel()
+        self.failureResultOf(cancelled)
+        p.exit(1)
+        self.assertEqual(self.successResultOf(kept), "exit status 1")
+
     def test_sighup(self) -> None:
         """SIGHUP reloads while the service runs; its stop puts the old handler back."""
         before = signal.getsignal(signal.SIGHUP)
@@ -673,13 +685,7 @@ class InProcessTests(TestCase):
         env = {**os.environ, "PYTHONPATH": PROJECT}
         kw.setdefault("hangup", False)
         kw.setdefault("stop_timeout", 20)
-        s = Supervisor(
-            reactor,
-            [[*argv, "--slot", str(k)] for k in range(count)],
-            env,
-            PROJECT,
-            **kw,
-        )
+        s = Supervisor(reactor, [[*argv, "--slot", str(k)] for k in range(count)], env, **kw)
         s.startService()
         self.addCleanup(lambda: s.running and s.stopService())
         return s, port

@@ -53,7 +53,14 @@ from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from notificator.workers.supervisor import BACKOFF, Backoff, Lines, describe_exit, printable
+from notificator.workers.supervisor import (
+    BACKOFF,
+    Backoff,
+    Lines,
+    describe_exit,
+    fire_all,
+    printable,
+)
 
 log = Logger()
 
@@ -336,7 +343,9 @@ class PrivateRedis(Service):
                 argv[0],
                 argv,
                 env=dict(os.environ),
-                path=self.directory,
+                # No working directory (redis.conf's dir is absolute):
+                # Twisted then uses posix_spawn, where a fork would leave a
+                # moment in which a SIGTERM is lost.
                 childFDs={0: "w", 1: "r", 2: "r"},
             )
         except OSError as e:
@@ -390,8 +399,7 @@ class PrivateRedis(Service):
             self.ready = True
             log.info("redis-server ready (pid {pid})", pid=self.pid)
             waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(None)
+            fire_all(waiting, None)
             return
         self._call = self._reactor.callLater(self.ping_interval, self._ping, process)
 
@@ -426,8 +434,7 @@ class PrivateRedis(Service):
         else:
             log.info("redis-server (pid {pid}) stopped: {how}", pid=pid, how=how)
         ends, self._ends = self._ends, []
-        for d in ends:
-            d.callback(None)
+        fire_all(ends, None)
 
     def stopService(self) -> Deferred[None]:
         """

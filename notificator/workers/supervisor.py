@@ -39,7 +39,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from twisted.application.service import Service
@@ -117,6 +117,16 @@ class Backoff:
         if previous is None or lived >= self.reset_after:
             return self.first
         return min(previous * 2, self.most)
+
+
+_T = TypeVar("_T")
+
+
+def fire_all(waiting: Sequence[Deferred[_T]], result: _T) -> None:
+    """Fire each of C{waiting} with C{result}, but one its caller cancelled already."""
+    for d in waiting:
+        if not d.called:
+            d.callback(result)
 
 
 #: The waits of L{Supervisor} and of the private Redis by default.
@@ -223,17 +233,14 @@ class Worker:
     def _is_ready(self) -> None:
         self.ready = True
         waiting, self._readiness = self._readiness, []
-        for d in waiting:
-            d.callback(True)
+        fire_all(waiting, True)
 
     def _has_ended(self, how: str) -> None:
         self.how = how
         waiting, self._readiness = self._readiness, []
-        for d in waiting:
-            d.callback(False)
+        fire_all(waiting, False)
         ends, self._ends = self._ends, []
-        for e in ends:
-            e.callback(how)
+        fire_all(ends, how)
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -287,6 +294,10 @@ class Supervisor(Service):
             program, looked up on the C{PATH} of C{env}).
         @param env: the workers' environment; L{None}: this process's.
         @param path: the workers' working directory; L{None}: this one's.
+            Leave it L{None} where it can be: Twisted then starts them with
+            C{posix_spawn}; for another directory it forks first, and a
+            signal that reaches a worker between the fork and the C{exec}
+            is lost (a stop then waits C{stop_timeout} for it).
         @param ready_timeout: a worker not ready this many seconds after
             it started is killed (and started again; during a reload, the
             old one is kept).
@@ -352,8 +363,7 @@ class Supervisor(Service):
             call.cancel()
         self._restarts.clear()
         queued, self._queued = self._queued, None
-        for d in queued or ():
-            d.callback(False)
+        fire_all(queued or [], False)
         alive = sorted(self._alive, key=lambda w: (w.slot, w.started))
         if not alive:
             return succeed(None)
@@ -475,8 +485,7 @@ class Supervisor(Service):
             return
         self._all_ready = None
         log.info("all {count} workers ready", count=len(self.workers))
-        for d in waiting:
-            d.callback(None)
+        fire_all(waiting, None)
 
     def _output(self, worker: Worker, line: bytes, error: bool) -> None:
         emit = log.warn if error else log.info
@@ -553,10 +562,10 @@ class Supervisor(Service):
         if isinstance(outcome, Failure):
             log.failure("reload failed", outcome)
             outcome = False
-        result.callback(outcome)
+        fire_all([result], outcome)
         queued, self._queued = self._queued, None
         if queued and self.running:
-            self.reload().addCallback(_tell_all, queued)
+            self.reload().addCallback(lambda done: fire_all(queued, done))
 
     async def _replace_all(self) -> bool:
         count = len(self.workers)
@@ -625,11 +634,6 @@ class Supervisor(Service):
             new=new.pid,
         )
         return True
-
-
-def _tell_all(done: bool, waiting: list[Deferred[bool]]) -> None:
-    for d in waiting:
-        d.callback(done)
 
 
 class _Pipe(abstract.FileDescriptor):
