@@ -512,6 +512,19 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.processes), 3)
         self.assertEqual(self.logged("reload: the new"), [])
 
+    def test_stop_while_an_old_worker_drains(self) -> None:
+        """A stop during a reload does not signal again the old worker already told to stop."""
+        s = self.supervisor(2)
+        self.ready_all()
+        old0, old1 = self.reactor.processes
+        s.reload()
+        self.reactor.processes[2].say(b"ready\n")
+        stopped = s.stopService()
+        self.assertEqual([p.signals for p in self.reactor.processes], [["TERM"]] * 3)
+        for p in self.reactor.processes:
+            p.exit()
+        self.successResultOf(stopped)
+
     def test_old_worker_dies_during_reload(self) -> None:
         """An old worker that dies while its slot is being replaced is not restarted too."""
         s = self.supervisor(1)

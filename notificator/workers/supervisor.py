@@ -350,8 +350,8 @@ class Supervisor(Service):
 
     def stopService(self) -> Deferred[None]:
         """
-        SIGTERM to every worker at once (but one that said L{STOPPING}
-        already), SIGKILL to those still running after C{stop_timeout}
+        SIGTERM to every worker at once (but one that said L{STOPPING} or
+        was told to stop already), SIGKILL to those still running after C{stop_timeout}
         seconds; fires when every worker has exited.
         """
         super().stopService()
@@ -369,9 +369,10 @@ class Supervisor(Service):
             return succeed(None)
         log.info("stopping {count} workers", count=len(alive))
         for worker in alive:
-            worker.asked_to_stop = True
-            if not worker.stopping:
+            # Once is enough (a second SIGTERM makes twistd log an error).
+            if not (worker.stopping or worker.asked_to_stop):
                 worker.signal("TERM")
+            worker.asked_to_stop = True
         killer = self._reactor.callLater(self.stop_timeout, self._kill, alive)
         ends = gatherResults([w.when_ended() for w in alive])
 
