@@ -206,6 +206,18 @@ class Named(resource.Resource):
         return b"%s %s %s" % (self.name, request.clientproto, b"direct" if direct else b"-")
 
 
+class FailingOnce(server.Site):
+    """A Site whose next protocol, once armed, cannot be built."""
+
+    armed = False
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("no protocol for you")
+        return super().buildProtocol(addr)
+
+
 def site(name: bytes) -> server.Site:
     return server.Site(Named(name))
 
@@ -274,6 +286,42 @@ class AdoptedTests(TestCase):
         # And B alone serves the port now.
         body = yield fetch(port)
         self.assertTrue(body.startswith(b"B "), body)
+
+    @inlineCallbacks
+    def test_stop_serves_the_rest_when_one_fails(self) -> Any:
+        """A queued connection whose protocol cannot be built is logged; the rest are served."""
+        port = free_port()
+        description = f"tcp:port={port}:interface=127.0.0.1"
+        failing = FailingOnce(Named(b"A"))
+        a = self.listen(description, failing)
+        self.listen(description, site(b"B"))
+        assert a.port is not None
+        a.port.stopReading()  # type: ignore[attr-defined]
+        clients = []
+        for _ in range(24):
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            self.addCleanup(client.close)
+            client.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            clients.append(client)
+        failing.armed = True
+        yield a.stopService()
+
+        def read_all() -> list[bytes]:
+            answers = []
+            for client in clients:
+                data = b""
+                try:
+                    while chunk := client.recv(4096):
+                        data += chunk
+                except ConnectionResetError:
+                    pass
+                answers.append((data.partition(b"\r\n\r\n")[2].split() or [b"none"])[0])
+            return answers
+
+        counts = Counter((yield deferToThread(read_all)))
+        self.assertEqual(counts[b"none"], 1, counts)
+        self.assertTrue(counts[b"A"] and counts[b"B"], counts)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     @inlineCallbacks
     def test_stopped_listener_closes_the_port(self) -> Any:

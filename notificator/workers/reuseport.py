@@ -272,10 +272,9 @@ class ReusePortService(Service):
             except (BlockingIOError, InterruptedError):
                 return served
             except OSError as e:
-                # Out of descriptors, or a connection that was reset
-                # while queued (ECONNABORTED): the rest stay queued.
                 if e.errno == errno.ECONNABORTED:
-                    continue
+                    continue  # reset by its client while it waited: the next one
+                # Out of descriptors: the rest are reset at the close.
                 log.warn(
                     "could not take the connections queued on {description}: {reason}",
                     description=self.address.description,
@@ -284,5 +283,18 @@ class ReusePortService(Service):
                 return served
             with conn:
                 conn.setblocking(False)
-                self._reactor.adoptStreamConnection(conn.fileno(), conn.family, self._factory)
+                try:
+                    self._reactor.adoptStreamConnection(conn.fileno(), conn.family, self._factory)
+                except Exception:
+                    log.failure(
+                        "a connection queued on {description} could not be served",
+                        description=self.address.description,
+                    )
+                    # The reactor's copy of it may be left open: end the
+                    # connection itself.
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    continue
             served += 1
