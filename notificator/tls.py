@@ -36,6 +36,10 @@ still comes from a strports string::
    through (L{notificator.tickets.TicketKeys}); without it each process
    keeps its own keys in memory.
 
+L{https_listener} reads the same description without making an
+endpoint: its address and the connection creator, for a listening socket
+opened elsewhere (L{notificator.workers.reuseport}).
+
 The TLS settings follow Mozilla's "intermediate" profile (Server Side TLS
 5.7): TLS 1.2 or newer (stated here with C{raiseMinimumTo}), forward-secret
 AEAD suites only (L{INTERMEDIATE_CIPHERS}, L{TLS13_SUITES}; no CBC, no
@@ -446,7 +450,30 @@ def _note_tickets(tickets: bool, directory: str | None, why_not: str) -> None:
         )
 
 
-def https_endpoint(
+@attrs.frozen(eq=False)
+class HTTPSListener:
+    """
+    An C{https:} description, checked and its files loaded: where it
+    listens and the TLS it serves, for an endpoint (L{https_endpoint}) or
+    a socket of one's own (L{notificator.workers.reuseport}).
+
+    @ivar creator: makes each connection's server side; wrap the protocol
+        factory in a C{TLSMemoryBIOFactory} with it.
+    """
+
+    port: int
+    interface: str
+    backlog: int
+    creator: ServerTLS
+    ticket_keys: str | None
+    why_not_shared: str
+
+    def note(self) -> None:
+        """Log how this listener's sessions resume (once, when it starts listening)."""
+        _note_tickets(self.creator.settings.tickets, self.ticket_keys, self.why_not_shared)
+
+
+def https_listener(
     reactor: Any,
     port: str = "443",
     privateKey: str = "server.pem",
@@ -458,11 +485,14 @@ def https_endpoint(
     ciphers: str = INTERMEDIATE_CIPHERS,
     tickets: str = "on",
     ticketKeys: str | None = None,
-) -> IStreamServerEndpoint:
+) -> HTTPSListener:
     """
-    The endpoint for an C{https:} description (keyword names as in
+    Check an C{https:} description's arguments (keyword names as in
     Twisted's C{ssl:} type, plus C{alpn}, C{ciphers}, C{tickets} and
-    C{ticketKeys}).
+    C{ticketKeys}) and load its files.
+
+    @raise ValueError: a bad argument (L{TLSFileError}: a file that cannot
+        be used).
     """
     try:
         port_number, backlog_number = int(port), int(backlog)
@@ -478,14 +508,52 @@ def https_endpoint(
         settable, why_not = ticket_keys_settable()
         if settable:
             keys = TicketKeys(ticketKeys)
-    creator = ServerTLS(settings, protocols, reactor, keys)
-    return _Endpoint(
-        lambda: _note_tickets(settings.tickets, ticketKeys or None, why_not),
-        reactor,
-        port_number,
-        creator,
-        backlog=backlog_number,
+    return HTTPSListener(
+        port=port_number,
         interface=interface,
+        backlog=backlog_number,
+        creator=ServerTLS(settings, protocols, reactor, keys),
+        ticket_keys=ticketKeys or None,
+        why_not_shared=why_not,
+    )
+
+
+def https_endpoint(
+    reactor: Any,
+    port: str = "443",
+    privateKey: str = "server.pem",
+    certKey: str | None = None,
+    extraCertChain: str | None = None,
+    alpn: str = DEFAULT_ALPN,
+    interface: str = "",
+    backlog: str = "50",
+    ciphers: str = INTERMEDIATE_CIPHERS,
+    tickets: str = "on",
+    ticketKeys: str | None = None,
+) -> IStreamServerEndpoint:
+    """
+    The endpoint for an C{https:} description (L{https_listener}).
+    """
+    listener = https_listener(
+        reactor,
+        port,
+        privateKey,
+        certKey,
+        extraCertChain,
+        alpn,
+        interface,
+        backlog,
+        ciphers,
+        tickets,
+        ticketKeys,
+    )
+    return _Endpoint(
+        listener.note,
+        reactor,
+        listener.port,
+        listener.creator,
+        backlog=listener.backlog,
+        interface=listener.interface,
     )
 
 
