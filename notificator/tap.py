@@ -45,8 +45,8 @@ from notificator import (
     logs,
     metrics,
     pidlock,
-    process,
     runas,
+    services,
     web,
 )
 from notificator.broker import Journal, LocalBroker
@@ -487,8 +487,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         server.log_dir, server.log_level, clock=reactor, keep_days=server.log_keep_days
     )
     app_log.setServiceParent(root)
-    process.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(root)
-    process.GCTuningService().setServiceParent(root)
+    services.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(
+        root
+    )
+    services.GCTuningService().setServiceParent(root)
 
     serving = SequentialService()
     serving.setServiceParent(root)

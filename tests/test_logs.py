@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
-from notificator import auth, config, logs, process, web
+from notificator import auth, config, logs, services, web
 from tests.support import Parts, config_with
 
 
@@ -883,7 +883,7 @@ class WiringTests(SynchronousTestCase):
         assert isinstance(first, logs.AppLogService)
         self.assertEqual((first.path, first.level), (os.path.join(log_dir, "sse.log"), "warn"))
         self.assertIsInstance(list(children[-1])[-1], tap.DrainService)
-        titles = [c for c in children if isinstance(c, process.ProcessTitleService)]
+        titles = [c for c in children if isinstance(c, services.ProcessTitleService)]
         self.assertEqual([t.title for t in titles], [f"notificator [x] {os.path.dirname(conf)}"])
         root.startService()
         self.addCleanup(root.stopService)

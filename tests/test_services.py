@@ -1,4 +1,4 @@
-"""Tests for L{notificator.process}: the process title and the GC tuning, and their place in the service tree."""
+"""Tests for L{notificator.services}: the process title and the GC tuning, and their place in the service tree."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import setproctitle
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import process, tap
+from notificator import services, tap
 from tests.support import write_config
 
 
@@ -17,7 +17,7 @@ class ProcessTitleServiceTests(SynchronousTestCase):
     def test_sets_and_restores_the_title(self) -> None:
         """The title is shown while running and the old one is back after stop."""
         before = setproctitle.getproctitle()
-        service = process.ProcessTitleService("notificator [test] /srv/notificator")
+        service = services.ProcessTitleService("notificator [test] /srv/notificator")
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         self.assertEqual(setproctitle.getproctitle(), "notificator [test] /srv/notificator")
@@ -29,11 +29,11 @@ class GCTuningTests(SynchronousTestCase):
     def test_start_and_stop(self) -> None:
         """Start freezes start-up objects and makes full collections rarer; stop restores both."""
         before = gc.get_threshold()
-        service = process.GCTuningService()
+        service = services.GCTuningService()
         service.startService()
         try:
             self.assertEqual(
-                gc.get_threshold()[2], process.GCTuningService.FULL_COLLECTION_THRESHOLD
+                gc.get_threshold()[2], services.GCTuningService.FULL_COLLECTION_THRESHOLD
             )
             self.assertGreater(gc.get_freeze_count(), 0)
         finally:
@@ -51,6 +51,6 @@ class WiringTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])
         service = tap.makeService(options, reactor=MemoryReactorClock())
-        self.assertTrue(any(isinstance(s, process.GCTuningService) for s in service))
-        titles = [s.title for s in service if isinstance(s, process.ProcessTitleService)]
+        self.assertTrue(any(isinstance(s, services.GCTuningService) for s in service))
+        titles = [s.title for s in service if isinstance(s, services.ProcessTitleService)]
         self.assertEqual(titles, [f"notificator [x] {os.path.dirname(conf)}"])

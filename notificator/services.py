@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_process -*-
+# -*- test-case-name: tests.test_services -*-
 """
 What the server does to its own process while it runs, each a service of
 the tree C{makeService} builds, undone when it stops (so tests leave no
