@@ -51,7 +51,8 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from notificator import __version__, channel
-from notificator.auth import Guard, redact_uri
+from notificator.auth import Guard
+from notificator.text import redact_uri
 
 if TYPE_CHECKING:
     from notificator.web import PublishGate

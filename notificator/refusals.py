@@ -30,9 +30,9 @@ from twisted.logger import Logger
 from twisted.web import resource
 from twisted.web.iweb import IRequest
 
-from notificator.auth import redact_uri
 from notificator.limits import peer
 from notificator.logs import safe
+from notificator.text import redact_uri
 
 #: Where refusals are logged when no activity logger is given (tests).
 _default_log = Logger("notificator.web")

@@ -50,6 +50,7 @@ from notificator.limits import peer_host as _peer_host
 from notificator.logs import safe
 from notificator.stats import Stats
 from notificator.stream import LimitedRequestStream, RequestStream
+from notificator.text import redact_uri
 
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()
@@ -508,7 +509,7 @@ class SSEResource(refusals.Resource):
         self._log.warn(
             "refused stream from {peer} for {path}: {code} {reason}",
             peer=_peer(request),
-            path=safe(auth.redact_uri(request.uri)),
+            path=safe(redact_uri(request.uri)),
             code=code,
             reason=safe(reason),
         )
