@@ -17,8 +17,8 @@ L{CORSPolicy} with L{CORSPolicy.from_origins}:
    sandboxed frame, a C{file:} page or a page that hides its referrer
    sends C{null}: any page can).
 
-The resources answer with L{apply_cors}; the publish gate asks
-L{CORSPolicy.refuse_publish}.
+The resources answer with L{notificator.http.responses.apply_cors}; the
+publish gate asks L{CORSPolicy.refuse_publish}.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from collections.abc import Iterable
 
 import attrs
 from hyperlink import URL
-from twisted.web.iweb import IRequest
 
 # Headers a browser (or the IE EventSource polyfills) may send cross-origin.
 ALLOW_HEADERS = b"Accept, Cache-Control, Content-Type, Last-Event-ID, X-Requested-With"
@@ -196,37 +195,3 @@ class CORSPolicy:
         if parsed is not None and host is not None and parsed == own_origin(host, secure):
             return None
         return ORIGIN_NOT_ALLOWED
-
-
-def apply_cors(
-    request: IRequest, policy: CORSPolicy, methods: bytes, wildcard: bool = True
-) -> None:
-    """
-    Let the request's origin read the response, as the policy says: a
-    listed origin is echoed with C{Access-Control-Allow-Credentials: true}
-    (browsers refuse C{*} for a request with credentials); another valid
-    origin, when C{"*"} is configured and C{wildcard} is true, gets C{*}
-    without credentials; C{null} and anything else get nothing.  Preflights
-    (C{OPTIONS}) get the methods and headers too.
-
-    @param wildcard: honour C{"*"} (false for the publish resource: a
-        wildcard lets no page publish).
-    """
-    request.setHeader(b"vary", b"Origin")
-    origin = request.getHeader(b"origin")
-    if origin is None:
-        return
-    parsed = parse_header(origin)
-    if parsed is None:
-        return
-    if parsed in policy.origins:
-        request.setHeader(b"access-control-allow-origin", origin)
-        request.setHeader(b"access-control-allow-credentials", b"true")
-    elif wildcard and policy.any_origin:
-        request.setHeader(b"access-control-allow-origin", b"*")
-    else:
-        return
-    if request.method == b"OPTIONS":
-        request.setHeader(b"access-control-allow-methods", methods)
-        request.setHeader(b"access-control-allow-headers", ALLOW_HEADERS)
-        request.setHeader(b"access-control-max-age", b"86400")

@@ -40,9 +40,10 @@ from twisted.web.server import NOT_DONE_YET
 from notificator import assets, auth, channel, ingest, limits, metrics, monitor, refusals
 from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, LimitsConfig, SSEConfig
-from notificator.cors import CORSPolicy, apply_cors
+from notificator.cors import CORSPolicy
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
+from notificator.http.responses import apply_cors
 from notificator.hub import Hub
 from notificator.limits import client as _client
 from notificator.limits import peer as _peer
