@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import twisted
 from notificator import __version__, config
+from notificator.config import model
 from tests.support import (
     PROJECT,
     Server,
@@ -451,7 +452,7 @@ def section(text: str, title: str) -> str:
 
 def leaves(doc: dict[str, Any]) -> set[str]:
     """The dotted config keys of a config document (L{config._SCHEMA}'s leaves)."""
-    return {key for key, _ in config._leaves(doc)}
+    return {key for key, _ in model._leaves(doc)}
 
 
 #: The keys of the node server's configuration (its conf/production.json,

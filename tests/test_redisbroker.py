@@ -275,7 +275,7 @@ class Harness:
 
 
 def load_address(url: str) -> Any:
-    from notificator.config import _redis_url
+    from notificator.config.model import _redis_url
 
     return _redis_url(url)
 

@@ -1,4 +1,4 @@
-"""Tests for L{notificator.config}: loading, merging, validation, endpoints."""
+"""Tests for L{notificator.config.model}: loading, merging, validation, endpoints."""
 
 import ast
 import json
@@ -12,7 +12,7 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import config
-from notificator.config import ConfigError, load, strip_comments
+from notificator.config import ConfigError, load, model, strip_comments
 from notificator.cors import CORSPolicy
 from tests.support import PROJECT, write_config
 
@@ -162,7 +162,8 @@ class LoadTests(SynchronousTestCase):
         Each config key is in conf/default.json, in README.rst's and
         README.ko.rst's tables, and in the configuration guide.
         """
-        from notificator.config import _SCHEMA, merge, read_json
+        from notificator.config import merge, read_json
+        from notificator.config.model import _SCHEMA
 
         doc: dict = {}
         origin: dict[str, str] = {}
@@ -481,7 +482,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
     def shipped(self) -> dict[str, Any]:
         """The shipped defaults by dotted key (leaves as config.validate sees them)."""
         doc, _ = config.shipped_defaults()
-        return dict(config._leaves(doc))
+        return dict(model._leaves(doc))
 
     def test_package_carries_conf_default_json(self) -> None:
         """The package's default.json is conf/default.json, byte for byte."""
@@ -491,7 +492,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
 
     def test_every_key_once_and_nothing_else(self) -> None:
         """The shipped defaults hold each key exactly, and load without a warning."""
-        self.assertEqual(sorted(self.shipped()), sorted(config._SCHEMA))
+        self.assertEqual(sorted(self.shipped()), sorted(model._SCHEMA))
         self.assertEqual(config.defaults().warnings, ())
 
     def test_classes_hold_no_defaults(self) -> None:
@@ -515,7 +516,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
                     if (
                         isinstance(found, type)
                         and attrs.has(found)
-                        and found.__module__ == config.__name__
+                        and found.__module__ == model.__name__
                         # A parsed cluster.redis URL: its port and db default
                         # as Redis's URLs do, not as a config key.
                         and found is not config.RedisAddress
@@ -524,8 +525,8 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
         self.assertEqual(len(seen), 11, seen)
 
     def test_validate_gives_no_default(self) -> None:
-        """config.py reads validated values with values[key], never values.get(key, default)."""
-        with open(config.__file__, encoding="utf-8") as f:
+        """config/model.py reads validated values with values[key], never values.get(key, default)."""
+        with open(model.__file__, encoding="utf-8") as f:
             tree = ast.parse(f.read())
         for node in ast.walk(tree):
             if (
@@ -536,7 +537,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
                 and node.func.value.id == "values"
                 and len(node.args) > 1
             ):
-                self.fail(f"config.py line {node.lineno}: values.{node.func.attr}(...)")
+                self.fail(f"config/model.py line {node.lineno}: values.{node.func.attr}(...)")
 
     def test_a_second_default_is_found(self) -> None:
         """The checks above fail on the mistakes they are for."""

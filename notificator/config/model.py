@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.test_config_model -*-
 """
 Configuration: C{DIR/default.json}, then C{DIR/<env>.json}, then
 C{DIR/local.json}, deep-merged (objects merge key by key, everything else
