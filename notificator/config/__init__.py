@@ -1,41 +1,48 @@
 """
-Configuration (see L{notificator.config.model}): the names the rest of the
-server uses, re-exported.
+The configuration, read from a config directory and validated once at
+start-up: its files (L{notificator.config.files}), the checks of single
+values (L{notificator.config.checks}) and the validated classes
+(L{notificator.config.model}).  The names the rest of the server uses are
+re-exported here.
 """
 
-from notificator.config.model import (
-    DEFAULTS,
-    FD_MARGIN,
+from notificator.config.checks import (
     LOG_LEVELS,
     MIN_SECRET_LENGTH,
-    PRODUCTION,
     PROTOCOLS,
+    IPNetwork,
+    RedisAddress,
+)
+from notificator.config.files import (
+    DEFAULTS,
+    ConfigError,
+    environments,
+    merge,
+    parse_json,
+    read_json,
+    shipped_defaults,
+    strip_comments,
+)
+from notificator.config.model import (
+    FD_MARGIN,
+    PRODUCTION,
     STREAM_RESERVE,
     Certificates,
     ClusterConfig,
     Config,
-    ConfigError,
     HistoryConfig,
-    IPNetwork,
     LimitsConfig,
     MonitorConfig,
     PublishConfig,
-    RedisAddress,
     ServerConfig,
     SSEAuthConfig,
     SSEConfig,
     TLSConfig,
     connection_limit,
     defaults,
-    environments,
     load,
-    merge,
-    parse_json,
     production_warnings,
-    read_json,
-    shipped_defaults,
     stream_limit,
-    strip_comments,
     validate,
 )
 

@@ -1,396 +1,60 @@
 # -*- test-case-name: tests.test_config_model -*-
 """
-Configuration: C{DIR/default.json}, then C{DIR/<env>.json}, then
+The configuration: C{DIR/default.json}, then C{DIR/<env>.json}, then
 C{DIR/local.json}, deep-merged (objects merge key by key, everything else
 replaces), with C{//} and C{/* */} comments allowed so the old node server's
 C{config/*.json} files load unchanged.
 
 The merged document is validated once, at start-up, into frozen attrs
-classes.  A bad value raises L{ConfigError}, whose text is one line naming
-the file and the dotted key; an unknown key becomes a warning in
+classes (L{validate}, with the checks of L{notificator.config.checks}).
+A bad value raises L{ConfigError}, whose text is one line naming the
+file and the dotted key; an unknown key becomes a warning in
 L{Config.warnings}.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
-from importlib import resources
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import attrs
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python.filepath import FilePath
 
-from notificator.cors import CORSPolicy
-
-PROTOCOLS = ("http", "https", "http2")
-LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
-_LOG_LEVEL_ALIASES = {"warning": "warn", "fatal": "critical", "trace": "debug"}
-
-# Hop-by-hop headers are forbidden over HTTP/2 and meaningless to set by
-# hand over HTTP/1.1; the old server's config carried "Connection".
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+from notificator.config.checks import (
+    _LOG_LEVEL_ALIASES,
+    LOG_LEVELS,
+    MIN_SECRET_LENGTH,
+    PROTOCOLS,
+    IPNetwork,
+    RedisAddress,
+    _Bad,
+    _bool,
+    _choice,
+    _ciphers,
+    _cookie_name,
+    _headers,
+    _int,
+    _key_prefix,
+    _networks,
+    _opt_str,
+    _publish_token,
+    _redis_url,
+    _seconds,
+    _str,
+    _str_list,
+    _stream_secret,
 )
-# Set by the SSE resource itself; a configured value would break the stream.
-_OWNED_HEADERS = frozenset({"content-type", "content-length"})
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_ACAO = "access-control-allow-origin"
-
-
-class ConfigError(Exception):
-    """
-    The configuration cannot be used.  C{str()} is one line: file, key and
-    reason, e.g. C{conf/production.json: server.port: expected an integer,
-    got "3443a"}.
-    """
-
-    def __init__(self, source: str, key: str, reason: str) -> None:
-        super().__init__(source, key, reason)
-        self.source = source
-        self.key = key
-        self.reason = reason
-
-    def __str__(self) -> str:
-        where = f"{self.key}: " if self.key else ""
-        return f"{self.source}: {where}{self.reason}"
-
-
-def strip_comments(text: str) -> str:
-    """
-    Remove C{//} line comments and C{/* */} block comments from JSON text,
-    leaving string literals (such as C{"https://example.com"}) untouched.
-    """
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            out.append(text[i : j + 1])
-            i = j + 1
-        elif text.startswith("//", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            if j < 0:
-                raise ValueError("unterminated /* comment")
-            # Keep line breaks so json's line numbers stay right.
-            out.append("\n" * text.count("\n", i, j))
-            i = j + 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def read_json(path: FilePath[str]) -> dict[str, Any]:
-    """
-    Read one commented JSON object file.
-
-    @raise ConfigError: unreadable, not UTF-8, not JSON, or not an object.
-    """
-    source = path.path
-    try:
-        text = path.getContent().decode("utf-8-sig")
-    except OSError as e:
-        raise ConfigError(source, "", f"cannot read: {e.strerror or e}")
-    except UnicodeDecodeError:
-        raise ConfigError(source, "", "not UTF-8 text")
-    return parse_json(text, source)
-
-
-def parse_json(text: str, source: str) -> dict[str, Any]:
-    """
-    Parse commented JSON text holding one object.
-
-    @param source: the file it came from, for the error.
-    @raise ConfigError: not JSON, or not an object.
-    """
-    try:
-        value = json.loads(strip_comments(text))
-    except ValueError as e:
-        raise ConfigError(source, "", f"not valid JSON: {e}")
-    if not isinstance(value, dict):
-        raise ConfigError(source, "", "expected a JSON object at the top level")
-    return value
-
-
-def merge(
-    base: dict[str, Any],
-    base_origin: dict[str, str],
-    over: Mapping[str, Any],
-    source: str,
-    prefix: str = "",
-) -> None:
-    """
-    Deep-merge C{over} into C{base} in place, recording in C{base_origin}
-    which file set each dotted key (so errors can name it).
-    """
-    for key, value in over.items():
-        dotted = prefix + key
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], base_origin, value, source, dotted + ".")
-        else:
-            base[key] = value
-            for old in [k for k in base_origin if k.startswith(dotted + ".")]:
-                del base_origin[old]
-            base_origin[dotted] = source
-            if isinstance(value, dict):
-                _mark(value, base_origin, source, dotted + ".")
-
-
-def _mark(value: dict[str, Any], origin: dict[str, str], source: str, prefix: str) -> None:
-    for key, sub in value.items():
-        origin[prefix + key] = source
-        if isinstance(sub, dict):
-            _mark(sub, origin, source, prefix + key + ".")
-
-
-# --- validators: (value) -> converted value, or raise _Bad(reason) -----------
-
-
-class _Bad(Exception):
-    pass
-
-
-def _show(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(f"expected true or false, got {_show(value)}")
-    return value
-
-
-def _int(value: object, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f"expected an integer, got {_show(value)}")
-    if not low <= value <= high:
-        raise _Bad(f"expected an integer from {low} to {high}, got {value}")
-    return value
-
-
-def _seconds(value: object, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"expected a number of seconds, got {_show(value)}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise _Bad(f"expected a positive number of seconds, got {value}")
-    return float(value)
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise _Bad(f"expected a non-empty string, got {_show(value)}")
-    return value
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None or value == "" else _str(value)
-
-
-def _str_list(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _Bad(f"expected a list of strings, got {_show(value)}")
-    return tuple(value)
-
-
-def _choice(*choices: str, aliases: Mapping[str, str] = {}) -> Callable[[object], str]:
-    def check(value: object) -> str:
-        if isinstance(value, str):
-            v = aliases.get(value.lower(), value.lower())
-            if v in choices:
-                return v
-        raise _Bad(f"expected one of {', '.join(choices)}, got {_show(value)}")
-
-    return check
-
-
-def _cookie_name(value: object) -> str:
-    name = _str(value)
-    if not _TOKEN.match(name):
-        raise _Bad(f"not a valid cookie name: {_show(value)}")
-    return name
-
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-
-
-def _network(text: str) -> IPNetwork:
-    """
-    One CIDR (a bare address is a /32 or /128); an IPv4-mapped IPv6
-    network (C{::ffff:10.0.0.0/104}) becomes the IPv4 one it maps.
-    """
-    spec = text.strip()
-    if "%" in spec:
-        raise _Bad(f"zone ids are not allowed in a network: {_show(text)}")
-    try:
-        network = ipaddress.ip_network(spec, strict=True)
-    except ValueError as e:
-        if "host bits set" in str(e):
-            loose = ipaddress.ip_network(spec, strict=False)
-            raise _Bad(f"{_show(text)} has host bits set (did you mean {_show(str(loose))}?)")
-        raise _Bad(f"not an address or CIDR: {_show(text)}")
-    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_V4_MAPPED):
-        mapped = network.network_address.ipv4_mapped
-        return ipaddress.IPv4Network((int(mapped or 0), network.prefixlen - 96))
-    return network
-
-
-def _networks(value: object) -> tuple[IPNetwork, ...]:
-    """A list of CIDRs (or one as a string); C{[]} is an empty list."""
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _Bad(f'expected a list of CIDRs such as "10.0.0.0/8", got {_show(value)}')
-    return tuple(_network(v) for v in value)
-
-
-#: A Bearer token's characters (RFC 6750 b64token).
-_B64TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
-#: Shorter publish tokens are a warning; shorter stream secrets an error.
-MIN_SECRET_LENGTH = 16
-
-
-def _empty(value: object) -> bool:
-    """An empty or whitespace-only string: a secret left blank."""
-    return isinstance(value, str) and not value.strip()
-
-
-def _publish_token(value: object) -> str | None:
-    """
-    Never shows the value: it is a secret.  L{None} (JSON null) is no token;
-    an empty string is an error, not "off": a blank left to be filled in
-    must not open publishing to every allowed address without a word.
-    """
-    if value is None:
-        return None
-    if _empty(value):
-        raise _Bad(
-            "empty, which would let every allowed address publish without a token:"
-            " write null for no token, or set a long random token"
-        )
-    if not isinstance(value, str) or not _B64TOKEN.match(value):
-        raise _Bad(
-            "expected null or a string of letters, digits and -._~+/ (optionally"
-            " ending in =), usable as a Bearer token (the value is not shown)"
-        )
-    return value
-
-
-def _stream_secret(value: object) -> str | None:
-    """
-    Never shows the value: it is a secret.  L{None} (JSON null) turns
-    subscriber signatures off; an empty string is an error (see
-    L{_publish_token}).
-    """
-    if value is None:
-        return None
-    if _empty(value):
-        raise _Bad(
-            "empty, which would open every user's streams without a signature:"
-            " write null to turn subscriber signatures off, or set a long random secret"
-        )
-    if not isinstance(value, str):
-        raise _Bad("expected null or a string (the value is not shown)")
-    if len(value) < MIN_SECRET_LENGTH:
-        raise _Bad(
-            f"shorter than {MIN_SECRET_LENGTH} characters: a short secret can be guessed"
-            " from one signed URL; use a long random string (the value is not shown)"
-        )
-    return value
-
-
-@attrs.frozen
-class RedisAddress:
-    """
-    Where cluster mode's Redis is (C{cluster.redis}):
-    C{redis://[[user]:password@]host[:port][/db]}, or C{rediss://} for TLS.
-    C{str()} leaves the password out, so it can go into logs and C{/health}.
-    """
-
-    host: str
-    port: int = 6379
-    db: int = 0
-    username: str | None = None
-    password: str | None = attrs.field(default=None, repr=False)
-    tls: bool = False
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{host}:{self.port}/{self.db}"
-
-
-def _redis_url(value: object) -> RedisAddress | None:
-    """C{cluster.redis}: L{None} (single node) or a Redis URL; never shows a password."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise _Bad(f'expected null or a URL such as "redis://127.0.0.1:6379/0", got {_show(value)}')
-    try:
-        url = urlsplit(value.strip())
-        port = url.port
-    except ValueError as e:
-        raise _Bad(f"not a Redis URL ({e}): {_show(_masked(value))}")
-    shown = _show(_masked(value))
-    if url.scheme not in ("redis", "rediss"):
-        raise _Bad(f"expected a redis:// or rediss:// URL, got {shown}")
-    if not url.hostname:
-        raise _Bad(f"no host in {shown}")
-    if port == 0:
-        raise _Bad(f"port 0 in {shown}")
-    if url.query or url.fragment:
-        raise _Bad(f"query and fragment are not supported: {shown}")
-    path = url.path.strip("/")
-    if path and not (path.isdigit() and int(path) < 1 << 16):
-        raise _Bad(f"the path must be a database number such as /0, got {shown}")
-    return RedisAddress(
-        host=url.hostname,
-        port=port if port is not None else 6379,
-        db=int(path) if path else 0,
-        username=unquote(url.username) if url.username else None,
-        password=unquote(url.password) if url.password is not None else None,
-        tls=url.scheme == "rediss",
-    )
-
-
-def _masked(url: str) -> str:
-    """C{url} with its password, if any, replaced by C{***}."""
-    return re.sub(r"^(\w+://[^:/@]*:).*@", r"\1***@", url.strip())
-
-
-def _ciphers(value: object) -> str:
-    """An OpenSSL cipher list that selects TLS 1.2 suites here."""
-    from notificator.tls import check_ciphers
-
-    text = _str(value)
-    try:
-        check_ciphers(text)
-    except ValueError as e:
-        raise _Bad(str(e))
-    return text
-
-
-def _key_prefix(value: object) -> str:
-    prefix = _str(value)
-    if any(c.isspace() for c in prefix) or len(prefix) > 64:
-        raise _Bad(f"expected up to 64 characters without spaces, got {_show(value)}")
-    return prefix
+from notificator.config.files import (
+    _ENV_NAME,
+    ConfigError,
+    environments,
+    merge,
+    read_json,
+    shipped_defaults,
+)
+from notificator.cors import CORSPolicy
 
 
 @attrs.frozen
@@ -414,60 +78,6 @@ class ClusterConfig:
     timeout: float
     reconnect_max_delay: float
     ca: str | None
-
-
-def _headers(
-    value: object,
-) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[tuple[str, str]], str]:
-    """
-    C{sse.header}: the extra headers, the CORS policy, notes on ignored
-    headers (header name, note), and the name that set the policy (as
-    spelled in the file; the last one wins).
-    """
-    if not isinstance(value, dict):
-        raise _Bad(f"expected an object of header names to values, got {_show(value)}")
-    headers: list[tuple[str, str]] = []
-    policy = CORSPolicy()
-    policy_name = "Access-Control-Allow-Origin"
-    notes: list[tuple[str, str]] = []  # (header name, note)
-    for name, v in value.items():
-        lname = name.lower()
-        if not _TOKEN.match(name):
-            raise _Bad(f"not a valid header name: {_show(name)}")
-        if lname == _ACAO:
-            policy_name = name
-            origins = [v] if isinstance(v, str) else v
-            if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-                raise _Bad(f"{name}: expected a string or a list of strings, got {_show(v)}")
-            try:
-                policy = CORSPolicy.from_origins(origins)
-            except ValueError as e:
-                raise _Bad(f"{name}: {e}")
-            continue
-        if lname in _HOP_BY_HOP or lname in _OWNED_HEADERS:
-            notes.append(
-                (
-                    name,
-                    f"header {name} is set by the server itself; the configured value is ignored",
-                )
-            )
-            continue
-        if lname == "access-control-allow-credentials":
-            notes.append(
-                (
-                    name,
-                    f"header {name} is set by the server itself (with a listed origin only,"
-                    ' never with "*"); the configured value is ignored',
-                )
-            )
-            continue
-        if not isinstance(v, (str, int)) or isinstance(v, bool):
-            raise _Bad(f"{name}: expected a string, got {_show(v)}")
-        text = str(v)
-        if any(c in text for c in "\r\n\0"):
-            raise _Bad(f"{name}: value must not contain line breaks")
-        headers.append((name, text))
-    return tuple(headers), policy, notes, policy_name
 
 
 @attrs.frozen
@@ -985,48 +595,9 @@ def production_warnings(sse: SSEConfig, where: Mapping[str, str], cors_key: str)
     return lines
 
 
-def shipped_defaults() -> tuple[dict[str, Any], str]:
-    """
-    The shipped defaults, C{conf/default.json}, and where they were read:
-    the package carries that file as C{notificator/default.json} (in a
-    checkout a link to it, in an installed package a copy), so a config
-    directory without a C{default.json} of its own still gets every
-    default, installed or not.
-    """
-    path = resources.files("notificator") / DEFAULTS
-    return parse_json(path.read_text("utf-8"), str(path)), str(path)
-
-
-#: The package file holding the shipped defaults (see L{shipped_defaults}).
-DEFAULTS = "default.json"
-
-
 def defaults(root: str = ".") -> Config:
     """The configuration of the shipped defaults alone (relative paths under C{root})."""
     return validate({}, {}, root)
-
-
-#: Files of a config directory that are not environments (L{environments}).
-_NOT_ENVIRONMENTS = ("default", "local")
-
-_ENV_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
-
-
-def environments(directory: FilePath[str]) -> list[str]:
-    """
-    The environments C{directory} has: the names of its C{<env>.json}
-    files other than C{default.json} and C{local.json}, sorted.
-    """
-    try:
-        names = directory.listdir()
-    except OSError:
-        return []
-    found = []
-    for name in names:
-        env, dot, ext = name.rpartition(".")
-        if dot and ext == "json" and _ENV_NAME.match(env) and env not in _NOT_ENVIRONMENTS:
-            found.append(env)
-    return sorted(found)
 
 
 def load(directory: FilePath[str], env: str) -> Config:
