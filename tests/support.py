@@ -417,27 +417,27 @@ def evolved(value: Any, changes: dict[str, Any]) -> Any:
 
 class FailingDisk:
     """
-    The disk under L{notificator.history}'s files, failing on demand as a
+    The disk under L{notificator.history.journal}'s files, failing on demand as a
     full or broken one does: while C{failing} holds C{"append"} (writes to
     the journal itself) or C{"snapshot"} (writes to its C{.tmp} snapshot),
     each such write puts the first half of its bytes in the file and then
     raises C{OSError(errno)}, leaving the record cut short; with
     C{"truncate"}, cutting a file back fails too.  Reading is untouched.
     It replaces the C{open} that module's code calls (for the test only),
-    so the real L{notificator.history.HistoryFile} runs over real files.
+    so the real L{notificator.history.journal.HistoryFile} runs over real files.
 
     @ivar attempts: how many appends and snapshots were tried, failed or not.
     """
 
     def __init__(self, testcase: SynchronousTestCase, errno: int = 28) -> None:
-        from notificator import history
+        from notificator.history import journal
 
         self.failing: set[str] = set()
         self.errno = errno
         self.attempts = {"append": 0, "snapshot": 0}
         # A module-level name comes before the builtin for the module's code.
-        history.open = self._open  # type: ignore[attr-defined]
-        testcase.addCleanup(delattr, history, "open")
+        journal.open = self._open  # type: ignore[attr-defined]
+        testcase.addCleanup(delattr, journal, "open")
 
     def _open(self, path: str, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         import builtins

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_history -*-
+# -*- test-case-name: tests.test_history_journal -*-
 """
 The recent notifications of each user, for reconnecting clients.
 
@@ -494,12 +494,14 @@ class HistoryFile:
     """
 
     NAME = "history.log"
-    log = Logger()
 
     #: Bytes a snapshot is written in, at most (the file's buffer).
     WRITE_BUFFER = 1 << 20
 
     def __init__(self, directory: str) -> None:
+        # Named as before the move to notificator.history.journal: the
+        # namespace is part of every log line (issue 18 changes none).
+        self.log = Logger("notificator.history.HistoryFile", self)
         self.directory = directory
         self.path = os.path.join(directory, self.NAME)
         self._file: Any = None
