@@ -1,30 +1,34 @@
 """
-The history kept for reconnecting clients (see L{notificator.history.journal}):
-the names the rest of the server uses, re-exported.
+The history kept for reconnecting clients: in memory
+(L{notificator.history.memory}) and on disk, the embedded store
+(L{notificator.history.journal}).  The names the rest of the server uses
+are re-exported here.
 """
 
 from notificator.history.journal import (
-    ENTRY_OVERHEAD,
-    EXPIRED,
-    LOST,
     MAGIC,
     MAX_RECORD,
-    UNAVAILABLE,
-    UNKNOWN,
-    USER_OVERHEAD,
     CorruptHistory,
-    History,
     HistoryFile,
-    Loaded,
-    Replay,
-    State,
     encode_entry,
     encode_floor,
     encode_state,
     read_journal,
-    reset_frame,
     snapshot,
     snapshot_records,
+)
+from notificator.history.memory import (
+    ENTRY_OVERHEAD,
+    EXPIRED,
+    LOST,
+    UNAVAILABLE,
+    UNKNOWN,
+    USER_OVERHEAD,
+    History,
+    Loaded,
+    Replay,
+    State,
+    reset_frame,
     user_cost,
 )
 
