@@ -49,7 +49,7 @@ from notificator import (
     services,
     web,
 )
-from notificator.broker import Journal, LocalBroker
+from notificator.broker.local import Journal, LocalBroker
 from notificator.history import HistoryFile
 from notificator.hub import Hub
 from notificator.stats import Stats

@@ -501,7 +501,7 @@ class Parts:
     def __init__(self, clock: Any, config: Any = None, **resource_kwargs: Any) -> None:
         import attrs
 
-        from notificator.broker import LocalBroker
+        from notificator.broker.local import LocalBroker
         from notificator.config import defaults
         from notificator.hub import Hub
         from notificator.stats import Stats

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import metrics
-from notificator.broker import LocalBroker
+from notificator.broker.local import LocalBroker
 from notificator.config import defaults
 from notificator.events import Message
 from notificator.hub import Hub

@@ -193,7 +193,7 @@ class UsersTests(SynchronousTestCase):
 
     def test_users_and_health_name_the_node(self) -> None:
         """/users and /health say which node answered: the broker's (cluster.node)."""
-        from notificator.broker import LocalBroker
+        from notificator.broker.local import LocalBroker
         from notificator.web import build_resource
 
         site = _Site(self)

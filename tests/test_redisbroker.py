@@ -24,7 +24,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from notificator import tap
-from notificator.broker import Published, Unavailable
+from notificator.broker.local import Published, Unavailable
 from notificator.config import defaults
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
 from notificator.history import Replay
@@ -797,7 +797,7 @@ class WiringTests(SynchronousTestCase):
         """With cluster.redis, the RedisBroker, named, its metrics registered; no history file."""
         from twisted.internet.testing import MemoryReactorClock
 
-        from notificator.broker import LocalBroker
+        from notificator.broker.local import LocalBroker
 
         opts = self.options(
             {
@@ -822,7 +822,7 @@ class WiringTests(SynchronousTestCase):
             "import sys, socket\n"
             "from twisted.internet.testing import MemoryReactorClock\n"
             "from notificator import tap\n"
-            "from notificator.broker import LocalBroker\n"
+            "from notificator.broker.local import LocalBroker\n"
             "o = tap.Options()\n"
             f"o.parseOptions(['--config', {conf!r}, '--env', 'x', '--listen', 'tcp:4100'])\n"
             "svc = tap.makeService(o, reactor=MemoryReactorClock())\n"

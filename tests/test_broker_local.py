@@ -1,5 +1,5 @@
 """
-Tests for L{notificator.broker}: the local broker (ids, history, fan-out
+Tests for L{notificator.broker.local}: the local broker (ids, history, fan-out
 through the hub) and the journal that keeps the history across restarts.
 """
 
@@ -14,7 +14,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator.broker import Journal, LocalBroker, Published
+from notificator.broker.local import Journal, LocalBroker, Published
 from notificator.config import defaults
 from notificator.events import Message, event_key
 from notificator.history import LOST, HistoryFile, read_journal

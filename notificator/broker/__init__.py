@@ -1,0 +1,3 @@
+"""
+Brokers (see L{notificator.broker.local}).
+"""
