@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 
 from notificator import __version__
-from notificator.broker.local import Broker
+from notificator.broker import Broker
 from notificator.hub import Hub
 from notificator.stats import Stats
 

@@ -30,7 +30,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from notificator import __version__, assets, auth, refusals
-from notificator.broker.local import Broker
+from notificator.broker import Broker
 from notificator.hub import Hub
 from notificator.limits import client, peer_host
 from notificator.metrics import metrics_resource

@@ -13,7 +13,7 @@ answered from the history by another script (L{SINCE}), with the rules and
 gap signal of L{notificator.history.History}.
 
 Nothing but this module knows that Redis exists: the web layer sees the
-L{notificator.broker.local.Broker} interface, the Hub sees frames.
+L{notificator.broker.Broker} interface, the Hub sees frames.
 
 Ids.  Event ids are Redis stream ids C{<ms>-<seq>}, made by the script from
 Redis's clock (C{TIME}) and the last id given (a global key), so they
@@ -95,7 +95,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from notificator.broker.local import NO_REPLAY, Published, Unavailable
+from notificator.broker import NO_REPLAY, Published, Unavailable
 from notificator.config import ClusterConfig, HistoryConfig, RedisAddress
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_id, event_key
 from notificator.history import Replay, reset_frame

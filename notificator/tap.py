@@ -49,8 +49,8 @@ from notificator import (
     services,
     web,
 )
-from notificator.broker.local import Journal, LocalBroker
-from notificator.history import HistoryFile
+from notificator.broker.local import LocalBroker
+from notificator.history import HistoryFile, Journal
 from notificator.hub import Hub
 from notificator.stats import Stats
 from notificator.tls import TLSFileError

@@ -38,7 +38,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from notificator import assets, auth, channel, ingest, limits, metrics, monitor, refusals
-from notificator.broker.local import Broker, Published, Unavailable
+from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, LimitsConfig, SSEConfig
 from notificator.cors import CORSPolicy
 from notificator.events import Message, encode_frame, retry_frame

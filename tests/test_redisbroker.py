@@ -24,7 +24,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from notificator import tap
-from notificator.broker.local import Published, Unavailable
+from notificator.broker import Published, Unavailable
 from notificator.config import defaults
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
 from notificator.history import Replay

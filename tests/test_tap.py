@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from notificator import tap, web
-from notificator.broker.local import Journal
+from notificator.history import Journal
 from notificator.logs import BufferedDailyLogFile
 from tests.support import PROJECT, write_config
 

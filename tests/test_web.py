@@ -1036,7 +1036,7 @@ class LaterPublishTests(WebCase):
 
     def test_unavailable_is_503(self) -> None:
         """A broker that cannot record answers 503 JSON with the reason, logged and counted."""
-        from notificator.broker.local import Unavailable
+        from notificator.broker import Unavailable
 
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         answered = self.post(b"id=notify_u1&data=1")

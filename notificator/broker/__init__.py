@@ -1,3 +1,82 @@
+# -*- test-case-name: tests.test_broker_local -*-
 """
-Brokers (see L{notificator.broker.local}).
+Brokers: what gives a notification its event id, records it in the
+history and hands its frame to the L{notificator.hub.Hub}, and what
+answers a reconnecting stream with what it missed.
+
+The web layer sees only the L{Broker} interface, whose answers are
+Deferreds, so a broker may answer at once
+(L{notificator.broker.local.LocalBroker}: one process, ids from the
+clock, history in memory and in an embedded journal) or after a round
+trip (the Redis broker of cluster mode).  Nothing but a broker knows
+whether there is one node or many.
 """
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from notificator.events import Message
+from notificator.history import Replay
+
+
+@attrs.frozen
+class Published:
+    """
+    The outcome of a publish.
+
+    @ivar event_id: the id the notification was given.
+    @ivar delivered: the open streams of the user it was written to (on
+        this node).
+    @ivar nodes: in cluster mode, how many nodes received it; else L{None}.
+    """
+
+    event_id: str
+    delivered: int
+    nodes: int | None = None
+
+
+class Unavailable(Exception):
+    """
+    The broker cannot record a notification now (cluster mode: Redis is
+    down).  The publisher gets a 503 with C{str()} as the reason.
+    """
+
+
+#: The replay where no history is kept (C{sse.history.size} 0): nothing, and
+#: nothing to say about it.
+NO_REPLAY = Replay(True)
+
+
+class Broker(Protocol):
+    """What the web layer asks of a broker."""
+
+    def publish(self, message: Message) -> Published | Deferred[Published]:
+        """
+        Give C{message} its event id, record it, and deliver its frame to
+        every open stream of its user.  The outcome at once when the
+        broker knows it (one node: the web layer then answers in the same
+        call, without a Deferred's cost on the busiest path), else a
+        Deferred that fires once recorded and fails with L{Unavailable}
+        when it cannot be recorded.
+        """
+
+    def replay(self, user_id: str, last_event_id: str) -> Deferred[Replay]:
+        """
+        What a stream of C{user_id} that last saw C{last_event_id} missed.
+        The caller attaches the stream with these frames in the callback
+        (L{Hub.attach}), synchronously: the broker guarantees that no
+        notification of the user is delivered between the answer and that
+        callback, and that those delivered while it was waiting are in
+        the frames.
+        """
+
+    def health(self) -> str | None:
+        """L{None} when the broker can record notifications, else why not."""
+
+    #: The name of this node (C{cluster.node}), which C{/health} and
+    #: C{/users} show, so that one can tell which node answered.
+    node: str
