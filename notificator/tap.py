@@ -162,7 +162,7 @@ def check_rest(options: dict[str, Any]) -> str:
             check_listen(description, not cfg.server.endpoints)
     cluster = cfg.cluster
     if cluster.redis is not None and cluster.ca is not None:
-        from notificator.redisbroker import load_trust
+        from notificator.broker.redis.ordering import load_trust
 
         try:
             load_trust(cluster.ca)
@@ -518,7 +518,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         broker = LocalBroker(hub, stats, reactor, sse.history, journal, node=node)
     else:
         # Imported only here: txredisapi imports the reactor.
-        from notificator.redisbroker import RedisBroker
+        from notificator.broker.redis import RedisBroker
 
         try:
             broker = RedisBroker(hub, stats, reactor, cluster, sse.history, node)

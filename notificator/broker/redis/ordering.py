@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_redisbroker,tests.test_redisbroker_e2e -*-
+# -*- test-case-name: tests.test_redis_ordering,tests.test_redisbroker_e2e -*-
 """
 Cluster mode: the broker of a node among several, joined by one Redis.
 
@@ -523,8 +523,6 @@ class RedisBroker(Service):
     @ivar filled: notifications delivered from the history after a gap.
     """
 
-    log = Logger()
-
     def __init__(
         self,
         hub: Hub,
@@ -535,6 +533,9 @@ class RedisBroker(Service):
         node: str,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
+        # Named as before the move to notificator.broker.redis.ordering: the
+        # namespace is part of every log line (issue 18 changes none).
+        self.log = Logger("notificator.redisbroker.RedisBroker", self)
         if cluster.redis is None:
             raise ValueError("cluster.redis is not set")
         self._hub = hub

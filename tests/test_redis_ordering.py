@@ -1,5 +1,5 @@
 """
-Cluster mode's broker (L{notificator.redisbroker}), in three layers:
+Cluster mode's broker (L{notificator.broker.redis}), in three layers:
 
  - pure helpers and the configuration of cluster mode;
  - the broker's logic with fake connections and a L{Clock}: the merge of a
@@ -25,21 +25,21 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from notificator import tap
 from notificator.broker import Published, Unavailable
-from notificator.config import defaults
-from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
-from notificator.history import Replay
-from notificator.hub import Hub
-from notificator.redisbroker import (
+from notificator.broker.redis import RedisBroker
+from notificator.broker.redis.ordering import (
     PUBLISH,
     SINCE,
     Missed,
-    RedisBroker,
     frame_of,
     id_key,
     merge,
     parse_message,
     parse_since,
 )
+from notificator.config import defaults
+from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
+from notificator.history import Replay
+from notificator.hub import Hub
 from notificator.stats import Stats
 from tests.support import FakeStream, RedisServer, evolved, write_config
 
@@ -829,7 +829,7 @@ class WiringTests(SynchronousTestCase):
             "b = tap.find(svc, LocalBroker)\n"
             "assert b is not None and b.node == socket.gethostname() + ':4100', b.node\n"
             "assert 'txredisapi' not in sys.modules\n"
-            "assert 'notificator.redisbroker' not in sys.modules\n"
+            "assert 'notificator.broker.redis' not in sys.modules\n"
             "print('ok')\n"
         )
         out = subprocess.run(
