@@ -162,7 +162,7 @@ def check_rest(options: dict[str, Any]) -> str:
             check_listen(description, not cfg.server.endpoints)
     cluster = cfg.cluster
     if cluster.redis is not None and cluster.ca is not None:
-        from notificator.broker.redis.ordering import load_trust
+        from notificator.broker.redis.link import load_trust
 
         try:
             load_trust(cluster.ca)

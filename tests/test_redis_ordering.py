@@ -1,34 +1,25 @@
 """
-Cluster mode's broker (L{notificator.broker.redis}), in three layers:
-
- - pure helpers and the configuration of cluster mode;
- - the broker's logic with fake connections and a L{Clock}: the merge of a
-   replay with what arrived live meanwhile, the fill after an outage, the
-   outage itself (health, fast failures), timeouts;
- - the Lua scripts, and the broker over its real connections, against a
-   real C{redis-server} of the test's own (skipped loudly outside CI when
-   it is not installed, failed in CI).
+Tests for L{notificator.broker.redis.ordering}, cluster mode's broker: its
+pure helpers; its logic with fake connections and a L{Clock} (the merge
+of a replay with what arrived live meanwhile, the fill after an outage,
+the outage itself: health, fast failures; timeouts); and how
+C{makeService} picks it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
-import attrs
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.task import Clock, deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import tap
 from notificator.broker import Published, Unavailable
 from notificator.broker.redis import RedisBroker
 from notificator.broker.redis.ordering import (
-    PUBLISH,
-    SINCE,
     Missed,
     frame_of,
     id_key,
@@ -36,12 +27,13 @@ from notificator.broker.redis.ordering import (
     parse_message,
     parse_since,
 )
+from notificator.broker.redis.scripts import PUBLISH, SINCE
 from notificator.config import defaults
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
 from notificator.history import Replay
 from notificator.hub import Hub
 from notificator.stats import Stats
-from tests.support import FakeStream, RedisServer, evolved, write_config
+from tests.support import FakeStream, evolved, write_config
 
 
 def history(**changes: Any) -> Any:
@@ -517,271 +509,6 @@ class BrokerLogicTests(SynchronousTestCase):
         self.successResultOf(h.broker.stopService())
         self.failureResultOf(d, Unavailable)
         self.assertEqual(h.broker.health(), "the node is stopping")
-
-
-class CollectorTests(SynchronousTestCase):
-    def test_metrics(self) -> None:
-        """The collector reports up, outages, round trip and the node's name."""
-        from prometheus_client import CollectorRegistry, generate_latest
-
-        h = Harness(self)
-        h.up()
-        h.broker.rtt_last, h.broker.rtt_count, h.broker.rtt_sum = 0.002, 3, 0.005
-        registry = CollectorRegistry()
-        registry.register(h.broker.collector())
-        text = generate_latest(registry).decode()
-        self.assertIn('notificator_cluster_node_info{node="n1"} 1.0', text)
-        self.assertIn("notificator_redis_up 1.0", text)
-        self.assertIn("notificator_redis_rtt_seconds 0.002", text)
-        self.assertIn("notificator_redis_ping_seconds_count 3.0", text)
-        h.lose_subscription()
-        text = generate_latest(registry).decode()
-        self.assertIn("notificator_redis_up 0.0", text)
-        self.assertIn("notificator_redis_outages_total 1.0", text)
-
-
-# -- against a real redis-server -------------------------------------------------
-
-
-class ScriptTests(SynchronousTestCase):
-    """The Lua scripts, run by a real redis-server."""
-
-    def setUp(self) -> None:
-        self.redis = RedisServer(self).start()
-
-    def publish(self, user: str, size: int = 3, ttl_ms: int = 60_000, body: bytes = BODY) -> str:
-        reply = self.redis.command(
-            "EVAL",
-            PUBLISH.source,
-            "4",
-            f"t:h:{user}",
-            f"t:f:{user}",
-            "t:last",
-            "t:since",
-            body,
-            str(size),
-            str(ttl_ms),
-            "t:events",
-            user,
-        )
-        return reply[0].decode()
-
-    def since(self, seen: dict[str, str], ttl_ms: int = 60_000) -> tuple[Any, list[Missed]]:
-        keys = ["t:last", "t:since"]
-        for user in seen:
-            keys += [f"t:h:{user}", f"t:f:{user}"]
-        reply = self.redis.command(
-            "EVALSHA", SINCE.sha, str(len(keys)), *keys, str(ttl_ms), *seen.values()
-        )
-        _, last, missed = parse_since(reply, len(seen))
-        return last, missed
-
-    def test_ids_increase_across_users(self) -> None:
-        """Ids come from Redis's clock and the last id given: increasing over all users."""
-        ids = [self.publish(user) for user in ("a", "b", "a", "c") * 5]
-        keys = [event_key(i) for i in ids]
-        self.assertEqual(keys, sorted(set(keys)))  # type: ignore[type-var]
-        ms = int(ids[-1].split("-")[0])
-        self.assertLess(abs(ms - time.time() * 1000), 60_000)
-
-    def test_history_is_trimmed_exactly_and_floors_say_what_was_dropped(self) -> None:
-        """size 3: the fourth publish drops the first; replaying from it is expired, from the next complete."""
-        self.redis.command("SCRIPT", "LOAD", SINCE.source)
-        ids = [self.publish("a") for _ in range(5)]
-        self.assertEqual(self.redis.command("XLEN", "t:h:a"), 3)
-        self.assertEqual(self.redis.command("GET", "t:f:a").decode(), f"{ids[1]} {ids[4]}")
-        _, [expired] = self.since({"a": ids[0]})
-        self.assertEqual((expired.reason, expired.oldest), ("expired", ids[2]))
-        self.assertEqual([f for _, f in expired.entries], [frame(i) for i in ids[2:]])
-        _, [complete] = self.since({"a": ids[1]})
-        self.assertIsNone(complete.reason)
-        self.assertEqual([f for _, f in complete.entries], [frame(i) for i in ids[2:]])
-        _, [latest] = self.since({"a": ids[4]})
-        self.assertEqual((latest.reason, latest.entries), (None, ()))
-
-    def test_ttl_drops_old_entries(self) -> None:
-        """Entries older than the ttl are not replayed and make an older id expired."""
-        self.redis.command("SCRIPT", "LOAD", SINCE.source)
-        TTL = 500  # ms: room for a slow machine between a publish and the next read
-        first = self.publish("a", ttl_ms=TTL)
-        time.sleep(TTL / 1000 + 0.1)
-        _, [m] = self.since({"a": first}, ttl_ms=TTL)
-        self.assertEqual((m.reason, m.entries), (None, ()))  # saw the last one: nothing missed
-        second = self.publish("a", ttl_ms=TTL)
-        self.assertEqual(self.redis.command("XLEN", "t:h:a"), 1)
-        _, [m] = self.since({"a": "1-0"}, ttl_ms=TTL)
-        self.assertEqual(m.reason, "lost")  # before the history began
-        _, [m] = self.since({"a": first}, ttl_ms=TTL)
-        self.assertIsNone(m.reason)
-        self.assertEqual([f for _, f in m.entries], [frame(second)])
-        time.sleep(TTL / 1000 + 0.1)
-        # The user's record expired with its last entry: it had nothing newer.
-        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
-        _, [m] = self.since({"a": second}, ttl_ms=TTL)
-        self.assertEqual((m.reason, m.entries), (None, ()))
-        _, [m] = self.since({"a": first}, ttl_ms=TTL)
-        self.assertEqual(m.reason, "expired")
-
-    def test_unknown_and_lost(self) -> None:
-        """An id later than any given, or not an id, is unknown; after FLUSHALL every id is lost."""
-        self.redis.command("SCRIPT", "LOAD", SINCE.source)
-        ids = [self.publish("a") for _ in range(2)]
-        ms = int(ids[-1].split("-")[0])
-        _, [m] = self.since({"a": f"{ms + 100000}-0"})
-        self.assertEqual((m.reason, len(m.entries)), ("unknown", 2))
-        _, [m] = self.since({"a": ""})
-        self.assertEqual(m.reason, "unknown")
-        self.redis.command("FLUSHALL")
-        self.redis.command("SCRIPT", "LOAD", SINCE.source)
-        _, [m] = self.since({"a": ids[1]})
-        self.assertEqual(m.reason, "lost")
-        for _ in range(20):
-            # Even an id of this very millisecond is from before the loss.
-            sec, usec = self.redis.command("TIME")
-            _, [m] = self.since({"a": "%d-0" % (int(sec) * 1000 + int(usec) // 1000)})
-            self.assertEqual(m.reason, "lost")
-        again = self.publish("a")
-        _, [m] = self.since({"a": ids[1]})
-        self.assertEqual((m.reason, [f for _, f in m.entries]), ("lost", [frame(again)]))
-        _, [m] = self.since({"a": again})
-        self.assertIsNone(m.reason)
-
-    def test_a_new_record_after_expiry_knows_what_it_lost(self) -> None:
-        """A user whose record expired and comes back: an id from before its last is expired."""
-        self.redis.command("SCRIPT", "LOAD", SINCE.source)
-        before = self.publish("z", ttl_ms=150)
-        first = self.publish("a", ttl_ms=150)
-        time.sleep(0.2)
-        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
-        self.publish("a", ttl_ms=150)
-        _, [m] = self.since({"a": before}, ttl_ms=150)
-        self.assertEqual(m.reason, "expired")
-        _, [m] = self.since({"a": first}, ttl_ms=150)
-        self.assertIsNone(m.reason)
-
-    def test_publish_announces_on_the_channel(self) -> None:
-        """The script's PUBLISH carries id, user id and body; its count is the subscribers."""
-        import socket
-
-        from tests.support import _RESPReader
-
-        with socket.create_connection(("127.0.0.1", self.redis.port), timeout=5) as sub:
-            sub.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$8\r\nt:events\r\n")
-            reader = _RESPReader(sub.makefile("rb"))
-            self.assertEqual(reader.read()[0], b"subscribe")
-            reply = self.redis.command(
-                "EVAL", PUBLISH.source, "4", "t:h:u", "t:f:u", "t:last", "t:since",
-                BODY, "3", "60000", "t:events", "u",
-            )  # fmt: skip
-            self.assertEqual(reply[1], 1)
-            kind, channel, payload = reader.read()
-        self.assertEqual((kind, channel), (b"message", b"t:events"))
-        self.assertEqual(parse_message(payload), (reply[0], "u", BODY))
-
-    def test_size_zero_keeps_nothing(self) -> None:
-        """sse.history.size 0: ids and announcements, no history."""
-        self.publish("a", size=0)
-        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
-
-
-class LiveBrokerTests(TestCase):
-    """The broker over its real txredisapi connections to a real redis-server."""
-
-    timeout = 30
-
-    def broker(self, url: str, ca: str | None = None) -> tuple[Hub, RedisBroker]:
-        stats = Stats(started_at=reactor.seconds())
-        hub = Hub(clock=reactor, stats=stats)
-        cluster = cluster_config(
-            redis=load_address(url), node="live", timeout=2, reconnect_max_delay=0.3, ca=ca
-        )
-        broker = RedisBroker(hub, stats, reactor, cluster, history(size=10, ttl=60), "live")
-        broker.startService()
-        self.addCleanup(broker.stopService)
-        return hub, broker
-
-    @inlineCallbacks
-    def delivers(self, hub: Hub, broker: RedisBroker) -> Any:
-        """Once available, a publish comes back through the subscription."""
-        yield self.until(lambda: broker.health() is None)
-        stream = FakeStream("u9")
-        hub.attach(stream)
-        published = yield broker.publish(Message("notify", "u9", '{"n": 1}'))
-        yield self.until(lambda: stream.frames)
-        self.assertEqual(stream.frames, [frame(published.event_id)])
-
-    @inlineCallbacks
-    def test_password(self) -> Any:
-        """A password in the URL is sent (AUTH); a wrong one is reported and tried again later."""
-        redis = RedisServer(self, password="s3cret-pass").start()
-        yield self.delivers(*self.broker(redis.url))
-        _, wrong = self.broker(redis.url.replace("s3cret", "wrong"))
-        yield self.until(lambda: "could not auth" in (wrong.health() or ""))
-        self.assertNotIn("wrong-pass", wrong.health() or "")
-        yield self.until(lambda: wrong._refused)
-
-    @inlineCallbacks
-    def test_tls(self) -> Any:
-        """rediss:// with cluster.ca works; a certificate of another CA is refused, and said so."""
-        from tests.tlssupport import Certs
-
-        certs = Certs(self)
-        redis = RedisServer(self, tls=(certs.cert, certs.key, certs.ca)).start()
-        yield self.delivers(*self.broker(redis.url, ca=certs.ca))
-        _, untrusted = self.broker(redis.url, ca=certs.other_ca)
-        yield self.until(lambda: "certificate verify failed" in (untrusted.health() or ""))
-        yield deferLater(reactor, 0.5, lambda: None)
-        self.assertIsNotNone(untrusted.health())
-
-    def test_unreadable_ca(self) -> None:
-        """A cluster.ca that is not a CA file is one line at start-up."""
-        bad = self.mktemp()
-        with open(bad, "w") as f:
-            f.write("not a certificate")
-        cluster = cluster_config(redis=load_address("rediss://h"), ca=bad)
-        stats = Stats(started_at=0)
-        for path, words in [(bad, "no PEM certificate"), (bad + "-missing", "No such file")]:
-            with self.assertRaises(ValueError) as e:
-                RedisBroker(
-                    Hub(clock=reactor, stats=stats),
-                    stats,
-                    reactor,
-                    attrs.evolve(cluster, ca=path),
-                    history(),
-                    "n",
-                )
-            self.assertIn(f"cluster.ca: {path}: ", str(e.exception))
-            self.assertIn(words, str(e.exception))
-
-    @inlineCallbacks
-    def test_publish_deliver_replay_and_script_flush(self) -> Any:
-        """Publish, receive through the subscription, replay; a SCRIPT FLUSH costs nothing."""
-        redis = RedisServer(self).start()
-        hub, broker = self.broker(redis.url)
-        yield self.until(lambda: broker.health() is None)
-        stream = FakeStream("u1")
-        hub.attach(stream)
-        published = yield broker.publish(Message("notify", "u1", '{"n": 1}'))
-        self.assertEqual((published.delivered, published.nodes), (1, 1))
-        yield self.until(lambda: stream.frames)
-        self.assertEqual(stream.frames, [frame(published.event_id)])
-        redis.command("SCRIPT", "FLUSH")
-        second = yield broker.publish(Message("notify", "u1", '{"n": 2}'))
-        replay = yield broker.replay("u1", published.event_id)
-        self.assertEqual(
-            replay.frames, (frame(second.event_id, encode_frame("notify", '{"n": 2}')),)
-        )
-        self.assertIsNotNone(broker.rtt_last)
-        clients = redis.command("CLIENT", "LIST").decode()
-        self.assertEqual(clients.count("name=notificator-live "), 2)
-
-    @inlineCallbacks
-    def until(self, condition: Any, timeout: float = 10.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not met in time")
-            yield deferLater(reactor, 0.02, lambda: None)
 
 
 class WiringTests(SynchronousTestCase):

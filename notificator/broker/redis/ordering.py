@@ -61,7 +61,6 @@ live again.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -69,16 +68,9 @@ from typing import Any
 
 import attrs
 import txredisapi
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-    SummaryMetricFamily,
-)
 from prometheus_client.registry import Collector
 from twisted.application.service import Service
 from twisted.internet.defer import (
-    CancelledError,
     Deferred,
     DeferredList,
     fail,
@@ -86,179 +78,29 @@ from twisted.internet.defer import (
     maybeDeferred,
     succeed,
 )
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionClosed, ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from notificator.broker import NO_REPLAY, Published, Unavailable
-from notificator.config import ClusterConfig, HistoryConfig, RedisAddress
+from notificator.broker.redis.link import (
+    PING_INTERVAL,
+    _Endpoint,
+    _Factory,
+    _Subscriber,
+    load_trust,
+)
+from notificator.broker.redis.metrics import RedisCollector
+from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
+from notificator.config import ClusterConfig, HistoryConfig
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_id, event_key
 from notificator.history import Replay, reset_frame
 from notificator.hub import Hub
 from notificator.stats import Stats
 
-#: Seconds between the PINGs that measure Redis's round-trip time and find
-#: a connection that died without a word.
-PING_INTERVAL = 5.0
-
 #: Users whose history one call of L{SINCE} reads when catching up.
 FILL_BATCH = 100
-
-
-# -- scripts --------------------------------------------------------------------
-
-_LUA_COMMON = """
-local MAXSEQ = 9007199254740991
-local KEEP = 86400000
-local function parse(id)
-  if not id then return nil end
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  if not ms then return nil end
-  return {tonumber(ms), tonumber(seq)}
-end
-local function later(a, b)
-  return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2])
-end
-local function text(k)
-  return string.format('%d-%d', k[1], k[2])
-end
-local function pair(v)
-  if not v then return nil, nil end
-  local a, b = string.match(v, '^(%S+) (%S+)$')
-  return parse(a), parse(b)
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
-
-
-@attrs.frozen
-class Script:
-    """A Lua script, run with C{EVALSHA} (C{EVAL} when Redis lacks it)."""
-
-    source: bytes
-    sha: bytes
-
-    @classmethod
-    def of(cls, body: str) -> Script:
-        source = (_LUA_COMMON + body).encode("utf-8")
-        return cls(source, hashlib.sha1(source).hexdigest().encode("ascii"))
-
-
-#: Record and announce one notification, atomically.
-#: KEYS: the user's stream, its floor, the last id given, the history's start.
-#: ARGV: the frame body, size, ttl (ms), the channel, the user id.
-#: Returns {event id, number of subscribers (nodes) that received it}.
-PUBLISH = Script.of(
-    """
-if redis.replicate_commands then redis.replicate_commands() end
-local now = now_ms()
-local key = {now, 0}
-local last = parse(redis.call('GET', KEYS[3]))
-if last and not later(key, last) then key = {last[1], last[2] + 1} end
-local id = text(key)
-local size, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
-if size > 0 then
-  local dead = now - ttl
-  local floor, top = pair(redis.call('GET', KEYS[2]))
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    -- A new record: all the user had was dropped, the newest being its
-    -- last; and without even that, all it had has expired.
-    floor = top or {dead, MAXSEQ}
-  elseif not floor then
-    floor = {dead, MAXSEQ}
-  end
-  local added = redis.pcall('XADD', KEYS[1], id, 'b', ARGV[1])
-  if type(added) == 'table' and added.err then
-    -- The stream holds a later id than the last given (keys restored by hand).
-    id = redis.call('XADD', KEYS[1], '*', 'b', ARGV[1])
-    key = parse(id)
-  end
-  local n = redis.call('XLEN', KEYS[1])
-  if n > size then
-    local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n - size)
-    local g = parse(gone[#gone][1])
-    if later(g, floor) then floor = g end
-    redis.call('XTRIM', KEYS[1], 'MAXLEN', size)
-  end
-  local old = redis.call('XREVRANGE', KEYS[1], string.format('%d', dead), '-', 'COUNT', 1)
-  if old[1] then
-    local g = parse(old[1][1])
-    if later(g, floor) then floor = g end
-    redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', dead + 1))
-  end
-  redis.call('SET', KEYS[2], text(floor) .. ' ' .. id, 'PX', ttl + KEEP)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-if last == nil or later(key, last) then redis.call('SET', KEYS[3], id) end
-redis.call('SET', KEYS[4], id, 'NX')
-local nodes = redis.call('PUBLISH', ARGV[4], id .. '\\n' .. ARGV[5] .. '\\n' .. ARGV[1])
-return {id, nodes}
-"""
-)
-
-#: What users missed after an id each: the replay of a reconnecting
-#: stream (one user), and the fill after an outage (many).  Read only.
-#: KEYS: the last id given, the history's start, then per user its stream
-#: and its floor.  ARGV: ttl (ms), then per user the id it saw last ('' or
-#: anything not an id: unknown).
-#: Returns {now (ms), the last id given or '', then per user: reason (''
-#: when complete), its oldest kept id or '', n, then n times id, body}.
-SINCE = Script.of(
-    """
-local now = now_ms()
-local dead = now - tonumber(ARGV[1])
--- No start key: nothing was recorded since the history was lost, so every
--- id up to now is from before.
-local since = parse(redis.call('GET', KEYS[2])) or {now, MAXSEQ}
-local given = parse(redis.call('GET', KEYS[1]))
-local out = {now, given and text(given) or ''}
-if not given or later(since, given) then given = since end
-for i = 3, #KEYS, 2 do
-  local stream, kept = KEYS[i], {}
-  local floor, top = pair(redis.call('GET', KEYS[i + 1]))
-  if redis.call('EXISTS', stream) == 0 then
-    -- No record: all was dropped, its last the newest; or all expired.
-    floor = top or {dead, MAXSEQ}
-  else
-    kept = redis.call('XRANGE', stream, string.format('%d-0', dead + 1), '+')
-    floor = floor or {dead, MAXSEQ}
-    -- Expired but not trimmed yet (no publish since): lost all the same.
-    local old = redis.call('XREVRANGE', stream, string.format('%d', dead), '-', 'COUNT', 1)
-    if old[1] then
-      local g = parse(old[1][1])
-      if later(g, floor) then floor = g end
-    end
-  end
-  local seen = parse(ARGV[(i - 1) / 2 + 1])
-  local reason = ''
-  if not seen or later(seen, given) then reason = 'unknown'
-  elseif later(since, seen) then reason = 'lost'
-  elseif later(floor, seen) then reason = 'expired' end
-  out[#out + 1] = reason
-  out[#out + 1] = kept[1] and kept[1][1] or ''
-  local at = #out + 1
-  out[at] = 0
-  local n = 0
-  for _, e in ipairs(kept) do
-    if reason ~= '' or later(parse(e[1]), seen) then
-      out[#out + 1] = e[1]
-      out[#out + 1] = e[2][2]
-      n = n + 1
-    end
-  end
-  out[at] = n
-end
-return out
-"""
-)
 
 
 # -- pure helpers -----------------------------------------------------------------
@@ -343,146 +185,6 @@ def merge(
         after = max(after, entries[-1][0])
     frames.extend(frame for key, frame in live if key > after)
     return frames
-
-
-# -- connections ------------------------------------------------------------------
-
-
-@implementer(IStreamClientEndpoint)
-class _Endpoint:
-    """
-    Redis's address as a client endpoint (TLS for C{rediss://}), which
-    remembers why the last attempt to connect failed, for L{RedisBroker.health}.
-    """
-
-    def __init__(
-        self,
-        reactor: Any,
-        address: RedisAddress,
-        timeout: float,
-        failed: Callable[[str], None],
-        trust: Any = None,
-    ) -> None:
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            reactor, address.host, address.port, timeout=timeout
-        )
-        if address.tls:
-            # Hands back the protocol inside the TLS wrapper, as txredisapi wants.
-            options = optionsForClientTLS(address.host, trustRoot=trust)
-            endpoint = wrapClientTLS(options, endpoint)
-        self._endpoint = endpoint
-        self._failed = failed
-        self._address = address
-
-    def __repr__(self) -> str:
-        # In twisted's "Scheduling retry ... to connect <...>" lines.
-        return f"<Redis at {self._address}>"
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        d = self._endpoint.connect(factory)
-        d.addErrback(self._connect_failed)
-        return d
-
-    def _connect_failed(self, failure: Failure) -> Failure:
-        if not failure.check(CancelledError):
-            self._failed(failure.getErrorMessage())
-        return failure
-
-
-def load_trust(path: str) -> Any:
-    """
-    The trust root made of the certificates in the PEM file C{path}
-    (C{cluster.ca}).
-
-    @raise ValueError: one line: the file cannot be read or holds no
-        certificate.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f"cluster.ca: {path}: {e.strerror or e}")
-    blocks = re.findall(
-        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.DOTALL
-    )
-    try:
-        if not blocks:
-            raise ValueError("no PEM certificate in it")
-        return trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
-    except Exception as e:  # OpenSSL's errors are of several types
-        raise ValueError(f"cluster.ca: {path}: not a CA certificate file ({e})")
-
-
-class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]  # txredisapi is untyped
-    """The subscription's protocol: hands each message to the broker."""
-
-    on_message: Callable[[bytes], None] = staticmethod(lambda payload: None)
-
-    def messageReceived(self, pattern: Any, channel: Any, message: bytes) -> None:
-        self.on_message(message)
-
-
-class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]  # txredisapi is untyped
-    """
-    A txredisapi pool of one connection that tells the broker when its
-    connection is ready (after AUTH and SELECT) and when it is lost, and
-    uses the broker's clock for reply timeouts.
-    """
-
-    noisy = False
-
-    def __init__(
-        self,
-        broker: RedisBroker,
-        role: str,
-        protocol: type,
-        address: RedisAddress,
-        timeout: float,
-        max_delay: float,
-    ) -> None:
-        super().__init__(
-            f"{address.host}:{address.port}",
-            address.db or None,
-            1,
-            isLazy=True,
-            charset=None,
-            password=address.password,
-            replyTimeout=timeout,
-            convertNumbers=False,
-            username=address.username,
-        )
-        self.protocol = protocol
-        self.initialDelay = min(1.0, max_delay)
-        self.maxDelay = max_delay
-        self._broker = broker
-        self._role = role
-
-    def buildProtocol(self, addr: Any) -> Any:
-        p = super().buildProtocol(addr)
-        p.callLater = self._broker._clock.callLater
-        if isinstance(p, _Subscriber):
-            p.on_message = self._broker._received
-        lost = p.connectionLost
-
-        def connection_lost(reason: Failure) -> None:
-            self._broker._lost_because(reason)
-            lost(reason)
-
-        p.connectionLost = connection_lost
-        return p
-
-    def addConnection(self, conn: Any) -> None:
-        super().addConnection(conn)
-        if conn in self.pool:
-            self._broker._connection_made(self._role, self, conn)
-
-    def delConnection(self, conn: Any) -> None:
-        super().delConnection(conn)
-        self._broker._connection_lost(self._role, self, conn)
-
-    def connectionError(self, why: str) -> None:
-        # AUTH or SELECT refused: txredisapi stops trying for good.
-        self._broker._connection_refused(self._role, self, why)
 
 
 # -- the broker -------------------------------------------------------------------
@@ -1135,51 +837,3 @@ class RedisBroker(Service):
     def collector(self) -> Collector:
         """The metrics of cluster mode, for the server's registry."""
         return RedisCollector(self)
-
-
-class RedisCollector(Collector):
-    """Reads the broker's state at scrape time (plain attributes: thread safe)."""
-
-    def __init__(self, broker: RedisBroker) -> None:
-        self._broker = broker
-
-    def collect(self) -> Iterable[Metric]:
-        b = self._broker
-        info = GaugeMetricFamily(
-            "notificator_cluster_node_info", "This node's name (cluster.node).", labels=["node"]
-        )
-        info.add_metric([b.node], 1)
-        yield info
-        yield GaugeMetricFamily(
-            "notificator_redis_up",
-            "1 while this node is connected and subscribed to Redis.",
-            value=int(b.health() is None),
-        )
-        yield CounterMetricFamily(
-            "notificator_redis_outages",
-            "Times Redis became unavailable to this node.",
-            value=b.outages,
-        )
-        down = 0.0 if b.health() is None else max(0.0, b._clock.seconds() - b._down_since)
-        yield GaugeMetricFamily(
-            "notificator_redis_outage_seconds",
-            "Seconds since Redis became unavailable (0 while it is available).",
-            value=down,
-        )
-        if b.rtt_last is not None:
-            yield GaugeMetricFamily(
-                "notificator_redis_rtt_seconds",
-                "Round-trip time of the last PING to Redis.",
-                value=b.rtt_last,
-            )
-        yield SummaryMetricFamily(
-            "notificator_redis_ping_seconds",
-            f"Round-trip times of the PINGs to Redis (every {PING_INTERVAL:g} s).",
-            count_value=b.rtt_count,
-            sum_value=b.rtt_sum,
-        )
-        yield CounterMetricFamily(
-            "notificator_redis_gap_filled",
-            "Notifications delivered from the history after a gap in the subscription.",
-            value=b.filled,
-        )

@@ -1,0 +1,163 @@
+"""
+Tests for L{notificator.broker.redis.scripts}: the Lua scripts, run by a
+real C{redis-server} of the test's own (skipped loudly outside CI when it
+is not installed, failed in CI).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from notificator.broker.redis.ordering import (
+    Missed,
+    parse_message,
+    parse_since,
+)
+from notificator.broker.redis.scripts import PUBLISH, SINCE
+from notificator.events import event_key
+from tests.support import RedisServer
+from tests.test_redis_ordering import BODY, frame
+
+
+class ScriptTests(SynchronousTestCase):
+    """The Lua scripts, run by a real redis-server."""
+
+    def setUp(self) -> None:
+        self.redis = RedisServer(self).start()
+
+    def publish(self, user: str, size: int = 3, ttl_ms: int = 60_000, body: bytes = BODY) -> str:
+        reply = self.redis.command(
+            "EVAL",
+            PUBLISH.source,
+            "4",
+            f"t:h:{user}",
+            f"t:f:{user}",
+            "t:last",
+            "t:since",
+            body,
+            str(size),
+            str(ttl_ms),
+            "t:events",
+            user,
+        )
+        return reply[0].decode()
+
+    def since(self, seen: dict[str, str], ttl_ms: int = 60_000) -> tuple[Any, list[Missed]]:
+        keys = ["t:last", "t:since"]
+        for user in seen:
+            keys += [f"t:h:{user}", f"t:f:{user}"]
+        reply = self.redis.command(
+            "EVALSHA", SINCE.sha, str(len(keys)), *keys, str(ttl_ms), *seen.values()
+        )
+        _, last, missed = parse_since(reply, len(seen))
+        return last, missed
+
+    def test_ids_increase_across_users(self) -> None:
+        """Ids come from Redis's clock and the last id given: increasing over all users."""
+        ids = [self.publish(user) for user in ("a", "b", "a", "c") * 5]
+        keys = [event_key(i) for i in ids]
+        self.assertEqual(keys, sorted(set(keys)))  # type: ignore[type-var]
+        ms = int(ids[-1].split("-")[0])
+        self.assertLess(abs(ms - time.time() * 1000), 60_000)
+
+    def test_history_is_trimmed_exactly_and_floors_say_what_was_dropped(self) -> None:
+        """size 3: the fourth publish drops the first; replaying from it is expired, from the next complete."""
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        ids = [self.publish("a") for _ in range(5)]
+        self.assertEqual(self.redis.command("XLEN", "t:h:a"), 3)
+        self.assertEqual(self.redis.command("GET", "t:f:a").decode(), f"{ids[1]} {ids[4]}")
+        _, [expired] = self.since({"a": ids[0]})
+        self.assertEqual((expired.reason, expired.oldest), ("expired", ids[2]))
+        self.assertEqual([f for _, f in expired.entries], [frame(i) for i in ids[2:]])
+        _, [complete] = self.since({"a": ids[1]})
+        self.assertIsNone(complete.reason)
+        self.assertEqual([f for _, f in complete.entries], [frame(i) for i in ids[2:]])
+        _, [latest] = self.since({"a": ids[4]})
+        self.assertEqual((latest.reason, latest.entries), (None, ()))
+
+    def test_ttl_drops_old_entries(self) -> None:
+        """Entries older than the ttl are not replayed and make an older id expired."""
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        TTL = 500  # ms: room for a slow machine between a publish and the next read
+        first = self.publish("a", ttl_ms=TTL)
+        time.sleep(TTL / 1000 + 0.1)
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
+        self.assertEqual((m.reason, m.entries), (None, ()))  # saw the last one: nothing missed
+        second = self.publish("a", ttl_ms=TTL)
+        self.assertEqual(self.redis.command("XLEN", "t:h:a"), 1)
+        _, [m] = self.since({"a": "1-0"}, ttl_ms=TTL)
+        self.assertEqual(m.reason, "lost")  # before the history began
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
+        self.assertIsNone(m.reason)
+        self.assertEqual([f for _, f in m.entries], [frame(second)])
+        time.sleep(TTL / 1000 + 0.1)
+        # The user's record expired with its last entry: it had nothing newer.
+        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
+        _, [m] = self.since({"a": second}, ttl_ms=TTL)
+        self.assertEqual((m.reason, m.entries), (None, ()))
+        _, [m] = self.since({"a": first}, ttl_ms=TTL)
+        self.assertEqual(m.reason, "expired")
+
+    def test_unknown_and_lost(self) -> None:
+        """An id later than any given, or not an id, is unknown; after FLUSHALL every id is lost."""
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        ids = [self.publish("a") for _ in range(2)]
+        ms = int(ids[-1].split("-")[0])
+        _, [m] = self.since({"a": f"{ms + 100000}-0"})
+        self.assertEqual((m.reason, len(m.entries)), ("unknown", 2))
+        _, [m] = self.since({"a": ""})
+        self.assertEqual(m.reason, "unknown")
+        self.redis.command("FLUSHALL")
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        _, [m] = self.since({"a": ids[1]})
+        self.assertEqual(m.reason, "lost")
+        for _ in range(20):
+            # Even an id of this very millisecond is from before the loss.
+            sec, usec = self.redis.command("TIME")
+            _, [m] = self.since({"a": "%d-0" % (int(sec) * 1000 + int(usec) // 1000)})
+            self.assertEqual(m.reason, "lost")
+        again = self.publish("a")
+        _, [m] = self.since({"a": ids[1]})
+        self.assertEqual((m.reason, [f for _, f in m.entries]), ("lost", [frame(again)]))
+        _, [m] = self.since({"a": again})
+        self.assertIsNone(m.reason)
+
+    def test_a_new_record_after_expiry_knows_what_it_lost(self) -> None:
+        """A user whose record expired and comes back: an id from before its last is expired."""
+        self.redis.command("SCRIPT", "LOAD", SINCE.source)
+        before = self.publish("z", ttl_ms=150)
+        first = self.publish("a", ttl_ms=150)
+        time.sleep(0.2)
+        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
+        self.publish("a", ttl_ms=150)
+        _, [m] = self.since({"a": before}, ttl_ms=150)
+        self.assertEqual(m.reason, "expired")
+        _, [m] = self.since({"a": first}, ttl_ms=150)
+        self.assertIsNone(m.reason)
+
+    def test_publish_announces_on_the_channel(self) -> None:
+        """The script's PUBLISH carries id, user id and body; its count is the subscribers."""
+        import socket
+
+        from tests.support import _RESPReader
+
+        with socket.create_connection(("127.0.0.1", self.redis.port), timeout=5) as sub:
+            sub.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$8\r\nt:events\r\n")
+            reader = _RESPReader(sub.makefile("rb"))
+            self.assertEqual(reader.read()[0], b"subscribe")
+            reply = self.redis.command(
+                "EVAL", PUBLISH.source, "4", "t:h:u", "t:f:u", "t:last", "t:since",
+                BODY, "3", "60000", "t:events", "u",
+            )  # fmt: skip
+            self.assertEqual(reply[1], 1)
+            kind, channel, payload = reader.read()
+        self.assertEqual((kind, channel), (b"message", b"t:events"))
+        self.assertEqual(parse_message(payload), (reply[0], "u", BODY))
+
+    def test_size_zero_keeps_nothing(self) -> None:
+        """sse.history.size 0: ids and announcements, no history."""
+        self.publish("a", size=0)
+        self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
