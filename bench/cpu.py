@@ -111,7 +111,8 @@ def measure(
     from twisted.internet import tcp
 
     import notificator
-    from notificator import channel, tap
+    from notificator import tap
+    from notificator.http import fast
 
     sse: dict[str, Any] = {"heartbeat": False}
     if history == "off":
@@ -134,7 +135,7 @@ def measure(
         connections.append(conn)
         return conn
 
-    writes = tap.find(service, channel.WriteBatch)
+    writes = tap.find(service, fast.WriteBatch)
 
     def flush(conn: Any) -> None:
         # The end of the reactor pass: the write batch sends, then the

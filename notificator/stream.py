@@ -8,7 +8,7 @@ C{request.notifyFinish()} and from then on drops writes and never calls
 C{finish()} (which would raise after a disconnect).
 
 Writes go through C{request.write}; over plain TCP the channel
-(L{notificator.channel}) sends them straight to the socket.
+(L{notificator.http.fast}) sends them straight to the socket.
 
 A client that stops reading: a stream on a request that carries
 L{notificator.limits.Limits} registers with it as a streaming producer,

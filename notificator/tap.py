@@ -37,7 +37,6 @@ from twisted.python.threadpool import ThreadPool
 from notificator import (
     __version__,
     auth,
-    channel,
     config,
     connections,
     limits,
@@ -51,6 +50,7 @@ from notificator import (
 )
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
+from notificator.http import fast
 from notificator.hub import Hub
 from notificator.stats import Stats
 from notificator.tls import TLSFileError
@@ -595,7 +595,7 @@ def serve_http(
 ) -> None:
     """
     Give C{site} its request class and protocol: with C{server.fastChannel}
-    L{web.Request} over L{channel.Channel} and its L{channel.WriteBatch}
+    L{web.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch}
     (a child of C{parent}, started before the listeners so that it stops
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
@@ -622,8 +622,8 @@ def serve_http(
     hsts = web.hsts_header(cfg.server.hsts)
     if cfg.server.fast_channel:
         site.requestFactory = limits.request_class(web.Request, request_limits, hsts=hsts)
-        writes = channel.WriteBatch(reactor)
-        site.protocol = partial(channel.protocol, writes)
+        writes = fast.WriteBatch(reactor)
+        site.protocol = partial(fast.protocol, writes)
         writes.setServiceParent(parent)
     else:
         site.requestFactory = limits.request_class(web.StockRequest, request_limits, hsts=hsts)

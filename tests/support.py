@@ -1235,7 +1235,7 @@ class MemoryH2:
 class FastChannelSite:
     """
     A L{Site} served as with C{server.fastChannel} but without the limits:
-    L{web.Request} over L{channel.Channel} and its L{channel.WriteBatch},
+    L{web.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch},
     over the core L{Parts}, on a L{MemoryReactorClock}, with one
     connection open (C{sock}, C{protocol}, C{conn}; more with L{connect}),
     a real C{tcp.Server} over a L{FakeSocket}.
@@ -1246,16 +1246,17 @@ class FastChannelSite:
 
         from twisted.web.server import Site
 
-        from notificator import channel, web
+        from notificator import web
+        from notificator.http.fast import WriteBatch, protocol
 
         self.reactor = MemoryReactorClock()
-        self.writes = channel.WriteBatch(self.reactor)
+        self.writes = WriteBatch(self.reactor)
         cfg = config_with(server={"log_level": "debug" if debug else "info"})
         self.parts = Parts(self.reactor, cfg)
         self.hub = self.parts.hub
         self.site = Site(self.parts.resource, reactor=self.reactor)
         self.site.requestFactory = web.Request
-        self.site.protocol = partial(channel.protocol, self.writes)
+        self.site.protocol = partial(protocol, self.writes)
         self._connections = 0
         self.sock, self.protocol, self.conn = self.connect()
 

@@ -25,7 +25,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import channel, connections, limits, tap, web
+from notificator import connections, limits, tap, web
+from notificator.http.fast import WriteBatch
 from tests.support import BothChannels, Conn, Parts, config_with
 
 STREAM = b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -331,7 +332,7 @@ class WiringTests(SynchronousTestCase):
             self.assertIsInstance(site.buildProtocol(None), connections.ConnectionProtocol)
             watched = tap.find(root, connections.Connections)
             self.assertEqual((watched.cap, watched.seconds, watched.body_seconds), (7, 3, 4))
-            self.assertEqual(tap.find(root, channel.WriteBatch) is not None, fast)
+            self.assertEqual(tap.find(root, WriteBatch) is not None, fast)
             base = web.Request if fast else web.StockRequest
             self.assertTrue(issubclass(site.requestFactory, base))
             self.assertEqual(issubclass(site.requestFactory, web.Request), fast)

@@ -141,7 +141,7 @@ class SlowReaderStockTests(SlowReaderTests):
 
 class PartialSendTests(SynchronousTestCase):
     """
-    The fast channel's direct socket send (L{channel.Channel}) leaves what
+    The fast channel's direct socket send (L{notificator.http.fast.Channel}) leaves what
     the socket did not take to the transport, so the transport's pause and
     resume still reach the stream.
     """

@@ -31,7 +31,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from notificator import channel, listening
+from notificator import listening
+from notificator.http import fast as http_fast
 from notificator.tls import TLSFileError
 from notificator.workers import reuseport
 from notificator.workers.reuseport import ReusePortService
@@ -427,12 +428,12 @@ class AdoptedTests(TestCase):
     def test_fast_channel_writes_directly(self) -> Any:
         """
         The adopted port's connections are tcp.Server, so the fast channel
-        (notificator.channel) sends on their socket directly, as on a tcp:
+        (notificator.http.fast) sends on their socket directly, as on a tcp:
         endpoint's.
         """
-        writes = channel.WriteBatch(reactor)
+        writes = http_fast.WriteBatch(reactor)
         fast = site(b"A")
-        fast.protocol = partial(channel.protocol, writes)
+        fast.protocol = partial(http_fast.protocol, writes)
         service = self.listen("tcp:port=0:interface=127.0.0.1", fast)
         assert service.port is not None
         body = yield fetch(service.port.getHost().port)

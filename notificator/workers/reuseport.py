@@ -10,11 +10,11 @@ that stops takes only its own socket away.  Linux lets only processes of
 the same user join a port's group, so another user's program cannot take
 a share of it.
 
-This module opens such a socket for a strports description of the kinds
-the server listens on, and hands it to the reactor with
-C{IReactorSocket.adoptStreamPort}, whose connections are the reactor's
-usual ones (C{tcp.Server}: the fast channel's direct writes,
-L{notificator.channel}, work on them as on a C{tcp:} endpoint's):
+This module opens such a socket for a strports description of the kinds the
+server listens on, and hands it to the reactor with
+C{IReactorSocket.adoptStreamPort}, whose connections are the reactor's usual
+ones (C{tcp.Server}: the fast channel's direct writes,
+L{notificator.http.fast}, work on them as on a C{tcp:} endpoint's):
 
  - C{tcp:port=3000[:interface=...][:backlog=50]} and C{tcp6:...}: the
    syntax and defaults of Twisted's own types (C{tcp:} every IPv4

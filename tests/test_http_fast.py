@@ -1,9 +1,9 @@
 """
-Tests for L{notificator.channel} and the write path of L{notificator.web.Request}
+Tests for L{notificator.http.fast} and the write path of L{notificator.web.Request}
 that goes through it (C{server.fastChannel}): a frame sent straight to the
 socket is the same chunk C{Request.write} would have queued, in the same
 order; a response's head and body leave in one send at the end of the
-reactor pass (L{channel.WriteBatch}), in order, with nothing left for the
+reactor pass (L{notificator.http.fast.WriteBatch}), in order, with nothing left for the
 reactor.  The Twisted internals the channel relies on are checked here
 against the real classes.
 
@@ -31,7 +31,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from notificator import channel, tap, web
+from notificator import tap, web
+from notificator.http import fast
 from tests.support import FastChannelSite, config_with, dechunk, parse_frames
 
 
@@ -156,7 +157,7 @@ class DirectWriteTests(SynchronousTestCase):
 
 class ChannelTests(SynchronousTestCase):
     """
-    L{channel.Channel}: each response's head goes out with its body at the
+    L{notificator.http.fast.Channel}: each response's head goes out with its body at the
     end of the reactor pass, straight to the socket, and nothing is left
     for the reactor.
     """
@@ -249,7 +250,7 @@ class ChannelTests(SynchronousTestCase):
             def write(self, data: bytes) -> None:
                 writes.append(data)
 
-        ch = channel.Channel(self.h.writes)
+        ch = fast.Channel(self.h.writes)
         ch.makeConnection(Transport())
         self.h.writes.reading += 1  # as inside dataReceived
         ch.writeHeaders(b"HTTP/1.1", b"204", b"No Content", Headers())
@@ -265,7 +266,7 @@ class ChannelTests(SynchronousTestCase):
     def test_tls_transport_gets_one_write(self) -> None:
         """Without a plain socket (TLS), the head and body are one transport write."""
         writes: list[bytes] = []
-        ch = channel.Channel(self.h.writes)
+        ch = fast.Channel(self.h.writes)
         ch.site = self.h.site  # type: ignore[attr-defined]
         ch.requestFactory = web.Request
 
@@ -282,7 +283,7 @@ class ChannelTests(SynchronousTestCase):
 
 class WriteBatchTests(SynchronousTestCase):
     """
-    L{channel.WriteBatch}: what the channels are given during a reactor
+    L{notificator.http.fast.WriteBatch}: what the channels are given during a reactor
     pass leaves at the end of the pass, one send per connection, in order.
     """
 
@@ -446,7 +447,7 @@ class WriteBatchTests(SynchronousTestCase):
             reactor=MemoryReactorClock(),
         )
         serving = list(list(root)[-1])
-        batches = [c for c in serving if isinstance(c, channel.WriteBatch)]
+        batches = [c for c in serving if isinstance(c, fast.WriteBatch)]
         self.assertEqual(len(batches), 1)
         self.assertIs(serving[-1].__class__, tap.DrainService)
         # Started before the listeners, so stopped after them.
@@ -456,7 +457,7 @@ class WriteBatchTests(SynchronousTestCase):
 
 class RequestTargetTests(SynchronousTestCase):
     """
-    L{channel.request_target} and L{channel.request_version} read the
+    L{notificator.http.fast.request_target} and L{notificator.http.fast.request_version} read the
     private attributes of twisted.web's real channels
     (C{HTTPChannel._command}, C{_path} and C{_version}; an C{H2Stream}'s
     C{command} and C{path}) while a request's body is not read yet: checked
@@ -470,7 +471,7 @@ class RequestTargetTests(SynchronousTestCase):
 
         class Probe(http.Request):
             def gotLength(self, length: int | None) -> None:
-                seen.append((channel.request_target(self), channel.request_version(self)))
+                seen.append((fast.request_target(self), fast.request_version(self)))
                 super().gotLength(length)
 
             def process(self) -> None:
@@ -482,7 +483,7 @@ class RequestTargetTests(SynchronousTestCase):
         """HTTPChannel, stock and the fast channel's subclass: the target before the body."""
         for make in (
             http.HTTPChannel,
-            lambda: channel.Channel(channel.WriteBatch(MemoryReactorClock())),
+            lambda: fast.Channel(fast.WriteBatch(MemoryReactorClock())),
         ):
             probe, seen = self.probe()
             ch = make()
@@ -526,12 +527,12 @@ class RequestTargetTests(SynchronousTestCase):
 
 class WholeHeadTests(SynchronousTestCase):
     """
-    L{channel.WholeHeadRequest} calls C{head_received} once per request,
-    with every header on it and before any of its body: over HTTP/1.x at
-    C{gotLength}, over HTTP/2 at the later of C{gotLength} and
-    C{parseCookies}, as twisted.web's real C{H2Stream._convertHeaders}
-    calls them (C{gotLength} the moment it meets C{content-length}, before
-    the headers after it).  Checked on the real classes, so a Twisted that
+    L{notificator.http.fast.WholeHeadRequest} calls C{head_received} once
+    per request, with every header on it and before any of its body: over
+    HTTP/1.x at C{gotLength}, over HTTP/2 at the later of C{gotLength} and
+    C{parseCookies}, as twisted.web's real C{H2Stream._convertHeaders} calls
+    them (C{gotLength} the moment it meets C{content-length}, before the
+    headers after it).  Checked on the real classes, so a Twisted that
     changes the order fails here first.
     """
 
@@ -541,10 +542,10 @@ class WholeHeadTests(SynchronousTestCase):
         ("x-forwarded-for", "203.0.113.9"),
     ]
 
-    def probe(self) -> tuple[type[channel.WholeHeadRequest], list[tuple[str, Any]]]:
+    def probe(self) -> tuple[type[fast.WholeHeadRequest], list[tuple[str, Any]]]:
         seen: list[tuple[str, Any]] = []
 
-        class Probe(channel.WholeHeadRequest):
+        class Probe(fast.WholeHeadRequest):
             def gotLength(self, length: int | None) -> None:
                 # What twisted.web's channel has put on the request by now.
                 seen.append(("gotLength", self.requestHeaders.hasHeader(b"x-forwarded-for")))
@@ -567,7 +568,7 @@ class WholeHeadTests(SynchronousTestCase):
 
         return Probe, seen
 
-    def h2(self, probe: type[channel.WholeHeadRequest], headers: list[tuple[str, str]]) -> None:
+    def h2(self, probe: type[fast.WholeHeadRequest], headers: list[tuple[str, str]]) -> None:
         """One HTTP/2 request with these headers after the pseudo-headers, and a body of 3 bytes in the same read."""
         from h2.config import H2Configuration
         from h2.connection import H2Connection as Client
@@ -683,7 +684,7 @@ class WholeHeadTests(SynchronousTestCase):
         """HTTP/1.1, stock channel and the fast one: at gotLength, once, every header in."""
         for make in (
             http.HTTPChannel,
-            lambda: channel.Channel(channel.WriteBatch(MemoryReactorClock())),
+            lambda: fast.Channel(fast.WriteBatch(MemoryReactorClock())),
         ):
             probe, seen = self.probe()
             ch = make()
@@ -702,9 +703,9 @@ class WholeHeadTests(SynchronousTestCase):
 
 class HTTP2HelpersTests(SynchronousTestCase):
     """
-    The HTTP/2 helpers of the connection clock (L{channel.h2_connection},
-    L{channel.h2_open_streams}, L{channel.when_h2_idle},
-    L{channel.h2_go_away}) read and wrap private parts of twisted.web's
+    The HTTP/2 helpers of the connection clock (L{notificator.http.fast.h2_connection},
+    L{notificator.http.fast.h2_open_streams}, L{notificator.http.fast.when_h2_idle},
+    L{notificator.http.fast.h2_go_away}) read and wrap private parts of twisted.web's
     real classes (C{_GenericHTTPChannelProtocol._channel},
     C{H2Connection.streams} and C{_requestDone}): checked here on them, so
     a Twisted that changes them fails here first.
@@ -735,44 +736,44 @@ class HTTP2HelpersTests(SynchronousTestCase):
         """The H2Connection is found; a stream is open until it is done, then idle() is called once."""
         from twisted.web._http2 import H2Connection
 
-        conn = channel.h2_connection(self.protocol)
+        conn = fast.h2_connection(self.protocol)
         self.assertIsInstance(conn, H2Connection)
-        self.assertFalse(channel.h2_open_streams(conn))
+        self.assertFalse(fast.h2_open_streams(conn))
         idle: list[None] = []
-        channel.when_h2_idle(conn, lambda: idle.append(None))
+        fast.when_h2_idle(conn, lambda: idle.append(None))
         self.client.send_headers(
             1,
             [(":method", "GET"), (":scheme", "https"), (":authority", "t"), (":path", "/")],
             end_stream=True,
         )
         self.protocol.dataReceived(self.client.data_to_send())
-        self.assertTrue(channel.h2_open_streams(conn))
+        self.assertTrue(fast.h2_open_streams(conn))
         self.assertEqual(idle, [])
         for _ in range(5):
             self.reactor.advance(0)
         self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in self.events()))
-        self.assertFalse(channel.h2_open_streams(conn))
+        self.assertFalse(fast.h2_open_streams(conn))
         self.assertEqual(idle, [None])
 
     def test_reset_stream_is_done(self) -> None:
         """A stream the client resets is done too."""
-        conn = channel.h2_connection(self.protocol)
+        conn = fast.h2_connection(self.protocol)
         idle: list[None] = []
-        channel.when_h2_idle(conn, lambda: idle.append(None))
+        fast.when_h2_idle(conn, lambda: idle.append(None))
         self.client.send_headers(
             1,
             [(":method", "POST"), (":scheme", "https"), (":authority", "t"), (":path", "/")],
         )
         self.protocol.dataReceived(self.client.data_to_send())
-        self.assertTrue(channel.h2_open_streams(conn))
+        self.assertTrue(fast.h2_open_streams(conn))
         self.client.reset_stream(1)
         self.protocol.dataReceived(self.client.data_to_send())
-        self.assertFalse(channel.h2_open_streams(conn))
+        self.assertFalse(fast.h2_open_streams(conn))
         self.assertEqual(idle, [None])
 
     def test_go_away(self) -> None:
         """h2_go_away sends GOAWAY (no error) and closes."""
-        channel.h2_go_away(channel.h2_connection(self.protocol))
+        fast.h2_go_away(fast.h2_connection(self.protocol))
         [goaway] = [e for e in self.events() if isinstance(e, h2.events.ConnectionTerminated)]
         self.assertEqual(goaway.error_code, 0)
         self.assertTrue(self.transport.disconnecting)
@@ -782,13 +783,13 @@ class HTTP2HelpersTests(SynchronousTestCase):
         protocol = Site(Data(b"ok", "text/plain"), reactor=self.reactor).buildProtocol(None)
         protocol.makeConnection(StringTransport())
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertIsNone(channel.h2_connection(protocol))
-        self.assertIsNone(channel.h2_connection(object()))
+        self.assertIsNone(fast.h2_connection(protocol))
+        self.assertIsNone(fast.h2_connection(object()))
 
 
 class CloseNowTests(SynchronousTestCase):
     """
-    L{channel.close_now} calls Twisted's C{tcp.Connection.connectionLost}
+    L{notificator.http.fast.close_now} calls Twisted's C{tcp.Connection.connectionLost}
     itself, ahead of the reactor: checked on the real classes (a
     C{tcp.Server} over a real socket, plain and under
     C{TLSMemoryBIOProtocol}), so a Twisted that changes them fails here.
@@ -822,7 +823,7 @@ class CloseNowTests(SynchronousTestCase):
 
         transport, theirs, reactor = self.connection(Factory.forProtocol(Recorder))
         socket_ = transport.socket
-        channel.close_now(transport)
+        fast.close_now(transport)
         self.assertEqual(socket_.fileno(), -1)
         self.assertEqual(len(lost), 1)
         self.assertTrue(lost[0].check(ConnectionAborted))
