@@ -29,7 +29,7 @@ one that never sent a head), else the HTTP/1.x request that has been
 sending its body longest.  Only when none of those exists (every
 connection carries an event stream or a request being answered) is the
 new connection closed instead.  Either way the closed connection is
-aborted and its descriptor freed at once (L{notificator.http.fast.close_now}), before
+aborted and its descriptor freed at once (L{notificator.http._twisted.close_now}), before
 the accept loop takes the next one, so the process never holds more than
 C{limits.connections} client connections.  Each is counted
 (L{notificator.stats.Stats.drop}) and logged, at most once every
@@ -47,7 +47,7 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from notificator.http import fast
+from notificator.http import _twisted
 from notificator.stats import Stats
 
 _default_log = Logger()
@@ -201,7 +201,7 @@ class Connections(Service):
             peer=_transport_peer(transport),
         )
         # Its descriptor is free when this returns (closed() has run).
-        fast.close_now(transport)
+        _twisted.close_now(transport)
 
     def opened(self, transport: Any) -> None:
         """A connection opened: count it and start its head clock."""
@@ -217,7 +217,7 @@ class Connections(Service):
         be found (another Twisted): the connection is then left to
         twisted.web's HTTP/2 idle timeout, as before.
         """
-        conn = fast.h2_connection(protocol)
+        conn = _twisted.h2_connection(protocol)
         if conn is None:
             self._heads.pop(transport, None)
             return None
@@ -227,8 +227,8 @@ class Connections(Service):
             if transport in self._h2:
                 self.arm(transport)
 
-        fast.when_h2_idle(conn, idle)
-        if fast.h2_open_streams(conn):
+        _twisted.when_h2_idle(conn, idle)
+        if _twisted.h2_open_streams(conn):
             self._heads.pop(transport, None)
         return conn
 
@@ -265,7 +265,7 @@ class Connections(Service):
                     peer=_transport_peer(transport),
                     seconds=self.seconds,
                 )
-                fast.h2_go_away(conn)
+                _twisted.h2_go_away(conn)
             else:
                 self._log.info(
                     "closed the connection from {peer}: no complete request head within"
@@ -365,7 +365,7 @@ class ConnectionProtocol:
                 self._h2 = self._connections.serve_h2(self._transport, self.wrappedProtocol)
                 return
         self.wrappedProtocol.dataReceived(data)
-        if h2 is not None and fast.h2_open_streams(h2):
+        if h2 is not None and _twisted.h2_open_streams(h2):
             # A stream opened: the connection is not idle.
             self._connections.disarm_pop(self._transport, None)
 
@@ -383,13 +383,13 @@ class ConnectionProtocol:
 class Refused:
     """
     What a connection over C{limits.connections} gets: closed as it opens,
-    its descriptor freed at once (L{notificator.http.fast.close_now}).  (A C{buildProtocol}
+    its descriptor freed at once (L{notificator.http._twisted.close_now}).  (A C{buildProtocol}
     that returns L{None} would do that over plain TCP, but Twisted's TLS
     factory cannot take it.)
     """
 
     def makeConnection(self, transport: Any) -> None:
-        fast.close_now(transport)
+        _twisted.close_now(transport)
 
     def connectionMade(self) -> None:
         pass

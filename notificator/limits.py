@@ -20,7 +20,7 @@ Limits on what one client can make the server hold (C{limits.*}).
    file: a descriptor per request), which the limits bound.  It only
    overrides the hooks twisted.web's channels call on every request
    (C{gotLength} and C{parseCookies}, through
-   L{notificator.http.fast.WholeHeadRequest}, which says when the head is
+   L{notificator.http._twisted.WholeHeadRequest}, which says when the head is
    complete; C{handleContentChunk}, C{requestReceived}, C{connectionLost},
    C{finish}), so it serves with the stock C{HTTPChannel} and
    C{H2Connection} alike; L{notificator.web.Request} adds the fast write
@@ -49,7 +49,7 @@ from twisted.web import server
 
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
-from notificator.http import fast
+from notificator.http import _twisted
 from notificator.logs import log_answered_early
 from notificator.stats import Stats
 
@@ -235,7 +235,7 @@ def _error_body(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode("utf-8")
 
 
-class Request(fast.WholeHeadRequest):
+class Request(_twisted.WholeHeadRequest):
     """
     A twisted.web request that reads at most C{limits.bodyBytes} of body,
     holds what it reads against C{limits.bodyMemory}, and does not parse
@@ -279,7 +279,7 @@ class Request(fast.WholeHeadRequest):
 
     def head_received(self, length: int | None) -> None:
         """
-        The head is complete (L{notificator.http.fast.WholeHeadRequest}: over
+        The head is complete (L{notificator.http._twisted.WholeHeadRequest}: over
         HTTP/2 not before every header is on the request): stop its clock,
         and start the body's if a body is to come; refuse an announced body
         over C{limits.bodyBytes} (413), or larger than the room

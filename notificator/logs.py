@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from notificator import __version__
 from notificator.auth import Guard
-from notificator.http import fast
+from notificator.http import _twisted
 from notificator.text import redact_uri
 
 if TYPE_CHECKING:
@@ -504,10 +504,10 @@ def log_answered_early(request: Any, site: object, code: int, sent: int) -> None
     early has none of its own); anything but a L{Site} (test doubles) logs
     nothing.
     """
-    target = fast.request_target(request)
+    target = _twisted.request_target(request)
     if target is not None:
         request.method, request.uri = target
-    version = fast.request_version(request)
+    version = _twisted.request_version(request)
     if version is not None:
         request.clientproto = version
     request.code = code

@@ -43,7 +43,7 @@ from notificator.config import Config, LimitsConfig, SSEConfig
 from notificator.cors import CORSPolicy
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
-from notificator.http import fast
+from notificator.http import _twisted
 from notificator.http.responses import apply_cors
 from notificator.hub import Hub
 from notificator.limits import client as _client
@@ -185,7 +185,7 @@ class StockRequest(limits.Request):
         """
         The head is complete, the body not read yet (over HTTP/2 too, every
         header of the request is on it:
-        L{notificator.http.fast.WholeHeadRequest}): a publisher that may not
+        L{notificator.http._twisted.WholeHeadRequest}): a publisher that may not
         publish is answered now (L{PublishGate.early}: 403, whatever its
         length), and then a body over a limit (L{limits.Request}: 413, 503);
         none of those bodies is read.
@@ -632,7 +632,7 @@ class PublishGate:
         read (L{limits.Request.answer_early}: HTTP/1.x and HTTP/2), when the
         address, the header token or the page's origin is wrong.
         """
-        target = fast.request_target(request)
+        target = _twisted.request_target(request)
         if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
             return
         reason = self.refusal(request, request.client_host)

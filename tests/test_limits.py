@@ -232,7 +232,7 @@ class HTTP2RefusalTests(SynchronousTestCase):
         cls = limits.request_class(limits.Request, _limits(clock, body_bytes=10))
         request = cls(Stream(), queued=False)
         # As H2Stream's constructor: gotLength at content-length, parseCookies
-        # once every header is in (notificator.http.fast.WholeHeadRequest).
+        # once every header is in (notificator.http._twisted.WholeHeadRequest).
         request.gotLength(11)
         request.parseCookies()
         self.assertEqual(calls, [])  # inside the stream's constructor: nothing yet

@@ -1,0 +1,212 @@
+# -*- test-case-name: tests.test_http_twisted -*-
+"""
+The private parts of Twisted the server uses, in both modes
+(C{server.fastChannel}), each tested against the real class:
+L{request_target} and L{request_version} (a request's method, path and
+protocol before its body), L{WholeHeadRequest} (when a request's head is
+complete: over HTTP/2 not at C{gotLength}), the HTTP/2 helpers of the
+connection clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
+L{h2_go_away}), L{close_now}, which frees a closed connection's
+descriptor before the reactor's next pass (L{notificator.connections}),
+and twisted.web's protocol wrapper that switches to HTTP/2
+(L{GenericHTTPChannelProtocol}, which L{notificator.http.fast.protocol}
+wraps its channel in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.error import ConnectionAborted
+from twisted.python.failure import Failure
+from twisted.web import http, server
+
+#: twisted.web's wrapper of a site's channel, which switches the connection
+#: to HTTP/2 when TLS negotiates C{h2}.
+GenericHTTPChannelProtocol = http._GenericHTTPChannelProtocol
+
+
+class WholeHeadRequest(server.Request):
+    """
+    A twisted.web request told once when its head is complete: every header
+    is on it and none of its body has been handed in yet.  Subclasses
+    decide there (L{head_received}) what twisted.web decides in
+    C{gotLength}: whether the body is to be read, and into what.
+
+    Over HTTP/1.x that is C{gotLength}: C{HTTPChannel} calls it from
+    C{allHeadersReceived}, once every header line is read (after
+    C{parseCookies}).  Over HTTP/2 C{gotLength} comes too early:
+    twisted.web's C{H2Stream._convertHeaders} adds the headers of the
+    HEADERS frame one by one and calls C{gotLength} (in
+    C{_addHeaderToRequest}) the moment it meets C{content-length}, before
+    the headers after it are on the request; C{parseCookies} it calls once
+    they all are.  A decision in C{gotLength} would then miss an
+    C{Authorization}, an C{Origin} or an C{X-Forwarded-For} that a client
+    (a browser does) sends after C{content-length}.  So over HTTP/2 (a
+    request whose C{transport} is L{None}: an C{H2Stream} has none) the
+    head is complete at the later of the two calls, in whichever order a
+    Twisted makes them.  Both come from the stream's constructor, before
+    any DATA frame of the stream is handed in.  And a C{GET} or C{HEAD}
+    without C{content-length}, whose length twisted.web takes for 0, yet
+    whose DATA frames it hands in all the same, has a body of no announced
+    length (L{None}).  L{tests.test_http_twisted} checks this on the real
+    C{H2Connection} and C{H2Stream}.
+    """
+
+    # Over HTTP/2: the length gotLength gave while parseCookies had not come
+    # (a one-item tuple), _PARSED once parseCookies came first, _DONE once
+    # head_received ran.  HTTP/1.x requests never set it.
+    _head: Any = None
+
+    def gotLength(self, length: int | None) -> None:
+        """The channel has the body's length: over HTTP/1.x the head is complete."""
+        if self.transport is None:  # an HTTP/2 stream's request
+            head = self._head
+            if head is _DONE:
+                return  # a second content-length, once decided
+            if head is not _PARSED:
+                self._head = (length,)
+                return
+            self._head = _DONE
+            length = self._h2_length(length)
+        self.head_received(length)
+
+    def parseCookies(self) -> None:
+        """As twisted.web's; over HTTP/2 every header is in now."""
+        _parse_cookies(self)
+        if self.transport is None:
+            head = self._head
+            if head is None:
+                self._head = _PARSED
+            elif head is not _PARSED and head is not _DONE:
+                self._head = _DONE
+                self.head_received(self._h2_length(head[0]))
+
+    def _h2_length(self, length: int | None) -> int | None:
+        """The announced length of an HTTP/2 request: none without C{content-length}."""
+        if length == 0 and not self.requestHeaders.hasHeader(b"content-length"):
+            return None
+        return length
+
+    def head_received(self, length: int | None) -> None:
+        """
+        The head is complete, the body (of C{length} bytes, L{None}: not
+        announced) not read: as twisted.web's C{gotLength}.  (Over HTTP/2 a
+        request without C{content-length} may have a body of any length,
+        whatever its method.)
+        """
+        server.Request.gotLength(self, length)
+
+
+_PARSED = object()
+_DONE = object()
+_parse_cookies = server.Request.parseCookies
+
+
+def request_target(request: Any) -> tuple[bytes, bytes] | None:
+    """
+    The method and path of a request whose head is read and whose body is
+    not (in C{Request.gotLength}, before twisted.web sets C{method} and
+    C{path}): an HTTP/1.1 channel keeps them as C{_command} and C{_path},
+    an HTTP/2 stream as C{command} and C{path}.  L{None} when neither is
+    there (another Twisted, another channel): the caller then decides
+    after the body, as it always does too.
+    """
+    ch = request.channel
+    try:
+        return ch._command, ch._path
+    except AttributeError:
+        command = getattr(ch, "command", None)
+        path = getattr(ch, "path", None)
+    if isinstance(command, bytes) and isinstance(path, bytes):
+        return command, path
+    return None
+
+
+def request_version(request: Any) -> bytes | None:
+    """
+    The protocol of a request whose head is read and whose body is not
+    (as L{request_target}): an HTTP/1.x channel keeps it as C{_version};
+    an HTTP/2 stream is C{HTTP/2}.  L{None} when neither is known.
+    """
+    ch = request.channel
+    version = getattr(ch, "_version", None)
+    if isinstance(version, bytes):
+        return version
+    if isinstance(getattr(ch, "command", None), bytes):
+        return b"HTTP/2"
+    return None
+
+
+# --- HTTP/2 (twisted.web's H2Connection), for the connection clock --------------------------
+
+
+def h2_connection(protocol: Any) -> Any:
+    """
+    The C{H2Connection} serving a connection, once TLS negotiated C{h2} and
+    its first bytes arrived: twisted.web's C{_GenericHTTPChannelProtocol}
+    (the site's protocol, with either channel) keeps the channel it
+    switched to as C{_channel}.  L{None} when there is none (another
+    Twisted, another protocol, or no h2 package).
+    """
+    try:
+        from twisted.web._http2 import H2Connection
+    except ImportError:  # no h2 package: no HTTP/2
+        return None
+    conn = getattr(protocol, "_channel", None)
+    return conn if isinstance(conn, H2Connection) else None
+
+
+def h2_open_streams(conn: Any) -> bool:
+    """Whether C{H2Connection} C{conn} has a stream open (its C{streams}: one per open stream)."""
+    return bool(conn.streams)
+
+
+def when_h2_idle(conn: Any, idle: Callable[[], object]) -> None:
+    """
+    Call C{idle()} each time the last open stream of C{H2Connection}
+    C{conn} is done: C{_requestDone} removes a stream that is over (both
+    sides ended, or reset) whichever way it ended, so it is wrapped on this
+    instance.
+    """
+    done = conn._requestDone
+
+    def _requestDone(stream_id: int) -> None:
+        done(stream_id)
+        if not conn.streams:
+            idle()
+
+    conn._requestDone = _requestDone
+
+
+def h2_go_away(conn: Any) -> None:
+    """
+    Close C{H2Connection} C{conn} as its own idle timeout does
+    (C{timeoutConnection}): a GOAWAY, then the close, and an abort if the
+    client has not let it close C{abortTimeout} seconds later.
+    """
+    conn.timeoutConnection()
+
+
+def close_now(transport: Any) -> None:
+    """
+    Abort C{transport}'s connection and free its descriptor now.
+    C{abortConnection} leaves the socket open until the reactor's next
+    pass; a pass that closes many (an accept loop at
+    C{limits.connections}, which takes a hundred connections or more at a
+    time) could run the process out of descriptors before then.  So the
+    TCP transport at the bottom (a TLS transport's C{transport}) is also
+    told at once that its connection is lost, as the reactor would tell
+    it on that pass (Twisted's C{tcp.Connection.connectionLost}, which
+    closes the socket; it ignores the reactor's call that follows).
+    Another kind of transport is only aborted.
+    """
+    transport.abortConnection()
+    bottom = transport
+    while not isinstance(bottom, tcp.Connection):
+        bottom = getattr(bottom, "transport", None)
+        if bottom is None:
+            return
+    bottom.connectionLost(Failure(ConnectionAborted("closed to make room")))

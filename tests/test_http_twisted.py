@@ -1,0 +1,424 @@
+"""
+Tests for L{notificator.http._twisted}: the private parts of Twisted the
+server uses, checked against the real classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.events
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http
+from twisted.web.server import Site
+from twisted.web.static import Data
+
+from notificator.http import _twisted, fast
+
+
+class RequestTargetTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.request_target} and L{notificator.http._twisted.request_version} read the
+    private attributes of twisted.web's real channels
+    (C{HTTPChannel._command}, C{_path} and C{_version}; an C{H2Stream}'s
+    C{command} and C{path}) while a request's body is not read yet: checked
+    here on the real classes, so a Twisted that renames them fails here
+    (the publish gate then decides after the body: its early 403 is lost;
+    the access-log line of an early answer loses its request line).
+    """
+
+    def probe(self) -> tuple[type[http.Request], list[object]]:
+        seen: list[object] = []
+
+        class Probe(http.Request):
+            def gotLength(self, length: int | None) -> None:
+                seen.append((_twisted.request_target(self), _twisted.request_version(self)))
+                super().gotLength(length)
+
+            def process(self) -> None:
+                self.finish()
+
+        return Probe, seen
+
+    def test_http1(self) -> None:
+        """HTTPChannel, stock and the fast channel's subclass: the target before the body."""
+        for make in (
+            http.HTTPChannel,
+            lambda: fast.Channel(fast.WriteBatch(MemoryReactorClock())),
+        ):
+            probe, seen = self.probe()
+            ch = make()
+            ch.requestFactory = probe
+            ch.makeConnection(StringTransport())
+            ch.dataReceived(
+                b"POST /webNotification?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n"
+            )
+            self.assertEqual(seen, [((b"POST", b"/webNotification?x=1"), b"HTTP/1.1")])
+            ch.connectionLost(Failure(ConnectionDone()))
+
+    def test_http2(self) -> None:
+        """An HTTP/2 stream (twisted.web's H2Connection): the target before the body."""
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+        from twisted.web._http2 import H2Connection
+
+        probe, seen = self.probe()
+        reactor = MemoryReactorClock()
+        server = H2Connection(reactor)
+        server.requestFactory = probe
+        server.site = None
+        server.makeConnection(StringTransport())
+        client = Client(H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(
+            1,
+            [
+                (":method", "POST"),
+                (":path", "/webNotification"),
+                (":scheme", "https"),
+                (":authority", "t"),
+                ("content-length", "3"),
+            ],
+        )
+        server.dataReceived(client.data_to_send())
+        self.assertEqual(seen, [((b"POST", b"/webNotification"), b"HTTP/2")])
+        server.connectionLost(Failure(ConnectionDone()))
+        reactor.advance(1)
+
+
+class WholeHeadTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.WholeHeadRequest} calls C{head_received} once
+    per request, with every header on it and before any of its body: over
+    HTTP/1.x at C{gotLength}, over HTTP/2 at the later of C{gotLength} and
+    C{parseCookies}, as twisted.web's real C{H2Stream._convertHeaders} calls
+    them (C{gotLength} the moment it meets C{content-length}, before the
+    headers after it).  Checked on the real classes, so a Twisted that
+    changes the order fails here first.
+    """
+
+    LATER = [
+        ("authorization", "Bearer t0ken"),
+        ("origin", "https://elsewhere.example"),
+        ("x-forwarded-for", "203.0.113.9"),
+    ]
+
+    def probe(self) -> tuple[type[_twisted.WholeHeadRequest], list[tuple[str, Any]]]:
+        seen: list[tuple[str, Any]] = []
+
+        class Probe(_twisted.WholeHeadRequest):
+            def gotLength(self, length: int | None) -> None:
+                # What twisted.web's channel has put on the request by now.
+                seen.append(("gotLength", self.requestHeaders.hasHeader(b"x-forwarded-for")))
+                super().gotLength(length)
+
+            def head_received(self, length: int | None) -> None:
+                headers = {
+                    name.decode().lower(): values[0].decode()
+                    for name, values in self.requestHeaders.getAllRawHeaders()
+                }
+                seen.append(("head", (length, headers)))
+                super().head_received(length)
+
+            def handleContentChunk(self, data: bytes) -> None:
+                seen.append(("body", data))
+                super().handleContentChunk(data)
+
+            def process(self) -> None:
+                self.finish()
+
+        return Probe, seen
+
+    def h2(self, probe: type[_twisted.WholeHeadRequest], headers: list[tuple[str, str]]) -> None:
+        """One HTTP/2 request with these headers after the pseudo-headers, and a body of 3 bytes in the same read."""
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+        from twisted.web._http2 import H2Connection
+
+        reactor = MemoryReactorClock()
+        server = H2Connection(reactor)
+        server.requestFactory = probe
+        server.site = Site(Data(b"ok", "text/plain"), reactor=reactor)
+        server.makeConnection(StringTransport())
+        self.addCleanup(reactor.advance, 1)
+        self.addCleanup(server.connectionLost, Failure(ConnectionDone()))
+        client = Client(H2Configuration(client_side=True))
+        client.initiate_connection()
+        pseudo = [(":method", "POST"), (":path", "/p"), (":scheme", "https"), (":authority", "t")]
+        client.send_headers(1, pseudo + headers)
+        client.send_data(1, b"a=b", end_stream=True)
+        server.dataReceived(client.data_to_send())
+
+    def test_http2_content_length_first(self) -> None:
+        """
+        A content-length before the other headers: twisted.web calls
+        gotLength before they are on the request (why the class exists);
+        head_received comes once, with all of them, before the body.
+        """
+        probe, seen = self.probe()
+        self.h2(probe, [("content-length", "3"), *self.LATER])
+        self.assertEqual(seen[0], ("gotLength", False))  # twisted.web's order
+        heads = [value for kind, value in seen if kind == "head"]
+        self.assertEqual(len(heads), 1)
+        length, headers = heads[0]
+        self.assertEqual(length, 3)
+        for name, value in self.LATER:
+            self.assertEqual(headers[name], value)
+        kinds = [kind for kind, _ in seen]
+        self.assertLess(kinds.index("head"), kinds.index("body"))
+        self.assertEqual(seen[-1], ("body", b"a=b"))
+
+    def test_http2_other_orders(self) -> None:
+        """Content-length last, twice, or not at all: head_received once, with every header, before the body."""
+        for headers, length in (
+            ([*self.LATER, ("content-length", "3")], 3),
+            ([("content-length", "3"), *self.LATER, ("content-length", "3")], 3),
+            (self.LATER, None),
+        ):
+            probe, seen = self.probe()
+            self.h2(probe, headers)
+            heads = [value for kind, value in seen if kind == "head"]
+            self.assertEqual([h[0] for h in heads], [length], headers)
+            self.assertEqual(heads[0][1]["x-forwarded-for"], "203.0.113.9")
+            kinds = [kind for kind, _ in seen]
+            self.assertLess(kinds.index("head"), kinds.index("body"))
+
+    def test_http2_get_with_a_body(self) -> None:
+        """
+        A GET without content-length, whose length twisted.web takes for 0
+        but whose DATA it hands in: no announced length (None).  With
+        content-length: 0 (h2 allows no DATA then), 0.
+        """
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+        from twisted.web._http2 import H2Connection
+
+        for headers, length, body in (
+            ([], None, [("body", b"a=b")]),
+            ([("content-length", "0")], 0, []),
+        ):
+            probe, seen = self.probe()
+            reactor = MemoryReactorClock()
+            server = H2Connection(reactor)
+            server.requestFactory = probe
+            server.site = Site(Data(b"ok", "text/plain"), reactor=reactor)
+            server.makeConnection(StringTransport())
+            client = Client(H2Configuration(client_side=True))
+            client.initiate_connection()
+            pseudo = [
+                (":method", "GET"),
+                (":path", "/p"),
+                (":scheme", "https"),
+                (":authority", "t"),
+            ]
+            client.send_headers(1, pseudo + headers, end_stream=not body)
+            if body:
+                client.send_data(1, b"a=b", end_stream=True)
+            server.dataReceived(client.data_to_send())
+            self.assertEqual([v[0] for k, v in seen if k == "head"], [length])
+            self.assertEqual([e for e in seen if e[0] == "body"], body)
+            server.connectionLost(Failure(ConnectionDone()))
+            reactor.advance(1)
+
+    def test_parse_cookies_first(self) -> None:
+        """A Twisted that called parseCookies before gotLength (as HTTP/1.x does) is decided at gotLength."""
+        probe, seen = self.probe()
+
+        class Stream:
+            transport = None  # as twisted.web's H2Stream
+            site = Site(Data(b"ok", "text/plain"))
+
+            def getPeer(self) -> Any:
+                return StringTransport().getPeer()
+
+            def getHost(self) -> Any:
+                return StringTransport().getHost()
+
+        request = probe(Stream(), queued=False)
+        request.parseCookies()
+        self.assertEqual(seen, [])
+        request.gotLength(7)
+        request.gotLength(7)  # a second content-length: decided once
+        self.assertEqual([(k, v[0]) for k, v in seen if k == "head"], [("head", 7)])
+
+    def test_http1(self) -> None:
+        """HTTP/1.1, stock channel and the fast one: at gotLength, once, every header in."""
+        for make in (
+            http.HTTPChannel,
+            lambda: fast.Channel(fast.WriteBatch(MemoryReactorClock())),
+        ):
+            probe, seen = self.probe()
+            ch = make()
+            ch.requestFactory = probe
+            ch.site = Site(Data(b"ok", "text/plain"))
+            ch.makeConnection(StringTransport())
+            ch.dataReceived(
+                b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                b"X-Forwarded-For: 203.0.113.9\r\n\r\na=b"
+            )
+            self.assertEqual([kind for kind, _ in seen], ["gotLength", "head", "body"])
+            self.assertEqual(seen[1][1][0], 3)
+            self.assertEqual(seen[1][1][1]["x-forwarded-for"], "203.0.113.9")
+            ch.connectionLost(Failure(ConnectionDone()))
+
+
+class HTTP2HelpersTests(SynchronousTestCase):
+    """
+    The HTTP/2 helpers of the connection clock (L{notificator.http._twisted.h2_connection},
+    L{notificator.http._twisted.h2_open_streams}, L{notificator.http._twisted.when_h2_idle},
+    L{notificator.http._twisted.h2_go_away}) read and wrap private parts of twisted.web's
+    real classes (C{_GenericHTTPChannelProtocol._channel},
+    C{H2Connection.streams} and C{_requestDone}): checked here on them, so
+    a Twisted that changes them fails here first.
+    """
+
+    def setUp(self) -> None:
+        import twisted.internet
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+
+        self.reactor = MemoryReactorClock()
+        # H2Connection's send loop runs on the global reactor.
+        self.patch(twisted.internet, "reactor", self.reactor)
+        site = Site(Data(b"ok", "text/plain"), reactor=self.reactor)
+        self.protocol = site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        self.protocol.makeConnection(self.transport)
+        self.client = Client(H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.client.initiate_connection()
+        self.protocol.dataReceived(self.client.data_to_send())
+        self.addCleanup(self.protocol.connectionLost, Failure(ConnectionDone()))
+
+    def events(self) -> list[Any]:
+        return list(self.client.receive_data(self.transport.value()))
+
+    def test_the_connection_and_its_streams(self) -> None:
+        """The H2Connection is found; a stream is open until it is done, then idle() is called once."""
+        from twisted.web._http2 import H2Connection
+
+        conn = _twisted.h2_connection(self.protocol)
+        self.assertIsInstance(conn, H2Connection)
+        self.assertFalse(_twisted.h2_open_streams(conn))
+        idle: list[None] = []
+        _twisted.when_h2_idle(conn, lambda: idle.append(None))
+        self.client.send_headers(
+            1,
+            [(":method", "GET"), (":scheme", "https"), (":authority", "t"), (":path", "/")],
+            end_stream=True,
+        )
+        self.protocol.dataReceived(self.client.data_to_send())
+        self.assertTrue(_twisted.h2_open_streams(conn))
+        self.assertEqual(idle, [])
+        for _ in range(5):
+            self.reactor.advance(0)
+        self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in self.events()))
+        self.assertFalse(_twisted.h2_open_streams(conn))
+        self.assertEqual(idle, [None])
+
+    def test_reset_stream_is_done(self) -> None:
+        """A stream the client resets is done too."""
+        conn = _twisted.h2_connection(self.protocol)
+        idle: list[None] = []
+        _twisted.when_h2_idle(conn, lambda: idle.append(None))
+        self.client.send_headers(
+            1,
+            [(":method", "POST"), (":scheme", "https"), (":authority", "t"), (":path", "/")],
+        )
+        self.protocol.dataReceived(self.client.data_to_send())
+        self.assertTrue(_twisted.h2_open_streams(conn))
+        self.client.reset_stream(1)
+        self.protocol.dataReceived(self.client.data_to_send())
+        self.assertFalse(_twisted.h2_open_streams(conn))
+        self.assertEqual(idle, [None])
+
+    def test_go_away(self) -> None:
+        """h2_go_away sends GOAWAY (no error) and closes."""
+        _twisted.h2_go_away(_twisted.h2_connection(self.protocol))
+        [goaway] = [e for e in self.events() if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goaway.error_code, 0)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_http1_has_none(self) -> None:
+        """A connection that speaks HTTP/1.1 has no H2Connection."""
+        protocol = Site(Data(b"ok", "text/plain"), reactor=self.reactor).buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertIsNone(_twisted.h2_connection(protocol))
+        self.assertIsNone(_twisted.h2_connection(object()))
+
+
+class CloseNowTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.close_now} calls Twisted's C{tcp.Connection.connectionLost}
+    itself, ahead of the reactor: checked on the real classes (a
+    C{tcp.Server} over a real socket, plain and under
+    C{TLSMemoryBIOProtocol}), so a Twisted that changes them fails here.
+    """
+
+    def connection(self, factory: Any) -> tuple[Any, Any, Any]:
+        """A real socket pair: a C{tcp.Server} with C{factory}'s protocol, and the client's socket."""
+        import socket
+
+        from twisted.internet import tcp
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        reactor = MemoryReactorClock()
+        protocol = factory.buildProtocol(None)
+        port = type("Port", (), {"_realPortNumber": 3000})()
+        transport = tcp.Server(ours, protocol, ("127.0.0.1", 40000), port, 1, reactor)
+        protocol.makeConnection(transport)
+        return transport, theirs, reactor
+
+    def test_plain_tcp(self) -> None:
+        """The socket is closed and the protocol told at once, once, with ConnectionAborted."""
+        from twisted.internet.error import ConnectionAborted
+        from twisted.internet.protocol import Factory, Protocol, connectionDone
+
+        lost: list[Failure] = []
+
+        class Recorder(Protocol):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                lost.append(reason)
+
+        transport, theirs, reactor = self.connection(Factory.forProtocol(Recorder))
+        socket_ = transport.socket
+        _twisted.close_now(transport)
+        self.assertEqual(socket_.fileno(), -1)
+        self.assertEqual(len(lost), 1)
+        self.assertTrue(lost[0].check(ConnectionAborted))
+        reactor.advance(0)  # the reactor's own call, from abortConnection: ignored
+        self.assertEqual(len(lost), 1)
+        theirs.settimeout(5)
+        try:
+            self.assertEqual(theirs.recv(10), b"")
+        except ConnectionResetError:
+            pass  # an abort: RST
+
+    def test_tls_and_as_it_opens(self) -> None:
+        """Under TLS, also from the wrapped protocol's makeConnection (a refused connection)."""
+        from twisted.internet.protocol import Factory
+        from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from notificator import connections
+        from tests.tlssupport import Certs
+
+        certs = Certs(self)
+        with open(certs.key) as k, open(certs.cert) as c:
+            pem = k.read() + c.read()
+        cert = PrivateCertificate.loadPEM(pem)
+        options = CertificateOptions(privateKey=cert.privateKey.original, certificate=cert.original)
+        refusing = TLSMemoryBIOFactory(options, False, Factory.forProtocol(connections.Refused))
+        transport, theirs, reactor = self.connection(refusing)
+        self.assertFalse(hasattr(transport, "socket"))  # closed while it opened
+        reactor.advance(0)
+        theirs.settimeout(5)
+        try:
+            self.assertEqual(theirs.recv(10), b"")
+        except ConnectionResetError:
+            pass
