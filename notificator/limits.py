@@ -10,7 +10,7 @@ Limits on what one client can make the server hold (C{limits.*}).
    a length (chunked, or HTTP/2 without C{content-length}) as soon as it
    passes the limit; a body not complete C{limits.bodyTimeout} seconds
    after its head is refused with 408 (the clock is
-   L{notificator.connections.Connections}'s); a body whose next bytes
+   L{notificator.http.connections.Connections}'s); a body whose next bytes
    would take the bodies held past C{limits.bodyMemory} (or announced
    larger than the room left) with 503.  Over HTTP/1.x the answer is
    written and the connection closed, over HTTP/2 the stream is answered
@@ -27,7 +27,7 @@ Limits on what one client can make the server hold (C{limits.*}).
    path on top.
  - The connections' clocks and cap (C{limits.headerTimeout},
    C{limits.bodyTimeout}, C{limits.connections}) are
-   L{notificator.connections}'; the request starts and stops them.
+   L{notificator.http.connections}'; the request starts and stops them.
  - The stream buffer (C{limits.bufferBytes}) is the stream's
    (L{notificator.stream.RequestStream}), which reads it from
    L{Request.limits}.
@@ -56,7 +56,7 @@ from notificator.stats import Stats
 if TYPE_CHECKING:
     from twisted.web._http2 import H2Stream
 
-    from notificator.connections import Connections
+    from notificator.http.connections import Connections
 
 _default_log = Logger()
 
@@ -67,7 +67,7 @@ class Limits:
     counters and the log (C{sse.log}), and the connections' clocks.
 
     @ivar connections: the connections' clocks and cap
-        (L{notificator.connections.Connections}); L{None}: none.
+        (L{notificator.http.connections.Connections}); L{None}: none.
     @ivar arm: C{arm(transport)}: start the head clock of a connection.
     @ivar disarm: C{disarm(transport, None)}: stop it (a dict's C{pop}:
         this runs for every request).

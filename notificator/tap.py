@@ -38,7 +38,6 @@ from notificator import (
     __version__,
     auth,
     config,
-    connections,
     limits,
     listening,
     logs,
@@ -50,7 +49,7 @@ from notificator import (
 )
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
-from notificator.http import fast
+from notificator.http import connections, fast
 from notificator.hub import Hub
 from notificator.stats import Stats
 from notificator.tls import TLSFileError
@@ -600,7 +599,7 @@ def serve_http(
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
     (L{limits.Request}) and the connections' cap and clocks
-    (L{connections.Connections}, a child of C{parent}); what they refuse
+    (L{notificator.http.connections.Connections}, a child of C{parent}); what they refuse
     and drop is logged to C{activity} (C{sse.log}).  Over TLS, every
     response carries C{server.hsts} (L{web.StockRequest}).
     """

@@ -405,7 +405,7 @@ class CloseNowTests(SynchronousTestCase):
         from twisted.internet.ssl import CertificateOptions, PrivateCertificate
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        from notificator import connections
+        from notificator.http import connections
         from tests.tlssupport import Certs
 
         certs = Certs(self)

@@ -534,7 +534,7 @@ class HTTP2BodyTimeoutTests(SynchronousTestCase):
 
     def test_answer_then_reset(self) -> None:
         """The stream's 408: headers, the JSON body, then RST_STREAM; only that stream."""
-        from notificator.connections import Connections
+        from notificator.http.connections import Connections
 
         clock = Clock()
         calls: list[tuple[str, Any]] = []

@@ -7,7 +7,7 @@ protocol before its body), L{WholeHeadRequest} (when a request's head is
 complete: over HTTP/2 not at C{gotLength}), the HTTP/2 helpers of the
 connection clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
 L{h2_go_away}), L{close_now}, which frees a closed connection's
-descriptor before the reactor's next pass (L{notificator.connections}),
+descriptor before the reactor's next pass (L{notificator.http.connections}),
 and twisted.web's protocol wrapper that switches to HTTP/2
 (L{GenericHTTPChannelProtocol}, which L{notificator.http.fast.protocol}
 wraps its channel in).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_connections -*-
+# -*- test-case-name: tests.test_http_connections -*-
 """
 The site's connections and what each may hold (C{limits.connections},
 C{limits.headerTimeout}, C{limits.bodyTimeout}).
@@ -50,7 +50,9 @@ from zope.interface import implementer
 from notificator.http import _twisted
 from notificator.stats import Stats
 
-_default_log = Logger()
+# The namespace it had before the moves of issue 18: it is part of
+# every log line, and no log line changes.
+_default_log = Logger("notificator.connections")
 
 #: Seconds between two log lines about C{limits.connections} being reached.
 CAP_LOG_INTERVAL = 10.0

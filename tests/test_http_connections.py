@@ -1,5 +1,5 @@
 """
-Tests for L{notificator.connections}: the connection cap
+Tests for L{notificator.http.connections}: the connection cap
 (C{limits.connections}) and the HTTP/2 idle clock (C{limits.headerTimeout}
 while an HTTP/2 connection has no open stream), with the fast channel and
 with twisted.web's stock one, over real C{tcp.Server} transports whose
@@ -25,7 +25,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import connections, limits, tap, web
+from notificator import limits, tap, web
+from notificator.http import connections
 from notificator.http.fast import WriteBatch
 from tests.support import BothChannels, Conn, Parts, config_with
 
