@@ -33,6 +33,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
 from notificator import auth, config, logs, services, web
+from notificator.logs.access import _ClassicFormat
 from tests.support import Parts, config_with
 
 
@@ -731,7 +732,7 @@ class AppLogServiceTests(SynchronousTestCase):
             {"log_format": "no namespace", "log_namespace": None},
             {"log_format": "{{braces}} {n}", "n": 1},
         ]
-        fmt = logs._ClassicFormat()
+        fmt = _ClassicFormat()
         for extra in events:
             event = {**base, **extra}
             self.assertEqual(fmt(event), formatEventAsClassicLogText(event), extra)

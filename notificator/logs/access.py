@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_logs -*-
+# -*- test-case-name: tests.test_logs_access -*-
 """
 The server's own log files, both in C{server.log.dir} and rotated daily:
 
@@ -102,9 +102,11 @@ class OldLogRemover:
 
     BATCH = 20
     PAUSE = 0.01
-    log = Logger()
 
     def __init__(self, path: str, keep_days: int, clock: IReactorTime) -> None:
+        # Named as before the move to notificator.logs.access: the
+        # namespace is part of every log line (issue 18 changes none).
+        self.log = Logger("notificator.logs.OldLogRemover", self)
         self.directory, name = os.path.split(os.path.abspath(path))
         self.name = name
         self._pattern = re.compile(re.escape(name) + r"\.(\d{4})_(\d{1,2})_(\d{1,2})$")
@@ -223,9 +225,10 @@ class AccessLog:
     served all the same.
     """
 
-    log = Logger()
-
     def __init__(self, path: str, remover: OldLogRemover | None = None) -> None:
+        # Named as before the move to notificator.logs.access: the
+        # namespace is part of every log line (issue 18 changes none).
+        self.log = Logger("notificator.logs.AccessLog", self)
         self.path = path
         self.file: BufferedDailyLogFile | None = None
         self._failed = False
@@ -578,7 +581,9 @@ class AppLogService(Service):
             self._ticker.clock = self._clock
         self._ticker.start(FLUSH_INTERVAL, now=False)
         super().startService()
-        Logger(observer=self._publisher).info(
+        # Named as before the move to notificator.logs.access: the namespace
+        # is part of every log line (issue 18 changes none).
+        Logger("notificator.logs", observer=self._publisher).info(
             "notificator {version} (pid {pid}) logging at level {threshold}",
             version=__version__,
             pid=os.getpid(),

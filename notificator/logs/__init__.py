@@ -1,0 +1,58 @@
+"""
+The server's own log files (see L{notificator.logs.access}): the names the
+rest of the server uses, re-exported.
+"""
+
+from notificator.logs.access import (
+    ACCESS_LOG,
+    ACCESS_LOG_BUFFER,
+    ADDRESS_LIMIT,
+    APP_LOG,
+    CUT,
+    FLUSH_INTERVAL,
+    METHOD_LIMIT,
+    MONITOR_POLL_HEADER,
+    MONITOR_POLLED,
+    PROTOCOL_LIMIT,
+    REFERER_LIMIT,
+    URI_LIMIT,
+    USER_AGENT_LIMIT,
+    AccessLog,
+    AccessLogSite,
+    AppLogService,
+    BufferedDailyLogFile,
+    CombinedLogFormatter,
+    OldLogRemover,
+    escape_field,
+    level_filter,
+    log_answered_early,
+    log_unfinished,
+    safe,
+)
+
+__all__ = [
+    "ACCESS_LOG",
+    "ACCESS_LOG_BUFFER",
+    "AccessLog",
+    "AccessLogSite",
+    "ADDRESS_LIMIT",
+    "APP_LOG",
+    "AppLogService",
+    "BufferedDailyLogFile",
+    "CombinedLogFormatter",
+    "CUT",
+    "escape_field",
+    "FLUSH_INTERVAL",
+    "level_filter",
+    "log_answered_early",
+    "log_unfinished",
+    "METHOD_LIMIT",
+    "MONITOR_POLL_HEADER",
+    "MONITOR_POLLED",
+    "OldLogRemover",
+    "PROTOCOL_LIMIT",
+    "REFERER_LIMIT",
+    "safe",
+    "URI_LIMIT",
+    "USER_AGENT_LIMIT",
+]
