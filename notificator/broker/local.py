@@ -42,8 +42,8 @@ class LocalBroker(Service):
         journal: Journal | None = None,
         node: str | None = None,
     ) -> None:
-        # Named as before the move to notificator.broker.local: the
-        # namespace is part of every log line (issue 18 changes none).
+        # The namespace it had before the moves of issue 18: it is part of
+        # every log line, and no log line changes.
         self.log = Logger("notificator.broker.LocalBroker", self)
         self.node = node if node is not None else socket.gethostname()
         self._hub = hub

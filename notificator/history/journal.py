@@ -189,8 +189,8 @@ class HistoryFile:
     WRITE_BUFFER = 1 << 20
 
     def __init__(self, directory: str) -> None:
-        # Named as before the move to notificator.history.journal: the
-        # namespace is part of every log line (issue 18 changes none).
+        # The namespace it had before the moves of issue 18: it is part of
+        # every log line, and no log line changes.
         self.log = Logger("notificator.history.HistoryFile", self)
         self.directory = directory
         self.path = os.path.join(directory, self.NAME)
@@ -383,8 +383,8 @@ class Journal:
         run: Callable[..., Deferred[Any]],
         interval: float = 0.2,
     ) -> None:
-        # Named as before the move to notificator.broker.local: the
-        # namespace is part of every log line (issue 18 changes none).
+        # The namespace it had before the moves of issue 18: it is part of
+        # every log line, and no log line changes.
         self.log = Logger("notificator.broker.Journal", self)
         self.file = file
         self._clock = clock

@@ -62,8 +62,8 @@ from twisted.web import http
 
 from notificator.http._twisted import GenericHTTPChannelProtocol
 
-# Named as before the move to notificator.http.fast: the namespace is part
-# of every log line (issue 18 changes none).
+# The namespace it had before the moves of issue 18: it is part of
+# every log line, and no log line changes.
 _log = Logger("notificator.channel")
 
 

@@ -235,8 +235,8 @@ class RedisBroker(Service):
         node: str,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
-        # Named as before the move to notificator.broker.redis.ordering: the
-        # namespace is part of every log line (issue 18 changes none).
+        # The namespace it had before the moves of issue 18: it is part of
+        # every log line, and no log line changes.
         self.log = Logger("notificator.redisbroker.RedisBroker", self)
         if cluster.redis is None:
             raise ValueError("cluster.redis is not set")
