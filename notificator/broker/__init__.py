@@ -68,10 +68,10 @@ class Broker(Protocol):
         """
         What a stream of C{user_id} that last saw C{last_event_id} missed.
         The caller attaches the stream with these frames in the callback
-        (L{Hub.attach}), synchronously: the broker guarantees that no
-        notification of the user is delivered between the answer and that
-        callback, and that those delivered while it was waiting are in
-        the frames.
+        (L{notificator.hub.Hub.attach}), synchronously: the broker
+        guarantees that no notification of the user is delivered between
+        the answer and that callback, and that those delivered while it
+        was waiting are in the frames.
         """
 
     def health(self) -> str | None:

@@ -38,7 +38,8 @@ PING_INTERVAL = 5.0
 class _Endpoint:
     """
     Redis's address as a client endpoint (TLS for C{rediss://}), which
-    remembers why the last attempt to connect failed, for L{RedisBroker.health}.
+    remembers why the last attempt to connect failed, for
+    L{notificator.broker.redis.ordering.RedisBroker.health}.
     """
 
     def __init__(
