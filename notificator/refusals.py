@@ -31,8 +31,7 @@ from twisted.web import resource
 from twisted.web.iweb import IRequest
 
 from notificator.limits import peer
-from notificator.logs import safe
-from notificator.text import redact_uri
+from notificator.text import redact_uri, safe
 
 #: Where refusals are logged when no activity logger is given (tests).
 _default_log = Logger("notificator.web")

@@ -37,7 +37,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from notificator.limits import Limits, Request, peer
-from notificator.logs import log_unfinished, safe
+from notificator.logs import log_unfinished
+from notificator.text import safe
 
 if TYPE_CHECKING:
     from twisted.web._http2 import H2Stream

@@ -50,6 +50,7 @@ from notificator import (
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
 from notificator.http import connections, fast
+from notificator.http.site import AccessLogSite
 from notificator.hub import Hub
 from notificator.stats import Stats
 from notificator.tls import TLSFileError
@@ -530,7 +531,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     activity = Logger("notificator.web", observer=app_log.activity)
     guard = auth.Guard.from_config(cfg)
     gate = web.PublishGate(guard, stats, activity, cfg.sse.cors)
-    site = logs.AccessLogSite(
+    site = AccessLogSite(
         web.build_resource(
             hub, broker, stats, cfg, reactor, registry, activity=activity, guard=guard, gate=gate
         ),

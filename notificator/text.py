@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_text -*-
 """
-Text from requests made fit for a log line: L{redact_uri} cuts a
-subscriber's signature out of a request's path and query.
+Text from requests made fit for a log line: L{safe} escapes what could
+break the line and bounds it, and L{redact_uri} cuts a subscriber's
+signature out of a request's path and query.
 """
 
 from __future__ import annotations
@@ -38,3 +39,22 @@ def redact_uri(uri: bytes) -> bytes:
 
 
 _QUERY_SEPARATORS = re.compile(rb"([&;])")
+
+
+def safe(text: object, limit: int = 200) -> str:
+    """
+    Text from a request, made safe for one log line, bounded: characters
+    that are not printable (CR, LF, tab, U+2028, controls) and the
+    backslash are escaped (C{\\r}, C{\\u2028}, C{\\\\}); printable
+    text such as Korean stays readable.
+    """
+    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    if not s.isprintable() or "\\" in s:
+        s = "".join(_escape(c) for c in s)
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def _escape(c: str) -> str:
+    if c.isprintable() and c != "\\":
+        return c
+    return c.encode("unicode_escape").decode("ascii")

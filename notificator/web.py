@@ -49,10 +49,9 @@ from notificator.hub import Hub
 from notificator.limits import client as _client
 from notificator.limits import peer as _peer
 from notificator.limits import peer_host as _peer_host
-from notificator.logs import safe
 from notificator.stats import Stats
 from notificator.stream import LimitedRequestStream, RequestStream
-from notificator.text import redact_uri
+from notificator.text import redact_uri, safe
 
 #: Where per-request lines go when no activity logger is given (tests).
 _default_log = Logger()

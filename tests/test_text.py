@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import logs
+from notificator import logs, web
 from notificator.auth import sign_stream
 from notificator.text import redact_uri
 from tests.test_auth import EXPIRY, FUZZ, SECRET
@@ -62,3 +62,26 @@ class RedactTests(SynchronousTestCase):
         self.assertEqual(
             redact_uri(b"/sse/u?" + query).count(b"?"), (b"/sse/u?" + query).count(b"?")
         )
+
+
+class SafeTests(SynchronousTestCase):
+    def test_line_breaks_and_controls_escaped(self) -> None:
+        """Line breaks of every kind, tabs, controls and backslashes are escaped."""
+        cases = [
+            ("a\r\nb", "a\\r\\nb"),
+            ("a\u2028b\u2029c\x85d", "a\\u2028b\\u2029c\\x85d"),
+            ("a\tb\x00c\x1bd", "a\\tb\\x00c\\x1bd"),
+            ("a\\nb", "a\\\\nb"),
+            (b"a\r\xffb", "a\\r\ufffdb"),
+        ]
+        for raw, expected in cases:
+            self.assertEqual(web.safe(raw), expected, raw)
+
+    def test_printable_text_stays_readable(self) -> None:
+        """Korean and other printable text is logged as is."""
+        self.assertEqual(web.safe("홍길동 001000210"), "홍길동 001000210")
+        self.assertEqual(web.safe("홍길동".encode()), "홍길동")
+
+    def test_bounded(self) -> None:
+        """Long values are cut with an ellipsis."""
+        self.assertEqual(web.safe("x" * 300, limit=10), "x" * 10 + "...")

@@ -1,40 +1,54 @@
 """
-The server's own log files (see L{notificator.logs.access}): the names the
-rest of the server uses, re-exported.
+The server's own log files, both in C{server.log.dir} and rotated daily:
+
+ - C{access.log}: one line per HTTP request in the combined log format
+   (L{notificator.logs.access}), written by the site
+   (L{notificator.http.site.AccessLogSite}).  Lines are buffered in
+   memory and flushed once a second (and on rotation and stop), so a busy
+   server does not pay one C{write(2)} per request.
+ - C{sse.log}: the application's events (streams opened and closed,
+   publishes, rejections) and the process's (start-up, warnings,
+   errors) from twisted.logger, filtered by C{server.log.level}
+   (L{notificator.logs.app.AppLogService}).
+
+Rotated files older than C{server.log.keepDays} are removed by the server
+(L{notificator.logs.files.OldLogRemover}), so no cron job or logrotate is
+needed.
+
+The names the rest of the server uses are re-exported here.
 """
 
 from notificator.logs.access import (
     ACCESS_LOG,
-    ACCESS_LOG_BUFFER,
     ADDRESS_LIMIT,
-    APP_LOG,
     CUT,
-    FLUSH_INTERVAL,
     METHOD_LIMIT,
-    MONITOR_POLL_HEADER,
-    MONITOR_POLLED,
     PROTOCOL_LIMIT,
     REFERER_LIMIT,
     URI_LIMIT,
     USER_AGENT_LIMIT,
     AccessLog,
-    AccessLogSite,
-    AppLogService,
-    BufferedDailyLogFile,
     CombinedLogFormatter,
-    OldLogRemover,
     escape_field,
-    level_filter,
     log_answered_early,
     log_unfinished,
-    safe,
+)
+from notificator.logs.app import (
+    APP_LOG,
+    AppLogService,
+    level_filter,
+)
+from notificator.logs.files import (
+    ACCESS_LOG_BUFFER,
+    FLUSH_INTERVAL,
+    BufferedDailyLogFile,
+    OldLogRemover,
 )
 
 __all__ = [
     "ACCESS_LOG",
     "ACCESS_LOG_BUFFER",
     "AccessLog",
-    "AccessLogSite",
     "ADDRESS_LIMIT",
     "APP_LOG",
     "AppLogService",
@@ -47,12 +61,9 @@ __all__ = [
     "log_answered_early",
     "log_unfinished",
     "METHOD_LIMIT",
-    "MONITOR_POLL_HEADER",
-    "MONITOR_POLLED",
     "OldLogRemover",
     "PROTOCOL_LIMIT",
     "REFERER_LIMIT",
-    "safe",
     "URI_LIMIT",
     "USER_AGENT_LIMIT",
 ]

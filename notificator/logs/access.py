@@ -1,216 +1,31 @@
 # -*- test-case-name: tests.test_logs_access -*-
 """
-The server's own log files, both in C{server.log.dir} and rotated daily:
-
- - C{access.log}: one line per HTTP request in the combined log format,
-   written by twisted.web's own formatter (L{AccessLogSite}).  Lines are
-   buffered in memory and flushed once a second (and on rotation and
-   stop), so a busy server does not pay one C{write(2)} per request.
- - C{sse.log}: the application's events (streams opened and closed,
-   publishes, rejections) and the process's (start-up, warnings,
-   errors) from twisted.logger, filtered by C{server.log.level}
-   (L{AppLogService}).
-
-Rotated files older than C{server.log.keepDays} are removed by the server
-(L{OldLogRemover}), so no cron job or logrotate is needed.
-
-twistd owns C{globalLogBeginner} (its C{--logfile}); we only add and
-remove observers on the publisher, in C{startService}/C{stopService}.
+C{access.log}: its file (L{AccessLog}, opened at first use), its line
+(L{CombinedLogFormatter}: twisted.web's combined log format, each field
+bounded by L{escape_field}), and the lines of the requests that never
+reach C{finish()}, where twisted.web writes them (L{log_unfinished},
+L{log_answered_early}).
 """
 
 from __future__ import annotations
 
-import datetime
 import os
-import re
 from bisect import bisect_right
-from collections.abc import Callable
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LogEvent,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    LogPublisher,
-    formatEventAsClassicLogText,
-    formatTime,
-    globalLogPublisher,
-)
-from twisted.python.logfile import DailyLogFile
+from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from notificator import __version__
-from notificator.auth import Guard
 from notificator.http import _twisted
+from notificator.logs.files import BufferedDailyLogFile, OldLogRemover
 from notificator.text import redact_uri
 
-if TYPE_CHECKING:
-    from notificator.web import PublishGate
-
 ACCESS_LOG = "access.log"
-APP_LOG = "sse.log"
-
-#: Seconds between flushes (and rotation checks) of buffered log files.
-FLUSH_INTERVAL = 1.0
-
-#: Bytes of access-log lines kept in memory between flushes.
-ACCESS_LOG_BUFFER = 256 * 1024
-
-
-def safe(text: object, limit: int = 200) -> str:
-    """
-    Text from a request, made safe for one log line, bounded: characters
-    that are not printable (CR, LF, tab, U+2028, controls) and the
-    backslash are escaped (C{\\r}, C{\\u2028}, C{\\\\}); printable
-    text such as Korean stays readable.
-    """
-    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    if not s.isprintable() or "\\" in s:
-        s = "".join(_escape(c) for c in s)
-    return s if len(s) <= limit else s[:limit] + "..."
-
-
-def _escape(c: str) -> str:
-    if c.isprintable() and c != "\\":
-        return c
-    return c.encode("unicode_escape").decode("ascii")
-
-
-class OldLogRemover:
-    """
-    Deletes the rotated files of one daily log (C{<name>.<Y>_<M>_<D>}, as
-    L{DailyLogFile} names them; nothing else in the directory is touched)
-    whose date is more than C{keep_days} days before today:
-    C{server.log.keepDays}, 0 keeps every file.
-
-    L{prune} lists the directory once and unlinks at most L{BATCH} files
-    at a time, L{PAUSE} seconds apart (on C{clock}), so a directory of
-    years of files does not stall the server.  Call L{stop} when the log
-    closes.
-    """
-
-    BATCH = 20
-    PAUSE = 0.01
-
-    def __init__(self, path: str, keep_days: int, clock: IReactorTime) -> None:
-        # Named as before the move to notificator.logs.access: the
-        # namespace is part of every log line (issue 18 changes none).
-        self.log = Logger("notificator.logs.OldLogRemover", self)
-        self.directory, name = os.path.split(os.path.abspath(path))
-        self.name = name
-        self._pattern = re.compile(re.escape(name) + r"\.(\d{4})_(\d{1,2})_(\d{1,2})$")
-        self.keep_days = keep_days
-        self._clock = clock
-        self._pending: list[str] = []
-        self._removed = 0
-        self._call: Any = None
-
-    def old_files(self, today: tuple[int, int, int]) -> list[str]:
-        """The rotated files dated before C{today - keep_days}, oldest first."""
-        cutoff = datetime.date(*today) - datetime.timedelta(days=self.keep_days)
-        found = []
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return []
-        for entry in names:
-            m = self._pattern.match(entry)
-            if m is None:
-                continue
-            try:
-                day = datetime.date(*map(int, m.groups()))
-            except ValueError:
-                continue  # not a date: not ours
-            if day < cutoff:
-                found.append((day, entry))
-        return [os.path.join(self.directory, entry) for _, entry in sorted(found)]
-
-    def prune(self, today: tuple[int, int, int]) -> None:
-        """Start removing what is too old (no-op when keeping forever or already at it)."""
-        if not self.keep_days or self._call is not None:
-            return
-        self._pending = self.old_files(today)
-        self._removed = 0
-        if self._pending:
-            self._call = self._clock.callLater(self.PAUSE, self._batch)
-
-    def _batch(self) -> None:
-        self._call = None
-        batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
-        for path in batch:
-            try:
-                os.unlink(path)
-                self._removed += 1
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                self.log.warn("cannot remove old log file {path}: {error}", path=path, error=e)
-        if self._pending:
-            self._call = self._clock.callLater(self.PAUSE, self._batch)
-        else:
-            self.log.info(
-                "removed {count} {name} files older than {days} days",
-                count=self._removed,
-                name=self.name,
-                days=self.keep_days,
-            )
-
-    def stop(self) -> None:
-        """Leave the rest for the next start (nothing runs after the log closes)."""
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        self._pending = []
-
-
-class BufferedDailyLogFile(DailyLogFile):
-    """
-    A L{DailyLogFile} whose writes go to an in-memory buffer.
-
-    L{DailyLogFile} writes unbuffered and looks at the date twice per
-    line; here C{write} only appends to the buffer, and the owner calls
-    L{tick} on a timer to flush and, when the local date has changed,
-    rotate (to C{<name>.<Y>_<M>_<D>}, as L{DailyLogFile} does).  Lines
-    written in the second after midnight may land in the previous day's
-    file.
-
-    Not thread-safe: use it from the reactor thread only.
-
-    @ivar on_rotate: called with today's date after each rotation
-        (L{OldLogRemover.prune}), or L{None}.
-    """
-
-    on_rotate: Callable[[tuple[int, int, int]], None] | None = None
-
-    def _openFile(self) -> None:
-        self.closed = False
-        self._file = open(self.path, "ab", ACCESS_LOG_BUFFER)
-        if self.defaultMode is not None:
-            os.chmod(self.path, self.defaultMode)
-        self.lastDate = self.toDate(os.stat(self.path).st_mtime)
-
-    def write(self, data: str | bytes) -> None:
-        self._file.write(data.encode("utf-8") if isinstance(data, str) else data)
-
-    def tick(self) -> None:
-        """Rotate if the date has changed since the last tick, then flush."""
-        if self.shouldRotate():
-            self.rotate()  # closing the old file flushes it
-            if self.on_rotate is not None:
-                self.on_rotate(self.toDate())
-        self.lastDate = max(self.lastDate, self.toDate())
-        self.flush()
 
 
 class AccessLog:
@@ -226,8 +41,8 @@ class AccessLog:
     """
 
     def __init__(self, path: str, remover: OldLogRemover | None = None) -> None:
-        # Named as before the move to notificator.logs.access: the
-        # namespace is part of every log line (issue 18 changes none).
+        # The namespace it had before the moves of issue 18: it is part of
+        # every log line, and no log line changes.
         self.log = Logger("notificator.logs.AccessLog", self)
         self.path = path
         self.file: BufferedDailyLogFile | None = None
@@ -381,108 +196,6 @@ class CombinedLogFormatter:
         )
 
 
-#: The header the monitor page sends with its polls (C{monitor.js}).
-MONITOR_POLL_HEADER = b"x-notificator-monitor"
-
-#: The paths the monitor page polls.
-MONITOR_POLLED = frozenset({b"/users", b"/health"})
-
-
-class AccessLogSite(Site):
-    """
-    A L{Site} that writes its access log to C{<log_dir>/access.log} in the
-    combined log format (twisted.web's default formatter), through a
-    L{BufferedDailyLogFile} (see L{AccessLog}) that is flushed every
-    C{flush_interval} seconds on the site's reactor.
-
-    It also logs requests that never reach C{Request.finish()}: an event
-    stream that ends because the client went away (see L{log_unfinished}).
-
-    @param monitor_polls: write the monitor page's polls (L{is_monitor_poll}:
-        C{GET /users} and C{/health} carrying L{MONITOR_POLL_HEADER} from an
-        address of C{monitor.allow}, every 2 s per open tab) too;
-        C{monitor.accessLog}, off by default.  A load balancer's or a
-        script's C{/health}, and any request with the header from elsewhere,
-        is logged either way.
-    @param keep_days: remove rotated C{access.log} files older than this
-        many days (L{OldLogRemover}); 0 keeps them all.
-    """
-
-    flush_interval = FLUSH_INTERVAL
-
-    #: Read by L{notificator.web.StockRequest}, set by C{makeService}: who
-    #: may publish and who is behind a trusted proxy (L{auth.Guard}), and
-    #: the publish gate asked before a request's body is read.
-    guard: Guard | None = None
-    publish_gate: PublishGate | None = None
-
-    def __init__(
-        self,
-        resource: Any,
-        log_dir: str,
-        reactor: IReactorTime,
-        monitor_polls: bool = False,
-        keep_days: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("logFormatter", CombinedLogFormatter())
-        super().__init__(
-            resource, logPath=os.path.join(log_dir, ACCESS_LOG), reactor=reactor, **kwargs
-        )
-        self.access_log: AccessLog | None = None
-        self._ticker: LoopingCall | None = None
-        self.monitor_polls = monitor_polls
-        self.keep_days = keep_days
-
-    def log(self, request: http.Request) -> None:
-        # The path first: it is all a publish or a stream pays here.
-        if (
-            request.path in MONITOR_POLLED
-            and not self.monitor_polls
-            and self.is_monitor_poll(request)
-        ):
-            return
-        super().log(request)
-
-    def is_monitor_poll(self, request: http.Request) -> bool:
-        """
-        Whether C{request} is one of the monitor page's polls: C{GET} of a
-        path it polls (L{MONITOR_POLLED}) with L{MONITOR_POLL_HEADER}, from
-        an address of C{monitor.allow} (the site's L{guard}; without one,
-        none is).  The header alone proves nothing: anyone can send it, and
-        it must not keep their requests out of the log.
-        """
-        if (
-            request.path not in MONITOR_POLLED
-            or request.getHeader(MONITOR_POLL_HEADER) is None
-            or request.method != b"GET"
-        ):
-            return False
-        guard = self.guard
-        if guard is None:
-            return False
-        # (Imported here: limits imports this module for its access-log lines.)
-        from notificator.limits import client
-
-        return guard.refuse_monitor(client(request)) is None
-
-    def _openLogFile(self, path: str | bytes) -> AccessLog:
-        name = os.fsdecode(path)
-        remover = OldLogRemover(name, self.keep_days, self.reactor) if self.keep_days else None
-        self.access_log = AccessLog(name, remover)
-        self._ticker = LoopingCall(self.access_log.tick)
-        self._ticker.clock = self.reactor
-        self._ticker.start(self.flush_interval, now=False)
-        return self.access_log
-
-    def stopFactory(self) -> None:
-        if self._ticker is not None and self._ticker.running:
-            self._ticker.stop()
-        self._ticker = None
-        super().stopFactory()  # closes (and so flushes) the file
-        self.access_log = None
-
-
 def log_unfinished(request: http.Request) -> None:
     """
     Write the access-log line of a request that ended without
@@ -517,170 +230,3 @@ def log_answered_early(request: Any, site: object, code: int, sent: int) -> None
     request.sentLength = sent
     if isinstance(site, Site):
         site.log(request)
-
-
-def level_filter(level: str) -> LogLevelFilterPredicate:
-    """A predicate passing events at C{level} (a L{LogLevel} name) and above."""
-    return LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-
-
-class AppLogService(Service):
-    """
-    Writes log events at C{level} and above to C{<log_dir>/sse.log} (a
-    L{BufferedDailyLogFile}, flushed and rotated every L{FLUSH_INTERVAL}
-    seconds on C{clock}) while running: the process's own events (from
-    C{publisher}, twistd's global one) and the per-request lines of the
-    L{activity} publisher, which only this file reads.  So twistd's log
-    (stdout with C{-n}, else C{twistd.log}) gets start-up, shutdown,
-    warnings and errors, but not a line per stream or publish; at
-    thousands of streams those lines, formatted twice, were a fifth of
-    the cost of opening one.
-
-    @param publisher: the process's publisher; the global one in the
-        server, a private one in tests.
-    @param keep_days: remove rotated C{sse.log} files older than this many
-        days (L{OldLogRemover}), at start and after each rotation; 0 keeps
-        them all.
-    @ivar activity: the publisher for per-request lines; give
-        C{Logger(observer=service.activity)} to the resources.
-    """
-
-    name = "sse.log"
-
-    def __init__(
-        self,
-        log_dir: str,
-        level: str,
-        publisher: LogPublisher = globalLogPublisher,
-        open_file: Callable[[str], BufferedDailyLogFile] = BufferedDailyLogFile.fromFullPath,
-        clock: IReactorTime | None = None,
-        keep_days: int = 0,
-    ) -> None:
-        self.path = os.path.join(log_dir, APP_LOG)
-        self.keep_days = keep_days
-        self._remover: OldLogRemover | None = None
-        self.level = level
-        self.activity = LogPublisher()
-        self._publisher = publisher
-        self._open_file = open_file
-        self._clock = clock
-        self.log_file: BufferedDailyLogFile | None = None
-        self._observer: ILogObserver | None = None
-        self._ticker: LoopingCall | None = None
-
-    def startService(self) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.log_file = self._open_file(self.path)
-        self._observer = FilteringLogObserver(
-            _LineWriter(self.log_file, _ClassicFormat()), [level_filter(self.level)]
-        )
-        self._publisher.addObserver(self._observer)
-        self.activity.addObserver(self._observer)
-        self._ticker = LoopingCall(self.log_file.tick)
-        if self._clock is not None:
-            self._ticker.clock = self._clock
-        self._ticker.start(FLUSH_INTERVAL, now=False)
-        super().startService()
-        # Named as before the move to notificator.logs.access: the namespace
-        # is part of every log line (issue 18 changes none).
-        Logger("notificator.logs", observer=self._publisher).info(
-            "notificator {version} (pid {pid}) logging at level {threshold}",
-            version=__version__,
-            pid=os.getpid(),
-            threshold=self.level,
-        )
-        if self.keep_days:
-            self._remover = OldLogRemover(self.path, self.keep_days, self._ticker.clock)
-            self.log_file.on_rotate = self._remover.prune
-            self._remover.prune(self.log_file.toDate())
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._remover is not None:
-            self._remover.stop()
-            self._remover = None
-        if self._ticker is not None and self._ticker.running:
-            self._ticker.stop()
-        self._ticker = None
-        if self._observer is not None:
-            self._publisher.removeObserver(self._observer)
-            self.activity.removeObserver(self._observer)
-            self._observer = None
-        if self.log_file is not None:
-            self.log_file.close()
-            self.log_file = None
-
-
-@implementer(ILogObserver)
-class _LineWriter:
-    """
-    Writes each event's line to C{log_file}.  Warnings and worse are
-    flushed at once; other lines wait for the file's next C{tick} (at
-    most L{FLUSH_INTERVAL} seconds), so a busy server does not pay one
-    C{write(2)} per stream opened (L{FileLogObserver} flushes every line).
-    """
-
-    def __init__(self, log_file: Any, format_event: Callable[[LogEvent], str | None]) -> None:
-        self._file = log_file
-        self._format = format_event
-
-    def __call__(self, event: LogEvent) -> None:
-        text = self._format(event)
-        if text:
-            self._file.write(text)
-            level = event.get("log_level")
-            if level is not None and level >= LogLevel.warn:
-                self._file.flush()
-
-
-class _ClassicFormat:
-    """
-    L{textFileLogObserver}'s line format (L{formatEventAsClassicLogText}),
-    made cheaper: the timestamp is formatted once per second instead of
-    once per line (it has no sub-second part), and the message with
-    C{str.format_map} when the event needs nothing else (tracebacks,
-    C{"{f()}"} calls, legacy systems go through Twisted's own formatter).
-    Together they were most of the cost of a line.
-    """
-
-    def __init__(self) -> None:
-        self._second: int | None = None
-        self._stamp = ""
-
-    def _time(self, when: float | None) -> str:
-        if when is None:
-            return formatTime(when)
-        second = int(when)
-        if second != self._second:
-            self._second = second
-            self._stamp = formatTime(second)
-        return self._stamp
-
-    def __call__(self, event: LogEvent) -> str | None:
-        fmt = event.get("log_format")
-        if (
-            type(fmt) is str
-            and "()" not in fmt
-            and "log_failure" not in event
-            and "log_flattened" not in event
-            and "log_system" not in event
-        ):
-            # twisted.logger formats with string.Formatter over the event
-            # (plus "{f()}" calls, excluded above); str.format_map is the
-            # same format language in C, several times faster.
-            try:
-                text = fmt.format_map(event)
-            except Exception:
-                pass  # Twisted's formatter writes its "Unable to format" line
-            else:
-                if not text:
-                    return None
-                level = event.get("log_level")
-                line = "{} [{}#{}] {}".format(
-                    self._time(event.get("log_time")),
-                    event.get("log_namespace", "-"),
-                    "-" if level is None else level.name,
-                    text,
-                )
-                return line.replace("\n", "\n\t") + "\n"
-        return formatEventAsClassicLogText(event, formatTime=self._time)

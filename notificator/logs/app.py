@@ -1,0 +1,204 @@
+# -*- test-case-name: tests.test_logs_app -*-
+"""
+C{sse.log} (L{AppLogService}): the application's events (streams opened
+and closed, publishes, rejections) and the process's (start-up, warnings,
+errors) from twisted.logger, filtered by C{server.log.level}.
+
+twistd owns C{globalLogBeginner} (its C{--logfile}); we only add and
+remove observers on the publisher, in C{startService}/C{stopService}.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogEvent,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    LogPublisher,
+    formatEventAsClassicLogText,
+    formatTime,
+    globalLogPublisher,
+)
+from zope.interface import implementer
+
+from notificator import __version__
+from notificator.logs.files import FLUSH_INTERVAL, BufferedDailyLogFile, OldLogRemover
+
+APP_LOG = "sse.log"
+
+
+def level_filter(level: str) -> LogLevelFilterPredicate:
+    """A predicate passing events at C{level} (a L{LogLevel} name) and above."""
+    return LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+
+
+class AppLogService(Service):
+    """
+    Writes log events at C{level} and above to C{<log_dir>/sse.log} (a
+    L{BufferedDailyLogFile}, flushed and rotated every L{FLUSH_INTERVAL}
+    seconds on C{clock}) while running: the process's own events (from
+    C{publisher}, twistd's global one) and the per-request lines of the
+    L{activity} publisher, which only this file reads.  So twistd's log
+    (stdout with C{-n}, else C{twistd.log}) gets start-up, shutdown,
+    warnings and errors, but not a line per stream or publish; at
+    thousands of streams those lines, formatted twice, were a fifth of
+    the cost of opening one.
+
+    @param publisher: the process's publisher; the global one in the
+        server, a private one in tests.
+    @param keep_days: remove rotated C{sse.log} files older than this many
+        days (L{OldLogRemover}), at start and after each rotation; 0 keeps
+        them all.
+    @ivar activity: the publisher for per-request lines; give
+        C{Logger(observer=service.activity)} to the resources.
+    """
+
+    name = "sse.log"
+
+    def __init__(
+        self,
+        log_dir: str,
+        level: str,
+        publisher: LogPublisher = globalLogPublisher,
+        open_file: Callable[[str], BufferedDailyLogFile] = BufferedDailyLogFile.fromFullPath,
+        clock: IReactorTime | None = None,
+        keep_days: int = 0,
+    ) -> None:
+        self.path = os.path.join(log_dir, APP_LOG)
+        self.keep_days = keep_days
+        self._remover: OldLogRemover | None = None
+        self.level = level
+        self.activity = LogPublisher()
+        self._publisher = publisher
+        self._open_file = open_file
+        self._clock = clock
+        self.log_file: BufferedDailyLogFile | None = None
+        self._observer: ILogObserver | None = None
+        self._ticker: LoopingCall | None = None
+
+    def startService(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self.log_file = self._open_file(self.path)
+        self._observer = FilteringLogObserver(
+            _LineWriter(self.log_file, _ClassicFormat()), [level_filter(self.level)]
+        )
+        self._publisher.addObserver(self._observer)
+        self.activity.addObserver(self._observer)
+        self._ticker = LoopingCall(self.log_file.tick)
+        if self._clock is not None:
+            self._ticker.clock = self._clock
+        self._ticker.start(FLUSH_INTERVAL, now=False)
+        super().startService()
+        # The namespace it had before the moves of issue 18: it is part of
+        # every log line, and no log line changes.
+        Logger("notificator.logs", observer=self._publisher).info(
+            "notificator {version} (pid {pid}) logging at level {threshold}",
+            version=__version__,
+            pid=os.getpid(),
+            threshold=self.level,
+        )
+        if self.keep_days:
+            self._remover = OldLogRemover(self.path, self.keep_days, self._ticker.clock)
+            self.log_file.on_rotate = self._remover.prune
+            self._remover.prune(self.log_file.toDate())
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._remover is not None:
+            self._remover.stop()
+            self._remover = None
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._ticker = None
+        if self._observer is not None:
+            self._publisher.removeObserver(self._observer)
+            self.activity.removeObserver(self._observer)
+            self._observer = None
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+
+@implementer(ILogObserver)
+class _LineWriter:
+    """
+    Writes each event's line to C{log_file}.  Warnings and worse are
+    flushed at once; other lines wait for the file's next C{tick} (at
+    most L{FLUSH_INTERVAL} seconds), so a busy server does not pay one
+    C{write(2)} per stream opened (L{FileLogObserver} flushes every line).
+    """
+
+    def __init__(self, log_file: Any, format_event: Callable[[LogEvent], str | None]) -> None:
+        self._file = log_file
+        self._format = format_event
+
+    def __call__(self, event: LogEvent) -> None:
+        text = self._format(event)
+        if text:
+            self._file.write(text)
+            level = event.get("log_level")
+            if level is not None and level >= LogLevel.warn:
+                self._file.flush()
+
+
+class _ClassicFormat:
+    """
+    L{textFileLogObserver}'s line format (L{formatEventAsClassicLogText}),
+    made cheaper: the timestamp is formatted once per second instead of
+    once per line (it has no sub-second part), and the message with
+    C{str.format_map} when the event needs nothing else (tracebacks,
+    C{"{f()}"} calls, legacy systems go through Twisted's own formatter).
+    Together they were most of the cost of a line.
+    """
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._stamp = ""
+
+    def _time(self, when: float | None) -> str:
+        if when is None:
+            return formatTime(when)
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = formatTime(second)
+        return self._stamp
+
+    def __call__(self, event: LogEvent) -> str | None:
+        fmt = event.get("log_format")
+        if (
+            type(fmt) is str
+            and "()" not in fmt
+            and "log_failure" not in event
+            and "log_flattened" not in event
+            and "log_system" not in event
+        ):
+            # twisted.logger formats with string.Formatter over the event
+            # (plus "{f()}" calls, excluded above); str.format_map is the
+            # same format language in C, several times faster.
+            try:
+                text = fmt.format_map(event)
+            except Exception:
+                pass  # Twisted's formatter writes its "Unable to format" line
+            else:
+                if not text:
+                    return None
+                level = event.get("log_level")
+                line = "{} [{}#{}] {}".format(
+                    self._time(event.get("log_time")),
+                    event.get("log_namespace", "-"),
+                    "-" if level is None else level.name,
+                    text,
+                )
+                return line.replace("\n", "\n\t") + "\n"
+        return formatEventAsClassicLogText(event, formatTime=self._time)
