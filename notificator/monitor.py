@@ -31,8 +31,8 @@ from twisted.web.resource import IResource, Resource
 
 from notificator import __version__, assets, auth, refusals
 from notificator.broker import Broker
+from notificator.http.request import client, peer_host
 from notificator.hub import Hub
-from notificator.limits import client, peer_host
 from notificator.metrics import metrics_resource
 from notificator.stats import Stats
 

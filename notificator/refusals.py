@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.web import resource
 from twisted.web.iweb import IRequest
 
-from notificator.limits import peer
+from notificator.http.request import peer
 from notificator.text import redact_uri, safe
 
 #: Where refusals are logged when no activity logger is given (tests).

@@ -11,7 +11,7 @@ Writes go through C{request.write}; over plain TCP the channel
 (L{notificator.http.fast}) sends them straight to the socket.
 
 A client that stops reading: a stream on a request that carries
-L{notificator.limits.Limits} registers with it as a streaming producer,
+L{notificator.http.request.Limits} registers with it as a streaming producer,
 so twisted.web pauses it when the transport holds more than its own
 bound (64 KiB for TCP and TLS; for HTTP/2, when the stream's flow-control
 window, which the client sets, is used up) and resumes it when that has
@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from notificator.limits import Limits, Request, peer
+from notificator.http.request import LimitedRequest, Limits, peer
 from notificator.logs import log_unfinished
 from notificator.text import safe
 
@@ -78,7 +78,7 @@ class RequestStream:
 
     def __init__(
         self,
-        request: Request,
+        request: LimitedRequest,
         user_id: str,
         connection_id: int,
         connected_at: float,

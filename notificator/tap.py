@@ -38,7 +38,6 @@ from notificator import (
     __version__,
     auth,
     config,
-    limits,
     listening,
     logs,
     metrics,
@@ -50,6 +49,7 @@ from notificator import (
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
 from notificator.http import connections, fast
+from notificator.http.request import Limits, request_class
 from notificator.http.site import AccessLogSite
 from notificator.hub import Hub
 from notificator.stats import Stats
@@ -599,7 +599,7 @@ def serve_http(
     (a child of C{parent}, started before the listeners so that it stops
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
-    (L{limits.Request}) and the connections' cap and clocks
+    (L{notificator.http.request.LimitedRequest}) and the connections' cap and clocks
     (L{notificator.http.connections.Connections}, a child of C{parent}); what they refuse
     and drop is logged to C{activity} (C{sse.log}).  Over TLS, every
     response carries C{server.hsts} (L{web.StockRequest}).
@@ -613,7 +613,7 @@ def serve_http(
         activity,
         stats,
     )
-    request_limits = limits.Limits(bounds, reactor, stats, activity, watched)
+    request_limits = Limits(bounds, reactor, stats, activity, watched)
     log.info(
         "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
         channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
@@ -621,12 +621,12 @@ def serve_http(
     )
     hsts = web.hsts_header(cfg.server.hsts)
     if cfg.server.fast_channel:
-        site.requestFactory = limits.request_class(web.Request, request_limits, hsts=hsts)
+        site.requestFactory = request_class(web.Request, request_limits, hsts=hsts)
         writes = fast.WriteBatch(reactor)
         site.protocol = partial(fast.protocol, writes)
         writes.setServiceParent(parent)
     else:
-        site.requestFactory = limits.request_class(web.StockRequest, request_limits, hsts=hsts)
+        site.requestFactory = request_class(web.StockRequest, request_limits, hsts=hsts)
     connections.watch(site, watched)
     watched.setServiceParent(parent)
     log.info(

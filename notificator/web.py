@@ -37,18 +37,19 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from notificator import assets, auth, ingest, limits, metrics, monitor, refusals
+from notificator import assets, auth, ingest, metrics, monitor, refusals
 from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, LimitsConfig, SSEConfig
 from notificator.cors import CORSPolicy
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
 from notificator.http import _twisted
+from notificator.http.request import LimitedRequest
+from notificator.http.request import client as _client
+from notificator.http.request import peer as _peer
+from notificator.http.request import peer_host as _peer_host
 from notificator.http.responses import apply_cors
 from notificator.hub import Hub
-from notificator.limits import client as _client
-from notificator.limits import peer as _peer
-from notificator.limits import peer_host as _peer_host
 from notificator.stats import Stats
 from notificator.stream import LimitedRequestStream, RequestStream
 from notificator.text import redact_uri, safe
@@ -120,17 +121,17 @@ def hsts_header(seconds: int | None) -> bytes | None:
     return None if seconds is None else b"max-age=%d" % (seconds,)
 
 
-class StockRequest(limits.Request):
+class StockRequest(LimitedRequest):
     """
     The request of both modes (C{server.fastChannel}), and all of it with
-    twisted.web's stock channel: L{limits.Request} (twisted.web's request
+    twisted.web's stock channel: L{notificator.http.request.LimitedRequest} (twisted.web's request
     with the body limit and the head clock, and no form parsing into
     C{request.args}, since L{ingest} reads the raw body and twisted.web's
     form parsing cost about a fifth of a publish), the client's address
     behind trusted proxies (L{client_host}), the publish gate asked
     before the body is read, and over TLS the C{Strict-Transport-Security}
     header on every response (L{hsts}).  L{Request} adds the fast write.
-    Make the site's C{requestFactory} with L{limits.request_class}, which
+    Make the site's C{requestFactory} with L{notificator.http.request.request_class}, which
     sets L{hsts}.
 
     @cvar hsts: the C{Strict-Transport-Security} value (L{hsts_header});
@@ -141,12 +142,12 @@ class StockRequest(limits.Request):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # In the order every request then has (see limits.Request).
+        # In the order every request then has (see LimitedRequest).
         self._client_host = None
         hsts = self.hsts
         if hsts is not None and self.isSecure():
             # Set first, so every answer has it: refusals, streams, and
-            # what is answered before the body is read (limits.Request).
+            # what is answered before the body is read (LimitedRequest).
             self.responseHeaders.setRawHeaders(b"strict-transport-security", [hsts])
 
     _client_host: str | None = None
@@ -186,7 +187,7 @@ class StockRequest(limits.Request):
         header of the request is on it:
         L{notificator.http._twisted.WholeHeadRequest}): a publisher that may not
         publish is answered now (L{PublishGate.early}: 403, whatever its
-        length), and then a body over a limit (L{limits.Request}: 413, 503);
+        length), and then a body over a limit (L{notificator.http.request.LimitedRequest}: 413, 503);
         none of those bodies is read.
         """
         gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
@@ -355,8 +356,8 @@ class SSEResource(refusals.Resource):
         last_id = last_event_id(request)
         now = self._clock.seconds()
         ids = self._connection_ids
-        # The site's requests are limits.request_class(StockRequest or Request).
-        stream_request = cast(limits.Request, request)
+        # The site's requests are request_class(StockRequest or Request).
+        stream_request = cast(LimitedRequest, request)
         if limit:
             stream: RequestStream = LimitedRequestStream(
                 stream_request, user_id, next(ids), now, on_gone=self._gone, limit=limit
@@ -578,12 +579,12 @@ def _slim(request: server.Request) -> None:
     Drop what an open stream no longer needs, as it may stay open for
     hours: the head is on the wire, and the body (a GET sent with one) is
     not read, its bytes given back to C{limits.bodyMemory}
-    (L{limits.Request.drop_body}).  Of the request headers only those of
+    (L{notificator.http.request.LimitedRequest.drop_body}).  Of the request headers only those of
     its access-log line stay (a browser sends a dozen, 1-2 KB of memory
     per stream).
     """
     request.responseHeaders = Headers()
-    if isinstance(request, limits.Request):
+    if isinstance(request, LimitedRequest):
         request.drop_body()
     else:
         request.content = None
@@ -628,7 +629,7 @@ class PublishGate:
     def early(self, request: Request) -> None:
         """
         In L{StockRequest.head_received}: answer 403 now, before the body is
-        read (L{limits.Request.answer_early}: HTTP/1.x and HTTP/2), when the
+        read (L{notificator.http.request.LimitedRequest.answer_early}: HTTP/1.x and HTTP/2), when the
         address, the header token or the page's origin is wrong.
         """
         target = _twisted.request_target(request)
@@ -722,7 +723,7 @@ class PublishResource(refusals.Resource):
     and logged as rejected publishes.
 
     @param max_bytes: larger bodies get 413 (C{limits.bodyBytes}; the
-        request refuses them while reading, L{limits.Request}: this is the
+        request refuses them while reading, L{notificator.http.request.LimitedRequest}: this is the
         backstop).
     @param max_fields: form bodies with more fields get 400
         (C{limits.formFields}).

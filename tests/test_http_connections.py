@@ -25,9 +25,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import limits, tap, web
+from notificator import tap, web
 from notificator.http import connections
 from notificator.http.fast import WriteBatch
+from notificator.http.request import LimitedRequest
 from tests.support import BothChannels, Conn, Parts, config_with
 
 STREAM = b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -305,14 +306,14 @@ class WiringTests(SynchronousTestCase):
     def test_wraps_the_set_up_protocol(self) -> None:
         """The wrapped protocol is the one the site built and set up."""
         site = Site(Parts(Clock()).resource)
-        site.requestFactory = limits.Request
+        site.requestFactory = LimitedRequest
         watched = connections.Connections(10, 30, 100, Clock())
         connections.watch(site, watched)
         proxy = site.buildProtocol(None)
         self.assertIsInstance(proxy, connections.ConnectionProtocol)
         inner = proxy.wrappedProtocol
         self.assertIs(inner.site, site)
-        self.assertIs(inner.requestFactory, limits.Request)
+        self.assertIs(inner.requestFactory, LimitedRequest)
         self.assertEqual(inner.timeOut, site.timeOut)
 
     def test_service_wiring(self) -> None:

@@ -1,5 +1,5 @@
 """
-End-to-end tests of the limits (C{limits.*}, L{notificator.limits},
+End-to-end tests of the limits (C{limits.*}, L{notificator.http.request},
 L{notificator.stream}) against the real C{twistd -n notificator} on
 loopback, with raw sockets: clients that never read (HTTP/1.1 and HTTP/2),
 slowloris clients (a half-sent head, a trickled head, over TCP and TLS),

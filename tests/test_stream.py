@@ -20,8 +20,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from notificator import limits, web
+from notificator import web
 from notificator.config import defaults
+from notificator.http.request import Limits, request_class
 from notificator.stream import RequestStream
 from tests.support import (
     BothChannels,
@@ -34,8 +35,8 @@ from tests.support import (
 )
 
 
-def _limits(clock: Any, **config: Any) -> limits.Limits:
-    return limits.Limits(evolved(defaults().limits, config), clock)
+def _limits(clock: Any, **config: Any) -> Limits:
+    return Limits(evolved(defaults().limits, config), clock)
 
 
 class SlowReaderTests(BothChannels, SynchronousTestCase):
@@ -205,8 +206,8 @@ class StreamProducerTests(SynchronousTestCase):
                 aborted.append(True)
 
         stats = Parts(clock).stats
-        bounds = limits.Limits(evolved(defaults().limits, {"buffer_bytes": 100}), clock, stats)
-        request = limits.request_class(web.Request, bounds)(H2Stream(), queued=False)
+        bounds = Limits(evolved(defaults().limits, {"buffer_bytes": 100}), clock, stats)
+        request = request_class(web.Request, bounds)(H2Stream(), queued=False)
         request.method, request.clientproto = b"GET", b"HTTP/2"
         gone: list[Any] = []
         stream = RequestStream(request, "u1", 1, 0.0, on_gone=lambda s, r: gone.append(r))

@@ -16,7 +16,7 @@ C{limits.headerTimeout}, C{limits.bodyTimeout}).
       never timed;
     - the I{body clock}: a request must send its whole body within
       C{limits.bodyTimeout} seconds of the end of its head; after that it
-      is answered 408 (L{notificator.limits.Request.body_timed_out}).
+      is answered 408 (L{notificator.http.request.LimitedRequest.body_timed_out}).
  - L{ConnectionProtocol}: sits between each transport and the site's
    protocol (ours or twisted.web's), to count and time it; L{watch} puts
    it around a site's protocols.

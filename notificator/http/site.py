@@ -17,7 +17,7 @@ from twisted.web import http
 from twisted.web.server import Site
 
 from notificator.auth import Guard
-from notificator.limits import client
+from notificator.http.request import client
 from notificator.logs.access import ACCESS_LOG, AccessLog, CombinedLogFormatter
 from notificator.logs.files import FLUSH_INTERVAL, OldLogRemover
 

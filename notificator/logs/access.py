@@ -211,7 +211,7 @@ def log_unfinished(request: http.Request) -> None:
 def log_answered_early(request: Any, site: object, code: int, sent: int) -> None:
     """
     Write the access-log line of a request answered before its body was
-    read (L{notificator.limits.Request.answer_early}: the publish gate's
+    read (L{notificator.http.request.LimitedRequest.answer_early}: the publish gate's
     403, every 413, any other early answer), which never reaches
     C{finish()}, where twisted.web writes the line: C{code} and the
     C{sent} bytes of body, and the method, path and protocol read from

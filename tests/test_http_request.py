@@ -1,5 +1,5 @@
 """
-Tests for L{notificator.limits}: the request-body limit and the
+Tests for L{notificator.http.request}: the request-body limit and the
 request-head clock, each with the fast channel and with twisted.web's
 stock one (C{server.fastChannel}), over real C{tcp.Server} transports
 whose sockets are fakes (L{tests.support.InMemoryServer}), on a
@@ -21,8 +21,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import limits
 from notificator.config import defaults
+from notificator.http.request import LINGER_BODIES, LimitedRequest, Limits, request_class
 from tests.support import (
     BothChannels,
     InMemoryServer,
@@ -103,7 +103,7 @@ class BodyLimitTests(BothChannels, SynchronousTestCase):
         self.assertFalse(c.transport.connected)  # closed by the head clock
         c2 = s.connect()
         c2.receive(b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 67108864\r\n\r\n")
-        c2.receive(b"x" * (limits.LINGER_BODIES * 1000))
+        c2.receive(b"x" * (LINGER_BODIES * 1000))
         self.assertTrue(c2.half_closed)
         c2.receive(b"x")
         self.assertTrue(c2.transport._aborting)
@@ -189,9 +189,9 @@ class BodyLimitTests(BothChannels, SynchronousTestCase):
 
     def test_unlimited_request_class(self) -> None:
         """The request class without limits (no configured site) reads bodies as twisted.web does."""
-        self.assertIsNone(limits.Request.limits)
-        bounded = limits.request_class(limits.Request, _limits(Clock()))
-        self.assertTrue(issubclass(bounded, limits.Request))
+        self.assertIsNone(LimitedRequest.limits)
+        bounded = request_class(LimitedRequest, _limits(Clock()))
+        self.assertTrue(issubclass(bounded, LimitedRequest))
         self.assertEqual(bounded.limits.body_bytes, 1024 * 1024)
 
 
@@ -199,8 +199,8 @@ class BodyLimitStockTests(BodyLimitTests):
     fast = False
 
 
-def _limits(clock: Any, **config: Any) -> limits.Limits:
-    return limits.Limits(evolved(defaults().limits, config), clock)
+def _limits(clock: Any, **config: Any) -> Limits:
+    return Limits(evolved(defaults().limits, config), clock)
 
 
 class HTTP2RefusalTests(SynchronousTestCase):
@@ -229,7 +229,7 @@ class HTTP2RefusalTests(SynchronousTestCase):
             def abortConnection(self) -> None:
                 calls.append(("reset", None))
 
-        cls = limits.request_class(limits.Request, _limits(clock, body_bytes=10))
+        cls = request_class(LimitedRequest, _limits(clock, body_bytes=10))
         request = cls(Stream(), queued=False)
         # As H2Stream's constructor: gotLength at content-length, parseCookies
         # once every header is in (notificator.http._twisted.WholeHeadRequest).
@@ -252,7 +252,7 @@ class HTTP2RefusalTests(SynchronousTestCase):
     def test_client_reset_first(self) -> None:
         """A stream the client reset before the answer gets none."""
         clock = Clock()
-        cls = limits.request_class(limits.Request, _limits(clock, body_bytes=10))
+        cls = request_class(LimitedRequest, _limits(clock, body_bytes=10))
 
         class Stream:
             transport = None
@@ -558,10 +558,8 @@ class HTTP2BodyTimeoutTests(SynchronousTestCase):
                 calls.append(("reset", None))
 
         conns = Connections(10, 30, 100, clock)
-        bounds = limits.Limits(
-            evolved(defaults().limits, {"body_timeout": 30}), clock, connections=conns
-        )
-        cls = limits.request_class(limits.Request, bounds)
+        bounds = Limits(evolved(defaults().limits, {"body_timeout": 30}), clock, connections=conns)
+        cls = request_class(LimitedRequest, bounds)
         processed: list[bytes] = []
 
         class Processed(cls):  # type: ignore[valid-type, misc]

@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.test_limits -*-
+# -*- test-case-name: tests.test_http_request -*-
 """
 Limits on what one client can make the server hold (C{limits.*}).
 
- - L{Request}: twisted.web's request with a bound on the body it reads
+ - L{LimitedRequest}: twisted.web's request with a bound on the body it reads
    (C{limits.bodyBytes}), on the time it takes (C{limits.bodyTimeout}),
    and on the bodies held in memory by all requests at once
    (C{limits.bodyMemory}).  A body announced larger (C{Content-Length})
@@ -30,7 +30,7 @@ Limits on what one client can make the server hold (C{limits.*}).
    L{notificator.http.connections}'; the request starts and stops them.
  - The stream buffer (C{limits.bufferBytes}) is the stream's
    (L{notificator.stream.RequestStream}), which reads it from
-   L{Request.limits}.
+   L{LimitedRequest.limits}.
 
 Everything runs on the clock given in; no global state.
 """
@@ -58,7 +58,9 @@ if TYPE_CHECKING:
 
     from notificator.http.connections import Connections
 
-_default_log = Logger()
+# The namespace it had before the moves of issue 18: it is part of
+# every log line, and no log line changes.
+_default_log = Logger("notificator.limits")
 
 
 class Limits:
@@ -77,7 +79,7 @@ class Limits:
         is aborted if it is still there C{limits.headerTimeout} later.
     @ivar body_memory: C{limits.bodyMemory}, the bound on the bytes of
         request bodies held in memory at once by every request of the site:
-        L{Request} counts them in C{stats.body_bytes} as they arrive and
+        L{LimitedRequest} counts them in C{stats.body_bytes} as they arrive and
         gives them back when it ends, whichever way.
     @ivar stats: the server's counters (one of its own when none is given).
     @ivar retry_after: the C{Retry-After} of a 503 at C{limits.bodyMemory}:
@@ -218,7 +220,7 @@ def _host(addr: Any) -> str:
 
 
 #: After a refused body, this many times C{limits.bodyBytes} more are read
-#: and dropped at most (L{Request._linger}).
+#: and dropped at most (L{LimitedRequest._linger}).
 LINGER_BODIES = 8
 
 #: The reason phrase of 413 (RFC 9110 15.5.14).
@@ -235,7 +237,7 @@ def _error_body(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode("utf-8")
 
 
-class Request(_twisted.WholeHeadRequest):
+class LimitedRequest(_twisted.WholeHeadRequest):
     """
     A twisted.web request that reads at most C{limits.bodyBytes} of body,
     holds what it reads against C{limits.bodyMemory}, and does not parse
@@ -567,7 +569,9 @@ def _ignore(*args: Any) -> None:
     """What a refused request does at its end: nothing."""
 
 
-def request_class(base: type[Request], limits: Limits, **attributes: Any) -> type[Request]:
+def request_class(
+    base: type[LimitedRequest], limits: Limits, **attributes: Any
+) -> type[LimitedRequest]:
     """
     A subclass of C{base} with these L{Limits} (and these other class
     C{attributes}): a site's C{requestFactory}.
