@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.iweb import IRequest
 
-from notificator import refusals
+from notificator.http import refusals
 
 #: Content types by file name suffix.
 TYPES = {
@@ -45,7 +45,7 @@ def etag(body: bytes) -> bytes:
 class Readable(refusals.Resource):
     """
     A leaf that answers C{HEAD} with C{GET}'s headers and no body (other
-    methods, and paths below it, are refused: L{refusals.Resource}).
+    methods, and paths below it, are refused: L{notificator.http.refusals.Resource}).
     """
 
     isLeaf = True

@@ -29,8 +29,9 @@ from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from notificator import __version__, assets, auth, refusals
+from notificator import __version__, assets, auth
 from notificator.broker import Broker
+from notificator.http import refusals
 from notificator.http.request import client, peer_host
 from notificator.hub import Hub
 from notificator.metrics import metrics_resource

@@ -7,7 +7,8 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import assets, refusals
+from notificator import assets
+from notificator.http import refusals
 
 URL = "http://n.example/f"
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_refusals -*-
+# -*- test-case-name: tests.test_http_refusals -*-
 """
 What a client gets for a request the server cannot serve: a 4xx with a
 short reason, never one of twisted.web's HTML pages ("Huh?", "No Such

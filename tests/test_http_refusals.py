@@ -1,5 +1,5 @@
 """
-Tests for L{notificator.refusals}: every request the resource tree cannot
+Tests for L{notificator.http.refusals}: every request the resource tree cannot
 serve gets a 4xx with a short reason (JSON on the API paths, text
 elsewhere), never twisted.web's HTML pages, and one log line with the peer
 and the reason: case by case, and fuzzed (L{FuzzTests}).
@@ -24,8 +24,9 @@ from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import logs, refusals, tap
+from notificator import logs, tap
 from notificator.config import defaults
+from notificator.http import refusals
 from notificator.hub import Hub
 from tests.support import PROJECT, Parts, write_config
 
