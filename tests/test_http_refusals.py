@@ -27,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from notificator import logs, tap
 from notificator.config import defaults
 from notificator.http import refusals
+from notificator.http.responses import allowed_methods
 from notificator.hub import Hub
 from tests.support import PROJECT, Parts, write_config
 
@@ -173,8 +174,8 @@ class RefusalTests(SynchronousTestCase):
             def render_POST(self, request: object) -> bytes:
                 return b""
 
-        self.assertEqual(refusals.allowed_methods(Thing()), [b"GET", b"POST"])
-        self.assertEqual(refusals.allowed_methods(refusals.NotFound()), [])
+        self.assertEqual(allowed_methods(Thing()), [b"GET", b"POST"])
+        self.assertEqual(allowed_methods(refusals.NotFound()), [])
 
 
 # -- fuzzing ---------------------------------------------------------------------

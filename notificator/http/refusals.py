@@ -5,9 +5,10 @@ short reason, never one of twisted.web's HTML pages ("Huh?", "No Such
 Resource", "Method Not Allowed"), and one line in C{sse.log} with the peer
 and the reason.
 
- - L{answer}: the status, headers and body of a refusal: JSON
-   C{{"error": "<reason>"}} on the API paths (C{/webNotification},
-   C{/sse}, C{/users}, C{/health}, C{/metrics}), a line of text elsewhere.
+ - L{notificator.http.responses.answer}: the status, headers and body of
+   a refusal: JSON C{{"error": "<reason>"}} on the API paths
+   (C{/webNotification}, C{/sse}, C{/users}, C{/health}, C{/metrics}), a
+   line of text elsewhere.
  - L{Resource}: the base of the server's resources.  A method it has no
    C{render_<METHOD>} for is answered C{405} with an C{Allow} header
    (twisted.web answers C{501} "Huh?" or an HTML C{405}); extra path
@@ -22,7 +23,6 @@ A HEAD refusal has the headers of the GET one and no body.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -31,44 +31,11 @@ from twisted.web import resource
 from twisted.web.iweb import IRequest
 
 from notificator.http.request import peer
+from notificator.http.responses import allowed_methods, answer
 from notificator.text import redact_uri, safe
 
 #: Where refusals are logged when no activity logger is given (tests).
 _default_log = Logger("notificator.web")
-
-_JSON = json.JSONEncoder(ensure_ascii=False)
-
-
-def answer(request: IRequest, code: int, reason: str, as_json: bool) -> bytes:
-    """
-    Set a refusal's status and headers on C{request}; the body to return
-    from C{render} (empty for HEAD, with the GET answer's length).
-    """
-    request.setResponseCode(code)
-    if as_json:
-        request.setHeader(b"content-type", b"application/json; charset=utf-8")
-        body = _JSON.encode({"error": reason}).encode("utf-8")
-    else:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        body = reason.encode("utf-8") + b"\n"
-    request.setHeader(b"cache-control", b"no-store")
-    if request.method == b"HEAD":
-        request.setHeader(b"content-length", b"%d" % (len(body),))
-        return b""
-    return body
-
-
-def allowed_methods(target: object) -> list[bytes]:
-    """The methods C{target} has a C{render_<METHOD>} for, sorted."""
-    kind = type(target)
-    return sorted(
-        name[7:].encode("ascii")
-        for name in dir(kind)
-        if name.startswith("render_")
-        and name[7:].isupper()
-        and name[7:].isascii()
-        and callable(getattr(kind, name))
-    )
 
 
 class Resource(resource.Resource):

@@ -1,10 +1,15 @@
 # -*- test-case-name: tests.test_http_responses -*-
 """
-What the resources put on a response: L{apply_cors}, the CORS headers the
-L{notificator.cors.CORSPolicy} gives a request's origin.
+What the resources put on a response: L{answer}, the status, headers
+and body of a refusal (see L{notificator.http.refusals}), and
+L{allowed_methods}, what its C{Allow} header lists; and L{apply_cors},
+the CORS headers the L{notificator.cors.CORSPolicy} gives a request's
+origin.
 """
 
 from __future__ import annotations
+
+import json
 
 from twisted.web.iweb import IRequest
 
@@ -43,3 +48,38 @@ def apply_cors(
         request.setHeader(b"access-control-allow-methods", methods)
         request.setHeader(b"access-control-allow-headers", ALLOW_HEADERS)
         request.setHeader(b"access-control-max-age", b"86400")
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def answer(request: IRequest, code: int, reason: str, as_json: bool) -> bytes:
+    """
+    Set a refusal's status and headers on C{request}; the body to return
+    from C{render} (empty for HEAD, with the GET answer's length).
+    """
+    request.setResponseCode(code)
+    if as_json:
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        body = _JSON.encode({"error": reason}).encode("utf-8")
+    else:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        body = reason.encode("utf-8") + b"\n"
+    request.setHeader(b"cache-control", b"no-store")
+    if request.method == b"HEAD":
+        request.setHeader(b"content-length", b"%d" % (len(body),))
+        return b""
+    return body
+
+
+def allowed_methods(target: object) -> list[bytes]:
+    """The methods C{target} has a C{render_<METHOD>} for, sorted."""
+    kind = type(target)
+    return sorted(
+        name[7:].encode("ascii")
+        for name in dir(kind)
+        if name.startswith("render_")
+        and name[7:].isupper()
+        and name[7:].isascii()
+        and callable(getattr(kind, name))
+    )
