@@ -11,7 +11,7 @@ site's root, which L{notificator.web.build_resource} builds).
    node, version, uptime and counts for C{monitor.allow} only.
  - C{GET /metrics}: Prometheus text (see L{notificator.metrics}).
  - C{GET /static/*}, C{GET /favicon.ico}: the page's script, style and
-   icon, from C{notificator/static/} (L{notificator.assets}).
+   icon, from C{notificator/static/} (L{notificator.http.assets}).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from notificator import __version__, assets, auth
+from notificator import __version__, auth
 from notificator.broker import Broker
-from notificator.http import refusals
+from notificator.http import assets, refusals
 from notificator.http.request import client, peer_host
 from notificator.hub import Hub
 from notificator.metrics import metrics_resource

@@ -18,8 +18,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from notificator import assets, auth, monitor
+from notificator import auth, monitor
 from notificator.config import defaults
+from notificator.http import assets
 from tests.support import Parts, Server, config_with
 
 FORM_TYPE = "application/x-www-form-urlencoded"

@@ -25,9 +25,10 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-from notificator import assets, auth, web
+from notificator import auth, web
 from notificator.config import Config
 from notificator.cors import CORSPolicy
+from notificator.http import assets
 from notificator.web import SSEResource
 from tests.support import (
     BothChannels,

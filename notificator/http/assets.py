@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_assets -*-
+# -*- test-case-name: tests.test_http_assets -*-
 """
 Files of the package's C{notificator/static/} served from memory: read
 once when the tree is built, each with an ETag, so nothing is fetched

@@ -1,4 +1,4 @@
-"""Tests for L{notificator.assets}: package files served from memory, with ETags and HEAD."""
+"""Tests for L{notificator.http.assets}: package files served from memory, with ETags and HEAD."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import assets
-from notificator.http import refusals
+from notificator.http import assets, refusals
 
 URL = "http://n.example/f"
 
