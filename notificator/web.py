@@ -49,9 +49,9 @@ from notificator.http.request import client as _client
 from notificator.http.request import peer as _peer
 from notificator.http.request import peer_host as _peer_host
 from notificator.http.responses import apply_cors
+from notificator.http.stream import LimitedRequestStream, RequestStream
 from notificator.hub import Hub
 from notificator.stats import Stats
-from notificator.stream import LimitedRequestStream, RequestStream
 from notificator.text import redact_uri, safe
 
 #: Where per-request lines go when no activity logger is given (tests).

@@ -1,6 +1,6 @@
 """
 End-to-end tests of the limits (C{limits.*}, L{notificator.http.request},
-L{notificator.stream}) against the real C{twistd -n notificator} on
+L{notificator.http.stream}) against the real C{twistd -n notificator} on
 loopback, with raw sockets: clients that never read (HTTP/1.1 and HTTP/2),
 slowloris clients (a half-sent head, a trickled head, over TCP and TLS),
 bodies over the limit while they are sent (HTTP/1.1, TLS, HTTP/2) and too

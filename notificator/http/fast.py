@@ -39,7 +39,7 @@ Flow control is Twisted's as well.  A direct send happens only while the
 transport's queue is empty; what the socket does not take then, and
 everything written while the queue is not empty, goes through
 C{transport.write}, which pauses the channel (and through it the
-request's producer: an event stream, L{notificator.stream}) once more
+request's producer: an event stream, L{notificator.http.stream}) once more
 than its buffer size waits, and its write pass resumes them when the
 queue has drained.  C{server.fastChannel: false} serves without this
 module (L{notificator.tap.serve_http}).

@@ -29,7 +29,7 @@ Limits on what one client can make the server hold (C{limits.*}).
    C{limits.bodyTimeout}, C{limits.connections}) are
    L{notificator.http.connections}'; the request starts and stops them.
  - The stream buffer (C{limits.bufferBytes}) is the stream's
-   (L{notificator.stream.RequestStream}), which reads it from
+   (L{notificator.http.stream.RequestStream}), which reads it from
    L{LimitedRequest.limits}.
 
 Everything runs on the clock given in; no global state.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_stream -*-
+# -*- test-case-name: tests.test_http_stream -*-
 """
 One open SSE response.
 

@@ -1,5 +1,5 @@
 """
-Tests for L{notificator.stream}'s flow control: a stream is its request's
+Tests for L{notificator.http.stream}'s flow control: a stream is its request's
 streaming producer, paused and resumed by the transport (with the fast
 channel and with twisted.web's stock one), and a stream whose client stops
 reading is dropped once what waits passes C{limits.bufferBytes}.  Over
@@ -23,7 +23,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from notificator import web
 from notificator.config import defaults
 from notificator.http.request import Limits, request_class
-from notificator.stream import RequestStream
+from notificator.http.stream import RequestStream
 from tests.support import (
     BothChannels,
     InMemoryServer,
