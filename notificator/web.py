@@ -10,7 +10,7 @@ not the operators').
  - C{GET /javascripts/eventSourceClient.js}: the script the groupware's
    pages include (L{notificator.http.assets}).
  - C{/}, C{/users}, C{/health}, C{/metrics} and the monitor page's
-   files: see L{notificator.monitor}.
+   files: see L{notificator.http.monitor}.
 
 This module knows HTTP, not who is connected: that is the L{Hub}'s.
 """
@@ -37,13 +37,13 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from notificator import auth, ingest, metrics, monitor
+from notificator import auth, ingest, metrics
 from notificator.broker import Broker, Published, Unavailable
 from notificator.config import Config, LimitsConfig, SSEConfig
 from notificator.cors import CORSPolicy
 from notificator.events import Message, encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
-from notificator.http import _twisted, assets, refusals
+from notificator.http import _twisted, assets, monitor, refusals
 from notificator.http.request import LimitedRequest
 from notificator.http.request import client as _client
 from notificator.http.request import peer as _peer

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_monitor -*-
+# -*- test-case-name: tests.test_http_monitor -*-
 """
 The operators' side of the web tree (L{add_monitor} puts it under the
 site's root, which L{notificator.web.build_resource} builds).
@@ -348,7 +348,9 @@ def add_monitor(
 
     @param log: where refused requests are logged (the activity logger).
     """
-    log = log or Logger()
+    # The namespace it had before the moves of issue 18: it is part of
+    # every log line, and no log line changes.
+    log = log or Logger("notificator.monitor")
     messages = json.loads(assets.static_file("messages.json"))
     template = assets.static_file("index.html").decode("utf-8")
     root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard))

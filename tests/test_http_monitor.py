@@ -1,5 +1,5 @@
 """
-Tests for L{notificator.monitor}, the operators' resources in memory: the
+Tests for L{notificator.http.monitor}, the operators' resources in memory: the
 monitor page and its language, its files, C{/users}, C{/health}; and one
 end-to-end pass over the real C{twistd -n notificator}.
 """
@@ -18,9 +18,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from notificator import auth, monitor
+from notificator import auth
 from notificator.config import defaults
-from notificator.http import assets
+from notificator.http import assets, monitor
 from tests.support import Parts, Server, config_with
 
 FORM_TYPE = "application/x-www-form-urlencoded"
