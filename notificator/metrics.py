@@ -9,9 +9,10 @@ C{Counter.inc()} locks.
 
 The registry is built per server in C{makeService} (never the library's
 global C{REGISTRY}) and served by C{prometheus_client}'s own Twisted
-resource, which renders in the reactor's thread pool: the collectors
-therefore only read attributes (integers, C{len()}s, the broker's
-C{health()}), which is safe from a thread.
+resource (L{notificator.http.monitor.metrics_resource}), which renders in
+the reactor's thread pool: the collectors therefore only read attributes
+(integers, C{len()}s, the broker's C{health()}), which is safe from a
+thread.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.resource import IResource
 
 from notificator import __version__
 from notificator.broker import Broker
@@ -172,15 +172,3 @@ def build_registry(
         registry.register(collector)
     ProcessCollector(registry=registry)
     return registry
-
-
-def metrics_resource(registry: CollectorRegistry) -> IResource:
-    """
-    C{prometheus_client}'s Twisted resource over this registry.  Imported
-    here, not at module level: the library's module imports the global
-    reactor, which must not happen before twistd has chosen one.
-    """
-    from prometheus_client.twisted import MetricsResource
-
-    resource: IResource = MetricsResource(registry)
-    return resource

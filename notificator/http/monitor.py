@@ -34,7 +34,6 @@ from notificator.broker import Broker
 from notificator.http import assets, refusals
 from notificator.http.request import client, peer_host
 from notificator.hub import Hub
-from notificator.metrics import metrics_resource
 from notificator.stats import Stats
 
 #: Page languages; the first is the default.
@@ -364,3 +363,15 @@ def add_monitor(
     for name in ("monitor.js", "monitor.css"):
         page_files.putChild(name.encode("ascii"), assets.Asset.from_package(name, log))
     root.putChild(b"static", page_files)
+
+
+def metrics_resource(registry: CollectorRegistry) -> IResource:
+    """
+    C{prometheus_client}'s Twisted resource over this registry.  Imported
+    here, not at module level: the library's module imports the global
+    reactor, which must not happen before twistd has chosen one.
+    """
+    from prometheus_client.twisted import MetricsResource
+
+    resource: IResource = MetricsResource(registry)
+    return resource
