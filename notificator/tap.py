@@ -44,13 +44,13 @@ from notificator import (
     pidlock,
     runas,
     services,
-    web,
 )
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
 from notificator.http import connections, fast
 from notificator.http.request import Limits, request_class
 from notificator.http.site import AccessLogSite
+from notificator.http.sse import PublishGate, Request, StockRequest, build_resource, hsts_header
 from notificator.hub import Hub
 from notificator.stats import Stats
 from notificator.tls import TLSFileError
@@ -530,9 +530,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     registry = metrics.build_registry(hub, stats, broker, reactor, collectors)
     activity = Logger("notificator.web", observer=app_log.activity)
     guard = auth.Guard.from_config(cfg)
-    gate = web.PublishGate(guard, stats, activity, cfg.sse.cors)
+    gate = PublishGate(guard, stats, activity, cfg.sse.cors)
     site = AccessLogSite(
-        web.build_resource(
+        build_resource(
             hub, broker, stats, cfg, reactor, registry, activity=activity, guard=guard, gate=gate
         ),
         server.log_dir,
@@ -595,14 +595,14 @@ def serve_http(
 ) -> None:
     """
     Give C{site} its request class and protocol: with C{server.fastChannel}
-    L{web.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch}
+    L{notificator.http.sse.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch}
     (a child of C{parent}, started before the listeners so that it stops
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
     (L{notificator.http.request.LimitedRequest}) and the connections' cap and clocks
     (L{notificator.http.connections.Connections}, a child of C{parent}); what they refuse
     and drop is logged to C{activity} (C{sse.log}).  Over TLS, every
-    response carries C{server.hsts} (L{web.StockRequest}).
+    response carries C{server.hsts} (L{notificator.http.sse.StockRequest}).
     """
     bounds = cfg.limits
     watched = connections.Connections(
@@ -619,14 +619,14 @@ def serve_http(
         channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
         fast="true" if cfg.server.fast_channel else "false",
     )
-    hsts = web.hsts_header(cfg.server.hsts)
+    hsts = hsts_header(cfg.server.hsts)
     if cfg.server.fast_channel:
-        site.requestFactory = request_class(web.Request, request_limits, hsts=hsts)
+        site.requestFactory = request_class(Request, request_limits, hsts=hsts)
         writes = fast.WriteBatch(reactor)
         site.protocol = partial(fast.protocol, writes)
         writes.setServiceParent(parent)
     else:
-        site.requestFactory = request_class(web.StockRequest, request_limits, hsts=hsts)
+        site.requestFactory = request_class(StockRequest, request_limits, hsts=hsts)
     connections.watch(site, watched)
     watched.setServiceParent(parent)
     log.info(

@@ -503,9 +503,9 @@ class Parts:
 
         from notificator.broker.local import LocalBroker
         from notificator.config import defaults
+        from notificator.http.sse import build_resource
         from notificator.hub import Hub
         from notificator.stats import Stats
-        from notificator.web import build_resource
 
         self.config = config if config is not None else defaults()
         self.stats = Stats(started_at=clock.seconds())
@@ -1091,7 +1091,8 @@ class InMemoryServer:
     ) -> None:
         from twisted.web.server import Site
 
-        from notificator import auth, tap, web
+        from notificator import auth, tap
+        from notificator.http.sse import PublishGate
 
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_700_000_000)
@@ -1110,7 +1111,7 @@ class InMemoryServer:
         self.site = Site(self.parts.resource, reactor=self.reactor)
         if gate:
             self.site.guard = guard  # type: ignore[attr-defined]
-            self.site.publish_gate = web.PublishGate(  # type: ignore[attr-defined]
+            self.site.publish_gate = PublishGate(  # type: ignore[attr-defined]
                 guard, self.stats, Logger(observer=self.events.append), self.config.sse.cors
             )
         self.services = MultiService()
@@ -1235,7 +1236,7 @@ class MemoryH2:
 class FastChannelSite:
     """
     A L{Site} served as with C{server.fastChannel} but without the limits:
-    L{web.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch},
+    L{notificator.http.sse.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch},
     over the core L{Parts}, on a L{MemoryReactorClock}, with one
     connection open (C{sock}, C{protocol}, C{conn}; more with L{connect}),
     a real C{tcp.Server} over a L{FakeSocket}.
@@ -1246,8 +1247,8 @@ class FastChannelSite:
 
         from twisted.web.server import Site
 
-        from notificator import web
         from notificator.http.fast import WriteBatch, protocol
+        from notificator.http.sse import Request
 
         self.reactor = MemoryReactorClock()
         self.writes = WriteBatch(self.reactor)
@@ -1255,7 +1256,7 @@ class FastChannelSite:
         self.parts = Parts(self.reactor, cfg)
         self.hub = self.parts.hub
         self.site = Site(self.parts.resource, reactor=self.reactor)
-        self.site.requestFactory = web.Request
+        self.site.requestFactory = Request
         self.site.protocol = partial(protocol, self.writes)
         self._connections = 0
         self.sock, self.protocol, self.conn = self.connect()

@@ -25,8 +25,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import tap, web
-from notificator.http import connections
+from notificator import tap
+from notificator.http import connections, sse
 from notificator.http.fast import WriteBatch
 from notificator.http.request import LimitedRequest
 from tests.support import BothChannels, Conn, Parts, config_with
@@ -335,7 +335,7 @@ class WiringTests(SynchronousTestCase):
             watched = tap.find(root, connections.Connections)
             self.assertEqual((watched.cap, watched.seconds, watched.body_seconds), (7, 3, 4))
             self.assertEqual(tap.find(root, WriteBatch) is not None, fast)
-            base = web.Request if fast else web.StockRequest
+            base = sse.Request if fast else sse.StockRequest
             self.assertTrue(issubclass(site.requestFactory, base))
-            self.assertEqual(issubclass(site.requestFactory, web.Request), fast)
+            self.assertEqual(issubclass(site.requestFactory, sse.Request), fast)
             self.assertIs(site.requestFactory.limits.connections, watched)

@@ -11,8 +11,9 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import tap, web
+from notificator import tap
 from notificator.history import Journal
+from notificator.http import sse
 from notificator.logs import BufferedDailyLogFile
 from tests.support import PROJECT, write_config
 
@@ -351,5 +352,5 @@ class BacklogTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
         factory = reactor.tcpServers[0][1].requestFactory
-        self.assertTrue(issubclass(factory, web.Request))
+        self.assertTrue(issubclass(factory, sse.Request))
         self.assertIsNotNone(factory.limits)

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import logs, web
+from notificator import logs
 from notificator.auth import sign_stream
-from notificator.text import redact_uri
+from notificator.text import redact_uri, safe
 from tests.test_auth import EXPIRY, FUZZ, SECRET
 
 
@@ -75,13 +75,13 @@ class SafeTests(SynchronousTestCase):
             (b"a\r\xffb", "a\\r\ufffdb"),
         ]
         for raw, expected in cases:
-            self.assertEqual(web.safe(raw), expected, raw)
+            self.assertEqual(safe(raw), expected, raw)
 
     def test_printable_text_stays_readable(self) -> None:
         """Korean and other printable text is logged as is."""
-        self.assertEqual(web.safe("홍길동 001000210"), "홍길동 001000210")
-        self.assertEqual(web.safe("홍길동".encode()), "홍길동")
+        self.assertEqual(safe("홍길동 001000210"), "홍길동 001000210")
+        self.assertEqual(safe("홍길동".encode()), "홍길동")
 
     def test_bounded(self) -> None:
         """Long values are cut with an ellipsis."""
-        self.assertEqual(web.safe("x" * 300, limit=10), "x" * 10 + "...")
+        self.assertEqual(safe("x" * 300, limit=10), "x" * 10 + "...")

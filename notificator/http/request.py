@@ -23,7 +23,7 @@ Limits on what one client can make the server hold (C{limits.*}).
    L{notificator.http._twisted.WholeHeadRequest}, which says when the head is
    complete; C{handleContentChunk}, C{requestReceived}, C{connectionLost},
    C{finish}), so it serves with the stock C{HTTPChannel} and
-   C{H2Connection} alike; L{notificator.web.Request} adds the fast write
+   C{H2Connection} alike; L{notificator.http.sse.Request} adds the fast write
    path on top.
  - The connections' clocks and cap (C{limits.headerTimeout},
    C{limits.bodyTimeout}, C{limits.connections}) are
@@ -186,7 +186,7 @@ def _nothing(*args: Any) -> None:
 def peer(request: Any) -> str:
     """
     The client's address as text, for the logs and the monitor: the
-    request's C{client_host} (L{web.StockRequest}: behind a trusted proxy,
+    request's C{client_host} (L{notificator.http.sse.StockRequest}: behind a trusted proxy,
     from X-Forwarded-For), else the host of the connection's peer.  An
     unknown client (L{UNKNOWN}: it came through a proxy that is not
     trusted, or its proxy named no address) is shown with the peer it came
@@ -474,7 +474,7 @@ class LimitedRequest(_twisted.WholeHeadRequest):
     def _headers_so_far(self) -> bytes:
         """
         The response headers the request was given before it was read
-        (C{Strict-Transport-Security} over TLS, L{notificator.web.StockRequest}),
+        (C{Strict-Transport-Security} over TLS, L{notificator.http.sse.StockRequest}),
         as header lines.
         """
         return b"".join(

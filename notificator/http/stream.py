@@ -60,7 +60,7 @@ class RequestStream:
         C{limits.streamsPerAddress}.
     @ivar counted: the stream counts against its address's
         C{limits.streamsPerAddress} (set and cleared by the resource that
-        opened it, L{notificator.web.SSEResource}).
+        opened it, L{notificator.http.sse.SSEResource}).
     """
 
     __slots__ = (

@@ -1,5 +1,5 @@
 """
-Tests for L{notificator.web} over in-memory HTTP (treq's StubTreq): the
+Tests for L{notificator.http.sse} over in-memory HTTP (treq's StubTreq): the
 SSE stream, CORS, and the publish endpoint.
 """
 
@@ -25,11 +25,18 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-from notificator import auth, web
+from notificator import auth
 from notificator.config import Config
 from notificator.cors import CORSPolicy
 from notificator.http import assets
-from notificator.web import SSEResource
+from notificator.http.sse import (
+    MAX_LAST_EVENT_ID,
+    PublishGate,
+    SSEResource,
+    StockRequest,
+    build_resource,
+    connect_data,
+)
 from tests.support import (
     BothChannels,
     FastChannelSite,
@@ -104,7 +111,7 @@ class SSETests(WebCase):
         for user_id in ["u1", "유저_1", 'a"b\\c', "tab\tnl\n\x01", "\u2028x", "😀"]:
             for now in [0.0, 1_700_000_000.9996, 1_800_000_000.123]:
                 self.assertEqual(
-                    web.connect_data(user_id, 7, now),
+                    connect_data(user_id, 7, now),
                     json.dumps(
                         {"userId": user_id, "connectionId": 7, "time": int(now * 1000)},
                         ensure_ascii=False,
@@ -558,7 +565,7 @@ class ReplayTests(WebCase):
             events = self.events(chunks)
             reset = json.loads(events[1]["data"])
             self.assertEqual(reset["reason"], "unknown", bad)
-            self.assertLessEqual(len(reset["lastEventId"]), web.MAX_LAST_EVENT_ID)
+            self.assertLessEqual(len(reset["lastEventId"]), MAX_LAST_EVENT_ID)
             self.assertEqual([e.get("id") for e in events[2:]], ids, bad)
 
 
@@ -729,7 +736,7 @@ class AddressCapTests(WebCase):
         guard = auth.Guard.from_config(config)
         parts = Parts(self.clock, config, guard=guard)
         site = server.Site(parts.resource, reactor=self.clock)
-        site.requestFactory = web.StockRequest
+        site.requestFactory = StockRequest
         site.guard = guard  # type: ignore[attr-defined]
 
         def get(user_id: str, client: str) -> bytes:
@@ -781,7 +788,7 @@ class LaterReplayTests(WebCase):
             guard=auth.Guard.from_config(config),
             limits=config.limits,
         )
-        resource = web.build_resource(self.hub, self.broker, self.parts.stats, config, self.clock)
+        resource = build_resource(self.hub, self.broker, self.parts.stats, config, self.clock)
         resource.putChild(b"sse", self.sse)
         self.stub = StubTreq(resource)
 
@@ -1011,9 +1018,7 @@ class LaterPublishTests(WebCase):
     def setUp(self) -> None:
         super().setUp()
         self.broker = LaterBroker(self.parts.broker)
-        resource = web.build_resource(
-            self.hub, self.broker, self.parts.stats, self.config, self.clock
-        )
+        resource = build_resource(self.hub, self.broker, self.parts.stats, self.config, self.clock)
         self.stub = StubTreq(resource)
         self.addCleanup(self.stub.flush)
 
@@ -1075,9 +1080,7 @@ class LaterPublishTests(WebCase):
         request.requestHeaders.setRawHeaders(b"content-type", FORM[b"content-type"])
         request.content = BytesIO(b"id=notify_u1&data=1")
         request.client = IPv4Address("TCP", "127.0.0.1", 50000)
-        resource = web.build_resource(
-            self.hub, self.broker, self.parts.stats, self.config, self.clock
-        )
+        resource = build_resource(self.hub, self.broker, self.parts.stats, self.config, self.clock)
         request.prepath, request.postpath = [], [b"webNotification"]
         publish = getChildForRequest(resource, request)
         self.assertIs(publish.render(request), NOT_DONE_YET)
@@ -1187,7 +1190,7 @@ class UntrustedProxyTests(BothChannels, SynchronousTestCase):
         self.s = s = self.server()
         guard = auth.Guard.from_config(s.config)
         s.site.guard = guard  # type: ignore[attr-defined]
-        s.site.publish_gate = web.PublishGate(  # type: ignore[attr-defined]
+        s.site.publish_gate = PublishGate(  # type: ignore[attr-defined]
             guard, s.stats, Logger(observer=s.events.append)
         )
 

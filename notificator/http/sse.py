@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web -*-
+# -*- test-case-name: tests.test_http_sse -*-
 """
 The twisted.web resource tree (L{build_resource}: its root and what is
 not the operators').
@@ -55,7 +55,9 @@ from notificator.stats import Stats
 from notificator.text import redact_uri, safe
 
 #: Where per-request lines go when no activity logger is given (tests).
-_default_log = Logger()
+#: (The namespace it had before the moves of issue 18: it is part of every
+#: log line, and no log line changes.)
+_default_log = Logger("notificator.web")
 
 
 # One encoder for every response (json.dumps with a keyword builds one per call).
