@@ -48,9 +48,10 @@ from notificator import (
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
 from notificator.http import connections, fast
-from notificator.http.request import Limits, request_class
+from notificator.http.publish import PublishGate
+from notificator.http.request import Limits, Request, StockRequest, hsts_header, request_class
 from notificator.http.site import AccessLogSite
-from notificator.http.sse import PublishGate, Request, StockRequest, build_resource, hsts_header
+from notificator.http.tree import build_resource
 from notificator.hub import Hub
 from notificator.stats import Stats
 from notificator.tls import TLSFileError
@@ -541,8 +542,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         keep_days=server.log_keep_days,
     )
     site.displayTracebacks = False
-    # Read by web.Request: the client behind trusted proxies, and refused
-    # publishers answered before their body is read.
+    # Read by the requests (notificator.http.request.StockRequest): the
+    # client behind trusted proxies, and refused publishers answered before
+    # their body is read.
     site.guard = guard
     site.publish_gate = gate
     serve_http(site, cfg, reactor, stats, activity, serving)
@@ -595,14 +597,14 @@ def serve_http(
 ) -> None:
     """
     Give C{site} its request class and protocol: with C{server.fastChannel}
-    L{notificator.http.sse.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch}
+    L{notificator.http.request.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch}
     (a child of C{parent}, started before the listeners so that it stops
     after them: the streams' last chunks leave before shutdown); without,
     twisted.web's own channel.  Both with the request limits
     (L{notificator.http.request.LimitedRequest}) and the connections' cap and clocks
     (L{notificator.http.connections.Connections}, a child of C{parent}); what they refuse
     and drop is logged to C{activity} (C{sse.log}).  Over TLS, every
-    response carries C{server.hsts} (L{notificator.http.sse.StockRequest}).
+    response carries C{server.hsts} (L{notificator.http.request.StockRequest}).
     """
     bounds = cfg.limits
     watched = connections.Connections(

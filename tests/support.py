@@ -503,7 +503,7 @@ class Parts:
 
         from notificator.broker.local import LocalBroker
         from notificator.config import defaults
-        from notificator.http.sse import build_resource
+        from notificator.http.tree import build_resource
         from notificator.hub import Hub
         from notificator.stats import Stats
 
@@ -1092,7 +1092,7 @@ class InMemoryServer:
         from twisted.web.server import Site
 
         from notificator import auth, tap
-        from notificator.http.sse import PublishGate
+        from notificator.http.publish import PublishGate
 
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_700_000_000)
@@ -1236,7 +1236,7 @@ class MemoryH2:
 class FastChannelSite:
     """
     A L{Site} served as with C{server.fastChannel} but without the limits:
-    L{notificator.http.sse.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch},
+    L{notificator.http.request.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch},
     over the core L{Parts}, on a L{MemoryReactorClock}, with one
     connection open (C{sock}, C{protocol}, C{conn}; more with L{connect}),
     a real C{tcp.Server} over a L{FakeSocket}.
@@ -1248,7 +1248,7 @@ class FastChannelSite:
         from twisted.web.server import Site
 
         from notificator.http.fast import WriteBatch, protocol
-        from notificator.http.sse import Request
+        from notificator.http.request import Request
 
         self.reactor = MemoryReactorClock()
         self.writes = WriteBatch(self.reactor)

@@ -26,9 +26,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from notificator import tap
-from notificator.http import connections, sse
+from notificator.http import connections
 from notificator.http.fast import WriteBatch
-from notificator.http.request import LimitedRequest
+from notificator.http.request import LimitedRequest, Request, StockRequest
 from tests.support import BothChannels, Conn, Parts, config_with
 
 STREAM = b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -335,7 +335,7 @@ class WiringTests(SynchronousTestCase):
             watched = tap.find(root, connections.Connections)
             self.assertEqual((watched.cap, watched.seconds, watched.body_seconds), (7, 3, 4))
             self.assertEqual(tap.find(root, WriteBatch) is not None, fast)
-            base = sse.Request if fast else sse.StockRequest
+            base = Request if fast else StockRequest
             self.assertTrue(issubclass(site.requestFactory, base))
-            self.assertEqual(issubclass(site.requestFactory, sse.Request), fast)
+            self.assertEqual(issubclass(site.requestFactory, Request), fast)
             self.assertIs(site.requestFactory.limits.connections, watched)

@@ -1,5 +1,5 @@
 """
-Tests for L{notificator.http.fast} and the write path of L{notificator.http.sse.Request}
+Tests for L{notificator.http.fast} and the write path of L{notificator.http.request.Request}
 that goes through it (C{server.fastChannel}): a frame sent straight to the
 socket is the same chunk C{Request.write} would have queued, in the same
 order; a response's head and body leave in one send at the end of the
@@ -28,7 +28,8 @@ from twisted.web.http import combinedLogFormatter
 from twisted.web.http_headers import Headers
 
 from notificator import tap
-from notificator.http import fast, sse
+from notificator.http import fast
+from notificator.http.request import Request
 from tests.support import FastChannelSite, config_with, dechunk, parse_frames
 
 
@@ -264,7 +265,7 @@ class ChannelTests(SynchronousTestCase):
         writes: list[bytes] = []
         ch = fast.Channel(self.h.writes)
         ch.site = self.h.site  # type: ignore[attr-defined]
-        ch.requestFactory = sse.Request
+        ch.requestFactory = Request
 
         class Transport(StringTransport):
             def write(self, data: bytes) -> None:

@@ -195,7 +195,7 @@ class UsersTests(SynchronousTestCase):
     def test_users_and_health_name_the_node(self) -> None:
         """/users and /health say which node answered: the broker's (cluster.node)."""
         from notificator.broker.local import LocalBroker
-        from notificator.http.sse import build_resource
+        from notificator.http.tree import build_resource
 
         site = _Site(self)
         self.assertEqual(site.parts.broker.node, socket.gethostname())

@@ -3,8 +3,9 @@ Tests for L{notificator.http.request}: the request-body limit and the
 request-head clock, each with the fast channel and with twisted.web's
 stock one (C{server.fastChannel}), over real C{tcp.Server} transports
 whose sockets are fakes (L{tests.support.InMemoryServer}), on a
-L{MemoryReactorClock}.  The end-to-end tests are in
-L{tests.test_limits_e2e}; the stream's flow control in L{tests.test_stream}.
+L{MemoryReactorClock}; and the client behind untrusted proxies.  The
+end-to-end tests are in L{tests.test_limits_e2e}; the stream's flow
+control in L{tests.test_http_stream}.
 """
 
 from __future__ import annotations
@@ -17,12 +18,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from notificator import auth
 from notificator.config import defaults
-from notificator.http.request import LINGER_BODIES, LimitedRequest, Limits, request_class
+from notificator.http.publish import PublishGate
+from notificator.http.request import (
+    LINGER_BODIES,
+    LimitedRequest,
+    Limits,
+    request_class,
+)
 from tests.support import (
     BothChannels,
     InMemoryServer,
@@ -1111,3 +1120,124 @@ class HTTP2BodyMemoryFuzzTests(SynchronousTestCase):
             )
         s.close_all()
         self.assertEqual(s.stats.body_bytes, 0)
+
+
+class UntrustedProxyTests(BothChannels, SynchronousTestCase):
+    """
+    A request that carries X-Forwarded-For or Forwarded from a peer that is
+    not in server.trustedProxies (none, by default) has an unknown client:
+    the loopback peer, in publish.allow and monitor.allow, cannot publish or
+    look through such a proxy; streams still open, marked unknown.  Over the
+    site as makeService wires it (its guard, the publish gate), on both
+    channels.
+    """
+
+    SPOOFS = [
+        b"X-Forwarded-For: 127.0.0.1\r\n",
+        b"X-Forwarded-For: \r\n",
+        b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 127.0.0.1\r\n",
+        b"Forwarded: for=127.0.0.1\r\n",
+        b'Forwarded: for="[::1]";proto=http\r\n',
+    ]
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.s = s = self.server()
+        guard = auth.Guard.from_config(s.config)
+        s.site.guard = guard  # type: ignore[attr-defined]
+        s.site.publish_gate = PublishGate(  # type: ignore[attr-defined]
+            guard, s.stats, Logger(observer=s.events.append)
+        )
+
+    def exchange(self, raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+        c = self.s.connect()
+        c.receive(raw)
+        self.s.reactor.advance(0)
+        c.pump()
+        return split_response(c.text())
+
+    def test_publish_refused_before_the_body(self) -> None:
+        """403 JSON naming server.trustedProxies, before the body is read; a log line with the peer."""
+        for spoof in self.SPOOFS:
+            status, _, body = self.exchange(
+                b"POST /webNotification HTTP/1.1\r\nHost: t\r\n" + spoof + b"Content-Type:"
+                b" application/x-www-form-urlencoded\r\nContent-Length: 67108864\r\n\r\n"
+            )
+            self.assertEqual(status, b"HTTP/1.1 403 Forbidden", spoof)
+            self.assertEqual(json.loads(body), {"error": auth.UNTRUSTED_PROXY})
+        refused = self.s.logged("refused publish from")
+        self.assertEqual(len(refused), len(self.SPOOFS))
+        for event in refused:
+            self.assertEqual(event["peer"], "unknown via 127.0.0.1")
+            self.assertEqual(event["reason"], auth.UNTRUSTED_PROXY)
+            self.assertIn("server.trustedProxies", formatEvent(event))
+        self.assertEqual((self.s.stats.published, self.s.stats.rejected), (0, {403: 5}))
+        # Without the headers, the same peer publishes.
+        body = b"id=notify_u1&data=1"
+        status, _, _ = self.exchange(
+            b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Type:"
+            b" application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+
+    def test_monitor_refused_health_open(self) -> None:
+        """/, /users and /metrics: 403; /health and the scripts: 200."""
+        for spoof in self.SPOOFS:
+            for path in (b"/users", b"/metrics", b"/"):
+                status, _, body = self.exchange(
+                    b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n" + spoof + b"\r\n"
+                )
+                self.assertEqual(status, b"HTTP/1.1 403 Forbidden", (path, spoof))
+                self.assertIn(auth.UNTRUSTED_PROXY.encode(), body)
+            for path in (
+                b"/health",
+                b"/javascripts/eventSourceClient.js",
+                b"/static/monitor.js",
+            ):
+                status, _, _ = self.exchange(
+                    b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n" + spoof + b"\r\n"
+                )
+                self.assertEqual(status, b"HTTP/1.1 200 OK", (path, spoof))
+        refused = [e for e in self.events if e.get("log_format", "").startswith("refused {method}")]
+        self.assertEqual(len(refused), 3 * len(self.SPOOFS))
+        self.assertEqual({e["peer"] for e in refused}, {"unknown via 127.0.0.1"})
+        self.assertIn("server.trustedProxies", formatEvent(refused[0]))
+        status, _, _ = self.exchange(b"GET /users HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+
+    def test_stream_opens_marked_unknown(self) -> None:
+        """A stream through an untrusted proxy opens; the log and the monitor show its client unknown, with the peer."""
+        c = self.s.connect()
+        c.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.1.2.3\r\n\r\n")
+        self.s.reactor.advance(0)
+        c.pump()
+        status, _, body = split_response(c.text())
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertEqual(parse_frames(dechunk(body))[1]["event"], "connect")
+        [opened] = [e for e in self.events if "opened for" in e.get("log_format", "")]
+        self.assertEqual(opened["peer"], "unknown via 127.0.0.1")
+        status, _, body = self.exchange(b"GET /users HTTP/1.1\r\nHost: t\r\n\r\n")
+        [user] = json.loads(body)["users"]
+        self.assertEqual(user["remoteAddresses"], ["unknown via 127.0.0.1"])
+
+    def test_no_header_work_without_headers(self) -> None:
+        """A request with neither header has the peer as its client, and no guard is asked."""
+        asked: list[object] = []
+
+        class Spy(auth.Guard):
+            def client_address(self, *args: Any) -> str:
+                asked.append(args)
+                return auth.Guard.client_address(self, *args)
+
+        spy = Spy((), (), stream_cookie="a")
+        self.s.site.guard = spy  # type: ignore[attr-defined]
+        self.assertEqual(self.exchange(b"GET /users HTTP/1.1\r\nHost: t\r\n\r\n")[0][9:12], b"200")
+        self.assertEqual(asked, [])
+        status = self.exchange(b"GET /users HTTP/1.1\r\nHost: t\r\nForwarded: for=x\r\n\r\n")[0]
+        self.assertEqual(status[9:12], b"403")
+        self.assertEqual(asked, [("127.0.0.1", None, [b"for=x"])])
+
+
+class UntrustedProxyStockTests(UntrustedProxyTests):
+    fast = False

@@ -21,8 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from notificator.config import defaults
-from notificator.http import sse
-from notificator.http.request import Limits, request_class
+from notificator.http.request import Limits, Request, request_class
 from notificator.http.stream import RequestStream
 from tests.support import (
     BothChannels,
@@ -207,7 +206,7 @@ class StreamProducerTests(SynchronousTestCase):
 
         stats = Parts(clock).stats
         bounds = Limits(evolved(defaults().limits, {"buffer_bytes": 100}), clock, stats)
-        request = request_class(sse.Request, bounds)(H2Stream(), queued=False)
+        request = request_class(Request, bounds)(H2Stream(), queued=False)
         request.method, request.clientproto = b"GET", b"HTTP/2"
         gone: list[Any] = []
         stream = RequestStream(request, "u1", 1, 0.0, on_gone=lambda s, r: gone.append(r))

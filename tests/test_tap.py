@@ -13,7 +13,7 @@ from twisted.web.server import Site
 
 from notificator import tap
 from notificator.history import Journal
-from notificator.http import sse
+from notificator.http.request import Request
 from notificator.logs import BufferedDailyLogFile
 from tests.support import PROJECT, write_config
 
@@ -352,5 +352,5 @@ class BacklogTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
         factory = reactor.tcpServers[0][1].requestFactory
-        self.assertTrue(issubclass(factory, sse.Request))
+        self.assertTrue(issubclass(factory, Request))
         self.assertIsNotNone(factory.limits)

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_http_monitor -*-
 """
 The operators' side of the web tree (L{add_monitor} puts it under the
-site's root, which L{notificator.http.sse.build_resource} builds).
+site's root, which L{notificator.http.tree.build_resource} builds).
 
  - C{GET /}: the monitor page (connected users, connection test), in
    Korean or English after the browser's C{Accept-Language} (or C{?lang=}).

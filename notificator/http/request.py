@@ -1,30 +1,34 @@
 # -*- test-case-name: tests.test_http_request -*-
 """
-Limits on what one client can make the server hold (C{limits.*}).
+The server's requests, and the limits on what one client can make the
+server hold (C{limits.*}).
 
- - L{LimitedRequest}: twisted.web's request with a bound on the body it reads
-   (C{limits.bodyBytes}), on the time it takes (C{limits.bodyTimeout}),
-   and on the bodies held in memory by all requests at once
-   (C{limits.bodyMemory}).  A body announced larger (C{Content-Length})
-   is refused with 413 as soon as the head is complete, and a body without
-   a length (chunked, or HTTP/2 without C{content-length}) as soon as it
-   passes the limit; a body not complete C{limits.bodyTimeout} seconds
-   after its head is refused with 408 (the clock is
-   L{notificator.http.connections.Connections}'s); a body whose next bytes
-   would take the bodies held past C{limits.bodyMemory} (or announced
-   larger than the room left) with 503.  Over HTTP/1.x the answer is
-   written and the connection closed, over HTTP/2 the stream is answered
+ - L{LimitedRequest}: twisted.web's request with a bound on the body it
+   reads (C{limits.bodyBytes}), on the time it takes
+   (C{limits.bodyTimeout}), and on the bodies held in memory by all requests
+   at once (C{limits.bodyMemory}).  A body announced larger
+   (C{Content-Length}) is refused with 413 as soon as the head is complete,
+   and a body without a length (chunked, or HTTP/2 without
+   C{content-length}) as soon as it passes the limit; a body not complete
+   C{limits.bodyTimeout} seconds after its head is refused with 408 (the
+   clock is L{notificator.http.connections.Connections}'s); a body whose
+   next bytes would take the bodies held past C{limits.bodyMemory} (or
+   announced larger than the room left) with 503.  Over HTTP/1.x the answer
+   is written and the connection closed, over HTTP/2 the stream is answered
    and then reset (C{RST_STREAM} with C{NO_ERROR}, as RFC 9113 8.1 has a
    server end a request it will not read).  A body is kept in memory
    (twisted.web puts one over 100 KB, or without a length, in a temporary
    file: a descriptor per request), which the limits bound.  It only
    overrides the hooks twisted.web's channels call on every request
    (C{gotLength} and C{parseCookies}, through
-   L{notificator.http._twisted.WholeHeadRequest}, which says when the head is
-   complete; C{handleContentChunk}, C{requestReceived}, C{connectionLost},
-   C{finish}), so it serves with the stock C{HTTPChannel} and
-   C{H2Connection} alike; L{notificator.http.sse.Request} adds the fast write
-   path on top.
+   L{notificator.http._twisted.WholeHeadRequest}, which says when the head
+   is complete; C{handleContentChunk}, C{requestReceived},
+   C{connectionLost}, C{finish}), so it serves with the stock C{HTTPChannel}
+   and C{H2Connection} alike.
+ - L{StockRequest}, the request of both modes (C{server.fastChannel}),
+   adds the client behind trusted proxies, the publish gate and HSTS; and
+   L{Request}, the fast mode's, the fast write path.  A site's
+   C{requestFactory} is one of them with the limits (L{request_class}).
  - The connections' clocks and cap (C{limits.headerTimeout},
    C{limits.bodyTimeout}, C{limits.connections}) are
    L{notificator.http.connections}'; the request starts and stops them.
@@ -47,6 +51,7 @@ from twisted.internet.interfaces import IReactorTime, ISSLTransport, ITCPTranspo
 from twisted.logger import Logger
 from twisted.web import server
 
+from notificator import auth
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
 from notificator.http import _twisted
@@ -186,11 +191,11 @@ def _nothing(*args: Any) -> None:
 def peer(request: Any) -> str:
     """
     The client's address as text, for the logs and the monitor: the
-    request's C{client_host} (L{notificator.http.sse.StockRequest}: behind a trusted proxy,
-    from X-Forwarded-For), else the host of the connection's peer.  An
-    unknown client (L{UNKNOWN}: it came through a proxy that is not
-    trusted, or its proxy named no address) is shown with the peer it came
-    from: C{unknown via 127.0.0.1}.
+    request's C{client_host} (L{StockRequest}: behind a trusted proxy, from
+    X-Forwarded-For), else the host of the connection's peer.  An unknown
+    client (L{UNKNOWN}: it came through a proxy that is not trusted, or its
+    proxy named no address) is shown with the peer it came from: C{unknown
+    via 127.0.0.1}.
     """
     client = getattr(request, "client_host", None)
     if client is None:
@@ -474,8 +479,8 @@ class LimitedRequest(_twisted.WholeHeadRequest):
     def _headers_so_far(self) -> bytes:
         """
         The response headers the request was given before it was read
-        (C{Strict-Transport-Security} over TLS, L{notificator.http.sse.StockRequest}),
-        as header lines.
+        (C{Strict-Transport-Security} over TLS, L{StockRequest}), as header
+        lines.
         """
         return b"".join(
             b"%s: %s\r\n" % (name, value)
@@ -578,3 +583,117 @@ def request_class(
     """
     namespace = {**attributes, "limits": limits, "__module__": base.__module__}
     return type(base.__name__, (base,), namespace)
+
+
+def hsts_header(seconds: int | None) -> bytes | None:
+    """
+    The C{Strict-Transport-Security} value for C{server.hsts}: L{None} for
+    L{None} (none is sent); for 0, C{max-age=0}, which tells browsers to
+    forget one they were sent before.
+    """
+    return None if seconds is None else b"max-age=%d" % (seconds,)
+
+
+class StockRequest(LimitedRequest):
+    """
+    The request of both modes (C{server.fastChannel}), and all of it with
+    twisted.web's stock channel: L{LimitedRequest} (twisted.web's request
+    with the body limit and the head clock, and no form parsing into
+    C{request.args}, since L{notificator.ingest} reads the raw body and
+    twisted.web's form parsing cost about a fifth of a publish), the
+    client's address behind trusted proxies (L{client_host}), the publish
+    gate asked before the body is read, and over TLS the
+    C{Strict-Transport-Security} header on every response (L{hsts}).
+    L{Request} adds the fast write.  Make the site's C{requestFactory} with
+    L{request_class}, which sets L{hsts}.
+
+    @cvar hsts: the C{Strict-Transport-Security} value (L{hsts_header});
+        L{None}: none is sent.
+    """
+
+    hsts: bytes | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # In the order every request then has (see LimitedRequest).
+        self._client_host = None
+        hsts = self.hsts
+        if hsts is not None and self.isSecure():
+            # Set first, so every answer has it: refusals, streams, and
+            # what is answered before the body is read (LimitedRequest).
+            self.responseHeaders.setRawHeaders(b"strict-transport-security", [hsts])
+
+    _client_host: str | None = None
+
+    @property
+    def client_host(self) -> str:
+        """
+        The client's address (L{auth.Guard.client_address}), for the allow
+        lists, the logs and the monitor: the connection's peer, unless the
+        request carries C{X-Forwarded-For} or C{Forwarded}; then, from a
+        trusted proxy (C{server.trustedProxies}), the client its
+        X-Forwarded-For names, and from any other peer L{auth.UNKNOWN}.
+        Neither header: two dictionary lookups, nothing parsed.
+        """
+        client = self._client_host
+        if client is None:
+            client = peer_host(self)
+            headers = self.requestHeaders
+            forwarded_for = headers.getRawHeaders(b"x-forwarded-for")
+            forwarded = headers.getRawHeaders(b"forwarded")
+            if forwarded_for is not None or forwarded is not None:
+                guard = getattr(getattr(self.channel, "site", None), "guard", None)
+                client = (
+                    auth.UNKNOWN
+                    if guard is None
+                    else guard.client_address(client, forwarded_for, forwarded)
+                )
+            self._client_host = client
+        return client
+
+    # Set when the publish gate let it through before its body was read.
+    publisher_checked = False
+
+    def head_received(self, length: int | None) -> None:
+        """
+        The head is complete, the body not read yet (over HTTP/2 too, every
+        header of the request is on it:
+        L{notificator.http._twisted.WholeHeadRequest}): a publisher that may
+        not publish is answered now
+        (L{notificator.http.publish.PublishGate.early}: 403, whatever its
+        length), and then a body over a limit (L{LimitedRequest}: 413, 503);
+        none of those bodies is read.
+        """
+        gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
+        if gate is not None:
+            gate.early(self)
+            if self.refused:
+                return
+        super().head_received(length)
+
+
+class Request(StockRequest):
+    """
+    The request of the fast mode (C{server.fastChannel}, the default):
+    L{StockRequest} with a shorter write for open event streams, which
+    uses twisted.web's C{Request} state (C{chunked}, C{startedWriting},
+    C{_disconnected}).
+    """
+
+    def write(self, data: bytes) -> None:
+        """
+        As twisted.web's C{write}, with a shorter path for what an open
+        event stream writes all day: a chunk of a started HTTP/1.1
+        response, built as one string and handed to the channel.
+        """
+        if (
+            self.chunked
+            and self.startedWriting
+            and data
+            and not self.finished
+            and not self._disconnected
+        ):
+            self.sentLength += len(data)
+            self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            super().write(data)

@@ -10,6 +10,7 @@ origin.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from twisted.web.iweb import IRequest
 
@@ -50,6 +51,7 @@ def apply_cors(
         request.setHeader(b"access-control-max-age", b"86400")
 
 
+# One encoder for every response (json.dumps with a keyword builds one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False)
 
 
@@ -83,3 +85,10 @@ def allowed_methods(target: object) -> list[bytes]:
         and name[7:].isascii()
         and callable(getattr(kind, name))
     )
+
+
+def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return _JSON.encode(body).encode("utf-8")

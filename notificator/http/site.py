@@ -22,7 +22,7 @@ from notificator.logs.access import ACCESS_LOG, AccessLog, CombinedLogFormatter
 from notificator.logs.files import FLUSH_INTERVAL, OldLogRemover
 
 if TYPE_CHECKING:
-    from notificator.http.sse import PublishGate
+    from notificator.http.publish import PublishGate
 
 
 #: The header the monitor page sends with its polls (C{monitor.js}).
@@ -55,7 +55,7 @@ class AccessLogSite(Site):
 
     flush_interval = FLUSH_INTERVAL
 
-    #: Read by L{notificator.http.sse.StockRequest}, set by C{makeService}: who
+    #: Read by L{notificator.http.request.StockRequest}, set by C{makeService}: who
     #: may publish and who is behind a trusted proxy (L{auth.Guard}), and
     #: the publish gate asked before a request's body is read.
     guard: Guard | None = None

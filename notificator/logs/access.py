@@ -177,7 +177,7 @@ class CombinedLogFormatter:
 
     def __call__(self, timestamp: str, request: http.Request) -> str:
         escape = self._escape
-        # Behind a trusted proxy, the client it names (web.Request.client_host).
+        # Behind a trusted proxy, the client it names (StockRequest.client_host).
         ip = getattr(request, "client_host", None)
         if ip is None:
             address = request.getClientAddress()

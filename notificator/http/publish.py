@@ -1,0 +1,315 @@
+# -*- test-case-name: tests.test_http_publish -*-
+"""
+C{POST /webNotification}: publish to a user's streams
+(L{PublishResource}), and who may (L{PublishGate}, asked before the
+body is read).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.iweb import IRequest
+from twisted.web.server import NOT_DONE_YET
+
+from notificator import auth, ingest
+from notificator.broker import Broker, Published, Unavailable
+from notificator.cors import CORSPolicy
+from notificator.events import Message
+from notificator.http import _twisted, refusals
+from notificator.http.request import Request
+from notificator.http.request import client as _client
+from notificator.http.request import peer as _peer
+from notificator.http.request import peer_host as _peer_host
+from notificator.http.responses import _JSON, apply_cors, json_response
+from notificator.stats import Stats
+from notificator.text import safe
+
+#: Where per-request lines go when no activity logger is given (tests).
+#: (The namespace it had before the moves of issue 18: it is part of every
+#: log line, and no log line changes.)
+_default_log = Logger("notificator.web")
+
+
+class PublishGate:
+    """
+    Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}; and
+    from which web pages, L{CORSPolicy.refuse_publish}): asked when a
+    publish's head is complete (L{early}, over HTTP/1.x and HTTP/2, with
+    every header on the request: a refused publisher gets its 403 before
+    its body is read, and one that passes is marked
+    C{publisher_checked}), and by L{PublishResource}: the same again
+    for a request the gate did not see, the page of a preflight, and the
+    token given in the body.
+    """
+
+    def __init__(
+        self,
+        guard: auth.Guard,
+        stats: Stats,
+        log: Logger = _default_log,
+        cors: CORSPolicy | None = None,
+    ) -> None:
+        self.guard = guard
+        # No policy: no page of another origin may publish.
+        self.cors = CORSPolicy() if cors is None else cors
+        self._stats = stats
+        self._log = log
+
+    def early(self, request: Request) -> None:
+        """
+        In L{notificator.http.request.StockRequest.head_received}: answer
+        403 now, before the body is read
+        (L{notificator.http.request.LimitedRequest.answer_early}: HTTP/1.x
+        and HTTP/2), when the address, the header token or the page's origin
+        is wrong.
+        """
+        target = _twisted.request_target(request)
+        if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
+            return
+        reason = self.refusal(request, request.client_host)
+        if reason is None:
+            request.publisher_checked = True
+        else:
+            request.answer_early(403, b"Forbidden", _JSON.encode({"error": reason}).encode("utf-8"))
+
+    def refusal(self, request: IRequest, client: str) -> str | None:
+        """
+        Why C{request}, from C{client}, may not publish (counted and logged
+        here), before its body is read; L{None} if it may go on.
+        """
+        guard = self.guard
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        reason = guard.refuse_publisher(client, authorization, _unknown_via(request, client))
+        if reason is None:
+            reason = self.refuse_page(request)
+        else:
+            self.refused(request, 403, reason)
+        return reason
+
+    def refuse_page(self, request: IRequest) -> str | None:
+        """
+        L{ORIGIN_NOT_ALLOWED} (counted and logged, with the origin) when a
+        web page of an origin that may not publish sent C{request}: a form
+        or script on another site, opened by a browser on an allowed host.
+        """
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return None  # not a browser: a server-to-server sender
+        reason = self.cors.refuse_publish(
+            origin,
+            request.getHeader(b"sec-fetch-site"),
+            request.getHeader(b"host"),
+            request.isSecure(),
+        )
+        if reason is not None:
+            self.refused(
+                request,
+                403,
+                f"{reason}: {safe(origin, 100)} is not listed in"
+                " sse.header Access-Control-Allow-Origin",
+            )
+        return reason
+
+    def refused(
+        self, request: IRequest, code: int, reason: str, user_id: str | None = None
+    ) -> None:
+        """Count and log a refused publish (never its token)."""
+        self._stats.reject(code)
+        if user_id is None:
+            self._log.warn(
+                "refused publish from {peer}: {code} {reason}",
+                peer=_peer(request),
+                code=code,
+                reason=reason,
+            )
+        else:
+            self._log.warn(
+                "refused publish to {user_id} from {peer}: {code} {reason}",
+                user_id=safe(user_id),
+                peer=_peer(request),
+                code=code,
+                reason=reason,
+            )
+
+
+def _unknown_via(request: IRequest, client: str) -> str | None:
+    """The peer an unknown client came through (to say why it is refused), else None."""
+    return _peer_host(request) if client == auth.UNKNOWN else None
+
+
+#: The path of the publish resource (what L{PublishGate.early} looks at).
+PUBLISH_PATH = b"/webNotification"
+
+
+class PublishResource(refusals.Resource):
+    """
+    C{POST /webNotification}: parse the body (see L{notificator.ingest}),
+    hand the notification to the broker, and answer, once it is recorded,
+    with JSON C{{"id", "event", "userId", "eventId", "delivered"}} (and
+    C{"nodes"} in cluster mode).  A page of another origin may publish only
+    when that origin is listed (L{PublishGate.refuse_page}).  Bad bodies
+    get 400/413/415 with JSON C{{"error"}} and a log line; a broker that
+    cannot record gets 503.
+    Other methods get 405 and paths below it 404 (L{refusals}), counted
+    and logged as rejected publishes.
+
+    @param max_bytes: larger bodies get 413 (C{limits.bodyBytes}; the
+        request refuses them while reading, L{notificator.http.request.LimitedRequest}: this is the
+        backstop).
+    @param max_fields: form bodies with more fields get 400
+        (C{limits.formFields}).
+    """
+
+    isLeaf = True
+    as_json = True
+
+    def __init__(
+        self,
+        broker: Broker,
+        stats: Stats,
+        cors: CORSPolicy,
+        gate: PublishGate,
+        debug: bool = True,
+        log: Logger = _default_log,
+        *,
+        max_bytes: int,
+        max_fields: int | None,
+    ) -> None:
+        super().__init__()
+        self._max_bytes = max_bytes
+        self._max_fields = max_fields
+        self._gate = gate
+        self._broker = broker
+        self._stats = stats
+        self._log = log
+        self._cors = cors
+        # One log event per publish is a large part of its cost even when
+        # an observer filters it out: build it only when debug is on.
+        self._debug = debug
+
+    def render_POST(self, request: IRequest) -> bytes | int:
+        apply_cors(request, self._cors, b"POST, OPTIONS", wildcard=False)
+        guard = self._gate.guard
+        authorization = request.getHeader(b"authorization") if guard.publish_token else None
+        if not getattr(request, "publisher_checked", False):
+            # Not asked before the body (a request class without the gate).
+            reason = self._gate.refusal(request, _client(request))
+            if reason is not None:
+                return json_response(request, 403, {"error": reason})
+        content = request.content
+        body = content.read(self._max_bytes + 1) if content is not None else b""
+        # With a token configured, the body's token is checked as soon as
+        # ingest finds it, before the id and data are decoded.
+        check = partial(guard.refuse_publish_token, authorization) if guard.publish_token else None
+        try:
+            if len(body) > self._max_bytes:
+                raise _TooLarge(f"body larger than {self._max_bytes} bytes (limits.bodyBytes)")
+            message, _ = ingest.parse_publish_token(
+                request.getHeader(b"content-type"), body, self._max_fields, check
+            )
+        except ingest.Forbidden as e:
+            self._gate.refused(request, 403, e.reason)
+            return json_response(request, 403, {"error": e.reason})
+        except ingest.BadNotification as e:
+            self._rejected(request, e.code, e.reason, e.ident)
+            return json_response(request, e.code, {"error": e.reason})
+        published = self._broker.publish(message)
+        if isinstance(published, Published):
+            return self._answer(published, request, message)
+        published.addCallbacks(
+            self._published,
+            self._failed,
+            callbackArgs=(request, message),
+            errbackArgs=(request, message),
+        )
+        return NOT_DONE_YET
+
+    def _published(self, published: Published, request: server.Request, message: Message) -> None:
+        _finish(request, self._answer(published, request, message))
+
+    def _answer(self, published: Published, request: IRequest, message: Message) -> bytes:
+        if self._debug:
+            self._log.debug(
+                "published {event} {event_id} to {user_id} from {peer}: {delivered} {streams}",
+                event=message.event,
+                event_id=published.event_id,
+                user_id=safe(message.user_id),
+                peer=_peer(request),
+                delivered=published.delivered,
+                streams="stream" if published.delivered == 1 else "streams",
+            )
+        answer = {
+            "id": f"{message.event}_{message.user_id}",
+            "event": message.event,
+            "userId": message.user_id,
+            "eventId": published.event_id,
+            "delivered": published.delivered,
+        }
+        if published.nodes is not None:
+            answer["nodes"] = published.nodes
+        return json_response(request, 200, answer)
+
+    def _failed(self, failure: Failure, request: server.Request, message: Message) -> None:
+        if failure.check(Unavailable):
+            code, reason = 503, f"not recorded: {failure.getErrorMessage()}"
+            self._log.warn(
+                "refused publish of {event} to {user_id} from {peer}: {code} {reason}",
+                event=message.event,
+                user_id=safe(message.user_id),
+                peer=_peer(request),
+                code=code,
+                reason=safe(reason),
+            )
+        else:
+            code, reason = 500, "internal error"
+            self._log.failure(
+                "publish of {event} to {user_id} failed",
+                failure,
+                event=message.event,
+                user_id=safe(message.user_id),
+            )
+        self._stats.reject(code)
+        _finish(request, json_response(request, code, {"error": reason}))
+
+    def render_OPTIONS(self, request: IRequest) -> bytes:
+        """
+        A preflight: a page of an origin that may not publish is refused
+        (403, as its publish would be); a listed one is told what it may send.
+        """
+        reason = self._gate.refuse_page(request)
+        if reason is not None:
+            return json_response(request, 403, {"error": reason})
+        apply_cors(request, self._cors, b"POST, OPTIONS", wildcard=False)
+        request.setResponseCode(204)
+        return b""
+
+    def log_refusal(self, request: IRequest, code: int, reason: str) -> None:
+        self._rejected(request, code, reason, None)
+
+    def _rejected(self, request: IRequest, code: int, reason: str, ident: str | None) -> None:
+        """Count and log a refused publish, with the id it named (C{-}: none read)."""
+        self._stats.reject(code)
+        self._log.warn(
+            "rejected publish from {peer}: {code} {reason}; id {id}",
+            peer=_peer(request),
+            code=code,
+            reason=safe(reason),
+            id="-" if ident is None else safe(ident, 100),
+        )
+
+
+def _finish(request: server.Request, body: bytes) -> None:
+    """Answer a request whose render returned NOT_DONE_YET, unless its client left."""
+    if request.channel is None or request.finished:
+        return
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    request.write(body)
+    request.finish()
+
+
+class _TooLarge(ingest.BadNotification):
+    code = 413
