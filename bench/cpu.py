@@ -111,7 +111,7 @@ def measure(
     from twisted.internet import tcp
 
     import notificator
-    from notificator import tap
+    from notificator import services, tap
     from notificator.http import fast
 
     sse: dict[str, Any] = {"heartbeat": False}
@@ -121,7 +121,7 @@ def measure(
         sse["history"] = {"dir": None}
     work, reactor, service = in_memory_server(sse, stock)
     site = reactor.tcpServers[0][1]
-    hub = tap.find(service, tap.DrainService).hub
+    hub = tap.find(service, services.DrainService).hub
     stats = hub.stats
     connections: list[Any] = []
 

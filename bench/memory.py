@@ -44,13 +44,13 @@ def measure(
     from twisted.internet import tcp
 
     import notificator
-    from notificator import tap
+    from notificator import services, tap
 
     work, reactor, service = cpu.in_memory_server(
         {"heartbeat": False, "history": {"dir": None}}, stock
     )
     site = reactor.tcpServers[0][1]
-    hub = tap.find(service, tap.DrainService).hub
+    hub = tap.find(service, services.DrainService).hub
     connections: list[Any] = []
 
     def open_stream(number: int) -> None:

@@ -1,21 +1,39 @@
-# -*- test-case-name: tests.test_services -*-
+# -*- test-case-name: tests.test_services,tests.test_tap -*-
 """
-What the server does to its own process while it runs, each a service of
-the tree C{makeService} builds, undone when it stops (so tests leave no
-trace):
+The services of the tree C{makeService} builds (L{notificator.tap}) that
+are the tree's own:
 
- - the process title (L{ProcessTitleService}), so that C{ps}, C{top} and
-   C{ps -ef | grep notificator} show the daemon by name;
- - the garbage collector's tuning (L{GCTuningService}), so that full
-   collections do not pause a server holding many streams.
+ - L{SequentialService}, whose children stop one after the other, the
+   last started first; L{DrainService}, whose stop drains the streams;
+   L{ThreadPoolService}, which runs a thread pool while it runs;
+ - what the server does to its own process while it runs, undone when it
+   stops (so tests leave no trace): the process title
+   (L{ProcessTitleService}), so that C{ps}, C{top} and C{ps -ef | grep
+   notificator} show the daemon by name, and the garbage collector's
+   tuning (L{GCTuningService}), so that full collections do not pause a
+   server holding many streams.
 """
 
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import setproctitle
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from notificator.hub import Hub
+
+# The namespace it had before the moves of issue 18 (the lines of the
+# services that were tap.py's): it is part of every log line, and no log
+# line changes.
+log = Logger("notificator.tap")
 
 
 class ProcessTitleService(Service):
@@ -73,3 +91,77 @@ class GCTuningService(Service):
             gc.set_threshold(*self._saved)
             gc.unfreeze()
             self._saved = None
+
+
+class SequentialService(MultiService):
+    """
+    A L{MultiService} whose children start in order and stop in reverse
+    order, each only after the one before has finished stopping (its
+    C{stopService} Deferred fired): twistd's L{MultiService} stops them
+    all at once, so the logs could close before the streams are drained,
+    or the history be written before the last publishes.  A child whose
+    stop fails is logged and the next one stops all the same.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d: Deferred[object] = succeed(None)
+        for child in reversed(list(self)):
+            d.addCallback(_stop_child, child)
+            d.addErrback(_stop_failed, child)
+        return d.addCallback(lambda _: None)
+
+
+def _stop_child(_: object, child: IService) -> Deferred[object] | None:
+    stopped: Deferred[object] | None = child.stopService()  # (IService is unannotated)
+    return stopped
+
+
+def _stop_failed(failure: Failure, child: IService) -> None:
+    log.failure("stopping {service} failed", failure, service=child)
+
+
+class DrainService(Service):
+    """
+    On stop, drain the hub (L{Hub.drain}): new streams are turned away and
+    the open ones ended spread over C{seconds}, each with a C{retry:} of
+    C{retry} ms plus jitter.  The stop fires when every stream has ended.
+    """
+
+    def __init__(self, hub: Hub, seconds: float, retry: int) -> None:
+        self.hub = hub
+        self.seconds = seconds
+        self.retry = retry
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        streams = self.hub.stream_count
+        if streams:
+            log.info(
+                "stopping: ending {streams} {noun} over {seconds:g} s",
+                streams=streams,
+                noun="stream" if streams == 1 else "streams",
+                seconds=self.seconds,
+            )
+        return self.hub.drain(self.seconds, self.retry)
+
+
+class ThreadPoolService(Service):
+    """Runs a L{ThreadPool} while the service runs."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+def _timer(interval: float, call: Any, clock: IReactorTime) -> TimerService:
+    timer = TimerService(interval, call)
+    timer.clock = clock
+    return timer

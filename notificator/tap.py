@@ -3,9 +3,10 @@
 C{twistd notificator}: command-line options and the service tree.
 
 Everything long-lived is in one service tree (L{makeService}), so twistd's
-start and SIGTERM cover it: L{SequentialService}s, which stop their children
-one after the other, the last started first: the logs around the serving
-part, whose stop drains the streams (L{DrainService}), then stops the
+start and SIGTERM cover it: L{notificator.services.SequentialService}s,
+which stop their children one after the other, the last started first:
+the logs around the serving part, whose stop drains the streams
+(L{notificator.services.DrainService}), then stops the
 timers and the listeners, sends what the write batch holds and writes the
 history.
 """
@@ -22,15 +23,13 @@ from typing import Any, NoReturn
 
 from prometheus_client.registry import Collector
 from twisted.application import strports
-from twisted.application.internet import TimerService
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
@@ -47,12 +46,11 @@ from notificator import (
 )
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
-from notificator.http import connections, fast
 from notificator.http.publish import PublishGate
-from notificator.http.request import Limits, Request, StockRequest, hsts_header, request_class
-from notificator.http.site import AccessLogSite
+from notificator.http.site import AccessLogSite, serve_http
 from notificator.http.tree import build_resource
 from notificator.hub import Hub
+from notificator.services import DrainService, SequentialService, ThreadPoolService, _timer
 from notificator.stats import Stats
 from notificator.tls import TLSFileError
 
@@ -371,74 +369,6 @@ def check_listen(description: str, from_config: bool = False, reactor: Any = Non
         raise SystemExit(f"notificator: cannot listen on {description!r}: {e}")
 
 
-class SequentialService(MultiService):
-    """
-    A L{MultiService} whose children start in order and stop in reverse
-    order, each only after the one before has finished stopping (its
-    C{stopService} Deferred fired): twistd's L{MultiService} stops them
-    all at once, so the logs could close before the streams are drained,
-    or the history be written before the last publishes.  A child whose
-    stop fails is logged and the next one stops all the same.
-    """
-
-    def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
-        d: Deferred[object] = succeed(None)
-        for child in reversed(list(self)):
-            d.addCallback(_stop_child, child)
-            d.addErrback(_stop_failed, child)
-        return d.addCallback(lambda _: None)
-
-
-def _stop_child(_: object, child: IService) -> Deferred[object] | None:
-    stopped: Deferred[object] | None = child.stopService()  # (IService is unannotated)
-    return stopped
-
-
-def _stop_failed(failure: Failure, child: IService) -> None:
-    log.failure("stopping {service} failed", failure, service=child)
-
-
-class DrainService(Service):
-    """
-    On stop, drain the hub (L{Hub.drain}): new streams are turned away and
-    the open ones ended spread over C{seconds}, each with a C{retry:} of
-    C{retry} ms plus jitter.  The stop fires when every stream has ended.
-    """
-
-    def __init__(self, hub: Hub, seconds: float, retry: int) -> None:
-        self.hub = hub
-        self.seconds = seconds
-        self.retry = retry
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        streams = self.hub.stream_count
-        if streams:
-            log.info(
-                "stopping: ending {streams} {noun} over {seconds:g} s",
-                streams=streams,
-                noun="stream" if streams == 1 else "streams",
-                seconds=self.seconds,
-            )
-        return self.hub.drain(self.seconds, self.retry)
-
-
-class ThreadPoolService(Service):
-    """Runs a L{ThreadPool} while the service runs."""
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
-
-
 def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     """
     Build the whole server from parsed L{Options}.
@@ -587,57 +517,6 @@ def take_lock(lock: pidlock.DirectoryLock) -> None:
         )
 
 
-def serve_http(
-    site: Any,
-    cfg: config.Config,
-    reactor: Any,
-    stats: Stats,
-    activity: Logger,
-    parent: MultiService,
-) -> None:
-    """
-    Give C{site} its request class and protocol: with C{server.fastChannel}
-    L{notificator.http.request.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch}
-    (a child of C{parent}, started before the listeners so that it stops
-    after them: the streams' last chunks leave before shutdown); without,
-    twisted.web's own channel.  Both with the request limits
-    (L{notificator.http.request.LimitedRequest}) and the connections' cap and clocks
-    (L{notificator.http.connections.Connections}, a child of C{parent}); what they refuse
-    and drop is logged to C{activity} (C{sse.log}).  Over TLS, every
-    response carries C{server.hsts} (L{notificator.http.request.StockRequest}).
-    """
-    bounds = cfg.limits
-    watched = connections.Connections(
-        bounds.header_timeout,
-        bounds.body_timeout,
-        bounds.connections,
-        reactor,
-        activity,
-        stats,
-    )
-    request_limits = Limits(bounds, reactor, stats, activity, watched)
-    log.info(
-        "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
-        channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
-        fast="true" if cfg.server.fast_channel else "false",
-    )
-    hsts = hsts_header(cfg.server.hsts)
-    if cfg.server.fast_channel:
-        site.requestFactory = request_class(Request, request_limits, hsts=hsts)
-        writes = fast.WriteBatch(reactor)
-        site.protocol = partial(fast.protocol, writes)
-        writes.setServiceParent(parent)
-    else:
-        site.requestFactory = request_class(StockRequest, request_limits, hsts=hsts)
-    connections.watch(site, watched)
-    watched.setServiceParent(parent)
-    log.info(
-        "limits: {connections} connections, {streams} streams (limits.connections, limits.streams)",
-        connections=bounds.connections,
-        streams=bounds.streams,
-    )
-
-
 def default_node(descriptions: list[str]) -> str:
     """
     C{cluster.node}'s default: the host name and the port of the first
@@ -672,9 +551,3 @@ def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
     if kind in _BACKLOG_TYPES and not re.search(r"(^|:)backlog=", description):
         return f"{description}:backlog={backlog}"
     return description
-
-
-def _timer(interval: float, call: Any, clock: IReactorTime) -> TimerService:
-    timer = TimerService(interval, call)
-    timer.clock = clock
-    return timer

@@ -1069,9 +1069,10 @@ class Conn:
 
 class InMemoryServer:
     """
-    The site as C{makeService} wires it (C{tap.serve_http}: request class,
-    channel, head clock), over the core L{Parts}, on a
-    L{MemoryReactorClock}, with C{limits.*} from C{limit}.
+    The site as C{makeService} wires it
+    (C{notificator.http.site.serve_http}: request class, channel, head
+    clock), over the core L{Parts}, on a L{MemoryReactorClock}, with
+    C{limits.*} from C{limit}.
 
     @param fast: C{server.fastChannel}.
     @param config: the configuration's other sections
@@ -1091,7 +1092,8 @@ class InMemoryServer:
     ) -> None:
         from twisted.web.server import Site
 
-        from notificator import auth, tap
+        from notificator import auth
+        from notificator.http import site
         from notificator.http.publish import PublishGate
 
         self.reactor = MemoryReactorClock()
@@ -1115,7 +1117,7 @@ class InMemoryServer:
                 guard, self.stats, Logger(observer=self.events.append), self.config.sse.cors
             )
         self.services = MultiService()
-        tap.serve_http(
+        site.serve_http(
             self.site,
             self.config,
             self.reactor,

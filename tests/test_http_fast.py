@@ -27,7 +27,7 @@ from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.http_headers import Headers
 
-from notificator import tap
+from notificator import services, tap
 from notificator.http import fast
 from notificator.http.request import Request
 from tests.support import FastChannelSite, config_with, dechunk, parse_frames
@@ -446,7 +446,7 @@ class WriteBatchTests(SynchronousTestCase):
         serving = list(list(root)[-1])
         batches = [c for c in serving if isinstance(c, fast.WriteBatch)]
         self.assertEqual(len(batches), 1)
-        self.assertIs(serving[-1].__class__, tap.DrainService)
+        self.assertIs(serving[-1].__class__, services.DrainService)
         # Started before the listeners, so stopped after them.
         listeners = next(c for c in serving if isinstance(c, MultiService))
         self.assertLess(serving.index(batches[0]), serving.index(listeners))

@@ -271,14 +271,14 @@ class WiringTests(SynchronousTestCase):
 
     def test_make_service_wires_the_logs(self) -> None:
         """makeService puts sse.log first, the access-log site on the listeners, the drain last."""
-        from notificator import tap
+        from notificator.services import DrainService
 
         log_dir, conf, reactor, root = self.make_service("warn")
         children = list(root)
         first = children[0]
         assert isinstance(first, logs.AppLogService)
         self.assertEqual((first.path, first.level), (os.path.join(log_dir, "sse.log"), "warn"))
-        self.assertIsInstance(list(children[-1])[-1], tap.DrainService)
+        self.assertIsInstance(list(children[-1])[-1], DrainService)
         titles = [c for c in children if isinstance(c, services.ProcessTitleService)]
         self.assertEqual([t.title for t in titles], [f"notificator [x] {os.path.dirname(conf)}"])
         root.startService()

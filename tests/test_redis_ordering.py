@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import tap
+from notificator import services, tap
 from notificator.broker import Published, Unavailable
 from notificator.broker.redis import RedisBroker
 from notificator.broker.redis.ordering import (
@@ -536,7 +536,7 @@ class WiringTests(SynchronousTestCase):
         broker = tap.find(svc, RedisBroker)
         self.assertIsNotNone(broker)
         self.assertIsNone(tap.find(svc, LocalBroker))
-        self.assertIsNone(tap.find(svc, tap.ThreadPoolService))
+        self.assertIsNone(tap.find(svc, services.ThreadPoolService))
         self.assertEqual(broker.node, "sse-9")
 
     def test_one_node_is_as_before(self) -> None:

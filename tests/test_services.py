@@ -1,4 +1,7 @@
-"""Tests for L{notificator.services}: the process title and the GC tuning, and their place in the service tree."""
+"""
+Tests for L{notificator.services}: the ordered stop, the process title and
+the GC tuning, and their place in the service tree.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import services, tap
+from notificator.services import SequentialService
 from tests.support import write_config
 
 
@@ -54,3 +58,71 @@ class WiringTests(SynchronousTestCase):
         self.assertTrue(any(isinstance(s, services.GCTuningService) for s in service))
         titles = [s.title for s in service if isinstance(s, services.ProcessTitleService)]
         self.assertEqual(titles, [f"notificator [x] {os.path.dirname(conf)}"])
+
+
+class SequentialServiceTests(SynchronousTestCase):
+    def test_children_stop_in_reverse_each_after_the_last(self) -> None:
+        """Each child stops only once the one after it has finished stopping."""
+        from twisted.application.service import Service
+        from twisted.internet.defer import Deferred
+
+        events: list[str] = []
+        waits: dict[str, Deferred[None]] = {}
+
+        class Child(Service):
+            def __init__(self, name: str, slow: bool) -> None:
+                self.name = name
+                self.slow = slow
+
+            def startService(self) -> None:
+                super().startService()
+                events.append(f"start {self.name}")
+
+            def stopService(self) -> Deferred[None] | None:
+                super().stopService()
+                events.append(f"stop {self.name}")
+                if self.slow:
+                    waits[self.name] = Deferred()
+                    return waits[self.name]
+                return None
+
+        root = SequentialService()
+        for name, slow in [("logs", False), ("history", True), ("drain", True)]:
+            Child(name, slow).setServiceParent(root)
+        root.startService()
+        stopped = root.stopService()
+        self.assertEqual(events[-1], "stop drain")
+        waits["drain"].callback(None)
+        self.assertEqual(events[-1], "stop history")
+        self.assertNoResult(stopped)
+        waits["history"].callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(
+            events,
+            [
+                "start logs",
+                "start history",
+                "start drain",
+                "stop drain",
+                "stop history",
+                "stop logs",
+            ],
+        )
+
+    def test_a_failing_stop_is_logged_and_the_rest_stop(self) -> None:
+        """A child whose stop fails does not keep the others running."""
+        from twisted.application.service import Service
+
+        class Broken(Service):
+            def stopService(self) -> None:
+                super().stopService()
+                raise RuntimeError("disk on fire")
+
+        root = SequentialService()
+        last = Service()
+        last.setServiceParent(root)
+        Broken().setServiceParent(root)
+        root.startService()
+        self.successResultOf(root.stopService())
+        self.assertFalse(last.running)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -11,7 +11,7 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import tap
+from notificator import services, tap
 from notificator.history import Journal
 from notificator.http.request import Request
 from notificator.logs import BufferedDailyLogFile
@@ -145,7 +145,7 @@ class MakeServiceTests(SynchronousTestCase):
     def test_one_heartbeat_timer(self) -> None:
         """One heartbeat timer serves all streams, at sse.heartbeatInterval."""
         reactor, svc = self.service({"sse": {"heartbeatInterval": 30, "keepalive": 20}})
-        hub = tap.find(svc, tap.DrainService).hub
+        hub = tap.find(svc, services.DrainService).hub
         streams = []
 
         class S:
@@ -183,7 +183,7 @@ class MakeServiceTests(SynchronousTestCase):
         /health says 503 meanwhile; the stop fires when all have ended.
         """
         reactor, svc = self.service({"sse": {"drainSeconds": 2, "retry": 1000}})
-        drain = tap.find(svc, tap.DrainService)
+        drain = tap.find(svc, services.DrainService)
         hub = drain.hub
         ended: list[tuple[float, int]] = []
 
@@ -224,74 +224,6 @@ class MakeServiceTests(SynchronousTestCase):
         """With no stream open, the drain does not wait."""
         _, svc = self.service({"sse": {"drainSeconds": 30}})
         self.successResultOf(svc.stopService())
-
-
-class SequentialServiceTests(SynchronousTestCase):
-    def test_children_stop_in_reverse_each_after_the_last(self) -> None:
-        """Each child stops only once the one after it has finished stopping."""
-        from twisted.application.service import Service
-        from twisted.internet.defer import Deferred
-
-        events: list[str] = []
-        waits: dict[str, Deferred[None]] = {}
-
-        class Child(Service):
-            def __init__(self, name: str, slow: bool) -> None:
-                self.name = name
-                self.slow = slow
-
-            def startService(self) -> None:
-                super().startService()
-                events.append(f"start {self.name}")
-
-            def stopService(self) -> Deferred[None] | None:
-                super().stopService()
-                events.append(f"stop {self.name}")
-                if self.slow:
-                    waits[self.name] = Deferred()
-                    return waits[self.name]
-                return None
-
-        root = tap.SequentialService()
-        for name, slow in [("logs", False), ("history", True), ("drain", True)]:
-            Child(name, slow).setServiceParent(root)
-        root.startService()
-        stopped = root.stopService()
-        self.assertEqual(events[-1], "stop drain")
-        waits["drain"].callback(None)
-        self.assertEqual(events[-1], "stop history")
-        self.assertNoResult(stopped)
-        waits["history"].callback(None)
-        self.successResultOf(stopped)
-        self.assertEqual(
-            events,
-            [
-                "start logs",
-                "start history",
-                "start drain",
-                "stop drain",
-                "stop history",
-                "stop logs",
-            ],
-        )
-
-    def test_a_failing_stop_is_logged_and_the_rest_stop(self) -> None:
-        """A child whose stop fails does not keep the others running."""
-        from twisted.application.service import Service
-
-        class Broken(Service):
-            def stopService(self) -> None:
-                super().stopService()
-                raise RuntimeError("disk on fire")
-
-        root = tap.SequentialService()
-        last = Service()
-        last.setServiceParent(root)
-        Broken().setServiceParent(root)
-        root.startService()
-        self.successResultOf(root.stopService())
-        self.assertFalse(last.running)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class PluginTests(SynchronousTestCase):

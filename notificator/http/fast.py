@@ -42,7 +42,7 @@ C{transport.write}, which pauses the channel (and through it the
 request's producer: an event stream, L{notificator.http.stream}) once more
 than its buffer size waits, and its write pass resumes them when the
 queue has drained.  C{server.fastChannel: false} serves without this
-module (L{notificator.tap.serve_http}).
+module (L{notificator.http.site.serve_http}).
 
 The other private parts of Twisted the server uses in both modes are in
 L{notificator.http._twisted}.

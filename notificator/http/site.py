@@ -3,27 +3,44 @@
 The server's twisted.web L{Site} (L{AccessLogSite}): it writes
 C{access.log} (L{notificator.logs.access}), with the lines of the
 requests that never reach C{finish()}, and leaves the monitor page's polls
-out.
+out; L{serve_http} gives it its request class and protocol, and the
+connections' cap and clocks.
 """
 
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.server import Site
 
+from notificator import config
 from notificator.auth import Guard
-from notificator.http.request import client
+from notificator.http import connections, fast
+from notificator.http.request import (
+    Limits,
+    Request,
+    StockRequest,
+    client,
+    hsts_header,
+    request_class,
+)
 from notificator.logs.access import ACCESS_LOG, AccessLog, CombinedLogFormatter
 from notificator.logs.files import FLUSH_INTERVAL, OldLogRemover
+from notificator.stats import Stats
 
 if TYPE_CHECKING:
     from notificator.http.publish import PublishGate
 
+# The namespace it had before the moves of issue 18 (serve_http's lines
+# were tap.py's): it is part of every log line, and no log line changes.
+log = Logger("notificator.tap")
 
 #: The header the monitor page sends with its polls (C{monitor.js}).
 MONITOR_POLL_HEADER = b"x-notificator-monitor"
@@ -123,3 +140,54 @@ class AccessLogSite(Site):
         self._ticker = None
         super().stopFactory()  # closes (and so flushes) the file
         self.access_log = None
+
+
+def serve_http(
+    site: Any,
+    cfg: config.Config,
+    reactor: Any,
+    stats: Stats,
+    activity: Logger,
+    parent: MultiService,
+) -> None:
+    """
+    Give C{site} its request class and protocol: with C{server.fastChannel}
+    L{notificator.http.request.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch}
+    (a child of C{parent}, started before the listeners so that it stops
+    after them: the streams' last chunks leave before shutdown); without,
+    twisted.web's own channel.  Both with the request limits
+    (L{notificator.http.request.LimitedRequest}) and the connections' cap and clocks
+    (L{notificator.http.connections.Connections}, a child of C{parent}); what they refuse
+    and drop is logged to C{activity} (C{sse.log}).  Over TLS, every
+    response carries C{server.hsts} (L{notificator.http.request.StockRequest}).
+    """
+    bounds = cfg.limits
+    watched = connections.Connections(
+        bounds.header_timeout,
+        bounds.body_timeout,
+        bounds.connections,
+        reactor,
+        activity,
+        stats,
+    )
+    request_limits = Limits(bounds, reactor, stats, activity, watched)
+    log.info(
+        "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
+        channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
+        fast="true" if cfg.server.fast_channel else "false",
+    )
+    hsts = hsts_header(cfg.server.hsts)
+    if cfg.server.fast_channel:
+        site.requestFactory = request_class(Request, request_limits, hsts=hsts)
+        writes = fast.WriteBatch(reactor)
+        site.protocol = partial(fast.protocol, writes)
+        writes.setServiceParent(parent)
+    else:
+        site.requestFactory = request_class(StockRequest, request_limits, hsts=hsts)
+    connections.watch(site, watched)
+    watched.setServiceParent(parent)
+    log.info(
+        "limits: {connections} connections, {streams} streams (limits.connections, limits.streams)",
+        connections=bounds.connections,
+        streams=bounds.streams,
+    )
