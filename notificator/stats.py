@@ -35,7 +35,8 @@ class Stats:
     @ivar dropped: connections the server closed at C{limits.connections},
         by reason (see L{drop}).
     @ivar body_bytes: bytes of request bodies held in memory now, counted
-        against C{limits.bodyMemory} (L{notificator.http.request.LimitedRequest}).
+        against C{limits.bodyMemory}
+        (L{notificator.http.request.LimitedRequest}).
     """
 
     __slots__ = (

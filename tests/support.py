@@ -417,14 +417,15 @@ def evolved(value: Any, changes: dict[str, Any]) -> Any:
 
 class FailingDisk:
     """
-    The disk under L{notificator.history.journal}'s files, failing on demand as a
-    full or broken one does: while C{failing} holds C{"append"} (writes to
-    the journal itself) or C{"snapshot"} (writes to its C{.tmp} snapshot),
-    each such write puts the first half of its bytes in the file and then
-    raises C{OSError(errno)}, leaving the record cut short; with
-    C{"truncate"}, cutting a file back fails too.  Reading is untouched.
-    It replaces the C{open} that module's code calls (for the test only),
-    so the real L{notificator.history.journal.HistoryFile} runs over real files.
+    The disk under L{notificator.history.journal}'s files, failing on demand
+    as a full or broken one does: while C{failing} holds C{"append"} (writes
+    to the journal itself) or C{"snapshot"} (writes to its C{.tmp}
+    snapshot), each such write puts the first half of its bytes in the file
+    and then raises C{OSError(errno)}, leaving the record cut short; with
+    C{"truncate"}, cutting a file back fails too.  Reading is untouched.  It
+    replaces the C{open} that module's code calls (for the test only), so
+    the real L{notificator.history.journal.HistoryFile} runs over real
+    files.
 
     @ivar attempts: how many appends and snapshots were tried, failed or not.
     """
@@ -1238,10 +1239,12 @@ class MemoryH2:
 class FastChannelSite:
     """
     A L{Site} served as with C{server.fastChannel} but without the limits:
-    L{notificator.http.request.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch},
-    over the core L{Parts}, on a L{MemoryReactorClock}, with one
-    connection open (C{sock}, C{protocol}, C{conn}; more with L{connect}),
-    a real C{tcp.Server} over a L{FakeSocket}.
+    L{notificator.http.request.Request} over
+    L{notificator.http.fast.Channel} and its
+    L{notificator.http.fast.WriteBatch}, over the core L{Parts}, on a
+    L{MemoryReactorClock}, with one connection open (C{sock}, C{protocol},
+    C{conn}; more with L{connect}), a real C{tcp.Server} over a
+    L{FakeSocket}.
     """
 
     def __init__(self, debug: bool = False) -> None:

@@ -1,9 +1,10 @@
 """
-Tests for L{notificator.http.fast} and the write path of L{notificator.http.request.Request}
-that goes through it (C{server.fastChannel}): a frame sent straight to the
-socket is the same chunk C{Request.write} would have queued, in the same
-order; a response's head and body leave in one send at the end of the
-reactor pass (L{notificator.http.fast.WriteBatch}), in order, with nothing left for the
+Tests for L{notificator.http.fast} and the write path of
+L{notificator.http.request.Request} that goes through it
+(C{server.fastChannel}): a frame sent straight to the socket is the same
+chunk C{Request.write} would have queued, in the same order; a response's
+head and body leave in one send at the end of the reactor pass
+(L{notificator.http.fast.WriteBatch}), in order, with nothing left for the
 reactor.  The Twisted internals the channel relies on are checked here
 against the real classes.
 
@@ -154,9 +155,9 @@ class DirectWriteTests(SynchronousTestCase):
 
 class ChannelTests(SynchronousTestCase):
     """
-    L{notificator.http.fast.Channel}: each response's head goes out with its body at the
-    end of the reactor pass, straight to the socket, and nothing is left
-    for the reactor.
+    L{notificator.http.fast.Channel}: each response's head goes out with its
+    body at the end of the reactor pass, straight to the socket, and nothing
+    is left for the reactor.
     """
 
     def setUp(self) -> None:
@@ -280,8 +281,9 @@ class ChannelTests(SynchronousTestCase):
 
 class WriteBatchTests(SynchronousTestCase):
     """
-    L{notificator.http.fast.WriteBatch}: what the channels are given during a reactor
-    pass leaves at the end of the pass, one send per connection, in order.
+    L{notificator.http.fast.WriteBatch}: what the channels are given during
+    a reactor pass leaves at the end of the pass, one send per connection,
+    in order.
     """
 
     def setUp(self) -> None:

@@ -141,9 +141,9 @@ class SlowReaderStockTests(SlowReaderTests):
 
 class PartialSendTests(SynchronousTestCase):
     """
-    The fast channel's direct socket send (L{notificator.http.fast.Channel}) leaves what
-    the socket did not take to the transport, so the transport's pause and
-    resume still reach the stream.
+    The fast channel's direct socket send (L{notificator.http.fast.Channel})
+    leaves what the socket did not take to the transport, so the transport's
+    pause and resume still reach the stream.
     """
 
     def test_partial_sends_reach_the_transport(self) -> None:

@@ -21,13 +21,14 @@ from notificator.http import _twisted, fast
 
 class RequestTargetTests(SynchronousTestCase):
     """
-    L{notificator.http._twisted.request_target} and L{notificator.http._twisted.request_version} read the
-    private attributes of twisted.web's real channels
-    (C{HTTPChannel._command}, C{_path} and C{_version}; an C{H2Stream}'s
-    C{command} and C{path}) while a request's body is not read yet: checked
-    here on the real classes, so a Twisted that renames them fails here
-    (the publish gate then decides after the body: its early 403 is lost;
-    the access-log line of an early answer loses its request line).
+    L{notificator.http._twisted.request_target} and
+    L{notificator.http._twisted.request_version} read the private attributes
+    of twisted.web's real channels (C{HTTPChannel._command}, C{_path} and
+    C{_version}; an C{H2Stream}'s C{command} and C{path}) while a request's
+    body is not read yet: checked here on the real classes, so a Twisted
+    that renames them fails here (the publish gate then decides after the
+    body: its early 403 is lost; the access-log line of an early answer
+    loses its request line).
     """
 
     def probe(self) -> tuple[type[http.Request], list[object]]:
@@ -267,12 +268,14 @@ class WholeHeadTests(SynchronousTestCase):
 
 class HTTP2HelpersTests(SynchronousTestCase):
     """
-    The HTTP/2 helpers of the connection clock (L{notificator.http._twisted.h2_connection},
-    L{notificator.http._twisted.h2_open_streams}, L{notificator.http._twisted.when_h2_idle},
-    L{notificator.http._twisted.h2_go_away}) read and wrap private parts of twisted.web's
-    real classes (C{_GenericHTTPChannelProtocol._channel},
-    C{H2Connection.streams} and C{_requestDone}): checked here on them, so
-    a Twisted that changes them fails here first.
+    The HTTP/2 helpers of the connection clock
+    (L{notificator.http._twisted.h2_connection},
+    L{notificator.http._twisted.h2_open_streams},
+    L{notificator.http._twisted.when_h2_idle},
+    L{notificator.http._twisted.h2_go_away}) read and wrap private parts of
+    twisted.web's real classes (C{_GenericHTTPChannelProtocol._channel},
+    C{H2Connection.streams} and C{_requestDone}): checked here on them, so a
+    Twisted that changes them fails here first.
     """
 
     def setUp(self) -> None:
@@ -353,9 +356,9 @@ class HTTP2HelpersTests(SynchronousTestCase):
 
 class CloseNowTests(SynchronousTestCase):
     """
-    L{notificator.http._twisted.close_now} calls Twisted's C{tcp.Connection.connectionLost}
-    itself, ahead of the reactor: checked on the real classes (a
-    C{tcp.Server} over a real socket, plain and under
+    L{notificator.http._twisted.close_now} calls Twisted's
+    C{tcp.Connection.connectionLost} itself, ahead of the reactor: checked
+    on the real classes (a C{tcp.Server} over a real socket, plain and under
     C{TLSMemoryBIOProtocol}), so a Twisted that changes them fails here.
     """
 

@@ -24,11 +24,11 @@ from notificator.stats import Stats
 
 class LocalBroker(Service):
     """
-    The broker of a single node: event ids from the clock (always after
-    the kept history's last), a L{History} in memory, and, given a
-    L{Journal} (C{makeService} makes one where L{tap.history_directory}
-    says), that history kept on disk across restarts.  Publishing
-    answers at once.
+    The broker of a single node: event ids from the clock (always after the
+    kept history's last), a L{History} in memory, and, given a L{Journal}
+    (C{makeService} makes one where L{notificator.tap.history_directory}
+    says), that history kept on disk across restarts.  Publishing answers at
+    once.
 
     A C{history.size} of 0 keeps no history: reconnects get nothing.
     """

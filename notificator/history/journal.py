@@ -32,7 +32,8 @@ MAGIC = b"NOTIFICATOR-HISTORY 1\n"
 
 _HEAD = struct.Struct(">cI")  # record type, payload length
 _CRC = struct.Struct(">I")
-# Keys (L{event_key}) are written as milliseconds (Q) and sequence (I).
+# Keys (L{notificator.events.event_key}) are written as milliseconds (Q)
+# and sequence (I).
 _STATE = struct.Struct(">QIQIQIB")  # known_since, global floor, last key, clean
 _ENTRY = struct.Struct(">QIdH")  # key, time, user id length
 _FLOOR = struct.Struct(">QIH")  # floor key, user id length

@@ -45,7 +45,8 @@ def etag(body: bytes) -> bytes:
 class Readable(refusals.Resource):
     """
     A leaf that answers C{HEAD} with C{GET}'s headers and no body (other
-    methods, and paths below it, are refused: L{notificator.http.refusals.Resource}).
+    methods, and paths below it, are refused:
+    L{notificator.http.refusals.Resource}).
     """
 
     isLeaf = True

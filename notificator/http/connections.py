@@ -15,25 +15,25 @@ C{limits.headerTimeout}, C{limits.bodyTimeout}).
       frames it sends (a GOAWAY, then the close).  An open event stream is
       never timed;
     - the I{body clock}: a request must send its whole body within
-      C{limits.bodyTimeout} seconds of the end of its head; after that it
-      is answered 408 (L{notificator.http.request.LimitedRequest.body_timed_out}).
+      C{limits.bodyTimeout} seconds of the end of its head; after that it is
+      answered 408
+      (L{notificator.http.request.LimitedRequest.body_timed_out}).
  - L{ConnectionProtocol}: sits between each transport and the site's
    protocol (ours or twisted.web's), to count and time it; L{watch} puts
    it around a site's protocols.
 
-At C{limits.connections} a new connection takes the place of one that
-does the least with its descriptor, as nginx reuses idle connections when
-it runs out of C{worker_connections}: one being closed, else the one that
-has waited longest for a request head (an idle keep-alive connection, or
-one that never sent a head), else the HTTP/1.x request that has been
-sending its body longest.  Only when none of those exists (every
-connection carries an event stream or a request being answered) is the
-new connection closed instead.  Either way the closed connection is
-aborted and its descriptor freed at once (L{notificator.http._twisted.close_now}), before
-the accept loop takes the next one, so the process never holds more than
-C{limits.connections} client connections.  Each is counted
-(L{notificator.stats.Stats.drop}) and logged, at most once every
-L{CAP_LOG_INTERVAL} seconds.
+At C{limits.connections} a new connection takes the place of one that does
+the least with its descriptor, as nginx reuses idle connections when it runs
+out of C{worker_connections}: one being closed, else the one that has waited
+longest for a request head (an idle keep-alive connection, or one that never
+sent a head), else the HTTP/1.x request that has been sending its body
+longest.  Only when none of those exists (every connection carries an event
+stream or a request being answered) is the new connection closed instead.
+Either way the closed connection is aborted and its descriptor freed at once
+(L{notificator.http._twisted.close_now}), before the accept loop takes the
+next one, so the process never holds more than C{limits.connections} client
+connections.  Each is counted (L{notificator.stats.Stats.drop}) and logged,
+at most once every L{CAP_LOG_INTERVAL} seconds.
 
 Everything runs on the clock given in; no global state.
 """
@@ -385,9 +385,9 @@ class ConnectionProtocol:
 class Refused:
     """
     What a connection over C{limits.connections} gets: closed as it opens,
-    its descriptor freed at once (L{notificator.http._twisted.close_now}).  (A C{buildProtocol}
-    that returns L{None} would do that over plain TCP, but Twisted's TLS
-    factory cannot take it.)
+    its descriptor freed at once (L{notificator.http._twisted.close_now}).
+    (A C{buildProtocol} that returns L{None} would do that over plain TCP,
+    but Twisted's TLS factory cannot take it.)
     """
 
     def makeConnection(self, transport: Any) -> None:

@@ -92,9 +92,10 @@ class PublishGate:
 
     def refuse_page(self, request: IRequest) -> str | None:
         """
-        L{ORIGIN_NOT_ALLOWED} (counted and logged, with the origin) when a
-        web page of an origin that may not publish sent C{request}: a form
-        or script on another site, opened by a browser on an allowed host.
+        L{notificator.cors.ORIGIN_NOT_ALLOWED} (counted and logged, with the
+        origin) when a web page of an origin that may not publish sent
+        C{request}: a form or script on another site, opened by a browser on
+        an allowed host.
         """
         origin = request.getHeader(b"origin")
         if origin is None:
@@ -158,8 +159,8 @@ class PublishResource(refusals.Resource):
     and logged as rejected publishes.
 
     @param max_bytes: larger bodies get 413 (C{limits.bodyBytes}; the
-        request refuses them while reading, L{notificator.http.request.LimitedRequest}: this is the
-        backstop).
+        request refuses them while reading,
+        L{notificator.http.request.LimitedRequest}: this is the backstop).
     @param max_fields: form bodies with more fields get 400
         (C{limits.formFields}).
     """

@@ -286,13 +286,13 @@ class LimitedRequest(_twisted.WholeHeadRequest):
 
     def head_received(self, length: int | None) -> None:
         """
-        The head is complete (L{notificator.http._twisted.WholeHeadRequest}: over
-        HTTP/2 not before every header is on the request): stop its clock,
-        and start the body's if a body is to come; refuse an announced body
-        over C{limits.bodyBytes} (413), or larger than the room
-        C{limits.bodyMemory} has left (503).  The body is kept in memory
-        (the limits bound it), not in twisted.web's temporary file for one
-        over 100 KB or without a length.
+        The head is complete (L{notificator.http._twisted.WholeHeadRequest}:
+        over HTTP/2 not before every header is on the request): stop its
+        clock, and start the body's if a body is to come; refuse an
+        announced body over C{limits.bodyBytes} (413), or larger than the
+        room C{limits.bodyMemory} has left (503).  The body is kept in
+        memory (the limits bound it), not in twisted.web's temporary file
+        for one over 100 KB or without a length.
         """
         limits = self.limits
         if limits is None:

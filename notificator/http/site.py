@@ -72,9 +72,10 @@ class AccessLogSite(Site):
 
     flush_interval = FLUSH_INTERVAL
 
-    #: Read by L{notificator.http.request.StockRequest}, set by C{makeService}: who
-    #: may publish and who is behind a trusted proxy (L{auth.Guard}), and
-    #: the publish gate asked before a request's body is read.
+    #: Read by L{notificator.http.request.StockRequest}, set by
+    #: C{makeService}: who may publish and who is behind a trusted proxy
+    #: (L{notificator.auth.Guard}), and the publish gate asked before a
+    #: request's body is read.
     guard: Guard | None = None
     publish_gate: PublishGate | None = None
 
@@ -152,14 +153,17 @@ def serve_http(
 ) -> None:
     """
     Give C{site} its request class and protocol: with C{server.fastChannel}
-    L{notificator.http.request.Request} over L{notificator.http.fast.Channel} and its L{notificator.http.fast.WriteBatch}
-    (a child of C{parent}, started before the listeners so that it stops
-    after them: the streams' last chunks leave before shutdown); without,
-    twisted.web's own channel.  Both with the request limits
-    (L{notificator.http.request.LimitedRequest}) and the connections' cap and clocks
-    (L{notificator.http.connections.Connections}, a child of C{parent}); what they refuse
-    and drop is logged to C{activity} (C{sse.log}).  Over TLS, every
-    response carries C{server.hsts} (L{notificator.http.request.StockRequest}).
+    L{notificator.http.request.Request} over
+    L{notificator.http.fast.Channel} and its
+    L{notificator.http.fast.WriteBatch} (a child of C{parent}, started
+    before the listeners so that it stops after them: the streams' last
+    chunks leave before shutdown); without, twisted.web's own channel.  Both
+    with the request limits (L{notificator.http.request.LimitedRequest}) and
+    the connections' cap and clocks
+    (L{notificator.http.connections.Connections}, a child of C{parent});
+    what they refuse and drop is logged to C{activity} (C{sse.log}).  Over
+    TLS, every response carries C{server.hsts}
+    (L{notificator.http.request.StockRequest}).
     """
     bounds = cfg.limits
     watched = connections.Connections(

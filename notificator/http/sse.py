@@ -440,12 +440,12 @@ def _buffer_limit(args: dict[bytes, list[bytes]]) -> int:
 
 def _slim(request: server.Request) -> None:
     """
-    Drop what an open stream no longer needs, as it may stay open for
-    hours: the head is on the wire, and the body (a GET sent with one) is
-    not read, its bytes given back to C{limits.bodyMemory}
-    (L{notificator.http.request.LimitedRequest.drop_body}).  Of the request headers only those of
-    its access-log line stay (a browser sends a dozen, 1-2 KB of memory
-    per stream).
+    Drop what an open stream no longer needs, as it may stay open for hours:
+    the head is on the wire, and the body (a GET sent with one) is not read,
+    its bytes given back to C{limits.bodyMemory}
+    (L{notificator.http.request.LimitedRequest.drop_body}).  Of the request
+    headers only those of its access-log line stay (a browser sends a dozen,
+    1-2 KB of memory per stream).
     """
     request.responseHeaders = Headers()
     if isinstance(request, LimitedRequest):

@@ -58,9 +58,10 @@ def build_resource(
 
     @param registry: what C{/metrics} serves; C{makeService} builds it
         (L{metrics.build_registry}), and a fresh one is made when omitted.
-    @param activity: where the per-request lines (streams opened, closed
-        and refused; publishes and rejected publishes) go; C{makeService}
-        gives one that only C{sse.log} reads (L{logs.AppLogService}).
+    @param activity: where the per-request lines (streams opened, closed and
+        refused; publishes and rejected publishes) go; C{makeService} gives
+        one that only C{sse.log} reads
+        (L{notificator.logs.app.AppLogService}).
     """
     if guard is None:
         guard = auth.Guard.from_config(config)

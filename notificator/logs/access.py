@@ -177,7 +177,8 @@ class CombinedLogFormatter:
 
     def __call__(self, timestamp: str, request: http.Request) -> str:
         escape = self._escape
-        # Behind a trusted proxy, the client it names (StockRequest.client_host).
+        # Behind a trusted proxy, the client it names
+        # (notificator.http.request.StockRequest.client_host).
         ip = getattr(request, "client_host", None)
         if ip is None:
             address = request.getClientAddress()
@@ -210,15 +211,14 @@ def log_unfinished(request: http.Request) -> None:
 
 def log_answered_early(request: Any, site: object, code: int, sent: int) -> None:
     """
-    Write the access-log line of a request answered before its body was
-    read (L{notificator.http.request.LimitedRequest.answer_early}: the publish gate's
-    403, every 413, any other early answer), which never reaches
-    C{finish()}, where twisted.web writes the line: C{code} and the
-    C{sent} bytes of body, and the method, path and protocol read from
-    its channel (twisted.web sets them on the request only once the body
-    is read).  C{site} is the request's channel's (a request answered
-    early has none of its own); anything but a L{Site} (test doubles) logs
-    nothing.
+    Write the access-log line of a request answered before its body was read
+    (L{notificator.http.request.LimitedRequest.answer_early}: the publish
+    gate's 403, every 413, any other early answer), which never reaches
+    C{finish()}, where twisted.web writes the line: C{code} and the C{sent}
+    bytes of body, and the method, path and protocol read from its channel
+    (twisted.web sets them on the request only once the body is read).
+    C{site} is the request's channel's (a request answered early has none of
+    its own); anything but a L{Site} (test doubles) logs nothing.
     """
     target = _twisted.request_target(request)
     if target is not None:
