@@ -166,6 +166,39 @@ class DescriptionTests(SynchronousTestCase):
             self.assertEqual(listening.tcp_address(description), expected, description)
 
 
+class ReadersTests(SynchronousTestCase):
+    """tap's readers of descriptions go through the one parser (listening.arguments)."""
+
+    def test_backlog_given_by_place_is_kept(self) -> None:
+        """
+        A backlog set by keyword or by place is kept, and one is added
+        where none is set (an escaped C{\\:backlog=} in a path sets none):
+        the real parsers take each result.
+        """
+        factory = ServerFactory()
+        path = os.path.abspath(self.mktemp())
+        for description, backlog in [
+            ("tcp:3001:127.0.0.1:10", 10),
+            ("tcp6:3002:11", 11),
+            ("tcp:3003:backlog=12", 12),
+            ("tcp:3004", tap.LISTEN_BACKLOG),
+        ]:
+            reactor = MemoryReactor()
+            serverFromString(reactor, tap.with_backlog(description)).listen(factory)
+            self.assertEqual(reactor.tcpServers[-1][2], backlog, description)
+        escaped = f"unix:{path}\\:backlog=5"
+        self.assertEqual(tap.with_backlog(escaped), f"{escaped}:backlog={tap.LISTEN_BACKLOG}")
+        reactor = MemoryReactor()
+        serverFromString(reactor, tap.with_backlog(f"unix:{path}:600:13")).listen(factory)
+        self.assertEqual(reactor.unixServers[-1][2], 13)
+
+    def test_default_node_port(self) -> None:
+        """The node's default name takes the port a TCP listener binds, not digits elsewhere."""
+        self.assertTrue(tap.default_node(["unix:/run/n\\:port=99", "tcp:3001"]).endswith(":3001"))
+        self.assertTrue(tap.default_node(["tcp:3002:127.0.0.1:5"]).endswith(":3002"))
+        self.assertTrue(tap.default_node(["unix:1234"]).endswith(f":pid{os.getpid()}"))
+
+
 class CheckFreeTests(SynchronousTestCase):
     def listener(self, family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
         sock = socket.socket(family, socket.SOCK_STREAM)
