@@ -190,7 +190,7 @@ class BuildTests(SynchronousTestCase):
         while todo:
             kind = todo.pop()
             seen.add(kind)
-            for name, source in schema._plan(kind):
+            for name, source in schema.sources(kind):
                 if isinstance(source, (Setting, Derived)):
                     continue
                 if isinstance(source, type):

@@ -112,9 +112,11 @@ class DescriptionTests(SynchronousTestCase):
         from notificator import tls
 
         for parse in (tls.https_listener, tls.https_endpoint):
-            names = tuple(inspect.signature(parse).parameters)
+            names = list(inspect.signature(parse).parameters)
             self.assertEqual(names[0], "reactor")
-            self.assertEqual(listening._POSITIONAL["https"], names[1:], parse.__name__)
+            values = [f"v{i}" for i in range(1, len(names))]
+            kind, named = listening.arguments(":".join(["https", *values]))
+            self.assertEqual(named, dict(zip(names[1:], values, strict=True)), parse.__name__)
 
     def test_twisted_parsers_agree(self) -> None:
         """

@@ -97,7 +97,7 @@ def derived(key: str, land: Land) -> dict[str, Derived]:
 
 
 @functools.cache
-def _plan(cls: type) -> tuple[tuple[str, Setting | Derived | type | None], ...]:
+def sources(cls: type) -> tuple[tuple[str, Setting | Derived | type | None], ...]:
     """
     Each field of attrs class C{cls} and what fills it: its L{Setting} or
     L{Derived}, the class of a section, or L{None} (given by the caller of
@@ -129,7 +129,7 @@ def declarations(cls: type) -> dict[str, Setting]:
     wanted: list[tuple[str, str]] = []
 
     def walk(kind: type) -> None:
-        for name, source in _plan(kind):
+        for name, source in sources(kind):
             where = f"{kind.__name__}.{name}"
             if isinstance(source, Setting):
                 if source.key in found:
@@ -246,7 +246,7 @@ def build(cls: type[_T], landing: Landing, **given: Any) -> _T:
     """
     fields: dict[str, Any] = {}
     kind: type = cls  # (functools.cache wants it hashable)
-    for name, source in _plan(kind):
+    for name, source in sources(kind):
         if isinstance(source, Setting):
             fields[name] = landing.landed(source.key)
         elif isinstance(source, Derived):
