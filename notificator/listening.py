@@ -13,9 +13,13 @@ What the listeners bind, decided and checked before twistd daemonizes.
    alike (once twistd has forked, only the first 100 bytes of an error
    reach the terminal).
 
-Strports descriptions are read here with a small parser of their public
-syntax (C{type:positional:key=value}, C{\\} escaping the next character),
-not with Twisted's private one.
+Strports descriptions are read here, and only here, with a small parser of
+their public syntax (C{type:positional:key=value}, C{\\} escaping the next
+character), not with Twisted's private one: L{split_description} splits
+one, L{arguments} names its arguments as the type's parser would, and
+L{tcp_address} reads where it binds.  Whoever else needs to know what a
+description says (C{tap}'s backlog and TLS settings, the cluster node's
+default name, the workers' listeners) asks these.
 """
 
 from __future__ import annotations
@@ -31,6 +35,37 @@ IPV4_ONLY = "ipv4"
 
 # Endpoint types that bind a TCP port, with their default interface.
 _TCP_TYPES = {"tcp": "", "tcp6": "::", "ssl": "", "https": ""}
+
+#: The arguments of the endpoint types read here, in the order their parsers
+#: take them positionally: Twisted's C{tcp:}, C{tcp6:}, C{ssl:} and C{unix:}
+#: parsers, and L{notificator.tls.https_listener} for C{https:}.
+_POSITIONAL = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": (
+        "port",
+        "privateKey",
+        "certKey",
+        "sslmethod",
+        "interface",
+        "backlog",
+        "extraCertChain",
+        "dhParameters",
+    ),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+    "https": (
+        "port",
+        "privateKey",
+        "certKey",
+        "extraCertChain",
+        "alpn",
+        "interface",
+        "backlog",
+        "ciphers",
+        "tickets",
+        "ticketKeys",
+    ),
+}
 
 
 def ipv6_mode(make_socket: Callable[..., socket.socket] = socket.socket) -> str:
@@ -99,6 +134,23 @@ def split_description(description: str) -> tuple[str, list[str], dict[str, str]]
     return fields[0].strip().lower(), args, kwargs
 
 
+def arguments(description: str) -> tuple[str, dict[str, str]]:
+    """
+    C{"tcp:3000:127.0.0.1:backlog=5"} -> C{("tcp", {"port": "3000",
+    "interface": "127.0.0.1", "backlog": "5"})}: the type (lower-cased) and
+    the arguments of a strports description by name, its positional ones
+    named as the type's parser names them (for C{tcp}, C{tcp6}, C{ssl},
+    C{unix} and C{https}; other types: their keyword arguments only).  What
+    the parser would refuse (too many positional arguments, one given twice)
+    is left to it.
+    """
+    kind, args, kwargs = split_description(description)
+    # (strict=False: more positional arguments than names is the parser's error)
+    named = dict(zip(_POSITIONAL.get(kind, ()), args, strict=False))
+    named.update(kwargs)
+    return kind, named
+
+
 def tcp_address(description: str) -> tuple[str, int] | None:
     """
     The (interface, port) a C{tcp:}, C{tcp6:}, C{ssl:} or C{https:}
@@ -106,17 +158,17 @@ def tcp_address(description: str) -> tuple[str, int] | None:
     for other types and for descriptions that do not say (a parse error is
     left to the endpoint parser).
     """
-    kind, args, kwargs = split_description(description)
+    kind, named = arguments(description)
     if kind not in _TCP_TYPES:
         return None
-    port_text = kwargs.get("port", args[0] if args else None)
+    port_text = named.get("port")
     try:
         port = int(port_text) if port_text is not None else -1
     except ValueError:
         return None
     if not 0 <= port <= 65535:
         return None
-    return kwargs.get("interface", _TCP_TYPES[kind]), port
+    return named.get("interface", _TCP_TYPES[kind]), port
 
 
 def describe(interface: str, port: int) -> str:

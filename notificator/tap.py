@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import socket
 import sys
 from functools import partial
@@ -241,7 +240,7 @@ def with_tls(description: str, tls: config.TLSConfig) -> str:
     the C{ciphers}, C{tickets} and C{ticketKeys} it does not set itself;
     return other descriptions unchanged.
     """
-    kind, _, given = listening.split_description(description)
+    kind, given = listening.arguments(description)
     if kind != "https":
         return description
     if "ciphers" not in given:
@@ -272,7 +271,7 @@ def ticket_key_dir(cfg: config.Config, descriptions: list[str]) -> str | None:
     if directory is None:
         return None
     for description in descriptions:
-        kind, _, given = listening.split_description(description)
+        kind, given = listening.arguments(description)
         if (
             kind == "https"
             and given.get("tickets") != "off"
@@ -520,14 +519,15 @@ def take_lock(lock: pidlock.DirectoryLock) -> None:
 def default_node(descriptions: list[str]) -> str:
     """
     C{cluster.node}'s default: the host name and the port of the first
-    listener that names one (C{tcp:3000}, C{https:port=3443:...}); when
-    none does (C{--listen tcp:0}), the host name and the process id.
+    TCP listener that binds one other than 0 (C{tcp:3000},
+    C{https:port=3443:...}; L{listening.tcp_address}); when none does
+    (C{--listen tcp:0}), the host name and the process id.
     """
     host = socket.gethostname()
     for description in descriptions:
-        m = re.search(r"(?:^\w+:|:port=)(\d+)(?::|$)", description)
-        if m and int(m.group(1)):
-            return f"{host}:{m.group(1)}"
+        address = listening.tcp_address(description)
+        if address is not None and address[1]:
+            return f"{host}:{address[1]}"
     return f"{host}:pid{os.getpid()}"
 
 
@@ -545,9 +545,10 @@ def find(service: IService, kind: type[Any]) -> Any:
 def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
     """
     Add C{backlog=} to a tcp, tcp6, ssl, https (L{notificator.tls}) or
-    unix strports description that has none; return others unchanged.
+    unix strports description that sets none (by name or by place,
+    L{listening.arguments}); return others unchanged.
     """
-    kind = description.split(":", 1)[0].strip().lower()
-    if kind in _BACKLOG_TYPES and not re.search(r"(^|:)backlog=", description):
+    kind, given = listening.arguments(description)
+    if kind in _BACKLOG_TYPES and "backlog" not in given:
         return f"{description}:backlog={backlog}"
     return description

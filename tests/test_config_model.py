@@ -144,7 +144,7 @@ class LoadTests(SynchronousTestCase):
         README.ko.rst's tables, and in the configuration guide.
         """
         from notificator.config import merge, read_json
-        from notificator.config.model import _SCHEMA
+        from notificator.config.model import SCHEMA
 
         doc: dict = {}
         origin: dict[str, str] = {}
@@ -153,7 +153,7 @@ class LoadTests(SynchronousTestCase):
         for name in ("README.rst", "README.ko.rst", os.path.join("docs", "configuration.rst")):
             with open(os.path.join(PROJECT, name), encoding="utf-8") as f:
                 guides[name] = f.read()
-        for key in _SCHEMA:
+        for key in SCHEMA:
             self.assertIn(key, origin, f"{key} has no default in conf/default.json")
             # A key, or for some (server.certificates.key ...) the object holding it.
             parent = key.rsplit(".", 1)[0]
@@ -463,7 +463,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
     def shipped(self) -> dict[str, Any]:
         """The shipped defaults by dotted key (leaves as config.validate sees them)."""
         doc, _ = config.shipped_defaults()
-        return dict(model._leaves(doc))
+        return dict(model.leaves(doc))
 
     def test_package_carries_conf_default_json(self) -> None:
         """The package's default.json is conf/default.json, byte for byte."""
@@ -473,7 +473,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
 
     def test_every_key_once_and_nothing_else(self) -> None:
         """The shipped defaults hold each key exactly, and load without a warning."""
-        self.assertEqual(sorted(self.shipped()), sorted(model._SCHEMA))
+        self.assertEqual(sorted(self.shipped()), sorted(model.SCHEMA))
         self.assertEqual(config.defaults().warnings, ())
 
     def test_classes_hold_no_defaults(self) -> None:
@@ -506,19 +506,28 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
         self.assertEqual(len(seen), 11, seen)
 
     def test_validate_gives_no_default(self) -> None:
-        """config/model.py reads validated values with values[key], never values.get(key, default)."""
-        with open(model.__file__, encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("get", "pop", "setdefault")
-                and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == "values"
-                and len(node.args) > 1
-            ):
-                self.fail(f"config/model.py line {node.lineno}: values.{node.func.attr}(...)")
+        """notificator/config/ reads validated values with values[key], never values.get(key, default)."""
+        package = os.path.dirname(model.__file__)
+        for name in sorted(os.listdir(package)):
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(package, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("get", "pop", "setdefault")
+                    and isinstance(node.func.value, (ast.Name, ast.Attribute))
+                    and (
+                        node.func.value.id
+                        if isinstance(node.func.value, ast.Name)
+                        else node.func.value.attr
+                    )
+                    in ("values", "_values")
+                    and len(node.args) > 1
+                ):
+                    self.fail(f"config/{name} line {node.lineno}: values.{node.func.attr}(...)")
 
     def test_a_second_default_is_found(self) -> None:
         """The checks above fail on the mistakes they are for."""
@@ -562,6 +571,7 @@ class DefaultsInOnePlaceTests(SynchronousTestCase):
                     self.assertEqual(cell, described[name][key], f"{name}: {key}")
                     continue
                 self.assertIn(key, shipped, f"{name}: {key} is not a key")
+                self.assertIn(key, model.SCHEMA, f"{name}: {key} is not declared")
                 m = re.fullmatch(r"``(.*)``", cell)
                 self.assertIsNotNone(m, f"{name}: {key}: default {cell!r} is not a literal")
                 assert m is not None

@@ -12,6 +12,9 @@ import ssl
 import subprocess
 from typing import Any
 
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import ServerFactory
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from notificator import listening, tap
@@ -69,13 +72,91 @@ class DescriptionTests(SynchronousTestCase):
             ("unix", ["/tmp/a=b"], {"mode": "660"}),
         )
 
+    def test_arguments(self) -> None:
+        """Arguments by name: positional ones named as the type's parser names them."""
+        cases = {
+            "tcp:3000:127.0.0.1:7": (
+                "tcp",
+                {"port": "3000", "interface": "127.0.0.1", "backlog": "7"},
+            ),
+            "TCP:3000:backlog=5": ("tcp", {"port": "3000", "backlog": "5"}),
+            "tcp6:3000:7:\\:\\:1": ("tcp6", {"port": "3000", "backlog": "7", "interface": "::1"}),
+            "unix:/run/a\\:b:660": ("unix", {"address": "/run/a:b", "mode": "660"}),
+            "ssl:3443:k.pem:c.pem": (
+                "ssl",
+                {"port": "3443", "privateKey": "k.pem", "certKey": "c.pem"},
+            ),
+            "https:3443:k:c:a:h2:\\:\\:1:9:tickets=off": (
+                "https",
+                {
+                    "port": "3443",
+                    "privateKey": "k",
+                    "certKey": "c",
+                    "extraCertChain": "a",
+                    "alpn": "h2",
+                    "interface": "::1",
+                    "backlog": "9",
+                    "tickets": "off",
+                },
+            ),
+            "systemd:domain=INET:index=0": ("systemd", {"domain": "INET", "index": "0"}),
+            "systemd:INET:0": ("systemd", {}),
+        }
+        for description, expected in cases.items():
+            self.assertEqual(listening.arguments(description), expected, description)
+
+    def test_https_arguments_are_https_listeners(self) -> None:
+        """https:'s arguments in their places are those of the endpoint's parser (notificator.tls)."""
+        import inspect
+
+        from notificator import tls
+
+        for parse in (tls.https_listener, tls.https_endpoint):
+            names = list(inspect.signature(parse).parameters)
+            self.assertEqual(names[0], "reactor")
+            values = [f"v{i}" for i in range(1, len(names))]
+            kind, named = listening.arguments(":".join(["https", *values]))
+            self.assertEqual(named, dict(zip(names[1:], values, strict=True)), parse.__name__)
+
+    def test_twisted_parsers_agree(self) -> None:
+        """
+        What arguments() names a positional argument is what Twisted's own
+        parser makes of it: each description listens on a MemoryReactor
+        with the port, interface, backlog (and unix mode) read here.
+        """
+        from tests.tlssupport import Certs
+
+        certs = Certs(self)
+        key, cert = (c.replace(":", "\\:") for c in (certs.key, certs.cert))
+        factory = ServerFactory()
+        for description, recorded in [
+            ("tcp:3001:127.0.0.1:7", lambda r: r.tcpServers[-1]),
+            ("tcp6:3002:8:\\:\\:1", lambda r: r.tcpServers[-1]),
+            (f"ssl:3003:{key}:{cert}:TLS_METHOD:127.0.0.1:9", lambda r: r.sslServers[-1]),
+        ]:
+            reactor = MemoryReactor()
+            serverFromString(reactor, description).listen(factory)
+            kind, named = listening.arguments(description)
+            port, _, *rest = recorded(reactor)
+            self.assertEqual(port, int(named["port"]), description)
+            self.assertEqual((rest[-2], rest[-1]), (int(named["backlog"]), named["interface"]))
+            self.assertEqual(listening.tcp_address(description), (named["interface"], port))
+        reactor = MemoryReactor()
+        path = os.path.abspath(self.mktemp())
+        serverFromString(reactor, f"unix:{path}:600:11").listen(factory)
+        kind, named = listening.arguments(f"unix:{path}:600:11")
+        address, _, backlog, mode, _ = reactor.unixServers[-1]
+        self.assertEqual((address, backlog, mode), (named["address"], 11, 0o600))
+
     def test_tcp_address(self) -> None:
         """The interface and port a TCP-based description binds."""
         cases = {
             "tcp:3000": ("", 3000),
             "tcp:port=3000:interface=127.0.0.1": ("127.0.0.1", 3000),
+            "tcp:3000:127.0.0.1": ("127.0.0.1", 3000),
             "tcp6:3001": ("::", 3001),
             "tcp6:port=3001:interface=\\:\\:1": ("::1", 3001),
+            "tcp6:3001:50:\\:\\:1": ("::1", 3001),
             "ssl:3443:privateKey=k": ("", 3443),
             "https:port=3443:interface=\\:\\::privateKey=k:alpn=h2": ("::", 3443),
             "unix:/tmp/s": None,
@@ -85,6 +166,39 @@ class DescriptionTests(SynchronousTestCase):
         }
         for description, expected in cases.items():
             self.assertEqual(listening.tcp_address(description), expected, description)
+
+
+class ReadersTests(SynchronousTestCase):
+    """tap's readers of descriptions go through the one parser (listening.arguments)."""
+
+    def test_backlog_given_by_place_is_kept(self) -> None:
+        """
+        A backlog set by keyword or by place is kept, and one is added
+        where none is set (an escaped C{\\:backlog=} in a path sets none):
+        the real parsers take each result.
+        """
+        factory = ServerFactory()
+        path = os.path.abspath(self.mktemp())
+        for description, backlog in [
+            ("tcp:3001:127.0.0.1:10", 10),
+            ("tcp6:3002:11", 11),
+            ("tcp:3003:backlog=12", 12),
+            ("tcp:3004", tap.LISTEN_BACKLOG),
+        ]:
+            reactor = MemoryReactor()
+            serverFromString(reactor, tap.with_backlog(description)).listen(factory)
+            self.assertEqual(reactor.tcpServers[-1][2], backlog, description)
+        escaped = f"unix:{path}\\:backlog=5"
+        self.assertEqual(tap.with_backlog(escaped), f"{escaped}:backlog={tap.LISTEN_BACKLOG}")
+        reactor = MemoryReactor()
+        serverFromString(reactor, tap.with_backlog(f"unix:{path}:600:13")).listen(factory)
+        self.assertEqual(reactor.unixServers[-1][2], 13)
+
+    def test_default_node_port(self) -> None:
+        """The node's default name takes the port a TCP listener binds, not digits elsewhere."""
+        self.assertTrue(tap.default_node(["unix:/run/n\\:port=99", "tcp:3001"]).endswith(":3001"))
+        self.assertTrue(tap.default_node(["tcp:3002:127.0.0.1:5"]).endswith(":3002"))
+        self.assertTrue(tap.default_node(["unix:1234"]).endswith(f":pid{os.getpid()}"))
 
 
 class CheckFreeTests(SynchronousTestCase):

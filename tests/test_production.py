@@ -451,8 +451,8 @@ def section(text: str, title: str) -> str:
 
 
 def leaves(doc: dict[str, Any]) -> set[str]:
-    """The dotted config keys of a config document (L{config._SCHEMA}'s leaves)."""
-    return {key for key, _ in model._leaves(doc)}
+    """The dotted config keys of a config document (L{config.model.SCHEMA}'s leaves)."""
+    return {key for key, _ in model.leaves(doc)}
 
 
 #: The keys of the node server's configuration (its conf/production.json,

@@ -1,9 +1,12 @@
-# -*- test-case-name: tests.test_config_model,tests.test_config_checks -*-
+# -*- test-case-name: tests.test_config_checks,tests.test_config_model -*-
 """
 The checks of single config values: each validator takes what a file
 gives for one key and returns it converted, or raises L{_Bad} with the
-reason, which L{notificator.config.model.validate} turns into a
+reason, which L{notificator.config.schema.check} turns into a
 L{notificator.config.files.ConfigError} naming the file and the key.
+Each key's check is declared with the key, on the field it lands in
+(L{notificator.config.model}), made where needed with L{_integer},
+L{_duration} (ranges) and L{_nullable} (null allowed).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -35,6 +39,10 @@ _ACAO = "access-control-allow-origin"
 
 class _Bad(Exception):
     pass
+
+
+#: A check: what a file gives for one key -> the value, or L{_Bad}.
+Check = Callable[[Any], Any]
 
 
 def _show(value: object) -> str:
@@ -63,6 +71,21 @@ def _seconds(value: object, allow_zero: bool) -> float:
     if value < 0 or (value == 0 and not allow_zero):
         raise _Bad(f"expected a positive number of seconds, got {value}")
     return float(value)
+
+
+def _integer(low: int, high: int) -> Check:
+    """The check of an integer from C{low} to C{high} (L{_int})."""
+    return lambda value: _int(value, low, high)
+
+
+def _duration(*, allow_zero: bool) -> Check:
+    """The check of a number of seconds, above 0 or (C{allow_zero}) from 0 (L{_seconds})."""
+    return lambda value: _seconds(value, allow_zero)
+
+
+def _nullable(check: Check) -> Check:
+    """C{check}, with JSON null (L{None}) let through as L{None}."""
+    return lambda value: None if value is None else check(value)
 
 
 def _str(value: object) -> str:
@@ -268,14 +291,27 @@ def _key_prefix(value: object) -> str:
     return prefix
 
 
-def _headers(
-    value: object,
-) -> tuple[tuple[tuple[str, str], ...], CORSPolicy, list[tuple[str, str]], str]:
+@attrs.frozen
+class Headers:
     """
-    C{sse.header}: the extra headers, the CORS policy, notes on ignored
-    headers (header name, note), and the name that set the policy (as
-    spelled in the file; the last one wins).
+    C{sse.header} checked: the extra headers of the SSE responses, the CORS
+    policy, notes on ignored headers and the name that set the policy.
+
+    @ivar headers: (name, value) of each header sent as configured.
+    @ivar cors: the policy C{Access-Control-Allow-Origin} sets.
+    @ivar notes: (header name as spelled, note) for each header ignored.
+    @ivar cors_name: C{Access-Control-Allow-Origin} as spelled in the file
+        (the last one wins).
     """
+
+    headers: tuple[tuple[str, str], ...]
+    cors: CORSPolicy
+    notes: tuple[tuple[str, str], ...]
+    cors_name: str
+
+
+def _headers(value: object) -> Headers:
+    """C{sse.header}: an object of header names to values (L{Headers})."""
     if not isinstance(value, dict):
         raise _Bad(f"expected an object of header names to values, got {_show(value)}")
     headers: list[tuple[str, str]] = []
@@ -319,4 +355,4 @@ def _headers(
         if any(c in text for c in "\r\n\0"):
             raise _Bad(f"{name}: value must not contain line breaks")
         headers.append((name, text))
-    return tuple(headers), policy, notes, policy_name
+    return Headers(tuple(headers), policy, tuple(notes), policy_name)

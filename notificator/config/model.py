@@ -1,20 +1,28 @@
-# -*- test-case-name: tests.test_config_model -*-
+# -*- test-case-name: tests.test_config_model,tests.test_config_schema -*-
 """
 The configuration: C{DIR/default.json}, then C{DIR/<env>.json}, then
 C{DIR/local.json}, deep-merged (objects merge key by key, everything else
 replaces), with C{//} and C{/* */} comments allowed so the old node server's
 C{config/*.json} files load unchanged.
 
-The merged document is validated once, at start-up, into frozen attrs
-classes (L{validate}, with the checks of L{notificator.config.checks}).
-A bad value raises L{ConfigError}, whose text is one line naming the
-file and the dotted key; an unknown key becomes a warning in
-L{Config.warnings}.
+The merged document is validated once, at start-up, into the frozen
+attrs classes here (L{validate}).  Each key is declared once, on the field
+it lands in: its dotted name, its check (L{notificator.config.checks}) and,
+where the value is not used as it is, how it lands (a path resolved
+against the project root, a cap derived from the open-file limit); its
+default is read from the shipped C{default.json}
+(L{notificator.config.schema}).  The rules between keys (L{RULES}) follow,
+one function each.  A bad value raises L{ConfigError}, whose text is one
+line naming the file and the dotted key; an unknown key becomes a warning
+in L{Config.warnings}.
+
+A new key: its line in C{conf/default.json} and one declared field here,
+plus its lines in the guides (C{tests/test_config_model.py} checks both).
 """
 
 from __future__ import annotations
 
-import os
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -22,6 +30,7 @@ import attrs
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python.filepath import FilePath
 
+from notificator.config import schema
 from notificator.config.checks import (
     _LOG_LEVEL_ALIASES,
     LOG_LEVELS,
@@ -29,19 +38,19 @@ from notificator.config.checks import (
     PROTOCOLS,
     IPNetwork,
     RedisAddress,
-    _Bad,
     _bool,
     _choice,
     _ciphers,
     _cookie_name,
+    _duration,
     _headers,
-    _int,
+    _integer,
     _key_prefix,
     _networks,
+    _nullable,
     _opt_str,
     _publish_token,
     _redis_url,
-    _seconds,
     _str,
     _str_list,
     _stream_secret,
@@ -54,7 +63,14 @@ from notificator.config.files import (
     read_json,
     shipped_defaults,
 )
+from notificator.config.schema import Landing, Setting, build, check, declarations, derived, setting
 from notificator.cors import CORSPolicy
+
+#: A number of seconds above 0, and one from 0 (0: off).
+_POSITIVE_SECONDS = _duration(allow_zero=False)
+_SECONDS_OR_OFF = _duration(allow_zero=True)
+#: A count of things the server holds (streams, connections).
+_COUNT = _integer(1, 1 << 30)
 
 
 @attrs.frozen
@@ -72,21 +88,25 @@ class ClusterConfig:
         chain to; L{None}: the system's trust store.
     """
 
-    redis: RedisAddress | None
-    node: str | None
-    prefix: str
-    timeout: float
-    reconnect_max_delay: float
-    ca: str | None
+    redis: RedisAddress | None = attrs.field(metadata=setting("cluster.redis", _redis_url))
+    node: str | None = attrs.field(metadata=setting("cluster.node", _opt_str))
+    prefix: str = attrs.field(metadata=setting("cluster.prefix", _key_prefix))
+    timeout: float = attrs.field(metadata=setting("cluster.timeout", _POSITIVE_SECONDS))
+    reconnect_max_delay: float = attrs.field(
+        metadata=setting("cluster.reconnectMaxDelay", _POSITIVE_SECONDS)
+    )
+    ca: str | None = attrs.field(metadata=setting("cluster.ca", _opt_str, path=True))
 
 
 @attrs.frozen
 class Certificates:
     """TLS files, already resolved against the project root."""
 
-    ca: str | None
-    key: str | None
-    cert: str | None
+    ca: str | None = attrs.field(metadata=setting("server.certificates.ca", _opt_str, path=True))
+    key: str | None = attrs.field(metadata=setting("server.certificates.key", _opt_str, path=True))
+    cert: str | None = attrs.field(
+        metadata=setting("server.certificates.cert", _opt_str, path=True)
+    )
 
 
 @attrs.frozen
@@ -101,17 +121,19 @@ class TLSConfig:
         processes (C{ticketKeys=}); L{None}: each keeps its own in memory.
     """
 
-    ciphers: str
-    session_tickets: bool
-    ticket_key_dir: str | None
+    ciphers: str = attrs.field(metadata=setting("server.tls.ciphers", _ciphers))
+    session_tickets: bool = attrs.field(metadata=setting("server.tls.sessionTickets", _bool))
+    ticket_key_dir: str | None = attrs.field(
+        metadata=setting("server.tls.ticketKeyDir", _opt_str, path=True)
+    )
 
 
 @attrs.frozen
 class PublishConfig:
     """Who may C{POST /webNotification}: C{publish.allow}, C{publish.token}."""
 
-    allow: tuple[IPNetwork, ...]
-    token: str | None = attrs.field(repr=False)
+    allow: tuple[IPNetwork, ...] = attrs.field(metadata=setting("publish.allow", _networks))
+    token: str | None = attrs.field(repr=False, metadata=setting("publish.token", _publish_token))
 
 
 @attrs.frozen
@@ -123,16 +145,18 @@ class MonitorConfig:
         C{/health}, every 2 s per open tab) to C{access.log}.
     """
 
-    allow: tuple[IPNetwork, ...]
-    access_log: bool
+    allow: tuple[IPNetwork, ...] = attrs.field(metadata=setting("monitor.allow", _networks))
+    access_log: bool = attrs.field(metadata=setting("monitor.accessLog", _bool))
 
 
 @attrs.frozen
 class SSEAuthConfig:
     """Subscriber signatures: C{sse.auth.secret} (None: off), C{sse.auth.cookie}."""
 
-    secret: str | None = attrs.field(repr=False)
-    cookie: str
+    secret: str | None = attrs.field(
+        repr=False, metadata=setting("sse.auth.secret", _stream_secret)
+    )
+    cookie: str = attrs.field(metadata=setting("sse.auth.cookie", _cookie_name))
 
 
 @attrs.frozen
@@ -144,84 +168,63 @@ class ServerConfig:
         C{Strict-Transport-Security} header sent over TLS; L{None}: none.
     """
 
-    protocol: str
-    port: int
-    host: str | None
-    endpoints: tuple[str, ...]
+    protocol: str = attrs.field(metadata=setting("server.protocol", _choice(*PROTOCOLS)))
+    port: int = attrs.field(metadata=setting("server.port", _integer(0, 65535)))
+    host: str | None = attrs.field(metadata=setting("server.host", _opt_str))
+    endpoints: tuple[str, ...] = attrs.field(metadata=setting("server.endpoints", _str_list))
     certificates: Certificates
-    hsts: int | None
+    hsts: int | None = attrs.field(
+        metadata=setting("server.hsts", _nullable(_integer(0, 2**31 - 1)))
+    )
     tls: TLSConfig
-    log_level: str
-    log_dir: str
-    log_keep_days: int
-    trusted_proxies: tuple[IPNetwork, ...]
-    fast_channel: bool
+    log_level: str = attrs.field(
+        metadata=setting("server.log.level", _choice(*LOG_LEVELS, aliases=_LOG_LEVEL_ALIASES))
+    )
+    log_dir: str = attrs.field(metadata=setting("server.log.dir", _str, path=True))
+    log_keep_days: int = attrs.field(
+        metadata=setting("server.log.keepDays", _integer(0, 100 * 366))
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = attrs.field(
+        metadata=setting("server.trustedProxies", _networks)
+    )
+    fast_channel: bool = attrs.field(metadata=setting("server.fastChannel", _bool))
 
 
 @attrs.frozen
 class HistoryConfig:
     """C{sse.history.*}: what is kept for reconnecting clients."""
 
-    size: int
-    ttl: float
-    max_bytes: int
-    directory: str | None
+    size: int = attrs.field(metadata=setting("sse.history.size", _integer(0, 100_000)))
+    ttl: float = attrs.field(metadata=setting("sse.history.ttl", _POSITIVE_SECONDS))
+    max_bytes: int = attrs.field(metadata=setting("sse.history.maxBytes", _integer(0, 1 << 40)))
+    directory: str | None = attrs.field(metadata=setting("sse.history.dir", _opt_str, path=True))
 
 
 @attrs.frozen
 class SSEConfig:
-    headers: tuple[tuple[str, str], ...]
-    cors: CORSPolicy
-    heartbeat: bool
-    heartbeat_interval: float
-    keepalive: float
-    retry: int
-    cookie: str
-    drain_seconds: float
+    """
+    C{sse.*}.
+
+    @ivar headers: C{sse.header} but C{Access-Control-Allow-Origin}: the
+        extra headers of the SSE responses.
+    @ivar cors: C{sse.header}'s C{Access-Control-Allow-Origin}: which other
+        origins may read streams and publish.
+    """
+
+    headers: tuple[tuple[str, str], ...] = attrs.field(
+        metadata=setting("sse.header", _headers, land=lambda header, _: header.headers)
+    )
+    cors: CORSPolicy = attrs.field(metadata=derived("sse.header", lambda header, _: header.cors))
+    heartbeat: bool = attrs.field(metadata=setting("sse.heartbeat", _bool))
+    heartbeat_interval: float = attrs.field(
+        metadata=setting("sse.heartbeatInterval", _POSITIVE_SECONDS)
+    )
+    keepalive: float = attrs.field(metadata=setting("sse.keepalive", _SECONDS_OR_OFF))
+    retry: int = attrs.field(metadata=setting("sse.retry", _integer(0, 24 * 3600 * 1000)))
+    cookie: str = attrs.field(metadata=setting("sse.cookie", _cookie_name))
+    drain_seconds: float = attrs.field(metadata=setting("sse.drainSeconds", _SECONDS_OR_OFF))
     history: HistoryConfig
     auth: SSEAuthConfig
-
-
-@attrs.frozen
-class LimitsConfig:
-    """
-    C{limits.*}: bounds on what clients can make the server hold.
-
-    @ivar streams_per_user: C{limits.streamsPerUser}; a user's streams
-        over it are answered with a long C{retry:} and ended.
-    @ivar streams: C{limits.streams}, likewise for all streams (see
-        L{stream_limit}).
-    @ivar streams_per_address: C{limits.streamsPerAddress}, likewise for
-        the streams of one client address (behind trusted proxies, the
-        client's); L{None}: no such cap.
-    @ivar body_bytes: largest request body read; larger ones get 413 as
-        soon as that is known (C{limits.bodyBytes}).
-    @ivar body_memory: most bytes of request bodies held in memory at once,
-        all connections and streams together (C{limits.bodyMemory}, at
-        least C{body_bytes}); a body that would take the total past it gets
-        503.
-    @ivar form_fields: most fields in a form publish body; more get 400.
-    @ivar header_timeout: seconds a connection may take to send a request
-        head, from when it opens or its previous response is done (over
-        HTTP/2: seconds it may have no open stream).
-    @ivar body_timeout: seconds a request may take to send its body, from
-        the end of its head (C{limits.bodyTimeout}); later: 408.
-    @ivar buffer_bytes: bytes written to a stream whose client stopped
-        reading (the transport paused it) before the stream is dropped.
-    @ivar connections: open connections in all (C{limits.connections}; see
-        L{connection_limit}).
-    """
-
-    streams_per_user: int
-    streams: int
-    streams_per_address: int | None
-    body_bytes: int
-    body_memory: int
-    form_fields: int
-    header_timeout: float
-    body_timeout: float
-    buffer_bytes: int
-    connections: int
 
 
 def connection_limit(configured: int | None) -> int:
@@ -258,6 +261,64 @@ FD_MARGIN = 100
 
 #: Connections kept free of streams when C{limits.streams} is null.
 STREAM_RESERVE = 50
+
+
+@attrs.frozen
+class LimitsConfig:
+    """
+    C{limits.*}: bounds on what clients can make the server hold.
+
+    @ivar streams_per_user: C{limits.streamsPerUser}; a user's streams
+        over it are answered with a long C{retry:} and ended.
+    @ivar streams: C{limits.streams}, likewise for all streams (see
+        L{stream_limit}).
+    @ivar streams_per_address: C{limits.streamsPerAddress}, likewise for
+        the streams of one client address (behind trusted proxies, the
+        client's); L{None}: no such cap.
+    @ivar body_bytes: largest request body read; larger ones get 413 as
+        soon as that is known (C{limits.bodyBytes}).
+    @ivar body_memory: most bytes of request bodies held in memory at once,
+        all connections and streams together (C{limits.bodyMemory}, at
+        least C{body_bytes}); a body that would take the total past it gets
+        503.
+    @ivar form_fields: most fields in a form publish body; more get 400.
+    @ivar header_timeout: seconds a connection may take to send a request
+        head, from when it opens or its previous response is done (over
+        HTTP/2: seconds it may have no open stream).
+    @ivar body_timeout: seconds a request may take to send its body, from
+        the end of its head (C{limits.bodyTimeout}); later: 408.
+    @ivar buffer_bytes: bytes written to a stream whose client stopped
+        reading (the transport paused it) before the stream is dropped.
+    @ivar connections: open connections in all (C{limits.connections}; see
+        L{connection_limit}).
+    """
+
+    streams_per_user: int = attrs.field(metadata=setting("limits.streamsPerUser", _COUNT))
+    streams: int = attrs.field(
+        metadata=setting(
+            "limits.streams",
+            _nullable(_COUNT),
+            land=lambda streams, landing: stream_limit(
+                streams, landing.landed("limits.connections")
+            ),
+        )
+    )
+    streams_per_address: int | None = attrs.field(
+        metadata=setting("limits.streamsPerAddress", _nullable(_COUNT))
+    )
+    body_bytes: int = attrs.field(metadata=setting("limits.bodyBytes", _integer(1, 1 << 40)))
+    body_memory: int = attrs.field(metadata=setting("limits.bodyMemory", _integer(1, 1 << 50)))
+    form_fields: int = attrs.field(metadata=setting("limits.formFields", _integer(1, 10_000_000)))
+    header_timeout: float = attrs.field(metadata=setting("limits.headerTimeout", _POSITIVE_SECONDS))
+    body_timeout: float = attrs.field(metadata=setting("limits.bodyTimeout", _POSITIVE_SECONDS))
+    buffer_bytes: int = attrs.field(metadata=setting("limits.bufferBytes", _integer(1, 1 << 40)))
+    connections: int = attrs.field(
+        metadata=setting(
+            "limits.connections",
+            _nullable(_COUNT),
+            land=lambda connections, _: connection_limit(connections),
+        )
+    )
 
 
 @attrs.frozen
@@ -322,67 +383,14 @@ def _interface(host: str) -> str:
 _ALPN = {"https": "http/1.1", "http2": "h2,http/1.1"}
 
 
-# dotted key -> validator.  Objects below these keys are leaves.
-_SCHEMA: dict[str, Callable[[Any], Any]] = {
-    "server.protocol": _choice(*PROTOCOLS),
-    "server.port": lambda v: _int(v, 0, 65535),
-    "server.host": _opt_str,
-    "server.endpoints": _str_list,
-    "server.certificates.ca": _opt_str,
-    "server.certificates.key": _opt_str,
-    "server.certificates.cert": _opt_str,
-    "server.hsts": lambda v: None if v is None else _int(v, 0, 2**31 - 1),
-    "server.tls.ciphers": _ciphers,
-    "server.tls.sessionTickets": _bool,
-    "server.tls.ticketKeyDir": _opt_str,
-    "server.log.level": _choice(*LOG_LEVELS, aliases=_LOG_LEVEL_ALIASES),
-    "server.log.dir": _str,
-    "server.log.keepDays": lambda v: _int(v, 0, 100 * 366),
-    "sse.header": _headers,
-    "sse.heartbeat": _bool,
-    "sse.heartbeatInterval": lambda v: _seconds(v, allow_zero=False),
-    "sse.keepalive": lambda v: _seconds(v, allow_zero=True),
-    "sse.retry": lambda v: _int(v, 0, 24 * 3600 * 1000),
-    "sse.cookie": _cookie_name,
-    "sse.drainSeconds": lambda v: _seconds(v, allow_zero=True),
-    "sse.history.size": lambda v: _int(v, 0, 100_000),
-    "sse.history.ttl": lambda v: _seconds(v, allow_zero=False),
-    "sse.history.maxBytes": lambda v: _int(v, 0, 1 << 40),
-    "sse.history.dir": _opt_str,
-    "monitor.accessLog": _bool,
-    "limits.streamsPerUser": lambda v: _int(v, 1, 1 << 30),
-    "limits.streams": lambda v: None if v is None else _int(v, 1, 1 << 30),
-    "limits.streamsPerAddress": lambda v: None if v is None else _int(v, 1, 1 << 30),
-    "limits.connections": lambda v: None if v is None else _int(v, 1, 1 << 30),
-    "server.trustedProxies": _networks,
-    "publish.allow": _networks,
-    "publish.token": _publish_token,
-    "monitor.allow": _networks,
-    "sse.auth.secret": _stream_secret,
-    "sse.auth.cookie": _cookie_name,
-    "cluster.redis": _redis_url,
-    "cluster.node": _opt_str,
-    "cluster.prefix": _key_prefix,
-    "cluster.timeout": lambda v: _seconds(v, allow_zero=False),
-    "cluster.reconnectMaxDelay": lambda v: _seconds(v, allow_zero=False),
-    "cluster.ca": _opt_str,
-    "server.fastChannel": _bool,
-    "limits.bodyBytes": lambda v: _int(v, 1, 1 << 40),
-    "limits.bodyMemory": lambda v: _int(v, 1, 1 << 50),
-    "limits.formFields": lambda v: _int(v, 1, 10_000_000),
-    "limits.headerTimeout": lambda v: _seconds(v, allow_zero=False),
-    "limits.bodyTimeout": lambda v: _seconds(v, allow_zero=False),
-    "limits.bufferBytes": lambda v: _int(v, 1, 1 << 40),
-}
+#: Every config key: dotted key -> its declaration (L{Setting}), read from
+#: the classes' fields (L{declarations}).
+SCHEMA: Mapping[str, Setting] = declarations(Config)
 
 
-def _leaves(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for key, value in doc.items():
-        dotted = prefix + key
-        if dotted in _SCHEMA or not isinstance(value, dict):
-            yield dotted, value
-        else:
-            yield from _leaves(value, dotted + ".")
+def leaves(doc: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """The dotted keys of a config document and their values, as L{validate} reads them."""
+    return schema.leaves(doc, SCHEMA)
 
 
 def validate(
@@ -391,177 +399,179 @@ def validate(
     """
     Turn a merged document into a L{Config}.  What C{doc} does not give is
     taken from the shipped defaults (L{shipped_defaults}: the one place a
-    default is written), merged under it as the files are merged.
+    default is written), merged under it as the files are merged.  Each
+    key is checked as declared (L{SCHEMA}), the classes are built from the
+    values (L{notificator.config.schema.build}), then the rules between
+    keys (L{RULES}) run, in order.
 
     @param origin: dotted key -> file that set it, for error messages.
     @param env: the environment (C{--env}); in C{production} a door left
         open (L{production_warnings}) is a warning.
-    @raise ConfigError: a value of the wrong type or out of range.
+    @raise ConfigError: a value of the wrong type or out of range, or
+        values that cannot go together.
     """
     shipped, shipped_source = shipped_defaults()
-    shipped_body_memory = shipped.get("limits", {}).get("bodyMemory")
     full: dict[str, Any] = {}
     where: dict[str, str] = {}
-    merge(full, where, shipped, shipped_source)
+    # (merge shares the shipped objects with full, and merges doc into them)
+    merge(full, where, copy.deepcopy(shipped), shipped_source)
     merge(full, where, doc, "config")
     where.update(origin)
-    values: dict[str, Any] = {}
-    warnings: list[str] = []
-    for dotted, raw in _leaves(full):
-        source = where.get(dotted, "config")
-        check = _SCHEMA.get(dotted)
-        if check is None:
-            warnings.append(f"{source}: {dotted}: unknown key, ignored")
-            continue
-        try:
-            values[dotted] = check(raw)
-        except _Bad as e:
-            raise ConfigError(source, dotted, str(e))
-    for key in _SCHEMA:
-        if key not in values:
-            raise ConfigError(shipped_source, key, "no default: the shipped default.json lacks it")
+    values, warnings = check(SCHEMA, full, where, shipped_source)
+    cfg = build(Config, Landing(SCHEMA, values, root), root=root)
+    read = Read(values, where, shipped, env)
+    for rule in RULES:
+        warnings.extend(rule(cfg, read))
+    return attrs.evolve(cfg, warnings=tuple(warnings))
 
-    interval = values["sse.heartbeatInterval"]
-    if interval >= 1000:
-        warnings.append(
-            f"{where.get('sse.heartbeatInterval')}: sse.heartbeatInterval: {interval:g} seconds;"
-            " the value is in seconds, not milliseconds"
-        )
-    headers, cors, notes, cors_name = values.pop("sse.header")
-    # Each note names the file that set that header (local.json, say), not
-    # the first file that had an sse.header.
-    section = where.get("sse.header", "config")
-    warnings.extend(
-        f"{where.get(f'sse.header.{name}', section)}: sse.header: {note}" for name, note in notes
-    )
 
-    def path(p: str) -> str:
-        return os.path.normpath(os.path.join(root, os.path.expanduser(p)))
+@attrs.frozen
+class Read:
+    """
+    What the rules between keys (L{RULES}) read besides the L{Config}.
 
-    def resolve(p: str | None) -> str | None:
-        return None if p is None else path(p)
+    @ivar values: the checked values by dotted key (before they landed:
+        C{limits.streams} is L{None} when the file says null).
+    @ivar where: dotted key -> the file that set it.
+    @ivar shipped: the shipped defaults (C{default.json}) as read.
+    @ivar env: the environment, or L{None}.
+    """
 
-    server = ServerConfig(
-        protocol=values["server.protocol"],
-        port=values["server.port"],
-        host=values["server.host"],
-        endpoints=values["server.endpoints"],
-        certificates=Certificates(
-            ca=resolve(values["server.certificates.ca"]),
-            key=resolve(values["server.certificates.key"]),
-            cert=resolve(values["server.certificates.cert"]),
-        ),
-        hsts=values["server.hsts"],
-        tls=TLSConfig(
-            ciphers=values["server.tls.ciphers"],
-            session_tickets=values["server.tls.sessionTickets"],
-            ticket_key_dir=resolve(values["server.tls.ticketKeyDir"]),
-        ),
-        log_level=values["server.log.level"],
-        log_dir=path(values["server.log.dir"]),
-        log_keep_days=values["server.log.keepDays"],
-        trusted_proxies=values["server.trustedProxies"],
-        fast_channel=values["server.fastChannel"],
-    )
+    values: Mapping[str, Any]
+    where: Mapping[str, str]
+    shipped: Mapping[str, Any]
+    env: str | None
+
+    def source(self, key: str) -> str:
+        """The file that set C{key}."""
+        return self.where.get(key, "config")
+
+
+def _seconds_not_milliseconds(cfg: Config, read: Read) -> list[str]:
+    """A warning: a heartbeat interval of 1000 s or more was meant in milliseconds."""
+    interval = cfg.sse.heartbeat_interval
+    if interval < 1000:
+        return []
+    return [
+        f"{read.source('sse.heartbeatInterval')}: sse.heartbeatInterval: {interval:g} seconds;"
+        " the value is in seconds, not milliseconds"
+    ]
+
+
+def _ignored_headers(cfg: Config, read: Read) -> list[str]:
+    """
+    A warning for each C{sse.header} the server sets itself, naming the
+    file that set that header (C{local.json}, say), not the first file
+    that had an C{sse.header}.
+    """
+    section = read.source("sse.header")
+    return [
+        f"{read.where.get(f'sse.header.{name}', section)}: sse.header: {note}"
+        for name, note in read.values["sse.header"].notes
+    ]
+
+
+def _certificates_for_tls(cfg: Config, read: Read) -> list[str]:
+    """An error: https and http2 built from C{server.*} need a key and a certificate."""
+    server = cfg.server
     if server.protocol != "http" and not server.endpoints:
         for name in ("key", "cert"):
             if getattr(server.certificates, name) is None:
-                key = f"server.certificates.{name}"
                 raise ConfigError(
-                    where.get("server.protocol", "config"),
-                    key,
+                    read.source("server.protocol"),
+                    f"server.certificates.{name}",
                     f"required when server.protocol is {server.protocol}",
                 )
-    sse = SSEConfig(
-        headers=headers,
-        cors=cors,
-        heartbeat=values["sse.heartbeat"],
-        heartbeat_interval=values["sse.heartbeatInterval"],
-        keepalive=values["sse.keepalive"],
-        retry=values["sse.retry"],
-        cookie=values["sse.cookie"],
-        drain_seconds=values["sse.drainSeconds"],
-        history=HistoryConfig(
-            size=values["sse.history.size"],
-            ttl=values["sse.history.ttl"],
-            max_bytes=values["sse.history.maxBytes"],
-            directory=resolve(values["sse.history.dir"]),
-        ),
-        auth=SSEAuthConfig(
-            secret=values["sse.auth.secret"],
-            cookie=values["sse.auth.cookie"],
-        ),
-    )
-    if any(n.prefixlen == 0 for n in server.trusted_proxies):
-        warnings.append(
-            f"{where.get('server.trustedProxies', 'config')}: server.trustedProxies: holds a /0"
+    return []
+
+
+def _proxies_not_everyone(cfg: Config, read: Read) -> list[str]:
+    """A warning: a /0 among the trusted proxies lets any client name any address."""
+    if any(n.prefixlen == 0 for n in cfg.server.trusted_proxies):
+        return [
+            f"{read.source('server.trustedProxies')}: server.trustedProxies: holds a /0"
             " network: every client may then name any address in X-Forwarded-For"
-        )
+        ]
+    return []
+
+
+def _cookies_apart(cfg: Config, read: Read) -> list[str]:
+    """An error: the signature's cookie cannot be the one holding the user id."""
+    sse = cfg.sse
     if sse.auth.cookie == sse.cookie:
         raise ConfigError(
-            where.get("sse.auth.cookie", "config"),
+            read.source("sse.auth.cookie"),
             "sse.auth.cookie",
             f"must differ from sse.cookie ({sse.cookie!r}), which holds the user id",
         )
-    publish = PublishConfig(allow=values["publish.allow"], token=values["publish.token"])
-    if publish.token is not None and len(publish.token) < MIN_SECRET_LENGTH:
-        warnings.append(
-            f"{where.get('publish.token', 'config')}: publish.token: shorter than"
+    return []
+
+
+def _long_publish_token(cfg: Config, read: Read) -> list[str]:
+    """A warning: a short publish token is easier to guess."""
+    token = cfg.publish.token
+    if token is not None and len(token) < MIN_SECRET_LENGTH:
+        return [
+            f"{read.source('publish.token')}: publish.token: shorter than"
             f" {MIN_SECRET_LENGTH} characters; a long random token is harder to guess"
-        )
-    monitor = MonitorConfig(allow=values["monitor.allow"], access_log=values["monitor.accessLog"])
-    connections = connection_limit(values["limits.connections"])
-    limits = LimitsConfig(
-        streams_per_user=values["limits.streamsPerUser"],
-        streams=stream_limit(values["limits.streams"], connections),
-        streams_per_address=values["limits.streamsPerAddress"],
-        body_bytes=values["limits.bodyBytes"],
-        body_memory=values["limits.bodyMemory"],
-        form_fields=values["limits.formFields"],
-        header_timeout=values["limits.headerTimeout"],
-        body_timeout=values["limits.bodyTimeout"],
-        buffer_bytes=values["limits.bufferBytes"],
-        connections=connections,
+        ]
+    return []
+
+
+def _body_memory_holds_a_body(cfg: Config, read: Read) -> list[str]:
+    """
+    An error: with C{limits.bodyMemory} under C{limits.bodyBytes}, each
+    body between the two would be refused, whoever sends it.  The key
+    named is the one changed from its shipped value.
+    """
+    limits = cfg.limits
+    if limits.body_memory >= limits.body_bytes:
+        return []
+    key = "limits.bodyMemory"
+    if limits.body_memory == read.shipped.get("limits", {}).get("bodyMemory"):
+        key = "limits.bodyBytes"
+    raise ConfigError(
+        read.source(key),
+        key,
+        f"limits.bodyMemory ({limits.body_memory}) is smaller than limits.bodyBytes"
+        f" ({limits.body_bytes}): no body larger than it could be read; raise"
+        " limits.bodyMemory or lower limits.bodyBytes",
     )
-    if limits.body_memory < limits.body_bytes:
-        # Each body between the two would be refused, whoever sends it.  The
-        # key named is the one changed from its shipped value.
-        key = "limits.bodyMemory"
-        if limits.body_memory == shipped_body_memory:
-            key = "limits.bodyBytes"
-        raise ConfigError(
-            where.get(key, "config"),
-            key,
-            f"limits.bodyMemory ({limits.body_memory}) is smaller than limits.bodyBytes"
-            f" ({limits.body_bytes}): no body larger than it could be read; raise"
-            " limits.bodyMemory or lower limits.bodyBytes",
-        )
-    if values["limits.streams"] is not None and limits.streams >= connections:
-        warnings.append(
-            f"{where.get('limits.streams', 'config')}: limits.streams: {limits.streams} streams"
-            f" may take every connection (limits.connections {connections}): publishes and"
-            " /health are then refused while streams hold them all; null leaves room"
-        )
-    cluster = ClusterConfig(
-        redis=values["cluster.redis"],
-        node=values["cluster.node"],
-        prefix=values["cluster.prefix"],
-        timeout=values["cluster.timeout"],
-        reconnect_max_delay=values["cluster.reconnectMaxDelay"],
-        ca=resolve(values["cluster.ca"]),
-    )
-    if env == PRODUCTION:
-        warnings.extend(production_warnings(sse, where, f"sse.header.{cors_name}"))
-    return Config(
-        server=server,
-        sse=sse,
-        monitor=monitor,
-        publish=publish,
-        limits=limits,
-        cluster=cluster,
-        root=root,
-        warnings=tuple(warnings),
-    )
+
+
+def _streams_leave_connections(cfg: Config, read: Read) -> list[str]:
+    """A warning: configured streams that may take every connection."""
+    limits = cfg.limits
+    if read.values["limits.streams"] is not None and limits.streams >= limits.connections:
+        return [
+            f"{read.source('limits.streams')}: limits.streams: {limits.streams} streams"
+            f" may take every connection (limits.connections {limits.connections}): publishes"
+            " and /health are then refused while streams hold them all; null leaves room"
+        ]
+    return []
+
+
+def _production_doors(cfg: Config, read: Read) -> list[str]:
+    """In production, the doors left open (L{production_warnings})."""
+    if read.env != PRODUCTION:
+        return []
+    cors_key = f"sse.header.{read.values['sse.header'].cors_name}"
+    return production_warnings(cfg.sse, read.where, cors_key)
+
+
+#: The rules between keys, run in this order after the classes are built:
+#: each returns its warnings or raises L{ConfigError} naming the file and key.
+RULES: tuple[Callable[[Config, Read], list[str]], ...] = (
+    _seconds_not_milliseconds,
+    _ignored_headers,
+    _certificates_for_tls,
+    _proxies_not_everyone,
+    _cookies_apart,
+    _long_publish_token,
+    _body_memory_holds_a_body,
+    _streams_leave_connections,
+    _production_doors,
+)
 
 
 #: The environment whose start-up warns of doors left open.
