@@ -649,6 +649,9 @@ def as_user(user: str, argv: list[str], untested: str) -> list[str]:
     capability but C{CAP_DAC_READ_SEARCH}: only so that it can read this
     test run's Python wherever it is installed (under root's home, say);
     it lets the user read and search any file, not write one.
+
+    Such a process runs outside coverage (L{UNMEASURED}): it could not
+    write its data where the test run's is kept.
     """
     return [
         require_tool("setpriv", "util-linux", untested),
@@ -660,8 +663,15 @@ def as_user(user: str, argv: list[str], untested: str) -> list[str]:
         "--bounding-set=-all,+dac_read_search",
         "--no-new-privs",
         "--",
+        *UNMEASURED,
         *argv,
     ]
+
+
+#: The start of a command line that runs what follows without coverage's
+#: measurement of subprocesses (C{patch = subprocess} in .coveragerc): for a
+#: process that runs as another user, who cannot write the run's data files.
+UNMEASURED = ("env", "-u", "COVERAGE_PROCESS_CONFIG", "-u", "COVERAGE_PROCESS_START")
 
 
 def owner(path: str) -> int:

@@ -36,6 +36,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
     PROJECT,
+    UNMEASURED,
     Client,
     Server,
     SSEClient,
@@ -892,6 +893,7 @@ class InstallStepsTests(SynchronousTestCase):
             "--bounding-set=-all,+dac_read_search",
             "--no-new-privs",
             "--",
+            *UNMEASURED,
             *argv,
         ]
 
