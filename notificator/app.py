@@ -184,18 +184,6 @@ def build_site(
         guard=core.guard,
         gate=gate,
     )
-    site = AccessLogSite(
-        resource,
-        cfg.server.log_dir,
-        reactor,
-        monitor_polls=cfg.monitor.access_log,
-        keep_days=cfg.server.log_keep_days,
+    return serve_http(
+        resource, cfg, reactor, core.stats, activity, parent, guard=core.guard, gate=gate
     )
-    site.displayTracebacks = False
-    # Read by the requests (notificator.http.request.StockRequest): the
-    # client behind trusted proxies, and refused publishers answered before
-    # their body is read.
-    site.guard = core.guard
-    site.publish_gate = gate
-    serve_http(site, cfg, reactor, core.stats, activity, parent)
-    return site
