@@ -487,7 +487,7 @@ def default_node(descriptions: list[str]) -> str:
 
 
 def find(service: IService, kind: type[Any]) -> Any:
-    """The first service of type C{kind} in the tree under C{service} (tests, bench)."""
+    """The first service of type C{kind} in the tree under C{service} (tests of the tree)."""
     if isinstance(service, kind):
         return service
     for child in service if isinstance(service, MultiService) else ():
