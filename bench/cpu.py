@@ -2,16 +2,20 @@
 """
 Python CPU per operation of the real server, without the network.
 
-Builds the whole service as C{twistd notificator} does (C{tap.makeService}
-with this checkout's C{conf/*.json}, C{--env production}, sse.log and
-access.log in a temporary directory) on a L{MemoryReactorClock}, and drives
-its site over real C{tcp.Server} transports whose sockets only count bytes.
-It reports, in microseconds of process CPU:
+Builds the server's core and site as C{twistd notificator} does
+(L{notificator.app.build_core} and L{notificator.app.build_site}, which
+C{tap.makeService} calls, with this checkout's C{conf/*.json} read as
+C{--env production} reads it), with what C{makeService} runs around them
+that costs CPU per request: C{sse.log} (in a temporary directory) and the
+garbage collector's tuning.  It does so on a L{MemoryReactorClock}, where
+no listener starts the site, so C{access.log} is not written, and drives
+the site over real C{tcp.Server} transports whose sockets only count
+bytes.  It reports, in microseconds of process CPU:
 
  - C{connect}: a new connection sending C{GET /sse/<user>} until the
    stream is open (the request line and three headers, as C{load.js});
  - C{publish}: one form C{POST /webNotification} on a keep-alive connection,
-   delivered to one stream, answered and access-logged;
+   delivered to one stream and answered;
  - C{heartbeat}: one heartbeat frame to one stream.
 
 Each figure is the best of many short rounds, so a busy or throttled
@@ -20,10 +24,11 @@ figures of C{local.py} or C{../shared/bench}.  System calls, the kernel and
 the reactor's polling are not in it: compare two builds with it, and use
 the load benchmarks for absolute figures.
 
-Example, comparing two checkouts::
+Example, comparing two checkouts (each script measures its own
+checkout's package)::
 
     python bench/cpu.py
-    PYTHONPATH=/path/to/other/checkout python bench/cpu.py
+    python /path/to/other/checkout/bench/cpu.py
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.dirname(HERE)
@@ -71,20 +76,38 @@ class CountingSocket:
         return len(data)
 
 
-def in_memory_server(sse: dict[str, Any], stock: bool) -> tuple[str, Any, Any]:
+class InMemoryServer(NamedTuple):
+    """What L{in_memory_server} built and started."""
+
+    #: The temporary directory (config and logs).
+    work: str
+    reactor: Any
+    #: The started services (L{stop_in_memory_server} stops them).
+    service: Any
+    #: L{notificator.app.Core}.
+    core: Any
+    site: Any
+    #: The fast channel's write batch (L{None} on the stock channel).
+    writes: Any
+
+
+def in_memory_server(sse: dict[str, Any], stock: bool) -> InMemoryServer:
     """
-    The whole service as C{twistd notificator --env production} builds it
-    from this checkout's C{conf/}, with these C{sse} keys and its logs in a
-    new temporary directory, started on a L{MemoryReactorClock} (a site
-    listening on port 3000 in C{reactor.tcpServers}).
+    The server's core and site as C{twistd notificator --env production}
+    builds them (L{notificator.app.build_core},
+    L{notificator.app.build_site}) from this checkout's C{conf/}, with
+    these C{sse} keys, with C{sse.log} and the GC tuning of
+    C{tap.makeService} and the logs in a new temporary directory, started
+    on a L{MemoryReactorClock}.
 
     @param stock: serve with twisted.web's stock channel.
-    @return: the temporary directory (the caller removes it), the reactor
-        and the started service.
     """
     from twisted.internet.testing import MemoryReactorClock
+    from twisted.logger import Logger
 
-    from notificator import tap
+    from notificator import logs, services, tap
+    from notificator.app import build_core, build_site
+    from notificator.http import fast
 
     work = tempfile.mkdtemp(prefix="notificator-bench-")
     conf = os.path.join(work, "conf")
@@ -97,12 +120,27 @@ def in_memory_server(sse: dict[str, Any], stock: bool) -> tuple[str, Any, Any]:
         server["fastChannel"] = False
     with open(os.path.join(conf, "local.json"), "w") as f:
         json.dump({"sse": sse, "server": server}, f)
-    reactor = MemoryReactorClock()
+    # The configuration as twistd reads and checks it (tap.preflight).
     options = tap.Options()
     options.parseOptions(["--config", conf, "--env", "production", "--listen", "tcp:3000"])
-    service = tap.makeService(options, reactor=reactor)
-    service.startService()
-    return work, reactor, service
+    cfg = options["loaded"]
+    reactor = MemoryReactorClock()
+    root = services.SequentialService()
+    app_log = logs.AppLogService(
+        cfg.server.log_dir, cfg.server.log_level, clock=reactor, keep_days=cfg.server.log_keep_days
+    )
+    app_log.setServiceParent(root)
+    services.GCTuningService().setServiceParent(root)
+    core = build_core(cfg, reactor)
+    for service in core.services:
+        service.setServiceParent(root)
+    activity = Logger("notificator.web", observer=app_log.activity)
+    site = build_site(core, cfg, reactor, activity, root)
+    # The batch build_site gave the fast channel: the bench ends each
+    # reactor pass by hand.
+    writes = next((s for s in root if isinstance(s, fast.WriteBatch)), None)
+    root.startService()
+    return InMemoryServer(work, reactor, root, core, site, writes)
 
 
 def measure(
@@ -111,18 +149,15 @@ def measure(
     from twisted.internet import tcp
 
     import notificator
-    from notificator import services, tap
-    from notificator.http import fast
 
     sse: dict[str, Any] = {"heartbeat": False}
     if history == "off":
         sse["history"] = {"size": 0}
     elif history == "memory":
         sse["history"] = {"dir": None}
-    work, reactor, service = in_memory_server(sse, stock)
-    site = reactor.tcpServers[0][1]
-    hub = tap.find(service, services.DrainService).hub
-    stats = hub.stats
+    served = in_memory_server(sse, stock)
+    reactor, site, hub, writes = served.reactor, served.site, served.core.hub, served.writes
+    stats = served.core.stats
     connections: list[Any] = []
 
     def connection(number: int, host: str = "127.0.0.1") -> Any:
@@ -134,8 +169,6 @@ def measure(
         protocol.makeConnection(conn)
         connections.append(conn)
         return conn
-
-    writes = tap.find(service, fast.WriteBatch)
 
     def flush(conn: Any) -> None:
         # The end of the reactor pass: the write batch sends, then the
@@ -204,19 +237,19 @@ def measure(
         )
         return result
     finally:
-        stop_in_memory_server(work, service, connections)
+        stop_in_memory_server(served, connections)
 
 
-def stop_in_memory_server(work: str, service: Any, connections: list[Any]) -> None:
-    """Close C{connections}, stop what L{in_memory_server} started and remove C{work}."""
+def stop_in_memory_server(served: InMemoryServer, connections: list[Any]) -> None:
+    """Close C{connections}, stop what L{in_memory_server} started and remove its directory."""
     from twisted.internet.error import ConnectionDone
     from twisted.python.failure import Failure
 
     for conn in connections:
         if conn.connected:
             conn.connectionLost(Failure(ConnectionDone()))
-    service.stopService()
-    shutil.rmtree(work, ignore_errors=True)
+    served.service.stopService()
+    shutil.rmtree(served.work, ignore_errors=True)
 
 
 def checkout_first() -> None:

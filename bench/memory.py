@@ -2,8 +2,9 @@
 """
 Memory per open stream of the real server, without the network.
 
-Builds the whole service as C{bench/cpu.py} does (C{tap.makeService} with
-this checkout's C{conf/*.json}, C{--env production}, on a
+Builds the server's core and site as C{bench/cpu.py} does
+(L{notificator.app.build_core} and L{notificator.app.build_site} with this
+checkout's C{conf/*.json}, C{--env production}, on a
 L{MemoryReactorClock}), opens C{--streams} event streams over real
 C{tcp.Server} transports whose sockets only count bytes, and reports the
 process's resident memory (RSS, from C{/proc/self/statm}) before and
@@ -44,13 +45,9 @@ def measure(
     from twisted.internet import tcp
 
     import notificator
-    from notificator import services, tap
 
-    work, reactor, service = cpu.in_memory_server(
-        {"heartbeat": False, "history": {"dir": None}}, stock
-    )
-    site = reactor.tcpServers[0][1]
-    hub = tap.find(service, services.DrainService).hub
+    served = cpu.in_memory_server({"heartbeat": False, "history": {"dir": None}}, stock)
+    reactor, site, hub = served.reactor, served.site, served.core.hub
     connections: list[Any] = []
 
     def open_stream(number: int) -> None:
@@ -121,7 +118,7 @@ def measure(
             "notificator": os.path.dirname(notificator.__file__),
         }
     finally:
-        cpu.stop_in_memory_server(work, service, connections)
+        cpu.stop_in_memory_server(served, connections)
 
 
 def main(argv: list[str] | None = None) -> int:

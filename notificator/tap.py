@@ -1,14 +1,16 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-C{twistd notificator}: command-line options and the service tree.
+C{twistd notificator}: the command line (L{Options}), the pre-flight
+check (L{preflight}, also behind C{--check}) and the service tree
+(L{makeService}).
 
-Everything long-lived is in one service tree (L{makeService}), so twistd's
+What the server is made of is built by L{notificator.app} (L{build_core},
+L{build_site}); this module puts it in one service tree, so twistd's
 start and SIGTERM cover it: L{notificator.services.SequentialService}s,
 which stop their children one after the other, the last started first:
 the logs around the serving part, whose stop drains the streams
-(L{notificator.services.DrainService}), then stops the
-timers and the listeners, sends what the write batch holds and writes the
-history.
+(L{notificator.services.DrainService}), then stops the timers and the
+listeners, sends what the write batch holds and writes the history.
 """
 
 from __future__ import annotations
@@ -17,40 +19,26 @@ import errno
 import os
 import socket
 import sys
-from functools import partial
 from typing import Any, NoReturn
 
-from prometheus_client.registry import Collector
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
-from twisted.python.threadpool import ThreadPool
 
 from notificator import (
     __version__,
-    auth,
     config,
     listening,
     logs,
-    metrics,
     pidlock,
     runas,
     services,
 )
-from notificator.broker.local import LocalBroker
-from notificator.history import HistoryFile, Journal
-from notificator.http.publish import PublishGate
-from notificator.http.site import AccessLogSite, serve_http
-from notificator.http.tree import build_resource
-from notificator.hub import Hub
-from notificator.services import DrainService, SequentialService, ThreadPoolService, _timer
-from notificator.stats import Stats
+from notificator.app import build_core, build_site, history_directory
+from notificator.services import DrainService, SequentialService, _timer
 from notificator.tls import TLSFileError
 
 log = Logger()
@@ -102,35 +90,10 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
-        env = self["env"] or os.environ.get("NOTIFICATOR_ENV") or "development"
-        self["env"] = env
-        try:
-            self["loaded"] = config.load(FilePath(self["config"]), env)
-        except config.ConfigError as e:
-            # One clear line and a non-zero exit; a UsageError would make
-            # twistd print the whole help text and exit 0.
-            raise SystemExit(f"notificator: configuration error: {e}")
-        loaded: config.Config = self["loaded"]
-        dry_run = bool(self["check"])
-        try:
-            user = runas.from_twistd(getattr(self, "parent", None))
-        except ValueError as e:
-            raise SystemExit(f"notificator: {e}")
-        self["user"] = user
-        check_dir(loaded.server.log_dir, "server.log.dir", not dry_run, user=user)
-        directory = history_directory(loaded)
-        if directory is not None:
-            check_dir(directory, "sse.history.dir", not dry_run, user=user)
-        from_config = not self["listen"] and not loaded.server.endpoints
-        self["endpoints"] = descriptions(self)
-        keys = ticket_key_dir(loaded, self["endpoints"])
-        if keys is not None:
-            check_dir(keys, "server.tls.ticketKeyDir", not dry_run, mode=0o700, user=user)
-        for description in self["endpoints"]:
-            # --check makes no ticket key (the directory was checked above).
-            check_listen(without_tickets(description) if dry_run else description, from_config)
-        if dry_run:
-            sys.stdout.write(check_rest(self) + "\n")
+        """Run the L{preflight} check; with C{--check}, print its line and exit 0."""
+        line = preflight(self)
+        if line is not None:
+            sys.stdout.write(line + "\n")
             raise SystemExit(0)
 
 
@@ -142,18 +105,66 @@ def version_line() -> str:
     return f"Notificator {__version__} (Twisted {twisted_version}, Python {python})"
 
 
-def check_rest(options: dict[str, Any]) -> str:
+def preflight(options: Options) -> str | None:
     """
-    C{--check}: after what every start checks (L{Options.postOptions}),
-    the rest of what L{makeService} needs: the configured listeners' TLS
-    files also when C{--listen} replaces them for this run, and
-    C{cluster.ca}.  Redis itself is not contacted (its URL was checked
-    with the config).  Config warnings are printed first, one line each.
+    The pre-flight check: everything that can stop start-up, checked before
+    anything is built, each problem one line naming the file or the key (a
+    L{SystemExit}: twistd prints it and exits 1, where a
+    L{usage.UsageError} would print the whole help text and exit 0):
 
-    @return: the one line saying the configuration is OK, and what it is.
+     - the configuration files (L{config.load}, C{--config} and C{--env},
+       else C{$NOTIFICATOR_ENV}, else C{development});
+     - the user the server runs as (C{twistd --uid}, L{runas.from_twistd});
+     - the directories it writes (L{check_dir}): C{server.log.dir},
+       C{sse.history.dir} where the history is on disk
+       (L{history_directory}), and C{server.tls.ticketKeyDir} where a
+       listener keeps its ticket keys there;
+     - every listener's description with its TLS files (L{check_listen}).
+
+    With C{--check}, it creates nothing, and also checks the rest of what
+    L{makeService} needs: the configured listeners' TLS files when
+    C{--listen} replaces them for this run, and C{cluster.ca} (Redis itself
+    is not contacted: its URL was checked with the config); it prints the
+    config warnings, one line each, and says whether a running server
+    holds the history (L{history_fact}: not an error, the check is made
+    before restarting it).  A start takes that lock and checks that its
+    ports are free in L{makeService}, twistd's next step, which a parse of
+    the options alone (the tests) must not do.
+
+    Run by L{Options.postOptions}; it sets the options' C{env}, C{loaded}
+    (the L{config.Config}), C{user} and C{endpoints} (L{descriptions}).
+
+    @return: with C{--check}, the one line saying the configuration is OK,
+        and what it is; else L{None}.
     @raise SystemExit: with the one line of the first problem.
     """
+    env = options["env"] or os.environ.get("NOTIFICATOR_ENV") or "development"
+    options["env"] = env
+    try:
+        options["loaded"] = config.load(FilePath(options["config"]), env)
+    except config.ConfigError as e:
+        raise SystemExit(f"notificator: configuration error: {e}")
     cfg: config.Config = options["loaded"]
+    dry_run = bool(options["check"])
+    try:
+        user = runas.from_twistd(getattr(options, "parent", None))
+    except ValueError as e:
+        raise SystemExit(f"notificator: {e}")
+    options["user"] = user
+    check_dir(cfg.server.log_dir, "server.log.dir", not dry_run, user=user)
+    directory = history_directory(cfg)
+    if directory is not None:
+        check_dir(directory, "sse.history.dir", not dry_run, user=user)
+    from_config = not options["listen"] and not cfg.server.endpoints
+    options["endpoints"] = descriptions(options)
+    keys = ticket_key_dir(cfg, options["endpoints"])
+    if keys is not None:
+        check_dir(keys, "server.tls.ticketKeyDir", not dry_run, mode=0o700, user=user)
+    for description in options["endpoints"]:
+        # --check makes no ticket key (the directory was checked above).
+        check_listen(without_tickets(description) if dry_run else description, from_config)
+    if not dry_run:
+        return None
     if options["listen"]:
         every_interface = listening.all_interfaces(listening.ipv6_mode())
         for description in cfg.endpoints(every_interface):
@@ -168,9 +179,8 @@ def check_rest(options: dict[str, Any]) -> str:
             raise SystemExit(f"notificator: configuration error: {e}")
     for warning in cfg.warnings:
         sys.stdout.write(f"notificator: warning: config: {warning}\n")
-    directory = history_directory(cfg)
     facts = [
-        f"env {options['env']}: " + ", ".join(cfg.sources),
+        f"env {env}: " + ", ".join(cfg.sources),
         "listening on " + ", ".join(options["endpoints"]),
         f"logs in {cfg.server.log_dir}",
         history_fact(directory),
@@ -205,18 +215,6 @@ def history_fact(directory: str | None) -> str:
         )
     lock.release()
     return f"history in {directory}"
-
-
-def history_directory(cfg: config.Config) -> str | None:
-    """
-    Where the history is kept on disk: C{sse.history.dir} on one node with
-    a history at all; L{None} in memory only, without history, and in
-    cluster mode (the history is in Redis).
-    """
-    history = cfg.sse.history
-    if cfg.cluster.redis is None and history.size > 0:
-        return history.directory
-    return None
 
 
 def descriptions(options: dict[str, Any]) -> list[str]:
@@ -373,10 +371,12 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     Build the whole server from parsed L{Options}.
 
     One L{SequentialService}: the logs first in and last out, so they see
-    everything; then the serving part, whose stop runs in order: drain
-    the streams (the listeners still answer, C{/health} with 503), stop
-    the timers and the listeners, send what the write batch holds, write
-    the history to disk.
+    everything; then the serving part: the core and the site
+    (L{notificator.app.build_core}, L{notificator.app.build_site}) with the
+    services they need, the listeners, the timers and the drain, whose
+    stop runs in order: drain the streams (the listeners still answer,
+    C{/health} with 503), stop the timers and the listeners, send what the
+    write batch holds, write the history, release its directory.
 
     Where the history is kept on disk, its directory is locked while the
     server runs (L{pidlock.DirectoryLockService}), so that no second server
@@ -389,6 +389,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     terminal in both modes.
     """
     cfg: config.Config = options["loaded"]
+    endpoints = descriptions(options)
     directory = history_directory(cfg)
     lock = pidlock.DirectoryLock(directory) if directory is not None else None
     if reactor is None:
@@ -397,7 +398,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         reactor = _reactor
         if lock is not None:
             take_lock(lock)
-        for description in descriptions(options):
+        for description in endpoints:
             try:
                 listening.check_free(description)
             except listening.PortUnavailable as e:
@@ -424,64 +425,18 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
 
     serving = SequentialService()
     serving.setServiceParent(root)
-    sse = cfg.sse
-    stats = Stats(started_at=reactor.seconds())
-    hub = Hub(clock=reactor, stats=stats)
-    journal = None
-    cluster = cfg.cluster
-    node = cluster.node or default_node(descriptions(options))
-    if lock is not None:
-        # First in, last out: released once the history is written.
-        pidlock.DirectoryLockService(lock).setServiceParent(serving)
-    if directory is not None:
-        run: Any = maybeDeferred
-        if IReactorFromThreads.providedBy(reactor):
-            # The history's file work on a thread of its own, in order.
-            pool = ThreadPool(minthreads=1, maxthreads=1, name="notificator-history")
-            ThreadPoolService(pool).setServiceParent(serving)
-            run = partial(deferToThreadPool, reactor, pool)
-        # else a reactor without threads (tests): the file work runs in line.
-        journal = Journal(HistoryFile(directory), reactor, run)
-    broker: Any
-    collectors: list[Collector] = []
-    if cluster.redis is None:
-        broker = LocalBroker(hub, stats, reactor, sse.history, journal, node=node)
-    else:
-        # Imported only here: txredisapi imports the reactor.
-        from notificator.broker.redis import RedisBroker
-
-        try:
-            broker = RedisBroker(hub, stats, reactor, cluster, sse.history, node)
-        except ValueError as e:  # cluster.ca unreadable
-            raise SystemExit(f"notificator: configuration error: {e}")
-        collectors.append(broker.collector())
-    broker.setServiceParent(serving)
-
-    registry = metrics.build_registry(hub, stats, broker, reactor, collectors)
+    core = build_core(cfg, reactor, node=default_node(endpoints), lock=lock)
+    for service in core.services:
+        service.setServiceParent(serving)
     activity = Logger("notificator.web", observer=app_log.activity)
-    guard = auth.Guard.from_config(cfg)
-    gate = PublishGate(guard, stats, activity, cfg.sse.cors)
-    site = AccessLogSite(
-        build_resource(
-            hub, broker, stats, cfg, reactor, registry, activity=activity, guard=guard, gate=gate
-        ),
-        server.log_dir,
-        reactor,
-        monitor_polls=cfg.monitor.access_log,
-        keep_days=server.log_keep_days,
-    )
-    site.displayTracebacks = False
-    # Read by the requests (notificator.http.request.StockRequest): the
-    # client behind trusted proxies, and refused publishers answered before
-    # their body is read.
-    site.guard = guard
-    site.publish_gate = gate
-    serve_http(site, cfg, reactor, stats, activity, serving)
+    site = build_site(core, cfg, reactor, activity, serving)
     listeners = MultiService()
     listeners.setServiceParent(serving)
-    for description in descriptions(options):
+    for description in endpoints:
         description = with_backlog(description)
         strports.service(description, site, reactor=reactor).setServiceParent(listeners)
+    sse = cfg.sse
+    hub = core.hub
     if sse.heartbeat:
         _timer(sse.heartbeat_interval, hub.heartbeat, reactor).setServiceParent(serving)
     # The comment keepalive only matters when heartbeats are rarer than it.
@@ -532,7 +487,7 @@ def default_node(descriptions: list[str]) -> str:
 
 
 def find(service: IService, kind: type[Any]) -> Any:
-    """The first service of type C{kind} in the tree under C{service} (tests, bench)."""
+    """The first service of type C{kind} in the tree under C{service} (tests of the tree)."""
     if isinstance(service, kind):
         return service
     for child in service if isinstance(service, MultiService) else ():

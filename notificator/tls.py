@@ -80,6 +80,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from notificator.config.checks import check_ciphers
 from notificator.tickets import KEY_SECONDS, TicketKeys, set_ticket_key, ticket_keys_settable
 
 log = Logger()
@@ -186,28 +187,6 @@ def parse_alpn(value: str) -> list[bytes]:
     if "h2" in protocols and not H2_ENABLED:
         raise ValueError("alpn: h2 needs the h2 package (pip install 'Twisted[http2]')")
     return [p.encode("ascii") for p in dict.fromkeys(protocols)]
-
-
-def check_ciphers(ciphers: str) -> AcceptableCiphers:
-    """
-    The TLS 1.2 cipher suites an OpenSSL cipher list selects here, for
-    C{CertificateOptions}.
-
-    @raise ValueError: it selects none (a typo, or only TLS 1.3 names).
-    """
-    context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    try:
-        context.set_cipher_list(ciphers.encode("ascii"))
-    except (UnicodeEncodeError, SSL.Error):
-        selected = []
-    else:
-        selected = [
-            c for c in SSL.Connection(context, None).get_cipher_list() if not c.startswith("TLS_")
-        ]
-    if not selected:
-        raise ValueError(f"{ciphers!r} selects no TLS 1.2 cipher suite of this OpenSSL")
-    suites: AcceptableCiphers = AcceptableCiphers.fromOpenSSLCipherString(":".join(selected))
-    return suites
 
 
 @attrs.frozen(eq=False)

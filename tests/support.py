@@ -494,28 +494,36 @@ class _FailingFile:
 
 class Parts:
     """
-    The server's core objects as C{makeService} wires them, without
-    services or sockets: counters, hub, a local broker (history in memory
-    only) and the resource tree.
+    The server's core and site as C{makeService} builds them
+    (L{notificator.app.build_core}, L{notificator.app.build_site}), with
+    the history in memory only, and nothing started: counters, hub, broker
+    and the resource tree, whose site's services (the write batch, the
+    connections' watcher) are in L{services}.
+
+    @param activity: where the per-request lines go (the site's); by
+        default twisted's global log publisher, as C{notificator.web}.
     """
 
-    def __init__(self, clock: Any, config: Any = None, **resource_kwargs: Any) -> None:
+    def __init__(self, clock: Any, config: Any = None, activity: Any = None) -> None:
         import attrs
 
-        from notificator.broker.local import LocalBroker
+        from notificator.app import build_core, build_site
         from notificator.config import defaults
-        from notificator.http.tree import build_resource
-        from notificator.hub import Hub
-        from notificator.stats import Stats
 
         self.config = config if config is not None else defaults()
-        self.stats = Stats(started_at=clock.seconds())
-        self.hub = Hub(clock=clock, stats=self.stats)
-        history = attrs.evolve(self.config.sse.history, directory=None)
-        self.broker = LocalBroker(self.hub, self.stats, clock, history)
-        self.resource = build_resource(
-            self.hub, self.broker, self.stats, self.config, clock, **resource_kwargs
+        sse = self.config.sse
+        in_memory = attrs.evolve(
+            self.config,
+            sse=attrs.evolve(sse, history=attrs.evolve(sse.history, directory=None)),
         )
+        self.core = build_core(in_memory, clock)
+        self.stats = self.core.stats
+        self.hub = self.core.hub
+        self.broker = self.core.broker
+        self.services = MultiService()
+        extra = {"activity": activity} if activity is not None else {}
+        self.site = build_site(self.core, self.config, clock, parent=self.services, **extra)
+        self.resource = self.site.resource
 
     def publish(self, user_id: str, data: str = "{}", event: str = "notify") -> Any:
         """Publish through the broker; the L{Published} outcome."""
@@ -1080,17 +1088,15 @@ class Conn:
 
 class InMemoryServer:
     """
-    The site as C{makeService} wires it
-    (C{notificator.http.site.serve_http}: request class, channel, head
-    clock), over the core L{Parts}, on a L{MemoryReactorClock}, with
-    C{limits.*} from C{limit}.
+    The site as C{makeService} builds it (L{notificator.app.build_site}:
+    request class, channel, head clock, the guard and the publish gate
+    asked before a request's body is read), over its core (L{Parts}), on a
+    L{MemoryReactorClock}, with C{limits.*} from C{limit}; its per-request
+    lines in L{events}.
 
     @param fast: C{server.fastChannel}.
     @param config: the configuration's other sections
         (L{config_with}: C{{"publish": {"token": "..."}}}).
-    @param gate: with the site's guard and publish gate (C{site.guard},
-        C{site.publish_gate}) as C{makeService} sets them: publishers are
-        asked before their body is read.
     """
 
     def __init__(
@@ -1098,44 +1104,20 @@ class InMemoryServer:
         testcase: SynchronousTestCase,
         fast: bool,
         config: dict[str, Any] | None = None,
-        gate: bool = False,
         **limit: Any,
     ) -> None:
-        from twisted.web.server import Site
-
-        from notificator import auth
-        from notificator.http import site
-        from notificator.http.publish import PublishGate
-
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_700_000_000)
         sections = dict(config or {})
         sections["server"] = {"fast_channel": fast, **sections.get("server", {})}
         self.config = config_with(limits=limit, **sections)
         self.events: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {}
-        if gate:
-            guard = auth.Guard.from_config(self.config)
-            kwargs["guard"] = guard
-            kwargs["activity"] = Logger(observer=self.events.append)
-        self.parts = Parts(self.reactor, self.config, **kwargs)
+        activity = Logger("notificator.web", observer=self.events.append)
+        self.parts = Parts(self.reactor, self.config, activity=activity)
         self.hub = self.parts.hub
         self.stats = self.parts.stats
-        self.site = Site(self.parts.resource, reactor=self.reactor)
-        if gate:
-            self.site.guard = guard  # type: ignore[attr-defined]
-            self.site.publish_gate = PublishGate(  # type: ignore[attr-defined]
-                guard, self.stats, Logger(observer=self.events.append), self.config.sse.cors
-            )
-        self.services = MultiService()
-        site.serve_http(
-            self.site,
-            self.config,
-            self.reactor,
-            self.stats,
-            Logger(observer=self.events.append),
-            self.services,
-        )
+        self.site = self.parts.site
+        self.services = self.parts.services
         self.services.startService()
         testcase.addCleanup(self.services.stopService)
         self.conns: list[Conn] = []

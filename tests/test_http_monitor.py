@@ -194,17 +194,10 @@ class UsersTests(SynchronousTestCase):
 
     def test_users_and_health_name_the_node(self) -> None:
         """/users and /health say which node answered: the broker's (cluster.node)."""
-        from notificator.broker.local import LocalBroker
-        from notificator.http.tree import build_resource
-
         site = _Site(self)
         self.assertEqual(site.parts.broker.node, socket.gethostname())
-        parts = site.parts
-        config = defaults()
-        broker = LocalBroker(
-            parts.hub, parts.stats, site.clock, config.sse.history, node="sse-2:3000"
-        )
-        stub = StubTreq(build_resource(parts.hub, broker, parts.stats, config, site.clock))
+        parts = Parts(site.clock, config_with(cluster={"node": "sse-2:3000"}))
+        stub = StubTreq(parts.resource)
         for path in ("/users", "/health"):
             response = self.successResultOf(stub.get("http://127.0.0.1" + path))
             doc = json.loads(self.successResultOf(stub.content(response)))

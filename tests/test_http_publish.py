@@ -469,7 +469,7 @@ class H2PublishGateTests(BothChannels, SynchronousTestCase):
     def server_with(self, config: dict[str, Any]) -> Any:
         from tests.support import InMemoryServer
 
-        return InMemoryServer(self, self.fast, config=config, gate=True)
+        return InMemoryServer(self, self.fast, config=config)
 
     def exchange(
         self, s: Any, refusing: list[tuple[str, str]], first: bool

@@ -24,11 +24,13 @@ from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator import logs, tap
+from notificator import tap
+from notificator.app import build_core, build_site
 from notificator.config import defaults
 from notificator.http import refusals
 from notificator.http.responses import allowed_methods
 from notificator.hub import Hub
+from notificator.services import SequentialService
 from tests.support import PROJECT, Parts, write_config
 
 sys.path.insert(0, os.path.join(PROJECT, "bench"))
@@ -197,8 +199,12 @@ WATCH = fuzz.WATCH_USER.encode()
 
 class WholeServer:
     """
-    The whole server from C{makeService} on a L{MemoryReactorClock}, with a
-    stream for L{WATCH} open, and every log event it emits collected.
+    The server's core and site as C{makeService} builds them
+    (L{notificator.app.build_core}, L{notificator.app.build_site}, from a
+    configuration read as twistd reads it) on a L{MemoryReactorClock},
+    with a stream for L{WATCH} open, and every log event it emits
+    collected: the global ones in C{events}, the per-request lines (what
+    C{sse.log} reads) in C{activity}.
     """
 
     def __init__(self, testcase: SynchronousTestCase) -> None:
@@ -220,19 +226,22 @@ class WholeServer:
         )
         opts = tap.Options()
         opts.parseOptions(["--config", conf, "--env", "fuzz", "--listen", "tcp:0"])
+        cfg = opts["loaded"]
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_800_000_000)
-        self.root = tap.makeService(opts, reactor=self.reactor)
-        self.root.startService()
-        testcase.addCleanup(self.stop)
-        self.site = self.reactor.tcpServers[0][1]
-        self.hub: Hub = self.site.resource.children[b"sse"]._hub
         self.events: list[dict[str, Any]] = []
         self.activity: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         testcase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        app_log = tap.find(self.root, logs.AppLogService)
-        app_log.activity.addObserver(self.activity.append)
+        core = build_core(cfg, self.reactor)
+        self.hub: Hub = core.hub
+        self.root = SequentialService()
+        for service in core.services:
+            service.setServiceParent(self.root)
+        activity = Logger("notificator.web", observer=self.activity.append)
+        self.site = build_site(core, cfg, self.reactor, activity, self.root)
+        self.root.startService()
+        testcase.addCleanup(self.stop)
         self.watcher, self.watching = self.connect()
         self.watcher.dataReceived(b"GET /sse/" + WATCH + b" HTTP/1.1\r\nHost: t\r\n\r\n")
         self.reactor.advance(0)

@@ -18,14 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, StringTransport
-from twisted.logger import Logger, formatEvent, globalLogPublisher
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import auth
 from notificator.config import defaults
-from notificator.http.publish import PublishGate
 from notificator.http.request import (
     LINGER_BODIES,
     LimitedRequest,
@@ -1141,13 +1140,7 @@ class UntrustedProxyTests(BothChannels, SynchronousTestCase):
     ]
 
     def setUp(self) -> None:
-        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        self.s = s = self.server()
-        guard = auth.Guard.from_config(s.config)
-        s.site.guard = guard  # type: ignore[attr-defined]
-        s.site.publish_gate = PublishGate(  # type: ignore[attr-defined]
-            guard, s.stats, Logger(observer=s.events.append)
-        )
+        self.s = self.server()
 
     def exchange(self, raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
         c = self.s.connect()
@@ -1199,7 +1192,9 @@ class UntrustedProxyTests(BothChannels, SynchronousTestCase):
                     b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n" + spoof + b"\r\n"
                 )
                 self.assertEqual(status, b"HTTP/1.1 200 OK", (path, spoof))
-        refused = [e for e in self.events if e.get("log_format", "").startswith("refused {method}")]
+        refused = [
+            e for e in self.s.events if e.get("log_format", "").startswith("refused {method}")
+        ]
         self.assertEqual(len(refused), 3 * len(self.SPOOFS))
         self.assertEqual({e["peer"] for e in refused}, {"unknown via 127.0.0.1"})
         self.assertIn("server.trustedProxies", formatEvent(refused[0]))
@@ -1215,7 +1210,7 @@ class UntrustedProxyTests(BothChannels, SynchronousTestCase):
         status, _, body = split_response(c.text())
         self.assertEqual(status, b"HTTP/1.1 200 OK")
         self.assertEqual(parse_frames(dechunk(body))[1]["event"], "connect")
-        [opened] = [e for e in self.events if "opened for" in e.get("log_format", "")]
+        [opened] = [e for e in self.s.events if "opened for" in e.get("log_format", "")]
         self.assertEqual(opened["peer"], "unknown via 127.0.0.1")
         status, _, body = self.exchange(b"GET /users HTTP/1.1\r\nHost: t\r\n\r\n")
         [user] = json.loads(body)["users"]

@@ -503,8 +503,8 @@ class AddressCapTests(WebCase):
                 "server": {"trusted_proxies": (ip_network("127.0.0.1/32"),)},
             },
         )
-        guard = auth.Guard.from_config(config)
-        parts = Parts(self.clock, config, guard=guard)
+        parts = Parts(self.clock, config)
+        guard = parts.core.guard
         site = server.Site(parts.resource, reactor=self.clock)
         site.requestFactory = StockRequest
         site.guard = guard  # type: ignore[attr-defined]

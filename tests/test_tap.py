@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from twisted.application.service import IServiceMaker
+from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
@@ -126,6 +126,39 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertRegex(
             formatEvent(event), r"^config: \S+default\.json: sse\.hearbeat: unknown key"
         )
+
+    def test_serving_part_in_stop_order(self) -> None:
+        """
+        The serving part starts the history's lock, the broker, the site's
+        services, the listeners, the timers and the drain in that order, so
+        that its ordered stop drains first and releases the lock last.
+        """
+        from twisted.application.internet import TimerService
+
+        from notificator import pidlock
+        from notificator.broker.local import LocalBroker
+        from notificator.http import connections, fast
+
+        _, root = self.service({"sse": {"heartbeatInterval": 30, "keepalive": 20}})
+        serving = list(root)[-1]
+        self.assertIsInstance(serving, services.SequentialService)
+        kinds = [
+            pidlock.DirectoryLockService,
+            LocalBroker,
+            fast.WriteBatch,
+            connections.Connections,
+            MultiService,
+            TimerService,
+            TimerService,
+            services.DrainService,
+        ]
+        children = list(serving)
+        self.assertEqual(len(children), len(kinds), children)
+        for child, kind in zip(children, kinds, strict=True):
+            self.assertIsInstance(child, kind)
+        self.assertEqual(len(list(children[4])), 1)  # the one listener
+        hub = children[-1].hub
+        self.assertEqual([c.call[0] for c in children[5:7]], [hub.heartbeat, hub.keepalive])
 
     def test_listens_on_configured_port(self) -> None:
         """server.port/host become a TCP listener for our Site."""

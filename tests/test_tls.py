@@ -767,21 +767,25 @@ class _TCPTransport(StringTransport):
 class HSTSTests(SynchronousTestCase):
     """
     server.hsts: C{Strict-Transport-Security} on every response over TLS
-    (the site of makeService, on a connection whose transport is TLS),
-    none over plain TCP.
+    (the site as makeService builds it, L{notificator.app.build_site}, on
+    a connection whose transport is TLS), none over plain TCP.
     """
 
     def site(self, hsts: int | None, fast: bool = True) -> Site:
+        from twisted.application.service import MultiService
+
+        from notificator.app import build_core, build_site
+
         reactor = MemoryReactorClock()
         # The history in memory: several sites start in one test.
         cfg = config_with(
             server={"hsts": hsts, "fast_channel": fast}, sse={"history": {"directory": None}}
         )
-        root = tap.makeService({"loaded": cfg, "listen": ["tcp:0"], "env": "x"}, reactor=reactor)
-        root.startService()
-        self.addCleanup(root.stopService)
+        services = MultiService()
+        site = build_site(build_core(cfg, reactor), cfg, reactor, parent=services)
+        services.startService()
+        self.addCleanup(services.stopService)
         self.reactor = reactor
-        site: Site = reactor.tcpServers[0][1]
         return site
 
     def answer(self, site: Site, request: bytes, secure: bool = True) -> bytes:

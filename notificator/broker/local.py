@@ -26,7 +26,7 @@ class LocalBroker(Service):
     """
     The broker of a single node: event ids from the clock (always after the
     kept history's last), a L{History} in memory, and, given a L{Journal}
-    (C{makeService} makes one where L{notificator.tap.history_directory}
+    (C{makeService} makes one where L{notificator.app.history_directory}
     says), that history kept on disk across restarts.  Publishing answers at
     once.
 

@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
+from OpenSSL import SSL
+from twisted.internet.ssl import AcceptableCiphers
 
 from notificator.cors import CORSPolicy
 
@@ -274,14 +276,35 @@ def _masked(url: str) -> str:
 
 def _ciphers(value: object) -> str:
     """An OpenSSL cipher list that selects TLS 1.2 suites here."""
-    from notificator.tls import check_ciphers
-
     text = _str(value)
     try:
         check_ciphers(text)
     except ValueError as e:
         raise _Bad(str(e))
     return text
+
+
+def check_ciphers(ciphers: str) -> AcceptableCiphers:
+    """
+    The TLS 1.2 cipher suites an OpenSSL cipher list selects here, for
+    C{CertificateOptions} (L{notificator.tls}; here, where C{server.tls.ciphers}
+    is checked, so that the config needs no module above it).
+
+    @raise ValueError: it selects none (a typo, or only TLS 1.3 names).
+    """
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    try:
+        context.set_cipher_list(ciphers.encode("ascii"))
+    except (UnicodeEncodeError, SSL.Error):
+        selected = []
+    else:
+        selected = [
+            c for c in SSL.Connection(context, None).get_cipher_list() if not c.startswith("TLS_")
+        ]
+    if not selected:
+        raise ValueError(f"{ciphers!r} selects no TLS 1.2 cipher suite of this OpenSSL")
+    suites: AcceptableCiphers = AcceptableCiphers.fromOpenSSLCipherString(":".join(selected))
+    return suites
 
 
 def _key_prefix(value: object) -> str:

@@ -55,7 +55,6 @@ from notificator import auth
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
 from notificator.http import _twisted
-from notificator.logs import log_answered_early
 from notificator.stats import Stats
 
 if TYPE_CHECKING:
@@ -697,3 +696,28 @@ class Request(StockRequest):
             self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             super().write(data)
+
+
+def log_answered_early(request: Any, site: object, code: int, sent: int) -> None:
+    """
+    Write the access-log line of a request answered before its body was read
+    (L{notificator.http.request.LimitedRequest.answer_early}: the publish
+    gate's 403, every 413, any other early answer), which never reaches
+    C{finish()}, where twisted.web writes the line: C{code} and the C{sent}
+    bytes of body, and the method, path and protocol read from its channel
+    (twisted.web sets them on the request only once the body is read,
+    so they are read through L{notificator.http._twisted}: this is the
+    HTTP edge's, not L{notificator.logs.access}'s).  C{site} is the
+    request's channel's (a request answered early has none of its own);
+    anything but a L{server.Site} (test doubles) logs nothing.
+    """
+    target = _twisted.request_target(request)
+    if target is not None:
+        request.method, request.uri = target
+    version = _twisted.request_version(request)
+    if version is not None:
+        request.clientproto = version
+    request.code = code
+    request.sentLength = sent
+    if isinstance(site, server.Site):
+        site.log(request)

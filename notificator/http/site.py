@@ -3,8 +3,8 @@
 The server's twisted.web L{Site} (L{AccessLogSite}): it writes
 C{access.log} (L{notificator.logs.access}), with the lines of the
 requests that never reach C{finish()}, and leaves the monitor page's polls
-out; L{serve_http} gives it its request class and protocol, and the
-connections' cap and clocks.
+out; L{serve_http} builds it, with its request class and protocol, and
+the connections' cap and clocks.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class AccessLogSite(Site):
     flush_interval = FLUSH_INTERVAL
 
     #: Read by L{notificator.http.request.StockRequest}, set by
-    #: C{makeService}: who may publish and who is behind a trusted proxy
+    #: L{serve_http}: who may publish and who is behind a trusted proxy
     #: (L{notificator.auth.Guard}), and the publish gate asked before a
     #: request's body is read.
     guard: Guard | None = None
@@ -144,15 +144,22 @@ class AccessLogSite(Site):
 
 
 def serve_http(
-    site: Any,
+    resource: Any,
     cfg: config.Config,
     reactor: Any,
     stats: Stats,
     activity: Logger,
     parent: MultiService,
-) -> None:
+    guard: Guard,
+    gate: PublishGate,
+) -> AccessLogSite:
     """
-    Give C{site} its request class and protocol: with C{server.fastChannel}
+    The L{AccessLogSite} that serves C{resource} as C{twistd notificator}
+    does: its access log in C{server.log.dir} (C{monitor.accessLog},
+    C{server.log.keepDays}), no tracebacks, C{guard} and C{gate} asked by
+    its requests (the client behind trusted proxies, refused publishers
+    answered before their body is read), and its request class and
+    protocol: with C{server.fastChannel}
     L{notificator.http.request.Request} over
     L{notificator.http.fast.Channel} and its
     L{notificator.http.fast.WriteBatch} (a child of C{parent}, started
@@ -165,6 +172,16 @@ def serve_http(
     TLS, every response carries C{server.hsts}
     (L{notificator.http.request.StockRequest}).
     """
+    site = AccessLogSite(
+        resource,
+        cfg.server.log_dir,
+        reactor,
+        monitor_polls=cfg.monitor.access_log,
+        keep_days=cfg.server.log_keep_days,
+    )
+    site.displayTracebacks = False
+    site.guard = guard
+    site.publish_gate = gate
     bounds = cfg.limits
     watched = connections.Connections(
         bounds.header_timeout,
@@ -184,7 +201,8 @@ def serve_http(
     if cfg.server.fast_channel:
         site.requestFactory = request_class(Request, request_limits, hsts=hsts)
         writes = fast.WriteBatch(reactor)
-        site.protocol = partial(fast.protocol, writes)
+        # HTTPFactory.protocol is a function in twisted's source: a method to mypy.
+        site.protocol = partial(fast.protocol, writes)  # type: ignore[method-assign]
         writes.setServiceParent(parent)
     else:
         site.requestFactory = request_class(StockRequest, request_limits, hsts=hsts)
@@ -195,3 +213,4 @@ def serve_http(
         connections=bounds.connections,
         streams=bounds.streams,
     )
+    return site

@@ -30,7 +30,6 @@ from notificator.logs.access import (
     AccessLog,
     CombinedLogFormatter,
     escape_field,
-    log_answered_early,
     log_unfinished,
 )
 from notificator.logs.app import (
@@ -58,7 +57,6 @@ __all__ = [
     "escape_field",
     "FLUSH_INTERVAL",
     "level_filter",
-    "log_answered_early",
     "log_unfinished",
     "METHOD_LIMIT",
     "OldLogRemover",

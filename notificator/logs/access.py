@@ -2,9 +2,10 @@
 """
 C{access.log}: its file (L{AccessLog}, opened at first use), its line
 (L{CombinedLogFormatter}: twisted.web's combined log format, each field
-bounded by L{escape_field}), and the lines of the requests that never
-reach C{finish()}, where twisted.web writes them (L{log_unfinished},
-L{log_answered_early}).
+bounded by L{escape_field}), and the line of a stream that never reaches
+C{finish()}, where twisted.web writes it (L{log_unfinished}; a request
+answered before its body is read is the HTTP edge's:
+L{notificator.http.request.log_answered_early}).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from itertools import accumulate
-from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
@@ -21,7 +21,6 @@ from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from notificator.http import _twisted
 from notificator.logs.files import BufferedDailyLogFile, OldLogRemover
 from notificator.text import redact_uri
 
@@ -205,28 +204,5 @@ def log_unfinished(request: http.Request) -> None:
     L{Site} (test doubles) are ignored.
     """
     site = getattr(request, "site", None)
-    if isinstance(site, Site):
-        site.log(request)
-
-
-def log_answered_early(request: Any, site: object, code: int, sent: int) -> None:
-    """
-    Write the access-log line of a request answered before its body was read
-    (L{notificator.http.request.LimitedRequest.answer_early}: the publish
-    gate's 403, every 413, any other early answer), which never reaches
-    C{finish()}, where twisted.web writes the line: C{code} and the C{sent}
-    bytes of body, and the method, path and protocol read from its channel
-    (twisted.web sets them on the request only once the body is read).
-    C{site} is the request's channel's (a request answered early has none of
-    its own); anything but a L{Site} (test doubles) logs nothing.
-    """
-    target = _twisted.request_target(request)
-    if target is not None:
-        request.method, request.uri = target
-    version = _twisted.request_version(request)
-    if version is not None:
-        request.clientproto = version
-    request.code = code
-    request.sentLength = sent
     if isinstance(site, Site):
         site.log(request)
