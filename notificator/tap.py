@@ -448,10 +448,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         broker = LocalBroker(hub, stats, reactor, sse.history, journal, node=node)
     else:
         # Imported only here: txredisapi imports the reactor.
-        from notificator.broker.redis import RedisBroker
+        from notificator.broker.redis import build_broker
 
         try:
-            broker = RedisBroker(hub, stats, reactor, cluster, sse.history, node)
+            broker = build_broker(hub, stats, reactor, cluster, sse.history, node)
         except ValueError as e:  # cluster.ca unreadable
             raise SystemExit(f"notificator: configuration error: {e}")
         collectors.append(broker.collector())
