@@ -14,9 +14,11 @@ import os
 import tracemalloc
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import services, tap
@@ -37,6 +39,7 @@ from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
 from notificator.history import Replay
 from notificator.hub import Hub
 from notificator.stats import Stats
+from tests.replay_cases import SCRIPTS, Case, replay_cases
 from tests.support import FakeStream, evolved, write_config
 
 
@@ -538,6 +541,56 @@ class BrokerOrderingTests(SynchronousTestCase):
         self.assertEqual(str(failure.value), "the node is stopping")
         self.assertEqual(h.broker.health(), "the node is stopping")
         self.assertFalse(h.link.commands or h.link.subscription)
+
+
+def result(d: Deferred[Any]) -> Any:
+    """What C{d} has fired with (it must have)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "no result"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+class BrokerImplementation:
+    """
+    The broker's publish and replay over a L{FakeLink} to a L{MemoryRedis}
+    (ttl: 60 s, on a L{Clock}), for the table of replay cases.
+    """
+
+    def __init__(self, case: Case) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.redis = MemoryRedis(self.clock)
+        self.node = Node(self.clock, self.redis, size=case.size)
+        self.node.up()
+
+    def publish(self, name: str, user: str) -> str:
+        d = self.node.broker.publish(Message("notify", user, json.dumps({"name": name})))
+        self.node.link.settle()
+        return str(result(d).event_id)
+
+    def wait(self, ttls: float) -> None:
+        self.clock.advance(ttls * 60)
+
+    def restart(self) -> None:
+        self.redis.flushall()
+        self.clock.advance(0.002)
+
+    def since(self, user: str, last: str) -> tuple[str | None, tuple[bytes, ...], str | None]:
+        d = self.node.broker.replay(user, last)
+        self.node.link.settle()
+        replay = result(d)
+        return replay.reason, replay.frames, replay.oldest
+
+
+@replay_cases(SCRIPTS, lambda testcase, case: BrokerImplementation(case))
+class ReplayCaseTests(SynchronousTestCase):
+    """
+    The table of replay and gap cases (tests/replay_cases.py), which the
+    scripts and the history are tested with too, on the broker's replay.
+    """
 
 
 class WiringTests(SynchronousTestCase):
