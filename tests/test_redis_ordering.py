@@ -443,7 +443,10 @@ class BrokerOrderingTests(SynchronousTestCase):
         self.assertIsNone(h.broker.health())
 
     def test_gap_beyond_the_history_sends_a_reset_first(self) -> None:
-        """When the history no longer holds all of the gap, the stream gets a reset, then what is kept."""
+        """
+        When the history no longer holds all of the gap, the stream gets a
+        reset, then what is kept.
+        """
         h = Harness()
         h.node.up()
         stream = h.node.stream()

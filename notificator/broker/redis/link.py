@@ -279,7 +279,7 @@ class TxRedisLink:
             self._connect(role)
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = self._clock
-        self._pinger.start(PING_INTERVAL, now=False)
+        self._pinger.start(self.ping_interval, now=False)
         self.log.info(
             "cluster node {node}: connecting to Redis at {address}",
             node=self._node,

@@ -50,15 +50,17 @@ when an answer from the history must be joined with the live messages (a
 replay, or the fill after an outage), the broker buffers the user's live
 messages from before it asks, and after the answer asks the link for a
 barrier (L{Link.barrier}: a C{PING} on the subscription, whose reply comes
-after every message published before the answer was made).  Then the answer and the buffer are merged by id, without
-duplicates, and handed over in one reactor turn.
+after every message published before the answer was made).  Then the
+answer and the buffer are merged by id, without duplicates, and handed
+over in one reactor turn.
 
 Outage.  When Redis, or either connection to it, is lost, L{health} says why
 (C{/health} answers 503), publishes and replays fail at once with
 L{Unavailable}, and open streams stay open.  The link reconnects with
 backoff and subscribes again (L{Receiver.subscription_lost}, then
-L{Receiver.subscribed} and L{Receiver.available}); then the node reads, for every user with open streams, what was recorded after the
-last notification it received before the gap, delivers it in order (with a
+L{Receiver.subscribed} and L{Receiver.available}); then the node reads,
+for every user with open streams, what was recorded after the last
+notification it received before the gap, delivers it in order (with a
 C{reset} first when the history no longer holds all of it), and delivers
 live again.
 """
