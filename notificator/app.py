@@ -123,10 +123,10 @@ def build_core(
         broker = LocalBroker(hub, stats, reactor, cfg.sse.history, journal, node=node)
     else:
         # Imported only here: txredisapi imports the reactor.
-        from notificator.broker.redis import RedisBroker
+        from notificator.broker.redis import build_broker
 
         try:
-            broker = RedisBroker(hub, stats, reactor, cfg.cluster, cfg.sse.history, node)
+            broker = build_broker(hub, stats, reactor, cfg.cluster, cfg.sse.history, node)
         except ValueError as e:  # cluster.ca unreadable
             raise SystemExit(f"notificator: configuration error: {e}")
         collectors.append(broker.collector())

@@ -23,6 +23,7 @@ from notificator.history import (
     History,
     user_cost,
 )
+from tests.replay_cases import HISTORY, HistoryImplementation, replay_cases
 from tests.test_history_journal import MEMORY, T0, frame, key
 
 
@@ -215,3 +216,11 @@ class HistoryTests(SynchronousTestCase):
                 # side) the id is older than the newest frame lost by any
                 # user whose record is gone.
                 self.assertTrue(list(replay.frames) != expected or key(1000 + last) < history.floor)
+
+
+@replay_cases(HISTORY, lambda testcase, case: HistoryImplementation(case))
+class ReplayCaseTests(SynchronousTestCase):
+    """
+    The table of replay and gap cases (tests/replay_cases.py), which the
+    Redis scripts are tested with too, on the history.
+    """
