@@ -18,6 +18,13 @@ server is stopped by its own PID (SIGTERM, then SIGKILL after 10 s).
 Example (from the checkout)::
 
     python bench/local.py --n 1000 --json bench/results/local-1000.json
+
+C{--held N} starts each server from a full history instead of an empty
+one: a journal of N notifications of C{--held-users} users written by
+C{bench/journal.py} into its C{sse.history.dir}, loaded at start-up as a
+restarted server loads its own (the "history full" mode)::
+
+    python bench/local.py --n 5000 --phases connect --heartbeat 0 --held 500000
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import journal  # noqa: E402
 import loadgen  # noqa: E402
 from report import table  # noqa: E402
 
@@ -83,6 +91,28 @@ def stop_process(p: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None
         p.wait(10)
 
 
+def answers(port: int) -> bool:
+    """
+    Whether the server on C{port} answers HTTP (C{GET /health}): it is
+    ready.  Its port accepts connections before that, while it still loads
+    its history (twistd binds the listeners first), and the phases must not
+    count that load as the cost of opening streams.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.settimeout(1)
+            s.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            head = b""
+            while len(head) < 5:
+                more = s.recv(5 - len(head))
+                if not more:
+                    break
+                head += more
+            return head == b"HTTP/"
+    except OSError:
+        return False
+
+
 class LocalServer:
     """One C{twistd -n notificator} on a free loopback port, in a temporary config dir."""
 
@@ -96,8 +126,19 @@ class LocalServer:
         for name in os.listdir(os.path.join(opt.project, "conf")):
             if name.endswith(".json"):
                 shutil.copy(os.path.join(opt.project, "conf", name), conf)
+        self.held: dict[str, Any] | None = None
+        sse: dict[str, Any] = {"heartbeat": heartbeat > 0, "heartbeatInterval": heartbeat or 55}
+        if opt.history_max_bytes is not None:
+            sse["history"] = {"maxBytes": opt.history_max_bytes}
+        if opt.held:
+            # The history directory of this config (sse.history.dir "var/history"
+            # relative to the root, the parent of conf/).
+            users = min(opt.held_users, opt.held)
+            self.held = journal.write(
+                os.path.join(self.dir, "var", "history"), users, -(-opt.held // users)
+            )
         local = {
-            "sse": {"heartbeat": heartbeat > 0, "heartbeatInterval": heartbeat or 55},
+            "sse": sse,
             "server": {"log": {"dir": logdir, "level": opt.log_level}},
             # The load generator publishes from 127.0.0.1-127.0.0.4.
             "publish": {"allow": ["127.0.0.0/8"]},
@@ -138,11 +179,9 @@ class LocalServer:
                 raise SystemExit(
                     f"local: server exited {self.process.returncode}; see {self.log_path}"
                 )
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            if answers(self.port):
                 return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         self.stop()
         raise SystemExit(f"local: server did not listen on {self.port} within {timeout} s")
 
@@ -211,6 +250,8 @@ def run_one(
     finally:
         server.stop()
     result["server_command"] = server.command
+    if opt.held:
+        result["held_journal"] = server.held
     result["server_log_lines"] = server.log_lines(r".")
     return result
 
@@ -250,6 +291,19 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         help="heartbeat interval (s) of the hb run; 0 skips that run",
     )
     a("--phases", default="connect,latency,burst,idle", help="phases of the main run")
+    a(
+        "--held",
+        type=int,
+        default=0,
+        help="start each server from a journal of this many notifications (0: an empty history)",
+    )
+    a("--held-users", type=int, default=5000, help="users the --held notifications are for (5000)")
+    a(
+        "--history-max-bytes",
+        type=int,
+        default=None,
+        help="sse.history.maxBytes for the run (default: as shipped)",
+    )
     a("--project", default=PROJECT, help="checkout whose conf/ to use (default: this one)")
     a("--twistd", default="", help="twistd command (default: the one beside this Python)")
     a("--env", default="", help="config environment (--env of twistd notificator)")
@@ -280,6 +334,7 @@ def pin(opt: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     opt = options(argv)
+    journal.checkout_first()
     raise_fd_limit(opt.n)
     workdir = tempfile.mkdtemp(prefix="notificator-bench-")
     try:

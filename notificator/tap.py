@@ -421,10 +421,11 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     services.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(
         root
     )
-    services.GCTuningService().setServiceParent(root)
+    gc_tuning = services.GCTuningService()  # freezes once the history is loaded
+    gc_tuning.setServiceParent(root)
 
     serving = SequentialService()
-    serving.setServiceParent(root)
+    serving.setServiceParent(gc_tuning)
     core = build_core(cfg, reactor, node=default_node(endpoints), lock=lock)
     for service in core.services:
         service.setServiceParent(serving)

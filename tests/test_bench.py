@@ -2,9 +2,11 @@
 The shipped benchmark (C{bench/}): its HTTP and SSE parsing, its
 bookkeeping of lost, duplicated and misrouted events, its table, and a
 short end-to-end smoke run (200 streams) against the real
-C{twistd -n notificator}; likewise C{cpu.py}, C{memory.py}, C{stuck.py},
-and C{fuzz.py} (its answer parser and checks, and 2000 raw requests).  No
-timing is asserted: only counts.
+C{twistd -n notificator}; likewise C{cpu.py} (its "history full" mode
+too), C{journal.py} (the full history it writes, loaded as the server
+loads it), C{local.py}'s server started from such a journal, C{memory.py},
+C{stuck.py}, and C{fuzz.py} (its answer parser and checks, and 2000 raw
+requests).  No timing is asserted: only counts.
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import json
 import os
 import sys
 import tempfile
+import time
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from notificator.events import SEQ_SPAN, encode_frame, event_id
+from notificator.history import History, HistoryFile
 from tests.support import PROJECT, Server
 
 sys.path.insert(0, os.path.join(PROJECT, "bench"))
 
 import cpu  # noqa: E402
 import fuzz  # noqa: E402
+import journal  # noqa: E402
 import loadgen  # noqa: E402
+import local  # noqa: E402
 import memory  # noqa: E402
 import report  # noqa: E402
 import stuck  # noqa: E402
@@ -188,6 +196,101 @@ class CPUBenchTests(SynchronousTestCase):
         self.assertEqual((result["streams"], result["publishes"]), (20, 30))
         for figure in ("connect", "publish", "heartbeat"):
             self.assertGreater(result[figure], 0)
+
+    def test_history_full(self) -> None:
+        """
+        bench/cpu.py --history full starts the service from a journal of
+        C{held_users} users with 100 notifications each (sse.history.size),
+        all of them held, and reports the mean and the GC's collections
+        beside the best.
+        """
+        result = cpu.measure(rounds=2, per_round=10, publishes=15, history="full", held_users=30)
+        self.assertEqual((result["held"], result["streams"], result["publishes"]), (3000, 20, 30))
+        for figure in ("connect", "publish", "heartbeat"):
+            self.assertGreater(result[f"{figure}_mean"], 0)
+            self.assertGreaterEqual(result[f"{figure}_mean"], result[figure])
+        for phase in result["gc"].values():
+            self.assertEqual(len(phase["collections"]), 3)
+
+
+class JournalScriptTests(SynchronousTestCase):
+    """C{bench/journal.py}: the full history the benchmarks start from."""
+
+    def test_written_journal_loads_as_a_servers_own(self) -> None:
+        """
+        The journal written for 7 users with 3 notifications each is a
+        clean one the server loads whole: ids in publishing order
+        (round-robin), each user's frames the benchmark's notifications,
+        and a reconnect from a user's first id replays the other two.
+        """
+        directory = os.path.join(self.mktemp(), "history")
+        written = journal.write(directory, 7, 3)
+        self.assertEqual(
+            (written["notifications"], written["users"], written["bytes"]),
+            (21, 7, os.path.getsize(os.path.join(directory, journal.NAME))),
+        )
+        loaded = HistoryFile(directory).load()
+        assert loaded is not None
+        self.assertTrue(loaded.clean)
+        users = loaded.users
+        self.assertEqual(sorted(users), sorted(f"u{n}" for n in range(7)))
+        keys = [k for n in range(3) for u in range(7) for k in [list(users[f"u{u}"][1])[n][0]]]
+        self.assertEqual(keys, sorted(set(keys)))
+        self.assertEqual(loaded.last, keys[-1])
+        key, frame, _ = list(users["u3"][1])[1]
+        self.assertEqual(
+            frame,
+            encode_frame(
+                "notify",
+                '{"s":10,"t":%d.010,"pad":"benchmark notification"}' % (key // SEQ_SPAN),
+                event_id(key),
+            ),
+        )
+        clock = Clock()
+        clock.advance(time.time())  # the journal's times are the wall clock's
+        history = History(clock, size=100, ttl=3600, max_bytes=1 << 30, known_since=1)
+        history.load(loaded)
+        self.assertEqual((len(history), history.user_count), (21, 7))
+        first = list(users["u3"][1])[0][0]
+        replay = history.since("u3", first)
+        self.assertTrue(replay.complete)
+        self.assertEqual(replay.frames, tuple(f for _, f, _ in list(users["u3"][1])[1:]))
+
+    def test_measure(self) -> None:
+        """
+        --measure loads the journal in fresh processes as the server does
+        and reports per held notification what it takes, beside the
+        journal's bytes.
+        """
+        directory = os.path.join(self.mktemp(), "history")
+        written = journal.write(directory, 20, 5)
+        result = journal.measure(directory, size=100, ttl=3600, max_bytes=1 << 30)
+        self.assertEqual((result["held"], result["users"]), (100, 20))
+        self.assertEqual(result["journal_bytes_per_held"], round(written["bytes"] / 100, 1))
+        for figure in ("traced_bytes_per_held", "counted_bytes_per_held"):
+            self.assertGreater(result[figure], 0)
+
+
+class LocalBenchTests(SynchronousTestCase):
+    def test_server_started_from_a_full_history(self) -> None:
+        """
+        bench/local.py --held starts its server from a journal of that many
+        notifications in the history directory of the server's config,
+        which the server loads, and is ready only once it answers HTTP.
+        """
+        opt = local.options(["--n", "10", "--held", "200", "--held-users", "20", "--no-pin"])
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        server = local.LocalServer(opt, 0, "full", workdir)
+        self.assertEqual(server.held and server.held["notifications"], 200)
+        server.start()
+        try:
+            self.assertTrue(local.answers(server.port))
+        finally:
+            server.stop()
+        with open(os.path.join(server.dir, "log", "sse.log"), encoding="utf-8") as f:
+            log = f.read()
+        self.assertIn(": 200 notifications of 20 users", log)
 
 
 class MemoryBenchTests(SynchronousTestCase):
