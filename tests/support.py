@@ -372,8 +372,19 @@ class FakeStream:
     as after its client left or it was closed; C{fail}: C{send} raises.
     """
 
-    def __init__(self, user_id: str, gone: bool = False, fail: bool = False) -> None:
+    def __init__(
+        self,
+        user_id: str,
+        gone: bool = False,
+        fail: bool = False,
+        connection_id: int = 1,
+        connected_at: float = 0.0,
+        peer: str = "127.0.0.1",
+    ) -> None:
         self.user_id = user_id
+        self.connection_id = connection_id
+        self.connected_at = connected_at
+        self.peer = peer
         self.frames: list[bytes] = []
         self.gone = gone
         self.fail = fail

@@ -147,9 +147,9 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
         connections: list[_Connection] = sorted(
             (
                 {
-                    "id": getattr(s, "connection_id", None),
-                    "connectedAt": int(getattr(s, "connected_at", 0.0) * 1000),
-                    "peer": getattr(s, "peer", ""),
+                    "id": s.connection_id,
+                    "connectedAt": int(s.connected_at * 1000),
+                    "peer": s.peer,
                 }
                 for s in streams
             ),
@@ -171,7 +171,7 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
 class _Connection(TypedDict):
     """One stream in L{user_list}."""
 
-    id: int | None
+    id: int
     connectedAt: int
     peer: str
 
