@@ -92,7 +92,7 @@ class RequestTargetTests(SynchronousTestCase):
 
 class WholeHeadTests(SynchronousTestCase):
     """
-    L{notificator.http._twisted.WholeHeadRequest} calls C{head_received} once
+    L{notificator.http._twisted.RequestBase} calls C{head_received} once
     per request, with every header on it and before any of its body: over
     HTTP/1.x at C{gotLength}, over HTTP/2 at the later of C{gotLength} and
     C{parseCookies}, as twisted.web's real C{H2Stream._convertHeaders} calls
@@ -107,10 +107,10 @@ class WholeHeadTests(SynchronousTestCase):
         ("x-forwarded-for", "203.0.113.9"),
     ]
 
-    def probe(self) -> tuple[type[_twisted.WholeHeadRequest], list[tuple[str, Any]]]:
+    def probe(self) -> tuple[type[_twisted.RequestBase], list[tuple[str, Any]]]:
         seen: list[tuple[str, Any]] = []
 
-        class Probe(_twisted.WholeHeadRequest):
+        class Probe(_twisted.RequestBase):
             def gotLength(self, length: int | None) -> None:
                 # What twisted.web's channel has put on the request by now.
                 seen.append(("gotLength", self.requestHeaders.hasHeader(b"x-forwarded-for")))
@@ -133,7 +133,7 @@ class WholeHeadTests(SynchronousTestCase):
 
         return Probe, seen
 
-    def h2(self, probe: type[_twisted.WholeHeadRequest], headers: list[tuple[str, str]]) -> None:
+    def h2(self, probe: type[_twisted.RequestBase], headers: list[tuple[str, str]]) -> None:
         """One HTTP/2 request with these headers after the pseudo-headers, and a body of 3 bytes in the same read."""
         from h2.config import H2Configuration
         from h2.connection import H2Connection as Client

@@ -316,6 +316,6 @@ class BacklogTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
-        factory = reactor.tcpServers[0][1].requestFactory
-        self.assertTrue(issubclass(factory, Request))
-        self.assertIsNotNone(factory.limits)
+        site = reactor.tcpServers[0][1]
+        self.assertIs(site.requestFactory, Request)
+        self.assertIsNotNone(site.limits)

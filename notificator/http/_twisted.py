@@ -3,8 +3,9 @@
 The private parts of Twisted the server uses, in both modes
 (C{server.fastChannel}), each tested against the real class:
 L{request_target} and L{request_version} (a request's method, path and
-protocol before its body), L{WholeHeadRequest} (when a request's head is
-complete: over HTTP/2 not at C{gotLength}), the HTTP/2 helpers of the
+protocol before its body), L{RequestBase} (when a request's head is
+complete: over HTTP/2 not at C{gotLength}; the fast write of an event
+stream's frames), the HTTP/2 helpers of the
 connection clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
 L{h2_go_away}), L{close_now}, which frees a closed connection's
 descriptor before the reactor's next pass (L{notificator.http.connections}),
@@ -28,12 +29,18 @@ from twisted.web import http, server
 GenericHTTPChannelProtocol = http._GenericHTTPChannelProtocol
 
 
-class WholeHeadRequest(server.Request):
+class RequestBase(server.Request):
     """
-    A twisted.web request told once when its head is complete: every header
-    is on it and none of its body has been handed in yet.  Subclasses
-    decide there (L{head_received}) what twisted.web decides in
-    C{gotLength}: whether the body is to be read, and into what.
+    twisted.web's request, with what the server's
+    (L{notificator.http.request.Request}) needs of its private parts:
+
+     - it is told once when its head is complete: every header is on it
+       and none of its body has been handed in yet.  Subclasses decide
+       there (L{head_received}) what twisted.web decides in C{gotLength}:
+       whether the body is to be read, and into what;
+     - L{write_chunk}, a shorter C{write} for an open event stream's frames
+       (with the fast channel), which reads twisted.web's request state
+       (C{chunked}, C{startedWriting}, C{finished}, C{_disconnected}).
 
     Over HTTP/1.x that is C{gotLength}: C{HTTPChannel} calls it from
     C{allHeadersReceived}, once every header line is read (after
@@ -98,6 +105,25 @@ class WholeHeadRequest(server.Request):
         whatever its method.)
         """
         server.Request.gotLength(self, length)
+
+    def write_chunk(self, data: bytes) -> None:
+        """
+        As twisted.web's C{write}, with a shorter path for what an open
+        event stream writes all day: a chunk of a started HTTP/1.1
+        response, built as one string and handed to the channel (as
+        C{Request.write} would, as three: the length, the data, the end).
+        """
+        if (
+            self.chunked
+            and self.startedWriting
+            and data
+            and not self.finished
+            and not self._disconnected
+        ):
+            self.sentLength += len(data)
+            self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.write(data)
 
 
 _PARSED = object()

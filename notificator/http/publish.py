@@ -38,7 +38,7 @@ class PublishGate:
     """
     Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}; and
     from which web pages, L{CORSPolicy.refuse_publish}): asked when a
-    publish's head is complete (L{early}, over HTTP/1.x and HTTP/2, with
+    publish's head is complete (L{before_body}, over HTTP/1.x and HTTP/2, with
     every header on the request: a refused publisher gets its 403 before
     its body is read, and one that passes is marked
     C{publisher_checked}), and by L{PublishResource}: the same again
@@ -59,11 +59,11 @@ class PublishGate:
         self._stats = stats
         self._log = log
 
-    def early(self, request: Request) -> None:
+    def before_body(self, request: Request) -> None:
         """
-        In L{notificator.http.request.StockRequest.head_received}: answer
+        In L{notificator.http.request.Request.head_received}: answer
         403 now, before the body is read
-        (L{notificator.http.request.LimitedRequest.answer_early}: HTTP/1.x
+        (L{notificator.http.request.Request.answer_early}: HTTP/1.x
         and HTTP/2), when the address, the header token or the page's origin
         is wrong.
         """
@@ -142,7 +142,7 @@ def _unknown_via(request: IRequest, client: str) -> str | None:
     return _peer_host(request) if client == auth.UNKNOWN else None
 
 
-#: The path of the publish resource (what L{PublishGate.early} looks at).
+#: The path of the publish resource (what L{PublishGate.before_body} looks at).
 PUBLISH_PATH = b"/webNotification"
 
 
@@ -160,7 +160,7 @@ class PublishResource(refusals.Resource):
 
     @param max_bytes: larger bodies get 413 (C{limits.bodyBytes}; the
         request refuses them while reading,
-        L{notificator.http.request.LimitedRequest}: this is the backstop).
+        L{notificator.http.request.Request}: this is the backstop).
     @param max_fields: form bodies with more fields get 400
         (C{limits.formFields}).
     """

@@ -32,7 +32,7 @@ from notificator.config import LimitsConfig, SSEConfig
 from notificator.events import encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
 from notificator.http import refusals
-from notificator.http.request import LimitedRequest
+from notificator.http.request import Request
 from notificator.http.request import peer as _peer
 from notificator.http.responses import apply_cors
 from notificator.http.stream import LimitedRequestStream, RequestStream
@@ -220,8 +220,8 @@ class SSEResource(refusals.Resource):
         last_id = last_event_id(request)
         now = self._clock.seconds()
         ids = self._connection_ids
-        # The site's requests are request_class(StockRequest or Request).
-        stream_request = cast(LimitedRequest, request)
+        # The site's requests are notificator.http.request.Request.
+        stream_request = cast(Request, request)
         if limit:
             stream: RequestStream = LimitedRequestStream(
                 stream_request, user_id, next(ids), now, on_gone=self._gone, limit=limit
@@ -443,12 +443,12 @@ def _slim(request: server.Request) -> None:
     Drop what an open stream no longer needs, as it may stay open for hours:
     the head is on the wire, and the body (a GET sent with one) is not read,
     its bytes given back to C{limits.bodyMemory}
-    (L{notificator.http.request.LimitedRequest.drop_body}).  Of the request
+    (L{notificator.http.request.Request.drop_body}).  Of the request
     headers only those of its access-log line stay (a browser sends a dozen,
     1-2 KB of memory per stream).
     """
     request.responseHeaders = Headers()
-    if isinstance(request, LimitedRequest):
+    if isinstance(request, Request):
         request.drop_body()
     else:
         request.content = None
