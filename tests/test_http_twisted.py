@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import h2.events
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -425,3 +427,150 @@ class CloseNowTests(SynchronousTestCase):
             self.assertEqual(theirs.recv(10), b"")
         except ConnectionResetError:
             pass
+
+
+class ChannelBaseTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.ChannelBase} overrides two private methods
+    of twisted.web's real C{HTTPChannel} (C{_send100Continue},
+    C{_respondToBadRequestAndDisconnect}): checked here that the real
+    channel still calls them, and that what they hand to C{send_raw} is
+    what the stock channel writes, byte for byte.  (A Twisted that renames
+    them would send its 100 Continue and 400 past the fast channel's held
+    writes, out of order.)
+    """
+
+    HEADS = [
+        # Expect: 100-continue: the 100 before the body.
+        b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+        b"Expect: 100-continue\r\n\r\n",
+        # A malformed head: 400 and the close.
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n",
+    ]
+
+    def served(self, channel: http.HTTPChannel, head: bytes) -> tuple[bytes, bool]:
+        """What C{channel} writes for C{head}, and whether it closed."""
+        transport = StringTransport()
+        channel.requestFactory = http.Request
+        channel.makeConnection(transport)
+        channel.dataReceived(head)
+        written = transport.value()
+        channel.connectionLost(Failure(ConnectionDone()))
+        return written, transport.disconnecting
+
+    def test_same_bytes_through_send_raw(self) -> None:
+        """Each head: the same bytes as the stock channel, all of them through send_raw."""
+
+        class Recorder(_twisted.ChannelBase):
+            raw: list[bytes] = []
+
+            def send_raw(self, data: bytes) -> None:
+                self.raw.append(data)
+                super().send_raw(data)
+
+        for head in self.HEADS:
+            stock, stock_closed = self.served(http.HTTPChannel(), head)
+            Recorder.raw = []
+            ours, closed = self.served(Recorder(), head)
+            self.assertIn(stock[:12], (b"HTTP/1.1 100", b"HTTP/1.1 400"), head[:40])
+            self.assertEqual((ours, closed), (stock, stock_closed), head[:40])
+            self.assertEqual(b"".join(Recorder.raw), stock, head[:40])
+
+    def test_bad_request(self) -> None:
+        """bad_request: twisted.web's 400, and the close."""
+        channel = _twisted.ChannelBase()
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.bad_request()
+        self.assertEqual(transport.value(), b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        channel.connectionLost(Failure(ConnectionDone()))
+
+
+class SendDirectTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.send_direct} reads Twisted's real
+    C{tcp.Connection} queue (C{dataBuffer}, C{_tempDataLen}) and sends on
+    its C{socket}: checked on a real C{tcp.Server} over a real socket pair,
+    so a Twisted that renames them fails here (the fast channel would
+    then send past queued bytes, out of order).
+    """
+
+    def setUp(self) -> None:
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.protocol import Protocol
+
+        ours, self.theirs = socket.socketpair()
+        ours.setblocking(False)
+        self.theirs.settimeout(5)
+        self.addCleanup(self.theirs.close)
+        self.addCleanup(ours.close)
+        self.reactor = MemoryReactorClock()
+        port = type("Port", (), {"_realPortNumber": 3000})()
+        self.transport = tcp.Server(ours, Protocol(), ("127.0.0.1", 40000), port, 1, self.reactor)
+
+    def received(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            data += self.theirs.recv(size - len(data))
+        return data
+
+    def test_nothing_queued(self) -> None:
+        """Nothing queued: the bytes go to the socket at once."""
+        self.assertEqual(_twisted.send_direct(self.transport, b"abc"), 3)
+        self.assertEqual(self.received(3), b"abc")
+
+    def test_queue_first(self) -> None:
+        """Bytes the transport queued (not yet sent): none go past them."""
+        self.transport.write(b"first")  # queued for the reactor's write pass
+        self.assertEqual(_twisted.send_direct(self.transport, b"second"), 0)
+        self.transport.doWrite()  # the write pass: the queue is sent
+        self.assertEqual(self.received(5), b"first")
+        self.assertEqual(_twisted.send_direct(self.transport, b"third"), 5)
+        self.assertEqual(self.received(5), b"third")
+
+    def test_closing_or_closed(self) -> None:
+        """A connection closing or lost gets nothing."""
+        self.transport.loseConnection()
+        self.assertEqual(_twisted.send_direct(self.transport, b"x"), 0)
+        self.transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(_twisted.send_direct(self.transport, b"x"), 0)
+
+    def test_socket_error(self) -> None:
+        """A send the socket refuses (here: the peer is gone) sends nothing."""
+        import socket
+
+        self.theirs.shutdown(socket.SHUT_RDWR)
+        self.theirs.close()
+        # The first send may still be taken by the kernel; one soon fails.
+        results = {_twisted.send_direct(self.transport, b"x" * 65536) for _ in range(50)}
+        self.assertIn(0, results)
+
+
+class CombinedEscapeTests(SynchronousTestCase):
+    """
+    L{notificator.logs.access.combined_escape} is twisted.web's private
+    C{http._escape} (the combined log format's escape), byte for byte: a
+    Twisted that changes its escape fails here, and C{access.log} lines
+    would then differ from twisted.web's format.
+    """
+
+    def test_every_byte(self) -> None:
+        from notificator.logs.access import combined_escape
+
+        for b in range(256):
+            self.assertEqual(combined_escape(bytes([b])), http._escape(bytes([b])), b)
+
+    @given(st.binary(max_size=64))
+    def test_any_bytes(self, value: bytes) -> None:
+        from notificator.logs.access import combined_escape
+
+        self.assertEqual(combined_escape(value), http._escape(value))
+
+    def test_quotes(self) -> None:
+        from notificator.logs.access import combined_escape
+
+        for value in (b"it's", b'say "hi"', b"both ' and \"", b"\\", b"\t\x7f\xff"):
+            self.assertEqual(combined_escape(value), http._escape(value), value)

@@ -9,9 +9,18 @@ stream's frames), the HTTP/2 helpers of the
 connection clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
 L{h2_go_away}), L{close_now}, which frees a closed connection's
 descriptor before the reactor's next pass (L{notificator.http.connections}),
-and twisted.web's protocol wrapper that switches to HTTP/2
+twisted.web's protocol wrapper that switches to HTTP/2
 (L{GenericHTTPChannelProtocol}, which L{notificator.http.fast.protocol}
-wraps its channel in).
+wraps its channel in), and what the fast channel
+(L{notificator.http.fast.Channel}) needs: L{ChannelBase} (the two answers
+C{HTTPChannel} writes to its transport itself) and L{send_direct} (a TCP
+connection's queue and socket).
+
+Every access to a private part of Twisted (an attribute or method whose
+name starts with C{_}, or one Twisted does not document) is in this
+module, and C{tests.test_http_twisted} checks each against the real
+classes: C{tox -e twisted-latest} runs it first, so a Twisted that changes
+one fails there before anywhere else.
 """
 
 from __future__ import annotations
@@ -27,6 +36,59 @@ from twisted.web import http, server
 #: twisted.web's wrapper of a site's channel, which switches the connection
 #: to HTTP/2 when TLS negotiates C{h2}.
 GenericHTTPChannelProtocol = http._GenericHTTPChannelProtocol
+
+
+class ChannelBase(http.HTTPChannel):
+    """
+    twisted.web's HTTP/1.x channel, with the two answers it writes to its
+    transport itself (private methods: C{_send100Continue} and
+    C{_respondToBadRequestAndDisconnect}) handed to L{send_raw}, so that a
+    channel that holds its writes (L{notificator.http.fast.Channel}) keeps
+    them in line with the responses before them.
+    """
+
+    def send_raw(self, data: bytes) -> None:
+        """Send C{data}, bytes of the HTTP/1.x stream, as they are."""
+        transport = self.transport
+        assert transport is not None  # twisted.web writes these only while connected
+        transport.write(data)
+
+    def bad_request(self) -> None:
+        """Answer 400 and close, as twisted.web answers a malformed head."""
+        self._respondToBadRequestAndDisconnect()
+
+    def _send100Continue(self) -> None:
+        self.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        self.loseConnection()
+
+
+def send_direct(connection: tcp.Connection, data: bytes) -> int:
+    """
+    Send C{data} straight to C{connection}'s socket, as
+    C{tcp.Connection.writeSomeData} would without its wrapping, when
+    nothing is queued on it (its C{dataBuffer} and C{_tempDataLen}: what
+    the transport's C{write} queued and its write pass has not sent) and
+    it is open: the bytes sent, 0 when none could go (would block, out of
+    buffers, lost, or the queue not empty).  What was not sent is the
+    caller's to hand to C{transport.write}, which keeps the order, the flow
+    control and the loss handling Twisted's.
+    """
+    if (
+        connection.connected
+        and not connection.disconnecting
+        and not connection.dataBuffer
+        and not connection._tempDataLen
+    ):
+        # (Python retries an interrupted send.)
+        try:
+            sent: int = connection.socket.send(data)
+        except OSError:
+            return 0
+        return sent
+    return 0
 
 
 class RequestBase(server.Request):
