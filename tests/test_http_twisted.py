@@ -276,8 +276,9 @@ class HTTP2HelpersTests(SynchronousTestCase):
     L{notificator.http._twisted.when_h2_idle},
     L{notificator.http._twisted.h2_go_away}) read and wrap private parts of
     twisted.web's real classes (C{_GenericHTTPChannelProtocol._channel},
-    C{H2Connection.streams} and C{_requestDone}): checked here on them, so a
-    Twisted that changes them fails here first.
+    C{H2Connection.streams} and C{_requestDone}), and
+    L{notificator.http._twisted.h2_reset} resets a request's C{H2Stream}:
+    checked here on them, so a Twisted that changes them fails here first.
     """
 
     def setUp(self) -> None:
@@ -346,6 +347,32 @@ class HTTP2HelpersTests(SynchronousTestCase):
         [goaway] = [e for e in self.events() if isinstance(e, h2.events.ConnectionTerminated)]
         self.assertEqual(goaway.error_code, 0)
         self.assertTrue(self.transport.disconnecting)
+
+    def test_reset(self) -> None:
+        """h2_reset: the stream gets RST_STREAM; the connection stays open; a gone stream: nothing."""
+        requests: list[Any] = []
+        conn = _twisted.h2_connection(self.protocol)
+        factory = conn.requestFactory
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            request = factory(*args, **kwargs)
+            requests.append(request)
+            return request
+
+        conn.requestFactory = record
+        self.client.send_headers(
+            1,
+            [(":method", "POST"), (":scheme", "https"), (":authority", "t"), (":path", "/")],
+        )
+        self.protocol.dataReceived(self.client.data_to_send())
+        [request] = requests
+        _twisted.h2_reset(request)
+        [reset] = [e for e in self.events() if isinstance(e, h2.events.StreamReset)]
+        self.assertEqual(reset.stream_id, 1)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertFalse(_twisted.h2_open_streams(conn))
+        request.channel = None  # as twisted.web leaves it once the stream is gone
+        _twisted.h2_reset(request)
 
     def test_http1_has_none(self) -> None:
         """A connection that speaks HTTP/1.1 has no H2Connection."""

@@ -7,7 +7,7 @@ protocol before its body), L{RequestBase} (when a request's head is
 complete: over HTTP/2 not at C{gotLength}; the fast write of an event
 stream's frames), the HTTP/2 helpers of the
 connection clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
-L{h2_go_away}), L{close_now}, which frees a closed connection's
+L{h2_go_away}), L{h2_reset} (a refused or slow request's stream), L{close_now}, which frees a closed connection's
 descriptor before the reactor's next pass (L{notificator.http.connections}),
 twisted.web's protocol wrapper that switches to HTTP/2
 (L{GenericHTTPChannelProtocol}, which L{notificator.http.fast.protocol}
@@ -267,6 +267,20 @@ def when_h2_idle(conn: Any, idle: Callable[[], object]) -> None:
             idle()
 
     conn._requestDone = _requestDone
+
+
+def h2_reset(request: server.Request) -> None:
+    """
+    Reset the HTTP/2 stream C{request} is on (C{RST_STREAM}); the
+    connection and its other streams go on.  An HTTP/2 request's channel
+    is its C{H2Stream} (of the private C{twisted.web._http2}; twisted.web's
+    C{Request} declares an C{HTTPChannel}), which resets on
+    C{abortConnection}, and is L{None} once the stream is gone: then
+    nothing.
+    """
+    stream: Any = request.channel
+    if stream is not None:
+        stream.abortConnection()
 
 
 def h2_go_away(conn: Any) -> None:

@@ -60,8 +60,6 @@ from notificator.http import _twisted, fast
 from notificator.stats import Stats
 
 if TYPE_CHECKING:
-    from twisted.web._http2 import H2Stream
-
     from notificator.http.connections import Connections
 
 # The namespace it had before the moves of issue 18: it is part of
@@ -673,11 +671,7 @@ class Request(_twisted.RequestBase):
         limits.clock.callLater(0, self._reset_stream)
 
     def _reset_stream(self) -> None:
-        # An HTTP/2 request's channel is its H2Stream (twisted.web's Request
-        # declares an HTTPChannel), set to None when the stream is gone.
-        stream = cast("H2Stream | None", self.channel)
-        if stream is not None:
-            stream.abortConnection()
+        _twisted.h2_reset(self)
 
 
 def frame_writer(request: server.Request) -> Callable[[bytes], None]:

@@ -29,19 +29,17 @@ the write function, so the send of a running stream does no more work
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from notificator.http import _twisted
 from notificator.http.request import Limits, Request, frame_writer, peer
 from notificator.logs import log_unfinished
 from notificator.text import safe
-
-if TYPE_CHECKING:
-    from twisted.web._http2 import H2Stream
 
 
 class _Dropped(Exception):
@@ -172,9 +170,7 @@ class RequestStream:
         else:
             # An HTTP/2 stream: reset it; the connection and its other
             # streams go on.  twisted.web does not tell the request.
-            # (Its channel is the H2Stream; twisted.web's Request declares
-            # an HTTPChannel.)
-            cast("H2Stream", request.channel).abortConnection()
+            _twisted.h2_reset(request)
             request.connectionLost(Failure(ConnectionAborted("slow reader")))
 
     def _finished(self, result: None | Failure) -> None:
