@@ -24,7 +24,7 @@ from notificator.http.request import Request
 from notificator.http.request import client as _client
 from notificator.http.request import peer as _peer
 from notificator.http.request import peer_host as _peer_host
-from notificator.http.responses import _JSON, apply_cors, json_response
+from notificator.http.responses import apply_cors, json_response
 from notificator.stats import Stats
 from notificator.text import safe
 
@@ -74,7 +74,7 @@ class PublishGate:
         if reason is None:
             request.publisher_checked = True
         else:
-            request.answer_early(403, b"Forbidden", _JSON.encode({"error": reason}).encode("utf-8"))
+            request.answer_early(403, b"Forbidden", reason)
 
     def refusal(self, request: IRequest, client: str) -> str | None:
         """

@@ -43,7 +43,6 @@ Everything runs on the clock given in; no global state.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from io import BytesIO
@@ -57,6 +56,7 @@ from notificator import auth
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
 from notificator.http import _twisted, fast
+from notificator.http.responses import error_body, json_headers
 from notificator.stats import Stats
 
 if TYPE_CHECKING:
@@ -235,10 +235,6 @@ _TIMEOUT = b"Request Timeout"
 
 #: The reason phrase of 503 (RFC 9110 15.6.4).
 _UNAVAILABLE = b"Service Unavailable"
-
-
-def _error_body(reason: str) -> bytes:
-    return json.dumps({"error": reason}).encode("utf-8")
 
 
 class RequestSite(server.Site):
@@ -452,7 +448,7 @@ class Request(_twisted.RequestBase):
         assert limits is not None
         reason = f"request body not complete within limits.bodyTimeout ({limits.body_timeout:g} s)"
         limits.refused_body(self, reason, 408)
-        self.answer_early(408, _TIMEOUT, _error_body(reason))
+        self.answer_early(408, _TIMEOUT, reason)
 
     def handleContentChunk(self, data: bytes) -> None:
         """
@@ -519,7 +515,7 @@ class Request(_twisted.RequestBase):
         limits = self.site.limits
         assert limits is not None
         limits.refused_body(self, reason)
-        self.answer_early(413, _TOO_LARGE, _error_body(reason))
+        self.answer_early(413, _TOO_LARGE, reason)
 
     def _refuse_memory(self) -> None:
         """
@@ -535,11 +531,15 @@ class Request(_twisted.RequestBase):
         )
         limits.refused_memory(self, reason)
         self.responseHeaders.setRawHeaders(b"retry-after", [limits.retry_after])
-        self.answer_early(503, _UNAVAILABLE, _error_body(reason))
+        self.answer_early(503, _UNAVAILABLE, reason)
 
-    def answer_early(self, code: int, phrase: bytes, body: bytes) -> None:
+    def answer_early(self, code: int, phrase: bytes, reason: str) -> None:
         """
-        Answer C{code} with the JSON C{body} now, before the body is read,
+        Answer C{code} with C{reason} now (the JSON answer of every refusal:
+        L{notificator.http.responses.error_body} and
+        L{notificator.http.responses.json_headers}, after the headers the
+        request was given, with C{Connection: close} over HTTP/1.x), before
+        the body is read,
         and stop reading this request: over HTTP/1.x write the answer and
         close the connection (lingering, L{_linger}, over plain TCP); over
         HTTP/2 answer the stream once it is set up (after this reactor turn)
@@ -552,6 +552,7 @@ class Request(_twisted.RequestBase):
         none and gets no line.
         """
         self.ignore_body()
+        body = error_body(reason)
         site = self.site
         limits = site.limits
         channel = self.channel
@@ -563,9 +564,14 @@ class Request(_twisted.RequestBase):
             # request was not read, so the answer is written as it goes on
             # the wire.
             channel.write(
-                b"HTTP/1.1 %d %s\r\n%sContent-Type: application/json; charset=utf-8\r\n"
-                b"Cache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (code, phrase, self._headers_so_far(), len(body), body)
+                b"HTTP/1.1 %d %s\r\n%s%sConnection: close\r\n\r\n%s"
+                % (
+                    code,
+                    phrase,
+                    self._headers_so_far(),
+                    b"".join(b"%s: %s\r\n" % header for header in json_headers(body)),
+                    body,
+                )
             )
             site.log_answered_early(self, code, len(body))
             transport = self.transport
@@ -658,9 +664,8 @@ class Request(_twisted.RequestBase):
             return
         # With the headers it was given before it was read (HSTS).
         headers = self.responseHeaders.copy()
-        headers.setRawHeaders(b"content-type", [b"application/json; charset=utf-8"])
-        headers.setRawHeaders(b"cache-control", [b"no-store"])
-        headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        for name, value in json_headers(body):
+            headers.setRawHeaders(name, [value])
         channel.writeHeaders(b"HTTP/2", b"%d" % code, phrase, headers)
         channel.write(body)
         self.site.log_answered_early(self, code, len(body))
