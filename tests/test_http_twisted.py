@@ -514,9 +514,9 @@ class ChannelBaseTests(SynchronousTestCase):
         channel.connectionLost(Failure(ConnectionDone()))
 
 
-class SendDirectTests(SynchronousTestCase):
+class SendNowTests(SynchronousTestCase):
     """
-    L{notificator.http._twisted.send_direct} reads Twisted's real
+    L{notificator.http._twisted.ChannelBase.send_now} reads Twisted's real
     C{tcp.Connection} queue (C{dataBuffer}, C{_tempDataLen}) and sends on
     its C{socket}: checked on a real C{tcp.Server} over a real socket pair,
     so a Twisted that renames them fails here (the fast channel would
@@ -527,16 +527,23 @@ class SendDirectTests(SynchronousTestCase):
         import socket
 
         from twisted.internet import tcp
-        from twisted.internet.protocol import Protocol
 
-        ours, self.theirs = socket.socketpair()
+        # A TCP pair on the loopback (the channel sets TCP_NODELAY).
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.theirs = socket.create_connection(listener.getsockname(), timeout=5)
+        ours, _ = listener.accept()
         ours.setblocking(False)
-        self.theirs.settimeout(5)
         self.addCleanup(self.theirs.close)
         self.addCleanup(ours.close)
         self.reactor = MemoryReactorClock()
         port = type("Port", (), {"_realPortNumber": 3000})()
-        self.transport = tcp.Server(ours, Protocol(), ("127.0.0.1", 40000), port, 1, self.reactor)
+        self.channel = _twisted.ChannelBase()
+        self.transport = tcp.Server(ours, self.channel, ("127.0.0.1", 40000), port, 1, self.reactor)
+        self.channel.makeConnection(self.transport)
+        self.addCleanup(self.channel.connectionLost, Failure(ConnectionDone()))
 
     def received(self, size: int) -> bytes:
         data = b""
@@ -544,36 +551,45 @@ class SendDirectTests(SynchronousTestCase):
             data += self.theirs.recv(size - len(data))
         return data
 
+    def queued(self) -> int:
+        """What the transport holds for its write pass (its private queue)."""
+        return len(self.transport.dataBuffer) + self.transport._tempDataLen
+
     def test_nothing_queued(self) -> None:
-        """Nothing queued: the bytes go to the socket at once."""
-        self.assertEqual(_twisted.send_direct(self.transport, b"abc"), 3)
+        """Nothing queued: the bytes go to the socket at once, nothing is queued."""
+        self.channel.send_now(b"abc")
+        self.assertEqual(self.queued(), 0)
         self.assertEqual(self.received(3), b"abc")
 
     def test_queue_first(self) -> None:
         """Bytes the transport queued (not yet sent): none go past them."""
         self.transport.write(b"first")  # queued for the reactor's write pass
-        self.assertEqual(_twisted.send_direct(self.transport, b"second"), 0)
-        self.transport.doWrite()  # the write pass: the queue is sent
-        self.assertEqual(self.received(5), b"first")
-        self.assertEqual(_twisted.send_direct(self.transport, b"third"), 5)
+        self.channel.send_now(b"second")
+        self.assertEqual(self.queued(), 11)
+        self.transport.doWrite()  # the write pass: the queue is sent, in order
+        self.assertEqual(self.received(11), b"firstsecond")
+        self.channel.send_now(b"third")
+        self.assertEqual(self.queued(), 0)
         self.assertEqual(self.received(5), b"third")
 
-    def test_closing_or_closed(self) -> None:
-        """A connection closing or lost gets nothing."""
+    def test_closing(self) -> None:
+        """A connection closing: through the transport, not the socket."""
         self.transport.loseConnection()
-        self.assertEqual(_twisted.send_direct(self.transport, b"x"), 0)
-        self.transport.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(_twisted.send_direct(self.transport, b"x"), 0)
+        self.channel.send_now(b"x")
+        self.assertEqual(self.queued(), 1)
 
     def test_socket_error(self) -> None:
-        """A send the socket refuses (here: the peer is gone) sends nothing."""
+        """A send the socket refuses (here: the peer is gone) is handed to the transport."""
         import socket
 
         self.theirs.shutdown(socket.SHUT_RDWR)
         self.theirs.close()
-        # The first send may still be taken by the kernel; one soon fails.
-        results = {_twisted.send_direct(self.transport, b"x" * 65536) for _ in range(50)}
-        self.assertIn(0, results)
+        # The first sends may still be taken by the kernel; one soon fails.
+        for _ in range(50):
+            self.channel.send_now(b"x" * 65536)
+            if self.queued():
+                break
+        self.assertGreater(self.queued(), 0)
 
 
 class CombinedEscapeTests(SynchronousTestCase):

@@ -13,8 +13,8 @@ twisted.web's protocol wrapper that switches to HTTP/2
 (L{GenericHTTPChannelProtocol}, which L{notificator.http.fast.protocol}
 wraps its channel in), and what the fast channel
 (L{notificator.http.fast.Channel}) needs: L{ChannelBase} (the two answers
-C{HTTPChannel} writes to its transport itself) and L{send_direct} (a TCP
-connection's queue and socket).
+C{HTTPChannel} writes to its transport itself, and the direct send to a
+TCP connection's socket when its queue is empty).
 
 Every access to a private part of Twisted (an attribute or method whose
 name starts with C{_}, or one Twisted does not document) is in this
@@ -40,18 +40,65 @@ GenericHTTPChannelProtocol = http._GenericHTTPChannelProtocol
 
 class ChannelBase(http.HTTPChannel):
     """
-    twisted.web's HTTP/1.x channel, with the two answers it writes to its
-    transport itself (private methods: C{_send100Continue} and
-    C{_respondToBadRequestAndDisconnect}) handed to L{send_raw}, so that a
-    channel that holds its writes (L{notificator.http.fast.Channel}) keeps
-    them in line with the responses before them.
+    twisted.web's HTTP/1.x channel, with what the fast channel
+    (L{notificator.http.fast.Channel}) needs of Twisted's private parts:
+
+     - the two answers C{HTTPChannel} writes to its transport itself
+       (private methods: C{_send100Continue} and
+       C{_respondToBadRequestAndDisconnect}) are handed to L{send_raw}, so
+       that a channel that holds its writes keeps them in line with the
+       responses before them;
+     - L{send_now} writes straight to the socket of a plain TCP
+       connection when nothing is queued on it, as
+       C{tcp.Connection.writeSomeData} would without its wrapping: it
+       reads the connection's queue (C{dataBuffer} and C{_tempDataLen},
+       what C{transport.write} queued and the reactor's write pass has not
+       sent) and sends on its C{socket}.
     """
 
-    def send_raw(self, data: bytes) -> None:
-        """Send C{data}, bytes of the HTTP/1.x stream, as they are."""
+    # The transport, when it is a plain TCP connection (TLS transports
+    # encrypt and frame the bytes): what send_now writes to directly.
+    _socket: tcp.Connection | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if isinstance(self.transport, tcp.Connection):
+            self._socket = self.transport
+
+    def send_now(self, data: bytes) -> None:
+        """
+        Send C{data} now: straight to the socket when nothing is queued on
+        it; what the socket does not take then (would block, out of
+        buffers, the connection lost), and everything while the queue is
+        not empty (or over TLS, or the connection closing), through
+        C{transport.write}, which keeps the order, the flow control and
+        the loss handling Twisted's.
+        """
+        sock = self._socket
+        if (
+            sock is not None
+            and sock.connected
+            and not sock.disconnecting
+            and not sock.dataBuffer
+            and not sock._tempDataLen
+        ):
+            # (Python retries an interrupted send.)
+            try:
+                sent = sock.socket.send(data)
+            except OSError:
+                # Queue it all; the reactor's write pass carries on (or
+                # finds out and reports the loss).
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         transport = self.transport
-        assert transport is not None  # twisted.web writes these only while connected
+        assert transport is not None  # set in makeConnection, never unset
         transport.write(data)
+
+    def send_raw(self, data: bytes) -> None:
+        """Send C{data}, bytes of the HTTP/1.x stream, as they are (L{send_now})."""
+        self.send_now(data)
 
     def bad_request(self) -> None:
         """Answer 400 and close, as twisted.web answers a malformed head."""
@@ -63,32 +110,6 @@ class ChannelBase(http.HTTPChannel):
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         self.loseConnection()
-
-
-def send_direct(connection: tcp.Connection, data: bytes) -> int:
-    """
-    Send C{data} straight to C{connection}'s socket, as
-    C{tcp.Connection.writeSomeData} would without its wrapping, when
-    nothing is queued on it (its C{dataBuffer} and C{_tempDataLen}: what
-    the transport's C{write} queued and its write pass has not sent) and
-    it is open: the bytes sent, 0 when none could go (would block, out of
-    buffers, lost, or the queue not empty).  What was not sent is the
-    caller's to hand to C{transport.write}, which keeps the order, the flow
-    control and the loss handling Twisted's.
-    """
-    if (
-        connection.connected
-        and not connection.disconnecting
-        and not connection.dataBuffer
-        and not connection._tempDataLen
-    ):
-        # (Python retries an interrupted send.)
-        try:
-            sent: int = connection.socket.send(data)
-        except OSError:
-            return 0
-        return sent
-    return 0
 
 
 class RequestBase(server.Request):

@@ -33,7 +33,7 @@ The direct send uses three attributes of Twisted's C{tcp.Connection}
 (C{dataBuffer} and C{_tempDataLen}, its queue, and C{socket}), to which
 it sends as C{Connection.writeSomeData} would, without its wrapping (a
 third of a heartbeat frame's Python): that is
-L{notificator.http._twisted.send_direct}, with the other private parts of
+L{notificator.http._twisted.ChannelBase.send_now}, with the other private parts of
 Twisted the server uses, each tested against the real class.
 L{tests.test_http_fast} checks the behaviour.  HTTP/2 streams do not use
 this channel.
@@ -53,13 +53,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from notificator.http._twisted import ChannelBase, GenericHTTPChannelProtocol, send_direct
+from notificator.http._twisted import ChannelBase, GenericHTTPChannelProtocol
 
 # The namespace it had before the moves of issue 18: it is part of
 # every log line, and no log line changes.
@@ -72,19 +71,12 @@ class Channel(ChannelBase):
     one system call (see L{WriteBatch}).
     """
 
-    _socket: tcp.Connection | None = None
     # Bytes given during this reactor pass, sent by the batch at its end.
     _pending: list[bytes] | None = None
 
     def __init__(self, writes: WriteBatch) -> None:
         super().__init__()
         self._writes = writes
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        # Only a plain socket: TLS transports encrypt and frame the bytes.
-        if isinstance(self.transport, tcp.Connection):
-            self._socket = self.transport
 
     # Each request asks for both addresses (twisted.web's Request keeps
     # them); a connection's do not change, so ask the socket once.
@@ -154,7 +146,7 @@ class Channel(ChannelBase):
         pending = self._pending
         if pending is not None:
             self._pending = None
-            self._sendNow(pending[0] if len(pending) == 1 else b"".join(pending))
+            self.send_now(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _send(self, data: bytes) -> None:
         pending = self._pending
@@ -164,23 +156,7 @@ class Channel(ChannelBase):
             self._pending = [data]
             self._writes.add(self)
         else:
-            self._sendNow(data)
-
-    def _sendNow(self, data: bytes) -> None:
-        sock = self._socket
-        if sock is not None:
-            # The socket itself when nothing is queued; what it does not
-            # take (would block, out of buffers, the connection lost) is
-            # queued, and the reactor's write pass carries on (or finds out
-            # and reports the loss).
-            sent = send_direct(sock, data)
-            if sent == len(data):
-                return
-            if sent:
-                data = data[sent:]
-        transport = self.transport
-        assert transport is not None  # set in makeConnection, never unset
-        transport.write(data)
+            self.send_now(data)
 
 
 class WriteBatch(Service):
