@@ -431,7 +431,7 @@ class AddressCapTests(WebCase):
     def counts(self) -> dict[str, int]:
         sse = getChildForRequest(self.parts.resource, DummyRequest([b"sse", b"x"]))
         assert isinstance(sse, SSEResource)
-        return sse.streams_by_address
+        return sse.admission.streams_by_address
 
     def request_from(self, address: str, user_id: str) -> DummyRequest:
         """A stream request for C{user_id} from the client C{address}, rendered."""
@@ -605,7 +605,7 @@ class LaterReplayTests(WebCase):
         self.broker.answer_replays()
         self.stub.flush()
         self.assertEqual(self.hub.stream_count, 2)
-        self.assertEqual(self.sse.streams_by_address, {"127.0.0.1": 2})
+        self.assertEqual(self.sse.admission.streams_by_address, {"127.0.0.1": 2})
         ended = [chunks for done, chunks in map(self.read, waiting) if done]
         self.assertEqual(len(ended), 1)
         [frame] = parse_frames(b"".join(ended[0]))
