@@ -90,6 +90,36 @@ class AccessLogSiteTests(SynchronousTestCase):
         assert self.site.access_log is not None
         self.assertIsNone(self.site.access_log.file)
 
+    def test_flush_goes_on_after_a_failed_one(self) -> None:
+        """A flush that fails (a full disk) is logged; the next tick flushes what came since."""
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.reactor.advance(self.site.flush_interval)  # opens the file
+        access_log = self.site.access_log
+        assert access_log is not None and access_log.file is not None
+        flush = access_log.file.flush
+        failures = [OSError(28, "No space left on device")]
+
+        def full_once() -> None:
+            if failures:
+                raise failures.pop()
+            flush()
+
+        access_log.file.flush = full_once  # type: ignore[method-assign]
+        channel, _ = self.connect()
+        channel.dataReceived(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(self.site.flush_interval)  # this flush fails
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        channel.dataReceived(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.disconnect(channel)
+        logged = self.access_lines()
+        self.assertEqual(len(logged), 2, logged)
+        self.assertIn("/second", logged[1])
+        [failed] = [e for e in events if "failed" in e.get("log_format", "")]
+        self.assertEqual(failed["name"], "access.log")
+
     def test_finished_request_in_combined_format(self) -> None:
         """A finished request is one combined-format line, flushed by the timer."""
         channel, _ = self.connect()

@@ -14,7 +14,7 @@ from twisted.web.server import Site
 from notificator import services, tap
 from notificator.history import Journal
 from notificator.http.request import Request
-from notificator.logs import BufferedDailyLogFile
+from notificator.logs import BufferedDailyLogFile, Ticker
 from tests.support import PROJECT, write_config
 
 
@@ -273,7 +273,8 @@ def _timers(reactor: MemoryReactorClock) -> list[object]:
         c
         for c in reactor.getDelayedCalls()
         if not isinstance(
-            getattr(getattr(c.func, "f", None), "__self__", None), (BufferedDailyLogFile, Journal)
+            getattr(getattr(c.func, "f", None), "__self__", None),
+            (BufferedDailyLogFile, Ticker, Journal),
         )
     ]
 

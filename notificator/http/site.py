@@ -21,7 +21,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import IResource
@@ -35,7 +34,7 @@ from notificator.http.request import Limits, Request, RequestSite, client, hsts_
 from notificator.http.tree import build_resource
 from notificator.hub import Hub
 from notificator.logs.access import ACCESS_LOG, AccessLog, CombinedLogFormatter
-from notificator.logs.files import FLUSH_INTERVAL
+from notificator.logs.files import FLUSH_INTERVAL, Ticker
 from notificator.stats import Stats
 
 # The namespace it had before the moves of issue 18 (serve_http's lines
@@ -132,7 +131,7 @@ class Site(RequestSite):
             # (twisted.web's Site.protocol is a function: typed as a method.)
             self.protocol = partial(fast.protocol, writes)  # type: ignore[method-assign]
         self._connections = None if limits is None else limits.connections
-        self._ticker: LoopingCall | None = None
+        self._ticker: Ticker | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
         """
@@ -184,13 +183,12 @@ class Site(RequestSite):
     def _openLogFile(self, path: str | bytes) -> AccessLog:
         access_log = self.access_log
         assert access_log is not None  # a logPath only with an access log
-        self._ticker = LoopingCall(access_log.tick)
-        self._ticker.clock = self.reactor
-        self._ticker.start(self.flush_interval, now=False)
+        self._ticker = Ticker(access_log.tick, ACCESS_LOG, self.reactor, self.flush_interval)
+        self._ticker.start()
         return access_log
 
     def stopFactory(self) -> None:
-        if self._ticker is not None and self._ticker.running:
+        if self._ticker is not None:
             self._ticker.stop()
         self._ticker = None
         super().stopFactory()  # closes (and so flushes) the file

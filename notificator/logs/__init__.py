@@ -42,6 +42,7 @@ from notificator.logs.files import (
     FLUSH_INTERVAL,
     BufferedDailyLogFile,
     OldLogRemover,
+    Ticker,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "CUT",
     "escape_field",
     "FLUSH_INTERVAL",
+    "Ticker",
     "level_filter",
     "log_unfinished",
     "METHOD_LIMIT",
