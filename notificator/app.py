@@ -34,9 +34,7 @@ from notificator import auth, config, metrics, pidlock
 from notificator.broker import Broker
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
-from notificator.http.publish import PublishGate
-from notificator.http.site import AccessLogSite, serve_http
-from notificator.http.tree import build_resource
+from notificator.http.site import Site, make_site
 from notificator.hub import Hub
 from notificator.services import ThreadPoolService
 from notificator.stats import Stats
@@ -155,7 +153,7 @@ def build_site(
     reactor: Any,
     activity: Logger = _default_activity,
     parent: MultiService | None = None,
-) -> AccessLogSite:
+) -> Site:
     """
     Build the site that serves C{core}: the resource tree, the publish
     gate and the guard asked before a request's body is read, the request
@@ -172,18 +170,14 @@ def build_site(
     """
     if parent is None:
         parent = MultiService()
-    gate = PublishGate(core.guard, core.stats, activity, cfg.sse.cors)
-    resource = build_resource(
-        core.hub,
-        core.broker,
-        core.stats,
+    return make_site(
         cfg,
         reactor,
-        core.registry,
-        activity=activity,
+        activity,
+        parent,
+        hub=core.hub,
+        broker=core.broker,
+        stats=core.stats,
         guard=core.guard,
-        gate=gate,
-    )
-    return serve_http(
-        resource, cfg, reactor, core.stats, activity, parent, guard=core.guard, gate=gate
+        registry=core.registry,
     )

@@ -197,3 +197,52 @@ class OldLogRemoverTests(SynchronousTestCase):
             self.remaining(),
             sorted(["access.log", "access.log.2026_11_23", *self.others]),
         )
+
+
+class TickerTests(SynchronousTestCase):
+    """L{notificator.logs.files.Ticker}: the log files' flush timer."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.calls: list[float] = []
+        self.fail = 0
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def tick(self) -> None:
+        self.calls.append(self.clock.seconds())
+        if self.fail:
+            self.fail -= 1
+            raise OSError(28, "No space left on device")
+
+    def test_every_interval_between_start_and_stop(self) -> None:
+        ticker = logs.Ticker(self.tick, "x.log", self.clock, interval=2.0)
+        self.clock.advance(5)
+        self.assertEqual(self.calls, [])  # not started
+        ticker.start()
+        self.assertTrue(ticker.running)
+        self.assertEqual(self.calls, [])  # the first after one interval
+        self.clock.advance(2)
+        self.clock.advance(2)
+        self.assertEqual(self.calls, [7.0, 9.0])
+        ticker.stop()
+        ticker.stop()  # twice: fine
+        self.assertFalse(ticker.running)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIs(ticker.clock, self.clock)
+
+    def test_a_failing_tick_does_not_stop_it(self) -> None:
+        """Failures are logged once per streak; the ticks go on, and recovery is logged."""
+        ticker = logs.Ticker(self.tick, "access.log", self.clock)
+        ticker.start()
+        self.addCleanup(ticker.stop)
+        self.fail = 3
+        for _ in range(5):
+            self.clock.advance(logs.FLUSH_INTERVAL)
+        self.assertEqual(len(self.calls), 5)
+        self.assertTrue(ticker.running)
+        failed = [e for e in self.events if "failed" in e.get("log_format", "")]
+        self.assertEqual(len(failed), 1)
+        self.assertEqual(failed[0]["name"], "access.log")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        again = [e for e in self.events if "works again" in e.get("log_format", "")]
+        self.assertEqual(len(again), 1)

@@ -14,7 +14,7 @@ from twisted.web.server import Site
 from notificator import services, tap
 from notificator.history import Journal
 from notificator.http.request import Request
-from notificator.logs import BufferedDailyLogFile
+from notificator.logs import BufferedDailyLogFile, Ticker
 from tests.support import PROJECT, write_config
 
 
@@ -276,7 +276,8 @@ def _timers(reactor: MemoryReactorClock) -> list[object]:
         c
         for c in reactor.getDelayedCalls()
         if not isinstance(
-            getattr(getattr(c.func, "f", None), "__self__", None), (BufferedDailyLogFile, Journal)
+            getattr(getattr(c.func, "f", None), "__self__", None),
+            (BufferedDailyLogFile, Ticker, Journal),
         )
     ]
 
@@ -319,6 +320,6 @@ class BacklogTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
-        factory = reactor.tcpServers[0][1].requestFactory
-        self.assertTrue(issubclass(factory, Request))
-        self.assertIsNotNone(factory.limits)
+        site = reactor.tcpServers[0][1]
+        self.assertIs(site.requestFactory, Request)
+        self.assertIsNotNone(site.limits)
