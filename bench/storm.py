@@ -192,9 +192,11 @@ def project_server(opt: argparse.Namespace, workdir: str) -> local.LocalServer:
     (C{bench/local.py} lifts them for its own load) unless C{--streams-per-address}
     sets one, and over https with C{--tls}.
     """
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"sse": {}}
     if opt.drain_seconds is not None:
-        extra["sse"] = {"drainSeconds": opt.drain_seconds}
+        extra["sse"]["drainSeconds"] = opt.drain_seconds
+    if opt.no_journal:
+        extra["sse"]["history"] = {"dir": None}
     if opt.stock:
         extra["server"] = {"fastChannel": False}
     listen = None
@@ -396,6 +398,7 @@ async def scenario(opt: argparse.Namespace, server: Any, workdir: str) -> dict[s
             drained=drained,
             caps=opt.caps,
             timeout=opt.timeout,
+            replay_wait=opt.replay_wait,
         )
     finally:
         top = profiler.stop()
@@ -523,9 +526,20 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--cap-streams", type=int, default=None, help="limits.streams of the restarted server")
     a("--drain-seconds", type=float, default=None, help="sse.drainSeconds (default: shipped)")
     a("--stock", action="store_true", help="server.fastChannel false (twisted.web's channel)")
+    a(
+        "--no-journal",
+        action="store_true",
+        help="sse.history.dir null: the history in memory only, lost by a restart",
+    )
     a("--k", type=int, default=8, help="keep-alive publishing clients")
     a("--connect-concurrency", type=int, default=200, help="step 1 only")
     a("--timeout", type=float, default=180, help="s, the storm")
+    a(
+        "--replay-wait",
+        type=float,
+        default=10,
+        help="s after its connect event that a stream short of notifications is waited for",
+    )
     a("--max-total", type=float, default=900, help="s, the whole run")
     a("--profile", help="py-spy the server during the storm into this file (raw stacks)")
     a("--project", default=PROJECT, help="checkout whose conf/ to use (default: this one)")
