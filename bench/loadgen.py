@@ -160,6 +160,31 @@ def own_cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def listen_drops() -> dict[str, int] | None:
+    """
+    The kernel's listen-queue counters (C{TcpExt: ListenOverflows,
+    ListenDrops} of C{/proc/net/netstat}): connections a full accept queue
+    dropped, which their clients retry only after 1 s, then 3 s, 7 s...
+    They count for the whole machine, not one server.
+    """
+    try:
+        with open("/proc/net/netstat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            try:
+                return {
+                    "overflows": int(table["ListenOverflows"]),
+                    "drops": int(table["ListenDrops"]),
+                }
+            except (KeyError, ValueError):
+                return None
+    return None
+
+
 class Meter:
     """
     Per-phase resources: wall time, server CPU, this generator's CPU, and
@@ -764,6 +789,8 @@ class Bench:
         self.host_header = url.netloc.encode("idna")
         self.record = Record(opt.event.encode())
         self.streams: list[SSEStream] = []
+        #: When each notification published by L{publish_each} was answered 2xx.
+        self.answered: dict[int, float] = {}
         self.pid = opt.pid or None
         src = opt.src_ips
         v4_loopback = re.match(r"^127\.\d+\.\d+\.\d+$", self.connect_host) is not None
@@ -1165,6 +1192,7 @@ class Bench:
                                 post.lost, post.waiter, why = True, None, "no answer"
                     if 200 <= status < 300:
                         outcome = "ok"
+                        self.answered[seq] = time.perf_counter()
                     else:
                         outcome = "uncertain" if why == "no answer" else "refused"
                         kinds[why] = kinds.get(why, 0) + 1
@@ -1187,6 +1215,23 @@ class Bench:
     async def wait_delivered(self, count: int, timeout: float) -> bool:
         """Wait until C{count} notifications arrived since L{Record.begin}."""
         return await self._drain(lambda: count, timeout)
+
+    async def wait_quiet(self, timeout: float = 10, window: float = 0.5) -> float:
+        """
+        Wait until the server (C{--pid}) used no CPU for C{window} s (it has
+        seen the streams dropped, its garbage collected), at most
+        C{timeout} s; how long it took.
+        """
+        t0 = time.monotonic()
+        end = t0 + self._time_left(timeout)
+        before = server_cpu_s(self.pid)
+        while before is not None and time.monotonic() < end:
+            await asyncio.sleep(window)
+            now = server_cpu_s(self.pid)
+            if now is None or now == before:
+                break
+            before = now
+        return round(time.monotonic() - t0, 3)
 
     async def wait_closed(self, timeout: float) -> int:
         """Wait until every stream is closed (a drain); how many are still open."""
@@ -1271,6 +1316,7 @@ class Bench:
         turned_away: dict[str, int] = {}
         end = time.monotonic() + self._time_left(timeout)
         split0 = server_cpu_split(self.pid)
+        drops0 = listen_drops()
         meter = Meter(self.pid)
         t0 = time.perf_counter()
 
@@ -1299,6 +1345,8 @@ class Bench:
                 kind = "cap (retry >= 30 s)" if retry >= 30_000 else f"retry {retry} ms"
                 turned_away[kind] = turned_away.get(kind, 0) + 1
             elif why != "ok":
+                if why == "closed":
+                    why = _closed_when(stream)
                 failures[why] = failures.get(why, 0) + 1
             else:
                 left = min(replay_wait, end - time.monotonic())
@@ -1311,9 +1359,12 @@ class Bench:
         await asyncio.gather(*(reconnect(p) for p in plans))
         resources = meter.stop()
         split1 = server_cpu_split(self.pid)
+        drops1 = listen_drops()
         if split0 is not None and split1 is not None:
             resources["server_user_s"] = round(split1[0] - split0[0], 3)
             resources["server_system_s"] = round(split1[1] - split0[1], 3)
+        if drops0 is not None and drops1 is not None:
+            resources["listen_queue"] = {k: drops1[k] - drops0[k] for k in drops0}
         await asyncio.sleep(self._time_left(settle))  # anything more (doubled) shows now
 
         counts = {"complete": 0, "truncated": 0, "wrong": 0}
@@ -1322,6 +1373,7 @@ class Bench:
         times: list[float] = []
         done: list[float] = []
         per_source: dict[str, int] = {}
+        lost_seqs: list[int] = []
         for p in plans:
             old = p["old"]
             stream = new[old.index]
@@ -1347,6 +1399,8 @@ class Bench:
                 1 for q in set(got) if q not in seen and q not in uncertain and q not in expected
             )
             lost = len(set(expected) - set(got))
+            if lost:
+                lost_seqs.extend(sorted(set(expected) - set(got)))
             certain = [q for q in got if q not in uncertain]
             uncertain_replayed += len(got) - len(certain)
             out_of_order = int(
@@ -1404,6 +1458,7 @@ class Bench:
             "addresses": len(per_source),
             "caps": caps,
             "past_a_cap": past,
+            "lost_seqs": sorted(lost_seqs),
             "tls_resumed": resumed if tls_streams else None,
             "tls_streams": tls_streams or None,
             **resources,
@@ -1455,6 +1510,16 @@ class Bench:
                 s.close()
             out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return out
+
+
+def _closed_when(stream: SSEStream) -> str:
+    """When a stream that never opened was closed: in its TLS handshake, before an answer, or after."""
+    if stream.tls is not None and not stream.tls.done:
+        result = stream.tls.handshake.result() if stream.tls.handshake.done() else "closed"
+        return f"closed in the TLS handshake ({result})"
+    if not stream.status:
+        return "closed before an answer"
+    return f"closed after http {stream.status}"
 
 
 def _per(cpu_s: float | None, count: int) -> float | None:

@@ -292,14 +292,14 @@ class Profiler:
         if path:
             spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
             self.process = subprocess.Popen(
-                [spy, "record", "--pid", str(pid), "--rate", "250", "--gil", "--format", "raw"]
+                [spy, "record", "--pid", str(pid), "--rate", "1000", "--gil", "--format", "raw"]
                 + ["--output", path, "--nonblocking"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)  # it attaches
 
-    def stop(self) -> list[tuple[str, float]] | None:
+    def stop(self) -> dict[str, Any] | None:
         if self.process is None or self.path is None:
             return None
         self.process.send_signal(signal.SIGINT)
@@ -311,9 +311,18 @@ class Profiler:
         return top_frames(self.path)
 
 
-def top_frames(path: str, count: int = 15) -> list[tuple[str, float]]:
-    """The functions that held the CPU most (self time, % of samples) in a raw py-spy file."""
+_LINE = re.compile(r":\d+\)$")
+
+
+def top_frames(path: str, count: int = 15) -> dict[str, Any]:
+    """
+    The functions that held the CPU most in a raw py-spy file, by function
+    (their lines added up), in % of the C{"samples"}: C{"self"}, in the
+    function itself; C{"ours"}, the project's functions (C{notificator/})
+    with what they called.
+    """
     own: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
     total = 0
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -323,10 +332,18 @@ def top_frames(path: str, count: int = 15) -> list[tuple[str, float]]:
                     continue
                 n = int(samples)
                 total += n
-                own[stack.rpartition(";")[2]] += n
+                frames = [_LINE.sub(")", frame) for frame in stack.split(";")]
+                own[frames[-1]] += n
+                for frame in set(frames):
+                    if "(notificator/" in frame:
+                        ours[frame] += n
     except OSError:
-        return []
-    return [(frame, round(100 * n / total, 1)) for frame, n in own.most_common(count)]
+        return {"samples": 0, "self": [], "ours": []}
+
+    def top(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(frame, round(100 * n / total, 1)) for frame, n in counter.most_common(count)]
+
+    return {"samples": total, "self": top(own), "ours": top(ours)}
 
 
 async def scenario(opt: argparse.Namespace, server: Any, workdir: str) -> dict[str, Any]:
@@ -361,20 +378,25 @@ async def scenario(opt: argparse.Namespace, server: Any, workdir: str) -> dict[s
     if out["connect"]["connected"] != opt.n:
         raise RuntimeError(f"only {out['connect']['connected']} of {opt.n} streams opened")
     outcomes: dict[int, str] = {}
+    phases: list[tuple[str, int]] = []  # each phase's first sequence number
     bench.record.begin()
+    phases.append(("seen", len(bench.record.target)))
     out["seen"] = await bench.publish_each(opt.seen, outcomes)
     out["seen"]["all_delivered"] = await bench.wait_delivered(out["seen"]["accepted"], 60)
     drained = False
     t = time.perf_counter()
+    moments: dict[str, float] = {}
     if opt.restart == "restart":
         server.terminate()
         drained = not nchan
+        phases.append(("during", len(bench.record.target)))
         during = asyncio.ensure_future(bench.publish_each(opt.during, outcomes, timeout=60))
         still_open = await bench.wait_closed(60)
         out["during"] = await during
         ended = time.perf_counter()
         status = server.wait(30)
         stopped = time.perf_counter()
+        moments = {"SIGTERM": t, "streams ended": ended, "exited": stopped}
         server.start()
         bench.pid = server.pid
         out["restart"] = {
@@ -388,7 +410,11 @@ async def scenario(opt: argparse.Namespace, server: Any, workdir: str) -> dict[s
         for stream in bench.streams:
             stream.close()
         out["disconnect"] = {"streams_not_closed": await bench.wait_closed(10)}
+    phases.append(("missed", len(bench.record.target)))
     out["missed"] = await bench.publish_each(opt.missed, outcomes)
+    # The server is done with what came before (streams dropped, publishes
+    # written, garbage collected): the storm's CPU is the storm's own.
+    out["quiet_s"] = await bench.wait_quiet()
     profiler = Profiler(opt.profile, server.pid)
     try:
         out["storm"] = await bench.storm(
@@ -402,12 +428,44 @@ async def scenario(opt: argparse.Namespace, server: Any, workdir: str) -> dict[s
         )
     finally:
         top = profiler.stop()
+    lost = out["storm"].pop("lost_seqs")
+    if lost:
+        out["lost"] = lost_by_phase(lost, phases, bench.answered, moments)
     if top is not None:
-        out["profile"] = {"file": opt.profile, "top_self": top}
+        out["profile"] = {"file": opt.profile, **top}
     if not nchan:
         out["server_metrics"] = metrics(server.port, opt.tls)
     for stream in bench.streams:
         stream.close()
+    return out
+
+
+def lost_by_phase(
+    lost: list[int],
+    phases: list[tuple[str, int]],
+    answered: dict[int, float],
+    moments: dict[str, float],
+) -> dict[str, Any]:
+    """
+    Where the lost notifications come from: how many of each phase's, when
+    they were answered 2xx (s after C{moments["SIGTERM"]}, beside the
+    other moments of the restart), and the first few sequence numbers.
+    """
+    out: dict[str, Any] = {"count": len(lost), "first": lost[:10]}
+    zero = moments.get("SIGTERM")
+    for name, first in reversed(phases):
+        mine = [q for q in lost if q >= first]
+        lost = [q for q in lost if q < first]
+        if not mine:
+            continue
+        entry: dict[str, Any] = {"count": len(mine)}
+        if zero is not None:
+            times = sorted(answered[q] - zero for q in mine if q in answered)
+            if times:
+                entry["answered_s_after_sigterm"] = [round(times[0], 3), round(times[-1], 3)]
+        out[name] = entry
+    if zero is not None:
+        out["moments_s_after_sigterm"] = {k: round(v - zero, 3) for k, v in moments.items()}
     return out
 
 
@@ -465,6 +523,12 @@ def table(result: dict[str, Any]) -> str:
         f" ({s['server_cpu_pct']} % of a core)",
         f"  load generator CPU      {s['loadgen_cpu_pct']} % of a core, loop lag p99 {s['loadgen_loop_lag_p99_ms']} ms",
     ]
+    queue = s.get("listen_queue")
+    if queue is not None:
+        lines.append(
+            f"  listen queue (machine)  {queue['overflows']} overflows, {queue['drops']} drops"
+            " (a dropped connect is retried after 1 s, 3 s, ...)"
+        )
     if s.get("tls_streams"):
         lines.append(f"  TLS sessions resumed    {s['tls_resumed']} of {s['tls_streams']}")
     if "restart" in result:
@@ -477,7 +541,7 @@ def table(result: dict[str, Any]) -> str:
         if phase in result:
             p = result[phase]
             lines.append(
-                f"  published ({phase})      {p['per_user']} per user: {p['accepted']} accepted,"
+                f"  {'published (' + phase + ')':<24}{p['per_user']} per user: {p['accepted']} accepted,"
                 f" {p['refused']} not, {p['uncertain']} unanswered"
             )
     if "server_metrics" in result:
@@ -487,8 +551,13 @@ def table(result: dict[str, Any]) -> str:
             f" dropped {m.get('connections_dropped', {})}, replays {m.get('replays', {})}"
         )
     if "profile" in result:
-        lines.append("  profile (self time, % of samples):")
-        lines += [f"    {pct:5.1f}  {frame}" for frame, pct in result["profile"]["top_self"]]
+        profile = result["profile"]
+        lines.append(f"  profile ({profile.get('samples')} samples), self time, %:")
+        lines += [f"    {pct:5.1f}  {frame}" for frame, pct in profile["self"]]
+        lines.append("  profile, notificator's functions with what they called, %:")
+        lines += [f"    {pct:5.1f}  {frame}" for frame, pct in profile["ours"]]
+    if "lost" in result:
+        lines.append(f"  lost, by phase          {result['lost']}")
     bad = problems(result)
     lines.append(
         "  result: " + ("; ".join(bad) if bad else "every stream reopened with a complete replay")

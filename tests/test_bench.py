@@ -11,6 +11,7 @@ counts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -75,6 +76,20 @@ class ParseTests(SynchronousTestCase):
             loadgen.parse_block(b"id: a\0b\nretry: 1s"), (b"message", b"", None, None, False)
         )
         self.assertEqual(loadgen.parse_block(b"id:")[2], b"")
+
+    def test_lost_by_phase(self) -> None:
+        """Lost notifications are told apart by the phase that published them, with when they were answered."""
+        lost = storm.lost_by_phase(
+            [1, 5, 6],
+            [("seen", 0), ("during", 4), ("missed", 8)],
+            {1: 9.0, 5: 10.5, 6: 10.75},
+            {"SIGTERM": 10.0, "exited": 11.0},
+        )
+        self.assertEqual(lost["count"], 3)
+        self.assertEqual(lost["seen"], {"count": 1, "answered_s_after_sigterm": [-1.0, -1.0]})
+        self.assertEqual(lost["during"], {"count": 2, "answered_s_after_sigterm": [0.5, 0.75]})
+        self.assertNotIn("missed", lost)
+        self.assertEqual(lost["moments_s_after_sigterm"], {"SIGTERM": 0.0, "exited": 1.0})
 
     def test_head(self) -> None:
         """Status and lower-cased headers come out of a response head."""
@@ -273,6 +288,36 @@ class StormBenchTests(SynchronousTestCase):
         self.assertGreater(s["truncated"] + s["wrong"], 0)
         self.assertNotEqual(result["problems"], [])
         self.assertEqual(result["server_metrics"]["replays"], {"truncated": 50})
+
+    def test_failure_kinds(self) -> None:
+        """A stream that never opened says where it was closed: TLS handshake, before or after an answer."""
+        record = loadgen.Record(b"notify")
+
+        class Handshake:
+            done = False
+            handshake: Any = None
+
+        async def streams() -> list[str]:
+            loop = asyncio.get_running_loop()
+            out = []
+            for status, tls in ((0, None), (503, None), (0, Handshake())):
+                stream = loadgen.SSEStream(0, record, b"")
+                stream.status = status
+                if tls is not None:
+                    tls.handshake = loop.create_future()
+                    tls.handshake.set_result("TLS: boom")
+                    stream.tls = tls
+                out.append(loadgen._closed_when(stream))
+            return out
+
+        self.assertEqual(
+            asyncio.run(streams()),
+            [
+                "closed before an answer",
+                "closed after http 503",
+                "closed in the TLS handshake (TLS: boom)",
+            ],
+        )
 
     def test_tls_sessions_resumed(self) -> None:
         """
