@@ -113,13 +113,40 @@ def answers(port: int) -> bool:
         return False
 
 
-class LocalServer:
-    """One C{twistd -n notificator} on a free loopback port, in a temporary config dir."""
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """C{over} merged into C{base} key by key (as the config files merge)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
-    def __init__(self, opt: argparse.Namespace, heartbeat: float, tag: str, workdir: str) -> None:
+
+class LocalServer:
+    """
+    One C{twistd -n notificator} on a free loopback port, in a temporary
+    config dir, with its history on disk in that dir (C{history/}: it
+    survives L{restart}, as in production) and its logs there too.
+
+    @param extra: more C{local.json} keys, merged over the run's own.
+    @param listen: the C{--listen} description (default: plain TCP on
+        127.0.0.1 and the port).
+    """
+
+    def __init__(
+        self,
+        opt: argparse.Namespace,
+        heartbeat: float,
+        tag: str,
+        workdir: str,
+        extra: dict[str, Any] | None = None,
+        listen: str | None = None,
+    ) -> None:
         self.port = opt.port or free_port()
         self.dir = os.path.join(workdir, tag)
-        conf = os.path.join(self.dir, "conf")
+        self.conf = conf = os.path.join(self.dir, "conf")
         logdir = os.path.join(self.dir, "log")
         os.makedirs(conf)
         os.makedirs(logdir)
@@ -127,26 +154,28 @@ class LocalServer:
             if name.endswith(".json"):
                 shutil.copy(os.path.join(opt.project, "conf", name), conf)
         self.held: dict[str, Any] | None = None
-        sse: dict[str, Any] = {"heartbeat": heartbeat > 0, "heartbeatInterval": heartbeat or 55}
+        # Not the checkout's var/history: each run its own, from empty (or
+        # from the journal --held writes), surviving restart() as in production.
+        history_dir = os.path.join(self.dir, "history")
+        history: dict[str, Any] = {"dir": history_dir}
         if opt.history_max_bytes is not None:
-            sse["history"] = {"maxBytes": opt.history_max_bytes}
+            history["maxBytes"] = opt.history_max_bytes
         if opt.held:
-            # The history directory of this config (sse.history.dir "var/history"
-            # relative to the root, the parent of conf/).
             users = min(opt.held_users, opt.held)
-            self.held = journal.write(
-                os.path.join(self.dir, "var", "history"), users, -(-opt.held // users)
-            )
-        local = {
-            "sse": sse,
+            self.held = journal.write(history_dir, users, -(-opt.held // users))
+        self.local: dict[str, Any] = {
+            "sse": {
+                "heartbeat": heartbeat > 0,
+                "heartbeatInterval": heartbeat or 55,
+                "history": history,
+            },
             "server": {"log": {"dir": logdir, "level": opt.log_level}},
             # The load generator publishes from 127.0.0.1-127.0.0.4.
             "publish": {"allow": ["127.0.0.0/8"]},
             # Every stream comes from one of those few addresses.
             "limits": {"streamsPerUser": 1000, "streamsPerAddress": None},
         }
-        with open(os.path.join(conf, "local.json"), "w", encoding="utf-8") as f:
-            json.dump(local, f)
+        self.configure(extra or {})
         self.log_path = os.path.join(self.dir, "twistd.log")
         self.command = (opt.twistd.split() if opt.twistd else default_twistd()) + [
             "-n",
@@ -155,12 +184,18 @@ class LocalServer:
             "--config",
             conf,
             "--listen",
-            f"tcp:{self.port}:interface=127.0.0.1",
+            listen or f"tcp:{self.port}:interface=127.0.0.1",
         ]
         if opt.env:
             self.command += ["--env", opt.env]
         self.cpu = opt.server_cpu
         self.process: subprocess.Popen[bytes] | None = None
+
+    def configure(self, extra: dict[str, Any]) -> None:
+        """Merge C{extra} into C{local.json}, for the next start."""
+        self.local = merged(self.local, extra)
+        with open(os.path.join(self.conf, "local.json"), "w", encoding="utf-8") as f:
+            json.dump(self.local, f)
 
     def start(self, timeout: float = 30.0) -> None:
         cpu = self.cpu
@@ -169,7 +204,8 @@ class LocalServer:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
 
-        with open(self.log_path, "wb") as out:
+        # Appended to: a restarted server's output follows the first one's.
+        with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
                 self.command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT, preexec_fn=pin
             )
@@ -192,6 +228,20 @@ class LocalServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+    def terminate(self) -> None:
+        """SIGTERM, as an operator stops it (it drains), without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to C{timeout} s for it to exit; its exit status, or None."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def log_lines(self, pattern: str) -> int:
         try:

@@ -5,26 +5,31 @@ short end-to-end smoke run (200 streams) against the real
 C{twistd -n notificator}; likewise C{cpu.py} (its "history full" mode
 too), C{journal.py} (the full history it writes, loaded as the server
 loads it), C{local.py}'s server started from such a journal, C{memory.py},
-C{stuck.py}, and C{fuzz.py} (its answer parser and checks, and 2000 raw
-requests).  No timing is asserted: only counts.
+C{stuck.py}, C{fuzz.py} (its answer parser and checks, and 2000 raw
+requests), and C{storm.py} (the reconnect storm after a restart, 50
+streams; Nchan's where nginx and its Nchan module are installed).  No
+timing is asserted: only counts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.events import SEQ_SPAN, encode_frame, event_id
 from notificator.history import History, HistoryFile
-from tests.support import PROJECT, Server
+from tests.support import PROJECT, Server, not_here, require_tool, stock_channel
 
 sys.path.insert(0, os.path.join(PROJECT, "bench"))
 
@@ -35,6 +40,7 @@ import loadgen  # noqa: E402
 import local  # noqa: E402
 import memory  # noqa: E402
 import report  # noqa: E402
+import storm  # noqa: E402
 import stuck  # noqa: E402
 
 
@@ -65,6 +71,33 @@ class ParseTests(SynchronousTestCase):
             (b"notify", b'{"a":\n1}'),
         )
         self.assertEqual(loadgen.parse_event(b"data: x"), (b"message", b"x"))
+
+    def test_block_fields(self) -> None:
+        """The id and retry a block sets, and its comments, are read as a browser reads them."""
+        self.assertEqual(
+            loadgen.parse_block(b"id: 17-0\nretry:3000\nevent: notify\ndata: x"),
+            (b"notify", b"x", b"17-0", 3000, False),
+        )
+        self.assertEqual(loadgen.parse_block(b": hi"), (b"message", b"", None, None, True))
+        # An id holding NUL is ignored; a retry that is not digits too; id: alone empties it.
+        self.assertEqual(
+            loadgen.parse_block(b"id: a\0b\nretry: 1s"), (b"message", b"", None, None, False)
+        )
+        self.assertEqual(loadgen.parse_block(b"id:")[2], b"")
+
+    def test_lost_by_phase(self) -> None:
+        """Lost notifications are told apart by the phase that published them, with when they were answered."""
+        lost = storm.lost_by_phase(
+            [1, 5, 6],
+            [("seen", 0), ("during", 4), ("missed", 8)],
+            {1: 9.0, 5: 10.5, 6: 10.75},
+            {"SIGTERM": 10.0, "exited": 11.0},
+        )
+        self.assertEqual(lost["count"], 3)
+        self.assertEqual(lost["seen"], {"count": 1, "answered_s_after_sigterm": [-1.0, -1.0]})
+        self.assertEqual(lost["during"], {"count": 2, "answered_s_after_sigterm": [0.5, 0.75]})
+        self.assertNotIn("missed", lost)
+        self.assertEqual(lost["moments_s_after_sigterm"], {"SIGTERM": 0.0, "exited": 1.0})
 
     def test_head(self) -> None:
         """Status and lower-cased headers come out of a response head."""
@@ -180,6 +213,161 @@ class SmokeTests(SynchronousTestCase):
         self.assertGreater(result["idle"]["heartbeats_received"], 0)
         self.assertIsNotNone(result["connect"]["kb_per_conn"])
         self.assertIn("200/200", report.table([("smoke", result, None)]))
+
+
+def storm_run(*args: str) -> dict[str, Any]:
+    """
+    C{bench/storm.py} with C{args}, small and quick: 50 streams, a short
+    drain, unpinned, on the channel of this test run (C{--stock} under
+    C{tox -e stock}).
+    """
+    argv = ["--n", "50", "--drain-seconds", "0.5", "--replay-wait", "2", "--no-pin"]
+    argv += ["--no-uvloop", "--timeout", "60", "--max-total", "120"]
+    if stock_channel():
+        argv.append("--stock")
+    return storm.run(storm.options(argv + list(args)))
+
+
+class StormBenchTests(SynchronousTestCase):
+    """
+    C{bench/storm.py} against the real server: every stream comes back
+    after a restart with a complete replay, and the checks see it when one
+    does not.
+    """
+
+    def assertAllComplete(self, result: dict[str, Any], streams: int = 50) -> dict[str, Any]:
+        self.assertEqual(result["problems"], [], result)
+        s = result["storm"]
+        self.assertEqual((s["reconnects"], s["complete"]), (streams, streams), s)
+        self.assertEqual(
+            (s["truncated"], s["wrong"], s["turned_away"], s["failures"]), (0, 0, {}, {})
+        )
+        self.assertEqual((s["lost"], s["doubled"], s["misrouted"], s["out_of_order"]), (0, 0, 0, 0))
+        # Each missed a few (published during the drain and after the restart), all replayed.
+        self.assertGreaterEqual(s["notifications_missed"], 2 * streams)
+        self.assertEqual(s["notifications_replayed"], s["notifications_missed"])
+        # The numbers are reported.
+        self.assertEqual(s["per_stream_ms"]["count"], streams)
+        self.assertIsNotNone(s["time_s"])
+        self.assertIsNotNone(s["server_cpu_us_per_reconnect"])
+        self.assertEqual(s["past_a_cap"], [])
+        return s
+
+    def test_restart_all_at_once(self) -> None:
+        """After a drained restart, 50 streams all at once: each replayed exactly what it missed."""
+        result = storm_run()
+        self.assertAllComplete(result)
+        # It stopped by itself (twistd exits by the signal it stopped on).
+        self.assertIn(result["restart"]["exit_status"], (0, -signal.SIGTERM))
+        self.assertEqual(result["during"]["accepted"], 50)
+        metrics = result["server_metrics"]
+        self.assertEqual(metrics.get("replays"), {"complete": 50})
+        self.assertEqual(metrics.get("streams_refused", {}), {})
+        self.assertEqual(metrics.get("streams_open"), 50)
+        self.assertIn("every stream reopened with a complete replay", storm.table(result))
+
+    def test_restart_as_told(self) -> None:
+        """Each client comes back when the drain told it (its end plus its retry:), all complete."""
+        s = self.assertAllComplete(storm_run("--reconnect", "retry"))
+        self.assertGreater(s["spread_s"], 0)
+
+    def test_cap_refusals_counted(self) -> None:
+        """
+        With limits.streams 40 on the restarted server, 40 streams reopen
+        complete and 10 are turned away with a cap's long retry:, which the
+        server counts as server-limit; none is admitted past the cap.
+        """
+        result = storm_run("--cap-streams", "40")
+        self.assertEqual(result["problems"], [], result)
+        s = result["storm"]
+        self.assertEqual((s["complete"], s["turned_away"]), (40, {"cap (retry >= 30 s)": 10}))
+        self.assertEqual((s["open_at_end"], s["caps"]["streams"], s["past_a_cap"]), (40, 40, []))
+        self.assertEqual(result["server_metrics"]["streams_refused"], {"server-limit": 10})
+
+    def test_lost_history_detected(self) -> None:
+        """
+        The checks are not a formality: with the history in memory only
+        (sse.history.dir null), a restart loses it, and no stream counts as
+        complete.
+        """
+        result = storm_run("--no-journal")
+        s = result["storm"]
+        self.assertEqual(s["complete"], 0)
+        self.assertGreater(s["truncated"] + s["wrong"], 0)
+        self.assertNotEqual(result["problems"], [])
+        self.assertEqual(result["server_metrics"]["replays"], {"truncated": 50})
+
+    def test_publishes_answered_in_the_stop_are_kept(self) -> None:
+        """
+        A notification the stopping server answered 2xx is replayed after
+        the restart, even when it came on a keep-alive connection as the
+        server stopped (200 per user during a 0.5 s drain: the publishes
+        outlast the server, so the last are refused).
+        """
+        result = storm_run("--during", "200")
+        self.assertGreater(result["during"]["refused"], 0, result["during"])
+        self.assertEqual(result["storm"]["lost"], 0, result.get("lost"))
+        self.assertAllComplete(result)
+
+    test_publishes_answered_in_the_stop_are_kept.todo = (  # type: ignore[attr-defined]
+        "a bug the storm found (issue 19, s19-storm report): publishes answered 2xx on"
+        " keep-alive connections while the stopping server writes its last history"
+        " snapshot are not in the journal, so the restarted server never replays them"
+    )
+
+    def test_failure_kinds(self) -> None:
+        """A stream that never opened says where it was closed: TLS handshake, before or after an answer."""
+        record = loadgen.Record(b"notify")
+
+        class Handshake:
+            done = False
+            handshake: Any = None
+
+        async def streams() -> list[str]:
+            loop = asyncio.get_running_loop()
+            out = []
+            for status, tls in ((0, None), (503, None), (0, Handshake())):
+                stream = loadgen.SSEStream(0, record, b"")
+                stream.status = status
+                if tls is not None:
+                    tls.handshake = loop.create_future()
+                    tls.handshake.set_result("TLS: boom")
+                    stream.tls = tls
+                out.append(loadgen._closed_when(stream))
+            return out
+
+        self.assertEqual(
+            asyncio.run(streams()),
+            [
+                "closed before an answer",
+                "closed after http 503",
+                "closed in the TLS handshake (TLS: boom)",
+            ],
+        )
+
+    def test_tls_sessions_resumed(self) -> None:
+        """
+        Over https, with the ticket keys kept on disk, every reconnect after
+        the restart resumes its TLS session; with them in memory none does.
+        """
+        s = self.assertAllComplete(storm_run("--tls"))
+        self.assertEqual((s["tls_streams"], s["tls_resumed"]), (50, 50))
+        s = self.assertAllComplete(storm_run("--tls", "--tls-tickets", "lose"))
+        self.assertEqual((s["tls_streams"], s["tls_resumed"]), (50, 0))
+
+    def test_nchan(self) -> None:
+        """Nchan's figure: the same storm after a mass disconnect, against nginx + Nchan."""
+        require_tool("nginx", "nginx", "the reconnect storm against Nchan")
+        module = storm.options(["--no-pin"]).nchan_module
+        if not os.path.exists(module):
+            not_here(
+                f"the reconnect storm against Nchan: {module} is missing (apt-get install libnginx-mod-nchan)"
+            )
+        result = storm_run("--target", "nchan", "--restart", "none")
+        self.assertEqual(result["problems"], [], result)
+        s = result["storm"]
+        self.assertEqual((s["complete"], s["notifications_missed"]), (50, 100))
+        self.assertEqual(s["notifications_replayed"], 100)
 
 
 class CPUBenchTests(SynchronousTestCase):
