@@ -158,11 +158,14 @@ class LocalServer:
         # from the journal --held writes), surviving restart() as in production.
         history_dir = os.path.join(self.dir, "history")
         history: dict[str, Any] = {"dir": history_dir}
-        if opt.history_max_bytes is not None:
-            history["maxBytes"] = opt.history_max_bytes
-        if opt.held:
-            users = min(opt.held_users, opt.held)
-            self.held = journal.write(history_dir, users, -(-opt.held // users))
+        # bench/storm.py's options have no history of their own.
+        max_bytes = getattr(opt, "history_max_bytes", None)
+        if max_bytes is not None:
+            history["maxBytes"] = max_bytes
+        held = getattr(opt, "held", 0)
+        if held:
+            users = min(opt.held_users, held)
+            self.held = journal.write(history_dir, users, -(-held // users))
         self.local: dict[str, Any] = {
             "sse": {
                 "heartbeat": heartbeat > 0,

@@ -309,12 +309,6 @@ class StormBenchTests(SynchronousTestCase):
         self.assertEqual(result["storm"]["lost"], 0, result.get("lost"))
         self.assertAllComplete(result)
 
-    test_publishes_answered_in_the_stop_are_kept.todo = (  # type: ignore[attr-defined]
-        "a bug the storm found (issue 19, s19-storm report): publishes answered 2xx on"
-        " keep-alive connections while the stopping server writes its last history"
-        " snapshot are not in the journal, so the restarted server never replays them"
-    )
-
     def test_failure_kinds(self) -> None:
         """A stream that never opened says where it was closed: TLS handshake, before or after an answer."""
         record = loadgen.Record(b"notify")
