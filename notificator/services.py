@@ -20,7 +20,6 @@ import gc
 from typing import Any
 
 import setproctitle
-from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -29,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from notificator.hub import Hub
+from notificator.timers import Ticker, TickerService
 
 # The namespace it had before the moves of issue 18 (the lines of the
 # services that were tap.py's): it is part of every log line, and no log
@@ -171,7 +171,5 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
-def _timer(interval: float, call: Any, clock: IReactorTime) -> TimerService:
-    timer = TimerService(interval, call)
-    timer.clock = clock
-    return timer
+def _timer(interval: float, call: Any, clock: IReactorTime) -> TickerService:
+    return TickerService(Ticker(call, call.__name__, clock, interval, "notificator.services"))

@@ -12,6 +12,7 @@ from ipaddress import ip_network
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
@@ -118,7 +119,7 @@ class AccessLogSiteTests(SynchronousTestCase):
         self.assertEqual(len(logged), 2, logged)
         self.assertIn("/second", logged[1])
         [failed] = [e for e in events if "failed" in e.get("log_format", "")]
-        self.assertEqual(failed["name"], "access.log")
+        self.assertEqual(formatEvent(failed), "flushing access.log failed; retrying every tick")
 
     def test_finished_request_in_combined_format(self) -> None:
         """A finished request is one combined-format line, flushed by the timer."""

@@ -12,9 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from notificator import services, tap
-from notificator.history import Journal
 from notificator.http.request import Request
-from notificator.logs import BufferedDailyLogFile, Ticker
+from notificator.hub import Hub
+from notificator.timers import Ticker, TickerService
 from tests.support import PROJECT, write_config
 
 
@@ -133,8 +133,6 @@ class MakeServiceTests(SynchronousTestCase):
         services, the listeners, the timers and the drain in that order, so
         that its ordered stop drains first and releases the lock last.
         """
-        from twisted.application.internet import TimerService
-
         from notificator import pidlock
         from notificator.broker.local import LocalBroker
         from notificator.http import connections, fast
@@ -151,8 +149,8 @@ class MakeServiceTests(SynchronousTestCase):
             fast.WriteBatch,
             connections.Connections,
             MultiService,
-            TimerService,
-            TimerService,
+            TickerService,
+            TickerService,
             services.DrainService,
         ]
         children = list(serving)
@@ -161,7 +159,7 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertIsInstance(child, kind)
         self.assertEqual(len(list(children[4])), 1)  # the one listener
         hub = children[-1].hub
-        self.assertEqual([c.call[0] for c in children[5:7]], [hub.heartbeat, hub.keepalive])
+        self.assertEqual([c.ticker.tick for c in children[5:7]], [hub.heartbeat, hub.keepalive])
 
     def test_listens_on_configured_port(self) -> None:
         """server.port/host become a TCP listener for our Site."""
@@ -271,14 +269,12 @@ class PluginTests(SynchronousTestCase):
 
 
 def _timers(reactor: MemoryReactorClock) -> list[object]:
-    """The reactor's pending calls, less the log files' and the history's flushes."""
+    """The reactor's pending ticks of the hub (the heartbeat, the keepalive)."""
     return [
         c
         for c in reactor.getDelayedCalls()
-        if not isinstance(
-            getattr(getattr(c.func, "f", None), "__self__", None),
-            (BufferedDailyLogFile, Ticker, Journal),
-        )
+        if isinstance(ticker := getattr(getattr(c.func, "f", None), "__self__", None), Ticker)
+        and isinstance(getattr(ticker.tick, "__self__", None), Hub)
     ]
 
 

@@ -20,12 +20,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from notificator.events import SEQ_SPAN
 from notificator.history.memory import MAX_MS, History, Loaded, State
+from notificator.timers import Ticker
 
 #: The journal's first line; the number is the format's version.
 MAGIC = b"NOTIFICATOR-HISTORY 1\n"
@@ -416,7 +416,7 @@ class Journal:
         self._pending: list[tuple[str, int, bytes, float]] = []
         self._writing = False
         self._idle: list[Deferred[None]] = []
-        self._timer: LoopingCall | None = None
+        self._timer: Ticker | None = None
         self._history: History | None = None
         #: Failed writes in a row, and when the next may be tried.
         self._failures = 0
@@ -467,9 +467,10 @@ class Journal:
             self.file.write_snapshot(history.state())
         except Exception:
             self._failed(Failure())
-        self._timer = LoopingCall(self.flush)
-        self._timer.clock = self._clock
-        self._timer.start(self.interval, now=False)
+        self._timer = Ticker(
+            self.flush, "writing the history", self._clock, self.interval, self.log.namespace
+        )
+        self._timer.start()
 
     def record(self, user_id: str, key: int, frame: bytes, when: float) -> None:
         # Encoded by the writer thread, in the next flush.
@@ -691,7 +692,7 @@ class Journal:
         """
         history = self._history
         assert history is not None, "stop() after start()"
-        if self._timer is not None and self._timer.running:
+        if self._timer is not None:
             self._timer.stop()
 
         def last(_: object) -> Deferred[None]:

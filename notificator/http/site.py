@@ -34,8 +34,9 @@ from notificator.http.request import Limits, Request, RequestSite, client, hsts_
 from notificator.http.tree import build_resource
 from notificator.hub import Hub
 from notificator.logs.access import ACCESS_LOG, AccessLog, CombinedLogFormatter
-from notificator.logs.files import FLUSH_INTERVAL, Ticker
+from notificator.logs.files import FLUSH_INTERVAL
 from notificator.stats import Stats
+from notificator.timers import Ticker
 
 # The namespace it had before the moves of issue 18 (serve_http's lines
 # were tap.py's): it is part of every log line, and no log line changes.
@@ -183,7 +184,13 @@ class Site(RequestSite):
     def _openLogFile(self, path: str | bytes) -> AccessLog:
         access_log = self.access_log
         assert access_log is not None  # a logPath only with an access log
-        self._ticker = Ticker(access_log.tick, ACCESS_LOG, self.reactor, self.flush_interval)
+        self._ticker = Ticker(
+            access_log.tick,
+            f"flushing {ACCESS_LOG}",
+            self.reactor,
+            self.flush_interval,
+            namespace="notificator.logs",
+        )
         self._ticker.start()
         return access_log
 

@@ -42,7 +42,6 @@ from notificator.logs.files import (
     FLUSH_INTERVAL,
     BufferedDailyLogFile,
     OldLogRemover,
-    Ticker,
 )
 
 __all__ = [
@@ -57,7 +56,6 @@ __all__ = [
     "CUT",
     "escape_field",
     "FLUSH_INTERVAL",
-    "Ticker",
     "level_filter",
     "log_unfinished",
     "METHOD_LIMIT",

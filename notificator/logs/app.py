@@ -31,7 +31,8 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from notificator import __version__
-from notificator.logs.files import BufferedDailyLogFile, OldLogRemover, Ticker
+from notificator.logs.files import FLUSH_INTERVAL, BufferedDailyLogFile, OldLogRemover
+from notificator.timers import Ticker
 
 APP_LOG = "sse.log"
 
@@ -93,7 +94,13 @@ class AppLogService(Service):
         )
         self._publisher.addObserver(self._observer)
         self.activity.addObserver(self._observer)
-        self._ticker = Ticker(self.log_file.tick, APP_LOG, self._clock)
+        self._ticker = Ticker(
+            self.log_file.tick,
+            f"flushing {APP_LOG}",
+            self._clock,
+            FLUSH_INTERVAL,
+            namespace="notificator.logs",
+        )
         self._ticker.start()
         super().startService()
         # The namespace it had before the moves of issue 18: it is part of

@@ -2,7 +2,7 @@
 """
 The log files of C{server.log.dir}, rotated daily: L{BufferedDailyLogFile}
 keeps lines in memory and writes them once a second (L{FLUSH_INTERVAL},
-on a L{Ticker}), and L{OldLogRemover} removes rotated files older than
+on a L{notificator.timers.Ticker}), and L{OldLogRemover} removes rotated files older than
 C{server.log.keepDays}, so no cron job or logrotate is needed.
 """
 
@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.logfile import DailyLogFile
 
@@ -24,73 +23,6 @@ FLUSH_INTERVAL = 1.0
 
 #: Bytes of access-log lines kept in memory between flushes.
 ACCESS_LOG_BUFFER = 256 * 1024
-
-
-class Ticker:
-    """
-    Calls C{tick} every C{interval} seconds on C{clock}, the first one
-    interval after L{start}, until L{stop}: the one shape of the log
-    files' flush timers (C{access.log}'s, started and stopped with the
-    site, L{notificator.http.site.Site}; C{sse.log}'s, with its service,
-    L{notificator.logs.app.AppLogService}).
-
-    A tick that raises (a full disk, a file removed under the server) is
-    logged, once until a tick succeeds again, and the next tick still
-    comes: a bare C{LoopingCall} whose function raises stops for good, and
-    the lines would then stay in memory until the buffer fills.
-
-    @param name: what it flushes, for the log line of a failed tick.
-    @param clock: L{None}: the global reactor (C{LoopingCall}'s default).
-    """
-
-    def __init__(
-        self,
-        tick: Callable[[], object],
-        name: str,
-        clock: IReactorTime | None = None,
-        interval: float = FLUSH_INTERVAL,
-    ) -> None:
-        self._tick = tick
-        self._name = name
-        self._interval = interval
-        self._loop = LoopingCall(self._step)
-        if clock is not None:
-            self._loop.clock = clock
-        self._failing = False
-        # The namespace of the logs package (a new line: no line changed).
-        self.log = Logger("notificator.logs", self)
-
-    @property
-    def clock(self) -> IReactorTime:
-        """The clock it ticks on."""
-        clock: IReactorTime = self._loop.clock
-        return clock
-
-    @property
-    def running(self) -> bool:
-        return bool(self._loop.running)
-
-    def start(self) -> None:
-        """Tick every interval from now on (the first after one interval)."""
-        if not self._loop.running:
-            self._loop.start(self._interval, now=False)
-
-    def stop(self) -> None:
-        """No more ticks."""
-        if self._loop.running:
-            self._loop.stop()
-
-    def _step(self) -> None:
-        try:
-            self._tick()
-        except Exception:
-            if not self._failing:
-                self._failing = True
-                self.log.failure("flushing {name} failed; retrying every tick", name=self._name)
-        else:
-            if self._failing:
-                self._failing = False
-                self.log.info("flushing {name} works again", name=self._name)
 
 
 class OldLogRemover:

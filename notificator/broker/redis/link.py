@@ -37,7 +37,6 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionClosed, ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -45,6 +44,7 @@ from zope.interface import implementer
 from notificator.broker import Unavailable
 from notificator.broker.redis.scripts import Script
 from notificator.config import ClusterConfig, RedisAddress
+from notificator.timers import Ticker
 
 if TYPE_CHECKING:
     from notificator.broker.redis.ordering import Receiver
@@ -260,7 +260,7 @@ class TxRedisLink:
         self._refused: dict[str, Any] = {}  # role -> pending rebuild (AUTH refused)
         self._barrier_next: list[Deferred[None]] = []
         self._barrier_busy = False
-        self._pinger: LoopingCall | None = None
+        self._pinger: Ticker | None = None
 
         self.outages = 0
         self.rtt_last: float | None = None
@@ -277,9 +277,10 @@ class TxRedisLink:
         self._down_since = self._clock.seconds()
         for role in ("commands", "subscription"):
             self._connect(role)
-        self._pinger = LoopingCall(self._ping)
-        self._pinger.clock = self._clock
-        self._pinger.start(self.ping_interval, now=False)
+        self._pinger = Ticker(
+            self._ping, "pinging Redis", self._clock, self.ping_interval, self.log.namespace
+        )
+        self._pinger.start()
         self.log.info(
             "cluster node {node}: connecting to Redis at {address}",
             node=self._node,
@@ -295,7 +296,7 @@ class TxRedisLink:
     def stop(self) -> Deferred[None]:
         self._stopping = True
         self._up = False
-        if self._pinger is not None and self._pinger.running:
+        if self._pinger is not None:
             self._pinger.stop()
         for call in self._refused.values():
             if call.active():
