@@ -38,6 +38,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -91,15 +92,22 @@ def stop_process(p: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None
         p.wait(10)
 
 
-def answers(port: int) -> bool:
+def answers(port: int, tls: bool = False) -> bool:
     """
-    Whether the server on C{port} answers HTTP (C{GET /health}): it is
-    ready.  Its port accepts connections before that, while it still loads
-    its history (twistd binds the listeners first), and the phases must not
-    count that load as the cost of opening streams.
+    Whether the server on C{port} answers HTTP (C{GET /health}; over TLS,
+    unverified, with C{tls}): it is ready.  Its port accepts connections
+    before that, while it still loads its history (twistd binds the
+    listeners first), and the phases must not count that load as the cost
+    of opening streams.
     """
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as plain:
+            s = plain
+            if tls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                s = context.wrap_socket(plain)
             s.settimeout(1)
             s.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             head = b""
@@ -193,6 +201,7 @@ class LocalServer:
             self.command += ["--env", opt.env]
         self.cpu = opt.server_cpu
         self.process: subprocess.Popen[bytes] | None = None
+        self.tls = bool(listen) and listen.split(":", 1)[0] in ("https", "ssl")
 
     def configure(self, extra: dict[str, Any]) -> None:
         """Merge C{extra} into C{local.json}, for the next start."""
@@ -218,7 +227,7 @@ class LocalServer:
                 raise SystemExit(
                     f"local: server exited {self.process.returncode}; see {self.log_path}"
                 )
-            if answers(self.port):
+            if answers(self.port, self.tls):
                 return
             time.sleep(0.1)
         self.stop()
