@@ -674,3 +674,59 @@ class PublishPolicyTests(BothChannels, SynchronousTestCase):
 
 class PublishPolicyStockTests(PublishPolicyTests):
     fast = False
+
+
+class DrainingPublishTests(BothChannels, SynchronousTestCase):
+    """
+    While the server drains, a publish is still recorded and answered, and
+    its HTTP/1.1 keep-alive connection is closed once answered, so that the
+    sender's next publish opens a connection to a server that goes on.
+    """
+
+    BODY = b"id=notify_u1&data=1"
+    HEAD = (
+        b"POST /webNotification HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 19\r\n\r\n"
+    )
+
+    def test_keep_alive_until_the_drain(self) -> None:
+        s = self.server()
+        conn = s.connect()
+        conn.receive(self.HEAD + self.BODY)
+        self.assertIn(b"HTTP/1.1 200 ", conn.text())
+        self.assertNotIn(b"onnection: close", conn.text())
+        self.assertFalse(conn.closing)
+
+        s.hub.draining = True
+        sent = len(conn.text())
+        conn.receive(self.HEAD + self.BODY)
+        answer = conn.text()[sent:]
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertIn(b"\r\nConnection: close\r\n", answer)
+        self.assertTrue(conn.closing)
+        self.assertEqual(s.stats.published, 2)
+
+    def test_http2_gets_no_connection_header(self) -> None:
+        """HTTP/2 forbids C{Connection}: the answer is the usual one."""
+        from tests.support import MemoryH2
+
+        s = self.server()
+        s.hub.draining = True
+        c = MemoryH2(self, s)
+        sid = c.open(
+            "POST",
+            "/webNotification",
+            [
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("content-length", str(len(self.BODY))),
+            ],
+        )
+        c.body(sid, self.BODY, end=True)
+        self.assertEqual(c.status(sid), 200)
+        self.assertNotIn("connection", {k.lower() for k in c.headers[sid]})
+        self.assertEqual(s.stats.published, 1)
+
+
+class DrainingPublishStockTests(DrainingPublishTests):
+    fast = False

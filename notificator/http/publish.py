@@ -24,7 +24,8 @@ from notificator.http.request import Request
 from notificator.http.request import client as _client
 from notificator.http.request import peer as _peer
 from notificator.http.request import peer_host as _peer_host
-from notificator.http.responses import apply_cors, json_response
+from notificator.http.responses import apply_cors, close_after, json_response
+from notificator.hub import Hub
 from notificator.stats import Stats
 from notificator.text import safe
 
@@ -175,6 +176,9 @@ class PublishResource(refusals.Resource):
         L{notificator.http.request.Request}: this is the backstop).
     @param max_fields: form bodies with more fields get 400
         (C{limits.formFields}).
+    @param hub: once it drains (the server is stopping), each answer closes
+        its keep-alive connection (L{close_after}), so the sender's next
+        publish goes to a server that goes on.
     """
 
     isLeaf = True
@@ -191,8 +195,10 @@ class PublishResource(refusals.Resource):
         *,
         max_bytes: int,
         max_fields: int | None,
+        hub: Hub | None = None,
     ) -> None:
         super().__init__()
+        self._hub = hub
         self._max_bytes = max_bytes
         self._max_fields = max_fields
         self._gate = gate
@@ -206,6 +212,9 @@ class PublishResource(refusals.Resource):
 
     def render_POST(self, request: IRequest) -> bytes | int:
         apply_cors(request, self._cors, b"POST, OPTIONS", wildcard=False)
+        hub = self._hub
+        if hub is not None and hub.draining:
+            close_after(request)
         gate = self._gate
         reason = gate.after_body(request)
         if reason is not None:

@@ -7,7 +7,8 @@ and headers (L{json_headers}) the answers written before a request's
 body is read reuse (L{notificator.http.request.Request.answer_early});
 L{answer}, the status, headers and body of a refusal (see
 L{notificator.http.refusals}), and L{allowed_methods}, what its C{Allow}
-header lists; and L{apply_cors}, the CORS headers the
+header lists; L{close_after}, a keep-alive connection closed once
+answered; and L{apply_cors}, the CORS headers the
 L{notificator.cors.CORSPolicy} gives a request's origin.
 """
 
@@ -122,6 +123,23 @@ def answer(request: IRequest, code: int, reason: str, as_json: bool) -> bytes:
         request.setHeader(b"content-length", b"%d" % (len(body),))
         return b""
     return body
+
+
+def close_after(request: IRequest) -> None:
+    """
+    Close an HTTP/1.1 keep-alive connection once this answer is sent
+    (C{Connection: close}): while the server drains, a sender's next publish
+    then opens a new connection, which reaches a server that goes on (another
+    worker, or the restarted server), instead of a connection the stopping
+    one is about to drop.  HTTP/1.0 connections close anyway; HTTP/2 forbids
+    the header (its connections end with a GOAWAY).
+    """
+    if request.clientproto != b"HTTP/1.1":  # type: ignore[attr-defined]
+        return
+    request.setHeader(b"connection", b"close")
+    channel = getattr(request, "channel", None)
+    if channel is not None:
+        channel.persistent = False
 
 
 def allowed_methods(target: object) -> list[bytes]:

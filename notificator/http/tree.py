@@ -86,6 +86,7 @@ def build_resource(
             log=activity,
             max_bytes=config.limits.body_bytes,
             max_fields=config.limits.form_fields,
+            hub=hub,
         ),
     )
     # The groupware's pages include it (README, "Groupware integration").
