@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_redis_link -*-
 """
 Cluster mode's connections to Redis, through txredisapi: Redis's address
-as a client endpoint (L{_Endpoint}; TLS for C{rediss://}, with the CA of
-L{load_trust}), and txredisapi's factory and subscriber protocol adapted
+as a client endpoint (L{_Endpoint}; a Unix socket for C{unix://}, TLS for
+C{rediss://} with the CA of L{load_trust}), and txredisapi's factory and
+subscriber protocol adapted
 to tell the broker (L{notificator.broker.redis.ordering.RedisBroker}) when
 a connection is ready, lost or refused (L{_Factory}, L{_Subscriber}).
 """
@@ -18,7 +19,7 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
 )
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.python.failure import Failure
@@ -50,9 +51,12 @@ class _Endpoint:
         failed: Callable[[str], None],
         trust: Any = None,
     ) -> None:
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            reactor, address.host, address.port, timeout=timeout
-        )
+        endpoint: IStreamClientEndpoint
+        if address.path is not None:
+            # unix:///path/redis.sock: the private Redis of server.workers.
+            endpoint = UNIXClientEndpoint(reactor, address.path, timeout=timeout)
+        else:
+            endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
         if address.tls:
             # Hands back the protocol inside the TLS wrapper, as txredisapi wants.
             options = optionsForClientTLS(address.host, trustRoot=trust)
@@ -128,7 +132,7 @@ class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]  # txredisapi is 
         max_delay: float,
     ) -> None:
         super().__init__(
-            f"{address.host}:{address.port}",
+            address.path or f"{address.host}:{address.port}",
             address.db or None,
             1,
             isLazy=True,
