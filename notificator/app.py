@@ -17,6 +17,7 @@ functions, so what they exercise is what runs.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -155,6 +156,7 @@ def build_site(
     reactor: Any,
     activity: Logger = _default_activity,
     parent: MultiService | None = None,
+    access_file: Callable[[str], Any] | None = None,
 ) -> AccessLogSite:
     """
     Build the site that serves C{core}: the resource tree, the publish
@@ -169,6 +171,10 @@ def build_site(
         the fast channel, the connections' watcher), started before the
         listeners so that they stop after them; L{None}: a L{MultiService}
         of their own, not started (tests that only render resources).
+    @param access_file: opens what C{access.log}'s lines are written to
+        instead of the daily file (a worker of C{server.workers}: its pipe
+        to the supervisor, which writes, rotates and prunes the file,
+        L{notificator.workers.logs}); L{None}: the file.
     """
     if parent is None:
         parent = MultiService()
@@ -189,7 +195,9 @@ def build_site(
         cfg.server.log_dir,
         reactor,
         monitor_polls=cfg.monitor.access_log,
-        keep_days=cfg.server.log_keep_days,
+        # (Through a worker's pipe, the supervisor removes old files.)
+        keep_days=cfg.server.log_keep_days if access_file is None else 0,
+        open_file=access_file,
     )
     site.displayTracebacks = False
     # Read by the requests (notificator.http.request.StockRequest): the

@@ -10,6 +10,7 @@ connections' cap and clocks.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,8 @@ class AccessLogSite(Site):
         is logged either way.
     @param keep_days: remove rotated C{access.log} files older than this
         many days (L{OldLogRemover}); 0 keeps them all.
+    @param open_file: opens the file (L{AccessLog}); another than a daily
+        file: a worker's pipe to its supervisor (L{notificator.workers.logs}).
     """
 
     flush_interval = FLUSH_INTERVAL
@@ -86,6 +89,7 @@ class AccessLogSite(Site):
         reactor: IReactorTime,
         monitor_polls: bool = False,
         keep_days: int = 0,
+        open_file: Callable[[str], Any] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("logFormatter", CombinedLogFormatter())
@@ -96,6 +100,7 @@ class AccessLogSite(Site):
         self._ticker: LoopingCall | None = None
         self.monitor_polls = monitor_polls
         self.keep_days = keep_days
+        self._open_file = open_file
 
     def log(self, request: http.Request) -> None:
         # The path first: it is all a publish or a stream pays here.
@@ -129,7 +134,10 @@ class AccessLogSite(Site):
     def _openLogFile(self, path: str | bytes) -> AccessLog:
         name = os.fsdecode(path)
         remover = OldLogRemover(name, self.keep_days, self.reactor) if self.keep_days else None
-        self.access_log = AccessLog(name, remover)
+        if self._open_file is not None:
+            self.access_log = AccessLog(name, remover, self._open_file)
+        else:
+            self.access_log = AccessLog(name, remover)
         self._ticker = LoopingCall(self.access_log.tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.flush_interval, now=False)

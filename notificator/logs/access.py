@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
+from collections.abc import Callable
 from itertools import accumulate
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -39,7 +40,12 @@ class AccessLog:
     served all the same.
     """
 
-    def __init__(self, path: str, remover: OldLogRemover | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        remover: OldLogRemover | None = None,
+        open_file: Callable[[str], BufferedDailyLogFile] = BufferedDailyLogFile.fromFullPath,
+    ) -> None:
         # The namespace it had before the moves of issue 18: it is part of
         # every log line, and no log line changes.
         self.log = Logger("notificator.logs.AccessLog", self)
@@ -47,11 +53,12 @@ class AccessLog:
         self.file: BufferedDailyLogFile | None = None
         self._failed = False
         self._remover = remover
+        self._open_file = open_file
 
     def _open(self) -> BufferedDailyLogFile | None:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self.file = BufferedDailyLogFile.fromFullPath(self.path)
+            self.file = self._open_file(self.path)
         except OSError as e:
             if not self._failed:
                 self.log.error("cannot open {path}: {error}", path=self.path, error=e)
@@ -62,7 +69,7 @@ class AccessLog:
             self._remover.prune(self.file.toDate())
         return self.file
 
-    def write(self, line: str) -> None:
+    def write(self, line: str | bytes) -> None:
         f = self.file
         if f is None:
             if self._failed:
