@@ -173,10 +173,17 @@ class Server(Client):
         env: dict[str, str] | None = None,
         conf_files: dict[str, Any] | None = None,
         cwd: str | None = None,
+        short_dir: bool = False,
     ) -> None:
         super().__init__(testcase)
-        self.dir = os.path.abspath(testcase.mktemp())
-        os.makedirs(self.dir)
+        if short_dir:
+            # A Unix socket's path under it (var/redis/redis.sock of
+            # server.workers) must hold in 107 bytes: not under trial's.
+            self.dir = tempfile.mkdtemp(prefix="ntf-")
+            testcase.addCleanup(shutil.rmtree, self.dir, True)
+        else:
+            self.dir = os.path.abspath(testcase.mktemp())
+            os.makedirs(self.dir)
         conf = os.path.join(self.dir, "conf")
         files = conf_files if conf_files is not None else {}
         if conf_files is None:
@@ -278,12 +285,19 @@ class Server(Client):
     def wait_for_log(
         self, pattern: str, timeout: float = 10.0, name: str | None = None
     ) -> re.Match[str]:
-        """Wait for C{pattern} in L{log}(C{name}); access.log is written once a second."""
-        return wait_until(
-            lambda: re.search(pattern, self.log(name)),
-            timeout,
-            lambda: f"{pattern!r} in the log:\n{self.log(name)}",
-        )
+        """
+        Wait for C{pattern} in L{log}(C{name}); access.log is written once
+        a second.  Fails at once if the server exits first.
+        """
+
+        def found() -> re.Match[str] | None:
+            m = re.search(pattern, self.log(name))
+            p = self.process
+            if m is None and p is not None and p.poll() is not None:
+                raise AssertionError(f"twistd exited {p.returncode}:\n{self.log()}")
+            return m
+
+        return wait_until(found, timeout, lambda: f"{pattern!r} in the log:\n{self.log(name)}")
 
     def stop(self) -> None:
         p = self.process

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 
+from twisted.application import strports
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -11,11 +14,13 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import services, tap
+from notificator import app, services, tap
 from notificator.history import Journal
 from notificator.http.request import Request
 from notificator.logs import BufferedDailyLogFile
-from tests.support import PROJECT, write_config
+from notificator.workers.reuseport import ReusePortService
+from notificator.workers.supervisor import WorkerLink
+from tests.support import PROJECT, free_port, redis_server_path, write_config
 
 
 class OptionsTests(SynchronousTestCase):
@@ -319,3 +324,199 @@ class BacklogTests(SynchronousTestCase):
         factory = reactor.tcpServers[0][1].requestFactory
         self.assertTrue(issubclass(factory, Request))
         self.assertIsNotNone(factory.limits)
+
+
+class WorkersTests(SynchronousTestCase):
+    """server.workers: the supervisor's tree, a worker's, and the pre-flight's lines."""
+
+    def options(self, doc: dict, *args: str) -> tap.Options:
+        self.conf = write_config(
+            os.path.abspath(os.path.join(self.mktemp(), "conf")), {"default": doc, "x": {}}
+        )
+        opts = tap.Options()
+        opts.parseOptions(["--config", self.conf, "--env", "x", *args])
+        return opts
+
+    def test_worker(self) -> None:
+        """
+        --worker-slot: node name with -w<slot>, the private Redis's socket as
+        cluster.redis (no history on disk), its listeners SO_REUSEPORT ones
+        after the drain, the link to the supervisor last.
+        """
+        opts = self.options(
+            {"server": {"workers": 2}},
+            "--listen",
+            "tcp:port=3999:interface=127.0.0.1",
+            "--worker-slot",
+            "1",
+        )
+        cfg = opts["loaded"]
+        root = os.path.dirname(self.conf)
+        self.assertRegex(cfg.cluster.node, r"^.+:3999-w1$")
+        self.assertEqual(cfg.cluster.redis.path, os.path.join(root, "var", "redis", "redis.sock"))
+        self.assertIsNone(app.history_directory(cfg))
+        svc = tap.makeService(opts, reactor=MemoryReactorClock())
+        serving = list(svc)[-1]
+        kinds = [type(s).__name__ for s in serving]
+        self.assertEqual(
+            kinds[-4:], ["TimerService", "FactoryHold", "DrainService", "SequentialService"]
+        )
+        listeners, link = list(list(serving)[-1])
+        self.assertIsInstance(listeners, tap.WorkerListeners)
+        self.assertIsInstance(link, WorkerLink)
+        [listener] = list(listeners)
+        self.assertIsInstance(listener, ReusePortService)
+        self.assertEqual((listener.address.port, listener.address.backlog), (3999, 4096))
+        self.assertEqual(tap.find(svc, strports.StreamServerEndpointService), None)
+
+    def test_cluster_node_named(self) -> None:
+        """A cluster.node given is the workers' base name."""
+        opts = self.options(
+            {"server": {"workers": 2}, "cluster": {"node": "sse-a", "redis": "redis://r:6379/1"}},
+            "--listen",
+            "tcp:port=3999",
+            "--worker-slot",
+            "0",
+        )
+        self.assertEqual(opts["loaded"].cluster.node, "sse-a-w0")
+        self.assertEqual(str(opts["loaded"].cluster.redis), "redis://r:6379/1")
+
+    def test_bad_slot(self) -> None:
+        """--worker-slot takes a worker's number."""
+        e = self.assertRaises(
+            SystemExit, self.options, {}, "--listen", "tcp:port=3999", "--worker-slot", "x"
+        )
+        self.assertEqual(
+            str(e.code), "notificator: --worker-slot: expected a worker's number, got 'x'"
+        )
+
+    def test_listens_once_the_broker_is_available(self) -> None:
+        """A worker's listeners listen once its broker reaches Redis; then it is ready."""
+
+        class Broker:
+            problem: str | None = "Redis unreachable"
+
+            def health(self) -> str | None:
+                return self.problem
+
+        broker, reactor = Broker(), MemoryReactorClock()
+        listeners = tap.WorkerListeners(broker, reactor)
+        ReusePortService(
+            reactor, f"tcp:port={free_port()}:interface=127.0.0.1", Site(None)
+        ).setServiceParent(listeners)
+        listeners.privilegedStartService()
+        listeners.startService()
+        self.addCleanup(listeners.stopService)
+        ready = listeners.when_listening()
+        reactor.advance(1)
+        self.assertEqual(reactor.adoptedPorts, [])
+        self.assertNoResult(ready)
+        broker.problem = None
+        reactor.advance(0.05)
+        self.assertEqual(len(reactor.adoptedPorts), 1)
+        self.successResultOf(ready)
+        self.successResultOf(listeners.when_listening())
+
+    def test_supervisor(self) -> None:
+        """
+        Above 1: the supervisor's tree: the logs, the private Redis, the
+        Supervisor with each worker's command; no listener, no history lock.
+        """
+        redis_server_path()
+        opts = self.options(
+            {"server": {"workers": 3}}, "--listen", "tcp:port=3999:interface=127.0.0.1"
+        )
+        svc = tap.makeService(opts, reactor=MemoryReactorClock())
+        kinds = [type(s).__name__ for s in svc]
+        self.assertEqual(
+            kinds,
+            [
+                "AppLogService",
+                "AccessLogService",
+                "ProcessTitleService",
+                "PrivateRedis",
+                "Supervisor",
+            ],
+        )
+        supervisor = list(svc)[-1]
+        commands = supervisor._commands
+        self.assertEqual(len(commands), 3)
+        for slot, argv in enumerate(commands):
+            self.assertEqual(argv[0], sys.executable)
+            self.assertEqual(argv[-2:], ["--worker-slot", str(slot)])
+            at = argv.index("notificator")
+            self.assertEqual(argv[at - 2 : at], ["-n", "--pidfile="])
+            self.assertEqual(
+                argv[at + 1 : -2],
+                [
+                    "--config",
+                    self.conf,
+                    "--env",
+                    "x",
+                    "--listen",
+                    "tcp:port=3999:interface=127.0.0.1",
+                ],
+            )
+        self.assertEqual(set(supervisor.outputs), {4, 5})
+        private = list(svc)[3]
+        self.assertEqual(
+            private.directory, os.path.join(os.path.dirname(self.conf), "var", "redis")
+        )
+
+    def test_no_private_redis_with_cluster_redis(self) -> None:
+        """With cluster.redis, the workers use it: no private Redis, no redis-server needed."""
+        self.patch(os, "environ", {**os.environ, "PATH": "/nonexistent"})
+        opts = self.options(
+            {"server": {"workers": 2}, "cluster": {"redis": "redis://127.0.0.1:6390/0"}},
+            "--listen",
+            "tcp:port=3999",
+        )
+        svc = tap.makeService(opts, reactor=MemoryReactorClock())
+        self.assertNotIn("PrivateRedis", [type(s).__name__ for s in svc])
+
+    def test_one_line_errors(self) -> None:
+        """Port 0, a listener a worker cannot share, no redis-server: one line each."""
+        self.patch(os, "environ", {**os.environ, "PATH": "/nonexistent"})
+        for doc, listen, line in [
+            (
+                {"server": {"workers": 2}},
+                "tcp:0:interface=127.0.0.1",
+                "notificator: configuration error: server.workers 2: 'tcp:0:interface=127.0.0.1'"
+                " listens on port 0 (a port of its own for each worker); give a port number",
+            ),
+            (
+                {"server": {"workers": "auto"}, "cluster": {"redis": "redis://h/0"}},
+                "unix:/tmp/n.sock",
+                'notificator: configuration error: server.workers "auto": the workers listen on'
+                " tcp:, tcp6: or https: descriptions, not 'unix:/tmp/n.sock'",
+            ),
+            (
+                {"server": {"workers": 2}},
+                "tcp:port=3999",
+                "notificator: server.workers 2 needs Redis: install the redis-server package"
+                " (apt-get install redis-server) or set cluster.redis",
+            ),
+        ]:
+            self.patch(tap, "workers_for", lambda setting: 2)
+            e = self.assertRaises(SystemExit, self.options, doc, "--listen", listen)
+            self.assertEqual(str(e.code), line)
+
+    def test_check(self) -> None:
+        """--check says how many workers and which Redis."""
+        redis_server_path()
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertRaises(
+            SystemExit,
+            self.options,
+            {"server": {"workers": 2}},
+            "--listen",
+            "tcp:port=3999",
+            "--check",
+        )
+        socket = os.path.join(os.path.dirname(self.conf), "var", "redis", "redis.sock")
+        self.assertIn(
+            f"; server.workers 2: 2 workers and a private redis-server on {socket} (not started)",
+            out.getvalue(),
+        )
+        self.assertIn("; no history on disk;", out.getvalue())
