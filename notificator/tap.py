@@ -770,8 +770,8 @@ def supervisor_service(options: dict[str, Any], cfg: config.Config, reactor: Any
     Supervisor(
         reactor,
         [worker_command(options, slot) for slot in range(count)],
-        # The drain, and time to spare.
-        stop_timeout=cfg.sse.drain_seconds + 25,
+        # The drain, and time to spare (under the unit's TimeoutStopSec, 30 s).
+        stop_timeout=cfg.sse.drain_seconds + 10,
         outputs=worker_logs.LogSinks(app_log, access_log).outputs,
     ).setServiceParent(root)
     return root
