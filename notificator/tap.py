@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import sys
 from typing import Any, NoReturn
@@ -572,6 +573,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
             open_file=worker_logs.pipe_opener(worker_logs.SSE_LOG_FD, reactor),
         )
         title += f" worker {slot}"
+        IgnoreInterrupt().setServiceParent(root)
     app_log.setServiceParent(root)
     services.ProcessTitleService(title).setServiceParent(root)
     services.GCTuningService().setServiceParent(root)
@@ -609,6 +611,27 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     if slot is not None:
         worker_listeners(endpoints, site, core, reactor).setServiceParent(serving)
     return root
+
+
+class IgnoreInterrupt(Service):
+    """
+    A worker ignores SIGINT while it runs: Ctrl-C in a terminal signals the
+    whole foreground process group, the workers too, and their supervisor
+    stops them itself (SIGTERM), once.  (Started before the reactor runs,
+    so twistd installs no SIGINT handler of its own over it.)
+    """
+
+    _previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class FactoryHold(Service):

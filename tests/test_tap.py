@@ -520,3 +520,17 @@ class WorkersTests(SynchronousTestCase):
             out.getvalue(),
         )
         self.assertIn("; no history on disk;", out.getvalue())
+
+
+class IgnoreInterruptTests(SynchronousTestCase):
+    def test_ignores_sigint_while_running(self) -> None:
+        """A worker ignores SIGINT while it runs (its supervisor stops it); then as before."""
+        import signal
+
+        before = signal.getsignal(signal.SIGINT)
+        service = tap.IgnoreInterrupt()
+        service.startService()
+        self.addCleanup(signal.signal, signal.SIGINT, before)
+        self.assertIs(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
+        service.stopService()
+        self.assertIs(signal.getsignal(signal.SIGINT), before)
