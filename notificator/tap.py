@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import socket
 import sys
 from typing import Any, NoReturn
 
 import attrs
 from twisted.application import strports
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
@@ -47,7 +44,7 @@ from notificator.services import DrainService, SequentialService, _timer
 from notificator.tls import TLSFileError
 from notificator.workers import logs as worker_logs
 from notificator.workers import redis as workers_redis
-from notificator.workers import reuseport
+from notificator.workers import reuseport, worker
 from notificator.workers.supervisor import Supervisor, WorkerLink, workers_for
 
 log = Logger()
@@ -573,7 +570,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
             open_file=worker_logs.pipe_opener(worker_logs.SSE_LOG_FD, reactor),
         )
         title += f" worker {slot}"
-        IgnoreInterrupt().setServiceParent(root)
+        worker.IgnoreInterrupt().setServiceParent(root)
     app_log.setServiceParent(root)
     services.ProcessTitleService(title).setServiceParent(root)
     services.GCTuningService().setServiceParent(root)
@@ -604,7 +601,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     if slot is not None:
         # A worker's listeners stop before its drain: the site (its
         # access.log) stays open until the drained streams are logged.
-        FactoryHold(site).setServiceParent(serving)
+        worker.FactoryHold(site).setServiceParent(serving)
     # Last in, first out: the streams are drained while the listeners
     # still answer (C{/health} says 503, late publishes are recorded).
     DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
@@ -613,51 +610,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     return root
 
 
-class IgnoreInterrupt(Service):
-    """
-    A worker ignores SIGINT while it runs: Ctrl-C in a terminal signals the
-    whole foreground process group, the workers too, and their supervisor
-    stops them itself (SIGTERM), once.  (Started before the reactor runs,
-    so twistd installs no SIGINT handler of its own over it.)
-    """
-
-    _previous: Any = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-class FactoryHold(Service):
-    """
-    Keeps a factory started while it runs (C{doStart}, C{doStop}): a
-    twisted.web site closes its access log when its last listener stops
-    (C{stopFactory}), and a worker's listeners stop before its streams
-    are drained and logged.
-    """
-
-    def __init__(self, factory: Any) -> None:
-        self.factory = factory
-
-    def startService(self) -> None:
-        super().startService()
-        self.factory.doStart()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.factory.doStop()
-
-
 def worker_listeners(endpoints: list[str], site: Any, core: Any, reactor: Any) -> IService:
     """
     A worker's listeners and its link to the supervisor, last in its tree
-    (L{WorkerListeners}, then the L{WorkerLink}: C{ready} once they
+    (L{worker.WorkerListeners}, then the L{WorkerLink}: C{ready} once they
     listen, C{stopping} first when the worker stops).
 
     Last in, first out: on SIGTERM the worker closes its listeners before
@@ -666,7 +622,7 @@ def worker_listeners(endpoints: list[str], site: Any, core: Any, reactor: Any) -
     reload, the new ones already listen).
     """
     tail = SequentialService()
-    listeners = WorkerListeners(core.broker, reactor)
+    listeners = worker.WorkerListeners(core.broker, reactor)
     listeners.setServiceParent(tail)
     for description in endpoints:
         try:
@@ -676,74 +632,6 @@ def worker_listeners(endpoints: list[str], site: Any, core: Any, reactor: Any) -
         service.setServiceParent(listeners)
     WorkerLink(reactor, until=listeners.when_listening).setServiceParent(tail)
     return tail
-
-
-class WorkerListeners(MultiService):
-    """
-    A worker's listeners (L{reuseport.ReusePortService}s: its own socket on
-    the port its fellow workers share, C{SO_REUSEPORT}), which start
-    listening only once the broker reaches Redis (L{until_available}): a
-    worker that listened before would take connections the kernel hands
-    it and refuse their publishes (503) until then.  (A worker has no
-    privileges to listen with: its supervisor started it after twistd's
-    C{--uid}.)  A listener that cannot listen stops the worker, which its
-    supervisor starts again.
-    """
-
-    def __init__(self, broker: Any, reactor: Any) -> None:
-        super().__init__()
-        self._broker = broker
-        self._reactor = reactor
-        self._listening = False
-        self._waiting: list[Deferred[None]] = []
-
-    def privilegedStartService(self) -> None:
-        Service.privilegedStartService(self)
-
-    def startService(self) -> None:
-        Service.startService(self)
-        until_available(self._broker, self._reactor).addCallback(self._listen)
-
-    def _listen(self, _: object) -> None:
-        if not self.running:
-            return
-        try:
-            for listener in self:
-                listener.startService()
-        except Exception:
-            log.failure("a worker cannot listen: stopping")
-            self._reactor.stop()
-            return
-        self._listening = True
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
-
-    def when_listening(self) -> Deferred[None]:
-        """Fires once every listener listens."""
-        d: Deferred[None] = Deferred()
-        if self._listening:
-            d.callback(None)
-        else:
-            self._waiting.append(d)
-        return d
-
-
-def until_available(broker: Any, clock: Any, interval: float = 0.05) -> Deferred[None]:
-    """Fires once C{broker.health()} says it is available (L{None}), asked every C{interval} s."""
-    done: Deferred[None] = Deferred()
-
-    def ask() -> None:
-        if broker.health() is None:
-            if poll.running:
-                poll.stop()
-            if not done.called:
-                done.callback(None)
-
-    poll = LoopingCall(ask)
-    poll.clock = clock
-    poll.start(interval, now=True)
-    return done
 
 
 def supervisor_service(options: dict[str, Any], cfg: config.Config, reactor: Any) -> IService:

@@ -18,6 +18,7 @@ from notificator import app, services, tap
 from notificator.history import Journal
 from notificator.http.request import Request
 from notificator.logs import BufferedDailyLogFile
+from notificator.workers import worker
 from notificator.workers.reuseport import ReusePortService
 from notificator.workers.supervisor import WorkerLink
 from tests.support import PROJECT, free_port, redis_server_path, write_config
@@ -362,7 +363,7 @@ class WorkersTests(SynchronousTestCase):
             kinds[-4:], ["TimerService", "FactoryHold", "DrainService", "SequentialService"]
         )
         listeners, link = list(list(serving)[-1])
-        self.assertIsInstance(listeners, tap.WorkerListeners)
+        self.assertIsInstance(listeners, worker.WorkerListeners)
         self.assertIsInstance(link, WorkerLink)
         [listener] = list(listeners)
         self.assertIsInstance(listener, ReusePortService)
@@ -400,7 +401,7 @@ class WorkersTests(SynchronousTestCase):
                 return self.problem
 
         broker, reactor = Broker(), MemoryReactorClock()
-        listeners = tap.WorkerListeners(broker, reactor)
+        listeners = worker.WorkerListeners(broker, reactor)
         ReusePortService(
             reactor, f"tcp:port={free_port()}:interface=127.0.0.1", Site(None)
         ).setServiceParent(listeners)
@@ -528,7 +529,7 @@ class IgnoreInterruptTests(SynchronousTestCase):
         import signal
 
         before = signal.getsignal(signal.SIGINT)
-        service = tap.IgnoreInterrupt()
+        service = worker.IgnoreInterrupt()
         service.startService()
         self.addCleanup(signal.signal, signal.SIGINT, before)
         self.assertIs(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
