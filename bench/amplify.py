@@ -165,6 +165,9 @@ class Rewrites(threading.Thread):
     """
     Counts how many times a file is replaced (its inode changes), watching
     it every C{interval} seconds until L{stop}.
+
+    @ivar sizes: the size of each new file when first seen (a snapshot, and
+        what was appended to it within C{interval}).
     """
 
     def __init__(self, path: str, interval: float = 0.01) -> None:
@@ -172,6 +175,7 @@ class Rewrites(threading.Thread):
         self.path = path
         self.interval = interval
         self.count = 0
+        self.sizes: list[int] = []
         self._stopping = threading.Event()
 
     def _inode(self) -> int | None:
@@ -187,6 +191,10 @@ class Rewrites(threading.Thread):
             if inode is not None and inode != last:
                 if last is not None:
                     self.count += 1
+                    try:
+                        self.sizes.append(os.path.getsize(self.path))
+                    except FileNotFoundError:
+                        pass
                 last = inode
 
     def stop(self) -> int:

@@ -20,15 +20,24 @@ bytes.  It reports, in microseconds of process CPU:
 
 Each figure is the best of many short rounds, so a busy or throttled
 machine (which slows some rounds) moves it much less than the wall-clock
-figures of C{local.py} or C{../shared/bench}.  System calls, the kernel and
-the reactor's polling are not in it: compare two builds with it, and use
-the load benchmarks for absolute figures.
+figures of C{local.py} or C{../shared/bench}.  Beside it is the mean over
+all rounds, which includes what the best hides: the cyclic garbage
+collector (the rounds are not preceded by a collection, as in a running
+server; the time its collections took in each phase is reported too).
+System calls, the kernel and the reactor's polling are not in it: compare
+two builds with it, and use the load benchmarks for absolute figures.
+
+C{--history full} starts the service from a full history, as a server that
+has run for a while restarts with: a journal (C{bench/journal.py}) of
+C{--held-users} users with C{sse.history.size} notifications each, loaded
+at start-up within C{sse.history.maxBytes} (C{--max-bytes} to raise it).
 
 Example, comparing two checkouts (each script measures its own
 checkout's package)::
 
     python bench/cpu.py
     python /path/to/other/checkout/bench/cpu.py
+    python bench/cpu.py --history full --max-bytes 1073741824   # 500,000 held
 """
 
 from __future__ import annotations
@@ -91,16 +100,21 @@ class InMemoryServer(NamedTuple):
     writes: Any
 
 
-def in_memory_server(sse: dict[str, Any], stock: bool) -> InMemoryServer:
+def in_memory_server(
+    sse: dict[str, Any], stock: bool, held: tuple[int, int] | None = None
+) -> InMemoryServer:
     """
     The server's core and site as C{twistd notificator --env production}
     builds them (L{notificator.app.build_core},
     L{notificator.app.build_site}) from this checkout's C{conf/}, with
     these C{sse} keys, with C{sse.log} and the GC tuning of
-    C{tap.makeService} and the logs in a new temporary directory, started
-    on a L{MemoryReactorClock}.
+    C{tap.makeService} (the parent of the core's services, as there) and
+    the logs in a new temporary directory, started on a
+    L{MemoryReactorClock} set to the wall clock.
 
     @param stock: serve with twisted.web's stock channel.
+    @param held: (users, notifications each): start from a journal holding
+        them, in the history's directory (C{var/history}).
     """
     from twisted.internet.testing import MemoryReactorClock
     from twisted.logger import Logger
@@ -120,44 +134,95 @@ def in_memory_server(sse: dict[str, Any], stock: bool) -> InMemoryServer:
         server["fastChannel"] = False
     with open(os.path.join(conf, "local.json"), "w") as f:
         json.dump({"sse": sse, "server": server}, f)
+    if held is not None:
+        import journal
+
+        journal.write(os.path.join(work, "var", "history"), *held)
     # The configuration as twistd reads and checks it (tap.preflight).
     options = tap.Options()
     options.parseOptions(["--config", conf, "--env", "production", "--listen", "tcp:3000"])
     cfg = options["loaded"]
     reactor = MemoryReactorClock()
+    reactor.advance(time.time())
     root = services.SequentialService()
     app_log = logs.AppLogService(
         cfg.server.log_dir, cfg.server.log_level, clock=reactor, keep_days=cfg.server.log_keep_days
     )
     app_log.setServiceParent(root)
-    services.GCTuningService().setServiceParent(root)
+    # As in tap.makeService: the tuning freezes what its children loaded.
+    serving: Any = services.GCTuningService()
+    serving.setServiceParent(root)
     core = build_core(cfg, reactor)
     for service in core.services:
-        service.setServiceParent(root)
+        service.setServiceParent(serving)
     activity = Logger("notificator.web", observer=app_log.activity)
-    site = build_site(core, cfg, reactor, activity, root)
+    site = build_site(core, cfg, reactor, activity, serving)
     # The batch build_site gave the fast channel: the bench ends each
     # reactor pass by hand.
-    writes = next((s for s in root if isinstance(s, fast.WriteBatch)), None)
+    writes = next((s for s in serving if isinstance(s, fast.WriteBatch)), None)
     root.startService()
     return InMemoryServer(work, reactor, root, core, site, writes)
 
 
+class GCTimes:
+    """The cyclic garbage collector's collections and their CPU, per generation and phase."""
+
+    def __init__(self) -> None:
+        self.phase = ""
+        self.collections: dict[str, list[int]] = {}
+        self.seconds: dict[str, list[float]] = {}
+        self._start = 0.0
+
+    def __call__(self, step: str, info: dict[str, int]) -> None:
+        if step == "start":
+            self._start = time.process_time()
+            return
+        if not self.phase:
+            return
+        generation = info["generation"]
+        self.collections.setdefault(self.phase, [0, 0, 0])[generation] += 1
+        self.seconds.setdefault(self.phase, [0.0, 0.0, 0.0])[generation] += (
+            time.process_time() - self._start
+        )
+
+    def report(self) -> dict[str, Any]:
+        return {
+            phase: {
+                "collections": self.collections[phase],
+                "ms": [round(s * 1000, 1) for s in self.seconds[phase]],
+            }
+            for phase in self.collections
+        }
+
+
 def measure(
-    rounds: int, per_round: int, publishes: int, history: str = "disk", stock: bool = False
+    rounds: int,
+    per_round: int,
+    publishes: int,
+    history: str = "disk",
+    stock: bool = False,
+    held_users: int = 5000,
+    max_bytes: int | None = None,
 ) -> dict[str, Any]:
     from twisted.internet import tcp
 
     import notificator
 
     sse: dict[str, Any] = {"heartbeat": False}
+    held = None
     if history == "off":
         sse["history"] = {"size": 0}
     elif history == "memory":
         sse["history"] = {"dir": None}
-    served = in_memory_server(sse, stock)
+    elif history == "full":
+        held = (held_users, 100)
+    if max_bytes is not None:
+        sse.setdefault("history", {})["maxBytes"] = max_bytes
+    served = in_memory_server(sse, stock, held)
     reactor, site, hub, writes = served.reactor, served.site, served.core.hub, served.writes
     stats = served.core.stats
+    kept = getattr(served.core.broker, "history", None)
+    held_count = len(kept) if kept is not None else 0
     connections: list[Any] = []
 
     def connection(number: int, host: str = "127.0.0.1") -> Any:
@@ -179,10 +244,13 @@ def measure(
             conn.doWrite()
 
     best = {"connect": float("inf"), "publish": float("inf"), "heartbeat": float("inf")}
+    total = {"connect": 0.0, "publish": 0.0, "heartbeat": 0.0}
+    gc_times = GCTimes()
+    gc.callbacks.append(gc_times)
     try:
         users = 0
         for _ in range(rounds):
-            gc.collect()
+            gc_times.phase = "connect"
             start = time.process_time()
             for _ in range(per_round):
                 # A browser per address, as on a company network (and under
@@ -194,7 +262,10 @@ def measure(
                 )
                 flush(conn)
                 users += 1
-            best["connect"] = min(best["connect"], (time.process_time() - start) / per_round)
+            spent = time.process_time() - start
+            gc_times.phase = ""
+            best["connect"] = min(best["connect"], spent / per_round)
+            total["connect"] += spent
 
             sender = connection(10**6 + users)
             posts = []
@@ -211,25 +282,36 @@ def measure(
                     b"Content-Type: application/x-www-form-urlencoded; charset=UTF-8\r\n"
                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
                 )
+            gc_times.phase = "publish"
             start = time.process_time()
             for post in posts:
                 sender.protocol.dataReceived(post)
                 flush(sender)
-            best["publish"] = min(best["publish"], (time.process_time() - start) / publishes)
+            spent = time.process_time() - start
+            gc_times.phase = ""
+            best["publish"] = min(best["publish"], spent / publishes)
+            total["publish"] += spent
 
+            gc_times.phase = "heartbeat"
             start = time.process_time()
             hub.heartbeat()
             if writes is not None:
                 writes.flush()
-            best["heartbeat"] = min(
-                best["heartbeat"], (time.process_time() - start) / hub.stream_count
-            )
+            spent = time.process_time() - start
+            gc_times.phase = ""
+            best["heartbeat"] = min(best["heartbeat"], spent / hub.stream_count)
+            total["heartbeat"] += spent / hub.stream_count
         if stats.published != rounds * publishes or stats.delivered != stats.published:
             raise RuntimeError(f"published {stats.published}, delivered {stats.delivered}")
         if hub.stream_count != users:
             raise RuntimeError(f"{hub.stream_count} streams open of {users}")
         result = {k: round(v * 1e6, 2) for k, v in best.items()}
         result.update(
+            connect_mean=round(total["connect"] / users * 1e6, 2),
+            publish_mean=round(total["publish"] / stats.published * 1e6, 2),
+            heartbeat_mean=round(total["heartbeat"] / rounds * 1e6, 2),
+            gc=gc_times.report(),
+            held=held_count,
             streams=users,
             publishes=stats.published,
             notificator=os.path.dirname(notificator.__file__),
@@ -237,6 +319,7 @@ def measure(
         )
         return result
     finally:
+        gc.callbacks.remove(gc_times)
         stop_in_memory_server(served, connections)
 
 
@@ -265,9 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publishes", type=int, default=300, help="publishes per round (300)")
     parser.add_argument(
         "--history",
-        choices=("disk", "memory", "off"),
+        choices=("disk", "memory", "off", "full"),
         default="disk",
-        help="sse.history: kept on disk (the default config), in memory only, or off (size 0)",
+        help="sse.history: kept on disk (the default config), in memory only, off (size 0),"
+        " or on disk and full at start (--held-users users at sse.history.size)",
+    )
+    parser.add_argument("--held-users", type=int, default=5000, help="--history full: users (5000)")
+    parser.add_argument(
+        "--max-bytes", type=int, default=None, help="sse.history.maxBytes (default: as shipped)"
     )
     parser.add_argument(
         "--stock",
@@ -276,14 +364,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
     args = parser.parse_args(argv)
-    result = measure(args.rounds, args.streams, args.publishes, args.history, args.stock)
+    result = measure(
+        args.rounds,
+        args.streams,
+        args.publishes,
+        args.history,
+        args.stock,
+        args.held_users,
+        args.max_bytes,
+    )
     if args.json:
         print(json.dumps(result))
     else:
+        gc_ms = {phase: sum(g["ms"]) for phase, g in result["gc"].items()}
         print(
-            f"python CPU, best of {args.rounds} rounds: connect {result['connect']} us, "
-            f"publish {result['publish']} us, heartbeat {result['heartbeat']} us per stream "
-            f"({result['streams']} streams, {result['publishes']} publishes; {result['notificator']})"
+            f"python CPU, best of {args.rounds} rounds (mean): connect {result['connect']} us"
+            f" ({result['connect_mean']}), publish {result['publish']} us"
+            f" ({result['publish_mean']}), heartbeat {result['heartbeat']} us"
+            f" ({result['heartbeat_mean']}) per stream ({result['streams']} streams,"
+            f" {result['publishes']} publishes, {result['held']} notifications held;"
+            f" GC ms per phase {gc_ms}; {result['notificator']})"
         )
     return 0
 

@@ -45,6 +45,7 @@ import os
 import random
 import re
 import resource
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -121,9 +122,15 @@ def server_rss_kb(pid: int | None) -> int | None:
 
 def server_cpu_s(pid: int | None) -> float | None:
     """utime+stime of C{pid} and its descendants, in seconds."""
+    split = server_cpu_split(pid)
+    return None if split is None else split[0] + split[1]
+
+
+def server_cpu_split(pid: int | None) -> tuple[float, float] | None:
+    """utime and stime (user, system) of C{pid} and its descendants, in seconds."""
     if not pid:
         return None
-    ticks = 0
+    user = system = 0
     for p in _descendants(pid):
         try:
             with open(f"/proc/{p}/stat", "rb") as f:
@@ -131,8 +138,9 @@ def server_cpu_s(pid: int | None) -> float | None:
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2 :].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def alive(pid: int | None) -> bool:
@@ -150,6 +158,31 @@ def alive(pid: int | None) -> bool:
 def own_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+def listen_drops() -> dict[str, int] | None:
+    """
+    The kernel's listen-queue counters (C{TcpExt: ListenOverflows,
+    ListenDrops} of C{/proc/net/netstat}): connections a full accept queue
+    dropped, which their clients retry only after 1 s, then 3 s, 7 s...
+    They count for the whole machine, not one server.
+    """
+    try:
+        with open("/proc/net/netstat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            try:
+                return {
+                    "overflows": int(table["ListenOverflows"]),
+                    "drops": int(table["ListenDrops"]),
+                }
+            except (KeyError, ValueError):
+                return None
+    return None
 
 
 class Meter:
@@ -250,14 +283,47 @@ class Dechunker:
 
 def parse_event(block: bytes) -> tuple[bytes, bytes]:
     """The event name and joined data of one SSE block (WHATWG rules)."""
+    event, data, _, _, _ = parse_block(block)
+    return event, data
+
+
+def _value(line: bytes, name_length: int) -> bytes:
+    # A field's value: after "name:", less one leading space.
+    return (
+        line[name_length + 2 :]
+        if line[name_length + 1 : name_length + 2] == b" "
+        else line[name_length + 1 :]
+    )
+
+
+def parse_block(block: bytes) -> tuple[bytes, bytes, bytes | None, int | None, bool]:
+    """
+    One SSE block as a browser reads it (WHATWG rules): the event name, the
+    joined data, the C{id:} it sets (L{None} if it has none; an id holding
+    NUL is ignored), the C{retry:} milliseconds it sets (L{None} if none or
+    not digits), and whether it holds a comment line.
+    """
     event = b"message"
     data: list[bytes] = []
+    last_id: bytes | None = None
+    retry: int | None = None
+    comment = False
     for line in block.split(b"\n"):
         if line.startswith(b"data:"):
-            data.append(line[6:] if line[5:6] == b" " else line[5:])
+            data.append(_value(line, 4))
         elif line.startswith(b"event:"):
-            event = line[7:] if line[6:7] == b" " else line[6:]
-    return event, b"\n".join(data)
+            event = _value(line, 5)
+        elif line.startswith(b"id:"):
+            value = _value(line, 2)
+            if b"\0" not in value:
+                last_id = value
+        elif line.startswith(b"retry:"):
+            value = _value(line, 5)
+            if value.isdigit():
+                retry = int(value)
+        elif line.startswith(b":"):
+            comment = True
+    return event, b"\n".join(data), last_id, retry, comment
 
 
 # -- bookkeeping ------------------------------------------------------------
@@ -294,7 +360,12 @@ class Record:
         self.received = self.dup = self.misrouted = self.unknown = 0
         self.last = 0.0
 
-    def on_event(self, index: int, event: bytes, data: bytes) -> None:
+    def on_event(self, index: int, event: bytes, data: bytes) -> int:
+        """
+        Count one event that stream C{index} received; for a notification,
+        return its sequence number (-1 when it has none, or for other events).
+        """
+        seq = -1
         if event == self.event:
             now = time.perf_counter()
             m = _SEQ.search(data)
@@ -317,18 +388,34 @@ class Record:
                 self.hb_lag.append(time.time() * 1000 - int(m.group(1)))
         else:
             self.other_events += 1
+        return seq
 
 
 # -- protocols --------------------------------------------------------------
 
 
 class SSEStream(asyncio.Protocol):
-    """One EventSource-like client: reads the head, then SSE events."""
+    """
+    One EventSource-like client: reads the head, then SSE events.  Like a
+    browser it keeps the last event id (C{id:}) and the C{retry:} it was
+    given; for the reconnect storm it also keeps the sequence numbers of
+    the notifications it got, in order, the C{connect} event's data, the
+    C{reset} events, and when it got its last notification and was closed.
 
-    def __init__(self, index: int, record: Record, request: bytes) -> None:
+    @ivar ready_on_comment: take the first comment as "stream ready" (Nchan
+        sends no C{connect} event: a C{: hi} comment once subscribed).
+    @ivar tls: the L{TLSClient} under this stream, over https.
+    """
+
+    tls: TLSClient | None = None
+
+    def __init__(
+        self, index: int, record: Record, request: bytes, ready_on_comment: bool = False
+    ) -> None:
         self.index = index
         self.record = record
         self.request = request
+        self.ready_on_comment = ready_on_comment
         self.transport: asyncio.Transport | None = None
         self.head: bytes | None = b""
         self.chunks: Dechunker | None = None
@@ -338,7 +425,39 @@ class SSEStream(asyncio.Protocol):
         self.status = 0
         self.t0 = time.perf_counter()
         self.connect_ms = 0.0
+        self.connected_at = 0.0
+        self.closed_at = 0.0
+        self.last_at = 0.0
+        self.last_id: bytes | None = None
+        self.retry_ms: int | None = None
+        self.connect_data = b""
+        self.seqs: list[int] = []
+        self.resets = 0
         self.ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.done_at = 0.0
+        self._want = -1
+        self._enough: asyncio.Future[None] | None = None
+
+    def expect(self, count: int) -> asyncio.Future[None]:
+        """
+        A future that fires once the stream is open and C{count}
+        notifications came on it (its replay, after a reconnect), or once it
+        is closed; L{done_at} then says when.
+        """
+        self._want = count
+        self._enough = asyncio.get_running_loop().create_future()
+        self._check()
+        return self._enough
+
+    def _check(self) -> None:
+        enough = self._enough
+        if (
+            enough is not None
+            and not enough.done()
+            and (self.closed or (self.connected and len(self.seqs) >= self._want))
+        ):
+            self.done_at = time.perf_counter()
+            enough.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -366,20 +485,42 @@ class SSEStream(asyncio.Protocol):
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         end = buf.find(b"\n\n")
         while end >= 0:
-            event, payload = parse_event(buf[:end])
+            event, payload, event_id, retry, comment = parse_block(buf[:end])
             buf = buf[end + 2 :]
-            if event == b"connect":
+            if event_id is not None:
+                self.last_id = event_id
+            if retry is not None:
+                self.retry_ms = retry
+            if event == b"connect" or (comment and self.ready_on_comment):
                 if not self.connected:
-                    self.connected = True
-                    self.connect_ms = (time.perf_counter() - self.t0) * 1000
-                    if not self.ready.done():
-                        self.ready.set_result("ok")
-            else:
-                self.record.on_event(self.index, event, payload)
+                    self._connected(payload)
+            elif payload or event != b"message":
+                seq = self.record.on_event(self.index, event, payload)
+                if seq >= 0:
+                    self.seqs.append(seq)
+                    self.last_at = time.perf_counter()
+                    if self._enough is not None:
+                        self._check()
+                elif event == b"reset":
+                    self.resets += 1
             end = buf.find(b"\n\n")
         self.buf = buf
-        if len(self.buf) > 1 << 20:
+        if self.chunks is not None and self.chunks.ended:
+            # The response is over (a drain, a turned-away stream): a
+            # browser reconnects now, whether the connection stays or not.
+            self.closed_at = time.perf_counter()
+            self._fail("closed")
+        elif len(self.buf) > 1 << 20:
             self._fail("event larger than 1 MiB")
+
+    def _connected(self, payload: bytes) -> None:
+        self.connected = True
+        self.connected_at = time.perf_counter()
+        self.connect_ms = (self.connected_at - self.t0) * 1000
+        self.connect_data = payload
+        if not self.ready.done():
+            self.ready.set_result("ok")
+        self._check()
 
     def _fail(self, why: str) -> None:
         if not self.ready.done():
@@ -389,16 +530,133 @@ class SSEStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.closed_at:
+            self.closed_at = time.perf_counter()
         if not self.ready.done():
             self.ready.set_result("closed")
+        self._check()
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
 
+class TLSClient(asyncio.Protocol):
+    """
+    TLS under another protocol (an L{SSEStream} or a L{PostClient}), with
+    memory BIOs: unlike the event loop's own TLS, it can resume a given
+    session (C{session}), as a browser reconnecting after a restart does
+    with the ticket it was given.  L{handshake} fires when the handshake is
+    done (or failed); the inner protocol's transport is then this one.
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        context: ssl.SSLContext,
+        hostname: str,
+        session: ssl.SSLSession | None = None,
+    ) -> None:
+        self.inner = inner
+        inner.tls = self
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self._in, self._out, server_hostname=hostname, session=session)
+        self.transport: asyncio.Transport | None = None
+        self.done = False
+        self.handshake: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The session to resume next time (TLS 1.3: once a ticket came)."""
+        return self.tls.session
+
+    @property
+    def session_reused(self) -> bool:
+        return bool(self.tls.session_reused)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._shake()
+
+    def _flush(self) -> None:
+        data = self._out.read()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def _shake(self) -> None:
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (ssl.SSLError, OSError) as e:
+            self._flush()
+            if not self.handshake.done():
+                self.handshake.set_result(f"TLS: {e}")
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._flush()
+        self.done = True
+        if not self.handshake.done():
+            self.handshake.set_result("ok")
+        self.inner.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._in.write(data)
+        if not self.done:
+            self._shake()
+            if not self.done:
+                return
+        chunks = []
+        while True:
+            try:
+                chunk = self.tls.read(1 << 16)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                break
+            except ssl.SSLError:
+                if self.transport is not None:
+                    self.transport.abort()
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self._flush()
+        if chunks:
+            self.inner.data_received(b"".join(chunks))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.handshake.done():
+            self.handshake.set_result("closed")
+        self.inner.connection_lost(exc)
+
+    # The inner protocol's transport.
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.tls.write(data)
+        except ssl.SSLError:
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._flush()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class PostClient(asyncio.Protocol):
     """A keep-alive HTTP/1.1 client for C{POST /webNotification}, one request at a time."""
+
+    tls: TLSClient | None = None
 
     def __init__(self, path: bytes, host: bytes) -> None:
         self.prefix = (
@@ -416,10 +674,14 @@ class PostClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def post(self, body: bytes) -> asyncio.Future[tuple[int, bytes]]:
+    def post(self, body: bytes, prefix: bytes | None = None) -> asyncio.Future[tuple[int, bytes]]:
+        """
+        POST C{body}; C{prefix} is the request up to C{Content-Length: }
+        when it is not the client's own (another path or headers).
+        """
         assert self.transport is not None and self.waiter is None
         self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(self.prefix + b"%d\r\n\r\n" % len(body) + body)
+        self.transport.write((prefix or self.prefix) + b"%d\r\n\r\n" % len(body) + body)
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
@@ -473,6 +735,19 @@ class PostClient(asyncio.Protocol):
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
 
+def tls_context(ca: str | None) -> ssl.SSLContext:
+    """
+    The client side of an https benchmark: certificates checked against
+    C{ca} (a file) when given, else not checked at all (a loopback server
+    with a development certificate; its cost is the same).
+    """
+    context = ssl.create_default_context(cafile=ca)
+    if not ca:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
@@ -496,19 +771,26 @@ class Bench:
     def __init__(self, opt: argparse.Namespace) -> None:
         self.opt = opt
         url = urlsplit(opt.url)
-        if url.scheme != "http":
-            raise SystemExit("loadgen: only http:// URLs are supported")
+        if url.scheme not in ("http", "https"):
+            raise SystemExit("loadgen: only http:// and https:// URLs are supported")
         self.host = url.hostname or "127.0.0.1"
         if not is_loopback(self.host) and not opt.allow_remote:
             raise SystemExit(
                 f"loadgen: refusing non-loopback target {self.host} (use --allow-remote for a host of your own)"
             )
         self.connect_host = "127.0.0.1" if self.host == "localhost" else self.host
-        self.port = url.port or 80
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.tls_context: ssl.SSLContext | None = None
+        if url.scheme == "https":
+            self.tls_context = tls_context(getattr(opt, "ca", None))
+        self.nchan = getattr(opt, "publish_style", "form") == "nchan"
+        self.ready_on_comment = getattr(opt, "ready", "event") == "comment"
         self.base = url.path.rstrip("/")
         self.host_header = url.netloc.encode("idna")
         self.record = Record(opt.event.encode())
         self.streams: list[SSEStream] = []
+        #: When each notification published by L{publish_each} was answered 2xx.
+        self.answered: dict[int, float] = {}
         self.pid = opt.pid or None
         src = opt.src_ips
         v4_loopback = re.match(r"^127\.\d+\.\d+\.\d+$", self.connect_host) is not None
@@ -522,16 +804,39 @@ class Bench:
     def _local(self, i: int) -> tuple[str, int] | None:
         return (self.sources[i % len(self.sources)], 0) if self.sources else None
 
-    def _sse_request(self, user: str) -> bytes:
+    async def _dial(
+        self,
+        protocol: Any,
+        local: tuple[str, int] | None,
+        timeout: float,
+        session: ssl.SSLSession | None = None,
+    ) -> None:
+        """
+        Connect C{protocol} to the server from C{local}, over TLS (resuming
+        C{session} when given) for an https URL.
+        """
+        loop = asyncio.get_running_loop()
+        context = self.tls_context
+        factory: Callable[[], asyncio.Protocol] = lambda: protocol  # noqa: E731
+        if context is not None:
+            wrapped = TLSClient(protocol, context, self.connect_host, session)
+            factory = lambda: wrapped  # noqa: E731
+        await asyncio.wait_for(
+            loop.create_connection(factory, self.connect_host, self.port, local_addr=local),
+            timeout=timeout,
+        )
+
+    def _sse_request(self, user: str, last_id: bytes | None = None) -> bytes:
         if self.opt.mode == "cookie":
             path = f"{self.base}/sse"
             cookie = f"Cookie: {self.opt.cookie}={quote(user, safe='')}\r\n"
         else:
             path = f"{self.base}/sse/{quote(user, safe='')}"
             cookie = ""
+        resume = f"Last-Event-ID: {last_id.decode('latin-1')}\r\n" if last_id else ""
         return (
             f"GET {path} HTTP/1.1\r\nHost: {self.host_header.decode()}\r\n"
-            f"Accept: text/event-stream\r\nCache-Control: no-cache\r\n{cookie}\r\n"
+            f"Accept: text/event-stream\r\nCache-Control: no-cache\r\n{cookie}{resume}\r\n"
         ).encode()
 
     def _time_left(self, limit: float) -> float:
@@ -540,7 +845,7 @@ class Bench:
     # -- connect ------------------------------------------------------------
 
     async def connect(self) -> dict[str, Any]:
-        opt, loop = self.opt, asyncio.get_running_loop()
+        opt = self.opt
         rss_before = server_rss_kb(self.pid)
         meter = Meter(self.pid)
         failures: dict[str, int] = {}
@@ -552,18 +857,15 @@ class Bench:
             for i in indices:
                 if time.monotonic() > phase_end or not alive(self.pid):
                     return
-                stream = SSEStream(i, self.record, self._sse_request(f"{opt.user_prefix}{i}"))
+                stream = SSEStream(
+                    i,
+                    self.record,
+                    self._sse_request(f"{opt.user_prefix}{i}"),
+                    self.ready_on_comment,
+                )
                 self.streams.append(stream)
                 try:
-                    await asyncio.wait_for(
-                        loop.create_connection(
-                            lambda: stream,  # noqa: B023 (awaited in this iteration)
-                            self.connect_host,
-                            self.port,
-                            local_addr=self._local(i),
-                        ),
-                        timeout=max(0.1, phase_end - time.monotonic()),
-                    )
+                    await self._dial(stream, self._local(i), max(0.1, phase_end - time.monotonic()))
                     why = await asyncio.wait_for(
                         stream.ready, timeout=max(0.1, phase_end - time.monotonic())
                     )
@@ -616,21 +918,35 @@ class Bench:
     def _body(self, seq: int) -> bytes:
         user = f"{self.opt.user_prefix}{self.record.target[seq]}"
         data = '{"s":%d,"t":%.3f,"pad":"benchmark notification"}' % (seq, time.time() * 1000)
+        if self.nchan:
+            return data.encode()
         return (
             "id=" + quote(f"{self.opt.event}_{user}", safe="") + "&data=" + quote(data, safe="")
         ).encode()
 
+    def _prefix(self, seq: int) -> bytes | None:
+        """
+        The request up to C{Content-Length: } for an Nchan-style publish
+        (C{POST /pub/<user>}, the JSON data as the body, the event name in
+        C{X-EventSource-Event}, as the shared harness's C{load.js} sends
+        it); L{None} for our own form publish.
+        """
+        if not self.nchan:
+            return None
+        user = quote(f"{self.opt.user_prefix}{self.record.target[seq]}", safe="")
+        return (
+            f"POST {self.base}/pub/{user} HTTP/1.1\r\nHost: {self.host_header.decode()}\r\n"
+            f"X-EventSource-Event: {self.opt.event}\r\nAccept: application/json\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+
     async def _client(self, i: int) -> PostClient:
-        loop = asyncio.get_running_loop()
-        _, client = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: PostClient(f"{self.base}/webNotification".encode(), self.host_header),
-                self.connect_host,
-                self.port,
-                local_addr=self._local(i + 7),
-            ),
-            timeout=10,
-        )
+        client = PostClient(f"{self.base}/webNotification".encode(), self.host_header)
+        await self._dial(client, self._local(i + 7), 10)
+        if client.tls is not None:
+            why = await asyncio.wait_for(client.tls.handshake, timeout=10)
+            if why != "ok":
+                raise ConnectionError(why)
         return client
 
     async def _drain(self, expected: Callable[[], int], timeout: float) -> bool:
@@ -661,7 +977,7 @@ class Bench:
                 if client is not None:
                     stats["reconnects"] += 1
                 client = await self._client(client_index)
-            body = self._body(seq)
+            body, prefix = self._body(seq), self._prefix(seq)
             seqs.append(seq)
             t = time.perf_counter()
             if due is not None:
@@ -669,7 +985,7 @@ class Bench:
             rec.sent[seq] = t
             try:
                 status, reply = await asyncio.wait_for(
-                    client.post(body), timeout=max(0.1, end - time.monotonic())
+                    client.post(body, prefix), timeout=max(0.1, end - time.monotonic())
                 )
             except asyncio.TimeoutError:
                 status, reply = 0, b"timeout"
@@ -680,7 +996,9 @@ class Bench:
             if 200 <= status < 300:
                 stats["accepted"] += 1
                 m = _DELIVERED.search(reply)
-                if m and int(m.group(1)) == 0 and self.delivered_counts:
+                if self.delivered_counts and (
+                    (m and int(m.group(1)) == 0) or (self.nchan and status == 202)
+                ):
                     stats["undelivered"] += 1
             else:
                 stats["errors"] += 1
@@ -828,6 +1146,325 @@ class Bench:
             "rss_kb": server_rss_kb(self.pid),
         }
 
+    # -- the reconnect storm (bench/storm.py) --------------------------------
+
+    async def publish_each(
+        self, per_user: int, outcomes: dict[int, str], timeout: float = 300
+    ) -> dict[str, Any]:
+        """
+        Publish C{per_user} notifications to the user of every stream, in
+        rounds, each user's on the same keep-alive client (C{--k} of them)
+        so that they are recorded in the order they were sent.  Sets
+        C{outcomes[seq]}: C{"ok"} (answered 2xx), C{"refused"} (answered
+        otherwise, or not sent: no connection), C{"uncertain"} (sent, no
+        answer: it may or may not have been recorded).
+        """
+        opt, rec = self.opt, self.record
+        meter = Meter(self.pid)
+        end = time.monotonic() + self._time_left(timeout)
+        users = [s.index for s in self.streams]
+        counts = {"ok": 0, "refused": 0, "uncertain": 0}
+        kinds: dict[str, int] = {}
+        k = max(1, min(opt.k, len(users)))
+
+        async def client(c: int) -> None:
+            mine = users[c::k]
+            post: PostClient | None = None
+            for _ in range(per_user):
+                for user in mine:
+                    seq = rec.new(user)
+                    status, why = 0, "not sent"
+                    if time.monotonic() < end:
+                        if post is None or post.lost:
+                            try:
+                                post = await self._client(100 + c)
+                            except (OSError, asyncio.TimeoutError) as e:
+                                post, why = None, type(e).__name__
+                        if post is not None:
+                            rec.sent[seq] = time.perf_counter()
+                            try:
+                                status, reply = await asyncio.wait_for(
+                                    post.post(self._body(seq), self._prefix(seq)), timeout=10
+                                )
+                                why = f"http {status}" if status else "no answer"
+                            except asyncio.TimeoutError:
+                                post.close()
+                                post.lost, post.waiter, why = True, None, "no answer"
+                    if 200 <= status < 300:
+                        outcome = "ok"
+                        self.answered[seq] = time.perf_counter()
+                    else:
+                        outcome = "uncertain" if why == "no answer" else "refused"
+                        kinds[why] = kinds.get(why, 0) + 1
+                    outcomes[seq] = outcome
+                    counts[outcome] += 1
+            if post is not None:
+                post.close()
+
+        await asyncio.gather(*(client(c) for c in range(k)))
+        return {
+            "per_user": per_user,
+            "users": len(users),
+            "accepted": counts["ok"],
+            "refused": counts["refused"],
+            "uncertain": counts["uncertain"],
+            "not_accepted_kinds": kinds,
+            **meter.stop(),
+        }
+
+    async def wait_delivered(self, count: int, timeout: float) -> bool:
+        """Wait until C{count} notifications arrived since L{Record.begin}."""
+        return await self._drain(lambda: count, timeout)
+
+    async def wait_quiet(self, timeout: float = 10, window: float = 0.5) -> float:
+        """
+        Wait until the server (C{--pid}) used no CPU for C{window} s (it has
+        seen the streams dropped, its garbage collected), at most
+        C{timeout} s; how long it took.
+        """
+        t0 = time.monotonic()
+        end = t0 + self._time_left(timeout)
+        before = server_cpu_s(self.pid)
+        while before is not None and time.monotonic() < end:
+            await asyncio.sleep(window)
+            now = server_cpu_s(self.pid)
+            if now is None or now == before:
+                break
+            before = now
+        return round(time.monotonic() - t0, 3)
+
+    async def wait_closed(self, timeout: float) -> int:
+        """Wait until every stream is closed (a drain); how many are still open."""
+        end = time.monotonic() + self._time_left(timeout)
+        while time.monotonic() < end and any(not s.closed for s in self.streams):
+            await asyncio.sleep(0.05)
+        return sum(1 for s in self.streams if not s.closed)
+
+    async def storm(
+        self,
+        outcomes: dict[int, str],
+        mode: str = "all",
+        window: float = 0.0,
+        drained: bool = False,
+        caps: dict[str, int | None] | None = None,
+        timeout: float = 180,
+        settle: float = 0.5,
+        replay_wait: float = 10,
+    ) -> dict[str, Any]:
+        """
+        Reconnect every stream with the last event id it got, as browsers
+        do after their C{retry:}, and check each replay.
+
+        C{mode} C{"all"}: every client at once (the worst case).  C{"retry"}:
+        each when its browser would, relative to the first: after a drain
+        (C{drained}), at the moment its stream was ended plus the C{retry:}
+        the drain gave it; otherwise spread evenly at random over
+        C{window} seconds.
+
+        A stream has reopened with a complete replay when its C{connect}
+        event says C{"replay": "complete"} (unless the server sends no
+        C{connect}: Nchan), no C{reset} came, and the notifications that
+        followed are exactly those published to its user and answered 2xx
+        that it had not seen, in the order published: nothing lost, doubled
+        or misrouted.  (One sent without an answer, C{"uncertain"} in
+        C{outcomes}, may be there or not.)  Clients the server ends without
+        a C{connect} event (200, a C{retry:}, the end: turned away) are
+        counted by that C{retry:}: 30 s or more is a cap
+        (C{limits.streamsPerUser}, C{streamsPerAddress}, C{streams}).  After
+        the storm, the open streams per client address and in all are
+        checked against C{caps} (C{"streamsPerAddress"}, C{"streams"}).
+
+        The time runs from the first reconnect to the last stream replayed;
+        the server's CPU (C{--pid}) over the same time, per reconnect.  A
+        replay is written with the C{connect} event: a stream still short of
+        notifications C{replay_wait} seconds after its C{connect} is not
+        waited for longer.
+        """
+        rec = self.record
+        sent_to: dict[int, list[int]] = {}
+        for seq, outcome in sorted(outcomes.items()):
+            if outcome != "refused":
+                sent_to.setdefault(rec.target[seq], []).append(seq)
+        plans = []
+        skipped = 0
+        for old in self.streams:
+            if not old.connected or not old.last_id:
+                skipped += 1
+                continue
+            seen = set(old.seqs)
+            pubs = sent_to.get(old.index, [])
+            plans.append(
+                {
+                    "old": old,
+                    "live_in_order": old.seqs == [q for q in pubs if q in seen],
+                    "expected": [q for q in pubs if q not in seen and outcomes[q] == "ok"],
+                    "uncertain": {q for q in pubs if q not in seen and outcomes[q] != "ok"},
+                    "offset": 0.0,
+                }
+            )
+        if mode == "retry":
+            if drained and all(p["old"].closed_at and p["old"].retry_ms for p in plans):
+                moments = [p["old"].closed_at + p["old"].retry_ms / 1000 for p in plans]
+                first = min(moments, default=0.0)
+                for p, moment in zip(plans, moments, strict=True):
+                    p["offset"] = moment - first
+            else:
+                for p in plans:
+                    p["offset"] = random.uniform(0, window)
+        new: dict[int, SSEStream] = {}
+        failures: dict[str, int] = {}
+        turned_away: dict[str, int] = {}
+        end = time.monotonic() + self._time_left(timeout)
+        split0 = server_cpu_split(self.pid)
+        drops0 = listen_drops()
+        meter = Meter(self.pid)
+        t0 = time.perf_counter()
+
+        async def reconnect(plan: dict[str, Any]) -> None:
+            if plan["offset"]:
+                await asyncio.sleep(plan["offset"])
+            old: SSEStream = plan["old"]
+            i = old.index
+            stream = SSEStream(
+                i,
+                rec,
+                self._sse_request(f"{self.opt.user_prefix}{i}", old.last_id),
+                self.ready_on_comment,
+            )
+            new[i] = stream
+            replayed = stream.expect(len(plan["expected"]))
+            session = old.tls.session if old.tls is not None else None
+            try:
+                await self._dial(stream, self._local(i), max(0.1, end - time.monotonic()), session)
+                why = await asyncio.wait_for(stream.ready, timeout=max(0.1, end - time.monotonic()))
+            except (OSError, asyncio.TimeoutError) as e:
+                why = type(e).__name__
+                stream.close()
+            if why == "closed" and stream.status == 200:
+                retry = stream.retry_ms or 0
+                kind = "cap (retry >= 30 s)" if retry >= 30_000 else f"retry {retry} ms"
+                turned_away[kind] = turned_away.get(kind, 0) + 1
+            elif why != "ok":
+                if why == "closed":
+                    why = _closed_when(stream)
+                failures[why] = failures.get(why, 0) + 1
+            else:
+                left = min(replay_wait, end - time.monotonic())
+                try:
+                    await asyncio.wait_for(replayed, timeout=max(0.1, left))
+                except asyncio.TimeoutError:
+                    why = f"replay short {replay_wait:g} s after connect"
+                    failures[why] = failures.get(why, 0) + 1
+
+        await asyncio.gather(*(reconnect(p) for p in plans))
+        resources = meter.stop()
+        split1 = server_cpu_split(self.pid)
+        drops1 = listen_drops()
+        if split0 is not None and split1 is not None:
+            resources["server_user_s"] = round(split1[0] - split0[0], 3)
+            resources["server_system_s"] = round(split1[1] - split0[1], 3)
+        if drops0 is not None and drops1 is not None:
+            resources["listen_queue"] = {k: drops1[k] - drops0[k] for k in drops0}
+        await asyncio.sleep(self._time_left(settle))  # anything more (doubled) shows now
+
+        counts = {"complete": 0, "truncated": 0, "wrong": 0}
+        wrong = {"lost": 0, "doubled": 0, "misrouted": 0, "out_of_order": 0, "unexpected": 0}
+        replayed_total = uncertain_replayed = live_gaps = resumed = tls_streams = 0
+        times: list[float] = []
+        done: list[float] = []
+        per_source: dict[str, int] = {}
+        lost_seqs: list[int] = []
+        for p in plans:
+            old = p["old"]
+            stream = new[old.index]
+            if not p["live_in_order"]:
+                live_gaps += 1
+            if not stream.connected:
+                continue
+            if stream.tls is not None:
+                tls_streams += 1
+                resumed += stream.tls.session_reused
+            if not stream.closed:
+                local = self._local(old.index)
+                source = local[0] if local else self.connect_host
+                per_source[source] = per_source.get(source, 0) + 1
+            got = stream.seqs
+            replayed_total += len(got)
+            seen = set(old.seqs)
+            expected = p["expected"]
+            uncertain = p["uncertain"]
+            doubled = sum(1 for q in got if q in seen) + len(got) - len(set(got))
+            misrouted = sum(1 for q in got if rec.target[q] != old.index)
+            unexpected = sum(
+                1 for q in set(got) if q not in seen and q not in uncertain and q not in expected
+            )
+            lost = len(set(expected) - set(got))
+            if lost:
+                lost_seqs.extend(sorted(set(expected) - set(got)))
+            certain = [q for q in got if q not in uncertain]
+            uncertain_replayed += len(got) - len(certain)
+            out_of_order = int(
+                not (lost or doubled or misrouted or unexpected) and certain != expected
+            )
+            flagged = self.ready_on_comment or b'"replay": "complete"' in stream.connect_data
+            if doubled or misrouted or unexpected or lost or out_of_order:
+                counts["wrong"] += 1
+                for name, value in (
+                    ("lost", lost),
+                    ("doubled", doubled),
+                    ("misrouted", misrouted),
+                    ("out_of_order", out_of_order),
+                    ("unexpected", unexpected),
+                ):
+                    wrong[name] += value
+            elif not flagged or stream.resets:
+                counts["truncated"] += 1
+            else:
+                counts["complete"] += 1
+            if stream.done_at:
+                times.append((stream.done_at - stream.t0) * 1000)
+                done.append(stream.done_at)
+        attempts = len(plans)
+        reopened = sum(1 for p in plans if new[p["old"].index].connected)
+        caps = caps or {}
+        past = []
+        per_address = caps.get("streamsPerAddress")
+        if per_address is not None and per_source and max(per_source.values()) > per_address:
+            past.append(f"{max(per_source.values())} streams from one address > {per_address}")
+        total_cap = caps.get("streams")
+        open_now = sum(per_source.values())
+        if total_cap is not None and open_now > total_cap:
+            past.append(f"{open_now} streams open > {total_cap}")
+        return {
+            "mode": mode,
+            "reconnects": attempts,
+            "without_last_id": skipped,
+            "reopened": reopened,
+            "complete": counts["complete"],
+            "truncated": counts["truncated"],
+            "wrong": counts["wrong"],
+            **wrong,
+            "turned_away": turned_away,
+            "failures": failures,
+            "notifications_missed": sum(len(p["expected"]) for p in plans),
+            "notifications_replayed": replayed_total,
+            "uncertain_replayed": uncertain_replayed,
+            "live_out_of_order": live_gaps,
+            "time_s": round(max(done) - t0, 3) if done else None,
+            "spread_s": round(max((p["offset"] for p in plans), default=0.0), 3),
+            "per_stream_ms": summary(times, 1),
+            "open_at_end": open_now,
+            "most_from_one_address": max(per_source.values(), default=0),
+            "addresses": len(per_source),
+            "caps": caps,
+            "past_a_cap": past,
+            "lost_seqs": sorted(lost_seqs),
+            "tls_resumed": resumed if tls_streams else None,
+            "tls_streams": tls_streams or None,
+            **resources,
+            "server_cpu_us_per_reconnect": _per(resources["server_cpu_s"], attempts),
+        }
+
     async def run(self) -> dict[str, Any]:
         opt = self.opt
         phases = [p.strip() for p in opt.phases.split(",") if p.strip()]
@@ -875,6 +1512,16 @@ class Bench:
         return out
 
 
+def _closed_when(stream: SSEStream) -> str:
+    """When a stream that never opened was closed: in its TLS handshake, before an answer, or after."""
+    if stream.tls is not None and not stream.tls.done:
+        result = stream.tls.handshake.result() if stream.tls.handshake.done() else "closed"
+        return f"closed in the TLS handshake ({result})"
+    if not stream.status:
+        return "closed before an answer"
+    return f"closed after http {stream.status}"
+
+
 def _per(cpu_s: float | None, count: int) -> float | None:
     return None if cpu_s is None else round(cpu_s * 1e6 / max(1, count), 1)
 
@@ -882,7 +1529,8 @@ def _per(cpu_s: float | None, count: int) -> float | None:
 def options(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(), prog="loadgen")
     a = p.add_argument
-    a("--url", default="http://127.0.0.1:3000", help="base URL of the server (http only)")
+    a("--url", default="http://127.0.0.1:3000", help="base URL of the server (http or https)")
+    a("--ca", help="https: CA file to check the server's certificate (default: not checked)")
     a("--pid", type=int, default=0, help="server PID, for RSS and CPU from /proc")
     a("--n", type=int, default=1000, help="streams (one user each)")
     a("--phases", default="connect,latency,burst,idle")
@@ -921,6 +1569,18 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     a("--cookie", default="userID", help="cookie name for --mode cookie")
     a("--user-prefix", default="u")
+    a(
+        "--publish-style",
+        choices=["form", "nchan"],
+        default="form",
+        help="POST /webNotification (form), or POST /pub/<user> with the JSON body (Nchan)",
+    )
+    a(
+        "--ready",
+        choices=["event", "comment"],
+        default="event",
+        help="a stream is ready at its connect event, or at its first comment (Nchan)",
+    )
     a("--event", default="notify")
     a("--max-total", type=float, default=900, help="s, hard limit for the whole run")
     a("--allow-remote", action="store_true", help="allow a non-loopback host (your own)")

@@ -18,6 +18,13 @@ server is stopped by its own PID (SIGTERM, then SIGKILL after 10 s).
 Example (from the checkout)::
 
     python bench/local.py --n 1000 --json bench/results/local-1000.json
+
+C{--held N} starts each server from a full history instead of an empty
+one: a journal of N notifications of C{--held-users} users written by
+C{bench/journal.py} into its C{sse.history.dir}, loaded at start-up as a
+restarted server loads its own (the "history full" mode)::
+
+    python bench/local.py --n 5000 --phases connect --heartbeat 0 --held 500000
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import journal  # noqa: E402
 import loadgen  # noqa: E402
 from report import table  # noqa: E402
 
@@ -83,29 +91,94 @@ def stop_process(p: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None
         p.wait(10)
 
 
-class LocalServer:
-    """One C{twistd -n notificator} on a free loopback port, in a temporary config dir."""
+def answers(port: int) -> bool:
+    """
+    Whether the server on C{port} answers HTTP (C{GET /health}): it is
+    ready.  Its port accepts connections before that, while it still loads
+    its history (twistd binds the listeners first), and the phases must not
+    count that load as the cost of opening streams.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.settimeout(1)
+            s.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            head = b""
+            while len(head) < 5:
+                more = s.recv(5 - len(head))
+                if not more:
+                    break
+                head += more
+            return head == b"HTTP/"
+    except OSError:
+        return False
 
-    def __init__(self, opt: argparse.Namespace, heartbeat: float, tag: str, workdir: str) -> None:
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """C{over} merged into C{base} key by key (as the config files merge)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class LocalServer:
+    """
+    One C{twistd -n notificator} on a free loopback port, in a temporary
+    config dir, with its history on disk in that dir (C{history/}: it
+    survives L{restart}, as in production) and its logs there too.
+
+    @param extra: more C{local.json} keys, merged over the run's own.
+    @param listen: the C{--listen} description (default: plain TCP on
+        127.0.0.1 and the port).
+    """
+
+    def __init__(
+        self,
+        opt: argparse.Namespace,
+        heartbeat: float,
+        tag: str,
+        workdir: str,
+        extra: dict[str, Any] | None = None,
+        listen: str | None = None,
+    ) -> None:
         self.port = opt.port or free_port()
         self.dir = os.path.join(workdir, tag)
-        conf = os.path.join(self.dir, "conf")
+        self.conf = conf = os.path.join(self.dir, "conf")
         logdir = os.path.join(self.dir, "log")
         os.makedirs(conf)
         os.makedirs(logdir)
         for name in os.listdir(os.path.join(opt.project, "conf")):
             if name.endswith(".json"):
                 shutil.copy(os.path.join(opt.project, "conf", name), conf)
-        local = {
-            "sse": {"heartbeat": heartbeat > 0, "heartbeatInterval": heartbeat or 55},
+        self.held: dict[str, Any] | None = None
+        # Not the checkout's var/history: each run its own, from empty (or
+        # from the journal --held writes), surviving restart() as in production.
+        history_dir = os.path.join(self.dir, "history")
+        history: dict[str, Any] = {"dir": history_dir}
+        # bench/storm.py's options have no history of their own.
+        max_bytes = getattr(opt, "history_max_bytes", None)
+        if max_bytes is not None:
+            history["maxBytes"] = max_bytes
+        held = getattr(opt, "held", 0)
+        if held:
+            users = min(opt.held_users, held)
+            self.held = journal.write(history_dir, users, -(-held // users))
+        self.local: dict[str, Any] = {
+            "sse": {
+                "heartbeat": heartbeat > 0,
+                "heartbeatInterval": heartbeat or 55,
+                "history": history,
+            },
             "server": {"log": {"dir": logdir, "level": opt.log_level}},
             # The load generator publishes from 127.0.0.1-127.0.0.4.
             "publish": {"allow": ["127.0.0.0/8"]},
             # Every stream comes from one of those few addresses.
             "limits": {"streamsPerUser": 1000, "streamsPerAddress": None},
         }
-        with open(os.path.join(conf, "local.json"), "w", encoding="utf-8") as f:
-            json.dump(local, f)
+        self.configure(extra or {})
         self.log_path = os.path.join(self.dir, "twistd.log")
         self.command = (opt.twistd.split() if opt.twistd else default_twistd()) + [
             "-n",
@@ -114,12 +187,18 @@ class LocalServer:
             "--config",
             conf,
             "--listen",
-            f"tcp:{self.port}:interface=127.0.0.1",
+            listen or f"tcp:{self.port}:interface=127.0.0.1",
         ]
         if opt.env:
             self.command += ["--env", opt.env]
         self.cpu = opt.server_cpu
         self.process: subprocess.Popen[bytes] | None = None
+
+    def configure(self, extra: dict[str, Any]) -> None:
+        """Merge C{extra} into C{local.json}, for the next start."""
+        self.local = merged(self.local, extra)
+        with open(os.path.join(self.conf, "local.json"), "w", encoding="utf-8") as f:
+            json.dump(self.local, f)
 
     def start(self, timeout: float = 30.0) -> None:
         cpu = self.cpu
@@ -128,7 +207,8 @@ class LocalServer:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
 
-        with open(self.log_path, "wb") as out:
+        # Appended to: a restarted server's output follows the first one's.
+        with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
                 self.command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT, preexec_fn=pin
             )
@@ -138,11 +218,9 @@ class LocalServer:
                 raise SystemExit(
                     f"local: server exited {self.process.returncode}; see {self.log_path}"
                 )
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            if answers(self.port):
                 return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         self.stop()
         raise SystemExit(f"local: server did not listen on {self.port} within {timeout} s")
 
@@ -153,6 +231,20 @@ class LocalServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+    def terminate(self) -> None:
+        """SIGTERM, as an operator stops it (it drains), without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to C{timeout} s for it to exit; its exit status, or None."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def log_lines(self, pattern: str) -> int:
         try:
@@ -211,6 +303,8 @@ def run_one(
     finally:
         server.stop()
     result["server_command"] = server.command
+    if opt.held:
+        result["held_journal"] = server.held
     result["server_log_lines"] = server.log_lines(r".")
     return result
 
@@ -250,6 +344,19 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         help="heartbeat interval (s) of the hb run; 0 skips that run",
     )
     a("--phases", default="connect,latency,burst,idle", help="phases of the main run")
+    a(
+        "--held",
+        type=int,
+        default=0,
+        help="start each server from a journal of this many notifications (0: an empty history)",
+    )
+    a("--held-users", type=int, default=5000, help="users the --held notifications are for (5000)")
+    a(
+        "--history-max-bytes",
+        type=int,
+        default=None,
+        help="sse.history.maxBytes for the run (default: as shipped)",
+    )
     a("--project", default=PROJECT, help="checkout whose conf/ to use (default: this one)")
     a("--twistd", default="", help="twistd command (default: the one beside this Python)")
     a("--env", default="", help="config environment (--env of twistd notificator)")
@@ -280,6 +387,7 @@ def pin(opt: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     opt = options(argv)
+    journal.checkout_first()
     raise_fd_limit(opt.n)
     workdir = tempfile.mkdtemp(prefix="notificator-bench-")
     try:

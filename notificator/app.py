@@ -35,9 +35,7 @@ from notificator import auth, config, metrics, pidlock
 from notificator.broker import Broker
 from notificator.broker.local import LocalBroker
 from notificator.history import HistoryFile, Journal
-from notificator.http.publish import PublishGate
-from notificator.http.site import AccessLogSite, serve_http
-from notificator.http.tree import build_resource
+from notificator.http.site import Site, make_site
 from notificator.hub import Hub
 from notificator.services import ThreadPoolService
 from notificator.stats import Stats
@@ -124,10 +122,10 @@ def build_core(
         broker = LocalBroker(hub, stats, reactor, cfg.sse.history, journal, node=node)
     else:
         # Imported only here: txredisapi imports the reactor.
-        from notificator.broker.redis import RedisBroker
+        from notificator.broker.redis import build_broker
 
         try:
-            broker = RedisBroker(hub, stats, reactor, cfg.cluster, cfg.sse.history, node)
+            broker = build_broker(hub, stats, reactor, cfg.cluster, cfg.sse.history, node)
         except ValueError as e:  # cluster.ca unreadable
             raise SystemExit(f"notificator: configuration error: {e}")
         collectors.append(broker.collector())
@@ -157,7 +155,7 @@ def build_site(
     activity: Logger = _default_activity,
     parent: MultiService | None = None,
     access_file: Callable[[str], Any] | None = None,
-) -> AccessLogSite:
+) -> Site:
     """
     Build the site that serves C{core}: the resource tree, the publish
     gate and the guard asked before a request's body is read, the request
@@ -178,32 +176,15 @@ def build_site(
     """
     if parent is None:
         parent = MultiService()
-    gate = PublishGate(core.guard, core.stats, activity, cfg.sse.cors)
-    resource = build_resource(
-        core.hub,
-        core.broker,
-        core.stats,
+    return make_site(
         cfg,
         reactor,
-        core.registry,
-        activity=activity,
+        activity,
+        parent,
+        hub=core.hub,
+        broker=core.broker,
+        stats=core.stats,
         guard=core.guard,
-        gate=gate,
+        registry=core.registry,
+        access_file=access_file,
     )
-    site = AccessLogSite(
-        resource,
-        cfg.server.log_dir,
-        reactor,
-        monitor_polls=cfg.monitor.access_log,
-        # (Through a worker's pipe, the supervisor removes old files.)
-        keep_days=cfg.server.log_keep_days if access_file is None else 0,
-        open_file=access_file,
-    )
-    site.displayTracebacks = False
-    # Read by the requests (notificator.http.request.StockRequest): the
-    # client behind trusted proxies, and refused publishers answered before
-    # their body is read.
-    site.guard = core.guard
-    site.publish_gate = gate
-    serve_http(site, cfg, reactor, core.stats, activity, parent)
-    return site

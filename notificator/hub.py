@@ -4,7 +4,7 @@ The Hub: who is connected (user id -> open streams), and fan-out.
 
 It knows users and streams, not HTTP, and not where a notification came
 from (that is the broker's, L{notificator.broker}): a stream is anything
-with a C{user_id}, C{send(frame) -> bool} and C{close()}.  A frame is
+with a C{user_id}, C{send(frame) -> bool} and C{close()} (L{Stream}).  A frame is
 encoded once, by the broker, and the same bytes go to every stream of the
 user (L{Hub.deliver}).  A stream is attached together with its backlog in
 one call (L{Hub.attach}), so no notification can fall between the two.
@@ -27,9 +27,20 @@ from notificator.stats import Stats
 
 
 class Stream(Protocol):
-    """One open event stream, as the Hub sees it."""
+    """
+    One open event stream, as the Hub sees it, and as the monitor shows it
+    (L{notificator.http.monitor.user_list}).
+
+    @ivar user_id: whose notifications it receives.
+    @ivar connection_id: its number, unique within the process.
+    @ivar connected_at: when it opened (POSIX time).
+    @ivar peer: its client's address, as the logs show it.
+    """
 
     user_id: str
+    connection_id: int
+    connected_at: float
+    peer: str
 
     def send(self, frame: bytes) -> bool:
         """Write one encoded frame; C{False} if the stream is already gone."""

@@ -10,8 +10,8 @@ are the tree's own:
    stops (so tests leave no trace): the process title
    (L{ProcessTitleService}), so that C{ps}, C{top} and C{ps -ef | grep
    notificator} show the daemon by name, and the garbage collector's
-   tuning (L{GCTuningService}), so that full collections do not pause a
-   server holding many streams.
+   tuning (L{GCTuningService}, the parent of the serving part), so that
+   full collections do not pause a server holding many streams.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import gc
 from typing import Any
 
 import setproctitle
-from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -29,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from notificator.hub import Hub
+from notificator.timers import Ticker, TickerService
 
 # The namespace it had before the moves of issue 18 (the lines of the
 # services that were tap.py's): it is part of every log line, and no log
@@ -58,41 +58,6 @@ class ProcessTitleService(Service):
             self._previous = None
 
 
-class GCTuningService(Service):
-    """
-    Keep the cyclic garbage collector from pausing the server.
-
-    An open stream is a few dozen long-lived objects; with 10,000 of them a
-    full collection takes 100-150 ms here, and the default thresholds run
-    one each time the population grows by a quarter (several while streams
-    connect) and then now and again under load: a latency spike each time.
-    On start we freeze what start-up built (modules, the resource tree) out
-    of the collector's sight and make full collections ten times rarer;
-    young collections, which free per-request garbage, are unchanged.  Stop
-    restores the previous state.
-    """
-
-    FULL_COLLECTION_THRESHOLD = 100
-
-    def __init__(self) -> None:
-        self._saved: tuple[int, ...] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._saved = gc.get_threshold()
-        gc.collect()
-        gc.freeze()
-        young, middle, _ = self._saved
-        gc.set_threshold(young, middle, self.FULL_COLLECTION_THRESHOLD)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._saved is not None:
-            gc.set_threshold(*self._saved)
-            gc.unfreeze()
-            self._saved = None
-
-
 class SequentialService(MultiService):
     """
     A L{MultiService} whose children start in order and stop in reverse
@@ -119,6 +84,51 @@ def _stop_child(_: object, child: IService) -> Deferred[object] | None:
 
 def _stop_failed(failure: Failure, child: IService) -> None:
     log.failure("stopping {service} failed", failure, service=child)
+
+
+class GCTuningService(SequentialService):
+    """
+    Keep the cyclic garbage collector from pausing the server while the
+    services under it (the serving part of the tree) run.
+
+    An open stream is a few dozen long-lived objects; with 10,000 of them a
+    full collection takes 100-150 ms here, and the default thresholds run
+    one each time the population grows by a quarter (several while streams
+    connect) and then now and again under load: a latency spike each time.
+    So full collections are made ten times rarer from the start (young
+    collections, which free per-request garbage, are unchanged), and once
+    the services under it have started, what start-up built is frozen out
+    of the collector's sight: the modules, the resource tree, and the
+    history the broker loaded from disk (what it keeps for hundreds of
+    thousands of notifications is a few objects per user, but those, the
+    objects start-up left, and the young objects loading made would
+    otherwise be walked by every full collection).  Its children stop as a
+    L{SequentialService}'s do, and then the previous state is restored.
+    """
+
+    FULL_COLLECTION_THRESHOLD = 100
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._saved: tuple[int, ...] | None = None
+
+    def startService(self) -> None:
+        self._saved = gc.get_threshold()
+        young, middle, _ = self._saved
+        gc.set_threshold(young, middle, self.FULL_COLLECTION_THRESHOLD)
+        super().startService()
+        gc.collect()
+        gc.freeze()
+
+    def stopService(self) -> Deferred[None]:
+        return super().stopService().addBoth(self._restore)
+
+    def _restore(self, result: Any) -> Any:
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            gc.unfreeze()
+            self._saved = None
+        return result
 
 
 class DrainService(Service):
@@ -161,7 +171,5 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
-def _timer(interval: float, call: Any, clock: IReactorTime) -> TimerService:
-    timer = TimerService(interval, call)
-    timer.clock = clock
-    return timer
+def _timer(interval: float, call: Any, clock: IReactorTime) -> TickerService:
+    return TickerService(Ticker(call, call.__name__, clock, interval, "notificator.services"))

@@ -36,7 +36,7 @@ class Stats:
         by reason (see L{drop}).
     @ivar body_bytes: bytes of request bodies held in memory now, counted
         against C{limits.bodyMemory}
-        (L{notificator.http.request.LimitedRequest}).
+        (L{notificator.http.request.Request}).
     """
 
     __slots__ = (

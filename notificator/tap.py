@@ -573,10 +573,11 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         worker.IgnoreInterrupt().setServiceParent(root)
     app_log.setServiceParent(root)
     services.ProcessTitleService(title).setServiceParent(root)
-    services.GCTuningService().setServiceParent(root)
+    gc_tuning = services.GCTuningService()  # freezes once the history is loaded
+    gc_tuning.setServiceParent(root)
 
     serving = SequentialService()
-    serving.setServiceParent(root)
+    serving.setServiceParent(gc_tuning)
     core = build_core(cfg, reactor, node=default_node(endpoints), lock=lock)
     for service in core.services:
         service.setServiceParent(serving)
@@ -752,7 +753,7 @@ def default_node(descriptions: list[str]) -> str:
 
 
 def find(service: IService, kind: type[Any]) -> Any:
-    """The first service of type C{kind} in the tree under C{service} (tests, bench)."""
+    """The first service of type C{kind} in the tree under C{service} (tests of the tree)."""
     if isinstance(service, kind):
         return service
     for child in service if isinstance(service, MultiService) else ():

@@ -388,8 +388,19 @@ class FakeStream:
     as after its client left or it was closed; C{fail}: C{send} raises.
     """
 
-    def __init__(self, user_id: str, gone: bool = False, fail: bool = False) -> None:
+    def __init__(
+        self,
+        user_id: str,
+        gone: bool = False,
+        fail: bool = False,
+        connection_id: int = 1,
+        connected_at: float = 0.0,
+        peer: str = "127.0.0.1",
+    ) -> None:
         self.user_id = user_id
+        self.connection_id = connection_id
+        self.connected_at = connected_at
+        self.peer = peer
         self.frames: list[bytes] = []
         self.gone = gone
         self.fail = fail
@@ -673,6 +684,9 @@ def as_user(user: str, argv: list[str], untested: str) -> list[str]:
     capability but C{CAP_DAC_READ_SEARCH}: only so that it can read this
     test run's Python wherever it is installed (under root's home, say);
     it lets the user read and search any file, not write one.
+
+    Such a process runs outside coverage (L{UNMEASURED}): it could not
+    write its data where the test run's is kept.
     """
     return [
         require_tool("setpriv", "util-linux", untested),
@@ -684,8 +698,15 @@ def as_user(user: str, argv: list[str], untested: str) -> list[str]:
         "--bounding-set=-all,+dac_read_search",
         "--no-new-privs",
         "--",
+        *UNMEASURED,
         *argv,
     ]
+
+
+#: The start of a command line that runs what follows without coverage's
+#: measurement of subprocesses (C{patch = subprocess} in .coveragerc): for a
+#: process that runs as another user, who cannot write the run's data files.
+UNMEASURED = ("env", "-u", "COVERAGE_PROCESS_CONFIG", "-u", "COVERAGE_PROCESS_START")
 
 
 def owner(path: str) -> int:
@@ -1256,7 +1277,7 @@ class MemoryH2:
 
 class FastChannelSite:
     """
-    A L{Site} served as with C{server.fastChannel} but without the limits:
+    A site served as with C{server.fastChannel} but without the limits:
     L{notificator.http.request.Request} over
     L{notificator.http.fast.Channel} and its
     L{notificator.http.fast.WriteBatch}, over the core L{Parts}, on a
@@ -1266,21 +1287,15 @@ class FastChannelSite:
     """
 
     def __init__(self, debug: bool = False) -> None:
-        from functools import partial
-
-        from twisted.web.server import Site
-
-        from notificator.http.fast import WriteBatch, protocol
-        from notificator.http.request import Request
+        from notificator.http.fast import WriteBatch
+        from notificator.http.site import Site
 
         self.reactor = MemoryReactorClock()
         self.writes = WriteBatch(self.reactor)
         cfg = config_with(server={"log_level": "debug" if debug else "info"})
         self.parts = Parts(self.reactor, cfg)
         self.hub = self.parts.hub
-        self.site = Site(self.parts.resource, reactor=self.reactor)
-        self.site.requestFactory = Request
-        self.site.protocol = partial(protocol, self.writes)
+        self.site = Site(self.parts.resource, reactor=self.reactor, writes=self.writes)
         self._connections = 0
         self.sock, self.protocol, self.conn = self.connect()
 

@@ -21,8 +21,8 @@ from notificator import app, pidlock, services
 from notificator.broker.local import LocalBroker
 from notificator.events import Message
 from notificator.http import connections, fast
-from notificator.http.request import Request, StockRequest
-from notificator.http.site import AccessLogSite
+from notificator.http.request import Request
+from notificator.http.site import Site
 from tests.support import config_with, parse_frames, write_config
 
 
@@ -134,7 +134,7 @@ class BuildCoreTests(SynchronousTestCase):
 
 
 class BuildSiteTests(SynchronousTestCase):
-    def build(self, **sections: Any) -> tuple[Any, AccessLogSite, MultiService, list[Any]]:
+    def build(self, **sections: Any) -> tuple[Any, Site, MultiService, list[Any]]:
         """Core, site, the site's services (started) and its per-request lines."""
         reactor = MemoryReactorClock()
         self.reactor = reactor
@@ -149,7 +149,7 @@ class BuildSiteTests(SynchronousTestCase):
         self.addCleanup(parent.stopService)
         return core, site, parent, lines
 
-    def exchange(self, site: AccessLogSite, raw: bytes, peer: str = "127.0.0.1") -> bytes:
+    def exchange(self, site: Site, raw: bytes, peer: str = "127.0.0.1") -> bytes:
         """C{raw} on a new connection from C{peer}; what was answered."""
         from twisted.internet.address import IPv4Address
 
@@ -188,7 +188,8 @@ class BuildSiteTests(SynchronousTestCase):
         )
         self.assertFalse(site.displayTracebacks)
         self.assertEqual(site.logPath, os.path.join(cfg_dir, "access.log"))
-        self.assertEqual((site.monitor_polls, site.keep_days), (True, 7))
+        assert site.access_log is not None
+        self.assertEqual((site.monitor_polls, site.access_log.keep_days), (True, 7))
 
     def test_guard_and_gate_asked_before_the_body(self) -> None:
         """A publisher the guard refuses is answered before its body is read, and logged."""
@@ -218,8 +219,8 @@ class BuildSiteTests(SynchronousTestCase):
             [watcher] = [c for c in children if isinstance(c, connections.Connections)]
             self.assertEqual(watcher.cap, 7)
             self.assertEqual(len(batches), 1 if fast_channel else 0)
-            self.assertTrue(issubclass(site.requestFactory, StockRequest))
-            self.assertEqual(issubclass(site.requestFactory, Request), fast_channel)
+            self.assertIs(site.requestFactory, Request)
+            self.assertEqual(site.fast_channel, fast_channel)
             self.assertIsInstance(site.buildProtocol(None), connections.ConnectionProtocol)
 
     def test_without_a_parent(self) -> None:

@@ -2,31 +2,45 @@
 The shipped benchmark (C{bench/}): its HTTP and SSE parsing, its
 bookkeeping of lost, duplicated and misrouted events, its table, and a
 short end-to-end smoke run (200 streams) against the real
-C{twistd -n notificator}; likewise C{cpu.py}, C{memory.py}, C{stuck.py},
-and C{fuzz.py} (its answer parser and checks, and 2000 raw requests).  No
+C{twistd -n notificator}; likewise C{cpu.py} (its "history full" mode
+too), C{journal.py} (the full history it writes, loaded as the server
+loads it), C{local.py}'s server started from such a journal, C{memory.py},
+C{stuck.py}, C{fuzz.py} (its answer parser and checks, and 2000 raw
+requests), and C{storm.py} (the reconnect storm after a restart, 50
+streams; Nchan's where nginx and its Nchan module are installed).  No
 timing is asserted: only counts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
 import os
+import signal
 import sys
 import tempfile
+import time
+from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import PROJECT, Server
+from notificator.events import SEQ_SPAN, encode_frame, event_id
+from notificator.history import History, HistoryFile
+from tests.support import PROJECT, Server, not_here, require_tool, stock_channel
 
 sys.path.insert(0, os.path.join(PROJECT, "bench"))
 
 import cpu  # noqa: E402
 import fuzz  # noqa: E402
+import journal  # noqa: E402
 import loadgen  # noqa: E402
+import local  # noqa: E402
 import memory  # noqa: E402
 import report  # noqa: E402
+import storm  # noqa: E402
 import stuck  # noqa: E402
 
 
@@ -57,6 +71,33 @@ class ParseTests(SynchronousTestCase):
             (b"notify", b'{"a":\n1}'),
         )
         self.assertEqual(loadgen.parse_event(b"data: x"), (b"message", b"x"))
+
+    def test_block_fields(self) -> None:
+        """The id and retry a block sets, and its comments, are read as a browser reads them."""
+        self.assertEqual(
+            loadgen.parse_block(b"id: 17-0\nretry:3000\nevent: notify\ndata: x"),
+            (b"notify", b"x", b"17-0", 3000, False),
+        )
+        self.assertEqual(loadgen.parse_block(b": hi"), (b"message", b"", None, None, True))
+        # An id holding NUL is ignored; a retry that is not digits too; id: alone empties it.
+        self.assertEqual(
+            loadgen.parse_block(b"id: a\0b\nretry: 1s"), (b"message", b"", None, None, False)
+        )
+        self.assertEqual(loadgen.parse_block(b"id:")[2], b"")
+
+    def test_lost_by_phase(self) -> None:
+        """Lost notifications are told apart by the phase that published them, with when they were answered."""
+        lost = storm.lost_by_phase(
+            [1, 5, 6],
+            [("seen", 0), ("during", 4), ("missed", 8)],
+            {1: 9.0, 5: 10.5, 6: 10.75},
+            {"SIGTERM": 10.0, "exited": 11.0},
+        )
+        self.assertEqual(lost["count"], 3)
+        self.assertEqual(lost["seen"], {"count": 1, "answered_s_after_sigterm": [-1.0, -1.0]})
+        self.assertEqual(lost["during"], {"count": 2, "answered_s_after_sigterm": [0.5, 0.75]})
+        self.assertNotIn("missed", lost)
+        self.assertEqual(lost["moments_s_after_sigterm"], {"SIGTERM": 0.0, "exited": 1.0})
 
     def test_head(self) -> None:
         """Status and lower-cased headers come out of a response head."""
@@ -174,6 +215,155 @@ class SmokeTests(SynchronousTestCase):
         self.assertIn("200/200", report.table([("smoke", result, None)]))
 
 
+def storm_run(*args: str) -> dict[str, Any]:
+    """
+    C{bench/storm.py} with C{args}, small and quick: 50 streams, a short
+    drain, unpinned, on the channel of this test run (C{--stock} under
+    C{tox -e stock}).
+    """
+    argv = ["--n", "50", "--drain-seconds", "0.5", "--replay-wait", "2", "--no-pin"]
+    argv += ["--no-uvloop", "--timeout", "60", "--max-total", "120"]
+    if stock_channel():
+        argv.append("--stock")
+    return storm.run(storm.options(argv + list(args)))
+
+
+class StormBenchTests(SynchronousTestCase):
+    """
+    C{bench/storm.py} against the real server: every stream comes back
+    after a restart with a complete replay, and the checks see it when one
+    does not.
+    """
+
+    def assertAllComplete(self, result: dict[str, Any], streams: int = 50) -> dict[str, Any]:
+        self.assertEqual(result["problems"], [], result)
+        s = result["storm"]
+        self.assertEqual((s["reconnects"], s["complete"]), (streams, streams), s)
+        self.assertEqual(
+            (s["truncated"], s["wrong"], s["turned_away"], s["failures"]), (0, 0, {}, {})
+        )
+        self.assertEqual((s["lost"], s["doubled"], s["misrouted"], s["out_of_order"]), (0, 0, 0, 0))
+        # Each missed a few (published during the drain and after the restart), all replayed.
+        self.assertGreaterEqual(s["notifications_missed"], 2 * streams)
+        self.assertEqual(s["notifications_replayed"], s["notifications_missed"])
+        # The numbers are reported.
+        self.assertEqual(s["per_stream_ms"]["count"], streams)
+        self.assertIsNotNone(s["time_s"])
+        self.assertIsNotNone(s["server_cpu_us_per_reconnect"])
+        self.assertEqual(s["past_a_cap"], [])
+        return s
+
+    def test_restart_all_at_once(self) -> None:
+        """After a drained restart, 50 streams all at once: each replayed exactly what it missed."""
+        result = storm_run()
+        self.assertAllComplete(result)
+        # It stopped by itself (twistd exits by the signal it stopped on).
+        self.assertIn(result["restart"]["exit_status"], (0, -signal.SIGTERM))
+        self.assertEqual(result["during"]["accepted"], 50)
+        metrics = result["server_metrics"]
+        self.assertEqual(metrics.get("replays"), {"complete": 50})
+        self.assertEqual(metrics.get("streams_refused", {}), {})
+        self.assertEqual(metrics.get("streams_open"), 50)
+        self.assertIn("every stream reopened with a complete replay", storm.table(result))
+
+    def test_restart_as_told(self) -> None:
+        """Each client comes back when the drain told it (its end plus its retry:), all complete."""
+        s = self.assertAllComplete(storm_run("--reconnect", "retry"))
+        self.assertGreater(s["spread_s"], 0)
+
+    def test_cap_refusals_counted(self) -> None:
+        """
+        With limits.streams 40 on the restarted server, 40 streams reopen
+        complete and 10 are turned away with a cap's long retry:, which the
+        server counts as server-limit; none is admitted past the cap.
+        """
+        result = storm_run("--cap-streams", "40")
+        self.assertEqual(result["problems"], [], result)
+        s = result["storm"]
+        self.assertEqual((s["complete"], s["turned_away"]), (40, {"cap (retry >= 30 s)": 10}))
+        self.assertEqual((s["open_at_end"], s["caps"]["streams"], s["past_a_cap"]), (40, 40, []))
+        self.assertEqual(result["server_metrics"]["streams_refused"], {"server-limit": 10})
+
+    def test_lost_history_detected(self) -> None:
+        """
+        The checks are not a formality: with the history in memory only
+        (sse.history.dir null), a restart loses it, and no stream counts as
+        complete.
+        """
+        result = storm_run("--no-journal")
+        s = result["storm"]
+        self.assertEqual(s["complete"], 0)
+        self.assertGreater(s["truncated"] + s["wrong"], 0)
+        self.assertNotEqual(result["problems"], [])
+        self.assertEqual(result["server_metrics"]["replays"], {"truncated": 50})
+
+    def test_publishes_answered_in_the_stop_are_kept(self) -> None:
+        """
+        A notification the stopping server answered 2xx is replayed after
+        the restart, even when it came on a keep-alive connection as the
+        server stopped (200 per user during a 0.5 s drain: the publishes
+        outlast the server, so the last are refused).
+        """
+        result = storm_run("--during", "200")
+        self.assertGreater(result["during"]["refused"], 0, result["during"])
+        self.assertEqual(result["storm"]["lost"], 0, result.get("lost"))
+        self.assertAllComplete(result)
+
+    def test_failure_kinds(self) -> None:
+        """A stream that never opened says where it was closed: TLS handshake, before or after an answer."""
+        record = loadgen.Record(b"notify")
+
+        class Handshake:
+            done = False
+            handshake: Any = None
+
+        async def streams() -> list[str]:
+            loop = asyncio.get_running_loop()
+            out = []
+            for status, tls in ((0, None), (503, None), (0, Handshake())):
+                stream = loadgen.SSEStream(0, record, b"")
+                stream.status = status
+                if tls is not None:
+                    tls.handshake = loop.create_future()
+                    tls.handshake.set_result("TLS: boom")
+                    stream.tls = tls
+                out.append(loadgen._closed_when(stream))
+            return out
+
+        self.assertEqual(
+            asyncio.run(streams()),
+            [
+                "closed before an answer",
+                "closed after http 503",
+                "closed in the TLS handshake (TLS: boom)",
+            ],
+        )
+
+    def test_tls_sessions_resumed(self) -> None:
+        """
+        Over https, with the ticket keys kept on disk, every reconnect after
+        the restart resumes its TLS session; with them in memory none does.
+        """
+        s = self.assertAllComplete(storm_run("--tls"))
+        self.assertEqual((s["tls_streams"], s["tls_resumed"]), (50, 50))
+        s = self.assertAllComplete(storm_run("--tls", "--tls-tickets", "lose"))
+        self.assertEqual((s["tls_streams"], s["tls_resumed"]), (50, 0))
+
+    def test_nchan(self) -> None:
+        """Nchan's figure: the same storm after a mass disconnect, against nginx + Nchan."""
+        require_tool("nginx", "nginx", "the reconnect storm against Nchan")
+        module = storm.options(["--no-pin"]).nchan_module
+        if not os.path.exists(module):
+            not_here(
+                f"the reconnect storm against Nchan: {module} is missing (apt-get install libnginx-mod-nchan)"
+            )
+        result = storm_run("--target", "nchan", "--restart", "none")
+        self.assertEqual(result["problems"], [], result)
+        s = result["storm"]
+        self.assertEqual((s["complete"], s["notifications_missed"]), (50, 100))
+        self.assertEqual(s["notifications_replayed"], 100)
+
+
 class CPUBenchTests(SynchronousTestCase):
     def test_short_run(self) -> None:
         """bench/cpu.py opens, publishes to and heartbeats every stream of the real service (counts only)."""
@@ -188,6 +378,101 @@ class CPUBenchTests(SynchronousTestCase):
         self.assertEqual((result["streams"], result["publishes"]), (20, 30))
         for figure in ("connect", "publish", "heartbeat"):
             self.assertGreater(result[figure], 0)
+
+    def test_history_full(self) -> None:
+        """
+        bench/cpu.py --history full starts the service from a journal of
+        C{held_users} users with 100 notifications each (sse.history.size),
+        all of them held, and reports the mean and the GC's collections
+        beside the best.
+        """
+        result = cpu.measure(rounds=2, per_round=10, publishes=15, history="full", held_users=30)
+        self.assertEqual((result["held"], result["streams"], result["publishes"]), (3000, 20, 30))
+        for figure in ("connect", "publish", "heartbeat"):
+            self.assertGreater(result[f"{figure}_mean"], 0)
+            self.assertGreaterEqual(result[f"{figure}_mean"], result[figure])
+        for phase in result["gc"].values():
+            self.assertEqual(len(phase["collections"]), 3)
+
+
+class JournalScriptTests(SynchronousTestCase):
+    """C{bench/journal.py}: the full history the benchmarks start from."""
+
+    def test_written_journal_loads_as_a_servers_own(self) -> None:
+        """
+        The journal written for 7 users with 3 notifications each is a
+        clean one the server loads whole: ids in publishing order
+        (round-robin), each user's frames the benchmark's notifications,
+        and a reconnect from a user's first id replays the other two.
+        """
+        directory = os.path.join(self.mktemp(), "history")
+        written = journal.write(directory, 7, 3)
+        self.assertEqual(
+            (written["notifications"], written["users"], written["bytes"]),
+            (21, 7, os.path.getsize(os.path.join(directory, journal.NAME))),
+        )
+        loaded = HistoryFile(directory).load()
+        assert loaded is not None
+        self.assertTrue(loaded.clean)
+        users = loaded.users
+        self.assertEqual(sorted(users), sorted(f"u{n}" for n in range(7)))
+        keys = [k for n in range(3) for u in range(7) for k in [list(users[f"u{u}"][1])[n][0]]]
+        self.assertEqual(keys, sorted(set(keys)))
+        self.assertEqual(loaded.last, keys[-1])
+        key, frame, _ = list(users["u3"][1])[1]
+        self.assertEqual(
+            frame,
+            encode_frame(
+                "notify",
+                '{"s":10,"t":%d.010,"pad":"benchmark notification"}' % (key // SEQ_SPAN),
+                event_id(key),
+            ),
+        )
+        clock = Clock()
+        clock.advance(time.time())  # the journal's times are the wall clock's
+        history = History(clock, size=100, ttl=3600, max_bytes=1 << 30, known_since=1)
+        history.load(loaded)
+        self.assertEqual((len(history), history.user_count), (21, 7))
+        first = list(users["u3"][1])[0][0]
+        replay = history.since("u3", first)
+        self.assertTrue(replay.complete)
+        self.assertEqual(replay.frames, tuple(f for _, f, _ in list(users["u3"][1])[1:]))
+
+    def test_measure(self) -> None:
+        """
+        --measure loads the journal in fresh processes as the server does
+        and reports per held notification what it takes, beside the
+        journal's bytes.
+        """
+        directory = os.path.join(self.mktemp(), "history")
+        written = journal.write(directory, 20, 5)
+        result = journal.measure(directory, size=100, ttl=3600, max_bytes=1 << 30)
+        self.assertEqual((result["held"], result["users"]), (100, 20))
+        self.assertEqual(result["journal_bytes_per_held"], round(written["bytes"] / 100, 1))
+        for figure in ("traced_bytes_per_held", "counted_bytes_per_held"):
+            self.assertGreater(result[figure], 0)
+
+
+class LocalBenchTests(SynchronousTestCase):
+    def test_server_started_from_a_full_history(self) -> None:
+        """
+        bench/local.py --held starts its server from a journal of that many
+        notifications in the history directory of the server's config,
+        which the server loads, and is ready only once it answers HTTP.
+        """
+        opt = local.options(["--n", "10", "--held", "200", "--held-users", "20", "--no-pin"])
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        server = local.LocalServer(opt, 0, "full", workdir)
+        self.assertEqual(server.held and server.held["notifications"], 200)
+        server.start()
+        try:
+            self.assertTrue(local.answers(server.port))
+        finally:
+            server.stop()
+        with open(os.path.join(server.dir, "log", "sse.log"), encoding="utf-8") as f:
+            log = f.read()
+        self.assertIn(": 200 notifications of 20 users", log)
 
 
 class MemoryBenchTests(SynchronousTestCase):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator.broker import Published
+from notificator.broker import Published, Unavailable
 from notificator.broker.local import LocalBroker
 from notificator.config import defaults
 from notificator.events import Message, event_key
@@ -88,3 +88,32 @@ class LocalBrokerTests(SynchronousTestCase):
         node.publish("u", "1")
         replay = node.replay("u", "0-0")
         self.assertEqual((replay.complete, replay.frames), (True, ()))
+
+
+class StoppingTests(SynchronousTestCase):
+    """A stopping broker refuses what it could no longer keep."""
+
+    def test_a_publish_once_the_stop_has_begun_is_refused_not_lost(self) -> None:
+        """
+        Once the broker's stop has begun (its history's last snapshot), a
+        publish (a sender's keep-alive connection outlives the listeners)
+        fails with L{Unavailable}, a 503 the sender retries: it is never
+        answered and then missing after the restart.
+        """
+        directory = self.mktemp()
+        clock = Clock()
+        clock.advance(T0)
+        node = Node(self, directory, clock)
+        kept = node.publish("u", "1")
+        node.stop()
+        late = node.broker.publish(Message("notify", "u", "2"))
+        self.assertIsInstance(late, Deferred)
+        failure = self.failureResultOf(late, Unavailable)
+        self.assertEqual(failure.getErrorMessage(), "the server is stopping")
+        self.assertEqual(node.stats.published, 1)
+
+        restarted = Node(self, directory, clock)
+        replay = restarted.replay("u", "0-0")
+        self.assertEqual([f["data"] for f in parse_frames(b"".join(replay.frames))], ["1"])
+        self.assertEqual(parse_frames(replay.frames[0])[0]["id"], kept.event_id)
+        restarted.stop()

@@ -36,6 +36,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
     PROJECT,
+    UNMEASURED,
     Client,
     Server,
     SSEClient,
@@ -898,6 +899,7 @@ class InstallStepsTests(SynchronousTestCase):
             "--bounding-set=-all,+dac_read_search",
             "--no-new-privs",
             "--",
+            *UNMEASURED,
             *argv,
         ]
 

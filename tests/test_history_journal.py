@@ -17,14 +17,16 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator.events import SEQ_SPAN, event_key
+from notificator.events import SEQ_SPAN, encode_frame, event_key
 from notificator.history import (
     LOST,
     MAGIC,
+    MAX_MS,
     CorruptHistory,
     History,
     HistoryFile,
     encode_entry,
+    encode_state,
     read_journal,
     snapshot,
 )
@@ -93,6 +95,55 @@ class JournalFormatTests(SynchronousTestCase):
         for data in [b"", b"hello", b"NOTIFICATOR-HISTORY 2\n", damaged, MAGIC]:
             self.assertRaises(CorruptHistory, read_journal, data)
 
+    def test_keys_a_float_cannot_hold_are_corruption(self) -> None:
+        """A record whose id's milliseconds are 2 ** 53 or more is refused as corrupt."""
+        good = snapshot(self.history().state(), clean=False)
+        self.assertRaises(
+            CorruptHistory, read_journal, good + encode_entry("u", MAX_MS * SEQ_SPAN, frame(6), T0)
+        )
+        loaded = read_journal(good + encode_entry("u", (MAX_MS - 1) * SEQ_SPAN, frame(6), T0))
+        self.assertEqual(loaded.last, (MAX_MS - 1) * SEQ_SPAN)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.sampled_from(["a", "b", "홍"]), st.integers(0, 30)),
+            max_size=40,
+            unique_by=lambda e: e[1],
+        ),
+        st.integers(1, 4),
+        st.integers(0, 31),
+    )
+    def test_a_journal_in_any_order_loads_as_appended_in_key_order(
+        self, records: list[tuple[str, int]], size: int, last: int
+    ) -> None:
+        """
+        Whatever order its records are in (a snapshot's runs of one user,
+        then what was appended, or any other), a journal loads as if its
+        frames were appended in key order: the same replays, floors and
+        last id.
+        """
+        clock = Clock()
+        clock.advance(T0)
+        data = MAGIC + encode_state(key(900), 0, 0, False)
+        data += b"".join(encode_entry(u, key(1000 + n), frame(n), T0 + n) for u, n in records)
+        loaded = read_journal(data)
+        loaded_history = History(clock, size=size, ttl=25, max_bytes=MEMORY)
+        loaded_history.load(loaded)
+        appended = History(clock, size=size, ttl=25, max_bytes=MEMORY)
+        for u, n in sorted(records, key=lambda e: e[1]):
+            appended.append(u, key(1000 + n), frame(n), T0 + n)
+        appended.known_since = key(900)
+        appended.expire()
+        self.assertEqual(
+            (len(loaded_history), loaded_history.floor, loaded_history.last),
+            (len(appended), appended.floor, appended.last),
+        )
+        for user in ["a", "b", "홍", "none"]:
+            self.assertEqual(
+                loaded_history.since(user, key(1000 + last)), appended.since(user, key(1000 + last))
+            )
+
     @settings(max_examples=300, deadline=None)
     @given(st.binary(max_size=300))
     def test_any_bytes_load_or_are_refused(self, tail: bytes) -> None:
@@ -144,6 +195,42 @@ class HistoryFileTests(SynchronousTestCase):
             file.close()
         self.assertGreater(file.size, 8_000_000)
         self.assertLess(peak, HistoryFile.WRITE_BUFFER + 512 * 1024)
+
+    def test_a_loaded_history_keeps_only_what_it_holds(self) -> None:
+        """
+        Loading a journal of 300 users with 24 notifications each leaves in
+        memory (tracemalloc) at most twice the journal's size, and only a
+        few objects per user that the cyclic garbage collector tracks: what
+        the reading made per record is gone.
+        """
+        directory = os.path.join(self.mktemp(), "history")
+        clock = Clock()
+        clock.advance(T0)
+        source = History(clock, size=100, ttl=3600, max_bytes=MEMORY, known_since=key(1))
+        for n in range(300 * 24):
+            ms = 1_800_000_000_000 + n
+            data = '{"s":%d,"t":%d.123,"pad":"benchmark notification"}' % (n, ms)
+            source.append(f"u{n % 300}", key(ms), encode_frame("notify", data, f"{ms}-0"))
+        file = HistoryFile(directory)
+        file.write_snapshot(source.state(), clean=True)
+        file.close()
+        del source
+        gc.collect()
+        objects = len(gc.get_objects())
+        tracemalloc.start()
+        try:
+            history = History(clock, size=100, ttl=3600, max_bytes=MEMORY)
+            loaded = HistoryFile(directory).load()
+            assert loaded is not None
+            history.load(loaded)
+            del loaded
+            gc.collect()
+            used = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(history), 300 * 24)
+        self.assertLessEqual(used, 2 * file.size)
+        self.assertLessEqual(len(gc.get_objects()) - objects, 3 * 300 + 10)
 
     def test_write_snapshot_then_append(self) -> None:
         """A snapshot replaces the file atomically; appends go after it."""

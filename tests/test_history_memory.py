@@ -13,16 +13,19 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from notificator.events import event_id
+from notificator.events import SEQ_SPAN, encode_frame, event_id
 from notificator.history import (
     ENTRY_OVERHEAD,
     EXPIRED,
     LOST,
+    MAX_MS,
     UNKNOWN,
     USER_OVERHEAD,
     History,
+    encode_entry,
     user_cost,
 )
+from tests.replay_cases import HISTORY, HistoryImplementation, replay_cases
 from tests.test_history_journal import MEMORY, T0, frame, key
 
 
@@ -107,14 +110,114 @@ class HistoryTests(SynchronousTestCase):
         self.assertTrue(history.since("b", key(1002)).complete)
 
     def test_frames_trimmed_by_size_are_released(self) -> None:
-        """A busy user's trimmed frames do not pile up until the ttl."""
-        for n in range(5000):
-            self.history.append("busy", key(2000 + n), frame(n))
-        self.assertEqual(len(self.history), 3)
+        """
+        A busy user's trimmed frames do not pile up until the ttl: each is
+        let go when trimmed, and what is left of it (its slot in the queue
+        and its time) in batches.
+        """
+        history = History(self.clock, size=3, ttl=3600, max_bytes=MEMORY)
+        history.append("busy", key(1999), b"x" * 1000)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(50_000):
+                history.append("busy", key(2000 + n), b"%05d" % n + b"x" * 995)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(history), 3)
+        self.assertEqual(history.bytes, 3 * (1000 + ENTRY_OVERHEAD) + user_cost("busy"))
+        # 50 MB appended; the 32 bytes left of each trimmed one are let go
+        # once they are a quarter of the history's bytes plus 64 KiB.
+        self.assertLess(grown, 256 * 1024)
         self.assertEqual(
-            self.history.bytes, 3 * (len(frame(4999)) + ENTRY_OVERHEAD) + user_cost("busy")
+            [f[:5] for f in history.since("busy", key(2000 + 49_996)).frames],
+            [b"49997", b"49998", b"49999"],
         )
-        self.assertLess(len(self.history._fifo), 1000)
+
+    def test_releases_keep_every_users_frames_and_times(self) -> None:
+        """
+        While a busy user's trimmed slots are released (many times), a
+        quiet user's frames stay, and each frame leaves at its ttl: what is
+        kept is, at every moment, each user's last 3 frames younger than
+        the ttl, and a replay is complete from the newest one lost on.
+        """
+        history = History(self.clock, size=3, ttl=50, max_bytes=MEMORY)
+        releases: list[None] = []
+        release = history._release
+        history._release = lambda: (releases.append(None), release())[1]  # type: ignore[method-assign]
+        published: dict[str, list[tuple[int, bytes, float]]] = {"busy": [], "quiet": []}
+        for n in range(15_000):
+            user = "quiet" if n % 1000 == 0 else "busy"
+            self.clock.advance(0.01)
+            k, f = key(2000 + n), frame(n) + b"x" * 100
+            history.append(user, k, f)
+            published[user].append((k, f, self.clock.seconds()))
+            if n % 997 == 0 or n == 14_999:
+                deadline = self.clock.seconds() - 50
+                for name, sent in published.items():
+                    young = [(k, f) for k, f, t in sent if t > deadline][-3:]
+                    lost = [k for k, _, _ in sent[: len(sent) - len(young)]]
+                    replay = history.since(name, key(1000))
+                    self.assertEqual(list(replay.frames), [f for _, f in young], (name, n))
+                    if lost:
+                        self.assertTrue(history.since(name, lost[-1]).complete, (name, n))
+                        self.assertFalse(history.since(name, lost[-1] - 1).complete, (name, n))
+        self.assertGreater(len(releases), 3)
+
+    def test_a_held_notification_costs_at_most_twice_its_journal_record(self) -> None:
+        """
+        What the history holds in memory (tracemalloc) for 500 users with 24
+        notifications each, as the benchmark publishes them, is at most
+        twice what their records take in the journal.
+        """
+        users, each = 500, 24
+        gc.collect()
+        tracemalloc.start()
+        try:
+            history = History(self.clock, size=100, ttl=3600, max_bytes=MEMORY)
+            journal = 0
+            for n in range(users * each):
+                user, ms = f"u{n % users}", 1_800_000_000_000 + n
+                data = '{"s":%d,"t":%d.123,"pad":"benchmark notification"}' % (n, ms)
+                f = encode_frame("notify", data, f"{ms}-0")
+                when = T0 + n / 1000  # each its own time, as published
+                history.append(user, key(ms), f, when)
+                journal += len(encode_entry(user, key(ms), f, when))
+            gc.collect()
+            used = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(history), users * each)
+        self.assertLessEqual(used, 2 * journal)
+        # And what the bound counts is what it costs.
+        self.assertLessEqual(used, history.bytes)
+        self.assertGreater(used, 0.8 * history.bytes)
+
+    def test_held_notifications_are_not_walked_by_the_gc(self) -> None:
+        """
+        The history holds a few objects per user that the cyclic garbage
+        collector tracks, none per notification, so the full collections
+        of a server holding 500,000 notifications do not walk 500,000
+        objects.
+        """
+        gc.collect()
+        before = len(gc.get_objects())
+        history = History(self.clock, size=100, ttl=3600, max_bytes=MEMORY)
+        for n in range(20_000):
+            history.append(f"u{n % 200}", key(2000 + n), frame(n))
+        gc.collect()
+        self.assertEqual(len(history), 20_000)
+        self.assertLessEqual(len(gc.get_objects()) - before, 3 * 200 + 10)
+
+    def test_keys_a_float_cannot_hold_are_refused(self) -> None:
+        """An id whose milliseconds are 2 ** 53 or more is refused, and nothing changes."""
+        self.add("u", 1)
+        self.assertRaises(ValueError, self.history.append, "v", MAX_MS * SEQ_SPAN, frame(2))
+        self.assertEqual((len(self.history), self.history.user_count), (1, 1))
+        self.history.append("v", (MAX_MS - 1) * SEQ_SPAN + SEQ_SPAN - 1, frame(3))
+        self.assertEqual(self.history.since("v", key(1001)).frames, (frame(3),))
 
     def test_user_ids_are_counted(self) -> None:
         """
@@ -215,3 +318,11 @@ class HistoryTests(SynchronousTestCase):
                 # side) the id is older than the newest frame lost by any
                 # user whose record is gone.
                 self.assertTrue(list(replay.frames) != expected or key(1000 + last) < history.floor)
+
+
+@replay_cases(HISTORY, lambda testcase, case: HistoryImplementation(case))
+class ReplayCaseTests(SynchronousTestCase):
+    """
+    The table of replay and gap cases (tests/replay_cases.py), which the
+    Redis scripts are tested with too, on the history.
+    """

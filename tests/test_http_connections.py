@@ -23,12 +23,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Site
 
 from notificator import tap
+from notificator.config import defaults
 from notificator.http import connections
 from notificator.http.fast import WriteBatch
-from notificator.http.request import LimitedRequest, Request, StockRequest
+from notificator.http.request import Limits, Request
+from notificator.http.site import Site
 from tests.support import BothChannels, Conn, Parts, config_with
 
 STREAM = b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -305,15 +306,15 @@ class HTTP2IdleStockTests(HTTP2IdleTests):
 class WiringTests(SynchronousTestCase):
     def test_wraps_the_set_up_protocol(self) -> None:
         """The wrapped protocol is the one the site built and set up."""
-        site = Site(Parts(Clock()).resource)
-        site.requestFactory = LimitedRequest
-        watched = connections.Connections(10, 30, 100, Clock())
-        connections.watch(site, watched)
+        clock = Clock()
+        watched = connections.Connections(10, 30, 100, clock)
+        limits = Limits(defaults().limits, clock, connections=watched)
+        site = Site(Parts(clock).resource, reactor=clock, limits=limits)
         proxy = site.buildProtocol(None)
         self.assertIsInstance(proxy, connections.ConnectionProtocol)
         inner = proxy.wrappedProtocol
         self.assertIs(inner.site, site)
-        self.assertIs(inner.requestFactory, LimitedRequest)
+        self.assertIs(inner.requestFactory, Request)
         self.assertEqual(inner.timeOut, site.timeOut)
 
     def test_service_wiring(self) -> None:
@@ -335,7 +336,6 @@ class WiringTests(SynchronousTestCase):
             watched = tap.find(root, connections.Connections)
             self.assertEqual((watched.cap, watched.seconds, watched.body_seconds), (7, 3, 4))
             self.assertEqual(tap.find(root, WriteBatch) is not None, fast)
-            base = Request if fast else StockRequest
-            self.assertTrue(issubclass(site.requestFactory, base))
-            self.assertEqual(issubclass(site.requestFactory, Request), fast)
-            self.assertIs(site.requestFactory.limits.connections, watched)
+            self.assertIs(site.requestFactory, Request)
+            self.assertEqual(site.fast_channel, fast)
+            self.assertIs(site.limits.connections, watched)

@@ -184,6 +184,28 @@ class UsersTests(SynchronousTestCase):
         self.assertEqual(u1["remoteAddresses"], [u1["connections"][0]["peer"]])
         self.assertEqual(doc["users"][1]["streams"], 1)
 
+    def test_user_list_reads_the_stream_protocol(self) -> None:
+        """
+        user_list shows what the hub's Stream protocol declares of each
+        stream (its number, start and peer), for any stream the hub holds.
+        """
+        from notificator.hub import Hub
+        from notificator.stats import Stats
+        from tests.support import FakeStream
+
+        hub = Hub(clock=Clock(), stats=Stats(started_at=0.0))
+        hub.attach(FakeStream("u1", connection_id=7, connected_at=12.5, peer="10.0.0.2"))
+        hub.attach(FakeStream("u1", connection_id=3, connected_at=11.0, peer="10.0.0.1"))
+        [user] = monitor.user_list(hub)
+        self.assertEqual(
+            user["connections"],
+            [
+                {"id": 3, "connectedAt": 11000, "peer": "10.0.0.1"},
+                {"id": 7, "connectedAt": 12500, "peer": "10.0.0.2"},
+            ],
+        )
+        self.assertEqual(user["remoteAddresses"], ["10.0.0.1", "10.0.0.2"])
+
     def test_users_empty(self) -> None:
         """With nobody connected /users is an empty list."""
         site = _Site(self)

@@ -31,6 +31,7 @@ from tests.support import (
     FastChannelSite,
     Parts,
     evolved,
+    split_response,
 )
 from tests.test_http_sse import FORM, GW, LaterBroker, WebCase, make_config
 
@@ -604,4 +605,72 @@ class H2PublishGateTests(BothChannels, SynchronousTestCase):
 
 
 class H2PublishGateStockTests(H2PublishGateTests):
+    fast = False
+
+
+class PublishPolicyTests(BothChannels, SynchronousTestCase):
+    """
+    L{notificator.http.publish.PublishGate} is the one publish policy: at
+    each of the four moments a publisher can be refused (before its body,
+    after it for a request the gate did not see, the body's token, the
+    preflight's page) the refusal is a 403 with JSON C{{"error"}}, counted
+    once (C{rejected[403]}) and logged once in the one format.
+    """
+
+    TOKEN = "policy-token-0123456789abcdef"
+    FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+
+    def refused(self, gate: bool, raw: bytes) -> tuple[bytes, dict[str, Any], list[Any]]:
+        """C{raw} to a new server: its status, JSON answer, and the refusal lines logged."""
+        from tests.support import InMemoryServer
+
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        config = {"publish": {"token": self.TOKEN}, "sse": {"cors": CORSPolicy.from_origins([GW])}}
+        s = InMemoryServer(self, self.fast, config=config)
+        if not gate:
+            s.site.gate = None  # a request the gate did not see before its body
+        c = s.connect()
+        c.receive(raw)
+        status, _, body = split_response(c.text())
+        lines = [
+            e
+            for e in [*observer, *s.events]
+            if e.get("log_format") == "refused publish from {peer}: {code} {reason}"
+        ]
+        self.assertEqual(dict(s.stats.rejected), {403: 1}, raw[:60])
+        return status, json.loads(body), lines
+
+    def publish(self, headers: bytes, body: bytes) -> bytes:
+        return b"POST /webNotification HTTP/1.1\r\nHost: t\r\n%sContent-Length: %d\r\n\r\n%s" % (
+            headers,
+            len(body),
+            body,
+        )
+
+    def test_one_answer_one_count_one_line(self) -> None:
+        wrong = b"Authorization: Bearer wrong-token-0123456789abcdef\r\n"
+        cases = [
+            # before_body: the header token, answered before the body.
+            (True, self.publish(wrong + self.FORM, b"id=notify_u1&data=1"), auth.WRONG_TOKEN),
+            # after_body: the same, on a site without the gate.
+            (False, self.publish(wrong + self.FORM, b"id=notify_u1&data=1"), auth.WRONG_TOKEN),
+            # body_token: the token of the body.
+            (True, self.publish(self.FORM, b"id=notify_u1&data=1&token=x"), auth.WRONG_TOKEN),
+            # preflight: a page of another origin.
+            (
+                True,
+                b"OPTIONS /webNotification HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n\r\n",
+                "origin not allowed",
+            ),
+        ]
+        for gate, raw, reason in cases:
+            status, answer, lines = self.refused(gate, raw)
+            self.assertEqual(status.split(b" ")[1], b"403", raw[:60])
+            self.assertEqual(answer, {"error": reason})
+            self.assertEqual(len(lines), 1, raw[:60])
+            self.assertEqual((lines[0]["code"], lines[0]["reason"][: len(reason)]), (403, reason))
+            self.assertNotIn(self.TOKEN, formatEvent(lines[0]))
+
+
+class PublishPolicyStockTests(PublishPolicyTests):
     fast = False

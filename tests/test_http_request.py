@@ -25,12 +25,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import auth
 from notificator.config import defaults
-from notificator.http.request import (
-    LINGER_BODIES,
-    LimitedRequest,
-    Limits,
-    request_class,
-)
+from notificator.http.request import LINGER_BODIES, Limits, Request
+from notificator.http.site import Site
 from tests.support import (
     BothChannels,
     InMemoryServer,
@@ -195,12 +191,13 @@ class BodyLimitTests(BothChannels, SynchronousTestCase):
         events = parse_frames(dechunk(split_response(sse.text())[2]))
         self.assertEqual(events[-1]["data"], "7")
 
-    def test_unlimited_request_class(self) -> None:
-        """The request class without limits (no configured site) reads bodies as twisted.web does."""
-        self.assertIsNone(LimitedRequest.limits)
-        bounded = request_class(LimitedRequest, _limits(Clock()))
-        self.assertTrue(issubclass(bounded, LimitedRequest))
+    def test_unlimited_site(self) -> None:
+        """A site without limits (none configured) holds its requests to none; with them, to those."""
+        clock = Clock()
+        self.assertIsNone(_site(None).limits)
+        bounded = _site(_limits(clock))
         self.assertEqual(bounded.limits.body_bytes, 1024 * 1024)
+        self.assertIs(bounded.requestFactory, Request)
 
 
 class BodyLimitStockTests(BodyLimitTests):
@@ -209,6 +206,19 @@ class BodyLimitStockTests(BodyLimitTests):
 
 def _limits(clock: Any, **config: Any) -> Limits:
     return Limits(evolved(defaults().limits, config), clock)
+
+
+def _site(limits: Limits | None) -> Site:
+    """A site held to C{limits} (its requests read them from it)."""
+    from twisted.web.static import Data
+
+    return Site(Data(b"ok", "text/plain"), reactor=Clock(), limits=limits)
+
+
+def _request(channel: Any, limits: Limits, factory: type[Request] = Request) -> Request:
+    """A request on C{channel} (a stand-in for an H2Stream) of a site held to C{limits}."""
+    channel.site = _site(limits)
+    return factory(channel, queued=False)
 
 
 class HTTP2RefusalTests(SynchronousTestCase):
@@ -237,10 +247,9 @@ class HTTP2RefusalTests(SynchronousTestCase):
             def abortConnection(self) -> None:
                 calls.append(("reset", None))
 
-        cls = request_class(LimitedRequest, _limits(clock, body_bytes=10))
-        request = cls(Stream(), queued=False)
+        request = _request(Stream(), _limits(clock, body_bytes=10))
         # As H2Stream's constructor: gotLength at content-length, parseCookies
-        # once every header is in (notificator.http._twisted.WholeHeadRequest).
+        # once every header is in (notificator.http._twisted.RequestBase).
         request.gotLength(11)
         request.parseCookies()
         self.assertEqual(calls, [])  # inside the stream's constructor: nothing yet
@@ -260,7 +269,6 @@ class HTTP2RefusalTests(SynchronousTestCase):
     def test_client_reset_first(self) -> None:
         """A stream the client reset before the answer gets none."""
         clock = Clock()
-        cls = request_class(LimitedRequest, _limits(clock, body_bytes=10))
 
         class Stream:
             transport = None
@@ -271,7 +279,7 @@ class HTTP2RefusalTests(SynchronousTestCase):
             def getHost(self) -> Any:
                 return StringTransport().getHost()
 
-        request = cls(Stream(), queued=False)
+        request = _request(Stream(), _limits(clock, body_bytes=10))
         request.gotLength(None)
         request.parseCookies()
         request.handleContentChunk(b"x" * 11)
@@ -567,18 +575,17 @@ class HTTP2BodyTimeoutTests(SynchronousTestCase):
 
         conns = Connections(10, 30, 100, clock)
         bounds = Limits(evolved(defaults().limits, {"body_timeout": 30}), clock, connections=conns)
-        cls = request_class(LimitedRequest, bounds)
         processed: list[bytes] = []
 
-        class Processed(cls):  # type: ignore[valid-type, misc]
+        class Processed(Request):
             def process(self) -> None:
                 processed.append(self.content.read())
 
-        slow = Processed(Stream(), queued=False)
+        slow = _request(Stream(), bounds, Processed)
         slow.gotLength(None)
         slow.parseCookies()
         slow.handleContentChunk(b"id=")
-        done = Processed(Stream(), queued=False)
+        done = _request(Stream(), bounds, Processed)
         done.gotLength(3)
         done.parseCookies()
         done.handleContentChunk(b"a=b")
@@ -1226,7 +1233,7 @@ class UntrustedProxyTests(BothChannels, SynchronousTestCase):
                 return auth.Guard.client_address(self, *args)
 
         spy = Spy((), (), stream_cookie="a")
-        self.s.site.guard = spy  # type: ignore[attr-defined]
+        self.s.site.guard = spy
         self.assertEqual(self.exchange(b"GET /users HTTP/1.1\r\nHost: t\r\n\r\n")[0][9:12], b"200")
         self.assertEqual(asked, [])
         status = self.exchange(b"GET /users HTTP/1.1\r\nHost: t\r\nForwarded: for=x\r\n\r\n")[0]

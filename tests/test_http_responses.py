@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -9,7 +11,8 @@ from notificator.cors import (
     ALLOW_HEADERS,
     CORSPolicy,
 )
-from notificator.http.responses import apply_cors
+from notificator.http.responses import apply_cors, error_body, json_response
+from tests.support import BothChannels, InMemoryServer, split_response
 from tests.test_cors import GW
 
 
@@ -72,3 +75,97 @@ class ApplyTests(SynchronousTestCase):
         self.assertEqual(headers.getRawHeaders(b"access-control-allow-methods"), [b"GET, OPTIONS"])
         self.assertEqual(headers.getRawHeaders(b"access-control-allow-headers"), [ALLOW_HEADERS])
         self.assertEqual(headers.getRawHeaders(b"access-control-max-age"), [b"86400"])
+
+
+class JSONAnswerTests(BothChannels, SynchronousTestCase):
+    """
+    One JSON answer (L{notificator.http.responses.json_response} and what
+    the early answers reuse of it): every refusal on the API paths, before
+    or after its body is read, has the same C{Content-Type},
+    C{Cache-Control: no-store} and C{Content-Length}, in that order, and
+    C{{"error": reason}}; C{HEAD} gets the length and no body.
+    """
+
+    JSON_HEADERS = [b"content-type", b"cache-control", b"content-length"]
+
+    def exchange(self, server: InMemoryServer, raw: bytes) -> tuple[bytes, list[bytes], bytes]:
+        c = server.connect()
+        c.receive(raw)
+        status, _, body = split_response(c.text())
+        head = c.text().partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+        return status, head, body
+
+    def json_part(self, head: list[bytes]) -> list[tuple[bytes, bytes]]:
+        """The JSON answer's headers, in their order on the wire."""
+        pairs = [tuple(line.split(b": ", 1)) for line in head]
+        return [(k.lower(), v) for k, v in pairs if k.lower() in self.JSON_HEADERS]  # type: ignore[misc]
+
+    def test_every_refusal_the_same_way(self) -> None:
+        publish = b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n%s"
+        form = b"Content-Type: application/x-www-form-urlencoded\r\n"
+        evil = b"Origin: https://evil.example\r\n"
+        cases = [
+            # Before the body: the limit's 413, and the gate's 403.
+            (False, publish % (99999, form, b""), b"413"),
+            (True, publish % (3, form + evil, b"id="), b"403"),
+            # After it: the resource's own 403 (no gate), ingest's 400, a 405.
+            (False, publish % (3, form + evil, b"id="), b"403"),
+            (False, publish % (5, form, b"id=xx"), b"400"),
+            (False, b"DELETE /users HTTP/1.1\r\nHost: t\r\n\r\n", b"405"),
+        ]
+        for gate, raw, code in cases:
+            server = InMemoryServer(self, self.fast, body_bytes=1000)
+            if not gate:
+                server.site.gate = None  # asked after the body only
+            status, head, body = self.exchange(server, raw)
+            self.assertEqual(status.split(b" ")[1], code, raw[:40])
+            self.assertEqual(set(json.loads(body)), {"error"})
+            self.assertEqual(
+                self.json_part(head),
+                [
+                    (b"content-type", b"application/json; charset=utf-8"),
+                    (b"cache-control", b"no-store"),
+                    (b"content-length", b"%d" % len(body)),
+                ],
+                raw[:40],
+            )
+
+    def test_head(self) -> None:
+        """HEAD: GET's headers and length, no body (a refusal, and the monitor's data)."""
+        server = InMemoryServer(self, self.fast)
+        for path in (b"/health", b"/users", b"/nope/deeper"):
+            get = self.exchange(server, b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path)
+            head = self.exchange(server, b"HEAD %s HTTP/1.1\r\nHost: t\r\n\r\n" % path)
+            self.assertEqual(head[2], b"", path)
+            self.assertEqual(self.json_part(head[1]), self.json_part(get[1]), path)
+            self.assertIn((b"content-length", b"%d" % len(get[2])), self.json_part(head[1]))
+
+
+class JSONAnswerStockTests(JSONAnswerTests):
+    fast = False
+
+
+class JSONResponseTests(SynchronousTestCase):
+    """L{notificator.http.responses.json_response} on its own."""
+
+    def test_headers_and_body(self) -> None:
+        request = DummyRequest([b""])
+        body = json_response(request, 418, {"error": "ünï"})
+        self.assertEqual(request.responseCode, 418)
+        self.assertEqual(body, '{"error": "ünï"}'.encode())
+        self.assertEqual(
+            [(k, v) for k, [v] in request.responseHeaders.getAllRawHeaders()],
+            [
+                (b"Content-Type", b"application/json; charset=utf-8"),
+                (b"Cache-Control", b"no-store"),
+                (b"Content-Length", b"%d" % len(body)),
+            ],
+        )
+        self.assertEqual(error_body("ünï"), body)
+
+    def test_head_and_cache(self) -> None:
+        request = DummyRequest([b""])
+        request.method = b"HEAD"
+        self.assertEqual(json_response(request, 200, {"a": 1}, cache=b"no-cache"), b"")
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-length"), [b"8"])
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"cache-control"), [b"no-cache"])

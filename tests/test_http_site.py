@@ -12,12 +12,13 @@ from ipaddress import ip_network
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
 from notificator import auth, config, logs
-from notificator.http.site import AccessLogSite
+from notificator.http.site import Site
 from tests.support import Parts, config_with
 from tests.test_logs_files import FakeDate, assert_one_line_each, lines, touch
 
@@ -30,10 +31,20 @@ class AccessLogSiteTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.parts = Parts(self.reactor, config.defaults())
         self.hub = self.parts.hub
-        self.site = AccessLogSite(self.parts.resource, os.path.join(self.dir, "log"), self.reactor)
-        self.site.doStart()
-        self.addCleanup(self.site.doStop)
+        self.site = self.make_site(self.parts.resource, os.path.join(self.dir, "log"))
         self.path = os.path.join(self.dir, "log", "access.log")
+
+    def make_site(
+        self, resource: object, log_dir: str, keep_days: int = 0, **kwargs: object
+    ) -> Site:
+        """A started site writing log_dir/access.log (stopped by the cleanup)."""
+        access_log = logs.AccessLog(
+            os.path.join(log_dir, "access.log"), self.reactor, keep_days=keep_days
+        )
+        site = Site(resource, reactor=self.reactor, access_log=access_log, **kwargs)
+        site.doStart()
+        self.addCleanup(site.doStop)
+        return site
 
     def connect(self, client: str = "127.0.0.1") -> tuple[HTTPChannel, StringTransport]:
         channel = self.site.buildProtocol(IPv4Address("TCP", client, 40000))
@@ -67,9 +78,7 @@ class AccessLogSiteTests(SynchronousTestCase):
             pass
         self.site.doStop()
         resource = self.site.resource
-        self.site = AccessLogSite(resource, os.path.join(blocker, "log"), self.reactor)
-        self.site.doStart()
-        self.addCleanup(self.site.doStop)
+        self.site = self.make_site(resource, os.path.join(blocker, "log"))
         for _ in range(2):
             channel, transport = self.connect()
             channel.dataReceived(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -81,6 +90,36 @@ class AccessLogSiteTests(SynchronousTestCase):
         self.assertIn("a-file/log/access.log", str(errors[0]["path"]))
         assert self.site.access_log is not None
         self.assertIsNone(self.site.access_log.file)
+
+    def test_flush_goes_on_after_a_failed_one(self) -> None:
+        """A flush that fails (a full disk) is logged; the next tick flushes what came since."""
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.reactor.advance(self.site.flush_interval)  # opens the file
+        access_log = self.site.access_log
+        assert access_log is not None and access_log.file is not None
+        flush = access_log.file.flush
+        failures = [OSError(28, "No space left on device")]
+
+        def full_once() -> None:
+            if failures:
+                raise failures.pop()
+            flush()
+
+        access_log.file.flush = full_once  # type: ignore[method-assign]
+        channel, _ = self.connect()
+        channel.dataReceived(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(self.site.flush_interval)  # this flush fails
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        channel.dataReceived(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.disconnect(channel)
+        logged = self.access_lines()
+        self.assertEqual(len(logged), 2, logged)
+        self.assertIn("/second", logged[1])
+        [failed] = [e for e in events if "failed" in e.get("log_format", "")]
+        self.assertEqual(formatEvent(failed), "flushing access.log failed; retrying every tick")
 
     def test_finished_request_in_combined_format(self) -> None:
         """A finished request is one combined-format line, flushed by the timer."""
@@ -114,7 +153,13 @@ class AccessLogSiteTests(SynchronousTestCase):
 
     def test_monitor_polls_left_out_by_default(self) -> None:
         """The monitor page's polls are not logged; the same paths without its header are."""
-        self.site.guard = auth.Guard.from_config(config.defaults())  # as makeService sets it
+        self.site.doStop()
+        # With its guard, as makeService makes it.
+        self.site = self.make_site(
+            self.parts.resource,
+            os.path.join(self.dir, "log"),
+            guard=auth.Guard.from_config(config.defaults()),
+        )
         self.poll(b"/users")
         self.poll(b"/health?x=1")
         self.assertEqual(self.access_lines(), [])
@@ -135,18 +180,16 @@ class AccessLogSiteTests(SynchronousTestCase):
         # monitor.allow 10.0.0.0/8: 127.0.0.1 is not in it; 10.1.2.3 is.
         cfg = config_with(monitor={"allow": (ip_network("10.0.0.0/8"),)})
         self.site.doStop()
-        self.site = AccessLogSite(
-            Parts(self.reactor, cfg).resource, os.path.join(self.dir, "log"), self.reactor
-        )
-        self.site.guard = auth.Guard.from_config(cfg)
-        self.site.doStart()
-        self.addCleanup(self.site.doStop)
+        resource = Parts(self.reactor, cfg).resource
+        log_dir = os.path.join(self.dir, "log")
+        self.site = self.make_site(resource, log_dir, guard=auth.Guard.from_config(cfg))
         self.poll(b"/health?from=outside", client="127.0.0.1")
         self.poll(b"/users", client="127.0.0.1", status=b" 403 ")
         self.poll(b"/health?from=inside", client="10.1.2.3")
         self.poll(b"/users", client="10.1.2.3")
         self.poll(b"/users", client="10.1.2.3", method=b"POST", status=b" 405 ")
-        self.site.guard = None
+        self.site.doStop()
+        self.site = self.make_site(resource, log_dir)  # no guard
         self.poll(b"/health?guard=none", client="10.1.2.3")
         logged = self.access_lines()
         self.assertEqual(len(logged), 4, logged)
@@ -158,7 +201,13 @@ class AccessLogSiteTests(SynchronousTestCase):
 
     def test_monitor_polls_logged_when_asked(self) -> None:
         """monitor.accessLog true: the polls are logged like any request."""
-        self.site.monitor_polls = True
+        self.site.doStop()
+        self.site = self.make_site(
+            self.parts.resource,
+            os.path.join(self.dir, "log"),
+            guard=auth.Guard.from_config(config.defaults()),
+            monitor_polls=True,
+        )
         self.poll(b"/users")
         self.poll(b"/health")
         self.assertEqual(len(self.access_lines()), 2)
@@ -219,7 +268,8 @@ class AccessLogSiteTests(SynchronousTestCase):
         self.disconnect(channel)
         self.site.doStop()
         self.assertEqual(len(lines(self.path)), 1)
-        self.assertIsNone(self.site.access_log)
+        assert self.site.access_log is not None
+        self.assertIsNone(self.site.access_log.file)  # closed
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.site.doStart()  # for the cleanup's doStop
 
@@ -253,9 +303,7 @@ class AccessLogSiteTests(SynchronousTestCase):
         log_dir = os.path.join(self.dir, "log")
         touch(log_dir, "access.log.2026_11_1", "access.log.2026_11_2", "access.log.2026_11_23")
         self.site.doStop()
-        self.site = AccessLogSite(self.site.resource, log_dir, self.reactor, keep_days=22)
-        self.site.doStart()
-        self.addCleanup(self.site.doStop)
+        self.site = self.make_site(self.site.resource, log_dir, keep_days=22)
         self.reactor.advance(self.site.flush_interval)  # opens the file
         self.reactor.advance(logs.OldLogRemover.PAUSE)
         self.assertEqual(

@@ -19,7 +19,6 @@ from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web import server
 from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -27,7 +26,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from notificator import auth
 from notificator.config import Config
 from notificator.cors import CORSPolicy
-from notificator.http.request import StockRequest
+from notificator.http.site import Site
 from notificator.http.sse import MAX_LAST_EVENT_ID, SSEResource, connect_data
 from notificator.http.tree import build_resource
 from tests.support import (
@@ -432,7 +431,7 @@ class AddressCapTests(WebCase):
     def counts(self) -> dict[str, int]:
         sse = getChildForRequest(self.parts.resource, DummyRequest([b"sse", b"x"]))
         assert isinstance(sse, SSEResource)
-        return sse.streams_by_address
+        return sse.admission.streams_by_address
 
     def request_from(self, address: str, user_id: str) -> DummyRequest:
         """A stream request for C{user_id} from the client C{address}, rendered."""
@@ -505,9 +504,7 @@ class AddressCapTests(WebCase):
         )
         parts = Parts(self.clock, config)
         guard = parts.core.guard
-        site = server.Site(parts.resource, reactor=self.clock)
-        site.requestFactory = StockRequest
-        site.guard = guard  # type: ignore[attr-defined]
+        site = Site(parts.resource, reactor=self.clock, guard=guard)
 
         def get(user_id: str, client: str) -> bytes:
             """A stream request through the proxy on 127.0.0.1 for C{client}."""
@@ -608,7 +605,7 @@ class LaterReplayTests(WebCase):
         self.broker.answer_replays()
         self.stub.flush()
         self.assertEqual(self.hub.stream_count, 2)
-        self.assertEqual(self.sse.streams_by_address, {"127.0.0.1": 2})
+        self.assertEqual(self.sse.admission.streams_by_address, {"127.0.0.1": 2})
         ended = [chunks for done, chunks in map(self.read, waiting) if done]
         self.assertEqual(len(ended), 1)
         [frame] = parse_frames(b"".join(ended[0]))

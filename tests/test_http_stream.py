@@ -21,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from notificator.config import defaults
-from notificator.http.request import Limits, Request, request_class
+from notificator.http.request import Limits, Request
+from notificator.http.site import Site
 from notificator.http.stream import RequestStream
 from tests.support import (
     BothChannels,
@@ -206,7 +207,9 @@ class StreamProducerTests(SynchronousTestCase):
 
         stats = Parts(clock).stats
         bounds = Limits(evolved(defaults().limits, {"buffer_bytes": 100}), clock, stats)
-        request = request_class(Request, bounds)(H2Stream(), queued=False)
+        channel = H2Stream()
+        channel.site = Site(Parts(clock).resource, reactor=clock, limits=bounds)
+        request = Request(channel, queued=False)
         request.method, request.clientproto = b"GET", b"HTTP/2"
         gone: list[Any] = []
         stream = RequestStream(request, "u1", 1, 0.0, on_gone=lambda s, r: gone.append(r))

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import h2.events
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -92,7 +94,7 @@ class RequestTargetTests(SynchronousTestCase):
 
 class WholeHeadTests(SynchronousTestCase):
     """
-    L{notificator.http._twisted.WholeHeadRequest} calls C{head_received} once
+    L{notificator.http._twisted.RequestBase} calls C{head_received} once
     per request, with every header on it and before any of its body: over
     HTTP/1.x at C{gotLength}, over HTTP/2 at the later of C{gotLength} and
     C{parseCookies}, as twisted.web's real C{H2Stream._convertHeaders} calls
@@ -107,10 +109,10 @@ class WholeHeadTests(SynchronousTestCase):
         ("x-forwarded-for", "203.0.113.9"),
     ]
 
-    def probe(self) -> tuple[type[_twisted.WholeHeadRequest], list[tuple[str, Any]]]:
+    def probe(self) -> tuple[type[_twisted.RequestBase], list[tuple[str, Any]]]:
         seen: list[tuple[str, Any]] = []
 
-        class Probe(_twisted.WholeHeadRequest):
+        class Probe(_twisted.RequestBase):
             def gotLength(self, length: int | None) -> None:
                 # What twisted.web's channel has put on the request by now.
                 seen.append(("gotLength", self.requestHeaders.hasHeader(b"x-forwarded-for")))
@@ -133,7 +135,7 @@ class WholeHeadTests(SynchronousTestCase):
 
         return Probe, seen
 
-    def h2(self, probe: type[_twisted.WholeHeadRequest], headers: list[tuple[str, str]]) -> None:
+    def h2(self, probe: type[_twisted.RequestBase], headers: list[tuple[str, str]]) -> None:
         """One HTTP/2 request with these headers after the pseudo-headers, and a body of 3 bytes in the same read."""
         from h2.config import H2Configuration
         from h2.connection import H2Connection as Client
@@ -274,8 +276,9 @@ class HTTP2HelpersTests(SynchronousTestCase):
     L{notificator.http._twisted.when_h2_idle},
     L{notificator.http._twisted.h2_go_away}) read and wrap private parts of
     twisted.web's real classes (C{_GenericHTTPChannelProtocol._channel},
-    C{H2Connection.streams} and C{_requestDone}): checked here on them, so a
-    Twisted that changes them fails here first.
+    C{H2Connection.streams} and C{_requestDone}), and
+    L{notificator.http._twisted.h2_reset} resets a request's C{H2Stream}:
+    checked here on them, so a Twisted that changes them fails here first.
     """
 
     def setUp(self) -> None:
@@ -344,6 +347,32 @@ class HTTP2HelpersTests(SynchronousTestCase):
         [goaway] = [e for e in self.events() if isinstance(e, h2.events.ConnectionTerminated)]
         self.assertEqual(goaway.error_code, 0)
         self.assertTrue(self.transport.disconnecting)
+
+    def test_reset(self) -> None:
+        """h2_reset: the stream gets RST_STREAM; the connection stays open; a gone stream: nothing."""
+        requests: list[Any] = []
+        conn = _twisted.h2_connection(self.protocol)
+        factory = conn.requestFactory
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            request = factory(*args, **kwargs)
+            requests.append(request)
+            return request
+
+        conn.requestFactory = record
+        self.client.send_headers(
+            1,
+            [(":method", "POST"), (":scheme", "https"), (":authority", "t"), (":path", "/")],
+        )
+        self.protocol.dataReceived(self.client.data_to_send())
+        [request] = requests
+        _twisted.h2_reset(request)
+        [reset] = [e for e in self.events() if isinstance(e, h2.events.StreamReset)]
+        self.assertEqual(reset.stream_id, 1)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertFalse(_twisted.h2_open_streams(conn))
+        request.channel = None  # as twisted.web leaves it once the stream is gone
+        _twisted.h2_reset(request)
 
     def test_http1_has_none(self) -> None:
         """A connection that speaks HTTP/1.1 has no H2Connection."""
@@ -425,3 +454,166 @@ class CloseNowTests(SynchronousTestCase):
             self.assertEqual(theirs.recv(10), b"")
         except ConnectionResetError:
             pass
+
+
+class ChannelBaseTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.ChannelBase} overrides two private methods
+    of twisted.web's real C{HTTPChannel} (C{_send100Continue},
+    C{_respondToBadRequestAndDisconnect}): checked here that the real
+    channel still calls them, and that what they hand to C{send_raw} is
+    what the stock channel writes, byte for byte.  (A Twisted that renames
+    them would send its 100 Continue and 400 past the fast channel's held
+    writes, out of order.)
+    """
+
+    HEADS = [
+        # Expect: 100-continue: the 100 before the body.
+        b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+        b"Expect: 100-continue\r\n\r\n",
+        # A malformed head: 400 and the close.
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n",
+    ]
+
+    def served(self, channel: http.HTTPChannel, head: bytes) -> tuple[bytes, bool]:
+        """What C{channel} writes for C{head}, and whether it closed."""
+        transport = StringTransport()
+        channel.requestFactory = http.Request
+        channel.makeConnection(transport)
+        channel.dataReceived(head)
+        written = transport.value()
+        channel.connectionLost(Failure(ConnectionDone()))
+        return written, transport.disconnecting
+
+    def test_same_bytes_through_send_raw(self) -> None:
+        """Each head: the same bytes as the stock channel, all of them through send_raw."""
+
+        class Recorder(_twisted.ChannelBase):
+            raw: list[bytes] = []
+
+            def send_raw(self, data: bytes) -> None:
+                self.raw.append(data)
+                super().send_raw(data)
+
+        for head in self.HEADS:
+            stock, stock_closed = self.served(http.HTTPChannel(), head)
+            Recorder.raw = []
+            ours, closed = self.served(Recorder(), head)
+            self.assertIn(stock[:12], (b"HTTP/1.1 100", b"HTTP/1.1 400"), head[:40])
+            self.assertEqual((ours, closed), (stock, stock_closed), head[:40])
+            self.assertEqual(b"".join(Recorder.raw), stock, head[:40])
+
+    def test_bad_request(self) -> None:
+        """bad_request: twisted.web's 400, and the close."""
+        channel = _twisted.ChannelBase()
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.bad_request()
+        self.assertEqual(transport.value(), b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        channel.connectionLost(Failure(ConnectionDone()))
+
+
+class SendNowTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.ChannelBase.send_now} reads Twisted's real
+    C{tcp.Connection} queue (C{dataBuffer}, C{_tempDataLen}) and sends on
+    its C{socket}: checked on a real C{tcp.Server} over a real socket pair,
+    so a Twisted that renames them fails here (the fast channel would
+    then send past queued bytes, out of order).
+    """
+
+    def setUp(self) -> None:
+        import socket
+
+        from twisted.internet import tcp
+
+        # A TCP pair on the loopback (the channel sets TCP_NODELAY).
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.theirs = socket.create_connection(listener.getsockname(), timeout=5)
+        ours, _ = listener.accept()
+        ours.setblocking(False)
+        self.addCleanup(self.theirs.close)
+        self.addCleanup(ours.close)
+        self.reactor = MemoryReactorClock()
+        port = type("Port", (), {"_realPortNumber": 3000})()
+        self.channel = _twisted.ChannelBase()
+        self.transport = tcp.Server(ours, self.channel, ("127.0.0.1", 40000), port, 1, self.reactor)
+        self.channel.makeConnection(self.transport)
+        self.addCleanup(self.channel.connectionLost, Failure(ConnectionDone()))
+
+    def received(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            data += self.theirs.recv(size - len(data))
+        return data
+
+    def queued(self) -> int:
+        """What the transport holds for its write pass (its private queue)."""
+        return len(self.transport.dataBuffer) + self.transport._tempDataLen
+
+    def test_nothing_queued(self) -> None:
+        """Nothing queued: the bytes go to the socket at once, nothing is queued."""
+        self.channel.send_now(b"abc")
+        self.assertEqual(self.queued(), 0)
+        self.assertEqual(self.received(3), b"abc")
+
+    def test_queue_first(self) -> None:
+        """Bytes the transport queued (not yet sent): none go past them."""
+        self.transport.write(b"first")  # queued for the reactor's write pass
+        self.channel.send_now(b"second")
+        self.assertEqual(self.queued(), 11)
+        self.transport.doWrite()  # the write pass: the queue is sent, in order
+        self.assertEqual(self.received(11), b"firstsecond")
+        self.channel.send_now(b"third")
+        self.assertEqual(self.queued(), 0)
+        self.assertEqual(self.received(5), b"third")
+
+    def test_closing(self) -> None:
+        """A connection closing: through the transport, not the socket."""
+        self.transport.loseConnection()
+        self.channel.send_now(b"x")
+        self.assertEqual(self.queued(), 1)
+
+    def test_socket_error(self) -> None:
+        """A send the socket refuses (here: the peer is gone) is handed to the transport."""
+        import socket
+
+        self.theirs.shutdown(socket.SHUT_RDWR)
+        self.theirs.close()
+        # The first sends may still be taken by the kernel; one soon fails.
+        for _ in range(50):
+            self.channel.send_now(b"x" * 65536)
+            if self.queued():
+                break
+        self.assertGreater(self.queued(), 0)
+
+
+class CombinedEscapeTests(SynchronousTestCase):
+    """
+    L{notificator.logs.access.combined_escape} is twisted.web's private
+    C{http._escape} (the combined log format's escape), byte for byte: a
+    Twisted that changes its escape fails here, and C{access.log} lines
+    would then differ from twisted.web's format.
+    """
+
+    def test_every_byte(self) -> None:
+        from notificator.logs.access import combined_escape
+
+        for b in range(256):
+            self.assertEqual(combined_escape(bytes([b])), http._escape(bytes([b])), b)
+
+    @given(st.binary(max_size=64))
+    def test_any_bytes(self, value: bytes) -> None:
+        from notificator.logs.access import combined_escape
+
+        self.assertEqual(combined_escape(value), http._escape(value))
+
+    def test_quotes(self) -> None:
+        from notificator.logs.access import combined_escape
+
+        for value in (b"it's", b'say "hi"', b"both ' and \"", b"\\", b"\t\x7f\xff"):
+            self.assertEqual(combined_escape(value), http._escape(value), value)

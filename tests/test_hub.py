@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import typing
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
@@ -10,11 +11,25 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.events import KEEPALIVE_FRAME, encode_frame
-from notificator.hub import Hub
+from notificator.hub import Hub, Stream
 from notificator.stats import Stats
 from tests.support import FakeStream, parse_frames
 
 FRAME = encode_frame("notify", '{"a":1}', "1-0")
+
+
+class StreamTests(SynchronousTestCase):
+    def test_declares_what_the_monitor_reads(self) -> None:
+        """
+        The Stream protocol declares what the hub and the monitor's
+        C{/users} read of a stream (its user, number, start and peer), so
+        the monitor reads them without C{getattr} defaults.
+        """
+        declared = typing.get_type_hints(Stream)
+        self.assertEqual(
+            declared,
+            {"user_id": str, "connection_id": int, "connected_at": float, "peer": str},
+        )
 
 
 class HubTests(SynchronousTestCase):

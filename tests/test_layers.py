@@ -13,7 +13,7 @@ outside C{if TYPE_CHECKING:}.
 The layers, lowest first:
 
  - the core: L{notificator.events}, C{ingest}, C{hub}, C{stats}, C{auth},
-   C{cors}, C{text}, C{config}, C{history} (and the package's
+   C{cors}, C{text}, C{timers}, C{config}, C{history} (and the package's
    C{__init__}, which holds the version): no C{twisted.web}, and nothing
    of the package outside the core;
  - the leaves: C{tls}, C{tickets}, C{listening}, C{pidlock}, C{runas}: the
@@ -46,7 +46,18 @@ PACKAGE = "notificator"
 
 CORE = frozenset(
     f"{PACKAGE}.{name}"
-    for name in ("events", "ingest", "hub", "stats", "auth", "cors", "text", "config", "history")
+    for name in (
+        "events",
+        "ingest",
+        "hub",
+        "stats",
+        "auth",
+        "cors",
+        "text",
+        "timers",
+        "config",
+        "history",
+    )
 )
 LEAVES = frozenset(
     f"{PACKAGE}.{name}" for name in ("tls", "tickets", "listening", "pidlock", "runas")

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import config, logs, services
-from notificator.http.site import AccessLogSite
+from notificator.http.site import Site
 from notificator.logs.app import _ClassicFormat
 from tests.support import Parts
 from tests.test_logs_files import FakeDate, assert_one_line_each, lines, touch
@@ -212,7 +212,11 @@ class AppLogServiceTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         reactor = MemoryReactorClock()
-        site = AccessLogSite(Parts(reactor, config.defaults()).resource, self.dir, reactor)
+        site = Site(
+            Parts(reactor, config.defaults()).resource,
+            reactor=reactor,
+            access_log=logs.AccessLog(os.path.join(self.dir, logs.ACCESS_LOG), reactor),
+        )
         site.doStart()
         self.addCleanup(site.doStop)
         requests = [
@@ -278,16 +282,20 @@ class WiringTests(SynchronousTestCase):
         first = children[0]
         assert isinstance(first, logs.AppLogService)
         self.assertEqual((first.path, first.level), (os.path.join(log_dir, "sse.log"), "warn"))
-        self.assertIsInstance(list(children[-1])[-1], DrainService)
+        # The drain last, in the serving part under the GC tuning.
+        serving = list(children[-1])[-1]
+        self.assertIsInstance(list(serving)[-1], DrainService)
         titles = [c for c in children if isinstance(c, services.ProcessTitleService)]
         self.assertEqual([t.title for t in titles], [f"notificator [x] {os.path.dirname(conf)}"])
         root.startService()
         self.addCleanup(root.stopService)
         site = reactor.tcpServers[0][1]
-        self.assertIsInstance(site, AccessLogSite)
+        self.assertIsInstance(site, Site)
         self.assertEqual(site.logPath, os.path.join(log_dir, "access.log"))
         self.assertFalse(site.monitor_polls)  # monitor.accessLog, default false
-        self.assertEqual((site.keep_days, first.keep_days), (30, 30))  # server.log.keepDays
+        self.assertEqual(
+            (site.access_log.keep_days, first.keep_days), (30, 30)
+        )  # server.log.keepDays
         self.assertTrue(os.path.isfile(os.path.join(log_dir, "sse.log")))
 
     def test_stream_lines_reach_sse_log_only(self) -> None:

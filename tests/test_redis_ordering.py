@@ -1,19 +1,24 @@
 """
 Tests for L{notificator.broker.redis.ordering}, cluster mode's broker: its
-pure helpers; its logic with fake connections and a L{Clock} (the merge
-of a replay with what arrived live meanwhile, the fill after an outage,
-the outage itself: health, fast failures; timeouts); and how
-C{makeService} picks it.
+pure helpers; its ordering over a L{notificator.broker.testing.FakeLink}
+and a L{Clock} (the merge of a replay with what arrived live meanwhile,
+the fill after an outage, the outage itself: fast failures; timeouts);
+and how C{makeService} picks it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import tracemalloc
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import services, tap
@@ -28,11 +33,13 @@ from notificator.broker.redis.ordering import (
     parse_since,
 )
 from notificator.broker.redis.scripts import PUBLISH, SINCE
+from notificator.broker.testing import FakeLink, MemoryRedis
 from notificator.config import defaults
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
 from notificator.history import Replay
 from notificator.hub import Hub
 from notificator.stats import Stats
+from tests.replay_cases import SCRIPTS, Case, replay_cases
 from tests.support import FakeStream, evolved, write_config
 
 
@@ -105,110 +112,79 @@ class HelperTests(SynchronousTestCase):
         )
 
 
-# -- the broker with fake connections -------------------------------------------
+# -- the broker over a fake link --------------------------------------------------
 
 
-class FakeConnection:
-    """Records commands; the test fires their answers."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[tuple[Any, ...], Deferred[Any]]] = []
-        self.transport = self
-        self.connected = 1
-
-    def execute_command(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.calls.append((args, d))
-        return d
-
-    def subscribe(self, channels: list[bytes]) -> Deferred[Any]:
-        return self.execute_command(b"SUBSCRIBE", *channels)
-
-    def loseConnection(self) -> None:
-        pass
-
-    def take(self, name: bytes) -> tuple[tuple[Any, ...], Deferred[Any]]:
-        """The first pending call of command C{name}."""
-        for i, (args, d) in enumerate(self.calls):
-            if args[0] == name and not d.called:
-                del self.calls[i]
-                return args, d
-        raise AssertionError(f"no pending {name!r} in {[a[0] for a, _ in self.calls]}")
-
-    def answer_all(self, name: bytes, value: Any) -> int:
-        n = 0
-        for args, d in list(self.calls):
-            if args[0] == name and not d.called:
-                self.calls.remove((args, d))
-                d.callback(value)
-                n += 1
-        return n
+def body(n: int) -> bytes:
+    """The frame body of notification C{n}."""
+    return encode_frame("notify", f'{{"n": {n}}}')
 
 
-def message(eid: str, user_id: str = "u1", body: bytes = BODY) -> bytes:
-    return eid.encode() + b"\n" + user_id.encode() + b"\n" + body
+def framed(eid: str, n: int) -> bytes:
+    """The frame of notification C{n} with the id C{eid}."""
+    return frame_of(eid.encode(), body(n))
+
+
+class Node:
+    """
+    A started L{RedisBroker} named C{name} over a L{FakeLink} to C{redis},
+    with its hub, on C{clock}.
+    """
+
+    def __init__(self, clock: Clock, redis: MemoryRedis, name: str = "n1", size: int = 100) -> None:
+        self.stats = Stats(started_at=clock.seconds())
+        self.hub = Hub(clock=clock, stats=self.stats)
+        self.link = FakeLink(clock, redis)
+        cluster = cluster_config(node=name, timeout=2.0)
+        self.broker = RedisBroker(
+            self.hub, self.stats, clock, self.link, cluster, history(size=size, ttl=60), name
+        )
+        self.broker.startService()
+
+    def up(self) -> None:
+        """Both connections, and the first catch-up done."""
+        self.link.connect()
+        self.link.settle()
+        assert self.broker.health() is None
+
+    def stream(self, user_id: str = "u1") -> FakeStream:
+        """A stream of C{user_id} open on this node."""
+        stream = FakeStream(user_id)
+        self.hub.attach(stream)
+        return stream
 
 
 class Harness:
-    """A RedisBroker whose two connections are fakes, on a Clock."""
+    """A node (L{Node}) and the Redis it talks to, on a L{Clock}."""
 
-    def __init__(self, testcase: SynchronousTestCase, size: int = 100) -> None:
+    def __init__(self, size: int = 100) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
-        self.stats = Stats(started_at=1000)
-        self.hub = Hub(clock=self.clock, stats=self.stats)
-        cluster = cluster_config(
-            redis=load_address("redis://127.0.0.1:1/0"), node="n1", timeout=2.0
-        )
-        self.broker = RedisBroker(
-            self.hub, self.stats, self.clock, cluster, history(size=size, ttl=60), "n1"
-        )
-        self.broker._started = self.broker._down_since = self.clock.seconds()
-        self.cmd = FakeConnection()
-        self.sub = FakeConnection()
-        self.factories = {"commands": object(), "subscription": object()}
-        self.broker._factories = self.factories  # type: ignore[assignment]
+        self.redis = MemoryRedis(self.clock)
+        self.size = size
+        self.node = Node(self.clock, self.redis, size=size)
+        self.broker = self.node.broker
+        self.link = self.node.link
+        self.hub = self.node.hub
+        self.stats = self.node.stats
 
-    def connect(self, commands: bool = True, subscription: bool = True) -> None:
-        b = self.broker
-        if commands:
-            b._connection_made("commands", self.factories["commands"], self.cmd)  # type: ignore[arg-type]
-            self.cmd.answer_all(b"CLIENT", b"OK")
-            self.cmd.answer_all(b"PING", b"PONG")
-        if subscription:
-            b._connection_made("subscription", self.factories["subscription"], self.sub)  # type: ignore[arg-type]
-            self.sub.answer_all(b"CLIENT", b"OK")
-            self.sub.take(b"SUBSCRIBE")[1].callback([b"subscribe", b.channel, 1])
+    def elsewhere(self, n: int, user_id: str = "u1", data: str | None = None) -> str:
+        """
+        Another node publishes notification C{n} of C{user_id} (or one with
+        C{data}): recorded in Redis and on its way to the subscribed nodes;
+        its id.
+        """
+        user = user_id.encode()
+        keys = [b"notificator:h:" + user, b"notificator:f:" + user]
+        keys += [b"notificator:last", b"notificator:since"]
+        frame_body = body(n) if data is None else encode_frame("notify", data)
+        args = [frame_body, self.size, 60_000, b"notificator:events", user]
+        return bytes(self.redis.run(PUBLISH, keys, args)[0]).decode()
 
-    def lose_subscription(self) -> None:
-        old = self.sub
-        self.broker._connection_lost("subscription", self.factories["subscription"], old)  # type: ignore[arg-type]
-        for _, d in old.calls:
-            if not d.called:
-                d.errback(ConnectionError("Lost connection"))
-        self.sub = FakeConnection()
 
-    def since_reply(self, last: str, *users: tuple[str, str, list[str]]) -> list[Any]:
-        """A SINCE answer: per user (reason, oldest, ids of entries)."""
-        reply: list[Any] = [1_000_000, last.encode()]
-        for reason, oldest, ids in users:
-            reply += [reason.encode(), oldest.encode(), len(ids)]
-            for eid in ids:
-                reply += [eid.encode(), BODY]
-        return reply
-
-    def answer_sync(self, last: str, *users: tuple[str, str, list[str]]) -> None:
-        """Answer the pending fill read, then its barrier."""
-        self.cmd.take(b"EVALSHA")[1].callback(self.since_reply(last, *users))
-        for _ in range(3):  # the barrier may queue behind a keepalive PING
-            if not self.sub.answer_all(b"PING", [b"pong", b""]):
-                break
-
-    def up(self) -> None:
-        """Both connections, and the first (empty) catch-up done."""
-        self.connect()
-        self.answer_sync("")
-        assert self.broker.health() is None
+def since_calls(link: FakeLink) -> list[tuple[Any, ...]]:
+    """The arguments of every SINCE asked of C{link}."""
+    return [args for script, _, args in link.calls if script is SINCE]
 
 
 def load_address(url: str) -> Any:
@@ -217,134 +193,151 @@ def load_address(url: str) -> Any:
     return _redis_url(url)
 
 
-class BrokerLogicTests(SynchronousTestCase):
-    def test_unavailable_until_connected_and_subscribed(self) -> None:
-        """Publishes and replays fail at once, and health says why, until both connections are up."""
-        h = Harness(self)
-        self.assertIn("unreachable", h.broker.health() or "")
-        self.failureResultOf(h.broker.publish(Message("notify", "u1", "1")), Unavailable)
-        self.failureResultOf(h.broker.replay("u1", "5-0"), Unavailable)
-        h.connect(subscription=False)
-        self.assertIn("subscription", h.broker.health() or "")
-        h.connect(commands=False)
+class BrokerOrderingTests(SynchronousTestCase):
+    """The broker's ordering, driven through a L{FakeLink}."""
+
+    def test_unavailable_until_the_link_is(self) -> None:
+        """
+        Publishes and replays fail at once, with the link's reason and
+        without a script, until the link is available; then they go through.
+        """
+        h = Harness()
+        for subscription in (False, True):
+            problem = h.link.health()
+            self.assertIsNotNone(problem)
+            failure = self.failureResultOf(
+                h.broker.publish(Message("notify", "u1", "1")), Unavailable
+            )
+            self.assertEqual(str(failure.value), problem)
+            failure = self.failureResultOf(h.broker.replay("u1", "5-0"), Unavailable)
+            self.assertEqual(str(failure.value), problem)
+            self.assertEqual(h.broker.health(), problem)
+            self.assertEqual(h.link.calls, [])
+            h.link.connect(subscription=subscription)
+        h.link.settle()
         self.assertIsNone(h.broker.health())
-        self.assertEqual(h.broker.outages, 0)
+        d = h.broker.publish(Message("notify", "u1", "1"))
+        h.link.settle()
+        self.successResultOf(d)
 
     def test_publish_answers_with_the_scripts_id_and_nodes(self) -> None:
-        """The publish runs the script; delivered counts this node's streams of the user."""
-        h = Harness(self)
-        h.up()
-        h.hub.attach(FakeStream("u1"))
+        """
+        The publish runs the script with the user's keys; its answer is the
+        script's id, this node's streams of the user, and the nodes that
+        received it.
+        """
+        h = Harness()
+        h.node.up()
+        other = Node(h.clock, h.redis, "n2")
+        other.up()
+        stream = h.node.stream()
         d = h.broker.publish(Message("notify", "u1", '{"n": 1}'))
-        args, answer = h.cmd.take(b"EVALSHA")
-        self.assertEqual(args[1], PUBLISH.sha)
-        self.assertEqual(args[2], 4)
-        self.assertEqual(args[3:5], (b"notificator:h:u1", b"notificator:f:u1"))
-        self.assertIn(BODY, args)
-        answer.callback([b"7-0", 3])
-        self.assertEqual(self.successResultOf(d), Published("7-0", 1, 3))
+        script, keys, args = h.link.calls[-1]
+        self.assertIs(script, PUBLISH)
+        self.assertEqual(
+            keys,
+            (b"notificator:h:u1", b"notificator:f:u1", b"notificator:last", b"notificator:since"),
+        )
+        self.assertEqual(args[0], body(1))
+        self.assertEqual(h.stats.published, 0)
+        h.link.settle()
+        published = self.successResultOf(d)
+        self.assertEqual(published, Published(published.event_id, 1, 2))
+        self.assertEqual(stream.frames, [framed(published.event_id, 1)])
         self.assertEqual(h.stats.published, 1)
 
-    def test_noscript_falls_back_to_eval(self) -> None:
-        """A Redis without the script (restarted) gets it with EVAL."""
-        import txredisapi
-
-        h = Harness(self)
-        h.up()
-        d = h.broker.publish(Message("notify", "u1", "1"))
-        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.ResponseError("NOSCRIPT No matching script"))
-        args, answer = h.cmd.take(b"EVAL")
-        self.assertEqual(args[1], PUBLISH.source)
-        answer.callback([b"8-0", 1])
-        self.assertEqual(self.successResultOf(d).event_id, "8-0")
-
-    def test_publish_timeout_is_unavailable(self) -> None:
-        """No answer in time (txredisapi's replyTimeout) is a 503 that says it may be recorded."""
-        import txredisapi
-
-        h = Harness(self)
-        h.up()
-        d = h.broker.publish(Message("notify", "u1", "1"))
-        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.TimeoutError("late"))
-        failure = self.failureResultOf(d, Unavailable)
-        self.assertIn("may have been recorded", str(failure.value))
-        # Lost while Redis may have run it: the same doubt.
-        d = h.broker.publish(Message("notify", "u1", "1"))
-        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.ConnectionError("Lost connection"))
-        self.assertIn("may have been recorded", str(self.failureResultOf(d, Unavailable).value))
-        # A script error: not recorded, and said so.
-        d = h.broker.publish(Message("notify", "u1", "1"))
-        h.cmd.take(b"EVALSHA")[1].errback(txredisapi.ResponseError("OOM command not allowed"))
-        self.assertEqual(
-            str(self.failureResultOf(d, Unavailable).value), "Redis: OOM command not allowed"
-        )
-
     def test_only_the_subscription_delivers(self) -> None:
-        """Frames reach streams when the channel hands them over, with the id line first."""
-        h = Harness(self)
-        h.up()
-        stream = FakeStream("u1")
-        h.hub.attach(stream)
-        h.broker._received(message("9-0"))
-        h.broker._received(message("9-1", "someone else"))
-        self.assertEqual(stream.frames, [frame("9-0")])
+        """
+        Frames reach streams when the channel hands them over (the answer to
+        the publish does not), with the id line first, to the user's streams only.
+        """
+        h = Harness()
+        h.node.up()
+        stream = h.node.stream()
+        d = h.broker.publish(Message("notify", "u1", '{"n": 1}'))
+        h.link.execute()
+        h.link.reply()
+        eid = self.successResultOf(d).event_id
+        self.assertEqual(stream.frames, [])
+        h.elsewhere(2, "someone else")
+        h.link.deliver()
+        self.assertEqual(stream.frames, [framed(eid, 1)])
+
+    def test_a_message_that_is_not_ours_is_ignored(self) -> None:
+        """Something else published on the channel is logged and skipped."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = Harness()
+        h.node.up()
+        stream = h.node.stream()
+        h.redis.publish(b"notificator:events", b"no line breaks")
+        eid = h.elsewhere(1)
+        h.link.deliver()
+        self.assertEqual(stream.frames, [framed(eid, 1)])
+        [event] = [e for e in events if "not ours" in e["log_format"]]
+        self.assertEqual(event["log_namespace"], "notificator.redisbroker.RedisBroker")
 
     def test_replay_merges_what_arrived_live_without_duplicates(self) -> None:
         """
         Live messages of the user that arrive while the replay is read are
         merged by id into its frames: those the history gave are not repeated.
         """
-        h = Harness(self)
-        h.up()
-        other = FakeStream("u1")
-        h.hub.attach(other)
-        d = h.broker.replay("u1", "5-0")
-        args, answer = h.cmd.take(b"EVALSHA")
-        self.assertEqual(args[1], SINCE.sha)
-        self.assertEqual(args[-1], "5-0")
-        h.broker._received(message("6-0"))  # before the script ran: in its answer too
-        answer.callback(h.since_reply("6-0", ("", "1-0", ["6-0"])))
-        h.broker._received(message("7-0"))  # after the answer, before the barrier
+        h = Harness()
+        h.node.up()
+        other = h.node.stream()
+        first = h.elsewhere(5)
+        h.link.deliver()
+        d = h.broker.replay("u1", first)
+        self.assertEqual(since_calls(h.link)[-1][-1], first)
+        six = h.elsewhere(6)  # before the script ran: in its answer too
+        h.link.deliver()
+        h.link.execute()
+        h.link.reply()
+        seven = h.elsewhere(7)  # after the answer, before the barrier
+        h.link.deliver()
         self.assertNoResult(d)
-        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        h.link.pong()
         replay = self.successResultOf(d)
-        self.assertEqual(replay, Replay(True, (frame("6-0"), frame("7-0")), None, "1-0"))
+        self.assertEqual(replay, Replay(True, (framed(six, 6), framed(seven, 7)), None, first))
         # The streams that were open got both live, once.
-        self.assertEqual(other.frames, [frame("6-0"), frame("7-0")])
-        self.assertEqual(h.broker._waiting, {})
+        self.assertEqual(other.frames, [framed(first, 5), framed(six, 6), framed(seven, 7)])
 
     def test_truncated_replay_gives_everything_kept(self) -> None:
         """A gap (expired) gives all kept frames and the reason, then newer live ones."""
-        h = Harness(self)
-        h.up()
-        d = h.broker.replay("u1", "1-0")
-        h.cmd.take(b"EVALSHA")[1].callback(h.since_reply("4-0", ("expired", "3-0", ["3-0", "4-0"])))
-        h.broker._received(message("5-0"))
-        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        h = Harness(size=2)
+        h.node.up()
+        ids = [h.elsewhere(n) for n in range(1, 5)]
+        h.link.deliver()
+        d = h.broker.replay("u1", ids[0])
+        h.link.execute()
+        h.link.reply()
+        five = h.elsewhere(5)
+        h.link.deliver()
+        h.link.pong()
         replay = self.successResultOf(d)
         self.assertEqual(
-            (replay.complete, replay.reason, replay.frames),
-            (False, "expired", (frame("3-0"), frame("4-0"), frame("5-0"))),
+            (replay.complete, replay.reason, replay.oldest, replay.frames),
+            (False, "expired", ids[2], (framed(ids[2], 3), framed(ids[3], 4), framed(five, 5))),
         )
 
     def test_replay_fails_when_the_subscription_is_lost(self) -> None:
         """Losing the subscription while a replay waits fails it (the web sends a reset)."""
-        h = Harness(self)
-        h.up()
+        h = Harness()
+        h.node.up()
         d = h.broker.replay("u1", "1-0")
-        h.lose_subscription()
-        self.failureResultOf(d, Unavailable)
-        self.assertEqual(h.broker.outages, 1)
+        h.link.lose_subscription()
+        failure = self.failureResultOf(d, Unavailable)
+        self.assertEqual(str(failure.value), "the subscription to Redis was lost")
 
     def test_replay_times_out(self) -> None:
         """A replay Redis does not answer fails after three reply timeouts."""
-        h = Harness(self)
-        h.up()
+        h = Harness()
+        h.node.up()
         d = h.broker.replay("u1", "1-0")
         h.clock.advance(5.9)
         self.assertNoResult(d)
         h.clock.advance(0.2)
-        self.failureResultOf(d, Unavailable)
+        failure = self.failureResultOf(d, Unavailable)
+        self.assertEqual(str(failure.value), "no answer from Redis in time")
 
     def test_gap_is_filled_in_order_then_live(self) -> None:
         """
@@ -352,56 +345,77 @@ class BrokerLogicTests(SynchronousTestCase):
         what was recorded after the last id this node received, then what
         arrived live meanwhile: once each, in order.
         """
-        h = Harness(self)
-        h.up()
-        stream = FakeStream("u1")
-        h.hub.attach(stream)
-        h.broker._received(message("10-0"))
-        h.lose_subscription()
+        h = Harness()
+        h.node.up()
+        stream = h.node.stream()
+        ten = h.elsewhere(10)
+        h.link.deliver()
+        h.link.lose_subscription()
         self.assertIsNotNone(h.broker.health())
-        h.connect(commands=False)
+        eleven = h.elsewhere(11)  # lost with the subscription
+        h.link.connect(subscription=True)
+        self.assertEqual(since_calls(h.link)[-1][-1], ten)  # after the last id received
         # Live messages while the history is read wait for the fill.
-        h.broker._received(message("12-0"))
-        h.broker._received(message("13-0"))
-        self.assertEqual(stream.frames, [frame("10-0")])
-        args, answer = h.cmd.take(b"EVALSHA")
-        self.assertEqual(args[1], SINCE.sha)
-        self.assertEqual(args[-1], "10-0")  # after the last id received before the gap
-        answer.callback(h.since_reply("12-0", ("", "1-0", ["11-0", "12-0"])))
-        h.broker._received(message("14-0"))
-        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        twelve = h.elsewhere(12)
+        h.link.deliver()
+        h.link.execute()
+        thirteen = h.elsewhere(13)
+        h.link.deliver()
+        self.assertEqual(stream.frames, [framed(ten, 10)])
+        h.link.reply()
+        fourteen = h.elsewhere(14)
+        h.link.deliver()
+        h.link.pong()
         self.assertEqual(
-            stream.frames, [frame(e) for e in ("10-0", "11-0", "12-0", "13-0", "14-0")]
+            stream.frames,
+            [
+                framed(ten, 10),
+                framed(eleven, 11),
+                framed(twelve, 12),
+                framed(thirteen, 13),
+                framed(fourteen, 14),
+            ],
         )
-        h.broker._received(message("15-0"))
-        self.assertEqual(stream.frames[-1], frame("15-0"))
+        fifteen = h.elsewhere(15)
+        h.link.deliver()
+        self.assertEqual(stream.frames[-1], framed(fifteen, 15))
         self.assertEqual(h.broker.filled, 2)
 
     def test_what_is_held_back_before_the_history_is_read_is_bounded(self) -> None:
         """
         While the command connection is down, live messages for the users
         being caught up are held back, at most sse.history.size of them: the
-        older ones are read from the history anyway.
+        older ones are read from the history anyway (2 MB arrive; far less
+        stays).
         """
-        h = Harness(self, size=3)
-        h.up()
-        stream = FakeStream("u1")
-        h.hub.attach(stream)
-        h.broker._received(message("10-0"))
-        h.lose_subscription()
-        h.broker._connection_lost("commands", h.factories["commands"], h.cmd)  # type: ignore[arg-type]
-        h.connect(commands=False)
-        for n in range(11, 21):
-            h.broker._received(message(f"{n}-0"))
-        self.assertEqual(stream.frames, [frame("10-0")])
-        self.assertEqual(
-            [k for k, _ in h.broker._fill["u1"]], [id_key(b"%d-0" % n) for n in (18, 19, 20)]
-        )  # type: ignore[index]
-        h.cmd = FakeConnection()
-        h.connect(subscription=False)
-        h.answer_sync("20-0", ("expired", "18-0", ["18-0", "19-0", "20-0"]))
+        h = Harness(size=3)
+        h.node.up()
+        stream = h.node.stream()
+        ten = h.elsewhere(10)
+        h.link.deliver()
+        h.link.lose_subscription()
+        h.link.lose_commands()
+        h.link.connect(commands=False)
+        big = "x" * 20_000
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(100):
+                h.elsewhere(n, data=f"{big}{n:02}")
+                h.link.deliver()
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(stream.frames, [framed(ten, 10)])
+        # The history's 3 and the 3 held back, not the 100.
+        self.assertLess(held, 20 * 20_000)
+        h.link.connect(subscription=False)
+        h.link.settle()
         self.assertIn(b"event: reset", stream.frames[1])
-        self.assertEqual(stream.frames[2:], [frame(f"{n}-0") for n in (18, 19, 20)])
+        self.assertEqual(len(stream.frames), 5)
+        self.assertEqual([f[-4:] for f in stream.frames[2:]], [b"97\n\n", b"98\n\n", b"99\n\n"])
 
     def test_no_history_no_fill(self) -> None:
         """
@@ -409,106 +423,177 @@ class BrokerLogicTests(SynchronousTestCase):
         no SINCE, no reset (as on one node); live messages go out as they
         come, also while the other connection is still down.
         """
-        h = Harness(self, size=0)
-        h.connect()
-        self.assertEqual([a[0] for a, _ in h.cmd.calls if a[0] == b"EVALSHA"], [])
+        h = Harness(size=0)
+        h.node.up()
+        self.assertEqual(since_calls(h.link), [])
         self.assertIsNone(h.broker.health())
-        stream = FakeStream("u1")
-        h.hub.attach(stream)
-        h.broker._received(message("10-0"))
-        h.lose_subscription()
-        h.cmd = FakeConnection()
-        h.connect(commands=False)
-        h.broker._received(message("12-0"))
-        h.broker._received(message("13-0"))
-        self.assertEqual([a[0] for a, _ in h.cmd.calls if a[0] == b"EVALSHA"], [])
-        self.assertEqual(stream.frames, [frame(f"{n}-0") for n in (10, 12, 13)])
+        stream = h.node.stream()
+        ten = h.elsewhere(10)
+        h.link.deliver()
+        h.link.lose_subscription()
+        h.link.lose_commands()
+        h.elsewhere(11)
+        h.link.connect(commands=False)
+        twelve, thirteen = h.elsewhere(12), h.elsewhere(13)
+        h.link.deliver()
+        self.assertEqual(stream.frames, [framed(ten, 10), framed(twelve, 12), framed(thirteen, 13)])
+        h.link.connect()
+        h.link.settle()
+        self.assertEqual(since_calls(h.link), [])
         self.assertIsNone(h.broker.health())
 
     def test_gap_beyond_the_history_sends_a_reset_first(self) -> None:
-        """When the history no longer holds all of the gap, the stream gets a reset, then what is kept."""
-        h = Harness(self)
-        h.up()
-        stream = FakeStream("u1")
-        h.hub.attach(stream)
-        h.broker._received(message("10-0"))
-        h.lose_subscription()
-        h.connect(commands=False)
-        h.answer_sync("30-0", ("lost", "20-0", ["20-0", "30-0"]))
-        self.assertEqual(stream.frames[:1], [frame("10-0")])
+        """
+        When the history no longer holds all of the gap, the stream gets a
+        reset, then what is kept.
+        """
+        h = Harness()
+        h.node.up()
+        stream = h.node.stream()
+        ten = h.elsewhere(10)
+        h.link.deliver()
+        h.link.lose_subscription()
+        h.redis.flushall()  # Redis restarted without its data
+        h.clock.advance(1)
+        twenty, thirty = h.elsewhere(20), h.elsewhere(30)
+        h.link.connect()
+        h.link.settle()
+        self.assertEqual(stream.frames[:1], [framed(ten, 10)])
         reset = stream.frames[1].decode()
         self.assertIn("event: reset\n", reset)
         data = json.loads(reset.split("data: ", 1)[1])
         self.assertEqual(
-            (data["reason"], data["lastEventId"], data["oldestEventId"]), ("lost", "10-0", "20-0")
+            (data["reason"], data["lastEventId"], data["oldestEventId"]), ("lost", ten, twenty)
         )
-        self.assertEqual(stream.frames[2:], [frame("20-0"), frame("30-0")])
+        self.assertEqual(stream.frames[2:], [framed(twenty, 20), framed(thirty, 30)])
 
     def test_fill_interrupted_starts_again_from_the_same_point(self) -> None:
         """If the subscription drops again mid-fill, the next fill starts from the same id."""
-        h = Harness(self)
-        h.up()
-        stream = FakeStream("u1")
-        h.hub.attach(stream)
-        h.broker._received(message("10-0"))
-        h.lose_subscription()
-        h.connect(commands=False)
-        h.broker._received(message("12-0"))
-        reply = h.cmd.take(b"EVALSHA")[1]
-        h.lose_subscription()
-        reply.callback(h.since_reply("12-0", ("", "1-0", ["11-0", "12-0"])))
-        self.assertEqual(stream.frames, [frame("10-0")])
-        h.connect(commands=False)
-        args, answer = h.cmd.take(b"EVALSHA")
-        self.assertEqual(args[-1], "10-0")
-        answer.callback(h.since_reply("12-0", ("", "1-0", ["11-0", "12-0"])))
-        h.sub.take(b"PING")[1].callback([b"pong", b""])
-        self.assertEqual(stream.frames, [frame(e) for e in ("10-0", "11-0", "12-0")])
+        h = Harness()
+        h.node.up()
+        stream = h.node.stream()
+        ten = h.elsewhere(10)
+        h.link.deliver()
+        h.link.lose_subscription()
+        eleven = h.elsewhere(11)
+        h.link.connect()
+        twelve = h.elsewhere(12)
+        h.link.deliver()
+        h.link.execute()
+        h.link.lose_subscription()
+        h.link.reply()
+        self.assertEqual(stream.frames, [framed(ten, 10)])
+        h.link.connect()
+        self.assertEqual([args[-1] for args in since_calls(h.link)[-2:]], [ten, ten])
+        h.link.settle()
+        self.assertEqual(stream.frames, [framed(ten, 10), framed(eleven, 11), framed(twelve, 12)])
 
     def test_replay_waits_for_the_fill(self) -> None:
         """A replay answered while a gap is being filled is handed over after the fill."""
-        h = Harness(self)
-        h.up()
-        h.hub.attach(FakeStream("u1"))
-        h.broker._received(message("10-0"))
-        h.lose_subscription()
-        h.connect(commands=False)
-        fill_args, fill = h.cmd.take(b"EVALSHA")
-        d = h.broker.replay("u1", "11-0")
-        h.cmd.take(b"EVALSHA")[1].callback(h.since_reply("12-0", ("", "1-0", ["12-0"])))
-        h.sub.take(b"PING")[1].callback([b"pong", b""])
+        h = Harness()
+        h.elsewhere(0, "someone else")  # the history began before the node
+        h.clock.advance(1)
+        node = Node(h.clock, h.redis, "n2")
+        stream = node.stream()
+        eleven, twelve = h.elsewhere(11), h.elsewhere(12)
+        node.link.connect()
+        # The fill asks Redis's clock first: the replay's read comes before its own.
+        d = node.broker.replay("u1", eleven)
+        node.link.execute(1)
+        node.link.reply(1)
+        self.assertEqual(len(since_calls(node.link)), 2)
+        node.link.execute(1)
+        node.link.reply(1)
+        node.link.pong()
         self.assertNoResult(d)
-        fill.callback(h.since_reply("12-0", ("", "1-0", ["11-0", "12-0"])))
-        h.sub.take(b"PING")[1].callback([b"pong", b""])
-        self.assertEqual(self.successResultOf(d).frames, (frame("12-0"),))
+        self.assertEqual(stream.frames, [])
+        node.link.settle()
+        self.assertEqual(self.successResultOf(d).frames, (framed(twelve, 12),))
+        self.assertEqual(stream.frames, [framed(eleven, 11), framed(twelve, 12)])
 
     def test_first_start_with_streams_fills_from_the_nodes_start(self) -> None:
-        """Streams opened before Redis was ever reached get what was recorded since the node started."""
-        h = Harness(self)
-        stream = FakeStream("u1")
-        h.hub.attach(stream)
-        h.clock.advance(30)
-        h.connect()
-        _, time_reply = h.cmd.take(b"TIME")
-        time_reply.callback([b"5000", b"250000"])  # Redis's clock: 5000.25 s
-        args, answer = h.cmd.take(b"EVALSHA")
-        start = event_key(args[-1])
+        """
+        Streams opened before Redis was ever reached get what was recorded
+        since the node started (on Redis's clock, which need not be the
+        node's), not what was recorded before.
+        """
+        h = Harness()
+        h.redis.offset = 5000.25 - 1040  # Redis's clock: 5000.25 s when the node's is 1040
+        before = h.elsewhere(1)
+        h.clock.advance(10)
+        node = Node(h.clock, h.redis, "n2")  # starts at 1010
+        stream = node.stream()
+        h.clock.advance(10)
+        after = h.elsewhere(2)
+        h.clock.advance(20)
+        node.link.connect()
+        node.link.settle()
+        start = event_key(since_calls(node.link)[-1][-1])
         assert start is not None
         self.assertEqual(start // SEQ_SPAN, 5_000_250 - 30_000 - 1)
-        answer.callback(h.since_reply("4999999-0", ("", "", ["4999999-0"])))
-        h.sub.take(b"PING")[1].callback([b"pong", b""])
-        self.assertEqual(stream.frames, [frame("4999999-0")])
+        self.assertLess(event_key(before), start)  # type: ignore[operator]
+        self.assertEqual(stream.frames, [framed(after, 2)])
 
     def test_stop_fails_waiting_replays(self) -> None:
-        """Stopping fails what waits and says so in health."""
-        h = Harness(self)
-        h.up()
+        """Stopping fails what waits, says so, and stops the link."""
+        h = Harness()
+        h.node.up()
         d = h.broker.replay("u1", "1-0")
-        h.broker.running = True
-        h.broker._factories = {}
         self.successResultOf(h.broker.stopService())
-        self.failureResultOf(d, Unavailable)
+        failure = self.failureResultOf(d, Unavailable)
+        self.assertEqual(str(failure.value), "the node is stopping")
         self.assertEqual(h.broker.health(), "the node is stopping")
+        self.assertFalse(h.link.commands or h.link.subscription)
+
+
+def result(d: Deferred[Any]) -> Any:
+    """What C{d} has fired with (it must have)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "no result"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+class BrokerImplementation:
+    """
+    The broker's publish and replay over a L{FakeLink} to a L{MemoryRedis}
+    (ttl: 60 s, on a L{Clock}), for the table of replay cases.
+    """
+
+    def __init__(self, case: Case) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.redis = MemoryRedis(self.clock)
+        self.node = Node(self.clock, self.redis, size=case.size)
+        self.node.up()
+
+    def publish(self, name: str, user: str) -> str:
+        d = self.node.broker.publish(Message("notify", user, json.dumps({"name": name})))
+        self.node.link.settle()
+        return str(result(d).event_id)
+
+    def wait(self, ttls: float) -> None:
+        self.clock.advance(ttls * 60)
+
+    def restart(self) -> None:
+        self.redis.flushall()
+        self.clock.advance(0.002)
+
+    def since(self, user: str, last: str) -> tuple[str | None, tuple[bytes, ...], str | None]:
+        d = self.node.broker.replay(user, last)
+        self.node.link.settle()
+        replay = result(d)
+        return replay.reason, replay.frames, replay.oldest
+
+
+@replay_cases(SCRIPTS, lambda testcase, case: BrokerImplementation(case))
+class ReplayCaseTests(SynchronousTestCase):
+    """
+    The table of replay and gap cases (tests/replay_cases.py), which the
+    scripts and the history are tested with too, on the broker's replay.
+    """
 
 
 class WiringTests(SynchronousTestCase):

@@ -16,8 +16,9 @@ from notificator.broker.redis.ordering import (
     parse_message,
     parse_since,
 )
-from notificator.broker.redis.scripts import PUBLISH, SINCE
+from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
 from notificator.events import event_key
+from tests.replay_cases import SCRIPTS, Case, ScriptsImplementation, real_sleep, replay_cases
 from tests.support import RedisServer
 from tests.test_redis_ordering import BODY, frame
 
@@ -161,3 +162,22 @@ class ScriptTests(SynchronousTestCase):
         """sse.history.size 0: ids and announcements, no history."""
         self.publish("a", size=0)
         self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
+
+
+def on_redis_server(testcase: SynchronousTestCase, case: Case) -> ScriptsImplementation:
+    """The scripts, run by a real redis-server of the test's own (ttl: 1 s, real time)."""
+    redis = RedisServer(testcase).start()
+
+    def run(script: Script, keys: list[bytes], args: list[Any]) -> Any:
+        words = [a if isinstance(a, bytes) else str(a) for a in args]
+        return redis.command("EVAL", script.source, str(len(keys)), *keys, *words)
+
+    return ScriptsImplementation(case, run, real_sleep, lambda: redis.command("FLUSHALL"), 1.0)
+
+
+@replay_cases(SCRIPTS, on_redis_server)
+class ReplayCaseTests(SynchronousTestCase):
+    """
+    The table of replay and gap cases (tests/replay_cases.py), which the
+    history is tested with too, on the scripts run by a real redis-server.
+    """

@@ -9,10 +9,16 @@ import gc
 import os
 
 import setproctitle
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator import services, tap
+from notificator.broker.local import LocalBroker
+from notificator.events import SEQ_SPAN
+from notificator.history import History, HistoryFile
 from notificator.services import SequentialService
 from tests.support import write_config
 
@@ -27,6 +33,11 @@ class ProcessTitleServiceTests(SynchronousTestCase):
         self.assertEqual(setproctitle.getproctitle(), "notificator [test] /srv/notificator")
         service.stopService()
         self.assertEqual(setproctitle.getproctitle(), before)
+
+
+def tracked_ids() -> set[int]:
+    """The ids of the objects the cyclic garbage collector tracks and does not hold frozen."""
+    return {id(o) for o in gc.get_objects()}
 
 
 class GCTuningTests(SynchronousTestCase):
@@ -45,6 +56,53 @@ class GCTuningTests(SynchronousTestCase):
         self.assertEqual(gc.get_threshold(), before)
         self.assertEqual(gc.get_freeze_count(), 0)
 
+    def test_what_its_children_built_is_frozen(self) -> None:
+        """
+        What the services under it build when they start (the history a
+        broker loads from disk) is frozen out of the collector's sight once
+        they have started, under the tuned thresholds; stop thaws it.
+        """
+        built: list[list[object]] = []
+        thresholds: list[int] = []
+
+        class Loader(Service):
+            def startService(self) -> None:
+                super().startService()
+                thresholds.append(gc.get_threshold()[2])
+                built.extend([[n] for n in range(1000)])
+
+        tuning = services.GCTuningService()
+        Loader().setServiceParent(tuning)
+        tuning.startService()
+        try:
+            self.assertEqual(thresholds, [services.GCTuningService.FULL_COLLECTION_THRESHOLD])
+            tracked = tracked_ids()
+            self.assertEqual([o for o in built if id(o) in tracked], [])
+        finally:
+            self.successResultOf(tuning.stopService())
+        self.assertEqual(len(built), sum(1 for o in built if id(o) in tracked_ids()))
+
+    def test_the_tuning_lasts_until_its_children_have_stopped(self) -> None:
+        """A child whose stop takes time (the drain) stops with the tuning still on."""
+        before = gc.get_threshold()
+        stopping: Deferred[None] = Deferred()
+
+        class Slow(Service):
+            def stopService(self) -> Deferred[None]:
+                super().stopService()
+                return stopping
+
+        tuning = services.GCTuningService()
+        Slow().setServiceParent(tuning)
+        tuning.startService()
+        stopped = tuning.stopService()
+        self.assertNoResult(stopped)
+        self.assertEqual(gc.get_threshold()[2], services.GCTuningService.FULL_COLLECTION_THRESHOLD)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        stopping.callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual((gc.get_threshold(), gc.get_freeze_count()), (before, 0))
+
 
 class WiringTests(SynchronousTestCase):
     def test_part_of_the_service(self) -> None:
@@ -58,6 +116,33 @@ class WiringTests(SynchronousTestCase):
         self.assertTrue(any(isinstance(s, services.GCTuningService) for s in service))
         titles = [s.title for s in service if isinstance(s, services.ProcessTitleService)]
         self.assertEqual(titles, [f"notificator [x] {os.path.dirname(conf)}"])
+
+    def test_the_history_loaded_at_start_is_frozen(self) -> None:
+        """
+        The history the server loads from its journal at start-up is frozen
+        with what start-up built: the collector's full collections do not
+        walk it.
+        """
+        root = os.path.abspath(self.mktemp())
+        conf = write_config(os.path.join(root, "conf"), {"default": {}, "x": {}})
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        kept = History(clock, size=100, ttl=3600, max_bytes=1 << 30)
+        for n in range(300):
+            kept.append(f"u{n % 30}", (1_800_000_000_000 + n) * SEQ_SPAN, b"data: %d\n\n" % n)
+        HistoryFile(os.path.join(root, "var", "history")).write_snapshot(kept.state(), clean=True)
+        options = tap.Options()
+        options.parseOptions(["--config", conf, "--env", "x", "--listen", "tcp:0"])
+        reactor = MemoryReactorClock()
+        reactor.advance(1_800_000_010)
+        service = tap.makeService(options, reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        history = tap.find(service, LocalBroker).history
+        self.assertEqual((len(history), history.user_count), (300, 30))
+        tracked = tracked_ids()
+        held = [history, *history._users.values()]
+        self.assertEqual([o for o in held if id(o) in tracked], [])
 
 
 class SequentialServiceTests(SynchronousTestCase):

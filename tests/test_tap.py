@@ -15,9 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from notificator import app, services, tap
-from notificator.history import Journal
 from notificator.http.request import Request
-from notificator.logs import BufferedDailyLogFile
+from notificator.hub import Hub
+from notificator.timers import Ticker, TickerService
 from notificator.workers import worker
 from notificator.workers.reuseport import ReusePortService
 from notificator.workers.supervisor import WorkerLink
@@ -139,14 +139,15 @@ class MakeServiceTests(SynchronousTestCase):
         services, the listeners, the timers and the drain in that order, so
         that its ordered stop drains first and releases the lock last.
         """
-        from twisted.application.internet import TimerService
-
         from notificator import pidlock
         from notificator.broker.local import LocalBroker
         from notificator.http import connections, fast
 
         _, root = self.service({"sse": {"heartbeatInterval": 30, "keepalive": 20}})
-        serving = list(root)[-1]
+        # Under the GC tuning, which freezes what it loaded once it has started.
+        tuning = list(root)[-1]
+        self.assertIsInstance(tuning, services.GCTuningService)
+        (serving,) = tuning
         self.assertIsInstance(serving, services.SequentialService)
         kinds = [
             pidlock.DirectoryLockService,
@@ -154,8 +155,8 @@ class MakeServiceTests(SynchronousTestCase):
             fast.WriteBatch,
             connections.Connections,
             MultiService,
-            TimerService,
-            TimerService,
+            TickerService,
+            TickerService,
             services.DrainService,
         ]
         children = list(serving)
@@ -164,7 +165,7 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertIsInstance(child, kind)
         self.assertEqual(len(list(children[4])), 1)  # the one listener
         hub = children[-1].hub
-        self.assertEqual([c.call[0] for c in children[5:7]], [hub.heartbeat, hub.keepalive])
+        self.assertEqual([c.ticker.tick for c in children[5:7]], [hub.heartbeat, hub.keepalive])
 
     def test_listens_on_configured_port(self) -> None:
         """server.port/host become a TCP listener for our Site."""
@@ -274,13 +275,12 @@ class PluginTests(SynchronousTestCase):
 
 
 def _timers(reactor: MemoryReactorClock) -> list[object]:
-    """The reactor's pending calls, less the log files' and the history's flushes."""
+    """The reactor's pending ticks of the hub (the heartbeat, the keepalive)."""
     return [
         c
         for c in reactor.getDelayedCalls()
-        if not isinstance(
-            getattr(getattr(c.func, "f", None), "__self__", None), (BufferedDailyLogFile, Journal)
-        )
+        if isinstance(ticker := getattr(getattr(c.func, "f", None), "__self__", None), Ticker)
+        and isinstance(getattr(ticker.tick, "__self__", None), Hub)
     ]
 
 
@@ -322,9 +322,9 @@ class BacklogTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual(reactor.tcpServers[0][2], tap.LISTEN_BACKLOG)
-        factory = reactor.tcpServers[0][1].requestFactory
-        self.assertTrue(issubclass(factory, Request))
-        self.assertIsNotNone(factory.limits)
+        site = reactor.tcpServers[0][1]
+        self.assertIs(site.requestFactory, Request)
+        self.assertIsNotNone(site.limits)
 
 
 class WorkersTests(SynchronousTestCase):
@@ -357,10 +357,10 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual(cfg.cluster.redis.path, os.path.join(root, "var", "redis", "redis.sock"))
         self.assertIsNone(app.history_directory(cfg))
         svc = tap.makeService(opts, reactor=MemoryReactorClock())
-        serving = list(svc)[-1]
+        [serving] = list(list(svc)[-1])  # under the GC tuning
         kinds = [type(s).__name__ for s in serving]
         self.assertEqual(
-            kinds[-4:], ["TimerService", "FactoryHold", "DrainService", "SequentialService"]
+            kinds[-4:], ["TickerService", "FactoryHold", "DrainService", "SequentialService"]
         )
         listeners, link = list(list(serving)[-1])
         self.assertIsInstance(listeners, worker.WorkerListeners)

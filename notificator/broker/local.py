@@ -10,11 +10,11 @@ from __future__ import annotations
 import socket
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from notificator.broker import NO_REPLAY, Published
+from notificator.broker import NO_REPLAY, Published, Unavailable
 from notificator.config import HistoryConfig
 from notificator.events import SEQ_SPAN, EventIds, Message, encode_frame, event_key
 from notificator.history import History, Journal, Replay
@@ -60,6 +60,9 @@ class LocalBroker(Service):
             )
         self.journal = journal if self.history is not None else None
         self._ids = EventIds(clock)
+        # Set once the stop begins: the history's last snapshot is being
+        # written, so a later publish could not be kept.
+        self._stopping = False
 
     def startService(self) -> None:
         history = self.history
@@ -70,13 +73,21 @@ class LocalBroker(Service):
         super().startService()
 
     def stopService(self) -> Deferred[None] | None:
-        """Write the history to disk (a snapshot), when it is kept there."""
+        """
+        Write the history to disk (a snapshot), when it is kept there.  From
+        now on a publish is refused (L{Unavailable}, a 503 the sender
+        retries), never answered and then lost: a sender's keep-alive
+        connection can still bring one after the listeners have closed.
+        """
+        self._stopping = True
         super().stopService()
         if self.journal is not None:
             return self.journal.stop()
         return None
 
-    def publish(self, message: Message) -> Published:
+    def publish(self, message: Message) -> Published | Deferred[Published]:
+        if self._stopping:
+            return fail(Unavailable("the server is stopping"))
         ids = self._ids
         event_id = ids.next()
         frame = encode_frame(message.event, message.data, event_id)

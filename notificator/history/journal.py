@@ -20,12 +20,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from notificator.events import SEQ_SPAN
-from notificator.history.memory import History, Loaded, State
+from notificator.history.memory import MAX_MS, History, Loaded, State
+from notificator.timers import Ticker
 
 #: The journal's first line; the number is the format's version.
 MAGIC = b"NOTIFICATOR-HISTORY 1\n"
@@ -77,13 +77,21 @@ def read_journal(data: bytes) -> Loaded:
     Parse a journal.  A record cut short or failing its checksum at the
     end (a write cut by a crash) ends the reading (C{torn}); anything else
     wrong raises L{CorruptHistory}.
+
+    Each frame is copied out of C{data} once, into the object the history
+    keeps, and nothing else is made per record: what the history does not
+    keep leaves nothing behind.
     """
     if not data.startswith(MAGIC):
         raise CorruptHistory("not a Notificator history file of version 1")
     loaded = Loaded()
+    user_ids: dict[str, int] = {}
+    floors = loaded.floors
+    view = memoryview(data)
     pos = len(MAGIC)
     end = len(data)
     seen_state = False
+    last = 0
     while pos < end:
         if end - pos < _HEAD.size + _CRC.size:
             loaded.torn = True
@@ -91,43 +99,56 @@ def read_journal(data: bytes) -> Loaded:
         kind, length = _HEAD.unpack_from(data, pos)
         if length > MAX_RECORD:
             raise CorruptHistory(f"record of {length} bytes at offset {pos}")
-        stop = pos + _HEAD.size + length
+        start = pos + _HEAD.size
+        stop = start + length
         if stop + _CRC.size > end:
             loaded.torn = True
             break
         (crc,) = _CRC.unpack_from(data, stop)
-        if zlib.crc32(data[pos:stop]) != crc:
+        if zlib.crc32(view[pos:stop]) != crc:
             if stop + _CRC.size == end:
                 loaded.torn = True
                 break
             raise CorruptHistory(f"bad checksum at offset {pos}")
-        payload = data[pos + _HEAD.size : stop]
         pos = stop + _CRC.size
         try:
             if kind == b"E":
-                ms, seq, when, n = _ENTRY.unpack_from(payload)
+                if length < _ENTRY.size:
+                    raise struct.error("entry record too short")
+                ms, seq, when, n = _ENTRY.unpack_from(data, start)
+                at = start + _ENTRY.size
+                if at + n > stop:
+                    raise struct.error("user id past the record")
+                if ms >= MAX_MS:
+                    raise struct.error("event id out of range")
+                user = str(view[at : at + n], "utf-8", "surrogatepass")
+                owner = user_ids.get(user)
+                if owner is None:
+                    owner = user_ids[user] = len(user_ids)
+                    loaded.user_ids.append(user)
+                loaded.add(owner, ms, seq, data[at + n : stop], when)
                 key = ms * SEQ_SPAN + seq
-                user = payload[_ENTRY.size : _ENTRY.size + n].decode("utf-8", "surrogatepass")
-                frame = payload[_ENTRY.size + n :]
-                floor, entries = loaded.users.get(user, (0, []))
-                entries.append((key, frame, when))
-                loaded.users[user] = (floor, entries)
-                loaded.last = max(loaded.last, key)
+                if key > last:
+                    last = key
                 loaded.clean = False
             elif kind == b"F":
-                ms, seq, n = _FLOOR.unpack_from(payload)
+                if length < _FLOOR.size:
+                    raise struct.error("floor record too short")
+                ms, seq, n = _FLOOR.unpack_from(data, start)
                 floor = ms * SEQ_SPAN + seq
-                user = payload[_FLOOR.size : _FLOOR.size + n].decode("utf-8", "surrogatepass")
-                old, entries = loaded.users.get(user, (0, []))
-                loaded.users[user] = (max(old, floor), entries)
+                at = start + _FLOOR.size
+                if at + n > stop:
+                    raise struct.error("user id past the record")
+                user = str(view[at : at + n], "utf-8", "surrogatepass")
+                floors[user] = max(floors.get(user, 0), floor)
             elif kind == b"S":
-                k1, k2, f1, f2, l1, l2, clean = _STATE.unpack(payload)
-                known, floor, last = k1 * SEQ_SPAN + k2, f1 * SEQ_SPAN + f2, l1 * SEQ_SPAN + l2
+                k1, k2, f1, f2, l1, l2, clean = _STATE.unpack(view[start:stop])
+                known, floor, last_key = k1 * SEQ_SPAN + k2, f1 * SEQ_SPAN + f2, l1 * SEQ_SPAN + l2
                 if not seen_state:
                     loaded.known_since = known
                 seen_state = True
                 loaded.floor = max(loaded.floor, floor)
-                loaded.last = max(loaded.last, last)
+                last = max(last, last_key)
                 loaded.clean = bool(clean)
             else:
                 raise CorruptHistory(f"unknown record type {kind!r} at offset {pos}")
@@ -135,6 +156,7 @@ def read_journal(data: bytes) -> Loaded:
             raise CorruptHistory(f"bad record at offset {pos}: {e}")
     if not seen_state:
         raise CorruptHistory("no state record")
+    loaded.last = last
     return loaded
 
 
@@ -394,7 +416,7 @@ class Journal:
         self._pending: list[tuple[str, int, bytes, float]] = []
         self._writing = False
         self._idle: list[Deferred[None]] = []
-        self._timer: LoopingCall | None = None
+        self._timer: Ticker | None = None
         self._history: History | None = None
         #: Failed writes in a row, and when the next may be tried.
         self._failures = 0
@@ -445,9 +467,10 @@ class Journal:
             self.file.write_snapshot(history.state())
         except Exception:
             self._failed(Failure())
-        self._timer = LoopingCall(self.flush)
-        self._timer.clock = self._clock
-        self._timer.start(self.interval, now=False)
+        self._timer = Ticker(
+            self.flush, "writing the history", self._clock, self.interval, self.log.namespace
+        )
+        self._timer.start()
 
     def record(self, user_id: str, key: int, frame: bytes, when: float) -> None:
         # Encoded by the writer thread, in the next flush.
@@ -669,7 +692,7 @@ class Journal:
         """
         history = self._history
         assert history is not None, "stop() after start()"
-        if self._timer is not None and self._timer.running:
+        if self._timer is not None:
             self._timer.stop()
 
         def last(_: object) -> Deferred[None]:

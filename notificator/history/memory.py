@@ -25,23 +25,34 @@ from __future__ import annotations
 
 import json
 import sys
+from array import array
 from collections import deque
+from collections.abc import Iterator
+from heapq import heapify, heappop, heapreplace
 from typing import Any
 
 import attrs
 
-from notificator.events import encode_frame, event_id
+from notificator.events import SEQ_SPAN, encode_frame, event_id
 
 #: Memory bytes counted per kept frame besides its own bytes: the frame's
-#: object, the entry tuple, its key and time, and its slots in two
-#: containers (measured with tracemalloc: about 185).
-ENTRY_OVERHEAD = 200
+#: object header (33) and the allocator's rounding, its slot in its user's
+#: list of frames (8), its key and time in its user's array (24), its slot
+#: in the history's queue (8), and the room those containers keep to grow
+#: (measured with tracemalloc: 74 to 89).
+ENTRY_OVERHEAD = 88
 
 #: Memory bytes counted per user with kept frames besides its id (counted
 #: as the string's own size, C{sys.getsizeof}: a 256-character id of
-#: Korean or emoji takes 0.5 to 1 KB): the user's record, its list of
-#: frames and its slot in the dictionary of users (measured: about 180).
-USER_OVERHEAD = 200
+#: Korean or emoji takes 0.5 to 1 KB): the user's record, its list and its
+#: array, its slot in the dictionary of users, and its floor once it has
+#: lost a frame (measured: 240 to 310, and 48 for the floor).
+USER_OVERHEAD = 360
+
+#: Memory bytes counted per slot of the queue whose frame was trimmed by
+#: size (the slot and the frame's time, in its user's array, wait for the
+#: next release).
+TRIMMED_SLOT = 32
 
 
 def user_cost(user_id: str) -> int:
@@ -105,22 +116,102 @@ def reset_frame(replay: Replay, last_id: str) -> bytes:
     return encode_frame("reset", json.dumps(data, ensure_ascii=False))
 
 
-class _User:
-    """One user's kept frames (oldest first), floor and memory (L{user_cost})."""
+#: Keys and times are kept as C{float}s (L{Entries}): exact for keys whose
+#: milliseconds are below this (2 ** 53: the year 287,000).
+MAX_MS = 1 << 53
 
-    __slots__ = ("user_id", "entries", "floor", "cost")
+
+class Entries:
+    """
+    Frames with their keys and times, oldest first, kept in columns: the
+    frames in one list, and each one's key (milliseconds, sequence) and
+    time in one array of floats, three to a frame.  So a frame costs its
+    bytes and 32 bytes more, no object of its own, and nothing the cyclic
+    garbage collector has to walk (a list of bytes and an array are two
+    objects however many frames they hold).
+
+    Iterating gives C{(key, frame, time)}, oldest first.
+
+    @ivar frames: the frames, the very bytes that went live.
+    @ivar data: milliseconds, sequence and time of each frame; in a
+        L{History}'s user record it may start with those of frames trimmed
+        by size whose slots wait in the history's queue (L{dead}).
+    """
+
+    __slots__ = ("frames", "data")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.data = array("d")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def dead(self) -> int:
+        """How many triples of L{data} belong to no frame (trimmed by size)."""
+        return len(self.data) // 3 - len(self.frames)
+
+    def key(self, i: int) -> int:
+        """The key of the frame at C{i} (negative: from the newest)."""
+        if i < 0:
+            i += len(self.frames)
+        at = 3 * (self.dead + i)
+        data = self.data
+        return int(data[at]) * SEQ_SPAN + int(data[at + 1])
+
+    def add(self, ms: int, seq: int, frame: bytes, when: float) -> None:
+        """
+        Add the frame whose key is C{ms}, C{seq} as the newest (C{ms} below
+        L{MAX_MS}).
+        """
+        self.frames.append(frame)
+        data = self.data
+        data.append(ms)
+        data.append(seq)
+        data.append(when)
+
+    def __iter__(self) -> Iterator[tuple[int, bytes, float]]:
+        data = self.data
+        at = 3 * self.dead
+        for frame in self.frames:
+            yield int(data[at]) * SEQ_SPAN + int(data[at + 1]), frame, data[at + 2]
+            at += 3
+
+    def copy(self) -> Entries:
+        """A copy of the kept frames (cheap: the lists of the same bytes)."""
+        copy = Entries()
+        copy.frames = self.frames[:]
+        copy.data = self.data[3 * self.dead :]
+        return copy
+
+
+class _User(Entries):
+    """
+    One user's kept frames (oldest first), with the times of those trimmed
+    by size whose slots are still in the history's queue before them
+    (L{Entries.dead}), and its floor.
+    """
+
+    __slots__ = ("user_id", "floor")
 
     def __init__(self, user_id: str, floor: int = 0) -> None:
+        super().__init__()
         self.user_id = user_id
-        # (key, frame, time, this record)
-        self.entries: list[tuple[int, bytes, float, _User]] = []
         self.floor = floor
-        self.cost = user_cost(user_id)
 
 
 class History:
     """
     Recent frames per user, bounded by count, age and memory.
+
+    Each user's frames are kept in columns (L{Entries}), and the order in
+    which frames leave (oldest first, for the ttl and the memory bound) is
+    a queue holding, for each frame appended, its user's record: the
+    user's oldest slot in the queue is its oldest frame, or, when the user
+    has more slots than frames, one trimmed by size (its time is kept
+    until the queue lets go of it, L{_release}).  Nothing is kept per
+    frame but its bytes, 24 bytes of key and time, and two slots.
 
     @param clock: the time source (seconds).
     @param size: frames kept per user.
@@ -132,9 +223,9 @@ class History:
     @ivar floor: the global floor (see the module docstring).
     @ivar last: the key of the newest frame appended.
     @ivar bytes: memory counted for the kept frames and their users (the
-        frames trimmed by size and not yet released are counted apart, and
-        released in batches: the whole stays within about 1.25 times
-        C{max_bytes}).
+        slots of frames trimmed by size and not yet released are counted
+        apart, L{TRIMMED_SLOT} each, and released in batches: the whole
+        stays within about 1.25 times C{max_bytes}).
     """
 
     def __init__(
@@ -154,14 +245,14 @@ class History:
         self.last = 0
         self.bytes = 0
         self._users: dict[str, _User] = {}
-        # Every appended entry in key order, also those trimmed since by
-        # size (released when they leave this queue, or when they are a
-        # fifth of it: L{_release}).
-        self._fifo: deque[tuple[int, bytes, float, _User]] = deque()
+        # The user of every frame appended, in key order, also of those
+        # trimmed since by size (released when they leave this queue, or
+        # in a batch when they are a fifth of the memory: L{_release}).
+        self._queue: deque[_User] = deque()
         self._trimmed = 0
 
     def __len__(self) -> int:
-        return sum(len(u.entries) for u in self._users.values())
+        return sum(len(u.frames) for u in self._users.values())
 
     @property
     def user_count(self) -> int:
@@ -173,56 +264,79 @@ class History:
         before) as the newest of C{user_id}'s.
         """
         now = self._clock.seconds() if when is None else when
+        ms, seq = divmod(key, SEQ_SPAN)
+        if ms >= MAX_MS:
+            raise ValueError(f"event id key out of range: {ms}-{seq}")
         user = self._users.get(user_id)
         if user is None:
             # What this user lost before, if anything, is in the global floor.
             user = self._users[user_id] = _User(user_id, self.floor)
-            self.bytes += user.cost
-        entry = (key, frame, now, user)
-        entries = user.entries
-        entries.append(entry)
-        self._fifo.append(entry)
+            self.bytes += user_cost(user_id)
+        frames = user.frames
+        frames.append(frame)
+        data = user.data
+        data.append(ms)
+        data.append(seq)
+        data.append(now)
+        self._queue.append(user)
         self.bytes += len(frame) + ENTRY_OVERHEAD
-        if len(entries) > self.size:
-            old = entries.pop(0)
-            user.floor = old[0]
-            size = len(old[1]) + ENTRY_OVERHEAD
-            self.bytes -= size
-            self._trimmed += size
+        if len(frames) > self.size:
+            # Trimmed by size: its slot in the queue (and its time) stay.
+            at = len(data) - 3 * len(frames)
+            user.floor = int(data[at]) * SEQ_SPAN + int(data[at + 1])
+            self.bytes -= len(frames.pop(0)) + ENTRY_OVERHEAD
+            self._trimmed += TRIMMED_SLOT
             if self._trimmed > (self.bytes >> 2) + 65536:
                 self._release()
         self.last = key
         self.expire(now)
 
     def _release(self) -> None:
-        """Let go of the entries trimmed by size (a pass over the queue)."""
-        self._fifo = deque(e for e in self._fifo if _kept(e))
+        """Let go of the slots of the frames trimmed by size (a pass over the queue)."""
+        dead: dict[_User, int] = {}
+        for user in self._users.values():
+            n = user.dead
+            if n:
+                del user.data[: 3 * n]
+                dead[user] = n
+        queue: deque[_User] = deque()
+        keep = queue.append
+        left = dead.get
+        for user in self._queue:
+            skip = left(user)
+            if skip:
+                dead[user] = skip - 1
+            else:
+                keep(user)
+        self._queue = queue
         self._trimmed = 0
 
     def expire(self, now: float | None = None) -> None:
         """Drop what is older than the ttl, then the oldest over the memory bound."""
-        fifo = self._fifo
-        if not fifo:
+        queue = self._queue
+        if not queue:
             return
         deadline = (self._clock.seconds() if now is None else now) - self.ttl
-        while fifo and (fifo[0][2] <= deadline or self.bytes > self.max_bytes):
-            self._drop(fifo.popleft())
+        while queue and (queue[0].data[2] <= deadline or self.bytes > self.max_bytes):
+            self._drop(queue.popleft())
 
-    def _drop(self, entry: tuple[int, bytes, float, _User]) -> None:
-        key, frame, _, user = entry
-        entries = user.entries
-        if entries and entries[0] is entry:
-            # Still kept (not trimmed by size since): it is the user's oldest.
-            self.bytes -= len(frame) + ENTRY_OVERHEAD
-            del entries[0]
+    def _drop(self, user: _User) -> None:
+        """The oldest slot of C{user} left the queue."""
+        frames = user.frames
+        if user.dead:
+            # The slot of a frame trimmed by size since.
+            self._trimmed -= TRIMMED_SLOT
+        else:
+            # Still kept: it is the user's oldest.
+            key = user.key(0)
+            self.bytes -= len(frames.pop(0)) + ENTRY_OVERHEAD
             if key > user.floor:
                 user.floor = key
-        else:
-            self._trimmed -= len(frame) + ENTRY_OVERHEAD
-        if not entries and self._users.get(user.user_id) is user:
+        del user.data[:3]
+        if not frames and self._users.get(user.user_id) is user:
             # Nothing left of this user: fold its floor into the global one.
             del self._users[user.user_id]
-            self.bytes -= user.cost
+            self.bytes -= user_cost(user.user_id)
             if user.floor > self.floor:
                 self.floor = user.floor
 
@@ -234,8 +348,8 @@ class History:
         """
         self.expire()
         user = self._users.get(user_id)
-        entries = user.entries if user is not None else []
-        oldest = event_id(entries[0][0]) if entries else None
+        frames = user.frames if user is not None else []
+        oldest = event_id(user.key(0)) if user is not None and frames else None
         if last is None:
             reason: str | None = UNKNOWN
         elif last < self.known_since:
@@ -246,25 +360,25 @@ class History:
             reason = EXPIRED
         else:
             # Complete: the frames after the id (few, at the end).
-            i = len(entries)
-            while i and entries[i - 1][0] > last:
+            i = len(frames)
+            while i and user is not None and user.key(i - 1) > last:
                 i -= 1
-            return Replay(True, tuple(e[1] for e in entries[i:]), oldest=oldest)
-        return Replay(False, tuple(e[1] for e in entries), reason, oldest)
+            return Replay(True, tuple(frames[i:]), oldest=oldest)
+        return Replay(False, tuple(frames), reason, oldest)
 
     # -- persistence ----------------------------------------------------------
 
     def state(self) -> State:
         """
-        What a snapshot needs, copied cheaply (lists of the same entry
-        tuples), so that the snapshot can be encoded on another thread
-        while this history goes on changing.
+        What a snapshot needs, copied cheaply (each user's list of the same
+        frames and a copy of its array), so that the snapshot can be
+        encoded on another thread while this history goes on changing.
         """
         return State(
             self.known_since,
             self.floor,
             self.last,
-            [(u.user_id, u.floor, u.entries[:]) for u in self._users.values()],
+            [(u.user_id, u.floor, u.copy()) for u in self._users.values()],
         )
 
     def load(self, loaded: Loaded) -> None:
@@ -272,16 +386,47 @@ class History:
         Take back what a journal held (into an empty history): its frames in
         key order, as if appended again, so size, age and memory bounds apply
         as they would have; then its floors.
+
+        The journal is a few runs of frames in key order (a snapshot's, one
+        per user, then what was appended after it, in the order published):
+        they are merged, which holds one object per run, not per frame.
         """
-        merged = [
-            (key, user_id, frame, when)
-            for user_id, (_, entries) in loaded.users.items()
-            for key, frame, when in entries
-        ]
-        merged.sort(key=lambda e: e[0])
-        for key, user_id, frame, when in merged:
-            self.append(user_id, key, frame, when)
-        for user_id, (floor, _) in loaded.users.items():
+        entries = loaded.entries
+        frames, data = entries.frames, entries.data
+        owners, user_ids = loaded.owners, loaded.user_ids
+        # Where each run in key order ends.
+        ends = array("Q")
+        before = (-1.0, -1.0)
+        for i in range(len(frames)):
+            at = 3 * i
+            pair = (data[at], data[at + 1])
+            if pair < before:
+                ends.append(i)
+            before = pair
+        ends.append(len(frames))
+
+        def key_of(i: int) -> int:
+            at = 3 * i
+            return int(data[at]) * SEQ_SPAN + int(data[at + 1])
+
+        # (key, place, end of its run): ties in the journal's order.
+        heap = []
+        start = 0
+        for end in ends:
+            if end > start:
+                heap.append((key_of(start), start, end))
+            start = end
+        heapify(heap)
+        append = self.append
+        while heap:
+            key, i, end = heap[0]
+            append(user_ids[owners[i]], key, frames[i], data[3 * i + 2])
+            i += 1
+            if i < end:
+                heapreplace(heap, (key_of(i), i, end))
+            else:
+                heappop(heap)
+        for user_id, floor in loaded.floors.items():
             user = self._users.get(user_id)
             if user is not None:
                 user.floor = max(user.floor, floor)
@@ -293,23 +438,45 @@ class History:
         self.expire()
 
 
-def _kept(entry: tuple[int, bytes, float, _User]) -> bool:
-    """Whether an entry of the queue is still one of its user's kept frames."""
-    entries = entry[3].entries
-    return bool(entries) and entry[0] >= entries[0][0]
-
-
 @attrs.define
 class Loaded:
-    """What a journal held."""
+    """
+    What a journal held: its frames in the journal's order, in columns
+    (L{entries}, with C{owners} the user of each as an index into
+    C{user_ids}), and the floors of its users.  Columns, not objects per
+    frame: a history loaded from its journal is left with nothing but what
+    it keeps (L{History.load}).
+    """
 
     known_since: int = 0
     floor: int = 0
     last: int = 0
     clean: bool = False
     torn: bool = False
-    # user id -> (floor, [(key, frame, time)])
-    users: dict[str, tuple[int, list[tuple[int, bytes, float]]]] = attrs.Factory(dict)
+    entries: Entries = attrs.Factory(Entries)
+    owners: array[int] = attrs.Factory(lambda: array("I"))
+    user_ids: list[str] = attrs.Factory(list)
+    # user id -> the key of its newest frame dropped
+    floors: dict[str, int] = attrs.Factory(dict)
+
+    def add(self, user_id: int, ms: int, seq: int, frame: bytes, when: float) -> None:
+        """Add a frame of the user at C{user_id} in L{user_ids}."""
+        self.entries.add(ms, seq, frame, when)
+        self.owners.append(user_id)
+
+    @property
+    def users(self) -> dict[str, tuple[int, Entries]]:
+        """Each user's floor and frames (in the journal's order), gathered (tests, tools)."""
+        users: dict[str, tuple[int, Entries]] = {}
+        for owner, (key, frame, when) in zip(self.owners, self.entries, strict=True):
+            user_id = self.user_ids[owner]
+            if user_id not in users:
+                users[user_id] = (0, Entries())
+            ms, seq = divmod(key, SEQ_SPAN)
+            users[user_id][1].add(ms, seq, frame, when)
+        for user_id, floor in self.floors.items():
+            users[user_id] = (floor, users.get(user_id, (0, Entries()))[1])
+        return users
 
 
 @attrs.frozen
@@ -319,5 +486,5 @@ class State:
     known_since: int
     floor: int
     last: int
-    # user id, floor, [(key, frame, time, ...)] oldest first
-    users: list[tuple[str, int, list[tuple[Any, ...]]]]
+    # user id, floor, its frames (oldest first)
+    users: list[tuple[str, int, Entries]]

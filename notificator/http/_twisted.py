@@ -3,14 +3,24 @@
 The private parts of Twisted the server uses, in both modes
 (C{server.fastChannel}), each tested against the real class:
 L{request_target} and L{request_version} (a request's method, path and
-protocol before its body), L{WholeHeadRequest} (when a request's head is
-complete: over HTTP/2 not at C{gotLength}), the HTTP/2 helpers of the
+protocol before its body), L{RequestBase} (when a request's head is
+complete: over HTTP/2 not at C{gotLength}; the fast write of an event
+stream's frames), the HTTP/2 helpers of the
 connection clock (L{h2_connection}, L{h2_open_streams}, L{when_h2_idle},
-L{h2_go_away}), L{close_now}, which frees a closed connection's
+L{h2_go_away}), L{h2_reset} (a refused or slow request's stream), L{close_now}, which frees a closed connection's
 descriptor before the reactor's next pass (L{notificator.http.connections}),
-and twisted.web's protocol wrapper that switches to HTTP/2
+twisted.web's protocol wrapper that switches to HTTP/2
 (L{GenericHTTPChannelProtocol}, which L{notificator.http.fast.protocol}
-wraps its channel in).
+wraps its channel in), and what the fast channel
+(L{notificator.http.fast.Channel}) needs: L{ChannelBase} (the two answers
+C{HTTPChannel} writes to its transport itself, and the direct send to a
+TCP connection's socket when its queue is empty).
+
+Every access to a private part of Twisted (an attribute or method whose
+name starts with C{_}, or one Twisted does not document) is in this
+module, and C{tests.test_http_twisted} checks each against the real
+classes: C{tox -e twisted-latest} runs it first, so a Twisted that changes
+one fails there before anywhere else.
 """
 
 from __future__ import annotations
@@ -28,12 +38,92 @@ from twisted.web import http, server
 GenericHTTPChannelProtocol = http._GenericHTTPChannelProtocol
 
 
-class WholeHeadRequest(server.Request):
+class ChannelBase(http.HTTPChannel):
     """
-    A twisted.web request told once when its head is complete: every header
-    is on it and none of its body has been handed in yet.  Subclasses
-    decide there (L{head_received}) what twisted.web decides in
-    C{gotLength}: whether the body is to be read, and into what.
+    twisted.web's HTTP/1.x channel, with what the fast channel
+    (L{notificator.http.fast.Channel}) needs of Twisted's private parts:
+
+     - the two answers C{HTTPChannel} writes to its transport itself
+       (private methods: C{_send100Continue} and
+       C{_respondToBadRequestAndDisconnect}) are handed to L{send_raw}, so
+       that a channel that holds its writes keeps them in line with the
+       responses before them;
+     - L{send_now} writes straight to the socket of a plain TCP
+       connection when nothing is queued on it, as
+       C{tcp.Connection.writeSomeData} would without its wrapping: it
+       reads the connection's queue (C{dataBuffer} and C{_tempDataLen},
+       what C{transport.write} queued and the reactor's write pass has not
+       sent) and sends on its C{socket}.
+    """
+
+    # The transport, when it is a plain TCP connection (TLS transports
+    # encrypt and frame the bytes): what send_now writes to directly.
+    _socket: tcp.Connection | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if isinstance(self.transport, tcp.Connection):
+            self._socket = self.transport
+
+    def send_now(self, data: bytes) -> None:
+        """
+        Send C{data} now: straight to the socket when nothing is queued on
+        it; what the socket does not take then (would block, out of
+        buffers, the connection lost), and everything while the queue is
+        not empty (or over TLS, or the connection closing), through
+        C{transport.write}, which keeps the order, the flow control and
+        the loss handling Twisted's.
+        """
+        sock = self._socket
+        if (
+            sock is not None
+            and sock.connected
+            and not sock.disconnecting
+            and not sock.dataBuffer
+            and not sock._tempDataLen
+        ):
+            # (Python retries an interrupted send.)
+            try:
+                sent = sock.socket.send(data)
+            except OSError:
+                # Queue it all; the reactor's write pass carries on (or
+                # finds out and reports the loss).
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport = self.transport
+        assert transport is not None  # set in makeConnection, never unset
+        transport.write(data)
+
+    def send_raw(self, data: bytes) -> None:
+        """Send C{data}, bytes of the HTTP/1.x stream, as they are (L{send_now})."""
+        self.send_now(data)
+
+    def bad_request(self) -> None:
+        """Answer 400 and close, as twisted.web answers a malformed head."""
+        self._respondToBadRequestAndDisconnect()
+
+    def _send100Continue(self) -> None:
+        self.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        self.loseConnection()
+
+
+class RequestBase(server.Request):
+    """
+    twisted.web's request, with what the server's
+    (L{notificator.http.request.Request}) needs of its private parts:
+
+     - it is told once when its head is complete: every header is on it
+       and none of its body has been handed in yet.  Subclasses decide
+       there (L{head_received}) what twisted.web decides in C{gotLength}:
+       whether the body is to be read, and into what;
+     - L{write_chunk}, a shorter C{write} for an open event stream's frames
+       (with the fast channel), which reads twisted.web's request state
+       (C{chunked}, C{startedWriting}, C{finished}, C{_disconnected}).
 
     Over HTTP/1.x that is C{gotLength}: C{HTTPChannel} calls it from
     C{allHeadersReceived}, once every header line is read (after
@@ -98,6 +188,25 @@ class WholeHeadRequest(server.Request):
         whatever its method.)
         """
         server.Request.gotLength(self, length)
+
+    def write_chunk(self, data: bytes) -> None:
+        """
+        As twisted.web's C{write}, with a shorter path for what an open
+        event stream writes all day: a chunk of a started HTTP/1.1
+        response, built as one string and handed to the channel (as
+        C{Request.write} would, as three: the length, the data, the end).
+        """
+        if (
+            self.chunked
+            and self.startedWriting
+            and data
+            and not self.finished
+            and not self._disconnected
+        ):
+            self.sentLength += len(data)
+            self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.write(data)
 
 
 _PARSED = object()
@@ -179,6 +288,20 @@ def when_h2_idle(conn: Any, idle: Callable[[], object]) -> None:
             idle()
 
     conn._requestDone = _requestDone
+
+
+def h2_reset(request: server.Request) -> None:
+    """
+    Reset the HTTP/2 stream C{request} is on (C{RST_STREAM}); the
+    connection and its other streams go on.  An HTTP/2 request's channel
+    is its C{H2Stream} (of the private C{twisted.web._http2}; twisted.web's
+    C{Request} declares an C{HTTPChannel}), which resets on
+    C{abortConnection}, and is L{None} once the stream is gone: then
+    nothing.
+    """
+    stream: Any = request.channel
+    if stream is not None:
+        stream.abortConnection()
 
 
 def h2_go_away(conn: Any) -> None:

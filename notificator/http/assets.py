@@ -56,7 +56,10 @@ class Readable(refusals.Resource):
 
     def render_HEAD(self, request: IRequest) -> bytes:
         body = self.render_GET(request)
-        request.setHeader(b"content-length", b"%d" % (len(body),))
+        if not request.responseHeaders.hasHeader(b"content-length"):
+            # (A JSON answer has its length already and no body for HEAD:
+            # notificator.http.responses.json_response.)
+            request.setHeader(b"content-length", b"%d" % (len(body),))
         return b""
 
 

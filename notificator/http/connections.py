@@ -17,10 +17,10 @@ C{limits.headerTimeout}, C{limits.bodyTimeout}).
     - the I{body clock}: a request must send its whole body within
       C{limits.bodyTimeout} seconds of the end of its head; after that it is
       answered 408
-      (L{notificator.http.request.LimitedRequest.body_timed_out}).
+      (L{notificator.http.request.Request.body_timed_out}).
  - L{ConnectionProtocol}: sits between each transport and the site's
-   protocol (ours or twisted.web's), to count and time it; L{watch} puts
-   it around a site's protocols.
+   protocol (ours or twisted.web's), to count and time it; the site
+   (L{notificator.http.site.Site.buildProtocol}) puts it around each.
 
 At C{limits.connections} a new connection takes the place of one that does
 the least with its descriptor, as nginx reuses idle connections when it runs
@@ -401,24 +401,3 @@ class Refused:
 
     def connectionLost(self, reason: Any) -> None:
         pass
-
-
-def watch(site: Any, connections: Connections) -> None:
-    """
-    Make C{site}'s connections count and time themselves: what its
-    C{buildProtocol} builds (and has set up: C{site}, C{timeOut} ...) is
-    wrapped in a L{ConnectionProtocol}, and over C{limits.connections}
-    (L{Connections.admit}) a connection gets L{Refused} instead.  Any
-    factory will do (twisted.web's L{server.Site} or a subclass, with
-    either channel, also under TLS), which is why this wraps the
-    instance's method rather than subclassing.
-    """
-    build = site.buildProtocol
-
-    def buildProtocol(addr: Any) -> ConnectionProtocol | Refused | None:
-        if not connections.admit():
-            return Refused()
-        protocol = build(addr)
-        return None if protocol is None else ConnectionProtocol(protocol, connections)
-
-    site.buildProtocol = buildProtocol

@@ -29,11 +29,14 @@ send itself.  L{Channel} instead:
    transport as before, so ordering, flow control and disconnect
    handling stay Twisted's.
 
-This uses three attributes of Twisted's C{tcp.Connection}: C{dataBuffer}
-and C{_tempDataLen} (its queue) and C{socket}, to which it sends as
-C{Connection.writeSomeData} would, without its wrapping (a third of a
-heartbeat frame's Python).  L{tests.test_http_fast} checks the behaviour
-against the real class.  HTTP/2 streams do not use this channel.
+The direct send uses three attributes of Twisted's C{tcp.Connection}
+(C{dataBuffer} and C{_tempDataLen}, its queue, and C{socket}), to which
+it sends as C{Connection.writeSomeData} would, without its wrapping (a
+third of a heartbeat frame's Python): that is
+L{notificator.http._twisted.ChannelBase.send_now}, with the other private parts of
+Twisted the server uses, each tested against the real class.
+L{tests.test_http_fast} checks the behaviour.  HTTP/2 streams do not use
+this channel.
 
 Flow control is Twisted's as well.  A direct send happens only while the
 transport's queue is empty; what the socket does not take then, and
@@ -43,9 +46,6 @@ request's producer: an event stream, L{notificator.http.stream}) once more
 than its buffer size waits, and its write pass resumes them when the
 queue has drained.  C{server.fastChannel: false} serves without this
 module (L{notificator.http.site.serve_http}).
-
-The other private parts of Twisted the server uses in both modes are in
-L{notificator.http._twisted}.
 """
 
 from __future__ import annotations
@@ -53,39 +53,30 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http
 
-from notificator.http._twisted import GenericHTTPChannelProtocol
+from notificator.http._twisted import ChannelBase, GenericHTTPChannelProtocol
 
 # The namespace it had before the moves of issue 18: it is part of
 # every log line, and no log line changes.
 _log = Logger("notificator.channel")
 
 
-class Channel(http.HTTPChannel):
+class Channel(ChannelBase):
     """
     L{HTTPChannel} that sends what it is given during a reactor pass with
     one system call (see L{WriteBatch}).
     """
 
-    _socket: tcp.Connection | None = None
     # Bytes given during this reactor pass, sent by the batch at its end.
     _pending: list[bytes] | None = None
 
     def __init__(self, writes: WriteBatch) -> None:
         super().__init__()
         self._writes = writes
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        # Only a plain socket: TLS transports encrypt and frame the bytes.
-        if isinstance(self.transport, tcp.Connection):
-            self._socket = self.transport
 
     # Each request asks for both addresses (twisted.web's Request keeps
     # them); a connection's do not change, so ask the socket once.
@@ -138,28 +129,24 @@ class Channel(http.HTTPChannel):
         self._pending = None
         super().connectionLost(reason)
 
-    # HTTPChannel writes these two to the transport itself: keep them in
-    # line with the responses before them.
-    def _send100Continue(self) -> None:
-        self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self._send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-        self.loseConnection()
+    def send_raw(self, data: bytes) -> None:
+        # The 100 Continue and the 400 HTTPChannel writes itself
+        # (ChannelBase): in line with the responses before them.
+        self._send(data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         # A request line or header line longer than MAX_LENGTH: the
         # LineReceiver default drops the connection without a word (and
         # past this channel's batch); answer it as twisted.web answers
         # every other malformed head.
-        self._respondToBadRequestAndDisconnect()
+        self.bad_request()
 
     def sendPending(self) -> None:
         """Send what this pass gave (the L{WriteBatch} calls this)."""
         pending = self._pending
         if pending is not None:
             self._pending = None
-            self._sendNow(pending[0] if len(pending) == 1 else b"".join(pending))
+            self.send_now(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _send(self, data: bytes) -> None:
         pending = self._pending
@@ -169,32 +156,7 @@ class Channel(http.HTTPChannel):
             self._pending = [data]
             self._writes.add(self)
         else:
-            self._sendNow(data)
-
-    def _sendNow(self, data: bytes) -> None:
-        sock = self._socket
-        if (
-            sock is not None
-            and sock.connected
-            and not sock.disconnecting
-            and not sock.dataBuffer
-            and not sock._tempDataLen
-        ):
-            # The socket itself, as Connection.writeSomeData would (Python
-            # retries an interrupted send) without its wrapping.
-            try:
-                sent = sock.socket.send(data)
-            except OSError:
-                # Would block, out of buffers, or the connection is lost:
-                # queue it all, and let the reactor's write pass carry on
-                # (or find out and report the loss).
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport = self.transport
-        assert transport is not None  # set in makeConnection, never unset
-        transport.write(data)
+            self.send_now(data)
 
 
 class WriteBatch(Service):

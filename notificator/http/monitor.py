@@ -33,8 +33,13 @@ from notificator import __version__, auth
 from notificator.broker import Broker
 from notificator.http import assets, refusals
 from notificator.http.request import client, peer_host
+from notificator.http.responses import json_response
 from notificator.hub import Hub
 from notificator.stats import Stats
+
+#: The C{Cache-Control} of the monitor's data (C{/users}, C{/health}): kept
+#: only to be revalidated (C{/users} with its C{ETag}), never shown stale.
+_REVALIDATE = b"no-cache"
 
 #: Page languages; the first is the default.
 LANGUAGES = ("en", "ko")
@@ -98,12 +103,6 @@ def render_page(template: str, messages: dict[str, dict[str, str]], lang: str) -
     return _PLACEHOLDER.sub(fill, template).encode("utf-8")
 
 
-def json_body(request: IRequest, body: dict[str, Any]) -> bytes:
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-cache")
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
-
-
 class MonitorPage(assets.Readable):
     """
     C{GET /}: the monitor page, one pre-rendered copy per language, picked
@@ -147,9 +146,9 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
         connections: list[_Connection] = sorted(
             (
                 {
-                    "id": getattr(s, "connection_id", None),
-                    "connectedAt": int(getattr(s, "connected_at", 0.0) * 1000),
-                    "peer": getattr(s, "peer", ""),
+                    "id": s.connection_id,
+                    "connectedAt": int(s.connected_at * 1000),
+                    "peer": s.peer,
                 }
                 for s in streams
             ),
@@ -171,7 +170,7 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
 class _Connection(TypedDict):
     """One stream in L{user_list}."""
 
-    id: int | None
+    id: int
     connectedAt: int
     peer: str
 
@@ -200,14 +199,16 @@ class UsersResource(assets.Readable):
         if request.setETag(etag) == http.CACHED:
             return b""
         users = user_list(hub)
-        return json_body(
+        return json_response(
             request,
+            200,
             {
                 "node": self._node,
                 "userCount": len(users),
                 "streamCount": hub.stream_count,
                 "users": users,
             },
+            cache=_REVALIDATE,
         )
 
 
@@ -255,10 +256,9 @@ class HealthResource(assets.Readable):
             body = {"status": "draining", "reason": DRAINING}
         elif problem is not None:
             body = {"status": "unavailable", "reason": problem if allowed else UNAVAILABLE}
-        if len(body) > 1:
-            request.setResponseCode(503)
+        code = 503 if len(body) > 1 else 200
         if not allowed:
-            return json_body(request, body)
+            return json_response(request, code, body, cache=_REVALIDATE)
         body.update(
             {
                 "node": self._broker.node,
@@ -274,7 +274,7 @@ class HealthResource(assets.Readable):
                 "heartbeats": stats.heartbeats,
             }
         )
-        return json_body(request, body)
+        return json_response(request, code, body, cache=_REVALIDATE)
 
 
 #: C{/health}'s reason while the server stops.

@@ -24,7 +24,7 @@ from notificator.http.request import Request
 from notificator.http.request import client as _client
 from notificator.http.request import peer as _peer
 from notificator.http.request import peer_host as _peer_host
-from notificator.http.responses import _JSON, apply_cors, json_response
+from notificator.http.responses import apply_cors, json_response
 from notificator.stats import Stats
 from notificator.text import safe
 
@@ -36,14 +36,22 @@ _default_log = Logger("notificator.web")
 
 class PublishGate:
     """
-    Who may publish (L{auth.Guard}: C{publish.allow}, C{publish.token}; and
-    from which web pages, L{CORSPolicy.refuse_publish}): asked when a
-    publish's head is complete (L{early}, over HTTP/1.x and HTTP/2, with
-    every header on the request: a refused publisher gets its 403 before
-    its body is read, and one that passes is marked
-    C{publisher_checked}), and by L{PublishResource}: the same again
-    for a request the gate did not see, the page of a preflight, and the
-    token given in the body.
+    The publish policy: who may publish (L{auth.Guard}: C{publish.allow},
+    C{publish.token}; and from which web pages,
+    L{CORSPolicy.refuse_publish}), one method per moment a publish can be
+    refused, each counting the refusal (C{stats.reject(403)}:
+    C{notificator_publishes_rejected}) and logging it in one format
+    (C{refused publish from <peer>: 403 <reason>}, never the token):
+
+     - L{before_body}: when a publish's head is complete (over HTTP/1.x and
+       HTTP/2, every header on the request: the site's requests ask it,
+       L{notificator.http.request.Request.head_received}); a refused
+       publisher gets its 403 before its body is read;
+     - L{after_body}: in L{PublishResource}, the same for a request the
+       gate did not see before its body (a request of another class);
+     - L{body_token}: the token given in the body
+       (L{notificator.ingest}: C{token=}), once the body is parsed;
+     - L{preflight}: the page of an C{OPTIONS} preflight.
     """
 
     def __init__(
@@ -59,38 +67,54 @@ class PublishGate:
         self._stats = stats
         self._log = log
 
-    def early(self, request: Request) -> None:
+    def before_body(self, request: Request) -> None:
         """
-        In L{notificator.http.request.StockRequest.head_received}: answer
-        403 now, before the body is read
-        (L{notificator.http.request.LimitedRequest.answer_early}: HTTP/1.x
-        and HTTP/2), when the address, the header token or the page's origin
-        is wrong.
+        A request's head is complete, its body not read: a publish whose
+        address, header token or page's origin is wrong is answered 403
+        now (L{notificator.http.request.Request.answer_early}: HTTP/1.x
+        and HTTP/2), and one that passes is marked C{publisher_checked}.
         """
         target = _twisted.request_target(request)
         if target is None or target[0] != b"POST" or not target[1].startswith(PUBLISH_PATH):
             return
-        reason = self.refusal(request, request.client_host)
+        reason = self._refusal(request, request.client_host)
         if reason is None:
             request.publisher_checked = True
         else:
-            request.answer_early(403, b"Forbidden", _JSON.encode({"error": reason}).encode("utf-8"))
+            request.answer_early(403, b"Forbidden", reason)
 
-    def refusal(self, request: IRequest, client: str) -> str | None:
+    def after_body(self, request: IRequest) -> str | None:
         """
-        Why C{request}, from C{client}, may not publish (counted and logged
-        here), before its body is read; L{None} if it may go on.
+        Why C{request}, a publish whose body is read, may not publish
+        (counted and logged), unless L{before_body} let it through already;
+        L{None} if it may go on.
         """
+        if isinstance(request, Request) and request.publisher_checked:
+            return None
+        return self._refusal(request, _client(request))
+
+    def body_token(self, request: IRequest, reason: str) -> None:
+        """The token in C{request}'s body is refused for C{reason}: count and log it."""
+        self._refused(request, reason)
+
+    def preflight(self, request: IRequest) -> str | None:
+        """
+        Why the page that sent the C{OPTIONS} preflight C{request} may not
+        publish (counted and logged); L{None} if it may (or it is no page).
+        """
+        return self._page(request)
+
+    def _refusal(self, request: IRequest, client: str) -> str | None:
+        """The address and header token from C{client}, then the page."""
         guard = self.guard
         authorization = request.getHeader(b"authorization") if guard.publish_token else None
         reason = guard.refuse_publisher(client, authorization, _unknown_via(request, client))
         if reason is None:
-            reason = self.refuse_page(request)
-        else:
-            self.refused(request, 403, reason)
+            return self._page(request)
+        self._refused(request, reason)
         return reason
 
-    def refuse_page(self, request: IRequest) -> str | None:
+    def _page(self, request: IRequest) -> str | None:
         """
         L{notificator.cors.ORIGIN_NOT_ALLOWED} (counted and logged, with the
         origin) when a web page of an origin that may not publish sent
@@ -107,34 +131,22 @@ class PublishGate:
             request.isSecure(),
         )
         if reason is not None:
-            self.refused(
+            self._refused(
                 request,
-                403,
                 f"{reason}: {safe(origin, 100)} is not listed in"
                 " sse.header Access-Control-Allow-Origin",
             )
         return reason
 
-    def refused(
-        self, request: IRequest, code: int, reason: str, user_id: str | None = None
-    ) -> None:
-        """Count and log a refused publish (never its token)."""
-        self._stats.reject(code)
-        if user_id is None:
-            self._log.warn(
-                "refused publish from {peer}: {code} {reason}",
-                peer=_peer(request),
-                code=code,
-                reason=reason,
-            )
-        else:
-            self._log.warn(
-                "refused publish to {user_id} from {peer}: {code} {reason}",
-                user_id=safe(user_id),
-                peer=_peer(request),
-                code=code,
-                reason=reason,
-            )
+    def _refused(self, request: IRequest, reason: str) -> None:
+        """Count and log a refused publisher (never its token): one format for every moment."""
+        self._stats.reject(403)
+        self._log.warn(
+            "refused publish from {peer}: {code} {reason}",
+            peer=_peer(request),
+            code=403,
+            reason=reason,
+        )
 
 
 def _unknown_via(request: IRequest, client: str) -> str | None:
@@ -142,7 +154,7 @@ def _unknown_via(request: IRequest, client: str) -> str | None:
     return _peer_host(request) if client == auth.UNKNOWN else None
 
 
-#: The path of the publish resource (what L{PublishGate.early} looks at).
+#: The path of the publish resource (what L{PublishGate.before_body} looks at).
 PUBLISH_PATH = b"/webNotification"
 
 
@@ -152,7 +164,7 @@ class PublishResource(refusals.Resource):
     hand the notification to the broker, and answer, once it is recorded,
     with JSON C{{"id", "event", "userId", "eventId", "delivered"}} (and
     C{"nodes"} in cluster mode).  A page of another origin may publish only
-    when that origin is listed (L{PublishGate.refuse_page}).  Bad bodies
+    when that origin is listed (L{PublishGate}: its four moments).  Bad bodies
     get 400/413/415 with JSON C{{"error"}} and a log line; a broker that
     cannot record gets 503.
     Other methods get 405 and paths below it 404 (L{refusals}), counted
@@ -160,7 +172,7 @@ class PublishResource(refusals.Resource):
 
     @param max_bytes: larger bodies get 413 (C{limits.bodyBytes}; the
         request refuses them while reading,
-        L{notificator.http.request.LimitedRequest}: this is the backstop).
+        L{notificator.http.request.Request}: this is the backstop).
     @param max_fields: form bodies with more fields get 400
         (C{limits.formFields}).
     """
@@ -194,13 +206,12 @@ class PublishResource(refusals.Resource):
 
     def render_POST(self, request: IRequest) -> bytes | int:
         apply_cors(request, self._cors, b"POST, OPTIONS", wildcard=False)
-        guard = self._gate.guard
+        gate = self._gate
+        reason = gate.after_body(request)
+        if reason is not None:
+            return json_response(request, 403, {"error": reason})
+        guard = gate.guard
         authorization = request.getHeader(b"authorization") if guard.publish_token else None
-        if not getattr(request, "publisher_checked", False):
-            # Not asked before the body (a request class without the gate).
-            reason = self._gate.refusal(request, _client(request))
-            if reason is not None:
-                return json_response(request, 403, {"error": reason})
         content = request.content
         body = content.read(self._max_bytes + 1) if content is not None else b""
         # With a token configured, the body's token is checked as soon as
@@ -213,7 +224,7 @@ class PublishResource(refusals.Resource):
                 request.getHeader(b"content-type"), body, self._max_fields, check
             )
         except ingest.Forbidden as e:
-            self._gate.refused(request, 403, e.reason)
+            gate.body_token(request, e.reason)
             return json_response(request, 403, {"error": e.reason})
         except ingest.BadNotification as e:
             self._rejected(request, e.code, e.reason, e.ident)
@@ -281,7 +292,7 @@ class PublishResource(refusals.Resource):
         A preflight: a page of an origin that may not publish is refused
         (403, as its publish would be); a listed one is told what it may send.
         """
-        reason = self._gate.refuse_page(request)
+        reason = self._gate.preflight(request)
         if reason is not None:
             return json_response(request, 403, {"error": reason})
         apply_cors(request, self._cors, b"POST, OPTIONS", wildcard=False)

@@ -1,51 +1,52 @@
 # -*- test-case-name: tests.test_http_request -*-
 """
-The server's requests, and the limits on what one client can make the
-server hold (C{limits.*}).
+The server's request (L{Request}: one class, for both channels), and the
+limits on what one client can make the server hold (C{limits.*}).
 
- - L{LimitedRequest}: twisted.web's request with a bound on the body it
-   reads (C{limits.bodyBytes}), on the time it takes
-   (C{limits.bodyTimeout}), and on the bodies held in memory by all requests
-   at once (C{limits.bodyMemory}).  A body announced larger
-   (C{Content-Length}) is refused with 413 as soon as the head is complete,
-   and a body without a length (chunked, or HTTP/2 without
-   C{content-length}) as soon as it passes the limit; a body not complete
-   C{limits.bodyTimeout} seconds after its head is refused with 408 (the
-   clock is L{notificator.http.connections.Connections}'s); a body whose
-   next bytes would take the bodies held past C{limits.bodyMemory} (or
-   announced larger than the room left) with 503.  Over HTTP/1.x the answer
-   is written and the connection closed, over HTTP/2 the stream is answered
-   and then reset (C{RST_STREAM} with C{NO_ERROR}, as RFC 9113 8.1 has a
-   server end a request it will not read).  A body is kept in memory
-   (twisted.web puts one over 100 KB, or without a length, in a temporary
-   file: a descriptor per request), which the limits bound.  It only
-   overrides the hooks twisted.web's channels call on every request
-   (C{gotLength} and C{parseCookies}, through
-   L{notificator.http._twisted.WholeHeadRequest}, which says when the head
-   is complete; C{handleContentChunk}, C{requestReceived},
-   C{connectionLost}, C{finish}), so it serves with the stock C{HTTPChannel}
-   and C{H2Connection} alike.
- - L{StockRequest}, the request of both modes (C{server.fastChannel}),
-   adds the client behind trusted proxies, the publish gate and HSTS; and
-   L{Request}, the fast mode's, the fast write path.  A site's
-   C{requestFactory} is one of them with the limits (L{request_class}).
+L{Request} is twisted.web's request as the server's L{notificator.http.site.Site}
+builds it (its C{requestFactory}); what it is held to, it reads from that
+site (L{RequestSite}): the limits (L{Limits}), who may publish (the publish
+policy, asked before the body is read), who is behind a trusted proxy (the
+guard), HSTS, and whether the fast channel serves it.
+
+ - The body: at most C{limits.bodyBytes} (C{Content-Length} larger: 413 as
+   soon as the head is complete; a body without a length, chunked or
+   HTTP/2 without C{content-length}: 413 as soon as it passes the limit),
+   within C{limits.bodyTimeout} of the head (408; the clock is
+   L{notificator.http.connections.Connections}'), and the bodies held in
+   memory by all requests at once within C{limits.bodyMemory} (503).  Over
+   HTTP/1.x the answer is written and the connection closed, over HTTP/2
+   the stream is answered and then reset (C{RST_STREAM} with C{NO_ERROR},
+   as RFC 9113 8.1 has a server end a request it will not read).  A body
+   is kept in memory (twisted.web puts one over 100 KB, or without a
+   length, in a temporary file: a descriptor per request), which the
+   limits bound.  Only the hooks twisted.web's channels call on every
+   request are overridden (C{gotLength} and C{parseCookies}, through
+   L{notificator.http._twisted.RequestBase}, which says when the head is
+   complete; C{handleContentChunk}, C{requestReceived}, C{connectionLost},
+   C{finish}), so it serves with the stock C{HTTPChannel} and
+   C{H2Connection} alike.
+ - The client behind trusted proxies (L{Request.client_host}), the
+   publish policy's answer before the body is read, and over TLS the
+   C{Strict-Transport-Security} header on every response.
+ - With the fast channel, an open event stream writes its frames through
+   L{notificator.http._twisted.RequestBase.write_chunk} (L{frame_writer}).
  - The connections' clocks and cap (C{limits.headerTimeout},
    C{limits.bodyTimeout}, C{limits.connections}) are
    L{notificator.http.connections}'; the request starts and stops them.
  - The stream buffer (C{limits.bufferBytes}) is the stream's
    (L{notificator.http.stream.RequestStream}), which reads it from
-   L{LimitedRequest.limits}.
+   L{Limits}.
 
 Everything runs on the clock given in; no global state.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet.interfaces import IReactorTime, ISSLTransport, ITCPTransport
 from twisted.logger import Logger
@@ -54,12 +55,11 @@ from twisted.web import server
 from notificator import auth
 from notificator.auth import UNKNOWN
 from notificator.config import LimitsConfig
-from notificator.http import _twisted
+from notificator.http import _twisted, fast
+from notificator.http.responses import error_body, json_headers
 from notificator.stats import Stats
 
 if TYPE_CHECKING:
-    from twisted.web._http2 import H2Stream
-
     from notificator.http.connections import Connections
 
 # The namespace it had before the moves of issue 18: it is part of
@@ -83,7 +83,7 @@ class Limits:
         is aborted if it is still there C{limits.headerTimeout} later.
     @ivar body_memory: C{limits.bodyMemory}, the bound on the bytes of
         request bodies held in memory at once by every request of the site:
-        L{LimitedRequest} counts them in C{stats.body_bytes} as they arrive and
+        L{Request} counts them in C{stats.body_bytes} as they arrive and
         gives them back when it ends, whichever way.
     @ivar stats: the server's counters (one of its own when none is given).
     @ivar retry_after: the C{Retry-After} of a 503 at C{limits.bodyMemory}:
@@ -190,15 +190,15 @@ def _nothing(*args: Any) -> None:
 def peer(request: Any) -> str:
     """
     The client's address as text, for the logs and the monitor: the
-    request's C{client_host} (L{StockRequest}: behind a trusted proxy, from
-    X-Forwarded-For), else the host of the connection's peer.  An unknown
+    request's C{client_host} (L{Request.client_host}: behind a trusted
+    proxy, from X-Forwarded-For), else the host of the connection's peer.  An unknown
     client (L{UNKNOWN}: it came through a proxy that is not trusted, or its
     proxy named no address) is shown with the peer it came from: C{unknown
     via 127.0.0.1}.
     """
-    client = getattr(request, "client_host", None)
-    if client is None:
+    if not isinstance(request, Request):
         return peer_host(request)
+    client = request.client_host
     if client == UNKNOWN:
         return f"{UNKNOWN} via {peer_host(request)}"
     return str(client)
@@ -207,10 +207,10 @@ def peer(request: Any) -> str:
 def client(request: Any) -> str:
     """
     The client's address for the allow lists: the request's C{client_host}
-    (an address or L{UNKNOWN}), else the host of the connection's peer.
+    (L{Request.client_host}: an address or L{UNKNOWN}), else (a request of
+    another class: test doubles) the host of the connection's peer.
     """
-    host = getattr(request, "client_host", None)
-    return peer_host(request) if host is None else str(host)
+    return request.client_host if isinstance(request, Request) else peer_host(request)
 
 
 def peer_host(request: Any) -> str:
@@ -224,7 +224,7 @@ def _host(addr: Any) -> str:
 
 
 #: After a refused body, this many times C{limits.bodyBytes} more are read
-#: and dropped at most (L{LimitedRequest._linger}).
+#: and dropped at most (L{Request._linger}).
 LINGER_BODIES = 8
 
 #: The reason phrase of 413 (RFC 9110 15.5.14).
@@ -237,42 +237,99 @@ _TIMEOUT = b"Request Timeout"
 _UNAVAILABLE = b"Service Unavailable"
 
 
-def _error_body(reason: str) -> bytes:
-    return json.dumps({"error": reason}).encode("utf-8")
-
-
-class LimitedRequest(_twisted.WholeHeadRequest):
+class RequestSite(server.Site):
     """
-    A twisted.web request that reads at most C{limits.bodyBytes} of body,
-    holds what it reads against C{limits.bodyMemory}, and does not parse
-    form bodies into C{request.args} (the publish endpoint reads the raw
-    body: see L{notificator.ingest}).  Query strings are still parsed.
+    What a L{Request} reads of the site that made it (twisted.web gives it
+    as C{channel.site}): L{notificator.http.site.Site} sets these in its
+    constructor.
 
-    L{limits} is a class attribute: L{request_class} makes the subclass a
-    server uses as its C{requestFactory}, so a request costs no memory
-    for it.  With L{limits} L{None} (this class itself) nothing is
-    limited.  Each chunk of body is counted as it arrives into the
-    server's total (C{stats.body_bytes}), and what the request's
-    C{content} holds (no attribute of its own: every request keeps the
-    attributes of an event stream's, see C{__init__}) is given back when
-    the request ends, whichever way: answered (L{finish}), refused
-    (L{ignore_body}), reset or lost (L{connectionLost}), or its body let go
-    early (L{drop_body}, for an event stream that stays open).
+    @ivar limits: the limits its requests are held to; L{None}: none.
+    @ivar guard: who is behind a trusted proxy (L{Request.client_host});
+        L{None}: no client behind a proxy is known.
+    @ivar gate: asked when a request's head is complete (L{EarlyGate});
+        L{None}: nobody is answered before the body is read.
+    @ivar hsts: the C{Strict-Transport-Security} value of its responses
+        over TLS (L{hsts_header}); L{None}: none.
+    @ivar fast_channel: it serves HTTP/1.1 with
+        L{notificator.http.fast.Channel} (C{server.fastChannel}).
     """
 
     limits: Limits | None = None
+    guard: auth.Guard | None = None
+    gate: EarlyGate | None = None
+    hsts: bytes | None = None
+    fast_channel = False
+
+    def log_answered_early(self, request: Request, code: int, sent: int) -> None:
+        """
+        Write the access-log line of a request answered before its body was
+        read (L{Request.answer_early}: the publish gate's 403, every 413,
+        any other early answer), which never reaches C{finish()}, where
+        twisted.web writes the line: C{code} and the C{sent} bytes of body,
+        and the method, path and protocol read from its channel
+        (twisted.web sets them on the request only once the body is read:
+        L{notificator.http._twisted.request_target}).
+        """
+        target = _twisted.request_target(request)
+        if target is not None:
+            request.method, request.uri = target
+        version = _twisted.request_version(request)
+        if version is not None:
+            request.clientproto = version
+        request.code = code
+        request.sentLength = sent
+        self.log(request)
+
+
+class EarlyGate(Protocol):
+    """What answers a request when its head is complete, before its body is read."""
+
+    def before_body(self, request: Request) -> None:
+        """Answer C{request} now (L{Request.answer_early}) if it is refused."""
+
+
+class Request(_twisted.RequestBase):
+    """
+    The server's twisted.web request, with either channel: it reads at most
+    C{limits.bodyBytes} of body, holds what it reads against
+    C{limits.bodyMemory}, and does not parse form bodies into
+    C{request.args} (the publish endpoint reads the raw body, see
+    L{notificator.ingest}: twisted.web's form parsing cost about a fifth of
+    a publish); query strings are still parsed.  It knows its client
+    behind trusted proxies (L{client_host}), asks its site's publish gate
+    before the body is read (L{head_received}), and over TLS carries the
+    site's C{Strict-Transport-Security} on every response.
+
+    What it is held to is its site's (L{RequestSite}, the channel's
+    C{site}, kept as L{site} from the start: twisted.web sets it only when
+    the request is processed); a site without limits (C{limits} L{None})
+    limits nothing.  Each chunk of body is counted as it arrives into the
+    server's total (C{stats.body_bytes}), and what the request's
+    C{content} holds is given back when the request ends, whichever way:
+    answered (L{finish}), refused (L{ignore_body}), reset or lost
+    (L{connectionLost}), or its body let go early (L{drop_body}, for an
+    event stream that stays open).  Every request keeps the attributes of
+    an event stream's (see C{__init__}).
+
+    @ivar site: the site that made it.
+    """
+
+    site: RequestSite
     #: The request was answered before its body was read (L{ignore_body}).
     refused = False
     _lingering = False
     # Bytes read and dropped after a refusal (L{_linger}).
     _dropped = 0
+    # Set when the publish gate let it through before its body was read.
+    publisher_checked = False
+    _client_host: str | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
         kwargs["parsePOSTFormSubmission"] = False
-        super().__init__(*args, **kwargs)
+        super().__init__(channel, *args, **kwargs)
         # What an event stream's request gets later (its first write, its
-        # producer), set now to the same values, so that every request of
-        # the class starts with the same attributes in the same order:
+        # producer, its site), set now to the same values, so that every
+        # request starts with the same attributes in the same order:
         # Python then keeps a stream's attributes in the class's shared
         # dict (about 300 bytes).  A request that adds attributes in
         # another order, or more than about 30, gets a dict of its own
@@ -282,18 +339,61 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         self.sentLength = 0
         self.streamingProducer = False
         self.producer = None
+        site = self.site = channel.site
+        self._client_host = None
+        hsts = site.hsts
+        if hsts is not None and self.isSecure():
+            # Set first, so every answer has it: refusals, streams, and
+            # what is answered before the body is read.
+            self.responseHeaders.setRawHeaders(b"strict-transport-security", [hsts])
+
+    @property
+    def client_host(self) -> str:
+        """
+        The client's address (L{auth.Guard.client_address}), for the allow
+        lists, the logs and the monitor: the connection's peer, unless the
+        request carries C{X-Forwarded-For} or C{Forwarded}; then, from a
+        trusted proxy (C{server.trustedProxies}), the client its
+        X-Forwarded-For names, and from any other peer L{auth.UNKNOWN}
+        (also on a site without a guard).  Neither header: two dictionary
+        lookups, nothing parsed.
+        """
+        client = self._client_host
+        if client is None:
+            client = peer_host(self)
+            headers = self.requestHeaders
+            forwarded_for = headers.getRawHeaders(b"x-forwarded-for")
+            forwarded = headers.getRawHeaders(b"forwarded")
+            if forwarded_for is not None or forwarded is not None:
+                guard = self.site.guard
+                client = (
+                    auth.UNKNOWN
+                    if guard is None
+                    else guard.client_address(client, forwarded_for, forwarded)
+                )
+            self._client_host = client
+        return client
 
     def head_received(self, length: int | None) -> None:
         """
-        The head is complete (L{notificator.http._twisted.WholeHeadRequest}:
-        over HTTP/2 not before every header is on the request): stop its
-        clock, and start the body's if a body is to come; refuse an
-        announced body over C{limits.bodyBytes} (413), or larger than the
-        room C{limits.bodyMemory} has left (503).  The body is kept in
-        memory (the limits bound it), not in twisted.web's temporary file
-        for one over 100 KB or without a length.
+        The head is complete (L{notificator.http._twisted.RequestBase}:
+        over HTTP/2 not before every header is on the request), the body not
+        read: a publisher that may not publish is answered now (the site's
+        gate: 403, whatever its length); then stop the head's clock, and
+        start the body's if a body is to come; refuse an announced body over
+        C{limits.bodyBytes} (413), or larger than the room
+        C{limits.bodyMemory} has left (503).  None of those bodies is read.
+        The body is kept in memory (the limits bound it), not in
+        twisted.web's temporary file for one over 100 KB or without a
+        length.
         """
-        limits = self.limits
+        site = self.site
+        gate = site.gate
+        if gate is not None:
+            gate.before_body(self)
+            if self.refused:
+                return
+        limits = site.limits
         if limits is None:
             server.Request.gotLength(self, length)
             return
@@ -315,8 +415,14 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         self.content = BytesIO()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        """The body is complete: stop its clock; then as twisted.web's."""
-        limits = self.limits
+        """
+        The body is complete: stop its clock; then as twisted.web's.  A
+        request answered before its body was read (L{ignore_body}) is
+        never processed.
+        """
+        if self.refused:
+            return
+        limits = self.site.limits
         if limits is not None:
             limits.body_done(self)
         server.Request.requestReceived(self, command, path, version)
@@ -326,7 +432,7 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         The client left (or reset its HTTP/2 stream): stop the body clock and
         give the body's bytes back; then as twisted.web's.
         """
-        limits = self.limits
+        limits = self.site.limits
         if limits is not None:
             limits.body_done(self)
             self._give_back(limits)
@@ -338,11 +444,11 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         (the connections' body clock calls this): 408 (logged and counted),
         now, as L{answer_early} answers.
         """
-        limits = self.limits
+        limits = self.site.limits
         assert limits is not None
         reason = f"request body not complete within limits.bodyTimeout ({limits.body_timeout:g} s)"
         limits.refused_body(self, reason, 408)
-        self.answer_early(408, _TIMEOUT, _error_body(reason))
+        self.answer_early(408, _TIMEOUT, reason)
 
     def handleContentChunk(self, data: bytes) -> None:
         """
@@ -356,7 +462,7 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         if self.refused:
             self._refused_chunk(data)
             return
-        limits = self.limits
+        limits = self.site.limits
         if limits is None:
             server.Request.handleContentChunk(self, data)
             return
@@ -378,7 +484,7 @@ class LimitedRequest(_twisted.WholeHeadRequest):
     def _refused_chunk(self, data: bytes) -> None:
         """A chunk of a refused body: dropped (and, lingering, counted: L{_linger})."""
         if self._lingering:
-            limits = self.limits
+            limits = self.site.limits
             assert limits is not None  # lingers only with limits (_linger)
             self._dropped += len(data)
             if self._dropped > LINGER_BODIES * limits.body_bytes:
@@ -391,7 +497,7 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         that a next request already received (pipelined), which the
         channel reads in C{finish}, stops it.
         """
-        limits = self.limits
+        limits = self.site.limits
         if limits is not None:
             # Answered: its body goes with it (_give_back, inline: this runs
             # for every request).
@@ -400,16 +506,16 @@ class LimitedRequest(_twisted.WholeHeadRequest):
                 limits.stats.body_bytes -= content.seek(0, 2)
                 content.close()
             transport = self.transport
-            if transport is not None and getattr(self, "channel", None) is not None:
+            if transport is not None and self.channel is not None:
                 limits.arm(transport)
         server.Request.finish(self)
 
     def _refuse(self, reason: str) -> None:
         """Refuse the body with 413 (logged and counted), now."""
-        limits = self.limits
+        limits = self.site.limits
         assert limits is not None
         limits.refused_body(self, reason)
-        self.answer_early(413, _TOO_LARGE, _error_body(reason))
+        self.answer_early(413, _TOO_LARGE, reason)
 
     def _refuse_memory(self) -> None:
         """
@@ -417,7 +523,7 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         most every L{MEMORY_LOG_INTERVAL} seconds), now: it would take the
         bodies held in memory past C{limits.bodyMemory}.
         """
-        limits = self.limits
+        limits = self.site.limits
         assert limits is not None
         reason = (
             f"request bodies held in memory would pass limits.bodyMemory"
@@ -425,11 +531,15 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         )
         limits.refused_memory(self, reason)
         self.responseHeaders.setRawHeaders(b"retry-after", [limits.retry_after])
-        self.answer_early(503, _UNAVAILABLE, _error_body(reason))
+        self.answer_early(503, _UNAVAILABLE, reason)
 
-    def answer_early(self, code: int, phrase: bytes, body: bytes) -> None:
+    def answer_early(self, code: int, phrase: bytes, reason: str) -> None:
         """
-        Answer C{code} with the JSON C{body} now, before the body is read,
+        Answer C{code} with C{reason} now (the JSON answer of every refusal:
+        L{notificator.http.responses.error_body} and
+        L{notificator.http.responses.json_headers}, after the headers the
+        request was given, with C{Connection: close} over HTTP/1.x), before
+        the body is read,
         and stop reading this request: over HTTP/1.x write the answer and
         close the connection (lingering, L{_linger}, over plain TCP); over
         HTTP/2 answer the stream once it is set up (after this reactor turn)
@@ -437,12 +547,14 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         never processed.  (The 413 of a body over the limit, the 408 of a
         body too slow, the 503 at C{limits.bodyMemory}; the publish gate's
         403.)  No C{100 Continue} goes after it.  Its C{access.log} line is
-        written with the answer (L{log_answered_early}); over HTTP/2, a
-        stream the client reset before the answer was written got none and
-        gets no line.
+        written with the answer (the site's C{log_answered_early}); over
+        HTTP/2, a stream the client reset before the answer was written got
+        none and gets no line.
         """
         self.ignore_body()
-        limits = self.limits
+        body = error_body(reason)
+        site = self.site
+        limits = site.limits
         channel = self.channel
         # The channel sends "100 Continue" after the head when asked: not
         # after this answer (over HTTP/1.x and HTTP/2 alike).
@@ -452,11 +564,16 @@ class LimitedRequest(_twisted.WholeHeadRequest):
             # request was not read, so the answer is written as it goes on
             # the wire.
             channel.write(
-                b"HTTP/1.1 %d %s\r\n%sContent-Type: application/json; charset=utf-8\r\n"
-                b"Cache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (code, phrase, self._headers_so_far(), len(body), body)
+                b"HTTP/1.1 %d %s\r\n%s%sConnection: close\r\n\r\n%s"
+                % (
+                    code,
+                    phrase,
+                    self._headers_so_far(),
+                    b"".join(b"%s: %s\r\n" % header for header in json_headers(body)),
+                    body,
+                )
             )
-            log_answered_early(self, getattr(channel, "site", None), code, len(body))
+            site.log_answered_early(self, code, len(body))
             transport = self.transport
             if (
                 limits is not None
@@ -478,8 +595,7 @@ class LimitedRequest(_twisted.WholeHeadRequest):
     def _headers_so_far(self) -> bytes:
         """
         The response headers the request was given before it was read
-        (C{Strict-Transport-Security} over TLS, L{StockRequest}), as header
-        lines.
+        (C{Strict-Transport-Security} over TLS), as header lines.
         """
         return b"".join(
             b"%s: %s\r\n" % (name, value)
@@ -498,10 +614,9 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         then gets the answer, not a reset that loses it.  Plain TCP only:
         a TLS connection is closed at once.
         """
-        # The fast channel keeps a reactor pass's writes until its end.
-        flush = getattr(channel, "sendPending", None)
-        if flush is not None:
-            flush()
+        if isinstance(channel, fast.Channel):
+            # The fast channel keeps a reactor pass's writes until its end.
+            channel.sendPending()
         self._lingering = True
         transport.loseWriteConnection()
         limits.arm(transport)
@@ -509,14 +624,13 @@ class LimitedRequest(_twisted.WholeHeadRequest):
     def ignore_body(self) -> None:
         """
         This request was answered before its body was read: what the channel
-        still hands it of the body is dropped, and it is never processed.
+        still hands it of the body is dropped, and it is never processed
+        (L{requestReceived}).
         """
         self.refused = True
-        limits = self.limits
+        limits = self.site.limits
         if limits is not None:
             limits.body_done(self)
-        # Swapped on this instance only (mypy forbids assigning to a method).
-        self.requestReceived = _ignore  # type: ignore[method-assign, assignment]
         self.drop_body()
 
     def drop_body(self) -> None:
@@ -529,7 +643,7 @@ class LimitedRequest(_twisted.WholeHeadRequest):
         if content is not None:
             # Freed with the last reference to it (this one).
             self.content = None
-            limits = self.limits
+            limits = self.site.limits
             if limits is not None and not content.closed:
                 limits.stats.body_bytes -= content.seek(0, 2)
 
@@ -550,38 +664,33 @@ class LimitedRequest(_twisted.WholeHeadRequest):
             return
         # With the headers it was given before it was read (HSTS).
         headers = self.responseHeaders.copy()
-        headers.setRawHeaders(b"content-type", [b"application/json; charset=utf-8"])
-        headers.setRawHeaders(b"cache-control", [b"no-store"])
-        headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        for name, value in json_headers(body):
+            headers.setRawHeaders(name, [value])
         channel.writeHeaders(b"HTTP/2", b"%d" % code, phrase, headers)
         channel.write(body)
-        log_answered_early(self, getattr(channel, "site", None), code, len(body))
-        assert self.limits is not None
+        self.site.log_answered_early(self, code, len(body))
+        limits = self.site.limits
+        assert limits is not None
         # The data frame leaves in this turn when the connection is idle,
         # else in the next; the reset follows it.
-        self.limits.clock.callLater(0, self._reset_stream)
+        limits.clock.callLater(0, self._reset_stream)
 
     def _reset_stream(self) -> None:
-        # An HTTP/2 request's channel is its H2Stream (twisted.web's Request
-        # declares an HTTPChannel), set to None when the stream is gone.
-        stream = cast("H2Stream | None", self.channel)
-        if stream is not None:
-            stream.abortConnection()
+        _twisted.h2_reset(self)
 
 
-def _ignore(*args: Any) -> None:
-    """What a refused request does at its end: nothing."""
-
-
-def request_class(
-    base: type[LimitedRequest], limits: Limits, **attributes: Any
-) -> type[LimitedRequest]:
+def frame_writer(request: server.Request) -> Callable[[bytes], None]:
     """
-    A subclass of C{base} with these L{Limits} (and these other class
-    C{attributes}): a site's C{requestFactory}.
+    What an open event stream on C{request} writes its frames with, chosen
+    once per stream: with the fast channel
+    (C{server.fastChannel}) the shorter write of
+    L{notificator.http._twisted.RequestBase.write_chunk}; else (the stock
+    channel, or a request of another class: test doubles) twisted.web's
+    C{write}.
     """
-    namespace = {**attributes, "limits": limits, "__module__": base.__module__}
-    return type(base.__name__, (base,), namespace)
+    if isinstance(request, Request) and request.site.fast_channel:
+        return request.write_chunk
+    return request.write
 
 
 def hsts_header(seconds: int | None) -> bytes | None:
@@ -591,133 +700,3 @@ def hsts_header(seconds: int | None) -> bytes | None:
     forget one they were sent before.
     """
     return None if seconds is None else b"max-age=%d" % (seconds,)
-
-
-class StockRequest(LimitedRequest):
-    """
-    The request of both modes (C{server.fastChannel}), and all of it with
-    twisted.web's stock channel: L{LimitedRequest} (twisted.web's request
-    with the body limit and the head clock, and no form parsing into
-    C{request.args}, since L{notificator.ingest} reads the raw body and
-    twisted.web's form parsing cost about a fifth of a publish), the
-    client's address behind trusted proxies (L{client_host}), the publish
-    gate asked before the body is read, and over TLS the
-    C{Strict-Transport-Security} header on every response (L{hsts}).
-    L{Request} adds the fast write.  Make the site's C{requestFactory} with
-    L{request_class}, which sets L{hsts}.
-
-    @cvar hsts: the C{Strict-Transport-Security} value (L{hsts_header});
-        L{None}: none is sent.
-    """
-
-    hsts: bytes | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # In the order every request then has (see LimitedRequest).
-        self._client_host = None
-        hsts = self.hsts
-        if hsts is not None and self.isSecure():
-            # Set first, so every answer has it: refusals, streams, and
-            # what is answered before the body is read (LimitedRequest).
-            self.responseHeaders.setRawHeaders(b"strict-transport-security", [hsts])
-
-    _client_host: str | None = None
-
-    @property
-    def client_host(self) -> str:
-        """
-        The client's address (L{auth.Guard.client_address}), for the allow
-        lists, the logs and the monitor: the connection's peer, unless the
-        request carries C{X-Forwarded-For} or C{Forwarded}; then, from a
-        trusted proxy (C{server.trustedProxies}), the client its
-        X-Forwarded-For names, and from any other peer L{auth.UNKNOWN}.
-        Neither header: two dictionary lookups, nothing parsed.
-        """
-        client = self._client_host
-        if client is None:
-            client = peer_host(self)
-            headers = self.requestHeaders
-            forwarded_for = headers.getRawHeaders(b"x-forwarded-for")
-            forwarded = headers.getRawHeaders(b"forwarded")
-            if forwarded_for is not None or forwarded is not None:
-                guard = getattr(getattr(self.channel, "site", None), "guard", None)
-                client = (
-                    auth.UNKNOWN
-                    if guard is None
-                    else guard.client_address(client, forwarded_for, forwarded)
-                )
-            self._client_host = client
-        return client
-
-    # Set when the publish gate let it through before its body was read.
-    publisher_checked = False
-
-    def head_received(self, length: int | None) -> None:
-        """
-        The head is complete, the body not read yet (over HTTP/2 too, every
-        header of the request is on it:
-        L{notificator.http._twisted.WholeHeadRequest}): a publisher that may
-        not publish is answered now
-        (L{notificator.http.publish.PublishGate.early}: 403, whatever its
-        length), and then a body over a limit (L{LimitedRequest}: 413, 503);
-        none of those bodies is read.
-        """
-        gate = getattr(getattr(self.channel, "site", None), "publish_gate", None)
-        if gate is not None:
-            gate.early(self)
-            if self.refused:
-                return
-        super().head_received(length)
-
-
-class Request(StockRequest):
-    """
-    The request of the fast mode (C{server.fastChannel}, the default):
-    L{StockRequest} with a shorter write for open event streams, which
-    uses twisted.web's C{Request} state (C{chunked}, C{startedWriting},
-    C{_disconnected}).
-    """
-
-    def write(self, data: bytes) -> None:
-        """
-        As twisted.web's C{write}, with a shorter path for what an open
-        event stream writes all day: a chunk of a started HTTP/1.1
-        response, built as one string and handed to the channel.
-        """
-        if (
-            self.chunked
-            and self.startedWriting
-            and data
-            and not self.finished
-            and not self._disconnected
-        ):
-            self.sentLength += len(data)
-            self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            super().write(data)
-
-
-def log_answered_early(request: Any, site: object, code: int, sent: int) -> None:
-    """
-    Write the access-log line of a request answered before its body was read
-    (L{notificator.http.request.LimitedRequest.answer_early}: the publish
-    gate's 403, every 413, any other early answer), which never reaches
-    C{finish()}, where twisted.web writes the line: C{code} and the C{sent}
-    bytes of body, and the method, path and protocol read from its channel
-    (twisted.web sets them on the request only once the body is read,
-    so they are read through L{notificator.http._twisted}: this is the
-    HTTP edge's, not L{notificator.logs.access}'s).  C{site} is the
-    request's channel's (a request answered early has none of its own);
-    anything but a L{server.Site} (test doubles) logs nothing.
-    """
-    target = _twisted.request_target(request)
-    if target is not None:
-        request.method, request.uri = target
-    version = _twisted.request_version(request)
-    if version is not None:
-        request.clientproto = version
-    request.code = code
-    request.sentLength = sent
-    if isinstance(site, server.Site):
-        site.log(request)

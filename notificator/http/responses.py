@@ -1,10 +1,14 @@
 # -*- test-case-name: tests.test_http_responses -*-
 """
-What the resources put on a response: L{answer}, the status, headers
-and body of a refusal (see L{notificator.http.refusals}), and
-L{allowed_methods}, what its C{Allow} header lists; and L{apply_cors},
-the CORS headers the L{notificator.cors.CORSPolicy} gives a request's
-origin.
+What the resources put on a response: L{json_response}, the one writer
+of a JSON answer (every refusal and error of the API paths, the publish
+answer, the monitor's data), whose body (L{json_bytes}, L{error_body})
+and headers (L{json_headers}) the answers written before a request's
+body is read reuse (L{notificator.http.request.Request.answer_early});
+L{answer}, the status, headers and body of a refusal (see
+L{notificator.http.refusals}), and L{allowed_methods}, what its C{Allow}
+header lists; and L{apply_cors}, the CORS headers the
+L{notificator.cors.CORSPolicy} gives a request's origin.
 """
 
 from __future__ import annotations
@@ -55,19 +59,65 @@ def apply_cors(
 _JSON = json.JSONEncoder(ensure_ascii=False)
 
 
+#: The content type of every JSON answer.
+JSON_TYPE = b"application/json; charset=utf-8"
+#: The C{Cache-Control} of every refusal and error, and of the publish
+#: answer: nothing keeps them.
+NO_STORE = b"no-store"
+
+
+def json_bytes(value: Any) -> bytes:
+    """C{value} as a JSON body: UTF-8, non-ASCII characters as they are."""
+    return _JSON.encode(value).encode("utf-8")
+
+
+def error_body(reason: str) -> bytes:
+    """The body of a refusal or an error on the API paths: C{{"error": reason}}."""
+    return _JSON.encode({"error": reason}).encode("utf-8")
+
+
+def json_headers(body: bytes, cache: bytes = NO_STORE) -> tuple[tuple[bytes, bytes], ...]:
+    """
+    The headers of a JSON answer with C{body}, in the order they go on the
+    wire: C{Content-Type} (L{JSON_TYPE}), C{Cache-Control} (C{cache}) and
+    C{Content-Length}.
+    """
+    return (
+        (b"Content-Type", JSON_TYPE),
+        (b"Cache-Control", cache),
+        (b"Content-Length", b"%d" % (len(body),)),
+    )
+
+
+def json_response(request: IRequest, code: int, value: Any, cache: bytes = NO_STORE) -> bytes:
+    """
+    Answer C{request} with C{code} and C{value} as JSON: set the status and
+    the headers (L{json_headers}), and return the body to return from
+    C{render}: empty for C{HEAD}, with the C{GET} answer's length.
+
+    @param cache: the C{Cache-Control}: L{NO_STORE}, except the monitor's
+        data (C{no-cache}: revalidated with its C{ETag}).
+    """
+    request.setResponseCode(code)
+    body = _JSON.encode(value).encode("utf-8")
+    for name, header in json_headers(body, cache):
+        request.setHeader(name, header)
+    return b"" if request.method == b"HEAD" else body
+
+
 def answer(request: IRequest, code: int, reason: str, as_json: bool) -> bytes:
     """
     Set a refusal's status and headers on C{request}; the body to return
-    from C{render} (empty for HEAD, with the GET answer's length).
+    from C{render} (empty for HEAD, with the GET answer's length).  As JSON
+    (the API paths): L{json_response} with L{error_body}'s body; else the
+    reason as a line of text.
     """
-    request.setResponseCode(code)
     if as_json:
-        request.setHeader(b"content-type", b"application/json; charset=utf-8")
-        body = _JSON.encode({"error": reason}).encode("utf-8")
-    else:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        body = reason.encode("utf-8") + b"\n"
-    request.setHeader(b"cache-control", b"no-store")
+        return json_response(request, code, {"error": reason})
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    body = reason.encode("utf-8") + b"\n"
+    request.setHeader(b"cache-control", NO_STORE)
     if request.method == b"HEAD":
         request.setHeader(b"content-length", b"%d" % (len(body),))
         return b""
@@ -85,10 +135,3 @@ def allowed_methods(target: object) -> list[bytes]:
         and name[7:].isascii()
         and callable(getattr(kind, name))
     )
-
-
-def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    return _JSON.encode(body).encode("utf-8")

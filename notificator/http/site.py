@@ -1,10 +1,15 @@
 # -*- test-case-name: tests.test_http_site -*-
 """
-The server's twisted.web L{Site} (L{AccessLogSite}): it writes
-C{access.log} (L{notificator.logs.access}), with the lines of the
-requests that never reach C{finish()}, and leaves the monitor page's polls
-out; L{serve_http} gives it its request class and protocol, and the
-connections' cap and clocks.
+The server's twisted.web site (L{Site}), and how the server makes it
+(L{make_site}).
+
+The site is given everything its requests are held to when it is made
+(L{Site}'s arguments, as twisted.web's takes C{resource} and
+C{requestFactory}), and its requests read it from there
+(L{notificator.http.request.RequestSite}): the limits and the
+connections' cap and clocks, who may publish before the body is read,
+who is behind a trusted proxy, HSTS, the channel (C{server.fastChannel})
+and C{access.log}.
 """
 
 from __future__ import annotations
@@ -12,32 +17,27 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import http
-from twisted.web.server import Site
+from twisted.web.resource import IResource
 
 from notificator import config
 from notificator.auth import Guard
+from notificator.broker import Broker
 from notificator.http import connections, fast
-from notificator.http.request import (
-    Limits,
-    Request,
-    StockRequest,
-    client,
-    hsts_header,
-    request_class,
-)
+from notificator.http.publish import PublishGate
+from notificator.http.request import Limits, Request, RequestSite, client, hsts_header
+from notificator.http.tree import build_resource
+from notificator.hub import Hub
 from notificator.logs.access import ACCESS_LOG, AccessLog, CombinedLogFormatter
-from notificator.logs.files import FLUSH_INTERVAL, OldLogRemover
+from notificator.logs.files import FLUSH_INTERVAL
 from notificator.stats import Stats
-
-if TYPE_CHECKING:
-    from notificator.http.publish import PublishGate
+from notificator.timers import Ticker
 
 # The namespace it had before the moves of issue 18 (serve_http's lines
 # were tap.py's): it is part of every log line, and no log line changes.
@@ -50,59 +50,110 @@ MONITOR_POLL_HEADER = b"x-notificator-monitor"
 MONITOR_POLLED = frozenset({b"/users", b"/health"})
 
 
-class AccessLogSite(Site):
+class Site(RequestSite):
     """
-    A L{Site} that writes its access log to C{<log_dir>/access.log} in the
-    combined log format (twisted.web's default formatter), through a
-    L{notificator.logs.files.BufferedDailyLogFile} (see L{AccessLog}) that
-    is flushed every C{flush_interval} seconds on the site's reactor.
+    The server's twisted.web L{server.Site}: it builds one request class
+    (L{notificator.http.request.Request}), which reads what it is held to
+    from here, and writes C{access.log}.
 
-    It also logs requests that never reach C{Request.finish()}: an event
-    stream that ends because the client went away (see
-    L{notificator.logs.access.log_unfinished}).
+    Its connections (L{buildProtocol}) are counted and timed by the
+    limits' L{notificator.http.connections.Connections}: each is wrapped
+    in a L{notificator.http.connections.ConnectionProtocol}, and one over
+    C{limits.connections} gets L{notificator.http.connections.Refused}.
+    With the fast channel, HTTP/1.1 is served by
+    L{notificator.http.fast.Channel} (in the wrapper twisted.web switches
+    to HTTP/2 with), whose writes C{writes} sends.
 
+    C{access.log} (L{notificator.logs.access.AccessLog}) gets a line per
+    request in the combined log format, flushed every L{flush_interval}
+    seconds on the site's reactor while the site runs, with the lines of
+    the requests that never reach C{Request.finish()} (an event stream
+    that ends because the client went away:
+    L{notificator.logs.access.log_unfinished}; a request answered before
+    its body was read:
+    L{notificator.http.request.RequestSite.log_answered_early}).
+
+    @param resource: the root of the resource tree
+        (L{notificator.http.tree.build_resource}).
+    @param reactor: the clock of its connections and its log.
+    @param access_log: where its C{access.log} lines go; L{None}: nowhere.
     @param monitor_polls: write the monitor page's polls (L{is_monitor_poll}:
         C{GET /users} and C{/health} carrying L{MONITOR_POLL_HEADER} from an
         address of C{monitor.allow}, every 2 s per open tab) too;
         C{monitor.accessLog}, off by default.  A load balancer's or a
         script's C{/health}, and any request with the header from elsewhere,
         is logged either way.
-    @param keep_days: remove rotated C{access.log} files older than this
-        many days (L{OldLogRemover}); 0 keeps them all.
-    @param open_file: opens the file (L{AccessLog}); another than a daily
-        file: a worker's pipe to its supervisor (L{notificator.workers.logs}).
+    @param guard: who may publish and look, and who is behind a trusted
+        proxy (L{notificator.auth.Guard}); L{None}: no client behind a
+        proxy is known, and no request is a monitor poll.
+    @param gate: the publish gate, asked when a request's head is complete
+        (L{notificator.http.publish.PublishGate}); L{None}: none.
+    @param limits: the limits of its requests and connections
+        (L{notificator.http.request.Limits}, with the connections' cap and
+        clocks); L{None}: nothing is limited.
+    @param hsts: the C{Strict-Transport-Security} value of every response
+        over TLS (L{notificator.http.request.hsts_header}); L{None}: none.
+    @param writes: the fast channel's write batch
+        (L{notificator.http.fast.WriteBatch}): HTTP/1.1 is served by
+        L{notificator.http.fast.Channel}; L{None}: by twisted.web's own.
     """
 
+    requestFactory = Request
     flush_interval = FLUSH_INTERVAL
-
-    #: Read by L{notificator.http.request.StockRequest}, set by
-    #: C{makeService}: who may publish and who is behind a trusted proxy
-    #: (L{notificator.auth.Guard}), and the publish gate asked before a
-    #: request's body is read.
-    guard: Guard | None = None
-    publish_gate: PublishGate | None = None
 
     def __init__(
         self,
-        resource: Any,
-        log_dir: str,
+        resource: IResource,
+        *,
         reactor: IReactorTime,
+        access_log: AccessLog | None = None,
         monitor_polls: bool = False,
-        keep_days: int = 0,
-        open_file: Callable[[str], Any] | None = None,
-        **kwargs: Any,
+        guard: Guard | None = None,
+        gate: PublishGate | None = None,
+        limits: Limits | None = None,
+        hsts: bytes | None = None,
+        writes: fast.WriteBatch | None = None,
     ) -> None:
-        kwargs.setdefault("logFormatter", CombinedLogFormatter())
         super().__init__(
-            resource, logPath=os.path.join(log_dir, ACCESS_LOG), reactor=reactor, **kwargs
+            resource,
+            logPath=None if access_log is None else access_log.path,
+            reactor=reactor,
+            logFormatter=CombinedLogFormatter(),
         )
-        self.access_log: AccessLog | None = None
-        self._ticker: LoopingCall | None = None
+        # No traceback in an answer: the log has it.
+        self.displayTracebacks = False
+        self.access_log = access_log
         self.monitor_polls = monitor_polls
-        self.keep_days = keep_days
-        self._open_file = open_file
+        self.guard = guard
+        self.gate = gate
+        self.limits = limits
+        self.hsts = hsts
+        self.fast_channel = writes is not None
+        if writes is not None:
+            # (twisted.web's Site.protocol is a function: typed as a method.)
+            self.protocol = partial(fast.protocol, writes)  # type: ignore[method-assign]
+        self._connections = None if limits is None else limits.connections
+        self._ticker: Ticker | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        The protocol of a new connection, counted and timed (see the
+        class's docstring): twisted.web's, set up for this site, inside a
+        L{notificator.http.connections.ConnectionProtocol}; over
+        C{limits.connections} (L{notificator.http.connections.Connections.admit}),
+        L{notificator.http.connections.Refused} instead.
+        """
+        watched = self._connections
+        if watched is None:
+            return super().buildProtocol(addr)
+        if not watched.admit():
+            return connections.Refused()
+        protocol = super().buildProtocol(addr)
+        return None if protocol is None else connections.ConnectionProtocol(protocol, watched)
 
     def log(self, request: http.Request) -> None:
+        if self.access_log is None:
+            return
         # The path first: it is all a publish or a stream pays here.
         if (
             request.path in MONITOR_POLLED
@@ -116,7 +167,7 @@ class AccessLogSite(Site):
         """
         Whether C{request} is one of the monitor page's polls: C{GET} of a
         path it polls (L{MONITOR_POLLED}) with L{MONITOR_POLL_HEADER}, from
-        an address of C{monitor.allow} (the site's L{guard}; without one,
+        an address of C{monitor.allow} (the site's guard; without one,
         none is).  The header alone proves nothing: anyone can send it, and
         it must not keep their requests out of the log.
         """
@@ -132,46 +183,106 @@ class AccessLogSite(Site):
         return guard.refuse_monitor(client(request)) is None
 
     def _openLogFile(self, path: str | bytes) -> AccessLog:
-        name = os.fsdecode(path)
-        remover = OldLogRemover(name, self.keep_days, self.reactor) if self.keep_days else None
-        if self._open_file is not None:
-            self.access_log = AccessLog(name, remover, self._open_file)
-        else:
-            self.access_log = AccessLog(name, remover)
-        self._ticker = LoopingCall(self.access_log.tick)
-        self._ticker.clock = self.reactor
-        self._ticker.start(self.flush_interval, now=False)
-        return self.access_log
+        access_log = self.access_log
+        assert access_log is not None  # a logPath only with an access log
+        self._ticker = Ticker(
+            access_log.tick,
+            f"flushing {ACCESS_LOG}",
+            self.reactor,
+            self.flush_interval,
+            namespace="notificator.logs",
+        )
+        self._ticker.start()
+        return access_log
 
     def stopFactory(self) -> None:
-        if self._ticker is not None and self._ticker.running:
+        if self._ticker is not None:
             self._ticker.stop()
         self._ticker = None
         super().stopFactory()  # closes (and so flushes) the file
-        self.access_log = None
+
+
+def make_site(
+    cfg: config.Config,
+    reactor: Any,
+    activity: Logger,
+    parent: MultiService,
+    *,
+    hub: Hub,
+    broker: Broker,
+    stats: Stats,
+    guard: Guard,
+    registry: CollectorRegistry,
+    access_file: Callable[[str], Any] | None = None,
+) -> Site:
+    """
+    The server's site, as C{twistd notificator} serves it: the resource
+    tree (L{notificator.http.tree.build_resource}) around C{hub} and
+    C{broker}, the publish gate (L{notificator.http.publish.PublishGate},
+    asked before the body is read), C{access.log} in C{server.log.dir}, and
+    the limits and channel of L{serve_http}, whose services are children
+    of C{parent}.
+
+    @param activity: where the per-request lines go (C{sse.log} only:
+        L{notificator.logs.app.AppLogService.activity}).
+    @param guard: who may publish, look and subscribe.
+    @param registry: what C{/metrics} serves
+        (L{notificator.metrics.build_registry}).
+    @param access_file: opens what C{access.log}'s lines are written to
+        instead of the daily file (a worker of C{server.workers}: its pipe
+        to the supervisor, which writes, rotates and prunes the file,
+        L{notificator.workers.logs}); L{None}: the file.
+    """
+    gate = PublishGate(guard, stats, activity, cfg.sse.cors)
+    resource = build_resource(
+        hub, broker, stats, cfg, reactor, registry, activity=activity, guard=guard, gate=gate
+    )
+    server = cfg.server
+    path = os.path.join(server.log_dir, ACCESS_LOG)
+    if access_file is None:
+        access_log = AccessLog(path, reactor, keep_days=server.log_keep_days)
+    else:
+        # (Through a worker's pipe: the supervisor removes old files.)
+        access_log = AccessLog(path, reactor, open_file=access_file)
+    return serve_http(
+        resource,
+        cfg,
+        reactor,
+        stats,
+        activity,
+        parent,
+        guard=guard,
+        gate=gate,
+        access_log=access_log,
+        monitor_polls=cfg.monitor.access_log,
+    )
 
 
 def serve_http(
-    site: Any,
+    resource: IResource,
     cfg: config.Config,
     reactor: Any,
     stats: Stats,
     activity: Logger,
     parent: MultiService,
-) -> None:
+    *,
+    guard: Guard | None = None,
+    gate: PublishGate | None = None,
+    access_log: AccessLog | None = None,
+    monitor_polls: bool = False,
+) -> Site:
     """
-    Give C{site} its request class and protocol: with C{server.fastChannel}
-    L{notificator.http.request.Request} over
+    A L{Site} for C{resource} with the request limits (C{limits.*}:
+    L{notificator.http.request.Limits}) and the connections' cap and
+    clocks (L{notificator.http.connections.Connections}, a child of
+    C{parent}); with C{server.fastChannel},
     L{notificator.http.fast.Channel} and its
     L{notificator.http.fast.WriteBatch} (a child of C{parent}, started
     before the listeners so that it stops after them: the streams' last
-    chunks leave before shutdown); without, twisted.web's own channel.  Both
-    with the request limits (L{notificator.http.request.LimitedRequest}) and
-    the connections' cap and clocks
-    (L{notificator.http.connections.Connections}, a child of C{parent});
-    what they refuse and drop is logged to C{activity} (C{sse.log}).  Over
-    TLS, every response carries C{server.hsts}
-    (L{notificator.http.request.StockRequest}).
+    chunks leave before shutdown), else twisted.web's own channel.  What
+    they refuse and drop is logged to C{activity} (C{sse.log}).  Over TLS,
+    every response carries C{server.hsts}.  The other arguments are the
+    L{Site}'s.
     """
     bounds = cfg.limits
     watched = connections.Connections(
@@ -182,24 +293,31 @@ def serve_http(
         activity,
         stats,
     )
-    request_limits = Limits(bounds, reactor, stats, activity, watched)
+    limits = Limits(bounds, reactor, stats, activity, watched)
     log.info(
         "HTTP/1.1 served by {channel} (server.fastChannel {fast})",
         channel="the fast channel" if cfg.server.fast_channel else "twisted.web's stock channel",
         fast="true" if cfg.server.fast_channel else "false",
     )
-    hsts = hsts_header(cfg.server.hsts)
+    writes = None
     if cfg.server.fast_channel:
-        site.requestFactory = request_class(Request, request_limits, hsts=hsts)
         writes = fast.WriteBatch(reactor)
-        site.protocol = partial(fast.protocol, writes)
         writes.setServiceParent(parent)
-    else:
-        site.requestFactory = request_class(StockRequest, request_limits, hsts=hsts)
-    connections.watch(site, watched)
+    site = Site(
+        resource,
+        reactor=reactor,
+        access_log=access_log,
+        monitor_polls=monitor_polls,
+        guard=guard,
+        gate=gate,
+        limits=limits,
+        hsts=hsts_header(cfg.server.hsts),
+        writes=writes,
+    )
     watched.setServiceParent(parent)
     log.info(
         "limits: {connections} connections, {streams} streams (limits.connections, limits.streams)",
         connections=bounds.connections,
         streams=bounds.streams,
     )
+    return site

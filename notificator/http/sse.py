@@ -2,10 +2,14 @@
 """
 C{GET /sse} and C{GET /sse/<userId>}: open an event stream
 (L{SSEResource}), with what a reconnecting client missed (its last event
-id: L{last_event_id}) and what the IE polyfills ask for (L{PREAMBLE},
+id: L{last_event_id}) and what the IE polyfills ask for
+(L{notificator.http.admission.PREAMBLE},
 C{evs_buffer_size_limit}).
 
-This module knows HTTP, not who is connected: that is the L{Hub}'s.
+Whether a stream may open now (the caps, the drain, the turned-away
+answer) is L{notificator.http.admission.Admission}'s, asked when the
+request comes and again when a replay is ready.  This module knows HTTP,
+not who is connected: that is the L{Hub}'s.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from notificator.config import LimitsConfig, SSEConfig
 from notificator.events import encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
 from notificator.http import refusals
-from notificator.http.request import LimitedRequest
+from notificator.http.admission import Admission
+from notificator.http.admission import preamble as _preamble
+from notificator.http.request import Request
 from notificator.http.request import peer as _peer
 from notificator.http.responses import apply_cors
 from notificator.http.stream import LimitedRequestStream, RequestStream
@@ -115,7 +121,10 @@ class SSEResource(refusals.Resource):
     (C{limits.streamsPerUser}, C{limits.streamsPerAddress},
     C{limits.streams}) is answered 200 with a long C{retry:} and ended, and
     one that comes while the server stops likewise with a shorter retry
-    (L{_refusal}, L{_turn_away}).
+    (L{admission}).
+
+    @ivar admission: the caps, the drain and the open streams per address
+        (L{notificator.http.admission.Admission}).
     """
 
     isLeaf = True
@@ -137,14 +146,7 @@ class SSEResource(refusals.Resource):
     ) -> None:
         super().__init__()
         self._guard = guard
-        self._per_user = limits.streams_per_user
-        self._total = limits.streams
-        self._per_address = limits.streams_per_address
-        #: Open streams per client address (L{RequestStream.peer}), kept
-        #: while C{limits.streamsPerAddress} is set; an address whose
-        #: streams are all gone has no entry.
-        self.streams_by_address: dict[str, int] = {}
-        self._rng = rng or random.Random()
+        self.admission = Admission(hub, sse, limits, stats, log, rng)
         self._hub = hub
         self._broker = broker
         self._stats = stats
@@ -214,14 +216,15 @@ class SSEResource(refusals.Resource):
         if args:
             head = _preamble(args) + head
             limit = _buffer_limit(args)
-        refusal = self._refusal(user_id, _peer(request))
+        admission = self.admission
+        refusal = admission.refusal(user_id, _peer(request))
         if refusal is not None:
-            return self._turn_away(request, user_id, *refusal)
+            return admission.turn_away(request, user_id, *refusal)
         last_id = last_event_id(request)
         now = self._clock.seconds()
         ids = self._connection_ids
-        # The site's requests are request_class(StockRequest or Request).
-        stream_request = cast(LimitedRequest, request)
+        # The site's requests are notificator.http.request.Request.
+        stream_request = cast(Request, request)
         if limit:
             stream: RequestStream = LimitedRequestStream(
                 stream_request, user_id, next(ids), now, on_gone=self._gone, limit=limit
@@ -244,74 +247,25 @@ class SSEResource(refusals.Resource):
             )
         return NOT_DONE_YET
 
-    def _turn_away(self, request: IRequest, user_id: str, reason: str, retry: int) -> int:
-        """
-        Answer 200 with a C{retry:} of C{retry} ms and end the response: a
-        browser's EventSource gives up for good on any other status, so this
-        is how it is told to come back later.
-        """
-        self._stats.refuse(reason)
-        self._log.warn(
-            "turned away a stream for {user_id} from {peer}: {reason}; retry in {retry} ms",
-            user_id=safe(user_id),
-            peer=_peer(request),
-            reason=_TURNED_AWAY[reason],
-            retry=retry,
-        )
-        request.write(_preamble(request.args or {}) + retry_frame(retry))
-        request.finish()
-        return NOT_DONE_YET
-
-    def _refusal(self, user_id: str, address: str) -> tuple[str, int] | None:
-        """
-        Why a stream of C{user_id} from the client C{address} cannot be
-        attached now, and the retry to give it; L{None} if it can.  Asked
-        when the request comes, and again when a replay the broker answered
-        later is ready (meanwhile the server may have begun to stop, or
-        other streams filled a cap).
-        """
-        hub = self._hub
-        if hub.draining:
-            # Stopping: come back later (to another node, or after the
-            # restart), at a random moment of the drain.
-            jitter = self._rng.randint(0, int(self._sse.drain_seconds * 1000))
-            return "draining", self._sse.retry + jitter
-        if hub.count_of(user_id) >= self._per_user:
-            return "user-limit", self._cap_retry()
-        per_address = self._per_address
-        if per_address is not None and self.streams_by_address.get(address, 0) >= per_address:
-            return "address-limit", self._cap_retry()
-        if hub.stream_count >= self._total:
-            return "server-limit", self._cap_retry()
-        return None
-
     def _attach(self, stream: RequestStream, backlog: Sequence[bytes] = ()) -> None:
         """
         Attach C{stream} to the hub with C{backlog}, and count it against its
-        address (C{limits.streamsPerAddress}) if it is still there: a stream
-        whose client left while the backlog was written is not attached.
-        L{_gone} takes it off the count.
+        address (L{Admission.attached}; L{_gone} takes it off the count).
         """
         self._hub.attach(stream, backlog)
-        if self._per_address is not None and not stream.gone:
-            counts = self.streams_by_address
-            counts[stream.peer] = counts.get(stream.peer, 0) + 1
-            stream.counted = True
-
-    def _cap_retry(self) -> int:
-        """A long retry, jittered, for a stream over a cap: 30 to 60 s."""
-        return self._rng.randint(30_000, 60_000)
+        self.admission.attached(stream)
 
     def _replayed(self, replay: Replay, stream: RequestStream, head: bytes, last_id: str) -> None:
         """Write the head, connect, a reset if needed, and attach with the backlog."""
         if stream.gone:
             return
-        refusal = self._refusal(stream.user_id, stream.peer)
+        admission = self.admission
+        refusal = admission.refusal(stream.user_id, stream.peer)
         if refusal is not None:
             request = stream.request
             if request.producer is not None:
                 request.unregisterProducer()
-            self._turn_away(request, stream.user_id, *refusal)
+            admission.turn_away(request, stream.user_id, *refusal)
             return
         outcome = replay.outcome
         connect = encode_frame(
@@ -381,14 +335,7 @@ class SSEResource(refusals.Resource):
         )
 
     def _gone(self, stream: RequestStream, reason: Failure | None) -> None:
-        if stream.counted:
-            stream.counted = False
-            counts = self.streams_by_address
-            left = counts[stream.peer] - 1
-            if left:
-                counts[stream.peer] = left
-            else:
-                del counts[stream.peer]
+        self.admission.detached(stream)
         if not self._hub.detach(stream):
             return  # never opened (gone or turned away before its replay)
         self._log.info(
@@ -408,25 +355,6 @@ class SSEResource(refusals.Resource):
         )
 
 
-_TURNED_AWAY = {
-    "draining": "the server is stopping",
-    "user-limit": "the user has limits.streamsPerUser streams open",
-    "server-limit": "the server has limits.streams streams open",
-    "address-limit": "the address has limits.streamsPerAddress streams open",
-}
-
-#: The comment before the first event that IE's XDomainRequest needs
-#: before it hands any data to the polyfill.
-PREAMBLE = b":" + b" " * 2048 + b"\n\n"
-
-
-def _preamble(args: dict[bytes, list[bytes]]) -> bytes:
-    """L{PREAMBLE} when the query asks for it (C{evs_preamble}, C{padding=true})."""
-    if args.get(b"evs_preamble") or args.get(b"padding", [b""])[0].lower() == b"true":
-        return PREAMBLE
-    return b""
-
-
 def _buffer_limit(args: dict[bytes, list[bytes]]) -> int:
     """C{evs_buffer_size_limit} (bytes), or 0; at least 4 KiB."""
     value = args.get(b"evs_buffer_size_limit")
@@ -443,12 +371,12 @@ def _slim(request: server.Request) -> None:
     Drop what an open stream no longer needs, as it may stay open for hours:
     the head is on the wire, and the body (a GET sent with one) is not read,
     its bytes given back to C{limits.bodyMemory}
-    (L{notificator.http.request.LimitedRequest.drop_body}).  Of the request
+    (L{notificator.http.request.Request.drop_body}).  Of the request
     headers only those of its access-log line stay (a browser sends a dozen,
     1-2 KB of memory per stream).
     """
     request.responseHeaders = Headers()
-    if isinstance(request, LimitedRequest):
+    if isinstance(request, Request):
         request.drop_body()
     else:
         request.content = None

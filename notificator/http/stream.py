@@ -10,7 +10,7 @@ C{finish()} (which would raise after a disconnect).
 Writes go through C{request.write}; over plain TCP the channel
 (L{notificator.http.fast}) sends them straight to the socket.
 
-A client that stops reading: a stream on a request that carries
+A client that stops reading: a stream on a request whose site has
 L{notificator.http.request.Limits} registers with it as a streaming producer,
 so twisted.web pauses it when the transport holds more than its own
 bound (64 KiB for TCP and TLS; for HTTP/2, when the stream's flow-control
@@ -29,19 +29,17 @@ the write function, so the send of a running stream does no more work
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from notificator.http.request import LimitedRequest, Limits, peer
+from notificator.http import _twisted
+from notificator.http.request import Limits, Request, frame_writer, peer
 from notificator.logs import log_unfinished
 from notificator.text import safe
-
-if TYPE_CHECKING:
-    from twisted.web._http2 import H2Stream
 
 
 class _Dropped(Exception):
@@ -78,14 +76,14 @@ class RequestStream:
 
     def __init__(
         self,
-        request: LimitedRequest,
+        request: Request,
         user_id: str,
         connection_id: int,
         connected_at: float,
         on_gone: Callable[[RequestStream, Failure | None], None],
     ) -> None:
         self.request = request
-        self._write = request.write
+        self._write = frame_writer(request)
         self.user_id = user_id
         self.connection_id = connection_id
         self.connected_at = connected_at
@@ -96,7 +94,7 @@ class RequestStream:
         # Bytes written while paused; None while not paused.
         self._held: int | None = None
         request.notifyFinish().addBoth(self._finished)
-        if getattr(request, "limits", None) is not None:
+        if isinstance(request, Request) and request.site.limits is not None:
             request.registerProducer(self, True)
 
     def send(self, frame: bytes) -> bool:
@@ -117,8 +115,8 @@ class RequestStream:
         """Finish the response (server side), unless the client already left."""
         if not self.gone:
             request = self.request
-            if getattr(request, "limits", None) is not None:
-                request.unregisterProducer()
+            if isinstance(request, Request) and request.producer is not None:
+                request.unregisterProducer()  # registered in __init__
             request.finish()
 
     # -- IPushProducer: the transport's flow control ------------------------
@@ -133,14 +131,14 @@ class RequestStream:
         """The transport has drained."""
         if self._held is not None and not self.gone:
             self._held = None
-            self._write = self.request.write
+            self._write = frame_writer(self.request)
 
     def stopProducing(self) -> None:
         """The connection is gone; C{notifyFinish} tells the rest."""
 
     def _write_held(self, frame: bytes) -> None:
         held = (self._held or 0) + len(frame)
-        limits = self.request.limits
+        limits = self.request.site.limits
         assert limits is not None  # a producer only with limits (__init__)
         if held > limits.buffer_bytes:
             self._drop(held - len(frame), limits)
@@ -172,9 +170,7 @@ class RequestStream:
         else:
             # An HTTP/2 stream: reset it; the connection and its other
             # streams go on.  twisted.web does not tell the request.
-            # (Its channel is the H2Stream; twisted.web's Request declares
-            # an HTTPChannel.)
-            cast("H2Stream", request.channel).abortConnection()
+            _twisted.h2_reset(request)
             request.connectionLost(Failure(ConnectionAborted("slow reader")))
 
     def _finished(self, result: None | Failure) -> None:

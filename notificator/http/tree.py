@@ -51,10 +51,10 @@ def build_resource(
 
     @param guard: who may publish, look and subscribe; made from the config
         when omitted.
-    @param gate: the publish gate; give the same to the L{Site} as
-        C{publish_gate}, so refused publishers are answered before their
-        body is read
-        (L{notificator.http.request.StockRequest.head_received}).
+    @param gate: the publish gate; give the same to the site
+        (L{notificator.http.site.Site}), so refused publishers are answered
+        before their body is read
+        (L{notificator.http.request.Request.head_received}).
 
     @param registry: what C{/metrics} serves; C{makeService} builds it
         (L{metrics.build_registry}), and a fresh one is made when omitted.

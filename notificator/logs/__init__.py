@@ -3,7 +3,7 @@ The server's own log files, both in C{server.log.dir} and rotated daily:
 
  - C{access.log}: one line per HTTP request in the combined log format
    (L{notificator.logs.access}), written by the site
-   (L{notificator.http.site.AccessLogSite}).  Lines are buffered in
+   (L{notificator.http.site.Site}).  Lines are buffered in
    memory and flushed once a second (and on rotation and stop), so a busy
    server does not pay one C{write(2)} per request.
  - C{sse.log}: the application's events (streams opened and closed,

@@ -2,10 +2,10 @@
 """
 C{access.log}: its file (L{AccessLog}, opened at first use), its line
 (L{CombinedLogFormatter}: twisted.web's combined log format, each field
-bounded by L{escape_field}), and the line of a stream that never reaches
-C{finish()}, where twisted.web writes it (L{log_unfinished}; a request
-answered before its body is read is the HTTP edge's:
-L{notificator.http.request.log_answered_early}).
+bounded by L{escape_field}), and the lines of the requests that never
+reach C{finish()}, where twisted.web writes them (L{log_unfinished}; a
+request answered before its body was read:
+L{notificator.http.site.Site.log_answered_early}).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from itertools import accumulate
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.iweb import IAccessLogFormatter
@@ -38,21 +39,30 @@ class AccessLog:
     If the file cannot be opened, the error is logged once, lines are
     dropped and the opening is retried on each L{tick}; requests are
     served all the same.
+
+    @param clock: where L{OldLogRemover} pauses.
+    @param keep_days: remove rotated C{access.log} files older than this
+        many days (L{OldLogRemover}), when the file opens and after each
+        rotation; 0 keeps them all.
+    @param open_file: opens the file; another than a daily file: a
+        worker's pipe to its supervisor (L{notificator.workers.logs}).
     """
 
     def __init__(
         self,
         path: str,
-        remover: OldLogRemover | None = None,
+        clock: IReactorTime,
+        keep_days: int = 0,
         open_file: Callable[[str], BufferedDailyLogFile] = BufferedDailyLogFile.fromFullPath,
     ) -> None:
         # The namespace it had before the moves of issue 18: it is part of
         # every log line, and no log line changes.
         self.log = Logger("notificator.logs.AccessLog", self)
         self.path = path
+        self.keep_days = keep_days
         self.file: BufferedDailyLogFile | None = None
         self._failed = False
-        self._remover = remover
+        self._remover = OldLogRemover(path, keep_days, clock) if keep_days else None
         self._open_file = open_file
 
     def _open(self) -> BufferedDailyLogFile | None:
@@ -108,9 +118,26 @@ ADDRESS_LIMIT = 64
 #: What ends a field that was cut.
 CUT = "..."
 
+
+def combined_escape(value: bytes) -> str:
+    """
+    C{value} escaped as twisted.web's combined log format escapes a field
+    (its private C{twisted.web.http._escape}, not imported: it is private,
+    and the logs import nothing of the HTTP edge, where the server's
+    accesses to Twisted's private parts are kept): Python's C{repr} of the
+    bytes without the quotes, always escaped as if they were double quotes.
+    C{tests.test_http_twisted} checks that it is twisted.web's, byte for
+    byte.
+    """
+    r = repr(value)[1:]
+    if r.startswith("'"):
+        return r[1:-1].replace('"', '\\"').replace("\\'", "'")
+    return r[1:-1]
+
+
 #: The characters each byte takes once escaped as twisted.web escapes it
-#: (L{http._escape}: C{\xNN}, C{\t}, C{\"}, C{\\} or itself).
-_WIDTHS = bytes(len(http._escape(bytes([b]))) for b in range(256))
+#: (L{combined_escape}: C{\xNN}, C{\t}, C{\"}, C{\\} or itself).
+_WIDTHS = bytes(len(combined_escape(bytes([b]))) for b in range(256))
 
 
 def escape_field(value: str | bytes, limit: int) -> str:
@@ -121,11 +148,11 @@ def escape_field(value: str | bytes, limit: int) -> str:
     """
     raw = value.encode("ascii") if isinstance(value, str) else value
     head = raw[:limit]
-    escaped: str = http._escape(head)
+    escaped = combined_escape(head)
     if len(escaped) > limit:
         # Some bytes took more than one character: keep those that fit.
         head = head[: bisect_right(list(accumulate(head.translate(_WIDTHS))), limit)]
-        escaped = http._escape(head)
+        escaped = combined_escape(head)
     return escaped + CUT if len(head) < len(raw) else escaped
 
 
@@ -184,7 +211,7 @@ class CombinedLogFormatter:
     def __call__(self, timestamp: str, request: http.Request) -> str:
         escape = self._escape
         # Behind a trusted proxy, the client it names
-        # (notificator.http.request.StockRequest.client_host).
+        # (notificator.http.request.Request.client_host).
         ip = getattr(request, "client_host", None)
         if ip is None:
             address = request.getClientAddress()

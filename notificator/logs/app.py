@@ -16,7 +16,6 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
@@ -34,6 +33,7 @@ from zope.interface import implementer
 
 from notificator import __version__
 from notificator.logs.files import FLUSH_INTERVAL, BufferedDailyLogFile, OldLogRemover
+from notificator.timers import Ticker
 
 APP_LOG = "sse.log"
 
@@ -90,7 +90,7 @@ class AppLogService(Service):
         self._clock = clock
         self.log_file: BufferedDailyLogFile | None = None
         self._observer: ILogObserver | None = None
-        self._ticker: LoopingCall | None = None
+        self._ticker: Ticker | None = None
 
     def startService(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
@@ -101,10 +101,14 @@ class AppLogService(Service):
         )
         self._publisher.addObserver(self._observer)
         self.activity.addObserver(self._observer)
-        self._ticker = LoopingCall(self.log_file.tick)
-        if self._clock is not None:
-            self._ticker.clock = self._clock
-        self._ticker.start(FLUSH_INTERVAL, now=False)
+        self._ticker = Ticker(
+            self.log_file.tick,
+            f"flushing {APP_LOG}",
+            self._clock,
+            FLUSH_INTERVAL,
+            namespace="notificator.logs",
+        )
+        self._ticker.start()
         super().startService()
         # The namespace it had before the moves of issue 18: it is part of
         # every log line, and no log line changes.
@@ -124,7 +128,7 @@ class AppLogService(Service):
         if self._remover is not None:
             self._remover.stop()
             self._remover = None
-        if self._ticker is not None and self._ticker.running:
+        if self._ticker is not None:
             self._ticker.stop()
         self._ticker = None
         if self._observer is not None:

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_logs_files -*-
 """
 The log files of C{server.log.dir}, rotated daily: L{BufferedDailyLogFile}
-keeps lines in memory and writes them once a second (L{FLUSH_INTERVAL}),
-and L{OldLogRemover} removes rotated files older than
+keeps lines in memory and writes them once a second (L{FLUSH_INTERVAL},
+on a L{notificator.timers.Ticker}), and L{OldLogRemover} removes rotated files older than
 C{server.log.keepDays}, so no cron job or logrotate is needed.
 """
 

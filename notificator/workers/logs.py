@@ -29,13 +29,13 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import LoopingCall
 from twisted.logger import ILogFilterPredicate, LogEvent, PredicateResult
 from zope.interface import implementer
 
 from notificator.logs.access import ACCESS_LOG, AccessLog
 from notificator.logs.app import AppLogService
-from notificator.logs.files import FLUSH_INTERVAL, OldLogRemover
+from notificator.logs.files import FLUSH_INTERVAL
+from notificator.timers import Ticker
 from notificator.workers.supervisor import RELAYED
 
 #: The worker's file descriptor on which it sends its C{sse.log} lines.
@@ -156,19 +156,23 @@ class AccessLogService(Service):
         self._clock = clock
         self.keep_days = keep_days
         self.log: AccessLog | None = None
-        self._ticker: LoopingCall | None = None
+        self._ticker: Ticker | None = None
 
     def startService(self) -> None:
         super().startService()
-        remover = OldLogRemover(self.path, self.keep_days, self._clock) if self.keep_days else None
-        self.log = AccessLog(self.path, remover)
-        self._ticker = LoopingCall(self.log.tick)
-        self._ticker.clock = self._clock
-        self._ticker.start(FLUSH_INTERVAL, now=False)
+        self.log = AccessLog(self.path, self._clock, keep_days=self.keep_days)
+        self._ticker = Ticker(
+            self.log.tick,
+            f"flushing {ACCESS_LOG}",
+            self._clock,
+            FLUSH_INTERVAL,
+            namespace="notificator.logs",
+        )
+        self._ticker.start()
 
     def stopService(self) -> None:
         super().stopService()
-        if self._ticker is not None and self._ticker.running:
+        if self._ticker is not None:
             self._ticker.stop()
         self._ticker = None
         if self.log is not None:

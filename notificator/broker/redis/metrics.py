@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_redis_metrics -*-
 """
 Cluster mode's metrics for C{/metrics} (L{RedisCollector}), read from the
-broker (L{notificator.broker.redis.ordering.RedisBroker}) at scrape time.
+broker (L{notificator.broker.redis.ordering.RedisBroker}) and its link to
+Redis (L{notificator.broker.redis.ordering.Link}) at scrape time.
 """
 
 from __future__ import annotations
@@ -17,20 +18,19 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from notificator.broker.redis.link import PING_INTERVAL
-
 if TYPE_CHECKING:
     from notificator.broker.redis.ordering import RedisBroker
 
 
 class RedisCollector(Collector):
-    """Reads the broker's state at scrape time (plain attributes: thread safe)."""
+    """Reads the broker's and its link's state at scrape time (plain attributes: thread safe)."""
 
     def __init__(self, broker: RedisBroker) -> None:
         self._broker = broker
 
     def collect(self) -> Iterable[Metric]:
         b = self._broker
+        link = b.link
         info = GaugeMetricFamily(
             "notificator_cluster_node_info", "This node's name (cluster.node).", labels=["node"]
         )
@@ -44,25 +44,24 @@ class RedisCollector(Collector):
         yield CounterMetricFamily(
             "notificator_redis_outages",
             "Times Redis became unavailable to this node.",
-            value=b.outages,
+            value=link.outages,
         )
-        down = 0.0 if b.health() is None else max(0.0, b._clock.seconds() - b._down_since)
         yield GaugeMetricFamily(
             "notificator_redis_outage_seconds",
             "Seconds since Redis became unavailable (0 while it is available).",
-            value=down,
+            value=link.outage_seconds(),
         )
-        if b.rtt_last is not None:
+        if link.rtt_last is not None:
             yield GaugeMetricFamily(
                 "notificator_redis_rtt_seconds",
                 "Round-trip time of the last PING to Redis.",
-                value=b.rtt_last,
+                value=link.rtt_last,
             )
         yield SummaryMetricFamily(
             "notificator_redis_ping_seconds",
-            f"Round-trip times of the PINGs to Redis (every {PING_INTERVAL:g} s).",
-            count_value=b.rtt_count,
-            sum_value=b.rtt_sum,
+            f"Round-trip times of the PINGs to Redis (every {link.ping_interval:g} s).",
+            count_value=link.rtt_count,
+            sum_value=link.rtt_sum,
         )
         yield CounterMetricFamily(
             "notificator_redis_gap_filled",

@@ -12,8 +12,12 @@ order, with the same ids and the same bytes.  A reconnecting stream is
 answered from the history by another script (L{SINCE}), with the rules and
 gap signal of L{notificator.history.History}.
 
-Nothing but this module knows that Redis exists: the web layer sees the
-L{notificator.broker.Broker} interface, the Hub sees frames.
+Nothing but this package knows that Redis exists: the web layer sees the
+L{notificator.broker.Broker} interface, the Hub sees frames.  Within it,
+this module orders; it reaches Redis only through a L{Link} (the
+connections, their health, running a script, the barrier), which
+L{notificator.broker.redis.link.TxRedisLink} is over txredisapi and
+L{notificator.broker.testing.FakeLink} in memory, for the tests.
 
 Ids.  Event ids are Redis stream ids C{<ms>-<seq>}, made by the script from
 Redis's clock (C{TIME}) and the last id given (a global key), so they
@@ -44,53 +48,36 @@ Catching up.  Redis hands a node its messages on the subscription and its
 answers on another connection, which are not ordered with each other.  So
 when an answer from the history must be joined with the live messages (a
 replay, or the fill after an outage), the broker buffers the user's live
-messages from before it asks, and after the answer sends a C{PING} on the
-subscription: its reply comes after every message published before the
-answer was made.  Then the answer and the buffer are merged by id, without
-duplicates, and handed over in one reactor turn.
+messages from before it asks, and after the answer asks the link for a
+barrier (L{Link.barrier}: a C{PING} on the subscription, whose reply comes
+after every message published before the answer was made).  Then the
+answer and the buffer are merged by id, without duplicates, and handed
+over in one reactor turn.
 
 Outage.  When Redis, or either connection to it, is lost, L{health} says why
 (C{/health} answers 503), publishes and replays fail at once with
-L{Unavailable}, and open streams stay open.  txredisapi reconnects with
-backoff (it does not subscribe again by itself: this module does); then the
-node reads, for every user with open streams, what was recorded after the
-last notification it received before the gap, delivers it in order (with a
+L{Unavailable}, and open streams stay open.  The link reconnects with
+backoff and subscribes again (L{Receiver.subscription_lost}, then
+L{Receiver.subscribed} and L{Receiver.available}); then the node reads,
+for every user with open streams, what was recorded after the last
+notification it received before the gap, delivers it in order (with a
 C{reset} first when the history no longer holds all of it), and delivers
 live again.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import attrs
-import txredisapi
 from prometheus_client.registry import Collector
 from twisted.application.service import Service
-from twisted.internet.defer import (
-    Deferred,
-    DeferredList,
-    fail,
-    inlineCallbacks,
-    maybeDeferred,
-    succeed,
-)
-from twisted.internet.error import ConnectError, ConnectionClosed, ConnectionDone
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from notificator.broker import NO_REPLAY, Published, Unavailable
-from notificator.broker.redis.link import (
-    PING_INTERVAL,
-    _Endpoint,
-    _Factory,
-    _Subscriber,
-    load_trust,
-)
 from notificator.broker.redis.metrics import RedisCollector
 from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
 from notificator.config import ClusterConfig, HistoryConfig
@@ -187,6 +174,80 @@ def merge(
     return frames
 
 
+# -- what the broker asks of its link to Redis ----------------------------------------
+
+
+class Receiver(Protocol):
+    """What a L{Link} tells the broker, in this order for each change."""
+
+    def received(self, payload: bytes) -> None:
+        """A message on the cluster channel (L{parse_message}), in Redis's order."""
+
+    def subscribed(self) -> None:
+        """The subscription is in place (again): messages arrive from now on."""
+
+    def subscription_lost(self) -> None:
+        """
+        The subscription is lost: messages published from now until
+        L{subscribed} never arrive, and replies of L{Link.barrier} pending
+        fail.
+        """
+
+    def available(self) -> None:
+        """The command connection and the subscription are both up (again)."""
+
+
+class Link(Protocol):
+    """
+    What the broker asks of its link to Redis: a command connection, which
+    runs the scripts, and a subscription to the cluster channel, which
+    hands messages to the L{Receiver}.  Their answers are not ordered with
+    each other; L{barrier} orders them.
+    L{notificator.broker.redis.link.TxRedisLink} is the real one,
+    L{notificator.broker.testing.FakeLink} one in memory.
+
+    @ivar ping_interval: seconds between the round-trip measures.
+    @ivar outages: times Redis became unavailable to this node.
+    @ivar rtt_last: the round trip of the last measure, in seconds, if any.
+    @ivar rtt_count: measures made.
+    @ivar rtt_sum: their total, in seconds.
+    """
+
+    ping_interval: float
+    outages: int
+    rtt_last: float | None
+    rtt_count: int
+    rtt_sum: float
+
+    def start(self, channel: bytes, receiver: Receiver) -> None:
+        """Connect, subscribe to C{channel}, and keep both up until L{stop}."""
+
+    def stop(self) -> Deferred[None]:
+        """Close both connections; fires once closed (or after a bounded wait)."""
+
+    def health(self) -> str | None:
+        """L{None} while both connections are up, else why not."""
+
+    def outage_seconds(self) -> float:
+        """Seconds since Redis became unavailable (0 while it is available)."""
+
+    def eval(self, script: Script, keys: Sequence[bytes], args: Sequence[Any]) -> Deferred[Any]:
+        """
+        Run C{script} with C{keys} and C{args} on the command connection:
+        its reply, or L{Unavailable} (whose text the publisher is answered).
+        """
+
+    def time(self) -> Deferred[int]:
+        """Redis's clock, in milliseconds."""
+
+    def barrier(self) -> Deferred[None]:
+        """
+        Fires once every message published before now has been handed to
+        the L{Receiver}; fails with L{Unavailable} when the subscription is
+        lost first.
+        """
+
+
 # -- the broker -------------------------------------------------------------------
 
 
@@ -211,17 +272,20 @@ class _Stale(Exception):
 
 class RedisBroker(Service):
     """
-    The broker of cluster mode (see the module docstring).
+    The broker of cluster mode (see the module docstring), over a L{Link}
+    to Redis; its own job is the ordering: event ids, the merge of what
+    the history says with what arrives live, and the catch-up after a gap.
 
     @param hub: delivers frames to this node's streams.
     @param stats: the server's counters (C{published} on this node).
-    @param clock: the reactor: time, and connecting to Redis.
-    @param cluster: C{cluster.*} (C{redis} must be set).
+    @param clock: the time (the node's start, the replays' deadline).
+    @param link: the connections to Redis (L{Link}).
+    @param cluster: C{cluster.*}: the keys' prefix, the timeout, the
+        longest wait between attempts.
     @param history: C{sse.history.*} (C{size} and C{ttl}; the others
         are the single node's).
     @param node: this node's name.
-    @param timer: a monotonic clock in seconds, for round-trip times.
-    @ivar outages: times Redis became unavailable to this node.
+    @ivar link: the L{Link}, which also holds the figures of L{collector}.
     @ivar filled: notifications delivered from the history after a gap.
     """
 
@@ -230,23 +294,20 @@ class RedisBroker(Service):
         hub: Hub,
         stats: Stats,
         clock: Any,
+        link: Link,
         cluster: ClusterConfig,
         history: HistoryConfig,
         node: str,
-        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         # The namespace it had before the moves of issue 18: it is part of
         # every log line, and no log line changes.
         self.log = Logger("notificator.redisbroker.RedisBroker", self)
-        if cluster.redis is None:
-            raise ValueError("cluster.redis is not set")
         self._hub = hub
         self._stats = stats
         self._clock = clock
-        self._address = cluster.redis
+        self.link = link
         self._timeout = cluster.timeout
         self._max_delay = cluster.reconnect_max_delay
-        self._timer = timer
         self.node = node
         self._size = history.size
         self._ttl_ms = max(1, int(history.ttl * 1000))
@@ -255,20 +316,9 @@ class RedisBroker(Service):
         self._last_key = prefix + b":last"
         self._since_key = prefix + b":since"
         self.channel = prefix + b":events"
-        self._client_name = re.sub(r"[^\w.:-]", "_", f"notificator-{node}")[:100].encode()
-        self._trust = load_trust(cluster.ca) if cluster.ca and cluster.redis.tls else None
-
-        self._factories: dict[str, _Factory] = {}
-        self._cmd: Any = None  # the command connection, when ready
-        self._sub: Any = None  # the subscription's connection, when ready
-        self._subscribed = False
         self._generation = 0  # changes when the subscription is lost
         self._started = 0.0
         self._stopping = False
-        self._up = False
-        self._down_since = 0.0
-        self._last_error: str | None = None
-        self._refused: dict[str, Any] = {}  # role -> pending rebuild (AUTH refused)
 
         # The last event id received on the subscription.
         self._cursor: bytes | None = None
@@ -284,15 +334,8 @@ class RedisBroker(Service):
         self._retry: Any = None
 
         self._waiting: dict[str, list[_Waiter]] = {}
-        self._barrier_next: list[Deferred[None]] = []
-        self._barrier_busy = False
-        self._pinger: LoopingCall | None = None
 
-        self.outages = 0
         self.filled = 0
-        self.rtt_last: float | None = None
-        self.rtt_count = 0
-        self.rtt_sum = 0.0
 
     # -- keys -------------------------------------------------------------------
 
@@ -305,287 +348,47 @@ class RedisBroker(Service):
     def startService(self) -> None:
         super().startService()
         self._stopping = False
-        self._started = self._down_since = self._clock.seconds()
-        for role in ("commands", "subscription"):
-            self._connect(role)
-        self._pinger = LoopingCall(self._ping)
-        self._pinger.clock = self._clock
-        self._pinger.start(PING_INTERVAL, now=False)
-        self.log.info(
-            "cluster node {node}: connecting to Redis at {address}",
-            node=self.node,
-            address=str(self._address),
-        )
-
-    def _connect(self, role: str) -> None:
-        protocol = _Subscriber if role == "subscription" else txredisapi.BaseRedisProtocol
-        factory = _Factory(self, role, protocol, self._address, self._timeout, self._max_delay)
-        self._factories[role] = factory
-        factory.startConnecting(
-            _Endpoint(self._clock, self._address, self._timeout, self._connect_failed, self._trust)
-        )
+        self._started = self._clock.seconds()
+        self.link.start(self.channel, self)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._stopping = True
-        self._up = False
-        if self._pinger is not None and self._pinger.running:
-            self._pinger.stop()
-        for call in [self._retry, *self._refused.values()]:
-            if call is not None and call.active():
-                call.cancel()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         self._retry = None
-        self._refused.clear()
         self._fail_waiters("the node is stopping")
-        stops = [maybeDeferred(f.disconnect) for f in self._factories.values()]
-        self._factories.clear()
-        done: Deferred[None] = Deferred()
+        return self.link.stop()
 
-        def stopped(_: Any = None) -> None:
-            if guard.active():
-                guard.cancel()
-            if not done.called:
-                done.callback(None)
+    # -- what the link tells (Receiver) -----------------------------------------
 
-        # Waits at most the timeout for the connections to close.
-        guard = self._clock.callLater(self._timeout, stopped)
-
-        DeferredList(stops, consumeErrors=True).addBoth(stopped)
-        return done
-
-    # -- connection events --------------------------------------------------------
-
-    def _connect_failed(self, reason: str) -> None:
-        if self._last_error != reason:
-            self.log.warn(
-                "cannot reach Redis at {address}: {reason} (trying again)",
-                address=str(self._address),
-                reason=reason,
-            )
-        self._last_error = reason
-
-    def _connection_made(self, role: str, factory: _Factory, conn: Any) -> None:
-        if self._factories.get(role) is not factory or self._stopping:
-            conn.transport.loseConnection()
-            return
-        named = self._command(conn, b"CLIENT", b"SETNAME", self._client_name)
-        if role == "commands":
-            # Usable once Redis has answered (over TLS: after the handshake).
-            named.addBoth(self._commands_ready, factory, conn)
-        else:
-            named.addErrback(lambda _: None)
-            self._sub = conn
-            conn.subscribe([self.channel]).addCallbacks(
-                self._subscribed_to,
-                self._not_subscribed,
-                callbackArgs=(conn,),
-                errbackArgs=(conn,),
-            )
-
-    def _commands_ready(self, reply: Any, factory: _Factory, conn: Any) -> None:
-        if isinstance(reply, Failure) and not reply.check(txredisapi.ResponseError):
-            return  # lost before it answered
-        if self._factories.get("commands") is not factory or self._stopping or not conn.connected:
-            return
-        self._cmd = conn
-        self._last_error = None
-        self._ping()
-        self._update()
-        self._maybe_sync()
-
-    def _lost_because(self, reason: Failure) -> None:
-        if not reason.check(ConnectionDone) and not self._stopping:
-            self._last_error = reason.getErrorMessage()
-
-    def _subscribed_to(self, reply: Any, conn: Any) -> None:
-        if conn is not self._sub:
-            return
-        self._subscribed = True
-        self._last_error = None
+    def subscribed(self) -> None:
         if self._gap_pending and self._fill is None:
             # From now on messages arrive: hold them back until the gap is filled.
             self._fill = {}
-        self._update()
+
+    def subscription_lost(self) -> None:
+        self._generation += 1
+        # What arrived live for the users being caught up was never
+        # delivered: the next fill reads it from the history.
+        self._fill = None
+        if not self._gap_pending:
+            self._gap_pending = True
+            self._gap_from = id_key(self._cursor) if self._cursor is not None else None
+        self._fail_waiters("the subscription to Redis was lost")
+
+    def available(self) -> None:
         self._maybe_sync()
 
-    def _not_subscribed(self, failure: Failure, conn: Any) -> None:
-        if conn is self._sub and not self._stopping:
-            reason = failure.getErrorMessage()
-            self.log.warn("subscribing to Redis failed: {reason}", reason=reason)
-            self._last_error = f"SUBSCRIBE: {reason}"
-            conn.transport.loseConnection()
-
-    def _connection_lost(self, role: str, factory: _Factory, conn: Any) -> None:
-        if role == "commands":
-            if conn is self._cmd:
-                self._cmd = None
-        elif conn is self._sub:
-            self._sub = None
-            self._subscribed = False
-            self._generation += 1
-            # What arrived live for the users being caught up was never
-            # delivered: the next fill reads it from the history.
-            self._fill = None
-            if not self._gap_pending:
-                self._gap_pending = True
-                self._gap_from = id_key(self._cursor) if self._cursor is not None else None
-            self._fail_waiters("the subscription to Redis was lost")
-        self._update()
-
-    def _connection_refused(self, role: str, factory: _Factory, why: str) -> None:
-        """AUTH or SELECT refused: txredisapi gave up; start afresh later."""
-        if self._last_error != why:
-            self.log.error(
-                "{reason}; trying again every {delay:g} s", reason=why, delay=self._max_delay
-            )
-        self._last_error = why
-        if self._stopping or self._factories.get(role) is not factory or role in self._refused:
-            return
-
-        def again() -> None:
-            self._refused.pop(role, None)
-            if self._stopping or self._factories.get(role) is not factory:
-                return
-            factory.disconnect()
-            self._connect(role)
-
-        self._refused[role] = self._clock.callLater(self._max_delay, again)
-
-    def _update(self) -> None:
-        """Note a change of availability: log it, count outages."""
-        up = self._cmd is not None and self._subscribed and not self._stopping
-        if up == self._up:
-            return
-        self._up = up
-        now = self._clock.seconds()
-        if up:
-            self.log.info(
-                "Redis at {address} available (after {seconds:.1f} s)",
-                address=str(self._address),
-                seconds=now - self._down_since,
-            )
-        else:
-            self.outages += 1
-            self._down_since = now
-            if not self._stopping:
-                self.log.warn("Redis unavailable: {reason}", reason=self._problem())
-
     def health(self) -> str | None:
-        if self._up:
-            return None
-        return self._problem()
-
-    def _problem(self) -> str:
-        if self._stopping:
-            return "the node is stopping"
-        where = f"Redis at {self._address}"
-        seconds = self._clock.seconds() - self._down_since
-        if self._cmd is None and self._sub is None:
-            what = f"{where} is unreachable"
-        elif self._cmd is None:
-            what = f"the command connection to {where} is lost"
-        elif self._sub is None:
-            what = f"the subscription to {where} is lost"
-        else:
-            what = f"subscribing to {where}"
-        if self._last_error:
-            what += f" ({self._last_error})"
-        return f"{what}, for {seconds:.0f} s; reconnecting"
-
-    # -- Redis calls --------------------------------------------------------------
-
-    def _command(self, conn: Any, *args: Any) -> Deferred[Any]:
-        return maybeDeferred(conn.execute_command, *args)
-
-    def _eval(self, script: Script, keys: Sequence[bytes], args: Sequence[Any]) -> Deferred[Any]:
-        """Run C{script} on the command connection; errors become L{Unavailable}."""
-        conn = self._cmd
-        if conn is None:
-            return fail(Unavailable(self._problem()))
-        d = self._command(conn, b"EVALSHA", script.sha, len(keys), *keys, *args)
-
-        def noscript(failure: Failure) -> Any:
-            failure.trap(txredisapi.ResponseError)
-            if not str(failure.value).startswith("NOSCRIPT") or self._cmd is None:
-                return failure
-            return self._command(self._cmd, b"EVAL", script.source, len(keys), *keys, *args)
-
-        d.addErrback(noscript)
-        d.addErrback(self._unavailable)
-        return d
-
-    def _unavailable(self, failure: Failure) -> Failure:
-        """A failed call to Redis, as the L{Unavailable} the web layer answers 503 to."""
-        if failure.check(Unavailable):
-            return failure
-        if failure.check(txredisapi.TimeoutError):
-            raise Unavailable(
-                f"no answer from Redis within {self._timeout:g} s (it may have been recorded)"
-            )
-        if failure.check(txredisapi.ConnectionError, ConnectionClosed) and (
-            failure.getErrorMessage() != "Not connected"
-        ):
-            raise Unavailable(
-                "the connection to Redis was lost before it answered (it may have been recorded)"
-            )
-        if failure.check(txredisapi.RedisError, ConnectError):
-            raise Unavailable(f"Redis: {failure.getErrorMessage()}")
-        return failure
-
-    def _ping(self) -> None:
-        """Measure the round trip on the command connection; check the subscription."""
-        conn = self._cmd
-        if conn is not None:
-            start = self._timer()
-
-            def measured(_: Any) -> None:
-                rtt = self._timer() - start
-                self.rtt_last = rtt
-                self.rtt_count += 1
-                self.rtt_sum += rtt
-
-            # A timeout drops the connection (txredisapi), which reconnects.
-            self._command(conn, b"PING").addCallbacks(measured, lambda _: None)
-        if self._subscribed:
-            self._barrier().addErrback(lambda _: None)
-
-    def _barrier(self) -> Deferred[None]:
-        """
-        Fires once every message published before now has been received
-        on the subscription: a C{PING} there, whose reply comes after them.
-        """
-        d: Deferred[None] = Deferred()
-        self._barrier_next.append(d)
-        if not self._barrier_busy:
-            self._send_barrier()
-        return d
-
-    def _send_barrier(self) -> None:
-        waiting, self._barrier_next = self._barrier_next, []
-        conn = self._sub
-        if conn is None or not self._subscribed:
-            for d in waiting:
-                d.errback(Unavailable("the subscription to Redis is lost"))
-            return
-        self._barrier_busy = True
-
-        def done(result: Any) -> None:
-            self._barrier_busy = False
-            for d in waiting:
-                if isinstance(result, Failure):
-                    d.errback(Unavailable(f"Redis: {result.getErrorMessage()}"))
-                else:
-                    d.callback(None)
-            if self._barrier_next:
-                self._send_barrier()
-
-        self._command(conn, b"PING").addBoth(done)
+        return self.link.health()
 
     # -- publishing ---------------------------------------------------------------
 
     def publish(self, message: Message) -> Deferred[Published]:
-        if not self._up:
-            return fail(Unavailable(self._problem()))
+        problem = self.link.health()
+        if problem is not None:
+            return fail(Unavailable(problem))
         user_id = message.user_id
         body = encode_frame(message.event, message.data)
         keys = self._user_keys(user_id)
@@ -597,7 +400,7 @@ class RedisBroker(Service):
             self.channel,
             user_id.encode("utf-8", "surrogatepass"),
         ]
-        return self._eval(PUBLISH, keys, args).addCallback(self._published, user_id)
+        return self.link.eval(PUBLISH, keys, args).addCallback(self._published, user_id)
 
     def _published(self, reply: Sequence[Any], user_id: str) -> Published:
         self._stats.published += 1
@@ -608,7 +411,7 @@ class RedisBroker(Service):
 
     # -- live messages ------------------------------------------------------------
 
-    def _received(self, payload: bytes) -> None:
+    def received(self, payload: bytes) -> None:
         """A message on the cluster channel: deliver it, or keep it for a merge."""
         try:
             eid, user_id, body = parse_message(payload)
@@ -645,8 +448,9 @@ class RedisBroker(Service):
     def replay(self, user_id: str, last_event_id: str) -> Deferred[Replay]:
         if self._size <= 0:
             return succeed(NO_REPLAY)
-        if not self._up:
-            return fail(Unavailable(self._problem()))
+        problem = self.link.health()
+        if problem is not None:
+            return fail(Unavailable(problem))
         seen = event_key(last_event_id)
         waiter = _Waiter(user_id, seen)
         self._waiting.setdefault(user_id, []).append(waiter)
@@ -654,7 +458,7 @@ class RedisBroker(Service):
             3 * self._timeout, self._give_up, waiter, "no answer from Redis in time"
         )
         keys = [self._last_key, self._since_key, *self._user_keys(user_id)]
-        d = self._eval(SINCE, keys, [self._ttl_ms, b"" if seen is None else event_id(seen)])
+        d = self.link.eval(SINCE, keys, [self._ttl_ms, b"" if seen is None else event_id(seen)])
         d.addCallback(self._answered, waiter)
         d.addErrback(lambda f: self._give_up(waiter, f.getErrorMessage()))
         return waiter.deferred
@@ -663,7 +467,7 @@ class RedisBroker(Service):
         if waiter.deferred.called:
             return None
         waiter.missed = parse_since(reply, 1)[2][0]
-        d = self._barrier()
+        d = self.link.barrier()
 
         def caught_up(_: None) -> None:
             waiter.caught_up = True
@@ -717,9 +521,8 @@ class RedisBroker(Service):
         if (
             self._syncing
             or not self._gap_pending
-            or self._cmd is None
-            or not self._subscribed
             or self._stopping
+            or self.link.health() is not None
         ):
             return
         if self._size <= 0:
@@ -747,8 +550,7 @@ class RedisBroker(Service):
         start = self._gap_from
         if start is None and users:
             # From this node's start, on Redis's clock.
-            now = yield self._command(self._cmd, b"TIME")
-            redis_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+            redis_ms = yield self.link.time()
             elapsed = int((self._clock.seconds() - self._started) * 1000)
             start = max(0, redis_ms - elapsed - 1) * SEQ_SPAN
             self._gap_from = start
@@ -760,10 +562,10 @@ class RedisBroker(Service):
             keys = [self._last_key, self._since_key]
             for user_id in batch:
                 keys += self._user_keys(user_id)
-            reply = yield self._eval(SINCE, keys, [self._ttl_ms, *map(event_id, starts)])
+            reply = yield self.link.eval(SINCE, keys, [self._ttl_ms, *map(event_id, starts)])
             _, last, missed = parse_since(reply, len(batch))
             results.extend(zip(batch, starts, missed, strict=True))
-        yield self._barrier()
+        yield self.link.barrier()
         if generation != self._generation:
             raise _Stale()
         return results, last
