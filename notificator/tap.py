@@ -21,7 +21,6 @@ import socket
 import sys
 from typing import Any, NoReturn
 
-import attrs
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
@@ -39,13 +38,11 @@ from notificator import (
     services,
 )
 from notificator.app import build_core, build_site, history_directory
-from notificator.config.checks import MAX_WORKERS
 from notificator.services import DrainService, SequentialService, _timer
 from notificator.tls import TLSFileError
 from notificator.workers import logs as worker_logs
-from notificator.workers import redis as workers_redis
-from notificator.workers import reuseport, worker
-from notificator.workers.supervisor import Supervisor, WorkerLink, workers_for
+from notificator.workers import wiring, worker
+from notificator.workers.supervisor import workers_for
 
 log = Logger()
 
@@ -164,13 +161,13 @@ def preflight(options: Options) -> str | None:
     except ValueError as e:
         raise SystemExit(f"notificator: {e}")
     options["user"] = user
-    slot = options["slot"] = worker_slot(options)
+    slot = options["slot"] = wiring.worker_slot(options)
     count = options["workers"] = 1 if slot is not None else workers_for(cfg.server.workers)
     if slot is not None or count > 1:
         # The workers' Redis: cluster.redis, else the supervisor's private
-        # one, at a path both find from the config (private_redis_dir); so
-        # the history is in Redis, not in sse.history.dir, as in cluster mode.
-        cfg = options["loaded"] = with_workers_redis(cfg)
+        # one, at a path both find from the config (wiring.private_redis_dir);
+        # so the history is in Redis, not in sse.history.dir, as in cluster mode.
+        cfg = options["loaded"] = wiring.with_workers_redis(cfg)
     check_dir(cfg.server.log_dir, "server.log.dir", not dry_run, user=user)
     directory = history_directory(cfg)
     if directory is not None:
@@ -184,9 +181,9 @@ def preflight(options: Options) -> str | None:
         # --check makes no ticket key (the directory was checked above).
         check_listen(without_tickets(description) if dry_run else description, from_config)
     if count > 1:
-        check_workers(options, cfg, dry_run)
+        wiring.check_workers(options, cfg, dry_run, check_dir)
     if slot is not None:
-        options["loaded"] = as_worker(cfg, slot, options["endpoints"])
+        options["loaded"] = wiring.as_worker(cfg, slot, default_node(options["endpoints"]))
     if not dry_run:
         return None
     if options["listen"]:
@@ -208,125 +205,11 @@ def preflight(options: Options) -> str | None:
         "listening on " + ", ".join(options["endpoints"]),
         f"logs in {cfg.server.log_dir}",
         history_fact(directory),
-        redis_fact(options, cluster.redis),
+        wiring.redis_fact(options, cluster.redis),
     ]
     if cfg.warnings:
         facts.append(f"{len(cfg.warnings)} warning{'s' if len(cfg.warnings) > 1 else ''}")
     return f"notificator: configuration OK ({'; '.join(facts)})"
-
-
-def worker_slot(options: dict[str, Any]) -> int | None:
-    """
-    C{--worker-slot}: this process is that worker of a supervisor
-    (L{supervisor_service}); L{None}: not a worker.
-
-    @raise SystemExit: not a slot number.
-    """
-    given = options.get("worker-slot")
-    if given is None:
-        return None
-    if not (isinstance(given, str) and given.isdigit() and int(given) < MAX_WORKERS):
-        raise SystemExit(f"notificator: --worker-slot: expected a worker's number, got {given!r}")
-    return int(given)
-
-
-def private_redis_dir(cfg: config.Config) -> str:
-    """
-    The directory of the supervisor's private C{redis-server}
-    (L{notificator.workers.redis.PrivateRedis}): C{var/redis} under the
-    project root, beside C{var/history}.  The workers find its socket
-    there from the same configuration.
-    """
-    return os.path.join(cfg.root, "var", "redis")
-
-
-def with_workers_redis(cfg: config.Config) -> config.Config:
-    """
-    C{cfg} with the workers' Redis: C{cluster.redis} when set, else the
-    private Redis's socket (L{private_redis_dir}).
-    """
-    if cfg.cluster.redis is not None:
-        return cfg
-    path = workers_redis.socket_path(private_redis_dir(cfg))
-    address = config.RedisAddress(host="", port=0, path=path)
-    return attrs.evolve(cfg, cluster=attrs.evolve(cfg.cluster, redis=address))
-
-
-def private_redis(options: dict[str, Any]) -> str | None:
-    """The private Redis's directory when the supervisor runs one, else L{None}."""
-    loaded: config.Config = options["loaded"]
-    directory = private_redis_dir(loaded)
-    redis = loaded.cluster.redis
-    if options.get("workers", 1) > 1 and redis is not None:
-        if redis.path == workers_redis.socket_path(directory):
-            return directory
-    return None
-
-
-def check_workers(options: dict[str, Any], cfg: config.Config, dry_run: bool) -> None:
-    """
-    What C{server.workers} above 1 needs, checked before anything starts:
-    every listener a worker can open with C{SO_REUSEPORT}
-    (L{notificator.workers.reuseport}: C{tcp:}, C{tcp6:}, C{https:}) on a
-    port of its own choosing (not 0: each worker would get another port);
-    without C{cluster.redis}, C{redis-server} installed and the private
-    Redis's directory usable, and free (L{workers_redis.check_directory}).
-
-    @raise SystemExit: the one line saying what to install or set.
-    """
-    shown = _workers_shown(cfg.server.workers)
-    for description in options["endpoints"]:
-        kind, named = listening.arguments(description)
-        if kind not in reuseport.KINDS:
-            raise SystemExit(
-                f"notificator: configuration error: server.workers {shown}: the workers listen"
-                f" on tcp:, tcp6: or https: descriptions, not {description!r}"
-            )
-        if named.get("port", "").strip() in ("0", ""):
-            raise SystemExit(
-                f"notificator: configuration error: server.workers {shown}: {description!r}"
-                " listens on port 0 (a port of its own for each worker); give a port number"
-            )
-    directory = private_redis(options)
-    if directory is None:
-        return
-    try:
-        workers_redis.find(cfg.server.workers)
-    except workers_redis.RedisUnavailable as e:
-        raise SystemExit(f"notificator: {e}")
-    check_dir(directory, "server.workers", not dry_run, mode=0o700, user=options.get("user"))
-    if not dry_run:
-        try:
-            workers_redis.check_directory(directory)
-        except workers_redis.RedisUnavailable as e:
-            raise SystemExit(f"notificator: server.workers: {e}")
-
-
-def _workers_shown(workers: int | str) -> str:
-    return f'"{workers}"' if isinstance(workers, str) else str(workers)
-
-
-def as_worker(cfg: config.Config, slot: int, endpoints: list[str]) -> config.Config:
-    """
-    C{cfg} for worker C{slot}: its node name is the node's
-    (C{cluster.node}, else L{default_node}) with C{-w<slot>}.
-    """
-    node = f"{cfg.cluster.node or default_node(endpoints)}-w{slot}"
-    return attrs.evolve(cfg, cluster=attrs.evolve(cfg.cluster, node=node))
-
-
-def redis_fact(options: dict[str, Any], redis: config.RedisAddress | None) -> str:
-    """C{--check}'s word on Redis and the workers."""
-    count = options.get("workers", 1)
-    if count > 1:
-        shown = _workers_shown(options["loaded"].server.workers)
-        where = (
-            f"a private redis-server on {redis.path if redis else None} (not started)"
-            if private_redis(options) is not None
-            else f"Redis {redis} (not contacted)"
-        )
-        return f"server.workers {shown}: {count} workers and {where}"
-    return "Redis not used" if redis is None else f"Redis {redis} (not contacted)"
 
 
 def history_fact(directory: str | None) -> str:
@@ -544,7 +427,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
             except listening.PortUnavailable as e:
                 raise SystemExit(f"notificator: {e}")
     if options.get("workers", 1) > 1:
-        return supervisor_service(options, cfg, reactor)
+        return wiring.supervisor_service(options, cfg, reactor, endpoints)
     for warning in cfg.warnings:
         # Not a field named "warning": twisted's legacy log observers (trial's
         # among them) take an event holding one for a Python warning.
@@ -607,111 +490,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # still answer (C{/health} says 503, late publishes are recorded).
     DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
     if slot is not None:
-        worker_listeners(endpoints, site, core, reactor).setServiceParent(serving)
+        wiring.worker_listeners(endpoints, site, core, reactor, with_backlog).setServiceParent(
+            serving
+        )
     return root
-
-
-def worker_listeners(endpoints: list[str], site: Any, core: Any, reactor: Any) -> IService:
-    """
-    A worker's listeners and its link to the supervisor, last in its tree
-    (L{worker.WorkerListeners}, then the L{WorkerLink}: C{ready} once they
-    listen, C{stopping} first when the worker stops).
-
-    Last in, first out: on SIGTERM the worker closes its listeners before
-    it drains its streams, so that the kernel hands new connections, and
-    the drained streams' reconnects, to the other workers (during a
-    reload, the new ones already listen).
-    """
-    tail = SequentialService()
-    listeners = worker.WorkerListeners(core.broker, reactor)
-    listeners.setServiceParent(tail)
-    for description in endpoints:
-        try:
-            service = reuseport.ReusePortService(reactor, with_backlog(description), site)
-        except ValueError as e:
-            raise SystemExit(f"notificator: cannot listen on {description!r}: {e}")
-        service.setServiceParent(listeners)
-    WorkerLink(reactor, until=listeners.when_listening).setServiceParent(tail)
-    return tail
-
-
-def supervisor_service(options: dict[str, Any], cfg: config.Config, reactor: Any) -> IService:
-    """
-    The service of C{server.workers} above 1: the process twistd runs (the
-    pidfile, the signals) starts the workers and serves no streams.
-
-    One L{SequentialService}, stopped in reverse: the logs (C{sse.log},
-    C{access.log}: the supervisor writes its workers' lines,
-    L{notificator.workers.logs}), the private C{redis-server} when no
-    C{cluster.redis} is set (L{workers_redis.PrivateRedis}, stopped after
-    the workers, so their last publishes are recorded), then the
-    L{Supervisor} of the workers (L{worker_command}), whose C{SIGHUP}
-    replaces them (L{Supervisor.reload}).
-    """
-    server = cfg.server
-    count = options["workers"]
-    root = SequentialService()
-    app_log = logs.AppLogService(
-        server.log_dir,
-        server.log_level,
-        clock=reactor,
-        keep_days=server.log_keep_days,
-        predicates=[worker_logs.not_relayed],
-    )
-    app_log.setServiceParent(root)
-    access_log = worker_logs.AccessLogService(server.log_dir, reactor, server.log_keep_days)
-    access_log.setServiceParent(root)
-    services.ProcessTitleService(
-        f"notificator [{options['env']}] {cfg.root} supervisor of {count} workers"
-    ).setServiceParent(root)
-    directory = private_redis(options)
-    if directory is not None:
-        workers_redis.PrivateRedis(
-            reactor,
-            workers_redis.find(server.workers),
-            directory,
-            os.path.join(server.log_dir, "redis.log"),
-        ).setServiceParent(root)
-    log.info(
-        "server.workers {shown}: {count} workers on {endpoints}, joined by {redis}",
-        shown=_workers_shown(server.workers),
-        count=count,
-        endpoints=", ".join(descriptions(options)),
-        redis="a private redis-server" if directory is not None else str(cfg.cluster.redis),
-    )
-    Supervisor(
-        reactor,
-        [worker_command(options, slot) for slot in range(count)],
-        # The drain, and time to spare (under the unit's TimeoutStopSec, 30 s).
-        stop_timeout=cfg.sse.drain_seconds + 10,
-        outputs=worker_logs.LogSinks(app_log, access_log).outputs,
-    ).setServiceParent(root)
-    return root
-
-
-def worker_command(options: dict[str, Any], slot: int) -> list[str]:
-    """
-    The argv of worker C{slot}: this twistd (the Python and the script
-    that run the supervisor) with the same configuration and listeners,
-    C{-n} (the supervisor is the daemon), no pidfile, and
-    C{--worker-slot}.
-    """
-    command = [*twistd_argv(), "-n", "--pidfile=", "notificator"]
-    command += ["--config", os.path.abspath(options["config"]), "--env", options["env"]]
-    for description in options["listen"]:
-        command += ["--listen", description]
-    return [*command, "--worker-slot", str(slot)]
-
-
-def twistd_argv() -> list[str]:
-    """How to run twistd again: the script that runs this process, else its module."""
-    script = sys.argv[0] if sys.argv else ""
-    if os.path.basename(script).startswith("twistd") and os.path.isfile(script):
-        return [sys.executable, os.path.abspath(script)]
-    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if os.path.isfile(beside):
-        return [sys.executable, beside]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def take_lock(lock: pidlock.DirectoryLock) -> None:

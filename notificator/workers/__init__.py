@@ -7,5 +7,6 @@ C{redis-server} that carries their fan-out when no C{cluster.redis} is
 set (L{notificator.workers.redis}), the one C{sse.log} and C{access.log}
 the supervisor writes for them (L{notificator.workers.logs}), and what a
 worker runs besides the single-process server
-(L{notificator.workers.worker}).  L{notificator.tap} wires them.
+(L{notificator.workers.worker}).  L{notificator.workers.wiring} puts
+them in L{notificator.tap}'s pre-flight and service tree.
 """
