@@ -14,7 +14,7 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import app, services, tap
+from notificator import app, listening, runas, services, tap
 from notificator.http.request import Request
 from notificator.hub import Hub
 from notificator.timers import Ticker, TickerService
@@ -501,6 +501,30 @@ class WorkersTests(SynchronousTestCase):
             self.patch(tap, "workers_for", lambda setting: 2)
             e = self.assertRaises(SystemExit, self.options, doc, "--listen", listen)
             self.assertEqual(str(e.code), line)
+
+    def test_uid_and_a_port_below_1024(self) -> None:
+        """
+        twistd --uid with a port below net.ipv4.ip_unprivileged_port_start:
+        the workers, started after the switch, could not bind it; one line
+        says so and what to do.  Without --uid, or at a higher port, no line.
+        """
+        self.patch(listening, "first_unprivileged_port", lambda: 1024)
+        doc = {"server": {"workers": 2}, "cluster": {"redis": "redis://127.0.0.1:6390/0"}}
+        self.options(doc, "--listen", "tcp:port=981:interface=127.0.0.1")  # no --uid
+        self.patch(runas.RunAs, "switches", True)  # as twistd --uid would
+        self.options(doc, "--listen", "tcp:port=1024:interface=127.0.0.1")
+        e = self.assertRaises(
+            SystemExit, self.options, doc, "--listen", "tcp:port=443:interface=127.0.0.1"
+        )
+        self.assertEqual(
+            str(e.code),
+            "notificator: configuration error: server.workers 2:"
+            " 'tcp:port=443:interface=127.0.0.1' listens on port 443, which only a process"
+            " with CAP_NET_BIND_SERVICE may bind (below 1024), and the workers run as"
+            f" {runas.RunAs.current()} after twistd --uid, without it: start the server as"
+            ' that user with the capability instead (docs/operations.rst, "Workers and'
+            ' ports below 1024"), or listen on port 1024 or above',
+        )
 
     def test_check(self) -> None:
         """--check says how many workers and which Redis."""

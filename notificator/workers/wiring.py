@@ -91,7 +91,8 @@ def check_workers(
     What C{server.workers} above 1 needs, checked before anything starts:
     every listener a worker can open with C{SO_REUSEPORT}
     (L{notificator.workers.reuseport}: C{tcp:}, C{tcp6:}, C{https:}) on a
-    port of its own choosing (not 0: each worker would get another port);
+    port of its own choosing (not 0: each worker would get another port),
+    and one they may bind under twistd's C{--uid} (L{check_unprivileged});
     without C{cluster.redis}, C{redis-server} installed and the private
     Redis's directory usable, and free (L{workers_redis.check_directory}).
 
@@ -113,6 +114,9 @@ def check_workers(
                 f"notificator: configuration error: server.workers {shown}: {description!r}"
                 " listens on port 0 (a port of its own for each worker); give a port number"
             )
+    user = options.get("user")
+    if user is not None and user.switches:
+        check_unprivileged(options["endpoints"], user, shown)
     directory = private_redis(options)
     if directory is None:
         return
@@ -126,6 +130,36 @@ def check_workers(
             workers_redis.check_directory(directory)
         except workers_redis.RedisUnavailable as e:
             raise SystemExit(f"notificator: server.workers: {e}")
+
+
+def check_unprivileged(endpoints: list[str], user: Any, shown: str) -> None:
+    """
+    Under twistd's C{--uid}, every listener on a port the workers can bind.
+
+    The supervisor starts its workers once twistd has switched users
+    (C{--uid}), and a worker opens its own sockets: it is that user, and
+    the switch away from root took every capability (the kernel clears
+    them, the ambient ones too), so a port below
+    C{net.ipv4.ip_unprivileged_port_start} (1024) fails with "Permission
+    denied", worker after worker.  (Without C{--uid}, the workers are who
+    the supervisor is, with its capabilities: L{listening.check_free}
+    binds as them.)
+
+    @param user: who the workers run as (L{notificator.runas.RunAs}).
+    @raise SystemExit: one line saying what to do instead.
+    """
+    first = listening.first_unprivileged_port()
+    for description in endpoints:
+        address = listening.tcp_address(description)
+        if address is not None and 0 < address[1] < first:
+            raise SystemExit(
+                f"notificator: configuration error: server.workers {shown}: {description!r}"
+                f" listens on port {address[1]}, which only a process with"
+                f" CAP_NET_BIND_SERVICE may bind (below {first}), and the workers run as"
+                f" {user} after twistd --uid, without it: start the server as that user with"
+                ' the capability instead (docs/operations.rst, "Workers and ports below'
+                f' 1024"), or listen on port {first} or above'
+            )
 
 
 def _workers_shown(workers: int | str) -> str:
