@@ -418,6 +418,27 @@ class WorkersTests(SynchronousTestCase):
         self.successResultOf(ready)
         self.successResultOf(listeners.when_listening())
 
+    def test_waits_on_when_the_broker_raises(self) -> None:
+        """A broker's health that raises is asked again, not the end of the wait."""
+
+        class Broker:
+            answers = [RuntimeError("not yet"), RuntimeError("not yet"), None]
+
+            def health(self) -> str | None:
+                answer = self.answers.pop(0)
+                if isinstance(answer, Exception):
+                    raise answer
+                return answer
+
+        reactor = MemoryReactorClock()
+        ready = worker.until_available(Broker(), reactor, interval=0.05)
+        reactor.advance(0.05)
+        self.assertNoResult(ready)
+        reactor.advance(0.05)
+        self.successResultOf(ready)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        self.flushLoggedErrors(RuntimeError)
+
     def test_supervisor(self) -> None:
         """
         Above 1: the supervisor's tree: the logs, the private Redis, the

@@ -15,8 +15,9 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from notificator.timers import Ticker
 
 log = Logger()
 
@@ -114,17 +115,24 @@ class WorkerListeners(MultiService):
 
 
 def until_available(broker: Any, clock: Any, interval: float = 0.05) -> Deferred[None]:
-    """Fires once C{broker.health()} says it is available (L{None}), asked every C{interval} s."""
+    """
+    Fires once C{broker.health()} says it is available (L{None}): asked
+    now, then every C{interval} s on a L{Ticker} (an answer that raises is
+    logged and asked again, not the end of the wait).
+    """
     done: Deferred[None] = Deferred()
 
     def ask() -> None:
         if broker.health() is None:
-            if poll.running:
-                poll.stop()
+            poll.stop()
             if not done.called:
                 done.callback(None)
 
-    poll = LoopingCall(ask)
-    poll.clock = clock
-    poll.start(interval, now=True)
+    poll = Ticker(ask, "asking the broker whether Redis is reachable", clock, interval, __name__)
+    try:
+        ask()
+    except Exception:
+        log.failure("asking the broker whether Redis is reachable failed; asking again")
+    if not done.called:
+        poll.start()
     return done
