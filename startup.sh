@@ -2,6 +2,7 @@
 # Start the Notificator SSE server as a daemon (twistd).
 #
 #   ./startup.sh [ENV] [notificator options...]
+#   ./startup.sh restart [ENV] [notificator options...]
 #
 # ENV is the config environment (conf/<ENV>.json): the first argument if it
 # does not start with "-", else $NOTIFICATOR_ENV, else "development" (as for
@@ -14,6 +15,14 @@
 #   NOTIFICATOR_TWISTD       twistd to run         (default: ./venv/bin/twistd,
 #                            ./.venv/bin/twistd, else twistd on the PATH)
 #   NOTIFICATOR_TWISTD_ARGS  extra twistd options, e.g. "--uid=sse --gid=sse"
+# "restart": a server with workers (server.workers above 1) gets SIGHUP and
+# replaces its workers one at a time while the port stays open (a graceful
+# restart: new workers run the installed code and re-read the config
+# files; the supervisor keeps the options, listeners, server.workers and
+# cluster.redis it started with); this waits until it says it is done
+# (at most $NOTIFICATOR_RELOAD_TIMEOUT seconds, default 120).  Any other
+# running server is stopped (./shutdown.sh) and started again; a stopped
+# one is started.
 # Works from any directory: relative paths are relative to this script's.
 # A start that fails (configuration error, port in use, missing certificate)
 # prints twistd's reason here and appends it to the twistd log too.
@@ -21,6 +30,11 @@ set -u
 
 cd "$(dirname "$(readlink -f "$0")")" || exit 1
 
+restart=
+if [ "${1:-}" = restart ]; then
+    restart=1
+    shift
+fi
 env_name=${NOTIFICATOR_ENV:-development}
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
     env_name=$1
@@ -64,9 +78,41 @@ running_pid() {
     echo "$pid"
 }
 
-if pid=$(running_pid); then
-    echo "Notificator SSE Server is already running pid=$pid (pid file $pidfile)" >&2
+# A graceful restart: SIGHUP to the supervisor of the workers, then wait
+# for its word in twistd's log ("reload done", or why it stopped).
+reload_workers() {
+    local pid=$1 size timeout ticks said
+    timeout=${NOTIFICATOR_RELOAD_TIMEOUT:-120}
+    size=$(wc -c < "$twistd_log" 2>/dev/null || echo 0)
+    kill -HUP "$pid" || exit 1
+    echo "Sent SIGHUP to Notificator SSE Server pid=$pid: its workers are replaced one at a time; waiting up to ${timeout}s"
+    ticks=$(awk -v t="$timeout" 'BEGIN { n = int(t * 10); print (n < 1 ? 1 : n) }')
+    for _ in $(seq 1 "$ticks"); do
+        said=$(tail -c "+$((size + 1))" "$twistd_log" 2>/dev/null \
+            | grep -E 'reload done|reload stopped|reload refused|reload failed' | head -n 1)
+        case "$said" in
+            *"reload done"*)
+                echo "Notificator SSE Server restarted pid=$pid: ${said#*] }"
+                exit 0 ;;
+            ?*)
+                echo "Notificator SSE Server pid=$pid: ${said#*] }; see $twistd_log" >&2
+                exit 1 ;;
+        esac
+        sleep 0.1
+    done
+    echo "Notificator SSE Server pid=$pid: no word of the restart after ${timeout}s; see $twistd_log" >&2
     exit 1
+}
+
+if pid=$(running_pid); then
+    if [ -z "$restart" ]; then
+        echo "Notificator SSE Server is already running pid=$pid (pid file $pidfile)" >&2
+        exit 1
+    fi
+    if cmdline "$pid" | grep -q ' supervisor of '; then
+        reload_workers "$pid"
+    fi
+    ./shutdown.sh || exit $?
 fi
 if [ -e "$pidfile" ]; then
     if [ -n "$(pidfile_pid)" ]; then

@@ -17,6 +17,7 @@ functions, so what they exercise is what runs.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -153,6 +154,7 @@ def build_site(
     reactor: Any,
     activity: Logger = _default_activity,
     parent: MultiService | None = None,
+    access_file: Callable[[str], Any] | None = None,
 ) -> Site:
     """
     Build the site that serves C{core}: the resource tree, the publish
@@ -167,6 +169,10 @@ def build_site(
         the fast channel, the connections' watcher), started before the
         listeners so that they stop after them; L{None}: a L{MultiService}
         of their own, not started (tests that only render resources).
+    @param access_file: opens what C{access.log}'s lines are written to
+        instead of the daily file (a worker of C{server.workers}: its pipe
+        to the supervisor, which writes, rotates and prunes the file,
+        L{notificator.workers.logs}); L{None}: the file.
     """
     if parent is None:
         parent = MultiService()
@@ -180,4 +186,5 @@ def build_site(
         stats=core.stats,
         guard=core.guard,
         registry=core.registry,
+        access_file=access_file,
     )

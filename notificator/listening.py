@@ -171,6 +171,24 @@ def tcp_address(description: str) -> tuple[str, int] | None:
     return named.get("interface", _TCP_TYPES[kind]), port
 
 
+#: Where Linux says the lowest port a process may bind without
+#: C{CAP_NET_BIND_SERVICE} (C{net.ipv4.ip_unprivileged_port_start}).
+UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+
+def first_unprivileged_port(path: str = UNPRIVILEGED_PORT_START) -> int:
+    """
+    The lowest port a process without C{CAP_NET_BIND_SERVICE} may bind:
+    C{net.ipv4.ip_unprivileged_port_start}, else 1024 (the rule of every
+    Unix).
+    """
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
 def describe(interface: str, port: int) -> str:
     """C{"127.0.0.1 port 3000"}, C{"every interface (::) port 3000"} ..."""
     if interface in ("", "0.0.0.0"):

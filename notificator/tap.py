@@ -40,6 +40,9 @@ from notificator import (
 from notificator.app import build_core, build_site, history_directory
 from notificator.services import DrainService, SequentialService, _timer
 from notificator.tls import TLSFileError
+from notificator.workers import logs as worker_logs
+from notificator.workers import wiring, worker
+from notificator.workers.supervisor import workers_for
 
 log = Logger()
 
@@ -62,6 +65,13 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", "conf", "Directory holding default.json, <env>.json, local.json."],
         ["env", "e", None, "Config environment (default: $NOTIFICATOR_ENV, else development)."],
+        [
+            "worker-slot",
+            None,
+            None,
+            "Internal, not for operators: run as worker K of the supervisor of"
+            " server.workers, which starts the workers with it.",
+        ],
     ]
     optFlags = [
         [
@@ -151,6 +161,13 @@ def preflight(options: Options) -> str | None:
     except ValueError as e:
         raise SystemExit(f"notificator: {e}")
     options["user"] = user
+    slot = options["slot"] = wiring.worker_slot(options)
+    count = options["workers"] = 1 if slot is not None else workers_for(cfg.server.workers)
+    if slot is not None or count > 1:
+        # The workers' Redis: cluster.redis, else the supervisor's private
+        # one, at a path both find from the config (wiring.private_redis_dir);
+        # so the history is in Redis, not in sse.history.dir, as in cluster mode.
+        cfg = options["loaded"] = wiring.with_workers_redis(cfg)
     check_dir(cfg.server.log_dir, "server.log.dir", not dry_run, user=user)
     directory = history_directory(cfg)
     if directory is not None:
@@ -163,6 +180,10 @@ def preflight(options: Options) -> str | None:
     for description in options["endpoints"]:
         # --check makes no ticket key (the directory was checked above).
         check_listen(without_tickets(description) if dry_run else description, from_config)
+    if count > 1:
+        wiring.check_workers(options, cfg, dry_run, check_dir)
+    if slot is not None:
+        options["loaded"] = wiring.as_worker(cfg, slot, default_node(options["endpoints"]))
     if not dry_run:
         return None
     if options["listen"]:
@@ -184,7 +205,7 @@ def preflight(options: Options) -> str | None:
         "listening on " + ", ".join(options["endpoints"]),
         f"logs in {cfg.server.log_dir}",
         history_fact(directory),
-        "Redis not used" if cluster.redis is None else f"Redis {cluster.redis} (not contacted)",
+        wiring.redis_fact(options, cluster.redis),
     ]
     if cfg.warnings:
         facts.append(f"{len(cfg.warnings)} warning{'s' if len(cfg.warnings) > 1 else ''}")
@@ -390,6 +411,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     """
     cfg: config.Config = options["loaded"]
     endpoints = descriptions(options)
+    slot: int | None = options.get("slot")
     directory = history_directory(cfg)
     lock = pidlock.DirectoryLock(directory) if directory is not None else None
     if reactor is None:
@@ -398,11 +420,14 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         reactor = _reactor
         if lock is not None:
             take_lock(lock)
-        for description in endpoints:
+        # (A worker's port is its fellow workers' too: its own bind says.)
+        for description in endpoints if slot is None else ():
             try:
                 listening.check_free(description)
             except listening.PortUnavailable as e:
                 raise SystemExit(f"notificator: {e}")
+    if options.get("workers", 1) > 1:
+        return wiring.supervisor_service(options, cfg, reactor, endpoints)
     for warning in cfg.warnings:
         # Not a field named "warning": twisted's legacy log observers (trial's
         # among them) take an event holding one for a Python warning.
@@ -414,13 +439,23 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
 
     root = SequentialService()
     server = cfg.server
-    app_log = logs.AppLogService(
-        server.log_dir, server.log_level, clock=reactor, keep_days=server.log_keep_days
-    )
+    title = f"notificator [{options['env']}] {cfg.root}"
+    if slot is None:
+        app_log = logs.AppLogService(
+            server.log_dir, server.log_level, clock=reactor, keep_days=server.log_keep_days
+        )
+    else:
+        # Its lines go to the supervisor, which writes the one sse.log.
+        app_log = logs.AppLogService(
+            server.log_dir,
+            server.log_level,
+            clock=reactor,
+            open_file=worker_logs.pipe_opener(worker_logs.SSE_LOG_FD, reactor),
+        )
+        title += f" worker {slot}"
+        worker.IgnoreInterrupt().setServiceParent(root)
     app_log.setServiceParent(root)
-    services.ProcessTitleService(f"notificator [{options['env']}] {cfg.root}").setServiceParent(
-        root
-    )
+    services.ProcessTitleService(title).setServiceParent(root)
     gc_tuning = services.GCTuningService()  # freezes once the history is loaded
     gc_tuning.setServiceParent(root)
 
@@ -430,12 +465,16 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     for service in core.services:
         service.setServiceParent(serving)
     activity = Logger("notificator.web", observer=app_log.activity)
-    site = build_site(core, cfg, reactor, activity, serving)
+    access_file = None
+    if slot is not None:
+        access_file = worker_logs.pipe_opener(worker_logs.ACCESS_LOG_FD, reactor)
+    site = build_site(core, cfg, reactor, activity, serving, access_file)
     listeners = MultiService()
-    listeners.setServiceParent(serving)
-    for description in endpoints:
-        description = with_backlog(description)
-        strports.service(description, site, reactor=reactor).setServiceParent(listeners)
+    if slot is None:
+        listeners.setServiceParent(serving)
+        for description in endpoints:
+            description = with_backlog(description)
+            strports.service(description, site, reactor=reactor).setServiceParent(listeners)
     sse = cfg.sse
     hub = core.hub
     if sse.heartbeat:
@@ -443,9 +482,17 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     # The comment keepalive only matters when heartbeats are rarer than it.
     if sse.keepalive and not (sse.heartbeat and sse.heartbeat_interval <= sse.keepalive):
         _timer(sse.keepalive, hub.keepalive, reactor).setServiceParent(serving)
+    if slot is not None:
+        # A worker's listeners stop before its drain: the site (its
+        # access.log) stays open until the drained streams are logged.
+        worker.FactoryHold(site).setServiceParent(serving)
     # Last in, first out: the streams are drained while the listeners
     # still answer (C{/health} says 503, late publishes are recorded).
     DrainService(hub, sse.drain_seconds, sse.retry).setServiceParent(serving)
+    if slot is not None:
+        wiring.worker_listeners(endpoints, site, core, reactor, with_backlog).setServiceParent(
+            serving
+        )
     return root
 
 

@@ -9,9 +9,11 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
@@ -171,10 +173,17 @@ class Server(Client):
         env: dict[str, str] | None = None,
         conf_files: dict[str, Any] | None = None,
         cwd: str | None = None,
+        short_dir: bool = False,
     ) -> None:
         super().__init__(testcase)
-        self.dir = os.path.abspath(testcase.mktemp())
-        os.makedirs(self.dir)
+        if short_dir:
+            # A Unix socket's path under it (var/redis/redis.sock of
+            # server.workers) must hold in 107 bytes: not under trial's.
+            self.dir = tempfile.mkdtemp(prefix="ntf-")
+            testcase.addCleanup(shutil.rmtree, self.dir, True)
+        else:
+            self.dir = os.path.abspath(testcase.mktemp())
+            os.makedirs(self.dir)
         conf = os.path.join(self.dir, "conf")
         files = conf_files if conf_files is not None else {}
         if conf_files is None:
@@ -276,12 +285,19 @@ class Server(Client):
     def wait_for_log(
         self, pattern: str, timeout: float = 10.0, name: str | None = None
     ) -> re.Match[str]:
-        """Wait for C{pattern} in L{log}(C{name}); access.log is written once a second."""
-        return wait_until(
-            lambda: re.search(pattern, self.log(name)),
-            timeout,
-            lambda: f"{pattern!r} in the log:\n{self.log(name)}",
-        )
+        """
+        Wait for C{pattern} in L{log}(C{name}); access.log is written once
+        a second.  Fails at once if the server exits first.
+        """
+
+        def found() -> re.Match[str] | None:
+            m = re.search(pattern, self.log(name))
+            p = self.process
+            if m is None and p is not None and p.poll() is not None:
+                raise AssertionError(f"twistd exited {p.returncode}:\n{self.log()}")
+            return m
+
+        return wait_until(found, timeout, lambda: f"{pattern!r} in the log:\n{self.log(name)}")
 
     def stop(self) -> None:
         p = self.process
@@ -714,6 +730,9 @@ class RedisServer:
 
     @param password: asked of clients (C{--requirepass}).
     @param tls: C{(cert, key, ca)} files: TLS only, on the port.
+    @param unix: on a Unix socket in its directory only (no TCP port);
+        L{url} is then C{unix:///.../redis.sock?db=<db>}.
+    @param db: the database of L{url}.
     """
 
     def __init__(
@@ -722,12 +741,19 @@ class RedisServer:
         port: int | None = None,
         password: str | None = None,
         tls: tuple[str, str, str] | None = None,
+        unix: bool = False,
+        db: int = 0,
     ) -> None:
         self.testcase = testcase
         self.path = redis_server_path()
-        self.dir = os.path.abspath(testcase.mktemp())
-        os.makedirs(self.dir)
-        self.port = port or free_port()
+        # (A short directory: a socket's path holds at most 107 bytes.)
+        self.dir = tempfile.mkdtemp(prefix="redis-") if unix else os.path.abspath(testcase.mktemp())
+        if unix:
+            testcase.addCleanup(shutil.rmtree, self.dir, True)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = 0 if unix else (port or free_port())
+        self.socket = os.path.join(self.dir, "redis.sock") if unix else None
+        self.db = db
         self.password = password
         self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
@@ -735,9 +761,11 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        scheme = "rediss" if self.tls else "redis"
         auth = f":{self.password}@" if self.password else ""
-        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+        if self.socket is not None:
+            return f"unix://{auth}{self.socket}?db={self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/{self.db}"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         command = [self.path, "--bind", "127.0.0.1"]
@@ -746,6 +774,8 @@ class RedisServer:
             command += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert]
             command += ["--tls-key-file", key, "--tls-ca-cert-file", ca]
             command += ["--tls-auth-clients", "no"]
+        elif self.socket is not None:
+            command += ["--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700"]
         else:
             command += ["--port", str(self.port)]
         if self.password:
@@ -784,7 +814,13 @@ class RedisServer:
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         if self.password:
             parts.insert(0, _resp("AUTH", self.password))
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        if self.socket is not None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect(self.socket)
+        else:
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        with s:
             if self.tls:
                 import ssl
 

@@ -521,6 +521,8 @@ class SystemdTests(SynchronousTestCase):
         self.assertEqual(service["Environment"], "NOTIFICATOR_ENV=production")
         self.assertGreaterEqual(int(service["LimitNOFILE"]), 20000)
         self.assertEqual(service["KillSignal"], "SIGTERM")
+        self.assertEqual(service["KillMode"], "mixed")
+        self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
         self.assertGreater(
             int(service["TimeoutStopSec"].rstrip("s")), default_seconds("drain_seconds")
         )
@@ -584,6 +586,10 @@ UNIT_OPTIONS = {
     "RestartSec": "systemd only",
     "LimitNOFILE": "a limit the server reads (limits.streams); tested in test_limits",
     "KillSignal": "run: test_exec_start_runs_and_stops_on_sigterm",
+    "KillMode": "run: test_workers_under_the_sandbox (SIGTERM to the supervisor alone stops"
+    " its workers and its redis-server)",
+    "ExecReload": "run: test_workers_under_the_sandbox (its signal to the supervisor: the"
+    " workers replaced)",
     "TimeoutStopSec": "checked against sse.drainSeconds",
     "UMask": "emulated",
     "CapabilityBoundingSet": "the server runs as its user and never asks for a capability"
@@ -1093,6 +1099,66 @@ class InstallStepsTests(SynchronousTestCase):
         self.assertGreater(int(redis.command("DBSIZE")), 0)
         h2.close()
         self.stop(process, journal)
+
+    def test_workers_under_the_sandbox(self) -> None:
+        """
+        server.workers 2 under the unit's sandbox: the supervisor runs its
+        private redis-server in var/redis and two workers; a stream and a
+        publish work across them; the unit's ExecReload signal replaces the
+        workers; its KillSignal to the supervisor alone (KillMode=mixed)
+        stops the workers and Redis, and nothing is left.
+        """
+        from tests.support import redis_server_path
+        from tests.tlssupport import H2Client
+
+        redis_server_path()
+        useradd, install, check = self.steps[:3]
+        self.assertEqual(self.run_step(useradd).returncode, 0)
+        self.assertEqual(self.run_step(install).returncode, 0)
+        production = self.production()
+        production["server"]["workers"] = 2
+        self.install_config(production)
+        for path in (self.certs.key, self.certs.cert, self.certs.ca):
+            shutil.chown(path, group=self.user)
+            os.chmod(path, 0o640)
+        checked = self.run_step(check)
+        self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
+        self.assertIn("server.workers 2: 2 workers and a private redis-server", checked.stdout)
+        process, journal, port = self.start()
+
+        def read() -> str:
+            with open(journal, encoding="utf-8", errors="replace") as f:
+                return f.read()
+
+        wait_until(lambda: "all 2 workers ready" in read(), 60, read)
+        h2 = H2Client(port, self.certs.ca)
+        self.addCleanup(h2.close)
+        stream = h2.request("GET", "/sse/u1")
+        h2.pump(lambda: bool(h2.named(stream, "connect")))
+        for n in (1, 2, 3):
+            sid = h2.request(
+                "POST", "/webNotification", f"id=notify_u1&data={n}".encode(),
+                {"content-type": "application/x-www-form-urlencoded"},
+            )  # fmt: skip
+            h2.pump(lambda sid=sid: sid in h2.ended)
+            self.assertEqual(h2.headers[sid][":status"], "200")
+        h2.pump(lambda: len(h2.named(stream, "notify")) == 3)
+        self.assertEqual([e["data"] for e in h2.named(stream, "notify")], ["1", "2", "3"])
+        h2.close()
+        service = read_service()
+        self.assertEqual(service["ExecReload"].split()[:2], ["/bin/kill", "-HUP"])
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload done: 2 workers replaced" in read(), 60, read)
+        pids = [
+            int(p) for p in re.findall(r"(?:worker \d+|redis-server) started \(pid (\d+)", read())
+        ]
+        text = self.stop(process, journal)
+        self.assertRegex(text, r"redis-server \(pid \d+\) stopped: exit status 0")
+        for pid in pids:
+            wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10, f"pid {pid} gone")
+        self.assertTrue(os.path.exists(os.path.join(self.root, "var", "redis", "appendonlydir")))
+        with open(os.path.join(self.root, "log", "access.log"), encoding="utf-8") as f:
+            self.assertIn('"POST /webNotification HTTP/2" 200 ', f.read())
 
 
 def _health(h2: Any) -> bytes:

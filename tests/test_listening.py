@@ -201,6 +201,23 @@ class ReadersTests(SynchronousTestCase):
         self.assertTrue(tap.default_node(["unix:1234"]).endswith(f":pid{os.getpid()}"))
 
 
+class UnprivilegedPortTests(SynchronousTestCase):
+    def test_read_from_the_kernel(self) -> None:
+        """net.ipv4.ip_unprivileged_port_start as the kernel says it; 1024 where unreadable."""
+        path = self.mktemp()
+        with open(path, "w", encoding="ascii") as f:
+            f.write("443\n")
+        self.assertEqual(listening.first_unprivileged_port(path), 443)
+        self.assertEqual(listening.first_unprivileged_port(path + ".missing"), 1024)
+        with open(path, "w", encoding="ascii") as f:
+            f.write("x\n")
+        self.assertEqual(listening.first_unprivileged_port(path), 1024)
+        if os.path.exists(listening.UNPRIVILEGED_PORT_START):
+            with open(listening.UNPRIVILEGED_PORT_START, encoding="ascii") as f:
+                expected = int(f.read())
+            self.assertEqual(listening.first_unprivileged_port(), expected)
+
+
 class CheckFreeTests(SynchronousTestCase):
     def listener(self, family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
         sock = socket.socket(family, socket.SOCK_STREAM)

@@ -473,6 +473,18 @@ class LiveBrokerTests(TestCase):
         self.assertEqual(clients.count("name=notificator-live "), 2)
 
     @inlineCallbacks
+    def test_unix_socket(self) -> Any:
+        """unix:///path?db=N: the broker reaches Redis on its Unix socket, in that database."""
+        redis = RedisServer(self, unix=True, db=3, password="s3cret-pass").start()
+        self.assertTrue(redis.url.startswith("unix://:s3cret-pass@/"), redis.url)
+        hub, broker = self.broker(redis.url)
+        yield self.delivers(hub, broker)
+        self.assertIn(b"db3:keys=", redis.command("INFO", "keyspace"))
+        self.assertNotIn(b"db0:", redis.command("INFO", "keyspace"))
+        clients = redis.command("CLIENT", "LIST").decode()
+        self.assertEqual(clients.count("name=notificator-live "), 2)
+
+    @inlineCallbacks
     def until(self, condition: Any, timeout: float = 10.0) -> Any:
         deadline = time.monotonic() + timeout
         while not condition():

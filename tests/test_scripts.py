@@ -639,3 +639,73 @@ class StartedAsRootTests(SynchronousTestCase):
         )
         with open(target, encoding="ascii") as f:
             self.assertEqual(f.read(), "root's\n")
+
+
+class WorkersScriptTests(SynchronousTestCase):
+    """startup.sh restart: a graceful restart of a server with workers; a plain one otherwise."""
+
+    def project(self, **server: Any) -> Project:
+        import tempfile
+
+        from tests.support import redis_server_path
+
+        if server.get("workers", 1) > 1:
+            redis_server_path()  # skip (or fail in CI) before anything starts
+        # (The private Redis's socket path must hold in 107 bytes.)
+        base = tempfile.mkdtemp(prefix="ntf-")
+        self.addCleanup(shutil.rmtree, base, True)
+        self.listen = f"tcp:port={free_port()}:interface=127.0.0.1"
+        return Project(self, {"server": {"protocol": "http", **server}}, base=base)
+
+    def started(self, project: Project) -> int:
+        result = project.run("startup.sh", "production", "--listen", self.listen)
+        self.assertEqual(result.returncode, 0, result.stdout + project.twistd_log())
+        return int(re.search(r"running pid=(\d+)", result.stdout).group(1))  # type: ignore[union-attr]
+
+    def workers(self, project: Project) -> dict[int, int]:
+        found = re.findall(r"worker (\d+) started \(pid (\d+)\)", project.twistd_log())
+        return {int(slot): int(pid) for slot, pid in found}
+
+    def test_restart_replaces_the_workers_gracefully(self) -> None:
+        """
+        With workers, restart sends SIGHUP and waits for "reload done": the
+        same supervisor (pid file), new workers, the port open throughout;
+        shutdown.sh then stops everything.
+        """
+        project = self.project(workers=2)
+        pid = self.started(project)
+        wait_until(lambda: "all 2 workers ready" in project.twistd_log(), 60, project.twistd_log)
+        self.assertIn(" supervisor of 2 workers", process_title(pid))
+        before = self.workers(project)
+        result = project.run("startup.sh", "restart", "production", "--listen", self.listen)
+        self.assertEqual(result.returncode, 0, result.stdout + project.twistd_log())
+        self.assertIn(f"Sent SIGHUP to Notificator SSE Server pid={pid}", result.stdout)
+        self.assertIn(
+            f"Notificator SSE Server restarted pid={pid}: reload done: 2 workers replaced",
+            result.stdout,
+        )
+        self.assertEqual(project.read_pidfile(), pid)
+        after = self.workers(project)
+        self.assertTrue(set(before.values()).isdisjoint(after.values()), (before, after))
+        port = int(self.listen.split("port=")[1].split(":")[0])
+        self.assertEqual(Client(self, port).request("GET", "/health")[0], 200)
+        stopped = project.run("shutdown.sh")
+        self.assertEqual(stopped.returncode, 0, stopped.stdout)
+        for each in [pid, *after.values()]:
+            wait_until(lambda each=each: not alive(each), what=f"pid {each} gone")
+
+    def test_restart_of_one_process_stops_and_starts(self) -> None:
+        """Without workers, restart is shutdown.sh then a start (a new pid); when stopped, a start."""
+        project = self.project()
+        first = self.started(project)
+        result = project.run("startup.sh", "restart", "production", "--listen", self.listen)
+        self.assertEqual(result.returncode, 0, result.stdout + project.twistd_log())
+        self.assertIn(f"Notificator SSE Server stopped pid={first}", result.stdout)
+        second = int(re.search(r"running pid=(\d+)", result.stdout).group(1))  # type: ignore[union-attr]
+        self.assertNotEqual(first, second)
+        self.assertFalse(alive(first))
+        self.assertEqual(project.run("shutdown.sh").returncode, 0)
+        result = project.run("startup.sh", "restart", "production", "--listen", self.listen)
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn("is running pid=", result.stdout)
+        self.assertEqual(project.run("shutdown.sh").returncode, 0)

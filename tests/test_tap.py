@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 
+from twisted.application import strports
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -11,11 +14,14 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from notificator import services, tap
+from notificator import app, listening, runas, services, tap
 from notificator.http.request import Request
 from notificator.hub import Hub
 from notificator.timers import Ticker, TickerService
-from tests.support import PROJECT, write_config
+from notificator.workers import worker
+from notificator.workers.reuseport import ReusePortService
+from notificator.workers.supervisor import WorkerLink
+from tests.support import PROJECT, free_port, redis_server_path, write_config
 
 
 class OptionsTests(SynchronousTestCase):
@@ -319,3 +325,258 @@ class BacklogTests(SynchronousTestCase):
         site = reactor.tcpServers[0][1]
         self.assertIs(site.requestFactory, Request)
         self.assertIsNotNone(site.limits)
+
+
+class WorkersTests(SynchronousTestCase):
+    """server.workers: the supervisor's tree, a worker's, and the pre-flight's lines."""
+
+    def options(self, doc: dict, *args: str) -> tap.Options:
+        self.conf = write_config(
+            os.path.abspath(os.path.join(self.mktemp(), "conf")), {"default": doc, "x": {}}
+        )
+        opts = tap.Options()
+        opts.parseOptions(["--config", self.conf, "--env", "x", *args])
+        return opts
+
+    def test_worker(self) -> None:
+        """
+        --worker-slot: node name with -w<slot>, the private Redis's socket as
+        cluster.redis (no history on disk), its listeners SO_REUSEPORT ones
+        after the drain, the link to the supervisor last.
+        """
+        opts = self.options(
+            {"server": {"workers": 2}},
+            "--listen",
+            "tcp:port=3999:interface=127.0.0.1",
+            "--worker-slot",
+            "1",
+        )
+        cfg = opts["loaded"]
+        root = os.path.dirname(self.conf)
+        self.assertRegex(cfg.cluster.node, r"^.+:3999-w1$")
+        self.assertEqual(cfg.cluster.redis.path, os.path.join(root, "var", "redis", "redis.sock"))
+        self.assertIsNone(app.history_directory(cfg))
+        svc = tap.makeService(opts, reactor=MemoryReactorClock())
+        [serving] = list(list(svc)[-1])  # under the GC tuning
+        kinds = [type(s).__name__ for s in serving]
+        self.assertEqual(
+            kinds[-4:], ["TickerService", "FactoryHold", "DrainService", "SequentialService"]
+        )
+        listeners, link = list(list(serving)[-1])
+        self.assertIsInstance(listeners, worker.WorkerListeners)
+        self.assertIsInstance(link, WorkerLink)
+        [listener] = list(listeners)
+        self.assertIsInstance(listener, ReusePortService)
+        self.assertEqual((listener.address.port, listener.address.backlog), (3999, 4096))
+        self.assertEqual(tap.find(svc, strports.StreamServerEndpointService), None)
+
+    def test_cluster_node_named(self) -> None:
+        """A cluster.node given is the workers' base name."""
+        opts = self.options(
+            {"server": {"workers": 2}, "cluster": {"node": "sse-a", "redis": "redis://r:6379/1"}},
+            "--listen",
+            "tcp:port=3999",
+            "--worker-slot",
+            "0",
+        )
+        self.assertEqual(opts["loaded"].cluster.node, "sse-a-w0")
+        self.assertEqual(str(opts["loaded"].cluster.redis), "redis://r:6379/1")
+
+    def test_bad_slot(self) -> None:
+        """--worker-slot takes a worker's number."""
+        e = self.assertRaises(
+            SystemExit, self.options, {}, "--listen", "tcp:port=3999", "--worker-slot", "x"
+        )
+        self.assertEqual(
+            str(e.code), "notificator: --worker-slot: expected a worker's number, got 'x'"
+        )
+
+    def test_listens_once_the_broker_is_available(self) -> None:
+        """A worker's listeners listen once its broker reaches Redis; then it is ready."""
+
+        class Broker:
+            problem: str | None = "Redis unreachable"
+
+            def health(self) -> str | None:
+                return self.problem
+
+        broker, reactor = Broker(), MemoryReactorClock()
+        listeners = worker.WorkerListeners(broker, reactor)
+        ReusePortService(
+            reactor, f"tcp:port={free_port()}:interface=127.0.0.1", Site(None)
+        ).setServiceParent(listeners)
+        listeners.privilegedStartService()
+        listeners.startService()
+        self.addCleanup(listeners.stopService)
+        ready = listeners.when_listening()
+        reactor.advance(1)
+        self.assertEqual(reactor.adoptedPorts, [])
+        self.assertNoResult(ready)
+        broker.problem = None
+        reactor.advance(0.05)
+        self.assertEqual(len(reactor.adoptedPorts), 1)
+        self.successResultOf(ready)
+        self.successResultOf(listeners.when_listening())
+
+    def test_waits_on_when_the_broker_raises(self) -> None:
+        """A broker's health that raises is asked again, not the end of the wait."""
+
+        class Broker:
+            answers = [RuntimeError("not yet"), RuntimeError("not yet"), None]
+
+            def health(self) -> str | None:
+                answer = self.answers.pop(0)
+                if isinstance(answer, Exception):
+                    raise answer
+                return answer
+
+        reactor = MemoryReactorClock()
+        ready = worker.until_available(Broker(), reactor, interval=0.05)
+        reactor.advance(0.05)
+        self.assertNoResult(ready)
+        reactor.advance(0.05)
+        self.successResultOf(ready)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_supervisor(self) -> None:
+        """
+        Above 1: the supervisor's tree: the logs, the private Redis, the
+        Supervisor with each worker's command; no listener, no history lock.
+        """
+        redis_server_path()
+        opts = self.options(
+            {"server": {"workers": 3}}, "--listen", "tcp:port=3999:interface=127.0.0.1"
+        )
+        svc = tap.makeService(opts, reactor=MemoryReactorClock())
+        kinds = [type(s).__name__ for s in svc]
+        self.assertEqual(
+            kinds,
+            [
+                "AppLogService",
+                "AccessLogService",
+                "ProcessTitleService",
+                "PrivateRedis",
+                "Supervisor",
+            ],
+        )
+        supervisor = list(svc)[-1]
+        commands = supervisor._commands
+        self.assertEqual(len(commands), 3)
+        for slot, argv in enumerate(commands):
+            self.assertEqual(argv[0], sys.executable)
+            self.assertEqual(argv[-2:], ["--worker-slot", str(slot)])
+            at = argv.index("notificator")
+            self.assertEqual(argv[at - 2 : at], ["-n", "--pidfile="])
+            self.assertEqual(
+                argv[at + 1 : -2],
+                [
+                    "--config",
+                    self.conf,
+                    "--env",
+                    "x",
+                    "--listen",
+                    "tcp:port=3999:interface=127.0.0.1",
+                ],
+            )
+        self.assertEqual(set(supervisor.outputs), {4, 5})
+        private = list(svc)[3]
+        self.assertEqual(
+            private.directory, os.path.join(os.path.dirname(self.conf), "var", "redis")
+        )
+
+    def test_no_private_redis_with_cluster_redis(self) -> None:
+        """With cluster.redis, the workers use it: no private Redis, no redis-server needed."""
+        self.patch(os, "environ", {**os.environ, "PATH": "/nonexistent"})
+        opts = self.options(
+            {"server": {"workers": 2}, "cluster": {"redis": "redis://127.0.0.1:6390/0"}},
+            "--listen",
+            "tcp:port=3999",
+        )
+        svc = tap.makeService(opts, reactor=MemoryReactorClock())
+        self.assertNotIn("PrivateRedis", [type(s).__name__ for s in svc])
+
+    def test_one_line_errors(self) -> None:
+        """Port 0, a listener a worker cannot share, no redis-server: one line each."""
+        self.patch(os, "environ", {**os.environ, "PATH": "/nonexistent"})
+        for doc, listen, line in [
+            (
+                {"server": {"workers": 2}},
+                "tcp:0:interface=127.0.0.1",
+                "notificator: configuration error: server.workers 2: 'tcp:0:interface=127.0.0.1'"
+                " listens on port 0 (a port of its own for each worker); give a port number",
+            ),
+            (
+                {"server": {"workers": "auto"}, "cluster": {"redis": "redis://h/0"}},
+                "unix:/tmp/n.sock",
+                'notificator: configuration error: server.workers "auto": the workers listen on'
+                " tcp:, tcp6: or https: descriptions, not 'unix:/tmp/n.sock'",
+            ),
+            (
+                {"server": {"workers": 2}},
+                "tcp:port=3999",
+                "notificator: server.workers 2 needs Redis: install the redis-server package"
+                " (apt-get install redis-server) or set cluster.redis",
+            ),
+        ]:
+            self.patch(tap, "workers_for", lambda setting: 2)
+            e = self.assertRaises(SystemExit, self.options, doc, "--listen", listen)
+            self.assertEqual(str(e.code), line)
+
+    def test_uid_and_a_port_below_1024(self) -> None:
+        """
+        twistd --uid with a port below net.ipv4.ip_unprivileged_port_start:
+        the workers, started after the switch, could not bind it; one line
+        says so and what to do.  Without --uid, or at a higher port, no line.
+        """
+        self.patch(listening, "first_unprivileged_port", lambda: 1024)
+        doc = {"server": {"workers": 2}, "cluster": {"redis": "redis://127.0.0.1:6390/0"}}
+        self.options(doc, "--listen", "tcp:port=981:interface=127.0.0.1")  # no --uid
+        self.patch(runas.RunAs, "switches", True)  # as twistd --uid would
+        self.options(doc, "--listen", "tcp:port=1024:interface=127.0.0.1")
+        e = self.assertRaises(
+            SystemExit, self.options, doc, "--listen", "tcp:port=443:interface=127.0.0.1"
+        )
+        self.assertEqual(
+            str(e.code),
+            "notificator: configuration error: server.workers 2:"
+            " 'tcp:port=443:interface=127.0.0.1' listens on port 443, which only a process"
+            " with CAP_NET_BIND_SERVICE may bind (below 1024), and the workers run as"
+            f" {runas.RunAs.current()} after twistd --uid, without it: start the server as"
+            ' that user with the capability instead (docs/operations.rst, "Workers and'
+            ' ports below 1024"), or listen on port 1024 or above',
+        )
+
+    def test_check(self) -> None:
+        """--check says how many workers and which Redis."""
+        redis_server_path()
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertRaises(
+            SystemExit,
+            self.options,
+            {"server": {"workers": 2}},
+            "--listen",
+            "tcp:port=3999",
+            "--check",
+        )
+        socket = os.path.join(os.path.dirname(self.conf), "var", "redis", "redis.sock")
+        self.assertIn(
+            f"; server.workers 2: 2 workers and a private redis-server on {socket} (not started)",
+            out.getvalue(),
+        )
+        self.assertIn("; no history on disk;", out.getvalue())
+
+
+class IgnoreInterruptTests(SynchronousTestCase):
+    def test_ignores_sigint_while_running(self) -> None:
+        """A worker ignores SIGINT while it runs (its supervisor stops it); then as before."""
+        import signal
+
+        before = signal.getsignal(signal.SIGINT)
+        service = worker.IgnoreInterrupt()
+        service.startService()
+        self.addCleanup(signal.signal, signal.SIGINT, before)
+        self.assertIs(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
+        service.stopService()
+        self.assertIs(signal.getsignal(signal.SIGINT), before)

@@ -252,6 +252,34 @@ class SupervisorTests(SynchronousTestCase):
         levels = [e["log_level"].name for e in self.events if e.get("line")]
         self.assertEqual(levels, ["warn", "info", "warn"])
 
+    def test_outputs(self) -> None:
+        """More pipes from each worker: each line read goes to its function, with the slot."""
+        got: list[tuple[str, int, bytes]] = []
+        s = self.supervisor(
+            2,
+            outputs={
+                4: lambda slot, line: got.append(("four", slot, line)),
+                5: lambda slot, line: got.append(("five", slot, line)),
+            },
+        )
+        p0, p1 = self.reactor.processes
+        self.assertEqual(p0.child_fds, {0: "w", 1: "r", 2: "r", 3: "r", 4: "r", 5: "r"})
+        p0.say(b"a whole line\nhalf", fd=4)
+        p1.say(b"other\n", fd=4)
+        p0.say(b" a line\n", fd=4)
+        p1.say(b"GET / 200\n", fd=5)
+        p0.protocol.childConnectionLost(4)  # (a last line without its end)
+        self.assertEqual(
+            got,
+            [
+                ("four", 0, b"a whole line"),
+                ("four", 1, b"other"),
+                ("four", 0, b"half a line"),
+                ("five", 1, b"GET / 200"),
+            ],
+        )
+        self.assertEqual(s.outputs.keys(), {4, 5})
+
     def test_died_restarted_with_backoff(self) -> None:
         """
         A worker that dies is started again into its slot after 1 s, then
@@ -364,8 +392,9 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_reload(self) -> None:
         """
-        Reload, slot by slot: the new worker starts; once it is ready the
-        old one gets SIGTERM; once that one has exited, the next slot.
+        Reload: the new workers start one at a time, each once the one
+        before is ready; once all are ready, every old one gets SIGTERM at
+        once (so a drained stream reconnects only to new workers).
         """
         s = self.supervisor(2)
         self.ready_all()
@@ -373,19 +402,17 @@ class SupervisorTests(SynchronousTestCase):
         done = s.reload()
         new0 = self.reactor.processes[2]
         self.assertEqual(new0.argv, old0.argv)
-        self.assertEqual(old0.signals, [])
+        self.assertEqual(len(self.reactor.processes), 3)
         self.assertIs(s.workers[0] and s.workers[0].process, old0)
         new0.say(b"ready\n")
-        self.assertEqual(old0.signals, ["TERM"])
         self.assertIs(s.workers[0] and s.workers[0].process, new0)
-        self.assertEqual(len(self.reactor.processes), 3)
-        old0.say(b"stopping\n")
-        old0.exit()
+        self.assertEqual(old0.signals, [])
         new1 = self.reactor.processes[3]
         self.assertEqual(new1.argv[-1], "1")
-        self.assertEqual(old1.signals, [])
         new1.say(b"ready\n")
-        self.assertEqual(old1.signals, ["TERM"])
+        self.assertEqual((old0.signals, old1.signals), (["TERM"], ["TERM"]))
+        old0.say(b"stopping\n")
+        old0.exit()
         self.assertNoResult(done)
         old1.exit()
         self.assertTrue(self.successResultOf(done))
@@ -395,12 +422,30 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(
             self.logged("reload"),
             [
-                "reload: replacing 2 workers one at a time",
+                "reload: starting 2 new workers one at a time",
+                "reload: new worker 0 ready (pid 1002)",
+                "reload: new worker 1 ready (pid 1003)",
                 "reload: worker 0 replaced (pid 1000 -> 1002)",
                 "reload: worker 1 replaced (pid 1001 -> 1003)",
                 "reload done: 2 workers replaced",
             ],
         )
+
+    def test_reload_old_worker_dies_before_retired(self) -> None:
+        """An old worker that dies once its new one took the slot is not restarted."""
+        s = self.supervisor(2)
+        self.ready_all()
+        old0, old1 = self.reactor.processes
+        done = s.reload()
+        self.reactor.processes[2].say(b"ready\n")
+        old0.exit(signal_number=11)
+        self.assertEqual(len(self.reactor.processes), 4)
+        self.reactor.processes[3].say(b"ready\n")
+        self.assertEqual((old0.signals, old1.signals), ([], ["TERM"]))
+        old1.exit()
+        self.assertTrue(self.successResultOf(done))
+        self.reactor.advance(60)
+        self.assertEqual(len(self.reactor.processes), 4)
 
     def test_reload_kills_an_old_worker_that_does_not_stop(self) -> None:
         """An old worker still running stop_timeout after its SIGTERM is killed."""
@@ -513,14 +558,14 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(self.logged("reload: the new"), [])
 
     def test_stop_while_an_old_worker_drains(self) -> None:
-        """A stop during a reload does not signal again the old worker already told to stop."""
+        """A stop during a reload does not signal again the old workers already told to stop."""
         s = self.supervisor(2)
         self.ready_all()
-        old0, old1 = self.reactor.processes
         s.reload()
         self.reactor.processes[2].say(b"ready\n")
+        self.reactor.processes[3].say(b"ready\n")
         stopped = s.stopService()
-        self.assertEqual([p.signals for p in self.reactor.processes], [["TERM"]] * 3)
+        self.assertEqual([p.signals for p in self.reactor.processes], [["TERM"]] * 4)
         for p in self.reactor.processes:
             p.exit()
         self.successResultOf(stopped)
@@ -599,6 +644,20 @@ class WorkerLinkTests(TestCase):
         self.assertEqual(os.read(status_r, 100), b"ready\n")
         link.stopService()
         self.assertEqual(os.read(status_r, 100), b"stopping\n")
+
+    @inlineCallbacks
+    def test_ready_once_until_fires(self) -> Any:
+        """With until, 'ready' waits for its Deferred (the broker reaching Redis)."""
+        status_r, status_w = self.pipe()
+        waited: Deferred[None] = Deferred()
+        link = WorkerLink(Reactor(), status_w, None, until=lambda: waited)
+        os.set_blocking(status_r, False)
+        link.startService()
+        self.addCleanup(link.stopService)
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertRaises(BlockingIOError, os.read, status_r, 100)
+        waited.callback(None)
+        self.assertEqual(os.read(status_r, 100), b"ready\n")
 
     @inlineCallbacks
     def test_supervisor_gone(self) -> Any:

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import attrs
 from OpenSSL import SSL
@@ -119,6 +119,24 @@ def _choice(*choices: str, aliases: Mapping[str, str] = {}) -> Callable[[object]
     return check
 
 
+#: The most workers C{server.workers} may ask for.
+MAX_WORKERS = 1024
+
+
+def _workers(value: object) -> int | str:
+    """
+    C{server.workers}: a number of worker processes (1: one process, no
+    workers) or C{"auto"} (one per CPU, counted when the server starts).
+    """
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f'expected a number of workers or "auto", got {_show(value)}')
+    if not 1 <= value <= MAX_WORKERS:
+        raise _Bad(f'expected a number of workers from 1 to {MAX_WORKERS} or "auto", got {value}')
+    return value
+
+
 def _cookie_name(value: object) -> str:
     name = _str(value)
     if not _TOKEN.match(name):
@@ -219,8 +237,13 @@ def _stream_secret(value: object) -> str | None:
 class RedisAddress:
     """
     Where cluster mode's Redis is (C{cluster.redis}):
-    C{redis://[[user]:password@]host[:port][/db]}, or C{rediss://} for TLS.
-    C{str()} leaves the password out, so it can go into logs and C{/health}.
+    C{redis://[[user]:password@]host[:port][/db]}, C{rediss://} for TLS,
+    or C{unix:///path/to/redis.sock[?db=N]} (as redis-py reads it; the
+    private Redis of C{server.workers}).  C{str()} leaves the password out,
+    so it can go into logs and C{/health}.
+
+    @ivar path: the Unix socket's path; L{None} over TCP (C{host} and
+        C{port} are then Redis's address).
     """
 
     host: str
@@ -229,15 +252,21 @@ class RedisAddress:
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     tls: bool = False
+    path: str | None = None
 
     def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix://{self.path}?db={self.db}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "rediss" if self.tls else "redis"
         return f"{scheme}://{host}:{self.port}/{self.db}"
 
 
 def _redis_url(value: object) -> RedisAddress | None:
-    """C{cluster.redis}: L{None} (single node) or a Redis URL; never shows a password."""
+    """
+    C{cluster.redis}: L{None} (single node) or a Redis URL (L{RedisAddress});
+    never shows a password.
+    """
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -248,8 +277,10 @@ def _redis_url(value: object) -> RedisAddress | None:
     except ValueError as e:
         raise _Bad(f"not a Redis URL ({e}): {_show(_masked(value))}")
     shown = _show(_masked(value))
+    if url.scheme == "unix":
+        return _redis_socket(url, shown)
     if url.scheme not in ("redis", "rediss"):
-        raise _Bad(f"expected a redis:// or rediss:// URL, got {shown}")
+        raise _Bad(f"expected a redis://, rediss:// or unix:// URL, got {shown}")
     if not url.hostname:
         raise _Bad(f"no host in {shown}")
     if port == 0:
@@ -266,6 +297,36 @@ def _redis_url(value: object) -> RedisAddress | None:
         username=unquote(url.username) if url.username else None,
         password=unquote(url.password) if url.password is not None else None,
         tls=url.scheme == "rediss",
+    )
+
+
+def _redis_socket(url: SplitResult, shown: str) -> RedisAddress:
+    """
+    C{unix:///path/to/redis.sock[?db=N]}: an absolute socket path, the
+    database (C{db}, else 0) as the only query argument; a password as in
+    redis-py (C{unix://:password@/path}).
+    """
+    if url.hostname or url.port is not None:
+        raise _Bad(f"a unix:// URL names no host (unix:///path/to/redis.sock): {shown}")
+    path = unquote(url.path)
+    if not path.startswith("/") or path.endswith("/"):
+        raise _Bad(f"expected the absolute path of Redis's socket, got {shown}")
+    if url.fragment:
+        raise _Bad(f"a fragment is not supported: {shown}")
+    try:
+        query = parse_qs(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
+    except ValueError:
+        raise _Bad(f"the query must be db=<number>, got {shown}")
+    db = query.pop("db", ["0"])
+    if query or len(db) != 1 or not (db[0].isdigit() and int(db[0]) < 1 << 16):
+        raise _Bad(f"the query must be db=<number>, got {shown}")
+    return RedisAddress(
+        host="",
+        port=0,
+        db=int(db[0]),
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password is not None else None,
+        path=path,
     )
 
 

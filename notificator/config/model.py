@@ -54,6 +54,7 @@ from notificator.config.checks import (
     _str,
     _str_list,
     _stream_secret,
+    _workers,
 )
 from notificator.config.files import (
     _ENV_NAME,
@@ -166,6 +167,9 @@ class ServerConfig:
 
     @ivar hsts: C{server.hsts}: the C{max-age} of the
         C{Strict-Transport-Security} header sent over TLS; L{None}: none.
+    @ivar workers: C{server.workers}: how many processes serve (1: this
+        one alone), or C{"auto"}: one per CPU
+        (L{notificator.workers.supervisor.workers_for}).
     """
 
     protocol: str = attrs.field(metadata=setting("server.protocol", _choice(*PROTOCOLS)))
@@ -188,6 +192,7 @@ class ServerConfig:
         metadata=setting("server.trustedProxies", _networks)
     )
     fast_channel: bool = attrs.field(metadata=setting("server.fastChannel", _bool))
+    workers: int | str = attrs.field(metadata=setting("server.workers", _workers))
 
 
 @attrs.frozen

@@ -15,6 +15,7 @@ and C{access.log}.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -212,6 +213,7 @@ def make_site(
     stats: Stats,
     guard: Guard,
     registry: CollectorRegistry,
+    access_file: Callable[[str], Any] | None = None,
 ) -> Site:
     """
     The server's site, as C{twistd notificator} serves it: the resource
@@ -226,15 +228,22 @@ def make_site(
     @param guard: who may publish, look and subscribe.
     @param registry: what C{/metrics} serves
         (L{notificator.metrics.build_registry}).
+    @param access_file: opens what C{access.log}'s lines are written to
+        instead of the daily file (a worker of C{server.workers}: its pipe
+        to the supervisor, which writes, rotates and prunes the file,
+        L{notificator.workers.logs}); L{None}: the file.
     """
     gate = PublishGate(guard, stats, activity, cfg.sse.cors)
     resource = build_resource(
         hub, broker, stats, cfg, reactor, registry, activity=activity, guard=guard, gate=gate
     )
     server = cfg.server
-    access_log = AccessLog(
-        os.path.join(server.log_dir, ACCESS_LOG), reactor, keep_days=server.log_keep_days
-    )
+    path = os.path.join(server.log_dir, ACCESS_LOG)
+    if access_file is None:
+        access_log = AccessLog(path, reactor, keep_days=server.log_keep_days)
+    else:
+        # (Through a worker's pipe: the supervisor removes old files.)
+        access_log = AccessLog(path, reactor, open_file=access_file)
     return serve_http(
         resource,
         cfg,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
+from collections.abc import Callable
 from itertools import accumulate
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -43,9 +44,17 @@ class AccessLog:
     @param keep_days: remove rotated C{access.log} files older than this
         many days (L{OldLogRemover}), when the file opens and after each
         rotation; 0 keeps them all.
+    @param open_file: opens the file; another than a daily file: a
+        worker's pipe to its supervisor (L{notificator.workers.logs}).
     """
 
-    def __init__(self, path: str, clock: IReactorTime, keep_days: int = 0) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: IReactorTime,
+        keep_days: int = 0,
+        open_file: Callable[[str], BufferedDailyLogFile] = BufferedDailyLogFile.fromFullPath,
+    ) -> None:
         # The namespace it had before the moves of issue 18: it is part of
         # every log line, and no log line changes.
         self.log = Logger("notificator.logs.AccessLog", self)
@@ -54,11 +63,12 @@ class AccessLog:
         self.file: BufferedDailyLogFile | None = None
         self._failed = False
         self._remover = OldLogRemover(path, keep_days, clock) if keep_days else None
+        self._open_file = open_file
 
     def _open(self) -> BufferedDailyLogFile | None:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self.file = BufferedDailyLogFile.fromFullPath(self.path)
+            self.file = self._open_file(self.path)
         except OSError as e:
             if not self._failed:
                 self.log.error("cannot open {path}: {error}", path=self.path, error=e)
@@ -69,7 +79,7 @@ class AccessLog:
             self._remover.prune(self.file.toDate())
         return self.file
 
-    def write(self, line: str) -> None:
+    def write(self, line: str | bytes) -> None:
         f = self.file
         if f is None:
             if self._failed:

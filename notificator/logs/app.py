@@ -11,13 +11,14 @@ remove observers on the publisher, in C{startService}/C{stopService}.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     Logger,
@@ -59,6 +60,9 @@ class AppLogService(Service):
     @param keep_days: remove rotated C{sse.log} files older than this many
         days (L{OldLogRemover}), at start and after each rotation; 0 keeps
         them all.
+    @param predicates: more filters of the events written (the
+        supervisor of C{server.workers} keeps its workers' relayed output
+        out, L{notificator.workers.logs.not_relayed}).
     @ivar activity: the publisher for per-request lines; give
         C{Logger(observer=service.activity)} to the resources.
     """
@@ -73,8 +77,10 @@ class AppLogService(Service):
         open_file: Callable[[str], BufferedDailyLogFile] = BufferedDailyLogFile.fromFullPath,
         clock: IReactorTime | None = None,
         keep_days: int = 0,
+        predicates: Sequence[ILogFilterPredicate] = (),
     ) -> None:
         self.path = os.path.join(log_dir, APP_LOG)
+        self._predicates = list(predicates)
         self.keep_days = keep_days
         self._remover: OldLogRemover | None = None
         self.level = level
@@ -90,7 +96,8 @@ class AppLogService(Service):
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self.log_file = self._open_file(self.path)
         self._observer = FilteringLogObserver(
-            _LineWriter(self.log_file, _ClassicFormat()), [level_filter(self.level)]
+            _LineWriter(self.log_file, _ClassicFormat()),
+            [level_filter(self.level), *self._predicates],
         )
         self._publisher.addObserver(self._observer)
         self.activity.addObserver(self._observer)

@@ -46,10 +46,10 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport
-from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -386,7 +386,9 @@ class PrivateRedis(Service):
             return
         ping = _Ping()
         endpoint = UNIXClientEndpoint(self._reactor, self.socket, timeout=self.ping_interval * 10)
-        d = connectProtocol(endpoint, ping)
+        factory = Factory.forProtocol(lambda: ping)
+        factory.noisy = False  # no "Starting factory" line for each PING
+        d = endpoint.connect(factory)
         d.addCallback(lambda _: ping.answer.addTimeout(self.ping_interval * 10, self._reactor))
         # Not there yet, refused, or no answer in time: not ready.
         d.addErrback(lambda _: b"")

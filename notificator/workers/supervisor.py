@@ -6,9 +6,9 @@ worker process per slot and serves no streams itself.
 L{Supervisor} (a service) starts the workers with C{spawnProcess}, learns
 from each when it listens, restarts one that dies into its slot (with a
 backoff, L{Backoff}), stops them all on SIGTERM, and on C{SIGHUP}
-(L{Supervisor.reload}) replaces them one at a time: the new worker of a
-slot listens (C{SO_REUSEPORT}, L{notificator.workers.reuseport}) before the
-old one is told to stop, so the port never closes.  New workers run the
+(L{Supervisor.reload}) replaces them: the new workers start one at a
+time and listen (C{SO_REUSEPORT}, L{notificator.workers.reuseport}) before
+the old ones are told to stop, so the port never closes.  New workers run the
 code installed at that moment: the same path upgrades the server.
 
 What a worker and its supervisor say to each other (L{WorkerLink} is the
@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -52,6 +53,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 log = Logger()
+#: The namespace of the lines of the workers' standard output and error,
+#: as the supervisor logs them.
+RELAYED = "notificator.workers.output"
+_relayed = Logger(RELAYED)
 
 #: The worker's file descriptor on which it tells its supervisor how it is.
 STATUS_FD = 3
@@ -254,6 +259,8 @@ class _WorkerProtocol(ProcessProtocol):
             2: Lines(lambda line: supervisor._output(worker, line, error=True)),
             STATUS_FD: Lines(lambda line: supervisor._status(worker, line), limit=64),
         }
+        for fd, write in supervisor.outputs.items():
+            self._lines[fd] = Lines(partial(write, worker.slot))
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         lines = self._lines.get(childFD)
@@ -287,6 +294,7 @@ class Supervisor(Service):
         stop_timeout: float = 30.0,
         backoff: Backoff = BACKOFF,
         hangup: bool = True,
+        outputs: Mapping[int, Callable[[int, bytes], None]] | None = None,
     ) -> None:
         """
         @param reactor: an C{IReactorProcess} and C{IReactorTime}.
@@ -307,6 +315,11 @@ class Supervisor(Service):
         @param backoff: the waits before a worker that died starts again.
         @param hangup: install a C{SIGHUP} handler that calls L{reload}
             while the service runs.
+        @param outputs: more pipes from each worker, by its file descriptor
+            there (above L{STATUS_FD}): each line read on one (without its
+            end) is handed to its function with the worker's slot (the
+            lines of the worker's log files,
+            L{notificator.workers.logs}).
         """
         if not commands:
             raise ValueError("no worker to supervise")
@@ -318,6 +331,7 @@ class Supervisor(Service):
         self.stop_timeout = stop_timeout
         self.backoff = backoff
         self._hangup = hangup
+        self.outputs: Mapping[int, Callable[[int, bytes], None]] = dict(outputs or {})
         self._previous_hangup: Any = None
         self._hangup_installed = False
         self.workers: list[Worker | None] = [None] * len(self._commands)
@@ -411,7 +425,13 @@ class Supervisor(Service):
                 argv,
                 env=env,
                 path=self._path,
-                childFDs={0: "w", 1: "r", 2: "r", STATUS_FD: "r"},
+                childFDs={
+                    0: "w",
+                    1: "r",
+                    2: "r",
+                    STATUS_FD: "r",
+                    **dict.fromkeys(self.outputs, "r"),
+                },
             )
         except OSError as e:
             if not again:
@@ -489,7 +509,7 @@ class Supervisor(Service):
         fire_all(waiting, None)
 
     def _output(self, worker: Worker, line: bytes, error: bool) -> None:
-        emit = log.warn if error else log.info
+        emit = _relayed.warn if error else _relayed.info
         emit("worker {slot}: {line}", slot=worker.slot, line=printable(line), pid=worker.pid)
 
     def _ended(self, worker: Worker, reason: Failure) -> None:
@@ -530,13 +550,25 @@ class Supervisor(Service):
 
     def reload(self) -> Deferred[bool]:
         """
-        Replace the workers one slot at a time: start the new worker, wait
-        until it is ready (it listens), then SIGTERM the old one and wait
-        until it has exited (SIGKILL after C{stop_timeout}), then the next
-        slot.  A new worker that is not ready within C{ready_timeout} (or
-        ends before) is killed, the old one kept, and the reload ends
-        there.  A reload asked for during one starts when it ends (one is
-        queued; more are the same one).
+        Replace the workers: start the new worker of each slot, one at a
+        time, each once the one before is ready (it listens), so a new
+        version that cannot start stops the reload at its first worker;
+        then SIGTERM every old worker that was replaced, at once (SIGKILL
+        after C{stop_timeout}), and wait until they have exited.
+
+        The old workers stop only once every new one listens: an old one
+        stops listening first (its connections go to the others), then
+        ends its streams, whose browsers reconnect to the new workers
+        only, so each stream reconnects once.  (Replacing the slots one
+        after the other would send some streams of the first old worker to
+        an old worker that is replaced later, and they would reconnect
+        twice.)  For the moment between, the host runs both generations.
+
+        A new worker that is not ready within C{ready_timeout} (or ends
+        before) is killed, the old one of its slot and of the slots after
+        kept, those before it replaced, and the reload ends there.  A
+        reload asked for during one starts when it ends (one is queued;
+        more are the same one).
 
         @return: fires with C{True} once every slot was replaced, C{False}
             when the reload ended early or was refused.
@@ -570,16 +602,30 @@ class Supervisor(Service):
 
     async def _replace_all(self) -> bool:
         count = len(self.workers)
-        log.info("reload: replacing {count} workers one at a time", count=count)
+        log.info("reload: starting {count} new workers one at a time", count=count)
+        replaced: list[tuple[int, Worker | None, Worker]] = []
         for slot in range(count):
             if not self.running:
                 return False
-            if not await self._replace(slot, count):
-                return False
+            old = self.workers[slot]
+            new = await self._start_new(slot, count)
+            if new is None:
+                break
+            replaced.append((slot, old, new))
+        if not self.running:
+            return False
+        await self._retire(replaced)
+        if len(replaced) < count:
+            return False
         log.info("reload done: {count} workers replaced", count=count)
         return True
 
-    async def _replace(self, slot: int, count: int) -> bool:
+    async def _start_new(self, slot: int, count: int) -> Worker | None:
+        """
+        Start the new worker of C{slot} and wait until it is ready; then it
+        takes the slot.  L{None} (and the reason logged) if it could not be
+        started or was not ready.
+        """
         old = self.workers[slot]
         new = self._spawn(slot, again=False)
         if new is None:
@@ -588,10 +634,10 @@ class Supervisor(Service):
                 left=count - slot,
                 count=count,
             )
-            return False
+            return None
         ready = await new.when_ready()
         if not self.running:
-            return False
+            return None
         if not ready:
             reason = (
                 f"not ready within {self.ready_timeout:g} s"
@@ -612,29 +658,35 @@ class Supervisor(Service):
                 new.asked_to_stop = True
                 new.signal("KILL")
                 await new.when_ended()
-            return False
-        # The new worker listens: it takes the slot, then the old one drains.
+            return None
+        # The new worker listens: it takes the slot (the old one, still
+        # serving until it is retired, is no longer restarted if it dies).
         restart = self._restarts.pop(slot, None)
         if restart is not None:
             restart.cancel()
         self._delays.pop(slot, None)
         self.workers[slot] = new
-        if old is None or old.ended:
-            log.info("reload: worker {slot} is pid {pid}", slot=slot, pid=new.pid)
-            return True
-        old.asked_to_stop = True
-        old.signal("TERM")
-        killer = self._reactor.callLater(self.stop_timeout, self._kill, [old])
-        await old.when_ended()
+        log.info("reload: new worker {slot} ready (pid {pid})", slot=slot, pid=new.pid)
+        return new
+
+    async def _retire(self, replaced: Sequence[tuple[int, Worker | None, Worker]]) -> None:
+        """SIGTERM the old workers of C{replaced} at once; wait until each has exited."""
+        old = [w for _, w, _ in replaced if w is not None and not w.ended]
+        for worker in old:
+            if not (worker.stopping or worker.asked_to_stop):
+                worker.signal("TERM")
+            worker.asked_to_stop = True
+        killer = self._reactor.callLater(self.stop_timeout, self._kill, old)
+        await gatherResults([w.when_ended() for w in old])
         if killer.active():
             killer.cancel()
-        log.info(
-            "reload: worker {slot} replaced (pid {old} -> {new})",
-            slot=slot,
-            old=old.pid,
-            new=new.pid,
-        )
-        return True
+        for slot, before, new in replaced:
+            log.info(
+                "reload: worker {slot} replaced (pid {old} -> {new})",
+                slot=slot,
+                old=before.pid if before is not None else None,
+                new=new.pid,
+            )
 
 
 class _Pipe(abstract.FileDescriptor):
@@ -670,12 +722,22 @@ class WorkerLink(Service):
     @param status_fd: the pipe to tell on (L{STATUS_FD}).
     @param watch_fd: the pipe from the supervisor whose end means it is
         gone (standard input); L{None}: none is watched.
+    @param until: called once the reactor runs: L{READY} is said when the
+        Deferred it returns fires (the worker's broker reaches Redis, so a
+        publish it takes is not refused); L{None}: at once.
     """
 
-    def __init__(self, reactor: Any, status_fd: int = STATUS_FD, watch_fd: int | None = 0) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        status_fd: int = STATUS_FD,
+        watch_fd: int | None = 0,
+        until: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
         self._reactor = reactor
         self._status_fd = status_fd
         self._watch_fd = watch_fd
+        self._until = until
         self._pipe: _Pipe | None = None
         self._warned = False
 
@@ -689,10 +751,17 @@ class WorkerLink(Service):
     def _started(self) -> None:
         if not self.running:
             return
-        self._tell(READY)
         if self._watch_fd is not None:
             self._pipe = _Pipe(self._reactor, self._watch_fd, self._supervisor_gone)
             self._pipe.startReading()
+        if self._until is None:
+            self._tell(READY)
+        else:
+            self._until().addCallback(self._ready)
+
+    def _ready(self, _: object) -> None:
+        if self.running:
+            self._tell(READY)
 
     def stopService(self) -> None:
         super().stopService()

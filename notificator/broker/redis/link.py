@@ -33,7 +33,7 @@ from twisted.internet.defer import (
     fail,
     maybeDeferred,
 )
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionClosed, ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
@@ -57,9 +57,9 @@ PING_INTERVAL = 5.0
 @implementer(IStreamClientEndpoint)
 class _Endpoint:
     """
-    Redis's address as a client endpoint (TLS for C{rediss://}), which
-    remembers why the last attempt to connect failed, for
-    L{TxRedisLink.health}.
+    Redis's address as a client endpoint (a Unix socket for C{unix://},
+    TLS for C{rediss://}), which remembers why the last attempt to connect
+    failed, for L{TxRedisLink.health}.
 
     @param endpoint: what to connect with instead of the address (tests:
         connections in memory).
@@ -74,7 +74,10 @@ class _Endpoint:
         trust: Any = None,
         endpoint: IStreamClientEndpoint | None = None,
     ) -> None:
-        if endpoint is None:
+        if endpoint is None and address.path is not None:
+            # unix:///path/redis.sock: the private Redis of server.workers.
+            endpoint = UNIXClientEndpoint(reactor, address.path, timeout=timeout)
+        elif endpoint is None:
             endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
             if address.tls:
                 # Hands back the protocol inside the TLS wrapper, as txredisapi wants.
@@ -151,7 +154,7 @@ class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]  # txredisapi is 
         max_delay: float,
     ) -> None:
         super().__init__(
-            f"{address.host}:{address.port}",
+            address.path or f"{address.host}:{address.port}",
             address.db or None,
             1,
             isLazy=True,

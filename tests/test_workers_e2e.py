@@ -1,0 +1,429 @@
+"""
+End-to-end tests of C{server.workers}: the real C{twistd -n notificator}
+as the supervisor of two real workers on one port, joined by the private
+C{redis-server} it runs (skipped loudly outside CI when redis-server is
+not installed, failed in CI), with real clients: streams spread over both
+workers, publishes through either reaching every stream once, replay
+across workers, a worker killed with SIGKILL under a publish load, a
+graceful restart (SIGHUP) under a steady publish load, SIGTERM, and the
+one line of a host without redis-server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import (
+    Server,
+    free_port,
+    parse_frames,
+    redis_server_path,
+    wait_until,
+)
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def workers_config(count: int = 2, **server: Any) -> dict[str, Any]:
+    """Two workers (or C{count}), quick heartbeats and drains, no history on disk."""
+    return {
+        "server": {"workers": count, "log": {"level": "info"}, **server},
+        "sse": {"heartbeatInterval": 1, "keepalive": 0, "retry": 100, "drainSeconds": 0.5},
+        # (The caps are per worker for now: 40 streams of one user may not
+        # spread evenly.)
+        "limits": {"streamsPerUser": 100},
+    }
+
+
+class Follower:
+    """
+    A browser's EventSource on C{/sse/<user>}, in a thread: it reads every
+    notification (id and data) and, when its stream ends or breaks,
+    reconnects with the last id it saw (C{Last-Event-ID}), counting the
+    reconnects.
+    """
+
+    def __init__(self, port: int, user: str, last_id: str | None = None) -> None:
+        self.port = port
+        self.user = user
+        self.last_id = last_id
+        self.got: list[tuple[str, Any]] = []
+        self.reconnects = 0
+        self.connected = threading.Event()
+        self._stop = False
+        self._conn: http.client.HTTPConnection | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop:
+            if not first:
+                self.reconnects += 1
+                time.sleep(0.05)
+            first = False
+            try:
+                self._follow()
+            except (OSError, http.client.HTTPException):
+                pass
+
+    def _follow(self) -> None:
+        conn = self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            headers = {"Accept": "text/event-stream"}
+            if self.last_id is not None:
+                headers["Last-Event-ID"] = self.last_id
+            conn.request("GET", f"/sse/{self.user}", headers=headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                return
+            lines: list[bytes] = []
+            while not self._stop:
+                line = response.readline()
+                if not line:
+                    return
+                lines.append(line)
+                if line not in (b"\n", b"\r\n"):
+                    continue
+                for event in parse_frames(b"".join(lines)):
+                    kind = event.get("event", "message")
+                    if kind == "connect":
+                        self.connected.set()
+                    elif kind == "notify":
+                        self.got.append((event["id"], json.loads(event["data"])["n"]))
+                        self.last_id = event["id"]
+                lines = []
+        finally:
+            conn.close()
+
+    def numbers(self) -> list[int]:
+        return [n for _, n in self.got]
+
+    def stop(self) -> None:
+        self._stop = True
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            try:
+                conn.sock.shutdown(2)
+            except OSError:
+                pass
+        self._thread.join(10)
+
+
+class Publisher:
+    """
+    A back-end sender in a thread: publishes C{n} = 1, 2, ... to C{user},
+    one connection each, C{pause} seconds apart, and records each answer:
+    C{accepted} (n -> event id) and C{failed} (n -> why: a refused
+    connection, a 5xx).
+    """
+
+    def __init__(self, port: int, user: str, pause: float = 0.01) -> None:
+        self.port = port
+        self.user = user
+        self.pause = pause
+        self.accepted: dict[int, str] = {}
+        self.failed: dict[int, str] = {}
+        self.nodes: Counter[str] = Counter()
+        self.n = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self.n += 1
+            n = self.n
+            body = f"id=notify_{self.user}&data=%7B%22n%22%3A{n}%7D"
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("POST", "/webNotification", body, {"Content-Type": FORM})
+                response = conn.getresponse()
+                answer = response.read()
+                if response.status == 200:
+                    self.accepted[n] = json.loads(answer)["eventId"]
+                else:
+                    self.failed[n] = f"{response.status} {answer!r}"
+            except (OSError, http.client.HTTPException) as e:
+                self.failed[n] = repr(e)
+            finally:
+                conn.close()
+            time.sleep(self.pause)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join(10)
+
+
+def health(port: int) -> dict[str, Any]:
+    """C{/health} of whichever worker the kernel hands this connection to."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        result: dict[str, Any] = json.loads(conn.getresponse().read())
+        return result
+    finally:
+        conn.close()
+
+
+def per_worker(port: int, count: int = 2, tries: int = 400) -> dict[str, dict[str, Any]]:
+    """C{/health} of each worker (by node name), asked on new connections until all answered."""
+    seen: dict[str, dict[str, Any]] = {}
+    for _ in range(tries):
+        answer = health(port)
+        seen[answer["node"]] = answer
+        if len(seen) == count:
+            break
+    return seen
+
+
+class WorkersTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        redis_server_path()  # skip (or fail in CI) before anything starts
+
+    def start(self, count: int = 2, **server: Any) -> Server:
+        """The supervisor of C{count} workers on a fixed loopback port, every worker ready."""
+        self.port = free_port()
+        node = Server(
+            self,
+            local=workers_config(count, **server),
+            listen=f"tcp:port={self.port}:interface=127.0.0.1",
+            short_dir=True,
+        )
+        node.launch()
+        node.port = self.port
+        node.wait_for_log(f"all {count} workers ready", 60)
+        return node
+
+    def followers(self, user: str, count: int, **kw: Any) -> list[Follower]:
+        followers = [Follower(self.port, user, **kw) for _ in range(count)]
+        for follower in followers:
+            self.addCleanup(follower.stop)
+            self.assertTrue(follower.connected.wait(10), "a stream did not open")
+        return followers
+
+    def publish(self, user: str, n: int) -> str:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            body = f"id=notify_{user}&data=%7B%22n%22%3A{n}%7D"
+            conn.request("POST", "/webNotification", body, {"Content-Type": FORM})
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            self.assertEqual(response.status, 200, answer)
+            event_id: str = answer["eventId"]
+            return event_id
+        finally:
+            conn.close()
+
+    def worker_pids(self, node: Server) -> dict[int, int]:
+        """Each slot's newest worker pid, from the supervisor's log."""
+        found = re.findall(r"worker (\d+) started \(pid (\d+)\)", node.log())
+        return {int(slot): int(pid) for slot, pid in found}
+
+    def test_streams_spread_and_publishes_reach_every_worker_once(self) -> None:
+        """
+        Two workers on one port: 40 streams of one user spread over both
+        (each worker's /health counts some); publishes, taken by either
+        worker, reach every stream once each, in order, with the id the
+        publish answered.
+        """
+        node = self.start()
+        followers = self.followers("alice", 40)
+        workers = per_worker(self.port)
+        self.assertEqual(len(workers), 2, workers)
+        names = sorted(workers)
+        self.assertTrue(all(re.fullmatch(r".+:\d+-w[01]", name) for name in names), names)
+        self.assertEqual({name[-3:] for name in names}, {"-w0", "-w1"})
+        wait_until(
+            lambda: sum(w["streams"] for w in per_worker(self.port).values()) == 40,
+            what="40 streams counted",
+        )
+        counts = [w["streams"] for w in per_worker(self.port).values()]
+        self.assertTrue(all(c > 0 for c in counts), counts)
+        ids = [self.publish("alice", n) for n in range(1, 21)]
+        # Both workers took publishes.
+        published = [w["published"] for w in per_worker(self.port).values()]
+        self.assertTrue(all(p > 0 for p in published), published)
+        wait_until(lambda: all(len(f.got) >= 20 for f in followers), what="20 notifications each")
+        time.sleep(0.3)  # (a duplicate would have arrived by now)
+        for follower in followers:
+            self.assertEqual(follower.got, list(zip(ids, range(1, 21), strict=True)))
+            self.assertEqual(follower.reconnects, 0)
+        self.assertNotIn("Traceback", node.log())
+
+    def test_replay_across_workers(self) -> None:
+        """
+        Streams that come back with Last-Event-ID get what they missed,
+        whichever worker they land on (both serve some).
+        """
+        self.start()
+        ids = [self.publish("bob", n) for n in range(1, 6)]
+        followers = self.followers("bob", 16, last_id=ids[1])
+        wait_until(lambda: all(len(f.got) >= 3 for f in followers), what="the replays")
+        counts = [w["streams"] for w in per_worker(self.port).values()]
+        self.assertEqual(len(counts), 2)
+        self.assertTrue(all(c > 0 for c in counts), counts)
+        for follower in followers:
+            self.assertEqual(follower.got, list(zip(ids[2:], range(3, 6), strict=True)))
+
+    def test_killed_worker_comes_back_and_nothing_is_lost(self) -> None:
+        """
+        kill -9 one worker under a publish load: the supervisor starts it
+        again; its streams reconnect (Last-Event-ID) to a worker and every
+        accepted notification arrives once, in order, on every stream.
+        """
+        node = self.start()
+        followers = self.followers("carol", 20)
+        publisher = Publisher(self.port, "carol")
+        self.addCleanup(publisher.stop)
+        wait_until(lambda: len(publisher.accepted) >= 30, what="publishes before the kill")
+        victim = self.worker_pids(node)[0]
+        os.kill(victim, signal.SIGKILL)
+        node.wait_for_log(rf"worker 0 \(pid {victim}\) died: killed by signal 9", 20)
+        wait_until(lambda: self.worker_pids(node)[0] != victim, 20, what="worker 0 restarted")
+        node.wait_for_log(rf"worker 0 ready \(pid {self.worker_pids(node)[0]}\)", 30)
+        wait_until(lambda: len(publisher.accepted) >= 120, 30, what="publishes after the restart")
+        publisher.stop()
+        last = max(publisher.accepted)
+        wait_until(
+            lambda: all(f.numbers() and f.numbers()[-1] >= last for f in followers),
+            20,
+            what="every stream caught up",
+        )
+        time.sleep(0.3)
+        accepted = sorted(publisher.accepted)
+        for follower in followers:
+            numbers = follower.numbers()
+            self.assertEqual(len(numbers), len(set(numbers)), "a notification arrived twice")
+            self.assertEqual(numbers, sorted(numbers), "out of order")
+            # Every accepted one arrived; one whose answer the kill cut may too.
+            self.assertEqual(sorted(set(numbers) - set(publisher.failed)), accepted)
+            self.assertEqual(
+                [i for i, n in follower.got if n in publisher.accepted],
+                [publisher.accepted[n] for n in accepted],
+            )
+        self.assertTrue(any(f.reconnects for f in followers), "no stream was on the killed worker")
+        self.assertTrue(all(f.reconnects <= 2 for f in followers))
+        self.assertLessEqual(len(publisher.failed), 5, publisher.failed)
+
+    def test_graceful_restart_under_load(self) -> None:
+        """
+        SIGHUP under a steady publish load: the new workers listen before
+        the old ones drain; no publish is refused (no refused connection,
+        no 5xx), each stream reconnects at most once, and every stream gets
+        every notification once, in order.
+        """
+        node = self.start()
+        old = self.worker_pids(node)
+        followers = self.followers("dave", 20)
+        publisher = Publisher(self.port, "dave")
+        self.addCleanup(publisher.stop)
+        wait_until(lambda: len(publisher.accepted) >= 20, what="publishes before the reload")
+        assert node.process is not None
+        node.process.send_signal(signal.SIGHUP)
+        node.wait_for_log("reload done: 2 workers replaced", 60)
+        new = self.worker_pids(node)
+        self.assertTrue(set(old.values()).isdisjoint(new.values()), (old, new))
+        count = len(publisher.accepted)
+        wait_until(lambda: len(publisher.accepted) >= count + 30, what="publishes after")
+        publisher.stop()
+        self.assertEqual(publisher.failed, {}, node.log() + node.log("sse.log"))
+        last = max(publisher.accepted)
+        wait_until(
+            lambda: all(f.numbers() and f.numbers()[-1] >= last for f in followers),
+            20,
+            what="every stream caught up",
+        )
+        time.sleep(0.3)
+        every = list(range(1, last + 1))
+        for follower in followers:
+            self.assertEqual(follower.numbers(), every)
+            self.assertEqual([i for i, _ in follower.got], [publisher.accepted[n] for n in every])
+        reconnects = [f.reconnects for f in followers]
+        self.assertTrue(all(r <= 1 for r in reconnects), reconnects)
+        self.assertEqual(reconnects, [1] * 20)  # every old worker was drained
+        # Only the new workers run; the old ones exited.
+        for pid in old.values():
+            wait_until(lambda pid=pid: not _alive(pid), what=f"old worker {pid} gone")
+
+    def test_sigterm_stops_everything(self) -> None:
+        """SIGTERM to the supervisor: the workers drain and exit, Redis stops, twistd exits."""
+        node = self.start()
+        follower = self.followers("erin", 1)[0]
+        pids = list(self.worker_pids(node).values())
+        redis_pid = int(re.search(r"redis-server started \(pid (\d+)\)", node.log()).group(1))  # type: ignore[union-attr]
+        assert node.process is not None
+        node.process.send_signal(signal.SIGTERM)
+        self.assertIn(node.process.wait(60), (0, -signal.SIGTERM))
+        for pid in [*pids, redis_pid]:
+            wait_until(lambda pid=pid: not _alive(pid), what=f"pid {pid} gone")
+        self.assertIn("redis-server (pid", node.log())
+        self.assertRegex(node.log(), r"worker 0 \(pid \d+\) stopped")
+        self.assertRegex(node.log(), r"worker 1 \(pid \d+\) stopped")
+        follower.stop()
+        # One sse.log and one access.log, written by the supervisor, each
+        # worker's lines in them.
+        sse = node.log("sse.log")
+        self.assertRegex(sse, r"\] worker 0: cluster node .+-w0: connecting to Redis")
+        self.assertRegex(sse, r"\] worker 1: cluster node .+-w1: connecting to Redis")
+        self.assertIn("GET /sse/erin", node.log("access.log"))
+        self.assertEqual(
+            sorted(os.listdir(os.path.join(node.dir, "log"))),
+            ["access.log", "redis.log", "sse.log"],
+        )
+
+    def test_without_redis_server_one_line(self) -> None:
+        """server.workers 2, no cluster.redis, no redis-server on PATH: one line, exit 1."""
+        empty = self.mktemp()
+        os.makedirs(empty)
+        node = Server(
+            self,
+            local=workers_config(2),
+            listen=f"tcp:port={free_port()}:interface=127.0.0.1",
+            env={"PATH": os.path.abspath(empty)},
+        )
+        status, text = node.run_to_exit()
+        self.assertEqual(status, 1, text)
+        self.assertEqual(
+            text.strip(),
+            "notificator: server.workers 2 needs Redis: install the redis-server package"
+            " (apt-get install redis-server) or set cluster.redis",
+        )
+
+    def test_port_zero_one_line(self) -> None:
+        """server.workers 2 on port 0: one line naming the key and the listener."""
+        node = Server(self, local=workers_config(2))
+        status, text = node.run_to_exit()
+        self.assertEqual(status, 1, text)
+        self.assertEqual(
+            text.strip(),
+            "notificator: configuration error: server.workers 2:"
+            " 'tcp:0:interface=127.0.0.1' listens on port 0 (a port of its own for each"
+            " worker); give a port number",
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie of an exited child is not running.
+    try:
+        state = subprocess.run(
+            ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except OSError:
+        return True
+    return bool(state) and not state.startswith("Z")
