@@ -35,14 +35,14 @@ from tests.support import (
 FORM = "application/x-www-form-urlencoded"
 
 
-def workers_config(count: int = 2, **server: Any) -> dict[str, Any]:
+def workers_config(
+    count: int = 2, limits: dict[str, Any] | None = None, **server: Any
+) -> dict[str, Any]:
     """Two workers (or C{count}), quick heartbeats and drains, no history on disk."""
     return {
         "server": {"workers": count, "log": {"level": "info"}, **server},
         "sse": {"heartbeatInterval": 1, "keepalive": 0, "retry": 100, "drainSeconds": 0.5},
-        # (The caps are per worker for now: 40 streams of one user may not
-        # spread evenly.)
-        "limits": {"streamsPerUser": 100},
+        "limits": {"streamsPerUser": 100, **(limits or {})},
     }
 
 
@@ -178,11 +178,16 @@ def health(port: int) -> dict[str, Any]:
 
 
 def per_worker(port: int, count: int = 2, tries: int = 400) -> dict[str, dict[str, Any]]:
-    """C{/health} of each worker (by node name), asked on new connections until all answered."""
+    """
+    Each worker's own counts (by node name), from its own C{/health}
+    (its entry in C{"workers"}, made when it answered), asked on new
+    connections until all answered.
+    """
     seen: dict[str, dict[str, Any]] = {}
     for _ in range(tries):
         answer = health(port)
-        seen[answer["node"]] = answer
+        [own] = [w for w in answer["workers"] if w["node"] == answer["node"]]
+        seen[answer["node"]] = own
         if len(seen) == count:
             break
     return seen
@@ -192,12 +197,12 @@ class WorkersTests(SynchronousTestCase):
     def setUp(self) -> None:
         redis_server_path()  # skip (or fail in CI) before anything starts
 
-    def start(self, count: int = 2, **server: Any) -> Server:
+    def start(self, count: int = 2, limits: dict[str, Any] | None = None, **server: Any) -> Server:
         """The supervisor of C{count} workers on a fixed loopback port, every worker ready."""
         self.port = free_port()
         node = Server(
             self,
-            local=workers_config(count, **server),
+            local=workers_config(count, limits, **server),
             listen=f"tcp:port={self.port}:interface=127.0.0.1",
             short_dir=True,
         )
