@@ -175,6 +175,31 @@ class MachineViewTests(Machine2):
         self.assertEqual([n.node for n in self.view(self.w0).nodes], ["m-w0"])
         self.assertEqual(dict(self.w0.broker.elsewhere), {})
 
+    def test_a_stopping_worker_leaves_at_once(self) -> None:
+        """
+        A worker that stops takes its snapshot out: the others stop counting
+        its streams at their next tick, not after the TTL.
+        """
+        self.w1.open("alice")
+        self.tick()
+        self.tick()
+        self.assertEqual(dict(self.w0.broker.elsewhere), {"alice": 1})
+        stopped = self.w1.broker.stopService()
+        self.w1.link.settle()
+        self.successResultOf(stopped)
+        self.tick(self.w0)
+        self.assertEqual(dict(self.w0.broker.elsewhere), {})
+        self.assertEqual([n.node for n in self.view(self.w0).nodes], ["m-w0"])
+
+    def test_leaving_never_holds_the_stop(self) -> None:
+        """Unanswered for the TTL, or without Redis, the stop goes on (the snapshot expires)."""
+        stopped = self.w1.broker.stopService()  # its request is never answered
+        self.assertNoResult(stopped)
+        self.clock.advance(TTL)
+        self.successResultOf(stopped)
+        self.w0.link.lose_commands()
+        self.successResultOf(self.w0.broker.stopService())
+
     def test_redis_lost_this_worker_alone(self) -> None:
         """Without Redis, the view is this worker's alone, and says why."""
         self.w1.open("alice")
@@ -321,13 +346,16 @@ class MachineMonitorTests(Machine2):
 
 
 class MemoryViewScriptTests(SynchronousTestCase):
-    """The memory Redis answers L{VIEW_PUT} and L{VIEW_GET} as the real one does (test_redis_scripts)."""
+    """
+    The memory Redis answers L{VIEW_PUT}, L{VIEW_GET} and L{VIEW_DROP} as
+    the real one does (test_redis_scripts).
+    """
 
     KEYS = [b"t:view:m", b"t:view:m:streams", b"t:view:m:alive"]
 
     def test_put_get_and_expiry(self) -> None:
         """Each worker's entry is read back while its time lasts, then dropped with its streams."""
-        from notificator.broker.redis.view import VIEW_GET, VIEW_PUT
+        from notificator.broker.redis.view import VIEW_DROP, VIEW_GET, VIEW_PUT
 
         clock = Clock()
         clock.advance(1000)
@@ -352,3 +380,9 @@ class MemoryViewScriptTests(SynchronousTestCase):
         self.assertEqual(get(False), [b"b", b"B", None])
         self.assertEqual(put("b", 60_000, "B2"), [0, b"b", b"B2"])
         self.assertNotIn(b"a", redis._hashes.get(b"t:view:m:streams", {}))
+        put("c", 60_000, "C", "SC")
+        self.assertEqual(redis.run(VIEW_DROP, self.KEYS, [b"b"]), 1)
+        self.assertEqual(get(True), [b"c", b"C", b"SC"])
+        self.assertEqual(redis.run(VIEW_DROP, self.KEYS, [b"c"]), 1)
+        self.assertEqual(get(True), [])
+        self.assertEqual(redis._zsets, {})

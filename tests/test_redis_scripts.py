@@ -17,7 +17,7 @@ from notificator.broker.redis.ordering import (
     parse_since,
 )
 from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
-from notificator.broker.redis.view import VIEW_GET, VIEW_PUT
+from notificator.broker.redis.view import VIEW_DROP, VIEW_GET, VIEW_PUT
 from notificator.events import event_key
 from tests.replay_cases import SCRIPTS, Case, ScriptsImplementation, real_sleep, replay_cases
 from tests.support import RedisServer
@@ -185,7 +185,7 @@ class ReplayCaseTests(SynchronousTestCase):
 
 
 class ViewScriptTests(SynchronousTestCase):
-    """The machine's view (L{VIEW_PUT}, L{VIEW_GET}) on a real redis-server, as in memory."""
+    """The machine's view (L{VIEW_PUT}, L{VIEW_GET}, L{VIEW_DROP}) on a real redis-server, as in memory."""
 
     KEYS = ["t:view:m", "t:view:m:streams", "t:view:m:alive"]
 
@@ -199,6 +199,17 @@ class ViewScriptTests(SynchronousTestCase):
 
     def get(self, streams: bool) -> Any:
         return self.redis.command("EVAL", VIEW_GET.source, "3", *self.KEYS, "1" if streams else "0")
+
+    def test_drop(self) -> None:
+        """A worker that leaves is out at once, its streams too; the others stay; no key is left."""
+        self.put("a", 60_000, "A", "SA")
+        self.put("b", 60_000, "B", "SB")
+        drop = ["EVAL", VIEW_DROP.source, "3", *self.KEYS]
+        self.assertEqual(self.redis.command(*drop, "a"), 1)
+        self.assertEqual(self.get(True), [b"b", b"B", b"SB"])
+        self.assertIsNone(self.redis.command("ZSCORE", "t:view:m:alive", "a"))
+        self.assertEqual(self.redis.command(*drop, "b"), 1)
+        self.assertEqual(self.redis.command("EXISTS", *self.KEYS), 0)
 
     def test_put_get_and_expiry(self) -> None:
         """Each worker's entry is read back while its time lasts, then dropped with its streams."""

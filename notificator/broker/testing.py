@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from notificator.broker import Unavailable
 from notificator.broker.redis.ordering import Link, Receiver
 from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
-from notificator.broker.redis.view import VIEW_GET, VIEW_PUT
+from notificator.broker.redis.view import VIEW_DROP, VIEW_GET, VIEW_PUT
 
 #: The scripts' MAXSEQ and KEEP (L{notificator.broker.redis.scripts}).
 MAXSEQ = 9007199254740991
@@ -149,6 +149,8 @@ class MemoryRedis:
             return self._view_put(keys, args)
         if script.sha == VIEW_GET.sha:
             return self._view_get(keys, args)
+        if script.sha == VIEW_DROP.sha:
+            return self._view_drop(keys, args)
         raise ValueError(f"not a script of ours: {script.sha!r}")
 
     # -- keys -------------------------------------------------------------------
@@ -239,6 +241,15 @@ class MemoryRedis:
             if until > now and n in summaries:
                 out += [n, summaries[n], listed.get(n) if args[0] == b"1" else None]
         return out
+
+    def _view_drop(self, keys: list[bytes], args: list[bytes]) -> int:
+        """L{VIEW_DROP} (see its source, which this follows line by line)."""
+        now = self.time_ms()
+        self._hash(keys[0], now).pop(args[0], None)
+        self._hash(keys[1], now).pop(args[0], None)
+        self._zset(keys[2], now).pop(args[0], None)
+        self._drop_empty()
+        return 1
 
     def _publish(self, keys: list[bytes], args: list[bytes]) -> list[Any]:
         """L{PUBLISH} (see its source, which this follows line by line)."""

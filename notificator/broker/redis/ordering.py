@@ -389,13 +389,16 @@ class RedisBroker(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._stopping = True
+        left: Deferred[None] = succeed(None)
         if self.views is not None:
             self.views.stop()
+            left = self.views.leave()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         self._fail_waiters("the node is stopping")
-        return self.link.stop()
+        stopped: Deferred[None] = left.addCallback(lambda _: self.link.stop())
+        return stopped
 
     # -- what the link tells (Receiver) -----------------------------------------
 
