@@ -27,7 +27,13 @@ send itself.  L{Channel} instead:
    TCP or UNIX connection only).  Anything that cannot go at once (a
    full socket buffer, TLS, a closing connection) is handed to the
    transport as before, so ordering, flow control and disconnect
-   handling stay Twisted's.
+   handling stay Twisted's;
+ - reads a request whose whole head came in one read (a browser's
+   C{GET /sse}, a sender's publish) with a few C{bytes} operations
+   instead of C{HTTPChannel}'s calls per line, per header and per header
+   name (L{notificator.http._twisted.ChannelBase.read_whole_head}): the
+   same request state, the same checks, and anything unusual left to
+   C{HTTPChannel}, which answers it as it always did.
 
 The direct send uses three attributes of Twisted's C{tcp.Connection}
 (C{dataBuffer} and C{_tempDataLen}, its queue, and C{socket}), to which
@@ -102,7 +108,8 @@ class Channel(ChannelBase):
         writes = self._writes
         writes.reading += 1
         try:
-            super().dataReceived(data)
+            if not self.read_whole_head(data):
+                super().dataReceived(data)
         finally:
             writes.reading -= 1
 
