@@ -154,7 +154,7 @@ def in_memory_server(
     core = build_core(cfg, reactor)
     for service in core.services:
         service.setServiceParent(serving)
-    activity = logs.ActivityLogger("notificator.web", observer=app_log.activity)
+    activity = app_log.logger("notificator.web")
     site = build_site(core, cfg, reactor, activity, serving)
     # The batch build_site gave the fast channel: the bench ends each
     # reactor pass by hand.

@@ -390,3 +390,24 @@ class CheaperLineTests(SynchronousTestCase):
         self.assertEqual(calls, [])
         service.log_file.flush()  # type: ignore[union-attr]
         self.assertIn("stream 7 opened", "".join(lines(service.path)))
+
+    def test_below_the_level_not_built(self) -> None:
+        """
+        AppLogService.logger drops a line below sse.log's level before it is
+        built (a publish's debug line at the default level, info), and
+        passes the others as sse.log's filter would.
+        """
+        service = logs.AppLogService(os.path.abspath(self.mktemp()), "info", clock=Clock())
+        seen: list[dict[str, Any]] = []
+        service.activity.addObserver(seen.append)
+        activity = service.logger("notificator.web")
+        self.assertIsInstance(activity, logs.ActivityLogger)
+        activity.debug("published {n}", n=1)
+        activity.info("opened {n}", n=2)
+        activity.warn("refused {n}", n=3)
+        self.assertEqual([e["log_format"] for e in seen], ["opened {n}", "refused {n}"])
+        self.assertEqual(seen[0]["log_namespace"], "notificator.web")
+        debug = logs.AppLogService(os.path.abspath(self.mktemp()), "debug", clock=Clock())
+        debug.activity.addObserver(seen.append)
+        debug.logger("notificator.web").debug("published {n}", n=4)
+        self.assertEqual(seen[-1]["log_format"], "published {n}")
