@@ -33,10 +33,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from notificator import services, tap
+from notificator.config import defaults
 from notificator.http import fast
 from notificator.http._twisted import GenericHTTPChannelProtocol
 from notificator.http.request import Request
-from tests.support import FastChannelSite, config_with, dechunk, parse_frames
+from tests.support import FastChannelSite, InMemoryServer, config_with, dechunk, parse_frames
 
 
 class DirectWriteTests(SynchronousTestCase):
@@ -623,3 +624,53 @@ class WholeHeadTests(SynchronousTestCase):
             self.assertTrue(sent.startswith(b"HTTP/1.1 200 OK\r\n"))
             self.assertEqual(_serve(Counting, data)[0], sent)
             self.assertEqual(lines, [])
+
+
+class IdleTimerTests(SynchronousTestCase):
+    """
+    Under the connections' clocks the fast channel arms no idle timer of
+    twisted.web's (it could never fire first): not when a connection
+    opens, not for a stream, not for each publish on a keep-alive
+    connection.  The stock channel keeps twisted.web's.
+    """
+
+    def idle_timers(self, server: InMemoryServer) -> list[Any]:
+        return [
+            call
+            for call in server.reactor.getDelayedCalls()
+            if getattr(call.func, "__name__", "").endswith("timedOut")
+        ]
+
+    def serve(self, fast_channel: bool) -> InMemoryServer:
+        server = InMemoryServer(self, fast=fast_channel)
+        stream = server.connect()
+        stream.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(server.hub.stream_count, 1)
+        sender = server.connect()
+        body = b"id=notify_u1&data=1"
+        for _ in range(2):
+            sender.receive(
+                b"POST /webNotification HTTP/1.1\r\nHost: t\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        self.assertEqual(server.stats.published, 2)
+        return server
+
+    def test_fast_channel_arms_none(self) -> None:
+        """A stream and two publishes on the fast channel leave no idle timer armed."""
+        self.assertEqual(self.idle_timers(self.serve(True)), [])
+
+    def test_stock_channel_keeps_twisteds(self) -> None:
+        """The stock channel's idle timer runs as twisted.web runs it (the keep-alive sender's)."""
+        self.assertEqual(len(self.idle_timers(self.serve(False))), 1)
+
+    def test_idle_keep_alive_still_closed(self) -> None:
+        """An idle keep-alive connection is still closed, by the head clock, after limits.headerTimeout."""
+        server = self.serve(True)
+        sender = server.conns[-1]
+        self.assertTrue(sender.transport.connected)
+        server.reactor.advance(defaults().limits.header_timeout + 1)
+        sender.pump()
+        self.assertFalse(sender.transport.connected)
+        self.assertEqual(server.hub.stream_count, 1)

@@ -80,9 +80,30 @@ class Channel(ChannelBase):
     # Bytes given during this reactor pass, sent by the batch at its end.
     _pending: list[bytes] | None = None
 
-    def __init__(self, writes: WriteBatch) -> None:
+    def __init__(self, writes: WriteBatch, head_clock: bool = False) -> None:
         super().__init__()
         self._writes = writes
+        self._head_clock = head_clock
+
+    # twisted.web's idle timeout (the site's timeOut, 12 hours): a timer
+    # armed when a connection opens, pushed back on every read, cancelled
+    # when a request's body is complete and armed again when its answer is
+    # done.  Under the connections' clocks
+    # (notificator.http.connections), which close a connection that takes
+    # limits.headerTimeout to send a head (from its opening or its last
+    # answer) or limits.bodyTimeout to send a body, that timer can never
+    # fire first; it cost a stream and a publish each a timer armed and
+    # cancelled.  With head_clock the channel keeps none (HTTP/2, which
+    # twisted.web's wrapper hands the site's value itself, keeps it).
+    _timeout: float | None = None
+
+    @property  # type: ignore[override]
+    def timeOut(self) -> float | None:
+        return None if self._head_clock else self._timeout
+
+    @timeOut.setter
+    def timeOut(self, value: float | None) -> None:
+        self._timeout = value
 
     # Each request asks for both addresses (twisted.web's Request keeps
     # them); a connection's do not change, so ask the socket once.
@@ -221,11 +242,15 @@ class WriteBatch(Service):
         self.flush()
 
 
-def protocol(writes: WriteBatch) -> GenericHTTPChannelProtocol:
+def protocol(writes: WriteBatch, head_clock: bool = False) -> GenericHTTPChannelProtocol:
     """
     A L{Site}'s C{protocol}: L{Channel} in the wrapper twisted.web uses to
     switch to HTTP/2 when TLS negotiates it.  Give it the server's
     L{WriteBatch} with C{functools.partial}:
     C{site.protocol = partial(protocol, writes)}.
+
+    @param head_clock: the site's connections are timed by
+        L{notificator.http.connections.Connections}: the channel runs no
+        idle timer of its own over HTTP/1.x (see L{Channel.timeOut}).
     """
-    return GenericHTTPChannelProtocol(Channel(writes))
+    return GenericHTTPChannelProtocol(Channel(writes, head_clock))
