@@ -25,6 +25,7 @@ one fails there before anywhere else.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -198,7 +199,7 @@ class ChannelBase(http.HTTPChannel):
         self._busyReceiving = True
         try:
             factory = self.requestFactory
-            if INonQueuedRequestFactory.providedBy(factory):
+            if _non_queued(factory):
                 request = factory(self)
             else:
                 request = factory(self, len(self.requests))
@@ -245,6 +246,36 @@ _TCHAR = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*
 
 #: What twisted.web's C{HTTPChannel} lets through in a request-target.
 _TARGET = bytes(range(33, 177))
+
+
+@functools.lru_cache(maxsize=16)
+def _non_queued(factory: Any) -> bool:
+    """
+    Whether twisted.web builds C{factory}'s requests without their place
+    in the queue (as C{HTTPChannel.lineReceived} asks, for every request:
+    a site has one factory, and the answer does not change).
+    """
+    return INonQueuedRequestFactory.providedBy(factory)
+
+
+def when_finished(request: Any, listener: Any) -> None:
+    """
+    Tell C{listener} once how C{request} ends, as
+    C{request.notifyFinish().addBoth(...)} would, without a L{Deferred}
+    per request (an open event stream holds it for its whole life):
+    C{listener.callback(None)} when its response is finished,
+    C{listener.errback(failure)} when its connection is lost first.
+    twisted.web's C{Request} keeps the L{Deferred}s C{notifyFinish} gives
+    in its C{notifications} list and calls exactly those two methods on
+    each, once, in C{_cleanup} and C{connectionLost}; C{listener} must not
+    raise (a L{Deferred} would have kept the error).  Any other request
+    (test doubles: twisted.web's C{DummyRequest}) is asked with
+    C{notifyFinish}.
+    """
+    if isinstance(request, http.Request):
+        request.notifications.append(listener)
+    else:
+        request.notifyFinish().addCallbacks(listener.callback, listener.errback)
 
 
 def request_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
