@@ -686,3 +686,64 @@ class RequestLineTests(SynchronousTestCase):
         self.assertEqual(_twisted._names.encode(b"dnt"), b"DNT")
         with self.assertRaises(_twisted.InvalidHeaderName):
             _twisted._names.encode(b"a b")
+
+
+class WhenFinishedTests(SynchronousTestCase):
+    """
+    L{_twisted.when_finished} tells a listener how a real twisted.web
+    request ends, once, as C{notifyFinish} would, without a Deferred.
+    """
+
+    class Listener:
+        def __init__(self) -> None:
+            self.results: list[object] = []
+
+        def callback(self, result: None) -> None:
+            self.results.append(result)
+
+        def errback(self, failure: Failure) -> None:
+            self.results.append(failure)
+
+    def request(self) -> http.Request:
+        class Held(http.Request):
+            def process(self) -> None:
+                pass  # kept open, as a stream's is
+
+        channel = http.HTTPChannel()
+        channel.requestFactory = Held  # type: ignore[assignment]
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        request: http.Request = channel.requests[-1]
+        return request
+
+    def test_finished(self) -> None:
+        """A finished response: callback(None), once, and no Deferred on the request."""
+        request = self.request()
+        listener = self.Listener()
+        _twisted.when_finished(request, listener)
+        request.finish()
+        self.assertEqual(listener.results, [None])
+        request.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(listener.results, [None])
+
+    def test_lost(self) -> None:
+        """A connection lost first: errback(the failure), once."""
+        request = self.request()
+        listener = self.Listener()
+        _twisted.when_finished(request, listener)
+        reason = Failure(ConnectionDone())
+        request.connectionLost(reason)
+        self.assertEqual(listener.results, [reason])
+        request.notifyFinish()  # still twisted.web's own for others
+        self.assertEqual(len(request.notifications), 1)
+
+    def test_same_as_notify_finish(self) -> None:
+        """Where notifyFinish's Deferreds are told, the listener is told the same, in order."""
+        request = self.request()
+        told: list[object] = []
+        request.notifyFinish().addBoth(lambda r: told.append(("deferred", r)))
+        listener = self.Listener()
+        listener.callback = lambda r: told.append(("listener", r))  # type: ignore[method-assign]
+        _twisted.when_finished(request, listener)
+        request.finish()
+        self.assertEqual(told, [("deferred", None), ("listener", None)])
