@@ -13,6 +13,7 @@ import errno
 import json
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -257,3 +258,15 @@ class FinishedTests(BothChannels, SynchronousTestCase):
 
 class FinishedStockTests(FinishedTests):
     fast = False
+
+
+class AddressTests(SynchronousTestCase):
+    def test_address_given_is_kept(self) -> None:
+        """The address the opening resource asked for is the stream's peer; without one, the request's."""
+        request = DummyRequest([b"sse"])
+        given = RequestStream(request, "u1", 1, 0.0, on_gone=lambda s, r: None, address="10.0.0.9")
+        self.assertEqual(given.peer, "10.0.0.9")
+        other = DummyRequest([b"sse"])
+        other.client = IPv4Address("TCP", "10.0.0.7", 40000)
+        asked = RequestStream(other, "u1", 2, 0.0, on_gone=lambda s, r: None)
+        self.assertEqual(asked.peer, "10.0.0.7")

@@ -60,7 +60,8 @@ class RequestStream:
     @ivar connection_id: unique within the process, for logs and the monitor.
     @ivar connected_at: POSIX time the stream opened.
     @ivar peer: the client's address, for logs, the monitor and
-        C{limits.streamsPerAddress}.
+        C{limits.streamsPerAddress} (C{address} when given: the resource
+        that opens the stream asked for it already).
     @ivar counted: the stream counts against its address's
         C{limits.streamsPerAddress} (set and cleared by the resource that
         opened it, L{notificator.http.sse.SSEResource}).
@@ -86,13 +87,15 @@ class RequestStream:
         connection_id: int,
         connected_at: float,
         on_gone: Callable[[RequestStream, Failure | None], None],
+        address: str | None = None,
     ) -> None:
         self.request = request
         self._write = frame_writer(request)
         self.user_id = user_id
         self.connection_id = connection_id
         self.connected_at = connected_at
-        self.peer = peer(request)
+        # (The resource asked for it already, for its caps: given then.)
+        self.peer = peer(request) if address is None else address
         self.gone = False
         self.counted = False
         self._on_gone = on_gone
