@@ -51,7 +51,11 @@ import local  # noqa: E402
 
 
 class RedisServer:
-    """A C{redis-server} without persistence on a free loopback port."""
+    """
+    A C{redis-server} without persistence on a free loopback port, and
+    on a Unix socket (which L{url} gives with C{--unix}: how the private
+    Redis of C{server.workers} is reached).
+    """
 
     def __init__(self, opt: argparse.Namespace, workdir: str) -> None:
         self.port = local.free_port()
@@ -59,11 +63,16 @@ class RedisServer:
         os.makedirs(self.dir)
         self.command = [opt.redis_server, "--port", str(self.port), "--bind", "127.0.0.1"]
         self.command += ["--save", "", "--appendonly", "no", "--dir", self.dir]
+        self.socket = os.path.join(self.dir, "redis.sock")
+        self.command += ["--unixsocket", self.socket, "--unixsocketperm", "700"]
+        self.unix = opt.unix
         self.cpu = opt.server_cpu
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.unix:
+            return f"unix://{self.socket}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -255,6 +264,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--m", type=int, default=5000, help="notifications")
     a("--rate", type=float, default=500, help="notifications per second")
     a("--k", type=int, default=4, help="keep-alive POST clients")
+    a("--unix", action="store_true", help="nodes reach Redis on its Unix socket, not TCP")
     a("--redis-server", default=shutil.which("redis-server") or "/usr/bin/redis-server")
     a("--project", default=local.PROJECT, help="checkout whose conf/ to use (default: this one)")
     a("--twistd", default="", help="twistd command (default: the one beside this Python)")

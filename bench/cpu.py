@@ -117,7 +117,6 @@ def in_memory_server(
         them, in the history's directory (C{var/history}).
     """
     from twisted.internet.testing import MemoryReactorClock
-    from twisted.logger import Logger
 
     from notificator import logs, services, tap
     from notificator.app import build_core, build_site
@@ -155,7 +154,7 @@ def in_memory_server(
     core = build_core(cfg, reactor)
     for service in core.services:
         service.setServiceParent(serving)
-    activity = Logger("notificator.web", observer=app_log.activity)
+    activity = app_log.logger("notificator.web")
     site = build_site(core, cfg, reactor, activity, serving)
     # The batch build_site gave the fast channel: the bench ends each
     # reactor pass by hand.

@@ -475,7 +475,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     )
     for service in core.services:
         service.setServiceParent(serving)
-    activity = Logger("notificator.web", observer=app_log.activity)
+    activity = app_log.logger("notificator.web")
     access_file = None
     if slot is not None:
         access_file = worker_logs.pipe_opener(worker_logs.ACCESS_LOG_FD, reactor)

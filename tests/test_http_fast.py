@@ -16,6 +16,9 @@ C{tcp.Server} transport whose socket is a fake that records what is sent
 from __future__ import annotations
 
 import errno
+import random
+import re
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
@@ -27,11 +30,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from notificator import services, tap
+from notificator.config import defaults
 from notificator.http import fast
+from notificator.http._twisted import GenericHTTPChannelProtocol
 from notificator.http.request import Request
-from tests.support import FastChannelSite, config_with, dechunk, parse_frames
+from tests.support import FastChannelSite, InMemoryServer, config_with, dechunk, parse_frames
 
 
 class DirectWriteTests(SynchronousTestCase):
@@ -453,3 +460,220 @@ class WriteBatchTests(SynchronousTestCase):
         # Started before the listeners, so stopped after them.
         listeners = next(c for c in serving if isinstance(c, MultiService))
         self.assertLess(serving.index(batches[0]), serving.index(listeners))
+
+
+class _Echo(Resource):
+    """Answers every request with what twisted.web read of it."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        content = request.content.read() if request.content is not None else b""
+        return repr(
+            (
+                request.method,
+                request.uri,
+                request.clientproto,
+                list(request.requestHeaders.getAllRawHeaders()),
+                content,
+            )
+        ).encode("ascii")
+
+
+class _LineByLine(fast.Channel):
+    """L{fast.Channel} without its whole-head path: twisted.web's lines only."""
+
+    def read_whole_head(self, data: bytes) -> bool:
+        return False
+
+
+def _serve(channel: type[fast.Channel], data: bytes, reads: int = 1) -> tuple[bytes, Any]:
+    """
+    What a fresh connection of a site served by C{channel} (answering with
+    L{_Echo}) sends for C{data} received in C{reads} reads, one reactor pass
+    each, and its channel.
+    """
+    reactor = MemoryReactorClock()
+    writes = fast.WriteBatch(reactor)
+    site = Site(_Echo(), reactor=reactor)
+    site.protocol = lambda: GenericHTTPChannelProtocol(channel(writes))  # type: ignore[assignment]
+    protocol = site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    size = -(-len(data) // reads) or 1
+    for start in range(0, len(data), size):
+        if transport.disconnecting:
+            break
+        protocol.dataReceived(data[start : start + size])
+        reactor.advance(0)
+    # twisted.web's Date comes from the wall clock: the same for both runs.
+    return re.sub(
+        rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", transport.value()
+    ), protocol._channel
+
+
+#: Requests that exercise the head's every rule; L{WholeHeadTests} mutates them.
+_HEADS = [
+    b"GET /sse/u1 HTTP/1.1\r\nHost: 127.0.0.1:3000\r\nAccept: text/event-stream\r\n"
+    b"Cache-Control: no-cache\r\n\r\n",
+    b"POST /webNotification HTTP/1.1\r\nHost: t\r\n"
+    b"Content-Type: application/x-www-form-urlencoded; charset=UTF-8\r\n"
+    b"Content-Length: 19\r\n\r\nid=notify_u1&data=1",
+    b"POST /webNotification HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nid=no\r\n0\r\n\r\n",
+    b"GET /a HTTP/1.0\r\nhost: t\r\nX-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET /a?b=c&d HTTP/1.1\r\nHost: t\r\nCookie: userID=u1; other=2\r\nDNT: 1\r\n"
+    b"Last-Event-ID: 1700000000000:1\r\nwww-authenticate: x\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+    b"\r\nGET /a HTTP/1.1\r\nHost: t\r\n\r\n",
+]
+
+#: Bytes a mutation inserts: every one the head's rules are about.
+_INSERTS = [
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\x00",
+    b" ",
+    b"\t",
+    b":",
+    b"\x7f",
+    b"\xb0",
+    b"\xff",
+    b"\r\n ",
+    b"\r\n\t",
+    b"\r\nContent-Length: 2",
+    b"\r\nTransfer-Encoding: chunked",
+    b"\r\nTransfer-Encoding: identity",
+    b"\r\nContent-Length: +1",
+    b"A",
+    b"-",
+    b"(",
+]
+
+
+class WholeHeadTests(SynchronousTestCase):
+    """
+    L{fast.Channel} reads a head that came whole in one read with bytes
+    operations, and reads it as twisted.web's C{HTTPChannel} reads it line by
+    line: the same answers, byte for byte, and the same request state, for
+    valid heads and for heads broken in every way its rules are about.
+    """
+
+    def assertSameAsLines(self, data: bytes, reads: int = 1) -> None:
+        fast_sent, fast_channel = _serve(fast.Channel, data, reads)
+        line_sent, line_channel = _serve(_LineByLine, data, reads)
+        self.assertEqual(fast_sent, line_sent, data)
+        for attribute in (
+            "length",
+            "persistent",
+            "line_mode",
+            "_buffer",
+            "_receivedHeaderCount",
+            "_receivedHeaderSize",
+            "_handlingRequest",
+        ):
+            self.assertEqual(
+                getattr(fast_channel, attribute),
+                getattr(line_channel, attribute),
+                (attribute, data),
+            )
+        self.assertEqual(len(fast_channel.requests), len(line_channel.requests), data)
+
+    def test_heads_read_as_lines(self) -> None:
+        """Each request of L{_HEADS}, whole or in three reads, is read as the lines would read it."""
+        for data in _HEADS:
+            self.assertSameAsLines(data)
+            self.assertSameAsLines(data, reads=3)
+
+    def test_mutated_heads_read_as_lines(self) -> None:
+        """Heads with bytes inserted, dropped or doubled anywhere are answered as the lines answer them."""
+        rng = random.Random(19)
+        for _ in range(3000):
+            data = bytearray(rng.choice(_HEADS))
+            for _ in range(rng.randint(1, 3)):
+                at = rng.randrange(len(data) + 1)
+                kind = rng.random()
+                if kind < 0.6:
+                    data[at:at] = rng.choice(_INSERTS)
+                elif kind < 0.8:
+                    del data[at : at + rng.randint(1, 4)]
+                else:
+                    data[at:at] = data[at : at + rng.randint(1, 30)]
+            self.assertSameAsLines(bytes(data))
+
+    def test_limits_read_as_lines(self) -> None:
+        """Heads at and past C{maxHeaders} and C{totalHeadersSize} are answered as the lines answer them."""
+        many = b"".join(b"X-H%d: 1\r\n" % i for i in range(http.HTTPChannel.maxHeaders + 1))
+        self.assertSameAsLines(b"GET / HTTP/1.1\r\n" + many + b"\r\n")
+        self.assertSameAsLines(b"GET / HTTP/1.1\r\n" + many[9:] + b"\r\n")
+        size = http.HTTPChannel.totalHeadersSize
+        for value in (size - 40, size - 20, size - 16, size - 10, size):
+            self.assertSameAsLines(b"GET / HTTP/1.1\r\nX: " + b"a" * value + b"\r\n\r\n")
+
+    def test_whole_head_skips_the_lines(self) -> None:
+        """A stream's GET and a publish, each in one read, are read without a call per line."""
+        lines: list[bytes] = []
+
+        class Counting(fast.Channel):
+            def lineReceived(self, line: bytes) -> None:
+                lines.append(line)
+                super().lineReceived(line)
+
+        for data in _HEADS[:2]:
+            sent = _serve(fast.Channel, data)[0]
+            self.assertTrue(sent.startswith(b"HTTP/1.1 200 OK\r\n"))
+            self.assertEqual(_serve(Counting, data)[0], sent)
+            self.assertEqual(lines, [])
+
+
+class IdleTimerTests(SynchronousTestCase):
+    """
+    Under the connections' clocks the fast channel arms no idle timer of
+    twisted.web's (it could never fire first): not when a connection
+    opens, not for a stream, not for each publish on a keep-alive
+    connection.  The stock channel keeps twisted.web's.
+    """
+
+    def idle_timers(self, server: InMemoryServer) -> list[Any]:
+        return [
+            call
+            for call in server.reactor.getDelayedCalls()
+            if getattr(call.func, "__name__", "").endswith("timedOut")
+        ]
+
+    def serve(self, fast_channel: bool) -> InMemoryServer:
+        server = InMemoryServer(self, fast=fast_channel)
+        stream = server.connect()
+        stream.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(server.hub.stream_count, 1)
+        sender = server.connect()
+        body = b"id=notify_u1&data=1"
+        for _ in range(2):
+            sender.receive(
+                b"POST /webNotification HTTP/1.1\r\nHost: t\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        self.assertEqual(server.stats.published, 2)
+        return server
+
+    def test_fast_channel_arms_none(self) -> None:
+        """A stream and two publishes on the fast channel leave no idle timer armed."""
+        self.assertEqual(self.idle_timers(self.serve(True)), [])
+
+    def test_stock_channel_keeps_twisteds(self) -> None:
+        """The stock channel's idle timer runs as twisted.web runs it (the keep-alive sender's)."""
+        self.assertEqual(len(self.idle_timers(self.serve(False))), 1)
+
+    def test_idle_keep_alive_still_closed(self) -> None:
+        """An idle keep-alive connection is still closed, by the head clock, after limits.headerTimeout."""
+        server = self.serve(True)
+        sender = server.conns[-1]
+        self.assertTrue(sender.transport.connected)
+        server.reactor.advance(defaults().limits.header_timeout + 1)
+        sender.pump()
+        self.assertFalse(sender.transport.connected)
+        self.assertEqual(server.hub.stream_count, 1)

@@ -13,6 +13,7 @@ import errno
 import json
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -220,3 +221,52 @@ class StreamProducerTests(SynchronousTestCase):
         [reason] = gone
         self.assertIsInstance(reason.value, ConnectionAborted)
         self.assertEqual(stats.refused, {"slow": 1})
+
+
+class FinishedTests(BothChannels, SynchronousTestCase):
+    """An open stream learns how its request ends without a Deferred of its own."""
+
+    def test_stream_holds_no_deferred(self) -> None:
+        """An open stream's request holds no Deferred; the client leaving detaches the stream."""
+        from twisted.internet.defer import Deferred
+
+        server = self.server()
+        conn = server.connect()
+        conn.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        (stream,) = server.hub.streams_of("u1")
+        self.assertEqual([n for n in stream.request.notifications if isinstance(n, Deferred)], [])
+        conn.transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(server.hub.stream_count, 0)
+        self.assertTrue(stream.gone)
+
+    def test_an_error_at_the_end_is_logged(self) -> None:
+        """An error while ending a stream is logged; twisted.web's cleanup of the request goes on."""
+        server = self.server()
+        conn = server.connect()
+        conn.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        (stream,) = server.hub.streams_of("u1")
+
+        def broken(stream: Any, reason: Any) -> None:
+            raise RuntimeError("boom")
+
+        stream._on_gone = broken
+        conn.transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(stream.request.notifications, [])
+        self.assertTrue(stream.gone)
+
+
+class FinishedStockTests(FinishedTests):
+    fast = False
+
+
+class AddressTests(SynchronousTestCase):
+    def test_address_given_is_kept(self) -> None:
+        """The address the opening resource asked for is the stream's peer; without one, the request's."""
+        request = DummyRequest([b"sse"])
+        given = RequestStream(request, "u1", 1, 0.0, on_gone=lambda s, r: None, address="10.0.0.9")
+        self.assertEqual(given.peer, "10.0.0.9")
+        other = DummyRequest([b"sse"])
+        other.client = IPv4Address("TCP", "10.0.0.7", 40000)
+        asked = RequestStream(other, "u1", 2, 0.0, on_gone=lambda s, r: None)
+        self.assertEqual(asked.peer, "10.0.0.7")

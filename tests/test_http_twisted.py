@@ -5,6 +5,7 @@ server uses, checked against the real classes.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import h2.events
@@ -617,3 +618,132 @@ class CombinedEscapeTests(SynchronousTestCase):
 
         for value in (b"it's", b'say "hi"', b"both ' and \"", b"\\", b"\t\x7f\xff"):
             self.assertEqual(combined_escape(value), http._escape(value), value)
+
+
+class RequestLineTests(SynchronousTestCase):
+    """
+    L{_twisted.request_line}, which L{_twisted.ChannelBase.read_whole_head}
+    reads a request line with, against twisted.web's own parser.
+    """
+
+    def test_request_line_as_twisted(self) -> None:
+        """L{_twisted.request_line} accepts and splits exactly the request lines twisted.web's parser does."""
+        methods = [b"GET", b"POST", b"G(T", b"", b"~!", b"G\xffT", b"GET "]
+        gaps = [b" ", b"  ", b"\t", b""]
+        targets = [
+            b"/sse/u1",
+            b"/a?b=c%20",
+            b"",
+            b"/\x7f",
+            b"/\xb0",
+            b"/\xb1",
+            b"/\x00",
+            b"/ a",
+            b"*",
+            b"/\x20",
+            b"/\x21",
+        ]
+        versions = [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1", b"HTTP/1.1 ", b""]
+        accepted = 0
+        for line in map(b"".join, itertools.product(methods, gaps, targets, gaps, versions)):
+            try:
+                expected: Any = http._parseRequestLine(line)
+            except ValueError:
+                expected = None
+            self.assertEqual(_twisted.request_line(line), expected, line)
+            accepted += expected is not None
+        self.assertGreater(accepted, 20)
+
+    def test_parsing_state_read_whole_head_sets(self) -> None:
+        """
+        The parts of C{HTTPChannel}, C{LineReceiver} and C{Headers} that
+        L{_twisted.ChannelBase.read_whole_head} reads and sets are there, with
+        the meaning it gives them: a fresh channel waits for a request line,
+        a head read line by line leaves the request's method, path and
+        version and the header count, and the header-name encoder gives the
+        names C{Headers} keeps.
+        """
+        channel = http.HTTPChannel()
+        channel.makeConnection(StringTransport())
+        self.assertEqual(channel._HTTPChannel__first_line, 1)  # type: ignore[attr-defined]
+        self.assertEqual(
+            (channel.line_mode, channel._buffer, channel._busyReceiving), (1, b"", False)
+        )
+        self.assertEqual((channel._receivedHeaderCount, channel._receivedHeaderSize), (0, 0))
+        channel.dataReceived(b"POST /p HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\n")
+        self.assertEqual(channel._HTTPChannel__first_line, 0)  # type: ignore[attr-defined]
+        self.assertEqual(
+            (channel._command, channel._path, channel._version), (b"POST", b"/p", b"HTTP/1.1")
+        )
+        self.assertEqual((channel._receivedHeaderCount, channel._receivedHeaderSize), (2, 40))
+        self.assertEqual(channel.length, 5)
+        self.assertFalse(channel.line_mode)
+        request = channel.requests[-1]
+        self.assertEqual(
+            request.requestHeaders._rawHeaders, {b"Host": [b"t"], b"Content-Length": [b"5"]}
+        )
+        self.assertEqual(_twisted._names.encode(b"x-FORWARDED-for"), b"X-Forwarded-For")
+        self.assertEqual(_twisted._names.encode(b"dnt"), b"DNT")
+        with self.assertRaises(_twisted.InvalidHeaderName):
+            _twisted._names.encode(b"a b")
+
+
+class WhenFinishedTests(SynchronousTestCase):
+    """
+    L{_twisted.when_finished} tells a listener how a real twisted.web
+    request ends, once, as C{notifyFinish} would, without a Deferred.
+    """
+
+    class Listener:
+        def __init__(self) -> None:
+            self.results: list[object] = []
+
+        def callback(self, result: None) -> None:
+            self.results.append(result)
+
+        def errback(self, failure: Failure) -> None:
+            self.results.append(failure)
+
+    def request(self) -> http.Request:
+        class Held(http.Request):
+            def process(self) -> None:
+                pass  # kept open, as a stream's is
+
+        channel = http.HTTPChannel()
+        channel.requestFactory = Held  # type: ignore[assignment]
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        request: http.Request = channel.requests[-1]
+        return request
+
+    def test_finished(self) -> None:
+        """A finished response: callback(None), once, and no Deferred on the request."""
+        request = self.request()
+        listener = self.Listener()
+        _twisted.when_finished(request, listener)
+        request.finish()
+        self.assertEqual(listener.results, [None])
+        request.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(listener.results, [None])
+
+    def test_lost(self) -> None:
+        """A connection lost first: errback(the failure), once."""
+        request = self.request()
+        listener = self.Listener()
+        _twisted.when_finished(request, listener)
+        reason = Failure(ConnectionDone())
+        request.connectionLost(reason)
+        self.assertEqual(listener.results, [reason])
+        request.notifyFinish()  # still twisted.web's own for others
+        self.assertEqual(len(request.notifications), 1)
+
+    def test_same_as_notify_finish(self) -> None:
+        """Where notifyFinish's Deferreds are told, the listener is told the same, in order."""
+        request = self.request()
+        told: list[object] = []
+        request.notifyFinish().addBoth(lambda r: told.append(("deferred", r)))
+        listener = self.Listener()
+        listener.callback = lambda r: told.append(("listener", r))  # type: ignore[method-assign]
+        _twisted.when_finished(request, listener)
+        request.finish()
+        self.assertEqual(told, [("deferred", None), ("listener", None)])

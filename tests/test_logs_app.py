@@ -319,3 +319,95 @@ class WiringTests(SynchronousTestCase):
         self.assertIn("[notificator.web#info] stream 1 opened for u1", text)
         self.assertIn("stream 1 of u1 closed by the client", text)
         self.assertEqual([e for e in global_events if "stream" in e.get("log_format", "")], [])
+
+
+class CheaperLineTests(SynchronousTestCase):
+    """
+    The per-request lines' path is cheaper than twisted.logger's and lets
+    through, and builds, the same events: L{logs.ActivityLogger} and the
+    level filter of L{logs.AppLogService}.
+    """
+
+    def test_filter_as_twisteds(self) -> None:
+        """The level filter passes exactly what Twisted's FilteringLogObserver with level_filter does."""
+        from twisted.logger import FilteringLogObserver
+
+        from notificator.logs.app import _AtLevel
+
+        events: list[dict[str, Any]] = [{"log_namespace": "notificator.web"}, {"log_level": None}]
+        for level in LogLevel.iterconstants():
+            for namespace in ("notificator.web", "", "a.b.c"):
+                events.append({"log_level": level, "log_namespace": namespace})
+        for threshold in ("debug", "info", "warn", "error", "critical"):
+            ours: list[Any] = []
+            twisteds: list[Any] = []
+            ours_filter = _AtLevel(ours.append, threshold)
+            twisted_filter = FilteringLogObserver(twisteds.append, [logs.level_filter(threshold)])
+            for event in events:
+                ours_filter(event)
+                twisted_filter(event)
+            self.assertEqual(ours, twisteds, threshold)
+
+    def test_activity_logger_event_as_twisteds(self) -> None:
+        """ActivityLogger emits the event twisted.logger's Logger emits, for every level."""
+        ours: list[dict[str, Any]] = []
+        twisteds: list[dict[str, Any]] = []
+        ours_log = logs.ActivityLogger(namespace="notificator.web", observer=ours.append)
+        twisted_log = Logger(namespace="notificator.web", observer=twisteds.append)
+        for level in LogLevel.iterconstants():
+            ours_log.emit(level, "stream {n} opened for {user}", n=1, user="u1")
+            twisted_log.emit(level, "stream {n} opened for {user}", n=1, user="u1")
+        self.assertEqual(len(ours), 5)
+        for mine, theirs in zip(ours, twisteds, strict=True):
+            self.assertLess(abs(mine.pop("log_time") - theirs.pop("log_time")), 60)
+            mine.pop("log_logger")
+            theirs.pop("log_logger")
+            self.assertEqual(mine, theirs)
+        # Not a level: Twisted's complaint, not an event at that level.
+        ours_log.emit("info", "bad")  # type: ignore[arg-type]
+        self.assertEqual(ours[-1]["log_level"], LogLevel.critical)
+
+    def test_line_lists_no_levels(self) -> None:
+        """
+        A stream's line through sse.log's path does not list and sort
+        LogLevel's constants (twisted.logger's Logger.emit and its level
+        predicate did, for every line).
+        """
+        calls: list[object] = []
+        original = LogLevel.iterconstants
+
+        def counting() -> Any:
+            calls.append(None)
+            return original()
+
+        service = logs.AppLogService(os.path.abspath(self.mktemp()), "info", clock=Clock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        activity = logs.ActivityLogger(namespace="notificator.web", observer=service.activity)
+        self.patch(LogLevel, "iterconstants", counting)
+        activity.info("stream {n} opened", n=7)
+        activity.debug("below the level {n}", n=8)
+        self.assertEqual(calls, [])
+        service.log_file.flush()  # type: ignore[union-attr]
+        self.assertIn("stream 7 opened", "".join(lines(service.path)))
+
+    def test_below_the_level_not_built(self) -> None:
+        """
+        AppLogService.logger drops a line below sse.log's level before it is
+        built (a publish's debug line at the default level, info), and
+        passes the others as sse.log's filter would.
+        """
+        service = logs.AppLogService(os.path.abspath(self.mktemp()), "info", clock=Clock())
+        seen: list[dict[str, Any]] = []
+        service.activity.addObserver(seen.append)
+        activity = service.logger("notificator.web")
+        self.assertIsInstance(activity, logs.ActivityLogger)
+        activity.debug("published {n}", n=1)
+        activity.info("opened {n}", n=2)
+        activity.warn("refused {n}", n=3)
+        self.assertEqual([e["log_format"] for e in seen], ["opened {n}", "refused {n}"])
+        self.assertEqual(seen[0]["log_namespace"], "notificator.web")
+        debug = logs.AppLogService(os.path.abspath(self.mktemp()), "debug", clock=Clock())
+        debug.activity.addObserver(seen.append)
+        debug.logger("notificator.web").debug("published {n}", n=4)
+        self.assertEqual(seen[-1]["log_format"], "published {n}")

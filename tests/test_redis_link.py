@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import txredisapi
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -31,7 +32,7 @@ from notificator.broker.redis.scripts import PUBLISH
 from notificator.events import Message, encode_frame
 from notificator.hub import Hub
 from notificator.stats import Stats
-from tests.support import FakeStream, RedisServer, _RESPReader
+from tests.support import FakeStream, RedisServer, _RESPReader, not_here
 from tests.test_redis_ordering import cluster_config, frame, history, load_address
 
 # -- Redis's side of a connection in memory -----------------------------------------
@@ -133,10 +134,24 @@ class Receiver:
         self.events.append("available")
 
 
-class LinkHarness:
-    """A started L{TxRedisLink} over a L{MemoryEndpoint}, its timers on a L{Clock}."""
+def require_hiredis() -> None:
+    """hiredis is a dependency (pyproject.toml): fail in CI without it, skip loudly elsewhere."""
+    if txredisapi.hiredis is None:
+        not_here("Redis replies read by hiredis untested: hiredis is missing (pip install hiredis)")
 
-    def __init__(self, testcase: TestCase, url: str = "redis://127.0.0.1:6379/0") -> None:
+
+class LinkHarness:
+    """
+    A started L{TxRedisLink} over a L{MemoryEndpoint}, its timers on a
+    L{Clock}, reading Redis's replies with C{parser}.
+    """
+
+    def __init__(
+        self,
+        testcase: TestCase,
+        url: str = "redis://127.0.0.1:6379/0",
+        parser: str | None = "python",
+    ) -> None:
         self.clock = Clock()
         self.endpoint = MemoryEndpoint(self.clock)
         self.receiver = Receiver()
@@ -145,7 +160,12 @@ class LinkHarness:
         )
         times = iter(range(1000))
         self.link = TxRedisLink(
-            self.clock, cluster, "n1", timer=lambda: next(times) / 1000, endpoint=self.endpoint
+            self.clock,
+            cluster,
+            "n1",
+            timer=lambda: next(times) / 1000,
+            endpoint=self.endpoint,
+            parser=parser,
         )
         self.link.start(CHANNEL, self.receiver)
         testcase.addCleanup(self.link.stop)
@@ -190,9 +210,17 @@ def until(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 class LinkTests(TestCase):
-    """The link over txredisapi's real classes, connected in memory."""
+    """
+    The link over txredisapi's real classes, connected in memory, reading
+    Redis's replies with txredisapi's pure-Python parser (as where hiredis
+    is not installed).
+    """
 
     timeout = 30
+    parser = "python"
+
+    def harness(self, url: str = "redis://127.0.0.1:6379/0") -> LinkHarness:
+        return LinkHarness(self, url, self.parser)
 
     @inlineCallbacks
     def test_available_once_both_connections_are_up(self) -> Any:
@@ -201,7 +229,7 @@ class LinkTests(TestCase):
         link is available, and tells so, once both are up; health says
         what is missing until then, and a first PING measures the round trip.
         """
-        h = LinkHarness(self)
+        h = self.harness()
         where = "Redis at redis://127.0.0.1:6379/0"
         self.assertTrue((h.link.health() or "").startswith(f"{where} is unreachable"))
         self.failureResultOf(h.link.eval(PUBLISH, [], []), Unavailable)
@@ -227,7 +255,7 @@ class LinkTests(TestCase):
         A lost subscription is an outage, said in health and told to the
         receiver; the link connects and subscribes again by itself.
         """
-        h = LinkHarness(self)
+        h = self.harness()
         yield h.up()
         h.subscription.answer(message(b"1-0\nu1\nbody"))
         h.subscription.drop()
@@ -249,7 +277,7 @@ class LinkTests(TestCase):
     @inlineCallbacks
     def test_scripts_run_by_sha_then_by_source(self) -> Any:
         """A script runs with EVALSHA; a Redis without it (restarted) gets it with EVAL."""
-        h = LinkHarness(self)
+        h = self.harness()
         yield h.up()
         d = h.link.eval(PUBLISH, [b"k1", b"k2"], [b"body", 3])
         self.assertEqual(
@@ -268,7 +296,7 @@ class LinkTests(TestCase):
         No answer within cluster.timeout (on the link's clock) is a 503 that
         says it may be recorded; txredisapi drops the connection.
         """
-        h = LinkHarness(self)
+        h = self.harness()
         yield h.up()
         d = h.link.eval(PUBLISH, [], [])
         h.clock.advance(1.9)
@@ -283,7 +311,7 @@ class LinkTests(TestCase):
     @inlineCallbacks
     def test_lost_before_the_answer_is_unavailable(self) -> Any:
         """Lost while Redis may have run it: a 503 that says so."""
-        h = LinkHarness(self)
+        h = self.harness()
         yield h.up()
         d = h.link.eval(PUBLISH, [], [])
         h.commands.drop()
@@ -295,7 +323,7 @@ class LinkTests(TestCase):
     @inlineCallbacks
     def test_an_error_reply_is_unavailable(self) -> Any:
         """A script error: not recorded, and said so."""
-        h = LinkHarness(self)
+        h = self.harness()
         yield h.up()
         d = h.link.eval(PUBLISH, [], [])
         h.commands.answer(b"-OOM command not allowed\r\n")
@@ -306,7 +334,7 @@ class LinkTests(TestCase):
     @inlineCallbacks
     def test_time(self) -> Any:
         """Redis's clock, in milliseconds."""
-        h = LinkHarness(self)
+        h = self.harness()
         yield h.up()
         d = h.link.time()
         self.assertEqual(h.commands.sent(), [[b"TIME"]])
@@ -320,7 +348,7 @@ class LinkTests(TestCase):
         messages before it; those asked while one is on its way share the
         next; a lost subscription fails them.
         """
-        h = LinkHarness(self)
+        h = self.harness()
         yield h.up()
         order: list[Any] = []
         first = h.link.barrier()
@@ -348,7 +376,7 @@ class LinkTests(TestCase):
         line, not the password) and starts afresh every reconnect_max_delay.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        h = LinkHarness(self, url="redis://:wrong-pass@127.0.0.1:6379/0")
+        h = self.harness(url="redis://:wrong-pass@127.0.0.1:6379/0")
         for wire in h.endpoint.wires:
             self.assertEqual(wire.sent(), [[b"AUTH", b"wrong-pass"]])
             wire.answer(b"-WRONGPASS invalid username-password pair\r\n")
@@ -371,7 +399,7 @@ class LinkTests(TestCase):
     @inlineCallbacks
     def test_stop(self) -> Any:
         """Stopping closes both connections; health says the node is stopping; no outage."""
-        h = LinkHarness(self)
+        h = self.harness()
         yield h.up()
         yield h.link.stop()
         self.assertEqual(h.link.health(), "the node is stopping")
@@ -380,8 +408,73 @@ class LinkTests(TestCase):
         self.assertEqual(h.receiver.events[-1], "lost")
 
 
+class HiredisLinkTests(LinkTests):
+    """The same, reading Redis's replies with hiredis (the default when installed)."""
+
+    parser = "hiredis"
+
+    def setUp(self) -> None:
+        require_hiredis()
+
+    @inlineCallbacks
+    def test_messages_of_one_read_are_handed_over_in_it(self) -> Any:
+        """
+        What Redis sends in one read is handed over in that read, messages
+        and replies alike: no reactor turn per bulk string (txredisapi's
+        own parser reads what follows one a C{callLater(0)} later, which
+        cost most of a publish's CPU in cluster mode).
+        """
+        h = self.harness()
+        yield h.up()
+        barrier = h.link.barrier()
+        h.subscription.sent()
+        h.subscription.protocol.dataReceived(
+            message(b"1-0\nu1\na") + message(b"1-1\nu2\nb") + SUBSCRIBED_PONG
+        )
+        self.assertEqual(h.receiver.events[-2:], [b"1-0\nu1\na", b"1-1\nu2\nb"])
+        self.successResultOf(barrier)
+        d = h.link.eval(PUBLISH, [b"k"], [b"body"])
+        h.commands.sent()
+        h.commands.protocol.dataReceived(array(bulk(b"8-0"), b":2\r\n"))
+        self.assertEqual(self.successResultOf(d), [b"8-0", 2])
+
+
+class ParserTests(TestCase):
+    """Which parser reads Redis's replies, and the line that says so."""
+
+    def test_hiredis_when_installed(self) -> None:
+        """
+        hiredis reads Redis's replies when it is installed, txredisapi's
+        own parser otherwise; one line at start-up says which.
+        """
+        require_hiredis()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = LinkHarness(self, parser=None)
+        self.assertEqual(h.link.parser, "hiredis")
+        said = [e["parser"] for e in events if "parser" in e]
+        self.assertEqual(said, [f"hiredis {txredisapi.hiredis.__version__}"])
+        self.assertEqual(events[-1]["log_format"], "Redis replies read by {parser}")
+
+    def test_pure_python_without_hiredis(self) -> None:
+        """Without hiredis, txredisapi's own parser, said at start-up."""
+        self.patch(txredisapi, "hiredis", None)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = LinkHarness(self, parser=None)
+        self.assertEqual(h.link.parser, "python")
+        self.assertEqual(
+            [e["parser"] for e in events if "parser" in e],
+            ["txredisapi's pure-Python parser (hiredis is not installed)"],
+        )
+        cluster = cluster_config(redis=load_address("redis://127.0.0.1:6379/0"))
+        with self.assertRaises(ValueError):
+            TxRedisLink(reactor, cluster, "n", parser="hiredis")
+
+
 class LiveBrokerTests(TestCase):
-    """The broker over its real txredisapi connections to a real redis-server."""
+    """
+    The broker over its real txredisapi connections to a real redis-server,
+    reading Redis's replies with hiredis when installed.
+    """
 
     timeout = 30
 
@@ -491,6 +584,13 @@ class LiveBrokerTests(TestCase):
             if time.monotonic() > deadline:
                 raise AssertionError("condition not met in time")
             yield deferLater(reactor, 0.02, lambda: None)
+
+
+class LivePurePythonBrokerTests(LiveBrokerTests):
+    """The same where hiredis is not installed: txredisapi's own parser."""
+
+    def setUp(self) -> None:
+        self.patch(txredisapi, "hiredis", None)
 
 
 def redis_stat(redis: RedisServer, name: str) -> int:

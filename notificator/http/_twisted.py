@@ -25,13 +25,18 @@ one fails there before anywhere else.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionAborted
+from twisted.protocols import basic
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.http_headers import InvalidHeaderName
+from twisted.web.http_headers import _nameEncoder as _names
+from twisted.web.iweb import INonQueuedRequestFactory
 
 #: twisted.web's wrapper of a site's channel, which switches the connection
 #: to HTTP/2 when TLS negotiates C{h2}.
@@ -53,7 +58,15 @@ class ChannelBase(http.HTTPChannel):
        C{tcp.Connection.writeSomeData} would without its wrapping: it
        reads the connection's queue (C{dataBuffer} and C{_tempDataLen},
        what C{transport.write} queued and the reactor's write pass has not
-       sent) and sends on its C{socket}.
+       sent) and sends on its C{socket};
+     - L{read_whole_head} reads a request whose whole head came in one
+       read with a few C{bytes} operations, and sets the state
+       C{HTTPChannel} and C{LineReceiver} keep while they read one line by
+       line (C{line_mode}, C{_buffer}, C{_busyReceiving},
+       C{_HTTPChannel__first_line}, C{_command}, C{_path}, C{_version},
+       the header count and size), through twisted.web's header-name
+       encoder (C{http_headers._nameEncoder}) into the dict
+       C{Headers._rawHeaders}.
     """
 
     # The transport, when it is a plain TCP connection (TLS transports
@@ -110,6 +123,187 @@ class ChannelBase(http.HTTPChannel):
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         self.loseConnection()
+
+    def read_whole_head(self, data: bytes) -> bool:
+        """
+        Read a request whose whole head came in C{data} (as a browser's
+        C{GET /sse} and a sender's publish come: in one read), as
+        C{HTTPChannel} reads it line by line, with a few C{bytes}
+        operations: the same request, with the same headers in the same
+        order, the same checks, the same calls after the head.  Anything
+        unusual is left to C{HTTPChannel} untouched (return L{False}): a
+        head in several reads, or the channel in the middle of anything
+        (a body, a request being handled, a partial line); a head past
+        C{totalHeadersSize}, more than C{maxHeaders} headers; a request
+        line C{HTTPChannel} refuses; a header line without a colon, with
+        a name that is not a token, continued on the next line
+        (obs-fold), with a NUL, a bare CR or LF; more than one
+        C{Content-Length} or C{Transfer-Encoding}, a length that is not
+        digits, a coding other than C{chunked}: each of those is answered
+        (400) or read by twisted.web's own code.
+
+        @return: whether the data was read (L{False}: nothing was done).
+        """
+        if (
+            not self.line_mode
+            or self._buffer
+            or self._busyReceiving
+            or self.paused
+            or not self.persistent
+            or self._HTTPChannel__first_line != 1  # type: ignore[has-type]
+        ):
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > self.totalHeadersSize or end > self.MAX_LENGTH:
+            return False
+        head = data[:end]
+        lines = head.split(b"\r\n")
+        breaks = len(lines) - 1
+        if (
+            head.count(b"\r") != breaks
+            or head.count(b"\n") != breaks
+            or b"\x00" in head
+            or b"\r\n " in head
+            or b"\r\n\t" in head
+            or breaks > self.maxHeaders
+        ):
+            return False
+        parsed = request_line(lines[0])
+        if parsed is None:
+            return False
+        headers = []
+        framing = False
+        canonical = _names.encode
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                return False
+            try:
+                known = canonical(name)
+            except InvalidHeaderName:
+                return False
+            value = value.strip(b" \t")
+            if known in _FRAMING:
+                if framing:
+                    return False
+                framing = True
+                if known == b"Content-Length":
+                    if not value.isdigit():
+                        return False
+                elif value.lower() != b"chunked":
+                    return False
+            headers.append((known, value))
+        # The head is one twisted.web reads as it is: as lineReceived does.
+        self.resetTimeout()
+        self._buffer = data[end + 4 :]
+        self._busyReceiving = True
+        try:
+            factory = self.requestFactory
+            if _non_queued(factory):
+                request = factory(self)
+            else:
+                request = factory(self, len(self.requests))
+            self.requests.append(request)
+            self._HTTPChannel__first_line = 0
+            self._command, self._path, self._version = parsed
+            # Stored as Headers.addRawHeader stores them (a value holds no
+            # CR or LF: nothing to sanitise), without naming each again.
+            raw = request.requestHeaders._rawHeaders
+            for known, value in headers:
+                if known in _FRAMING:
+                    # Checked above: one, and one it accepts.
+                    self._maybeChooseTransferDecoder(known, value)
+                values = raw.get(known)
+                if values is None:
+                    raw[known] = [value]
+                else:
+                    values.append(value)
+            self._receivedHeaderCount = breaks
+            self._receivedHeaderSize = end - 2 * breaks
+            self.allHeadersReceived()
+            if self.length == 0:
+                self.allContentReceived()
+            else:
+                self.setRawMode()
+        finally:
+            self._busyReceiving = False
+        # What came after the head waited in the buffer, as it does while
+        # lineReceived runs; LineReceiver reads it on.
+        transport: Any = self.transport
+        if transport is None or transport.disconnecting:
+            return True
+        rest, self._buffer = self._buffer, b""
+        if rest:
+            basic.LineReceiver.dataReceived(self, rest)
+        return True
+
+
+#: The headers that frame a request's body.
+_FRAMING = frozenset((b"Content-Length", b"Transfer-Encoding"))
+
+#: A token (RFC 9110 5.6.2): what a method and a header name are made of.
+_TCHAR = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
+
+#: What twisted.web's C{HTTPChannel} lets through in a request-target.
+_TARGET = bytes(range(33, 177))
+
+
+@functools.lru_cache(maxsize=16)
+def _non_queued(factory: Any) -> bool:
+    """
+    Whether twisted.web builds C{factory}'s requests without their place
+    in the queue (as C{HTTPChannel.lineReceived} asks, for every request:
+    a site has one factory, and the answer does not change).
+    """
+    return INonQueuedRequestFactory.providedBy(factory)
+
+
+#: twisted.web's request class.  (twisted.web.http is a deprecation proxy
+#: of the module, through which each attribute read costs about a
+#: microsecond: read once here.)
+_Request = http.Request
+
+
+def when_finished(request: Any, listener: Any) -> None:
+    """
+    Tell C{listener} once how C{request} ends, as
+    C{request.notifyFinish().addBoth(...)} would, without a L{Deferred}
+    per request (an open event stream holds it for its whole life):
+    C{listener.callback(None)} when its response is finished,
+    C{listener.errback(failure)} when its connection is lost first.
+    twisted.web's C{Request} keeps the L{Deferred}s C{notifyFinish} gives
+    in its C{notifications} list and calls exactly those two methods on
+    each, once, in C{_cleanup} and C{connectionLost}; C{listener} must not
+    raise (a L{Deferred} would have kept the error).  Any other request
+    (test doubles: twisted.web's C{DummyRequest}) is asked with
+    C{notifyFinish}.
+    """
+    if isinstance(request, _Request):
+        request.notifications.append(listener)
+    else:
+        request.notifyFinish().addCallbacks(listener.callback, listener.errback)
+
+
+def request_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """
+    The method, request-target and version of a request line, checked as
+    twisted.web's C{HTTPChannel} checks them (a token, a target of
+    printable bytes, C{HTTP/1.1} or C{HTTP/1.0}) with C{bytes} operations
+    instead of a loop over its bytes; L{None} for a line it refuses.
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        return None
+    method, target, version = parts
+    if (
+        (version != b"HTTP/1.1" and version != b"HTTP/1.0")
+        or not method
+        or method.translate(None, _TCHAR)
+        or not target
+        or target.translate(None, _TARGET)
+    ):
+        return None
+    return method, target, version
 
 
 class RequestBase(server.Request):

@@ -27,7 +27,13 @@ send itself.  L{Channel} instead:
    TCP or UNIX connection only).  Anything that cannot go at once (a
    full socket buffer, TLS, a closing connection) is handed to the
    transport as before, so ordering, flow control and disconnect
-   handling stay Twisted's.
+   handling stay Twisted's;
+ - reads a request whose whole head came in one read (a browser's
+   C{GET /sse}, a sender's publish) with a few C{bytes} operations
+   instead of C{HTTPChannel}'s calls per line, per header and per header
+   name (L{notificator.http._twisted.ChannelBase.read_whole_head}): the
+   same request state, the same checks, and anything unusual left to
+   C{HTTPChannel}, which answers it as it always did.
 
 The direct send uses three attributes of Twisted's C{tcp.Connection}
 (C{dataBuffer} and C{_tempDataLen}, its queue, and C{socket}), to which
@@ -74,9 +80,30 @@ class Channel(ChannelBase):
     # Bytes given during this reactor pass, sent by the batch at its end.
     _pending: list[bytes] | None = None
 
-    def __init__(self, writes: WriteBatch) -> None:
+    def __init__(self, writes: WriteBatch, head_clock: bool = False) -> None:
         super().__init__()
         self._writes = writes
+        self._head_clock = head_clock
+
+    # twisted.web's idle timeout (the site's timeOut, 12 hours): a timer
+    # armed when a connection opens, pushed back on every read, cancelled
+    # when a request's body is complete and armed again when its answer is
+    # done.  Under the connections' clocks
+    # (notificator.http.connections), which close a connection that takes
+    # limits.headerTimeout to send a head (from its opening or its last
+    # answer) or limits.bodyTimeout to send a body, that timer can never
+    # fire first; it cost a stream and a publish each a timer armed and
+    # cancelled.  With head_clock the channel keeps none (HTTP/2, which
+    # twisted.web's wrapper hands the site's value itself, keeps it).
+    _timeout: float | None = None
+
+    @property  # type: ignore[override]
+    def timeOut(self) -> float | None:
+        return None if self._head_clock else self._timeout
+
+    @timeOut.setter
+    def timeOut(self, value: float | None) -> None:
+        self._timeout = value
 
     # Each request asks for both addresses (twisted.web's Request keeps
     # them); a connection's do not change, so ask the socket once.
@@ -102,7 +129,8 @@ class Channel(ChannelBase):
         writes = self._writes
         writes.reading += 1
         try:
-            super().dataReceived(data)
+            if not self.read_whole_head(data):
+                super().dataReceived(data)
         finally:
             writes.reading -= 1
 
@@ -214,11 +242,15 @@ class WriteBatch(Service):
         self.flush()
 
 
-def protocol(writes: WriteBatch) -> GenericHTTPChannelProtocol:
+def protocol(writes: WriteBatch, head_clock: bool = False) -> GenericHTTPChannelProtocol:
     """
     A L{Site}'s C{protocol}: L{Channel} in the wrapper twisted.web uses to
     switch to HTTP/2 when TLS negotiates it.  Give it the server's
     L{WriteBatch} with C{functools.partial}:
     C{site.protocol = partial(protocol, writes)}.
+
+    @param head_clock: the site's connections are timed by
+        L{notificator.http.connections.Connections}: the channel runs no
+        idle timer of its own over HTTP/1.x (see L{Channel.timeOut}).
     """
-    return GenericHTTPChannelProtocol(Channel(writes))
+    return GenericHTTPChannelProtocol(Channel(writes, head_clock))

@@ -129,10 +129,12 @@ class Site(RequestSite):
         self.limits = limits
         self.hsts = hsts
         self.fast_channel = writes is not None
+        self._connections = None if limits is None else limits.connections
         if writes is not None:
             # (twisted.web's Site.protocol is a function: typed as a method.)
-            self.protocol = partial(fast.protocol, writes)  # type: ignore[method-assign]
-        self._connections = None if limits is None else limits.connections
+            self.protocol = partial(  # type: ignore[method-assign]
+                fast.protocol, writes, head_clock=self._connections is not None
+            )
         self._ticker: Ticker | None = None
 
     def buildProtocol(self, addr: Any) -> Any:

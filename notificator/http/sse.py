@@ -217,7 +217,8 @@ class SSEResource(refusals.Resource):
             head = _preamble(args) + head
             limit = _buffer_limit(args)
         admission = self.admission
-        refusal = admission.refusal(user_id, _peer(request))
+        address = _peer(request)
+        refusal = admission.refusal(user_id, address)
         if refusal is not None:
             return admission.turn_away(request, user_id, *refusal)
         last_id = last_event_id(request)
@@ -227,10 +228,18 @@ class SSEResource(refusals.Resource):
         stream_request = cast(Request, request)
         if limit:
             stream: RequestStream = LimitedRequestStream(
-                stream_request, user_id, next(ids), now, on_gone=self._gone, limit=limit
+                stream_request,
+                user_id,
+                next(ids),
+                now,
+                on_gone=self._gone,
+                address=address,
+                limit=limit,
             )
         else:
-            stream = RequestStream(stream_request, user_id, next(ids), now, on_gone=self._gone)
+            stream = RequestStream(
+                stream_request, user_id, next(ids), now, on_gone=self._gone, address=address
+            )
         if last_id is None:
             stream.send(
                 head + encode_frame("connect", connect_data(user_id, stream.connection_id, now))

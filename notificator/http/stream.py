@@ -3,8 +3,9 @@
 One open SSE response.
 
 A L{RequestStream} wraps a twisted.web request kept open with
-C{NOT_DONE_YET}.  It learns that the client went away from
-C{request.notifyFinish()} and from then on drops writes and never calls
+C{NOT_DONE_YET}.  It learns that the client went away as
+C{request.notifyFinish()} would tell (L{_twisted.when_finished}, without a
+Deferred) and from then on drops writes and never calls
 C{finish()} (which would raise after a disconnect).
 
 Writes go through C{request.write}; over plain TCP the channel
@@ -33,6 +34,7 @@ from typing import Any, cast
 
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -40,6 +42,9 @@ from notificator.http import _twisted
 from notificator.http.request import Limits, Request, frame_writer, peer
 from notificator.logs import log_unfinished
 from notificator.text import safe
+
+# The namespace of the web layer's lines before the moves of issue 18.
+_log = Logger("notificator.web")
 
 
 class _Dropped(Exception):
@@ -55,7 +60,8 @@ class RequestStream:
     @ivar connection_id: unique within the process, for logs and the monitor.
     @ivar connected_at: POSIX time the stream opened.
     @ivar peer: the client's address, for logs, the monitor and
-        C{limits.streamsPerAddress}.
+        C{limits.streamsPerAddress} (C{address} when given: the resource
+        that opens the stream asked for it already).
     @ivar counted: the stream counts against its address's
         C{limits.streamsPerAddress} (set and cleared by the resource that
         opened it, L{notificator.http.sse.SSEResource}).
@@ -81,19 +87,23 @@ class RequestStream:
         connection_id: int,
         connected_at: float,
         on_gone: Callable[[RequestStream, Failure | None], None],
+        address: str | None = None,
     ) -> None:
         self.request = request
         self._write = frame_writer(request)
         self.user_id = user_id
         self.connection_id = connection_id
         self.connected_at = connected_at
-        self.peer = peer(request)
+        # (The resource asked for it already, for its caps: given then.)
+        self.peer = peer(request) if address is None else address
         self.gone = False
         self.counted = False
         self._on_gone = on_gone
         # Bytes written while paused; None while not paused.
         self._held: int | None = None
-        request.notifyFinish().addBoth(self._finished)
+        # (request.notifyFinish().addBoth(self._finished), without a
+        # Deferred: callback and errback below.)
+        _twisted.when_finished(request, self)
         if isinstance(request, Request) and request.site.limits is not None:
             request.registerProducer(self, True)
 
@@ -173,14 +183,26 @@ class RequestStream:
             _twisted.h2_reset(request)
             request.connectionLost(Failure(ConnectionAborted("slow reader")))
 
+    def callback(self, result: None) -> None:
+        """The response was finished (L{_twisted.when_finished})."""
+        self._finished(None)
+
+    def errback(self, failure: Failure) -> None:
+        """The connection was lost before the response was finished (L{_twisted.when_finished})."""
+        self._finished(failure)
+
     def _finished(self, result: None | Failure) -> None:
-        # Fires on finish() (result None) or on disconnect (a Failure).
+        # On finish() (result None) or on disconnect (a Failure), once.  It
+        # runs inside twisted.web's request cleanup, which must go on: an
+        # error is logged, as a Deferred's would have been.
         self.gone = True
-        if isinstance(result, Failure):
-            # finish() never ran, so twisted.web wrote no access-log line.
-            log_unfinished(self.request)
-        self._on_gone(self, result if isinstance(result, Failure) else None)
-        return None
+        try:
+            if result is not None:
+                # finish() never ran, so twisted.web wrote no access-log line.
+                log_unfinished(self.request)
+            self._on_gone(self, result)
+        except Exception:
+            _log.failure("ending stream {connection_id} failed", connection_id=self.connection_id)
 
 
 class LimitedRequestStream(RequestStream):

@@ -34,6 +34,7 @@ from notificator.logs.access import (
 )
 from notificator.logs.app import (
     APP_LOG,
+    ActivityLogger,
     AppLogService,
     level_filter,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "AccessLog",
     "ADDRESS_LIMIT",
     "APP_LOG",
+    "ActivityLogger",
     "AppLogService",
     "BufferedDailyLogFile",
     "CombinedLogFormatter",

@@ -11,6 +11,7 @@ remove observers on the publisher, in C{startService}/C{stopService}.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,6 +44,77 @@ def level_filter(level: str) -> LogLevelFilterPredicate:
     return LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
 
 
+#: Each level's rank, in L{LogLevel}'s order (debug lowest).
+_RANK = {level: rank for rank, level in enumerate(LogLevel.iterconstants())}
+
+
+@implementer(ILogObserver)
+class _AtLevel:
+    """
+    Hands C{observer} the events at C{level} and above, as a
+    L{FilteringLogObserver} with L{level_filter} does (an event without a
+    level or a namespace is dropped; no namespace has a level of its own),
+    with one dict lookup: this runs for every line of every stream and publish, and
+    Twisted's predicate (namespaces, levels compared in Python) was a
+    tenth of a line's cost.
+    """
+
+    def __init__(self, observer: ILogObserver, level: str) -> None:
+        self._observer = observer
+        self._rank = _RANK[LogLevel.levelWithName(level)]
+
+    def __call__(self, event: LogEvent) -> None:
+        rank = _RANK.get(event.get("log_level"))
+        if rank is not None and rank >= self._rank and event.get("log_namespace"):
+            if "log_trace" in event:
+                event["log_trace"].append((self, self._observer))
+            self._observer(event)
+
+
+class ActivityLogger(Logger):
+    """
+    A L{Logger} for the per-request lines (L{AppLogService.activity}): the
+    same events, without the check twisted.logger makes on every event
+    that its level is one of L{LogLevel}'s by listing and sorting them
+    (here one set lookup); and an event below C{level} (the level of the
+    one file that reads them, C{sse.log}: L{AppLogService.logger}) is not
+    built at all (a publish's debug line cost a twentieth of a publish
+    at the default level, C{info}, which drops it).
+
+    @param level: the lowest level passed on (a L{LogLevel} name);
+        C{"debug"}: all.
+    """
+
+    def __init__(
+        self,
+        namespace: str | None = None,
+        source: object | None = None,
+        observer: ILogObserver | None = None,
+        level: str = "debug",
+    ) -> None:
+        super().__init__(namespace, source, observer)
+        self._rank = _RANK[LogLevel.levelWithName(level)]
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        rank = _RANK.get(level)
+        if rank is None:
+            super().emit(level, format, **kwargs)  # Twisted's own complaint
+            return
+        if rank < self._rank:
+            return
+        kwargs.update(
+            log_logger=self,
+            log_level=level,
+            log_namespace=self.namespace,
+            log_source=self.source,
+            log_format=format,
+            log_time=time.time(),
+        )
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
+        self.observer(kwargs)
+
+
 class AppLogService(Service):
     """
     Writes log events at C{level} and above to C{<log_dir>/sse.log} (a
@@ -64,7 +136,8 @@ class AppLogService(Service):
         supervisor of C{server.workers} keeps its workers' relayed output
         out, L{notificator.workers.logs.not_relayed}).
     @ivar activity: the publisher for per-request lines; give
-        C{Logger(observer=service.activity)} to the resources.
+        L{logger}C{(namespace)} (or C{Logger(observer=service.activity)})
+        to the resources.
     """
 
     name = "sse.log"
@@ -92,13 +165,22 @@ class AppLogService(Service):
         self._observer: ILogObserver | None = None
         self._ticker: Ticker | None = None
 
+    def logger(self, namespace: str) -> ActivityLogger:
+        """
+        A logger for per-request lines in C{namespace}: its events go to
+        L{activity}, and none below this service's level is built.
+        """
+        return ActivityLogger(namespace, observer=self.activity, level=self.level)
+
     def startService(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self.log_file = self._open_file(self.path)
-        self._observer = FilteringLogObserver(
-            _LineWriter(self.log_file, _ClassicFormat()),
-            [level_filter(self.level), *self._predicates],
-        )
+        writer: ILogObserver = _LineWriter(self.log_file, _ClassicFormat())
+        if self._predicates:
+            # After the level, as FilteringLogObserver asks its predicates
+            # in order (level_filter's answer is "no" or "maybe").
+            writer = FilteringLogObserver(writer, self._predicates)
+        self._observer = _AtLevel(writer, self.level)
         self._publisher.addObserver(self._observer)
         self.activity.addObserver(self._observer)
         self._ticker = Ticker(
@@ -157,9 +239,11 @@ class _LineWriter:
         text = self._format(event)
         if text:
             self._file.write(text)
-            level = event.get("log_level")
-            if level is not None and level >= LogLevel.warn:
+            if _RANK.get(event.get("log_level"), 0) >= _WARN:
                 self._file.flush()
+
+
+_WARN = _RANK[LogLevel.warn]
 
 
 class _ClassicFormat:

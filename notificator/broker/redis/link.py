@@ -126,13 +126,106 @@ def load_trust(path: str) -> Any:
         raise ValueError(f"cluster.ca: {path}: not a CA certificate file ({e})")
 
 
+def _build_command(self: Any, *args: Any, **kwargs: Any) -> bytes:
+    """
+    A command in Redis's protocol, as txredisapi's C{_build_command} makes
+    it, with less work per argument (bytes, as the broker passes, are taken
+    as they are).
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if type(arg) is not bytes:
+            arg = self._encode_value(arg)
+        parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return b"".join(parts)
+
+
+class _Commands(txredisapi.BaseRedisProtocol):  # type: ignore[misc]  # txredisapi is untyped
+    """The command connection's protocol, its replies read by txredisapi's parser."""
+
+    _build_command = _build_command
+
+
+class _HiredisCommands(txredisapi.HiredisProtocol):  # type: ignore[misc]  # txredisapi is untyped
+    """
+    The command connection's protocol, its replies read by C{hiredis}.
+    Reads as txredisapi's C{HiredisProtocol} does without what the link
+    never uses (C{charset} and C{convertNumbers} off, no C{MULTI}).
+    """
+
+    _build_command = _build_command
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        reader = self._reader
+        reader.feed(data)
+        reply = reader.gets()
+        while reply is not False:
+            self.replyReceived(reply)
+            reply = reader.gets()
+
+
 class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]  # txredisapi is untyped
-    """The subscription's protocol: hands each message to the link's receiver."""
+    """
+    The subscription's protocol: hands each message to the link's receiver,
+    its replies read by txredisapi's parser (whatever C{SubscriberProtocol}
+    was built on: L{_HiredisSubscriber} reads with C{hiredis}).
+    """
 
     on_message: Callable[[bytes], None] = staticmethod(lambda payload: None)
 
+    # txredisapi's SubscriberProtocol is built on HiredisProtocol when
+    # hiredis is installed: this one reads with txredisapi's own parser.
+    __init__ = txredisapi.BaseRedisProtocol.__init__
+    dataReceived = txredisapi.LineReceiver.dataReceived
+    _build_command = _build_command
+
     def messageReceived(self, pattern: Any, channel: Any, message: bytes) -> None:
         self.on_message(message)
+
+
+class _HiredisSubscriber(_Subscriber):
+    """
+    The subscription's protocol, its replies read by C{hiredis}: a message
+    goes to the receiver straight from the reader, other replies through
+    txredisapi's C{SubscriberProtocol.replyReceived}.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reader = txredisapi.hiredis.Reader(
+            protocolError=txredisapi.InvalidData, replyError=txredisapi.ResponseError
+        )
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        reader = self._reader
+        reader.feed(data)
+        on_message = self.on_message
+        reply = reader.gets()
+        while reply is not False:
+            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                on_message(reply[2])
+            else:
+                self.replyReceived(reply)
+            reply = reader.gets()
+
+
+#: The protocols of each parser of Redis's replies: (commands, subscription).
+PROTOCOLS: dict[str, tuple[type, type]] = {
+    "hiredis": (_HiredisCommands, _HiredisSubscriber),
+    "python": (_Commands, _Subscriber),
+}
+
+
+def default_parser() -> str:
+    """C{hiredis} (C, much less CPU per reply) when installed, else txredisapi's own."""
+    return "python" if txredisapi.hiredis is None else "hiredis"
+
+
+def parser_name(parser: str) -> str:
+    """How the start-up line names C{parser}."""
+    if parser == "hiredis":
+        return f"hiredis {getattr(txredisapi.hiredis, '__version__', '')}".rstrip()
+    return "txredisapi's pure-Python parser (hiredis is not installed)"
 
 
 class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]  # txredisapi is untyped
@@ -216,6 +309,8 @@ class TxRedisLink:
     @param timer: a monotonic clock in seconds, for round-trip times.
     @param endpoint: what to connect with instead of C{cluster.redis}'s
         address (tests: connections in memory).
+    @param parser: what reads Redis's replies, a key of L{PROTOCOLS}
+        (default: L{default_parser}).
     @ivar outages: times Redis became unavailable to this node.
     @ivar rtt_last: the round trip of the last PING, in seconds.
     @raise ValueError: C{cluster.redis} is not set, or C{cluster.ca} is
@@ -231,6 +326,7 @@ class TxRedisLink:
         node: str,
         timer: Callable[[], float] = time.perf_counter,
         endpoint: IStreamClientEndpoint | None = None,
+        parser: str | None = None,
     ) -> None:
         # The namespace of the broker's log lines before issue 18 split it:
         # it is part of every log line, and no log line changes.
@@ -243,6 +339,9 @@ class TxRedisLink:
         self._max_delay = cluster.reconnect_max_delay
         self._timer = timer
         self._node = node
+        self.parser = default_parser() if parser is None else parser
+        if self.parser == "hiredis" and txredisapi.hiredis is None:
+            raise ValueError("hiredis is not installed")
         self._client_name = re.sub(r"[^\w.:-]", "_", f"notificator-{node}")[:100].encode()
         trust = load_trust(cluster.ca) if cluster.ca and cluster.redis.tls else None
         self._endpoint = _Endpoint(
@@ -289,9 +388,11 @@ class TxRedisLink:
             node=self._node,
             address=str(self._address),
         )
+        self.log.info("Redis replies read by {parser}", parser=parser_name(self.parser))
 
     def _connect(self, role: str) -> None:
-        protocol = _Subscriber if role == "subscription" else txredisapi.BaseRedisProtocol
+        commands, subscriber = PROTOCOLS[self.parser]
+        protocol = subscriber if role == "subscription" else commands
         factory = _Factory(self, role, protocol, self._address, self._timeout, self._max_delay)
         self._factories[role] = factory
         factory.startConnecting(self._endpoint)
