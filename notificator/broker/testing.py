@@ -137,7 +137,7 @@ class MemoryRedis:
         """C{EXISTS}, now."""
         return self._alive(key, self.time_ms())
 
-    def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+    def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """C{EVALSHA}: run C{script} (one of ours) atomically; its reply."""
         keys = [_text(k) for k in keys]
         args = [_text(a) for a in args]
