@@ -34,6 +34,7 @@ from twisted.python.threadpool import ThreadPool
 from notificator import auth, config, metrics, pidlock
 from notificator.broker import Broker
 from notificator.broker.local import LocalBroker
+from notificator.broker.view import Machine, encode_metrics
 from notificator.history import HistoryFile, Journal
 from notificator.http.site import Site, make_site
 from notificator.hub import Hub
@@ -85,6 +86,7 @@ def build_core(
     reactor: Any,
     node: str | None = None,
     lock: pidlock.DirectoryLock | None = None,
+    machine: Machine | None = None,
 ) -> Core:
     """
     Build the core from the configuration.
@@ -98,6 +100,9 @@ def build_core(
     @param lock: the lock on the history's directory, when the caller took
         it already (L{notificator.tap.makeService} on the real reactor);
         else one is made, taken when the services start.
+    @param machine: this node is a worker of C{server.workers} on that
+        machine: its broker writes its snapshot into Redis and answers for
+        the whole machine (L{notificator.broker.redis.view}).
     @raise SystemExit: C{cluster.ca} cannot be read (one line).
     """
     stats = Stats(started_at=reactor.seconds())
@@ -130,13 +135,19 @@ def build_core(
             raise SystemExit(f"notificator: configuration error: {e}")
         collectors.append(broker.collector())
     services.append(broker)
+    registry = metrics.build_registry(hub, stats, broker, reactor, collectors)
+    if machine is not None:
+        if cfg.cluster.redis is None:
+            raise ValueError("a worker of server.workers needs cluster.redis")
+        views = broker.serve_machine(machine)
+        views.metrics = lambda: encode_metrics(registry.collect())
     return Core(
         clock=reactor,
         stats=stats,
         hub=hub,
         broker=broker,
         guard=auth.Guard.from_config(cfg),
-        registry=metrics.build_registry(hub, stats, broker, reactor, collectors),
+        registry=registry,
         journal=journal,
         services=tuple(services),
     )

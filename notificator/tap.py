@@ -72,6 +72,12 @@ class Options(usage.Options):
             "Internal, not for operators: run as worker K of the supervisor of"
             " server.workers, which starts the workers with it.",
         ],
+        [
+            "worker-count",
+            None,
+            None,
+            "Internal, not for operators: the number of workers of that supervisor.",
+        ],
     ]
     optFlags = [
         [
@@ -183,7 +189,10 @@ def preflight(options: Options) -> str | None:
     if count > 1:
         wiring.check_workers(options, cfg, dry_run, check_dir)
     if slot is not None:
-        options["loaded"] = wiring.as_worker(cfg, slot, default_node(options["endpoints"]))
+        machine = options["machine"] = wiring.machine_of(
+            cfg, slot, wiring.worker_count(options, cfg), default_node(options["endpoints"])
+        )
+        options["loaded"] = wiring.as_worker(cfg, machine)
     if not dry_run:
         return None
     if options["listen"]:
@@ -461,7 +470,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
 
     serving = SequentialService()
     serving.setServiceParent(gc_tuning)
-    core = build_core(cfg, reactor, node=default_node(endpoints), lock=lock)
+    core = build_core(
+        cfg, reactor, node=default_node(endpoints), lock=lock, machine=options.get("machine")
+    )
     for service in core.services:
         service.setServiceParent(serving)
     activity = app_log.logger("notificator.web")

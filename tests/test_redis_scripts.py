@@ -17,6 +17,7 @@ from notificator.broker.redis.ordering import (
     parse_since,
 )
 from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
+from notificator.broker.redis.view import VIEW_DROP, VIEW_GET, VIEW_PUT
 from notificator.events import event_key
 from tests.replay_cases import SCRIPTS, Case, ScriptsImplementation, real_sleep, replay_cases
 from tests.support import RedisServer
@@ -181,3 +182,49 @@ class ReplayCaseTests(SynchronousTestCase):
     The table of replay and gap cases (tests/replay_cases.py), which the
     history is tested with too, on the scripts run by a real redis-server.
     """
+
+
+class ViewScriptTests(SynchronousTestCase):
+    """The machine's view (L{VIEW_PUT}, L{VIEW_GET}, L{VIEW_DROP}) on a real redis-server, as in memory."""
+
+    KEYS = ["t:view:m", "t:view:m:streams", "t:view:m:alive"]
+
+    def setUp(self) -> None:
+        self.redis = RedisServer(self).start()
+
+    def put(self, node: str, ttl_ms: int, summary: str, streams: str = "") -> Any:
+        return self.redis.command(
+            "EVAL", VIEW_PUT.source, "3", *self.KEYS, node, str(ttl_ms), summary, streams
+        )
+
+    def get(self, streams: bool) -> Any:
+        return self.redis.command("EVAL", VIEW_GET.source, "3", *self.KEYS, "1" if streams else "0")
+
+    def test_drop(self) -> None:
+        """A worker that leaves is out at once, its streams too; the others stay; no key is left."""
+        self.put("a", 60_000, "A", "SA")
+        self.put("b", 60_000, "B", "SB")
+        drop = ["EVAL", VIEW_DROP.source, "3", *self.KEYS]
+        self.assertEqual(self.redis.command(*drop, "a"), 1)
+        self.assertEqual(self.get(True), [b"b", b"B", b"SB"])
+        self.assertIsNone(self.redis.command("ZSCORE", "t:view:m:alive", "a"))
+        self.assertEqual(self.redis.command(*drop, "b"), 1)
+        self.assertEqual(self.redis.command("EXISTS", *self.KEYS), 0)
+
+    def test_put_get_and_expiry(self) -> None:
+        """Each worker's entry is read back while its time lasts, then dropped with its streams."""
+        self.assertEqual(self.put("a", 200, "A", "SA"), [1, b"a", b"A"])
+        reply = self.put("b", 60_000, "B")
+        self.assertEqual(reply[0], 0)  # b wrote no streams yet
+        self.assertEqual(
+            sorted(zip(reply[1::2], reply[2::2], strict=True)), [(b"a", b"A"), (b"b", b"B")]
+        )
+        self.assertEqual(
+            sorted(self.get(True), key=repr),
+            sorted([b"a", b"A", b"SA", b"b", b"B", None], key=repr),
+        )
+        time.sleep(0.3)
+        self.assertEqual(self.get(False), [b"b", b"B", None])
+        self.assertEqual(self.put("b", 60_000, "B2"), [0, b"b", b"B2"])
+        self.assertEqual(self.redis.command("HEXISTS", "t:view:m:streams", "a"), 0)
+        self.assertGreater(self.redis.command("PTTL", "t:view:m"), 0)

@@ -469,11 +469,11 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual(len(commands), 3)
         for slot, argv in enumerate(commands):
             self.assertEqual(argv[0], sys.executable)
-            self.assertEqual(argv[-2:], ["--worker-slot", str(slot)])
+            self.assertEqual(argv[-4:], ["--worker-count", "3", "--worker-slot", str(slot)])
             at = argv.index("notificator")
             self.assertEqual(argv[at - 2 : at], ["-n", "--pidfile="])
             self.assertEqual(
-                argv[at + 1 : -2],
+                argv[at + 1 : -4],
                 [
                     "--config",
                     self.conf,

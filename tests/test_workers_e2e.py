@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -35,14 +36,14 @@ from tests.support import (
 FORM = "application/x-www-form-urlencoded"
 
 
-def workers_config(count: int = 2, **server: Any) -> dict[str, Any]:
+def workers_config(
+    count: int = 2, limits: dict[str, Any] | None = None, **server: Any
+) -> dict[str, Any]:
     """Two workers (or C{count}), quick heartbeats and drains, no history on disk."""
     return {
         "server": {"workers": count, "log": {"level": "info"}, **server},
         "sse": {"heartbeatInterval": 1, "keepalive": 0, "retry": 100, "drainSeconds": 0.5},
-        # (The caps are per worker for now: 40 streams of one user may not
-        # spread evenly.)
-        "limits": {"streamsPerUser": 100},
+        "limits": {"streamsPerUser": 100, **(limits or {})},
     }
 
 
@@ -177,31 +178,110 @@ def health(port: int) -> dict[str, Any]:
         conn.close()
 
 
+def answers(port: int, path: str, count: int = 2) -> list[Any]:
+    """C{path}'s JSON as each worker answers it (new connections until all did)."""
+    seen: dict[str, Any] = {}
+    for _ in range(400):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", path)
+            doc = json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+        seen[doc["node"]] = doc
+        if len(seen) == count:
+            break
+    return list(seen.values())
+
+
+def metrics_text(port: int) -> str:
+    """C{/metrics} of whichever worker takes the connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def turned_away(port: int, path: str, within: float = 10.0) -> bytes:
+    """
+    The body of a stream the server ends at once (a stream turned away),
+    read until the server closes: a stream it admits instead fails the
+    test after C{within} seconds rather than hanging it (its heartbeats
+    would keep a plain read going forever).
+    """
+    deadline = time.monotonic() + within
+    with socket.create_connection(("127.0.0.1", port), timeout=within) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        chunks: list[bytes] = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{path} was admitted: {b''.join(chunks)!r}")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200 "):
+        raise AssertionError(f"{path}: {head!r}")
+    return body
+
+
 def per_worker(port: int, count: int = 2, tries: int = 400) -> dict[str, dict[str, Any]]:
-    """C{/health} of each worker (by node name), asked on new connections until all answered."""
+    """
+    Each worker's own counts (by node name), from its own C{/health}
+    (its entry in C{"workers"}, made when it answered), asked on new
+    connections until all answered.
+    """
     seen: dict[str, dict[str, Any]] = {}
     for _ in range(tries):
         answer = health(port)
-        seen[answer["node"]] = answer
+        [own] = [w for w in answer["workers"] if w["node"] == answer["node"]]
+        seen[answer["node"]] = own
         if len(seen) == count:
             break
     return seen
 
 
 class WorkersTests(SynchronousTestCase):
+    #: Seconds a test may run.  A SynchronousTestCase has no timeout of
+    #: its own: past it, the watchdog stops the test's server (SIGTERM),
+    #: which ends every wait (each is bounded anyway), and the test fails.
+    timeout = 120
+
     def setUp(self) -> None:
         redis_server_path()  # skip (or fail in CI) before anything starts
+        self.overdue = False
+        self.nodes: list[Server] = []
+        watchdog = threading.Timer(self.timeout, self._overdue)
+        watchdog.daemon = True
+        watchdog.start()
+        self.addCleanup(watchdog.cancel)
+        self.addCleanup(lambda: self.assertFalse(self.overdue, f"over {self.timeout} s"))
 
-    def start(self, count: int = 2, **server: Any) -> Server:
+    def _overdue(self) -> None:
+        self.overdue = True
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+
+    def start(self, count: int = 2, limits: dict[str, Any] | None = None, **server: Any) -> Server:
         """The supervisor of C{count} workers on a fixed loopback port, every worker ready."""
         self.port = free_port()
         node = Server(
             self,
-            local=workers_config(count, **server),
+            local=workers_config(count, limits, **server),
             listen=f"tcp:port={self.port}:interface=127.0.0.1",
             short_dir=True,
         )
         node.launch()
+        self.nodes.append(node)
         node.port = self.port
         node.wait_for_log(f"all {count} workers ready", 60)
         return node
@@ -260,6 +340,52 @@ class WorkersTests(SynchronousTestCase):
         for follower in followers:
             self.assertEqual(follower.got, list(zip(ids, range(1, 21), strict=True)))
             self.assertEqual(follower.reconnects, 0)
+        self.assertNotIn("Traceback", node.log())
+
+    def test_one_server_from_outside(self) -> None:
+        """
+        /health, /users and /metrics from either worker describe both; once
+        the snapshots are out (a second), a user at limits.streamsPerUser
+        over the two workers is turned away by either: 200, a long
+        C{retry:}, the stream ended.
+        """
+        node = self.start(limits={"streamsPerUser": 10})
+        self.followers("carol", 10)
+        for k in (0, 1):  # (all ten on one worker: one run in 512)
+            node.wait_for_log(rf"worker {k}: stream \d+ opened for carol", 10, "sse.log")
+
+        def machine_wide(path: str, key: str) -> bool:
+            seen = answers(self.port, path)
+            return len(seen) == 2 and all(a[key] == 10 for a in seen)
+
+        wait_until(lambda: machine_wide("/health", "streams"), what="/health: 10 on either")
+        for answer in answers(self.port, "/health"):
+            self.assertEqual(answer["users"], 1)
+            self.assertEqual(sum(w["streams"] for w in answer["workers"]), 10)
+        wait_until(lambda: machine_wide("/users", "streamCount"), what="/users: 10 on either")
+        for answer in answers(self.port, "/users"):
+            [carol] = answer["users"]
+            nodes = {c["node"] for c in carol["connections"]}
+            self.assertEqual(len(carol["connections"]), 10)
+            self.assertEqual(nodes, {w["node"] for w in answer["workers"]}, answer)
+        for _ in range(4):
+            series = re.findall(
+                r'^notificator_streams\{worker="[^"]+-w([01])"\} (\S+)$',
+                metrics_text(self.port),
+                re.M,
+            )
+            self.assertEqual(sorted(w for w, _ in series), ["0", "1"])
+            self.assertEqual(sum(float(n) for _, n in series), 10)
+        time.sleep(1.5)  # every worker has read the other's snapshot since
+        for _ in range(20):
+            body = turned_away(self.port, "/sse/carol")
+            retry = re.findall(rb"^retry: (\d+)$", body, re.M)
+            self.assertEqual(len(retry), 1, body)
+            self.assertGreaterEqual(int(retry[0]), 30_000)
+        # Both workers turned some away (20 connections, spread by the kernel).
+        for k in (0, 1):
+            node.wait_for_log(rf"worker {k}: turned away a stream for carol", 10, "sse.log")
+        self.assertEqual(health(self.port)["streams"], 10)
         self.assertNotIn("Traceback", node.log())
 
     def test_replay_across_workers(self) -> None:

@@ -14,13 +14,26 @@ whether there is one node or many.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 
+from notificator.broker.view import MachineView, machine_metrics
 from notificator.events import Message
 from notificator.history import Replay
+
+__all__ = [
+    "Broker",
+    "MachineView",
+    "NO_REPLAY",
+    "NOBODY_ELSE",
+    "Published",
+    "Unavailable",
+    "machine_metrics",
+]
 
 
 @attrs.frozen
@@ -50,6 +63,9 @@ class Unavailable(Exception):
 #: nothing to say about it.
 NO_REPLAY = Replay(True)
 
+#: L{Broker.elsewhere} of a node alone on its machine: nobody else.
+NOBODY_ELSE: Mapping[str, int] = MappingProxyType({})
+
 
 class Broker(Protocol):
     """What the web layer asks of a broker."""
@@ -77,6 +93,24 @@ class Broker(Protocol):
     def health(self) -> str | None:
         """L{None} when the broker can record notifications, else why not."""
 
+    def view(self, streams: bool = False, metrics: bool = False) -> Deferred[MachineView] | None:
+        """
+        What every worker of this machine serves (C{server.workers} above
+        1: L{notificator.broker.view.MachineView}, this worker's part made
+        now, the others' as their last snapshots said, with their streams
+        and metric families when asked); L{None} when this node serves
+        alone (one process, or a node of a cluster without workers): the
+        monitor then describes it from its own hub and counters.
+        """
+
     #: The name of this node (C{cluster.node}), which C{/health} and
     #: C{/users} show, so that one can tell which node answered.
     node: str
+
+    @property
+    def elsewhere(self) -> Mapping[str, int]:
+        """
+        Open streams per user on the other workers of this machine, as
+        their last snapshots said (at most about a second old), for
+        C{limits.streamsPerUser} over the machine; L{NOBODY_ELSE} alone.
+        """

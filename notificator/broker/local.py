@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from notificator.broker import NO_REPLAY, Published, Unavailable
+from notificator.broker import NO_REPLAY, NOBODY_ELSE, Published, Unavailable
 from notificator.config import HistoryConfig
 from notificator.events import SEQ_SPAN, EventIds, Message, encode_frame, event_key
 from notificator.history import History, Journal, Replay
@@ -109,6 +109,13 @@ class LocalBroker(Service):
         return succeed(self.history.since(user_id, event_key(last_event_id)))
 
     def health(self) -> str | None:
+        return None
+
+    #: One process: no other worker.
+    elsewhere = NOBODY_ELSE
+
+    def view(self, streams: bool = False, metrics: bool = False) -> None:
+        """One process: the monitor describes it from its own hub and counters."""
         return None
 
 

@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from notificator.broker import Unavailable
 from notificator.broker.redis.ordering import Link, Receiver
 from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
+from notificator.broker.redis.view import VIEW_DROP, VIEW_GET, VIEW_PUT
 
 #: The scripts' MAXSEQ and KEEP (L{notificator.broker.redis.scripts}).
 MAXSEQ = 9007199254740991
@@ -96,6 +97,9 @@ class MemoryRedis:
         self.offset = offset
         self._strings: dict[bytes, bytes] = {}
         self._streams: dict[bytes, _Stream] = {}
+        # Hashes and sorted sets (the machine's view): field -> value, member -> score.
+        self._hashes: dict[bytes, dict[bytes, bytes]] = {}
+        self._zsets: dict[bytes, dict[bytes, int]] = {}
         self._expires: dict[bytes, int] = {}
         self._subscribers: list[tuple[bytes, Callable[[bytes], None]]] = []
 
@@ -109,6 +113,8 @@ class MemoryRedis:
         """C{FLUSHALL}: every key is gone (a restart without persistence)."""
         self._strings.clear()
         self._streams.clear()
+        self._hashes.clear()
+        self._zsets.clear()
         self._expires.clear()
 
     def subscribe(self, channel: bytes, deliver: Callable[[bytes], None]) -> None:
@@ -131,7 +137,7 @@ class MemoryRedis:
         """C{EXISTS}, now."""
         return self._alive(key, self.time_ms())
 
-    def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+    def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """C{EVALSHA}: run C{script} (one of ours) atomically; its reply."""
         keys = [_text(k) for k in keys]
         args = [_text(a) for a in args]
@@ -139,6 +145,12 @@ class MemoryRedis:
             return self._publish(keys, args)
         if script.sha == SINCE.sha:
             return self._since(keys, args)
+        if script.sha == VIEW_PUT.sha:
+            return self._view_put(keys, args)
+        if script.sha == VIEW_GET.sha:
+            return self._view_get(keys, args)
+        if script.sha == VIEW_DROP.sha:
+            return self._view_drop(keys, args)
         raise ValueError(f"not a script of ours: {script.sha!r}")
 
     # -- keys -------------------------------------------------------------------
@@ -149,8 +161,15 @@ class MemoryRedis:
         if at is not None and now > at:
             self._strings.pop(key, None)
             self._streams.pop(key, None)
+            self._hashes.pop(key, None)
+            self._zsets.pop(key, None)
             del self._expires[key]
-        return key in self._strings or key in self._streams
+        return (
+            key in self._strings
+            or key in self._streams
+            or key in self._hashes
+            or key in self._zsets
+        )
 
     def _get(self, key: bytes, now: int) -> bytes | None:
         return self._strings.get(key) if self._alive(key, now) else None
@@ -167,7 +186,70 @@ class MemoryRedis:
     def _stream(self, key: bytes, now: int) -> _Stream | None:
         return self._streams.get(key) if self._alive(key, now) else None
 
+    def _hash(self, key: bytes, now: int) -> dict[bytes, bytes]:
+        self._alive(key, now)
+        return self._hashes.setdefault(key, {})
+
+    def _zset(self, key: bytes, now: int) -> dict[bytes, int]:
+        self._alive(key, now)
+        return self._zsets.setdefault(key, {})
+
+    def _drop_empty(self) -> None:
+        """Redis has no empty hash or sorted set: they are gone (with their expiry)."""
+        for table in (self._hashes, self._zsets):
+            for key in [k for k, v in table.items() if not v]:
+                del table[key]
+                self._expires.pop(key, None)
+
     # -- the scripts --------------------------------------------------------------
+
+    def _view_put(self, keys: list[bytes], args: list[bytes]) -> list[Any]:
+        """L{VIEW_PUT} (see its source, which this follows line by line)."""
+        now = self.time_ms()
+        node, ttl, summary, streams = args[0], int(args[1]), args[2], args[3]
+        summaries, listed, alive = (
+            self._hash(keys[0], now),
+            self._hash(keys[1], now),
+            self._zset(keys[2], now),
+        )
+        for n in [n for n, until in alive.items() if until <= now]:
+            if n != node:
+                summaries.pop(n, None)
+                listed.pop(n, None)
+            del alive[n]
+        alive[node] = now + ttl
+        summaries[node] = summary
+        if streams:
+            listed[node] = streams
+        self._drop_empty()
+        for key in keys:
+            if self._alive(key, now):
+                self._expires[key] = now + ttl * 2
+        out: list[Any] = [1 if node in self._hashes.get(keys[1], {}) else 0]
+        for n, value in self._hashes.get(keys[0], {}).items():
+            out += [n, value]
+        return out
+
+    def _view_get(self, keys: list[bytes], args: list[bytes]) -> list[Any]:
+        """L{VIEW_GET} (see its source, which this follows line by line)."""
+        now = self.time_ms()
+        summaries = self._hashes.get(keys[0], {}) if self._alive(keys[0], now) else {}
+        listed = self._hashes.get(keys[1], {}) if self._alive(keys[1], now) else {}
+        alive = self._zsets.get(keys[2], {}) if self._alive(keys[2], now) else {}
+        out: list[Any] = []
+        for n, until in sorted(alive.items(), key=lambda item: (item[1], item[0])):
+            if until > now and n in summaries:
+                out += [n, summaries[n], listed.get(n) if args[0] == b"1" else None]
+        return out
+
+    def _view_drop(self, keys: list[bytes], args: list[bytes]) -> int:
+        """L{VIEW_DROP} (see its source, which this follows line by line)."""
+        now = self.time_ms()
+        self._hash(keys[0], now).pop(args[0], None)
+        self._hash(keys[1], now).pop(args[0], None)
+        self._zset(keys[2], now).pop(args[0], None)
+        self._drop_empty()
+        return 1
 
     def _publish(self, keys: list[bytes], args: list[bytes]) -> list[Any]:
         """L{PUBLISH} (see its source, which this follows line by line)."""

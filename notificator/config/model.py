@@ -296,6 +296,7 @@ class LimitsConfig:
         reading (the transport paused it) before the stream is dropped.
     @ivar connections: open connections in all (C{limits.connections}; see
         L{connection_limit}).
+    @ivar streams_given: C{limits.streams} is a number, not null.
     """
 
     streams_per_user: int = attrs.field(metadata=setting("limits.streamsPerUser", _COUNT))
@@ -323,6 +324,12 @@ class LimitsConfig:
             _nullable(_COUNT),
             land=lambda connections, _: connection_limit(connections),
         )
+    )
+    #: Whether C{limits.streams} was given (not null): then it holds for a
+    #: machine of C{server.workers}, each worker taking its share; null
+    #: (a bound from each process's own file limit) holds per process.
+    streams_given: bool = attrs.field(
+        metadata=derived("limits.streams", lambda streams, _: streams is not None)
     )
 
 

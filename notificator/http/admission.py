@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
 
+from notificator.broker import Broker
 from notificator.config import LimitsConfig, SSEConfig
 from notificator.events import retry_frame
 from notificator.http.request import peer as _peer
@@ -57,6 +58,9 @@ class Admission:
     L{detached}).
 
     @param rng: the jitter of the retries (a seeded one in tests).
+    @param broker: a worker of C{server.workers}: its broker knows the
+        user's streams on the other workers (L{Broker.elsewhere}), which
+        count against C{limits.streamsPerUser} too.
     @ivar streams_by_address: open streams per client address
         (L{RequestStream.peer}); an address whose streams are all gone has
         no entry.
@@ -70,8 +74,10 @@ class Admission:
         stats: Stats,
         log: Logger,
         rng: random.Random | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self._hub = hub
+        self._broker = broker
         self._retry = sse.retry
         self._drain_ms = int(sse.drain_seconds * 1000)
         self._per_user = limits.streams_per_user
@@ -93,7 +99,12 @@ class Admission:
             # Stopping: come back later (to another node, or after the
             # restart), at a random moment of the drain.
             return "draining", self._retry + self._rng.randint(0, self._drain_ms)
-        if hub.count_of(user_id) >= self._per_user:
+        count = hub.count_of(user_id)
+        broker = self._broker
+        if broker is not None:
+            # Its streams on the other workers, as of their last snapshots.
+            count += broker.elsewhere.get(user_id, 0)
+        if count >= self._per_user:
             return "user-limit", self._cap_retry()
         per_address = self._per_address
         if per_address is not None and self.streams_by_address.get(address, 0) >= per_address:

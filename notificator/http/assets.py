@@ -51,11 +51,14 @@ class Readable(refusals.Resource):
 
     isLeaf = True
 
-    def render_GET(self, request: IRequest) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes | int:
         raise NotImplementedError
 
-    def render_HEAD(self, request: IRequest) -> bytes:
+    def render_HEAD(self, request: IRequest) -> bytes | int:
         body = self.render_GET(request)
+        if isinstance(body, int):
+            # Answered later (NOT_DONE_YET), with no body for HEAD.
+            return body
         if not request.responseHeaders.hasHeader(b"content-length"):
             # (A JSON answer has its length already and no body for HEAD:
             # notificator.http.responses.json_response.)

@@ -23,14 +23,19 @@ from collections.abc import Iterable
 from typing import Any, TypedDict
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET
 
 from notificator import __version__, auth
-from notificator.broker import Broker
+from notificator.broker import Broker, MachineView, machine_metrics
 from notificator.http import assets, refusals
 from notificator.http.request import client, peer_host
 from notificator.http.responses import json_response
@@ -141,18 +146,46 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
     the oldest opened (ms since the epoch), the distinct remote addresses,
     and each connection.
     """
-    users: list[dict[str, Any]] = []
-    for user_id, streams in hub.users():
-        connections: list[_Connection] = sorted(
-            (
+    return _listed(
+        (
+            user_id,
+            [
                 {
                     "id": s.connection_id,
                     "connectedAt": int(s.connected_at * 1000),
                     "peer": s.peer,
                 }
                 for s in streams
-            ),
-            key=lambda c: (c["connectedAt"], str(c["id"])),
+            ],
+        )
+        for user_id, streams in hub.users()
+    )
+
+
+def machine_user_list(view: MachineView) -> list[dict[str, Any]]:
+    """
+    L{user_list} for every worker of a machine: each connection also names
+    its worker (C{"node"}; connection ids are a worker's own).
+    """
+    by_user: dict[str, list[_Connection]] = {}
+    for n in view.nodes:
+        for s in n.streams or ():
+            by_user.setdefault(s.user_id, []).append(
+                {
+                    "id": s.connection_id,
+                    "connectedAt": s.connected_at,
+                    "peer": s.peer,
+                    "node": s.node,
+                }
+            )
+    return _listed(by_user.items())
+
+
+def _listed(users_streams: Iterable[tuple[str, list[_Connection]]]) -> list[dict[str, Any]]:
+    users: list[dict[str, Any]] = []
+    for user_id, listed in users_streams:
+        connections = sorted(
+            listed, key=lambda c: (c["connectedAt"], c.get("node", ""), str(c["id"]))
         )
         users.append(
             {
@@ -167,12 +200,44 @@ def user_list(hub: Hub) -> list[dict[str, Any]]:
     return users
 
 
-class _Connection(TypedDict):
-    """One stream in L{user_list}."""
+class _Connection(TypedDict, total=False):
+    """One stream in L{user_list} (C{node}: in L{machine_user_list} only)."""
 
     id: int
     connectedAt: int
     peer: str
+    node: str
+
+
+def _answer_later(request: IRequest, body: bytes) -> None:
+    """Finish a request whose render returned NOT_DONE_YET, unless its client left."""
+    if getattr(request, "channel", True) is None or getattr(request, "finished", False):
+        return
+    if body:
+        request.write(body)
+    request.finish()
+
+
+def _later(request: IRequest, d: Deferred[MachineView], answer: Any, log: Logger, what: str) -> int:
+    """Answer C{request} with C{answer(view)} once the machine's view is read."""
+
+    def failed(failure: Failure) -> bytes:
+        log.failure("answering {what} failed", failure, what=what)
+        return json_response(request, 500, {"error": "internal error"})
+
+    d.addCallback(answer).addErrback(failed).addCallback(lambda body: _answer_later(request, body))
+    return NOT_DONE_YET
+
+
+def _workers(view: MachineView) -> list[dict[str, Any]]:
+    """
+    Each worker of a machine as C{/health} and C{/users} list them: its
+    name, status, start and counts (C{/health}'s, its own).
+    """
+    return [
+        {"node": n.node, "status": n.status, "startedAt": n.started_at, **n.counts}
+        for n in view.nodes
+    ]
 
 
 class UsersResource(assets.Readable):
@@ -180,19 +245,36 @@ class UsersResource(assets.Readable):
     C{GET /users}: L{user_list} as JSON, with counts.  Its ETag is the
     hub's version, so the monitor's poll gets a bodiless 304 while nobody
     connects or leaves.
+
+    On a worker of C{server.workers} (C{broker} answers L{Broker.view}):
+    every worker's users and streams (L{machine_user_list}), the workers
+    (C{"workers"}), and whether all could be read (C{"complete"}); the
+    ETag changes when a stream opens or closes on any of them.
     """
 
     as_json = True
 
     def __init__(
-        self, hub: Hub, stats: Stats, node: str | None = None, log: Logger | None = None
+        self,
+        hub: Hub,
+        stats: Stats,
+        node: str | None = None,
+        log: Logger | None = None,
+        broker: Broker | None = None,
     ) -> None:
         super().__init__(log)
         self._hub = hub
         self._started_at = stats.started_at
         self._node = node
+        self._broker = broker
 
-    def render_GET(self, request: IRequest) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes | int:
+        if self._broker is not None:
+            d = self._broker.view(streams=True)
+            if d is not None:
+                return _later(
+                    request, d, lambda view: self._machine(request, view), self._log, "/users"
+                )
         hub = self._hub
         etag = b'"%d-%d"' % (int(self._started_at * 1000), hub.version)
         request.setHeader(b"cache-control", b"no-cache")
@@ -207,6 +289,26 @@ class UsersResource(assets.Readable):
                 "userCount": len(users),
                 "streamCount": hub.stream_count,
                 "users": users,
+            },
+            cache=_REVALIDATE,
+        )
+
+    def _machine(self, request: IRequest, view: MachineView) -> bytes:
+        request.setHeader(b"cache-control", b"no-cache")
+        if request.setETag(view.etag()) == http.CACHED:
+            return b""
+        users = machine_user_list(view)
+        return json_response(
+            request,
+            200,
+            {
+                "node": self._node,
+                "userCount": len(users),
+                "streamCount": sum(u["streams"] for u in users),
+                "users": users,
+                "machine": view.machine,
+                "workers": _workers(view),
+                "complete": view.complete,
             },
             cache=_REVALIDATE,
         )
@@ -226,6 +328,13 @@ class HealthResource(assets.Readable):
     addresses of C{monitor.allow} (C{guard}), as the monitor page shows
     it; others get the status, and for C{"unavailable"} a reason that
     names nothing (L{UNAVAILABLE}).
+
+    On a worker of C{server.workers} (the broker answers L{Broker.view}),
+    the status is the answering worker's (a load balancer's check on a new
+    connection reaches a worker that listens), and the counts are the
+    machine's: summed over its workers (C{"users"}: distinct users), with
+    each worker listed (C{"workers"}: node, status, start, users, streams),
+    C{"machine"} and C{"complete"} (whether every worker could be read).
     """
 
     as_json = True
@@ -246,7 +355,7 @@ class HealthResource(assets.Readable):
         self._clock = clock
         self._guard = guard
 
-    def render_GET(self, request: IRequest) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes | int:
         hub = self._hub
         stats = self._stats
         allowed = self._guard.refuse_monitor(client(request)) is None
@@ -274,6 +383,19 @@ class HealthResource(assets.Readable):
                 "heartbeats": stats.heartbeats,
             }
         )
+        d = self._broker.view()
+        if d is not None:
+
+            def machine(view: MachineView) -> bytes:
+                body.update(view.sums())
+                body["machine"] = view.machine
+                body["workers"] = _workers(view)
+                body["complete"] = view.complete
+                if view.reason is not None:
+                    body["incomplete"] = view.reason
+                return json_response(request, code, body, cache=_REVALIDATE)
+
+            return _later(request, d, machine, self._log, "/health")
         return json_response(request, code, body, cache=_REVALIDATE)
 
 
@@ -316,17 +438,51 @@ class Metrics(refusals.Resource):
     C{GET /metrics}: prometheus_client's resource (C{resource}), behind
     our refusals: its own answer to another method is a text 405, and it
     serves any path below it.
+
+    On a worker of C{server.workers} (C{broker} answers L{Broker.view}):
+    every worker's series, each sample labelled C{worker="<node>"}
+    (L{notificator.broker.view.machine_metrics}); the machine's totals are
+    their C{sum()}.
     """
 
     isLeaf = True
     as_json = True
 
-    def __init__(self, resource: IResource, log: Logger | None = None) -> None:
+    def __init__(
+        self, resource: IResource, log: Logger | None = None, broker: Broker | None = None
+    ) -> None:
         super().__init__(log)
         self._resource = resource
+        self._broker = broker
 
     def render_GET(self, request: IRequest) -> Any:
+        if self._broker is not None:
+            d = self._broker.view(metrics=True)
+            if d is not None:
+                return _later(
+                    request, d, lambda view: _exposition(request, view), self._log, "/metrics"
+                )
         return self._resource.render(request)
+
+
+class _Families(Collector):
+    """Metric families already made, as a registry for C{generate_latest}."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self._families = families
+
+    def collect(self) -> Any:
+        return iter(self._families)
+
+
+def _exposition(request: IRequest, view: MachineView) -> bytes:
+    """The machine's metrics in Prometheus's text format."""
+    families = machine_metrics(((n.node, n.metrics) for n in view.nodes), "worker")
+    body: bytes = generate_latest(_Families(families))
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    return b"" if request.method == b"HEAD" else body
 
 
 def add_monitor(
@@ -353,10 +509,10 @@ def add_monitor(
     messages = json.loads(assets.static_file("messages.json"))
     template = assets.static_file("index.html").decode("utf-8")
     root.putChild(b"", Guarded(MonitorPage(template, messages, log), guard))
-    users = UsersResource(hub, stats, broker.node, log)
+    users = UsersResource(hub, stats, broker.node, log, broker)
     root.putChild(b"users", Guarded(users, guard))
     root.putChild(b"health", HealthResource(hub, stats, broker, clock, guard, log))
-    root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log), guard))
+    root.putChild(b"metrics", Guarded(Metrics(metrics_resource(registry), log, broker), guard))
     # Every browser asks for it; a 404 in each console helps nobody.
     root.putChild(b"favicon.ico", assets.Asset.from_package("favicon.ico", log))
     page_files = refusals.Folder(log)

@@ -146,7 +146,7 @@ class SSEResource(refusals.Resource):
     ) -> None:
         super().__init__()
         self._guard = guard
-        self.admission = Admission(hub, sse, limits, stats, log, rng)
+        self.admission = Admission(hub, sse, limits, stats, log, rng, broker)
         self._hub = hub
         self._broker = broker
         self._stats = stats

@@ -22,12 +22,13 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 
 from notificator import config, listening, logs, services
+from notificator.broker.view import Machine, share
 from notificator.config.checks import MAX_WORKERS
 from notificator.services import SequentialService
 from notificator.workers import logs as worker_logs
 from notificator.workers import redis as workers_redis
 from notificator.workers import reuseport, worker
-from notificator.workers.supervisor import Supervisor, WorkerLink
+from notificator.workers.supervisor import Supervisor, WorkerLink, workers_for
 
 # The namespace these lines had in tap.py: it is part of every log line.
 log = Logger("notificator.tap")
@@ -45,6 +46,25 @@ def worker_slot(options: dict[str, Any]) -> int | None:
         return None
     if not (isinstance(given, str) and given.isdigit() and int(given) < MAX_WORKERS):
         raise SystemExit(f"notificator: --worker-slot: expected a worker's number, got {given!r}")
+    return int(given)
+
+
+def worker_count(options: dict[str, Any], cfg: config.Config) -> int:
+    """
+    C{--worker-count}: how many workers this one's supervisor runs (it
+    passes it, so that a worker started after a reload whose files changed
+    C{server.workers} still counts its fellows right); else as
+    C{server.workers} says.
+
+    @raise SystemExit: not a count of workers.
+    """
+    given = options.get("worker-count")
+    if given is None:
+        return workers_for(cfg.server.workers)
+    if not (isinstance(given, str) and given.isdigit() and 0 < int(given) <= MAX_WORKERS):
+        raise SystemExit(
+            f"notificator: --worker-count: expected a number of workers, got {given!r}"
+        )
     return int(given)
 
 
@@ -166,14 +186,27 @@ def _workers_shown(workers: int | str) -> str:
     return f'"{workers}"' if isinstance(workers, str) else str(workers)
 
 
-def as_worker(cfg: config.Config, slot: int, default_node: str) -> config.Config:
+def machine_of(cfg: config.Config, slot: int, count: int, default_node: str) -> Machine:
     """
-    C{cfg} for worker C{slot}: its node name is the node's
-    (C{cluster.node}, else C{default_node}: L{notificator.tap.default_node})
-    with C{-w<slot>}.
+    The machine worker C{slot} of C{count} belongs to: named as the node
+    (C{cluster.node}, else C{default_node}: L{notificator.tap.default_node}).
     """
-    node = f"{cfg.cluster.node or default_node}-w{slot}"
-    return attrs.evolve(cfg, cluster=attrs.evolve(cfg.cluster, node=node))
+    return Machine(cfg.cluster.node or default_node, count, slot)
+
+
+def as_worker(cfg: config.Config, machine: Machine) -> config.Config:
+    """
+    C{cfg} for a worker of C{machine}: its node name is the machine's with
+    C{-w<slot>}, and a C{limits.streams} given (not null) is the machine's:
+    the worker takes its share (L{share}: the shares sum to it exactly, the
+    kernel spreading connections evenly over the workers).  A null one, a
+    bound from each process's own file limit, stays the worker's own.
+    """
+    node = f"{machine.name}-w{machine.slot}"
+    limits = cfg.limits
+    if limits.streams_given:
+        limits = attrs.evolve(limits, streams=share(limits.streams, machine.workers, machine.slot))
+    return attrs.evolve(cfg, cluster=attrs.evolve(cfg.cluster, node=node), limits=limits)
 
 
 def redis_fact(options: dict[str, Any], redis: config.RedisAddress | None) -> str:
@@ -285,14 +318,14 @@ def worker_command(options: dict[str, Any], slot: int) -> list[str]:
     """
     The argv of worker C{slot}: this twistd (the Python and the script
     that run the supervisor) with the same configuration and listeners,
-    C{-n} (the supervisor is the daemon), no pidfile, and
-    C{--worker-slot}.
+    C{-n} (the supervisor is the daemon), no pidfile, C{--worker-count}
+    and C{--worker-slot}.
     """
     command = [*twistd_argv(), "-n", "--pidfile=", "notificator"]
     command += ["--config", os.path.abspath(options["config"]), "--env", options["env"]]
     for description in options["listen"]:
         command += ["--listen", description]
-    return [*command, "--worker-slot", str(slot)]
+    return [*command, "--worker-count", str(options["workers"]), "--worker-slot", str(slot)]
 
 
 def twistd_argv() -> list[str]:

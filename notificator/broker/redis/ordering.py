@@ -67,7 +67,7 @@ live again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -77,9 +77,11 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from notificator.broker import NO_REPLAY, Published, Unavailable
+from notificator.broker import NO_REPLAY, NOBODY_ELSE, Published, Unavailable
 from notificator.broker.redis.metrics import RedisCollector
 from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
+from notificator.broker.redis.view import MachineViews
+from notificator.broker.view import Machine, MachineView
 from notificator.config import ClusterConfig, HistoryConfig
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_id, event_key
 from notificator.history import Replay, reset_frame
@@ -336,6 +338,37 @@ class RedisBroker(Service):
         self._waiting: dict[str, list[_Waiter]] = {}
 
         self.filled = 0
+        #: A worker's part of its machine's view (L{serve_machine}).
+        self.views: MachineViews | None = None
+
+    def serve_machine(self, machine: Machine) -> MachineViews:
+        """
+        This node is a worker of C{server.workers}: write its snapshot into
+        Redis every second while it runs, and answer L{view} and
+        L{elsewhere} for the whole machine
+        (L{notificator.broker.redis.view}).
+        """
+        self.views = MachineViews(
+            self.link,
+            self._clock,
+            self._hub,
+            self._stats,
+            self.health,
+            self._prefix,
+            machine,
+            self.node,
+            self.log,
+        )
+        return self.views
+
+    def view(self, streams: bool = False, metrics: bool = False) -> Deferred[MachineView] | None:
+        views = self.views
+        return None if views is None else views.view(streams, metrics)
+
+    @property
+    def elsewhere(self) -> Mapping[str, int]:
+        views = self.views
+        return NOBODY_ELSE if views is None else views.elsewhere
 
     # -- keys -------------------------------------------------------------------
 
@@ -350,15 +383,22 @@ class RedisBroker(Service):
         self._stopping = False
         self._started = self._clock.seconds()
         self.link.start(self.channel, self)
+        if self.views is not None:
+            self.views.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._stopping = True
+        left: Deferred[None] = succeed(None)
+        if self.views is not None:
+            self.views.stop()
+            left = self.views.leave()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         self._fail_waiters("the node is stopping")
-        return self.link.stop()
+        stopped: Deferred[None] = left.addCallback(lambda _: self.link.stop())
+        return stopped
 
     # -- what the link tells (Receiver) -----------------------------------------
 
