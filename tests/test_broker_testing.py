@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.broker import Unavailable
 from notificator.broker.redis.scripts import PUBLISH, Script
-from notificator.broker.testing import FakeLink, MemoryRedis
+from notificator.broker.testing import FakeLink, MemoryRedis, RecordingReceiver
 from tests.replay_cases import SCRIPTS, Case, ScriptsImplementation, replay_cases
 
 
@@ -33,25 +33,6 @@ class ReplayCaseTests(SynchronousTestCase):
     """
 
 
-class Recorder:
-    """A receiver that records what the link tells."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def received(self, payload: bytes) -> None:
-        self.events.append(payload)
-
-    def subscribed(self) -> None:
-        self.events.append("subscribed")
-
-    def subscription_lost(self) -> None:
-        self.events.append("lost")
-
-    def available(self) -> None:
-        self.events.append("available")
-
-
 def publish(link: FakeLink, user: bytes = b"u") -> Any:
     keys = [b"p:h:" + user, b"p:f:" + user, b"p:last", b"p:since"]
     return link.eval(PUBLISH, keys, [b"event: notify\ndata: x\n\n", 3, 60_000, b"p:events", user])
@@ -62,7 +43,7 @@ class FakeLinkTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1000)
         self.link = FakeLink(self.clock)
-        self.receiver = Recorder()
+        self.receiver = RecordingReceiver()
         self.link.start(b"p:events", self.receiver)
 
     def test_down_until_connected(self) -> None:
@@ -128,7 +109,7 @@ class FakeLinkTests(SynchronousTestCase):
     def test_nodes_share_one_redis(self) -> None:
         """Links to one MemoryRedis are nodes: each subscribed one gets every message."""
         other = FakeLink(self.clock, self.link.redis)
-        other_receiver = Recorder()
+        other_receiver = RecordingReceiver()
         other.start(b"p:events", other_receiver)
         other.connect()
         self.link.connect()

@@ -29,6 +29,7 @@ from zope.interface import implementer
 from notificator.broker import Unavailable
 from notificator.broker.redis import RedisBroker, TxRedisLink, build_broker
 from notificator.broker.redis.scripts import PUBLISH
+from notificator.broker.testing import RecordingReceiver
 from notificator.events import Message, encode_frame
 from notificator.hub import Hub
 from notificator.stats import Stats
@@ -115,25 +116,6 @@ class MemoryEndpoint:
         return succeed(protocol)
 
 
-class Receiver:
-    """Records what the link tells (L{notificator.broker.redis.ordering.Receiver})."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def received(self, payload: bytes) -> None:
-        self.events.append(payload)
-
-    def subscribed(self) -> None:
-        self.events.append("subscribed")
-
-    def subscription_lost(self) -> None:
-        self.events.append("lost")
-
-    def available(self) -> None:
-        self.events.append("available")
-
-
 def require_hiredis() -> None:
     """hiredis is a dependency (pyproject.toml): fail in CI without it, skip loudly elsewhere."""
     if txredisapi.hiredis is None:
@@ -154,7 +136,7 @@ class LinkHarness:
     ) -> None:
         self.clock = Clock()
         self.endpoint = MemoryEndpoint(self.clock)
-        self.receiver = Receiver()
+        self.receiver = RecordingReceiver()
         cluster = cluster_config(
             redis=load_address(url), node="n1", timeout=2.0, reconnect_max_delay=0.05
         )

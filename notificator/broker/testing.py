@@ -548,6 +548,28 @@ class FakeLink:
             self._down_since = float(self._clock.seconds())
 
 
+class RecordingReceiver:
+    """
+    A L{Receiver} that records what a link tells it, in order: the
+    payloads received, and C{"subscribed"}, C{"lost"}, C{"available"}.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def received(self, payload: bytes) -> None:
+        self.events.append(payload)
+
+    def subscribed(self) -> None:
+        self.events.append("subscribed")
+
+    def subscription_lost(self) -> None:
+        self.events.append("lost")
+
+    def available(self) -> None:
+        self.events.append("available")
+
+
 def _is_a_link(link: FakeLink) -> Link:
     """
     Where mypy checks that a L{FakeLink} is a L{Link} (as
@@ -555,3 +577,8 @@ def _is_a_link(link: FakeLink) -> Link:
     ordering's tests drive the broker through what the real link offers.
     """
     return link
+
+
+def _is_a_receiver(receiver: RecordingReceiver) -> Receiver:
+    """Where mypy checks that a L{RecordingReceiver} is a L{Receiver}."""
+    return receiver
