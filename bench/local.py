@@ -132,7 +132,74 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class LocalServer:
+class ServerProcess:
+    """
+    A server in a subprocess, pinned to C{cpu}, its output appended to
+    C{log_path}, ready once it answers HTTP on C{port} (L{answers}; over
+    TLS with C{tls}). Subclasses set the attributes in their constructor.
+    """
+
+    name = "server"
+    command: list[str]
+    log_path: str
+    port: int
+    cpu: int | None = None
+    tls = False
+    cwd: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        cpu = self.cpu
+
+        def pin() -> None:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        # Appended to: a restarted server's output follows the first one's.
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                preexec_fn=pin,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(
+                    f"local: {self.name} exited {self.process.returncode}; see {self.log_path}"
+                )
+            if answers(self.port, self.tls):
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise SystemExit(f"local: {self.name} did not answer on {self.port} within {timeout} s")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def terminate(self) -> None:
+        """SIGTERM, as an operator stops it (it drains), without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to C{timeout} s for it to exit; its exit status, or None."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class LocalServer(ServerProcess):
     """
     One C{twistd -n notificator} on a free loopback port, in a temporary
     config dir, with its history on disk in that dir (C{history/}: it
@@ -200,7 +267,7 @@ class LocalServer:
         if opt.env:
             self.command += ["--env", opt.env]
         self.cpu = opt.server_cpu
-        self.process: subprocess.Popen[bytes] | None = None
+        self.cwd = PROJECT
         self.tls = bool(listen) and listen.split(":", 1)[0] in ("https", "ssl")
 
     def configure(self, extra: dict[str, Any]) -> None:
@@ -208,52 +275,6 @@ class LocalServer:
         self.local = merged(self.local, extra)
         with open(os.path.join(self.conf, "local.json"), "w", encoding="utf-8") as f:
             json.dump(self.local, f)
-
-    def start(self, timeout: float = 30.0) -> None:
-        cpu = self.cpu
-
-        def pin() -> None:
-            if cpu is not None:
-                os.sched_setaffinity(0, {cpu})
-
-        # Appended to: a restarted server's output follows the first one's.
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                self.command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT, preexec_fn=pin
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(
-                    f"local: server exited {self.process.returncode}; see {self.log_path}"
-                )
-            if answers(self.port, self.tls):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise SystemExit(f"local: server did not listen on {self.port} within {timeout} s")
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-    def terminate(self) -> None:
-        """SIGTERM, as an operator stops it (it drains), without waiting."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> int | None:
-        """Wait up to C{timeout} s for it to exit; its exit status, or None."""
-        if self.process is None:
-            return None
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
 
     def log_lines(self, pattern: str) -> int:
         try:

@@ -72,7 +72,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -92,7 +91,7 @@ PROJECT = local.PROJECT
 NCHAN_TEMPLATE = os.path.join(HERE, "nchan-peer.conf.in")
 
 
-class NchanServer:
+class NchanServer(local.ServerProcess):
     """
     nginx + Nchan as the shared harness runs it (C{run.sh nchan-peer}): one
     master and one worker, pinned like our server, the template's
@@ -123,47 +122,7 @@ class NchanServer:
         self.command = [opt.nginx, "-p", self.dir + "/", "-c", self.conf_path]
         self.log_path = os.path.join(self.dir, "nginx.log")
         self.cpu = opt.server_cpu
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        cpu = self.cpu
-
-        def pin() -> None:
-            if cpu is not None:
-                os.sched_setaffinity(0, {cpu})
-
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                self.command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(
-                    f"storm: nginx exited {self.process.returncode}; see {self.log_path}"
-                )
-            if _answers(self.port):  # the master listens before its worker runs
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise SystemExit(f"storm: nginx did not answer on {self.port} within {timeout} s")
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> int | None:
-        if self.process is None:
-            return None
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        self.name = "nginx"
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -175,15 +134,6 @@ class NchanServer:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.sendall(b"GET /ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            return s.recv(16).startswith(b"HTTP/")
-    except OSError:
-        return False
 
 
 def project_server(opt: argparse.Namespace, workdir: str) -> local.LocalServer:
