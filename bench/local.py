@@ -208,6 +208,9 @@ class LocalServer(ServerProcess):
     @param extra: more C{local.json} keys, merged over the run's own.
     @param listen: the C{--listen} description (default: plain TCP on
         127.0.0.1 and the port).
+    @param held: start from a journal of that many notifications
+        (C{--held}), spread over at most C{held_users} users.
+    @param history_max_bytes: C{sse.history.maxBytes} (L{None}: as shipped).
     """
 
     def __init__(
@@ -218,6 +221,10 @@ class LocalServer(ServerProcess):
         workdir: str,
         extra: dict[str, Any] | None = None,
         listen: str | None = None,
+        *,
+        held: int = 0,
+        held_users: int = 5000,
+        history_max_bytes: int | None = None,
     ) -> None:
         self.port = opt.port or free_port()
         self.dir = os.path.join(workdir, tag)
@@ -233,13 +240,10 @@ class LocalServer(ServerProcess):
         # from the journal --held writes), surviving restart() as in production.
         history_dir = os.path.join(self.dir, "history")
         history: dict[str, Any] = {"dir": history_dir}
-        # bench/storm.py's options have no history of their own.
-        max_bytes = getattr(opt, "history_max_bytes", None)
-        if max_bytes is not None:
-            history["maxBytes"] = max_bytes
-        held = getattr(opt, "held", 0)
+        if history_max_bytes is not None:
+            history["maxBytes"] = history_max_bytes
         if held:
-            users = min(opt.held_users, held)
+            users = min(held_users, held)
             self.held = journal.write(history_dir, users, -(-held // users))
         self.local: dict[str, Any] = {
             "sse": {
@@ -323,7 +327,15 @@ def generator_options(
 def run_one(
     opt: argparse.Namespace, heartbeat: float, phases: str, tag: str, workdir: str
 ) -> dict[str, Any]:
-    server = LocalServer(opt, heartbeat, tag, workdir)
+    server = LocalServer(
+        opt,
+        heartbeat,
+        tag,
+        workdir,
+        held=opt.held,
+        held_users=opt.held_users,
+        history_max_bytes=opt.history_max_bytes,
+    )
     server.start()
     try:
         label = f"{opt.label}-{tag}"

@@ -463,7 +463,9 @@ class LocalBenchTests(SynchronousTestCase):
         opt = local.options(["--n", "10", "--held", "200", "--held-users", "20", "--no-pin"])
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
-        server = local.LocalServer(opt, 0, "full", workdir)
+        server = local.LocalServer(
+            opt, 0, "full", workdir, held=opt.held, held_users=opt.held_users
+        )
         self.assertEqual(server.held and server.held["notifications"], 200)
         server.start()
         try:
