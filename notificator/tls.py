@@ -497,35 +497,12 @@ def https_listener(
     )
 
 
-def https_endpoint(
-    reactor: Any,
-    port: str = "443",
-    privateKey: str = "server.pem",
-    certKey: str | None = None,
-    extraCertChain: str | None = None,
-    alpn: str = DEFAULT_ALPN,
-    interface: str = "",
-    backlog: str = "50",
-    ciphers: str = INTERMEDIATE_CIPHERS,
-    tickets: str = "on",
-    ticketKeys: str | None = None,
-) -> IStreamServerEndpoint:
+def https_endpoint(reactor: Any, *args: str, **kwargs: str) -> IStreamServerEndpoint:
     """
-    The endpoint for an C{https:} description (L{https_listener}).
+    The endpoint for an C{https:} description: L{https_listener}'s
+    arguments, the same names in the same places.
     """
-    listener = https_listener(
-        reactor,
-        port,
-        privateKey,
-        certKey,
-        extraCertChain,
-        alpn,
-        interface,
-        backlog,
-        ciphers,
-        tickets,
-        ticketKeys,
-    )
+    listener = https_listener(reactor, *args, **kwargs)
     return _Endpoint(
         listener.note,
         reactor,
@@ -553,4 +530,4 @@ class HTTPSServerParser:
         except TypeError as e:
             # An unknown or repeated parameter: serverFromString promises
             # ValueError for a bad description.
-            raise ValueError(f"https: {e}".replace("https_endpoint() ", ""))
+            raise ValueError(f"https: {e}".replace("https_listener() ", ""))
