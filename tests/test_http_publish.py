@@ -708,7 +708,11 @@ class DrainingPublishTests(BothChannels, SynchronousTestCase):
         self.assertEqual(s.stats.published, 2)
 
     def test_http2_gets_no_connection_header(self) -> None:
-        """HTTP/2 forbids C{Connection}: the answer is the usual one."""
+        """
+        Over HTTP/2 (which forbids C{Connection}; its connections end with
+        a GOAWAY) a publish while draining is answered as usual, with no
+        C{Connection} header.
+        """
         from tests.support import MemoryH2
 
         s = self.server()
