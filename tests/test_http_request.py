@@ -221,33 +221,43 @@ def _request(channel: Any, limits: Limits, factory: type[Request] = Request) -> 
     return factory(channel, queued=False)
 
 
+class H2StreamDouble:
+    """
+    What a request sees of twisted.web's C{H2Stream}: its addresses, and
+    what it is asked to write (C{calls}: the headers, the data, a reset).
+    """
+
+    transport = None  # as twisted.web's H2Stream
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def getPeer(self) -> Any:
+        return StringTransport().getPeer()
+
+    def getHost(self) -> Any:
+        return StringTransport().getHost()
+
+    def writeHeaders(self, *args: Any) -> None:
+        self.calls.append(("headers", args))
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("data", data))
+
+    def abortConnection(self) -> None:
+        self.calls.append(("reset", None))
+
+
 class HTTP2RefusalTests(SynchronousTestCase):
     """Over HTTP/2 a refused body gets its 413 on the stream, which is then reset."""
 
     def test_answer_then_reset(self) -> None:
         """After the stream's set-up: headers, the JSON body, then RST_STREAM; not before."""
         clock = Clock()
-        calls: list[tuple[str, Any]] = []
+        stream = H2StreamDouble()
+        calls = stream.calls
 
-        class Stream:
-            transport = None  # as twisted.web's H2Stream
-
-            def getPeer(self) -> Any:
-                return StringTransport().getPeer()
-
-            def getHost(self) -> Any:
-                return StringTransport().getHost()
-
-            def writeHeaders(self, *args: Any) -> None:
-                calls.append(("headers", args))
-
-            def write(self, data: bytes) -> None:
-                calls.append(("data", data))
-
-            def abortConnection(self) -> None:
-                calls.append(("reset", None))
-
-        request = _request(Stream(), _limits(clock, body_bytes=10))
+        request = _request(stream, _limits(clock, body_bytes=10))
         # As H2Stream's constructor: gotLength at content-length, parseCookies
         # once every header is in (notificator.http._twisted.RequestBase).
         request.gotLength(11)
@@ -270,21 +280,14 @@ class HTTP2RefusalTests(SynchronousTestCase):
         """A stream the client reset before the answer gets none."""
         clock = Clock()
 
-        class Stream:
-            transport = None
-
-            def getPeer(self) -> Any:
-                return StringTransport().getPeer()
-
-            def getHost(self) -> Any:
-                return StringTransport().getHost()
-
-        request = _request(Stream(), _limits(clock, body_bytes=10))
+        stream = H2StreamDouble()
+        request = _request(stream, _limits(clock, body_bytes=10))
         request.gotLength(None)
         request.parseCookies()
         request.handleContentChunk(b"x" * 11)
         request.connectionLost(Failure(ConnectionDone()))
-        clock.advance(0)  # no attribute error: nothing is written
+        clock.advance(0)
+        self.assertEqual(stream.calls, [])  # nothing is written
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
@@ -553,25 +556,8 @@ class HTTP2BodyTimeoutTests(SynchronousTestCase):
         from notificator.http.connections import Connections
 
         clock = Clock()
-        calls: list[tuple[str, Any]] = []
-
-        class Stream:
-            transport = None  # as twisted.web's H2Stream
-
-            def getPeer(self) -> Any:
-                return StringTransport().getPeer()
-
-            def getHost(self) -> Any:
-                return StringTransport().getHost()
-
-            def writeHeaders(self, *args: Any) -> None:
-                calls.append(("headers", args))
-
-            def write(self, data: bytes) -> None:
-                calls.append(("data", data))
-
-            def abortConnection(self) -> None:
-                calls.append(("reset", None))
+        stream = H2StreamDouble()
+        calls = stream.calls
 
         conns = Connections(10, 30, 100, clock)
         bounds = Limits(evolved(defaults().limits, {"body_timeout": 30}), clock, connections=conns)
@@ -581,11 +567,11 @@ class HTTP2BodyTimeoutTests(SynchronousTestCase):
             def process(self) -> None:
                 processed.append(self.content.read())
 
-        slow = _request(Stream(), bounds, Processed)
+        slow = _request(stream, bounds, Processed)
         slow.gotLength(None)
         slow.parseCookies()
         slow.handleContentChunk(b"id=")
-        done = _request(Stream(), bounds, Processed)
+        done = _request(stream, bounds, Processed)
         done.gotLength(3)
         done.parseCookies()
         done.handleContentChunk(b"a=b")
