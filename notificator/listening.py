@@ -223,14 +223,28 @@ _HINTS = {
     errno.EADDRNOTAVAIL: "this host has no such address",
 }
 
+#: With C{server.workers} above 1, C{--uid} is no way to a privileged port
+#: (the workers bind after the switch, without capabilities).
+_WORKERS_EACCES = (
+    "ports below 1024 need CAP_NET_BIND_SERVICE with server.workers (start as the"
+    ' service user with it, docs/operations.rst "Workers and ports below 1024",'
+    " or use a higher port)"
+)
 
-def check_free(description: str, make_socket: Callable[..., socket.socket] = socket.socket) -> None:
+
+def check_free(
+    description: str,
+    make_socket: Callable[..., socket.socket] = socket.socket,
+    workers: bool = False,
+) -> None:
     """
     Bind and close a socket where C{description} will listen (with
     C{SO_REUSEADDR}, as Twisted's listeners do, so connections of an
     earlier run in TIME_WAIT do not count; no C{listen()}, so no client can
     connect to it).  Port 0 and non-TCP types are not checked.
 
+    @param workers: the port is for C{server.workers} above 1, whose
+        answer to a privileged port is the capability, not C{--uid}.
     @raise PortUnavailable: the port is in use, privileged, or the address
         is not this host's.
     """
@@ -248,7 +262,7 @@ def check_free(description: str, make_socket: Callable[..., socket.socket] = soc
         sock.bind((interface, port))
     except OSError as e:
         reason = e.strerror or str(e)
-        hint = _HINTS.get(e.errno or 0)
+        hint = _WORKERS_EACCES if workers and e.errno == errno.EACCES else _HINTS.get(e.errno or 0)
         raise PortUnavailable(description, interface, port, f"{reason}: {hint}" if hint else reason)
     finally:
         sock.close()

@@ -432,7 +432,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         # (A worker's port is its fellow workers' too: its own bind says.)
         for description in endpoints if slot is None else ():
             try:
-                listening.check_free(description)
+                listening.check_free(description, workers=options.get("workers", 1) > 1)
             except listening.PortUnavailable as e:
                 raise SystemExit(f"notificator: {e}")
     if options.get("workers", 1) > 1:

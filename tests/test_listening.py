@@ -255,7 +255,7 @@ class CheckFreeTests(SynchronousTestCase):
         self.assertIn(f"every interface (::) port {port}", str(e))
 
     def test_reasons(self) -> None:
-        """Privileged ports and foreign addresses are named as such."""
+        """Privileged ports (with workers: the capability, not C{--uid}) and foreign addresses are named as such."""
         denied = OSError(13, "Permission denied")
         e = self.assertRaises(
             listening.PortUnavailable,
@@ -268,6 +268,20 @@ class CheckFreeTests(SynchronousTestCase):
             "cannot listen on every IPv4 interface (0.0.0.0) port 443 (tcp:443):"
             " Permission denied: ports below 1024 need root (start as root with --uid,"
             " or use a higher port)",
+        )
+        e = self.assertRaises(
+            listening.PortUnavailable,
+            listening.check_free,
+            "tcp:443",
+            lambda *a: FakeSocket(bind_error=denied),
+            workers=True,
+        )
+        self.assertEqual(
+            str(e),
+            "cannot listen on every IPv4 interface (0.0.0.0) port 443 (tcp:443):"
+            " Permission denied: ports below 1024 need CAP_NET_BIND_SERVICE with"
+            " server.workers (start as the service user with it, docs/operations.rst"
+            ' "Workers and ports below 1024", or use a higher port)',
         )
         e = self.assertRaises(
             listening.PortUnavailable,

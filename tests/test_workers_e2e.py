@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,9 +26,14 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from notificator import listening
 from tests.support import (
+    PROJECT,
     Server,
+    as_user,
     free_port,
+    make_user,
+    not_here,
     parse_frames,
     redis_server_path,
     wait_until,
@@ -553,3 +559,63 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return bool(state) and not state.startswith("Z")
+
+
+class PrivilegedPortTests(SynchronousTestCase):
+    """
+    Started as the service user without C{CAP_NET_BIND_SERVICE}, workers on
+    a port below 1024 stop the start with one line whose advice is the
+    capability: C{--uid}, the answer without workers, cannot serve them
+    (docs/operations.rst, "Workers and ports below 1024").
+    """
+
+    UNTESTED = "WORKERS PRIVILEGED PORT TEST NOT RUN"
+
+    def test_the_hint_is_the_capability(self) -> None:
+        import sys
+        import tempfile
+
+        if listening.first_unprivileged_port() <= 443:
+            not_here(f"{self.UNTESTED}: every port is unprivileged on this host")
+        user = make_user(self, self.UNTESTED)
+        base = tempfile.mkdtemp(prefix="ntf-priv-")
+        self.addCleanup(shutil.rmtree, base, True)
+        conf = os.path.join(base, "conf")
+        data = os.path.join(base, "data")
+        os.makedirs(conf)
+        os.makedirs(data)
+        shutil.chown(data, user, user)
+        shutil.copy(os.path.join(PROJECT, "conf", "default.json"), conf)
+        with open(os.path.join(conf, "production.json"), "w", encoding="utf-8") as f:
+            json.dump(
+                {
+                    "server": {
+                        "protocol": "http",
+                        "workers": 2,
+                        "log": {"dir": os.path.join(data, "log")},
+                    },
+                    "sse": {"history": {"dir": os.path.join(data, "history")}},
+                    "cluster": {"redis": "redis://127.0.0.1:1/0"},
+                },
+                f,
+            )
+        for directory in (base, conf):
+            os.chmod(directory, 0o755)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        argv = [sys.executable, twistd, "--pidfile=", "-n", "notificator", "--config", conf]
+        argv += ["--env", "production", "--listen", "tcp:port=443:interface=127.0.0.1"]
+        result = subprocess.run(
+            as_user(user, argv, self.UNTESTED),
+            cwd=base,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertEqual(
+            (result.stdout + result.stderr).strip(),
+            "notificator: cannot listen on 127.0.0.1 port 443"
+            " (tcp:port=443:interface=127.0.0.1): Permission denied: ports below 1024 need"
+            " CAP_NET_BIND_SERVICE with server.workers (start as the service user with it,"
+            ' docs/operations.rst "Workers and ports below 1024", or use a higher port)',
+        )
