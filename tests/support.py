@@ -220,11 +220,20 @@ class Server(Client):
     def start(self, timeout: float = 30.0) -> Server:
         return self.launch().wait_listening(timeout)
 
-    def launch(self) -> Server:
-        """Start the process without waiting (several servers start side by side)."""
+    def launch(self, session: bool = False) -> Server:
+        """
+        Start the process without waiting (several servers start side by
+        side); with C{session}, as a shell starts a job: in a process group
+        of its own, which a terminal's Ctrl-C signals as a whole.
+        """
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
-                self.command, stdout=out, stderr=subprocess.STDOUT, cwd=self._cwd, env=self._env
+                self.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self._cwd,
+                env=self._env,
+                start_new_session=session,
             )
         self.testcase.addCleanup(self.stop)
         return self

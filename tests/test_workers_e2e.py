@@ -277,8 +277,17 @@ class WorkersTests(SynchronousTestCase):
             if node.process is not None and node.process.poll() is None:
                 node.process.send_signal(signal.SIGTERM)
 
-    def start(self, count: int = 2, limits: dict[str, Any] | None = None, **server: Any) -> Server:
-        """The supervisor of C{count} workers on a fixed loopback port, every worker ready."""
+    def start(
+        self,
+        count: int = 2,
+        limits: dict[str, Any] | None = None,
+        session: bool = False,
+        **server: Any,
+    ) -> Server:
+        """
+        The supervisor of C{count} workers on a fixed loopback port, every
+        worker ready (with C{session}: L{Server.launch}'s).
+        """
         self.port = free_port()
         node = Server(
             self,
@@ -286,7 +295,7 @@ class WorkersTests(SynchronousTestCase):
             listen=f"tcp:port={self.port}:interface=127.0.0.1",
             short_dir=True,
         )
-        node.launch()
+        node.launch(session)
         self.nodes.append(node)
         node.port = self.port
         node.wait_for_log(f"all {count} workers ready", 60)
@@ -514,6 +523,29 @@ class WorkersTests(SynchronousTestCase):
             sorted(os.listdir(os.path.join(node.dir, "log"))),
             ["access.log", "redis.log", "sse.log"],
         )
+
+    def test_ctrl_c_stops_everything_in_order(self) -> None:
+        """
+        Ctrl-C in the terminal signals the whole foreground process group:
+        the supervisor stops as on SIGTERM, and the private redis-server,
+        in a session of its own, is stopped by it after the workers, not by
+        the terminal before them.
+        """
+        node = self.start(session=True)
+        follower = self.followers("erin", 1)[0]
+        redis_pid = int(re.search(r"redis-server started \(pid (\d+)\)", node.log()).group(1))  # type: ignore[union-attr]
+        assert node.process is not None
+        os.killpg(node.process.pid, signal.SIGINT)
+        # (twistd ends by its signal, as a shell expects of Ctrl-C.)
+        self.assertIn(node.process.wait(60), (0, -signal.SIGINT), node.log())
+        wait_until(lambda: not _alive(redis_pid), what=f"redis-server {redis_pid} gone")
+        log = node.log()
+        stopped = [m.start() for m in re.finditer(r"worker \d \(pid \d+\) stopped", log)]
+        self.assertEqual(len(stopped), 2, log)
+        redis_stopped = log.index("redis-server (pid")
+        self.assertGreater(redis_stopped, max(stopped), log)
+        self.assertNotIn("restart", log[log.index("Received SIGINT") :], log)
+        follower.stop()
 
     def test_without_redis_server_one_line(self) -> None:
         """server.workers 2, no cluster.redis, no redis-server on PATH: one line, exit 1."""

@@ -23,9 +23,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from notificator.workers import redis
-from notificator.workers.redis import PrivateRedis, RedisUnavailable
+from notificator.workers.redis import PrivateRedis, RedisUnavailable, own_session
 from notificator.workers.supervisor import Backoff
-from tests.support import _resp, _RESPReader, redis_server_path
+from tests.support import _resp, _RESPReader, not_here, redis_server_path
 from tests.test_workers_supervisor import wait_for
 
 MISSING = (
@@ -217,6 +217,32 @@ class PrivateRedisTests(TestCase):
             ],
         )
         yield wait_for(lambda: os.path.getsize(service.log_file) > 0)
+
+    @inlineCallbacks
+    def test_in_a_session_of_its_own(self) -> Any:
+        """
+        Run by L{own_session}, Redis leads a session (and process group) of
+        its own, so a terminal's Ctrl-C to ours does not reach it; its pid
+        is Redis's own (C{setsid} execs in place).  Without a launcher it
+        shares ours.
+        """
+        launcher = own_session()
+        if not launcher:
+            not_here("PRIVATE REDIS SESSION TEST NOT RUN: no setsid (util-linux) here")
+        alone = self.private(launcher=launcher)
+        yield alone.when_ready()
+        pid = alone.pid or 0
+        self.assertEqual((os.getsid(pid), os.getpgid(pid)), (pid, pid))
+        with open(f"/proc/{pid}/comm", encoding="ascii") as f:
+            self.assertEqual(f.read().strip(), "redis-server")
+        yield alone.stopService()
+        shared = self.private()
+        yield shared.when_ready()
+        self.assertEqual(os.getpgid(shared.pid or 0), os.getpgid(0))
+
+    def test_own_session_without_setsid(self) -> None:
+        """No setsid on the PATH: Redis is run directly."""
+        self.assertEqual(own_session(search=self.mktemp()), ())
 
     @inlineCallbacks
     def test_survives_stop_and_start(self) -> Any:

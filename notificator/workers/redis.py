@@ -105,6 +105,21 @@ def find(workers: int | str, given: str | None = None, search: str | None = None
     return os.path.abspath(found)
 
 
+def own_session(search: str | None = None) -> tuple[str, ...]:
+    """
+    The start of a command line that runs what follows in a session (and
+    process group) of its own: util-linux's C{setsid}, or nothing where it
+    is missing.  Ctrl-C in a terminal signals the whole foreground process
+    group; the private Redis must not stop before the workers whose drain
+    it records, so the supervisor alone stops it (SIGTERM, in order).
+    (Twisted's C{spawnProcess} neither starts a session nor lets a child
+    keep an ignored SIGINT; a spawned child is no group leader, so
+    C{setsid} execs in place: the pid is Redis's own.)
+    """
+    found = shutil.which("setsid", path=search)
+    return () if found is None else (found,)
+
+
 def socket_path(directory: str) -> str:
     """Where the private Redis of C{directory} listens."""
     return os.path.join(os.path.abspath(directory), SOCKET)
@@ -269,10 +284,12 @@ class PrivateRedis(Service):
         stop_timeout: float = 60.0,
         backoff: Backoff = BACKOFF,
         ping_interval: float = 0.1,
+        launcher: tuple[str, ...] = (),
     ) -> None:
         """
         @param reactor: an C{IReactorProcess}, C{IReactorUNIX} and C{IReactorTime}.
         @param executable: the program (L{find}).
+        @param launcher: what runs it (L{own_session}); empty: run directly.
         @param directory: its directory (created C{0700}; under C{var/}).
         @param log_file: its log file (in the server's log directory).
         @param ready_timeout: a Redis not answering C{PING} this many
@@ -291,6 +308,7 @@ class PrivateRedis(Service):
         self.stop_timeout = stop_timeout
         self.backoff = backoff
         self.ping_interval = ping_interval
+        self.launcher = launcher
         self.pid: int | None = None
         self.ready = False
         self._process: _Process | None = None
@@ -336,7 +354,7 @@ class PrivateRedis(Service):
             return
         process = _Process(self)
         process.started = self._reactor.seconds()
-        argv = [self.executable, os.path.join(self.directory, CONFIG)]
+        argv = [*self.launcher, self.executable, os.path.join(self.directory, CONFIG)]
         try:
             transport = self._reactor.spawnProcess(
                 process,

@@ -296,6 +296,7 @@ def supervisor_service(
             workers_redis.find(server.workers),
             directory,
             os.path.join(server.log_dir, "redis.log"),
+            launcher=workers_redis.own_session(),
         ).setServiceParent(root)
     log.info(
         "server.workers {shown}: {count} workers on {endpoints}, joined by {redis}",
