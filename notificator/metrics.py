@@ -115,8 +115,10 @@ class HubCollector(Collector):
         )
         yield _counts(
             "notificator_connections_dropped",
-            "Connections closed at limits.connections, by reason (limit: a new one closed at"
-            " once; reclaimed: an idle or slow one closed to make room).",
+            "Connections closed by the server, by reason: at limits.connections (limit: a new"
+            " one closed at once; reclaimed: an idle or slow one closed to make room), or"
+            " headerTimeout (no complete request head, or HTTP/2 no open stream, within"
+            " limits.headerTimeout).",
             "reason",
             stats.dropped,
         )

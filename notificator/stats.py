@@ -82,9 +82,11 @@ class Stats:
 
     def drop(self, reason: str) -> None:
         """
-        Count a connection closed at C{limits.connections}: C{"limit"}, a
-        new one closed at once; C{"reclaimed"}, an idle or slow one closed
-        to make room for a new one.
+        Count a connection the server closed before a request: at
+        C{limits.connections}, C{"limit"} (a new one closed at once) or
+        C{"reclaimed"} (an idle or slow one closed to make room for a new
+        one); C{"headerTimeout"}, one with no complete request head (over
+        HTTP/2: no open stream) within C{limits.headerTimeout}.
         """
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 

@@ -227,6 +227,7 @@ class HTTP2IdleTests(BothChannels, SynchronousTestCase):
         self.assertTrue(conn.transport.disconnecting or not conn.transport.connected)
         [event] = self.s.logged("closed the HTTP/2 connection")
         self.assertEqual((event["peer"], event["seconds"]), ("127.0.0.1", 10))
+        self.assertEqual(self.s.stats.dropped, {"headerTimeout": 1})
 
     def test_pings_do_not_keep_it_open(self) -> None:
         """A connection that only sends PING, SETTINGS and WINDOW_UPDATE is closed after 10 s."""

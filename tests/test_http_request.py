@@ -348,6 +348,38 @@ class HeadTimeoutTests(BothChannels, SynchronousTestCase):
         self.assertIsNotNone(c.lost)
         [event] = self.s.logged("no complete request head")
         self.assertEqual((event["peer"], event["seconds"]), ("127.0.0.1", 10))
+        self.assertEqual(self.s.stats.dropped, {"headerTimeout": 1})
+
+    def test_a_flood_of_silent_connections_is_not_a_flood_of_lines(self) -> None:
+        """
+        Each close is counted; the first ten of each 10 s have a line each,
+        the rest one line at the end of those 10 s.  The next interval
+        names its first ten again.
+        """
+        for _ in range(25):
+            self.s.connect()
+        self.advance(10.1)
+        self.assertEqual(len(self.s.logged("no complete request head")), 10)
+        self.assertEqual(self.s.logged("more connections"), [])
+        self.assertEqual(self.s.stats.dropped, {"headerTimeout": 25})
+        self.advance(10.1)
+        [summary] = self.s.logged("more connections")
+        self.assertEqual((summary["count"], summary["seconds"]), (15, 10))
+        self.s.connect()
+        self.advance(10.1)
+        self.assertEqual(len(self.s.logged("no complete request head")), 11)
+        self.assertEqual(len(self.s.logged("more connections")), 1)
+        self.assertEqual(self.s.stats.dropped, {"headerTimeout": 26})
+
+    def test_untold_closes_summed_up_at_stop(self) -> None:
+        """Closes not yet summed up when the server stops are, then."""
+        for _ in range(12):
+            self.s.connect()
+        self.advance(10.1)
+        self.assertEqual(self.s.logged("more connections"), [])
+        self.s.site.limits.connections.stopService()
+        [summary] = self.s.logged("more connections")
+        self.assertEqual(summary["count"], 2)
 
     def test_trickled_head_closed(self) -> None:
         """One byte a second keeps twisted.web's idle timeout away, not this one."""

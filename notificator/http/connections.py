@@ -33,7 +33,9 @@ Either way the closed connection is aborted and its descriptor freed at once
 (L{notificator.http._twisted.close_now}), before the accept loop takes the
 next one, so the process never holds more than C{limits.connections} client
 connections.  Each is counted (L{notificator.stats.Stats.drop}) and logged,
-at most once every L{CAP_LOG_INTERVAL} seconds.
+at most once every L{CAP_LOG_INTERVAL} seconds.  The connections the head
+clock closes are counted too (C{"headerTimeout"}), and logged one line each
+up to L{TIMEOUT_LOG_LINES} per interval, the rest in one line at its end.
 
 Everything runs on the clock given in; no global state.
 """
@@ -56,6 +58,12 @@ _default_log = Logger("notificator.connections")
 
 #: Seconds between two log lines about C{limits.connections} being reached.
 CAP_LOG_INTERVAL = 10.0
+
+#: Connections the head clock closes are logged one line each, this many
+#: in each L{CAP_LOG_INTERVAL}; the rest of the interval's are summed up in
+#: one line at its end (a flood of silent connections is not a flood of
+#: lines).  Every one is counted (C{Stats.drop("headerTimeout")}).
+TIMEOUT_LOG_LINES = 10
 
 
 class Connections(Service):
@@ -110,6 +118,12 @@ class Connections(Service):
         self._reclaimed = 0
         self._refused = 0
         self._cap_logged_at: float | None = None
+        # The head clock's lines: when this interval began, its lines, the
+        # closes left out of them, and the call that sums those up.
+        self._timeouts_since: float | None = None
+        self._timeout_lines = 0
+        self._timeouts_untold = 0
+        self._timeouts_told: IDelayedCall | None = None
         #: C{disarm_pop(transport, None)}: a request head is complete on
         #: C{transport} (the dict's own method: it runs for every request).
         self.disarm_pop = self._heads.pop
@@ -260,21 +274,25 @@ class Connections(Service):
             del self._heads[transport]
             self._closing[transport] = now + self.seconds
             conn = self._h2.get(transport)
+            self._stats.drop("headerTimeout")
+            told = self._tell_timeout(now)
             if conn is not None:
-                self._log.info(
-                    "closed the HTTP/2 connection from {peer}: no open stream for"
-                    " {seconds:g} s (limits.headerTimeout)",
-                    peer=_transport_peer(transport),
-                    seconds=self.seconds,
-                )
+                if told:
+                    self._log.info(
+                        "closed the HTTP/2 connection from {peer}: no open stream for"
+                        " {seconds:g} s (limits.headerTimeout)",
+                        peer=_transport_peer(transport),
+                        seconds=self.seconds,
+                    )
                 _twisted.h2_go_away(conn)
             else:
-                self._log.info(
-                    "closed the connection from {peer}: no complete request head within"
-                    " {seconds:g} s (limits.headerTimeout)",
-                    peer=_transport_peer(transport),
-                    seconds=self.seconds,
-                )
+                if told:
+                    self._log.info(
+                        "closed the connection from {peer}: no complete request head within"
+                        " {seconds:g} s (limits.headerTimeout)",
+                        peer=_transport_peer(transport),
+                        seconds=self.seconds,
+                    )
                 transport.loseConnection()
         for transport in _expired(self._closing, now):
             del self._closing[transport]
@@ -297,11 +315,50 @@ class Connections(Service):
             if self._call is None or earliest < self._call_at:
                 self._wake(earliest)
 
+    def _tell_timeout(self, now: float) -> bool:
+        """
+        Whether a close by the head clock gets its own line: one of the
+        first L{TIMEOUT_LOG_LINES} of its interval.  The others are summed
+        up when the interval ends (L{_sum_up_timeouts}).
+        """
+        since = self._timeouts_since
+        if since is None or now >= since + CAP_LOG_INTERVAL:
+            self._sum_up_timeouts()
+            self._timeouts_since = since = now
+            self._timeout_lines = 0
+        if self._timeout_lines < TIMEOUT_LOG_LINES:
+            self._timeout_lines += 1
+            return True
+        self._timeouts_untold += 1
+        if self._timeouts_told is None:
+            self._timeouts_told = self._clock.callLater(
+                since + CAP_LOG_INTERVAL - now, self._sum_up_timeouts
+            )
+        return False
+
+    def _sum_up_timeouts(self) -> None:
+        """One line for the closes by the head clock that had none of their own."""
+        call, self._timeouts_told = self._timeouts_told, None
+        if call is not None and call.active():
+            call.cancel()
+        untold, self._timeouts_untold = self._timeouts_untold, 0
+        if untold:
+            self._log.info(
+                "closed {count} more connections with no request head (HTTP/2: no open"
+                " stream) for {seconds:g} s (limits.headerTimeout) in {interval:g} s; at most"
+                " {lines} lines each {interval:g} s name them one by one",
+                count=untold,
+                seconds=self.seconds,
+                interval=CAP_LOG_INTERVAL,
+                lines=TIMEOUT_LOG_LINES,
+            )
+
     def stopService(self) -> None:
         super().stopService()
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        self._sum_up_timeouts()
 
 
 def _expired(deadlines: dict[Any, float], now: float) -> list[Any]:
