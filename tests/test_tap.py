@@ -20,7 +20,7 @@ from notificator import app, listening, runas, services, tap
 from notificator.http.request import Request
 from notificator.hub import Hub
 from notificator.timers import Ticker, TickerService
-from notificator.workers import worker
+from notificator.workers import reuseport, worker
 from notificator.workers.reuseport import ReusePortService
 from notificator.workers.supervisor import WorkerLink
 from tests.support import PROJECT, free_port, redis_server_path, write_config
@@ -488,6 +488,30 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual(
             private.directory, os.path.join(os.path.dirname(self.conf), "var", "redis")
         )
+
+    def test_migrate_req_hint(self) -> None:
+        """
+        Where net.ipv4.tcp_migrate_req is 0, the supervisor's start says
+        what a graceful restart may reset and what to set; not where it is
+        1 or missing.
+        """
+        doc = {"server": {"workers": 2}, "cluster": {"redis": "redis://127.0.0.1:6390/0"}}
+        for value, lines in [(False, 1), (True, 0), (None, 0)]:
+            observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            self.patch(reuseport, "requests_migrate", lambda value=value: value)
+            opts = self.options(doc, "--listen", "tcp:port=3999")
+            tap.makeService(opts, reactor=MemoryReactorClock())
+            said = [e for e in observer if "tcp_migrate_req" in e.get("log_format", "")]
+            self.assertEqual(len(said), lines, value)
+
+    def test_requests_migrate(self) -> None:
+        """The sysctl read: 1 is true, 0 false, no such file None."""
+        path = self.mktemp()
+        for text, expected in [("1\n", True), ("0\n", False)]:
+            with open(path, "w", encoding="ascii") as f:
+                f.write(text)
+            self.assertIs(reuseport.requests_migrate(path), expected)
+        self.assertIsNone(reuseport.requests_migrate(path + ".missing"))
 
     def test_no_private_redis_with_cluster_redis(self) -> None:
         """With cluster.redis, the workers use it: no private Redis, no redis-server needed."""

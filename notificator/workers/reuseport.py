@@ -174,6 +174,25 @@ def open_socket(address: Address) -> socket.socket:
     return sock
 
 
+#: Whether Linux moves the connections queued on a closing socket of a
+#: C{SO_REUSEPORT} group to another socket of the group (Linux 5.14 and later).
+MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
+def requests_migrate(path: str = MIGRATE_REQ) -> bool | None:
+    """
+    C{net.ipv4.tcp_migrate_req}: whether a connection that completes its
+    handshake as an old worker closes its socket goes to another worker
+    (true) or is reset (false); L{None} where the kernel has no such
+    setting.
+    """
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip() != "0"
+    except (OSError, ValueError):
+        return None
+
+
 def _stop_listening(port: IListeningPort) -> object:
     stopped: object = port.stopListening()  # (IListeningPort is unannotated)
     return stopped

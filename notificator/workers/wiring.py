@@ -305,6 +305,13 @@ def supervisor_service(
         endpoints=", ".join(endpoints),
         redis="a private redis-server" if directory is not None else str(cfg.cluster.redis),
     )
+    if reuseport.requests_migrate() is False:
+        log.info(
+            "net.ipv4.tcp_migrate_req is 0: in a graceful restart, a connection that"
+            " completes its handshake in the microseconds an old worker closes its socket is"
+            ' reset; set it to 1 (docs/operations.rst, "Workers: graceful restarts and'
+            ' the kernel")'
+        )
     Supervisor(
         reactor,
         [worker_command(options, slot) for slot in range(count)],
