@@ -287,6 +287,8 @@ class ReloadBench(MachineBench):
         self.failed_reconnects: dict[str, int] = {}
         self.replays: dict[str, int] = {}
         self.reopened_at: dict[int, float] = {}
+        #: Streams that came back without a last event id (none seen before their end).
+        self.without_id: set[int] = set()
         self.stopping = False
 
     def ended(self, stream: loadgen.SSEStream) -> None:
@@ -306,6 +308,8 @@ class ReloadBench(MachineBench):
         i = old.index
         self.reconnects[i] = self.reconnects.get(i, 0) + 1
         last_id = old.last_id
+        if last_id is None:
+            self.without_id.add(i)
         stream = Browser(
             self,
             i,
@@ -425,8 +429,14 @@ async def reload_scenario(
         if not connect["connected"]:
             raise RuntimeError("no stream connected")
         out["split_before"] = await split(server.port, connect["connected"])
-        bench.record.begin()
         outcomes: dict[int, str] = {}
+        if opt.seen:
+            # Every stream gets an event id, which a browser sends back as
+            # Last-Event-ID when it reconnects (as bench/storm.py's --seen).
+            out["seen"] = seen_ = await bench.publish_each(opt.seen, outcomes)
+            seen_["all_delivered"] = await bench.wait_delivered(seen_["accepted"], 60)
+            outcomes.clear()
+        bench.record.begin()
         stop = asyncio.Event()
         publishing = asyncio.ensure_future(
             bench.publish_steady(opt.reload_rate, opt.reload_c, stop, outcomes)
@@ -456,6 +466,9 @@ async def reload_scenario(
         stop.set()
         out["publish"] = await publishing
         cpu = cpu_delta(cpu0, cpu_by_role(pid))
+        # The old workers' CPU moved to "reaped" (their whole lives) when
+        # they exited: together with "workers" it is the workers' over the reload.
+        cpu["workers"] = round(cpu["workers"] + cpu.pop("reaped"), 3)
         accepted = [q for q, v in outcomes.items() if v == "ok"]
         rec = bench.record
         end = time.monotonic() + opt.drain_timeout
@@ -468,6 +481,8 @@ async def reload_scenario(
         reopened = [
             t - t0 for i, t in bench.reopened_at.items() if i in bench.reconnects and t >= t0
         ]
+        lost = [q for q in accepted if rec.got[q] is None]
+        without_id = [q for q in lost if rec.target[q] in bench.without_id]
         out["reload"] = {
             "seconds_to_done": reload_s,
             "log_lines_s": {k: v for k, v in seen.items() if v},
@@ -482,7 +497,9 @@ async def reload_scenario(
             "streams_reconnected_more_than_once": sum(1 for c in counts if c > 1),
             "failed_reconnects": bench.failed_reconnects,
             "replays": bench.replays,
-            "lost": sum(1 for q in accepted if rec.got[q] is None),
+            "streams_back_without_id": len(bench.without_id),
+            "lost": len(lost) - len(without_id),
+            "lost_to_streams_back_without_id": len(without_id),
             "doubled": rec.dup,
             "misrouted": rec.misrouted,
             "uncertain_delivered": sum(1 for q in uncertain if rec.got[q] is not None),
@@ -625,6 +642,13 @@ def table(results: list[dict[str, Any]]) -> str:
                 f" {p['refused']} refused, {p['unanswered']} unanswered; lost {reload['lost']},"
                 f" doubled {reload['doubled']}"
             )
+            if reload["streams_back_without_id"]:
+                lines.append(
+                    f"  {reload['streams_back_without_id']} streams came back without a"
+                    " Last-Event-ID (no notification before their end): the"
+                    f" {reload['lost_to_streams_back_without_id']} notifications published to"
+                    " them while they were away are not replayed (not counted as lost)"
+                )
     for r in results:
         for problem in problems(r):
             lines.append(f"{r['run']}: {problem}")
@@ -647,6 +671,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--reload-c", type=int, default=16, help="reload: publishes in flight at most")
     a("--reload-lead", type=float, default=2, help="reload: s of publishing before SIGHUP")
     a("--reload-tail", type=float, default=2, help="reload: s of publishing after")
+    a(
+        "--seen",
+        type=int,
+        default=1,
+        help="reload: notifications per user before SIGHUP, so that every stream has an event id",
+    )
     a("--reload-timeout", type=float, default=120, help="reload: s, at most")
     a("--drain-seconds", type=float, default=None, help="sse.drainSeconds (default: shipped)")
     a("--retry", type=int, default=None, help="sse.retry, ms (default: shipped)")
