@@ -95,6 +95,8 @@ class WorkersServer(local.LocalServer):
             extra["sse"]["drainSeconds"] = opt.drain_seconds
         if opt.retry is not None:
             extra["sse"]["retry"] = opt.retry
+        if opt.cap_streams is not None:
+            extra["limits"] = {"streams": opt.cap_streams}
         super().__init__(opt, 0, tag, workdir, extra)
         self.workers = workers
         self.name = f"server ({workers} workers)"
@@ -680,6 +682,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--reload-timeout", type=float, default=120, help="reload: s, at most")
     a("--drain-seconds", type=float, default=None, help="sse.drainSeconds (default: shipped)")
     a("--retry", type=int, default=None, help="sse.retry, ms (default: shipped)")
+    a("--cap-streams", type=int, default=None, help="limits.streams, the machine's (default: null)")
     a("--stock", action="store_true", help="server.fastChannel false (twisted.web's channel)")
     a("--drain-timeout", type=float, default=20, help="s to wait for deliveries")
     a(
