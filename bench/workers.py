@@ -28,7 +28,9 @@ Runs (C{--runs}, in order, comma-separated; C{w1,w2,w1,w2} alternates):
    notification at its user's socket).
  - C{reload}: two workers; open C{--n} streams that behave as browsers do
    (a stream the server ends reconnects after its C{retry:} with the last
-   event id it got, C{Last-Event-ID}), publish at C{--reload-rate}/s (one
+   event id it got, C{Last-Event-ID}), publish C{--seen} notification(s)
+   to every user (so that every stream has an event id to come back
+   with), then publish at C{--reload-rate}/s (one
    new connection per publish, as a back-end that does not keep
    connections alive; C{--reload-c} at once) and send SIGHUP to the
    supervisor.  The time from the signal to each of the supervisor's log
