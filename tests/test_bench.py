@@ -6,9 +6,10 @@ C{twistd -n notificator}; likewise C{cpu.py} (its "history full" mode
 too), C{journal.py} (the full history it writes, loaded as the server
 loads it), C{local.py}'s server started from such a journal, C{memory.py},
 C{stuck.py}, C{fuzz.py} (its answer parser and checks, and 2000 raw
-requests), and C{storm.py} (the reconnect storm after a restart, 50
-streams; Nchan's where nginx and its Nchan module are installed).  No
-timing is asserted: only counts.
+requests), C{storm.py} (the reconnect storm after a restart, 50
+streams; Nchan's where nginx and its Nchan module are installed), and
+C{workers.py} (one worker against two and a graceful restart, 60
+streams).  No timing is asserted: only counts.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.events import SEQ_SPAN, encode_frame, event_id
 from notificator.history import History, HistoryFile
-from tests.support import PROJECT, Server, not_here, require_tool, stock_channel
+from tests.support import (
+    PROJECT,
+    Server,
+    not_here,
+    redis_server_path,
+    require_tool,
+    stock_channel,
+)
 
 sys.path.insert(0, os.path.join(PROJECT, "bench"))
 
@@ -42,6 +50,7 @@ import memory  # noqa: E402
 import report  # noqa: E402
 import storm  # noqa: E402
 import stuck  # noqa: E402
+import workers  # noqa: E402
 
 
 class DechunkerTests(SynchronousTestCase):
@@ -362,6 +371,93 @@ class StormBenchTests(SynchronousTestCase):
         s = result["storm"]
         self.assertEqual((s["complete"], s["notifications_missed"]), (50, 100))
         self.assertEqual(s["notifications_replayed"], 100)
+
+
+class WorkersBenchTests(SynchronousTestCase):
+    """
+    C{bench/workers.py} against the real server with one worker and with
+    two (and their private redis-server), and a graceful restart of two.
+    """
+
+    def test_short_run(self) -> None:
+        """
+        60 streams: with one worker and with two, every stream opens (over
+        both workers with two, as their own /health counts say), every
+        publish is delivered once, and CPU per operation is reported; a
+        SIGHUP replaces both workers while publishes flow, and every
+        stream reconnects once, no publish is refused, nothing is lost or
+        doubled.
+        """
+        redis_server_path()
+        argv = ["--n", "60", "--m", "60", "--rate", "200", "--burst-c", "4", "--burst-t", "1"]
+        argv += ["--reload-rate", "50", "--reload-lead", "0.5", "--reload-tail", "0.5"]
+        argv += ["--drain-seconds", "0.5", "--retry", "100", "--no-uvloop", "--max-total", "120"]
+        if stock_channel():
+            argv.append("--stock")
+        result = workers.run(workers.options(argv))
+        w1, w2, reload = result["runs"]
+        for run in result["runs"]:
+            self.assertEqual(workers.problems(run), [], run)
+            self.assertEqual(run["connect"]["connected"], 60, run)
+        for run, count in ((w1, 1), (w2, 2)):
+            self.assertEqual((run["run"], run["workers"]), (f"w{count}", count))
+            self.assertEqual(len(run["split"]), count, run["split"])
+            self.assertEqual(sum(run["split"].values()), 60, run["split"])
+            self.assertEqual(run["held"], 60)
+            for phase in ("latency", "burst"):
+                p = run[phase]
+                self.assertGreater(p["accepted"], 0, phase)
+                self.assertEqual((p["received"], p["lost"], p["duplicates"]), (p["accepted"], 0, 0))
+                self.assertIn("total", run[f"{phase}_cpu_us_per_publish"])
+            self.assertIn("total", run["cpu_us_per_stream"])
+        # Two workers: a supervisor and a Redis beside them (w1 has neither).
+        self.assertLessEqual({"workers", "redis", "supervisor"}, set(w1["burst_cpu_s"]))
+        self.assertEqual((w1["burst_cpu_s"]["redis"], w1["burst_cpu_s"]["supervisor"]), (0, 0))
+        r = reload["reload"]
+        self.assertTrue(r["completed"], r)
+        self.assertEqual(len(r["log_lines_s"]["new_worker_ready"]), 2, r)
+        self.assertEqual((r["streams_reconnected"], r["reconnects"]), (60, 60), r)
+        self.assertEqual((r["reconnects_per_stream_max"], r["open_after"]), (1, 60), r)
+        self.assertEqual((r["lost"], r["doubled"], r["misrouted"]), (0, 0, 0), r)
+        p = reload["publish"]
+        self.assertGreater(p["accepted"], 0)
+        self.assertEqual((p["refused"], p["unanswered"]), (0, 0), p)
+        self.assertEqual(sum(reload["split_after"].values()), 60)
+        self.assertIn("at most 1 each", workers.table(result["runs"]))
+
+    def test_problems(self) -> None:
+        """The checks are not a formality: each broken contract is named."""
+        run = {
+            "run": "reload",
+            "connect": {"connected": 10000, "failed": 0},
+            "imbalance_pct": 12.5,
+            "split": {"a": 5300, "b": 4700},
+            "burst": {"lost": 1, "duplicates": 0, "errors": 2, "error_kinds": {"http 503": 2}},
+            "reload": {
+                "completed": True,
+                "streams": 10000,
+                "open_after": 10000,
+                "reconnects_per_stream_max": 2,
+                "streams_reconnected_more_than_once": 3,
+                "lost": 0,
+                "doubled": 1,
+                "misrouted": 0,
+            },
+            "publish": {"refused": 1, "unanswered": 0, "not_accepted_kinds": {"http 503": 1}},
+        }
+        found = "\n".join(workers.problems(run))
+        for text in (
+            "12.5 % apart",
+            "burst: 1 lost",
+            "burst: 2 publishes refused",
+            "3 streams reconnected more than once",
+            "reload: 1 doubled",
+            "1 publishes refused",
+        ):
+            self.assertIn(text, found)
+        # Few streams: chance alone parts them, not a problem.
+        run["connect"]["connected"] = 200
+        self.assertNotIn("apart", "\n".join(workers.problems(run)))
 
 
 class CPUBenchTests(SynchronousTestCase):
