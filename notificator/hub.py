@@ -185,12 +185,15 @@ class Hub:
         """
         Send C{event: heartbeat} with JSON data C{{"time": <ms>}} to every
         stream, L{SWEEP_SLICE} streams per reactor turn (L{sweeping}
-        until the last slice is written).  Runs from a LoopingCall, which
+        until the last slice is written; skipped, and not counted, while
+        one still runs).  Runs from a LoopingCall, which
         would stop for good on an exception, so errors are logged here
         instead of raised.
 
         @return: how many streams took it in this call (the first slice).
         """
+        if self._sweeping is not None:
+            return 0  # (L{_sweep}: the running sweep ends its round)
         self.stats.heartbeats += 1
         try:
             data = json.dumps({"time": int(self._clock.seconds() * 1000)})
@@ -217,12 +220,14 @@ class Hub:
 
     def _sweep(self, frame: bytes, timed: bool) -> int:
         """
-        Write C{frame} to every stream open now, a slice per reactor turn;
-        a sweep still running is replaced (its streams get this frame).
+        Write C{frame} to every stream open now, a slice per reactor turn.
+        While a sweep still runs, a new one is skipped: the running one
+        ends its round, so every stream gets its frame even when sweeps
+        take longer than their interval (replacing it would starve the
+        streams at the end of the list).
         """
-        pending, self._sweeping = self._sweeping, None
-        if pending is not None and pending.active():
-            pending.cancel()
+        if self._sweeping is not None:
+            return 0
         return self._slice(self._all(), 0, frame, timed, 0.0)
 
     def _slice(

@@ -163,19 +163,24 @@ class HubTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.stats.heartbeats, 1)
 
-    def test_new_sweep_replaces_unfinished(self) -> None:
-        """A keepalive while a heartbeat is unfinished takes over: each stream gets one frame of the two sweeps' slices."""
+    def test_sweep_while_one_runs_is_skipped(self) -> None:
+        """
+        A keepalive or heartbeat while a sweep is unfinished is skipped: the
+        running sweep reaches every stream, however often the timers fire.
+        """
         self.hub.SWEEP_SLICE = 2
         streams = [FakeStream(f"u{i}") for i in range(4)]
         for s in streams:
             self.hub.attach(s)
         self.hub.heartbeat()
-        self.hub.keepalive()
+        self.assertEqual(self.hub.keepalive(), 0)
+        self.assertEqual(self.hub.heartbeat(), 0)
         self.clock.advance(0)
-        self.clock.advance(0)
-        self.assertEqual([len(s.frames) for s in streams], [2, 2, 1, 1])
-        self.assertEqual(streams[3].frames, [KEEPALIVE_FRAME])
+        self.assertEqual([len(s.frames) for s in streams], [1, 1, 1, 1])
+        self.assertNotIn(KEEPALIVE_FRAME, [f for s in streams for f in s.frames])
         self.assertFalse(self.hub.sweeping)
+        self.assertEqual(self.stats.heartbeats, 1)
+        self.assertEqual(self.hub.keepalive(), 2)
 
     def test_keepalive(self) -> None:
         """Keepalive writes an SSE comment to every stream."""
