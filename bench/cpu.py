@@ -294,6 +294,8 @@ def measure(
             gc_times.phase = "heartbeat"
             start = time.process_time()
             hub.heartbeat()
+            while hub.sweeping:  # the next slices, as the next reactor turns
+                reactor.advance(0)
             if writes is not None:
                 writes.flush()
             spent = time.process_time() - start

@@ -42,6 +42,7 @@ from tests.support import (
 sys.path.insert(0, os.path.join(PROJECT, "bench"))
 
 import cpu  # noqa: E402
+import disconnect  # noqa: E402
 import fuzz  # noqa: E402
 import journal  # noqa: E402
 import loadgen  # noqa: E402
@@ -489,6 +490,16 @@ class CPUBenchTests(SynchronousTestCase):
             self.assertGreaterEqual(result[f"{figure}_mean"], result[figure])
         for phase in result["gc"].values():
             self.assertEqual(len(phase["collections"]), 3)
+
+
+class DisconnectBenchTests(SynchronousTestCase):
+    """C{bench/disconnect.py}: what a mass disconnect leaves for the cyclic collector."""
+
+    def test_dropped_streams_leave_no_cycle(self) -> None:
+        """Streams dropped at once are all freed by reference counting, on both channels."""
+        for stock in (False, True):
+            result = disconnect.measure(60, stock)
+            self.assertEqual((result["streams"], result["collected"]), (60, 0), result)
 
 
 class JournalScriptTests(SynchronousTestCase):

@@ -10,7 +10,9 @@ real C{tcp.Server} transports with fake sockets
 from __future__ import annotations
 
 import errno
+import gc
 import json
+import weakref
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -254,6 +256,30 @@ class FinishedTests(BothChannels, SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(stream.request.notifications, [])
         self.assertTrue(stream.gone)
+
+    def test_lost_stream_freed_without_the_collector(self) -> None:
+        """
+        A stream whose client left is freed by reference counting, with its
+        request, channel and transport: no reference cycle waits for the
+        cyclic garbage collector (10,000 streams dropped at once were a
+        full collection of 150,000 objects, a pause of the server).
+        """
+        server = self.server()
+        conn = server.connect()
+        conn.receive(b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        (stream,) = server.hub.streams_of("u1")
+        # (A stream and the protocol have no __weakref__ slot; the stream
+        # holds its request, so a freed request is a freed stream.)
+        kept = [weakref.ref(o) for o in (stream.request, conn.transport)]
+        del stream
+        self.addCleanup(gc.enable)
+        gc.disable()
+        conn.close(Failure(ConnectionDone()))
+        server.reactor.advance(0)
+        server.conns.remove(conn)
+        del conn
+        self.assertEqual(server.hub.stream_count, 0)
+        self.assertEqual([ref() for ref in kept], [None, None])
 
 
 class FinishedStockTests(FinishedTests):

@@ -136,6 +136,52 @@ class HubTests(SynchronousTestCase):
         self.assertEqual([len(s.frames) for s in good], [2, 2, 1])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
+    def test_heartbeat_in_slices(self) -> None:
+        """
+        A heartbeat writes L{Hub.SWEEP_SLICE} streams per reactor turn, so a
+        publish never waits for all of them; the last slice ends the sweep
+        and times it whole.
+        """
+        self.hub.SWEEP_SLICE = 2
+        streams = [FakeStream(f"u{i}") for i in range(5)]
+        for s in streams:
+            self.hub.attach(s)
+        self.assertEqual(self.hub.heartbeat(), 2)
+        self.assertEqual([len(s.frames) for s in streams], [1, 1, 0, 0, 0])
+        self.assertTrue(self.hub.sweeping)
+        # Between two slices a publish goes out at once.
+        self.assertEqual(self.hub.deliver("u4", FRAME), 1)
+        self.assertEqual(streams[4].frames, [FRAME])
+        # The next slice is the next reactor turn's (Clock.advance runs
+        # the slices it schedules, one after the other).
+        (next_slice,) = self.clock.getDelayedCalls()
+        self.assertEqual(next_slice.getTime(), self.clock.seconds())
+        self.clock.advance(0)
+        self.assertEqual([len(s.frames) for s in streams], [1, 1, 1, 1, 2])
+        self.assertEqual(streams[4].frames[0], FRAME)
+        self.assertFalse(self.hub.sweeping)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.stats.heartbeats, 1)
+
+    def test_sweep_while_one_runs_is_skipped(self) -> None:
+        """
+        A keepalive or heartbeat while a sweep is unfinished is skipped: the
+        running sweep reaches every stream, however often the timers fire.
+        """
+        self.hub.SWEEP_SLICE = 2
+        streams = [FakeStream(f"u{i}") for i in range(4)]
+        for s in streams:
+            self.hub.attach(s)
+        self.hub.heartbeat()
+        self.assertEqual(self.hub.keepalive(), 0)
+        self.assertEqual(self.hub.heartbeat(), 0)
+        self.clock.advance(0)
+        self.assertEqual([len(s.frames) for s in streams], [1, 1, 1, 1])
+        self.assertNotIn(KEEPALIVE_FRAME, [f for s in streams for f in s.frames])
+        self.assertFalse(self.hub.sweeping)
+        self.assertEqual(self.stats.heartbeats, 1)
+        self.assertEqual(self.hub.keepalive(), 2)
+
     def test_keepalive(self) -> None:
         """Keepalive writes an SSE comment to every stream."""
         s = FakeStream("u")

@@ -203,6 +203,16 @@ class RequestStream:
             self._on_gone(self, result)
         except Exception:
             _log.failure("ending stream {connection_id} failed", connection_id=self.connection_id)
+        finally:
+            # A lost connection leaves this stream registered as its
+            # request's producer (twisted.web unregisters only on finish):
+            # request and stream would hold each other, and with them the
+            # transport and buffers, until the cyclic collector ran, a
+            # full collection of every dropped stream at once after a mass
+            # disconnect.  Let go, so reference counting frees them.
+            request = self.request
+            if getattr(request, "producer", None) is self:
+                request.producer = None
 
 
 class LimitedRequestStream(RequestStream):
