@@ -25,6 +25,7 @@ from notificator import services, tap
 from notificator.broker import Published, Unavailable
 from notificator.broker.redis import RedisBroker
 from notificator.broker.redis.ordering import (
+    MAX_BATCH,
     Missed,
     frame_of,
     id_key,
@@ -314,6 +315,26 @@ class BrokerOrderingTests(SynchronousTestCase):
         self.assertEqual(len(h.link.calls), calls + 2)
         h.link.settle()
         self.assertGreater(event_key(self.successResultOf(d).event_id), event_key(ids[-1]))
+
+    def test_a_pass_of_many_publishes_runs_in_batches(self) -> None:
+        """
+        More than MAX_BATCH publishes in one pass go in runs of MAX_BATCH
+        (the last one at the end of the pass), in order.
+        """
+        h = Harness()
+        h.node.up()
+        stream = h.node.stream("u1")
+        calls = len(h.link.calls)
+        count = MAX_BATCH * 2 + 3
+        ds = [h.broker.publish(Message("notify", "u1", f'{{"n": {n}}}')) for n in range(count)]
+        self.assertEqual(len(h.link.calls), calls + 2)  # two full runs at once
+        h.clock.advance(0)
+        runs = h.link.calls[calls:]
+        self.assertEqual([len(keys) - 2 for _, keys, _ in runs], [2 * MAX_BATCH] * 2 + [6])
+        h.link.settle()
+        ids = [self.successResultOf(d).event_id for d in ds]
+        self.assertEqual(sorted(ids, key=event_key), ids)
+        self.assertEqual(stream.frames, [framed(ids[n], n) for n in range(count)])
 
     def test_a_failed_run_fails_exactly_its_publishes(self) -> None:
         """

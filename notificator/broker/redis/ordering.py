@@ -272,6 +272,12 @@ class _Waiter:
         self.timeout: Any = None
 
 
+#: At most this many publishes in one run of L{PUBLISH}: a pass that
+#: accepts more sends them in runs of this size, so that one run never
+#: holds Redis (or one failure refuses) more than this many.
+MAX_BATCH = 64
+
+
 class _Batch:
     """
     The publishes of one reactor pass, run as one L{PUBLISH}: their keys
@@ -468,6 +474,8 @@ class RedisBroker(Service):
         batch.args += (encode_frame(message.event, message.data), user)
         d: Deferred[Published] = Deferred()
         batch.waiting.append((d, user_id))
+        if len(batch.waiting) >= MAX_BATCH:
+            self._flush()
         return d
 
     def _flush(self) -> None:
