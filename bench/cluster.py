@@ -108,6 +108,27 @@ class RedisServer:
     def stop(self) -> None:
         local.stop_process(self.process)
 
+    def commandstats(self) -> dict[str, dict[str, float]]:
+        """
+        C{INFO commandstats}: per command, its calls and the CPU Redis
+        spent in them (us), e.g. how many runs of the publish script.
+        """
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"INFO commandstats\r\n")
+            data = b""
+            while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        out: dict[str, dict[str, float]] = {}
+        for line in data.decode().splitlines():
+            name, _, fields = line.partition(":")
+            if name.startswith("cmdstat_"):
+                values = dict(f.split("=", 1) for f in fields.split(","))
+                out[name[8:]] = {k: float(values[k]) for k in ("calls", "usec") if k in values}
+        return out
+
 
 class Node(local.LocalServer):
     """A node: C{bench/local.py}'s server, in cluster mode when C{redis_url} is given."""
@@ -225,6 +246,13 @@ def run_mode(opt: argparse.Namespace, mode: str, workdir: str) -> dict[str, Any]
             loop.run_until_complete(asyncio.sleep(0.2))
             loop.close()
         result["mode"] = mode
+        if redis is not None:
+            # Counted since Redis started: the streams opened, then the publishes.
+            stats = redis.commandstats()
+            result["redis_commandstats"] = stats
+            runs = sum(stats.get(c, {}).get("calls", 0) for c in ("evalsha", "eval"))
+            if runs:
+                result["publishes_per_script_run"] = round(opt.m / runs, 2)
         return result
     finally:
         for node in nodes:
@@ -250,6 +278,10 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{cpu.get('total')} ({cpu_text})" if cpu else r.get("error", "-"),
             )
         )
+        if "publishes_per_script_run" in r:
+            rows[-1] = rows[-1][:-1] + (
+                f"{rows[-1][-1]}; {r['publishes_per_script_run']} publishes per script run",
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows

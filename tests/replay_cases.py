@@ -512,8 +512,8 @@ class ScriptsImplementation:
 
     def publish(self, name: str, user: str) -> str:
         body = frame_of_case(name, "0-0").split(b"\n", 1)[1]
-        keys = self._keys(user) + [b"t:last", b"t:since"]
-        args = [body, self.size, self.ttl_ms, b"t:events", user.encode()]
+        keys = [b"t:last", b"t:since", *self._keys(user)]
+        args = [self.size, self.ttl_ms, b"t:events", body, user.encode()]
         return bytes(self._run(PUBLISH, keys, args)[0]).decode()
 
     def wait(self, ttls: float) -> None:

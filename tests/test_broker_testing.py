@@ -34,8 +34,8 @@ class ReplayCaseTests(SynchronousTestCase):
 
 
 def publish(link: FakeLink, user: bytes = b"u") -> Any:
-    keys = [b"p:h:" + user, b"p:f:" + user, b"p:last", b"p:since"]
-    return link.eval(PUBLISH, keys, [b"event: notify\ndata: x\n\n", 3, 60_000, b"p:events", user])
+    keys = [b"p:last", b"p:since", b"p:h:" + user, b"p:f:" + user]
+    return link.eval(PUBLISH, keys, [3, 60_000, b"p:events", b"event: notify\ndata: x\n\n", user])
 
 
 class FakeLinkTests(SynchronousTestCase):

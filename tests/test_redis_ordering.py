@@ -25,6 +25,7 @@ from notificator import services, tap
 from notificator.broker import Published, Unavailable
 from notificator.broker.redis import RedisBroker
 from notificator.broker.redis.ordering import (
+    MAX_BATCH,
     Missed,
     frame_of,
     id_key,
@@ -175,10 +176,10 @@ class Harness:
         its id.
         """
         user = user_id.encode()
-        keys = [b"notificator:h:" + user, b"notificator:f:" + user]
-        keys += [b"notificator:last", b"notificator:since"]
+        keys = [b"notificator:last", b"notificator:since"]
+        keys += [b"notificator:h:" + user, b"notificator:f:" + user]
         frame_body = body(n) if data is None else encode_frame("notify", data)
-        args = [frame_body, self.size, 60_000, b"notificator:events", user]
+        args = [self.size, 60_000, b"notificator:events", frame_body, user]
         return bytes(self.redis.run(PUBLISH, keys, args)[0]).decode()
 
 
@@ -217,6 +218,7 @@ class BrokerOrderingTests(SynchronousTestCase):
         h.link.settle()
         self.assertIsNone(h.broker.health())
         d = h.broker.publish(Message("notify", "u1", "1"))
+        h.clock.advance(0)
         h.link.settle()
         self.successResultOf(d)
 
@@ -232,13 +234,14 @@ class BrokerOrderingTests(SynchronousTestCase):
         other.up()
         stream = h.node.stream()
         d = h.broker.publish(Message("notify", "u1", '{"n": 1}'))
+        h.clock.advance(0)
         script, keys, args = h.link.calls[-1]
         self.assertIs(script, PUBLISH)
         self.assertEqual(
             keys,
-            (b"notificator:h:u1", b"notificator:f:u1", b"notificator:last", b"notificator:since"),
+            (b"notificator:last", b"notificator:since", b"notificator:h:u1", b"notificator:f:u1"),
         )
-        self.assertEqual(args[0], body(1))
+        self.assertEqual(args, (100, 60_000, b"notificator:events", body(1), b"u1"))
         self.assertEqual(h.stats.published, 0)
         h.link.settle()
         published = self.successResultOf(d)
@@ -255,6 +258,7 @@ class BrokerOrderingTests(SynchronousTestCase):
         h.node.up()
         stream = h.node.stream()
         d = h.broker.publish(Message("notify", "u1", '{"n": 1}'))
+        h.clock.advance(0)
         h.link.execute()
         h.link.reply()
         eid = self.successResultOf(d).event_id
@@ -262,6 +266,118 @@ class BrokerOrderingTests(SynchronousTestCase):
         h.elsewhere(2, "someone else")
         h.link.deliver()
         self.assertEqual(stream.frames, [framed(eid, 1)])
+
+    def test_the_publishes_of_one_pass_are_one_script_run(self) -> None:
+        """
+        The publishes of one reactor pass go to Redis at its end as one run
+        of the script, in the order they came; each is answered with its
+        own id, and every node's streams get them in that order.
+        """
+        h = Harness()
+        h.node.up()
+        other = Node(h.clock, h.redis, "n2")
+        other.up()
+        here, there = h.node.stream("u1"), other.stream("u1")
+        there2 = other.stream("u2")
+        calls = len(h.link.calls)
+        users = ["u1", "u2", "u1", "u1"]
+        ds = [h.broker.publish(Message("notify", u, f'{{"n": {n}}}')) for n, u in enumerate(users)]
+        self.assertEqual(len(h.link.calls), calls)  # not before the pass ends
+        h.clock.advance(0)
+        [(script, keys, args)] = h.link.calls[calls:]
+        self.assertIs(script, PUBLISH)
+        self.assertEqual(
+            keys[2:],
+            tuple(b"notificator:%s:%s" % (k, u.encode()) for u in users for k in (b"h", b"f")),
+        )
+        self.assertEqual(
+            args[3:], tuple(x for n, u in enumerate(users) for x in (body(n), u.encode()))
+        )
+        for d in ds:
+            self.assertNoResult(d)
+        h.link.settle()
+        other.link.settle()
+        published = [self.successResultOf(d) for d in ds]
+        ids = [p.event_id for p in published]
+        self.assertEqual(sorted(ids, key=event_key), ids)
+        self.assertEqual(len(set(ids)), 4)
+        self.assertEqual(
+            [(p.delivered, p.nodes) for p in published], [(1, 2), (0, 2), (1, 2), (1, 2)]
+        )
+        u1 = [framed(ids[n], n) for n in (0, 2, 3)]
+        self.assertEqual(here.frames, u1)
+        self.assertEqual(there.frames, u1)
+        self.assertEqual(there2.frames, [framed(ids[1], 1)])
+        self.assertEqual(h.stats.published, 4)
+        # The next pass is a run of its own.
+        d = h.broker.publish(Message("notify", "u1", '{"n": 9}'))
+        h.clock.advance(0)
+        self.assertEqual(len(h.link.calls), calls + 2)
+        h.link.settle()
+        self.assertGreater(event_key(self.successResultOf(d).event_id), event_key(ids[-1]))
+
+    def test_a_pass_of_many_publishes_runs_in_batches(self) -> None:
+        """
+        More than MAX_BATCH publishes in one pass go in runs of MAX_BATCH
+        (the last one at the end of the pass), in order.
+        """
+        h = Harness()
+        h.node.up()
+        stream = h.node.stream("u1")
+        calls = len(h.link.calls)
+        count = MAX_BATCH * 2 + 3
+        ds = [h.broker.publish(Message("notify", "u1", f'{{"n": {n}}}')) for n in range(count)]
+        self.assertEqual(len(h.link.calls), calls + 2)  # two full runs at once
+        h.clock.advance(0)
+        runs = h.link.calls[calls:]
+        self.assertEqual([len(keys) - 2 for _, keys, _ in runs], [2 * MAX_BATCH] * 2 + [6])
+        h.link.settle()
+        ids = [self.successResultOf(d).event_id for d in ds]
+        self.assertEqual(sorted(ids, key=event_key), ids)
+        self.assertEqual(stream.frames, [framed(ids[n], n) for n in range(count)])
+
+    def test_a_failed_run_fails_exactly_its_publishes(self) -> None:
+        """
+        When a run of the script fails, each of its publishes is answered
+        L{Unavailable}; those of the run before it are answered as usual,
+        and the node publishes again once Redis is back.
+        """
+        h = Harness()
+        h.node.up()
+        first = [h.broker.publish(Message("notify", "u1", str(n))) for n in range(2)]
+        h.clock.advance(0)
+        second = [h.broker.publish(Message("notify", "u2", str(n))) for n in range(3)]
+        h.clock.advance(0)
+        h.link.execute(1)
+        h.link.reply(1)
+        h.link.lose_commands()
+        for d in first:
+            self.successResultOf(d)
+        for d in second:
+            failure = self.failureResultOf(d, Unavailable)
+            self.assertIn("lost before it answered", str(failure.value))
+        self.assertEqual(h.stats.published, 2)
+        h.link.connect()
+        h.link.settle()
+        d = h.broker.publish(Message("notify", "u1", "3"))
+        h.clock.advance(0)
+        h.link.settle()
+        self.successResultOf(d)
+
+    def test_stopping_sends_the_publishes_of_the_pass(self) -> None:
+        """
+        A node that stops sends the publishes it accepted in this pass
+        before its link closes: each is answered at once, none waits.
+        """
+        h = Harness()
+        h.node.up()
+        ds = [h.broker.publish(Message("notify", "u1", str(n))) for n in range(2)]
+        stopped = h.broker.stopService()
+        [(script, keys, _)] = [c for c in h.link.calls if c[0] is PUBLISH]
+        self.assertEqual(len(keys), 6)
+        for d in ds:
+            self.failureResultOf(d, Unavailable)
+        self.successResultOf(stopped)
 
     def test_a_message_that_is_not_ours_is_ignored(self) -> None:
         """Something else published on the channel is logged and skipped."""
@@ -571,6 +687,7 @@ class BrokerImplementation:
 
     def publish(self, name: str, user: str) -> str:
         d = self.node.broker.publish(Message("notify", user, json.dumps({"name": name})))
+        self.clock.advance(0)
         self.node.link.settle()
         return str(result(d).event_id)
 

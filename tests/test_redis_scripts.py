@@ -7,8 +7,10 @@ is not installed, failed in CI).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.broker.redis.ordering import (
@@ -18,6 +20,7 @@ from notificator.broker.redis.ordering import (
 )
 from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
 from notificator.broker.redis.view import VIEW_DROP, VIEW_GET, VIEW_PUT
+from notificator.broker.testing import MemoryRedis
 from notificator.events import event_key
 from tests.replay_cases import SCRIPTS, Case, ScriptsImplementation, real_sleep, replay_cases
 from tests.support import RedisServer
@@ -35,14 +38,14 @@ class ScriptTests(SynchronousTestCase):
             "EVAL",
             PUBLISH.source,
             "4",
-            f"t:h:{user}",
-            f"t:f:{user}",
             "t:last",
             "t:since",
-            body,
+            f"t:h:{user}",
+            f"t:f:{user}",
             str(size),
             str(ttl_ms),
             "t:events",
+            body,
             user,
         )
         return reply[0].decode()
@@ -151,8 +154,8 @@ class ScriptTests(SynchronousTestCase):
             reader = _RESPReader(sub.makefile("rb"))
             self.assertEqual(reader.read()[0], b"subscribe")
             reply = self.redis.command(
-                "EVAL", PUBLISH.source, "4", "t:h:u", "t:f:u", "t:last", "t:since",
-                BODY, "3", "60000", "t:events", "u",
+                "EVAL", PUBLISH.source, "4", "t:last", "t:since", "t:h:u", "t:f:u",
+                "3", "60000", "t:events", BODY, "u",
             )  # fmt: skip
             self.assertEqual(reply[1], 1)
             kind, channel, payload = reader.read()
@@ -163,6 +166,101 @@ class ScriptTests(SynchronousTestCase):
         """sse.history.size 0: ids and announcements, no history."""
         self.publish("a", size=0)
         self.assertEqual(self.redis.command("EXISTS", "t:h:a"), 0)
+
+
+#: A batch of notifications: (user, body) in order, for a history of 3.
+BATCH = [("a", b"1"), ("b", b"2"), ("a", b"3"), ("a", b"4"), ("a", b"5")]
+
+
+def batch_outcome(
+    run: Callable[[Script, list[bytes], list[Any]], Any],
+    get: Callable[[bytes], bytes | None],
+    prefix: bytes,
+    one_by_one: bool,
+) -> Any:
+    """
+    Publish L{BATCH} through C{run} (one run of the script, or one per
+    notification) and read back what it left, each id as its place in the
+    batch: the ids given, the keys, what a replay of each user answers.
+    """
+    keys = {
+        user: [prefix + b":h:" + user.encode(), prefix + b":f:" + user.encode()]
+        for user, _ in BATCH
+    }
+    head, top = [prefix + b":last", prefix + b":since"], [b"3", b"60000", prefix + b":events"]
+    ids: list[bytes] = []
+    parts = [(keys[user], [body, user.encode()]) for user, body in BATCH]
+    for group in [[p] for p in parts] if one_by_one else [parts]:
+        reply = run(
+            PUBLISH,
+            head + [k for ks, _ in group for k in ks],
+            top + [a for _, az in group for a in az],
+        )
+        ids += [bytes(i) for i in reply[0::2]]
+        assert reply[1::2] == [0] * len(group), reply
+    place = {i: str(n) for n, i in enumerate(ids)}
+    assert sorted(ids, key=lambda i: event_key(i.decode()) or 0) == ids and len(place) == len(ids)
+
+    def named(value: bytes | None) -> str | None:
+        return None if value is None else " ".join(place.get(i, "?") for i in value.split())
+
+    replays = []
+    for user, seen in [("a", ids[0]), ("a", ids[2]), ("b", ids[1]), ("b", b"")]:
+        reply = run(SINCE, head + keys[user], [b"60000", seen])
+        [m] = parse_since(reply, 1)[2]
+        replays.append(
+            (
+                m.reason,
+                named(m.oldest.encode() if m.oldest else None),
+                [named(f.split(b"\n")[0][4:]) for _, f in m.entries],
+            )
+        )
+    return (
+        named(get(prefix + b":last")),
+        named(get(prefix + b":since")),
+        named(get(prefix + b":f:a")),
+        named(get(prefix + b":f:b")),
+        replays,
+    )
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    A run of L{PUBLISH} with many notifications leaves what a run per
+    notification leaves, on a real redis-server as in memory.
+    """
+
+    def test_a_batch_is_its_publishes_one_by_one(self) -> None:
+        redis = RedisServer(self).start()
+
+        def run(script: Script, keys: list[bytes], args: list[Any]) -> Any:
+            return redis.command("EVAL", script.source, str(len(keys)), *keys, *args)
+
+        def get(key: bytes) -> bytes | None:
+            value: bytes | None = redis.command("GET", key)
+            return value
+
+        clock = Clock()
+        clock.advance(time.time())
+        memory = MemoryRedis(clock)
+        expected = (
+            "4",
+            "0",
+            "0 4",  # a's floor: its first, trimmed (size 3); its last
+            "? 1",  # b's floor: older than the ttl (it had nothing before); its last
+            [
+                (None, "2", ["2", "3", "4"]),
+                (None, "2", ["3", "4"]),
+                (None, "1", []),
+                ("unknown", "1", ["1"]),
+            ],
+        )
+        self.assertEqual(batch_outcome(run, get, b"one", True), expected)
+        self.assertEqual(batch_outcome(run, get, b"batch", False), expected)
+        self.assertEqual(
+            batch_outcome(memory.run, lambda k: memory._get(k, memory.time_ms()), b"m", False),
+            expected,
+        )
 
 
 def on_redis_server(testcase: SynchronousTestCase, case: Case) -> ScriptsImplementation:

@@ -253,50 +253,60 @@ class MemoryRedis:
 
     def _publish(self, keys: list[bytes], args: list[bytes]) -> list[Any]:
         """L{PUBLISH} (see its source, which this follows line by line)."""
-        h, f, last_key, since_key = keys
-        body, size, ttl, channel, user = args[0], int(args[1]), int(args[2]), args[3], args[4]
+        last_key, since_key = keys[0], keys[1]
+        size, ttl, channel = int(args[0]), int(args[1]), args[2]
         now = self.time_ms()
-        key: Id = (now, 0)
+        dead = now - ttl
         last = _parse(self._get(last_key, now))
-        if last and not key > last:
-            key = (last[0], last[1] + 1)
-        if size > 0:
-            dead = now - ttl
-            floor, top = _pair(self._get(f, now))
-            stream = self._stream(h, now)
-            if stream is None:
-                # A new record: all the user had was dropped, the newest
-                # being its last; and without even that, all it had expired.
-                floor = top or (dead, MAXSEQ)
-                stream = self._streams[h] = _Stream()
-                self._expires.pop(h, None)
-            elif not floor:
-                floor = (dead, MAXSEQ)
-            if not key > stream.last:
-                # XADD refuses it: XADD * (the stream's clock).
-                ms, seq = stream.last
-                key = (now, 0) if now > ms else (ms, seq + 1)
-            stream.entries.append((key, body))
-            stream.last = key
-            n = len(stream.entries)
-            if n > size:
-                gone = stream.entries[n - size - 1][0]
-                if gone > floor:
-                    floor = gone
-                del stream.entries[: n - size]
-            old = [k for k, _ in stream.entries if k[0] <= dead]
-            if old:
-                if old[-1] > floor:
-                    floor = old[-1]
-                stream.entries = [e for e in stream.entries if e[0][0] > dead]
-            self._set(f, _id(floor) + b" " + _id(key), now, ttl + KEEP)
-            self._expires[h] = now + ttl
-        if last is None or key > last:
-            self._set(last_key, _id(key), now)
-        if self._get(since_key, now) is None:
-            self._set(since_key, _id(key), now)
-        nodes = self.publish(channel, _id(key) + b"\n" + user + b"\n" + body)
-        return [_id(key), nodes]
+        given = False
+        out: list[Any] = []
+        for i in range(2, len(keys), 2):
+            h, f = keys[i], keys[i + 1]
+            body, user = args[i + 1], args[i + 2]
+            key: Id = (now, 0)
+            if last and not key > last:
+                key = (last[0], last[1] + 1)
+            if size > 0:
+                floor, top = _pair(self._get(f, now))
+                stream = self._stream(h, now)
+                if stream is None:
+                    # A new record: all the user had was dropped, the newest
+                    # being its last; and without even that, all it had expired.
+                    floor = top or (dead, MAXSEQ)
+                    stream = self._streams[h] = _Stream()
+                    self._expires.pop(h, None)
+                elif not floor:
+                    floor = (dead, MAXSEQ)
+                if not key > stream.last:
+                    # XADD refuses it: XADD * (the stream's clock).
+                    ms, seq = stream.last
+                    key = (now, 0) if now > ms else (ms, seq + 1)
+                stream.entries.append((key, body))
+                stream.last = key
+                n = len(stream.entries)
+                if n > size:
+                    gone = stream.entries[n - size - 1][0]
+                    if gone > floor:
+                        floor = gone
+                    del stream.entries[: n - size]
+                old = [k for k, _ in stream.entries if k[0] <= dead]
+                if old:
+                    if old[-1] > floor:
+                        floor = old[-1]
+                    stream.entries = [e for e in stream.entries if e[0][0] > dead]
+                self._set(f, _id(floor) + b" " + _id(key), now, ttl + KEEP)
+                self._expires[h] = now + ttl
+            if last is None or key > last:
+                last = key
+                given = True
+            if i == 2 and self._get(since_key, now) is None:
+                self._set(since_key, _id(key), now)
+            out.append(_id(key))
+            out.append(self.publish(channel, _id(key) + b"\n" + user + b"\n" + body))
+        if given:
+            assert last is not None
+            self._set(last_key, _id(last), now)
+        return out
 
     def _since(self, keys: list[bytes], args: list[bytes]) -> list[Any]:
         """L{SINCE} (see its source, which this follows line by line)."""

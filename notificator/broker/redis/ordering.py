@@ -8,7 +8,11 @@ stream per user, trimmed exactly to C{sse.history.size}, entries older than
 C{sse.history.ttl} dropped, the user's I{floor} kept) and publishes it on
 the cluster channel.  Every node, the publishing one too, delivers only what
 its subscription to that channel hands it, so all nodes deliver in the same
-order, with the same ids and the same bytes.  A reconnecting stream is
+order, with the same ids and the same bytes.  The publishes a node accepts
+in one reactor pass go to Redis as one run of the script, at the end of
+the pass, in the order they came (one Redis command, reply and script
+call for many under load; at a low rate each is alone in its pass); if
+that run fails, exactly its publishes are answered L{Unavailable}.  A reconnecting stream is
 answered from the history by another script (L{SINCE}), with the rules and
 gap signal of L{notificator.history.History}.
 
@@ -268,6 +272,26 @@ class _Waiter:
         self.timeout: Any = None
 
 
+#: At most this many publishes in one run of L{PUBLISH}: a pass that
+#: accepts more sends them in runs of this size, so that one run never
+#: holds Redis (or one failure refuses) more than this many.
+MAX_BATCH = 64
+
+
+class _Batch:
+    """
+    The publishes of one reactor pass, run as one L{PUBLISH}: their keys
+    and arguments, and who waits for each answer (with its user).
+    """
+
+    __slots__ = ("keys", "args", "waiting")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.args: list[bytes] = []
+        self.waiting: list[tuple[Deferred[Published], str]] = []
+
+
 class _Stale(Exception):
     """The subscription was lost while catching up: start again."""
 
@@ -336,6 +360,9 @@ class RedisBroker(Service):
         self._retry: Any = None
 
         self._waiting: dict[str, list[_Waiter]] = {}
+        # The publishes of this reactor pass, run at its end (L{_flush}).
+        self._batch: _Batch | None = None
+        self._flush_call: Any = None
 
         self.filled = 0
         #: A worker's part of its machine's view (L{serve_machine}).
@@ -388,6 +415,8 @@ class RedisBroker(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        # Accepted publishes go out before the link closes.
+        self._flush()
         self._stopping = True
         left: Deferred[None] = succeed(None)
         if self.views is not None:
@@ -426,28 +455,68 @@ class RedisBroker(Service):
     # -- publishing ---------------------------------------------------------------
 
     def publish(self, message: Message) -> Deferred[Published]:
+        """
+        Record and announce C{message}: with the other publishes of this
+        reactor pass, in one run of L{PUBLISH} at its end (L{_flush}), in
+        the order they came.
+        """
         problem = self.link.health()
         if problem is not None:
             return fail(Unavailable(problem))
         user_id = message.user_id
-        body = encode_frame(message.event, message.data)
-        keys = self._user_keys(user_id)
-        keys += [self._last_key, self._since_key]
-        args = [
-            body,
-            self._size,
-            self._ttl_ms,
-            self.channel,
-            user_id.encode("utf-8", "surrogatepass"),
-        ]
-        return self.link.eval(PUBLISH, keys, args).addCallback(self._published, user_id)
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+            self._flush_call = self._clock.callLater(0, self._flush)
+        user = user_id.encode("utf-8", "surrogatepass")
+        prefix = self._prefix
+        batch.keys += (prefix + b":h:" + user, prefix + b":f:" + user)
+        batch.args += (encode_frame(message.event, message.data), user)
+        d: Deferred[Published] = Deferred()
+        batch.waiting.append((d, user_id))
+        if len(batch.waiting) >= MAX_BATCH:
+            self._flush()
+        return d
 
-    def _published(self, reply: Sequence[Any], user_id: str) -> Published:
-        self._stats.published += 1
-        # Delivered by the subscription, as on every node: the streams of
-        # the user on this node now.
-        delivered = self._hub.count_of(user_id)
-        return Published(bytes(reply[0]).decode("ascii"), delivered, int(reply[1]))
+    def _flush(self) -> None:
+        """Run the publishes of this pass (L{publish}) as one L{PUBLISH}."""
+        batch, self._batch = self._batch, None
+        call, self._flush_call = self._flush_call, None
+        if call is not None and call.active():
+            call.cancel()
+        if batch is None:
+            return
+        keys = [self._last_key, self._since_key, *batch.keys]
+        args = [self._size, self._ttl_ms, self.channel, *batch.args]
+        self.link.eval(PUBLISH, keys, args).addCallbacks(
+            self._published,
+            self._not_published,
+            callbackArgs=(batch.waiting,),
+            errbackArgs=(batch.waiting,),
+        )
+
+    def _published(
+        self, reply: Sequence[Any], waiting: list[tuple[Deferred[Published], str]]
+    ) -> None:
+        stats, hub = self._stats, self._hub
+        for i, (d, user_id) in enumerate(waiting):
+            stats.published += 1
+            # Delivered by the subscription, as on every node: the streams of
+            # the user on this node now.
+            d.callback(
+                Published(
+                    bytes(reply[2 * i]).decode("ascii"),
+                    hub.count_of(user_id),
+                    int(reply[2 * i + 1]),
+                )
+            )
+
+    def _not_published(
+        self, failure: Failure, waiting: list[tuple[Deferred[Published], str]]
+    ) -> None:
+        # Exactly the publishes of this run fail, each with the reason.
+        for d, _ in waiting:
+            d.errback(Failure(failure.value, failure.type, failure.tb))
 
     # -- live messages ------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 """
 Cluster mode's Lua scripts, which Redis runs atomically (see
 L{notificator.broker.redis.ordering}): L{PUBLISH} records and announces
-one notification, L{SINCE} reads what users missed.
+notifications (a batch of them, in order), L{SINCE} reads what users
+missed.
 """
 
 from __future__ import annotations
@@ -51,55 +52,72 @@ class Script:
         return cls(source, hashlib.sha1(source).hexdigest().encode("ascii"))
 
 
-#: Record and announce one notification, atomically.
-#: KEYS: the user's stream, its floor, the last id given, the history's start.
-#: ARGV: the frame body, size, ttl (ms), the channel, the user id.
-#: Returns {event id, number of subscribers (nodes) that received it}.
+#: Record and announce notifications, atomically, in order: the
+#: publishes of one reactor pass of a node, in one run (one is the common
+#: case at a low rate).  Each is done as if by a run of its own (all in the
+#: same millisecond of Redis's clock).
+#: KEYS: the last id given, the history's start, then per notification its
+#: user's stream and floor.
+#: ARGV: size, ttl (ms), the channel, then per notification the frame body
+#: and the user id.
+#: Returns per notification, in order: its event id, the number of
+#: subscribers (nodes) that received it.
 PUBLISH = Script.of(
     """
 if redis.replicate_commands then redis.replicate_commands() end
 local now = now_ms()
-local key = {now, 0}
-local last = parse(redis.call('GET', KEYS[3]))
-if last and not later(key, last) then key = {last[1], last[2] + 1} end
-local id = text(key)
-local size, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
-if size > 0 then
-  local dead = now - ttl
-  local floor, top = pair(redis.call('GET', KEYS[2]))
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    -- A new record: all the user had was dropped, the newest being its
-    -- last; and without even that, all it had has expired.
-    floor = top or {dead, MAXSEQ}
-  elseif not floor then
-    floor = {dead, MAXSEQ}
+local size, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local dead = now - ttl
+local last = parse(redis.call('GET', KEYS[1]))
+local given = false
+local out = {}
+for i = 3, #KEYS, 2 do
+  local h, f = KEYS[i], KEYS[i + 1]
+  local body, user = ARGV[i + 1], ARGV[i + 2]
+  local key = {now, 0}
+  if last and not later(key, last) then key = {last[1], last[2] + 1} end
+  local id = text(key)
+  if size > 0 then
+    local floor, top = pair(redis.call('GET', f))
+    if redis.call('EXISTS', h) == 0 then
+      -- A new record: all the user had was dropped, the newest being its
+      -- last; and without even that, all it had has expired.
+      floor = top or {dead, MAXSEQ}
+    elseif not floor then
+      floor = {dead, MAXSEQ}
+    end
+    local added = redis.pcall('XADD', h, id, 'b', body)
+    if type(added) == 'table' and added.err then
+      -- The stream holds a later id than the last given (keys restored by hand).
+      id = redis.call('XADD', h, '*', 'b', body)
+      key = parse(id)
+    end
+    local n = redis.call('XLEN', h)
+    if n > size then
+      local gone = redis.call('XRANGE', h, '-', '+', 'COUNT', n - size)
+      local g = parse(gone[#gone][1])
+      if later(g, floor) then floor = g end
+      redis.call('XTRIM', h, 'MAXLEN', size)
+    end
+    local old = redis.call('XREVRANGE', h, string.format('%d', dead), '-', 'COUNT', 1)
+    if old[1] then
+      local g = parse(old[1][1])
+      if later(g, floor) then floor = g end
+      redis.call('XTRIM', h, 'MINID', string.format('%d-0', dead + 1))
+    end
+    redis.call('SET', f, text(floor) .. ' ' .. id, 'PX', ttl + KEEP)
+    redis.call('PEXPIRE', h, ttl)
   end
-  local added = redis.pcall('XADD', KEYS[1], id, 'b', ARGV[1])
-  if type(added) == 'table' and added.err then
-    -- The stream holds a later id than the last given (keys restored by hand).
-    id = redis.call('XADD', KEYS[1], '*', 'b', ARGV[1])
-    key = parse(id)
+  if last == nil or later(key, last) then
+    last = key
+    given = true
   end
-  local n = redis.call('XLEN', KEYS[1])
-  if n > size then
-    local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n - size)
-    local g = parse(gone[#gone][1])
-    if later(g, floor) then floor = g end
-    redis.call('XTRIM', KEYS[1], 'MAXLEN', size)
-  end
-  local old = redis.call('XREVRANGE', KEYS[1], string.format('%d', dead), '-', 'COUNT', 1)
-  if old[1] then
-    local g = parse(old[1][1])
-    if later(g, floor) then floor = g end
-    redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', dead + 1))
-  end
-  redis.call('SET', KEYS[2], text(floor) .. ' ' .. id, 'PX', ttl + KEEP)
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  if i == 3 then redis.call('SET', KEYS[2], id, 'NX') end
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('PUBLISH', ARGV[3], id .. '\\n' .. user .. '\\n' .. body)
 end
-if last == nil or later(key, last) then redis.call('SET', KEYS[3], id) end
-redis.call('SET', KEYS[4], id, 'NX')
-local nodes = redis.call('PUBLISH', ARGV[4], id .. '\\n' .. ARGV[5] .. '\\n' .. ARGV[1])
-return {id, nodes}
+if given then redis.call('SET', KEYS[1], text(last)) end
+return out
 """
 )
 
