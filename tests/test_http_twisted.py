@@ -747,3 +747,102 @@ class WhenFinishedTests(SynchronousTestCase):
         _twisted.when_finished(request, listener)
         request.finish()
         self.assertEqual(told, [("deferred", None), ("listener", None)])
+
+
+# Header names as clients and the code spell them (any case), values with
+# and without the line breaks twisted.web sanitises.
+_NAMES = st.sampled_from(
+    [b"vary", b"Vary", b"VARY", b"content-type", b"Content-Type", b"x-extra", b"X-Extra",
+     b"etag", b"www-authenticate", b"cache-control", "cache-control", "X-Str"]
+)  # fmt: skip
+_VALUES = st.one_of(
+    st.binary(max_size=20),
+    st.sampled_from([b"a\r\nb", b"a\nb", b"a\rb", b"", b" x "]),
+    st.text(max_size=10),
+)
+
+
+class HeaderTests(SynchronousTestCase):
+    """
+    L{_twisted.header_block}, L{_twisted.set_headers}, L{_twisted.header},
+    L{_twisted.header_values} and L{_twisted.kept_headers} read and write
+    C{Headers._rawHeaders} as twisted.web's own C{Headers} methods do:
+    checked against the real C{Headers}, so a Twisted that stores headers
+    otherwise fails here (and the responses would lose or garble headers).
+    """
+
+    @given(
+        st.lists(st.tuples(_NAMES, _VALUES), max_size=6),
+        st.lists(st.tuples(_NAMES, _VALUES), max_size=8),
+    )
+    def test_set_headers_as_set_raw_headers(
+        self, before: list[tuple[Any, Any]], pairs: list[tuple[Any, Any]]
+    ) -> None:
+        """The block set at once gives the headers, in the order, setRawHeaders one by one gives."""
+        expected = http.Headers()
+        got = http.Headers()
+        for name, value in before:
+            expected.setRawHeaders(name, [value])
+            got.setRawHeaders(name, [value])
+        for name, value in pairs:
+            expected.setRawHeaders(name, [value])
+        _twisted.set_headers(got, _twisted.header_block(pairs))
+        self.assertEqual(list(got.getAllRawHeaders()), list(expected.getAllRawHeaders()))
+
+    def test_blocks_are_not_shared(self) -> None:
+        """Each response gets its own value lists: adding to one leaves the block and others alone."""
+        block = _twisted.header_block([(b"vary", b"Origin")])
+        one, two = http.Headers(), http.Headers()
+        _twisted.set_headers(one, block)
+        _twisted.set_headers(two, block)
+        one.addRawHeader(b"vary", b"Cookie")
+        self.assertEqual(two.getRawHeaders(b"vary"), [b"Origin"])
+        self.assertEqual(block, ((b"Vary", b"Origin"),))
+
+    @given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8), _NAMES)
+    def test_header_as_get_header(self, pairs: list[tuple[Any, Any]], name: Any) -> None:
+        """header() and header_values() read what a request's getHeader and getRawHeaders do."""
+        channel = http.HTTPChannel()
+        channel.makeConnection(StringTransport())
+        request = http.Request(channel)
+        for each, value in pairs:
+            request.requestHeaders.addRawHeader(each, value)
+        canonical = _twisted.canonical_name(name)
+        raw_name = name.encode("latin-1") if isinstance(name, str) else name
+        self.assertEqual(
+            _twisted.header(request.requestHeaders, canonical), request.getHeader(raw_name)
+        )
+        self.assertEqual(
+            _twisted.header_values(request.requestHeaders, canonical),
+            request.requestHeaders.getRawHeaders(raw_name),
+        )
+
+    def test_an_empty_header(self) -> None:
+        """A header set to no value is none, as getRawHeaders has it."""
+        headers = http.Headers()
+        headers.setRawHeaders(b"origin", [])
+        self.assertIsNone(_twisted.header(headers, b"Origin"))
+        self.assertIsNone(_twisted.header_values(headers, b"Origin"))
+
+    @given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8))
+    def test_kept_headers(self, pairs: list[tuple[Any, Any]]) -> None:
+        """kept_headers copies the named headers as getRawHeaders and setRawHeaders would."""
+        headers = http.Headers()
+        for name, value in pairs:
+            headers.addRawHeader(name, value)
+        names = tuple(_twisted.canonical_name(n) for n in (b"vary", b"x-extra", b"etag"))
+        expected = http.Headers()
+        for name in names:
+            values = headers.getRawHeaders(name)
+            if values is not None:
+                expected.setRawHeaders(name, values)
+        kept = _twisted.kept_headers(headers, names)
+        self.assertEqual(list(kept.getAllRawHeaders()), list(expected.getAllRawHeaders()))
+        kept.addRawHeader(b"vary", b"more")
+        self.assertNotIn(b"more", headers.getRawHeaders(b"vary", []))
+
+    def test_canonical_name(self) -> None:
+        """The spelling Headers stores a name under."""
+        self.assertEqual(_twisted.canonical_name(b"last-event-id"), b"Last-Event-Id")
+        self.assertEqual(_twisted.canonical_name("www-authenticate"), b"WWW-Authenticate")
+        self.assertEqual(_twisted.canonical_name(b"ETAG"), b"ETag")

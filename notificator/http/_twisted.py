@@ -14,7 +14,11 @@ twisted.web's protocol wrapper that switches to HTTP/2
 wraps its channel in), and what the fast channel
 (L{notificator.http.fast.Channel}) needs: L{ChannelBase} (the two answers
 C{HTTPChannel} writes to its transport itself, and the direct send to a
-TCP connection's socket when its queue is empty).
+TCP connection's socket when its queue is empty); and the headers of the
+hot requests read and set by their canonical names, in twisted.web's
+C{Headers._rawHeaders} (L{header_block} and L{set_headers}: a response's
+fixed headers built once and set at once; L{header}, L{header_values},
+L{kept_headers}).
 
 Every access to a private part of Twisted (an attribute or method whose
 name starts with C{_}, or one Twisted does not document) is in this
@@ -26,7 +30,7 @@ one fails there before anywhere else.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import tcp
@@ -34,7 +38,7 @@ from twisted.internet.error import ConnectionAborted
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web.http_headers import InvalidHeaderName
+from twisted.web.http_headers import Headers, InvalidHeaderName
 from twisted.web.http_headers import _nameEncoder as _names
 from twisted.web.iweb import INonQueuedRequestFactory
 
@@ -441,6 +445,82 @@ def request_version(request: Any) -> bytes | None:
     if isinstance(getattr(ch, "command", None), bytes):
         return b"HTTP/2"
     return None
+
+
+# --- Headers, by their canonical names ----------------------------------------------------
+
+
+#: Headers as L{header_block} gives them: canonical name and value, in order.
+HeaderBlock = tuple[tuple[bytes, bytes], ...]
+
+
+def header_block(pairs: Iterable[tuple[bytes | str, bytes | str]]) -> HeaderBlock:
+    """
+    The headers C{pairs} as twisted.web stores them once
+    C{Headers.setRawHeaders(name, [value])} has set each, in order: each
+    name in its canonical spelling, each value sanitised (line breaks
+    made spaces), a name given twice once, at its first place, with its
+    last value.  Built once (at start-up) with twisted.web's own
+    C{Headers}; L{set_headers} then sets the block on every response.
+    """
+    headers = Headers()
+    for name, value in pairs:
+        headers.setRawHeaders(name, [value])
+    return tuple((name, values[0]) for name, values in headers.getAllRawHeaders())
+
+
+def canonical_name(name: bytes | str) -> bytes:
+    """The canonical spelling of header C{name}, as C{Headers} stores it (what L{header} reads)."""
+    return header_block([(name, b"")])[0][0]
+
+
+def set_headers(headers: Headers, block: HeaderBlock) -> None:
+    """
+    Set each header of C{block} (L{header_block}) on C{headers}, as
+    C{headers.setRawHeaders(name, [value])} would, one after the other (a
+    name already there keeps its place and takes the new value), without
+    twisted.web's work per call: the name looked up in its encoder's cache,
+    the value sanitised again.  C{Headers} keeps them in the dict
+    C{_rawHeaders}, of canonical names to lists of values.
+    """
+    raw = headers._rawHeaders
+    for name, value in block:
+        raw[name] = [value]
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    """
+    The last value of header C{name} (its canonical spelling:
+    L{canonical_name}) in C{headers}, as a request's C{getHeader(name)}
+    gives it; L{None} when there is none.  One dict lookup
+    (C{Headers._rawHeaders}) instead of three calls.
+    """
+    values = headers._rawHeaders.get(name)
+    return values[-1] if values else None
+
+
+def header_values(headers: Headers, name: bytes) -> list[bytes] | None:
+    """
+    The values of header C{name} (its canonical spelling) in C{headers},
+    as C{headers.getRawHeaders(name)} gives them; L{None} when there are
+    none.
+    """
+    return headers._rawHeaders.get(name) or None
+
+
+def kept_headers(headers: Headers, names: Iterable[bytes]) -> Headers:
+    """
+    New C{Headers} with only the headers C{names} (canonical spellings) of
+    C{headers}, with their values, as C{getRawHeaders} and C{setRawHeaders}
+    would copy them (the values are sanitised already).
+    """
+    raw = headers._rawHeaders
+    kept = Headers()
+    for name in names:
+        values = raw.get(name)
+        if values:
+            kept._rawHeaders[name] = list(values)
+    return kept
 
 
 # --- HTTP/2 (twisted.web's H2Connection), for the connection clock --------------------------

@@ -223,6 +223,9 @@ def _host(addr: Any) -> str:
     return str(host) if host is not None else str(addr)
 
 
+_X_FORWARDED_FOR = _twisted.canonical_name(b"x-forwarded-for")
+_FORWARDED = _twisted.canonical_name(b"forwarded")
+
 #: After a refused body, this many times C{limits.bodyBytes} more are read
 #: and dropped at most (L{Request._linger}).
 LINGER_BODIES = 8
@@ -362,8 +365,8 @@ class Request(_twisted.RequestBase):
         if client is None:
             client = peer_host(self)
             headers = self.requestHeaders
-            forwarded_for = headers.getRawHeaders(b"x-forwarded-for")
-            forwarded = headers.getRawHeaders(b"forwarded")
+            forwarded_for = _twisted.header_values(headers, _X_FORWARDED_FOR)
+            forwarded = _twisted.header_values(headers, _FORWARDED)
             if forwarded_for is not None or forwarded is not None:
                 guard = self.site.guard
                 client = (
