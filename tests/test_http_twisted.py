@@ -846,3 +846,120 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(_twisted.canonical_name(b"last-event-id"), b"Last-Event-Id")
         self.assertEqual(_twisted.canonical_name("www-authenticate"), b"WWW-Authenticate")
         self.assertEqual(_twisted.canonical_name(b"ETAG"), b"ETag")
+
+
+class ProcessTests(SynchronousTestCase):
+    """
+    L{_twisted.RequestBase.process} is twisted.web's C{server.Request.process}
+    (with its private C{_handleStar}, C{_encoder} and
+    C{resource._IEncodingResource}) but for how it sets C{Server} and
+    C{Date}: the same answer, byte for byte (the date aside), from the same
+    resource, for every kind of request that method tells apart.
+    """
+
+    def site(self) -> Site:
+        from twisted.web.resource import EncodingResourceWrapper, Resource
+        from twisted.web.server import GzipEncoderFactory
+
+        class Boom(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                raise RuntimeError("boom")
+
+        class Echo(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                return repr((request.prepath, request.postpath)).encode("ascii")
+
+        root = Resource()
+        root.putChild(b"data", Data(b"hello", "text/plain"))
+        root.putChild(b"echo", Echo())
+        root.putChild(b"boom", Boom())
+        root.putChild(
+            b"gz", EncodingResourceWrapper(Data(b"z" * 200, "text/plain"), [GzipEncoderFactory()])
+        )
+        site = Site(root)
+        site.displayTracebacks = False
+        return site
+
+    def answer(self, factory: Any, raw: bytes, mask: bool = True) -> bytes:
+        import re
+
+        site = self.site()
+        site.requestFactory = factory
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        sent: bytes = transport.value()
+        return re.sub(rb"Date: [^\r]*", b"Date: -", sent) if mask else sent
+
+    def test_same_answers(self) -> None:
+        from twisted.web import server
+
+        class Ours(_twisted.RequestBase):
+            pass
+
+        requests = [
+            b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /echo/a%20b/%2F/c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /gz HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n",
+            b"GET /gz HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"HEAD /data HTTP/1.0\r\n\r\n",
+        ]
+        for raw in requests:
+            theirs = self.answer(server.Request, raw)
+            self.assertIn(b"Server: " + server.version, theirs)
+            self.assertEqual(self.answer(Ours, raw), theirs, raw)
+        # The failing resource's error, logged once by each.
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+    def test_date(self) -> None:
+        """Date: the site's http_date when it has one, else twisted.web's for now."""
+        from notificator.http.request import HTTPDate
+
+        class Ours(_twisted.RequestBase):
+            pass
+
+        site = self.site()
+        site.requestFactory = Ours
+        site.http_date = HTTPDate(lambda: 784111777.5)  # type: ignore[attr-defined]
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertIn(b"\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n", transport.value())
+        before = http.datetimeToString()
+        raw = self.answer(Ours, b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n", mask=False)
+        after = http.datetimeToString()
+        self.assertTrue(
+            b"\r\nDate: %s\r\n" % before in raw or b"\r\nDate: %s\r\n" % after in raw, raw
+        )
+
+
+class HTTPDateTests(SynchronousTestCase):
+    """L{notificator.http.request.HTTPDate} gives twisted.web's C{datetimeToString()}."""
+
+    def test_each_second(self) -> None:
+        from notificator.http.request import HTTPDate
+
+        now = [1_700_000_000.0]
+        date = HTTPDate(lambda: now[0])
+        for step in (0.0, 0.25, 0.74, 1.0, 1.999, 59.5, 3600.01, 86400.9):
+            now[0] = 1_700_000_000.0 + step
+            self.assertEqual(date(), http.datetimeToString(now[0]), step)
+
+    def test_wall_clock(self) -> None:
+        """By default the wall clock, as twisted.web's."""
+        from notificator.http.request import HTTPDate
+
+        date = HTTPDate()
+        before = http.datetimeToString()
+        value = date()
+        after = http.datetimeToString()
+        self.assertIn(value, (before, after))

@@ -32,12 +32,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionAborted
 from twisted.protocols import basic
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import http, resource, server
+from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers, InvalidHeaderName
 from twisted.web.http_headers import _nameEncoder as _names
 from twisted.web.iweb import INonQueuedRequestFactory
@@ -387,6 +389,41 @@ class RequestBase(server.Request):
         """
         server.Request.gotLength(self, length)
 
+    def process(self) -> None:
+        """
+        As twisted.web's C{server.Request.process}, line for line, but for
+        its C{Server} and C{Date} headers: set as one block
+        (L{set_headers}), the date from the site's C{http_date} when it has
+        one (L{notificator.http.request.HTTPDate}: formatted once a second),
+        else twisted.web's C{datetimeToString()}.  (It reads twisted.web's
+        private C{_handleStar}, C{_encoder} and
+        C{resource._IEncodingResource}.)
+        """
+        # (A site's channel: twisted.web's stubs do not say it has one.)
+        site = self.site = self.channel.site  # type: ignore[attr-defined]
+        dates = getattr(site, "http_date", None)
+        set_headers(
+            self.responseHeaders,
+            (
+                (b"Server", _SERVER),
+                (b"Date", datetimeToString() if dates is None else dates()),
+            ),
+        )
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            resrc = site.getResourceFor(self)
+            if _IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(self)
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(Failure())
+
     def write_chunk(self, data: bytes) -> None:
         """
         As twisted.web's C{write}, with a shorter path for what an open
@@ -406,6 +443,10 @@ class RequestBase(server.Request):
         else:
             self.write(data)
 
+
+#: twisted.web's C{Server} header (C{server.version}).
+_SERVER = server.version
+_IEncodingResource = resource._IEncodingResource
 
 _PARSED = object()
 _DONE = object()
