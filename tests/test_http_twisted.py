@@ -963,3 +963,116 @@ class HTTPDateTests(SynchronousTestCase):
         value = date()
         after = http.datetimeToString()
         self.assertIn(value, (before, after))
+
+
+class WriteChunkTests(SynchronousTestCase):
+    """
+    L{_twisted.RequestBase.write_chunk} writes what twisted.web's
+    C{Request.write} writes, byte for byte, and leaves the request in the
+    same state (C{startedWriting}, C{chunked}, C{sentLength}, the response
+    headers), for a stream's first chunk (its head with it) and the chunks
+    after it, and for every kind of response it hands to twisted.web's own.
+    """
+
+    def request(self, channel_kind: str, raw: bytes) -> tuple[Any, StringTransport]:
+        held: list[Any] = []
+
+        class Held(_twisted.RequestBase):
+            def process(self) -> None:
+                held.append(self)  # kept open, as a stream's is
+
+        channel = (
+            http.HTTPChannel()
+            if channel_kind == "stock"
+            else fast.Channel(fast.WriteBatch(MemoryReactorClock()))
+        )
+        channel.site = Site(Data(b"", "text/plain"))  # type: ignore[attr-defined]
+        channel.requestFactory = Held  # type: ignore[assignment]
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        return held[0], transport
+
+    def state(self, request: Any) -> tuple[Any, ...]:
+        return (
+            request.startedWriting,
+            request.chunked,
+            request.sentLength,
+            list(request.responseHeaders.getAllRawHeaders()),
+        )
+
+    def check(self, raw: bytes, prepare: Any) -> None:
+        for kind in ("stock", "fast"):
+            sent = []
+            for write in ("write", "write_chunk"):
+                request, transport = self.request(kind, raw)
+                prepare(request)
+                for data in (b"retry: 3000\n\n", b"", b"event: x\ndata: 1\n\n"):
+                    getattr(request, write)(data)
+                sent.append((transport.value(), self.state(request)))
+            self.assertEqual(sent[1], sent[0], (kind, raw))
+
+    def stream_head(self, request: Any) -> None:
+        request.setHeader(b"vary", b"Origin")
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+
+    GET = b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n"
+
+    def test_stream(self) -> None:
+        """A stream's response: its head, then its chunks."""
+        self.check(self.GET, self.stream_head)
+
+    def test_others(self) -> None:
+        """Responses write_chunk leaves to twisted.web: the same bytes."""
+
+        def but(change: Any) -> Any:
+            def prepare(request: Any) -> None:
+                self.stream_head(request)
+                change(request)
+
+            return prepare
+
+        cases = [
+            (self.GET, lambda r: None),  # no Content-Type: twisted.web's default
+            (self.GET, but(lambda r: r.setHeader(b"content-length", b"40"))),
+            (self.GET, but(lambda r: r.setResponseCode(204))),
+            (self.GET, but(lambda r: r.setResponseCode(404))),
+            (self.GET, but(lambda r: r.addCookie(b"a", b"b"))),
+            (self.GET, but(lambda r: r.setETag(b"x"))),
+            (self.GET, but(lambda r: r.setLastModified(1_700_000_000))),
+            (b"GET /sse/u1 HTTP/1.0\r\nHost: t\r\n\r\n", self.stream_head),
+            (b"HEAD /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n", self.stream_head),
+            (b"POST /sse/u1 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", self.stream_head),
+        ]
+        for raw, prepare in cases:
+            self.check(raw, prepare)
+
+    def test_encoder(self) -> None:
+        """A response with an encoder (gzip): twisted.web's write, which encodes."""
+        from twisted.web.server import GzipEncoderFactory
+
+        def prepare(request: Any) -> None:
+            self.stream_head(request)
+            request.requestHeaders.setRawHeaders(b"accept-encoding", [b"gzip"])
+            request._encoder = GzipEncoderFactory().encoderForRequest(request)
+
+        for kind in ("stock", "fast"):
+            request, transport = self.request(kind, self.GET)
+            prepare(request)
+            request.write_chunk(b"data: 1\n\n")
+            request.finish()
+            self.assertIn(b"Content-Encoding: gzip", transport.value())
+
+    def test_finished_and_lost(self) -> None:
+        """After finish(): twisted.web's error; after the connection is lost: nothing written."""
+        request, transport = self.request("fast", self.GET)
+        self.stream_head(request)
+        request.write_chunk(b"data: 1\n\n")
+        request.finish()
+        self.assertRaises(RuntimeError, request.write_chunk, b"data: 2\n\n")
+        request, transport = self.request("fast", self.GET)
+        self.stream_head(request)
+        request.connectionLost(Failure(ConnectionDone()))
+        request.write_chunk(b"data: 1\n\n")
+        self.assertEqual(transport.value(), b"")

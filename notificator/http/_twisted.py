@@ -427,9 +427,15 @@ class RequestBase(server.Request):
     def write_chunk(self, data: bytes) -> None:
         """
         As twisted.web's C{write}, with a shorter path for what an open
-        event stream writes all day: a chunk of a started HTTP/1.1
-        response, built as one string and handed to the channel (as
-        C{Request.write} would, as three: the length, the data, the end).
+        event stream writes: a chunk of a started HTTP/1.1 response, built
+        as one string and handed to the channel (as C{Request.write} would,
+        as three: the length, the data, the end); and its first chunk, with
+        the response's head, when the response is the stream's (C{200} to
+        an HTTP/1.1 C{GET}, its C{Content-Type} set, no C{Content-Length},
+        no cookie, C{ETag}, C{Last-Modified} or encoder): the head
+        twisted.web's C{server.Request.write} and C{http.Request.write}
+        would write (C{Transfer-Encoding: chunked} last), by the same
+        C{channel.writeHeaders}.  Anything else is twisted.web's C{write}.
         """
         if (
             self.chunked
@@ -438,6 +444,29 @@ class RequestBase(server.Request):
             and not self.finished
             and not self._disconnected
         ):
+            self.sentLength += len(data)
+            self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
+        elif (
+            not self.startedWriting
+            and data
+            and not self.finished
+            and not self._disconnected
+            and self.code == 200
+            and self.clientproto == b"HTTP/1.1"
+            and self.method == b"GET"
+            and self._encoder is None
+            and not self._inFakeHead
+            and self.lastModified is None
+            and self.etag is None
+            and not self.cookies
+            and self.responseHeaders._rawHeaders.get(b"Content-Type")
+            and not self.responseHeaders._rawHeaders.get(b"Content-Length")
+        ):
+            headers = self.responseHeaders
+            self.startedWriting = 1
+            headers._rawHeaders[b"Transfer-Encoding"] = [b"chunked"]
+            self.chunked = 1
+            self.channel.writeHeaders(b"HTTP/1.1", b"200", self.code_message, headers)
             self.sentLength += len(data)
             self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
