@@ -1076,3 +1076,95 @@ class WriteChunkTests(SynchronousTestCase):
         request.connectionLost(Failure(ConnectionDone()))
         request.write_chunk(b"data: 1\n\n")
         self.assertEqual(transport.value(), b"")
+
+
+class RespondTests(SynchronousTestCase):
+    """
+    L{_twisted.RequestBase.respond} answers as twisted.web's
+    C{server.Request.render} answers the bytes a resource returns: the same
+    bytes, the same request state, the same access-log line, for the
+    answers it writes itself and those it leaves to twisted.web's C{write}.
+    """
+
+    def answer(self, raw: bytes, prepare: Any, respond: bool) -> tuple[bytes, tuple[Any, ...]]:
+        import re
+
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET
+
+        seen: list[Any] = []
+
+        class Answer(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> Any:
+                seen.append(request)
+                body = prepare(request)
+                if respond:
+                    request.respond(body)
+                    return NOT_DONE_YET
+                return body
+
+        logged: list[Any] = []
+        site = Site(Answer())
+        site.requestFactory = _twisted.RequestBase
+        site.log = lambda request: logged.append(  # type: ignore[method-assign]
+            (request.code, request.sentLength, request.method)
+        )
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        request = seen[0]
+        state = (
+            request.startedWriting,
+            request.finished,
+            request.chunked,
+            request.sentLength,
+            list(request.responseHeaders.getAllRawHeaders()),
+            logged,
+            transport.disconnecting,
+        )
+        return re.sub(rb"Date: [^\r]*", b"Date: -", transport.value()), state
+
+    def json(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"content-length", b"11")
+        return b'{"a": true}'
+
+    def check(self, raw: bytes, prepare: Any) -> None:
+        self.assertEqual(self.answer(raw, prepare, True), self.answer(raw, prepare, False), raw)
+
+    POST = b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nx=1"
+
+    def test_json_answer(self) -> None:
+        """A publish's answer, and with the next request on the connection."""
+        self.check(self.POST, self.json)
+        self.check(self.POST + self.POST, self.json)
+
+    def test_others(self) -> None:
+        """Answers left to twisted.web's write: the same bytes."""
+
+        def but(change: Any, body: bytes | None = None) -> Any:
+            def prepare(request: Any) -> bytes:
+                sent = self.json(request)
+                change(request)
+                return sent if body is None else body
+
+            return prepare
+
+        cases = [
+            (self.POST, lambda r: b"no content type"),
+            (self.POST, but(lambda r: r.setResponseCode(204), b"")),
+            (self.POST, but(lambda r: r.setResponseCode(403))),
+            (self.POST, but(lambda r: r.addCookie(b"a", b"b"))),
+            (self.POST, but(lambda r: r.setETag(b"x"))),
+            (self.POST, but(lambda r: r.setLastModified(1_700_000_000))),
+            (self.POST, but(lambda r: r.setHeader(b"connection", b"close"))),
+            (self.POST, but(lambda r: None, b"")),
+            (b"POST /x HTTP/1.0\r\nContent-Length: 0\r\n\r\n", self.json),
+            (b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n", but(lambda r: None, b"")),
+            (b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n", self.json),
+        ]
+        for raw, prepare in cases:
+            self.check(raw, prepare)

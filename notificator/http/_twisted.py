@@ -322,8 +322,12 @@ class RequestBase(server.Request):
        there (L{head_received}) what twisted.web decides in C{gotLength}:
        whether the body is to be read, and into what;
      - L{write_chunk}, a shorter C{write} for an open event stream's frames
-       (with the fast channel), which reads twisted.web's request state
-       (C{chunked}, C{startedWriting}, C{finished}, C{_disconnected}).
+       and its head (with the fast channel), and L{respond}, a whole answer
+       written as twisted.web writes what C{render} returns, both of which
+       read twisted.web's request state (C{chunked}, C{startedWriting},
+       C{finished}, C{_disconnected}, C{_encoder}, C{_inFakeHead});
+     - L{process}, twisted.web's with its C{Server} and C{Date} headers set
+       as one block.
 
     Over HTTP/1.x that is C{gotLength}: C{HTTPChannel} calls it from
     C{allHeadersReceived}, once every header line is read (after
@@ -472,10 +476,57 @@ class RequestBase(server.Request):
         else:
             self.write(data)
 
+    def respond(self, body: bytes) -> None:
+        """
+        Answer with C{body}, whole, and finish: what twisted.web's
+        C{server.Request.render} does with the bytes a resource's C{render}
+        returns (C{Content-Length}, C{write}, C{finish}), for a resource
+        that answers itself and returns C{NOT_DONE_YET}.  When twisted.web's
+        C{write} would only write the head and C{body} (not started, its
+        C{Content-Type} set, no cookie, C{ETag}, C{Last-Modified}, encoder
+        or faked HEAD, not C{HEAD}, a status with a body), they are written
+        here, by the same C{channel.writeHeaders} and C{channel.write};
+        else by twisted.web's C{write}.  (A C{HEAD} is answered without
+        the line twisted.web logs for one answered with a body.)
+        """
+        headers = self.responseHeaders
+        raw = headers._rawHeaders
+        if self.method == b"HEAD":
+            # (twisted.web also logs a line for a HEAD answered with a body:
+            # answer a HEAD by returning from render.)
+            if body:
+                raw[b"Content-Length"] = [b"%d" % (len(body),)]
+            self.write(b"")
+            self.finish()
+            return
+        raw[b"Content-Length"] = [b"%d" % (len(body),)]
+        if (
+            self.startedWriting
+            or self.finished
+            or self._disconnected
+            or self._encoder is not None
+            or self._inFakeHead
+            or self.lastModified is not None
+            or self.etag is not None
+            or self.cookies
+            or self.code in _NO_BODY_CODES
+            or not raw.get(b"Content-Type")
+        ):
+            self.write(body)
+        else:
+            self.startedWriting = 1
+            channel = self.channel
+            channel.writeHeaders(self.clientproto, b"%d" % (self.code,), self.code_message, headers)
+            self.sentLength += len(body)
+            if body:
+                channel.write(body)
+        self.finish()
+
 
 #: twisted.web's C{Server} header (C{server.version}).
 _SERVER = server.version
 _IEncodingResource = resource._IEncodingResource
+_NO_BODY_CODES = http.NO_BODY_CODES
 
 _PARSED = object()
 _DONE = object()

@@ -247,7 +247,13 @@ class PublishResource(refusals.Resource):
             return json_response(request, e.code, {"error": e.reason})
         published = self._broker.publish(message)
         if isinstance(published, Published):
-            return self._answer(published, request, message)
+            body = self._answer(published, request, message)
+            if isinstance(request, Request):
+                # Written and finished here, as twisted.web would once
+                # this returned (RequestBase.respond: the same bytes).
+                request.respond(body)
+                return NOT_DONE_YET
+            return body
         published.addCallbacks(
             self._published,
             self._failed,
