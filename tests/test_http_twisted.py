@@ -1168,3 +1168,50 @@ class RespondTests(SynchronousTestCase):
         ]
         for raw, prepare in cases:
             self.check(raw, prepare)
+
+
+class InitTests(SynchronousTestCase):
+    """
+    L{_twisted.RequestBase.__init__} builds the request twisted.web's
+    C{server.Request.__init__} builds: the same attributes (its private
+    C{_parsePOSTFormSubmission} and C{_adapterCache} among them), in the
+    same order, with the same values.  A Twisted that adds one fails here.
+    """
+
+    def check(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        from twisted.web import server
+
+        theirs = server.Request(channel, *args, **kwargs)
+        ours = _twisted.RequestBase(channel, *args, **kwargs)
+        self.assertEqual(list(vars(ours)), list(vars(theirs)))
+        for name, value in vars(theirs).items():
+            self.assertEqual(getattr(ours, name), value, name)
+        self.assertIsNot(ours.requestHeaders, theirs.requestHeaders)
+
+    def test_same_request(self) -> None:
+        for make in (
+            http.HTTPChannel,
+            lambda: fast.Channel(fast.WriteBatch(MemoryReactorClock())),
+        ):
+            channel = make()
+            channel.site = Site(Data(b"", "text/plain"))  # type: ignore[attr-defined]
+            channel.makeConnection(StringTransport())
+            self.check(channel, parsePOSTFormSubmission=True)
+            self.check(channel, parsePOSTFormSubmission=False)
+            self.check(channel, 0, parsePOSTFormSubmission=True)
+            self.check(channel, 1, parsePOSTFormSubmission=False)
+
+    def test_server_request(self) -> None:
+        """The server's request: twisted.web's with parsePOSTFormSubmission false."""
+        from twisted.web import server
+
+        from notificator.http.request import Request
+        from notificator.http.site import Site as OurSite
+
+        channel = http.HTTPChannel()
+        channel.site = OurSite(Data(b"", "text/plain"), reactor=MemoryReactorClock())  # type: ignore[attr-defined]
+        channel.makeConnection(StringTransport())
+        theirs = server.Request(channel, 0, parsePOSTFormSubmission=False)
+        ours = Request(channel, 0)
+        self.assertEqual(list(vars(ours))[: len(vars(theirs))], list(vars(theirs)))
+        self.assertFalse(ours._parsePOSTFormSubmission)
