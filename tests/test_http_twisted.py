@@ -1215,3 +1215,119 @@ class InitTests(SynchronousTestCase):
         ours = Request(channel, 0)
         self.assertEqual(list(vars(ours))[: len(vars(theirs))], list(vars(theirs)))
         self.assertFalse(ours._parsePOSTFormSubmission)
+
+
+class HeadHooksTests(SynchronousTestCase):
+    """
+    What C{HTTPChannel} and twisted.web's C{Request} do when a head is
+    read, as L{_twisted.ChannelBase} (C{allHeadersReceived},
+    C{checkPersistence}) and L{_twisted.RequestBase} (C{parseCookies},
+    C{requestReceived}) do it, reading headers from C{Headers._rawHeaders}
+    by name: checked against twisted.web's own methods.
+    """
+
+    @given(
+        st.lists(
+            st.one_of(
+                st.sampled_from([b"close", b"keep-alive", b"Close", b"Upgrade, close", b""]),
+                st.binary(max_size=12),
+            ),
+            max_size=2,
+        ),
+        st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+    )
+    def test_check_persistence(self, values: list[bytes], version: bytes) -> None:
+        results = []
+        for channel in (http.HTTPChannel(), fast.Channel(fast.WriteBatch(MemoryReactorClock()))):
+            channel.makeConnection(StringTransport())
+            request = http.Request(channel)
+            for value in values:
+                request.requestHeaders.addRawHeader(b"connection", value)
+            persistent = channel.checkPersistence(request, version)
+            results.append((persistent, list(request.responseHeaders.getAllRawHeaders())))
+        self.assertEqual(results[1], results[0])
+
+    def test_expect_continue(self) -> None:
+        """100 Continue, and persistence, as HTTPChannel decides them."""
+        heads = [
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: nothing\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+        ]
+        for head in heads:
+            seen = []
+            writes = fast.WriteBatch(MemoryReactorClock())
+            for channel in (http.HTTPChannel(), fast.Channel(writes)):
+                channel.site = Site(Data(b"", "text/plain"))  # type: ignore[attr-defined]
+                channel.requestFactory = _twisted.RequestBase  # type: ignore[assignment]
+                transport = StringTransport()
+                channel.makeConnection(transport)
+                # Line by line for one, in one read for the other.
+                channel.dataReceived(head)
+                writes.flush()  # the end of the reactor pass
+                seen.append((transport.value(), channel.persistent))
+            self.assertEqual(seen[1], seen[0], head)
+
+    @given(st.lists(st.one_of(st.binary(max_size=30), st.sampled_from(
+        [b"a=b; c=d", b"a=b;c=d;", b"x", b"=y", b"a==b", b" sp = v ;k=v2", b""]
+    )), max_size=3))  # fmt: skip
+    def test_parse_cookies(self, values: list[bytes]) -> None:
+        channel = http.HTTPChannel()
+        channel.makeConnection(StringTransport())
+        theirs = http.Request(channel)
+        ours = _twisted.RequestBase(channel)
+        for request in (theirs, ours):
+            for value in values:
+                request.requestHeaders.addRawHeader(b"cookie", value)
+        theirs.parseCookies()
+        ours.parseCookies()
+        self.assertEqual(list(ours.received_cookies.items()), list(theirs.received_cookies.items()))
+
+    @given(
+        st.sampled_from([b"GET", b"POST", b"HEAD"]),
+        st.one_of(
+            st.sampled_from([b"/", b"/sse/u1", b"/x?a=1&b=2&a=3", b"/x?", b"/?a", b"/x?a=%41+b"]),
+            st.binary(min_size=1, max_size=30).map(lambda b: b"/" + b),
+        ),
+        st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+        st.booleans(),
+    )
+    def test_request_received(self, method: bytes, path: bytes, version: bytes, form: bool) -> None:
+        """The same request state; twisted.web's own when it parses forms."""
+        from io import BytesIO
+
+        processed = []
+
+        class Theirs(http.Request):
+            def process(self) -> None:
+                processed.append(self)
+
+        class Ours(_twisted.RequestBase):
+            def process(self) -> None:
+                processed.append(self)
+
+        channel = http.HTTPChannel()
+        channel.makeConnection(StringTransport())
+        states = []
+        for kind in (Theirs, Ours):
+            request = kind(channel, parsePOSTFormSubmission=form)
+            request.requestHeaders.setRawHeaders(
+                b"content-type", [b"application/x-www-form-urlencoded"]
+            )
+            request.content = BytesIO(b"f=1&g=2")
+            request.content.seek(0, 2)
+            request.requestReceived(method, path, version)
+            states.append(
+                (
+                    request.method,
+                    request.uri,
+                    request.path,
+                    request.clientproto,
+                    request.args,
+                    request.content.tell(),
+                )
+            )
+        self.assertEqual(len(processed), 2)
+        self.assertEqual(states[1], states[0])

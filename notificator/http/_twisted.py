@@ -39,7 +39,7 @@ from twisted.internet.error import ConnectionAborted
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
-from twisted.web.http import datetimeToString
+from twisted.web.http import datetimeToString, parse_qs
 from twisted.web.http_headers import Headers, InvalidHeaderName
 from twisted.web.http_headers import _nameEncoder as _names
 from twisted.web.iweb import INonQueuedRequestFactory
@@ -122,6 +122,33 @@ class ChannelBase(http.HTTPChannel):
     def bad_request(self) -> None:
         """Answer 400 and close, as twisted.web answers a malformed head."""
         self._respondToBadRequestAndDisconnect()
+
+    def allHeadersReceived(self) -> None:
+        """
+        As C{HTTPChannel.allHeadersReceived}, line for line, with its
+        C{Expect} header read by name from C{Headers._rawHeaders}.
+        """
+        request = self.requests[-1]
+        request.parseCookies()
+        self.persistent = self.checkPersistence(request, self._version)
+        request.gotLength(self.length)
+        expect = request.requestHeaders._rawHeaders.get(b"Expect")
+        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
+            self._send100Continue()
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """
+        As C{HTTPChannel.checkPersistence}, line for line, with its
+        C{Connection} header read by name from C{Headers._rawHeaders}.
+        """
+        connection = request.requestHeaders._rawHeaders.get(b"Connection")
+        tokens = [t.lower() for t in connection[0].split(b" ")] if connection else []
+        if version == b"HTTP/1.1":
+            if b"close" in tokens:
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+                return False
+            return True
+        return False
 
     def _send100Continue(self) -> None:
         self.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -392,8 +419,22 @@ class RequestBase(server.Request):
         self.head_received(length)
 
     def parseCookies(self) -> None:
-        """As twisted.web's; over HTTP/2 every header is in now."""
-        _parse_cookies(self)
+        """
+        As twisted.web's (line for line, its C{Cookie} headers read by name
+        from C{Headers._rawHeaders}); over HTTP/2 every header is in now.
+        """
+        cookies = self.requestHeaders._rawHeaders.get(b"Cookie")
+        if cookies:
+            received = self.received_cookies
+            for text in cookies:
+                if text:
+                    for cookie in text.split(b";"):
+                        cookie = cookie.lstrip()
+                        try:
+                            k, v = cookie.split(b"=", 1)
+                            received[k] = v
+                        except ValueError:
+                            pass
         if self.transport is None:
             head = self._head
             if head is None:
@@ -401,6 +442,28 @@ class RequestBase(server.Request):
             elif head is not _PARSED and head is not _DONE:
                 self._head = _DONE
                 self.head_received(self._h2_length(head[0]))
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        As twisted.web's C{http.Request.requestReceived}, line for line,
+        for a request that does not parse form bodies into C{args}
+        (C{parsePOSTFormSubmission} false: the C{Content-Type} it reads only
+        for them is not read); otherwise twisted.web's.
+        """
+        if self._parsePOSTFormSubmission:
+            _Request.requestReceived(self, command, path, version)
+            return
+        self.content.seek(0, 0)  # type: ignore[union-attr]
+        self.args = {}
+        self.method, self.uri = command, path
+        self.clientproto = version
+        x = path.split(b"?", 1)
+        if len(x) == 1:
+            self.path = path
+        else:
+            self.path, argstring = x
+            self.args = parse_qs(argstring, 1)
+        self.process()
 
     def _h2_length(self, length: int | None) -> int | None:
         """The announced length of an HTTP/2 request: none without C{content-length}."""
@@ -554,7 +617,6 @@ _NO_BODY_CODES = http.NO_BODY_CODES
 
 _PARSED = object()
 _DONE = object()
-_parse_cookies = server.Request.parseCookies
 
 
 def request_target(request: Any) -> tuple[bytes, bytes] | None:

@@ -457,7 +457,7 @@ class Request(_twisted.RequestBase):
         limits = self.site.limits
         if limits is not None:
             limits.body_done(self)
-        server.Request.requestReceived(self, command, path, version)
+        _twisted.RequestBase.requestReceived(self, command, path, version)
 
     def connectionLost(self, reason: Any) -> None:
         """
