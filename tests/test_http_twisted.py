@@ -747,3 +747,587 @@ class WhenFinishedTests(SynchronousTestCase):
         _twisted.when_finished(request, listener)
         request.finish()
         self.assertEqual(told, [("deferred", None), ("listener", None)])
+
+
+# Header names as clients and the code spell them (any case), values with
+# and without the line breaks twisted.web sanitises.
+_NAMES = st.sampled_from(
+    [b"vary", b"Vary", b"VARY", b"content-type", b"Content-Type", b"x-extra", b"X-Extra",
+     b"etag", b"www-authenticate", b"cache-control", "cache-control", "X-Str"]
+)  # fmt: skip
+_VALUES = st.one_of(
+    st.binary(max_size=20),
+    st.sampled_from([b"a\r\nb", b"a\nb", b"a\rb", b"", b" x "]),
+    st.text(max_size=10),
+)
+
+
+class HeaderTests(SynchronousTestCase):
+    """
+    L{_twisted.header_block}, L{_twisted.set_headers}, L{_twisted.header},
+    L{_twisted.header_values} and L{_twisted.kept_headers} read and write
+    C{Headers._rawHeaders} as twisted.web's own C{Headers} methods do:
+    checked against the real C{Headers}, so a Twisted that stores headers
+    otherwise fails here (and the responses would lose or garble headers).
+    """
+
+    @given(
+        st.lists(st.tuples(_NAMES, _VALUES), max_size=6),
+        st.lists(st.tuples(_NAMES, _VALUES), max_size=8),
+    )
+    def test_set_headers_as_set_raw_headers(
+        self, before: list[tuple[Any, Any]], pairs: list[tuple[Any, Any]]
+    ) -> None:
+        """The block set at once gives the headers, in the order, setRawHeaders one by one gives."""
+        expected = http.Headers()
+        got = http.Headers()
+        for name, value in before:
+            expected.setRawHeaders(name, [value])
+            got.setRawHeaders(name, [value])
+        for name, value in pairs:
+            expected.setRawHeaders(name, [value])
+        _twisted.set_headers(got, _twisted.header_block(pairs))
+        self.assertEqual(list(got.getAllRawHeaders()), list(expected.getAllRawHeaders()))
+
+    def test_blocks_are_not_shared(self) -> None:
+        """Each response gets its own value lists: adding to one leaves the block and others alone."""
+        block = _twisted.header_block([(b"vary", b"Origin")])
+        one, two = http.Headers(), http.Headers()
+        _twisted.set_headers(one, block)
+        _twisted.set_headers(two, block)
+        one.addRawHeader(b"vary", b"Cookie")
+        self.assertEqual(two.getRawHeaders(b"vary"), [b"Origin"])
+        self.assertEqual(block, ((b"Vary", b"Origin"),))
+
+    @given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8), _NAMES)
+    def test_header_as_get_header(self, pairs: list[tuple[Any, Any]], name: Any) -> None:
+        """header() and header_values() read what a request's getHeader and getRawHeaders do."""
+        channel = http.HTTPChannel()
+        channel.makeConnection(StringTransport())
+        request = http.Request(channel)
+        for each, value in pairs:
+            request.requestHeaders.addRawHeader(each, value)
+        canonical = _twisted.canonical_name(name)
+        raw_name = name.encode("latin-1") if isinstance(name, str) else name
+        self.assertEqual(
+            _twisted.header(request.requestHeaders, canonical), request.getHeader(raw_name)
+        )
+        self.assertEqual(
+            _twisted.header_values(request.requestHeaders, canonical),
+            request.requestHeaders.getRawHeaders(raw_name),
+        )
+
+    def test_an_empty_header(self) -> None:
+        """A header set to no value is none, as getRawHeaders has it."""
+        headers = http.Headers()
+        headers.setRawHeaders(b"origin", [])
+        self.assertIsNone(_twisted.header(headers, b"Origin"))
+        self.assertIsNone(_twisted.header_values(headers, b"Origin"))
+
+    @given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8))
+    def test_kept_headers(self, pairs: list[tuple[Any, Any]]) -> None:
+        """kept_headers copies the named headers as getRawHeaders and setRawHeaders would."""
+        headers = http.Headers()
+        for name, value in pairs:
+            headers.addRawHeader(name, value)
+        names = tuple(_twisted.canonical_name(n) for n in (b"vary", b"x-extra", b"etag"))
+        expected = http.Headers()
+        for name in names:
+            values = headers.getRawHeaders(name)
+            if values is not None:
+                expected.setRawHeaders(name, values)
+        kept = _twisted.kept_headers(headers, names)
+        self.assertEqual(list(kept.getAllRawHeaders()), list(expected.getAllRawHeaders()))
+        kept.addRawHeader(b"vary", b"more")
+        self.assertNotIn(b"more", headers.getRawHeaders(b"vary", []))
+
+    def test_canonical_name(self) -> None:
+        """The spelling Headers stores a name under."""
+        self.assertEqual(_twisted.canonical_name(b"last-event-id"), b"Last-Event-Id")
+        self.assertEqual(_twisted.canonical_name("www-authenticate"), b"WWW-Authenticate")
+        self.assertEqual(_twisted.canonical_name(b"ETAG"), b"ETag")
+
+
+class ProcessTests(SynchronousTestCase):
+    """
+    L{_twisted.RequestBase.process} is twisted.web's C{server.Request.process}
+    (with its private C{_handleStar}, C{_encoder} and
+    C{resource._IEncodingResource}) but for how it sets C{Server} and
+    C{Date}: the same answer, byte for byte (the date aside), from the same
+    resource, for every kind of request that method tells apart.
+    """
+
+    def site(self) -> Site:
+        from twisted.web.resource import EncodingResourceWrapper, Resource
+        from twisted.web.server import GzipEncoderFactory
+
+        class Boom(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                raise RuntimeError("boom")
+
+        class Echo(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                return repr((request.prepath, request.postpath)).encode("ascii")
+
+        root = Resource()
+        root.putChild(b"data", Data(b"hello", "text/plain"))
+        root.putChild(b"echo", Echo())
+        root.putChild(b"boom", Boom())
+        root.putChild(
+            b"gz", EncodingResourceWrapper(Data(b"z" * 200, "text/plain"), [GzipEncoderFactory()])
+        )
+        site = Site(root)
+        site.displayTracebacks = False
+        return site
+
+    def answer(self, factory: Any, raw: bytes, mask: bool = True) -> bytes:
+        import re
+
+        site = self.site()
+        site.requestFactory = factory
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        sent: bytes = transport.value()
+        return re.sub(rb"Date: [^\r]*", b"Date: -", sent) if mask else sent
+
+    def test_same_answers(self) -> None:
+        from twisted.web import server
+
+        class Ours(_twisted.RequestBase):
+            pass
+
+        requests = [
+            b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /echo/a%20b/%2F/c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /gz HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n",
+            b"GET /gz HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"HEAD /data HTTP/1.0\r\n\r\n",
+        ]
+        for raw in requests:
+            theirs = self.answer(server.Request, raw)
+            self.assertIn(b"Server: " + server.version, theirs)
+            self.assertEqual(self.answer(Ours, raw), theirs, raw)
+        # The failing resource's error, logged once by each.
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+    def test_date(self) -> None:
+        """Date: the site's http_date when it has one, else twisted.web's for now."""
+        from notificator.http.request import HTTPDate
+
+        class Ours(_twisted.RequestBase):
+            pass
+
+        site = self.site()
+        site.requestFactory = Ours
+        site.http_date = HTTPDate(lambda: 784111777.5)  # type: ignore[attr-defined]
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertIn(b"\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n", transport.value())
+        before = http.datetimeToString()
+        raw = self.answer(Ours, b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n", mask=False)
+        after = http.datetimeToString()
+        self.assertTrue(
+            b"\r\nDate: %s\r\n" % before in raw or b"\r\nDate: %s\r\n" % after in raw, raw
+        )
+
+
+class HTTPDateTests(SynchronousTestCase):
+    """L{notificator.http.request.HTTPDate} gives twisted.web's C{datetimeToString()}."""
+
+    def test_each_second(self) -> None:
+        from notificator.http.request import HTTPDate
+
+        now = [1_700_000_000.0]
+        date = HTTPDate(lambda: now[0])
+        for step in (0.0, 0.25, 0.74, 1.0, 1.999, 59.5, 3600.01, 86400.9):
+            now[0] = 1_700_000_000.0 + step
+            self.assertEqual(date(), http.datetimeToString(now[0]), step)
+
+    def test_wall_clock(self) -> None:
+        """By default the wall clock, as twisted.web's."""
+        from notificator.http.request import HTTPDate
+
+        date = HTTPDate()
+        before = http.datetimeToString()
+        value = date()
+        after = http.datetimeToString()
+        self.assertIn(value, (before, after))
+
+
+class WriteChunkTests(SynchronousTestCase):
+    """
+    L{_twisted.RequestBase.write_chunk} writes what twisted.web's
+    C{Request.write} writes, byte for byte, and leaves the request in the
+    same state (C{startedWriting}, C{chunked}, C{sentLength}, the response
+    headers), for a stream's first chunk (its head with it) and the chunks
+    after it, and for every kind of response it hands to twisted.web's own.
+    """
+
+    def request(self, channel_kind: str, raw: bytes) -> tuple[Any, StringTransport]:
+        held: list[Any] = []
+
+        class Held(_twisted.RequestBase):
+            def process(self) -> None:
+                held.append(self)  # kept open, as a stream's is
+
+        channel = (
+            http.HTTPChannel()
+            if channel_kind == "stock"
+            else fast.Channel(fast.WriteBatch(MemoryReactorClock()))
+        )
+        channel.site = Site(Data(b"", "text/plain"))  # type: ignore[attr-defined]
+        channel.requestFactory = Held  # type: ignore[assignment]
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        return held[0], transport
+
+    def state(self, request: Any) -> tuple[Any, ...]:
+        return (
+            request.startedWriting,
+            request.chunked,
+            request.sentLength,
+            list(request.responseHeaders.getAllRawHeaders()),
+        )
+
+    def check(self, raw: bytes, prepare: Any) -> None:
+        for kind in ("stock", "fast"):
+            sent = []
+            for write in ("write", "write_chunk"):
+                request, transport = self.request(kind, raw)
+                prepare(request)
+                for data in (b"retry: 3000\n\n", b"", b"event: x\ndata: 1\n\n"):
+                    getattr(request, write)(data)
+                sent.append((transport.value(), self.state(request)))
+            self.assertEqual(sent[1], sent[0], (kind, raw))
+
+    def stream_head(self, request: Any) -> None:
+        request.setHeader(b"vary", b"Origin")
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+
+    GET = b"GET /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n"
+
+    def test_stream(self) -> None:
+        """A stream's response: its head, then its chunks."""
+        self.check(self.GET, self.stream_head)
+
+    def test_others(self) -> None:
+        """Responses write_chunk leaves to twisted.web: the same bytes."""
+
+        def but(change: Any) -> Any:
+            def prepare(request: Any) -> None:
+                self.stream_head(request)
+                change(request)
+
+            return prepare
+
+        cases = [
+            (self.GET, lambda r: None),  # no Content-Type: twisted.web's default
+            (self.GET, but(lambda r: r.setHeader(b"content-length", b"40"))),
+            (self.GET, but(lambda r: r.setResponseCode(204))),
+            (self.GET, but(lambda r: r.setResponseCode(404))),
+            (self.GET, but(lambda r: r.addCookie(b"a", b"b"))),
+            (self.GET, but(lambda r: r.setETag(b"x"))),
+            (self.GET, but(lambda r: r.setLastModified(1_700_000_000))),
+            (b"GET /sse/u1 HTTP/1.0\r\nHost: t\r\n\r\n", self.stream_head),
+            (b"HEAD /sse/u1 HTTP/1.1\r\nHost: t\r\n\r\n", self.stream_head),
+            (b"POST /sse/u1 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", self.stream_head),
+        ]
+        for raw, prepare in cases:
+            self.check(raw, prepare)
+
+    def test_encoder(self) -> None:
+        """A response with an encoder (gzip): twisted.web's write, which encodes."""
+        from twisted.web.server import GzipEncoderFactory
+
+        def prepare(request: Any) -> None:
+            self.stream_head(request)
+            request.requestHeaders.setRawHeaders(b"accept-encoding", [b"gzip"])
+            request._encoder = GzipEncoderFactory().encoderForRequest(request)
+
+        for kind in ("stock", "fast"):
+            request, transport = self.request(kind, self.GET)
+            prepare(request)
+            request.write_chunk(b"data: 1\n\n")
+            request.finish()
+            self.assertIn(b"Content-Encoding: gzip", transport.value())
+
+    def test_finished_and_lost(self) -> None:
+        """After finish(): twisted.web's error; after the connection is lost: nothing written."""
+        request, transport = self.request("fast", self.GET)
+        self.stream_head(request)
+        request.write_chunk(b"data: 1\n\n")
+        request.finish()
+        self.assertRaises(RuntimeError, request.write_chunk, b"data: 2\n\n")
+        request, transport = self.request("fast", self.GET)
+        self.stream_head(request)
+        request.connectionLost(Failure(ConnectionDone()))
+        request.write_chunk(b"data: 1\n\n")
+        self.assertEqual(transport.value(), b"")
+
+
+class RespondTests(SynchronousTestCase):
+    """
+    L{_twisted.RequestBase.respond} answers as twisted.web's
+    C{server.Request.render} answers the bytes a resource returns: the same
+    bytes, the same request state, the same access-log line, for the
+    answers it writes itself and those it leaves to twisted.web's C{write}.
+    """
+
+    def answer(self, raw: bytes, prepare: Any, respond: bool) -> tuple[bytes, tuple[Any, ...]]:
+        import re
+
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET
+
+        seen: list[Any] = []
+
+        class Answer(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> Any:
+                seen.append(request)
+                body = prepare(request)
+                if respond:
+                    request.respond(body)
+                    return NOT_DONE_YET
+                return body
+
+        logged: list[Any] = []
+        site = Site(Answer())
+        site.requestFactory = _twisted.RequestBase
+        site.log = lambda request: logged.append(  # type: ignore[method-assign]
+            (request.code, request.sentLength, request.method)
+        )
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        request = seen[0]
+        state = (
+            request.startedWriting,
+            request.finished,
+            request.chunked,
+            request.sentLength,
+            list(request.responseHeaders.getAllRawHeaders()),
+            logged,
+            transport.disconnecting,
+        )
+        return re.sub(rb"Date: [^\r]*", b"Date: -", transport.value()), state
+
+    def json(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"content-length", b"11")
+        return b'{"a": true}'
+
+    def check(self, raw: bytes, prepare: Any) -> None:
+        self.assertEqual(self.answer(raw, prepare, True), self.answer(raw, prepare, False), raw)
+
+    POST = b"POST /webNotification HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nx=1"
+
+    def test_json_answer(self) -> None:
+        """A publish's answer, and with the next request on the connection."""
+        self.check(self.POST, self.json)
+        self.check(self.POST + self.POST, self.json)
+
+    def test_others(self) -> None:
+        """Answers left to twisted.web's write: the same bytes."""
+
+        def but(change: Any, body: bytes | None = None) -> Any:
+            def prepare(request: Any) -> bytes:
+                sent = self.json(request)
+                change(request)
+                return sent if body is None else body
+
+            return prepare
+
+        cases = [
+            (self.POST, lambda r: b"no content type"),
+            (self.POST, but(lambda r: r.setResponseCode(204), b"")),
+            (self.POST, but(lambda r: r.setResponseCode(403))),
+            (self.POST, but(lambda r: r.addCookie(b"a", b"b"))),
+            (self.POST, but(lambda r: r.setETag(b"x"))),
+            (self.POST, but(lambda r: r.setLastModified(1_700_000_000))),
+            (self.POST, but(lambda r: r.setHeader(b"connection", b"close"))),
+            (self.POST, but(lambda r: None, b"")),
+            (b"POST /x HTTP/1.0\r\nContent-Length: 0\r\n\r\n", self.json),
+            (b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n", but(lambda r: None, b"")),
+            (b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n", self.json),
+        ]
+        for raw, prepare in cases:
+            self.check(raw, prepare)
+
+
+class InitTests(SynchronousTestCase):
+    """
+    L{_twisted.RequestBase.__init__} builds the request twisted.web's
+    C{server.Request.__init__} builds: the same attributes (its private
+    C{_parsePOSTFormSubmission} and C{_adapterCache} among them), in the
+    same order, with the same values.  A Twisted that adds one fails here.
+    """
+
+    def check(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        from twisted.web import server
+
+        theirs = server.Request(channel, *args, **kwargs)
+        ours = _twisted.RequestBase(channel, *args, **kwargs)
+        self.assertEqual(list(vars(ours)), list(vars(theirs)))
+        for name, value in vars(theirs).items():
+            self.assertEqual(getattr(ours, name), value, name)
+        self.assertIsNot(ours.requestHeaders, theirs.requestHeaders)
+
+    def test_same_request(self) -> None:
+        for make in (
+            http.HTTPChannel,
+            lambda: fast.Channel(fast.WriteBatch(MemoryReactorClock())),
+        ):
+            channel = make()
+            channel.site = Site(Data(b"", "text/plain"))  # type: ignore[attr-defined]
+            channel.makeConnection(StringTransport())
+            self.check(channel, parsePOSTFormSubmission=True)
+            self.check(channel, parsePOSTFormSubmission=False)
+            self.check(channel, 0, parsePOSTFormSubmission=True)
+            self.check(channel, 1, parsePOSTFormSubmission=False)
+
+    def test_server_request(self) -> None:
+        """The server's request: twisted.web's with parsePOSTFormSubmission false."""
+        from twisted.web import server
+
+        from notificator.http.request import Request
+        from notificator.http.site import Site as OurSite
+
+        channel = http.HTTPChannel()
+        channel.site = OurSite(Data(b"", "text/plain"), reactor=MemoryReactorClock())  # type: ignore[attr-defined]
+        channel.makeConnection(StringTransport())
+        theirs = server.Request(channel, 0, parsePOSTFormSubmission=False)
+        ours = Request(channel, 0)
+        self.assertEqual(list(vars(ours))[: len(vars(theirs))], list(vars(theirs)))
+        self.assertFalse(ours._parsePOSTFormSubmission)
+
+
+class HeadHooksTests(SynchronousTestCase):
+    """
+    What C{HTTPChannel} and twisted.web's C{Request} do when a head is
+    read, as L{_twisted.ChannelBase} (C{allHeadersReceived},
+    C{checkPersistence}) and L{_twisted.RequestBase} (C{parseCookies},
+    C{requestReceived}) do it, reading headers from C{Headers._rawHeaders}
+    by name: checked against twisted.web's own methods.
+    """
+
+    @given(
+        st.lists(
+            st.one_of(
+                st.sampled_from([b"close", b"keep-alive", b"Close", b"Upgrade, close", b""]),
+                st.binary(max_size=12),
+            ),
+            max_size=2,
+        ),
+        st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+    )
+    def test_check_persistence(self, values: list[bytes], version: bytes) -> None:
+        results = []
+        for channel in (http.HTTPChannel(), fast.Channel(fast.WriteBatch(MemoryReactorClock()))):
+            channel.makeConnection(StringTransport())
+            request = http.Request(channel)
+            for value in values:
+                request.requestHeaders.addRawHeader(b"connection", value)
+            persistent = channel.checkPersistence(request, version)
+            results.append((persistent, list(request.responseHeaders.getAllRawHeaders())))
+        self.assertEqual(results[1], results[0])
+
+    def test_expect_continue(self) -> None:
+        """100 Continue, and persistence, as HTTPChannel decides them."""
+        heads = [
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: nothing\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+        ]
+        for head in heads:
+            seen = []
+            writes = fast.WriteBatch(MemoryReactorClock())
+            for channel in (http.HTTPChannel(), fast.Channel(writes)):
+                channel.site = Site(Data(b"", "text/plain"))  # type: ignore[attr-defined]
+                channel.requestFactory = _twisted.RequestBase  # type: ignore[assignment]
+                transport = StringTransport()
+                channel.makeConnection(transport)
+                # Line by line for one, in one read for the other.
+                channel.dataReceived(head)
+                writes.flush()  # the end of the reactor pass
+                seen.append((transport.value(), channel.persistent))
+            self.assertEqual(seen[1], seen[0], head)
+
+    @given(st.lists(st.one_of(st.binary(max_size=30), st.sampled_from(
+        [b"a=b; c=d", b"a=b;c=d;", b"x", b"=y", b"a==b", b" sp = v ;k=v2", b""]
+    )), max_size=3))  # fmt: skip
+    def test_parse_cookies(self, values: list[bytes]) -> None:
+        channel = http.HTTPChannel()
+        channel.makeConnection(StringTransport())
+        theirs = http.Request(channel)
+        ours = _twisted.RequestBase(channel)
+        for request in (theirs, ours):
+            for value in values:
+                request.requestHeaders.addRawHeader(b"cookie", value)
+        theirs.parseCookies()
+        ours.parseCookies()
+        self.assertEqual(list(ours.received_cookies.items()), list(theirs.received_cookies.items()))
+
+    @given(
+        st.sampled_from([b"GET", b"POST", b"HEAD"]),
+        st.one_of(
+            st.sampled_from([b"/", b"/sse/u1", b"/x?a=1&b=2&a=3", b"/x?", b"/?a", b"/x?a=%41+b"]),
+            st.binary(min_size=1, max_size=30).map(lambda b: b"/" + b),
+        ),
+        st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+        st.booleans(),
+    )
+    def test_request_received(self, method: bytes, path: bytes, version: bytes, form: bool) -> None:
+        """The same request state; twisted.web's own when it parses forms."""
+        from io import BytesIO
+
+        processed = []
+
+        class Theirs(http.Request):
+            def process(self) -> None:
+                processed.append(self)
+
+        class Ours(_twisted.RequestBase):
+            def process(self) -> None:
+                processed.append(self)
+
+        channel = http.HTTPChannel()
+        channel.makeConnection(StringTransport())
+        states = []
+        for kind in (Theirs, Ours):
+            request = kind(channel, parsePOSTFormSubmission=form)
+            request.requestHeaders.setRawHeaders(
+                b"content-type", [b"application/x-www-form-urlencoded"]
+            )
+            request.content = BytesIO(b"f=1&g=2")
+            request.content.seek(0, 2)
+            request.requestReceived(method, path, version)
+            states.append(
+                (
+                    request.method,
+                    request.uri,
+                    request.path,
+                    request.clientproto,
+                    request.args,
+                    request.content.tell(),
+                )
+            )
+        self.assertEqual(len(processed), 2)
+        self.assertEqual(states[1], states[0])

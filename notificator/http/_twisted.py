@@ -14,7 +14,11 @@ twisted.web's protocol wrapper that switches to HTTP/2
 wraps its channel in), and what the fast channel
 (L{notificator.http.fast.Channel}) needs: L{ChannelBase} (the two answers
 C{HTTPChannel} writes to its transport itself, and the direct send to a
-TCP connection's socket when its queue is empty).
+TCP connection's socket when its queue is empty); and the headers of the
+hot requests read and set by their canonical names, in twisted.web's
+C{Headers._rawHeaders} (L{header_block} and L{set_headers}: a response's
+fixed headers built once and set at once; L{header}, L{header_values},
+L{kept_headers}).
 
 Every access to a private part of Twisted (an attribute or method whose
 name starts with C{_}, or one Twisted does not document) is in this
@@ -26,15 +30,17 @@ one fails there before anywhere else.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionAborted
 from twisted.protocols import basic
 from twisted.python.failure import Failure
-from twisted.web import http, server
-from twisted.web.http_headers import InvalidHeaderName
+from twisted.web import http, resource, server
+from twisted.web.http import datetimeToString, parse_qs
+from twisted.web.http_headers import Headers, InvalidHeaderName
 from twisted.web.http_headers import _nameEncoder as _names
 from twisted.web.iweb import INonQueuedRequestFactory
 
@@ -116,6 +122,33 @@ class ChannelBase(http.HTTPChannel):
     def bad_request(self) -> None:
         """Answer 400 and close, as twisted.web answers a malformed head."""
         self._respondToBadRequestAndDisconnect()
+
+    def allHeadersReceived(self) -> None:
+        """
+        As C{HTTPChannel.allHeadersReceived}, line for line, with its
+        C{Expect} header read by name from C{Headers._rawHeaders}.
+        """
+        request = self.requests[-1]
+        request.parseCookies()
+        self.persistent = self.checkPersistence(request, self._version)
+        request.gotLength(self.length)
+        expect = request.requestHeaders._rawHeaders.get(b"Expect")
+        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
+            self._send100Continue()
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """
+        As C{HTTPChannel.checkPersistence}, line for line, with its
+        C{Connection} header read by name from C{Headers._rawHeaders}.
+        """
+        connection = request.requestHeaders._rawHeaders.get(b"Connection")
+        tokens = [t.lower() for t in connection[0].split(b" ")] if connection else []
+        if version == b"HTTP/1.1":
+            if b"close" in tokens:
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+                return False
+            return True
+        return False
 
     def _send100Continue(self) -> None:
         self.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -316,8 +349,12 @@ class RequestBase(server.Request):
        there (L{head_received}) what twisted.web decides in C{gotLength}:
        whether the body is to be read, and into what;
      - L{write_chunk}, a shorter C{write} for an open event stream's frames
-       (with the fast channel), which reads twisted.web's request state
-       (C{chunked}, C{startedWriting}, C{finished}, C{_disconnected}).
+       and its head (with the fast channel), and L{respond}, a whole answer
+       written as twisted.web writes what C{render} returns, both of which
+       read twisted.web's request state (C{chunked}, C{startedWriting},
+       C{finished}, C{_disconnected}, C{_encoder}, C{_inFakeHead});
+     - L{process}, twisted.web's with its C{Server} and C{Date} headers set
+       as one block; its constructor, twisted.web's three in one call.
 
     Over HTTP/1.x that is C{gotLength}: C{HTTPChannel} calls it from
     C{allHeadersReceived}, once every header line is read (after
@@ -344,6 +381,30 @@ class RequestBase(server.Request):
     # head_received ran.  HTTP/1.x requests never set it.
     _head: Any = None
 
+    def __init__(
+        self, channel: Any, queued: object = False, parsePOSTFormSubmission: bool = True
+    ) -> None:
+        """
+        As twisted.web's C{server.Request.__init__} (with
+        C{http.Request.__init__} and C{Componentized.__init__}, which it
+        calls), in one call: the same attributes, in the same order, with
+        the same values, among them the private C{_parsePOSTFormSubmission}
+        and C{_adapterCache}; C{parsePOSTFormSubmission} is as given (not
+        read from the site when L{None}).
+        """
+        self.notifications = []
+        self.channel = channel
+        self.client = channel.getPeer()
+        self.host = channel.getHost()
+        self.requestHeaders = Headers()
+        self.received_cookies = {}
+        self.responseHeaders = Headers()
+        self.cookies = []
+        self.transport = channel.transport
+        self.queued = queued
+        self._parsePOSTFormSubmission = parsePOSTFormSubmission
+        self._adapterCache = {}
+
     def gotLength(self, length: int | None) -> None:
         """The channel has the body's length: over HTTP/1.x the head is complete."""
         if self.transport is None:  # an HTTP/2 stream's request
@@ -358,8 +419,22 @@ class RequestBase(server.Request):
         self.head_received(length)
 
     def parseCookies(self) -> None:
-        """As twisted.web's; over HTTP/2 every header is in now."""
-        _parse_cookies(self)
+        """
+        As twisted.web's (line for line, its C{Cookie} headers read by name
+        from C{Headers._rawHeaders}); over HTTP/2 every header is in now.
+        """
+        cookies = self.requestHeaders._rawHeaders.get(b"Cookie")
+        if cookies:
+            received = self.received_cookies
+            for text in cookies:
+                if text:
+                    for cookie in text.split(b";"):
+                        cookie = cookie.lstrip()
+                        try:
+                            k, v = cookie.split(b"=", 1)
+                            received[k] = v
+                        except ValueError:
+                            pass
         if self.transport is None:
             head = self._head
             if head is None:
@@ -367,6 +442,28 @@ class RequestBase(server.Request):
             elif head is not _PARSED and head is not _DONE:
                 self._head = _DONE
                 self.head_received(self._h2_length(head[0]))
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        As twisted.web's C{http.Request.requestReceived}, line for line,
+        for a request that does not parse form bodies into C{args}
+        (C{parsePOSTFormSubmission} false: the C{Content-Type} it reads only
+        for them is not read); otherwise twisted.web's.
+        """
+        if self._parsePOSTFormSubmission:
+            _Request.requestReceived(self, command, path, version)
+            return
+        self.content.seek(0, 0)  # type: ignore[union-attr]
+        self.args = {}
+        self.method, self.uri = command, path
+        self.clientproto = version
+        x = path.split(b"?", 1)
+        if len(x) == 1:
+            self.path = path
+        else:
+            self.path, argstring = x
+            self.args = parse_qs(argstring, 1)
+        self.process()
 
     def _h2_length(self, length: int | None) -> int | None:
         """The announced length of an HTTP/2 request: none without C{content-length}."""
@@ -383,12 +480,53 @@ class RequestBase(server.Request):
         """
         server.Request.gotLength(self, length)
 
+    def process(self) -> None:
+        """
+        As twisted.web's C{server.Request.process}, line for line, but for
+        its C{Server} and C{Date} headers: set as one block
+        (L{set_headers}), the date from the site's C{http_date} when it has
+        one (L{notificator.http.request.HTTPDate}: formatted once a second),
+        else twisted.web's C{datetimeToString()}.  (It reads twisted.web's
+        private C{_handleStar}, C{_encoder} and
+        C{resource._IEncodingResource}.)
+        """
+        # (A site's channel: twisted.web's stubs do not say it has one.)
+        site = self.site = self.channel.site  # type: ignore[attr-defined]
+        dates = getattr(site, "http_date", None)
+        set_headers(
+            self.responseHeaders,
+            (
+                (b"Server", _SERVER),
+                (b"Date", datetimeToString() if dates is None else dates()),
+            ),
+        )
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            resrc = site.getResourceFor(self)
+            if _IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(self)
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(Failure())
+
     def write_chunk(self, data: bytes) -> None:
         """
         As twisted.web's C{write}, with a shorter path for what an open
-        event stream writes all day: a chunk of a started HTTP/1.1
-        response, built as one string and handed to the channel (as
-        C{Request.write} would, as three: the length, the data, the end).
+        event stream writes: a chunk of a started HTTP/1.1 response, built
+        as one string and handed to the channel (as C{Request.write} would,
+        as three: the length, the data, the end); and its first chunk, with
+        the response's head, when the response is the stream's (C{200} to
+        an HTTP/1.1 C{GET}, its C{Content-Type} set, no C{Content-Length},
+        no cookie, C{ETag}, C{Last-Modified} or encoder): the head
+        twisted.web's C{server.Request.write} and C{http.Request.write}
+        would write (C{Transfer-Encoding: chunked} last), by the same
+        C{channel.writeHeaders}.  Anything else is twisted.web's C{write}.
         """
         if (
             self.chunked
@@ -399,13 +537,86 @@ class RequestBase(server.Request):
         ):
             self.sentLength += len(data)
             self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
+        elif (
+            not self.startedWriting
+            and data
+            and not self.finished
+            and not self._disconnected
+            and self.code == 200
+            and self.clientproto == b"HTTP/1.1"
+            and self.method == b"GET"
+            and self._encoder is None
+            and not self._inFakeHead
+            and self.lastModified is None
+            and self.etag is None
+            and not self.cookies
+            and self.responseHeaders._rawHeaders.get(b"Content-Type")
+            and not self.responseHeaders._rawHeaders.get(b"Content-Length")
+        ):
+            headers = self.responseHeaders
+            self.startedWriting = 1
+            headers._rawHeaders[b"Transfer-Encoding"] = [b"chunked"]
+            self.chunked = 1
+            self.channel.writeHeaders(b"HTTP/1.1", b"200", self.code_message, headers)
+            self.sentLength += len(data)
+            self.channel.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             self.write(data)
 
+    def respond(self, body: bytes) -> None:
+        """
+        Answer with C{body}, whole, and finish: what twisted.web's
+        C{server.Request.render} does with the bytes a resource's C{render}
+        returns (C{Content-Length}, C{write}, C{finish}), for a resource
+        that answers itself and returns C{NOT_DONE_YET}.  When twisted.web's
+        C{write} would only write the head and C{body} (not started, its
+        C{Content-Type} set, no cookie, C{ETag}, C{Last-Modified}, encoder
+        or faked HEAD, not C{HEAD}, a status with a body), they are written
+        here, by the same C{channel.writeHeaders} and C{channel.write};
+        else by twisted.web's C{write}.  (A C{HEAD} is answered without
+        the line twisted.web logs for one answered with a body.)
+        """
+        headers = self.responseHeaders
+        raw = headers._rawHeaders
+        if self.method == b"HEAD":
+            # (twisted.web also logs a line for a HEAD answered with a body:
+            # answer a HEAD by returning from render.)
+            if body:
+                raw[b"Content-Length"] = [b"%d" % (len(body),)]
+            self.write(b"")
+            self.finish()
+            return
+        raw[b"Content-Length"] = [b"%d" % (len(body),)]
+        if (
+            self.startedWriting
+            or self.finished
+            or self._disconnected
+            or self._encoder is not None
+            or self._inFakeHead
+            or self.lastModified is not None
+            or self.etag is not None
+            or self.cookies
+            or self.code in _NO_BODY_CODES
+            or not raw.get(b"Content-Type")
+        ):
+            self.write(body)
+        else:
+            self.startedWriting = 1
+            channel = self.channel
+            channel.writeHeaders(self.clientproto, b"%d" % (self.code,), self.code_message, headers)
+            self.sentLength += len(body)
+            if body:
+                channel.write(body)
+        self.finish()
+
+
+#: twisted.web's C{Server} header (C{server.version}).
+_SERVER = server.version
+_IEncodingResource = resource._IEncodingResource
+_NO_BODY_CODES = http.NO_BODY_CODES
 
 _PARSED = object()
 _DONE = object()
-_parse_cookies = server.Request.parseCookies
 
 
 def request_target(request: Any) -> tuple[bytes, bytes] | None:
@@ -441,6 +652,82 @@ def request_version(request: Any) -> bytes | None:
     if isinstance(getattr(ch, "command", None), bytes):
         return b"HTTP/2"
     return None
+
+
+# --- Headers, by their canonical names ----------------------------------------------------
+
+
+#: Headers as L{header_block} gives them: canonical name and value, in order.
+HeaderBlock = tuple[tuple[bytes, bytes], ...]
+
+
+def header_block(pairs: Iterable[tuple[bytes | str, bytes | str]]) -> HeaderBlock:
+    """
+    The headers C{pairs} as twisted.web stores them once
+    C{Headers.setRawHeaders(name, [value])} has set each, in order: each
+    name in its canonical spelling, each value sanitised (line breaks
+    made spaces), a name given twice once, at its first place, with its
+    last value.  Built once (at start-up) with twisted.web's own
+    C{Headers}; L{set_headers} then sets the block on every response.
+    """
+    headers = Headers()
+    for name, value in pairs:
+        headers.setRawHeaders(name, [value])
+    return tuple((name, values[0]) for name, values in headers.getAllRawHeaders())
+
+
+def canonical_name(name: bytes | str) -> bytes:
+    """The canonical spelling of header C{name}, as C{Headers} stores it (what L{header} reads)."""
+    return header_block([(name, b"")])[0][0]
+
+
+def set_headers(headers: Headers, block: HeaderBlock) -> None:
+    """
+    Set each header of C{block} (L{header_block}) on C{headers}, as
+    C{headers.setRawHeaders(name, [value])} would, one after the other (a
+    name already there keeps its place and takes the new value), without
+    twisted.web's work per call: the name looked up in its encoder's cache,
+    the value sanitised again.  C{Headers} keeps them in the dict
+    C{_rawHeaders}, of canonical names to lists of values.
+    """
+    raw = headers._rawHeaders
+    for name, value in block:
+        raw[name] = [value]
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    """
+    The last value of header C{name} (its canonical spelling:
+    L{canonical_name}) in C{headers}, as a request's C{getHeader(name)}
+    gives it; L{None} when there is none.  One dict lookup
+    (C{Headers._rawHeaders}) instead of three calls.
+    """
+    values = headers._rawHeaders.get(name)
+    return values[-1] if values else None
+
+
+def header_values(headers: Headers, name: bytes) -> list[bytes] | None:
+    """
+    The values of header C{name} (its canonical spelling) in C{headers},
+    as C{headers.getRawHeaders(name)} gives them; L{None} when there are
+    none.
+    """
+    return headers._rawHeaders.get(name) or None
+
+
+def kept_headers(headers: Headers, names: Iterable[bytes]) -> Headers:
+    """
+    New C{Headers} with only the headers C{names} (canonical spellings) of
+    C{headers}, with their values, as C{getRawHeaders} and C{setRawHeaders}
+    would copy them (the values are sanitised already).
+    """
+    raw = headers._rawHeaders
+    kept = Headers()
+    for name in names:
+        values = raw.get(name)
+        if values:
+            kept._rawHeaders[name] = list(values)
+    return kept
 
 
 # --- HTTP/2 (twisted.web's H2Connection), for the connection clock --------------------------

@@ -122,7 +122,7 @@ class PublishGate:
         C{request}: a form or script on another site, opened by a browser on
         an allowed host.
         """
-        origin = request.getHeader(b"origin")
+        origin = _twisted.header(request.requestHeaders, _ORIGIN)
         if origin is None:
             return None  # not a browser: a server-to-server sender
         reason = self.cors.refuse_publish(
@@ -153,6 +153,10 @@ class PublishGate:
 def _unknown_via(request: IRequest, client: str) -> str | None:
     """The peer an unknown client came through (to say why it is refused), else None."""
     return _peer_host(request) if client == auth.UNKNOWN else None
+
+
+_ORIGIN = _twisted.canonical_name(b"origin")
+_CONTENT_TYPE = _twisted.canonical_name(b"content-type")
 
 
 #: The path of the publish resource (what L{PublishGate.before_body} looks at).
@@ -230,7 +234,10 @@ class PublishResource(refusals.Resource):
             if len(body) > self._max_bytes:
                 raise _TooLarge(f"body larger than {self._max_bytes} bytes (limits.bodyBytes)")
             message, _ = ingest.parse_publish_token(
-                request.getHeader(b"content-type"), body, self._max_fields, check
+                _twisted.header(request.requestHeaders, _CONTENT_TYPE),
+                body,
+                self._max_fields,
+                check,
             )
         except ingest.Forbidden as e:
             gate.body_token(request, e.reason)
@@ -240,7 +247,13 @@ class PublishResource(refusals.Resource):
             return json_response(request, e.code, {"error": e.reason})
         published = self._broker.publish(message)
         if isinstance(published, Published):
-            return self._answer(published, request, message)
+            body = self._answer(published, request, message)
+            if isinstance(request, Request):
+                # Written and finished here, as twisted.web would once
+                # this returned (RequestBase.respond: the same bytes).
+                request.respond(body)
+                return NOT_DONE_YET
+            return body
         published.addCallbacks(
             self._published,
             self._failed,

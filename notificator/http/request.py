@@ -44,6 +44,7 @@ Everything runs on the clock given in; no global state.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from twisted.internet.interfaces import IReactorTime, ISSLTransport, ITCPTransport
 from twisted.logger import Logger
 from twisted.web import server
+from twisted.web.http import datetimeToString
 
 from notificator import auth
 from notificator.auth import UNKNOWN
@@ -223,6 +225,9 @@ def _host(addr: Any) -> str:
     return str(host) if host is not None else str(addr)
 
 
+_X_FORWARDED_FOR = _twisted.canonical_name(b"x-forwarded-for")
+_FORWARDED = _twisted.canonical_name(b"forwarded")
+
 #: After a refused body, this many times C{limits.bodyBytes} more are read
 #: and dropped at most (L{Request._linger}).
 LINGER_BODIES = 8
@@ -235,6 +240,30 @@ _TIMEOUT = b"Request Timeout"
 
 #: The reason phrase of 503 (RFC 9110 15.6.4).
 _UNAVAILABLE = b"Service Unavailable"
+
+
+class HTTPDate:
+    """
+    The value of the C{Date} header now, as twisted.web's
+    C{datetimeToString()} gives it (it reads C{time.time}), formatted once
+    a second rather than for every response
+    (L{notificator.http._twisted.RequestBase.process} asks the site's).
+    """
+
+    __slots__ = ("_clock", "_second", "_value")
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._second: int | None = None
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        second = int(self._clock())
+        if second != self._second:
+            # (gmtime, which twisted.web's formats, drops the fraction too.)
+            self._value = datetimeToString(second)
+            self._second = second
+        return self._value
 
 
 class RequestSite(server.Site):
@@ -252,6 +281,8 @@ class RequestSite(server.Site):
         over TLS (L{hsts_header}); L{None}: none.
     @ivar fast_channel: it serves HTTP/1.1 with
         L{notificator.http.fast.Channel} (C{server.fastChannel}).
+    @ivar http_date: the C{Date} of its responses (L{HTTPDate});
+        L{None}: twisted.web's, formatted for each.
     """
 
     limits: Limits | None = None
@@ -259,6 +290,7 @@ class RequestSite(server.Site):
     gate: EarlyGate | None = None
     hsts: bytes | None = None
     fast_channel = False
+    http_date: HTTPDate | None = None
 
     def log_answered_early(self, request: Request, code: int, sent: int) -> None:
         """
@@ -362,8 +394,8 @@ class Request(_twisted.RequestBase):
         if client is None:
             client = peer_host(self)
             headers = self.requestHeaders
-            forwarded_for = headers.getRawHeaders(b"x-forwarded-for")
-            forwarded = headers.getRawHeaders(b"forwarded")
+            forwarded_for = _twisted.header_values(headers, _X_FORWARDED_FOR)
+            forwarded = _twisted.header_values(headers, _FORWARDED)
             if forwarded_for is not None or forwarded is not None:
                 guard = self.site.guard
                 client = (
@@ -425,7 +457,7 @@ class Request(_twisted.RequestBase):
         limits = self.site.limits
         if limits is not None:
             limits.body_done(self)
-        server.Request.requestReceived(self, command, path, version)
+        _twisted.RequestBase.requestReceived(self, command, path, version)
 
     def connectionLost(self, reason: Any) -> None:
         """

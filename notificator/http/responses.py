@@ -20,6 +20,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from notificator.cors import ALLOW_HEADERS, CORSPolicy, parse_header
+from notificator.http._twisted import canonical_name, header, header_block, set_headers
 
 
 def apply_cors(
@@ -36,8 +37,8 @@ def apply_cors(
     @param wildcard: honour C{"*"} (false for the publish resource: a
         wildcard lets no page publish).
     """
-    request.setHeader(b"vary", b"Origin")
-    origin = request.getHeader(b"origin")
+    set_headers(request.responseHeaders, _VARY)
+    origin = header(request.requestHeaders, _ORIGIN)
     if origin is None:
         return
     parsed = parse_header(origin)
@@ -54,6 +55,10 @@ def apply_cors(
         request.setHeader(b"access-control-allow-methods", methods)
         request.setHeader(b"access-control-allow-headers", ALLOW_HEADERS)
         request.setHeader(b"access-control-max-age", b"86400")
+
+
+_VARY = header_block([(b"vary", b"Origin")])
+_ORIGIN = canonical_name(b"origin")
 
 
 # One encoder for every response (json.dumps with a keyword builds one per call).
@@ -101,8 +106,8 @@ def json_response(request: IRequest, code: int, value: Any, cache: bytes = NO_ST
     """
     request.setResponseCode(code)
     body = _JSON.encode(value).encode("utf-8")
-    for name, header in json_headers(body, cache):
-        request.setHeader(name, header)
+    # (json_headers' names are canonical, its values have no line break.)
+    set_headers(request.responseHeaders, json_headers(body, cache))
     return b"" if request.method == b"HEAD" else body
 
 

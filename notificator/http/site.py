@@ -31,7 +31,7 @@ from notificator.auth import Guard
 from notificator.broker import Broker
 from notificator.http import connections, fast
 from notificator.http.publish import PublishGate
-from notificator.http.request import Limits, Request, RequestSite, client, hsts_header
+from notificator.http.request import HTTPDate, Limits, Request, RequestSite, client, hsts_header
 from notificator.http.tree import build_resource
 from notificator.hub import Hub
 from notificator.logs.access import ACCESS_LOG, AccessLog, CombinedLogFormatter
@@ -129,6 +129,7 @@ class Site(RequestSite):
         self.limits = limits
         self.hsts = hsts
         self.fast_channel = writes is not None
+        self.http_date = HTTPDate()
         self._connections = None if limits is None else limits.connections
         if writes is not None:
             # (twisted.web's Site.protocol is a function: typed as a method.)

@@ -36,6 +36,13 @@ from notificator.config import LimitsConfig, SSEConfig
 from notificator.events import encode_frame, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
 from notificator.http import refusals
+from notificator.http._twisted import (
+    canonical_name,
+    header,
+    header_block,
+    kept_headers,
+    set_headers,
+)
 from notificator.http.admission import Admission
 from notificator.http.admission import preamble as _preamble
 from notificator.http.request import Request
@@ -70,6 +77,8 @@ _CONNECT = '{"userId": %s, "connectionId": %d, "time": %d}'
 #: Mercure's and Nchan's, and amvtek's (IE 8/9).
 LAST_EVENT_ID_PARAMETERS = (b"lastEventId", b"last_event_id", b"evs_last_event_id")
 
+_LAST_EVENT_ID = canonical_name(b"last-event-id")
+
 #: Longest last event id read; ours are at most 25 characters.
 MAX_LAST_EVENT_ID = 64
 
@@ -80,7 +89,7 @@ def last_event_id(request: IRequest) -> str | None:
     C{Last-Event-ID} header, else one of L{LAST_EVENT_ID_PARAMETERS} in
     the query; L{None} when it sent none (or an empty one).
     """
-    value = request.getHeader(b"last-event-id")
+    value = header(request.requestHeaders, _LAST_EVENT_ID)
     if not value:
         args = request.args
         if args:
@@ -156,7 +165,16 @@ class SSEResource(refusals.Resource):
         self._connection_ids = itertools.count(1)
         self._cookie = sse.cookie.encode("ascii")
         self._retry = retry_frame(sse.retry)
-        self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in sse.headers]
+        # The stream's headers, as setHeader would set them one by one
+        # (sse.header's, then ours), ready to set on each stream at once.
+        self._head_block = header_block(
+            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in sse.headers]
+            + [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),
+            ]
+        )
 
     def _user_id(self, request: IRequest) -> str:
         """The user id the request names, if it may open a stream for it."""
@@ -202,11 +220,7 @@ class SSEResource(refusals.Resource):
             user_id = self._user_id(request)
         except _Refused as e:
             return self.refuse(request, e.code, e.message)
-        for name, value in self._headers:
-            request.setHeader(name, value)
-        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"x-accel-buffering", b"no")
+        set_headers(request.responseHeaders, self._head_block)
         # Frames are small and must leave at once, not after a delayed ACK:
         # twisted.web's HTTPChannel already set TCP_NODELAY on the
         # connection (plain or TLS), and H2Connection does for HTTP/2.
@@ -389,14 +403,9 @@ def _slim(request: server.Request) -> None:
         request.drop_body()
     else:
         request.content = None
-    kept = Headers()
-    for name in _LOGGED_HEADERS:
-        value = request.requestHeaders.getRawHeaders(name)
-        if value is not None:
-            kept.setRawHeaders(name, value)
-    request.requestHeaders = kept
+    request.requestHeaders = kept_headers(request.requestHeaders, _LOGGED_HEADERS)
     request.received_cookies = {}
 
 
 # The request headers twisted.web's combined log format reads.
-_LOGGED_HEADERS = (b"referer", b"user-agent")
+_LOGGED_HEADERS = (canonical_name(b"referer"), canonical_name(b"user-agent"))
