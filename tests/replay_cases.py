@@ -32,8 +32,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from notificator.broker.redis.ordering import parse_since
-from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
-from notificator.events import SEQ_SPAN, EventIds, encode_frame, event_key
+from notificator.broker.redis.scripts import MARK, PUBLISH, SINCE, Script
+from notificator.events import SEQ_SPAN, EventIds, encode_frame, event_id, event_key
 from notificator.history import EXPIRED, LOST, UNKNOWN, History
 
 HISTORY = "history"
@@ -73,6 +73,18 @@ class Restart:
 
 
 @attrs.frozen
+class Connect:
+    """
+    A stream opens: its C{connect} event carries the position of the
+    implementation now (L{Implementation.position}), which later steps
+    name C{name}, as the last event id of a browser that received nothing
+    else.
+    """
+
+    name: str
+
+
+@attrs.frozen
 class Expect:
     """
     A client of C{user} reconnects with C{last} (a notification's name, or
@@ -99,7 +111,7 @@ class Case:
     """
 
     name: str
-    steps: tuple[Publish | Wait | Restart | Expect, ...]
+    steps: tuple[Publish | Wait | Restart | Connect | Expect, ...]
     size: int = 3
     memory: int | None = None
     only: str | None = None
@@ -107,8 +119,8 @@ class Case:
 
 
 def _steps(
-    *steps: Publish | Wait | Restart | Expect,
-) -> tuple[Publish | Wait | Restart | Expect, ...]:
+    *steps: Publish | Wait | Restart | Connect | Expect,
+) -> tuple[Publish | Wait | Restart | Connect | Expect, ...]:
     return steps
 
 
@@ -325,6 +337,58 @@ CASES = [
         why="see the case before",
     ),
     Case(
+        "a stream's position at connect: complete, what was published after it",
+        _steps(
+            Publish("a1"),
+            Connect("c"),
+            Expect("u", "c", (), oldest="a1"),
+            Expect("v", "c", ()),
+            Publish("a2"),
+            Publish("b3", "v"),
+            Expect("u", "c", ("a2",), oldest="a1"),
+            Expect("v", "c", ("b3",), oldest="b3"),
+        ),
+    ),
+    Case(
+        "a position given before any notification: complete, then the first one",
+        _steps(
+            Connect("c"),
+            Expect("u", "c", ()),
+            Publish("a1"),
+            Expect("u", "c", ("a1",), oldest="a1"),
+            Connect("d"),
+            Expect("u", "d", (), oldest="a1"),
+        ),
+    ),
+    Case(
+        "a position from before a restart that lost the history: lost",
+        _steps(
+            Connect("c"),
+            Publish("a1"),
+            Connect("d"),
+            Restart(),
+            Expect("u", "c", (), LOST),
+            Expect("u", "d", (), LOST),
+            Publish("a2"),
+            Expect("u", "d", ("a2",), LOST, "a2"),
+            Connect("e"),
+            Expect("u", "e", (), oldest="a2"),
+        ),
+    ),
+    Case(
+        "a position before what the user lost since: expired",
+        _steps(
+            Publish("z0", "z"),
+            Connect("c"),
+            Publish("a1"),
+            Publish("a2"),
+            Publish("a3"),
+            Publish("a4"),
+            Expect("u", "c", ("a2", "a3", "a4"), EXPIRED, "a2"),
+            Expect("z", "c", (), oldest="z0"),
+        ),
+    ),
+    Case(
         "over the memory bound, the oldest frames of any user go first",
         _steps(
             Publish("a1"),
@@ -365,6 +429,9 @@ class Implementation(Protocol):
     def restart(self) -> None:
         """Lose the kept history."""
 
+    def position(self) -> str:
+        """The id a stream's C{connect} event carries now."""
+
     def since(self, user: str, last: str) -> tuple[str | None, tuple[bytes, ...], str | None]:
         """The reason (L{None}: complete), the frames and the oldest kept id."""
 
@@ -372,6 +439,7 @@ class Implementation(Protocol):
 def run_case(testcase: SynchronousTestCase, case: Case, implementation: Implementation) -> None:
     """Run C{case} on C{implementation}, failing C{testcase} where it differs."""
     ids: dict[str, str] = {}
+    positions: dict[str, str] = {}
     last_given = "0-0"
     for step in case.steps:
         if isinstance(step, Publish):
@@ -380,6 +448,8 @@ def run_case(testcase: SynchronousTestCase, case: Case, implementation: Implemen
             implementation.wait(step.ttls)
         elif isinstance(step, Restart):
             implementation.restart()
+        elif isinstance(step, Connect):
+            positions[step.name] = implementation.position()
         else:
             special = {
                 NOT_AN_ID: "not-an-id",
@@ -387,7 +457,7 @@ def run_case(testcase: SynchronousTestCase, case: Case, implementation: Implemen
                 LATER: f"{int(last_given.split('-')[0]) + 10_000_000}-0",
                 BEFORE_ALL: "1-0",
             }
-            last = special[step.last] if step.last in special else ids[step.last]
+            last = {**ids, **positions, **special}[step.last]
             reason, frames, oldest = implementation.since(step.user, last)
             names = {event_id: name for name, event_id in ids.items()}
             got = (
@@ -467,7 +537,10 @@ class HistoryImplementation:
             max_bytes=self.max_bytes,
             known_since=int(self.clock.seconds() * 1000) * SEQ_SPAN,
         )
-        self.ids = EventIds(self.clock, after=self.history.last)
+        self.ids = EventIds(self.clock, after=self.history.position)
+
+    def position(self) -> str:
+        return event_id(self.history.position)
 
     def publish(self, name: str, user: str) -> str:
         event_id = self.ids.next()
@@ -522,6 +595,11 @@ class ScriptsImplementation:
     def restart(self) -> None:
         self._flush()
         self._wait(0.002)
+
+    def position(self) -> str:
+        # A node's: the last id it received on the channel, which is the
+        # last id given; made by MARK when none was given yet.
+        return bytes(self._run(MARK, [b"t:last", b"t:since"], [])).decode()
 
     def since(self, user: str, last: str) -> tuple[str | None, tuple[bytes, ...], str | None]:
         # Asked second, after another user, as the fill after a gap asks

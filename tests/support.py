@@ -321,10 +321,17 @@ class Server(Client):
 
 
 class SSEClient:
-    """A blocking EventSource-like reader with bounded waits."""
+    """
+    A blocking EventSource-like reader with bounded waits.
+
+    @ivar last_event_id: the last C{id:} it read, on any event (as
+        EventSource keeps it: the C{Last-Event-ID} its reconnect sends,
+        L{resume_headers}); L{None} before any.
+    """
 
     def __init__(self, conn: http.client.HTTPConnection, path: str, headers: dict[str, str]):
         self.conn = conn
+        self.last_event_id: str | None = None
         conn.request("GET", path, headers={"Accept": "text/event-stream", **headers})
         self.response = conn.getresponse()
         self.status = self.response.status
@@ -345,6 +352,8 @@ class SSEClient:
             block = self.next_block()
             events = parse_frames(block)
             for ev in events:
+                if "id" in ev:
+                    self.last_event_id = ev["id"]
                 if "event" in ev or "data" in ev:
                     if ev.get("event", "message") not in skipped:
                         return ev
@@ -371,6 +380,10 @@ class SSEClient:
             pass
         finally:
             sock.settimeout(before)
+
+    def resume_headers(self) -> dict[str, str]:
+        """What an EventSource sends when it reconnects: its L{last_event_id}, if any."""
+        return {} if self.last_event_id is None else {"Last-Event-ID": self.last_event_id}
 
     def next_block(self) -> bytes:
         """Raw bytes of the next frame, up to and including its blank line."""

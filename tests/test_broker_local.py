@@ -90,6 +90,77 @@ class LocalBrokerTests(SynchronousTestCase):
         self.assertEqual((replay.complete, replay.frames), (True, ()))
 
 
+class PositionTests(SynchronousTestCase):
+    """
+    L{LocalBroker.position}, the id a stream's C{connect} carries: a
+    reconnect from it is replayed what was published after, across a
+    restart that kept the history; a restart that lost it: lost, the reset.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.directory = self.mktemp()
+
+    def test_before_any_notification_and_across_a_restart_that_kept_the_history(self) -> None:
+        """
+        Before any notification: the history's start; the first id is
+        after it even in the same millisecond (so it is replayed); the
+        position survives a clean restart, and then is the last id given.
+        """
+        node = Node(self, self.directory, self.clock)
+        position = node.broker.position
+        self.assertEqual(position, f"{int(T0 * 1000)}-0")
+        assert position is not None
+        replay = node.replay("u", position)
+        self.assertEqual((replay.complete, replay.reason, replay.frames), (True, None, ()))
+        first = node.publish("u", "1")  # the same millisecond
+        self.assertGreater(event_key(first.event_id), event_key(position))
+        self.assertEqual(node.broker.position, first.event_id)
+        node.stop()
+        self.clock.advance(5)
+        again = Node(self, self.directory, self.clock)
+        self.assertEqual(again.broker.position, first.event_id)
+        missed = again.publish("u", "2")
+        for last, data in [(position, ["1", "2"]), (first.event_id, ["2"])]:
+            replay = again.replay("u", last)
+            self.assertTrue(replay.complete, last)
+            self.assertEqual([parse_frames(f)[0]["data"] for f in replay.frames], data)
+        self.assertEqual(again.broker.position, missed.event_id)
+        again.stop()
+
+    def test_nothing_given_across_a_restart_that_kept_the_history(self) -> None:
+        """No notification ever: the position (the start) is known after a clean restart."""
+        node = Node(self, self.directory, self.clock)
+        position = node.broker.position
+        assert position is not None
+        node.stop()
+        self.clock.advance(5)
+        again = Node(self, self.directory, self.clock)
+        self.assertEqual(again.broker.position, position)
+        missed = again.publish("u", "1")
+        replay = again.replay("u", position)
+        self.assertEqual((replay.complete, len(replay.frames)), (True, 1))
+        self.assertEqual(parse_frames(replay.frames[0])[0]["id"], missed.event_id)
+        again.stop()
+
+    def test_across_a_restart_that_lost_the_history(self) -> None:
+        """History in memory only: a position from before the restart is lost (the reset)."""
+        node = Node(self, None, self.clock)
+        position = node.broker.position
+        assert position is not None
+        self.clock.advance(5)
+        again = Node(self, None, self.clock)
+        replay = again.replay("u", position)
+        self.assertEqual((replay.complete, replay.reason), (False, "lost"))
+
+    def test_history_off_no_position(self) -> None:
+        """sse.history.size 0: no position (the connect carries no id)."""
+        node = Node(self, None, self.clock, size=0)
+        node.publish("u", "1")
+        self.assertIsNone(node.broker.position)
+
+
 class StoppingTests(SynchronousTestCase):
     """A stopping broker refuses what it could no longer keep."""
 

@@ -361,6 +361,32 @@ class ClientScriptBrowserTests(SynchronousTestCase):
         wait_for(driver, lambda d: d.execute_script("return window.received.length") == 3, "n3")
         self.assertEqual(driver.execute_script("return window.received"), ["1", "2", "3"])
 
+    def test_a_page_that_got_nothing_misses_nothing_across_a_restart(self) -> None:
+        """
+        Chromium's EventSource keeps the id of the connect event: a page that
+        received no notification yet reconnects after a restart with it as
+        Last-Event-ID, and gets what was published while it was away, once.
+        """
+        driver = open_browser(self)
+        groupware = StaticPages(self, "127.0.0.2")
+        local = {
+            # A retry long enough that the browser is not back before the publish.
+            "sse": {"retry": 4000, "header": {"Access-Control-Allow-Origin": [groupware.origin]}}
+        }
+        server = Server(self, local=local, listen=f"tcp:{free_port()}:interface=127.0.0.1").start()
+        groupware.pages["/header.html"] = groupware_page(server.port, "re2")
+        driver.get(groupware.origin + "/header.html")
+        self._wait_connected(server, "re2")
+        server.restart()
+        self.assertFalse(connected(server, "re2"))
+        self.assertEqual(server.post("id=notify_re2&data=1", FORM)[0], 200)
+        wait_for(driver, lambda d: d.execute_script("return window.received.length") == 1, "n1")
+        server.wait_for_log(r"opened for re2 .*; replay complete: 1 notifications", name="sse.log")
+        self.assertEqual(server.post("id=notify_re2&data=2", FORM)[0], 200)
+        wait_for(driver, lambda d: d.execute_script("return window.received.length") == 2, "n2")
+        self.assertEqual(driver.execute_script("return window.received"), ["1", "2"])
+        self.assertEqual(driver.execute_script("return window.resets"), [])
+
     def _wait_connected(self, server: Server, user_id: str) -> None:
         wait_until(
             lambda: connected(server, user_id),

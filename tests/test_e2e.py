@@ -313,6 +313,34 @@ class StopEndToEndTests(SynchronousTestCase):
         newer = again.post("id=notify_r&data=4", FORM)[1]["eventId"]
         self.assertGreater(event_key(newer), event_key(later[-1]))
 
+    def test_a_stream_that_got_nothing_misses_nothing_across_a_restart(self) -> None:
+        """
+        A stream that received only its connect: the server restarts
+        (SIGTERM, the history kept), a notification for its user is
+        accepted while it is away, and the client reconnects with the id
+        its connect carried (as EventSource does): it gets that
+        notification, once.
+        """
+        port = free_port()
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        server = Server(self, local=base_config(heartbeat=False), listen=listen).start()
+        stream = server.subscribe("/sse/q")
+        connect = stream.next_event()
+        self.assertEqual(connect["event"], "connect")
+        self.assertIsNotNone(stream.last_event_id)
+        again = server.restart()
+        self.assertRaises(ConnectionError, lambda: [stream.next_block() for _ in range(9)])
+        stream.close()
+        status, reply = again.post("id=notify_q&data=1", FORM)
+        self.assertEqual((status, reply["delivered"]), (200, 0))
+        again.post("id=notify_other&data=2", FORM)
+        back = again.subscribe("/sse/q", stream.resume_headers())
+        connect = back.next_event()
+        self.assertEqual(json.loads(connect["data"])["replay"], "complete")
+        event = back.next_event()
+        self.assertEqual((event["event"], event["id"]), ("notify", reply["eventId"]))
+        back.nothing_more(1.0)
+
     def test_corrupt_history_is_set_aside(self) -> None:
         """A damaged history file: one warning, the server starts, clients get a reset."""
         server = Server(self, local=base_config())

@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from notificator import auth
+from notificator.broker import Unavailable
 from notificator.config import Config
 from notificator.cors import CORSPolicy
 from notificator.http.site import Site
@@ -338,6 +339,83 @@ class ReplayTests(WebCase):
             self.assertEqual([e.get("id") for e in events[2:]], ids, bad)
 
 
+class ConnectIdTests(WebCase):
+    """
+    The C{connect} event carries an C{id:}, where the stream stands in the
+    server's event ids, so that a browser that has received nothing else
+    sends it back as C{Last-Event-ID} and is replayed what it missed.
+    """
+
+    def test_head_and_connect_bytes(self) -> None:
+        """
+        Before any notification the id is the history's start; after one,
+        its id.  The retry, the connect's data and the frame's shape are as
+        before: only the id line is new.
+        """
+        _, chunks = self.open("/sse/u1")
+        self.assertEqual(
+            b"".join(chunks),
+            b"retry: 5000\n\n"
+            b"id: 1700000000000-0\nevent: connect\n"
+            b'data: {"userId": "u1", "connectionId": 1, "time": 1700000000000}\n\n',
+        )
+        given = self.publish(b"id=notify_u2&data=1")[1]["eventId"]
+        self.assertEqual(given, "1700000000000-1")  # after the position given before
+        _, chunks = self.open("/sse/%ED%99%8D")
+        self.assertEqual(
+            b"".join(chunks),
+            b"retry: 5000\n\n"
+            b"id: 1700000000000-1\nevent: connect\n"
+            + 'data: {"userId": "홍", "connectionId": 2, "time": 1700000000000}\n\n'.encode(),
+        )
+
+    def test_a_stream_that_got_nothing_is_replayed_what_it_missed_once(self) -> None:
+        """
+        A stream that received only its connect reconnects with the connect's
+        id: it gets what was published for its user while it was away, once,
+        and not what was published before it opened.
+        """
+        self.publish(b"id=notify_u1&data=0")
+        response, chunks = self.open("/sse/u1")
+        (connect,) = self.events(chunks)
+        self.hub.close_all()
+        self.stub.flush()
+        missed = self.publish(b"id=notify_u1&data=1")[1]["eventId"]
+        self.publish(b"id=notify_u2&data=2")
+        _, chunks = self.open("/sse/u1", headers={"Last-Event-ID": connect["id"]})
+        events = self.events(chunks)
+        self.assertEqual(json.loads(events[0]["data"])["replay"], "complete")
+        # Frames follow: the connect leaves the browser's last id alone.
+        self.assertNotIn("id", events[0])
+        self.assertEqual([(e["event"], e.get("id")) for e in events[1:]], [("notify", missed)])
+
+    def test_a_reconnect_with_nothing_to_replay_moves_the_id_on(self) -> None:
+        """A replay with no frame: the reconnect's connect carries the position now."""
+        _, chunks = self.open("/sse/u1")
+        (first,) = self.events(chunks)
+        other = self.publish(b"id=notify_u2&data=1")[1]["eventId"]
+        _, chunks = self.open("/sse/u1", headers={"Last-Event-ID": first["id"]})
+        (connect,) = self.events(chunks)
+        self.assertEqual(json.loads(connect["data"])["replay"], "complete")
+        self.assertEqual(connect["id"], other)
+        # Nor after a reset with nothing kept for the user (an id not ours).
+        _, chunks = self.open("/sse/u1", headers={"Last-Event-ID": "abc"})
+        connect, reset = self.events(chunks)
+        self.assertEqual((reset["event"], connect["id"]), ("reset", other))
+
+    def test_no_id_when_the_broker_has_no_position(self) -> None:
+        """sse.history.size 0 (nothing to replay): the connect is as before, no id."""
+        parts = Parts(self.clock, evolved(self.config, {"sse": {"history": {"size": 0}}}))
+        self.stub = StubTreq(parts.resource)
+        self.hub = parts.hub
+        _, chunks = self.open("/sse/u1")
+        self.assertEqual(
+            b"".join(chunks),
+            b"retry: 5000\n\nevent: connect\n"
+            b'data: {"userId": "u1", "connectionId": 1, "time": 1700000000000}\n\n',
+        )
+
+
 class OldIETests(WebCase):
     def test_preamble_when_asked(self) -> None:
         """evs_preamble or padding=true: a 2 KB comment before the first event."""
@@ -571,6 +649,22 @@ class LaterReplayTests(WebCase):
         done = self.stub.collect(self.successResultOf(response), chunks.append)
         self.stub.flush()
         return done.called, chunks
+
+    def test_no_replay_leaves_the_last_id_alone(self) -> None:
+        """
+        The broker could not say what was missed (Redis down): the reset,
+        and a connect without id, so the browser keeps its own and is
+        replayed from it next time.
+        """
+        response = self.reconnect("u1")
+        _, d = self.broker.replays.pop()
+        d.errback(Unavailable("Redis unreachable"))
+        self.stub.flush()
+        _, chunks = self.read(response)
+        connect, reset = self.events(chunks)
+        self.assertEqual((connect["event"], reset["event"]), ("connect", "reset"))
+        self.assertEqual(json.loads(reset["data"])["reason"], "unavailable")
+        self.assertNotIn("id", connect)
 
     def test_caps_count_when_the_replay_is_ready(self) -> None:
         """Three reconnects of one user waiting for their replay: two attach, one is turned away."""

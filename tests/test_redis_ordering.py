@@ -33,7 +33,7 @@ from notificator.broker.redis.ordering import (
     parse_message,
     parse_since,
 )
-from notificator.broker.redis.scripts import PUBLISH, SINCE
+from notificator.broker.redis.scripts import MARK, PUBLISH, SINCE
 from notificator.broker.testing import FakeLink, MemoryRedis
 from notificator.config import defaults
 from notificator.events import SEQ_SPAN, Message, encode_frame, event_key
@@ -41,7 +41,7 @@ from notificator.history import Replay
 from notificator.hub import Hub
 from notificator.stats import Stats
 from tests.replay_cases import SCRIPTS, Case, replay_cases
-from tests.support import FakeStream, evolved, write_config
+from tests.support import FakeStream, evolved, parse_frames, write_config
 
 
 def history(**changes: Any) -> Any:
@@ -650,6 +650,65 @@ class BrokerOrderingTests(SynchronousTestCase):
         self.assertLess(event_key(before), start)  # type: ignore[operator]
         self.assertEqual(stream.frames, [framed(after, 2)])
 
+    def test_position_is_the_last_id_received(self) -> None:
+        """
+        L{RedisBroker.position} (the id a C{connect} event carries): None
+        before the node has heard from Redis; after its catch-up, the last
+        id given (made by MARK in a Redis where none was, once); then the
+        last id received on the channel, not one published but not yet
+        received.
+        """
+        h = Harness()
+        self.assertIsNone(h.broker.position)
+        h.node.up()
+        mark = h.broker.position
+        assert mark is not None
+        self.assertEqual([s for s, _, _ in h.link.calls], [SINCE, MARK])
+        keys = [b"notificator:last", b"notificator:since"]
+        self.assertEqual(h.redis.run(SINCE, keys, [1])[1], mark.encode())
+        one = h.elsewhere(1)
+        self.assertEqual(h.broker.position, mark)
+        h.link.deliver()
+        self.assertEqual(h.broker.position, one)
+        # A node that starts later reads it, and makes nothing.
+        late = Node(h.clock, h.redis, "n2")
+        late.up()
+        self.assertEqual(late.broker.position, one)
+        self.assertEqual([s for s, _, _ in late.link.calls], [SINCE])
+        # No history kept: no position (nothing a reconnect could be given).
+        self.assertIsNone(Node(h.clock, h.redis, "n3", size=0).broker.position)
+
+    def test_a_stream_that_got_nothing_reconnects_from_its_position(self) -> None:
+        """
+        A stream opened at the position: a notification published before it
+        opened but received after it attached reaches it live and is not
+        replayed again (the browser's last id moved with its frame); one
+        published while it was away is replayed, once.  And from the
+        position alone, only what was published after it.
+        """
+        h = Harness()
+        h.node.up()
+        before = h.elsewhere(1)
+        h.link.deliver()
+        raced = h.elsewhere(2)  # recorded in Redis, not yet received
+        stream = h.node.stream()
+        position = h.broker.position
+        self.assertEqual(position, before)
+        h.link.deliver()
+        self.assertEqual(stream.frames, [framed(raced, 2)])
+        last_seen = parse_frames(b"".join(stream.frames))[-1]["id"]  # as EventSource keeps it
+        h.hub.detach(stream)
+        away = h.elsewhere(3)
+        h.link.deliver()
+        for last, expected in [
+            (last_seen, [framed(away, 3)]),
+            (position, [framed(raced, 2), framed(away, 3)]),
+        ]:
+            d = h.broker.replay("u1", last)
+            h.link.settle()
+            replay = self.successResultOf(d)
+            self.assertEqual((replay.complete, list(replay.frames)), (True, expected), last)
+
     def test_stop_fails_waiting_replays(self) -> None:
         """Stopping fails what waits, says so, and stops the link."""
         h = Harness()
@@ -697,6 +756,11 @@ class BrokerImplementation:
     def restart(self) -> None:
         self.redis.flushall()
         self.clock.advance(0.002)
+
+    def position(self) -> str:
+        position = self.node.broker.position
+        assert position is not None
+        return position
 
     def since(self, user: str, last: str) -> tuple[str | None, tuple[bytes, ...], str | None]:
         d = self.node.broker.replay(user, last)

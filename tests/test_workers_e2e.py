@@ -105,11 +105,13 @@ class Follower:
                     continue
                 for event in parse_frames(b"".join(lines)):
                     kind = event.get("event", "message")
+                    if "id" in event:
+                        # As EventSource: the last id of any event (connect's too).
+                        self.last_id = event["id"]
                     if kind == "connect":
                         self.connected.set()
                     elif kind == "notify":
                         self.got.append((event["id"], json.loads(event["data"])["n"]))
-                        self.last_id = event["id"]
                 lines = []
         finally:
             conn.close()
@@ -497,6 +499,34 @@ class WorkersTests(SynchronousTestCase):
         # Only the new workers run; the old ones exited.
         for pid in old.values():
             wait_until(lambda pid=pid: not _alive(pid), what=f"old worker {pid} gone")
+
+    def test_a_stream_that_got_nothing_misses_nothing_across_a_reload(self) -> None:
+        """
+        A stream that received only its connect is drained by a graceful
+        restart (SIGHUP); a notification for its user is accepted while it
+        is away; it reconnects with the id its connect carried and gets
+        that notification, once (cluster mode's position: the last id the
+        worker received from Redis, or the one it read there at start).
+        """
+        node = self.start()
+        stream = node.subscribe("/sse/erin")
+        self.assertEqual(stream.next_event()["event"], "connect")
+        self.assertIsNotNone(stream.last_event_id)
+        assert node.process is not None
+        node.process.send_signal(signal.SIGHUP)
+        assert stream.conn.sock is not None
+        stream.conn.sock.settimeout(20)
+        self.assertRaises(ConnectionError, lambda: [stream.next_block() for _ in range(99)])
+        stream.close()
+        node.wait_for_log("reload done: 2 workers replaced", 60)
+        missed = self.publish("erin", 1)
+        self.publish("frank", 2)
+        back = node.subscribe("/sse/erin", stream.resume_headers())
+        self.assertEqual(json.loads(back.next_event()["data"])["replay"], "complete")
+        event = back.next_event()
+        self.assertEqual((event["event"], event["id"]), ("notify", missed))
+        back.nothing_more(1.0)
+        back.close()
 
     def test_sigterm_stops_everything(self) -> None:
         """SIGTERM to the supervisor: the workers drain and exit, Redis stops, twistd exits."""

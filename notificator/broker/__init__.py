@@ -103,6 +103,19 @@ class Broker(Protocol):
         monitor then describes it from its own hub and counters.
         """
 
+    @property
+    def position(self) -> str | None:
+        """
+        Where a stream that opens now stands, as an event id: the
+        C{connect} event carries it (C{id:}), so that a browser that has
+        received no notification yet reconnects with it as its
+        C{Last-Event-ID}, and L{replay} gives it what was published after
+        the stream opened (or the reset, when that cannot be complete).
+        L{None} when there is none (no history kept; cluster mode before
+        the node has heard from Redis): the C{connect} then carries no
+        id.  Read on every stream open: an attribute, no round trip.
+        """
+
     #: The name of this node (C{cluster.node}), which C{/health} and
     #: C{/users} show, so that one can tell which node answered.
     node: str

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from notificator.broker import NO_REPLAY, NOBODY_ELSE, Published, Unavailable
 from notificator.config import HistoryConfig
 from notificator.events import SEQ_SPAN, EventIds, Message, encode_frame, event_key
+from notificator.events import event_id as _event_id
 from notificator.history import History, Journal, Replay
 from notificator.hub import Hub
 from notificator.stats import Stats
@@ -30,7 +31,9 @@ class LocalBroker(Service):
     says), that history kept on disk across restarts.  Publishing answers at
     once.
 
-    A C{history.size} of 0 keeps no history: reconnects get nothing.
+    A C{history.size} of 0 keeps no history: reconnects get nothing, and
+    L{position} is L{None} (the C{connect} event carries no id: there is
+    nothing a reconnect could be given).
     """
 
     def __init__(
@@ -60,6 +63,10 @@ class LocalBroker(Service):
             )
         self.journal = journal if self.history is not None else None
         self._ids = EventIds(clock)
+        #: Where a stream that opens now stands, as an event id (L{Broker.position}):
+        #: the last id given, kept as the notify frames carry it.
+        self.position: str | None = None
+        self._start_ids()
         # Set once the stop begins: the history's last snapshot is being
         # written, so a later publish could not be kept.
         self._stopping = False
@@ -68,9 +75,20 @@ class LocalBroker(Service):
         history = self.history
         if self.journal is not None and history is not None:
             self.journal.start(history)
-        if history is not None:
-            self._ids = EventIds(self._clock, after=history.last)
+        self._start_ids()
         super().startService()
+
+    def _start_ids(self) -> None:
+        """
+        Give ids after the history's L{History.position} (its last key,
+        or its start), so that a stream that opened before the first
+        notification, whose C{connect} carried that position, is replayed
+        that notification.
+        """
+        history = self.history
+        if history is not None:
+            self._ids = EventIds(self._clock, after=history.position)
+            self.position = _event_id(history.position)
 
     def stopService(self) -> Deferred[None] | None:
         """
@@ -96,6 +114,7 @@ class LocalBroker(Service):
             user_id = message.user_id
             now = self._clock.seconds()
             history.append(user_id, ids.last, frame, now)
+            self.position = event_id
             journal = self.journal
             if journal is not None:
                 journal.record(user_id, ids.last, frame, now)

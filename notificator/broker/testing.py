@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from notificator.broker import Unavailable
 from notificator.broker.redis.ordering import Link, Receiver
-from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
+from notificator.broker.redis.scripts import MARK, PUBLISH, SINCE, Script
 from notificator.broker.redis.view import VIEW_DROP, VIEW_GET, VIEW_PUT
 
 #: The scripts' MAXSEQ and KEEP (L{notificator.broker.redis.scripts}).
@@ -145,6 +145,8 @@ class MemoryRedis:
             return self._publish(keys, args)
         if script.sha == SINCE.sha:
             return self._since(keys, args)
+        if script.sha == MARK.sha:
+            return self._mark(keys)
         if script.sha == VIEW_PUT.sha:
             return self._view_put(keys, args)
         if script.sha == VIEW_GET.sha:
@@ -307,6 +309,18 @@ class MemoryRedis:
             assert last is not None
             self._set(last_key, _id(last), now)
         return out
+
+    def _mark(self, keys: list[bytes]) -> bytes:
+        """L{MARK} (see its source, which this follows line by line)."""
+        now = self.time_ms()
+        last = self._get(keys[0], now)
+        if last is not None:
+            return last
+        made = _id((now, 0))
+        self._set(keys[0], made, now)
+        if self._get(keys[1], now) is None:
+            self._set(keys[1], made, now)
+        return made
 
     def _since(self, keys: list[bytes], args: list[bytes]) -> list[Any]:
         """L{SINCE} (see its source, which this follows line by line)."""

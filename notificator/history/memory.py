@@ -258,6 +258,17 @@ class History:
     def user_count(self) -> int:
         return len(self._users)
 
+    @property
+    def position(self) -> int:
+        """
+        The key of where a stream that opens now stands: the last key given,
+        or, before any, L{known_since}.  L{since} with it is complete with
+        what is appended after (ids given next must be later than it, see
+        L{notificator.broker.local.LocalBroker}), and, like any other key,
+        L{LOST} once the history it belongs to is lost.
+        """
+        return max(self.last, self.known_since)
+
     def append(self, user_id: str, key: int, frame: bytes, when: float | None = None) -> None:
         """
         Keep C{frame} (whose event id has key C{key}, later than any

@@ -255,8 +255,15 @@ class SSEResource(refusals.Resource):
                 stream_request, user_id, next(ids), now, on_gone=self._gone, address=address
             )
         if last_id is None:
+            # Its id: where the stream stands, its Last-Event-ID if it
+            # comes back before any notification (Broker.position).
             stream.send(
-                head + encode_frame("connect", connect_data(user_id, stream.connection_id, now))
+                head
+                + encode_frame(
+                    "connect",
+                    connect_data(user_id, stream.connection_id, now),
+                    self._broker.position,
+                )
             )
             _slim(stream_request)
             self._attach(stream)
@@ -291,9 +298,13 @@ class SSEResource(refusals.Resource):
             admission.turn_away(request, stream.user_id, *refusal)
             return
         outcome = replay.outcome
+        # Its id moves the client's last event id only when no frame follows
+        # (a frame not yet received must not be skipped) and the history
+        # was read (not when it was unavailable).
         connect = encode_frame(
             "connect",
             connect_data(stream.user_id, stream.connection_id, stream.connected_at, outcome),
+            None if replay.frames or replay.reason == UNAVAILABLE else self._broker.position,
         )
         if replay.complete:
             stream.send(head + connect)

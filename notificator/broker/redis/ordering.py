@@ -83,7 +83,7 @@ from twisted.python.failure import Failure
 
 from notificator.broker import NO_REPLAY, NOBODY_ELSE, Published, Unavailable
 from notificator.broker.redis.metrics import RedisCollector
-from notificator.broker.redis.scripts import PUBLISH, SINCE, Script
+from notificator.broker.redis.scripts import MARK, PUBLISH, SINCE, Script
 from notificator.broker.redis.view import MachineViews
 from notificator.broker.view import Machine, MachineView
 from notificator.config import ClusterConfig, HistoryConfig
@@ -346,8 +346,11 @@ class RedisBroker(Service):
         self._started = 0.0
         self._stopping = False
 
-        # The last event id received on the subscription.
+        # The last event id received on the subscription (or read when
+        # catching up): where a stream opened now stands (position).
         self._cursor: bytes | None = None
+        self._position_of: bytes | None = None
+        self._position: str | None = None
         # A gap to fill: from the cursor at the time the subscription was
         # lost (None: from this node's start).
         self._gap_pending = True
@@ -396,6 +399,25 @@ class RedisBroker(Service):
     def elsewhere(self) -> Mapping[str, int]:
         views = self.views
         return NOBODY_ELSE if views is None else views.elsewhere
+
+    @property
+    def position(self) -> str | None:
+        """
+        The last event id this node received on the cluster channel, or
+        read from Redis when it caught up (L{MARK} makes one in a Redis
+        where none was given yet): every notification with a later id
+        reaches a stream that opens now live (the channel hands them in
+        id order), and a reconnect from it is replayed the others
+        (L{SINCE}).  L{None} until the node has heard from Redis.
+        """
+        if self._size <= 0:
+            return None  # no history: nothing a reconnect could be given
+        cursor = self._cursor
+        if cursor is not self._position_of:
+            self._position_of = cursor
+            text = cursor.decode("ascii", "replace") if cursor is not None else None
+            self._position = text if text is not None and event_key(text) is not None else None
+        return self._position
 
     # -- keys -------------------------------------------------------------------
 
@@ -674,6 +696,10 @@ class RedisBroker(Service):
             reply = yield self.link.eval(SINCE, keys, [self._ttl_ms, *map(event_id, starts)])
             _, last, missed = parse_since(reply, len(batch))
             results.extend(zip(batch, starts, missed, strict=True))
+        if last is None:
+            # No id given yet: make the history's start, a position for the
+            # streams that open before the first notification.
+            last = bytes((yield self.link.eval(MARK, [self._last_key, self._since_key], [])))
         yield self.link.barrier()
         if generation != self._generation:
             raise _Stale()

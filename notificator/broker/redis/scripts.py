@@ -3,7 +3,7 @@
 Cluster mode's Lua scripts, which Redis runs atomically (see
 L{notificator.broker.redis.ordering}): L{PUBLISH} records and announces
 notifications (a batch of them, in order), L{SINCE} reads what users
-missed.
+missed, L{MARK} gives a new history its start.
 """
 
 from __future__ import annotations
@@ -174,5 +174,23 @@ for i = 3, #KEYS, 2 do
   out[at] = n
 end
 return out
+"""
+)
+
+
+#: The last id given, made now when there is none (a new Redis, or one that
+#: lost its data): then also the history's start, so that a stream opened
+#: before the first notification has a position L{SINCE} knows (the id its
+#: C{connect} event carries).  Run once when a node catches up, only when
+#: L{SINCE} said no id was given yet.
+#: KEYS: the last id given, the history's start.  Returns the last id given.
+MARK = Script.of(
+    """
+local last = redis.call('GET', KEYS[1])
+if last then return last end
+local id = text({now_ms(), 0})
+redis.call('SET', KEYS[1], id)
+redis.call('SET', KEYS[2], id, 'NX')
+return id
 """
 )
