@@ -403,6 +403,24 @@ class ConnectIdTests(WebCase):
         connect, reset = self.events(chunks)
         self.assertEqual((reset["event"], connect["id"]), ("reset", other))
 
+    def test_a_lagging_position_never_moves_the_id_back(self) -> None:
+        """
+        A complete replay with nothing to give, where the broker's position
+        is behind the client's id (a cluster node whose channel is a moment
+        behind the node that gave it): no id, the client's stays.  The
+        same position ahead of the id moves it.
+        """
+        given = self.publish(b"id=notify_u1&data=1")[1]["eventId"]
+        self.parts.broker.position = "1699999999999-0"
+        _, chunks = self.open("/sse/u1", headers={"Last-Event-ID": given})
+        (connect,) = self.events(chunks)
+        self.assertEqual(json.loads(connect["data"])["replay"], "complete")
+        self.assertNotIn("id", connect)
+        self.parts.broker.position = "1700000000001-0"
+        _, chunks = self.open("/sse/u1", headers={"Last-Event-ID": given})
+        (connect,) = self.events(chunks)
+        self.assertEqual(connect["id"], "1700000000001-0")
+
     def test_no_id_when_the_broker_has_no_position(self) -> None:
         """sse.history.size 0 (nothing to replay): the connect is as before, no id."""
         parts = Parts(self.clock, evolved(self.config, {"sse": {"history": {"size": 0}}}))

@@ -33,7 +33,7 @@ from twisted.web.server import NOT_DONE_YET
 from notificator import auth, ingest
 from notificator.broker import Broker
 from notificator.config import LimitsConfig, SSEConfig
-from notificator.events import encode_frame, retry_frame
+from notificator.events import encode_frame, event_key, retry_frame
 from notificator.history import UNAVAILABLE, Replay, reset_frame
 from notificator.http import refusals
 from notificator.http._twisted import (
@@ -109,6 +109,25 @@ class _Refused(Exception):
         super().__init__(code, message)
         self.code = code
         self.message = message
+
+
+def _moved_to(replay: Replay, last_id: str, position: str | None) -> str | None:
+    """
+    The id a reconnect's C{connect} carries (L{Broker.position}), if any.
+    It moves the client's last event id only when no frame follows (a frame
+    not yet received must not be skipped), the history was read (not
+    unavailable), and, when the replay was complete, only forward: a
+    cluster node's position can lag the id another node gave the client
+    (its channel a moment behind), and moving back would replay a
+    notification the client has.
+    """
+    if position is None or replay.frames or replay.reason == UNAVAILABLE:
+        return None
+    if replay.complete:
+        at, seen = event_key(position), event_key(last_id)
+        if at is None or seen is None or at <= seen:
+            return None
+    return position
 
 
 class SSEResource(refusals.Resource):
@@ -298,13 +317,10 @@ class SSEResource(refusals.Resource):
             admission.turn_away(request, stream.user_id, *refusal)
             return
         outcome = replay.outcome
-        # Its id moves the client's last event id only when no frame follows
-        # (a frame not yet received must not be skipped) and the history
-        # was read (not when it was unavailable).
         connect = encode_frame(
             "connect",
             connect_data(stream.user_id, stream.connection_id, stream.connected_at, outcome),
-            None if replay.frames or replay.reason == UNAVAILABLE else self._broker.position,
+            _moved_to(replay, last_id, self._broker.position),
         )
         if replay.complete:
             stream.send(head + connect)
