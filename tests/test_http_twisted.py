@@ -880,7 +880,9 @@ class ProcessTests(SynchronousTestCase):
         root.putChild(
             b"gz", EncodingResourceWrapper(Data(b"z" * 200, "text/plain"), [GzipEncoderFactory()])
         )
-        site = Site(root)
+        # On a clock of its own: the channels' idle timers must not be left
+        # on the global reactor for a later test that runs it.
+        site = Site(root, reactor=MemoryReactorClock())
         site.displayTracebacks = False
         return site
 
@@ -1106,7 +1108,7 @@ class RespondTests(SynchronousTestCase):
                 return body
 
         logged: list[Any] = []
-        site = Site(Answer())
+        site = Site(Answer(), reactor=MemoryReactorClock())
         site.requestFactory = _twisted.RequestBase
         site.log = lambda request: logged.append(  # type: ignore[method-assign]
             (request.code, request.sentLength, request.method)
