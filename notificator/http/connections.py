@@ -59,6 +59,16 @@ _default_log = Logger("notificator.connections")
 #: Seconds between two log lines about C{limits.connections} being reached.
 CAP_LOG_INTERVAL = 10.0
 
+#: The lines of a connection the head clock closes: over HTTP/2, over HTTP/1.x.
+_H2_IDLE = (
+    "closed the HTTP/2 connection from {peer}: no open stream for"
+    " {seconds:g} s (limits.headerTimeout)"
+)
+_NO_HEAD = (
+    "closed the connection from {peer}: no complete request head within"
+    " {seconds:g} s (limits.headerTimeout)"
+)
+
 #: Connections the head clock closes are logged one line each, this many
 #: in each L{CAP_LOG_INTERVAL}; the rest of the interval's are summed up in
 #: one line at its end (a flood of silent connections is not a flood of
@@ -275,24 +285,15 @@ class Connections(Service):
             self._closing[transport] = now + self.seconds
             conn = self._h2.get(transport)
             self._stats.drop("headerTimeout")
-            told = self._tell_timeout(now)
+            if self._tell_timeout(now):
+                self._log.info(
+                    _H2_IDLE if conn is not None else _NO_HEAD,
+                    peer=_transport_peer(transport),
+                    seconds=self.seconds,
+                )
             if conn is not None:
-                if told:
-                    self._log.info(
-                        "closed the HTTP/2 connection from {peer}: no open stream for"
-                        " {seconds:g} s (limits.headerTimeout)",
-                        peer=_transport_peer(transport),
-                        seconds=self.seconds,
-                    )
                 _twisted.h2_go_away(conn)
             else:
-                if told:
-                    self._log.info(
-                        "closed the connection from {peer}: no complete request head within"
-                        " {seconds:g} s (limits.headerTimeout)",
-                        peer=_transport_peer(transport),
-                        seconds=self.seconds,
-                    )
                 transport.loseConnection()
         for transport in _expired(self._closing, now):
             del self._closing[transport]
