@@ -72,6 +72,20 @@ class Stats:
         self.dropped: dict[str, int] = {}
         self.body_bytes = 0
 
+    def totals(self) -> dict[str, int]:
+        """
+        The counts C{/health} shows, and a worker's snapshot carries, in
+        that order: C{opened}, C{published}, C{delivered}, C{rejected} (all
+        statuses) and C{heartbeats}.
+        """
+        return {
+            "opened": self.opened,
+            "published": self.published,
+            "delivered": self.delivered,
+            "rejected": sum(dict(self.rejected).values()),
+            "heartbeats": self.heartbeats,
+        }
+
     def reject(self, code: int) -> None:
         """Count a publish refused with this HTTP status."""
         self.rejected[code] = self.rejected.get(code, 0) + 1

@@ -238,11 +238,7 @@ def snapshot(
         counts={
             "users": len(users),
             "streams": hub.stream_count,
-            "opened": stats.opened,
-            "published": stats.published,
-            "delivered": stats.delivered,
-            "rejected": sum(dict(stats.rejected).values()),
-            "heartbeats": stats.heartbeats,
+            **stats.totals(),
         },
         users=users,
         version=hub.version,

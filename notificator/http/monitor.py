@@ -376,11 +376,7 @@ class HealthResource(assets.Readable):
                 "uptime": round(self._clock.seconds() - stats.started_at, 3),
                 "users": hub.user_count,
                 "streams": hub.stream_count,
-                "opened": stats.opened,
-                "published": stats.published,
-                "delivered": stats.delivered,
-                "rejected": sum(dict(stats.rejected).values()),
-                "heartbeats": stats.heartbeats,
+                **stats.totals(),
             }
         )
         d = self._broker.view()
