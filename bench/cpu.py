@@ -99,6 +99,25 @@ class InMemoryServer(NamedTuple):
     #: The fast channel's write batch (L{None} on the stock channel).
     writes: Any
 
+    def connect(self, number: int, host: str | None = None, repstr: str = "<bench>") -> Any:
+        """
+        The C{number}th connection to the site, over a real C{tcp.Server}
+        whose socket only counts (L{CountingSocket}), from C{host}, by
+        default an address of its own (a browser per address, as on a
+        company network, and under C{limits.streamsPerAddress}).
+        """
+        from twisted.internet import tcp
+
+        if host is None:
+            host = "10.0.%d.%d" % divmod(number % 65536, 256)
+        protocol = self.site.buildProtocol(None)
+        conn = tcp.Server(
+            CountingSocket(), protocol, (host, 1024 + number % 60000), None, number, self.reactor
+        )
+        conn.repstr = repstr
+        protocol.makeConnection(conn)
+        return conn
+
 
 def in_memory_server(
     sse: dict[str, Any], stock: bool, held: tuple[int, int] | None = None
@@ -203,7 +222,6 @@ def measure(
     held_users: int = 5000,
     max_bytes: int | None = None,
 ) -> dict[str, Any]:
-    from twisted.internet import tcp
 
     import notificator
 
@@ -218,19 +236,14 @@ def measure(
     if max_bytes is not None:
         sse.setdefault("history", {})["maxBytes"] = max_bytes
     served = in_memory_server(sse, stock, held)
-    reactor, site, hub, writes = served.reactor, served.site, served.core.hub, served.writes
+    reactor, hub, writes = served.reactor, served.core.hub, served.writes
     stats = served.core.stats
     kept = getattr(served.core.broker, "history", None)
     held_count = len(kept) if kept is not None else 0
     connections: list[Any] = []
 
     def connection(number: int, host: str = "127.0.0.1") -> Any:
-        protocol = site.buildProtocol(None)
-        conn = tcp.Server(
-            CountingSocket(), protocol, (host, 1024 + number % 60000), None, number, reactor
-        )
-        conn.repstr = "<bench>"
-        protocol.makeConnection(conn)
+        conn = served.connect(number, host)
         connections.append(conn)
         return conn
 

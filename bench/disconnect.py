@@ -41,32 +41,21 @@ from typing import Any
 def measure(n: int, stock: bool = False) -> dict[str, Any]:
     """Open C{n} streams, drop them all, and measure what is left for the collector."""
     import cpu
-    from twisted.internet import tcp
     from twisted.internet.error import ConnectionDone
     from twisted.python.failure import Failure
 
     import notificator
 
     served = cpu.in_memory_server({"heartbeat": False}, stock)
-    reactor, site, writes, hub = served.reactor, served.site, served.writes, served.core.hub
+    reactor, writes, hub = served.reactor, served.writes, served.core.hub
     connections: list[Any] = []
     enabled = gc.isenabled()
     gc.collect()
     baseline = len(gc.get_objects())
     try:
         for number in range(n):
-            protocol = site.buildProtocol(None)
-            conn = tcp.Server(
-                cpu.CountingSocket(),
-                protocol,
-                ("10.0.%d.%d" % divmod(number % 65536, 256), 1024 + number % 60000),
-                None,
-                number,
-                reactor,
-            )
-            conn.repstr = "<bench>"
-            protocol.makeConnection(conn)
-            protocol.dataReceived(
+            conn = served.connect(number)
+            conn.protocol.dataReceived(
                 b"GET /sse/u%d HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n"
                 b"Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n" % number
             )

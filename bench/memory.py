@@ -42,27 +42,16 @@ def rss() -> int:
 def measure(
     streams: int, stock: bool = False, trace: bool = True, publish_first: bool = False
 ) -> dict[str, Any]:
-    from twisted.internet import tcp
 
     import notificator
 
     served = cpu.in_memory_server({"heartbeat": False, "history": {"dir": None}}, stock)
-    reactor, site, hub = served.reactor, served.site, served.core.hub
+    reactor, hub = served.reactor, served.core.hub
     connections: list[Any] = []
 
     def open_stream(number: int) -> None:
-        protocol = site.buildProtocol(None)
-        conn = tcp.Server(
-            cpu.CountingSocket(),
-            protocol,
-            ("10.0.%d.%d" % divmod(number % 65536, 256), 1024 + number % 60000),
-            None,
-            number,
-            reactor,
-        )
-        conn.repstr = "<memory>"
-        protocol.makeConnection(conn)
-        protocol.dataReceived(
+        conn = served.connect(number, repstr="<memory>")
+        conn.protocol.dataReceived(
             b"GET /sse/u%d HTTP/1.1\r\nHost: 127.0.0.1:3000\r\nAccept: text/event-stream\r\n"
             b"Cache-Control: no-cache\r\nUser-Agent: Mozilla/5.0 (bench)\r\n\r\n" % number
         )
@@ -74,11 +63,8 @@ def measure(
             # balancer's /health): Python's shared attribute dicts of the
             # request class follow the first request's order.
             body = b"id=notify_u0&data=1"
-            first = site.buildProtocol(None)
-            conn = tcp.Server(cpu.CountingSocket(), first, ("127.0.0.1", 1023), None, 0, reactor)
-            conn.repstr = "<memory>"
-            first.makeConnection(conn)
-            first.dataReceived(
+            conn = served.connect(0, "127.0.0.1", "<memory>")
+            conn.protocol.dataReceived(
                 b"POST /webNotification HTTP/1.1\r\nHost: 127.0.0.1:3000\r\nContent-Type:"
                 b" application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
                 % (len(body), body)
