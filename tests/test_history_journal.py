@@ -248,6 +248,37 @@ class HistoryFileTests(SynchronousTestCase):
         self.assertEqual([k for k, _, _ in loaded.users["u"][1]], [key(10), key(11)])
         self.assertFalse(os.path.exists(os.path.join(directory, HistoryFile.NAME + ".tmp")))
 
+    @settings(max_examples=50, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.text(min_size=1, max_size=20),
+                st.integers(0, 10**9),
+                st.integers(0, SEQ_SPAN - 1),
+                st.binary(max_size=300),
+                st.floats(0, 4e9),
+            ),
+            max_size=8,
+        )
+    )
+    def test_append_entries_writes_encode_entry(
+        self, entries: list[tuple[str, int, int, bytes, float]]
+    ) -> None:
+        """append_entries writes, byte for byte, the records encode_entry makes."""
+        import tempfile
+
+        rows = [(u, ms * SEQ_SPAN + seq, f, when) for u, ms, seq, f, when in entries]
+        with tempfile.TemporaryDirectory() as directory:
+            file = HistoryFile(directory)
+            file.write_snapshot(History(Clock(), size=10, ttl=60, max_bytes=MEMORY).state())
+            with open(file.path, "rb") as f:
+                before = f.read()
+            file.append_entries(rows)
+            file.close()
+            with open(file.path, "rb") as f:
+                written = f.read()
+        self.assertEqual(written, before + b"".join(encode_entry(*r) for r in rows))
+
     def journal_with(self, directory: str, *ns: int) -> HistoryFile:
         """A journal in C{directory}: a snapshot holding frame 10 of u, then appended frames C{ns}."""
         file = HistoryFile(directory)
