@@ -38,6 +38,7 @@ from notificator import (
     services,
 )
 from notificator.app import build_core, build_site, history_directory
+from notificator.http import fast
 from notificator.services import DrainService, SequentialService, _timer
 from notificator.tls import TLSFileError
 from notificator.workers import logs as worker_logs
@@ -485,7 +486,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
         listeners.setServiceParent(serving)
         for description in endpoints:
             description = with_backlog(description)
-            strports.service(description, site, reactor=reactor).setServiceParent(listeners)
+            listener = strports.service(description, site, reactor=reactor)
+            if site.fast_channel:
+                listener.endpoint = fast.Accepting(listener.endpoint)
+            listener.setServiceParent(listeners)
     sse = cfg.sse
     hub = core.hub
     if sse.heartbeat:

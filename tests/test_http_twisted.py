@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web import http
 from twisted.web.server import Site
 from twisted.web.static import Data
@@ -1333,3 +1333,203 @@ class HeadHooksTests(SynchronousTestCase):
             )
         self.assertEqual(len(processed), 2)
         self.assertEqual(states[1], states[0])
+
+
+class _Recorded:
+    """A protocol factory that records what the accept loop hands it."""
+
+    def __init__(self, fail: BaseException | None = None, refuse: bool = False) -> None:
+        from twisted.internet.protocol import Protocol
+
+        self.built: list[tuple[Any, Any]] = []
+        self.fail = fail
+        self.refuse = refuse
+        self.protocol = Protocol
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self.fail is not None:
+            fail, self.fail = self.fail, None
+            raise fail
+        if self.refuse:
+            return None
+        protocol = self.protocol()
+        self.built.append((addr, protocol))
+        return protocol
+
+
+class FastPortTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.FastPort} accepts as Twisted's C{tcp.Port}
+    does: checked side by side with the real class, on real sockets (the
+    port's reactor a memory one, its C{doRead} called by hand, as the
+    reactor calls it when the listening socket is readable).
+    """
+
+    def listen(self, fast: bool, factory: Any, interface: str = "127.0.0.1") -> Any:
+        from twisted.internet import tcp
+
+        port = tcp.Port(0, factory, interface=interface, reactor=MemoryReactorClock())
+        port.startListening()
+        self.addCleanup(port.socket.close)
+        if fast:
+            _twisted.fast_accept(port)
+        return port
+
+    def clients(self, port: Any, n: int, family: int | None = None) -> list[Any]:
+        import socket
+
+        host = port.getHost()
+        made = []
+        for _ in range(n):
+            sock = socket.socket(family or socket.AF_INET, socket.SOCK_STREAM)
+            self.addCleanup(sock.close)
+            sock.settimeout(5)
+            sock.connect((host.host, host.port))
+            made.append(sock)
+        return made
+
+    def accepted(self, factory: _Recorded) -> list[tuple[Any, ...]]:
+        """What each accepted connection looks like: address, transport, socket."""
+        import os
+
+        seen = []
+        for addr, protocol in factory.built:
+            transport = protocol.transport
+            self.addCleanup(transport.socket.close)
+            seen.append(
+                (
+                    type(addr),
+                    addr.host,
+                    type(transport),
+                    transport.sessionno,
+                    transport.client[0],
+                    transport.logstr.split(",", 1)[1],
+                    transport.connected,
+                    transport.socket.family,
+                    transport.socket.type,
+                    transport.socket.getblocking(),
+                    os.get_inheritable(transport.socket.fileno()),
+                )
+            )
+        return seen
+
+    def test_fast_accept_only_twisteds_port(self) -> None:
+        """Twisted's tcp.Port becomes a FastPort; any other port is left as it is."""
+        from twisted.internet import tcp
+
+        port = self.listen(True, _Recorded())
+        self.assertIs(type(port), _twisted.FastPort)
+
+        class Other(tcp.Port):
+            pass
+
+        other = Other(0, _Recorded(), interface="127.0.0.1", reactor=MemoryReactorClock())
+        _twisted.fast_accept(other)
+        self.assertIs(type(other), Other)
+        sentinel = object()
+        _twisted.fast_accept(sentinel)
+
+    def test_accepts_as_twisted(self) -> None:
+        """The same protocols, addresses, transports and sockets, in the same order."""
+        results = []
+        for leaner in (False, True):
+            factory = _Recorded()
+            port = self.listen(leaner, factory)
+            socks = self.clients(port, 3)
+            port.doRead()
+            seen = self.accepted(factory)
+            self.assertEqual(len(seen), 3)
+            ports = sorted(addr.port for addr, _ in factory.built)
+            self.assertEqual(ports, sorted(s.getsockname()[1] for s in socks))
+            results.append((seen, port.numberAccepts, port.sessionno))
+        self.assertEqual(results[1], results[0])
+        self.assertEqual(results[0][0][0][3], 0)  # session numbers from 0
+        self.assertEqual(results[0][1:], (3, 3))
+
+    def test_ipv6_as_twisted(self) -> None:
+        """Over IPv6 the address is the one Twisted makes (getnameinfo's host)."""
+        import socket
+
+        from twisted.internet.address import IPv6Address
+
+        if not socket.has_ipv6:
+            raise SkipTest("no IPv6")
+        results = []
+        for leaner in (False, True):
+            factory = _Recorded()
+            try:
+                port = self.listen(leaner, factory, interface="::1")
+            except Exception as e:
+                raise SkipTest(f"no ::1 here: {e}")
+            self.clients(port, 2, socket.AF_INET6)
+            port.doRead()
+            seen = self.accepted(factory)
+            self.assertEqual([s[:2] for s in seen], [(IPv6Address, "::1")] * 2)
+            results.append(seen)
+        self.assertEqual(results[1], results[0])
+
+    def test_grows_and_shrinks_numberAccepts(self) -> None:
+        """A pass that takes numberAccepts connections grows it by 20; a shorter one sets it."""
+        for leaner in (False, True):
+            factory = _Recorded()
+            port = self.listen(leaner, factory)
+            port.numberAccepts = 2
+            self.clients(port, 3)
+            port.doRead()
+            self.assertEqual((len(factory.built), port.numberAccepts), (2, 22))
+            port.doRead()
+            self.assertEqual((len(factory.built), port.numberAccepts), (3, 1))
+            port.doRead()  # nothing waiting
+            self.assertEqual((len(factory.built), port.numberAccepts), (3, 1))
+            self.accepted(factory)
+
+    def test_refused_connection_is_closed(self) -> None:
+        """A factory that returns None: the connection is closed, the loop goes on."""
+        factory = _Recorded(refuse=True)
+        port = self.listen(True, factory)
+        (sock,) = self.clients(port, 1)
+        port.doRead()
+        self.assertEqual(factory.built, [])
+        self.assertEqual(sock.recv(10), b"")
+        self.assertEqual(port.sessionno, 0)
+
+    def test_protocol_error_logged_port_listens(self) -> None:
+        """An exception from the factory is logged as Twisted logs it; the next connection is served."""
+        factory = _Recorded(fail=ZeroDivisionError())
+        port = self.listen(True, factory)
+        self.clients(port, 1)
+        port.doRead()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.clients(port, 1)
+        port.doRead()
+        self.assertEqual(len(self.accepted(factory)), 1)
+        self.assertTrue(port.connected)
+
+    def test_accept_error_goes_to_twisted(self) -> None:
+        """An accept that fails other than 'none waiting' hands the pass to tcp.Port.doRead."""
+        import errno
+
+        from twisted.internet import tcp
+
+        port = self.listen(True, _Recorded())
+        real = port.socket
+
+        class Failing:
+            family = real.family
+            type = real.type
+
+            def _accept(self) -> Any:
+                raise OSError(errno.ENOBUFS, "no buffers")
+
+        port.socket = Failing()
+        self.addCleanup(setattr, port, "socket", real)
+        handed: list[Any] = []
+        self.patch(tcp.Port, "doRead", lambda self: handed.append(self))
+        port.doRead()
+        self.assertEqual(handed, [port])

@@ -30,6 +30,7 @@ one fails there before anywhere else.
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -37,6 +38,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionAborted
 from twisted.protocols import basic
+from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 from twisted.web.http import datetimeToString, parse_qs
@@ -814,3 +816,77 @@ def close_now(transport: Any) -> None:
         if bottom is None:
             return
     bottom.connectionLost(Failure(ConnectionAborted("closed to make room")))
+
+
+class FastPort(tcp.Port):
+    """
+    A listening C{tcp.Port} whose accept loop (C{doRead}) is Twisted's
+    with less around each connection: the socket's C{_accept} (C{accept4}
+    with C{SOCK_CLOEXEC}) and a C{socket.socket} made from its descriptor
+    with the listening socket's family and type as numbers, where
+    C{socket.accept} converts both to enums for every connection; no log
+    buffer set up for each pass.  Everything else is Twisted's, in its
+    order: the same address (an IPv6 one with its scope, as
+    C{getnameinfo} writes it), C{buildProtocol}, the session number, the
+    transport (C{tcp.Server}, which makes the socket non-blocking),
+    C{makeConnection}, and the same growth of C{numberAccepts}.  An
+    accept that fails other than by having no connection waiting
+    (C{EMFILE}, C{ENOBUFS}, C{EPERM}...) is handed, as the pass's rest, to
+    C{tcp.Port.doRead}, which reports it and recovers as Twisted does; an
+    exception from a protocol is logged as Twisted logs it, and the port
+    listens on.  L{fast_accept} makes a listening port one.
+    """
+
+    # The listening socket, with its family and type as numbers.
+    _kind: tuple[socket.socket, int, int] | None = None
+
+    def doRead(self) -> None:
+        accepted = 0
+        try:
+            sock = self.socket
+            kind = self._kind
+            if kind is None or kind[0] is not sock:
+                kind = self._kind = (sock, int(sock.family), int(sock.type))
+            _, family, type_ = kind
+            accept = sock._accept  # type: ignore[union-attr]
+            factory: Any = self.factory
+            limit = self.numberAccepts
+            while accepted < limit:
+                try:
+                    fd, addr = accept()
+                except BlockingIOError:
+                    break
+                except OSError:
+                    # Twisted's loop reports and recovers (EMFILE...).
+                    tcp.Port.doRead(self)
+                    return
+                accepted += 1
+                skt = socket.socket(family, type_, 0, fd)
+                if len(addr) == 4:
+                    host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                    addr = (host[0], *addr[1:])
+                protocol = factory.buildProtocol(self._buildAddr(addr))
+                if protocol is None:
+                    skt.close()
+                    continue
+                session = self.sessionno
+                self.sessionno = session + 1
+                transport = self.transport(skt, protocol, addr, self, session, self.reactor)
+                protocol.makeConnection(transport)
+            if accepted == self.numberAccepts:
+                self.numberAccepts += 20
+            else:
+                self.numberAccepts = max(1, accepted)
+        except BaseException:
+            # As tcp.Port.doRead: the port listens on.
+            legacy_log.deferr()
+
+
+def fast_accept(port: object) -> None:
+    """
+    Make C{port} a L{FastPort} when it is Twisted's C{tcp.Port} exactly
+    (a plain or TLS listener from C{listenTCP}, C{adoptStreamPort} or an
+    endpoint); any other port is left as it is.
+    """
+    if type(port) is tcp.Port:
+        port.__class__ = FastPort

@@ -59,11 +59,20 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from notificator.http import _twisted
 from notificator.http._twisted import ChannelBase, GenericHTTPChannelProtocol
 
 # The namespace it had before the moves of issue 18: it is part of
@@ -254,3 +263,28 @@ def protocol(writes: WriteBatch, head_clock: bool = False) -> GenericHTTPChannel
         idle timer of its own over HTTP/1.x (see L{Channel.timeOut}).
     """
     return GenericHTTPChannelProtocol(Channel(writes, head_clock))
+
+
+@implementer(IStreamServerEndpoint)
+class Accepting:
+    """
+    An endpoint that listens as C{endpoint} does, with Twisted's TCP port
+    made a L{notificator.http._twisted.FastPort} (a leaner accept loop);
+    any other kind of port is left as it is.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        listening: Deferred[IListeningPort] = self.endpoint.listen(protocolFactory)
+        return listening.addCallback(fast_port)
+
+
+def fast_port(port: IListeningPort) -> IListeningPort:
+    """
+    Make C{port}, when it is Twisted's TCP port, accept with the leaner
+    loop (L{notificator.http._twisted.FastPort}); return it.
+    """
+    _twisted.fast_accept(port)
+    return port

@@ -63,6 +63,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from notificator.http import fast
 from notificator.listening import split_description
 from notificator.tls import HTTPSListener, https_listener
 
@@ -213,12 +214,21 @@ class ReusePortService(Service):
 
     port: IListeningPort | None = None
 
-    def __init__(self, reactor: Any, description: str, factory: IProtocolFactory) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        factory: IProtocolFactory,
+        fast_accept: bool = False,
+    ) -> None:
         """
         @param reactor: an C{IReactorSocket} (and the TLS clock).
+        @param fast_accept: accept with the fast channel's leaner loop
+            (L{notificator.http.fast.fast_port}).
         @raise ValueError: a description this module cannot listen on (L{parse}).
         """
         self._reactor = reactor
+        self._fast_accept = fast_accept
         self.address = parse(description, reactor)
         self.factory = factory
         self._socket: socket.socket | None = None
@@ -245,6 +255,8 @@ class ReusePortService(Service):
         except BaseException:
             sock.close()
             raise
+        if self._fast_accept:
+            fast.fast_port(port)
         # Our copy of the socket stays open until the stop (see the module docstring).
         self._socket = sock
         self._factory = factory

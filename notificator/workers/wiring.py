@@ -248,7 +248,9 @@ def worker_listeners(
     listeners.setServiceParent(tail)
     for description in endpoints:
         try:
-            service = reuseport.ReusePortService(reactor, with_backlog(description), site)
+            service = reuseport.ReusePortService(
+                reactor, with_backlog(description), site, fast_accept=site.fast_channel
+            )
         except ValueError as e:
             raise SystemExit(f"notificator: cannot listen on {description!r}: {e}")
         service.setServiceParent(listeners)
