@@ -1533,3 +1533,135 @@ class FastPortTests(SynchronousTestCase):
         self.patch(tcp.Port, "doRead", lambda self: handed.append(self))
         port.doRead()
         self.assertEqual(handed, [port])
+
+
+class FastPollTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.fast_poll} on a real (not running)
+    C{EPollReactor}: a ready descriptor is read, written and lost as
+    Twisted's loop does it, without its log context.
+    """
+
+    def reactor(self) -> Any:
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = EPollReactor()
+
+        def close() -> None:
+            reactor.waker.connectionLost(None)
+            reactor._poller.close()
+
+        self.addCleanup(close)
+        return reactor
+
+    def reader(self, reactor: Any, fail: BaseException | None = None) -> tuple[Any, Any, Any]:
+        """A FileDescriptor over one end of a socket pair, recording its reads and loss."""
+        import socket
+
+        from twisted.internet.abstract import FileDescriptor
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        record: dict[str, list[Any]] = {"read": [], "lost": []}
+
+        class Reader(FileDescriptor):
+            def fileno(self) -> int:
+                return ours.fileno()
+
+            def logPrefix(self) -> str:
+                return "Reader,7,peer"
+
+            def doRead(self) -> Any:
+                data = ours.recv(100)
+                record["read"].append(data)
+                return None if data else ConnectionDone()
+
+            def connectionLost(self, reason: Failure) -> None:
+                record["lost"].append(reason)
+                FileDescriptor.connectionLost(self, reason)
+                if fail is not None:
+                    raise fail
+
+        reader = Reader(reactor)
+        reader.startReading()
+        return reader, theirs, record
+
+    def test_only_twisteds_epoll_loop(self) -> None:
+        """Another reactor, or an epoll reactor with a loop of its own: nothing done."""
+        from twisted.internet.epollreactor import EPollReactor
+
+        self.assertIsNone(_twisted.fast_poll(MemoryReactorClock()))
+
+        class Own(EPollReactor):
+            def doPoll(self, timeout: float | None) -> None:
+                pass
+
+        own = Own()
+        self.addCleanup(own._poller.close)
+        self.addCleanup(own.waker.connectionLost, None)
+        self.assertIsNone(_twisted.fast_poll(own))
+        self.assertNotIn("doIteration", vars(own))
+
+    def test_reads_as_twisted_and_undoes(self) -> None:
+        """Data and the close reach the descriptor as on Twisted's loop; undo puts that loop back."""
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = self.reactor()
+        undo = _twisted.fast_poll(reactor)
+        assert undo is not None
+        self.assertIn("doIteration", vars(reactor))
+        self.assertIsNone(_twisted.fast_poll(reactor))  # once
+        reader, theirs, record = self.reader(reactor)
+        theirs.sendall(b"hello")
+        reactor.doIteration(1)
+        self.assertEqual(record["read"], [b"hello"])
+        theirs.close()
+        reactor.doIteration(1)
+        self.assertEqual(len(record["lost"]), 1)
+        self.assertTrue(record["lost"][0].check(ConnectionDone))
+        self.assertNotIn(reader, reactor.getReaders())
+        undo()
+        self.assertNotIn("doIteration", vars(reactor))
+        self.assertEqual(reactor.doIteration.__func__, EPollReactor.doPoll)
+
+    def test_escaping_error_logged_with_prefix(self) -> None:
+        """What _doReadOrWrite lets out is logged with the connection's prefix; the pass goes on."""
+        from twisted.logger import globalLogPublisher
+
+        reactor = self.reactor()
+        _twisted.fast_poll(reactor)
+        _, bad, _ = self.reader(reactor, fail=ZeroDivisionError())
+        _, good, record = self.reader(reactor)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        bad.close()
+        good.sendall(b"x")
+        for _ in range(3):
+            reactor.doIteration(0.1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(record["read"], [b"x"])
+        self.assertIn("Reader,7,peer", [e.get("log_system") for e in events])
+
+    def test_interrupted_poll_returns(self) -> None:
+        """EINTR ends the pass quietly; another error is raised, as Twisted's loop does."""
+        import errno
+
+        reactor = self.reactor()
+        _twisted.fast_poll(reactor)
+        real = reactor._poller
+
+        class Poller:
+            def __init__(self, error: int) -> None:
+                self.error = error
+
+            def poll(self, timeout: float, most: int) -> Any:
+                raise OSError(self.error, "poll")
+
+        self.addCleanup(setattr, reactor, "_poller", real)
+        reactor._poller = Poller(errno.EINTR)
+        reactor.doIteration(0)
+        reactor._poller = Poller(errno.EBADF)
+        self.assertRaises(OSError, reactor.doIteration, 0)

@@ -155,6 +155,7 @@ class MakeServiceTests(SynchronousTestCase):
             pidlock.DirectoryLockService,
             LocalBroker,
             fast.WriteBatch,
+            fast.Polling,
             connections.Connections,
             MultiService,
             TickerService,
@@ -165,9 +166,9 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(len(children), len(kinds), children)
         for child, kind in zip(children, kinds, strict=True):
             self.assertIsInstance(child, kind)
-        self.assertEqual(len(list(children[4])), 1)  # the one listener
+        self.assertEqual(len(list(children[5])), 1)  # the one listener
         hub = children[-1].hub
-        self.assertEqual([c.ticker.tick for c in children[5:7]], [hub.heartbeat, hub.keepalive])
+        self.assertEqual([c.ticker.tick for c in children[6:8]], [hub.heartbeat, hub.keepalive])
 
     def test_listens_on_configured_port(self) -> None:
         """server.port/host become a TCP listener for our Site."""

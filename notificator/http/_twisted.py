@@ -29,6 +29,7 @@ one fails there before anywhere else.
 
 from __future__ import annotations
 
+import errno
 import functools
 import socket
 from collections.abc import Callable, Iterable
@@ -890,3 +891,69 @@ def fast_accept(port: object) -> None:
     """
     if type(port) is tcp.Port:
         port.__class__ = FastPort
+
+
+def fast_poll(reactor: object) -> Callable[[], None] | None:
+    """
+    Have C{reactor}, when it is Twisted's epoll reactor, hand each ready
+    descriptor to C{_doReadOrWrite} directly instead of through
+    C{twisted.python.log.callWithLogger}.  That wrapper builds a legacy
+    log context (the connection's C{logPrefix}) around every read and
+    write, for what the legacy C{twisted.python.log} API alone reads: a
+    line it writes while a connection is being served says the
+    connection's C{system} instead of C{-}.  The server logs through
+    C{twisted.logger}, which does not read it; a traceback from a
+    connection (which C{_doReadOrWrite} logs itself) says C{-}.  Anything
+    C{_doReadOrWrite} lets out is logged, with the connection's prefix,
+    as C{callWithLogger} logs it, and the pass goes on.
+
+    @return: a call that puts Twisted's own loop back; L{None} (nothing
+        done) for another reactor or one whose C{doPoll} is not Twisted's.
+    """
+    from twisted.internet import epollreactor
+
+    if not isinstance(reactor, epollreactor.EPollReactor) or (
+        type(reactor).doPoll is not epollreactor.EPollReactor.doPoll
+        or type(reactor).doIteration is not epollreactor.EPollReactor.doIteration
+        or "doIteration" in vars(reactor)
+    ):
+        return None
+    poller = reactor
+    selectables: dict[int, Any] = poller._selectables
+
+    def doPoll(timeout: float | None) -> None:
+        # EPollReactor.doPoll, line for line, without callWithLogger.
+        if timeout is None:
+            timeout = -1
+        try:
+            events = poller._poller.poll(timeout, len(selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        dispatch = poller._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue
+            try:
+                dispatch(selectable, fd, event)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                legacy_log.err(system=_log_prefix(selectable))
+
+    poller.doIteration = doPoll  # type: ignore[method-assign]
+
+    def undo() -> None:
+        if vars(poller).get("doIteration") is doPoll:
+            del poller.doIteration
+
+    return undo
+
+
+def _log_prefix(selectable: Any) -> str:
+    try:
+        return str(selectable.logPrefix())
+    except Exception:
+        return "(buggy logPrefix method)"

@@ -56,6 +56,7 @@ module (L{notificator.http.site.serve_http}).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -263,6 +264,30 @@ def protocol(writes: WriteBatch, head_clock: bool = False) -> GenericHTTPChannel
         idle timer of its own over HTTP/1.x (see L{Channel.timeOut}).
     """
     return GenericHTTPChannelProtocol(Channel(writes, head_clock))
+
+
+class Polling(Service):
+    """
+    While it runs, the reactor hands each ready connection to Twisted's
+    read and write code without a legacy log context around each one
+    (L{notificator.http._twisted.fast_poll}: a twentieth of a stream
+    opened and of a publish); stopped, Twisted's own loop is back.  On
+    any reactor but the epoll one it does nothing.
+    """
+
+    def __init__(self, reactor: object) -> None:
+        self._reactor = reactor
+        self._undo: Callable[[], None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._undo = _twisted.fast_poll(self._reactor)
+
+    def stopService(self) -> None:
+        super().stopService()
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            undo()
 
 
 @implementer(IStreamServerEndpoint)

@@ -306,6 +306,7 @@ def serve_http(
     if cfg.server.fast_channel:
         writes = fast.WriteBatch(reactor)
         writes.setServiceParent(parent)
+        fast.Polling(reactor).setServiceParent(parent)
     site = Site(
         resource,
         reactor=reactor,
