@@ -1087,18 +1087,33 @@ def dechunk(body: bytes) -> bytes:
     return bytes(out)
 
 
+class NegotiatedH2(tcp.Server):
+    """
+    A C{tcp.Server} that says ALPN chose HTTP/2, as a TLS transport says
+    it: the stand-in for one in the in-memory tests.  (A plain
+    C{tcp.Server} never negotiates, and the fast channel's connections
+    skip twisted.web's HTTP/2 switch on one.)
+    """
+
+    negotiatedProtocol = b"h2"
+
+
 class Conn:
     """
     One connection to an L{InMemoryServer}: a L{FakeSocket} under a real
     C{tcp.Server}, with the reactor's part (reads, write passes, the close)
     done by hand.
+
+    @param h2: the connection negotiated HTTP/2 (L{NegotiatedH2}).
     """
 
-    def __init__(self, server: InMemoryServer | FastChannelSite, number: int) -> None:
+    def __init__(
+        self, server: InMemoryServer | FastChannelSite, number: int, h2: bool = False
+    ) -> None:
         self.server = server
         self.sock = FakeSocket()
         self.protocol = server.site.buildProtocol(None)
-        self.transport = tcp.Server(
+        self.transport = (NegotiatedH2 if h2 else tcp.Server)(
             self.sock,
             self.protocol,
             ("127.0.0.1", 40000 + number),
@@ -1192,8 +1207,9 @@ class InMemoryServer:
         self.conns: list[Conn] = []
         testcase.addCleanup(self.close_all)
 
-    def connect(self) -> Conn:
-        conn = Conn(self, len(self.conns))
+    def connect(self, h2: bool = False) -> Conn:
+        """A new connection (C{h2}: one that negotiated HTTP/2)."""
+        conn = Conn(self, len(self.conns), h2)
         self.conns.append(conn)
         return conn
 
@@ -1228,8 +1244,7 @@ class MemoryH2:
 
         testcase.patch(twisted.internet, "reactor", server.reactor)
         self.server = server
-        self.conn = server.connect()
-        self.conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        self.conn = server.connect(h2=True)
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )

@@ -189,8 +189,7 @@ class HTTP2IdleTests(BothChannels, SynchronousTestCase):
         self.read = 0
 
     def h2(self) -> tuple[Conn, Any]:
-        conn = self.s.connect()
-        conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        conn = self.s.connect(h2=True)
         client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )

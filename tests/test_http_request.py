@@ -681,8 +681,7 @@ class HTTP2BodyInMemoryTests(SynchronousTestCase):
         s = InMemoryServer(self, True, body_bytes=1024 * 1024)
         # twisted.web's HTTP/2 channel takes the global reactor for its send loop.
         self.patch(twisted.internet, "reactor", s.reactor)
-        conn = s.connect()
-        conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        conn = s.connect(h2=True)
         client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
@@ -1001,7 +1000,9 @@ def _check_held(testcase: SynchronousTestCase, s: InMemoryServer, requests: list
 
 def _requests(protocol: Any) -> list[Any]:
     """The requests a connection's channel holds (twisted.web's HTTPChannel or H2Connection)."""
-    channel = protocol.wrappedProtocol._channel
+    channel = protocol.wrappedProtocol
+    # twisted.web's HTTP/2 switch, when the connection is not plain TCP.
+    channel = getattr(channel, "_channel", channel)
     streams = getattr(channel, "streams", None)
     if streams is not None:
         return [stream._request for stream in streams.values()]

@@ -1665,3 +1665,80 @@ class FastPollTests(SynchronousTestCase):
         reactor.doIteration(0)
         reactor._poller = Poller(errno.EBADF)
         self.assertRaises(OSError, reactor.doIteration, 0)
+
+
+class GenericChannelTests(SynchronousTestCase):
+    """
+    L{notificator.http._twisted.generic_channel} sets up a channel and its
+    HTTP/2 switch as C{Site.buildProtocol} does, and
+    L{notificator.http._twisted.plain_channel} unwraps it only on plain TCP.
+    """
+
+    def site(self) -> Site:
+        site = Site(Data(b"ok", "text/plain"), reactor=MemoryReactorClock())
+        site.timeOut = 123
+        return site
+
+    def test_same_as_build_protocol(self) -> None:
+        """Channel and wrapper answer the same as those Site.buildProtocol makes."""
+        site = self.site()
+        stock = site.buildProtocol(None)
+        ours = _twisted.generic_channel(http.HTTPChannel(), site)
+        names = ("factory", "requestFactory", "site", "callLater", "timeOut")
+        for name in names:
+            self.assertEqual(getattr(ours, name), getattr(stock, name), name)
+            self.assertEqual(getattr(ours._channel, name), getattr(stock._channel, name), name)
+            self.assertEqual(getattr(ours, "_" + name), getattr(stock, "_" + name), name)
+
+    def test_switches_to_h2_set_up(self) -> None:
+        """Over a transport that negotiated h2, the HTTP/2 channel gets the site's settings."""
+        import twisted.internet
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as Client
+        from twisted.internet import reactor as installed
+
+        site = self.site()
+        self.assertIsNotNone(installed)
+        # H2Connection's send loop runs on the global reactor.
+        self.patch(twisted.internet, "reactor", site.reactor)
+        protocol = _twisted.generic_channel(http.HTTPChannel(), site)
+        transport = StringTransport()
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        client = Client(H2Configuration(client_side=True))
+        client.initiate_connection()
+        protocol.dataReceived(client.data_to_send())
+        from twisted.web._http2 import H2Connection
+
+        conn = protocol._channel
+        self.assertIsInstance(conn, H2Connection)
+        self.assertIs(conn.site, site)
+        self.assertIs(conn.factory, site)
+        self.assertIs(conn.requestFactory, site.requestFactory)
+        self.assertEqual(conn.timeOut, 123)
+        self.assertEqual(conn.callLater, site.reactor.callLater)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        site.reactor.advance(0)
+
+    def test_plain_channel(self) -> None:
+        """The channel on a plain tcp.Server; the wrapper on anything else."""
+        import socket
+
+        from twisted.internet import tcp
+
+        from tests.support import NegotiatedH2
+
+        site = self.site()
+        protocol = _twisted.generic_channel(http.HTTPChannel(), site)
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        reactor = MemoryReactorClock()
+        port = type("Port", (), {"_realPortNumber": 3000})()
+        plain = tcp.Server(ours, protocol, ("127.0.0.1", 1), port, 1, reactor)
+        self.assertIs(_twisted.plain_channel(protocol, plain), protocol._channel)
+        h2 = NegotiatedH2(ours, protocol, ("127.0.0.1", 1), port, 2, reactor)
+        self.assertIs(_twisted.plain_channel(protocol, h2), protocol)
+        self.assertIs(_twisted.plain_channel(protocol, StringTransport()), protocol)
+        channel = http.HTTPChannel()
+        self.assertIs(_twisted.plain_channel(channel, plain), channel)

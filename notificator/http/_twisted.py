@@ -957,3 +957,41 @@ def _log_prefix(selectable: Any) -> str:
         return str(selectable.logPrefix())
     except Exception:
         return "(buggy logPrefix method)"
+
+
+def generic_channel(channel: Any, site: server.Site) -> GenericHTTPChannelProtocol:
+    """
+    C{channel} in twisted.web's HTTP/2-switching wrapper, set up for
+    C{site} as C{Site.buildProtocol} sets up C{site.protocol()} (through
+    C{HTTPFactory.buildProtocol} and C{Factory.buildProtocol}): the
+    channel's C{factory}, C{requestFactory}, C{site}, C{callLater} and
+    C{timeOut}, and the wrapper's own copies of them (C{_factory}...),
+    which it gives the C{H2Connection} it switches to; set directly, where
+    that path sets each through one of the wrapper's properties.
+    """
+    channel.factory = site
+    channel.requestFactory = site.requestFactory
+    channel.site = site
+    call_later = site.reactor.callLater
+    channel.callLater = call_later
+    channel.timeOut = site.timeOut
+    wrapper = GenericHTTPChannelProtocol(channel)
+    wrapper._factory = site
+    wrapper._requestFactory = site.requestFactory
+    wrapper._site = site
+    wrapper._callLater = call_later
+    wrapper._timeOut = site.timeOut
+    return wrapper
+
+
+def plain_channel(protocol: Any, transport: object) -> Any:
+    """
+    The channel inside C{protocol}, a L{GenericHTTPChannelProtocol}, when
+    C{transport} is a plain TCP connection, which never negotiates
+    HTTP/2 (the wrapper only switches when TLS's ALPN says C{h2}): what
+    the connection's data can go to without passing through the wrapper.
+    Else C{protocol}.
+    """
+    if type(protocol) is GenericHTTPChannelProtocol and type(transport) is tcp.Server:
+        return protocol._channel
+    return protocol

@@ -439,6 +439,27 @@ class ConnectionProtocol:
                 self._connections.closed(transport)
 
 
+class FastConnectionProtocol(ConnectionProtocol):
+    """
+    L{ConnectionProtocol} for the fast channel's connections: over plain
+    TCP, which never switches to HTTP/2, the data goes to the channel
+    itself, not through twisted.web's HTTP/2-switching wrapper around it
+    (L{notificator.http._twisted.plain_channel}).
+    """
+
+    __slots__ = ()
+
+    def makeConnection(self, transport: Any) -> None:
+        self._transport = transport
+        self._connections.opened(transport)
+        protocol = self.wrappedProtocol
+        channel = _twisted.plain_channel(protocol, transport)
+        if channel is not protocol:
+            self.wrappedProtocol = channel
+            self._first = False
+        channel.makeConnection(transport)
+
+
 @implementer(IProtocol)
 class Refused:
     """

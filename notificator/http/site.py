@@ -29,7 +29,7 @@ from twisted.web.resource import IResource
 from notificator import config
 from notificator.auth import Guard
 from notificator.broker import Broker
-from notificator.http import connections, fast
+from notificator.http import _twisted, connections, fast
 from notificator.http.publish import PublishGate
 from notificator.http.request import HTTPDate, Limits, Request, RequestSite, client, hsts_header
 from notificator.http.tree import build_resource
@@ -131,11 +131,13 @@ class Site(RequestSite):
         self.fast_channel = writes is not None
         self.http_date = HTTPDate()
         self._connections = None if limits is None else limits.connections
+        self._channel: Callable[[], fast.Channel] | None = None
         if writes is not None:
             # (twisted.web's Site.protocol is a function: typed as a method.)
             self.protocol = partial(  # type: ignore[method-assign]
                 fast.protocol, writes, head_clock=self._connections is not None
             )
+            self._channel = partial(fast.Channel, writes, self._connections is not None)
         self._ticker: Ticker | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -151,8 +153,13 @@ class Site(RequestSite):
             return super().buildProtocol(addr)
         if not watched.admit():
             return connections.Refused()
-        protocol = super().buildProtocol(addr)
-        return None if protocol is None else connections.ConnectionProtocol(protocol, watched)
+        channel = self._channel
+        if channel is None:
+            protocol = super().buildProtocol(addr)
+            return None if protocol is None else connections.ConnectionProtocol(protocol, watched)
+        # What super().buildProtocol builds from self.protocol, built directly.
+        protocol = _twisted.generic_channel(channel(), self)
+        return connections.FastConnectionProtocol(protocol, watched)
 
     def log(self, request: http.Request) -> None:
         if self.access_log is None:
