@@ -12,7 +12,8 @@ the history on disk in the run's directory):
     enough loopback addresses (127.0.0.1, .2, ...) that
     C{limits.streamsPerAddress} does not refuse them;
  2. publish C{--seen} notifications to every user, all received live: each
-    stream now has a last event id;
+    stream's last event id is the last of them (with C{--seen 0}, the one
+    its C{connect} event gave it);
  3. C{--restart restart}: SIGTERM (the server drains: the streams are ended
     over C{sse.drainSeconds}, each with a jittered C{retry:}), and while it
     drains publish C{--during} notifications per user to it; wait for it to
@@ -521,7 +522,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     a = p.add_argument
     a("--n", type=int, default=1000, help="streams (one user each)")
-    a("--seen", type=int, default=2, help="notifications per user seen live before the restart")
+    a(
+        "--seen",
+        type=int,
+        default=2,
+        help="notifications per user seen live before the restart (0: the id connect gave)",
+    )
     a("--during", type=int, default=1, help="per user, published while the server drains")
     a("--missed", type=int, default=2, help="per user, published before the clients return")
     a("--restart", choices=["restart", "none"], default="restart")
@@ -573,8 +579,11 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     a("--json", help="write the result here")
     a("--keep", action="store_true", help="keep the run's directory (config, logs, history)")
     opt = p.parse_args(argv)
-    if opt.n < 1 or opt.seen < 1:
-        p.error("--n and --seen must be at least 1 (a stream needs a last event id)")
+    if opt.n < 1 or opt.seen < 0:
+        p.error("--n must be at least 1, --seen at least 0")
+    if opt.target == "nchan" and opt.seen < 1:
+        # Ours gives a stream its id with connect; Nchan's first comes with a message.
+        p.error("--target nchan needs --seen 1 or more (a stream needs a last event id)")
     if opt.target == "nchan" and (opt.tls or opt.cap_streams is not None):
         p.error("--tls and --cap-streams are for our server only")
     if opt.cap_streams is not None and opt.restart != "restart":
