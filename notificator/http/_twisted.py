@@ -838,17 +838,12 @@ class FastPort(tcp.Port):
     listens on.  L{fast_accept} makes a listening port one.
     """
 
-    # The listening socket, with its family and type as numbers.
-    _kind: tuple[socket.socket, int, int] | None = None
-
     def doRead(self) -> None:
         accepted = 0
         try:
             sock = self.socket
-            kind = self._kind
-            if kind is None or kind[0] is not sock:
-                kind = self._kind = (sock, int(sock.family), int(sock.type))
-            _, family, type_ = kind
+            # Once per pass, not per connection as socket.accept does.
+            family, type_ = int(sock.family), int(sock.type)
             accept = sock._accept  # type: ignore[union-attr]
             factory: Any = self.factory
             limit = self.numberAccepts
@@ -918,20 +913,20 @@ def fast_poll(reactor: object) -> Callable[[], None] | None:
         or "doIteration" in vars(reactor)
     ):
         return None
-    poller = reactor
-    selectables: dict[int, Any] = poller._selectables
+    epoll: Any = reactor  # (its private parts are untyped)
+    selectables: dict[int, Any] = epoll._selectables
 
     def doPoll(timeout: float | None) -> None:
         # EPollReactor.doPoll, line for line, without callWithLogger.
         if timeout is None:
             timeout = -1
         try:
-            events = poller._poller.poll(timeout, len(selectables))
+            events = epoll._poller.poll(timeout, len(selectables))
         except OSError as err:
             if err.errno == errno.EINTR:
                 return
             raise
-        dispatch = poller._doReadOrWrite
+        dispatch = epoll._doReadOrWrite
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
@@ -943,11 +938,11 @@ def fast_poll(reactor: object) -> Callable[[], None] | None:
             except BaseException:
                 legacy_log.err(system=_log_prefix(selectable))
 
-    poller.doIteration = doPoll  # type: ignore[method-assign]
+    epoll.doIteration = doPoll
 
     def undo() -> None:
-        if vars(poller).get("doIteration") is doPoll:
-            del poller.doIteration
+        if vars(epoll).get("doIteration") is doPoll:
+            del epoll.doIteration
 
     return undo
 

@@ -450,14 +450,12 @@ class FastConnectionProtocol(ConnectionProtocol):
     __slots__ = ()
 
     def makeConnection(self, transport: Any) -> None:
-        self._transport = transport
-        self._connections.opened(transport)
         protocol = self.wrappedProtocol
         channel = _twisted.plain_channel(protocol, transport)
         if channel is not protocol:
             self.wrappedProtocol = channel
             self._first = False
-        channel.makeConnection(transport)
+        super().makeConnection(transport)
 
 
 @implementer(IProtocol)
