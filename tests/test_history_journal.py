@@ -30,6 +30,7 @@ from notificator.history import (
     read_journal,
     snapshot,
 )
+from notificator.history.journal import _ENTRY, _record
 from tests.support import FailingDisk, parse_frames
 from tests.test_broker_local import Node
 
@@ -278,6 +279,12 @@ class HistoryFileTests(SynchronousTestCase):
             with open(file.path, "rb") as f:
                 written = f.read()
         self.assertEqual(written, before + b"".join(encode_entry(*r) for r in rows))
+        # And encode_entry is the record layout read_journal reads: the
+        # generic record (kind, length, payload, checksum) of an entry.
+        for user_id, key, frame, when in rows:
+            user = user_id.encode("utf-8", "surrogatepass")
+            payload = _ENTRY.pack(*divmod(key, SEQ_SPAN), when, len(user)) + user + frame
+            self.assertEqual(encode_entry(user_id, key, frame, when), _record(b"E", payload))
 
     def journal_with(self, directory: str, *ns: int) -> HistoryFile:
         """A journal in C{directory}: a snapshot holding frame 10 of u, then appended frames C{ns}."""

@@ -54,10 +54,11 @@ def _record(kind: bytes, payload: bytes) -> bytes:
 
 
 def encode_entry(user_id: str, key: int, frame: bytes, when: float) -> bytes:
-    """One journal record: a frame kept for a user."""
+    """One journal record: a frame kept for a user (as L{HistoryFile.append_entries} writes it)."""
     user = user_id.encode("utf-8", "surrogatepass")
     ms, seq = divmod(key, SEQ_SPAN)
-    return _record(b"E", _ENTRY.pack(ms, seq, when, len(user)) + user + frame)
+    head = _ENTRY_RECORD.pack(b"E", _ENTRY.size + len(user) + len(frame), ms, seq, when, len(user))
+    return head + user + frame + _CRC.pack(zlib.crc32(frame, zlib.crc32(user, zlib.crc32(head))))
 
 
 def encode_floor(user_id: str, floor: int) -> bytes:
@@ -296,9 +297,8 @@ class HistoryFile:
     def append_entries(self, entries: list[tuple[str, int, bytes, float]]) -> None:
         """
         Append (user id, key, frame, time) entries and make them durable:
-        the records L{encode_entry} makes, byte for byte, each head and its
-        fixed fields packed at once and its checksum taken without copying
-        the record again.
+        L{encode_entry}'s records, its lines inlined (this runs for every
+        notification) and the parts joined once.
         """
         pack = _ENTRY_RECORD.pack
         crc = _CRC.pack
