@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 
 from twisted.application import strports
 from twisted.application.service import IServiceMaker, MultiService
@@ -177,6 +178,20 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual((port, interface), (3123, "127.0.0.1"))
         self.assertIsInstance(factory, Site)
         self.assertFalse(factory.displayTracebacks)
+
+    def test_listeners_accept_with_the_fast_channel_loop(self) -> None:
+        """
+        With server.fastChannel the listeners' endpoints make Twisted's TCP
+        port a FastPort (fast.Accepting); with it off they are Twisted's own.
+        """
+        from twisted.application.internet import StreamServerEndpointService
+
+        from notificator.http import fast
+
+        for on in (True, False):
+            _, svc = self.service({"server": {"port": 3123, "fastChannel": on}})
+            (listener,) = [s for s in _walk(svc) if isinstance(s, StreamServerEndpointService)]
+            self.assertEqual(isinstance(listener.endpoint, fast.Accepting), on)
 
     def test_listen_overrides(self) -> None:
         """--listen replaces the configured endpoints."""
@@ -609,3 +624,10 @@ class IgnoreInterruptTests(SynchronousTestCase):
         self.assertIs(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
         service.stopService()
         self.assertIs(signal.getsignal(signal.SIGINT), before)
+
+
+def _walk(service: object) -> Iterator[object]:
+    """C{service} and every service under it."""
+    yield service
+    for child in getattr(service, "services", ()):
+        yield from _walk(child)
